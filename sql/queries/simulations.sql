@@ -1,0 +1,18 @@
+-- Simulations, their inputs and tasks.
+
+-- name: insert_simulation
+INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id
+
+-- name: insert_input
+INSERT INTO inputs (simulation_id, data) VALUES ($1, $2)
+
+-- name: insert_tasks
+-- $2: requested primaries of tasks 1..n, in order.
+INSERT INTO tasks (simulation_id, task_id, requested_primaries)
+SELECT $1, t.ordinality, t.primaries
+FROM unnest($2::bigint[]) WITH ORDINALITY AS t (primaries, ordinality)
+
+-- name: get_simulation_owner
+SELECT id, user_id FROM simulations WHERE job_id = $1

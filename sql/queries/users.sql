@@ -1,0 +1,40 @@
+-- Users and refresh tokens.
+
+-- name: create_user
+INSERT INTO users (username, password_hash) VALUES ($1, $2)
+ON CONFLICT (username) DO NOTHING
+RETURNING id
+
+-- name: get_login
+SELECT id, password_hash FROM users WHERE username = $1 AND source = 'local'
+
+-- name: get_user
+SELECT id, username, source FROM users WHERE id = $1
+
+-- name: get_profile
+SELECT username, source, display_name, email FROM users WHERE id = $1
+
+-- name: get_password_hash
+SELECT password_hash FROM users WHERE id = $1
+
+-- name: update_profile
+-- $3 and $5 are applied only when the flags $2 and $4 are set; $6 is a new hash or NULL.
+UPDATE users SET
+    display_name  = CASE WHEN $2 THEN $3 ELSE display_name END,
+    email         = CASE WHEN $4 THEN $5 ELSE email END,
+    password_hash = COALESCE($6, password_hash)
+WHERE id = $1
+
+-- name: add_refresh_token
+INSERT INTO refresh_tokens (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)
+
+-- name: get_refresh_token_user
+SELECT u.id, u.username, u.source
+FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
+
+-- name: revoke_refresh_token
+UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL
+
+-- name: delete_expired_refresh_tokens
+DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'

@@ -1,0 +1,86 @@
+"""Test session: one real PostgreSQL (embedded, or DATABASE_URL), real migrations, truncation
+between tests, and a fresh app per test."""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server import db
+from server.app import create_app
+from server.config import Config
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("DATABASE_URL"):
+        asyncio.run(_migrate(url))
+        yield url
+        return
+    from server.embedded import embedded_postgres
+
+    with embedded_postgres(tmp_path_factory.mktemp("embedded")) as url:
+        asyncio.run(_migrate(url))
+        yield url
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test database, emptied before the test, for checking what is stored."""
+    connection = await asyncpg.connect(database_url)
+    await connection.execute("TRUNCATE users RESTART IDENTITY CASCADE")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def make_config(database_url: str, tmp_path: Path) -> Callable[..., Config]:
+    """Config for a test app: the test database, a private data dir, no runner unless asked.
+
+    Keyword arguments are sections: make_config(auth={"access_ttl": 1}).
+    """
+
+    def make(**sections: dict[str, Any]) -> Config:
+        config = Config().replace("database", url=database_url, data_dir=str(tmp_path / "data"))
+        config = config.replace("runner", kind="none")
+        for section, values in sections.items():
+            config = config.replace(section, **values)
+        return config
+
+    return make
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Callable, make_config: Callable[..., Config], conn: asyncpg.Connection
+) -> TestClient:
+    return await aiohttp_client(create_app(make_config()))
+
+
+async def register(client: TestClient, username: str = "alice", password: str = "password1"):
+    response = await client.put("/auth/register", json={"username": username, "password": password})
+    assert response.status == 201, await response.text()
+
+
+async def login(client: TestClient, username: str = "alice", password: str = "password1"):
+    """Register and log in; the client's cookie jar then holds the tokens."""
+    await register(client, username, password)
+    response = await client.post("/auth/login", json={"username": username, "password": password})
+    assert response.status == 202, await response.text()
+    return await response.json()

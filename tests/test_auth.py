@@ -1,0 +1,318 @@
+"""The auth section of api.md: every status code and message, cookies and tokens."""
+
+import asyncio
+import hashlib
+import time
+
+import jwt
+import pytest
+from aiohttp import web
+
+from server.app import create_app
+from server.auth import public
+from server.keys import SECRET
+from tests.conftest import login, register
+
+
+def cookies_of(response) -> dict[str, str]:
+    """Set-Cookie headers by cookie name, as sent."""
+    return {h.split("=", 1)[0]: h for h in response.headers.getall("Set-Cookie", [])}
+
+
+def attributes(set_cookie: str) -> set[str]:
+    return {part.strip() for part in set_cookie.split(";")[1:]}
+
+
+async def test_index(client):
+    response = await client.get("/")
+    assert response.status == 200
+    assert await response.json() == {"message": "Hello World!", "version": "0.1.0"}
+
+
+async def test_register_and_duplicate(client, conn):
+    response = await client.put("/auth/register", json={"username": "bob.s_1", "password": "x" * 8})
+    assert (response.status, await response.json()) == (201, {"message": "User created"})
+    row = await conn.fetchrow("SELECT username, password_hash, source FROM users")
+    assert row["username"] == "bob.s_1" and row["source"] == "local"
+    assert row["password_hash"].startswith("$argon2id$") and "x" * 8 not in row["password_hash"]
+    response = await client.put("/auth/register", json={"username": "bob.s_1", "password": "y" * 9})
+    assert (response.status, await response.json()) == (409, {"message": "Username already taken"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"password": "password1"}, "Missing field: username"),
+        ({"username": "alice"}, "Missing field: password"),
+        ({"username": 12, "password": "password1"}, "Field username must be of type string"),
+        (
+            {"username": "al", "password": "password1"},
+            "Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'",
+        ),
+        (
+            {"username": "a" * 65, "password": "password1"},
+            "Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'",
+        ),
+        (
+            {"username": "al ice", "password": "password1"},
+            "Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'",
+        ),
+        ({"username": "alice", "password": "short"}, "Invalid password: at least 8 characters"),
+        ([1, 2], "JSON body must be an object"),
+    ],
+)
+async def test_register_bad_input(client, conn, body, message):
+    response = await client.put("/auth/register", json=body)
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_register_malformed_json(client):
+    response = await client.put("/auth/register", data=b"{nope", headers={"Content-Type": "x"})
+    assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
+
+
+async def test_register_closed(aiohttp_client, make_config, conn):
+    client = await aiohttp_client(create_app(make_config(auth={"registration": "closed"})))
+    response = await client.put("/auth/register", json={"username": "alice", "password": "x" * 8})
+    assert (response.status, await response.json()) == (
+        403,
+        {"message": "Registration is disabled"},
+    )
+
+
+async def test_login_body_and_cookies(client):
+    await register(client)
+    before = time.time()
+    response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
+    assert response.status == 202
+    body = await response.json()
+    assert set(body) == {"message", "access_exp", "refresh_exp"}
+    assert body["message"] == "Login successful"
+    assert isinstance(body["access_exp"], int) and isinstance(body["refresh_exp"], int)
+    assert before * 1000 + 900_000 <= body["access_exp"] <= time.time() * 1000 + 901_000
+    assert abs(body["refresh_exp"] - (before * 1000 + 604_800_000)) < 5000
+    cookies = cookies_of(response)
+    assert attributes(cookies["access_token"]) == {
+        "HttpOnly",
+        "Max-Age=900",
+        "Path=/",
+        "SameSite=Lax",
+    }
+    assert attributes(cookies["refresh_token"]) == {
+        "HttpOnly",
+        "Max-Age=604800",
+        "Path=/",
+        "SameSite=Lax",
+    }
+
+
+async def test_secure_cookies(aiohttp_client, make_config, conn):
+    client = await aiohttp_client(create_app(make_config(auth={"secure_cookies": True})))
+    await register(client)
+    response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
+    for header in cookies_of(response).values():
+        assert "Secure" in attributes(header)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"username": "alice", "password": "wrongpass"}, 401, "Invalid username or password"),
+        ({"username": "nobody", "password": "password1"}, 401, "Invalid username or password"),
+        ({"username": "alice"}, 400, "Missing field: password"),
+        ({"password": "password1"}, 400, "Missing field: username"),
+    ],
+)
+async def test_login_errors(client, body, status, message):
+    await register(client)
+    response = await client.post("/auth/login", json=body)
+    assert (response.status, await response.json()) == (status, {"message": message})
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_status(client):
+    await login(client)
+    response = await client.get("/auth/status")
+    assert response.status == 200
+    assert await response.json() == {
+        "message": "User status",
+        "username": "alice",
+        "source": "local",
+        "display_name": None,
+        "email": None,
+    }
+
+
+async def test_status_without_cookie(client):
+    response = await client.get("/auth/status")
+    assert (response.status, await response.json()) == (401, {"message": "No token provided"})
+
+
+def token_for(secret: str, **claims) -> str:
+    base = {"sub": "1", "type": "access", "exp": time.time() + 60, "jti": "x"}
+    return jwt.encode({**base, **claims}, secret, algorithm="HS256")
+
+
+async def status_with(client, token: str):
+    """GET /auth/status with only this access token (the client's cookie jar is emptied)."""
+    client.session.cookie_jar.clear()
+    response = await client.get("/auth/status", headers={"Cookie": f"access_token={token}"})
+    return response.status, await response.json()
+
+
+async def test_rejected_tokens(client):
+    await login(client)
+    secret = client.app[SECRET]
+    invalid = (401, {"message": "Invalid or expired token"})
+    ok = await status_ok(client)
+    assert await status_with(client, token_for(secret)) == (200, ok)
+    assert await status_with(client, "garbage") == invalid
+    assert (
+        await status_with(client, token_for("another secret, long enough for HS256 keys"))
+        == invalid
+    )
+    assert await status_with(client, token_for(secret, exp=time.time() - 1)) == invalid
+    assert await status_with(client, token_for(secret, type="refresh")) == invalid
+    assert await status_with(client, token_for(secret, sub="2")) == invalid  # no such user
+    unsigned = jwt.encode({"sub": "1", "type": "access", "exp": time.time() + 60}, None, "none")
+    assert await status_with(client, unsigned) == invalid
+
+
+async def status_ok(client) -> dict:
+    response = await client.get("/auth/status")
+    return await response.json()
+
+
+async def test_expired_access_token(aiohttp_client, make_config, conn):
+    client = await aiohttp_client(create_app(make_config(auth={"access_ttl": 1})))
+    await login(client)
+    token = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    assert (await status_with(client, token))[0] == 200
+    await asyncio.sleep(2.1)
+    assert await status_with(client, token) == (401, {"message": "Invalid or expired token"})
+
+
+async def test_deleted_user(client, conn):
+    await login(client)
+    await conn.execute("DELETE FROM users")
+    response = await client.get("/auth/status")
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+
+
+async def test_refresh(client):
+    first = await login(client)
+    await asyncio.sleep(0.01)
+    response = await client.get("/auth/refresh")
+    assert response.status == 200
+    body = await response.json()
+    assert set(body) == {"message", "access_exp"} and body["message"] == "Token refreshed"
+    assert body["access_exp"] >= first["access_exp"]
+    cookies = cookies_of(response)
+    assert set(cookies) == {"access_token"}
+    assert attributes(cookies["access_token"]) == {
+        "HttpOnly",
+        "Max-Age=900",
+        "Path=/",
+        "SameSite=Lax",
+    }
+    assert (await client.get("/auth/status")).status == 200
+
+
+async def test_refresh_errors(client):
+    response = await client.get("/auth/refresh")
+    assert (response.status, await response.json()) == (401, {"message": "No token provided"})
+    response = await client.get("/auth/refresh", headers={"Cookie": "refresh_token=bad"})
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+    await login(client)
+    access = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    client.session.cookie_jar.clear()
+    response = await client.get("/auth/refresh", headers={"Cookie": f"refresh_token={access}"})
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+
+
+async def test_logout_revokes_refresh_token(client, conn):
+    await login(client)
+    jar = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    refresh_cookie = f"refresh_token={jar['refresh_token'].value}"
+    response = await client.delete("/auth/logout")
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    cookies = cookies_of(response)
+    assert set(cookies) == {"access_token", "refresh_token"}
+    for header in cookies.values():
+        assert "Max-Age=0" in attributes(header)
+    assert await conn.fetchval("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL") == 0
+    response = await client.get("/auth/refresh", headers={"Cookie": refresh_cookie})
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+
+
+async def test_logout_without_cookie(client):
+    response = await client.delete("/auth/logout")
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    response = await client.delete("/auth/logout", headers={"Cookie": "refresh_token=junk"})
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+
+
+async def test_refresh_token_stored_hashed(client, conn):
+    await login(client)
+    jar = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    jti = jwt.decode(jar["refresh_token"].value, options={"verify_signature": False})["jti"]
+    stored = await conn.fetchval("SELECT token_sha256 FROM refresh_tokens")
+    assert stored == hashlib.sha256(jti.encode()).digest()
+
+
+async def test_secret_survives_restart(aiohttp_client, make_config, conn):
+    config = make_config()
+    first = await aiohttp_client(create_app(config))
+    await login(first)
+    cookie = first.session.cookie_jar.filter_cookies(first.make_url("/"))["access_token"].value
+    secret_file = config.data_dir / "secret_key"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    await first.close()
+    second = await aiohttp_client(create_app(config))
+    response = await second.get("/auth/status", headers={"Cookie": f"access_token={cookie}"})
+    assert response.status == 200
+
+
+async def test_configured_secret(aiohttp_client, make_config, conn):
+    config = make_config(auth={"secret": "a configured secret of at least 32 characters"})
+    client = await aiohttp_client(create_app(config))
+    await register(client)
+    assert (await status_with(client, token_for("a configured secret of at least 32 characters")))[
+        0
+    ] == 200
+    assert not (config.data_dir / "secret_key").exists()
+
+
+async def test_error_shapes(aiohttp_client, make_config, conn, caplog):
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app = create_app(make_config(server={"max_body_size": 100}))
+    app.router.add_get("/boom", public(boom))
+    client = await aiohttp_client(app)
+    response = await client.get("/no/such/path")
+    assert (response.status, await response.json()) == (404, {"message": "Not found"})
+    response = await client.post("/auth/status")
+    assert (response.status, await response.json()) == (405, {"message": "Method not allowed"})
+    assert "GET" in response.headers["Allow"]
+    response = await client.put("/auth/register", data=b"{" + b" " * 200 + b"}")
+    assert (response.status, await response.json()) == (
+        413,
+        {"message": "Request body larger than 100 bytes"},
+    )
+    response = await client.get("/boom")
+    assert (response.status, await response.json()) == (500, {"message": "Internal server error"})
+    assert "secret internals" in caplog.text and "Traceback" in caplog.text
