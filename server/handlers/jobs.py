@@ -6,10 +6,12 @@ import uuid
 
 from aiohttp import web
 
+from server import transitions
+from server.access import owned_simulation
 from server.http import json_response, read_json
 from server.keys import CONFIG, DISPATCHER, POOL, USER
 from server.runner import Job
-from server.store import simulations
+from server.store import simulations, tasks
 from server.submission import parse_submission
 
 
@@ -44,8 +46,16 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    simulation_id = await owned_simulation(request)
+    job_state, job_tasks = await tasks.job_status(request.app[POOL], simulation_id)
+    body = {"message": "Job status", "job_state": job_state, "job_tasks_status": job_tasks}
+    return json_response(body)
 
 
 async def cancel(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    await owned_simulation(request)
+    job_id = request.query["job_id"]
+    await transitions.cancel(request.app[POOL], job_id)
+    # After the commit: the runner must never see a job as live that the database has ended.
+    await request.app[DISPATCHER].cancel(job_id)
+    return json_response({"message": "Job cancelled"})
