@@ -9,6 +9,7 @@ command line (visible to every user in `ps`), never in a log line.
 """
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -95,6 +96,12 @@ async def start(
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Send `sig` to the worker's process group (the worker and whatever it started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(process.pid, sig)
 
 
 def output_tail(output: Path) -> str:
