@@ -3,8 +3,8 @@
 Each task runs in `<work_dir>/<job_id>/task_<n>` (work_dir defaults to `<data_dir>/jobs`), with
 the simulation's input files (editor input as `input.json`); `<work_dir>/<job_id>` is the job
 directory shared by all tasks (for the merge step), which also keeps each task's stdout and
-stderr as `task_<n>.log`. The worker learns everything else from
-YAPTIDE_* environment variables. The update key travels only in the environment: never on the
+stderr as `task_<n>.log`. The worker learns everything else from YAPTIDE_* environment
+variables (see task_environment). The update key travels only in the environment: never on the
 command line (visible to every user in `ps`), never in a log line.
 """
 
@@ -28,11 +28,8 @@ _PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET")
 
 
 def work_dir(config: Config) -> Path:
-    return (
-        Path(config.runner.work_dir).resolve()
-        if config.runner.work_dir
-        else (config.data_dir / "jobs")
-    )
+    configured = config.runner.work_dir
+    return Path(configured).resolve() if configured else config.data_dir / "jobs"
 
 
 def job_dir(config: Config, job_id: str) -> Path:
@@ -55,7 +52,7 @@ def write_inputs(directory: Path, job: Job) -> None:
         (directory / "input.json").write_bytes(orjson.dumps(job.input))
         return
     for name, text in job.input.items():  # names were checked to be plain base names
-        (directory / name).write_text(text)
+        (directory / name).write_text(text, encoding="utf-8")
 
 
 def worker_command(config: Config) -> list[str]:
