@@ -151,6 +151,8 @@ class LocalDispatcher:
             await self._finish_job(run)
 
     async def _execute(self, run: JobRun, task_id: int) -> None:
+        if run.canceled or self._closing:
+            return
         job_id = run.job.job_id
         job_directory = proc.job_dir(self._config, job_id)
         directory = proc.task_dir(job_directory, task_id)
