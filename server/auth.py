@@ -23,7 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import Config
 from server.errors import Unauthorized
-from server.keys import CONFIG, POOL, SECRET, USER
+from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import users
 
@@ -129,6 +129,16 @@ async def issue_refresh_token(app: web.Application, user_id: int) -> tuple[str, 
     return token, expires
 
 
+async def _access_user(app: web.Application, user_id: int) -> User | None:
+    cache = app[USER_CACHE]
+    user = cache.get(user_id)
+    if user is None:
+        user = await users.get(app[POOL], user_id)
+        if user is not None:
+            cache.put(user)
+    return user
+
+
 async def user_from_cookie(request: web.Request, cookie: str) -> User:
     """The user a valid access or refresh cookie belongs to; 401 otherwise."""
     token = request.cookies.get(cookie)
@@ -139,7 +149,7 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
     if kind == "refresh":
         user = await users.get_refresh_token_user(request.app[POOL], sha256(claims["jti"]))
     else:
-        user = await users.get(request.app[POOL], int(claims["sub"]))
+        user = await _access_user(request.app, int(claims["sub"]))
     if user is None or user.id != int(claims["sub"]):
         raise Unauthorized(INVALID_TOKEN)
     return user

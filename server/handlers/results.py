@@ -5,6 +5,7 @@ deflate segment in, inflated (identity) or as is (gzip), streaming a batch of pa
 """
 
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,8 +17,9 @@ from server.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
 from server.errors import NotFound
 from server.filters import page_filter
 from server.http import json_response, query_param, read_json
-from server.keys import CONFIG, POOL, USER
+from server.keys import CONFIG, PAGE_CACHE, POOL, USER
 from server.models import TERMINAL_STATES
+from server.pagecache import Segment, segments
 from server.pages import parse_estimators
 from server.store import jobs, results
 
@@ -74,13 +76,13 @@ class _Body:
     def clear(self, raw: bytes) -> None:
         self.buffer += self.gzip.clear(raw) if self.gzip else raw
 
-    async def page(self, row: Any) -> None:
+    async def page(self, segment: Segment) -> None:
         if self.gzip:
             self.buffer += self.gzip.segment(
-                row["data"], row["crc32"], row["crc_shift"], row["raw_size"]
+                segment.data, segment.crc32, segment.crc_shift, segment.raw_size
             )
         else:
-            self.buffer += inflate_segment(row["data"])
+            self.buffer += inflate_segment(segment.data)
         if len(self.buffer) >= _FLUSH_AT:
             await self.flush()
 
@@ -100,11 +102,12 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     estimator = request.query.get("estimator_name") or None
     numbers = page_filter(request.query)
     pool = request.app[POOL]
-    head = await results.head(pool, job_id, estimator)
-    simulation_id = check_owner(head and (head["id"], head["user_id"]), request[USER].id)
+    rows = await results.index(pool, job_id, estimator, numbers)
+    head = rows[0] if rows else None
+    check_owner(head and (head["id"], head["user_id"]), request[USER].id)
     if not head["has_results"]:
         raise NotFound(NO_RESULTS)
-    if not head["has_estimator"]:
+    if estimator is not None and head["estimator"] is None:
         raise NotFound(f"Estimator not found: {estimator}")
     gzip = accepts_gzip(request)
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
@@ -118,25 +121,24 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     body = _Body(response, gzip)
-    await stream_results(pool, body, simulation_id, estimator, numbers)
+    pages = [row for row in rows if row["page_number"] is not None]
+    await stream_results(body, segments(pool, request.app[PAGE_CACHE], pages))
     await body.finish()
     return response
 
 
-async def stream_results(
-    pool: Any, body: _Body, simulation_id: int, estimator: str | None, numbers: list[int] | None
-) -> None:
+async def stream_results(body: _Body, pages: AsyncIterator[tuple[Any, Segment]]) -> None:
+    """The envelope around the pages, each estimator opened when its first page arrives."""
     body.clear(b'{"message":"Results","estimators":[')
     current = None
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in results.stream_pages(conn, simulation_id, estimator, numbers):
-            if row["estimator"] != current:
-                opening = b'{"name":' + orjson.dumps(row["estimator"]) + b',"pages":['
-                body.clear((b"]}," if current is not None else b"") + opening)
-                current = row["estimator"]
-            else:
-                body.clear(b",")
-            await body.page(row)
+    async for row, segment in pages:
+        if row["estimator"] != current:
+            opening = b'{"name":' + orjson.dumps(row["estimator"]) + b',"pages":['
+            body.clear((b"]}," if current is not None else b"") + opening)
+            current = row["estimator"]
+        else:
+            body.clear(b",")
+        await body.page(segment)
     body.clear(b"]}]}" if current is not None else b"]}")
 
 
