@@ -387,10 +387,13 @@ async def test_etag_and_304(client, conn, job):
 
 
 async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
-    """Pages missing from the cache are read a few at a time (BATCH_BYTES), here without cache."""
-    from server import pagecache
+    """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
+    the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""
+    from server import pagecache, render
 
     monkeypatch.setattr(pagecache, "BATCH_BYTES", 50_000)
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    monkeypatch.setattr(render, "FLUSH_AT", 10_000)
     client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
     await login(client)
     job_id = await submit(client)
@@ -406,6 +409,11 @@ async def test_large_results_are_read_in_batches(aiohttp_client, make_config, co
         "message": "Results",
         "estimators": reference(numbers={1, 2, 3, 5}),
     }
+    response = await client.get(
+        "/results", params={"job_id": job_id}, headers={"Accept-Encoding": "gzip"}
+    )
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert await response.json() == {"message": "Results", "estimators": reference()}
 
 
 async def test_rewritten_pages_are_not_served_from_cache(client, job):

@@ -5,26 +5,22 @@ deflate segment in, inflated (identity) or as is (gzip), streaming a batch of pa
 """
 
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from server import auth
+from server import auth, render
 from server.access import check_owner, check_worker, simulation_id_of, update_key_of
-from server.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
 from server.errors import NotFound
 from server.filters import page_filter
 from server.http import json_response, query_param, read_json
 from server.keys import CONFIG, PAGE_CACHE, POOL, USER
 from server.models import TERMINAL_STATES
-from server.pagecache import Segment, segments
+from server.pagecache import segments
 from server.pages import parse_estimators
 from server.store import jobs, results
 
 NO_RESULTS = "Results not available"
-_FLUSH_AT = 1 << 18
 
 
 @auth.public
@@ -65,38 +61,6 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-class _Body:
-    """Buffers small writes; identity inflates segments, gzip passes them through."""
-
-    def __init__(self, response: web.StreamResponse, gzip: bool) -> None:
-        self.response = response
-        self.gzip = GzipJoiner() if gzip else None
-        self.buffer = bytearray(GZIP_HEADER if gzip else b"")
-
-    def clear(self, raw: bytes) -> None:
-        self.buffer += self.gzip.clear(raw) if self.gzip else raw
-
-    async def page(self, segment: Segment) -> None:
-        if self.gzip:
-            self.buffer += self.gzip.segment(
-                segment.data, segment.crc32, segment.crc_shift, segment.raw_size
-            )
-        else:
-            self.buffer += inflate_segment(segment.data)
-        if len(self.buffer) >= _FLUSH_AT:
-            await self.flush()
-
-    async def flush(self) -> None:
-        await self.response.write(bytes(self.buffer))
-        self.buffer.clear()
-
-    async def finish(self) -> None:
-        if self.gzip:
-            self.buffer += self.gzip.trailer()
-        await self.flush()
-        await self.response.write_eof()
-
-
 async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
     estimator = request.query.get("estimator_name") or None
@@ -116,30 +80,14 @@ async def get_results(request: web.Request) -> web.StreamResponse:
         headers["ETag"] = etag
         if matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
+    pages = [row for row in rows if row["page_number"] is not None]
+    stored = segments(pool, request.app[PAGE_CACHE], pages)
     if gzip:
         headers["Content-Encoding"] = "gzip"
-    response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
-    body = _Body(response, gzip)
-    pages = [row for row in rows if row["page_number"] is not None]
-    await stream_results(body, segments(pool, request.app[PAGE_CACHE], pages))
-    await body.finish()
-    return response
-
-
-async def stream_results(body: _Body, pages: AsyncIterator[tuple[Any, Segment]]) -> None:
-    """The envelope around the pages, each estimator opened when its first page arrives."""
-    body.clear(b'{"message":"Results","estimators":[')
-    current = None
-    async for row, segment in pages:
-        if row["estimator"] != current:
-            opening = b'{"name":' + orjson.dumps(row["estimator"]) + b',"pages":['
-            body.clear((b"]}," if current is not None else b"") + opening)
-            current = row["estimator"]
-        else:
-            body.clear(b",")
-        await body.page(segment)
-    body.clear(b"]}]}" if current is not None else b"]}")
+        size = sum(row["stored_size"] for row in pages)
+        return await render.respond(request, headers, render.gzipped(stored), size)
+    size = sum(row["raw_size"] for row in pages)
+    return await render.respond(request, headers, render.identity(stored), size)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

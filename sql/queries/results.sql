@@ -27,7 +27,7 @@ ON CONFLICT (estimator_id, page_number) DO UPDATE SET
 SELECT s.id, s.user_id, s.job_state, s.end_time,
        EXISTS (SELECT 1 FROM estimators x WHERE x.simulation_id = s.id) AS has_results,
        e.name AS estimator, p.estimator_id, p.page_number, p.version,
-       octet_length(p.data) AS stored_size
+       octet_length(p.data) AS stored_size, p.raw_size
 FROM simulations s
 LEFT JOIN estimators e ON e.simulation_id = s.id AND ($2::text IS NULL OR e.name = $2)
 LEFT JOIN pages p ON p.estimator_id = e.id AND ($3::int[] IS NULL OR p.page_number = ANY ($3))
