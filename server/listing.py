@@ -82,16 +82,19 @@ def _states(text: str) -> tuple[str, ...]:
     return tuple(sorted(set(states)))
 
 
+_PAGE_SIZE = _integer("page_size", 1, MAX_PAGE_SIZE)
+_PAGE_IDX = _integer("page_idx", 1, None)
+_ORDER_BY = _choice("order_by", ORDER_BY)
+_ORDER_TYPE = _choice("order_type", ORDER_TYPES)
+
+
 def parse_listing(query: MultiMapping[str]) -> Listing:
     """The listing asked for by the query string; 400 naming the first invalid parameter."""
     default = Listing()
-    order_type = _param(query, "order_type", "descend", _choice("order_type", ORDER_TYPES))
     return Listing(
-        page_size=_param(
-            query, "page_size", default.page_size, _integer("page_size", 1, MAX_PAGE_SIZE)
-        ),
-        page_idx=_param(query, "page_idx", default.page_idx, _integer("page_idx", 1, None)),
-        order_by=_param(query, "order_by", default.order_by, _choice("order_by", ORDER_BY)),
-        descending=order_type == "descend",
+        page_size=_param(query, "page_size", default.page_size, _PAGE_SIZE),
+        page_idx=_param(query, "page_idx", default.page_idx, _PAGE_IDX),
+        order_by=_param(query, "order_by", default.order_by, _ORDER_BY),
+        descending=_param(query, "order_type", "descend", _ORDER_TYPE) == "descend",
         states=_param(query, "job_state", default.states, _states),
     )
