@@ -49,7 +49,9 @@ CREATE TABLE estimators (
 
 -- A page as the worker sent it, serialised once: `data` is a raw deflate segment (no header,
 -- ended by a sync flush on a byte boundary) so that responses can be spliced from stored bytes,
--- identity (inflate) or gzip (segments joined, `crc32` and `raw_size` combined) alike.
+-- identity (inflate) or gzip (segments joined). `crc32` is the CRC of the serialised page and
+-- `crc_shift` is x^(8 * raw_size) mod the CRC polynomial, so a response's CRC is combined from
+-- the pages' in a few operations, without reading the data again.
 CREATE TABLE pages (
     estimator_id bigint NOT NULL REFERENCES estimators (id) ON DELETE CASCADE,
     page_number  integer NOT NULL,
@@ -57,6 +59,7 @@ CREATE TABLE pages (
     dimensions   integer[] NOT NULL,
     data         bytea NOT NULL,
     crc32        bigint NOT NULL,
+    crc_shift    bigint NOT NULL,
     raw_size     integer NOT NULL,
     PRIMARY KEY (estimator_id, page_number)
 );

@@ -1,0 +1,47 @@
+-- Results: estimators and their pages.
+
+-- name: upsert_estimators
+-- $2, $3: names and display positions; an estimator uploaded again keeps its id.
+INSERT INTO estimators (simulation_id, name, position)
+SELECT $1, e.name, e.position FROM unnest($2::text[], $3::int[]) AS e (name, position)
+ON CONFLICT (simulation_id, name) DO UPDATE SET position = EXCLUDED.position
+RETURNING id, name
+
+-- name: upsert_pages
+-- One row per page; dimensions arrive as text ('{80,400}') because unnest flattens int[][].
+INSERT INTO pages (estimator_id, page_number, name, dimensions, data, crc32, crc_shift, raw_size)
+SELECT p.estimator_id, p.page_number, p.name, p.dimensions::integer[], p.data, p.crc32,
+       p.crc_shift, p.raw_size
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
+            $7::bigint[], $8::int[])
+    AS p (estimator_id, page_number, name, dimensions, data, crc32, crc_shift, raw_size)
+ON CONFLICT (estimator_id, page_number) DO UPDATE SET
+    name = EXCLUDED.name, dimensions = EXCLUDED.dimensions, data = EXCLUDED.data,
+    crc32 = EXCLUDED.crc32, crc_shift = EXCLUDED.crc_shift, raw_size = EXCLUDED.raw_size
+
+-- name: results_head
+-- Ownership, state and whether anything is stored: all checks of GET /results before streaming.
+SELECT s.id, s.user_id, s.job_state, s.end_time,
+       EXISTS (SELECT 1 FROM estimators e WHERE e.simulation_id = s.id) AS has_results,
+       ($2::text IS NULL OR EXISTS (
+           SELECT 1 FROM estimators e WHERE e.simulation_id = s.id AND e.name = $2
+       )) AS has_estimator
+FROM simulations s WHERE s.job_id = $1
+
+-- name: result_pages
+-- $2: one estimator name or NULL; $3: page numbers or NULL.
+SELECT e.name AS estimator, p.data, p.crc32, p.crc_shift, p.raw_size
+FROM estimators e JOIN pages p ON p.estimator_id = e.id
+WHERE e.simulation_id = $1
+  AND ($2::text IS NULL OR e.name = $2)
+  AND ($3::int[] IS NULL OR p.page_number = ANY ($3))
+ORDER BY e.position, e.id, p.page_number
+
+-- name: estimators_of_job
+-- One row per page (NULLs after the LEFT JOINs when nothing is stored), with the owner.
+SELECT s.user_id, e.name AS estimator, p.page_number, p.name, p.dimensions
+FROM simulations s
+LEFT JOIN estimators e ON e.simulation_id = s.id
+LEFT JOIN pages p ON p.estimator_id = e.id
+WHERE s.job_id = $1
+ORDER BY e.position, e.id, p.page_number
