@@ -24,7 +24,7 @@ FULL = {"simulations": 1, "tasks": 4, "inputs": 1, "estimators": 1, "pages": 2, 
 async def full_simulation(client, conn, state: str) -> str:
     """A submitted simulation with tasks, input, results and log files, in `state`."""
     job_id = await submit(client, EDITOR)
-    await add_results_and_logs(conn, job_id)
+    await add_results_and_logs(client, conn, job_id)
     await set_simulation(conn, job_id, job_state=state)
     assert await stored_counts(conn, job_id) == FULL
     return job_id

@@ -85,7 +85,7 @@ async def test_another_users_simulation_on_every_endpoint(client, conn):
     """Bob gets 403 and nothing of Alice's simulation; nothing of it changes."""
     await login(client)
     job_id = await submit(client, EDITOR)
-    await add_results_and_logs(conn, job_id)
+    await add_results_and_logs(client, conn, job_id)
     await set_simulation(conn, job_id, job_state="COMPLETED")
     before = await stored_counts(conn, job_id)
     await switch_user(client, "bob")

@@ -12,6 +12,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import FIXTURES, login
+from tests.results_helpers import KEY, set_key
 
 EDITOR = "json_payload_editor.json"
 SHIELDHIT_FILES = "shieldhit_json_payload_files.json"
@@ -83,19 +84,20 @@ async def stored_counts(conn: asyncpg.Connection, job_id: str) -> dict[str, int]
     )
 
 
-async def add_results_and_logs(conn: asyncpg.Connection, job_id: str) -> None:
-    """Store an estimator with two pages and two log files, as the worker endpoints would."""
-    simulation_id = await conn.fetchval("SELECT id FROM simulations WHERE job_id = $1", job_id)
-    estimator_id = await conn.fetchval(
-        "INSERT INTO estimators (simulation_id, name, position) VALUES ($1, 'dose', 0)"
-        " RETURNING id",
-        simulation_id,
-    )
-    await conn.execute(
-        "INSERT INTO pages (estimator_id, page_number, name, dimensions, data, crc32, raw_size)"
-        " VALUES ($1, 0, 'z', '{10}', '\\x00', 0, 1), ($1, 1, 'y', '{10}', '\\x00', 0, 1)",
-        estimator_id,
-    )
+async def add_results_and_logs(client: TestClient, conn: asyncpg.Connection, job_id: str) -> None:
+    """Store an estimator with two pages (through `POST /results`) and two log files."""
+    await set_key(conn, job_id)
+    pages = [
+        {"page_number": n, "name": name, "data": {"values": [1, 2]}}
+        for n, name in [(0, "z"), (1, "y")]
+    ]
+    body = {
+        "simulation_id": job_id,
+        "update_key": KEY,
+        "estimators": [{"name": "dose", "pages": pages}],
+    }
+    response = await client.post("/results", json=body)
+    assert response.status == 202, await response.text()
     await add_logfiles(conn, job_id, {"shieldhit_0001.log": "ok\n", "simulation.log": "done"})
 
 
