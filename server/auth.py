@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import Config
-from server.errors import Unauthorized
+from server.errors import BadRequest, Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import users
@@ -31,6 +31,7 @@ ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
+MIN_PASSWORD = 8
 
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so both failures take the same time.
@@ -41,6 +42,13 @@ def public(handler: Handler) -> Handler:
     """Mark a handler as reachable without an access token."""
     handler.public = True  # type: ignore[attr-defined]
     return handler
+
+
+def validate_password(password: str, name: str = "password") -> str:
+    """The password, when long enough to be accepted as a new one; 400 naming `name` otherwise."""
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"Invalid {name}: at least {MIN_PASSWORD} characters")
+    return password
 
 
 async def hash_password(password: str) -> str:
