@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from server.app import create_app
+from server.keys import BODY_CACHE, PAGE_CACHE
 from tests.conftest import login
 from tests.results_helpers import KEY, RESULTS, reference, set_key, submit, upload
 
@@ -384,3 +385,68 @@ async def test_etag_and_304(client, conn, job):
         headers={**plain, "If-None-Match": etag},
     )
     assert filtered.status == 200 and filtered.headers["ETag"] != etag
+
+
+async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
+    """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
+    the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""
+    from server import pagecache, render
+
+    monkeypatch.setattr(pagecache, "BATCH_BYTES", 50_000)
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    monkeypatch.setattr(render, "FLUSH_AT", 10_000)
+    client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202
+    for _ in range(2):
+        assert await get(client, "/results", job_id=job_id) == (
+            200,
+            {"message": "Results", "estimators": reference()},
+        )
+    response = await client.get("/results", params={"job_id": job_id, "page_numbers": "1-3,5"})
+    assert await response.json() == {
+        "message": "Results",
+        "estimators": reference(numbers={1, 2, 3, 5}),
+    }
+    response = await client.get(
+        "/results", params={"job_id": job_id}, headers={"Accept-Encoding": "gzip"}
+    )
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert await response.json() == {"message": "Results", "estimators": reference()}
+
+
+async def test_rewritten_pages_are_not_served_from_cache(client, job):
+    """Cached pages and bodies are keyed by page versions: a re-upload is served at once."""
+    before = await get(client, "/results", job_id=job)
+    assert before == await get(client, "/results", job_id=job)  # the second from the cache
+    assert client.app[BODY_CACHE].size > 0 and client.app[PAGE_CACHE].size > 0
+    new = {"page_number": 0, "name": "NEW", "data": {"values": [7]}}
+    assert (await upload(client, job, [{"name": "peak_", "pages": [new]}])).status == 202
+    status, body = await get(client, "/results", job_id=job)
+    assert status == 200 and body["estimators"][3]["pages"][0] == new  # peak_ stays last
+    assert body["estimators"][:3] == before[1]["estimators"][:3]
+    for encoding in ("identity", "gzip"):
+        response = await client.get(
+            "/results",
+            params={"job_id": job, "estimator_name": "peak_", "page_number": "0"},
+            headers={"Accept-Encoding": encoding},
+        )
+        assert await response.json() == {
+            "message": "Results",
+            "estimators": [{"name": "peak_", "pages": [new]}],
+        }
+
+
+async def test_estimators_uploaded_in_parts_keep_their_order(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    page = {"page_number": 1, "data": {"values": [1]}}
+    assert (await upload(client, job_id, [{"name": "b", "pages": [page]}])).status == 202
+    parts = [{"name": name, "pages": [page]} for name in ("c", "b", "a")]
+    assert (await upload(client, job_id, parts)).status == 202
+    status, body = await get(client, "/results", job_id=job_id)
+    assert status == 200
+    assert [estimator["name"] for estimator in body["estimators"]] == ["b", "c", "a"]

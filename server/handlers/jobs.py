@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from server.keys import CONFIG, DISPATCHER, POOL, USER
 from server.runner import Job
 from server.store import simulations, tasks
 from server.submission import parse_submission
+from server.timestamps import iso_utc
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -45,9 +47,22 @@ async def submit(request: web.Request) -> web.Response:
     return json_response({"message": "Job submitted", "job_id": job_id}, status=202)
 
 
+def task_status(row: Any) -> dict[str, Any]:
+    return {
+        "task_id": row["task_id"],
+        "task_state": row["task_state"],
+        "simulated_primaries": row["simulated_primaries"],
+        "requested_primaries": row["requested_primaries"],
+        "estimated_time": row["estimated_time"],
+        "start_time": iso_utc(row["start_time"]),
+        "end_time": iso_utc(row["end_time"]),
+    }
+
+
 async def status(request: web.Request) -> web.Response:
     simulation_id = await owned_simulation(request)
-    job_state, job_tasks = await tasks.job_status(request.app[POOL], simulation_id)
+    job_state, rows = await tasks.job_status(request.app[POOL], simulation_id)
+    job_tasks = [task_status(row) for row in rows]
     body = {"message": "Job status", "job_state": job_state, "job_tasks_status": job_tasks}
     return json_response(body)
 

@@ -8,11 +8,10 @@ from server.models import Db
 from server.sql import query
 
 
-async def job_status(db: Db, simulation_id: int) -> tuple[str, list[dict]]:
-    """The job state and its tasks (ordered by task_id, times as ISO strings), one snapshot."""
+async def job_status(db: Db, simulation_id: int) -> tuple[str, list[asyncpg.Record]]:
+    """The job state and its tasks (ordered by task_id), read in one snapshot."""
     rows = await db.fetch(query("job_status"), simulation_id)
-    tasks = [{key: row[key] for key in list(row.keys())[1:]} for row in rows]
-    return rows[0]["job_state"], tasks
+    return rows[0]["job_state"], rows
 
 
 async def lock_for_worker(

@@ -1,11 +1,9 @@
 -- Tasks: status for users, updates from workers and from the local runner.
 
 -- name: job_status
--- The job state and its tasks in one snapshot, times as ISO 8601 UTC strings.
+-- The job state and its tasks in one snapshot.
 SELECT s.job_state, t.task_id, t.task_state, t.simulated_primaries, t.requested_primaries,
-       t.estimated_time,
-       to_char(t.start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS start_time,
-       to_char(t.end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS end_time
+       t.estimated_time, t.start_time, t.end_time
 FROM simulations s JOIN tasks t ON t.simulation_id = s.id
 WHERE s.id = $1
 ORDER BY t.task_id
