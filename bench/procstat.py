@@ -36,6 +36,13 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, from the first line of /proc/stat)."""
+    fields = (PROC / "stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def parents() -> dict[int, int]:
     """Every live pid and its parent pid."""
     table = {}

@@ -58,7 +58,8 @@ def table_row(row: dict[str, Any]) -> str:
     cells += [number(row[f"{p}_ms"], 2) for p in ("p50", "p90", "p99")]
     cells += [number(row["cpu_ms_per_req"], 2), number(row["postgres_cpu_ms_per_req"], 2)]
     cells += [str(row["non_2xx"]), str(row["socket_errors"])]
-    return line([*head, *cells, text, targets.mark(met)])
+    verdict = "FAIL (errors, see notes)" if targets.failed(row) else targets.mark(met)
+    return line([*head, *cells, text, verdict])
 
 
 def upload_row(upload: dict[str, Any]) -> str:
@@ -67,6 +68,18 @@ def upload_row(upload: dict[str, Any]) -> str:
     cells = ["-", number(upload["p50_ms"], 2), number(upload["p90_ms"], 2), "-"]
     cells += [number(upload["server_cpu_ms"], 2), number(upload["postgres_cpu_ms"], 2), "0", "0"]
     return line([title, "1", *cells, f"p50 <= {targets.UPLOAD_MS:g} ms", targets.mark(met)])
+
+
+def other_load(rows: list[dict[str, Any]], nproc: int) -> str:
+    """How much of the machine other processes took while we measured (a noise gauge)."""
+    loads = [row["other_cpu_cores"] for row in rows if row.get("other_cpu_cores") is not None]
+    if not loads:
+        return "Other processes' CPU during the runs: not measured."
+    mean = sum(loads) / len(loads)
+    return (
+        f"Other processes (not server, postgres or wrk) used {mean:.2f} of {nproc} CPUs on "
+        f"average during the measured runs (min {min(loads):.2f}, max {max(loads):.2f})."
+    )
 
 
 def ratio_lines(ratios: dict[str, dict[int, float | None]]) -> list[str]:
@@ -115,6 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
     if report["upload"]:
         parts.append(upload_row(report["upload"]))
     sizes = report["sizes"]
+    parts += ["", other_load(report["rows"], report["machine"]["nproc"])]
     parts += [
         "",
         f"Full result: {sizes['identity_bytes']:,} bytes identity; our gzip "

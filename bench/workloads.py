@@ -112,10 +112,12 @@ async def measure(
                 await wrk.run(warmup, settings.warmup)
             meter.start()
             client = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it is reaped
+            machine = procstat.busy_seconds()
             line = wrk.command(settings.wrk, target.url, duration=settings.duration, **common)
             result = await wrk.run(line, settings.duration)
             server_s, postgres_s = meter.stop()
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            machine = procstat.busy_seconds() - machine
     except wrk.WrkError as exc:
         return {**row, "error": str(exc)}
     row.update(result.as_dict())
@@ -124,5 +126,8 @@ async def measure(
     row["postgres_cpu_ms_per_req"] = postgres_s * per_request if target.postgres_pid else None
     client_s = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
     row["wrk_cpu_ms_per_req"] = client_s * per_request  # the load generator shares the CPUs
+    # Everything else running on the machine meanwhile (other users): how noisy this run was.
+    other = machine - server_s - postgres_s - client_s
+    row["other_cpu_cores"] = max(other, 0.0) / result.duration_s if result.duration_s else None
     row["rss_mib"] = {"before": rss.before, "peak": rss.peak, "after": rss.after}
     return row

@@ -91,6 +91,7 @@ def test_cpu_seconds_of_this_process_grows_with_work():
     assert procstat.cpu_seconds(os.getpid()) - before >= 0.05
     assert procstat.tree_cpu_seconds(os.getpid()) >= procstat.cpu_seconds(os.getpid())
     assert procstat.tree_cpu_seconds(None) == 0.0
+    assert procstat.busy_seconds() >= procstat.cpu_seconds(os.getpid())
     assert procstat.cpu_seconds(2**22 + 1) == 0.0  # no such process: nothing, no error
 
 
@@ -156,6 +157,7 @@ def row(workload: str, connections: int, rps: float, p99: float, non_2xx: int = 
         "non_2xx": non_2xx,
         "socket_errors": 0,
         "rss_mib": {"before": 60.0, "peak": 75.0, "after": 70.0},
+        "other_cpu_cores": 0.25,
     }
 
 
@@ -221,3 +223,4 @@ def test_checks_and_markdown():
     assert "| results_full_gzip | 16 | 700 | 27.50 | 49.50 | 55.00 |" in text
     assert "Targets of issue 5 met: 5 of 9." in text
     assert "- estimators c=16: 3 non-2xx" in text
+    assert "used 0.25 of" in text
