@@ -9,8 +9,10 @@ from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import CONFIG, DISPATCHER
+from server.keys import CONFIG, DISPATCHER, PAGE_CACHE, USER_CACHE
+from server.pagecache import PageCache
 from server.runner import NoDispatcher
+from server.usercache import UserCache
 
 
 def add_routes(app: web.Application) -> None:
@@ -61,6 +63,8 @@ def create_app(config: Config) -> web.Application:
         middlewares=[error_middleware, auth_middleware], client_max_size=client_max_size
     )
     app[CONFIG] = config
+    app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
+    app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
     add_routes(app)
     return app

@@ -384,3 +384,50 @@ async def test_etag_and_304(client, conn, job):
         headers={**plain, "If-None-Match": etag},
     )
     assert filtered.status == 200 and filtered.headers["ETag"] != etag
+
+
+async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
+    """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
+    the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""
+    from server import pagecache, render
+
+    monkeypatch.setattr(pagecache, "BATCH_BYTES", 50_000)
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    monkeypatch.setattr(render, "FLUSH_AT", 10_000)
+    client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202
+    for _ in range(2):
+        assert await get(client, "/results", job_id=job_id) == (
+            200,
+            {"message": "Results", "estimators": reference()},
+        )
+    response = await client.get("/results", params={"job_id": job_id, "page_numbers": "1-3,5"})
+    assert await response.json() == {
+        "message": "Results",
+        "estimators": reference(numbers={1, 2, 3, 5}),
+    }
+    response = await client.get(
+        "/results", params={"job_id": job_id}, headers={"Accept-Encoding": "gzip"}
+    )
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert await response.json() == {"message": "Results", "estimators": reference()}
+
+
+async def test_rewritten_pages_are_not_served_from_cache(client, job):
+    """A cached page is keyed by its version: after a re-upload the new bytes are served."""
+    assert (await get(client, "/results", job_id=job))[0] == 200  # now cached
+    new = {"page_number": 0, "name": "NEW", "data": {"values": [7]}}
+    assert (await upload(client, job, [{"name": "peak_", "pages": [new]}])).status == 202
+    for encoding in ("identity", "gzip"):
+        response = await client.get(
+            "/results",
+            params={"job_id": job, "estimator_name": "peak_", "page_number": "0"},
+            headers={"Accept-Encoding": encoding},
+        )
+        assert await response.json() == {
+            "message": "Results",
+            "estimators": [{"name": "peak_", "pages": [new]}],
+        }

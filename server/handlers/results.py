@@ -7,22 +7,20 @@ deflate segment in, inflated (identity) or as is (gzip), streaming a batch of pa
 import hashlib
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from server import auth
+from server import auth, render
 from server.access import check_owner, check_worker, simulation_id_of, update_key_of
-from server.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
 from server.errors import NotFound
 from server.filters import page_filter
 from server.http import json_response, query_param, read_json
-from server.keys import CONFIG, POOL, USER
+from server.keys import CONFIG, PAGE_CACHE, POOL, USER
 from server.models import TERMINAL_STATES
+from server.pagecache import segments
 from server.pages import parse_estimators
 from server.store import jobs, results
 
 NO_RESULTS = "Results not available"
-_FLUSH_AT = 1 << 18
 
 
 @auth.public
@@ -63,48 +61,17 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-class _Body:
-    """Buffers small writes; identity inflates segments, gzip passes them through."""
-
-    def __init__(self, response: web.StreamResponse, gzip: bool) -> None:
-        self.response = response
-        self.gzip = GzipJoiner() if gzip else None
-        self.buffer = bytearray(GZIP_HEADER if gzip else b"")
-
-    def clear(self, raw: bytes) -> None:
-        self.buffer += self.gzip.clear(raw) if self.gzip else raw
-
-    async def page(self, row: Any) -> None:
-        if self.gzip:
-            self.buffer += self.gzip.segment(
-                row["data"], row["crc32"], row["crc_shift"], row["raw_size"]
-            )
-        else:
-            self.buffer += inflate_segment(row["data"])
-        if len(self.buffer) >= _FLUSH_AT:
-            await self.flush()
-
-    async def flush(self) -> None:
-        await self.response.write(bytes(self.buffer))
-        self.buffer.clear()
-
-    async def finish(self) -> None:
-        if self.gzip:
-            self.buffer += self.gzip.trailer()
-        await self.flush()
-        await self.response.write_eof()
-
-
 async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
     estimator = request.query.get("estimator_name") or None
     numbers = page_filter(request.query)
     pool = request.app[POOL]
-    head = await results.head(pool, job_id, estimator)
-    simulation_id = check_owner(head and (head["id"], head["user_id"]), request[USER].id)
+    rows = await results.index(pool, job_id, estimator, numbers)
+    head = rows[0] if rows else None
+    check_owner(head and (head["id"], head["user_id"]), request[USER].id)
     if not head["has_results"]:
         raise NotFound(NO_RESULTS)
-    if not head["has_estimator"]:
+    if estimator is not None and head["estimator"] is None:
         raise NotFound(f"Estimator not found: {estimator}")
     gzip = accepts_gzip(request)
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
@@ -113,31 +80,14 @@ async def get_results(request: web.Request) -> web.StreamResponse:
         headers["ETag"] = etag
         if matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
+    pages = [row for row in rows if row["page_number"] is not None]
+    stored = segments(pool, request.app[PAGE_CACHE], pages)
     if gzip:
         headers["Content-Encoding"] = "gzip"
-    response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
-    body = _Body(response, gzip)
-    await stream_results(pool, body, simulation_id, estimator, numbers)
-    await body.finish()
-    return response
-
-
-async def stream_results(
-    pool: Any, body: _Body, simulation_id: int, estimator: str | None, numbers: list[int] | None
-) -> None:
-    body.clear(b'{"message":"Results","estimators":[')
-    current = None
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in results.stream_pages(conn, simulation_id, estimator, numbers):
-            if row["estimator"] != current:
-                opening = b'{"name":' + orjson.dumps(row["estimator"]) + b',"pages":['
-                body.clear((b"]}," if current is not None else b"") + opening)
-                current = row["estimator"]
-            else:
-                body.clear(b",")
-            await body.page(row)
-    body.clear(b"]}]}" if current is not None else b"]}")
+        size = sum(row["stored_size"] for row in pages)
+        return await render.respond(request, headers, render.gzipped(stored), size)
+    size = sum(row["raw_size"] for row in pages)
+    return await render.respond(request, headers, render.identity(stored), size)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

@@ -1,15 +1,10 @@
 """Results storage: estimators and pages, written once per upload and streamed on fetch."""
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 
 from server.models import Db
 from server.pages import StoredEstimator
 from server.sql import query
-
-# Pages fetched per round trip while streaming: bounds memory for very large results.
-PREFETCH = 64
 
 
 async def save(
@@ -41,20 +36,16 @@ async def save(
     )
 
 
-async def head(db: Db, job_id: str, estimator: str | None) -> asyncpg.Record | None:
-    """id, user_id, job_state, end_time, has_results, has_estimator of a job (or None)."""
-    return await db.fetchrow(query("results_head"), job_id, estimator)
+async def index(
+    db: Db, job_id: str, estimator: str | None, numbers: list[int] | None
+) -> list[asyncpg.Record]:
+    """One row per matching page (see the results_index query); [] for an unknown job."""
+    return await db.fetch(query("results_index"), job_id, estimator, numbers)
 
 
-async def stream_pages(
-    conn: asyncpg.Connection, simulation_id: int, estimator: str | None, numbers: list[int] | None
-) -> AsyncIterator[asyncpg.Record]:
-    """(estimator, data, crc32, crc_shift, raw_size) rows in display order, a batch at a time.
-
-    Needs a transaction (server-side cursor)."""
-    statement = query("result_pages")
-    async for row in conn.cursor(statement, simulation_id, estimator, numbers, prefetch=PREFETCH):
-        yield row
+async def page_data(db: Db, keys: list[tuple[int, int]]) -> list[asyncpg.Record]:
+    """estimator_id, page_number, version, data, crc32, crc_shift, raw_size of some pages."""
+    return await db.fetch(query("page_data"), [key[0] for key in keys], [key[1] for key in keys])
 
 
 async def estimators_of(db: Db, job_id: str) -> list[asyncpg.Record]:

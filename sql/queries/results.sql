@@ -17,25 +17,28 @@ FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[], $6::bi
     AS p (estimator_id, page_number, name, dimensions, data, crc32, crc_shift, raw_size)
 ON CONFLICT (estimator_id, page_number) DO UPDATE SET
     name = EXCLUDED.name, dimensions = EXCLUDED.dimensions, data = EXCLUDED.data,
-    crc32 = EXCLUDED.crc32, crc_shift = EXCLUDED.crc_shift, raw_size = EXCLUDED.raw_size
+    crc32 = EXCLUDED.crc32, crc_shift = EXCLUDED.crc_shift, raw_size = EXCLUDED.raw_size,
+    version = nextval('page_versions')
 
--- name: results_head
--- Ownership, state and whether anything is stored: all checks of GET /results before streaming.
-SELECT s.id, s.user_id, s.job_state, s.end_time,
-       EXISTS (SELECT 1 FROM estimators e WHERE e.simulation_id = s.id) AS has_results,
-       ($2::text IS NULL OR EXISTS (
-           SELECT 1 FROM estimators e WHERE e.simulation_id = s.id AND e.name = $2
-       )) AS has_estimator
-FROM simulations s WHERE s.job_id = $1
-
--- name: result_pages
+-- name: results_index
+-- Everything GET /results checks and streams, except page data: one row per page after the
+-- filters (one row of NULLs when nothing matches), each with the job's owner and state.
 -- $2: one estimator name or NULL; $3: page numbers or NULL.
-SELECT e.name AS estimator, p.data, p.crc32, p.crc_shift, p.raw_size
-FROM estimators e JOIN pages p ON p.estimator_id = e.id
-WHERE e.simulation_id = $1
-  AND ($2::text IS NULL OR e.name = $2)
-  AND ($3::int[] IS NULL OR p.page_number = ANY ($3))
+SELECT s.id, s.user_id, s.job_state, s.end_time,
+       EXISTS (SELECT 1 FROM estimators x WHERE x.simulation_id = s.id) AS has_results,
+       e.name AS estimator, p.estimator_id, p.page_number, p.version,
+       octet_length(p.data) AS stored_size, p.raw_size
+FROM simulations s
+LEFT JOIN estimators e ON e.simulation_id = s.id AND ($2::text IS NULL OR e.name = $2)
+LEFT JOIN pages p ON p.estimator_id = e.id AND ($3::int[] IS NULL OR p.page_number = ANY ($3))
+WHERE s.job_id = $1
 ORDER BY e.position, e.id, p.page_number
+
+-- name: page_data
+-- The stored bytes of some pages, by (estimator_id, page_number).
+SELECT p.estimator_id, p.page_number, p.version, p.data, p.crc32, p.crc_shift, p.raw_size
+FROM unnest($1::bigint[], $2::int[]) AS k (estimator_id, page_number)
+JOIN pages p USING (estimator_id, page_number)
 
 -- name: estimators_of_job
 -- One row per page (NULLs after the LEFT JOINs when nothing is stored), with the owner.
