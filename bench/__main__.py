@@ -20,21 +20,37 @@ from typing import Any
 import aiohttp
 
 from bench import procstat, report, scenario, server, targets, wrk
-from bench.workloads import CONCURRENCIES, Settings, Target, Workload, define, measure, probe
+from bench.workloads import (
+    CONCURRENCIES,
+    NAMES,
+    Settings,
+    Target,
+    Workload,
+    define,
+    measure,
+    probe,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="The benchmark of issue 5: server, data, wrk load, ceiling, table and JSON.",
+        epilog=f"Workloads: {', '.join(NAMES)}.",
+    )
     parser.add_argument("--duration", type=int, default=5, help="seconds per measured run (5)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per run (1)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 s runs")
     parser.add_argument("--workers", type=int, default=1, help="server processes (1)")
     parser.add_argument("--simulations", type=int, default=4, help="simulations read (4)")
     parser.add_argument("--uploads", type=int, default=12, help="timed uploads, >= 10 (12)")
-    parser.add_argument("--only", help="comma-separated workload names (default: all)")
+    parser.add_argument("--only", help="comma-separated workloads (default: all of them)")
     parser.add_argument("--out", type=Path, default=report.OUT, help="where the JSON goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(NAMES) if args.only else set()
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     if args.quick:
         args.duration, args.warmup = 1, 1
     if args.uploads < 10 or args.simulations < 1 or args.workers < 1 or args.duration < 1:
@@ -173,6 +189,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = [str(f) for f in (scenario.RESULTS_FILE, scenario.SUBMISSION_FILE) if not f.exists()]
+    if missing:
+        log(f"benchmark failed: fixtures not found: {', '.join(missing)} (../shared/fixtures)")
+        return 1
     try:
         wrk.ensure_wrk()  # before anything starts: installing it may take a while
         result = asyncio.run(run(args))

@@ -17,6 +17,10 @@ from bench import procstat, wrk
 from bench.scenario import JSON, Scenario
 
 CONCURRENCIES = (1, 16)
+NAMES = (
+    "results_full_identity", "ceiling_identity", "results_full_gzip", "ceiling_gzip",
+    "results_estimator", "estimators", "user_simulations", "tasks", "results_304",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

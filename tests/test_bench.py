@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import procstat, report, targets, wrk
+from bench import procstat, report, targets, workloads, wrk
+from bench.scenario import Scenario
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:5000
   2 threads and 16 connections
@@ -224,3 +225,23 @@ def test_checks_and_markdown():
     assert "Targets of issue 5 met: 5 of 9." in text
     assert "- estimators c=16: 3 non-2xx" in text
     assert "used 0.25 of" in text
+
+
+def test_workloads():
+    scenario = Scenario("token", "key", 4, ["f1", "f2"], ["t1", "t2", "t3"], "done", '"etag"')
+    defined = workloads.define(scenario)
+    assert tuple(w.name for w in defined) == workloads.NAMES
+    by_name = {w.name: w for w in defined}
+    assert by_name["results_full_gzip"].args == ("/results?job_id=f1", "/results?job_id=f2")
+    assert by_name["results_full_gzip"].headers == {
+        "Cookie": "access_token=token",
+        "Accept-Encoding": "gzip",
+    }
+    assert by_name["results_full_identity"].headers == {"Cookie": "access_token=token"}
+    assert by_name["ceiling_identity"].headers == {}
+    assert by_name["ceiling_gzip"].ceiling
+    assert by_name["results_estimator"].args[0] == "/results?job_id=f1&estimator_name=yz_profile_"
+    assert by_name["tasks"].args == ("key", "4", "t1", "t2", "t3")
+    assert by_name["results_304"].args == ("/results?job_id=done",)
+    assert by_name["results_304"].headers["If-None-Match"] == '"etag"'
+    assert workloads.redacted(by_name["results_304"].headers)["Cookie"] == "<redacted>"
