@@ -64,11 +64,14 @@ def log(message: str) -> None:
 
 def probe_notes(workload: Workload, found: dict[str, Any]) -> list[str]:
     """What the one Python request showed to be wrong with a workload."""
-    expected = 304 if workload.name == "results_304" else None
     status = found["status"]
-    if (expected and status != expected) or (not expected and not 200 <= status < 300):
-        body = found.get("body", "")
-        return [f"{workload.name}: a single request answered {status} {body!r}".rstrip()]
+    if workload.name == "results_304":
+        sound = status == 304
+    else:
+        sound = status is not None and 200 <= status < 300
+    if not sound:
+        answer = f"answered {status}" if status else "failed"
+        return [f"{workload.name}: a single request {answer}: {found.get('body', '')}"]
     wanted = workload.headers.get("Accept-Encoding") if status == 200 else None
     if found["content_encoding"] != wanted:
         return [f"{workload.name}: Content-Encoding {found['content_encoding']}, wanted {wanted}"]
@@ -128,8 +131,8 @@ async def measure_server(
         ours = Target(base, process.pid, postmaster)
         log(f"server up on {base} ({listening} listening process(es)); loading the data")
         async with scenario.session(base) as http:
-            meter = procstat.CpuMeter(process.pid, postmaster)
-            data = await scenario.build(http, url, meter, args.simulations, args.uploads)
+            pids = (process.pid, postmaster)
+            data = await scenario.build(http, url, pids, args.simulations, args.uploads)
             bodies = await response_sizes(http, data)
         identity, gzipped = workdir / "identity.json", workdir / "identity.json.gz"
         identity.write_bytes(bodies["identity"])
@@ -148,6 +151,8 @@ async def measure_server(
                 workloads, settings, ours, Target(ceiling_base, bare.pid)
             )
         vmhwm = procstat.total_mib(procstat.tree(process.pid), "VmHWM")
+        if process.popen.poll() is not None:
+            notes.append(f"the server exited during the run (status {process.popen.returncode})")
     return {
         "server": {
             "workers": args.workers,

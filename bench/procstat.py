@@ -7,8 +7,10 @@ it), so it is found by its data directory (`postgres -D <pgdata>`) and accounted
 """
 
 import contextlib
+import dataclasses
 import itertools
 import os
+import resource
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -158,20 +160,31 @@ class RssSampler:
         self.peak = max(self.peak, self.after)
 
 
-class CpuMeter:
-    """CPU seconds used by the server tree and by postgres between start() and stop()."""
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """CPU seconds used so far: by the server tree, by postgres, by our reaped children (wrk),
+    and by the whole machine. Subtract two readings for what happened in between."""
 
-    def __init__(self, server_pid: int, postgres_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self.postgres_pid = postgres_pid
+    server: float
+    postgres: float
+    client: float
+    machine: float
 
-    def sample(self) -> tuple[float, float]:
-        return tree_cpu_seconds(self.server_pid), tree_cpu_seconds(self.postgres_pid)
+    @classmethod
+    def now(cls, server_pid: int, postgres_pid: int | None) -> "Usage":
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cls(
+            server=tree_cpu_seconds(server_pid),
+            postgres=tree_cpu_seconds(postgres_pid),
+            client=children.ru_utime + children.ru_stime,
+            machine=busy_seconds(),
+        )
 
-    def start(self) -> None:
-        self._start = self.sample()
+    def __sub__(self, earlier: "Usage") -> "Usage":
+        pairs = zip(dataclasses.astuple(self), dataclasses.astuple(earlier), strict=True)
+        return Usage(*(now - then for now, then in pairs))
 
-    def stop(self) -> tuple[float, float]:
-        """(server, postgres) CPU seconds since start()."""
-        server, postgres = self.sample()
-        return server - self._start[0], postgres - self._start[1]
+    @property
+    def others(self) -> float:
+        """The machine's busy time not spent by the server, postgres or wrk (other users)."""
+        return max(self.machine - self.server - self.postgres - self.client, 0.0)

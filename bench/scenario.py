@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from bench import db
-from bench.procstat import CpuMeter
+from bench.procstat import Usage
 from bench.server import REPO
 
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -97,20 +97,22 @@ async def upload(http: aiohttp.ClientSession, body: bytes) -> float:
 
 
 async def timed_uploads(
-    http: aiohttp.ClientSession, bodies: list[bytes], meter: CpuMeter
+    http: aiohttp.ClientSession, bodies: list[bytes], pids: tuple[int, int | None]
 ) -> dict[str, Any]:
-    """The upload workload: sequential uploads, client times, server CPU per upload."""
-    meter.start()
+    """The upload workload: sequential uploads, client times, server CPU per upload.
+
+    `pids`: the server's and postgres' (None when postgres is not ours to watch)."""
+    start = Usage.now(*pids)
     times = [await upload(http, body) for body in bodies]
-    server_s, postgres_s = meter.stop()
+    used = Usage.now(*pids) - start
     ms = sorted(t * 1000 for t in times)
     return {
         "count": len(ms),
         "times_ms": ms,
         "p50_ms": statistics.median(ms),
         "p90_ms": statistics.quantiles(ms, n=10, method="inclusive")[-1],
-        "server_cpu_ms": server_s * 1000 / len(ms),
-        "postgres_cpu_ms": postgres_s * 1000 / len(ms) if meter.postgres_pid else None,
+        "server_cpu_ms": used.server * 1000 / len(ms),
+        "postgres_cpu_ms": used.postgres * 1000 / len(ms) if pids[1] else None,
     }
 
 
@@ -141,8 +143,13 @@ async def fetch_etag(http: aiohttp.ClientSession, scenario: Scenario) -> None:
 
 
 async def build(
-    http: aiohttp.ClientSession, database_url: str, meter: CpuMeter, fetch: int, uploads: int
+    http: aiohttp.ClientSession,
+    database_url: str,
+    pids: tuple[int, int | None],
+    fetch: int,
+    uploads: int,
 ) -> Scenario:
+    """The whole data set; `pids` (server, postgres) are watched during the timed uploads."""
     token = await login(http)
     cookie = {"Cookie": f"access_token={token}"}
     jobs = await submit(http, cookie, fetch + uploads + 1)
@@ -154,7 +161,7 @@ async def build(
     for job_id in [*scenario.fetch_jobs, scenario.completed_job]:
         await upload(http, upload_body(job_id, key, estimators))
     bodies = [upload_body(job_id, key, estimators) for job_id in scenario.task_jobs]
-    scenario.upload = await timed_uploads(http, bodies, meter)
+    scenario.upload = await timed_uploads(http, bodies, pids)
     await db.mark_completed(database_url, scenario.completed_job)
     await start_tasks(http, scenario)
     await fetch_etag(http, scenario)

@@ -7,7 +7,6 @@ the warm-up, so that growth during the warm-up counts too).
 """
 
 import dataclasses
-import resource
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +89,18 @@ async def probe(http: aiohttp.ClientSession, workload: Workload, base_url: str) 
         # wrk sends no Accept-Encoding unless told to; aiohttp would add "gzip, deflate".
         url, headers = base_url + workload.args[0], workload.headers
         request = http.get(url, headers=headers, skip_auto_headers=("Accept-Encoding",))
-    async with request as response:
-        raw = await response.read()
-        found = {"status": response.status}
-        found["content_encoding"] = response.headers.get("Content-Encoding")
-        if not 200 <= response.status < 400:
-            found["body"] = raw[:300].decode(errors="replace")
-        return found
+    try:
+        async with request as response:
+            raw = await response.read()
+    except aiohttp.ClientError as exc:
+        return {"status": None, "content_encoding": None, "body": f"request failed: {exc!r}"}
+    found = {
+        "status": response.status,
+        "content_encoding": response.headers.get("Content-Encoding"),
+    }
+    if not 200 <= response.status < 400:
+        found["body"] = raw[:300].decode(errors="replace")
+    return found
 
 
 async def measure(
@@ -108,30 +112,28 @@ async def measure(
     common["headers"] = workload.headers
     row: dict[str, Any] = {"workload": workload.name, "title": workload.title}
     row |= {"connections": connections, "headers": redacted(workload.headers)}
-    meter = procstat.CpuMeter(target.pid, target.postgres_pid)
     try:
         with procstat.RssSampler(procstat.tree(target.pid)) as rss:
             if settings.warmup:
                 warmup = wrk.command(settings.wrk, target.url, duration=settings.warmup, **common)
                 await wrk.run(warmup, settings.warmup)
-            meter.start()
-            client = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it is reaped
-            machine = procstat.busy_seconds()
+            start = procstat.Usage.now(target.pid, target.postgres_pid)
             line = wrk.command(settings.wrk, target.url, duration=settings.duration, **common)
             result = await wrk.run(line, settings.duration)
-            server_s, postgres_s = meter.stop()
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            machine = procstat.busy_seconds() - machine
+            used = procstat.Usage.now(target.pid, target.postgres_pid) - start
     except wrk.WrkError as exc:
         return {**row, "error": str(exc)}
-    row.update(result.as_dict())
+    row |= {**result.as_dict(), **costs(used, result, target.postgres_pid is not None)}
+    return {**row, "rss_mib": {"before": rss.before, "peak": rss.peak, "after": rss.after}}
+
+
+def costs(used: procstat.Usage, result: wrk.WrkResult, postgres: bool) -> dict[str, float | None]:
+    """CPU per request of the target, postgres and wrk; other processes' load in CPUs."""
     per_request = 1000 / result.requests if result.requests else 0.0
-    row["cpu_ms_per_req"] = server_s * per_request
-    row["postgres_cpu_ms_per_req"] = postgres_s * per_request if target.postgres_pid else None
-    client_s = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
-    row["wrk_cpu_ms_per_req"] = client_s * per_request  # the load generator shares the CPUs
-    # Everything else running on the machine meanwhile (other users): how noisy this run was.
-    other = machine - server_s - postgres_s - client_s
-    row["other_cpu_cores"] = max(other, 0.0) / result.duration_s if result.duration_s else None
-    row["rss_mib"] = {"before": rss.before, "peak": rss.peak, "after": rss.after}
-    return row
+    return {
+        "cpu_ms_per_req": used.server * per_request,
+        "postgres_cpu_ms_per_req": used.postgres * per_request if postgres else None,
+        "wrk_cpu_ms_per_req": used.client * per_request,  # the load generator shares the CPUs
+        # Everything else running on the machine meanwhile (other users): how noisy it was.
+        "other_cpu_cores": used.others / result.duration_s if result.duration_s else None,
+    }

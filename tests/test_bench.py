@@ -121,6 +121,17 @@ def test_find_postmaster_by_data_dir(child):
     assert procstat.find_postmaster(Path("/tmp/bench-test-elsewhere")) is None
 
 
+def test_usage_between_two_readings():
+    start = procstat.Usage.now(os.getpid(), None)
+    subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)  # a reaped child
+    used = procstat.Usage.now(os.getpid(), None) - start
+    assert used.client > 0
+    assert used.server >= 0 and used.postgres == 0
+    assert used.machine >= 0 and used.others >= 0
+    assert procstat.Usage(5, 1, 2, 10) - procstat.Usage(1, 1, 1, 1) == procstat.Usage(4, 0, 1, 9)
+    assert procstat.Usage(4, 0, 1, 9).others == 4
+
+
 def test_memory_of_this_process():
     assert procstat.memory_kib(os.getpid(), "VmHWM") >= procstat.memory_kib(os.getpid(), "VmRSS")
     assert procstat.memory_kib(os.getpid(), "VmRSS") > 0
