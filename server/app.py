@@ -9,7 +9,8 @@ from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import CONFIG, DISPATCHER, PAGE_CACHE, USER_CACHE
+from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, USER_CACHE
+from server.lru import LruCache
 from server.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.usercache import UserCache
@@ -64,6 +65,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
+    app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
     add_routes(app)

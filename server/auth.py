@@ -153,11 +153,15 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
     if not token:
         raise Unauthorized(NO_TOKEN)
     kind = "access" if cookie == ACCESS_COOKIE else "refresh"
-    claims = decode_token(request.app[SECRET], token, kind)
+    claims = request.app[USER_CACHE].claims(token) if kind == "access" else None
+    if claims is None:
+        claims = decode_token(request.app[SECRET], token, kind)
     if kind == "refresh":
         user = await users.get_refresh_token_user(request.app[POOL], sha256(claims["jti"]))
     else:
         user = await _access_user(request.app, int(claims["sub"]))
+        if user is not None:
+            request.app[USER_CACHE].put_claims(token, claims)
     if user is None or user.id != int(claims["sub"]):
         raise Unauthorized(INVALID_TOKEN)
     return user

@@ -71,6 +71,7 @@ class ServerConfig:
     worker_max_body_size: int = dataclasses.field(default=256 * 1024 * 1024, **_check(_positive))
     workers: int = dataclasses.field(default=1, **_check(_positive))
     page_cache_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_non_negative))
+    body_cache_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_non_negative))
     public_url: str = ""
 
 

@@ -4,6 +4,7 @@ import asyncpg
 from aiohttp import web
 
 from server.config import Config
+from server.lru import LruCache
 from server.models import User
 from server.pagecache import PageCache
 from server.runner import Dispatcher
@@ -13,6 +14,7 @@ CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
+BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)

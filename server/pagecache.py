@@ -1,15 +1,13 @@
-"""A bounded in-process cache of stored page bytes, keyed by page and version.
+"""Stored page segments for `GET /results`: from the in-process cache or the database.
 
-Stored pages only change by being rewritten, which gives them a new version, so a cached entry
-is never stale: it is simply no longer asked for. Pages larger than a quarter of the cache are
-not kept, and the least recently used entries go first.
+Pages are cached by (estimator, page number, version); a rewritten page has a new version.
 """
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from server.lru import LruCache
 from server.models import Db
 from server.store import results
 
@@ -24,26 +22,7 @@ class Segment:
     raw_size: int
 
 
-class PageCache:
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._entries: OrderedDict[PageKey, Segment] = OrderedDict()
-
-    def get(self, key: PageKey) -> Segment | None:
-        segment = self._entries.get(key)
-        if segment is not None:
-            self._entries.move_to_end(key)
-        return segment
-
-    def put(self, key: PageKey, segment: Segment) -> None:
-        if len(segment.data) * 4 > self.max_bytes or key in self._entries:
-            return
-        self._entries[key] = segment
-        self.size += len(segment.data)
-        while self.size > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.size -= len(evicted.data)
+PageCache = LruCache[Segment]
 
 
 # Pages missing from the cache are read in batches of about this many stored bytes, so memory
@@ -71,7 +50,7 @@ async def _load(db: Db, cache: PageCache, rows: list[Any]) -> dict[PageKey, Segm
                 record["data"], record["crc32"], record["crc_shift"], record["raw_size"]
             )
             found[_key(record)] = segment
-            cache.put(_key(record), segment)
+            cache.put(_key(record), segment, len(segment.data))
     return found
 
 

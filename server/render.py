@@ -2,8 +2,8 @@
 
 The JSON envelope is written around the pages; each page segment is inflated (identity) or
 passed through as is (gzip, see server/deflate.py). Bodies up to SINGLE_WRITE bytes are
-assembled and sent with one write; larger ones are streamed in FLUSH_AT pieces, so memory stays
-flat whatever the size of the result.
+assembled, sent with one write and kept in the body cache (keyed by the page versions they are
+made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
 """
 
 from collections.abc import AsyncIterator
@@ -51,17 +51,20 @@ async def gzipped(pages: AsyncIterator[tuple[Any, Segment]]) -> AsyncIterator[by
     yield joiner.trailer()
 
 
-async def respond(
-    request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], size: int
-) -> web.StreamResponse:
-    """Send the body: in one write when about `size` bytes fit SINGLE_WRITE, else streamed."""
+async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
     buffer = bytearray()
-    if size <= SINGLE_WRITE:
-        async for piece in pieces:
-            buffer += piece
-        return web.Response(body=buffer, headers=headers)
+    async for piece in pieces:
+        buffer += piece
+    return bytes(buffer)
+
+
+async def stream(
+    request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    """A chunked response written FLUSH_AT bytes at a time."""
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
+    buffer = bytearray()
     async for piece in pieces:
         buffer += piece
         if len(buffer) >= FLUSH_AT:

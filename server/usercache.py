@@ -16,12 +16,27 @@ class UserCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._seen: dict[int, tuple[float, User]] = {}
+        self._tokens: dict[
+            str, dict
+        ] = {}  # verified access tokens: their signature is checked once
 
     def get(self, user_id: int) -> User | None:
         entry = self._seen.get(user_id)
         if entry is None or time.monotonic() - entry[0] >= self.ttl:
             return None
         return entry[1]
+
+    def claims(self, token: str) -> dict | None:
+        """The claims of a token verified before, while it has not expired."""
+        claims = self._tokens.get(token)
+        if claims is None or claims["exp"] <= time.time():
+            return None
+        return claims
+
+    def put_claims(self, token: str, claims: dict) -> None:
+        if len(self._tokens) >= self.MAX_ENTRIES:
+            self._tokens.clear()
+        self._tokens[token] = claims
 
     def put(self, user: User) -> None:
         if self.ttl <= 0:

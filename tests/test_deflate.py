@@ -43,15 +43,15 @@ def segment(size: int) -> Segment:
 def test_page_cache_is_bounded_and_least_recently_used_goes_first():
     cache = PageCache(100)
     for number in range(1, 6):
-        cache.put((1, number, 1), segment(20))
+        cache.put((1, number, 1), segment(20), 20)
     assert cache.size == 100
     assert cache.get((1, 1, 1)) is not None  # now the most recently used
-    cache.put((1, 6, 1), segment(20))  # over 100: page 2, the least recently used, goes
+    cache.put((1, 6, 1), segment(20), 20)  # over 100: page 2, the least recently used, goes
     assert cache.get((1, 2, 1)) is None
     assert all(cache.get((1, n, 1)) is not None for n in (1, 3, 4, 5, 6))
     assert cache.size == 100
-    cache.put((2, 1, 1), segment(26))  # more than a quarter of the cache: not kept
+    cache.put((2, 1, 1), segment(26), 26)  # more than a quarter of the cache: not kept
     assert cache.get((2, 1, 1)) is None
     disabled = PageCache(0)
-    disabled.put((1, 1, 1), segment(1))
+    disabled.put((1, 1, 1), segment(1), 1)
     assert disabled.get((1, 1, 1)) is None and disabled.size == 0

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from server.app import create_app
+from server.keys import BODY_CACHE, PAGE_CACHE
 from tests.conftest import login
 from tests.results_helpers import KEY, RESULTS, reference, set_key, submit, upload
 
@@ -417,10 +418,15 @@ async def test_large_results_are_read_in_batches(aiohttp_client, make_config, co
 
 
 async def test_rewritten_pages_are_not_served_from_cache(client, job):
-    """A cached page is keyed by its version: after a re-upload the new bytes are served."""
-    assert (await get(client, "/results", job_id=job))[0] == 200  # now cached
+    """Cached pages and bodies are keyed by page versions: a re-upload is served at once."""
+    before = await get(client, "/results", job_id=job)
+    assert before == await get(client, "/results", job_id=job)  # the second from the cache
+    assert client.app[BODY_CACHE].size > 0 and client.app[PAGE_CACHE].size > 0
     new = {"page_number": 0, "name": "NEW", "data": {"values": [7]}}
     assert (await upload(client, job, [{"name": "peak_", "pages": [new]}])).status == 202
+    status, body = await get(client, "/results", job_id=job)
+    assert status == 200 and body["estimators"][3]["pages"][0] == new  # peak_ stays last
+    assert body["estimators"][:3] == before[1]["estimators"][:3]
     for encoding in ("identity", "gzip"):
         response = await client.get(
             "/results",
@@ -431,3 +437,16 @@ async def test_rewritten_pages_are_not_served_from_cache(client, job):
             "message": "Results",
             "estimators": [{"name": "peak_", "pages": [new]}],
         }
+
+
+async def test_estimators_uploaded_in_parts_keep_their_order(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    page = {"page_number": 1, "data": {"values": [1]}}
+    assert (await upload(client, job_id, [{"name": "b", "pages": [page]}])).status == 202
+    parts = [{"name": name, "pages": [page]} for name in ("c", "b", "a")]
+    assert (await upload(client, job_id, parts)).status == 202
+    status, body = await get(client, "/results", job_id=job_id)
+    assert status == 200
+    assert [estimator["name"] for estimator in body["estimators"]] == ["b", "c", "a"]

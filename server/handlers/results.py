@@ -14,7 +14,7 @@ from server.access import check_owner, check_worker, simulation_id_of, update_ke
 from server.errors import NotFound
 from server.filters import page_filter
 from server.http import json_response, query_param, read_json
-from server.keys import CONFIG, PAGE_CACHE, POOL, USER
+from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, USER
 from server.models import TERMINAL_STATES
 from server.pagecache import segments
 from server.pages import parse_estimators
@@ -80,14 +80,32 @@ async def get_results(request: web.Request) -> web.StreamResponse:
         headers["ETag"] = etag
         if matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
-    pages = [row for row in rows if row["page_number"] is not None]
-    stored = segments(pool, request.app[PAGE_CACHE], pages)
     if gzip:
         headers["Content-Encoding"] = "gzip"
-        size = sum(row["stored_size"] for row in pages)
-        return await render.respond(request, headers, render.gzipped(stored), size)
-    size = sum(row["raw_size"] for row in pages)
-    return await render.respond(request, headers, render.identity(stored), size)
+    pages = [row for row in rows if row["page_number"] is not None]
+    return await send_pages(request, headers, pages, gzip)
+
+
+async def send_pages(
+    request: web.Request, headers: dict[str, str], pages: list[Any], gzip: bool
+) -> web.StreamResponse:
+    """The body is fully determined by the pages' estimators and versions: a key for caching."""
+    bodies = request.app[BODY_CACHE]
+    key = (
+        gzip,
+        tuple((r["estimator"], r["estimator_id"], r["page_number"], r["version"]) for r in pages),
+    )
+    body = bodies.get(key)
+    if body is not None:
+        return web.Response(body=body, headers=headers)
+    stored = segments(request.app[POOL], request.app[PAGE_CACHE], pages)
+    pieces = render.gzipped(stored) if gzip else render.identity(stored)
+    size = sum(row["stored_size" if gzip else "raw_size"] for row in pages)
+    if size > render.SINGLE_WRITE:
+        return await render.stream(request, headers, pieces)
+    body = await render.assemble(pieces)
+    bodies.put(key, body, len(body))
+    return web.Response(body=body, headers=headers)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

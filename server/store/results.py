@@ -17,7 +17,6 @@ async def save(
         query("upsert_estimators"),
         simulation_id,
         [estimator.name for estimator in estimators],
-        list(range(len(estimators))),
     )
     ids = {row["name"]: row["id"] for row in rows}
     pages = [(ids[e.name], page) for e in estimators for page in e.pages]

@@ -1,10 +1,14 @@
 -- Results: estimators and their pages.
 
 -- name: upsert_estimators
--- $2, $3: names and display positions; an estimator uploaded again keeps its id.
+-- $2: names in display order. New estimators are shown after those already stored; one
+-- uploaded again keeps its id and place (the no-op update makes RETURNING report it).
 INSERT INTO estimators (simulation_id, name, position)
-SELECT $1, e.name, e.position FROM unnest($2::text[], $3::int[]) AS e (name, position)
-ON CONFLICT (simulation_id, name) DO UPDATE SET position = EXCLUDED.position
+SELECT $1, e.name, base.next + e.ordinality - 1
+FROM unnest($2::text[]) WITH ORDINALITY AS e (name, ordinality),
+     (SELECT coalesce(max(position) + 1, 0) AS next FROM estimators WHERE simulation_id = $1)
+         AS base
+ON CONFLICT (simulation_id, name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id, name
 
 -- name: upsert_pages
