@@ -45,6 +45,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--simulations", type=int, default=4, help="simulations read (4)")
     parser.add_argument("--uploads", type=int, default=12, help="timed uploads, >= 10 (12)")
     parser.add_argument("--only", help="comma-separated workloads (default: all of them)")
+    parser.add_argument(
+        "--cold", action="store_true", help="turn the server's caches off (*_cache_size = 0)"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra server configuration, e.g. YAPTIDE_DATABASE_POOL_SIZE=20 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=report.OUT, help="where the JSON goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -53,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     if args.quick:
         args.duration, args.warmup = 1, 1
+    if any("=" not in pair for pair in args.server_env):
+        parser.error("--server-env takes NAME=VALUE")
+    args.env = server.cache_off_env() if args.cold else {}
+    args.env |= dict(pair.split("=", 1) for pair in args.server_env)
     if args.uploads < 10 or args.simulations < 1 or args.workers < 1 or args.duration < 1:
         parser.error("need --uploads >= 10, --simulations >= 1, --workers >= 1, --duration >= 1")
     return args
@@ -124,7 +138,7 @@ async def measure_server(
     """Everything that needs the server: data, ceiling, workloads, memory."""
     port = server.free_port()
     base = f"http://127.0.0.1:{port}"
-    with server.running(server.start_server(url, port, workdir, args.workers)) as process:
+    with server.running(server.start_server(url, port, workdir, args.workers, args.env)) as process:
         await process.wait_ready(base + "/")
         listening = await server.wait_workers(process, port, args.workers)
         postmaster = procstat.find_postmaster(pgdata) if pgdata else None
@@ -176,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     info = report.machine()
     settings = {k: getattr(args, k) for k in ("duration", "warmup", "workers", "simulations")}
     settings |= {"uploads": args.uploads, "quick": args.quick, "only": args.only}
+    settings |= {"cold": args.cold, "server_env": args.env}
     workdir = Path(tempfile.mkdtemp(prefix="yaptide-bench-"))
     os.chmod(workdir, 0o755)  # the embedded postgres runs as an unprivileged user
     try:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,10 +100,21 @@ class Process:
         self.popen.wait()
 
 
-def server_env(database_url: str, port: int, data_dir: Path, workers: int) -> dict[str, str]:
-    """The server's configuration: our database, a free port, no runner, a day-long token."""
+def cache_off_env() -> dict[str, str]:
+    """Env vars turning the server's caches off: every `[server] *_cache_size` of config.toml
+    set to 0, so that each request does the full work (found by name: new caches count too)."""
+    server = tomllib.loads((REPO / "config.toml").read_text()).get("server", {})
+    return {f"YAPTIDE_SERVER_{key.upper()}": "0" for key in server if key.endswith("_cache_size")}
+
+
+def server_env(
+    database_url: str, port: int, data_dir: Path, workers: int, extra: dict[str, str]
+) -> dict[str, str]:
+    """The server's configuration: our database, a free port, no runner, a day-long token,
+    plus `extra` (--server-env, --cold)."""
     return {
         **os.environ,
+        **extra,
         "DATABASE_URL": database_url,
         "YAPTIDE_SERVER_HOST": "127.0.0.1",
         "YAPTIDE_SERVER_PORT": str(port),
@@ -122,8 +134,10 @@ def running(process: Process) -> Iterator[Process]:
         process.stop()
 
 
-def start_server(database_url: str, port: int, workdir: Path, workers: int) -> Process:
-    env = server_env(database_url, port, workdir / "server-data", workers)
+def start_server(
+    database_url: str, port: int, workdir: Path, workers: int, extra: dict[str, str]
+) -> Process:
+    env = server_env(database_url, port, workdir / "server-data", workers, extra)
     line = [sys.executable, "run.py"]
     return Process("server (python run.py)", line, env, workdir / "server.log")
 

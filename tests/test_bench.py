@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import procstat, report, targets, workloads, wrk
+from bench import procstat, report, server, targets, workloads, wrk
 from bench.scenario import Scenario
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:5000
@@ -221,7 +221,7 @@ def test_checks_and_markdown():
     text = report.markdown(
         {
             "machine": machine,
-            "settings": {"workers": 1, "duration": 5, "warmup": 1},
+            "settings": {"workers": 1, "duration": 5, "warmup": 1, "cold": False},
             "loadavg_end": (0.5, 0.5, 0.5),
             "sizes": {"identity_bytes": 1, "gzip_bytes": 1, "ceiling_gzip6_bytes": 1},
             "rows": ROWS,
@@ -236,6 +236,7 @@ def test_checks_and_markdown():
     assert "Targets of issue 5 met: 5 of 9." in text
     assert "- estimators c=16: 3 non-2xx" in text
     assert "used 0.25 of" in text
+    assert "Server: caches on, as configured." in text
 
 
 def test_workloads():
@@ -256,3 +257,10 @@ def test_workloads():
     assert by_name["results_304"].args == ("/results?job_id=done",)
     assert by_name["results_304"].headers["If-None-Match"] == '"etag"'
     assert workloads.redacted(by_name["results_304"].headers)["Cookie"] == "<redacted>"
+
+
+def test_cache_off_env_covers_every_cache_of_config_toml():
+    env = server.cache_off_env()
+    assert env  # config.toml has caches; each one is turned off by name
+    assert all(name.startswith("YAPTIDE_SERVER_") and name.endswith("_CACHE_SIZE") for name in env)
+    assert set(env.values()) == {"0"}
