@@ -54,8 +54,8 @@ def verdict(row: dict[str, Any]) -> tuple[str, bool | None]:
     return text, target.met(row) if target else None
 
 
-def mark(met: bool | None) -> str:
-    return {True: "PASS", False: "FAIL", None: ""}[met]
+def mark(met: bool | None, absent: str = "") -> str:
+    return {True: "PASS", False: "FAIL", None: absent}[met]
 
 
 def find(rows: list[dict[str, Any]], name: str, connections: int) -> dict[str, Any] | None:
@@ -99,32 +99,40 @@ def shown(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:.2f}{unit}"
 
 
-def check(what: str, target: str, value: str, met: bool) -> dict[str, Any]:
+def check(what: str, target: str, value: str, met: bool | None) -> dict[str, Any]:
+    """One target; `met` is None when it was not measured (a workload left out with --only)."""
     return {"what": what, "target": target, "value": value, "met": met}
+
+
+def row_check(rows: list[dict[str, Any]], name: str, connections: int) -> dict[str, Any]:
+    target, row = TARGETS[name, connections], find(rows, name, connections)
+    what = f"{name} c={connections}"
+    if row is None:
+        return check(what, target.text(), "-", None)
+    if "rps" not in row:
+        return check(what, target.text(), "wrk failed", False)
+    value = f"{row['rps']:.0f} req/s, p99 {row['p99_ms']:.1f} ms"
+    value += " (with errors)" if failed(row) else ""
+    return check(what, target.text(), value, verdict(row)[1] is True)
 
 
 def checks(
     rows: list[dict[str, Any]], upload: dict[str, Any], mem: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Every target of issue 5 with the measured value and whether it is met."""
-    found = []
-    for (name, connections), target in TARGETS.items():
-        row = find(rows, name, connections)
-        measured = row is not None and "rps" in row
-        value = f"{row['rps']:.0f} req/s, p99 {row['p99_ms']:.1f} ms" if measured else "-"
-        if row is not None and failed(row):
-            value += " (with errors)"
-        met = measured and verdict(row)[1] is True
-        found.append(check(f"{name} c={connections}", target.text(), value, met))
+    found = [row_check(rows, name, connections) for name, connections in TARGETS]
     for encoding, by_c in ratios(rows).items():
         ratio = by_c[16]
-        met = ratio is not None and ratio >= CEILING_RATIO
+        present = find(rows, f"results_full_{encoding}", 16) and find(
+            rows, f"ceiling_{encoding}", 16
+        )
+        met = (ratio is not None and ratio >= CEILING_RATIO) if present else None
         found.append(check(f"{encoding} / ceiling c=16", f">= {CEILING_RATIO}", shown(ratio), met))
     p50 = upload.get("p50_ms")
     met = p50 is not None and p50 <= UPLOAD_MS
     found.append(check("upload p50", f"<= {UPLOAD_MS:g} ms", shown(p50, " ms"), met))
     growth = mem["growth_mib"]
-    met = growth is not None and growth <= RSS_GROWTH_MIB
+    met = growth <= RSS_GROWTH_MIB if growth is not None else None
     found.append(
         check("RSS growth, c=16 full", f"<= {RSS_GROWTH_MIB:g} MiB", shown(growth, " MiB"), met)
     )
