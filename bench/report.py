@@ -70,7 +70,8 @@ def table_row(row: dict[str, Any]) -> str:
 
 
 def upload_row(upload: dict[str, Any]) -> str:
-    title = f"POST /results upload (Python, {upload['count']} sequential, client time)"
+    size = upload["body_bytes"] / 1e6
+    title = f"POST /results upload ({upload['count']} sequential, {size:.1f} MB, client time)"
     met = upload["p50_ms"] <= targets.UPLOAD_MS
     cells = ["-", number(upload["p50_ms"], 2), number(upload["p90_ms"], 2), "-"]
     cells += [number(upload["server_cpu_ms"], 2), number(upload["postgres_cpu_ms"], 2), "0", "0"]

@@ -201,7 +201,13 @@ def test_ratios_and_memory():
 
 
 def test_checks_and_markdown():
-    upload = {"count": 12, "p50_ms": 30.0, "p90_ms": 45.0, "server_cpu_ms": 20.0}
+    upload = {
+        "count": 12,
+        "body_bytes": 900_000,
+        "p50_ms": 30.0,
+        "p90_ms": 45.0,
+        "server_cpu_ms": 20.0,
+    }
     upload["postgres_cpu_ms"] = 5.0
     memory = targets.memory(ROWS, idle_mib=50.0, vmhwm_mib=120.0)
     checks = targets.checks(ROWS, upload, memory)
