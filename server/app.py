@@ -9,10 +9,11 @@ from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, USER_CACHE
+from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
 from server.lru import LruCache
 from server.pagecache import PageCache
 from server.runner import NoDispatcher
+from server.runner.local import LocalDispatcher
 from server.usercache import UserCache
 
 
@@ -53,8 +54,18 @@ def add_routes(app: web.Application) -> None:
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The configured dispatcher, started after the pool and stopped before it."""
-    app[DISPATCHER] = NoDispatcher()
-    yield
+    config = app[CONFIG]
+    if config.runner.kind != "local":
+        app[DISPATCHER] = NoDispatcher()
+        yield
+        return
+    runner = LocalDispatcher(config, app[POOL])
+    await runner.start()
+    app[DISPATCHER] = runner
+    try:
+        yield
+    finally:
+        await runner.close()
 
 
 def create_app(config: Config) -> web.Application:
