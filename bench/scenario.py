@@ -1,8 +1,8 @@
 """The data set, made through the real API (and bench/db.py for what only a dispatcher knows).
 
 - `fetch_jobs` (`--simulations`, default 4): results uploaded once (untimed, warming the server
-  up); their tasks stay PENDING, so the job is not terminal, has no ETag, and every
-  `GET /results` does the full work.
+  up); their tasks stay PENDING, so the job is not terminal and has no ETag: no 304s. (The
+  server's in-memory caches still serve repeated fetches unless `--cold` turns them off.)
 - `task_jobs` (`--uploads`, default 12): each receives one timed `POST /results` of the fixture
   (the upload workload); then their tasks are set RUNNING once through `POST /tasks` and take
   the progress updates of the `POST /tasks` workload.
