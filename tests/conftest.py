@@ -3,9 +3,11 @@ between tests, and a fresh app per test."""
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -84,3 +86,26 @@ async def login(client: TestClient, username: str = "alice", password: str = "pa
     response = await client.post("/auth/login", json={"username": username, "password": password})
     assert response.status == 202, await response.text()
     return await response.json()
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at another database of the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def scratch_url(database_url: str) -> Iterator[str]:
+    """The URL of an empty database made on the test server for this test, dropped after it."""
+    name = f"scratch_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+    yield with_database(database_url, name)
+    asyncio.run(_admin(database_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
