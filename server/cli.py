@@ -149,21 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=config_help
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
-        "serve",
-        parents=[config],
-        help="serve the API (the default); starts the embedded PostgreSQL when no "
+    helps = {
+        "serve": "serve the API (the default); starts the embedded PostgreSQL when no "
         "database URL is configured",
-    )
-    commands.add_parser(
-        "migrate", parents=[config], help="apply pending database migrations and exit"
-    )
-    add = commands.add_parser(
-        "useradd",
-        parents=[config],
-        help="create a local user; the password is read from a prompt, or from the first "
-        "line of stdin when it is not a terminal",
-    )
+        "migrate": "apply pending database migrations and exit",
+        "useradd": "create a local user; the password is read from a prompt, or from the "
+        "first line of stdin when it is not a terminal",
+    }
+    parsers = {
+        name: commands.add_parser(name, parents=[config], help=text, description=text)
+        for name, text in helps.items()
+    }
+    add = parsers["useradd"]
     add.add_argument("name", help="the username")
     return parser
 
