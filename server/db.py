@@ -46,6 +46,8 @@ class Migration:
 
 def read_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """The migration files of `directory` in order; a badly named or duplicated file is refused."""
+    if not directory.is_dir():
+        raise MigrationError(f"{directory}: no such directory")
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)

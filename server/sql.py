@@ -38,6 +38,8 @@ def parse_queries(text: str, origin: str) -> dict[str, str]:
 
 def load_queries(directory: Path = SQL_DIR / "queries") -> dict[str, str]:
     """Every named query of every file in `directory`; names are unique across files."""
+    if not directory.is_dir():  # e.g. a non-editable install, which leaves sql/ behind
+        raise QueryFileError(f"{directory}: no such directory")
     queries: dict[str, str] = {}
     origins: dict[str, str] = {}
     for path in sorted(directory.glob("*.sql")):

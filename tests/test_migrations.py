@@ -176,6 +176,13 @@ async def test_shared_number_is_refused(tmp_path):
     assert str(info.value) == "0001_a.sql and 0001_b.sql share the number 0001"
 
 
+def test_missing_directories(tmp_path):
+    with pytest.raises(MigrationError, match="no such directory"):
+        read_migrations(tmp_path / "absent")
+    with pytest.raises(QueryFileError, match="no such directory"):
+        load_queries(tmp_path / "absent")
+
+
 def test_other_files_are_ignored(tmp_path):
     directory = files(tmp_path / "m", **{"0001_a.sql": FIRST, "README.md": "notes"})
     assert [m.name for m in read_migrations(directory)] == ["0001_a.sql"]

@@ -1,0 +1,65 @@
+"""Who may touch a simulation: its owner (user endpoints) or a holder of its update key (workers)."""
+
+import hashlib
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from server.errors import BadRequest, Conflict, Forbidden, NotFound
+from server.http import query_param
+from server.keys import POOL, USER
+from server.models import TERMINAL_STATES
+from server.store import simulations
+
+NOT_FOUND = "Simulation not found"
+NOT_OWNER = "Simulation belongs to another user"
+BAD_KEY = "Invalid update key"
+
+
+def check_owner(owner: tuple[int, int] | None, user_id: int) -> int:
+    """The simulation id when `user_id` owns it; 404 when missing, 403 when someone else's."""
+    if owner is None:
+        raise NotFound(NOT_FOUND)
+    if owner[1] != user_id:
+        raise Forbidden(NOT_OWNER)
+    return owner[0]
+
+
+async def owned_simulation(request: web.Request) -> int:
+    """The id of the simulation named by `?job_id=`, checked to belong to the current user."""
+    job_id = query_param(request, "job_id")
+    owner = await simulations.get_owner(request.app[POOL], job_id)
+    return check_owner(owner, request[USER].id)
+
+
+def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
+    """The worker's update key: `update_key` in the body, else `Authorization: Bearer`."""
+    key = body.get("update_key")
+    if key is None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    if not isinstance(key, str) or not key:
+        raise Forbidden(BAD_KEY)
+    return key
+
+
+def simulation_id_of(body: dict[str, Any]) -> str:
+    job_id = body.get("simulation_id")
+    if not isinstance(job_id, str) or not job_id:
+        raise BadRequest("Missing field: simulation_id")
+    return job_id
+
+
+def check_worker(row: Any, key: str) -> None:
+    """`row` has update_key_sha256 and job_state (fetched under the simulation's row lock).
+
+    404 unknown simulation, 403 wrong key (compared in constant time), 409 terminal job.
+    """
+    if row is None:
+        raise NotFound(NOT_FOUND)
+    digest = hashlib.sha256(key.encode()).digest()
+    if not hmac.compare_digest(digest, row["update_key_sha256"]):
+        raise Forbidden(BAD_KEY)
+    if row["job_state"] in TERMINAL_STATES:
+        raise Conflict(f"Simulation is {row['job_state']}: no more updates are accepted")

@@ -1,0 +1,66 @@
+"""create_app(config): the whole API wired together. No I/O happens here."""
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server.auth import auth_middleware, secret_ctx
+from server.config import Config
+from server.db import pool_ctx
+from server.errors import error_middleware
+from server.handlers import auth, jobs, results, users, workers
+from server.keys import CONFIG, DISPATCHER
+from server.runner import NoDispatcher
+
+
+def add_routes(app: web.Application) -> None:
+    """The API, top to bottom (contract: shared/spec/api.md)."""
+    app.router.add_routes(
+        [
+            web.get("/", auth.index),
+            # accounts
+            web.put("/auth/register", auth.register),
+            web.post("/auth/login", auth.login),
+            web.get("/auth/refresh", auth.refresh),
+            web.get("/auth/status", auth.status),
+            web.delete("/auth/logout", auth.logout),
+            # submission and status (access cookie)
+            web.post("/jobs/direct", jobs.submit),
+            web.get("/jobs/direct", jobs.status),
+            web.get("/jobs", jobs.status),
+            web.delete("/jobs/direct", jobs.cancel),
+            # workers (update key)
+            web.post("/tasks", workers.update_task),
+            web.post("/jobs", workers.update_job),
+            web.post("/results", results.upload),
+            web.post("/logfiles", workers.upload_logfiles),
+            # results and inputs (access cookie)
+            web.get("/results", results.get_results),
+            web.get("/estimators", results.get_estimators),
+            web.get("/inputs", users.get_inputs),
+            web.get("/logfiles", users.get_logfiles),
+            # the user's own simulations and profile
+            web.get("/user/simulations", users.list_simulations),
+            web.delete("/user/simulations", users.delete_simulation),
+            web.post("/user/update", users.update_profile),
+            web.get("/clusters", users.clusters),
+        ]
+    )
+
+
+async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The configured dispatcher, started after the pool and stopped before it."""
+    app[DISPATCHER] = NoDispatcher()
+    yield
+
+
+def create_app(config: Config) -> web.Application:
+    # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
+    client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=client_max_size
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
+    add_routes(app)
+    return app

@@ -1,0 +1,153 @@
+"""Passwords (argon2id), signed tokens (HS256 JWTs), auth cookies and the auth middleware.
+
+Handlers are protected unless marked with @public; the middleware puts the current user on the
+request under keys.USER. Refresh tokens carry a random id (jti) whose SHA-256 is stored, so they
+can be revoked at logout.
+"""
+
+import asyncio
+import hashlib
+import math
+import os
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jwt
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from server.config import Config
+from server.errors import Unauthorized
+from server.keys import CONFIG, POOL, SECRET, USER
+from server.models import User
+from server.store import users
+
+ACCESS_COOKIE = "access_token"
+REFRESH_COOKIE = "refresh_token"
+NO_TOKEN = "No token provided"
+INVALID_TOKEN = "Invalid or expired token"
+
+_hasher = PasswordHasher()
+# Verified against when the username does not exist, so both failures take the same time.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as reachable without an access token."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.get_running_loop().run_in_executor(None, verify)
+
+
+def load_secret(config: Config) -> str:
+    """The signing secret: from config, else generated once and kept in the data directory."""
+    if config.auth.secret:
+        return config.auth.secret
+    path: Path = config.data_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+async def secret_ctx(app: web.Application) -> object:
+    app[SECRET] = load_secret(app[CONFIG])
+    yield
+
+
+def sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def make_token(secret: str, user_id: int, kind: str, ttl: float) -> tuple[str, int, str]:
+    """A signed token, its expiry (Unix seconds) and its jti."""
+    expires = math.ceil(time.time() + ttl)  # JWT "exp" is whole seconds
+    jti = uuid.uuid4().hex
+    claims = {"sub": str(user_id), "type": kind, "exp": expires, "jti": jti}
+    return jwt.encode(claims, secret, algorithm="HS256"), expires, jti
+
+
+def decode_token(secret: str, token: str, kind: str) -> dict:
+    """The claims of a valid token of the given kind; 401 otherwise (algorithm pinned to HS256)."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+    except jwt.PyJWTError:
+        raise Unauthorized(INVALID_TOKEN) from None
+    if claims.get("type") != kind or not str(claims.get("sub", "")).isdigit():
+        raise Unauthorized(INVALID_TOKEN)
+    return claims
+
+
+def set_cookie(
+    response: web.StreamResponse, config: Config, name: str, token: str, ttl: float
+) -> None:
+    response.set_cookie(
+        name,
+        token,
+        max_age=math.ceil(ttl),
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=config.auth.secure_cookies,
+    )
+
+
+def clear_cookie(response: web.StreamResponse, config: Config, name: str) -> None:
+    set_cookie(response, config, name, "", 0)
+
+
+def expiry_ms(expires: float) -> int:
+    return int(expires * 1000)
+
+
+async def issue_refresh_token(app: web.Application, user_id: int) -> tuple[str, float]:
+    config = app[CONFIG]
+    token, expires, jti = make_token(app[SECRET], user_id, "refresh", config.auth.refresh_ttl)
+    await users.add_refresh_token(
+        app[POOL], sha256(jti), user_id, datetime.fromtimestamp(expires, UTC)
+    )
+    return token, expires
+
+
+async def user_from_cookie(request: web.Request, cookie: str) -> User:
+    """The user a valid access or refresh cookie belongs to; 401 otherwise."""
+    token = request.cookies.get(cookie)
+    if not token:
+        raise Unauthorized(NO_TOKEN)
+    kind = "access" if cookie == ACCESS_COOKIE else "refresh"
+    claims = decode_token(request.app[SECRET], token, kind)
+    if kind == "refresh":
+        user = await users.get_refresh_token_user(request.app[POOL], sha256(claims["jti"]))
+    else:
+        user = await users.get(request.app[POOL], int(claims["sub"]))
+    if user is None or user.id != int(claims["sub"]):
+        raise Unauthorized(INVALID_TOKEN)
+    return user
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match_info = request.match_info
+    if match_info.http_exception is None and not getattr(match_info.handler, "public", False):
+        request[USER] = await user_from_cookie(request, ACCESS_COOKIE)
+    return await handler(request)

@@ -1,0 +1,289 @@
+"""Configuration: config.toml plus environment overrides, loaded into frozen dataclasses.
+
+Every scalar key `[section] key` can be overridden by `YAPTIDE_<SECTION>_<KEY>`; `DATABASE_URL`
+overrides `[database] url`. A bad value raises ConfigError naming the key and the problem.
+"""
+
+import dataclasses
+import math
+import os
+import shlex
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: int | float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be between 1 and 65535"
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of: {', '.join(choices)}"
+
+    return check
+
+
+def _database_url(value: str) -> str | None:
+    if value and not value.startswith(("postgres://", "postgresql://")):
+        return "must be a postgresql:// URL (or empty for the embedded server)"
+    return None
+
+
+def _command(value: str) -> str | None:
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        return f"cannot be split like a shell command line ({exc})"
+    return None
+
+
+def _secret(value: str) -> str | None:
+    if value and len(value) < 32:
+        return "must be at least 32 characters (or empty to generate one)"
+    return None
+
+
+def _check(validator: Callable[[Any], str | None], secret: bool = False) -> dict[str, Any]:
+    """Field metadata: the validator, and whether error messages must not echo the value."""
+    return {"metadata": {"check": validator, "secret": secret}}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = dataclasses.field(default=5000, **_check(_port))
+    max_body_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_positive))
+    worker_max_body_size: int = dataclasses.field(default=256 * 1024 * 1024, **_check(_positive))
+    workers: int = dataclasses.field(default=1, **_check(_positive))
+    public_url: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = dataclasses.field(default="", **_check(_database_url, secret=True))
+    data_dir: str = dataclasses.field(default="./data", **_check(_not_empty))
+    pool_size: int = dataclasses.field(default=10, **_check(_positive))
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthConfig:
+    secret: str = dataclasses.field(default="", **_check(_secret, secret=True))
+    access_ttl: float = dataclasses.field(default=900.0, **_check(_positive))
+    refresh_ttl: float = dataclasses.field(default=7 * 24 * 3600.0, **_check(_positive))
+    registration: str = dataclasses.field(default="open", **_check(_one_of("open", "closed")))
+    secure_cookies: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class JobsConfig:
+    max_ntasks: int = dataclasses.field(default=1000, **_check(_positive))
+    max_file_size: int = dataclasses.field(default=10 * 1024 * 1024, **_check(_positive))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    kind: str = dataclasses.field(default="local", **_check(_one_of("local", "none")))
+    command: str = dataclasses.field(default="", **_check(_command))
+    slots: int = dataclasses.field(default=0, **_check(_non_negative))
+    grace_period: float = dataclasses.field(default=5.0, **_check(_non_negative))
+    work_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    cluster_name: str
+    display_name: str
+    available: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    auth: AuthConfig = AuthConfig()
+    jobs: JobsConfig = JobsConfig()
+    runner: RunnerConfig = RunnerConfig()
+    clusters: tuple[ClusterConfig, ...] = ()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.database.data_dir).resolve()
+
+    @property
+    def base_url(self) -> str:
+        """The URL workers use to reach this server."""
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.server.port}"
+
+    def replace(self, section: str, **values: Any) -> "Config":
+        """A copy with some keys of one section changed (used by tests and run.py)."""
+        updated = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, **{section: updated})
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "database": DatabaseConfig,
+    "auth": AuthConfig,
+    "jobs": JobsConfig,
+    "runner": RunnerConfig,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable overriding `[section] key`."""
+    return f"YAPTIDE_{section.upper()}_{key.upper()}"
+
+
+def _got(value: Any, secret: bool) -> str:
+    """The offending value for an error message; never the value of a secret."""
+    return "" if secret else f" (got {value!r})"
+
+
+def _from_toml(key: str, kind: type, raw: Any, secret: bool) -> Any:
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = float(raw)
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(raw, secret)}")
+    return raw
+
+
+def _from_env(key: str, kind: type, text: str, secret: bool) -> Any:
+    if kind is str:
+        return text
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    else:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(text, secret)}")
+
+
+def _checked(key: str, field: dataclasses.Field, value: Any) -> Any:
+    secret = field.metadata.get("secret", False)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number{_got(value, secret)}")
+    check = field.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(f"{key}: {problem}{_got(value, secret)}")
+    return value
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A YAPTIDE_<SECTION>_* variable that matches no key is a typo, not something to ignore."""
+    known = {env_name(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    prefixes = tuple(f"YAPTIDE_{section.upper()}_" for section in SECTIONS)
+    for name in sorted(env):
+        if name.startswith(prefixes) and name not in known:
+            raise ConfigError(f"{name}: unknown setting (no such key in config.toml)")
+
+
+def _build_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a [{name}] table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
+    values: dict[str, Any] = {}
+    for field in fields.values():
+        secret = field.metadata.get("secret", False)
+        variable = env_name(name, field.name)
+        if variable in env:
+            value = _from_env(variable, field.type, env[variable], secret)
+            values[field.name] = _checked(variable, field, value)
+        elif field.name in table:
+            key = f"{name}.{field.name}"
+            value = _from_toml(key, field.type, table[field.name], secret)
+            values[field.name] = _checked(key, field, value)
+    return cls(**values)
+
+
+def _build_cluster(index: int, entry: Any) -> ClusterConfig:
+    key = f"clusters[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{key}: expected a [[clusters]] table")
+    fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
+    unknown = sorted(set(entry) - set(fields))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+    missing = [
+        name for name, f in fields.items() if name not in entry and f.default is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]}: missing")
+    values = {k: _from_toml(f"{key}.{k}", fields[k].type, v, False) for k, v in entry.items()}
+    return ClusterConfig(**values)
+
+
+def _build_clusters(entries: Any) -> tuple[ClusterConfig, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError("clusters: expected a list of [[clusters]] tables")
+    return tuple(_build_cluster(index, entry) for index, entry in enumerate(entries))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (config.toml by default) and apply environment overrides.
+
+    A missing default config.toml means built-in defaults; a missing explicit file is an error.
+    """
+    env = os.environ if env is None else env
+    path = path or DEFAULT_CONFIG
+    data = _read_toml(path) if path.exists() or path != DEFAULT_CONFIG else {}
+    unknown = sorted(set(data) - set(SECTIONS) - {"clusters"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section")
+    _check_env_names(env)
+    sections = {
+        name: _build_section(name, cls, data.get(name, {}), env) for name, cls in SECTIONS.items()
+    }
+    config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
+    if url := env.get("DATABASE_URL"):
+        if problem := _database_url(url):
+            raise ConfigError(f"DATABASE_URL: {problem}")
+        config = config.replace("database", url=url)
+    return config

@@ -1,0 +1,163 @@
+"""Database access: the connection pool as an app resource, and the migrations runner.
+
+Migrations are forward-only files `sql/migrations/NNNN_name.sql`, applied in order under an
+advisory lock (so several server processes starting at once apply each file exactly once), one
+transaction per file, and recorded with a SHA-256 of their text. A file changed after it was
+applied is refused: schema history must not be rewritten under a running database.
+"""
+
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from server.config import Config
+from server.keys import CONFIG, POOL
+from server.sql import SQL_DIR, query
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_ID = 0x79617074  # "yapt": one advisory lock id for the migration runner
+_FORWARD_ONLY = "migrations are forward-only: restore the file and add a new migration instead"
+
+
+class MigrationError(Exception):
+    """The migration files and the database disagree; the server must not start."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        # Of the text as read (universal newlines), so a CRLF checkout does not look like an edit.
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def read_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files of `directory` in order; a badly named or duplicated file is refused."""
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationError(
+                f"{path.name}: bad migration file name (expected NNNN_lowercase_name.sql)"
+            )
+        sql = path.read_text(encoding="utf-8")
+        migrations.append(Migration(int(match.group(1)), path.name, sql))
+    by_version: dict[int, str] = {}
+    for migration in migrations:
+        if migration.version in by_version:
+            raise MigrationError(
+                f"{by_version[migration.version]} and {migration.name} share the number "
+                f"{migration.version:04d}"
+            )
+        by_version[migration.version] = migration.name
+    return migrations
+
+
+def _pending(migrations: list[Migration], applied: dict[int, asyncpg.Record]) -> list[Migration]:
+    """The migrations still to apply, after checking the applied ones were not changed."""
+    files = {migration.version: migration for migration in migrations}
+    for version, record in applied.items():
+        migration = files.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"migration {record['name']} is applied in the database but its file is missing "
+                "(is this an older version of the server?)"
+            )
+        if migration.name != record["name"]:
+            raise MigrationError(
+                f"migration {record['name']} was renamed to {migration.name} after it was "
+                f"applied; {_FORWARD_ONLY}"
+            )
+        if migration.checksum != record["checksum"]:
+            raise MigrationError(
+                f"migration {migration.name} was edited after it was applied; {_FORWARD_ONLY}"
+            )
+    latest = max(applied, default=0)
+    pending = [migration for migration in migrations if migration.version not in applied]
+    for migration in pending:
+        if migration.version < latest:
+            raise MigrationError(
+                f"migration {migration.name} is numbered before {applied[latest]['name']}, which "
+                f"is already applied; renumber it after {latest:04d}"
+            )
+    return pending
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    """Run one file and record it in one transaction: it is applied entirely or not at all."""
+    try:
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(
+                query("record_migration"), migration.version, migration.name, migration.checksum
+            )
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(
+            f"migration {migration.name} failed and was rolled back: {exc}"
+        ) from exc
+    log.info("applied migration %s", migration.name)
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; return the names of those applied now."""
+    migrations = read_migrations(directory)
+    # Session-level lock: a second runner waits here, then finds nothing left to apply.
+    await conn.execute(query("advisory_lock"), _LOCK_ID)
+    try:
+        await conn.execute(query("create_migrations_table"))
+        applied = {r["version"]: r for r in await conn.fetch(query("list_migrations"))}
+        pending = _pending(migrations, applied)
+        for migration in pending:
+            await _apply(conn, migration)
+        return [migration.name for migration in pending]
+    finally:
+        await conn.execute(query("advisory_unlock"), _LOCK_ID)
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(url)
+
+
+async def create_pool(url: str, size: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(url, min_size=min(2, size), max_size=size)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool, bring the schema up to date, close the pool on shutdown."""
+    config: Config = app[CONFIG]
+    pool = await create_pool(config.database.url, config.database.pool_size)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+def describe_url(url: str) -> str:
+    """The database URL without its password (in the user part or `?password=`), for output."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    location, question, params = rest.partition("?")
+    userinfo, at, host = location.rpartition("@")  # the last "@": passwords may contain "@"
+    if at:
+        user, colon, password = userinfo.partition(":")
+        location = f"{user}:***@{host}" if colon and password else f"{user}@{host}"
+    parts = [
+        "password=***" if part.split("=", 1)[0].lower() == "password" else part
+        for part in params.split("&")
+    ]
+    return f"{scheme}://{location}{question}{'&'.join(parts)}"

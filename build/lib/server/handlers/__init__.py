@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per endpoint group; only server.app imports them."""

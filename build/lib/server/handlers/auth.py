@@ -1,0 +1,114 @@
+"""`GET /` and the /auth endpoints: register, login, refresh, status, logout."""
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+
+from server import auth
+from server.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from server.http import field, json_response, read_json
+from server.keys import CONFIG, POOL, SECRET, USER
+from server.store import users
+
+USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+MIN_PASSWORD = 8
+
+try:
+    VERSION = version("yaptide-server")
+except PackageNotFoundError:  # running from a checkout that was not pip-installed
+    VERSION = "0.1.0"
+
+
+def validate_username(username: str) -> str:
+    if not USERNAME.match(username):
+        raise BadRequest("Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'")
+    return username
+
+
+def validate_password(password: str, name: str = "password") -> str:
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"Invalid {name}: at least {MIN_PASSWORD} characters")
+    return password
+
+
+@auth.public
+async def index(request: web.Request) -> web.Response:
+    return json_response({"message": "Hello World!", "version": VERSION})
+
+
+@auth.public
+async def register(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if config.auth.registration != "open":
+        raise Forbidden("Registration is disabled")
+    body = await read_json(request, config.server.max_body_size)
+    username = validate_username(field(body, "username", str))
+    password = validate_password(field(body, "password", str))
+    password_hash = await auth.hash_password(password)
+    if await users.create(request.app[POOL], username, password_hash) is None:
+        raise Conflict("Username already taken")
+    return json_response({"message": "User created"}, status=201)
+
+
+@auth.public
+async def login(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[CONFIG]
+    body = await read_json(request, config.server.max_body_size)
+    username = field(body, "username", str)
+    password = field(body, "password", str)
+    found = await users.get_login(app[POOL], username)
+    if not await auth.verify_password(found[1] if found else None, password) or found is None:
+        raise Unauthorized("Invalid username or password")
+    user_id = found[0]
+    access, access_exp, _ = auth.make_token(app[SECRET], user_id, "access", config.auth.access_ttl)
+    refresh, refresh_exp = await auth.issue_refresh_token(app, user_id)
+    response = json_response(
+        {
+            "message": "Login successful",
+            "access_exp": auth.expiry_ms(access_exp),
+            "refresh_exp": auth.expiry_ms(refresh_exp),
+        },
+        status=202,
+    )
+    auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
+    auth.set_cookie(response, config, auth.REFRESH_COOKIE, refresh, config.auth.refresh_ttl)
+    return response
+
+
+@auth.public
+async def refresh(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[CONFIG]
+    user = await auth.user_from_cookie(request, auth.REFRESH_COOKIE)
+    access, access_exp, _ = auth.make_token(app[SECRET], user.id, "access", config.auth.access_ttl)
+    response = json_response(
+        {"message": "Token refreshed", "access_exp": auth.expiry_ms(access_exp)}
+    )
+    auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    profile = await users.get_profile(request.app[POOL], request[USER].id)
+    if profile is None:
+        raise Unauthorized(auth.INVALID_TOKEN)
+    return json_response({"message": "User status", **profile})
+
+
+@auth.public
+async def logout(request: web.Request) -> web.Response:
+    app = request.app
+    token = request.cookies.get(auth.REFRESH_COOKIE)
+    if token:
+        try:
+            claims = auth.decode_token(app[SECRET], token, "refresh")
+        except Unauthorized:
+            claims = None
+        if claims:
+            await users.revoke_refresh_token(app[POOL], auth.sha256(claims["jti"]))
+    response = json_response({"message": "Logout successful"})
+    auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)
+    auth.clear_cookie(response, app[CONFIG], auth.REFRESH_COOKIE)
+    return response

@@ -1,0 +1,1 @@
+"""Repository functions: one query each, called by name from sql/queries/."""

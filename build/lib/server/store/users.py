@@ -1,0 +1,59 @@
+"""Users, profiles and refresh tokens."""
+
+from datetime import datetime
+
+from server.models import Db, User
+from server.sql import query
+
+
+async def create(db: Db, username: str, password_hash: str) -> int | None:
+    """The new user's id, or None when the username is taken."""
+    return await db.fetchval(query("create_user"), username, password_hash)
+
+
+async def get_login(db: Db, username: str) -> tuple[int, str] | None:
+    row = await db.fetchrow(query("get_login"), username)
+    return (row["id"], row["password_hash"]) if row else None
+
+
+async def get(db: Db, user_id: int) -> User | None:
+    row = await db.fetchrow(query("get_user"), user_id)
+    return User(row["id"], row["username"], row["source"]) if row else None
+
+
+async def get_profile(db: Db, user_id: int) -> dict | None:
+    row = await db.fetchrow(query("get_profile"), user_id)
+    return dict(row) if row else None
+
+
+async def get_password_hash(db: Db, user_id: int) -> str | None:
+    return await db.fetchval(query("get_password_hash"), user_id)
+
+
+async def update_profile(
+    db: Db, user_id: int, changes: dict[str, str | None], password_hash: str | None
+) -> None:
+    """Apply the given profile fields (a key present with None clears it) and password hash."""
+    await db.execute(
+        query("update_profile"),
+        user_id,
+        "display_name" in changes,
+        changes.get("display_name"),
+        "email" in changes,
+        changes.get("email"),
+        password_hash,
+    )
+
+
+async def add_refresh_token(db: Db, token_sha256: bytes, user_id: int, expires: datetime) -> None:
+    await db.execute(query("add_refresh_token"), token_sha256, user_id, expires)
+
+
+async def get_refresh_token_user(db: Db, token_sha256: bytes) -> User | None:
+    """The owner of a live (unrevoked, unexpired) refresh token."""
+    row = await db.fetchrow(query("get_refresh_token_user"), token_sha256)
+    return User(row["id"], row["username"], row["source"]) if row else None
+
+
+async def revoke_refresh_token(db: Db, token_sha256: bytes) -> None:
+    await db.execute(query("revoke_refresh_token"), token_sha256)
