@@ -2,7 +2,9 @@
 between tests, and a fresh app per test."""
 
 import asyncio
+import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -37,15 +39,27 @@ async def _migrate(url: str) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def server_tmp_dir() -> Iterator[Path]:
+    """A temporary directory for an embedded PostgreSQL, outside pytest's tmp_path tree.
+
+    As root, the server runs as the user `pgserver`, which must be able to reach its data
+    directory; but every pytest session that starts (any worktree's) makes /tmp/pytest-of-root
+    private again (mode 0700), which cut a running server off its files mid-session.
+    """
+    with tempfile.TemporaryDirectory(prefix="yaptide-test-") as directory:
+        yield Path(directory)
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         asyncio.run(_migrate(url))
         yield url
         return
     from server.embedded import embedded_postgres
 
-    with embedded_postgres(tmp_path_factory.mktemp("embedded")) as url:
+    with server_tmp_dir() as directory, embedded_postgres(directory) as url:
         asyncio.run(_migrate(url))
         yield url
 

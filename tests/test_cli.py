@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ import psutil
 import pytest
 
 from server.db import describe_url, read_migrations
+from tests.conftest import server_tmp_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_PY = str(PROJECT / "run.py")
@@ -198,16 +200,22 @@ def test_serve_with_database_url(database_url, tmp_path, sig):
     assert not (tmp_path / "data" / "postgres").exists()  # no embedded server was started
 
 
-def test_embedded_lifecycle(tmp_path):
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    with server_tmp_dir() as directory:  # not under tmp_path: see its docstring
+        yield directory
+
+
+def test_embedded_lifecycle(server_dir):
     """First start, restart, kill -9 and restart, on one data directory; nothing left running."""
-    data = tmp_path / "data"
+    data = server_dir / "data"
     pgdata = data / "postgres"
     user = {"username": "erin", "password": "password1"}
     servers: list[Server] = []
     timings = {}
 
     def start(name: str) -> Server:
-        servers.append(Server(tmp_path, YAPTIDE_DATABASE_DATA_DIR=str(data)))
+        servers.append(Server(server_dir, YAPTIDE_DATABASE_DATA_DIR=str(data)))
         timings[name] = servers[-1].wait_ready()
         return servers[-1]
 
