@@ -1,1 +1,0 @@
-"""Repository functions: one query each, called by name from sql/queries/."""
