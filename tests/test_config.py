@@ -97,11 +97,6 @@ available = false
     assert config.base_url == "http://127.0.0.1:6001"
 
 
-def test_config_is_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        Config().server.port = 1  # type: ignore[misc]
-
-
 @pytest.mark.parametrize(
     ("variable", "text", "section", "key", "value"),
     [
@@ -211,49 +206,26 @@ def test_bad_toml_values(tmp_path, toml, message):
 
 
 @pytest.mark.parametrize(
-    ("env", "message"),
+    ("variable", "text", "problem"),
     [
-        ({"YAPTIDE_SERVER_PORT": "x"}, "YAPTIDE_SERVER_PORT: expected an integer (got 'x')"),
+        ("YAPTIDE_SERVER_PORT", "x", "expected an integer (got 'x')"),
+        ("YAPTIDE_SERVER_PORT", "5000.5", "expected an integer (got '5000.5')"),
+        ("YAPTIDE_SERVER_PORT", "70000", "must be between 1 and 65535 (got 70000)"),
+        ("YAPTIDE_AUTH_ACCESS_TTL", "soon", "expected a number (got 'soon')"),
+        ("YAPTIDE_AUTH_ACCESS_TTL", "nan", "must be a finite number (got nan)"),
+        ("YAPTIDE_AUTH_ACCESS_TTL", "-5", "must be greater than 0 (got -5.0)"),
+        ("YAPTIDE_AUTH_SECURE_COOKIES", "maybe", "expected true or false (got 'maybe')"),
+        ("YAPTIDE_AUTH_REGISTRATION", "OPEN", "must be one of: open, closed (got 'OPEN')"),
+        ("YAPTIDE_SERVER_PROT", "1", "unknown setting (no such key in config.toml)"),
         (
-            {"YAPTIDE_SERVER_PORT": "5000.5"},
-            "YAPTIDE_SERVER_PORT: expected an integer (got '5000.5')",
-        ),
-        (
-            {"YAPTIDE_SERVER_PORT": "70000"},
-            "YAPTIDE_SERVER_PORT: must be between 1 and 65535 (got 70000)",
-        ),
-        (
-            {"YAPTIDE_AUTH_ACCESS_TTL": "soon"},
-            "YAPTIDE_AUTH_ACCESS_TTL: expected a number (got 'soon')",
-        ),
-        (
-            {"YAPTIDE_AUTH_ACCESS_TTL": "nan"},
-            "YAPTIDE_AUTH_ACCESS_TTL: must be a finite number (got nan)",
-        ),
-        (
-            {"YAPTIDE_AUTH_ACCESS_TTL": "-5"},
-            "YAPTIDE_AUTH_ACCESS_TTL: must be greater than 0 (got -5.0)",
-        ),
-        (
-            {"YAPTIDE_AUTH_SECURE_COOKIES": "maybe"},
-            "YAPTIDE_AUTH_SECURE_COOKIES: expected true or false (got 'maybe')",
-        ),
-        (
-            {"YAPTIDE_AUTH_REGISTRATION": "OPEN"},
-            "YAPTIDE_AUTH_REGISTRATION: must be one of: open, closed (got 'OPEN')",
-        ),
-        (
-            {"YAPTIDE_SERVER_PROT": "1"},
-            "YAPTIDE_SERVER_PROT: unknown setting (no such key in config.toml)",
-        ),
-        (
-            {"DATABASE_URL": "mysql://h/db"},
-            "DATABASE_URL: must be a postgresql:// URL (or empty for the embedded server)",
+            "DATABASE_URL",
+            "mysql://h/db",
+            "must be a postgresql:// URL (or empty for the embedded server)",
         ),
     ],
 )
-def test_bad_env_values(tmp_path, env, message):
-    assert error_of(tmp_path, **env) == message
+def test_bad_env_values(tmp_path, variable, text, problem):
+    assert error_of(tmp_path, **{variable: text}) == f"{variable}: {problem}"
 
 
 def test_other_yaptide_variables_are_ignored():
