@@ -9,8 +9,12 @@ from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import CONFIG, DISPATCHER
+from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
+from server.lru import LruCache
+from server.pagecache import PageCache
 from server.runner import NoDispatcher
+from server.runner.local import LocalDispatcher
+from server.usercache import UserCache
 
 
 def add_routes(app: web.Application) -> None:
@@ -50,8 +54,18 @@ def add_routes(app: web.Application) -> None:
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The configured dispatcher, started after the pool and stopped before it."""
-    app[DISPATCHER] = NoDispatcher()
-    yield
+    config = app[CONFIG]
+    if config.runner.kind != "local":
+        app[DISPATCHER] = NoDispatcher()
+        yield
+        return
+    runner = LocalDispatcher(config, app[POOL])
+    await runner.start()
+    app[DISPATCHER] = runner
+    try:
+        yield
+    finally:
+        await runner.close()
 
 
 def create_app(config: Config) -> web.Application:
@@ -61,6 +75,9 @@ def create_app(config: Config) -> web.Application:
         middlewares=[error_middleware, auth_middleware], client_max_size=client_max_size
     )
     app[CONFIG] = config
+    app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
+    app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
+    app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
     add_routes(app)
     return app

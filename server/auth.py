@@ -22,8 +22,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import Config
-from server.errors import Unauthorized
-from server.keys import CONFIG, POOL, SECRET, USER
+from server.errors import BadRequest, Unauthorized
+from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import users
 
@@ -31,6 +31,7 @@ ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
+MIN_PASSWORD = 8
 
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so both failures take the same time.
@@ -41,6 +42,13 @@ def public(handler: Handler) -> Handler:
     """Mark a handler as reachable without an access token."""
     handler.public = True  # type: ignore[attr-defined]
     return handler
+
+
+def validate_password(password: str, name: str = "password") -> str:
+    """The password, when long enough to be accepted as a new one; 400 naming `name` otherwise."""
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"Invalid {name}: at least {MIN_PASSWORD} characters")
+    return password
 
 
 async def hash_password(password: str) -> str:
@@ -129,17 +137,31 @@ async def issue_refresh_token(app: web.Application, user_id: int) -> tuple[str, 
     return token, expires
 
 
+async def _access_user(app: web.Application, user_id: int) -> User | None:
+    cache = app[USER_CACHE]
+    user = cache.get(user_id)
+    if user is None:
+        user = await users.get(app[POOL], user_id)
+        if user is not None:
+            cache.put(user)
+    return user
+
+
 async def user_from_cookie(request: web.Request, cookie: str) -> User:
     """The user a valid access or refresh cookie belongs to; 401 otherwise."""
     token = request.cookies.get(cookie)
     if not token:
         raise Unauthorized(NO_TOKEN)
     kind = "access" if cookie == ACCESS_COOKIE else "refresh"
-    claims = decode_token(request.app[SECRET], token, kind)
+    claims = request.app[USER_CACHE].claims(token) if kind == "access" else None
+    if claims is None:
+        claims = decode_token(request.app[SECRET], token, kind)
     if kind == "refresh":
         user = await users.get_refresh_token_user(request.app[POOL], sha256(claims["jti"]))
     else:
-        user = await users.get(request.app[POOL], int(claims["sub"]))
+        user = await _access_user(request.app, int(claims["sub"]))
+        if user is not None:
+            request.app[USER_CACHE].put_claims(token, claims)
     if user is None or user.id != int(claims["sub"]):
         raise Unauthorized(INVALID_TOKEN)
     return user

@@ -76,6 +76,8 @@ class ServerConfig:
     max_body_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_positive))
     worker_max_body_size: int = dataclasses.field(default=256 * 1024 * 1024, **_check(_positive))
     workers: int = dataclasses.field(default=1, **_check(_positive))
+    page_cache_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_non_negative))
+    body_cache_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_non_negative))
     public_url: str = ""
 
 
@@ -93,6 +95,7 @@ class AuthConfig:
     refresh_ttl: float = dataclasses.field(default=7 * 24 * 3600.0, **_check(_positive))
     registration: str = dataclasses.field(default="open", **_check(_one_of("open", "closed")))
     secure_cookies: bool = False
+    user_cache_ttl: float = dataclasses.field(default=2.0, **_check(_non_negative))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,8 +133,13 @@ async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections are not reset: no code sets session state (SET, LISTEN, session
+    advisory locks), so asyncpg's default reset would only cost a round trip per request."""
+
+
 async def create_pool(url: str, size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(url, min_size=min(2, size), max_size=size)
+    return await asyncpg.create_pool(url, min_size=min(2, size), max_size=size, reset=_keep_session)
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -4,12 +4,18 @@ import asyncpg
 from aiohttp import web
 
 from server.config import Config
+from server.lru import LruCache
 from server.models import User
+from server.pagecache import PageCache
 from server.runner import Dispatcher
+from server.usercache import UserCache
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
+PAGE_CACHE = web.AppKey("page_cache", PageCache)
+BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 
 USER = web.RequestKey("user", User)
+USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

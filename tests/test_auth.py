@@ -193,10 +193,24 @@ async def test_expired_access_token(aiohttp_client, make_config, conn):
     assert await status_with(client, token) == (401, {"message": "Invalid or expired token"})
 
 
-async def test_deleted_user(client, conn):
+async def test_deleted_user(aiohttp_client, make_config, conn):
+    client = await aiohttp_client(create_app(make_config(auth={"user_cache_ttl": 0})))
     await login(client)
     await conn.execute("DELETE FROM users")
     response = await client.get("/auth/status")
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+
+
+async def test_deleted_user_refused_within_cache_ttl(aiohttp_client, make_config, conn):
+    client = await aiohttp_client(create_app(make_config(auth={"user_cache_ttl": 0.5})))
+    await login(client)
+    assert (await client.get("/estimators", params={"job_id": "x"})).status == 404
+    await conn.execute("DELETE FROM users")
+    await asyncio.sleep(0.6)
+    response = await client.get("/estimators", params={"job_id": "x"})
     assert (response.status, await response.json()) == (
         401,
         {"message": "Invalid or expired token"},

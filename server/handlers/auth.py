@@ -6,13 +6,13 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 
 from server import auth
+from server.auth import validate_password
 from server.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_json
 from server.keys import CONFIG, POOL, SECRET, USER
 from server.store import users
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
-MIN_PASSWORD = 8
 
 try:
     VERSION = version("yaptide-server")
@@ -24,12 +24,6 @@ def validate_username(username: str) -> str:
     if not USERNAME.match(username):
         raise BadRequest("Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'")
     return username
-
-
-def validate_password(password: str, name: str = "password") -> str:
-    if len(password) < MIN_PASSWORD:
-        raise BadRequest(f"Invalid {name}: at least {MIN_PASSWORD} characters")
-    return password
 
 
 @auth.public

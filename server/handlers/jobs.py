@@ -3,14 +3,18 @@
 import hashlib
 import secrets
 import uuid
+from typing import Any
 
 from aiohttp import web
 
+from server import transitions
+from server.access import owned_simulation
 from server.http import json_response, read_json
 from server.keys import CONFIG, DISPATCHER, POOL, USER
 from server.runner import Job
-from server.store import simulations
+from server.store import simulations, tasks
 from server.submission import parse_submission
+from server.timestamps import iso_utc
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -43,9 +47,30 @@ async def submit(request: web.Request) -> web.Response:
     return json_response({"message": "Job submitted", "job_id": job_id}, status=202)
 
 
+def task_status(row: Any) -> dict[str, Any]:
+    return {
+        "task_id": row["task_id"],
+        "task_state": row["task_state"],
+        "simulated_primaries": row["simulated_primaries"],
+        "requested_primaries": row["requested_primaries"],
+        "estimated_time": row["estimated_time"],
+        "start_time": iso_utc(row["start_time"]),
+        "end_time": iso_utc(row["end_time"]),
+    }
+
+
 async def status(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    simulation_id = await owned_simulation(request)
+    job_state, rows = await tasks.job_status(request.app[POOL], simulation_id)
+    job_tasks = [task_status(row) for row in rows]
+    body = {"message": "Job status", "job_state": job_state, "job_tasks_status": job_tasks}
+    return json_response(body)
 
 
 async def cancel(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    await owned_simulation(request)
+    job_id = request.query["job_id"]
+    await transitions.cancel(request.app[POOL], job_id)
+    # After the commit: the runner must never see a job as live that the database has ended.
+    await request.app[DISPATCHER].cancel(job_id)
+    return json_response({"message": "Job cancelled"})

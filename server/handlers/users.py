@@ -1,27 +1,119 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
+import dataclasses
+
+import asyncpg
+import orjson
 from aiohttp import web
+
+from server import auth
+from server.access import owned_simulation
+from server.errors import Conflict, Forbidden, NotFound, Unauthorized
+from server.http import json_response, read_json
+from server.keys import CONFIG, POOL, USER
+from server.listing import Listing, parse_listing
+from server.profile import ProfileUpdate, parse_profile_update
+from server.store import user_simulations, users
+from server.timestamps import iso_utc
+
+STILL_RUNNING = "Simulation is still running (cannot delete)"
+NOT_SSO = "Local users cannot access HPC clusters"
+
+
+def _item(row: asyncpg.Record) -> dict:
+    return {
+        "job_id": row["job_id"],
+        "title": row["title"],
+        "start_time": iso_utc(row["start_time"]),
+        "end_time": iso_utc(row["end_time"]),
+        "job_state": row["job_state"],
+        "sim_type": row["sim_type"],
+        "input_type": row["input_type"],
+        "platform": row["platform"],
+        "ntasks": row["ntasks"],
+    }
+
+
+async def _total(request: web.Request, listing: Listing, rows: list[asyncpg.Record]) -> int:
+    """How many simulations match; a second query only for a page past the last one."""
+    if rows:
+        return rows[0]["total"]
+    if listing.page_idx == 1:
+        return 0
+    return await user_simulations.count(request.app[POOL], request[USER].id, listing.states)
 
 
 async def list_simulations(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 4
+    listing = parse_listing(request.query)
+    rows = await user_simulations.list_page(request.app[POOL], request[USER].id, listing)
+    total = await _total(request, listing, rows)
+    return json_response(
+        {
+            "message": "User simulations",
+            "simulations": [_item(row) for row in rows],
+            "page_count": listing.page_count(total),
+            "simulations_count": total,
+        }
+    )
 
 
 async def delete_simulation(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 4
+    simulation_id = await owned_simulation(request)
+    deleted, state = await user_simulations.delete_if_terminal(request.app[POOL], simulation_id)
+    if not deleted:
+        # No state left: deleted by a concurrent request since the ownership check.
+        raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")
+    return json_response({"message": "Simulation deleted"})
+
+
+async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str | None:
+    """The hash of the new password once the current one is verified; None if not changing."""
+    if update.password is None:
+        return None
+    current_hash = await users.get_password_hash(request.app[POOL], request[USER].id)
+    if not await auth.verify_password(current_hash, update.current_password or ""):
+        raise Unauthorized("Invalid current password")
+    return await auth.hash_password(update.password)
 
 
 async def update_profile(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 4
+    body = await read_json(request, request.app[CONFIG].server.max_body_size)
+    update = parse_profile_update(body)
+    password_hash = await _new_password_hash(request, update)
+    await users.update_profile(request.app[POOL], request[USER].id, update.changes, password_hash)
+    return json_response({"message": "User updated"})
 
 
 async def clusters(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 4
+    if request[USER].source != "keycloak":
+        raise Forbidden(NOT_SSO)
+    available = [dataclasses.asdict(cluster) for cluster in request.app[CONFIG].clusters]
+    return json_response({"message": "Available clusters", "clusters": available})
 
 
 async def get_inputs(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 4
+    simulation_id = await owned_simulation(request)
+    found = await user_simulations.get_input(request.app[POOL], simulation_id)
+    if found is None:
+        raise NotFound("Inputs not available")
+    input_type, input_json = found
+    # The stored JSON is spliced in as it is: inputs can be large, and parsing it only to
+    # serialise it again would gain nothing.
+    body = b"".join(
+        (
+            b'{"message":"Inputs","input_type":',
+            orjson.dumps(input_type),
+            b',"input":',
+            input_json,
+            b"}",
+        )
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_logfiles(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 4
+    simulation_id = await owned_simulation(request)
+    logfiles = await user_simulations.get_logfiles(request.app[POOL], simulation_id)
+    if not logfiles:
+        raise NotFound("Logfiles not available")
+    return json_response({"message": "Logfiles", "logfiles": logfiles})

@@ -1,20 +1,58 @@
 """Worker-facing endpoints (update key auth): `POST /tasks`, `POST /jobs`, `POST /logfiles`."""
 
+from typing import Any
+
 from aiohttp import web
 
-from server import auth
+from server import auth, transitions
+from server.access import simulation_id_of, update_key_of
+from server.errors import BadRequest
+from server.http import field, json_response, read_json
+from server.keys import CONFIG, DISPATCHER, POOL
+from server.task_updates import parse_job_state, parse_task_id, parse_update_dict
+
+MAX_LOGFILE_NAME = 255
+
+
+async def read_worker_body(request: web.Request) -> tuple[dict[str, Any], str, str]:
+    """The body (gunzipped by aiohttp when sent gzip-encoded), its simulation_id and the key."""
+    body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
+    return body, simulation_id_of(body), update_key_of(request, body)
 
 
 @auth.public
 async def update_task(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    body, job_id, key = await read_worker_body(request)
+    task_id = parse_task_id(body.get("task_id"))
+    update = parse_update_dict(field(body, "update_dict", dict))
+    await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
+    return json_response({"message": "Task updated"}, status=202)
 
 
 @auth.public
 async def update_job(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    body, job_id, key = await read_worker_body(request)
+    state = parse_job_state(body.get("job_state"))
+    if await transitions.update_job(request.app[POOL], job_id, key, state):
+        await request.app[DISPATCHER].cancel(job_id)
+    return json_response({"message": "Job updated"}, status=202)
+
+
+def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
+    """{name: text}; PostgreSQL text cannot hold NUL, so NULs in a log become U+FFFD."""
+    files = {}
+    for name, text in value.items():
+        if not name or len(name) > MAX_LOGFILE_NAME or "\0" in name:
+            raise BadRequest(f"Invalid logfile name: 1-{MAX_LOGFILE_NAME} characters, no NUL")
+        if not isinstance(text, str):
+            raise BadRequest(f"Invalid logfile {name}: content must be a string")
+        files[name] = text.replace("\0", "\ufffd")
+    return files
 
 
 @auth.public
 async def upload_logfiles(request: web.Request) -> web.Response:
-    raise NotImplementedError  # issue 3
+    body, job_id, key = await read_worker_body(request)
+    files = parse_logfiles(field(body, "logfiles", dict))
+    await transitions.save_logfiles(request.app[POOL], job_id, key, files)
+    return json_response({"message": "Logfiles saved"}, status=202)

@@ -49,7 +49,13 @@ CREATE TABLE estimators (
 
 -- A page as the worker sent it, serialised once: `data` is a raw deflate segment (no header,
 -- ended by a sync flush on a byte boundary) so that responses can be spliced from stored bytes,
--- identity (inflate) or gzip (segments joined, `crc32` and `raw_size` combined) alike.
+-- identity (inflate) or gzip (segments joined). `crc32` is the CRC of the serialised page and
+-- `crc_shift` is x^(8 * raw_size) mod the CRC polynomial, so a response's CRC is combined from
+-- the pages' in a few operations, without reading the data again. Pages are already compressed:
+-- PostgreSQL is told not to try again (STORAGE EXTERNAL).
+-- Every write of a page takes a new version, so servers can cache stored bytes by version.
+CREATE SEQUENCE page_versions;
+
 CREATE TABLE pages (
     estimator_id bigint NOT NULL REFERENCES estimators (id) ON DELETE CASCADE,
     page_number  integer NOT NULL,
@@ -57,9 +63,12 @@ CREATE TABLE pages (
     dimensions   integer[] NOT NULL,
     data         bytea NOT NULL,
     crc32        bigint NOT NULL,
+    crc_shift    bigint NOT NULL,
     raw_size     integer NOT NULL,
+    version      bigint NOT NULL DEFAULT nextval('page_versions'),
     PRIMARY KEY (estimator_id, page_number)
 );
+ALTER TABLE pages ALTER COLUMN data SET STORAGE EXTERNAL;
 
 CREATE TABLE logfiles (
     simulation_id bigint NOT NULL REFERENCES simulations (id) ON DELETE CASCADE,

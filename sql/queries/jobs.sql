@@ -38,3 +38,24 @@ UPDATE simulations s SET
 FROM computed
 WHERE s.id = $1
 RETURNING s.job_state
+
+-- name: set_job_state
+-- A state set directly (cancel, a worker's POST /jobs, recovery); end_time once terminal.
+UPDATE simulations SET
+    job_state = $2::text,
+    end_time = CASE
+        WHEN $2::text IN ('COMPLETED', 'FAILED', 'CANCELED') THEN coalesce(end_time, now())
+    END
+WHERE id = $1
+
+-- name: get_job_state
+SELECT job_state FROM simulations WHERE job_id = $1
+
+-- name: list_interrupted_jobs
+-- Direct simulations still unfinished that were submitted before the local runner started:
+-- nobody holds their update key any more, so nobody can finish them.
+SELECT job_id FROM simulations
+WHERE platform = 'direct'
+  AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+  AND start_time < $1
+ORDER BY id

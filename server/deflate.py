@@ -1,0 +1,95 @@
+"""Deflate segments that can be joined: how stored pages become identity or gzip responses.
+
+Each page is stored as a raw deflate stream ended by a sync flush, so it stops on a byte boundary
+with no final block, and any number of such segments concatenated form one valid deflate stream.
+Bytes we hold in clear (the JSON envelope between pages) go in as stored blocks. A gzip response
+is then header + segments + an empty final block + CRC32 + size, with the CRC32 combined from the
+pages' stored CRCs (zlib's crc32_combine, with the x^(8n) factor precomputed at upload time).
+"""
+
+import struct
+import zlib
+
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, OS unknown
+FINAL_BLOCK = b"\x01\x00\x00\xff\xff"  # an empty stored block with BFINAL set
+_POLY = 0xEDB88320  # CRC-32 polynomial, reflected
+_MAX_STORED = 0xFFFF
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC-32 polynomial (reflected bit order), as in zlib."""
+    m = 1 << 31
+    product = 0
+    while True:
+        if a & m:
+            product ^= b
+            if not a & (m - 1):
+                return product
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+def _x2n_table() -> list[int]:
+    table = [1 << 30]  # x^1
+    for _ in range(31):
+        table.append(_multmodp(table[-1], table[-1]))
+    return table
+
+
+_X2N = _x2n_table()
+
+
+def crc_shift(length: int) -> int:
+    """x^(8 * length) mod P: the factor that moves a CRC past `length` bytes."""
+    product, k = 1 << 31, 3  # x^0; 2^3 bits per byte
+    while length:
+        if length & 1:
+            product = _multmodp(_X2N[k & 31], product)
+        length >>= 1
+        k += 1
+    return product
+
+
+def crc_combine(crc1: int, crc2: int, shift2: int) -> int:
+    """CRC of A + B from crc(A), crc(B) and crc_shift(len(B))."""
+    return _multmodp(shift2, crc1) ^ crc2
+
+
+def encode_segment(raw: bytes, level: int = 1) -> bytes:
+    """A joinable raw deflate segment of `raw` (ends with a sync flush, no final block)."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def inflate_segment(segment: bytes) -> bytes:
+    return zlib.decompressobj(-15).decompress(segment)
+
+
+def stored_blocks(raw: bytes) -> bytes:
+    """`raw` as uncompressed deflate blocks (for small envelope pieces)."""
+    out = bytearray()
+    for start in range(0, len(raw), _MAX_STORED):
+        chunk = raw[start : start + _MAX_STORED]
+        out += b"\x00" + struct.pack("<HH", len(chunk), len(chunk) ^ 0xFFFF) + chunk
+    return bytes(out)
+
+
+class GzipJoiner:
+    """Builds one gzip member from clear pieces and stored segments, tracking CRC and size."""
+
+    def __init__(self) -> None:
+        self.crc = 0
+        self.size = 0
+
+    def clear(self, raw: bytes) -> bytes:
+        self.crc = zlib.crc32(raw, self.crc)
+        self.size += len(raw)
+        return stored_blocks(raw)
+
+    def segment(self, segment: bytes, crc: int, shift: int, raw_size: int) -> bytes:
+        self.crc = crc_combine(self.crc, crc, shift)
+        self.size += raw_size
+        return segment
+
+    def trailer(self) -> bytes:
+        return FINAL_BLOCK + struct.pack("<II", self.crc, self.size & 0xFFFFFFFF)

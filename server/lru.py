@@ -1,0 +1,35 @@
+"""A bounded least-recently-used cache of byte payloads, sized in bytes.
+
+Used for stored page segments and for assembled response bodies, both keyed by page versions:
+a rewritten page gets a new version, so a cached entry is never stale, only no longer asked
+for. Entries larger than a quarter of the cache are not kept.
+"""
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class LruCache(Generic[V]):
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
+
+    def get(self, key: Hashable) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: Hashable, value: V, size: int) -> None:
+        if size * 4 > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = (value, size)
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.size -= evicted

@@ -1,0 +1,209 @@
+"""The local runner (`[runner] kind = "local"`): one worker process per task on this host.
+
+At most `runner.slots` processes run at once (0: one per CPU); the other tasks wait in one
+first-in, first-out queue across all jobs. A worker reports only over HTTP with its update key,
+exactly like a worker on an HPC node; the runner merely supervises processes:
+
+- a process that ends while its task is not terminal leaves the task FAILED, with the tail of
+  its output stored as the log file `task_<n>_output`;
+- cancel sends SIGTERM to the job's process groups, SIGKILL after `runner.grace_period`, and
+  drops its queued tasks;
+- shutdown terminates every process the same way and fails what is left unfinished;
+- at startup, direct simulations left unfinished by a server that died (RUNNING or PENDING
+  tasks: the update key lived only in that server's memory, so nothing can finish them) are
+  marked FAILED with a log file `runner` saying why. This assumes that, in local mode, every
+  direct simulation is run by this runner, in one server process.
+- when a job's last process has ended and the job is MERGING_QUEUED, `merge` is called once.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from server import transitions
+from server.config import Config
+from server.runner import Job
+from server.runner import process as proc
+from server.store import jobs
+
+log = logging.getLogger(__name__)
+
+RUNNER_LOG = "runner"
+RESTART_TEXT = (
+    "The server stopped before this simulation finished. Its worker processes and its update "
+    "key did not survive, so it cannot be resumed: unfinished tasks ({tasks}) were marked FAILED "
+    "when the server started again. Submit the simulation again to rerun it."
+)
+SHUTDOWN_TEXT = (
+    "The server shut down before this simulation finished: unfinished tasks ({tasks}) were "
+    "marked FAILED. Submit the simulation again to rerun it."
+)
+
+
+@dataclass(eq=False)
+class JobRun:
+    """A job this runner is working on: its queued or running tasks and their processes."""
+
+    job: Job
+    remaining: int  # tasks queued or running here
+    processes: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
+    canceled: bool = False
+
+
+class LocalDispatcher:
+    def __init__(self, config: Config, pool: asyncpg.Pool) -> None:
+        self._config = config
+        self._pool = pool
+        self.base_url = config.base_url  # YAPTIDE_URL; [server] public_url overrides it
+        self.slots = config.runner.slots or os.cpu_count() or 1
+        self._queue: deque[tuple[JobRun, int]] = deque()
+        self._jobs: dict[str, JobRun] = {}
+        self._running = 0
+        self._closing = False
+        self._background: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        """Fail what a previous server left unfinished (before any new job can be submitted)."""
+        failed = await transitions.fail_interrupted(
+            self._pool, datetime.now(UTC), RUNNER_LOG, RESTART_TEXT
+        )
+        if failed:
+            log.warning(
+                "marked %d simulations left unfinished by a previous server FAILED", len(failed)
+            )
+
+    async def submit(self, job: Job) -> None:
+        if self._closing:
+            return  # shutting down: the next start fails it like any unfinished job
+        run = JobRun(job, remaining=job.ntasks)
+        self._jobs[job.job_id] = run
+        self._queue.extend((run, task_id) for task_id in range(1, job.ntasks + 1))
+        self._pump()
+
+    async def cancel(self, job_id: str) -> None:
+        """Drop the job's queued tasks and terminate its processes (returns without waiting)."""
+        run = self._jobs.get(job_id)
+        if run is None or run.canceled:
+            return
+        run.canceled = True
+        queued = len(self._queue)
+        self._queue = deque(item for item in self._queue if item[0] is not run)
+        run.remaining -= queued - len(self._queue)
+        for process in run.processes.values():
+            self._terminate(process)
+        await self._finish_job(run)
+
+    async def close(self) -> None:
+        """Terminate every process, wait for them, and fail whatever is left unfinished."""
+        self._closing = True
+        self._queue.clear()
+        unfinished = list(self._jobs)
+        for run in self._jobs.values():
+            for process in run.processes.values():
+                self._terminate(process)
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for job_id in unfinished:
+            await transitions.fail_unfinished(self._pool, job_id, RUNNER_LOG, SHUTDOWN_TEXT)
+
+    async def merge(self, job: Job) -> None:
+        """The merge step of a job whose tasks are all terminal and at least one COMPLETED.
+
+        Called once per job, after its last process ended, when the job is MERGING_QUEUED; the
+        job's update key is still at hand here. Issue 6 runs the worker's merge step from here
+        (it posts MERGING_RUNNING, merges the task files in the job directory, posts the
+        results). Until then such a job waits for results posted by someone else.
+        """
+        log.info("job %s is waiting for a merge step", job.job_id)
+
+    def _pump(self) -> None:
+        """Start queued tasks while slots are free."""
+        while not self._closing and self._queue and self._running < self.slots:
+            run, task_id = self._queue.popleft()
+            self._running += 1
+            self._spawn(self._run_task(run, task_id))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("local runner failure", exc_info=task.exception())
+
+    async def _run_task(self, run: JobRun, task_id: int) -> None:
+        try:
+            await self._execute(run, task_id)
+        finally:
+            self._running -= 1
+            run.remaining -= 1
+            self._pump()
+            await self._finish_job(run)
+
+    async def _execute(self, run: JobRun, task_id: int) -> None:
+        if run.canceled or self._closing:
+            return
+        job_id = run.job.job_id
+        job_directory = proc.job_dir(self._config, job_id)
+        directory = proc.task_dir(job_directory, task_id)
+        output = proc.output_file(job_directory, task_id)
+        env = proc.task_environment(self._config, run.job, task_id, self.base_url)
+        argv = proc.worker_command(self._config)
+        try:
+            await asyncio.to_thread(proc.write_inputs, directory, run.job)
+            process = await proc.start(argv, directory, env, output)
+        except OSError as exc:
+            await self._fail(run, task_id, f"The worker command {argv[0]!r} could not start: {exc}")
+            return
+        log.info("job %s task %d: worker started (pid %d)", job_id, task_id, process.pid)
+        run.processes[task_id] = process
+        if run.canceled or self._closing:
+            self._terminate(process)  # cancelled while it was being started
+        returncode = await process.wait()
+        del run.processes[task_id]
+        proc.signal_group(process, signal.SIGKILL)  # whatever the worker left behind
+        log.info("job %s task %d: worker %s", job_id, task_id, proc.describe_exit(returncode))
+        why = (
+            "The server shut down and stopped this task: its worker"
+            if self._closing
+            else ("The worker")
+        )
+        tail = await asyncio.to_thread(proc.output_tail, output)
+        text = f"{why} {proc.describe_exit(returncode)} without reporting a final task state."
+        await self._fail(run, task_id, f"{text}\n\nLast output:\n{tail}")
+
+    async def _fail(self, run: JobRun, task_id: int, text: str) -> None:
+        """FAILED with `text` as its log, unless the task or the job has ended already."""
+        name = f"task_{task_id}_output"
+        if await transitions.fail_task(self._pool, run.job.job_id, task_id, name, text):
+            log.warning("job %s task %d: marked FAILED", run.job.job_id, task_id)
+
+    def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        proc.signal_group(process, signal.SIGTERM)
+        self._spawn(self._kill_after_grace(process))
+
+    async def _kill_after_grace(self, process: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(process.wait(), self._config.runner.grace_period)
+        except TimeoutError:
+            proc.signal_group(process, signal.SIGKILL)
+
+    async def _finish_job(self, run: JobRun) -> None:
+        """Forget a job once nothing of it is queued or running here; merge it if it waits."""
+        if run.remaining > 0 or self._jobs.get(run.job.job_id) is not run:
+            return
+        del self._jobs[run.job.job_id]
+        if run.canceled or self._closing:
+            return
+        if await jobs.get_state(self._pool, run.job.job_id) == "MERGING_QUEUED":
+            await self.merge(run.job)

@@ -1,0 +1,122 @@
+"""One worker process of the local runner: its directory, command, environment and output.
+
+Each task runs in `<work_dir>/<job_id>/task_<n>` (work_dir defaults to `<data_dir>/jobs`), with
+the simulation's input files (editor input as `input.json`); `<work_dir>/<job_id>` is the job
+directory shared by all tasks (for the merge step), which also keeps each task's stdout and
+stderr as `task_<n>.log`. The worker learns everything else from YAPTIDE_* environment
+variables (see task_environment). The update key travels only in the environment: never on the
+command line (visible to every user in `ps`), never in a log line.
+"""
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from server.config import PROJECT_DIR, Config
+from server.runner import Job
+
+OUTPUT_TAIL = 64 * 1024
+DEFAULT_COMMAND = (sys.executable, "-m", "server.worker")
+# Server secrets a worker has no business seeing (it talks to the server only over HTTP).
+_PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET")
+
+
+def work_dir(config: Config) -> Path:
+    configured = config.runner.work_dir
+    return Path(configured).resolve() if configured else config.data_dir / "jobs"
+
+
+def job_dir(config: Config, job_id: str) -> Path:
+    return work_dir(config) / job_id
+
+
+def task_dir(job_directory: Path, task_id: int) -> Path:
+    return job_directory / f"task_{task_id}"
+
+
+def output_file(job_directory: Path, task_id: int) -> Path:
+    """Where a task's stdout and stderr go: beside its working directory, not inside it."""
+    return job_directory / f"task_{task_id}.log"
+
+
+def write_inputs(directory: Path, job: Job) -> None:
+    """Create the task's directory with the simulation's input files (blocking: use a thread)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if job.input_type == "editor":
+        (directory / "input.json").write_bytes(orjson.dumps(job.input))
+        return
+    for name, text in job.input.items():  # names were checked to be plain base names
+        (directory / name).write_text(text, encoding="utf-8")
+
+
+def worker_command(config: Config) -> list[str]:
+    return shlex.split(config.runner.command) or list(DEFAULT_COMMAND)
+
+
+def task_environment(config: Config, job: Job, task_id: int, base_url: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name not in _PRIVATE_ENV}
+    if not config.runner.command:
+        # The built-in worker is part of this package, which may not be installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), env.get("PYTHONPATH")]))
+    env.update(
+        YAPTIDE_URL=base_url,
+        YAPTIDE_SIMULATION_ID=job.job_id,
+        YAPTIDE_TASK_ID=str(task_id),
+        YAPTIDE_NTASKS=str(job.ntasks),
+        YAPTIDE_UPDATE_KEY=job.update_key,
+        YAPTIDE_SIM_TYPE=job.sim_type,
+        YAPTIDE_PRIMARIES=str(job.primaries[task_id - 1]),
+        YAPTIDE_JOB_DIR=str(job_dir(config, job.job_id)),
+    )
+    return env
+
+
+async def start(
+    argv: list[str], cwd: Path, env: dict[str, str], output: Path
+) -> asyncio.subprocess.Process:
+    """Start a worker in its own session (so that signals reach its children too), its stdout
+    and stderr going to `output`: a file, not a pipe, so that a child the worker leaves behind
+    holding the output open can never stall the runner."""
+    with output.open("wb") as sink:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Send `sig` to the worker's process group (the worker and whatever it started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(process.pid, sig)
+
+
+def output_tail(output: Path) -> str:
+    """The last OUTPUT_TAIL bytes of a worker's output file."""
+    try:
+        with output.open("rb") as source:
+            source.seek(max(0, source.seek(0, os.SEEK_END) - OUTPUT_TAIL))
+            data = source.read()
+    except OSError:
+        return ""
+    # PostgreSQL text cannot hold NUL; a cut multi-byte character becomes U+FFFD.
+    return data.decode(errors="replace").replace("\0", "\ufffd")
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"

@@ -1,0 +1,121 @@
+"""Every write that moves a job or a task: one transaction each, under the simulation's row lock.
+
+Worker updates (`POST /tasks`, `/jobs`, `/logfiles`), the user's cancel, and the local runner's
+own verdicts (a worker process that died, a server that died) all lock the simulation row first,
+so the key and terminal checks, the write and the job state recomputed from the tasks are atomic
+and concurrent updates of one job are serialised: none is lost, and the stored job state is
+always the one its tasks justify.
+"""
+
+from datetime import datetime
+
+import asyncpg
+
+from server.access import check_worker
+from server.errors import Conflict, NotFound
+from server.models import TERMINAL_STATES
+from server.store import jobs, logfiles, tasks
+from server.task_updates import TaskUpdate, check_job_move, check_task_move
+
+
+async def update_task(
+    pool: asyncpg.Pool, job_id: str, key: str, task_id: int, update: TaskUpdate
+) -> str:
+    """Apply a worker's task update and recompute the job state, which is returned."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await tasks.lock_for_worker(conn, job_id, task_id)
+        check_worker(row, key)
+        current = row["task_state"]
+        if current is None:
+            raise NotFound("Task not found")
+        state = update.task_state or current
+        check_task_move(task_id, current, state)
+        await tasks.update(conn, row["id"], task_id, state, **update.fields())
+        return await jobs.recompute_state(conn, row["id"])
+
+
+async def update_job(pool: asyncpg.Pool, job_id: str, key: str, state: str) -> bool:
+    """A worker's `POST /jobs`; True when the job has just FAILED and its work must stop.
+
+    A job that FAILED leaves its unfinished tasks CANCELED: nothing will finish them now.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await jobs.lock_for_worker(conn, job_id)
+        check_worker(row, key)
+        check_job_move(row["job_state"], state)
+        if state == row["job_state"]:
+            return False
+        await jobs.set_state(conn, row["id"], state)
+        if state != "FAILED":
+            return False
+        await tasks.end_unfinished(conn, row["id"], "CANCELED")
+        return True
+
+
+async def save_logfiles(pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, str]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await jobs.lock_for_worker(conn, job_id)
+        check_worker(row, key)
+        await logfiles.upsert(conn, row["id"], files)
+
+
+async def cancel(pool: asyncpg.Pool, job_id: str) -> None:
+    """The owner's cancel: the job and its unfinished tasks CANCELED; 409 when already terminal."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await jobs.lock_for_worker(conn, job_id)
+        if row is None:
+            raise NotFound("Simulation not found")
+        if row["job_state"] in TERMINAL_STATES:
+            raise Conflict(f"Simulation is already {row['job_state']}")
+        await tasks.end_unfinished(conn, row["id"], "CANCELED")
+        await jobs.set_state(conn, row["id"], "CANCELED")
+
+
+async def fail_task(
+    pool: asyncpg.Pool, job_id: str, task_id: int, log_name: str, log_text: str
+) -> str | None:
+    """The local runner's verdict on a task whose process ended without a final state.
+
+    The task becomes FAILED (the runner supervises its processes, so it may fail a task from
+    any non-terminal state) and the log is stored, unless the task or the job is already
+    terminal. Returns the recomputed job state, or None when nothing changed.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await tasks.lock_for_worker(conn, job_id, task_id)
+        if row is None or row["job_state"] in TERMINAL_STATES:
+            return None
+        if row["task_state"] is None or row["task_state"] in TERMINAL_STATES:
+            return None
+        await tasks.update(conn, row["id"], task_id, "FAILED")
+        await logfiles.upsert(conn, row["id"], {log_name: log_text})
+        return await jobs.recompute_state(conn, row["id"])
+
+
+async def fail_unfinished(pool: asyncpg.Pool, job_id: str, log_name: str, explain: str) -> bool:
+    """Fail a simulation whose update key is lost: nothing can report for it any more.
+
+    Its unfinished tasks become FAILED, and so does the job (even one waiting for a merge
+    step, which could not post results either). `explain` is formatted with `tasks` (the
+    failed task ids) into the stored log. False when the job had ended already.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await jobs.lock_for_worker(conn, job_id)
+        if row is None or row["job_state"] in TERMINAL_STATES:
+            return False
+        ended = await tasks.end_unfinished(conn, row["id"], "FAILED")
+        text = explain.format(tasks=", ".join(map(str, ended)) or "none")
+        await logfiles.upsert(conn, row["id"], {log_name: text})
+        if await jobs.recompute_state(conn, row["id"]) not in TERMINAL_STATES:
+            await jobs.set_state(conn, row["id"], "FAILED")
+        return True
+
+
+async def fail_interrupted(
+    pool: asyncpg.Pool, before: datetime, log_name: str, explain: str
+) -> list[str]:
+    """fail_unfinished for every unfinished direct simulation submitted before `before`."""
+    failed = []
+    for job_id in await jobs.list_interrupted(pool, before):
+        if await fail_unfinished(pool, job_id, log_name, explain):
+            failed.append(job_id)
+    return failed

@@ -1,0 +1,7 @@
+-- Log files of a simulation, merged by name.
+
+-- name: upsert_logfiles
+-- $2 and $3 are parallel arrays of names and contents; a name stored before is replaced.
+INSERT INTO logfiles (simulation_id, name, content)
+SELECT $1, f.name, f.content FROM unnest($2::text[], $3::text[]) AS f (name, content)
+ON CONFLICT (simulation_id, name) DO UPDATE SET content = excluded.content

@@ -1,0 +1,54 @@
+-- Results: estimators and their pages.
+
+-- name: upsert_estimators
+-- $2: names in display order. New estimators are shown after those already stored; one
+-- uploaded again keeps its id and place (the no-op update makes RETURNING report it).
+INSERT INTO estimators (simulation_id, name, position)
+SELECT $1, e.name, base.next + e.ordinality - 1
+FROM unnest($2::text[]) WITH ORDINALITY AS e (name, ordinality),
+     (SELECT coalesce(max(position) + 1, 0) AS next FROM estimators WHERE simulation_id = $1)
+         AS base
+ON CONFLICT (simulation_id, name) DO UPDATE SET name = EXCLUDED.name
+RETURNING id, name
+
+-- name: upsert_pages
+-- One row per page; dimensions arrive as text ('{80,400}') because unnest flattens int[][].
+INSERT INTO pages (estimator_id, page_number, name, dimensions, data, crc32, crc_shift, raw_size)
+SELECT p.estimator_id, p.page_number, p.name, p.dimensions::integer[], p.data, p.crc32,
+       p.crc_shift, p.raw_size
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],
+            $7::bigint[], $8::int[])
+    AS p (estimator_id, page_number, name, dimensions, data, crc32, crc_shift, raw_size)
+ON CONFLICT (estimator_id, page_number) DO UPDATE SET
+    name = EXCLUDED.name, dimensions = EXCLUDED.dimensions, data = EXCLUDED.data,
+    crc32 = EXCLUDED.crc32, crc_shift = EXCLUDED.crc_shift, raw_size = EXCLUDED.raw_size,
+    version = nextval('page_versions')
+
+-- name: results_index
+-- Everything GET /results checks and streams, except page data: one row per page after the
+-- filters (one row of NULLs when nothing matches), each with the job's owner and state.
+-- $2: one estimator name or NULL; $3: page numbers or NULL.
+SELECT s.id, s.user_id, s.job_state, s.end_time,
+       EXISTS (SELECT 1 FROM estimators x WHERE x.simulation_id = s.id) AS has_results,
+       e.name AS estimator, p.estimator_id, p.page_number, p.version,
+       octet_length(p.data) AS stored_size, p.raw_size
+FROM simulations s
+LEFT JOIN estimators e ON e.simulation_id = s.id AND ($2::text IS NULL OR e.name = $2)
+LEFT JOIN pages p ON p.estimator_id = e.id AND ($3::int[] IS NULL OR p.page_number = ANY ($3))
+WHERE s.job_id = $1
+ORDER BY e.position, e.id, p.page_number
+
+-- name: page_data
+-- The stored bytes of some pages, by (estimator_id, page_number).
+SELECT p.estimator_id, p.page_number, p.version, p.data, p.crc32, p.crc_shift, p.raw_size
+FROM unnest($1::bigint[], $2::int[]) AS k (estimator_id, page_number)
+JOIN pages p USING (estimator_id, page_number)
+
+-- name: estimators_of_job
+-- One row per page (NULLs after the LEFT JOINs when nothing is stored), with the owner.
+SELECT s.user_id, e.name AS estimator, p.page_number, p.name, p.dimensions
+FROM simulations s
+LEFT JOIN estimators e ON e.simulation_id = s.id
+LEFT JOIN pages p ON p.estimator_id = e.id
+WHERE s.job_id = $1
+ORDER BY e.position, e.id, p.page_number

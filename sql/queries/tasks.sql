@@ -1,0 +1,38 @@
+-- Tasks: status for users, updates from workers and from the local runner.
+
+-- name: job_status
+-- The job state and its tasks in one snapshot.
+SELECT s.job_state, t.task_id, t.task_state, t.simulated_primaries, t.requested_primaries,
+       t.estimated_time, t.start_time, t.end_time
+FROM simulations s JOIN tasks t ON t.simulation_id = s.id
+WHERE s.id = $1
+ORDER BY t.task_id
+
+-- name: lock_task_for_worker
+-- lock_simulation_for_worker plus the task's state (NULL: no such task), in one round trip.
+SELECT s.id, s.job_state, s.update_key_sha256, t.task_state
+FROM simulations s
+LEFT JOIN tasks t ON t.simulation_id = s.id AND t.task_id = $2
+WHERE s.job_id = $1
+FOR UPDATE OF s
+
+-- name: update_task
+-- $3 is the new (or unchanged) state; other NULL parameters leave their column as it is.
+-- start_time is set when the task turns RUNNING and end_time when it turns terminal, unless sent.
+UPDATE tasks SET
+    task_state = $3::text,
+    simulated_primaries = coalesce($4, simulated_primaries),
+    requested_primaries = coalesce($5, requested_primaries),
+    estimated_time = coalesce($6, estimated_time),
+    start_time = coalesce($7, start_time, CASE WHEN $3::text = 'RUNNING' THEN now() END),
+    end_time = coalesce(
+        $8, end_time,
+        CASE WHEN $3::text IN ('COMPLETED', 'FAILED', 'CANCELED') THEN now() END
+    )
+WHERE simulation_id = $1 AND task_id = $2
+
+-- name: end_unfinished_tasks
+-- Every task not yet terminal becomes $2 (CANCELED or FAILED); returns those tasks.
+UPDATE tasks SET task_state = $2::text, end_time = coalesce(end_time, now())
+WHERE simulation_id = $1 AND task_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+RETURNING task_id

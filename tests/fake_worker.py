@@ -1,0 +1,128 @@
+"""A stand-in worker for the runner tests: a separate program that speaks the worker protocol
+over HTTP (urllib only, so it starts fast), driven by the YAPTIDE_* environment the local runner
+gives it, like a real worker on an HPC node.
+
+Usage: fake_worker.py MODE [ARG]. Every mode first records what it was given in the job directory
+(`env_<task>.json`: its environment minus the key, its argv and its working directory's files)
+and its pid (`pid_<task>`). Modes:
+
+- complete [RESULTS]: RUNNING, progress (half the primaries), wait for `<job dir>/go`, then task 1
+  posts the results in the file RESULTS (if given) and every task reports COMPLETED;
+- fail TASKS: like complete without results, but the tasks in the comma-separated list (or "all")
+  report FAILED instead;
+- crash: RUNNING, some output on stdout and stderr, then exit 3 without a final state;
+- hang [stubborn]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM);
+- slots: record start and end times (`times_<task>`) around a short sleep, then COMPLETED;
+- order FILE: append the job and task to FILE, then COMPLETED.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+URL = os.environ["YAPTIDE_URL"]
+JOB_ID = os.environ["YAPTIDE_SIMULATION_ID"]
+TASK_ID = int(os.environ["YAPTIDE_TASK_ID"])
+PRIMARIES = int(os.environ["YAPTIDE_PRIMARIES"])
+JOB_DIR = Path(os.environ["YAPTIDE_JOB_DIR"])
+KEY = os.environ["YAPTIDE_UPDATE_KEY"]
+
+
+def post(path: str, body: dict) -> None:
+    """POST with the update key as a Bearer header; raise on any status but 202."""
+    request = urllib.request.Request(
+        URL + path,
+        data=json.dumps({"simulation_id": JOB_ID, **body}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202, response.status
+
+
+def task(**update: object) -> None:
+    post("/tasks", {"task_id": TASK_ID, "update_dict": update})
+
+
+def record() -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith("YAPTIDE_") and "KEY" not in k}
+    seen = {
+        "env": env,
+        "key_length": len(KEY),
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "files": sorted(os.listdir(".")),
+    }
+    (JOB_DIR / f"env_{TASK_ID}.json").write_text(json.dumps(seen))
+    (JOB_DIR / f"pid_{TASK_ID}").write_text(str(os.getpid()))
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            sys.exit(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+def complete(results: str | None = None) -> None:
+    task(task_state="RUNNING")
+    task(simulated_primaries=PRIMARIES // 2, estimated_time=7)
+    wait_for(JOB_DIR / "go")
+    if results and TASK_ID == 1:
+        estimators = json.loads(Path(results).read_text())["estimators"]
+        post("/results", {"estimators": estimators})
+    task(task_state="COMPLETED", simulated_primaries=PRIMARIES, estimated_time=0)
+
+
+def fail(tasks: str) -> None:
+    task(task_state="RUNNING")
+    wait_for(JOB_DIR / "go")
+    failing = tasks == "all" or str(TASK_ID) in tasks.split(",")
+    task(task_state="FAILED" if failing else "COMPLETED")
+
+
+def crash() -> None:
+    task(task_state="RUNNING")
+    print("simulating task", TASK_ID, flush=True)
+    print("Segmentation fault (core dumped)", file=sys.stderr, flush=True)
+    sys.exit(3)
+
+
+def hang(stubborn: str | None = None) -> None:
+    if stubborn:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    task(task_state="RUNNING")
+    (JOB_DIR / f"running_{TASK_ID}").touch()
+    time.sleep(120)
+
+
+def slots() -> None:
+    start = time.time()
+    time.sleep(0.4)
+    (JOB_DIR / f"times_{TASK_ID}").write_text(f"{start} {time.time()}")
+    task(task_state="RUNNING")
+    task(task_state="COMPLETED")
+
+
+def order(path: str) -> None:
+    with open(path, "a") as log:
+        log.write(f"{JOB_ID} {TASK_ID}\n")
+    task(task_state="RUNNING")
+    task(task_state="COMPLETED")
+
+
+if __name__ == "__main__":
+    record()
+    modes = {
+        "complete": complete,
+        "fail": fail,
+        "crash": crash,
+        "hang": hang,
+        "slots": slots,
+        "order": order,
+    }
+    modes[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,452 @@
+"""POST /results, GET /results and GET /estimators on the real captured result."""
+
+import gzip
+
+import orjson
+import pytest
+
+from server.app import create_app
+from server.keys import BODY_CACHE, PAGE_CACHE
+from tests.conftest import login
+from tests.results_helpers import KEY, RESULTS, reference, set_key, submit, upload
+
+
+@pytest.fixture
+async def job(client, conn) -> str:
+    """A submitted job of the logged-in user 'alice', with the fixture's results uploaded."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    response = await upload(client, job_id)
+    assert (response.status, await response.json()) == (202, {"message": "Results saved"})
+    return job_id
+
+
+async def get(client, path: str, **params):
+    response = await client.get(path, params=params, headers={"Accept-Encoding": "identity"})
+    return response.status, await response.json()
+
+
+async def test_round_trip(client, conn, job):
+    assert await get(client, "/results", job_id=job) == (
+        200,
+        {"message": "Results", "estimators": reference()},
+    )
+    counts = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM estimators) AS e, (SELECT count(*) FROM pages) AS p"
+    )
+    assert (counts["e"], counts["p"]) == (4, 21)
+
+
+async def test_gzip_response_equals_identity(client, job):
+    identity = await client.get(
+        "/results", params={"job_id": job}, headers={"Accept-Encoding": "identity"}
+    )
+    plain = await identity.read()
+    assert "Content-Encoding" not in identity.headers
+    response = await client.get(
+        "/results",
+        params={"job_id": job},
+        headers={"Accept-Encoding": "gzip"},
+        auto_decompress=False,
+    )
+    assert response.status == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Vary"] == "Accept-Encoding"
+    compressed = await response.read()
+    assert len(compressed) < len(plain) / 2
+    assert gzip.decompress(compressed) == plain
+
+
+@pytest.mark.parametrize(
+    ("params", "estimator", "numbers"),
+    [
+        ({"estimator_name": "peak_"}, "peak_", None),
+        ({"estimator_name": "yz_profile_"}, "yz_profile_", None),
+        ({"page_number": "0"}, None, {0}),
+        ({"page_number": "5"}, None, {5}),
+        ({"page_numbers": "1-3,5"}, None, {1, 2, 3, 5}),
+        ({"page_numbers": "0"}, None, {0}),
+        ({"page_numbers": "3-3"}, None, {3}),
+        ({"page_numbers": "6,0-1"}, None, {0, 1, 6}),
+        ({"page_numbers": "100-200"}, None, set()),
+        ({"estimator_name": "entrance_", "page_numbers": "1-3,5"}, "entrance_", {1, 2, 3, 5}),
+        ({"estimator_name": "z_profile_", "page_number": "3"}, "z_profile_", {3}),
+        ({"estimator_name": "yz_profile_", "page_number": "4"}, "yz_profile_", {4}),
+    ],
+)
+async def test_filters(client, job, params, estimator, numbers):
+    for encoding in ("identity", "gzip"):
+        response = await client.get(
+            "/results", params={"job_id": job, **params}, headers={"Accept-Encoding": encoding}
+        )
+        assert response.status == 200
+        assert await response.json() == {
+            "message": "Results",
+            "estimators": reference(estimator, numbers),
+        }
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"page_numbers": "a"}, "Invalid page_numbers: 'a' is not a number or a range like 1-3"),
+        ({"page_numbers": "3-1"}, "Invalid page_numbers: the range '3-1' is reversed"),
+        ({"page_numbers": "1,,2"}, "Invalid page_numbers: '' is not a number or a range like 1-3"),
+        ({"page_numbers": "-1"}, "Invalid page_numbers: '-1' is not a number or a range like 1-3"),
+        ({"page_numbers": "1-"}, "Invalid page_numbers: '1-' is not a number or a range like 1-3"),
+        ({"page_numbers": ""}, "Invalid page_numbers: '' is not a number or a range like 1-3"),
+        ({"page_numbers": "0-10000"}, "Invalid page_numbers: more than 10000 pages"),
+        ({"page_numbers": "0-99999999999"}, "Invalid page_numbers: more than 10000 pages"),
+        ({"page_number": "-1"}, "Invalid page_number: must be a non-negative integer"),
+        ({"page_number": "x"}, "Invalid page_number: must be a non-negative integer"),
+        (
+            {"page_number": "1", "page_numbers": "1"},
+            "Give either page_number or page_numbers, not both",
+        ),
+    ],
+)
+async def test_bad_page_specs(client, job, params, message):
+    assert await get(client, "/results", job_id=job, **params) == (400, {"message": message})
+
+
+async def test_largest_spec_allowed(client, job):
+    status, body = await get(client, "/results", job_id=job, page_numbers="0-9999")
+    assert (status, body) == (200, {"message": "Results", "estimators": reference()})
+
+
+async def test_not_found_cases(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    assert await get(client, "/results", job_id=job_id) == (
+        404,
+        {"message": "Results not available"},
+    )
+    assert await get(client, "/estimators", job_id=job_id) == (
+        404,
+        {"message": "Results not available"},
+    )
+    assert await get(client, "/results", job_id="nope") == (
+        404,
+        {"message": "Simulation not found"},
+    )
+    assert await get(client, "/estimators", job_id="nope") == (
+        404,
+        {"message": "Simulation not found"},
+    )
+    assert await get(client, "/results") == (400, {"message": "Missing job_id"})
+    assert await get(client, "/estimators") == (400, {"message": "Missing job_id"})
+
+
+async def test_unknown_estimator(client, job):
+    assert await get(client, "/results", job_id=job, estimator_name="nope") == (
+        404,
+        {"message": "Estimator not found: nope"},
+    )
+
+
+async def test_other_users_results(client, job):
+    client.session.cookie_jar.clear()
+    await login(client, "mallory")
+    forbidden = (403, {"message": "Simulation belongs to another user"})
+    assert await get(client, "/results", job_id=job) == forbidden
+    assert await get(client, "/results", job_id=job, estimator_name="nope") == forbidden
+    assert await get(client, "/estimators", job_id=job) == forbidden
+
+
+async def test_estimators(client, job):
+    expected = [
+        {
+            "name": entry["name"],
+            "pages": [
+                {
+                    "page_number": number,
+                    "name": page["metadata"]["name"],
+                    "dimensions": dims,
+                }
+                for number, page, dims in sorted(
+                    (
+                        int(page["metadata"]["page_number"]),
+                        page,
+                        [
+                            len(page[axis]["values"])
+                            for axis in ("axis_dim1", "axis_dim2", "axis_dim3")
+                            if axis in page
+                        ]
+                        or [len(page["data"]["values"])],
+                    )
+                    for page in entry["pages"]
+                )
+            ],
+        }
+        for entry in RESULTS["estimators"]
+    ]
+    status, body = await get(client, "/estimators", job_id=job)
+    assert (status, body) == (200, {"message": "Estimators", "estimators": expected})
+    assert body["estimators"][0]["pages"][0]["dimensions"] == [80, 400]
+
+
+async def test_seed_example(client, conn):
+    """The page shape of the seed: page_number and name at the top, data.dimensions as axes."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    page1 = {
+        "page_number": 1,
+        "name": "Z (Dose)",
+        "data": {"values": [0.0, 0.001, 0.015], "dimensions": [[0.0, 0.5, 1.0]], "unit": "Gy"},
+    }
+    page2 = {**page1, "page_number": 2, "name": "Z (Fluence)"}
+    response = await upload(client, job_id, [{"name": "Detector0", "pages": [page2, page1]}])
+    assert response.status == 202
+    assert await get(client, "/results", job_id=job_id) == (
+        200,
+        {"message": "Results", "estimators": [{"name": "Detector0", "pages": [page1, page2]}]},
+    )
+    assert await get(client, "/estimators", job_id=job_id) == (
+        200,
+        {
+            "message": "Estimators",
+            "estimators": [
+                {
+                    "name": "Detector0",
+                    "pages": [
+                        {"page_number": 1, "name": "Z (Dose)", "dimensions": [3]},
+                        {"page_number": 2, "name": "Z (Fluence)", "dimensions": [3]},
+                    ],
+                }
+            ],
+        },
+    )
+
+
+async def test_reupload_replaces(client, conn, job):
+    changed = {"page_number": 0, "name": "NEW", "data": {"values": [1.5]}}
+    extra = {"page_number": 9, "name": "EXTRA", "data": {"values": [2]}}
+    response = await upload(client, job, [{"name": "peak_", "pages": [changed, extra]}])
+    assert response.status == 202
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 4
+    assert await conn.fetchval("SELECT count(*) FROM pages") == 22
+    status, body = await get(client, "/results", job_id=job, estimator_name="peak_")
+    assert status == 200
+    pages = body["estimators"][0]["pages"]
+    assert pages[0] == changed and pages[-1] == extra and len(pages) == 8
+    response = await upload(client, job)  # the whole fixture again
+    assert response.status == 202
+    assert await conn.fetchval("SELECT count(*) FROM pages") == 22
+    status, body = await get(client, "/results", job_id=job, estimator_name="peak_")
+    assert status == 200
+    assert body["estimators"][0]["pages"] == [*reference("peak_")[0]["pages"], extra]
+
+
+async def test_failing_upload_stores_nothing(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    good = {"name": "first", "pages": [{"page_number": 1, "data": {"values": [1]}}]}
+    dup = {"page_number": 2, "data": {"values": [1]}}
+    response = await upload(client, job_id, [good, {"name": "second", "pages": [dup, dup]}])
+    assert (response.status, await response.json()) == (
+        400,
+        {"message": "Duplicate page number 2 in estimator 'second'"},
+    )
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+    assert await conn.fetchval("SELECT count(*) FROM pages") == 0
+
+
+@pytest.mark.parametrize(
+    ("estimators", "message"),
+    [
+        ("x", "Missing field: estimators (an array)"),
+        ([{"pages": []}], "Invalid estimators[0]: needs a non-empty string name"),
+        ([{"name": "a", "pages": {}}], "Invalid estimator 'a': pages must be an array"),
+        (
+            [{"name": "a", "pages": [{"data": {}}]}],
+            "Invalid page in estimator 'a': no integer page_number",
+        ),
+        (
+            [{"name": "a", "pages": [{"page_number": "x"}]}],
+            "Invalid page in estimator 'a': no integer page_number",
+        ),
+        (
+            [{"name": "a", "pages": []}, {"name": "a", "pages": []}],
+            "Duplicate estimator name in one upload",
+        ),
+    ],
+)
+async def test_bad_uploads(client, conn, estimators, message):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    response = await upload(client, job_id, estimators)
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_upload_auth(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    other = await submit(client)
+    await set_key(conn, job_id)
+    await set_key(conn, other, "the other key")
+    pages = [{"name": "a", "pages": []}]
+    response = await upload(client, job_id, pages, key="wrong")
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+    response = await upload(client, job_id, pages, key="the other key")
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+    response = await upload(client, "no-such-job", pages)
+    assert (response.status, await response.json()) == (404, {"message": "Simulation not found"})
+    body = orjson.dumps({"simulation_id": job_id, "estimators": pages})
+    response = await client.post("/results", data=body)
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+    response = await client.post("/results", data=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status == 202
+    response = await client.post("/results", data=b"{not json")
+    assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
+    await conn.execute("UPDATE simulations SET job_state = 'CANCELED' WHERE job_id = $1", job_id)
+    response = await upload(client, job_id, [{"name": "b", "pages": []}])
+    assert (response.status, await response.json()) == (
+        409,
+        {"message": "Simulation is CANCELED: no more updates are accepted"},
+    )
+    assert await conn.fetchval("SELECT count(*) FROM estimators WHERE name = 'b'") == 0
+
+
+async def test_gzip_upload(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = orjson.dumps(
+        {"simulation_id": job_id, "update_key": KEY, "estimators": RESULTS["estimators"]}
+    )
+    response = await client.post(
+        "/results", data=gzip.compress(body), headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status == 202
+    assert await get(client, "/results", job_id=job_id) == (
+        200,
+        {"message": "Results", "estimators": reference()},
+    )
+
+
+async def test_worker_body_limit(aiohttp_client, make_config, conn):
+    client = await aiohttp_client(create_app(make_config(server={"worker_max_body_size": 1000})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    response = await upload(client, job_id)
+    assert (response.status, await response.json()) == (
+        413,
+        {"message": "Request body larger than 1000 bytes"},
+    )
+
+
+async def test_upload_completes_job(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    await conn.execute("UPDATE tasks SET task_state = 'COMPLETED'")
+    await conn.execute("UPDATE simulations SET job_state = 'MERGING_QUEUED'")
+    assert (await upload(client, job_id)).status == 202
+    row = await conn.fetchrow("SELECT job_state, end_time FROM simulations")
+    assert row["job_state"] == "COMPLETED" and row["end_time"] is not None
+
+
+async def test_etag_and_304(client, conn, job):
+    plain = {"Accept-Encoding": "identity"}
+    response = await client.get("/results", params={"job_id": job}, headers=plain)
+    assert "ETag" not in response.headers  # still running: results may change
+    await conn.execute("UPDATE simulations SET job_state = 'COMPLETED', end_time = now()")
+    response = await client.get("/results", params={"job_id": job}, headers=plain)
+    etag = response.headers["ETag"]
+    full = await response.read()
+    response = await client.get(
+        "/results", params={"job_id": job}, headers={**plain, "If-None-Match": etag}
+    )
+    assert response.status == 304 and await response.read() == b""
+    assert response.headers["ETag"] == etag
+    zipped = await client.get(
+        "/results",
+        params={"job_id": job},
+        headers={"Accept-Encoding": "gzip", "If-None-Match": etag},
+        auto_decompress=False,
+    )
+    assert zipped.status == 200 and zipped.headers["ETag"] != etag
+    assert gzip.decompress(await zipped.read()) == full
+    response = await client.get(
+        "/results",
+        params={"job_id": job},
+        headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]},
+    )
+    assert response.status == 304
+    filtered = await client.get(
+        "/results",
+        params={"job_id": job, "page_number": "1"},
+        headers={**plain, "If-None-Match": etag},
+    )
+    assert filtered.status == 200 and filtered.headers["ETag"] != etag
+
+
+async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
+    """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
+    the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""
+    from server import pagecache, render
+
+    monkeypatch.setattr(pagecache, "BATCH_BYTES", 50_000)
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    monkeypatch.setattr(render, "FLUSH_AT", 10_000)
+    client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202
+    for _ in range(2):
+        assert await get(client, "/results", job_id=job_id) == (
+            200,
+            {"message": "Results", "estimators": reference()},
+        )
+    response = await client.get("/results", params={"job_id": job_id, "page_numbers": "1-3,5"})
+    assert await response.json() == {
+        "message": "Results",
+        "estimators": reference(numbers={1, 2, 3, 5}),
+    }
+    response = await client.get(
+        "/results", params={"job_id": job_id}, headers={"Accept-Encoding": "gzip"}
+    )
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert await response.json() == {"message": "Results", "estimators": reference()}
+
+
+async def test_rewritten_pages_are_not_served_from_cache(client, job):
+    """Cached pages and bodies are keyed by page versions: a re-upload is served at once."""
+    before = await get(client, "/results", job_id=job)
+    assert before == await get(client, "/results", job_id=job)  # the second from the cache
+    assert client.app[BODY_CACHE].size > 0 and client.app[PAGE_CACHE].size > 0
+    new = {"page_number": 0, "name": "NEW", "data": {"values": [7]}}
+    assert (await upload(client, job, [{"name": "peak_", "pages": [new]}])).status == 202
+    status, body = await get(client, "/results", job_id=job)
+    assert status == 200 and body["estimators"][3]["pages"][0] == new  # peak_ stays last
+    assert body["estimators"][:3] == before[1]["estimators"][:3]
+    for encoding in ("identity", "gzip"):
+        response = await client.get(
+            "/results",
+            params={"job_id": job, "estimator_name": "peak_", "page_number": "0"},
+            headers={"Accept-Encoding": encoding},
+        )
+        assert await response.json() == {
+            "message": "Results",
+            "estimators": [{"name": "peak_", "pages": [new]}],
+        }
+
+
+async def test_estimators_uploaded_in_parts_keep_their_order(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    page = {"page_number": 1, "data": {"values": [1]}}
+    assert (await upload(client, job_id, [{"name": "b", "pages": [page]}])).status == 202
+    parts = [{"name": name, "pages": [page]} for name in ("c", "b", "a")]
+    assert (await upload(client, job_id, parts)).status == 202
+    status, body = await get(client, "/results", job_id=job_id)
+    assert status == 200
+    assert [estimator["name"] for estimator in body["estimators"]] == ["b", "c", "a"]

@@ -1,0 +1,175 @@
+"""End to end through the local runner: real worker processes (tests/fake_worker.py) talking to
+the server over TCP with their update key, exactly like workers on HPC nodes."""
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from server.app import create_app
+from tests.conftest import FIXTURES, login
+from tests.jobs_support import (
+    FAKE_WORKER,
+    RESULTS_FIXTURE,
+    eventually,
+    job_dir_of,
+    logfiles_of,
+    payload,
+    pids_of,
+    read_json,
+    start_local,
+    states_are,
+    status,
+    submit,
+    wait_gone,
+)
+
+FILES = sorted(read_json(FIXTURES / "shieldhit_json_payload_files.json")["input_files"])
+
+
+@pytest.fixture
+def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
+    """start_app(mode, user="alice", **runner) -> (client, recorder, config); see start_local."""
+    return partial(
+        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
+    )
+
+
+async def test_submit_run_complete(start_app, conn):
+    client, recorder, config = await start_app(f"complete {RESULTS_FIXTURE}")
+    job_id = await submit(client, payload(ntasks=2))
+    job_dir = job_dir_of(config, job_id)
+
+    async def progressing():
+        body = await status(client, job_id)
+        tasks = body["job_tasks_status"]
+        return body if all(task["simulated_primaries"] == 2500 for task in tasks) else None
+
+    body = await eventually(progressing)
+    assert body["job_state"] == "RUNNING"
+    for task in body["job_tasks_status"]:
+        assert task["task_state"] == "RUNNING" and task["start_time"] and not task["end_time"]
+        assert (task["requested_primaries"], task["estimated_time"]) == (5000, 7)
+
+    key = recorder.key(job_id)
+    for task_id in (1, 2):
+        seen = read_json(job_dir / f"env_{task_id}.json")
+        assert seen["env"] == {
+            "YAPTIDE_URL": config.server.public_url,
+            "YAPTIDE_SIMULATION_ID": job_id,
+            "YAPTIDE_TASK_ID": str(task_id),
+            "YAPTIDE_NTASKS": "2",
+            "YAPTIDE_SIM_TYPE": "shieldhit",
+            "YAPTIDE_PRIMARIES": "5000",
+            "YAPTIDE_JOB_DIR": str(job_dir),
+        }
+        assert seen["key_length"] == len(key) == 43
+        assert seen["argv"] == [str(FAKE_WORKER), "complete", str(RESULTS_FIXTURE)]
+        assert (seen["cwd"], seen["files"]) == (str(job_dir / f"task_{task_id}"), FILES)
+        # The key is in the environment only, never on a command line.
+        cmdline = Path(f"/proc/{int((job_dir / f'pid_{task_id}').read_text())}/cmdline")
+        assert key.encode() not in cmdline.read_bytes()
+
+    (job_dir / "go").touch()
+    body = await eventually(states_are(client, job_id, "COMPLETED"))
+    for task in body["job_tasks_status"]:
+        assert (task["task_state"], task["simulated_primaries"]) == ("COMPLETED", 5000)
+        assert task["start_time"] <= task["end_time"]
+    assert await conn.fetchval("SELECT end_time IS NOT NULL FROM simulations")
+    response = await client.get("/estimators", params={"job_id": job_id})
+    names = [estimator["name"] for estimator in (await response.json())["estimators"]]
+    assert names == ["yz_profile_", "entrance_", "z_profile_", "peak_"]
+    assert await conn.fetchval("SELECT count(*) FROM pages") == 21
+    await wait_gone(pids_of(job_dir, range(1, 3)))
+    assert await logfiles_of(conn) == {}
+
+
+async def test_one_task_fails_and_merge_hook(start_app, conn, caplog):
+    caplog.set_level(logging.INFO, logger="server.runner.local")
+    client, _, config = await start_app("fail 2", slots=3)
+    job_id = await submit(client, payload(ntasks=3))
+    await eventually(states_are(client, job_id, "RUNNING", "RUNNING"))
+    (job_dir_of(config, job_id) / "go").touch()
+    body = await eventually(states_are(client, job_id, "MERGING_QUEUED"))
+    assert [task["task_state"] for task in body["job_tasks_status"]] == [
+        "COMPLETED",
+        "FAILED",
+        "COMPLETED",
+    ]
+
+    async def merge_called():
+        return f"job {job_id} is waiting for a merge step" in caplog.messages
+
+    await eventually(merge_called)
+    assert caplog.messages.count(f"job {job_id} is waiting for a merge step") == 1
+
+
+async def test_all_tasks_fail(start_app, conn):
+    client, _, config = await start_app("fail all")
+    job_id = await submit(client, payload(ntasks=2))
+    job_dir_of(config, job_id).mkdir(parents=True, exist_ok=True)
+    (job_dir_of(config, job_id) / "go").touch()
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert await conn.fetchval("SELECT end_time IS NOT NULL FROM simulations")
+    assert await logfiles_of(conn) == {}  # they reported their failure themselves
+
+
+async def test_worker_crash(start_app, conn):
+    client, _, _ = await start_app("crash")
+    job_id = await submit(client, payload("json_payload_editor.json", ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert await logfiles_of(conn) == {
+        f"task_{n}_output": (
+            "The worker exited with code 3 without reporting a final task state.\n\n"
+            f"Last output:\nsimulating task {n}\nSegmentation fault (core dumped)\n"
+        )
+        for n in (1, 2)
+    }
+    assert await conn.fetchval("SELECT end_time IS NOT NULL FROM simulations")
+
+
+async def test_editor_input_written_as_input_json(start_app, conn):
+    client, _, config = await start_app("crash")
+    body = payload("json_payload_editor.json", ntasks=1)
+    job_id = await submit(client, body)
+    await eventually(states_are(client, job_id, "FAILED"))
+    task_dir = job_dir_of(config, job_id) / "task_1"
+    assert read_json(job_dir_of(config, job_id) / "env_1.json")["files"] == ["input.json"]
+    assert read_json(task_dir / "input.json") == body["input_json"]
+
+
+async def test_command_that_cannot_start(aiohttp_client, make_config, conn):
+    config = make_config(runner={"kind": "local", "command": "/nonexistent/worker --flag"})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client, payload(ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert await logfiles_of(conn) == {
+        "task_1_output": "The worker command '/nonexistent/worker' could not start: "
+        "[Errno 2] No such file or directory: '/nonexistent/worker'"
+    }
+
+
+async def test_slots_are_respected(start_app, conn, tmp_path):
+    work_dir = tmp_path / "work"
+    client, _, _ = await start_app("slots", slots=2, work_dir=str(work_dir))
+    job_id = await submit(client, payload(ntasks=5))
+    await eventually(states_are(client, job_id, "MERGING_QUEUED", "COMPLETED"))
+    intervals = [
+        tuple(map(float, (work_dir / job_id / f"times_{n}").read_text().split()))
+        for n in range(1, 6)
+    ]
+    starts = sorted(start for start, _ in intervals)
+    overlap = max(sum(1 for s, e in intervals if s <= t < e) for t in starts)
+    assert overlap == 2
+
+
+async def test_fifo_across_jobs(start_app, conn, tmp_path):
+    order = tmp_path / "order.log"
+    client, _, _ = await start_app(f"order {order}", slots=1)
+    first = await submit(client, payload(ntasks=2))
+    second = await submit(client, payload(ntasks=1))
+    await eventually(states_are(client, second, "MERGING_QUEUED"))
+    await eventually(states_are(client, first, "MERGING_QUEUED"))
+    assert order.read_text().splitlines() == [f"{first} 1", f"{first} 2", f"{second} 1"]

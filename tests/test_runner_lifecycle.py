@@ -1,0 +1,152 @@
+"""The local runner's lifecycle: cancel (SIGTERM, then SIGKILL), shutdown, and a restart after a
+server died with unfinished simulations."""
+
+from functools import partial
+
+import pytest
+
+from server.app import create_app
+from tests.conftest import login
+from tests.jobs_support import (
+    eventually,
+    job_dir_of,
+    logfiles_of,
+    payload,
+    pid_alive,
+    pids_of,
+    record_jobs,
+    start_local,
+    status,
+    submit,
+    wait_gone,
+)
+
+
+@pytest.fixture
+def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
+    """start_app(mode, user="alice", **runner) -> (client, recorder, config); see start_local."""
+    return partial(
+        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
+    )
+
+
+async def test_cancel_kills_processes(start_app, conn):
+    client, recorder, config = await start_app("hang", slots=2)
+    job_id = await submit(client, payload(ntasks=3))
+    job_dir = job_dir_of(config, job_id)
+
+    async def both_running():
+        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
+
+    await eventually(both_running)
+    pids = pids_of(job_dir, range(1, 3))
+    assert all(pid_alive(pid) for pid in pids)
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+    await wait_gone(pids)
+    body = await status(client, job_id)
+    assert body["job_state"] == "CANCELED"
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["CANCELED"] * 3
+    assert not (job_dir / "env_3.json").exists()  # the queued task was dropped, never started
+    update = {"simulation_id": job_id, "task_id": 1, "update_dict": {"task_state": "FAILED"}}
+    response = await client.post("/tasks", json={**update, "update_key": recorder.key(job_id)})
+    assert (response.status, await response.json()) == (
+        409,
+        {"message": "Simulation is CANCELED: no more updates are accepted"},
+    )
+    assert await logfiles_of(conn) == {}
+
+
+async def test_cancel_kills_a_worker_ignoring_sigterm(start_app, conn):
+    client, _, config = await start_app("hang stubborn", grace_period=0.2)
+    job_id = await submit(client, payload(ntasks=1))
+    job_dir = job_dir_of(config, job_id)
+
+    async def running():
+        return (job_dir / "running_1").exists()
+
+    await eventually(running)
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    await wait_gone(pids_of(job_dir, range(1, 2)))
+    assert (await status(client, job_id))["job_state"] == "CANCELED"
+
+
+async def test_shutdown_stops_workers(start_app, conn):
+    client, _, config = await start_app("hang", slots=2)
+    job_id = await submit(client, payload(ntasks=3))
+    job_dir = job_dir_of(config, job_id)
+
+    async def both_running():
+        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
+
+    await eventually(both_running)
+    pids = pids_of(job_dir, range(1, 3))
+    await client.close()
+    assert not any(pid_alive(pid) for pid in pids)
+    states = await conn.fetch("SELECT task_state FROM tasks ORDER BY task_id")
+    assert [row["task_state"] for row in states] == ["FAILED"] * 3
+    assert await conn.fetchval("SELECT job_state FROM simulations") == "FAILED"
+    stopped = (
+        "The server shut down and stopped this task: its worker was killed by SIGTERM "
+        "without reporting a final task state.\n\nLast output:\n"
+    )
+    assert await logfiles_of(conn) == {
+        "runner": "The server shut down before this simulation finished: unfinished tasks (3) "
+        "were marked FAILED. Submit the simulation again to rerun it.",
+        "task_1_output": stopped,
+        "task_2_output": stopped,
+    }
+
+
+async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config, start_app, conn):
+    # A first server (external workers) whose jobs are left in every unfinished state.
+    app = create_app(make_config())
+    recorder = record_jobs(app)
+    first = await aiohttp_client(app)
+    await login(first)
+
+    async def update(job_id: str, task_id: int, state: str) -> None:
+        body = {"simulation_id": job_id, "update_key": recorder.key(job_id), "task_id": task_id}
+        response = await first.post("/tasks", json={**body, "update_dict": {"task_state": state}})
+        assert response.status == 202
+
+    running, merging, pending, done = [await submit(first, payload(ntasks=2)) for _ in range(4)]
+    await update(running, 1, "RUNNING")
+    for job_id in (merging, done):
+        for task_id in (1, 2):
+            await update(job_id, task_id, "RUNNING")
+            await update(job_id, task_id, "COMPLETED" if job_id == merging else "FAILED")
+    await first.close()
+
+    # The next server, in local mode, cannot finish any of them: their keys died with the first.
+    client, _, _ = await start_app("complete", user="bob")
+    rows = await conn.fetch(
+        "SELECT s.job_id, s.job_state, s.end_time IS NOT NULL AS ended,"
+        " array_agg(t.task_state ORDER BY t.task_id) AS tasks"
+        " FROM simulations s JOIN tasks t ON t.simulation_id = s.id GROUP BY s.id"
+    )
+    assert {row["job_id"]: tuple(row)[1:] for row in rows} == {
+        running: ("FAILED", True, ["FAILED", "FAILED"]),
+        merging: ("FAILED", True, ["COMPLETED", "COMPLETED"]),
+        pending: ("FAILED", True, ["FAILED", "FAILED"]),
+        done: ("FAILED", True, ["FAILED", "FAILED"]),
+    }
+    explain = (
+        "The server stopped before this simulation finished. Its worker processes and its update "
+        "key did not survive, so it cannot be resumed: unfinished tasks ({}) were marked FAILED "
+        "when the server started again. Submit the simulation again to rerun it."
+    )
+    logs = await conn.fetch(
+        "SELECT s.job_id, l.name, l.content FROM logfiles l JOIN simulations s ON s.id = l.simulation_id"
+    )
+    assert sorted(tuple(row) for row in logs) == sorted(
+        [
+            (running, "runner", explain.format("1, 2")),
+            (merging, "runner", explain.format("none")),
+            (pending, "runner", explain.format("1, 2")),
+        ]
+    )
+    body = {"simulation_id": running, "update_key": recorder.key(running), "task_id": 1}
+    response = await client.post("/tasks", json={**body, "update_dict": {"task_state": "FAILED"}})
+    assert response.status == 409

@@ -1,0 +1,127 @@
+"""`DELETE /user/simulations`: the seed's example and errors, deletion in every state, the
+cascade, and another user's simulation."""
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from server.models import JOB_STATES, TERMINAL_STATES
+from tests.conftest import login
+from tests.user_helpers import (
+    EDITOR,
+    add_results_and_logs,
+    set_simulation,
+    stored_counts,
+    submit,
+    switch_user,
+)
+
+ALL_GONE = {k: 0 for k in ("simulations", "tasks", "inputs", "estimators", "pages", "logfiles")}
+FULL = {"simulations": 1, "tasks": 4, "inputs": 1, "estimators": 1, "pages": 2, "logfiles": 2}
+
+
+async def full_simulation(client, conn, state: str) -> str:
+    """A submitted simulation with tasks, input, results and log files, in `state`."""
+    job_id = await submit(client, EDITOR)
+    await add_results_and_logs(client, conn, job_id)
+    await set_simulation(conn, job_id, job_state=state)
+    assert await stored_counts(conn, job_id) == FULL
+    return job_id
+
+
+async def delete(client, job_id: str | None) -> tuple[int, dict]:
+    query = "" if job_id is None else f"?job_id={job_id}"
+    response = await client.delete(f"/user/simulations{query}")
+    return response.status, await response.json()
+
+
+async def test_seed_example(client, conn):
+    await login(client)
+    job_id = await full_simulation(client, conn, "COMPLETED")
+    other = await full_simulation(client, conn, "COMPLETED")
+    assert await delete(client, job_id) == (200, {"message": "Simulation deleted"})
+    assert await stored_counts(conn, job_id) == ALL_GONE
+    assert await stored_counts(conn, other) == FULL
+    assert await delete(client, job_id) == (404, {"message": "Simulation not found"})
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
+async def test_terminal_states_are_deleted_with_everything(client, conn, state):
+    await login(client)
+    job_id = await full_simulation(client, conn, state)
+    kept = await full_simulation(client, conn, state)
+    assert await delete(client, job_id) == (200, {"message": "Simulation deleted"})
+    assert await stored_counts(conn, job_id) == ALL_GONE
+    assert await stored_counts(conn, kept) == FULL
+    response = await client.get("/user/simulations")
+    assert [item["job_id"] for item in (await response.json())["simulations"]] == [kept]
+
+
+@pytest.mark.parametrize("state", [s for s in JOB_STATES if s not in TERMINAL_STATES])
+async def test_unfinished_states_are_kept(client, conn, state):
+    await login(client)
+    job_id = await full_simulation(client, conn, state)
+    assert await delete(client, job_id) == (
+        409,
+        {"message": "Simulation is still running (cannot delete)"},
+    )
+    assert await stored_counts(conn, job_id) == FULL
+    assert await conn.fetchval("SELECT job_state FROM simulations") == state
+
+
+async def test_seed_errors(client, conn):
+    await login(client)
+    assert await delete(client, None) == (400, {"message": "Missing job_id"})
+    assert await delete(client, "") == (400, {"message": "Missing job_id"})
+    assert await delete(client, "no-such-job") == (404, {"message": "Simulation not found"})
+
+
+async def test_another_users_simulation(client, conn):
+    await login(client)
+    job_id = await full_simulation(client, conn, "COMPLETED")
+    await switch_user(client, "bob")
+    assert await delete(client, job_id) == (403, {"message": "Simulation belongs to another user"})
+    assert await stored_counts(conn, job_id) == FULL
+    # Not even whether it could be deleted is told: the same 403 for a running one.
+    await set_simulation(conn, job_id, job_state="RUNNING")
+    assert await delete(client, job_id) == (403, {"message": "Simulation belongs to another user"})
+    await switch_user(client, "alice")
+    await set_simulation(conn, job_id, job_state="FAILED")
+    assert await delete(client, job_id) == (200, {"message": "Simulation deleted"})
+
+
+async def test_needs_login(client):
+    assert await delete(client, "x") == (401, {"message": "No token provided"})
+
+
+async def wait_for_lock_wait(database_url: str) -> None:
+    """Until some backend waits on a lock (the DELETE behind the test's row lock); at most 5 s."""
+    watcher = await asyncpg.connect(database_url)
+    try:
+        for _ in range(500):
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the DELETE never waited for the row lock")
+    finally:
+        await watcher.close()
+
+
+async def test_never_deletes_what_a_lock_holder_made_unfinished(client, conn, database_url):
+    """The DELETE waits for a worker holding the row lock and checks the state it committed.
+
+    (Terminal jobs do not go back to running; this is the strongest case to check atomicity.)
+    """
+    await login(client)
+    job_id = await full_simulation(client, conn, "COMPLETED")
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM simulations WHERE job_id = $1 FOR UPDATE", job_id)
+        await conn.execute("UPDATE simulations SET job_state = 'RUNNING' WHERE job_id = $1", job_id)
+        pending = asyncio.ensure_future(delete(client, job_id))
+        await wait_for_lock_wait(database_url)
+    assert await pending == (409, {"message": "Simulation is still running (cannot delete)"})
+    assert await stored_counts(conn, job_id) == FULL

@@ -1,0 +1,104 @@
+"""`GET /inputs` and `GET /logfiles`, and another user's simulation on every user endpoint."""
+
+import orjson
+import pytest
+
+from tests.conftest import login
+from tests.user_helpers import (
+    EDITOR,
+    FLUKA_FILES,
+    SHIELDHIT_FILES,
+    add_logfiles,
+    add_results_and_logs,
+    payload,
+    set_simulation,
+    stored_counts,
+    submit,
+    switch_user,
+)
+
+
+async def get(client, path: str) -> tuple[int, dict]:
+    response = await client.get(path)
+    return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("name", "input_type", "key"),
+    [
+        (EDITOR, "editor", "input_json"),
+        (SHIELDHIT_FILES, "files", "input_files"),
+        (FLUKA_FILES, "files", "input_files"),
+    ],
+)
+async def test_inputs_as_submitted(client, conn, name, input_type, key):
+    await login(client)
+    job_id = await submit(client, name)
+    response = await client.get(f"/inputs?job_id={job_id}")
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    body = orjson.loads(await response.read())
+    submitted = payload(name)[key]
+    assert body == {"message": "Inputs", "input_type": input_type, "input": submitted}
+    assert list(body["input"]) == list(submitted)  # key order too
+
+
+async def test_inputs_sent_as_sim_data(client, conn):
+    await login(client)
+    files = {"beam.dat": "NSTAT 1000\n", "geo.dat": '\u00c5ngstr\u00f6m \\ "quoted"\n'}
+    job_id = await submit(client, FLUKA_FILES, input_files=None, sim_data=files)
+    assert await get(client, f"/inputs?job_id={job_id}") == (
+        200,
+        {"message": "Inputs", "input_type": "files", "input": files},
+    )
+
+
+async def test_logfiles(client, conn):
+    await login(client)
+    job_id = await submit(client)
+    assert await get(client, f"/logfiles?job_id={job_id}") == (
+        404,
+        {"message": "Logfiles not available"},
+    )
+    logs = {"simulation.log": "line 1\nline 2\n", "fluka_0001.out": "\u00b5s \u2713", "e": ""}
+    await add_logfiles(conn, job_id, logs)
+    assert await get(client, f"/logfiles?job_id={job_id}") == (
+        200,
+        {"message": "Logfiles", "logfiles": logs},
+    )
+
+
+@pytest.mark.parametrize("path", ["/inputs", "/logfiles"])
+async def test_missing_and_unknown_job(client, conn, path):
+    await login(client)
+    assert await get(client, path) == (400, {"message": "Missing job_id"})
+    assert await get(client, f"{path}?job_id=") == (400, {"message": "Missing job_id"})
+    assert await get(client, f"{path}?job_id=nope") == (404, {"message": "Simulation not found"})
+
+
+@pytest.mark.parametrize("path", ["/inputs", "/logfiles"])
+async def test_needs_login(client, path):
+    assert await get(client, f"{path}?job_id=x") == (401, {"message": "No token provided"})
+
+
+async def test_another_users_simulation_on_every_endpoint(client, conn):
+    """Bob gets 403 and nothing of Alice's simulation; nothing of it changes."""
+    await login(client)
+    job_id = await submit(client, EDITOR)
+    await add_results_and_logs(client, conn, job_id)
+    await set_simulation(conn, job_id, job_state="COMPLETED")
+    before = await stored_counts(conn, job_id)
+    await switch_user(client, "bob")
+    forbidden = (403, {"message": "Simulation belongs to another user"})
+    assert await get(client, f"/inputs?job_id={job_id}") == forbidden
+    assert await get(client, f"/logfiles?job_id={job_id}") == forbidden
+    response = await client.delete(f"/user/simulations?job_id={job_id}")
+    assert (response.status, await response.json()) == forbidden
+    assert await get(client, "/user/simulations") == (
+        200,
+        {"message": "User simulations", "simulations": [], "page_count": 0, "simulations_count": 0},
+    )
+    assert await stored_counts(conn, job_id) == before
+    await switch_user(client, "alice")
+    assert (await get(client, f"/logfiles?job_id={job_id}"))[0] == 200
+    assert (await get(client, f"/inputs?job_id={job_id}"))[0] == 200

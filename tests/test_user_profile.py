@@ -1,0 +1,192 @@
+"""`POST /user/update` (profile fields and password change) and `GET /clusters`."""
+
+import dataclasses
+
+import pytest
+
+from server.app import create_app
+from server.config import ClusterConfig
+from tests.conftest import login
+
+STATUS = {"message": "User status", "username": "alice", "source": "local"}
+
+
+async def update(client, body) -> tuple[int, dict]:
+    response = await client.post("/user/update", json=body)
+    return response.status, await response.json()
+
+
+async def status_of(client) -> dict:
+    response = await client.get("/auth/status")
+    assert response.status == 200
+    return await response.json()
+
+
+async def can_login(client, password: str) -> bool:
+    body = {"username": "alice", "password": password}
+    return (await client.post("/auth/login", json=body)).status == 202
+
+
+async def test_seed_example(client, conn):
+    """The seed's `{"field": "value"}` stands for a profile field (a literal "field" is 400)."""
+    await login(client)
+    assert await update(client, {"display_name": "value"}) == (200, {"message": "User updated"})
+    assert await status_of(client) == {**STATUS, "display_name": "value", "email": None}
+
+
+async def test_profile_fields(client, conn):
+    await login(client)
+    body = {"display_name": "Alice A." + "x" * 120, "email": "alice@example.org"}
+    assert await update(client, body) == (200, {"message": "User updated"})
+    assert await status_of(client) == {**STATUS, **body}
+    assert await update(client, {"email": "a@" + "b" * 252}) == (200, {"message": "User updated"})
+    assert await status_of(client) == {**STATUS, **body, "email": "a@" + "b" * 252}
+    # null clears a field; the others stay
+    assert await update(client, {"display_name": None}) == (200, {"message": "User updated"})
+    assert await status_of(client) == {**STATUS, "display_name": None, "email": "a@" + "b" * 252}
+
+
+async def test_password_change(client, conn):
+    await login(client)
+    old_hash = await conn.fetchval("SELECT password_hash FROM users")
+    body = {"password": "new password", "current_password": "password1", "email": "a@b"}
+    assert await update(client, body) == (200, {"message": "User updated"})
+    new_hash = await conn.fetchval("SELECT password_hash FROM users")
+    assert new_hash != old_hash and new_hash.startswith("$argon2id$")
+    assert "new password" not in new_hash
+    assert not await can_login(client, "password1")
+    assert await can_login(client, "new password")
+    assert (await status_of(client))["email"] == "a@b"
+
+
+async def test_wrong_current_password_changes_nothing(client, conn):
+    await login(client)
+    before = dict(await conn.fetchrow("SELECT * FROM users"))
+    body = {"password": "new password", "current_password": "password2", "display_name": "X"}
+    assert await update(client, body) == (401, {"message": "Invalid current password"})
+    assert dict(await conn.fetchrow("SELECT * FROM users")) == before
+    assert await can_login(client, "password1")
+
+
+ANY_FIELD = "Nothing to update: give at least one of display_name, email, password"
+BAD_BODIES = [
+    ({}, ANY_FIELD),
+    ({"field": "value"}, "Unknown field: field"),
+    ({"display_name": "a", "username": "bob"}, "Unknown field: username"),
+    ({"source": "keycloak"}, "Unknown field: source"),
+    ({"display_name": "x" * 129}, "Invalid display_name: at most 128 characters"),
+    ({"display_name": 5}, "Field display_name must be of type string"),
+    ({"email": "alice.example.org"}, "Invalid email: must contain @"),
+    ({"email": "a@" + "b" * 253}, "Invalid email: at most 254 characters"),
+    ({"email": ["a@b"]}, "Field email must be of type string"),
+    ({"password": "new password"}, "Missing field: current_password"),
+    ({"current_password": "password1"}, "Missing field: password"),
+    (
+        {"password": "short", "current_password": "password1"},
+        "Invalid password: at least 8 characters",
+    ),
+    ({"password": None, "current_password": "password1"}, "Field password must be of type string"),
+    (
+        {"password": "new password", "current_password": None},
+        "Field current_password must be of type string",
+    ),
+    (
+        {"password": 12345678, "current_password": "password1"},
+        "Field password must be of type string",
+    ),
+    # One bad field and the good ones are not applied either.
+    ({"display_name": "ok", "email": "no at sign"}, "Invalid email: must contain @"),
+    ([{"display_name": "x"}], "JSON body must be an object"),
+]
+
+
+async def test_bad_bodies_change_nothing(client, conn):
+    await login(client)
+    before = dict(await conn.fetchrow("SELECT * FROM users"))
+    for body, message in BAD_BODIES:
+        assert (body, *await update(client, body)) == (body, 400, {"message": message})
+    response = await client.post("/user/update", data=b"{nope")
+    assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
+    assert dict(await conn.fetchrow("SELECT * FROM users")) == before
+
+
+PROMETHEUS = ClusterConfig("prometheus", "Prometheus (Cyfronet)")
+
+
+@pytest.fixture
+async def sso_client(aiohttp_client, make_config, conn):
+    """A client logged in as a user whose source is then set to keycloak."""
+    config = dataclasses.replace(make_config(), clusters=(PROMETHEUS,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    await conn.execute("UPDATE users SET source = 'keycloak' WHERE username = 'alice'")
+    return client
+
+
+async def test_clusters_seed_example(sso_client):
+    response = await sso_client.get("/clusters")
+    assert (response.status, await response.json()) == (
+        200,
+        {
+            "message": "Available clusters",
+            "clusters": [
+                {
+                    "cluster_name": "prometheus",
+                    "display_name": "Prometheus (Cyfronet)",
+                    "available": True,
+                }
+            ],
+        },
+    )
+
+
+async def test_clusters_from_config_in_order(aiohttp_client, make_config, conn):
+    clusters = (ClusterConfig("ares", "Ares (Cyfronet)"), ClusterConfig("athena", "Athena", False))
+    client = await aiohttp_client(create_app(dataclasses.replace(make_config(), clusters=clusters)))
+    await login(client)
+    await conn.execute("UPDATE users SET source = 'keycloak'")
+    response = await client.get("/clusters")
+    assert (response.status, await response.json()) == (
+        200,
+        {
+            "message": "Available clusters",
+            "clusters": [
+                {"cluster_name": "ares", "display_name": "Ares (Cyfronet)", "available": True},
+                {"cluster_name": "athena", "display_name": "Athena", "available": False},
+            ],
+        },
+    )
+
+
+async def test_clusters_none_configured(client, conn):
+    await login(client)
+    await conn.execute("UPDATE users SET source = 'keycloak'")
+    response = await client.get("/clusters")
+    assert (response.status, await response.json()) == (
+        200,
+        {"message": "Available clusters", "clusters": []},
+    )
+
+
+async def test_clusters_local_user(aiohttp_client, make_config, conn):
+    config = dataclasses.replace(make_config(), clusters=(PROMETHEUS,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    response = await client.get("/clusters")
+    assert (response.status, await response.json()) == (
+        403,
+        {"message": "Local users cannot access HPC clusters"},
+    )
+
+
+async def test_sso_user_cannot_change_a_password_it_does_not_have(sso_client, conn):
+    await conn.execute("UPDATE users SET password_hash = NULL")
+    body = {"password": "new password", "current_password": "password1"}
+    assert await update(sso_client, body) == (401, {"message": "Invalid current password"})
+    assert await conn.fetchval("SELECT password_hash FROM users") is None
+
+
+async def test_needs_login(client):
+    assert await update(client, {"display_name": "x"}) == (401, {"message": "No token provided"})
+    response = await client.get("/clusters")
+    assert (response.status, await response.json()) == (401, {"message": "No token provided"})
