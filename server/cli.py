@@ -22,6 +22,7 @@ from aiohttp import web
 
 from server import auth, db
 from server.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from server.processes import check_workers, serve_processes
 from server.store import users
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -64,10 +65,16 @@ def _describe_database(config: Config, embedded: bool) -> str:
 def serve(config: Config, args: argparse.Namespace) -> None:
     from server.app import create_app
 
+    workers = args.workers or config.server.workers
+    check_workers(config, workers)
     embedded = not config.database.url
     with database(config) as config:
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
         listening = f"Listening on http://{config.server.host}:{config.server.port}"
+        if workers > 1:
+            serve_processes(config, workers, listening)
+            print("Stopped", flush=True)
+            return
         try:
             web.run_app(
                 create_app(config),
@@ -132,6 +139,12 @@ def useradd(config: Config, args: argparse.Namespace) -> None:
     print(f"Created user {args.name!r}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
@@ -160,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         name: commands.add_parser(name, parents=[config], help=text, description=text)
         for name, text in helps.items()
     }
+    workers_help = "number of server processes sharing the port (default: server.workers)"
+    for target in (parser, parsers["serve"]):
+        target.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=workers_help,
+        )
+    parser.set_defaults(workers=None)
     add = parsers["useradd"]
     add.add_argument("name", help="the username")
     return parser

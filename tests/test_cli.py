@@ -249,3 +249,49 @@ def test_embedded_lifecycle(server_dir):
         for postmaster in postgres_processes(pgdata):  # left only when a step above failed
             postmaster.send_signal(signal.SIGINT)
     print("time to first answered GET /:", {k: f"{v:.2f} s" for k, v in timings.items()})
+
+
+def listeners(port: int) -> set[int]:
+    """Pids of the processes listening on `port`."""
+    pids = set()
+    for process in psutil.process_iter():
+        try:
+            connections = process.net_connections(kind="tcp")
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+            pids.add(process.pid)
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_with_several_processes(database_url, tmp_path, sig):
+    server = Server(
+        tmp_path,
+        DATABASE_URL=database_url,
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+        YAPTIDE_SERVER_WORKERS="2",
+        YAPTIDE_RUNNER_KIND="none",
+    )
+    try:
+        server.wait_ready()
+        pids = listeners(server.port)
+        assert len(pids) == 2 and server.process.pid not in pids
+        for _ in range(10):
+            assert call(server.port, "GET", "/")[0] == 200
+        assert server.stop(sig) == 0
+    finally:
+        server.kill()
+    assert f"Listening on http://127.0.0.1:{server.port} (2 processes)\n" in server.output
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert "Traceback" not in server.output
+
+
+def test_several_processes_need_an_external_runner(database_url, tmp_path):
+    env = environment(DATABASE_URL=database_url, YAPTIDE_RUNNER_KIND="local")
+    result = run_py("--workers", "2", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        'Configuration error: server.workers: more than one server process needs runner.kind = "none" '
+        "(the local runner keeps each job's update key and processes in one server process)"
+    ]
