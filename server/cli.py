@@ -1,4 +1,4 @@
-"""The command line behind run.py: serve (default), migrate, useradd."""
+"""The command line behind run.py: serve (default), migrate, useradd, worker."""
 
 import argparse
 import asyncio
@@ -108,10 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
         "useradd", help="create a local user (password from a prompt or stdin)"
     )
     add.add_argument("name", help="the username")
+    commands.add_parser(
+        "worker", help="run a task (YAPTIDE_* environment), or its merge step"
+    ).add_argument("step", nargs="?", default="task", choices=("task", "merge"))
     return parser
 
 
-COMMANDS = {None: serve, "serve": serve, "migrate": migrate, "useradd": useradd}
+def worker(config: Config, args: argparse.Namespace) -> None:
+    from server.worker.main import main as run_worker
+
+    raise SystemExit(run_worker([args.step]))
+
+
+COMMANDS = {None: serve, "serve": serve, "migrate": migrate, "useradd": useradd, "worker": worker}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,6 +105,15 @@ class RunnerConfig:
     slots: int = dataclasses.field(default=0, **_check(_non_negative))
     grace_period: float = dataclasses.field(default=5.0, **_check(_non_negative))
     work_dir: str = ""
+    progress_interval: float = dataclasses.field(default=2.0, **_check(_positive))
+    retry_timeout: float = dataclasses.field(default=600.0, **_check(_positive))
+    converter: str = dataclasses.field(default="", **_check(_command))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatorsConfig:
+    shieldhit: str = "shieldhit"
+    fluka: str = "rfluka"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +130,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     jobs: JobsConfig = JobsConfig()
     runner: RunnerConfig = RunnerConfig()
+    simulators: SimulatorsConfig = SimulatorsConfig()
     clusters: tuple[ClusterConfig, ...] = ()
 
     @property
@@ -149,6 +159,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthConfig,
     "jobs": JobsConfig,
     "runner": RunnerConfig,
+    "simulators": SimulatorsConfig,
 }
 
 
