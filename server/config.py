@@ -5,6 +5,7 @@ overrides `[database] url`. A bad value raises ConfigError naming the key and th
 """
 
 import dataclasses
+import math
 import os
 import shlex
 import tomllib
@@ -29,7 +30,11 @@ def _non_negative(value: int | float) -> str | None:
 
 
 def _port(value: int) -> str | None:
-    return None if 0 <= value <= 65535 else "must be between 0 and 65535"
+    return None if 1 <= value <= 65535 else "must be between 1 and 65535"
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
 
 
 def _one_of(*choices: str) -> Callable[[str], str | None]:
@@ -59,8 +64,9 @@ def _secret(value: str) -> str | None:
     return None
 
 
-def _check(validator: Callable[[Any], str | None]) -> dict[str, Any]:
-    return {"metadata": {"check": validator}}
+def _check(validator: Callable[[Any], str | None], secret: bool = False) -> dict[str, Any]:
+    """Field metadata: the validator, and whether error messages must not echo the value."""
+    return {"metadata": {"check": validator, "secret": secret}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +83,14 @@ class ServerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = dataclasses.field(default="", **_check(_database_url))
-    data_dir: str = "./data"
+    url: str = dataclasses.field(default="", **_check(_database_url, secret=True))
+    data_dir: str = dataclasses.field(default="./data", **_check(_not_empty))
     pool_size: int = dataclasses.field(default=10, **_check(_positive))
 
 
 @dataclasses.dataclass(frozen=True)
 class AuthConfig:
-    secret: str = dataclasses.field(default="", **_check(_secret))
+    secret: str = dataclasses.field(default="", **_check(_secret, secret=True))
     access_ttl: float = dataclasses.field(default=900.0, **_check(_positive))
     refresh_ttl: float = dataclasses.field(default=7 * 24 * 3600.0, **_check(_positive))
     registration: str = dataclasses.field(default="open", **_check(_one_of("open", "closed")))
@@ -161,19 +167,28 @@ SECTIONS: dict[str, type] = {
     "runner": RunnerConfig,
     "simulators": SimulatorsConfig,
 }
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
-def _coerce(key: str, kind: type, raw: Any, from_env: bool) -> Any:
-    if from_env:
-        raw = _parse_env(key, kind, raw)
+def env_name(section: str, key: str) -> str:
+    """The environment variable overriding `[section] key`."""
+    return f"YAPTIDE_{section.upper()}_{key.upper()}"
+
+
+def _got(value: Any, secret: bool) -> str:
+    """The offending value for an error message; never the value of a secret."""
+    return "" if secret else f" (got {value!r})"
+
+
+def _from_toml(key: str, kind: type, raw: Any, secret: bool) -> Any:
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         raw = float(raw)
     if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
-        raise ConfigError(f"{key}: expected {kind.__name__}, got {type(raw).__name__} {raw!r}")
+        raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(raw, secret)}")
     return raw
 
 
-def _parse_env(key: str, kind: type, text: str) -> Any:
+def _from_env(key: str, kind: type, text: str, secret: bool) -> Any:
     if kind is str:
         return text
     if kind is bool:
@@ -182,75 +197,107 @@ def _parse_env(key: str, kind: type, text: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{key}: expected true or false, got {text!r}")
-    try:
-        return kind(text)
-    except ValueError:
-        raise ConfigError(f"{key}: expected {kind.__name__}, got {text!r}") from None
+    else:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(text, secret)}")
 
 
-def _build_section(name: str, cls: type, table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+def _checked(key: str, field: dataclasses.Field, value: Any) -> Any:
+    secret = field.metadata.get("secret", False)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number{_got(value, secret)}")
+    check = field.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(f"{key}: {problem}{_got(value, secret)}")
+    return value
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A YAPTIDE_<SECTION>_* variable that matches no key is a typo, not something to ignore."""
+    known = {env_name(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    prefixes = tuple(f"YAPTIDE_{section.upper()}_" for section in SECTIONS)
+    for name in sorted(env):
+        if name.startswith(prefixes) and name not in known:
+            raise ConfigError(f"{name}: unknown setting (no such key in config.toml)")
+
+
+def _build_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a [{name}] table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(table) - set(fields)
+    unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ConfigError(f"[{name}] {sorted(unknown)[0]}: unknown key")
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
     values: dict[str, Any] = {}
     for field in fields.values():
-        key = f"{name}.{field.name}"
-        env_name = f"YAPTIDE_{name.upper()}_{field.name.upper()}"
-        if env_name in env:
-            value = _coerce(env_name, field.type, env[env_name], from_env=True)
+        secret = field.metadata.get("secret", False)
+        variable = env_name(name, field.name)
+        if variable in env:
+            value = _from_env(variable, field.type, env[variable], secret)
+            values[field.name] = _checked(variable, field, value)
         elif field.name in table:
-            value = _coerce(key, field.type, table[field.name], from_env=False)
-        else:
-            continue
-        check = field.metadata.get("check")
-        problem = check(value) if check else None
-        if problem:
-            origin = env_name if env_name in env else key
-            raise ConfigError(f"{origin}: {problem} (got {value!r})")
-        values[field.name] = value
+            key = f"{name}.{field.name}"
+            value = _from_toml(key, field.type, table[field.name], secret)
+            values[field.name] = _checked(key, field, value)
     return cls(**values)
+
+
+def _build_cluster(index: int, entry: Any) -> ClusterConfig:
+    key = f"clusters[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{key}: expected a [[clusters]] table")
+    fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
+    unknown = sorted(set(entry) - set(fields))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+    missing = [
+        name for name, f in fields.items() if name not in entry and f.default is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]}: missing")
+    values = {k: _from_toml(f"{key}.{k}", fields[k].type, v, False) for k, v in entry.items()}
+    return ClusterConfig(**values)
 
 
 def _build_clusters(entries: Any) -> tuple[ClusterConfig, ...]:
     if not isinstance(entries, list):
         raise ConfigError("clusters: expected a list of [[clusters]] tables")
-    clusters = []
-    for index, entry in enumerate(entries):
-        try:
-            cluster = ClusterConfig(**entry)
-        except TypeError as exc:
-            raise ConfigError(f"clusters[{index}]: {exc}") from None
-        if not isinstance(cluster.cluster_name, str) or not isinstance(cluster.display_name, str):
-            raise ConfigError(f"clusters[{index}]: cluster_name and display_name must be strings")
-        if not isinstance(cluster.available, bool):
-            raise ConfigError(f"clusters[{index}].available: expected true or false")
-        clusters.append(cluster)
-    return tuple(clusters)
+    return tuple(_build_cluster(index, entry) for index, entry in enumerate(entries))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the TOML file (config.toml by default) and apply environment overrides."""
+    """Read the TOML file (config.toml by default) and apply environment overrides.
+
+    A missing default config.toml means built-in defaults; a missing explicit file is an error.
+    """
     env = os.environ if env is None else env
     path = path or DEFAULT_CONFIG
-    try:
-        data = tomllib.loads(path.read_text()) if path.exists() or path != DEFAULT_CONFIG else {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - set(SECTIONS) - {"clusters"}
+    data = _read_toml(path) if path.exists() or path != DEFAULT_CONFIG else {}
+    unknown = sorted(set(data) - set(SECTIONS) - {"clusters"})
     if unknown:
-        raise ConfigError(f"[{sorted(unknown)[0]}]: unknown section")
+        raise ConfigError(f"{unknown[0]}: unknown section")
+    _check_env_names(env)
     sections = {
         name: _build_section(name, cls, data.get(name, {}), env) for name, cls in SECTIONS.items()
     }
     config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
-    if env.get("DATABASE_URL"):
-        url = env["DATABASE_URL"]
-        problem = _database_url(url)
-        if problem:
+    if url := env.get("DATABASE_URL"):
+        if problem := _database_url(url):
             raise ConfigError(f"DATABASE_URL: {problem}")
         config = config.replace("database", url=url)
     return config

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_ID = 0x79617074  # "yapt": one advisory lock id for the migration runner
+_FORWARD_ONLY = "migrations are forward-only: restore the file and add a new migration instead"
 
 
 class MigrationError(Exception):
@@ -39,51 +40,91 @@ class Migration:
 
     @property
     def checksum(self) -> str:
+        # Of the text as read (universal newlines), so a CRLF checkout does not look like an edit.
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
 def read_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files of `directory` in order; a badly named or duplicated file is refused."""
+    if not directory.is_dir():
+        raise MigrationError(f"{directory}: no such directory")
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if not match:
-            raise MigrationError(f"{path.name}: migration files are named NNNN_lowercase_name.sql")
-        migrations.append(Migration(int(match.group(1)), path.name, path.read_text()))
-    versions = [m.version for m in migrations]
-    if len(set(versions)) != len(versions):
-        raise MigrationError("two migration files share a number")
+            raise MigrationError(
+                f"{path.name}: bad migration file name (expected NNNN_lowercase_name.sql)"
+            )
+        sql = path.read_text(encoding="utf-8")
+        migrations.append(Migration(int(match.group(1)), path.name, sql))
+    by_version: dict[int, str] = {}
+    for migration in migrations:
+        if migration.version in by_version:
+            raise MigrationError(
+                f"{by_version[migration.version]} and {migration.name} share the number "
+                f"{migration.version:04d}"
+            )
+        by_version[migration.version] = migration.name
     return migrations
+
+
+def _pending(migrations: list[Migration], applied: dict[int, asyncpg.Record]) -> list[Migration]:
+    """The migrations still to apply, after checking the applied ones were not changed."""
+    files = {migration.version: migration for migration in migrations}
+    for version, record in applied.items():
+        migration = files.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"migration {record['name']} is applied in the database but its file is missing "
+                "(is this an older version of the server?)"
+            )
+        if migration.name != record["name"]:
+            raise MigrationError(
+                f"migration {record['name']} was renamed to {migration.name} after it was "
+                f"applied; {_FORWARD_ONLY}"
+            )
+        if migration.checksum != record["checksum"]:
+            raise MigrationError(
+                f"migration {migration.name} was edited after it was applied; {_FORWARD_ONLY}"
+            )
+    latest = max(applied, default=0)
+    pending = [migration for migration in migrations if migration.version not in applied]
+    for migration in pending:
+        if migration.version < latest:
+            raise MigrationError(
+                f"migration {migration.name} is numbered before {applied[latest]['name']}, which "
+                f"is already applied; renumber it after {latest:04d}"
+            )
+    return pending
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    """Run one file and record it in one transaction: it is applied entirely or not at all."""
+    try:
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(
+                query("record_migration"), migration.version, migration.name, migration.checksum
+            )
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(
+            f"migration {migration.name} failed and was rolled back: {exc}"
+        ) from exc
+    log.info("applied migration %s", migration.name)
 
 
 async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; return the names of those applied now."""
     migrations = read_migrations(directory)
+    # Session-level lock: a second runner waits here, then finds nothing left to apply.
     await conn.execute(query("advisory_lock"), _LOCK_ID)
     try:
         await conn.execute(query("create_migrations_table"))
         applied = {r["version"]: r for r in await conn.fetch(query("list_migrations"))}
-        done = []
-        for migration in migrations:
-            record = applied.get(migration.version)
-            if record is not None:
-                if record["checksum"] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.name} was edited after it was applied "
-                        f"(applied as {record['name']}); migrations are forward-only: "
-                        "restore the file and add a new migration instead"
-                    )
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    query("record_migration"),
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
-            log.info("applied migration %s", migration.name)
-            done.append(migration.name)
-        return done
+        pending = _pending(migrations, applied)
+        for migration in pending:
+            await _apply(conn, migration)
+        return [migration.name for migration in pending]
     finally:
         await conn.execute(query("advisory_unlock"), _LOCK_ID)
 
@@ -113,5 +154,17 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def describe_url(url: str) -> str:
-    """The database URL without its password, for logs."""
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The database URL without its password (in the user part or `?password=`), for output."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    location, question, params = rest.partition("?")
+    userinfo, at, host = location.rpartition("@")  # the last "@": passwords may contain "@"
+    if at:
+        user, colon, password = userinfo.partition(":")
+        location = f"{user}:***@{host}" if colon and password else f"{user}@{host}"
+    parts = [
+        "password=***" if part.split("=", 1)[0].lower() == "password" else part
+        for part in params.split("&")
+    ]
+    return f"{scheme}://{location}{question}{'&'.join(parts)}"

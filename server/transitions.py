@@ -21,9 +21,14 @@ from server.task_updates import TaskUpdate, check_job_move, check_task_move
 async def update_task(
     pool: asyncpg.Pool, job_id: str, key: str, task_id: int, update: TaskUpdate
 ) -> str:
-    """Apply a worker's task update and recompute the job state, which is returned."""
+    """Apply a worker's task update and recompute the job state, which is returned.
+
+    Only a move to a terminal state must reach the disk before the answer; a progress report
+    (the bulk of the traffic) does not wait for it, nor recompute a job state it cannot change.
+    """
+    durable = update.task_state in TERMINAL_STATES
     async with pool.acquire() as conn, conn.transaction():
-        row = await tasks.lock_for_worker(conn, job_id, task_id)
+        row = await tasks.lock_for_worker(conn, job_id, task_id, durable)
         check_worker(row, key)
         current = row["task_state"]
         if current is None:
@@ -31,6 +36,8 @@ async def update_task(
         state = update.task_state or current
         check_task_move(task_id, current, state)
         await tasks.update(conn, row["id"], task_id, state, **update.fields())
+        if state == current:
+            return row["job_state"]
         return await jobs.recompute_state(conn, row["id"])
 
 

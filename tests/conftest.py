@@ -2,10 +2,14 @@
 between tests, and a fresh app per test."""
 
 import asyncio
+import contextlib
 import os
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -19,6 +23,14 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Tests read fixtures from ../shared; without it they must fail loudly, not skip quietly.
+    if not FIXTURES.is_dir():
+        raise pytest.UsageError(
+            f"{FIXTURES} is missing: the tests need the shared/ folder beside the project"
+        )
+
+
 async def _migrate(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
@@ -27,15 +39,27 @@ async def _migrate(url: str) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def server_tmp_dir() -> Iterator[Path]:
+    """A temporary directory for an embedded PostgreSQL, outside pytest's tmp_path tree.
+
+    As root, the server runs as the user `pgserver`, which must be able to reach its data
+    directory; but every pytest session that starts (any worktree's) makes /tmp/pytest-of-root
+    private again (mode 0700), which cut a running server off its files mid-session.
+    """
+    with tempfile.TemporaryDirectory(prefix="yaptide-test-") as directory:
+        yield Path(directory)
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         asyncio.run(_migrate(url))
         yield url
         return
     from server.embedded import embedded_postgres
 
-    with embedded_postgres(tmp_path_factory.mktemp("embedded")) as url:
+    with server_tmp_dir() as directory, embedded_postgres(directory) as url:
         asyncio.run(_migrate(url))
         yield url
 
@@ -84,3 +108,26 @@ async def login(client: TestClient, username: str = "alice", password: str = "pa
     response = await client.post("/auth/login", json={"username": username, "password": password})
     assert response.status == 202, await response.text()
     return await response.json()
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at another database of the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def scratch_url(database_url: str) -> Iterator[str]:
+    """The URL of an empty database made on the test server for this test, dropped after it."""
+    name = f"scratch_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+    yield with_database(database_url, name)
+    asyncio.run(_admin(database_url, f'DROP DATABASE "{name}" WITH (FORCE)'))

@@ -15,13 +15,14 @@ async def job_status(db: Db, simulation_id: int) -> tuple[str, list[asyncpg.Reco
 
 
 async def lock_for_worker(
-    conn: asyncpg.Connection, job_id: str, task_id: int
+    conn: asyncpg.Connection, job_id: str, task_id: int, durable: bool = True
 ) -> asyncpg.Record | None:
     """Lock the simulation row like store.jobs.lock_for_worker, also reading the task's state.
 
     id, job_state, update_key_sha256 and task_state (None when the job has no such task).
+    `durable=False` lets the transaction commit without waiting for the disk.
     """
-    return await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id)
+    return await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id, durable)
 
 
 async def update(

@@ -10,7 +10,10 @@ ORDER BY t.task_id
 
 -- name: lock_task_for_worker
 -- lock_simulation_for_worker plus the task's state (NULL: no such task), in one round trip.
-SELECT s.id, s.job_state, s.update_key_sha256, t.task_state
+-- $3 false: this transaction need not wait for its commit to reach disk (progress reports,
+-- frequent and superseded by the next one; a crash can lose the last fraction of a second).
+SELECT s.id, s.job_state, s.update_key_sha256, t.task_state,
+       set_config('synchronous_commit', CASE WHEN $3 THEN 'on' ELSE 'off' END, true)
 FROM simulations s
 LEFT JOIN tasks t ON t.simulation_id = s.id AND t.task_id = $2
 WHERE s.job_id = $1

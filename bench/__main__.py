@@ -1,0 +1,228 @@
+"""`python -m bench`: the benchmark of issue 5 in one command (options: `python -m bench -h`).
+
+It starts a PostgreSQL (embedded, in a temporary directory; or DATABASE_URL), the server
+(`python run.py`) and the ceiling app (bench/ceiling.py) as separate processes, makes the data
+through the real API (bench/scenario.py), runs every workload with wrk at concurrency 1 and 16
+(bench/workloads.py), prints a Markdown table and writes bench/out/results-<time>.json.
+Progress goes to stderr, the report to stdout.
+"""
+
+import argparse
+import asyncio
+import gzip
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import procstat, report, scenario, server, targets, wrk
+from bench.workloads import (
+    CONCURRENCIES,
+    NAMES,
+    Settings,
+    Target,
+    Workload,
+    define,
+    measure,
+    probe,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="The benchmark of issue 5: server, data, wrk load, ceiling, table and JSON.",
+        epilog=f"Workloads: {', '.join(NAMES)}.",
+    )
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured run (5)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per run (1)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 s runs")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (1)")
+    parser.add_argument("--simulations", type=int, default=4, help="simulations read (4)")
+    parser.add_argument("--uploads", type=int, default=12, help="timed uploads, >= 10 (12)")
+    parser.add_argument("--only", help="comma-separated workloads (default: all of them)")
+    parser.add_argument(
+        "--cold", action="store_true", help="turn the server's caches off (*_cache_size = 0)"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra server configuration, e.g. YAPTIDE_DATABASE_POOL_SIZE=20 (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=report.OUT, help="where the JSON goes")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(NAMES) if args.only else set()
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if args.quick:
+        args.duration, args.warmup = 1, 1
+    if any("=" not in pair for pair in args.server_env):
+        parser.error("--server-env takes NAME=VALUE")
+    args.env = server.cache_off_env() if args.cold else {}
+    args.env |= dict(pair.split("=", 1) for pair in args.server_env)
+    if args.uploads < 10 or args.simulations < 1 or args.workers < 1 or args.duration < 1:
+        parser.error("need --uploads >= 10, --simulations >= 1, --workers >= 1, --duration >= 1")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def probe_notes(workload: Workload, found: dict[str, Any]) -> list[str]:
+    """What the one Python request showed to be wrong with a workload."""
+    status = found["status"]
+    if workload.name == "results_304":
+        sound = status == 304
+    else:
+        sound = status is not None and 200 <= status < 300
+    if not sound:
+        answer = f"answered {status}" if status else "failed"
+        return [f"{workload.name}: a single request {answer}: {found.get('body', '')}"]
+    wanted = workload.headers.get("Accept-Encoding") if status == 200 else None
+    if found["content_encoding"] != wanted:
+        return [f"{workload.name}: Content-Encoding {found['content_encoding']}, wanted {wanted}"]
+    return []
+
+
+def row_notes(row: dict[str, Any]) -> list[str]:
+    where = f"{row['workload']} c={row['connections']}"
+    if "error" in row:
+        return [f"{where}: {row['error']}"]
+    if row["non_2xx"] or row["socket_errors"]:
+        return [
+            f"{where}: {row['non_2xx']} non-2xx responses and {row['socket_errors']} socket "
+            f"errors out of {row['requests']} requests"
+        ]
+    return []
+
+
+async def run_workloads(
+    workloads: list[Workload], settings: Settings, ours: Target, ceiling: Target
+) -> tuple[list[dict[str, Any]], list[str]]:
+    rows, notes = [], []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        for workload in workloads:
+            target = ceiling if workload.ceiling else ours
+            found = await probe(http, workload, target.url)
+            notes += probe_notes(workload, found)
+            for connections in CONCURRENCIES:
+                log(f"  {workload.title}, c={connections}")
+                row = await measure(workload, connections, settings, target)
+                rows.append({**row, "probe": found})
+                notes += row_notes(row)
+    return rows, notes
+
+
+async def response_sizes(http: aiohttp.ClientSession, data: scenario.Scenario) -> dict[str, Any]:
+    """The full result as our server sends it, identity and gzip, and as gzip -6 would be."""
+    path, sizes = f"/results?job_id={data.fetch_jobs[0]}", {}
+    for encoding in ("identity", "gzip"):
+        headers = {**data.cookie, "Accept-Encoding": encoding}
+        async with http.get(path, headers=headers, auto_decompress=False) as response:
+            body = await scenario.expect(response, 200, f"GET /results ({encoding})")
+        sizes[encoding] = body
+    return sizes
+
+
+async def measure_server(
+    args: argparse.Namespace, workdir: Path, url: str, pgdata: Path | None
+) -> dict[str, Any]:
+    """Everything that needs the server: data, ceiling, workloads, memory."""
+    port = server.free_port()
+    base = f"http://127.0.0.1:{port}"
+    with server.running(server.start_server(url, port, workdir, args.workers, args.env)) as process:
+        await process.wait_ready(base + "/")
+        listening = await server.wait_workers(process, port, args.workers)
+        postmaster = procstat.find_postmaster(pgdata) if pgdata else None
+        ours = Target(base, process.pid, postmaster)
+        log(f"server up on {base} ({listening} listening process(es)); loading the data")
+        async with scenario.session(base) as http:
+            pids = (process.pid, postmaster)
+            data = await scenario.build(http, url, pids, args.simulations, args.uploads)
+            bodies = await response_sizes(http, data)
+        identity, gzipped = workdir / "identity.json", workdir / "identity.json.gz"
+        identity.write_bytes(bodies["identity"])
+        gzipped.write_bytes(gzip.compress(bodies["identity"], compresslevel=6))
+        ceiling_port = server.free_port()
+        ceiling_base = f"http://127.0.0.1:{ceiling_port}"
+        with server.running(server.start_ceiling(ceiling_port, identity, gzipped, workdir)) as bare:
+            await bare.wait_ready(ceiling_base + "/")
+            workloads = define(data)
+            if args.only:
+                workloads = [w for w in workloads if w.name in args.only.split(",")]
+            settings = Settings(wrk.ensure_wrk(), args.duration, args.warmup, workdir)
+            idle = procstat.total_mib(procstat.tree(process.pid))
+            log("running the workloads")
+            rows, notes = await run_workloads(
+                workloads, settings, ours, Target(ceiling_base, bare.pid)
+            )
+        vmhwm = procstat.total_mib(procstat.tree(process.pid), "VmHWM")
+        if process.popen.poll() is not None:
+            notes.append(f"the server exited during the run (status {process.popen.returncode})")
+    return {
+        "server": {
+            "workers": args.workers,
+            "listening_processes": listening,
+            "postgres": "DATABASE_URL" if pgdata is None else "embedded",
+            "postgres_cpu_accounted": postmaster is not None,
+        },
+        "sizes": {
+            "identity_bytes": len(bodies["identity"]),
+            "gzip_bytes": len(bodies["gzip"]),
+            "ceiling_gzip6_bytes": gzipped.stat().st_size,
+        },
+        "rows": rows,
+        "upload": data.upload,
+        "memory": targets.memory(rows, idle, vmhwm),
+        "notes": data.notes + notes,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = report.machine()
+    settings = {k: getattr(args, k) for k in ("duration", "warmup", "workers", "simulations")}
+    settings |= {"uploads": args.uploads, "quick": args.quick, "only": args.only}
+    settings |= {"cold": args.cold, "server_env": args.env}
+    workdir = Path(tempfile.mkdtemp(prefix="yaptide-bench-"))
+    os.chmod(workdir, 0o755)  # the embedded postgres runs as an unprivileged user
+    try:
+        with server.database(workdir) as (url, pgdata):
+            measured = await measure_server(args, workdir, url, pgdata)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = measured["rows"]
+    measured["ratios"] = targets.ratios(rows)
+    measured["checks"] = targets.checks(rows, measured["upload"], measured["memory"])
+    return {"machine": info, "settings": settings, **measured, "loadavg_end": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [str(f) for f in (scenario.RESULTS_FILE, scenario.SUBMISSION_FILE) if not f.exists()]
+    if missing:
+        log(f"benchmark failed: fixtures not found: {', '.join(missing)} (../shared/fixtures)")
+        return 1
+    try:
+        wrk.ensure_wrk()  # before anything starts: installing it may take a while
+        result = asyncio.run(run(args))
+    except (server.StartError, scenario.SetupError, wrk.WrkError) as exc:
+        log(f"benchmark failed: {exc}")
+        return 1
+    print(report.markdown(result))
+    log(f"\nwritten: {report.write_json(result, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

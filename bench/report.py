@@ -1,0 +1,164 @@
+"""The report: a Markdown table on stdout and every number in bench/out/results-<time>.json."""
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import targets
+from bench.server import REPO
+
+OUT = Path(__file__).resolve().parent / "out"
+COLUMNS = (
+    "workload", "c", "req/s", "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req",
+    "postgres CPU ms/req", "non-2xx", "sock err", "target", "",
+)  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    """Where and on what the numbers were measured."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "nproc": os.cpu_count(),
+        "cpu_model": models[0] if models else platform.processor(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def server_env(settings: dict[str, Any]) -> str:
+    """Which server configuration was measured: its caches matter most."""
+    caches = "caches OFF (--cold)" if settings.get("cold") else "caches on, as configured"
+    pairs = ", ".join(f"{name}={value}" for name, value in settings.get("server_env", {}).items())
+    return f"Server: {caches}" + (f"; environment {pairs}." if pairs else ".")
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_row(row: dict[str, Any]) -> str:
+    text, met = targets.verdict(row)
+    head = [row["title"], str(row["connections"])]
+    if "error" in row:
+        return line([*head, *["-"] * 8, text, "FAIL (wrk failed, see notes)"])
+    rps = row["rps"]
+    cells = [number(rps, 0 if rps >= 100 else 1)]
+    cells += [number(row[f"{p}_ms"], 2) for p in ("p50", "p90", "p99")]
+    cells += [number(row["cpu_ms_per_req"], 2), number(row["postgres_cpu_ms_per_req"], 2)]
+    cells += [str(row["non_2xx"]), str(row["socket_errors"])]
+    verdict = "FAIL (errors, see notes)" if targets.failed(row) else targets.mark(met)
+    return line([*head, *cells, text, verdict])
+
+
+def upload_row(upload: dict[str, Any]) -> str:
+    size = upload["body_bytes"] / 1e6
+    title = f"POST /results upload ({upload['count']} sequential, {size:.1f} MB, client time)"
+    met = upload["p50_ms"] <= targets.UPLOAD_MS
+    cells = ["-", number(upload["p50_ms"], 2), number(upload["p90_ms"], 2), "-"]
+    cells += [number(upload["server_cpu_ms"], 2), number(upload["postgres_cpu_ms"], 2), "0", "0"]
+    return line([title, "1", *cells, f"p50 <= {targets.UPLOAD_MS:g} ms", targets.mark(met)])
+
+
+def other_load(rows: list[dict[str, Any]], nproc: int) -> str:
+    """How much of the machine other processes took while we measured (a noise gauge)."""
+    loads = [row["other_cpu_cores"] for row in rows if row.get("other_cpu_cores") is not None]
+    if not loads:
+        return "Other processes' CPU during the runs: not measured."
+    mean = sum(loads) / len(loads)
+    return (
+        f"Other processes (not server, postgres or wrk) used {mean:.2f} of {nproc} CPUs on "
+        f"average during the measured runs (min {min(loads):.2f}, max {max(loads):.2f})."
+    )
+
+
+def ratio_lines(ratios: dict[str, dict[int, float | None]], met: dict[str, Any]) -> list[str]:
+    out = [line(["our full fetch / ceiling", "c=1", "c=16", "target (c=16)", ""])]
+    out.append(line(["---"] * 5))
+    for encoding, by_c in ratios.items():
+        verdict = targets.mark(met[f"{encoding} / ceiling c=16"], "not measured")
+        cells = [number(by_c[1], 2), number(by_c[16], 2), f">= {targets.CEILING_RATIO}"]
+        out.append(line([encoding, *cells, verdict]))
+    return out
+
+
+def memory_text(memory: dict[str, Any], met: bool | None) -> str:
+    runs = ", ".join(
+        f"{encoding} {run['before']:.1f} -> peak {run['peak']:.1f} (after {run['after']:.1f})"
+        for encoding, run in memory["c16_full_fetch"].items()
+    )
+    growth = memory["growth_mib"]
+    return (
+        f"Server memory (RSS of the server processes, MiB): peak over the run (VmHWM) "
+        f"{memory['vmhwm_mib']:.1f}; idle after loading the data {memory['idle_mib']:.1f}; "
+        f"16 concurrent full fetches (from before the warm-up): {runs or '-'}. "
+        f"Growth over idle: {number(growth)} MiB (target <= {targets.RSS_GROWTH_MIB:g} MiB): "
+        f"{targets.mark(met, 'not measured')}"
+    )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    info, settings = report["machine"], report["settings"]
+    commit = info["git_commit"][:10] + (" (uncommitted changes)" if info["git_dirty"] else "")
+    met = {check["what"]: check["met"] for check in report["checks"]}
+    measured = [value for value in met.values() if value is not None]
+    parts = [
+        f"Benchmark {info['date']}: {info['cpu_model']}, {info['nproc']} CPUs, "
+        f"server workers N={settings['workers']}, commit {commit}",
+        "",
+        f"wrk {settings['duration']} s per run after a {settings['warmup']} s warm-up "
+        f"(c=1: -t1 -c1; c=16: -t2 -c16); load average at start "
+        f"{' '.join(f'{x:.2f}' for x in info['loadavg_start'])}, at end "
+        f"{' '.join(f'{x:.2f}' for x in report['loadavg_end'])}. {server_env(settings)}",
+        "",
+        line(list(COLUMNS)),
+        line(["---"] * len(COLUMNS)),
+        *[table_row(row) for row in report["rows"]],
+    ]
+    if report["upload"]:
+        parts.append(upload_row(report["upload"]))
+    sizes = report["sizes"]
+    parts += ["", other_load(report["rows"], report["machine"]["nproc"])]
+    parts += [
+        "",
+        f"Full result: {sizes['identity_bytes']:,} bytes identity; our gzip "
+        f"{sizes['gzip_bytes']:,} bytes; the ceiling's gzip -6 {sizes['ceiling_gzip6_bytes']:,}.",
+        "",
+        *ratio_lines(report["ratios"], met),
+        "",
+        memory_text(report["memory"], met["RSS growth, c=16 full"]),
+        "",
+    ]
+    summary = f"Targets of issue 5 met: {sum(measured)} of {len(measured)}"
+    skipped = len(met) - len(measured)
+    parts.append(summary + (f" ({skipped} not measured)." if skipped else "."))
+    if report["notes"]:
+        parts += ["", "Notes:", *[f"- {note}" for note in report["notes"]]]
+    return "\n".join(parts)
+
+
+def write_json(report: dict[str, Any], out: Path = OUT) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = report["machine"]["date"].replace(":", "").replace("-", "")
+    path = out / f"results-{stamp}.json"
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    path.write_bytes(orjson.dumps(report, option=options) + b"\n")
+    return path

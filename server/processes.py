@@ -1,0 +1,74 @@
+"""Several server processes on one port (SO_REUSEPORT), sharing the database.
+
+The parent starts the database (when embedded), settles the signing secret so that every
+process signs with the same one, forks the servers and waits; SIGTERM or Ctrl-C is passed on
+to them, and the database stops only after all of them have ended.
+"""
+
+import multiprocessing
+import os
+import signal
+import socket
+import time
+
+from aiohttp import web
+
+from server.auth import load_secret
+from server.config import Config, ConfigError
+
+STOP_TIMEOUT = 30.0
+
+
+def check_workers(config: Config, workers: int) -> None:
+    if workers > 1 and config.runner.kind == "local":
+        raise ConfigError(
+            'server.workers: more than one server process needs runner.kind = "none" '
+            "(the local runner keeps each job's update key and processes in one server process)"
+        )
+
+
+def _serve_one(config: Config) -> None:
+    from server.app import create_app
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    web.run_app(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        reuse_port=True,
+        print=None,
+        access_log=None,
+    )
+
+
+def _wait_listening(config: Config, processes: list, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(p.is_alive() for p in processes):
+        try:
+            with socket.create_connection((config.server.host, config.server.port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+
+
+def serve_processes(config: Config, workers: int, listening: str) -> None:
+    """Run `workers` server processes until a signal; ends them all before returning."""
+    config = config.replace("auth", secret=load_secret(config))
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_serve_one, args=(config,)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    try:
+        _wait_listening(config, processes)
+        print(f"{listening} ({workers} processes)", flush=True)
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.join(STOP_TIMEOUT)
+            if process.is_alive():
+                process.kill()

@@ -1,0 +1,297 @@
+"""run.py as a person uses it: real subprocesses against a real PostgreSQL.
+
+The serve tests start `python run.py` on a free port and poll `GET /` with short intervals; the
+embedded tests run it with no database URL in a private data directory and check that no postgres
+is left behind however the server ends (SIGTERM, SIGINT, kill -9 then restart).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import psutil
+import pytest
+
+from server.db import describe_url, read_migrations
+from tests.conftest import server_tmp_dir
+
+PROJECT = Path(__file__).resolve().parent.parent
+RUN_PY = str(PROJECT / "run.py")
+PASSWORD = "hunter2-not-shown"  # the embedded test server trusts local connections: any works
+
+
+def environment(**values: str) -> dict[str, str]:
+    """This process's environment without our settings, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")}
+    env.pop("DATABASE_URL", None)
+    return {**env, **values}
+
+
+def run_py(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, RUN_PY, *args],
+        env=environment(**env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One HTTP request to the server under test; (status, JSON body)."""
+    data = None if body is None else orjson.dumps(body)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+class Server:
+    """`python run.py` in the background, its output in a file."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.log = tmp_path / f"server-{self.port}.log"
+        env = {"YAPTIDE_SERVER_PORT": str(self.port), **env}
+        with self.log.open("wb") as log:
+            self.started = time.monotonic()
+            self.process = subprocess.Popen(
+                [sys.executable, RUN_PY],
+                env=environment(**env),
+                stdout=log,
+                stderr=log,
+                cwd=tmp_path,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds from the start of the process to the first answered GET /."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"run.py exited early:\n{self.output}"
+            try:
+                status, body = call(self.port, "GET", "/")
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.02)
+                continue
+            assert (status, body["message"]) == (200, "Hello World!")
+            return time.monotonic() - self.started
+        raise AssertionError(f"no answer from run.py in {timeout} s:\n{self.output}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=60)
+
+
+def postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    """Running postgres processes serving `pgdata`."""
+    return [
+        process
+        for process in psutil.process_iter(["name", "cmdline", "status"])
+        if process.info["name"] == "postgres"
+        and process.info["status"] != psutil.STATUS_ZOMBIE
+        and str(pgdata) in (process.info["cmdline"] or [])
+    ]
+
+
+def with_password(url: str) -> str:
+    """The test database URL with a password in it (only where the server ignores it)."""
+    parts = urlsplit(url)
+    if parts.password or os.environ.get("DATABASE_URL"):
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':')[0] or 'postgres'}:{PASSWORD}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def test_help():
+    result = run_py("--help", env={})
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "migrate", "useradd", "--config", "stdin"):
+        assert command in result.stdout
+
+
+async def test_useradd_then_login(database_url, conn, client):
+    env = {"DATABASE_URL": database_url}
+    result = run_py("useradd", "carol", env=env, stdin="password1\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Created user 'carol'\n", "")
+    response = await client.post("/auth/login", json={"username": "carol", "password": "password1"})
+    assert response.status == 202
+    stored = await conn.fetchval("SELECT password_hash FROM users WHERE username = 'carol'")
+    assert stored.startswith("$argon2id$")
+
+    result = run_py("useradd", "carol", env=env, stdin="password2\n")
+    assert (result.returncode, result.stderr) == (1, "User 'carol' already exists\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "message"),
+    [
+        ("dave", "", "Invalid password: at least 8 characters"),
+        ("d", "password1", "Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'"),
+    ],
+)
+async def test_useradd_refuses_bad_input(database_url, conn, name, password, message):
+    result = run_py("useradd", name, env={"DATABASE_URL": database_url}, stdin=f"{password}\n")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"{message}\n")
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+def test_migrate(scratch_url):
+    names = [migration.name for migration in read_migrations()]
+    result = run_py("migrate", env={"DATABASE_URL": scratch_url})
+    applied = "".join(f"Applied {name}\n" for name in names)
+    assert (result.returncode, result.stdout) == (0, applied + "The schema is up to date\n")
+    result = run_py("migrate", env={"DATABASE_URL": scratch_url})
+    assert (result.returncode, result.stdout) == (0, "The schema is up to date\n")
+
+
+def test_unreachable_database_is_one_line():
+    result = run_py("migrate", env={"DATABASE_URL": f"postgresql://u:{PASSWORD}@127.0.0.1:1/x"})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert PASSWORD not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_with_database_url(database_url, tmp_path, sig):
+    url = with_password(database_url)
+    server = Server(tmp_path, DATABASE_URL=url, YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"))
+    try:
+        server.wait_ready()
+        assert call(server.port, "GET", "/") == (
+            200,
+            {"message": "Hello World!", "version": "0.1.0"},
+        )
+        assert server.stop(sig) == 0
+    finally:
+        server.kill()
+    output = server.output
+    assert f"Database: {describe_url(url)}\n" in output
+    assert f"Listening on http://127.0.0.1:{server.port}\n" in output
+    assert PASSWORD not in output and "Traceback" not in output
+    assert not (tmp_path / "data" / "postgres").exists()  # no embedded server was started
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    with server_tmp_dir() as directory:  # not under tmp_path: see its docstring
+        yield directory
+
+
+def test_embedded_lifecycle(server_dir):
+    """First start, restart, kill -9 and restart, on one data directory; nothing left running."""
+    data = server_dir / "data"
+    pgdata = data / "postgres"
+    user = {"username": "erin", "password": "password1"}
+    servers: list[Server] = []
+    timings = {}
+
+    def start(name: str) -> Server:
+        servers.append(Server(server_dir, YAPTIDE_DATABASE_DATA_DIR=str(data)))
+        timings[name] = servers[-1].wait_ready()
+        return servers[-1]
+
+    try:
+        first = start("first start")
+        assert f"Database: embedded PostgreSQL in {pgdata} (" in first.output
+        assert postgres_processes(pgdata)
+        assert call(first.port, "PUT", "/auth/register", user)[0] == 201
+        assert first.stop(signal.SIGTERM) == 0
+        assert postgres_processes(pgdata) == []
+
+        second = start("restart")
+        assert call(second.port, "POST", "/auth/login", user)[0] == 202  # the same database
+        assert second.stop(signal.SIGINT) == 0
+        assert postgres_processes(pgdata) == []
+
+        third = start("restart (before kill -9)")
+        os.kill(third.process.pid, signal.SIGKILL)
+        # Not reaped yet: a zombie, as under a parent that does not wait; postgres outlives it.
+        time.sleep(0.2)
+        assert postgres_processes(pgdata)
+
+        fourth = start("restart after kill -9")
+        assert call(fourth.port, "POST", "/auth/login", user)[0] == 202
+        third.kill()
+        assert fourth.stop(signal.SIGTERM) == 0
+        assert postgres_processes(pgdata) == []
+    finally:
+        for server in servers:
+            server.kill()
+        for postmaster in postgres_processes(pgdata):  # left only when a step above failed
+            postmaster.send_signal(signal.SIGINT)
+    print("time to first answered GET /:", {k: f"{v:.2f} s" for k, v in timings.items()})
+
+
+def listeners(port: int) -> set[int]:
+    """Pids of the processes listening on `port`."""
+    pids = set()
+    for process in psutil.process_iter():
+        try:
+            connections = process.net_connections(kind="tcp")
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+            pids.add(process.pid)
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_with_several_processes(database_url, tmp_path, sig):
+    server = Server(
+        tmp_path,
+        DATABASE_URL=database_url,
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+        YAPTIDE_SERVER_WORKERS="2",
+        YAPTIDE_RUNNER_KIND="none",
+    )
+    try:
+        server.wait_ready()
+        pids = listeners(server.port)
+        assert len(pids) == 2 and server.process.pid not in pids
+        for _ in range(10):
+            assert call(server.port, "GET", "/")[0] == 200
+        assert server.stop(sig) == 0
+    finally:
+        server.kill()
+    assert f"Listening on http://127.0.0.1:{server.port} (2 processes)\n" in server.output
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert "Traceback" not in server.output
+
+
+def test_several_processes_need_an_external_runner(database_url, tmp_path):
+    env = environment(DATABASE_URL=database_url, YAPTIDE_RUNNER_KIND="local")
+    result = run_py("--workers", "2", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        'Configuration error: server.workers: more than one server process needs runner.kind = "none" '
+        "(the local runner keeps each job's update key and processes in one server process)"
+    ]

@@ -1,0 +1,233 @@
+"""The migrations runner (against a scratch database per test) and the named-query loader."""
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from server.db import MIGRATIONS_DIR, MigrationError, migrate, read_migrations
+from server.sql import QueryFileError, load_queries, parse_queries, query
+
+FIRST = "CREATE TABLE a (id integer PRIMARY KEY);\nINSERT INTO a VALUES (1);\n"
+SECOND = "-- b refers to a\nCREATE TABLE b (a_id integer REFERENCES a (id));\n"
+
+
+@pytest.fixture
+async def scratch(scratch_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(scratch_url)
+    yield conn
+    await conn.close()
+
+
+def files(directory: Path, **contents: str) -> Path:
+    """Write migration files: files(d, **{"0001_a.sql": "..."})."""
+    directory.mkdir(exist_ok=True)
+    for name, text in contents.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+async def recorded(conn: asyncpg.Connection) -> list[tuple[int, str, str]]:
+    rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY 1")
+    return [tuple(row) for row in rows]
+
+
+async def tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {row["tablename"] for row in rows}
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_applies_once_and_records_checksums(scratch, tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST, "0002_b.sql": SECOND})
+    assert await migrate(scratch, directory) == ["0001_a.sql", "0002_b.sql"]
+    assert await recorded(scratch) == [
+        (1, "0001_a.sql", sha(FIRST)),
+        (2, "0002_b.sql", sha(SECOND)),
+    ]
+    assert await tables(scratch) == {"a", "b", "schema_migrations"}
+    assert await migrate(scratch, directory) == []
+    assert await scratch.fetchval("SELECT count(*) FROM a") == 1  # not run twice
+
+
+async def test_real_migrations(scratch):
+    names = [m.name for m in read_migrations()]
+    assert names[:2] == ["0001_users.sql", "0002_simulations.sql"]
+    assert await migrate(scratch) == names
+    assert [name for _, name, _ in await recorded(scratch)] == names
+    assert await migrate(scratch, MIGRATIONS_DIR) == []
+
+
+async def test_edited_migration_is_refused(scratch, tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST})
+    await migrate(scratch, directory)
+    files(directory, **{"0001_a.sql": FIRST + "-- a harmless edit\n", "0002_b.sql": SECOND})
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert str(info.value) == (
+        "migration 0001_a.sql was edited after it was applied; "
+        "migrations are forward-only: restore the file and add a new migration instead"
+    )
+    assert await tables(scratch) == {"a", "schema_migrations"}  # 0002 was not applied either
+
+
+async def test_line_endings_are_not_an_edit(scratch, tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST})
+    await migrate(scratch, directory)
+    (directory / "0001_a.sql").write_bytes(FIRST.replace("\n", "\r\n").encode())
+    assert await migrate(scratch, directory) == []
+
+
+async def test_renamed_or_missing_migration_is_refused(scratch, tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST})
+    await migrate(scratch, directory)
+    (directory / "0001_a.sql").rename(directory / "0001_renamed.sql")
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert str(info.value) == (
+        "migration 0001_a.sql was renamed to 0001_renamed.sql after it was applied; "
+        "migrations are forward-only: restore the file and add a new migration instead"
+    )
+    (directory / "0001_renamed.sql").unlink()
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert str(info.value) == (
+        "migration 0001_a.sql is applied in the database but its file is missing "
+        "(is this an older version of the server?)"
+    )
+
+
+async def test_new_files_are_applied_in_order(scratch, tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST})
+    assert await migrate(scratch, directory) == ["0001_a.sql"]
+    third = "CREATE TABLE c (b_id integer);\nINSERT INTO c SELECT count(*) FROM b;\n"
+    files(directory, **{"0003_c.sql": third, "0002_b.sql": SECOND})
+    assert await migrate(scratch, directory) == ["0002_b.sql", "0003_c.sql"]
+    assert [v for v, _, _ in await recorded(scratch)] == [1, 2, 3]
+
+
+async def test_new_file_numbered_before_an_applied_one_is_refused(scratch, tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST, "0003_b.sql": SECOND})
+    await migrate(scratch, directory)
+    files(directory, **{"0002_c.sql": "CREATE TABLE c ();"})
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert str(info.value) == (
+        "migration 0002_c.sql is numbered before 0003_b.sql, which is already applied; "
+        "renumber it after 0003"
+    )
+
+
+async def test_failing_migration_rolls_back_that_file_only(scratch, tmp_path):
+    failing = "CREATE TABLE b (id integer);\nINSERT INTO a VALUES (2);\nSELECT 1 / 0;\n"
+    directory = files(
+        tmp_path / "m",
+        **{"0001_a.sql": FIRST, "0002_b.sql": failing, "0003_c.sql": "CREATE TABLE c ();"},
+    )
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert str(info.value) == "migration 0002_b.sql failed and was rolled back: division by zero"
+    assert await tables(scratch) == {"a", "schema_migrations"}
+    assert await scratch.fetchval("SELECT array_agg(id) FROM a") == [1]
+    assert await recorded(scratch) == [(1, "0001_a.sql", sha(FIRST))]
+    # The advisory lock was released and the connection is usable: fix the file and go on.
+    files(directory, **{"0002_b.sql": SECOND})
+    assert await migrate(scratch, directory) == ["0002_b.sql", "0003_c.sql"]
+
+
+async def test_concurrent_runners_apply_each_file_once(scratch_url, tmp_path):
+    # Not idempotent (a second CREATE TABLE would fail), and slow enough for the runs to overlap.
+    slow = "SELECT pg_sleep(0.2);\n" + FIRST
+    directory = files(tmp_path / "m", **{"0001_a.sql": slow, "0002_b.sql": SECOND})
+    first, second = [await asyncpg.connect(scratch_url) for _ in range(2)]
+    try:
+        results = await asyncio.gather(migrate(first, directory), migrate(second, directory))
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(results) == [[], ["0001_a.sql", "0002_b.sql"]]
+    conn = await asyncpg.connect(scratch_url)
+    assert [name for _, name, _ in await recorded(conn)] == ["0001_a.sql", "0002_b.sql"]
+    assert await conn.fetchval("SELECT count(*) FROM a") == 1
+    await conn.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["1_a.sql", "00001_a.sql", "0001-a.sql", "0001_A.sql", "0001_.sql", "init.sql"]
+)
+async def test_bad_file_names_are_refused(scratch, tmp_path, name):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST, name: "SELECT 1;"})
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert str(info.value) == f"{name}: bad migration file name (expected NNNN_lowercase_name.sql)"
+    assert await tables(scratch) == set()  # refused before anything was applied
+
+
+async def test_shared_number_is_refused(tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST, "0001_b.sql": SECOND})
+    with pytest.raises(MigrationError) as info:
+        read_migrations(directory)
+    assert str(info.value) == "0001_a.sql and 0001_b.sql share the number 0001"
+
+
+def test_missing_directories(tmp_path):
+    with pytest.raises(MigrationError, match="no such directory"):
+        read_migrations(tmp_path / "absent")
+    with pytest.raises(QueryFileError, match="no such directory"):
+        load_queries(tmp_path / "absent")
+
+
+def test_other_files_are_ignored(tmp_path):
+    directory = files(tmp_path / "m", **{"0001_a.sql": FIRST, "README.md": "notes"})
+    assert [m.name for m in read_migrations(directory)] == ["0001_a.sql"]
+
+
+# The named-query loader (server/sql.py).
+
+
+def test_parse_queries():
+    text = (
+        "-- Comments before the first header are fine.\n\n"
+        "-- name: one\nSELECT 1\n\n"
+        "--name:two\n-- a comment inside is kept\nSELECT $1::int\nFROM t\n"
+    )
+    assert parse_queries(text, "x.sql") == {
+        "one": "SELECT 1",
+        "two": "-- a comment inside is kept\nSELECT $1::int\nFROM t",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n", "x.sql: query 'a' is defined twice"),
+        ("SELECT 0;\n-- name: a\nSELECT 1\n", "x.sql: SQL before the first '-- name:' header"),
+        ("SELECT 0;\n", "x.sql: SQL before the first '-- name:' header"),
+        ("-- name: a\n\n-- name: b\nSELECT 1\n", "x.sql: query 'a' is empty"),
+        ("-- name: a\nSELECT 1\n-- name: b\n-- only a comment\n", "x.sql: query 'b' is empty"),
+    ],
+)
+def test_malformed_query_files(text, message):
+    with pytest.raises(QueryFileError) as info:
+        parse_queries(text, "x.sql")
+    assert str(info.value) == message
+
+
+def test_duplicate_names_across_files(tmp_path):
+    (tmp_path / "a.sql").write_text("-- name: same\nSELECT 1\n")
+    (tmp_path / "b.sql").write_text("-- name: other\nSELECT 2\n-- name: same\nSELECT 3\n")
+    with pytest.raises(QueryFileError) as info:
+        load_queries(tmp_path)
+    assert str(info.value) == "b.sql: query 'same' is also defined in a.sql"
+
+
+def test_query_by_name():
+    assert query("list_migrations").startswith("SELECT version, name, checksum")
+    with pytest.raises(KeyError, match="no query named 'nope'"):
+        query("nope")

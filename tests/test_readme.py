@@ -1,0 +1,55 @@
+"""README.md documents every configuration key and every route, and the two commands."""
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+from server.app import create_app
+from server.config import SECTIONS, Config, env_name
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def table_rows(first_cell: str) -> list[list[str]]:
+    """The cells of every README table row whose first cell matches `first_cell`."""
+    rows = []
+    for line in README.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if line.startswith("|") and re.fullmatch(first_cell, cells[0]):
+            rows.append(cells)
+    return rows
+
+
+def test_configuration_table_lists_every_key():
+    rows = {cells[0].strip("`"): cells for cells in table_rows(r"`\w+\.\w+`")}
+    keys = {
+        f"{name}.{field.name}": (name, field)
+        for name, cls in SECTIONS.items()
+        for field in dataclasses.fields(cls)
+    }
+    assert list(rows) == list(keys)
+    for key, (section, field) in keys.items():
+        assert rows[key][1].startswith(f"`{env_name(section, field.name)}`"), key
+        default = tomllib.loads(f"value = {rows[key][2].strip('`')}")["value"]
+        assert default == field.default and type(default) in (field.type, int), key
+
+
+def test_api_table_lists_every_route():
+    app = create_app(Config())
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    }
+    documented = {(cells[0], cells[1].strip("`")) for cells in table_rows(r"GET|PUT|POST|DELETE")}
+    assert documented == routes
+
+
+def test_the_two_commands_come_first():
+    commands = re.findall(r"```sh\n(.*?)\n```", README, re.DOTALL)
+    assert commands[:2] == [
+        "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python run.py",
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
+        ".venv/bin/python -m pytest",
+    ]
