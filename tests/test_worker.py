@@ -293,3 +293,19 @@ async def test_editor_input_with_converter(start_app, fake, conn, tmp_path):
         "fluence",
         "mesh",
     ]
+
+
+async def test_worker_gives_up_when_the_server_stays_unavailable(start_app, fake, conn):
+    unavailable = Unavailable(1000)
+    client, recorder, _ = await start_app(
+        {"shieldhit": str(fake({"*": MINIMAL}))}, middleware=unavailable, retry_timeout=1.0
+    )
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    log = (await logfiles_of(conn))["task_1_output"]
+    assert log.startswith(
+        "The worker exited with code 1 without reporting a final task state.\n\nLast output:\n"
+    )
+    assert log.endswith("giving up: POST /tasks failed for 1 s, last: HTTP 503\n")
+    assert unavailable.refused >= 3  # retried, with backoff, for about a second
+    assert recorder.key(job_id) not in log

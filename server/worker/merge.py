@@ -46,15 +46,11 @@ def merge_job(job_dir: Path, sim_type: str) -> list[dict[str, Any]]:
     for _, paths in tasks:
         for path in paths:
             groups[corename(path, sim_type)].append(path)
-    log.info("merging %d files of %d tasks into %d estimators", *_counts(tasks, groups))
+    log.info("merging the files of %d tasks into %d estimators", len(tasks), len(groups))
     return [
         estimator_dict(merge_files(paths, sim_type, name), name)
         for name, paths in sorted(groups.items())
     ]
-
-
-def _counts(tasks: list, groups: dict) -> tuple[int, int, int]:
-    return sum(len(paths) for paths in groups.values()), len(tasks), len(groups)
 
 
 async def run_merge(settings: Settings, client: ServerClient) -> None:

@@ -63,11 +63,17 @@ class TaskRun:
             log.exception("task failed")
             await self.fail(f"The worker failed: {type(exc).__name__}: {exc}")
             return
-        await self.client.save_logfiles(self.logs)
-        primaries = self.settings.primaries
-        await self.client.update_task(
-            task_state="COMPLETED", simulated_primaries=primaries, estimated_time=0
-        )
+        try:
+            await self.client.save_logfiles(self.logs)
+            await self.client.update_task(
+                task_state="COMPLETED",
+                simulated_primaries=self.settings.primaries,
+                estimated_time=0,
+            )
+        except ServerError:
+            # Not COMPLETED as far as the server knows: keep the merge step off these files.
+            (self.settings.task_dir / RESULTS_MANIFEST).unlink(missing_ok=True)
+            raise
 
     async def fail(self, reason: str) -> None:
         log.warning("task FAILED: %s", reason)
