@@ -1,4 +1,4 @@
-"""The command line behind run.py: serve (the default), migrate, useradd.
+"""The command line behind run.py: serve (the default), migrate, useradd, worker.
 
 Every expected failure (bad configuration, unreachable database, refused migration, port in use)
 ends the program with one line on stderr and a non-zero status, not a traceback. SIGTERM is
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate": "apply pending database migrations and exit",
         "useradd": "create a local user; the password is read from a prompt, or from the "
         "first line of stdin when it is not a terminal",
+        "worker": "run one task of a simulation (or its merge step) as told by the YAPTIDE_* "
+        "environment: what the local runner and HPC batch jobs start",
     }
     parsers = {
         name: commands.add_parser(name, parents=[config], help=text, description=text)
@@ -185,7 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(workers=None)
     add = parsers["useradd"]
     add.add_argument("name", help="the username")
+    parsers["worker"].add_argument("step", nargs="?", default="task", choices=("task", "merge"))
     return parser
+
+
+def worker(config: Config, args: argparse.Namespace) -> None:
+    from server.worker.main import main as run_worker
+
+    raise SystemExit(run_worker([args.step]))
 
 
 COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
@@ -193,6 +202,7 @@ COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
     "serve": serve,
     "migrate": migrate,
     "useradd": useradd,
+    "worker": worker,
 }
 
 

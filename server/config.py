@@ -111,6 +111,15 @@ class RunnerConfig:
     slots: int = dataclasses.field(default=0, **_check(_non_negative))
     grace_period: float = dataclasses.field(default=5.0, **_check(_non_negative))
     work_dir: str = ""
+    progress_interval: float = dataclasses.field(default=2.0, **_check(_positive))
+    retry_timeout: float = dataclasses.field(default=600.0, **_check(_positive))
+    converter: str = dataclasses.field(default="", **_check(_command))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatorsConfig:
+    shieldhit: str = "shieldhit"
+    fluka: str = "rfluka"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +136,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     jobs: JobsConfig = JobsConfig()
     runner: RunnerConfig = RunnerConfig()
+    simulators: SimulatorsConfig = SimulatorsConfig()
     clusters: tuple[ClusterConfig, ...] = ()
 
     @property
@@ -155,6 +165,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthConfig,
     "jobs": JobsConfig,
     "runner": RunnerConfig,
+    "simulators": SimulatorsConfig,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 

@@ -13,7 +13,11 @@ and its pid (`pid_<task>`). Modes:
 - crash: RUNNING, some output on stdout and stderr, then exit 3 without a final state;
 - hang [stubborn]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM);
 - slots: record start and end times (`times_<task>`) around a short sleep, then COMPLETED;
-- order FILE: append the job and task to FILE, then COMPLETED.
+- order FILE: append the job and task to FILE, then COMPLETED;
+- crashmerge: COMPLETED at once; its merge step prints a line and exits 4 without reporting.
+
+The runner runs a job's merge step as the same command plus `merge`: then the fake appends its
+pid to `<job dir>/merges`, posts MERGING_RUNNING and a one-page result (the job COMPLETES).
 """
 
 import json
@@ -26,8 +30,8 @@ from pathlib import Path
 
 URL = os.environ["YAPTIDE_URL"]
 JOB_ID = os.environ["YAPTIDE_SIMULATION_ID"]
-TASK_ID = int(os.environ["YAPTIDE_TASK_ID"])
-PRIMARIES = int(os.environ["YAPTIDE_PRIMARIES"])
+TASK_ID = int(os.environ.get("YAPTIDE_TASK_ID", "0"))  # not set for the merge step
+PRIMARIES = int(os.environ.get("YAPTIDE_PRIMARIES", "0"))
 JOB_DIR = Path(os.environ["YAPTIDE_JOB_DIR"])
 KEY = os.environ["YAPTIDE_UPDATE_KEY"]
 
@@ -115,7 +119,26 @@ def order(path: str) -> None:
     task(task_state="COMPLETED")
 
 
+def crashmerge() -> None:
+    task(task_state="RUNNING")
+    task(task_state="COMPLETED")
+
+
+def merge() -> None:
+    with open(JOB_DIR / "merges", "a") as merges:
+        merges.write(f"{os.getpid()}\n")
+    if sys.argv[1] == "crashmerge":
+        print("merging {broken}", flush=True)
+        sys.exit(4)
+    post("/jobs", {"job_state": "MERGING_RUNNING"})
+    page = {"page_number": 1, "data": {"values": [1.0]}}
+    post("/results", {"estimators": [{"name": "merged", "pages": [page]}]})
+
+
 if __name__ == "__main__":
+    if sys.argv[-1] == "merge":
+        merge()
+        sys.exit()
     record()
     modes = {
         "complete": complete,
@@ -124,5 +147,6 @@ if __name__ == "__main__":
         "hang": hang,
         "slots": slots,
         "order": order,
+        "crashmerge": crashmerge,
     }
     modes[sys.argv[1]](*sys.argv[2:])

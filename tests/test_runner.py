@@ -63,6 +63,12 @@ async def test_submit_run_complete(start_app, conn):
             "YAPTIDE_SIM_TYPE": "shieldhit",
             "YAPTIDE_PRIMARIES": "5000",
             "YAPTIDE_JOB_DIR": str(job_dir),
+            "YAPTIDE_INPUT_TYPE": "files",
+            "YAPTIDE_SIMULATORS_SHIELDHIT": "shieldhit",
+            "YAPTIDE_SIMULATORS_FLUKA": "rfluka",
+            "YAPTIDE_RUNNER_CONVERTER": "",
+            "YAPTIDE_RUNNER_PROGRESS_INTERVAL": "2.0",
+            "YAPTIDE_RUNNER_RETRY_TIMEOUT": "600.0",
         }
         assert seen["key_length"] == len(key) == 43
         assert seen["argv"] == [str(FAKE_WORKER), "complete", str(RESULTS_FIXTURE)]
@@ -91,18 +97,28 @@ async def test_one_task_fails_and_merge_hook(start_app, conn, caplog):
     job_id = await submit(client, payload(ntasks=3))
     await eventually(states_are(client, job_id, "RUNNING", "RUNNING"))
     (job_dir_of(config, job_id) / "go").touch()
-    body = await eventually(states_are(client, job_id, "MERGING_QUEUED"))
+    # The merge step (the worker command plus "merge") posts results: the job COMPLETES.
+    body = await eventually(states_are(client, job_id, "COMPLETED"))
     assert [task["task_state"] for task in body["job_tasks_status"]] == [
         "COMPLETED",
         "FAILED",
         "COMPLETED",
     ]
+    assert len((job_dir_of(config, job_id) / "merges").read_text().split()) == 1
+    assert sum("merge step started" in message for message in caplog.messages) == 1
+    response = await client.get("/estimators", params={"job_id": job_id})
+    assert [estimator["name"] for estimator in (await response.json())["estimators"]] == ["merged"]
 
-    async def merge_called():
-        return f"job {job_id} is waiting for a merge step" in caplog.messages
 
-    await eventually(merge_called)
-    assert caplog.messages.count(f"job {job_id} is waiting for a merge step") == 1
+async def test_merge_step_ending_without_results(start_app, conn):
+    client, _, _ = await start_app("crashmerge")
+    job_id = await submit(client, payload(ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "COMPLETED"))
+    assert await logfiles_of(conn) == {
+        "merge": "The merge step exited with code 4 without posting results.\n\n"
+        "Last output:\nmerging {broken}\n"
+    }
+    assert await conn.fetchval("SELECT end_time IS NOT NULL FROM simulations")
 
 
 async def test_all_tasks_fail(start_app, conn):
@@ -155,7 +171,7 @@ async def test_slots_are_respected(start_app, conn, tmp_path):
     work_dir = tmp_path / "work"
     client, _, _ = await start_app("slots", slots=2, work_dir=str(work_dir))
     job_id = await submit(client, payload(ntasks=5))
-    await eventually(states_are(client, job_id, "MERGING_QUEUED", "COMPLETED"))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
     intervals = [
         tuple(map(float, (work_dir / job_id / f"times_{n}").read_text().split()))
         for n in range(1, 6)
@@ -170,6 +186,6 @@ async def test_fifo_across_jobs(start_app, conn, tmp_path):
     client, _, _ = await start_app(f"order {order}", slots=1)
     first = await submit(client, payload(ntasks=2))
     second = await submit(client, payload(ntasks=1))
-    await eventually(states_are(client, second, "MERGING_QUEUED"))
-    await eventually(states_are(client, first, "MERGING_QUEUED"))
+    await eventually(states_are(client, second, "COMPLETED"))
+    await eventually(states_are(client, first, "COMPLETED"))
     assert order.read_text().splitlines() == [f"{first} 1", f"{first} 2", f"{second} 1"]

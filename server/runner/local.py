@@ -13,7 +13,9 @@ exactly like a worker on an HPC node; the runner merely supervises processes:
   tasks: the update key lived only in that server's memory, so nothing can finish them) are
   marked FAILED with a log file `runner` saying why. This assumes that, in local mode, every
   direct simulation is run by this runner, in one server process.
-- when a job's last process has ended and the job is MERGING_QUEUED, `merge` is called once.
+- when a job's last process has ended and the job is MERGING_QUEUED, `merge` runs the worker
+  command's merge step (`<command> merge`) once, in the job directory; if it ends with the job
+  still unfinished, the job is marked FAILED with its output as the log file `merge`.
 """
 
 import asyncio
@@ -42,6 +44,8 @@ RESTART_TEXT = (
     "key did not survive, so it cannot be resumed: unfinished tasks ({tasks}) were marked FAILED "
     "when the server started again. Submit the simulation again to rerun it."
 )
+MERGE_LOG = "merge"
+MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
 SHUTDOWN_TEXT = (
     "The server shut down before this simulation finished: unfinished tasks ({tasks}) were "
     "marked FAILED. Submit the simulation again to rerun it."
@@ -66,6 +70,7 @@ class LocalDispatcher:
         self.slots = config.runner.slots or os.cpu_count() or 1
         self._queue: deque[tuple[JobRun, int]] = deque()
         self._jobs: dict[str, JobRun] = {}
+        self._merges: dict[str, asyncio.subprocess.Process] = {}
         self._running = 0
         self._closing = False
         self._background: set[asyncio.Task] = set()
@@ -90,6 +95,8 @@ class LocalDispatcher:
 
     async def cancel(self, job_id: str) -> None:
         """Drop the job's queued tasks and terminate its processes (returns without waiting)."""
+        if job_id in self._merges:
+            self._terminate(self._merges[job_id])
         run = self._jobs.get(job_id)
         if run is None or run.canceled:
             return
@@ -109,6 +116,8 @@ class LocalDispatcher:
         for run in self._jobs.values():
             for process in run.processes.values():
                 self._terminate(process)
+        for process in self._merges.values():
+            self._terminate(process)
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for job_id in unfinished:
@@ -118,11 +127,35 @@ class LocalDispatcher:
         """The merge step of a job whose tasks are all terminal and at least one COMPLETED.
 
         Called once per job, after its last process ended, when the job is MERGING_QUEUED; the
-        job's update key is still at hand here. Issue 6 runs the worker's merge step from here
-        (it posts MERGING_RUNNING, merges the task files in the job directory, posts the
-        results). Until then such a job waits for results posted by someone else.
+        job's update key is still at hand here. The step is a process (merging reads and
+        averages every task's files, which must not hold up the server), with the job's
+        environment; it reports over HTTP like a task.
         """
-        log.info("job %s is waiting for a merge step", job.job_id)
+        job_directory = proc.job_dir(self._config, job.job_id)
+        env = proc.job_environment(self._config, job, self.base_url)
+        argv = [*proc.worker_command(self._config), "merge"]
+        output = proc.merge_output_file(job_directory)
+        try:
+            job_directory.mkdir(parents=True, exist_ok=True)
+            process = await proc.start(argv, job_directory, env, output)
+        except OSError as exc:
+            await self._fail_merge(job.job_id, f"The merge step {argv[0]!r} could not start: {exc}")
+            return
+        log.info("job %s: merge step started (pid %d)", job.job_id, process.pid)
+        self._merges[job.job_id] = process
+        returncode = await process.wait()
+        del self._merges[job.job_id]
+        proc.signal_group(process, signal.SIGKILL)  # whatever it left behind
+        log.info("job %s: merge step %s", job.job_id, proc.describe_exit(returncode))
+        tail = await asyncio.to_thread(proc.output_tail, output)
+        text = MERGE_TEXT.format(exit=proc.describe_exit(returncode), tail=tail)
+        await self._fail_merge(job.job_id, text)
+
+    async def _fail_merge(self, job_id: str, text: str) -> None:
+        """FAILED with `text` as the log `merge`, unless the job has ended (as it should)."""
+        escaped = text.replace("{", "{{").replace("}", "}}")  # fail_unfinished formats it
+        if await transitions.fail_unfinished(self._pool, job_id, MERGE_LOG, escaped):
+            log.warning("job %s: marked FAILED after its merge step", job_id)
 
     def _pump(self) -> None:
         """Start queued tasks while slots are free."""

@@ -3,8 +3,8 @@
 Each task runs in `<work_dir>/<job_id>/task_<n>` (work_dir defaults to `<data_dir>/jobs`), with
 the simulation's input files (editor input as `input.json`); `<work_dir>/<job_id>` is the job
 directory shared by all tasks (for the merge step), which also keeps each task's stdout and
-stderr as `task_<n>.log`. The worker learns everything else from YAPTIDE_* environment
-variables (see task_environment). The update key travels only in the environment: never on the
+stderr as `task_<n>.log`, and the merge step's as `merge.log`. The worker learns everything
+else from YAPTIDE_* environment variables (see job_environment). The update key travels only in the environment: never on the
 command line (visible to every user in `ps`), never in a log line.
 """
 
@@ -59,7 +59,9 @@ def worker_command(config: Config) -> list[str]:
     return shlex.split(config.runner.command) or list(DEFAULT_COMMAND)
 
 
-def task_environment(config: Config, job: Job, task_id: int, base_url: str) -> dict[str, str]:
+def job_environment(config: Config, job: Job, base_url: str) -> dict[str, str]:
+    """What every process of a job is told (tasks and the merge step): the server, the job,
+    and the worker settings of the configuration, under their own override names."""
     env = {name: value for name, value in os.environ.items() if name not in _PRIVATE_ENV}
     if not config.runner.command:
         # The built-in worker is part of this package, which may not be installed.
@@ -67,14 +69,28 @@ def task_environment(config: Config, job: Job, task_id: int, base_url: str) -> d
     env.update(
         YAPTIDE_URL=base_url,
         YAPTIDE_SIMULATION_ID=job.job_id,
-        YAPTIDE_TASK_ID=str(task_id),
         YAPTIDE_NTASKS=str(job.ntasks),
         YAPTIDE_UPDATE_KEY=job.update_key,
         YAPTIDE_SIM_TYPE=job.sim_type,
-        YAPTIDE_PRIMARIES=str(job.primaries[task_id - 1]),
+        YAPTIDE_INPUT_TYPE=job.input_type,
         YAPTIDE_JOB_DIR=str(job_dir(config, job.job_id)),
+        YAPTIDE_SIMULATORS_SHIELDHIT=config.simulators.shieldhit,
+        YAPTIDE_SIMULATORS_FLUKA=config.simulators.fluka,
+        YAPTIDE_RUNNER_CONVERTER=config.runner.converter,
+        YAPTIDE_RUNNER_PROGRESS_INTERVAL=str(config.runner.progress_interval),
+        YAPTIDE_RUNNER_RETRY_TIMEOUT=str(config.runner.retry_timeout),
     )
     return env
+
+
+def task_environment(config: Config, job: Job, task_id: int, base_url: str) -> dict[str, str]:
+    env = job_environment(config, job, base_url)
+    env.update(YAPTIDE_TASK_ID=str(task_id), YAPTIDE_PRIMARIES=str(job.primaries[task_id - 1]))
+    return env
+
+
+def merge_output_file(job_directory: Path) -> Path:
+    return job_directory / "merge.log"
 
 
 async def start(

@@ -1,0 +1,114 @@
+"""The worker's side of the worker protocol: `POST /tasks`, `/jobs`, `/logfiles`, `/results`.
+
+Workers on HPC nodes reach the server over slow or flaky links, so every call is retried on a
+connection error, a timeout or a 5xx answer, with exponential backoff, until `retry_timeout`
+seconds have passed since its first attempt. That is safe because every one of these endpoints
+is idempotent (the same state, the same log name, the same page numbers replace what was there).
+The update key travels in the Authorization header and is never logged.
+"""
+
+import asyncio
+import gzip
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+from server.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FIRST_DELAY = 0.25
+MAX_DELAY = 30.0
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+
+
+class ServerError(Exception):
+    """The server could not be reached, or refused a request: the worker cannot report."""
+
+
+class Unreachable(ServerError):
+    """Retries ran out (connection errors, timeouts, 5xx)."""
+
+
+class Rejected(ServerError):
+    """A 4xx answer: retrying cannot help."""
+
+    def __init__(self, path: str, status: int, message: str) -> None:
+        super().__init__(f"POST {path} was refused with {status}: {message}")
+        self.status = status
+
+
+class JobEnded(Rejected):
+    """409: the job is terminal (cancelled, or failed): the work is no longer wanted."""
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body).get("message", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return body[:200].decode(errors="replace")
+
+
+class ServerClient:
+    """One worker's connection to the server, for one simulation."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self._settings = settings
+        self._session = session
+        self._headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {settings.update_key}",
+        }
+
+    async def update_task(self, **update: Any) -> None:
+        body = {"task_id": self._settings.task_id, "update_dict": update}
+        await self.post("/tasks", body)
+
+    async def update_job(self, state: str) -> None:
+        await self.post("/jobs", {"job_state": state})
+
+    async def save_logfiles(self, logfiles: dict[str, str]) -> None:
+        await self.post("/logfiles", {"logfiles": logfiles})
+
+    async def save_results(self, estimators: list[dict[str, Any]]) -> None:
+        await self.post("/results", {"estimators": estimators}, compress=True)
+
+    async def post(self, path: str, body: dict[str, Any], compress: bool = False) -> None:
+        """POST `body` (plus the simulation id); raise ServerError unless it is accepted."""
+        data = orjson.dumps({"simulation_id": self._settings.simulation_id, **body})
+        headers = dict(self._headers)
+        if compress:
+            # Results are large and compress well; the server inflates gzip bodies itself.
+            data = await asyncio.to_thread(gzip.compress, data, 6)
+            headers["Content-Encoding"] = "gzip"
+        status, answer = await self._send(path, data, headers)
+        if status == 409:
+            raise JobEnded(path, status, _message(answer))
+        if status >= 300:
+            raise Rejected(path, status, _message(answer))
+
+    async def _send(self, path: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.retry_timeout
+        delay = FIRST_DELAY
+        while True:
+            try:
+                async with self._session.post(
+                    self._settings.url + path, data=data, headers=headers, timeout=TIMEOUT
+                ) as response:
+                    answer = await response.read()
+                    if response.status < 500:
+                        return response.status, answer
+                    problem = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                timeout = self._settings.retry_timeout
+                raise Unreachable(f"POST {path} failed for {timeout:g} s, last: {problem}")
+            wait = min(delay, remaining)
+            log.warning("POST %s failed (%s); retrying in %.2f s", path, problem, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, MAX_DELAY)

@@ -1,0 +1,138 @@
+"""Reading simulator result files with pymchelper, merging them, and turning them into pages.
+
+Each file is read with its own format's reader. pymchelper's generic `fromfile()` first probes
+every file as FLUKA output, which reads a SHIELD-HIT12A file's first bytes as a Fortran record
+length and asks for ~830 MB: fatal under an HPC node's memory limit. The merge follows
+pymchelper's `fromfilelist(files, ErrorEstimate.none, nan=False)` one file at a time (flat
+memory): per page, by its `page_normalized`, the first task's values (0), the element-wise sum
+(1), concatenation (4), or otherwise the mean weighted by each file's number of primaries. The
+pages come out in the shape pymchelper's JSON writer gives the YAPTIDE platform.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymchelper.averaging import (
+    Aggregator,
+    ConcatenatingAggregator,
+    NoAggregator,
+    SumAggregator,
+    WeightedStatsAggregator,
+)
+from pymchelper.estimator import ErrorEstimate, Estimator
+from pymchelper.page import Page
+from pymchelper.readers.fluka import FlukaReader, FlukaReaderFactory
+from pymchelper.readers.shieldhit.general import SHReaderFactory
+from pymchelper.readers.shieldhit.reader_base import SHReader
+
+AGGREGATORS: dict[int, type[Aggregator]] = {
+    0: NoAggregator,
+    1: SumAggregator,
+    2: WeightedStatsAggregator,  # cumulative (dose, fluence): normalised per primary on read
+    3: WeightedStatsAggregator,  # per primary (LET)
+    4: ConcatenatingAggregator,
+}
+NOT_METADATA = {"data", "data_raw", "error", "error_raw", "counter", "pages", "x", "y", "z"}
+PAGE_NOT_METADATA = {"data_raw", "error_raw", "estimator", "diff_axis1", "diff_axis2"}
+TITLES = {"shieldhit": "SHIELD-HIT12A", "fluka": "FLUKA"}
+
+
+class MergeError(Exception):
+    """The results cannot be merged; the message says why, for the user."""
+
+
+def corename(path: Path, sim_type: str) -> str:
+    """The estimator a file belongs to: its name without the task's seed suffix."""
+    if sim_type == "fluka":
+        return FlukaReader(str(path)).corename or path.name
+    return SHReader(str(path)).corename or path.stem
+
+
+def read_file(path: Path, sim_type: str) -> Estimator:
+    name = f"{path.parent.name}/{path.name}"
+    factory = FlukaReaderFactory if sim_type == "fluka" else SHReaderFactory
+    estimator = Estimator()
+    estimator.file_counter = 1
+    try:
+        reader = factory(str(path)).get_reader()
+        read = reader is not None and reader(str(path)).read(estimator)
+    except Exception as exc:  # pymchelper's readers fail in many ways on a damaged file
+        raise MergeError(f"{name} could not be read ({type(exc).__name__}: {exc})") from None
+    if not read:
+        raise MergeError(f"{name} is not a readable {TITLES.get(sim_type, sim_type)} result file")
+    return estimator
+
+
+def _aggregator(page: Page) -> Aggregator:
+    # FLUKA pages carry no normalisation: they are per-primary quantities, averaged.
+    return AGGREGATORS.get(int(getattr(page, "page_normalized", 2)), WeightedStatsAggregator)()
+
+
+def _add(aggregators: list[Aggregator], estimator: Estimator, path: Path) -> None:
+    if len(estimator.pages) != len(aggregators):
+        raise MergeError(
+            f"{path.parent.name}/{path.name} has {len(estimator.pages)} pages where the "
+            f"other tasks have {len(aggregators)}"
+        )
+    for page, aggregator in zip(estimator.pages, aggregators, strict=True):
+        aggregator.update(value=page.data_raw, weight=estimator.number_of_primaries)
+
+
+def merge_files(paths: list[Path], sim_type: str, name: str) -> Estimator:
+    """One estimator from the same detector's files of several tasks."""
+    result = read_file(paths[0], sim_type)
+    if len(paths) > 1:
+        aggregators = [_aggregator(page) for page in result.pages]
+        _add(aggregators, result, paths[0])
+        for path in paths[1:]:
+            current = read_file(path, sim_type)
+            try:
+                _add(aggregators, current, path)
+            except ValueError as exc:  # numpy: arrays of different shapes
+                raise MergeError(f"{path.parent.name}/{path.name} does not match: {exc}") from None
+            result.number_of_primaries += current.number_of_primaries
+        for page, aggregator in zip(result.pages, aggregators, strict=True):
+            page.data_raw = aggregator.data
+            page.error_raw = None
+    result.file_counter = len(paths)
+    result.file_corename = name
+    result.error_type = ErrorEstimate.none
+    return result
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return str(value).replace('"', "")
+
+
+def page_dict(page: Page, number: int, estimator_fields: set[str]) -> dict[str, Any]:
+    skip = PAGE_NOT_METADATA | estimator_fields
+    metadata = {key: _text(value) for key, value in vars(page).items() if key not in skip}
+    metadata.setdefault("page_number", str(number))
+    result: dict[str, Any] = {
+        "metadata": metadata,
+        "dimensions": page.dimension,
+        "data": {
+            "unit": str(page.unit),
+            "name": str(page.name),
+            "values": np.ravel(page.data_raw).tolist(),
+        },
+    }
+    for axis_number in range(page.dimension):
+        axis = page.plot_axis(axis_number)
+        result[f"axis_dim{axis_number + 1}"] = {
+            "unit": str(axis.unit),
+            "name": str(axis.name),
+            "values": axis.data.tolist(),
+        }
+    return result
+
+
+def estimator_dict(estimator: Estimator, name: str) -> dict[str, Any]:
+    """The estimator as `POST /results` takes it (pymchelper's JSON writer's shape + name)."""
+    fields = vars(estimator)
+    metadata = {key: _text(value) for key, value in fields.items() if key not in NOT_METADATA}
+    pages = [page_dict(page, index, set(fields)) for index, page in enumerate(estimator.pages)]
+    return {"name": name, "metadata": metadata, "pages": pages}

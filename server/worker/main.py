@@ -1,0 +1,51 @@
+"""The worker's entry point: `task` (the default) runs this task, `merge` the merge step.
+
+Exit codes: 0 when done (also when the job ended meanwhile, e.g. was cancelled: the work is no
+longer wanted), 1 when the server could not be told the outcome, 2 for a bad environment.
+"""
+
+import asyncio
+import logging
+import sys
+
+import aiohttp
+
+from server.worker.client import JobEnded, ServerClient, ServerError
+from server.worker.merge import run_merge
+from server.worker.settings import Settings, SettingsError, load
+from server.worker.task import run_task
+
+log = logging.getLogger("server.worker")
+
+STEPS = {"task": run_task, "merge": run_merge}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+async def run(step: str, settings: Settings) -> int:
+    async with aiohttp.ClientSession() as session:
+        client = ServerClient(settings, session)
+        try:
+            await STEPS[step](settings, client)
+        except JobEnded as exc:
+            log.info("stopping: the job has ended (%s)", exc)
+        except ServerError as exc:
+            log.error("giving up: %s", exc)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    step = args[0] if args else "task"
+    if step not in STEPS or len(args) > 1:
+        print("usage: python -m server.worker [task|merge]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        settings = load(merge=step == "merge")
+    except SettingsError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    where = f"task {settings.task_id}" if step == "task" else "merge step"
+    log.info("simulation %s, %s (%s)", settings.simulation_id, where, settings.sim_type)
+    return asyncio.run(run(step, settings))

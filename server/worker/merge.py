@@ -1,0 +1,76 @@
+"""The merge step: once every task has ended and at least one COMPLETED, merge their results.
+
+`POST /jobs` MERGING_RUNNING first; then every completed task's result files (listed by the task
+in `<job dir>/task_<n>/.yaptide_results.json`) are grouped by detector, merged, and uploaded in
+one gzip-compressed `POST /results`, which makes the job COMPLETED. If anything goes wrong the
+reason is stored as the log file `merge` and the job is set FAILED.
+"""
+
+import asyncio
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from server.worker.client import JobEnded, Rejected, ServerClient
+from server.worker.estimators import MergeError, corename, estimator_dict, merge_files
+from server.worker.settings import Settings
+from server.worker.task import RESULTS_MANIFEST
+
+log = logging.getLogger(__name__)
+
+MERGE_LOG = "merge"
+_TASK_DIR = re.compile(r"task_(\d+)")
+
+
+def completed_tasks(job_dir: Path) -> list[tuple[int, list[Path]]]:
+    """(task number, its result files) of every task that left a manifest, by task number."""
+    found = []
+    for manifest in job_dir.glob(f"task_*/{RESULTS_MANIFEST}"):
+        match = _TASK_DIR.fullmatch(manifest.parent.name)
+        if match:
+            names = orjson.loads(manifest.read_bytes())["files"]
+            found.append((int(match[1]), [manifest.parent / name for name in names]))
+    return sorted(found)
+
+
+def merge_job(job_dir: Path, sim_type: str) -> list[dict[str, Any]]:
+    """The merged estimators of a job directory, ready for `POST /results` (blocking)."""
+    tasks = completed_tasks(job_dir)
+    if not tasks:
+        raise MergeError("No task left result files in the job directory: nothing to merge.")
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for _, paths in tasks:
+        for path in paths:
+            groups[corename(path, sim_type)].append(path)
+    log.info("merging the files of %d tasks into %d estimators", len(tasks), len(groups))
+    return [
+        estimator_dict(merge_files(paths, sim_type, name), name)
+        for name, paths in sorted(groups.items())
+    ]
+
+
+async def run_merge(settings: Settings, client: ServerClient) -> None:
+    await client.update_job("MERGING_RUNNING")
+    try:
+        estimators = await asyncio.to_thread(merge_job, settings.job_dir, settings.sim_type)
+    except MergeError as exc:
+        reason = f"The results could not be merged: {exc}"
+    except Exception as exc:  # unreadable files, or a reader's bug: the job must still end
+        log.exception("merge failed")
+        reason = f"The results could not be merged: {type(exc).__name__}: {exc}"
+    else:
+        try:
+            await client.save_results(estimators)
+            log.info("merged results uploaded")
+            return
+        except JobEnded:
+            raise
+        except Rejected as exc:
+            reason = f"The server refused the merged results: {exc}"
+    log.warning("merge FAILED: %s", reason)
+    await client.save_logfiles({MERGE_LOG: reason})
+    await client.update_job("FAILED")

@@ -1,0 +1,311 @@
+"""The built-in worker end to end: the local runner runs `python -m server.worker` per task,
+which runs a fake SHIELD-HIT12A (tests/fake_simulators.py) replaying real captured runs, reports
+progress and results over HTTP, and the merge step merges the tasks' real files."""
+
+from functools import partial
+
+import pytest
+
+from tests.fake_simulators import AVERAGING, REPLAYS, averaging_files, averaging_payload, write_fake
+from tests.jobs_support import (
+    eventually,
+    job_dir_of,
+    logfiles_of,
+    payload,
+    pid_alive,
+    states_are,
+    status,
+    submit,
+    wait_gone,
+)
+from tests.worker_support import (
+    Unavailable,
+    page_means,
+    results_of,
+    seen_by_simulator,
+    start_worker_app,
+    task_and_job_ends,
+)
+
+# pymchelper 2.9.6, fromfilelist(files, ErrorEstimate.none, nan=False): mean over the values.
+REFERENCE = {
+    ("normalisation-5_aggregation-mean", "DOSE"): 1.04919,
+    ("normalisation-5_aggregation-mean", "FLUENCE"): 0.0486252,
+    ("normalisation-2_aggregation-sum", "COUNT"): 19128,
+    ("normalisation-3_aggregation-mean", "DLET"): 135.441,
+    ("normalisation-3_aggregation-mean", "TLET"): 38.8986,
+    ("normalisation-1_aggregation-none", "MATERIAL"): 1,
+    ("normalisation-1_aggregation-none", "RHO"): 1,
+}
+MINIMAL = [REPLAYS / "minimal" / "mesh.bdo", REPLAYS / "minimal" / "fluence.bdo"]
+
+
+@pytest.fixture
+def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
+    """start_app(simulators, middleware=None, **runner) -> (client, recorder, config)."""
+
+    async def start(*args, **kwargs):
+        port = unused_tcp_port_factory()
+        return await start_worker_app(
+            aiohttp_server, aiohttp_client, port, make_config, *args, **kwargs
+        )
+
+    return start
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """fake(files, **options) -> the path of a fake shieldhit; see write_fake."""
+    return partial(write_fake, tmp_path / "shieldhit", "shieldhit")
+
+
+def approx(value: float) -> object:
+    return pytest.approx(value, rel=1e-5)
+
+
+async def test_seven_tasks_merged_by_primaries(start_app, fake, conn):
+    client, recorder, config = await start_app({"shieldhit": str(fake(averaging_files()))})
+    job_id = await submit(client, averaging_payload(ntasks=7))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=90)
+    requested = [task["requested_primaries"] for task in body["job_tasks_status"]]
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED"] * 7
+    assert [task["simulated_primaries"] for task in body["job_tasks_status"]] == requested
+    results = await results_of(client, job_id)
+    assert page_means(results) == {key: approx(value) for key, value in REFERENCE.items()}
+    page = results["estimators"][0]["pages"][0]
+    assert (page["metadata"]["page_number"], page["dimensions"]) == ("0", 0)
+
+    job_dir = job_dir_of(config, job_id)
+    for task_id in range(1, 8):
+        seen = seen_by_simulator(job_dir, task_id)
+        task_dir = str(job_dir / f"task_{task_id}")
+        assert seen["argv"][1:] == ["-n", str(requested[task_id - 1]), "-N", str(task_id), task_dir]
+        assert (seen["cwd"], seen["key_seen"]) == (task_dir, False)
+        assert seen["files"] == ["beam.dat", "detect.dat", "geo.dat", "mat.dat"]
+    logs = await logfiles_of(conn)
+    assert sorted(logs) == sorted(
+        f"task_{n}_{s}" for n in range(1, 8) for s in ("stdout", "stderr")
+    )
+    assert logs["task_1_stdout"].endswith(
+        "Transport completed.\n   Run time:   0 hours  0 minutes  0 seconds\n"
+    )
+    assert recorder.key(job_id) not in (job_dir / "task_1.log").read_text()
+    delay, _ = await task_and_job_ends(conn)
+    print(f"\n7-task averaging job: last task end -> COMPLETED {delay:.3f} s")
+
+
+async def test_progress_while_running(start_app, fake, conn):
+    client, _, _ = await start_app({"shieldhit": str(fake({"*": MINIMAL}, delay=0.08))})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    seen: list[tuple[int, int]] = []
+
+    async def finished():
+        task = (await status(client, job_id))["job_tasks_status"][0]
+        if task["task_state"] == "RUNNING" and task["simulated_primaries"]:
+            seen.append((task["simulated_primaries"], task["estimated_time"]))
+        return task["task_state"] == "COMPLETED"
+
+    await eventually(finished, timeout=60)
+    primaries = [done for done, _ in seen]
+    assert len(set(primaries)) >= 2, seen  # rising while it runs
+    assert primaries == sorted(primaries) and 0 < primaries[0] < primaries[-1] < 3040
+    assert all(estimated == 0 for _, estimated in seen)  # the replayed ETR
+
+
+async def test_mesh2d_over_several_tasks(start_app, fake, conn):
+    mesh = REPLAYS / "mesh2d" / "ex_yzmsh.bdo"
+    client, _, _ = await start_app({"shieldhit": str(fake({"*": [mesh]}, seed_suffix=True))})
+    job_id = await submit(client, averaging_payload(ntasks=3))
+    await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
+    response = await client.get("/estimators", params={"job_id": job_id})
+    assert await response.json() == {
+        "message": "Estimators",
+        "estimators": [
+            {
+                "name": "ex_yzmsh",
+                "pages": [
+                    {"page_number": n, "name": name, "dimensions": [100, 300]}
+                    for n, name in enumerate(["DOSE", "TLET", "ZONE"])
+                ],
+            }
+        ],
+    }
+    results = await results_of(client, job_id)
+    estimator = results["estimators"][0]
+    # Three copies of one run: the weighted mean is that run.
+    assert page_means(results) == {
+        ("ex_yzmsh", "DOSE"): approx(1.0845853219400103),
+        ("ex_yzmsh", "TLET"): approx(12.263980173543953),
+        ("ex_yzmsh", "ZONE"): approx(1.0),
+    }
+    assert len(estimator["pages"][0]["data"]["values"]) == 30000
+
+
+async def test_simulator_exits_non_zero(start_app, fake, conn):
+    shieldhit = fake({"*": MINIMAL}, exit_code=3, stderr="Segmentation fault (core dumped)")
+    client, _, _ = await start_app({"shieldhit": str(shieldhit)})
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    logs = await logfiles_of(conn)
+    assert sorted(logs) == sorted(
+        f"task_{n}_{s}" for n in (1, 2) for s in ("stdout", "stderr", "error")
+    )
+    for n in (1, 2):
+        assert logs[f"task_{n}_error"] == "SHIELD-HIT12A exited with code 3."
+        assert logs[f"task_{n}_stderr"] == "Segmentation fault (core dumped)\n"
+        assert "Transport completed." in logs[f"task_{n}_stdout"]
+    response = await client.get("/results", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (404, {"message": "Results not available"})
+
+
+async def test_task_that_writes_nothing(start_app, fake, conn):
+    client, _, config = await start_app({"shieldhit": str(fake({"1": MINIMAL}))})
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED", "FAILED"]
+    logs = await logfiles_of(conn)
+    assert logs["task_2_error"] == (
+        "SHIELD-HIT12A finished but wrote no result files (*.bdo): check its output and the "
+        "detectors of the input."
+    )
+    results = await results_of(client, job_id)
+    assert [e["name"] for e in results["estimators"]] == ["fluence", "mesh"]
+    assert not (job_dir_of(config, job_id) / "task_2" / ".yaptide_results.json").exists()
+
+
+async def test_merge_fails_on_a_damaged_file(start_app, fake, conn, tmp_path):
+    damaged = tmp_path / "damaged.bdo"
+    damaged.write_bytes(b"xSH12A" + bytes(range(256)) * 4)
+    client, _, _ = await start_app({"shieldhit": str(fake({"1": MINIMAL, "2": [damaged]}))})
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "COMPLETED"), timeout=60)
+    assert (await logfiles_of(conn))["merge"] == (
+        "The results could not be merged: task_2/damaged.bdo is not a readable SHIELD-HIT12A "
+        "result file"
+    )
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_server_unavailable_for_a_while(start_app, fake, conn):
+    unavailable = Unavailable(6)
+    shieldhit = fake({"*": MINIMAL}, seed_suffix=True)
+    client, _, _ = await start_app({"shieldhit": str(shieldhit)}, middleware=unavailable)
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=90)
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED"] * 2
+    assert unavailable.refused == 6
+    results = await results_of(client, job_id)
+    assert [e["name"] for e in results["estimators"]] == ["fluence", "mesh"]
+
+
+async def test_cancel_kills_the_simulator(start_app, fake, conn):
+    client, _, config = await start_app({"shieldhit": str(fake({"*": MINIMAL}, hang=True))})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    job_dir = job_dir_of(config, job_id)
+
+    async def running():
+        return (job_dir / "simrunning_1").exists()
+
+    await eventually(running, timeout=60)
+    pid = int((job_dir / "simpid_1").read_text())
+    assert pid_alive(pid)
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    await wait_gone([pid])
+    assert (await status(client, job_id))["job_state"] == "CANCELED"
+    assert await logfiles_of(conn) == {}
+
+
+async def test_fluka(start_app, tmp_path, conn):
+    forts = sorted((REPLAYS / "fluka_minimal").glob("*_fort.*"))
+    rfluka = write_fake(tmp_path / "rfluka", "fluka", {"*": forts}, delay=0.02)
+    client, _, config = await start_app({"fluka": str(rfluka)})
+    job_id = await submit(client, payload("fluka_json_payload_files.json", ntasks=2))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
+    assert [(t["task_state"], t["simulated_primaries"]) for t in body["job_tasks_status"]] == [
+        ("COMPLETED", 5000),
+        ("COMPLETED", 5000),
+    ]
+    job_dir = job_dir_of(config, job_id)
+    for task_id in (1, 2):
+        seen = seen_by_simulator(job_dir, task_id)
+        inp = str(job_dir / f"task_{task_id}" / "fl_sim.inp")
+        assert seen["argv"][1:] == ["-N0", "-M1", inp]
+        assert "\nSTART           5000\n" in seen["input"]
+        assert f"\nRANDOMIZ         1.0{task_id:>10}\n" in seen["input"]
+    results = await results_of(client, job_id)
+    assert [e["name"] for e in results["estimators"]] == ["21", "22"]
+    assert page_means(results) == {
+        ("21", "ENERGY"): approx(0.2545319657656364),
+        ("22", "ENERGY"): approx(0.3810979633271927),
+    }
+    logs = await logfiles_of(conn)
+    assert "End of FLUKA run" in logs["task_1_stdout"]
+
+
+async def test_unsupported_simulator(start_app, fake, conn):
+    client, _, _ = await start_app({"shieldhit": str(fake({"*": MINIMAL}))})
+    job_id = await submit(client, {**averaging_payload(ntasks=1), "sim_type": "topas"})
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    assert await logfiles_of(conn) == {
+        "task_1_error": "Simulations of type 'topas' are not supported by this worker: it runs "
+        "fluka and shieldhit simulations only."
+    }
+
+
+async def test_simulator_not_installed(start_app, conn):
+    client, _, _ = await start_app({"shieldhit": "/nonexistent/shieldhit"})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    assert await logfiles_of(conn) == {
+        "task_1_error": "The SHIELD-HIT12A executable '/nonexistent/shieldhit' was not found on "
+        "this machine. Install SHIELD-HIT12A, or set [simulators] shieldhit in config.toml "
+        "(YAPTIDE_SIMULATORS_SHIELDHIT) to its path."
+    }
+
+
+async def test_editor_input_without_converter(start_app, fake, conn):
+    client, _, _ = await start_app({"shieldhit": str(fake({"*": MINIMAL}))})
+    job_id = await submit(client, payload("json_payload_editor.json", ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    assert await logfiles_of(conn) == {
+        "task_1_error": "This simulation was made in the editor; its input.json has to be "
+        "converted into SHIELD-HIT12A input files, and no converter is configured ([runner] "
+        "converter in config.toml, or YAPTIDE_RUNNER_CONVERTER)."
+    }
+
+
+async def test_editor_input_with_converter(start_app, fake, conn, tmp_path):
+    converter = tmp_path / "convert.sh"
+    converter.write_text(
+        f'#!/bin/sh\ntest -f input.json || exit 5\necho "converting $1"\n'
+        f"cp {AVERAGING}/beam.dat {AVERAGING}/geo.dat {AVERAGING}/mat.dat {AVERAGING}/detect.dat .\n"
+    )
+    converter.chmod(0o755)
+    client, _, _ = await start_app(
+        {"shieldhit": str(fake({"*": MINIMAL}))}, converter=f"{converter} input.json"
+    )
+    job_id = await submit(client, payload("json_payload_editor.json", ntasks=1))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=60)
+    logs = await logfiles_of(conn)
+    assert logs["task_1_converter"] == "converting input.json\n"
+    assert [e["name"] for e in (await results_of(client, job_id))["estimators"]] == [
+        "fluence",
+        "mesh",
+    ]
+
+
+async def test_worker_gives_up_when_the_server_stays_unavailable(start_app, fake, conn):
+    unavailable = Unavailable(1000)
+    client, recorder, _ = await start_app(
+        {"shieldhit": str(fake({"*": MINIMAL}))}, middleware=unavailable, retry_timeout=1.0
+    )
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    log = (await logfiles_of(conn))["task_1_output"]
+    assert log.startswith(
+        "The worker exited with code 1 without reporting a final task state.\n\nLast output:\n"
+    )
+    assert log.endswith("giving up: POST /tasks failed for 1 s, last: HTTP 503\n")
+    assert unavailable.refused >= 3  # retried, with backoff, for about a second
+    assert recorder.key(job_id) not in log
