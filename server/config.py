@@ -7,11 +7,12 @@ overrides `[database] url`. A bad value raises ConfigError naming the key and th
 import dataclasses
 import math
 import os
-import shlex
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from server import config_checks as checks
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
@@ -21,99 +22,51 @@ class ConfigError(Exception):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _non_negative(value: int | float) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def _port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be between 1 and 65535"
-
-
-def _not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def _one_of(*choices: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if value in choices else f"must be one of: {', '.join(choices)}"
-
-    return check
-
-
-def _database_url(value: str) -> str | None:
-    if value and not value.startswith(("postgres://", "postgresql://")):
-        return "must be a postgresql:// URL (or empty for the embedded server)"
-    return None
-
-
-def _command(value: str) -> str | None:
-    try:
-        shlex.split(value)
-    except ValueError as exc:
-        return f"cannot be split like a shell command line ({exc})"
-    return None
-
-
-def _secret(value: str) -> str | None:
-    if value and len(value) < 32:
-        return "must be at least 32 characters (or empty to generate one)"
-    return None
-
-
-def _check(validator: Callable[[Any], str | None], secret: bool = False) -> dict[str, Any]:
-    """Field metadata: the validator, and whether error messages must not echo the value."""
-    return {"metadata": {"check": validator, "secret": secret}}
-
-
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = dataclasses.field(default=5000, **_check(_port))
-    max_body_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_positive))
-    worker_max_body_size: int = dataclasses.field(default=256 * 1024 * 1024, **_check(_positive))
-    workers: int = dataclasses.field(default=1, **_check(_positive))
-    page_cache_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_non_negative))
-    body_cache_size: int = dataclasses.field(default=64 * 1024 * 1024, **_check(_non_negative))
+    port: int = checks.checked(5000, checks.port)
+    max_body_size: int = checks.checked(64 * 1024 * 1024, checks.positive)
+    worker_max_body_size: int = checks.checked(256 * 1024 * 1024, checks.positive)
+    workers: int = checks.checked(1, checks.positive)
+    page_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
+    body_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     public_url: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = dataclasses.field(default="", **_check(_database_url, secret=True))
-    data_dir: str = dataclasses.field(default="./data", **_check(_not_empty))
-    pool_size: int = dataclasses.field(default=10, **_check(_positive))
+    url: str = checks.checked("", checks.database_url, secret=True)
+    data_dir: str = checks.checked("./data", checks.not_empty)
+    pool_size: int = checks.checked(10, checks.positive)
 
 
 @dataclasses.dataclass(frozen=True)
 class AuthConfig:
-    secret: str = dataclasses.field(default="", **_check(_secret, secret=True))
-    access_ttl: float = dataclasses.field(default=900.0, **_check(_positive))
-    refresh_ttl: float = dataclasses.field(default=7 * 24 * 3600.0, **_check(_positive))
-    registration: str = dataclasses.field(default="open", **_check(_one_of("open", "closed")))
+    secret: str = checks.checked("", checks.secret, secret=True)
+    access_ttl: float = checks.checked(900.0, checks.positive)
+    refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.positive)
+    registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
-    user_cache_ttl: float = dataclasses.field(default=2.0, **_check(_non_negative))
+    user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
 class JobsConfig:
-    max_ntasks: int = dataclasses.field(default=1000, **_check(_positive))
-    max_file_size: int = dataclasses.field(default=10 * 1024 * 1024, **_check(_positive))
+    max_ntasks: int = checks.checked(1000, checks.positive)
+    max_file_size: int = checks.checked(10 * 1024 * 1024, checks.positive)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig:
-    kind: str = dataclasses.field(default="local", **_check(_one_of("local", "none")))
-    command: str = dataclasses.field(default="", **_check(_command))
-    slots: int = dataclasses.field(default=0, **_check(_non_negative))
-    grace_period: float = dataclasses.field(default=5.0, **_check(_non_negative))
+    kind: str = checks.checked("local", checks.one_of("local", "none"))
+    command: str = checks.checked("", checks.command)
+    slots: int = checks.checked(0, checks.non_negative)
+    grace_period: float = checks.checked(5.0, checks.non_negative)
     work_dir: str = ""
-    progress_interval: float = dataclasses.field(default=2.0, **_check(_positive))
-    retry_timeout: float = dataclasses.field(default=600.0, **_check(_positive))
-    converter: str = dataclasses.field(default="", **_check(_command))
+    progress_interval: float = checks.checked(2.0, checks.positive)
+    retry_timeout: float = checks.checked(600.0, checks.positive)
+    converter: str = checks.checked("", checks.command)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +250,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     }
     config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
     if url := env.get("DATABASE_URL"):
-        if problem := _database_url(url):
+        if problem := checks.database_url(url):
             raise ConfigError(f"DATABASE_URL: {problem}")
         config = config.replace("database", url=url)
     return config

@@ -1,0 +1,54 @@
+"""Checks of single configuration values: each returns what is wrong, or None."""
+
+import dataclasses
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+
+def positive(value: int) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: int | float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be between 1 and 65535"
+
+
+def not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of: {', '.join(choices)}"
+
+    return check
+
+
+def database_url(value: str) -> str | None:
+    if value and not value.startswith(("postgres://", "postgresql://")):
+        return "must be a postgresql:// URL (or empty for the embedded server)"
+    return None
+
+
+def command(value: str) -> str | None:
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        return f"cannot be split like a shell command line ({exc})"
+    return None
+
+
+def secret(value: str) -> str | None:
+    if value and len(value) < 32:
+        return "must be at least 32 characters (or empty to generate one)"
+    return None
+
+
+def checked(default: Any, validator: Callable[[Any], str | None], secret: bool = False) -> Any:
+    """A dataclass field with its validator, and whether error messages must not echo it."""
+    return dataclasses.field(default=default, metadata={"check": validator, "secret": secret})
