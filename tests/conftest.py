@@ -97,6 +97,14 @@ async def client(
     return await aiohttp_client(create_app(make_config()))
 
 
+@pytest.fixture
+async def worker(aiohttp_client: Callable, make_config: Callable[..., Config], conn) -> tuple:
+    """(client, recorder, identity): a 4-task job and its worker identity; see worker_setup."""
+    from tests.jobs_support import worker_setup
+
+    return await worker_setup(aiohttp_client, make_config)
+
+
 async def register(client: TestClient, username: str = "alice", password: str = "password1"):
     response = await client.put("/auth/register", json={"username": username, "password": password})
     assert response.status == 201, await response.text()

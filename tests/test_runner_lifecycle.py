@@ -30,7 +30,9 @@ def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_conf
     )
 
 
-async def test_cancel_kills_processes(start_app, conn):
+async def two_of_three_running(start_app) -> tuple:
+    """A 3-task job of hanging workers with slots=2: (client, recorder, job_id, job directory,
+    pids of tasks 1 and 2) once both are running."""
     client, recorder, config = await start_app("hang", slots=2)
     job_id = await submit(client, payload(ntasks=3))
     job_dir = job_dir_of(config, job_id)
@@ -39,7 +41,11 @@ async def test_cancel_kills_processes(start_app, conn):
         return all((job_dir / f"running_{n}").exists() for n in (1, 2))
 
     await eventually(both_running)
-    pids = pids_of(job_dir, range(1, 3))
+    return client, recorder, job_id, job_dir, pids_of(job_dir, range(1, 3))
+
+
+async def test_cancel_kills_processes(start_app, conn):
+    client, recorder, job_id, job_dir, pids = await two_of_three_running(start_app)
     assert all(pid_alive(pid) for pid in pids)
     response = await client.delete("/jobs/direct", params={"job_id": job_id})
     assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
@@ -73,15 +79,7 @@ async def test_cancel_kills_a_worker_ignoring_sigterm(start_app, conn):
 
 
 async def test_shutdown_stops_workers(start_app, conn):
-    client, _, config = await start_app("hang", slots=2)
-    job_id = await submit(client, payload(ntasks=3))
-    job_dir = job_dir_of(config, job_id)
-
-    async def both_running():
-        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
-
-    await eventually(both_running)
-    pids = pids_of(job_dir, range(1, 3))
+    client, _, _, _, pids = await two_of_three_running(start_app)
     await client.close()
     assert not any(pid_alive(pid) for pid in pids)
     states = await conn.fetch("SELECT task_state FROM tasks ORDER BY task_id")

@@ -17,14 +17,7 @@ from tests.jobs_support import (
     set_task,
     submit,
     tasks_of,
-    worker_setup,
 )
-
-
-@pytest.fixture
-async def worker(aiohttp_client, make_config, conn):
-    """(client, recorder, identity): a 4-task job and its worker identity; see worker_setup."""
-    return await worker_setup(aiohttp_client, make_config)
 
 
 async def test_seed_example(worker, conn):

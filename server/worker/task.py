@@ -16,6 +16,7 @@ import shlex
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -103,22 +104,28 @@ class TaskRun:
             )
         await asyncio.to_thread(keep_results, results, self.settings.task_dir)
 
-    async def convert(self, simulator: Simulator) -> None:
-        """Run the configured converter beside input.json; it writes the simulator's inputs."""
-        if not self.settings.converter:
-            raise TaskFailed(NO_CONVERTER.format(title=simulator.title))
-        argv = shlex.split(self.settings.converter)
+    async def start(self, argv: list[str], what: str, **pipes: Any) -> asyncio.subprocess.Process:
+        """A child in the task directory, with piped stdout and without the update key."""
         try:
-            process = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=self.directory,
                 env=child_environment(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                **pipes,
             )
         except OSError as exc:
-            raise TaskFailed(f"The converter {argv[0]!r} could not start: {exc}") from None
+            raise TaskFailed(f"{what} could not start: {exc}") from None
+
+    async def convert(self, simulator: Simulator) -> None:
+        """Run the configured converter beside input.json; it writes the simulator's inputs."""
+        if not self.settings.converter:
+            raise TaskFailed(NO_CONVERTER.format(title=simulator.title))
+        argv = shlex.split(self.settings.converter)
+        process = await self.start(
+            argv, f"The converter {argv[0]!r}", stderr=asyncio.subprocess.STDOUT
+        )
         output, _ = await process.communicate()
         self.logs[self.prefix + "converter"] = output.decode(errors="replace")[-prog.TAIL_BYTES :]
         if process.returncode != 0:
@@ -126,18 +133,9 @@ class TaskRun:
 
     async def execute(self, simulator: Simulator, argv: list[str]) -> int:
         """Run the simulator, watching its output and reporting progress; its exit code."""
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=self.directory,
-                env=child_environment(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                limit=STREAM_LIMIT,
-            )
-        except OSError as exc:
-            raise TaskFailed(f"{simulator.title} could not start: {exc}") from None
+        process = await self.start(
+            argv, simulator.title, stderr=asyncio.subprocess.PIPE, limit=STREAM_LIMIT
+        )
         progress = prog.Progress()
         stdout, stderr = prog.Tail(), prog.Tail()
         parse = prog.read_shieldhit_line if simulator.sim_type == "shieldhit" else None
