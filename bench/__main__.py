@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = [str(f) for f in (scenario.RESULTS_FILE, scenario.SUBMISSION_FILE) if not f.exists()]
     if missing:
-        log(f"benchmark failed: fixtures not found: {', '.join(missing)} (../shared/fixtures)")
+        log(f"benchmark failed: fixtures not found: {', '.join(missing)} (tests/fixtures)")
         return 1
     try:
         wrk.ensure_wrk()  # before anything starts: installing it may take a while

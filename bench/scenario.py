@@ -24,7 +24,7 @@ from bench import db
 from bench.procstat import Usage
 from bench.server import REPO
 
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 RESULTS_FILE = FIXTURES / "json_with_results.json"
 SUBMISSION_FILE = FIXTURES / "shieldhit_json_payload_files.json"
 USERNAME, PASSWORD = "bench", "bench-password"

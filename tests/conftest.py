@@ -19,16 +19,7 @@ from server import db
 from server.app import create_app
 from server.config import Config
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # Tests read fixtures from ../shared; without it they must fail loudly, not skip quietly.
-    if not FIXTURES.is_dir():
-        raise pytest.UsageError(
-            f"{FIXTURES} is missing: the tests need the shared/ folder beside the project"
-        )
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 async def _migrate(url: str) -> None:
