@@ -1,5 +1,7 @@
 """create_app(config): the whole API wired together. No I/O happens here."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -13,13 +15,17 @@ from server.handlers import auth, jobs, results, users, workers
 from server.http import error_middleware
 from server.keys import (
     BODY_CACHE,
+    CHANGES,
     CONFIG,
     COOKIE_FREE,
     DISPATCHER,
     PAGE_CACHE,
     POOL,
+    RESULTS_INDEX,
     USER_CACHE,
 )
+from server.results.changes import Changes
+from server.results.indexcache import IndexCache
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
@@ -87,6 +93,19 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
 
 
+async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The change listener of this process (server/results/changes.py), after the pool."""
+    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX])
+    app[CHANGES] = changes
+    listening = asyncio.create_task(changes.run())
+    try:
+        yield
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+
+
 def create_app(config: Config) -> web.Application:
     # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
@@ -96,7 +115,8 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
+    app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, changes_ctx, dispatcher_ctx])
     add_routes(app)
     return app

@@ -6,6 +6,8 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.config import Config
 from server.models import User
+from server.results.changes import Changes
+from server.results.indexcache import IndexCache
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import Dispatcher
@@ -16,6 +18,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
+RESULTS_INDEX = web.AppKey("results_index", IndexCache)
+CHANGES = web.AppKey("changes", Changes)
 
 # Routes reachable without an access cookie (public, or authenticated by an update key).
 COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])

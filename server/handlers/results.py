@@ -12,7 +12,7 @@ from server.errors import NotFound
 from server.http import json_response, query_param, read_json
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, update_key_of
-from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, USER
+from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, RESULTS_INDEX, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.upload import parse_estimators
@@ -35,17 +35,17 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     estimator = request.query.get("estimator_name") or None
     numbers = page_filter(request.query)
     app = request.app
-    index = check_owner(
-        await results.index(app[POOL], job_id, estimator, numbers), request[USER].id
-    )
-    if not index.has_results:
+    entry = check_owner(await app[RESULTS_INDEX].get(app[POOL], job_id), request[USER].id)
+    if not entry.has_results:
         raise NotFound(NO_RESULTS)
-    if estimator is not None and not index.estimator_found:
+    view = entry.view(estimator, numbers)
+    if not view.estimator_found:
         raise NotFound(f"Estimator not found: {estimator}")
     gzip = negotiation.accepts_gzip(request.headers.get("Accept-Encoding", ""))
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
+    head = entry.index.head
     etag = negotiation.etag_for(
-        index.sim_pk, index.job_state, index.end_time, request.query_string, gzip
+        head.sim_pk, head.job_state, head.end_time, request.query_string, gzip
     )
     if etag:
         headers["ETag"] = etag
@@ -54,7 +54,7 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     if gzip:
         headers["Content-Encoding"] = "gzip"
     stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])
-    return await render.respond(request, headers, index.pages, gzip, stores)
+    return await render.respond(request, headers, view, gzip, stores)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from server import auth
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
-from server.http import json_response, read_json
+from server.http import json_response, query_param, read_json
 from server.jobs.access import owned_simulation
 from server.jobs.listing import Listing, parse_listing
-from server.keys import CONFIG, POOL, USER
+from server.keys import CHANGES, CONFIG, POOL, USER
 from server.profile import ProfileUpdate, parse_profile_update
 from server.store import inputs, logfiles, simulations, users
 from server.timestamps import iso_utc
@@ -59,8 +59,13 @@ async def list_simulations(request: web.Request) -> web.Response:
 
 
 async def delete_simulation(request: web.Request) -> web.Response:
+    """Answered only once no server process serves the simulation from memory any more."""
     owner = await owned_simulation(request)
-    deleted, state = await simulations.delete_if_terminal(request.app[POOL], owner.sim_pk)
+    job_id, pool, changes = query_param(request, "job_id"), request.app[POOL], request.app[CHANGES]
+    with changes.watching(job_id) as acks:
+        deleted, state = await simulations.delete_if_terminal(pool, owner.sim_pk)
+        if deleted:
+            await changes.deleted(pool, job_id, acks)
     if not deleted:
         # No state left: deleted by a concurrent request since the ownership check.
         raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")

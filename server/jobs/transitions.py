@@ -90,6 +90,7 @@ async def save_results(
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
         await results.save(conn, row.sim_pk, estimators)
+        await simulations.bump_results_version(conn, row.sim_pk)
         await simulations.recompute_state(conn, row.sim_pk)
 
 

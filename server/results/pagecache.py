@@ -3,7 +3,7 @@
 Pages are cached by (estimator, page number, version); a rewritten page has a new version.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -36,7 +36,7 @@ def _key(record: asyncpg.Record) -> PageKey:
     return (record["estimator_id"], record["page_number"], record["version"])
 
 
-async def _load(db: Db, cache: PageCache, pages: list[PageRef]) -> dict[PageKey, Segment]:
+async def _load(db: Db, cache: PageCache, pages: Sequence[PageRef]) -> dict[PageKey, Segment]:
     """The segments of `pages`, from the cache or in one query (new ones are cached)."""
     found: dict[PageKey, Segment] = {}
     missing = []
@@ -56,7 +56,7 @@ async def _load(db: Db, cache: PageCache, pages: list[PageRef]) -> dict[PageKey,
     return found
 
 
-def _batches(pages: list[PageRef]) -> list[list[PageRef]]:
+def _batches(pages: Sequence[PageRef]) -> list[list[PageRef]]:
     """`pages` cut into runs of about BATCH_BYTES stored bytes (at least one page each)."""
     batches: list[list[PageRef]] = []
     size = 0
@@ -70,7 +70,7 @@ def _batches(pages: list[PageRef]) -> list[list[PageRef]]:
 
 
 async def segments(
-    db: Db, cache: PageCache, pages: list[PageRef]
+    db: Db, cache: PageCache, pages: Sequence[PageRef]
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
     """(page, segment) in the order of `pages`, loading a batch of pages at a time.
 

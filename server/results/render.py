@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server.models import Db
 from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
+from server.results.indexcache import View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
 from server.store.results import PageRef
@@ -83,19 +84,18 @@ async def stream(
 async def respond(
     request: web.Request,
     headers: dict[str, str],
-    pages: list[PageRef],
+    view: View,
     gzip: bool,
     stores: tuple[Db, PageCache, LruCache[bytes]],
 ) -> web.StreamResponse:
-    """The response for `pages`: from the body cache, assembled, or streamed when large.
-
-    A body is fully determined by its pages' estimators and versions: that is its cache key.
-    """
+    """The response for the pages of `view`: from the body cache, assembled, or streamed when
+    large. A body is fully determined by its pages' estimators and versions: its cache key."""
     db, page_cache, bodies = stores
-    key = (gzip, tuple((page.estimator, page.key) for page in pages))
+    key = view.gzip_key if gzip else view.identity_key
     body = bodies.get(key)
     if body is not None:
         return web.Response(body=body, headers=headers)
+    pages = view.pages
     stored = segments(db, page_cache, pages)
     pieces = gzipped(stored) if gzip else identity(stored)
     size = sum(page.stored_size if gzip else page.raw_size for page in pages)

@@ -2,13 +2,13 @@
 index (no page data) and by page data a batch at a time."""
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
 from server.models import Conn, Db
 from server.results.upload import StoredEstimator
 from server.sql import query
+from server.store.simulations import ResultsHead, results_head_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +30,16 @@ class PageRef:
 
 @dataclass(frozen=True, slots=True)
 class ResultsIndex:
-    """What `GET /results` checks before it answers, and the pages it will send, in order."""
+    """A simulation's whole results without page data: what `GET /results` checks and the pages
+    it may send, in display order."""
 
-    sim_pk: int
-    user_id: int
-    job_state: str
-    end_time: datetime | None
-    has_results: bool
-    estimator_found: bool  # some estimator matched the name filter (or there was none)
-    pages: list[PageRef]
+    head: ResultsHead
+    estimators: frozenset[str]  # every stored estimator, also those without pages
+    pages: tuple[PageRef, ...]
+
+    @property
+    def user_id(self) -> int:
+        return self.head.user_id
 
 
 async def save(conn: Conn, sim_pk: int, estimators: list[StoredEstimator]) -> None:
@@ -78,22 +79,15 @@ def _page(row: asyncpg.Record) -> PageRef:
     )
 
 
-async def index(
-    db: Db, job_id: str, estimator: str | None, numbers: list[int] | None
-) -> ResultsIndex | None:
-    """The results index of a job after the filters; None for an unknown job."""
-    rows = await db.fetch(query("results_index"), job_id, estimator, numbers)
+async def index(db: Db, job_id: str) -> ResultsIndex | None:
+    """The results index of a job; None for an unknown job."""
+    rows = await db.fetch(query("results_index"), job_id)
     if not rows:
         return None
-    head = rows[0]
     return ResultsIndex(
-        sim_pk=head["id"],
-        user_id=head["user_id"],
-        job_state=head["job_state"],
-        end_time=head["end_time"],
-        has_results=head["has_results"],
-        estimator_found=head["estimator"] is not None,
-        pages=[_page(row) for row in rows if row["page_number"] is not None],
+        head=results_head_of(rows[0]),
+        estimators=frozenset(row["estimator"] for row in rows if row["estimator"] is not None),
+        pages=tuple(_page(row) for row in rows if row["page_number"] is not None),
     )
 
 

@@ -73,6 +73,33 @@ async def set_state(conn: Conn, sim_pk: int, state: str) -> None:
     await conn.execute(query("set_job_state"), sim_pk, state)
 
 
+@dataclass(frozen=True, slots=True)
+class ResultsHead:
+    """What decides whether a held results index is current: owner, state, results version."""
+
+    sim_pk: int
+    user_id: int
+    job_state: str
+    end_time: datetime | None
+    results_version: int  # changes with every results upload
+
+
+def results_head_of(row: asyncpg.Record) -> ResultsHead:
+    return ResultsHead(
+        row["id"], row["user_id"], row["job_state"], row["end_time"], row["results_version"]
+    )
+
+
+async def get_results_head(db: Db, job_id: str) -> ResultsHead | None:
+    row = await db.fetchrow(query("get_results_head"), job_id)
+    return results_head_of(row) if row else None
+
+
+async def bump_results_version(conn: Conn, sim_pk: int) -> None:
+    """Mark the simulation's results as changed (inside the upload transaction)."""
+    await conn.execute(query("bump_results_version"), sim_pk)
+
+
 async def get_state(db: Db, job_id: str) -> str | None:
     state: str | None = await db.fetchval(query("get_job_state"), job_id)
     return state

@@ -25,16 +25,15 @@ ON CONFLICT (estimator_id, page_number) DO UPDATE SET
     version = nextval('page_versions')
 
 -- name: results_index
--- Everything GET /results checks and streams, except page data: one row per page after the
--- filters (one row of NULLs when nothing matches), each with the job's owner and state.
--- $2: one estimator name or NULL; $3: page numbers or NULL.
-SELECT s.id, s.user_id, s.job_state, s.end_time,
-       EXISTS (SELECT 1 FROM estimators x WHERE x.simulation_id = s.id) AS has_results,
+-- Everything GET /results checks and streams, except page data: one row per page (one row of
+-- NULLs when nothing is stored; an estimator without pages has one row with NULL page columns),
+-- each with the job's owner, state and results version.
+SELECT s.id, s.user_id, s.job_state, s.end_time, s.results_version,
        e.name AS estimator, p.estimator_id, p.page_number, p.version,
        octet_length(p.data) AS stored_size, p.raw_size
 FROM simulations s
-LEFT JOIN estimators e ON e.simulation_id = s.id AND ($2::text IS NULL OR e.name = $2)
-LEFT JOIN pages p ON p.estimator_id = e.id AND ($3::int[] IS NULL OR p.page_number = ANY ($3))
+LEFT JOIN estimators e ON e.simulation_id = s.id
+LEFT JOIN pages p ON p.estimator_id = e.id
 WHERE s.job_id = $1
 ORDER BY e.position, e.id, p.page_number
 

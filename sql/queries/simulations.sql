@@ -57,6 +57,14 @@ UPDATE simulations SET
     END
 WHERE id = $1
 
+-- name: get_results_head
+-- What GET /results checks against the index a server process holds (one row).
+SELECT id, user_id, job_state, end_time, results_version FROM simulations WHERE job_id = $1
+
+-- name: bump_results_version
+-- Every results upload: the server processes' cached indexes of this simulation are outdated.
+UPDATE simulations SET results_version = nextval('page_versions') WHERE id = $1
+
 -- name: get_job_state
 SELECT job_state FROM simulations WHERE job_id = $1
 

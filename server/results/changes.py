@@ -1,0 +1,147 @@
+"""The change listener: how every server process learns that a simulation was deleted or changed
+by any process, so that it stops serving that simulation's results from memory.
+
+Each process keeps one connection (not from the pool) that LISTENs on the channels the triggers
+of migration 0008 notify at commit: `simulation_deleted` and `simulation_changed` (payload: the
+job_id). Notifications are asynchronous, so two more rules make "a deleted simulation is never
+served from memory after its DELETE returned, in any process" hold:
+
+- The lease. A process serves trusted (finished) entries only until LEASE seconds after it
+  *sent* the last ping that its listening connection answered. PostgreSQL sends a listening
+  session the notifications committed before a query ran ahead of that query's answer, and
+  asyncpg hands them to us in order, so a ping that ran after a delete's commit renews the
+  lease only after this process has dropped the deleted entry.
+- The acknowledgement. After its DELETE commits, the deleting process waits until every
+  listening session of the database (pg_stat_activity, by application_name) has answered
+  "forgotten" on `simulation_deleted_ack`, which each does after dropping the entry; a session
+  that does not answer within LEASE has lost its lease by then (its last ping was sent before
+  the commit), so the wait is over after LEASE at most.
+
+A process whose listening connection fails or reconnects forgets every entry (notifications may
+have been missed) and serves nothing from trust until a ping succeeds again.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+import asyncpg
+
+from server.models import Conn, Db
+from server.results.indexcache import IndexCache
+from server.sql import query
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "yaptide-changes"  # the application_name of every listening session
+DELETED, CHANGED, ACKS = "simulation_deleted", "simulation_changed", "simulation_deleted_ack"
+LEASE = 1.0  # seconds a ping's answer lets trusted entries be served, counted from its sending
+PING_EVERY = LEASE / 4
+RECONNECT_AFTER = 0.5
+
+
+class Acks:
+    """The backend pids of the listening sessions that acknowledged one deletion."""
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()
+        self._arrived = asyncio.Event()
+
+    def add(self, pid: int) -> None:
+        self.pids.add(pid)
+        self._arrived.set()
+
+    async def cover(self, pids: set[int]) -> None:
+        """Return once every pid of `pids` has acknowledged."""
+        while not pids <= self.pids:
+            await self._arrived.wait()
+            self._arrived.clear()
+
+
+class Changes:
+    """The listening connection of this process, kept open (reconnected) by `run`."""
+
+    def __init__(self, url: str, cache: IndexCache) -> None:
+        self.url = url
+        self.cache = cache
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()  # one query at a time on the connection
+        self._waiting: dict[str, list[Acks]] = {}
+        self._acking: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting after any failure."""
+        while True:
+            try:
+                await self._listen()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("change listener lost (%s); results are checked in the database", exc)
+            self.cache.distrust()
+            await asyncio.sleep(RECONNECT_AFTER)
+
+    async def _listen(self) -> None:
+        settings = {"application_name": APP_NAME}
+        conn = await asyncpg.connect(self.url, server_settings=settings, timeout=10)
+        try:
+            conn.add_termination_listener(lambda _: self.cache.distrust())
+            await conn.add_listener(DELETED, self._on_deleted)
+            await conn.add_listener(CHANGED, self._on_changed)
+            await conn.add_listener(ACKS, self._on_ack)
+            self.cache.distrust()  # whatever was read before LISTEN may have missed a change
+            self._conn = conn
+            while True:
+                sent = time.monotonic()
+                async with self._lock:
+                    await asyncio.wait_for(conn.fetchval(query("changes_ping")), LEASE)
+                self.cache.renew(sent + LEASE)
+                await asyncio.sleep(PING_EVERY)
+        finally:
+            self._conn = None
+            conn.terminate()
+
+    def _on_changed(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
+        self.cache.changed(str(payload))
+
+    def _on_deleted(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
+        job_id = str(payload)
+        self.cache.changed(job_id)
+        task = asyncio.get_running_loop().create_task(self._ack(conn, job_id))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _ack(self, conn: Conn, job_id: str) -> None:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            async with self._lock:
+                await conn.execute(query("changes_ack"), f"{conn.get_server_pid()} {job_id}")
+
+    def _on_ack(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
+        backend, _, job_id = str(payload).partition(" ")
+        for acks in self._waiting.get(job_id, ()):
+            acks.add(int(backend))
+
+    @contextlib.contextmanager
+    def watching(self, job_id: str) -> Iterator[Acks]:
+        """Collect acknowledgements of the deletion of `job_id` (enter before deleting)."""
+        acks = Acks()
+        self._waiting.setdefault(job_id, []).append(acks)
+        try:
+            yield acks
+        finally:
+            self._waiting[job_id].remove(acks)
+            if not self._waiting[job_id]:
+                del self._waiting[job_id]
+
+    async def deleted(self, db: Db, job_id: str, acks: Acks) -> None:
+        """Return once no server process serves the deleted `job_id` from memory any more."""
+        self.cache.changed(job_id)
+        deadline = time.monotonic() + LEASE
+        if self._conn is not None:  # else no acknowledgement can be heard: wait out the leases
+            rows = await db.fetch(query("changes_listeners"), APP_NAME)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                    await acks.cover({row["pid"] for row in rows})
+                    return
+            log.warning("not every server process acknowledged deleting %s in time", job_id)
+        await asyncio.sleep(max(deadline - time.monotonic(), 0))

@@ -1,0 +1,157 @@
+"""Per-process memory of results indexes, so that `GET /results` asks the database at most one
+small question, and none for a finished simulation.
+
+An entry is a simulation's whole results index (owner, state, `results_version`, every page
+reference), keyed by job_id, with the filtered views asked for so far. The results of a
+finished simulation never change (its update key is dead), so its entry is *trusted*: served
+without asking the database while this process holds a lease from its change listener
+(server/results/changes.py), which removes the entry when any process deletes or changes the
+simulation. Any other entry is checked on every request against the simulation's row (one row:
+owner, state, results version), so a fetch after an acknowledged upload sees that upload.
+
+An entry read while a change notification for it may have been in flight is never trusted: every
+notification is numbered, and an entry becomes trusted only when no notification about its
+simulation arrived since the read began (`mark`/`changed_since`).
+"""
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from server.jobs.states import TERMINAL_STATES
+from server.models import Db
+from server.store import results, simulations
+from server.store.results import PageRef, ResultsIndex
+
+MAX_VIEWS = 16  # filtered views remembered per simulation (distinct estimator/page filters)
+Filters = tuple[str | None, tuple[int, ...] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The pages one filter selects, and the keys of their bodies in the body cache."""
+
+    pages: tuple[PageRef, ...]
+    estimator_found: bool  # the estimator named by the filter exists (True without one)
+    identity_key: Hashable
+    gzip_key: Hashable
+
+
+def select(index: ResultsIndex, estimator: str | None, numbers: list[int] | None) -> View:
+    """The pages of `index` that the filters keep, in display order."""
+    wanted = None if numbers is None else set(numbers)
+    pages = tuple(
+        page
+        for page in index.pages
+        if (estimator is None or page.estimator == estimator)
+        and (wanted is None or page.page_number in wanted)
+    )
+    refs = tuple((page.estimator, page.key) for page in pages)
+    found = estimator is None or estimator in index.estimators
+    return View(pages, found, (False, refs), (True, refs))
+
+
+@dataclass(slots=True)
+class Entry:
+    index: ResultsIndex
+    trusted: bool  # finished, and no change notification missed since it was read
+    views: dict[Filters, View] = field(default_factory=dict)
+
+    @property
+    def user_id(self) -> int:
+        return self.index.head.user_id
+
+    @property
+    def has_results(self) -> bool:
+        return bool(self.index.estimators)
+
+    def view(self, estimator: str | None, numbers: list[int] | None) -> View:
+        filters = (estimator, None if numbers is None else tuple(numbers))
+        found = self.views.get(filters)
+        if found is None:
+            found = select(self.index, estimator, numbers)
+            if len(self.views) < MAX_VIEWS:
+                self.views[filters] = found
+        return found
+
+
+class IndexCache:
+    """At most `max_entries` entries, least recently used first out; 0 keeps none."""
+
+    FORGET_AFTER = 10_000  # job_ids of notifications remembered for `changed_since`
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._events = 0  # change notifications so far (and reconnections of the listener)
+        self._changed: dict[str, int] = {}  # job_id -> number of its latest notification
+        self._forgotten = 0  # `_changed` knows nothing of notifications up to this number
+        self._lease_until = 0.0  # monotonic time until which trusted entries may be served
+
+    # the change listener's side
+
+    def changed(self, job_id: str) -> None:
+        """A notification (or this process's own delete): the simulation was deleted or
+        changed somewhere."""
+        self._events += 1
+        self._entries.pop(job_id, None)
+        if len(self._changed) >= self.FORGET_AFTER:
+            self._changed.clear()
+            self._forgotten = self._events - 1
+        self._changed[job_id] = self._events
+
+    def distrust(self) -> None:
+        """The listener (re)connected or failed: notifications may have been missed."""
+        self._events += 1
+        self._forgotten = self._events
+        self._changed.clear()
+        self._entries.clear()
+        self._lease_until = 0.0
+
+    def renew(self, until: float) -> None:
+        """The listener's connection answered a ping sent at `until - lease`."""
+        self._lease_until = max(self._lease_until, until)
+
+    def mark(self) -> int:
+        return self._events
+
+    def changed_since(self, job_id: str, mark: int) -> bool:
+        return self._changed.get(job_id, self._forgotten) > mark
+
+    # the request side
+
+    async def get(self, db: Db, job_id: str) -> Entry | None:
+        """The current index of a job (None: unknown job): from memory when trusted, else
+        after checking its row, else read whole."""
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.trusted and time.monotonic() < self._lease_until:
+            self._entries.move_to_end(job_id)
+            return entry
+        mark = self.mark()
+        if entry is not None:
+            head = await simulations.get_results_head(db, job_id)
+            if head is None:
+                self._entries.pop(job_id, None)
+                return None
+            if head == entry.index.head:
+                entry.trusted = self._trustworthy(entry.index, job_id, mark)
+                return entry
+        index = await results.index(db, job_id)
+        if index is None:
+            return None
+        entry = Entry(index, self._trustworthy(index, job_id, mark))
+        self._put(job_id, entry)
+        return entry
+
+    def _trustworthy(self, index: ResultsIndex, job_id: str, mark: int) -> bool:
+        finished = index.head.job_state in TERMINAL_STATES
+        return finished and not self.changed_since(job_id, mark)
+
+    def _put(self, job_id: str, entry: Entry) -> None:
+        if self.max_entries <= 0:
+            return
+        self._entries[job_id] = entry
+        self._entries.move_to_end(job_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

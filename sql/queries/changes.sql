@@ -1,0 +1,15 @@
+-- The change listener of each server process (server/results/changes.py): not a table of
+-- ours, the server's own sessions and notifications.
+
+-- name: changes_ping
+-- A round trip on the listening connection: its answer comes after every notification
+-- committed before it ran, so it renews the process's lease on its cached results.
+SELECT 1
+
+-- name: changes_ack
+-- "This process has forgotten the deleted simulation": $1 is '<backend pid> <job_id>'.
+SELECT pg_notify('simulation_deleted_ack', $1)
+
+-- name: changes_listeners
+-- The listening sessions of every server process on this database ($1: their application_name).
+SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()
