@@ -19,6 +19,8 @@ class UserCache:
         self._seen: dict[int, tuple[float, User]] = {}
         # verified access tokens: their signature is checked once
         self._tokens: dict[str, dict[str, Any]] = {}
+        # whole Cookie headers accepted: (monotonic time of the check, token expiry, user)
+        self._headers: dict[str, tuple[float, float, User]] = {}
 
     def get(self, user_id: int) -> User | None:
         entry = self._seen.get(user_id)
@@ -44,3 +46,20 @@ class UserCache:
         if len(self._seen) >= self.MAX_ENTRIES:
             self._seen.clear()
         self._seen[user.id] = (time.monotonic(), user)
+
+    def by_header(self, header: str) -> User | None:
+        """The user of a Cookie header accepted less than `ttl` ago, while its token is valid."""
+        entry = self._headers.get(header)
+        if entry is None:
+            return None
+        checked, expires, user = entry
+        if time.monotonic() - checked >= self.ttl or expires <= time.time():
+            return None
+        return user
+
+    def put_header(self, header: str, user: User, expires: float) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._headers) >= self.MAX_ENTRIES:
+            self._headers.clear()
+        self._headers[header] = (time.monotonic(), expires, user)

@@ -42,19 +42,12 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     if not view.estimator_found:
         raise NotFound(f"Estimator not found: {estimator}")
     gzip = negotiation.accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
-    head = entry.index.head
-    etag = negotiation.etag_for(
-        head.sim_pk, head.job_state, head.end_time, request.query_string, gzip
-    )
-    if etag:
-        headers["ETag"] = etag
-        if negotiation.matches(request.headers.get("If-None-Match"), etag):
-            return web.Response(status=304, headers=headers)
-    if gzip:
-        headers["Content-Encoding"] = "gzip"
+    variant = view.gzip if gzip else view.identity
+    if variant.etag and negotiation.matches(request.headers.get("If-None-Match"), variant.etag):
+        headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
+        return web.Response(status=304, headers=headers)
     stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])
-    return await render.respond(request, headers, view, gzip, stores)
+    return await render.respond(request, view.pages, variant, gzip, stores)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ are atomic and concurrent updates of one job are serialised: none is lost, and t
 state is always the one its tasks justify.
 """
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -50,9 +51,18 @@ async def update_task(
     """Apply a worker's task update and recompute the job state, which is returned.
 
     Only a move to a terminal state must reach the disk before the answer; a progress report
-    (the bulk of the traffic) does not wait for it, nor recompute a job state it cannot change.
+    (the bulk of the traffic) does not wait for it, nor recompute a job state it cannot change,
+    and is tried first as one statement (a state move or a failed check falls through to the
+    transaction below, which answers with the right error).
     """
     durable = update.task_state in TERMINAL_STATES
+    if not durable:
+        digest = hashlib.sha256(key.encode()).digest()
+        state = await tasks.report_progress(
+            pool, job_id, digest, task_id, update.task_state, update
+        )
+        if state is not None:
+            return state
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await tasks.lock(conn, job_id, task_id, durable), key)
         current = row.task_state

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from server.jobs.states import TERMINAL_STATES
 from server.models import Db
+from server.results import negotiation
 from server.store import results, simulations
 from server.store.results import PageRef, ResultsIndex
 
@@ -29,17 +30,33 @@ Filters = tuple[str | None, tuple[int, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """One representation (identity or gzip) of a view: its body's key in the body cache, its
+    ETag (finished simulations only) and its response headers, made once."""
+
+    body_key: Hashable
+    etag: str | None
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class View:
-    """The pages one filter selects, and the keys of their bodies in the body cache."""
+    """The pages one filter selects, and the two ways of sending them."""
 
     pages: tuple[PageRef, ...]
     estimator_found: bool  # the estimator named by the filter exists (True without one)
-    identity_key: Hashable
-    gzip_key: Hashable
+    identity: Variant
+    gzip: Variant
 
 
-def select(index: ResultsIndex, estimator: str | None, numbers: list[int] | None) -> View:
-    """The pages of `index` that the filters keep, in display order."""
+def _variant(index: ResultsIndex, filters: Filters, refs: Hashable, gzip: bool) -> Variant:
+    etag = negotiation.etag_for(index.head, filters, gzip)
+    return Variant((gzip, refs), etag, negotiation.headers_for(etag, gzip))
+
+
+def select(index: ResultsIndex, filters: Filters) -> View:
+    """The pages of `index` that the filters (estimator name, page numbers) keep, in order."""
+    estimator, numbers = filters
     wanted = None if numbers is None else set(numbers)
     pages = tuple(
         page
@@ -49,7 +66,8 @@ def select(index: ResultsIndex, estimator: str | None, numbers: list[int] | None
     )
     refs = tuple((page.estimator, page.key) for page in pages)
     found = estimator is None or estimator in index.estimators
-    return View(pages, found, (False, refs), (True, refs))
+    identity, gzip = (_variant(index, filters, refs, gzip) for gzip in (False, True))
+    return View(pages, found, identity, gzip)
 
 
 @dataclass(slots=True)
@@ -70,7 +88,7 @@ class Entry:
         filters = (estimator, None if numbers is None else tuple(numbers))
         found = self.views.get(filters)
         if found is None:
-            found = select(self.index, estimator, numbers)
+            found = select(self.index, filters)
             if len(self.views) < MAX_VIEWS:
                 self.views[filters] = found
         return found

@@ -1,12 +1,14 @@
 """How a `GET /results` answer is represented: gzip or identity, and ETag / 304 for results that
 can no longer change."""
 
+import functools
 import hashlib
-from datetime import datetime
 
 from server.jobs.states import TERMINAL_STATES
+from server.store.simulations import ResultsHead
 
 
+@functools.lru_cache(maxsize=256)  # clients send a few distinct values, again and again
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an Accept-Encoding header value takes gzip (q=0 refuses it)."""
     for item in accept_encoding.split(","):
@@ -17,14 +19,23 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def etag_for(
-    sim_pk: int, job_state: str, end_time: datetime | None, query: str, gzip: bool
-) -> str | None:
-    """Results of a terminal job never change (its update key is dead): they get an ETag."""
-    if job_state not in TERMINAL_STATES:
+def etag_for(head: ResultsHead, filters: object, gzip: bool) -> str | None:
+    """Results of a terminal job never change (its update key is dead): they get an ETag, one
+    per simulation, filter and encoding."""
+    if head.job_state not in TERMINAL_STATES:
         return None
-    tag = f"{sim_pk}|{end_time}|{query}|{gzip}".encode()
+    tag = f"{head.sim_pk}|{head.end_time}|{filters!r}|{gzip}".encode()
     return '"' + hashlib.blake2b(tag, digest_size=12).hexdigest() + '"'
+
+
+def headers_for(etag: str | None, gzip: bool) -> dict[str, str]:
+    """The response headers of one representation (a 304 sends the same ones)."""
+    headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
+    if etag:
+        headers["ETag"] = etag
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return headers
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:

@@ -6,14 +6,14 @@ assembled, sent with one write and kept in the body cache (keyed by the page ver
 made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 from aiohttp import web
 
 from server.models import Db
 from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
-from server.results.indexcache import View
+from server.results.indexcache import Variant
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
 from server.store.results import PageRef
@@ -83,24 +83,23 @@ async def stream(
 
 async def respond(
     request: web.Request,
-    headers: dict[str, str],
-    view: View,
+    pages: Sequence[PageRef],
+    variant: Variant,
     gzip: bool,
     stores: tuple[Db, PageCache, LruCache[bytes]],
 ) -> web.StreamResponse:
-    """The response for the pages of `view`: from the body cache, assembled, or streamed when
-    large. A body is fully determined by its pages' estimators and versions: its cache key."""
+    """The response for `pages`: from the body cache, assembled, or streamed when large.
+
+    A body is fully determined by its pages' estimators and versions: that is its cache key."""
     db, page_cache, bodies = stores
-    key = view.gzip_key if gzip else view.identity_key
-    body = bodies.get(key)
+    body = bodies.get(variant.body_key)
     if body is not None:
-        return web.Response(body=body, headers=headers)
-    pages = view.pages
+        return web.Response(body=body, headers=variant.headers)
     stored = segments(db, page_cache, pages)
     pieces = gzipped(stored) if gzip else identity(stored)
     size = sum(page.stored_size if gzip else page.raw_size for page in pages)
     if size > SINGLE_WRITE:
-        return await stream(request, headers, pieces)
+        return await stream(request, variant.headers, pieces)
     body = await assemble(pieces)
-    bodies.put(key, body, len(body))
-    return web.Response(body=body, headers=headers)
+    bodies.put(variant.body_key, body, len(body))
+    return web.Response(body=body, headers=variant.headers)

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import asyncpg
 
+from server.jobs.reports import TaskUpdate
 from server.models import Conn, Db
 from server.sql import query
 
@@ -65,6 +66,26 @@ async def update(
         start_time,
         end_time,
     )
+
+
+async def report_progress(
+    db: Db, job_id: str, key_sha256: bytes, task_id: int, state: str | None, update: TaskUpdate
+) -> str | None:
+    """A worker's update that moves no state, checked and written in one statement; the job
+    state, or None when a check failed (nothing was written)."""
+    job_state: str | None = await db.fetchval(
+        query("report_task_progress"),
+        job_id,
+        task_id,
+        key_sha256,
+        state,
+        update.simulated_primaries,
+        update.requested_primaries,
+        update.estimated_time,
+        update.start_time,
+        update.end_time,
+    )
+    return job_state
 
 
 async def end_unfinished(conn: Conn, sim_pk: int, state: str) -> list[int]:

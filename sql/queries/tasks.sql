@@ -45,3 +45,31 @@ WHERE simulation_id = $1 AND task_id = $2
 UPDATE tasks SET task_state = $2::text, end_time = coalesce(end_time, now())
 WHERE simulation_id = $1 AND task_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING task_id
+
+-- name: report_task_progress
+-- POST /tasks without a state move (the bulk of worker traffic) in one statement, with no
+-- BEGIN/COMMIT round trips: it locks the simulation row like lock_task_for_worker and writes
+-- only when the key matches ($3: its SHA-256), the job is not terminal and the task exists in
+-- state $4 (NULL: any state). Returns the job state; no row when a check fails (the caller
+-- then takes the general path, which says which check failed). A row lock held by another
+-- writer is waited for and the checks are made again on the row as it left it. Like every
+-- progress report, its commit does not wait for the disk (lock_task_for_worker).
+WITH locked AS (
+    SELECT id, job_state, set_config('synchronous_commit', 'off', true)
+    FROM simulations
+    WHERE job_id = $1 AND update_key_sha256 = $3
+      AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+    FOR UPDATE
+)
+UPDATE tasks t SET
+    simulated_primaries = coalesce($5, t.simulated_primaries),
+    requested_primaries = coalesce($6, t.requested_primaries),
+    estimated_time = coalesce($7, t.estimated_time),
+    start_time = coalesce($8, t.start_time, CASE WHEN t.task_state = 'RUNNING' THEN now() END),
+    end_time = coalesce(
+        $9, t.end_time,
+        CASE WHEN t.task_state IN ('COMPLETED', 'FAILED', 'CANCELED') THEN now() END
+    )
+FROM locked
+WHERE t.simulation_id = locked.id AND t.task_id = $2 AND t.task_state = coalesce($4, t.task_state)
+RETURNING locked.job_state
