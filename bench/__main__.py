@@ -9,17 +9,20 @@ Progress goes to stderr, the report to stdout.
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import os
+import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench import procstat, report, scenario, server, targets, wrk
+from bench import db, large, procstat, report, scenario, server, targets, wrk
 from bench.workloads import (
     CONCURRENCIES,
     NAMES,
@@ -55,6 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra server configuration, e.g. YAPTIDE_DATABASE_POOL_SIZE=20 (repeatable)",
     )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="instead of the workloads: large results, uploads and fetches by size (bench/large.py)",
+    )
+    parser.add_argument(
+        "--large-sizes",
+        default=",".join(map(str, large.SIZES_MB)),
+        help="MB of JSON per large result (8,80,400)",
+    )
     parser.add_argument("--out", type=Path, default=report.OUT, help="where the JSON goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -66,6 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any("=" not in pair for pair in args.server_env):
         parser.error("--server-env takes NAME=VALUE")
     args.env = server.cache_off_env() if args.cold else {}
+    try:
+        args.sizes = tuple(int(size) for size in args.large_sizes.split(","))
+    except ValueError:
+        parser.error("--large-sizes takes comma-separated whole MB, e.g. 8,80,400")
+    if args.large:  # the upload must fit the worker body limit (256 MiB by default)
+        limit = max(args.sizes) * 2_000_000 + (64 << 20)
+        args.env["YAPTIDE_SERVER_WORKER_MAX_BODY_SIZE"] = str(limit)
     args.env |= dict(pair.split("=", 1) for pair in args.server_env)
     if args.uploads < 10 or args.simulations < 1 or args.workers < 1 or args.duration < 1:
         parser.error("need --uploads >= 10, --simulations >= 1, --workers >= 1, --duration >= 1")
@@ -186,15 +206,60 @@ async def measure_server(
     }
 
 
+async def measure_large(
+    args: argparse.Namespace, workdir: Path, url: str, pgdata: Path | None
+) -> dict[str, Any]:
+    """The large-results part: the uploads on one server, then the fetches of each size on a
+    freshly started one (so that its memory is not the uploads' high-water mark)."""
+    postmaster = procstat.find_postmaster(pgdata) if pgdata else None
+    async with large_server(args, workdir, url) as (http, pid):
+        token = await scenario.login(http)
+        jobs = await scenario.submit(http, {"Cookie": f"access_token={token}"}, len(args.sizes))
+        key = secrets.token_urlsafe(32)
+        await db.set_update_keys(url, jobs, key)
+        data = scenario.Scenario(token, key, 0, [], [], "")
+        log(f"large results: uploading {', '.join(f'{mb} MB' for mb in args.sizes)}")
+        rows = []
+        for job_id, megabytes in zip(jobs, args.sizes, strict=True):
+            rows.append(await large.upload_size(http, data, job_id, megabytes, workdir, pid))
+            await db.mark_completed(url, job_id)
+    for row, job_id in zip(rows, jobs, strict=True):
+        log(f"large results: fetching {row['target_mb']} MB on a fresh server")
+        async with large_server(args, workdir, url) as (http, pid):
+            await large.fetch_size(http, data, job_id, row, (pid, postmaster))
+    return {"large": rows, "growth": large.growth(rows), "rows": [], "notes": []}
+
+
+@contextlib.asynccontextmanager
+async def large_server(
+    args: argparse.Namespace, workdir: Path, url: str
+) -> AsyncIterator[tuple[aiohttp.ClientSession, int]]:
+    """A server of its own for part of the large-results run, and a client of it."""
+    port = server.free_port()
+    base = f"http://127.0.0.1:{port}"
+    with server.running(server.start_server(url, port, workdir, args.workers, args.env)) as process:
+        await process.wait_ready(base + "/")
+        async with scenario.session(base) as http:
+            yield http, process.pid
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     info = report.machine()
     settings = {k: getattr(args, k) for k in ("duration", "warmup", "workers", "simulations")}
     settings |= {"uploads": args.uploads, "quick": args.quick, "only": args.only}
-    settings |= {"cold": args.cold, "server_env": args.env}
+    settings |= {"cold": args.cold, "server_env": args.env, "large": args.large}
     workdir = Path(tempfile.mkdtemp(prefix="yaptide-bench-"))
     os.chmod(workdir, 0o755)  # the embedded postgres runs as an unprivileged user
     try:
         with server.database(workdir) as (url, pgdata):
+            if args.large:
+                large_part = await measure_large(args, workdir, url, pgdata)
+                return {
+                    **large_part,
+                    "machine": info,
+                    "settings": settings,
+                    "loadavg_end": os.getloadavg(),
+                }
             measured = await measure_server(args, workdir, url, pgdata)
     finally:
         if args.keep:
@@ -219,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except (server.StartError, scenario.SetupError, wrk.WrkError) as exc:
         log(f"benchmark failed: {exc}")
         return 1
-    print(report.markdown(result))
+    print(report.large_markdown(result) if args.large else report.markdown(result))
     log(f"\nwritten: {report.write_json(result, args.out)}")
     return 0
 

@@ -162,3 +162,46 @@ def write_json(report: dict[str, Any], out: Path = OUT) -> Path:
     options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
     path.write_bytes(orjson.dumps(report, option=options) + b"\n")
     return path
+
+
+LARGE_COLUMNS = (
+    "JSON MB", "bins x pages", "upload s", "upload MB/s", "upload peak RSS MiB",
+    "identity TTFB ms", "identity MB/s", "identity CPU ms/MB", "gzip TTFB ms", "gzip MB/s",
+    "gzip CPU ms/MB", "RSS growth 4 x identity MiB", "RSS growth 4 x gzip MiB",
+)  # fmt: skip
+
+
+def large_row(row: dict[str, Any]) -> str:
+    upload, identity, gzip = row["upload"], row["identity"], row["gzip"]
+    mb = row["body_bytes"] / 1e6
+    cells = [number(mb), f"x{row['bins']} x {row['copies']}", number(upload["seconds"], 2)]
+    cells += [number(mb / upload["seconds"]), number(upload["rss_peak_mib"], 0)]
+    for fetched in (identity, gzip):
+        cells += [number(fetched["ttfb_ms"]), number(fetched["mb_per_s"])]
+        cells.append(number(fetched["server_cpu_ms_per_mb"], 2))
+    cells += [number(identity["concurrent"]["rss_growth_mib"])]
+    cells += [number(gzip["concurrent"]["rss_growth_mib"])]
+    return line(cells)
+
+
+def large_markdown(report: dict[str, Any]) -> str:
+    """The scaling table of `bench/run --large`, and how the largest compares with the smallest."""
+    info = report["machine"]
+    commit = info["git_commit"][:10] + (" (uncommitted changes)" if info["git_dirty"] else "")
+    parts = [
+        f"Large results {info['date']}: {info['cpu_model']}, {info['nproc']} CPUs, commit "
+        f"{commit}; load average at start {' '.join(f'{x:.2f}' for x in info['loadavg_start'])}, "
+        f"at end {' '.join(f'{x:.2f}' for x in report['loadavg_end'])}.",
+        "",
+        "Upload: one streamed POST /results (client time; the server's peak RSS during it). "
+        "Fetches: one full GET /results of the COMPLETED simulation (TTFB, MB/s of the body as "
+        "sent, server CPU per MB sent), then 4 at once (the server's RSS growth during them).",
+        "",
+        line(list(LARGE_COLUMNS)),
+        line(["---"] * len(LARGE_COLUMNS)),
+        *[large_row(row) for row in report["large"]],
+    ]
+    if report["growth"]:
+        ratios = ", ".join(f"{name} {number(value, 2)}" for name, value in report["growth"].items())
+        parts += ["", f"Largest / smallest (1.00: cost linear in size): {ratios}."]
+    return "\n".join(parts)

@@ -9,6 +9,7 @@ pages' stored CRCs (zlib's crc32_combine, with the x^(8n) factor precomputed at 
 
 import struct
 import zlib
+from collections.abc import Iterator
 from types import ModuleType
 
 # ISA-L (the `isal` package) inflates the fixture's pages about 1.8 times and deflates them about
@@ -75,6 +76,20 @@ def encode_segment(raw: bytes, level: int = 1) -> bytes:
 def inflate_segment(segment: bytes) -> bytes:
     data: bytes = codec.decompressobj(-15).decompress(segment)
     return data
+
+
+def inflate_pieces(segment: bytes, size: int) -> Iterator[bytes]:
+    """The inflated bytes of a segment, at most `size` at a time (a page may inflate to many
+    MB: memory stays flat)."""
+    inflater = codec.decompressobj(-15)
+    data = segment
+    while True:
+        out: bytes = inflater.decompress(data, size)
+        if out:
+            yield out
+        data = inflater.unconsumed_tail
+        if not data and len(out) < size:
+            return
 
 
 def stored_blocks(raw: bytes) -> bytes:

@@ -29,15 +29,18 @@ PageCache = LruCache[Segment]
 
 # Pages missing from the cache are read in batches of about this many stored bytes, so memory
 # stays flat however large the result is.
-BATCH_BYTES = 4 << 20
+BATCH_BYTES = 2 << 20
+FIRST_BATCH = 256 << 10
 
 
 def _key(record: asyncpg.Record) -> PageKey:
     return (record["estimator_id"], record["page_number"], record["version"])
 
 
-async def _load(db: Db, cache: PageCache, pages: Sequence[PageRef]) -> dict[PageKey, Segment]:
-    """The segments of `pages`, from the cache or in one query (new ones are cached)."""
+async def _load(
+    db: Db, cache: PageCache, pages: Sequence[PageRef], keep: bool
+) -> dict[PageKey, Segment]:
+    """The segments of `pages`, from the cache or in one query (new ones cached if `keep`)."""
     found: dict[PageKey, Segment] = {}
     missing = []
     for page in pages:
@@ -52,16 +55,20 @@ async def _load(db: Db, cache: PageCache, pages: Sequence[PageRef]) -> dict[Page
                 record["data"], record["crc32"], record["crc_shift"], record["raw_size"]
             )
             found[_key(record)] = segment
-            cache.put(_key(record), segment, len(segment.data))
+            if keep:
+                cache.put(_key(record), segment, len(segment.data))
     return found
 
 
 def _batches(pages: Sequence[PageRef]) -> list[list[PageRef]]:
-    """`pages` cut into runs of about BATCH_BYTES stored bytes (at least one page each)."""
+    """`pages` cut into runs of FIRST_BATCH stored bytes, doubling up to BATCH_BYTES (at least
+    one page each): the first pages are sent soon, the rest in few queries."""
     batches: list[list[PageRef]] = []
-    size = 0
+    size, budget = 0, min(FIRST_BATCH, BATCH_BYTES)
     for page in pages:
-        if not batches or size + page.stored_size > BATCH_BYTES:
+        if not batches or size + page.stored_size > budget:
+            if batches:
+                budget = min(budget * 2, BATCH_BYTES)
             batches.append([])
             size = 0
         batches[-1].append(page)
@@ -74,12 +81,16 @@ async def segments(
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
     """(page, segment) in the order of `pages`, loading a batch of pages at a time.
 
-    A page rewritten since the index was read has a new version: it is read again, current."""
+    A page rewritten since the index was read has a new version: it is read again, current.
+    Pages of a result larger than a quarter of the cache are not kept (like any entry that
+    large): one pass over them would only push out everything else, and memory stays flat."""
+    keep = sum(page.stored_size for page in pages) * 4 <= cache.max_bytes
     for batch in _batches(pages):
-        loaded = await _load(db, cache, batch)
+        loaded = await _load(db, cache, batch, keep)
         for page in batch:
             segment = loaded.get(page.key)
             if segment is None:  # rewritten meanwhile: take the current version
-                segment = next(iter((await _load(db, cache, [page])).values()), None)
+                segment = next(iter((await _load(db, cache, [page], keep)).values()), None)
             if segment is not None:
                 yield page, segment
+        del loaded  # before the next batch is read: one batch in memory at a time

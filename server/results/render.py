@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from server.models import Db
-from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
+from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces
 from server.results.indexcache import Variant
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
@@ -20,6 +20,7 @@ from server.store.results import PageRef
 
 SINGLE_WRITE = 2 << 20
 FLUSH_AT = 1 << 20
+FIRST_FLUSH = 64 << 10
 
 
 Pages = AsyncIterator[tuple[PageRef, Segment]]
@@ -42,7 +43,11 @@ async def _json(pages: Pages) -> AsyncIterator[bytes | Segment]:
 
 async def identity(pages: Pages) -> AsyncIterator[bytes]:
     async for piece in _json(pages):
-        yield inflate_segment(piece.data) if isinstance(piece, Segment) else piece
+        if isinstance(piece, Segment):
+            for part in inflate_pieces(piece.data, FLUSH_AT):
+                yield part
+        else:
+            yield piece
 
 
 async def gzipped(pages: Pages) -> AsyncIterator[bytes]:
@@ -67,16 +72,18 @@ async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
 async def stream(
     request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes]
 ) -> web.StreamResponse:
-    """A chunked response written FLUSH_AT bytes at a time."""
+    """A chunked response written in pieces of FIRST_FLUSH bytes, doubling up to FLUSH_AT: the
+    first bytes leave early, the rest in few large writes."""
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
-    buffer = bytearray()
+    buffer, flush_at = bytearray(), min(FIRST_FLUSH, FLUSH_AT)
     async for piece in pieces:
         buffer += piece
-        if len(buffer) >= FLUSH_AT:
-            await response.write(bytes(buffer))
-            buffer.clear()
-    await response.write(bytes(buffer))
+        if len(buffer) >= flush_at:
+            await response.write(buffer)
+            buffer = bytearray()  # a new one: the transport may still hold the written one
+            flush_at = min(flush_at * 2, FLUSH_AT)
+    await response.write(buffer)
     await response.write_eof()
     return response
 

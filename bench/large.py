@@ -1,0 +1,243 @@
+"""Large results (`bench/run --large`): how uploads and fetches grow with the size of a result.
+
+A generator scales the fixture's estimators to a target size the way real results grow: a finer
+mesh (each bin of a page's last axis split into `bins` bins, its values and axis values with
+them) and more pages (`copies` of every page, numbered after the originals). The body is written
+to a file once and streamed to `POST /results`, so the client's memory does not count. For each
+size: the upload (client time, the server's peak RSS during it), then one full `GET /results`
+identity and one gzip (time to first byte, MB/s, server CPU per MB of body), then 4 concurrent
+fetches of each encoding with the server's RSS sampled throughout.
+"""
+
+import asyncio
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import procstat
+from bench.procstat import Usage
+from bench.scenario import JSON, RESULTS_FILE, Scenario, expect
+
+SIZES_MB = (8, 80, 400)
+AXES = ("axis_dim1", "axis_dim2", "axis_dim3")
+READ_CHUNK = 1 << 20
+CONCURRENT = 4
+FETCHED_MB = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    bins: int  # each bin of the last axis becomes this many
+    copies: int  # every page appears this many times (new page numbers)
+
+
+def scale_for(target_bytes: int, fixture_bytes: int) -> Scale:
+    """About `target_bytes` of JSON: half of the growth from finer bins, half from more pages."""
+    factor = max(target_bytes / fixture_bytes, 1.0)
+    bins = max(round(math.sqrt(factor)), 1)
+    return Scale(bins, max(round(factor / bins), 1))
+
+
+def _finer(values: list[Any], bins: int) -> list[Any]:
+    """Each value split into `bins` slightly different ones (not repeats: they would compress
+    far better than real data)."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            out += [value] * bins
+        elif isinstance(value, int):
+            out += [value + k for k in range(bins)]
+        else:
+            out += [value * (1 + k / 997) for k in range(bins)]
+    return out
+
+
+def _finer_axis(values: list[float], bins: int) -> list[float]:
+    """Axis values with `bins` points per original step."""
+    if len(values) < 2:
+        return [float(value) for value in values] * bins
+    out = []
+    for i, value in enumerate(values):
+        step = (values[i + 1] if i + 1 < len(values) else value + value - values[i - 1]) - value
+        out += [value + step * k / bins for k in range(bins)]
+    return out
+
+
+def scaled_page(page: dict[str, Any], bins: int, number: int) -> dict[str, Any]:
+    """`page` with `bins` times the bins along its last axis, numbered `number`."""
+    page = {**page}
+    last = next((axis for axis in reversed(AXES) if isinstance(page.get(axis), dict)), None)
+    if last is not None:
+        page[last] = {**page[last], "values": _finer_axis(page[last]["values"], bins)}
+    if isinstance(page.get("data"), dict) and isinstance(page["data"].get("values"), list):
+        page["data"] = {**page["data"], "values": _finer(page["data"]["values"], bins)}
+    if isinstance(page.get("metadata"), dict):
+        page["metadata"] = {**page["metadata"], "page_number": str(number)}
+    else:
+        page["page_number"] = number
+    return page
+
+
+def _number(page: dict[str, Any]) -> int:
+    metadata = page.get("metadata")
+    return int(metadata["page_number"] if isinstance(metadata, dict) else page["page_number"])
+
+
+def estimator_chunks(estimators: list[dict[str, Any]], scale: Scale) -> Iterator[bytes]:
+    """The JSON of the scaled `estimators` list, a page at a time."""
+    yield b"["
+    for e_index, estimator in enumerate(estimators):
+        pages = estimator["pages"]
+        stride = max((_number(page) for page in pages), default=0) + 1
+        yield (b"," if e_index else b"") + b'{"name":' + orjson.dumps(estimator["name"])
+        yield b',"pages":['
+        for copy in range(scale.copies):
+            for p_index, page in enumerate(pages):
+                number = _number(page) + copy * stride
+                comma = b"," if copy or p_index else b""
+                yield comma + orjson.dumps(scaled_page(page, scale.bins, number))
+        yield b"]}"
+    yield b"]"
+
+
+def write_body(path: Path, job_id: str, key: str, target_bytes: int) -> dict[str, Any]:
+    """The upload body for `job_id` in `path`, about `target_bytes` long; its scale and size."""
+    estimators = orjson.loads(RESULTS_FILE.read_bytes())["estimators"]
+    scale = scale_for(target_bytes, len(orjson.dumps(estimators)))
+    with path.open("wb") as out:
+        out.write(orjson.dumps({"simulation_id": job_id, "update_key": key})[:-1])
+        out.write(b',"estimators":')
+        for chunk in estimator_chunks(estimators, scale):
+            out.write(chunk)
+        out.write(b"}")
+    return {"bins": scale.bins, "copies": scale.copies, "body_bytes": path.stat().st_size}
+
+
+async def _file_chunks(path: Path) -> Any:
+    with path.open("rb") as source:
+        while chunk := source.read(READ_CHUNK):
+            yield chunk
+
+
+async def upload(http: aiohttp.ClientSession, path: Path, server_pid: int) -> dict[str, Any]:
+    """POST /results streamed from `path`: client seconds and the server's RSS around it."""
+    with procstat.RssSampler(procstat.tree(server_pid), 0.02) as rss:
+        started = time.perf_counter()
+        async with http.post("/results", data=_file_chunks(path), headers=JSON) as response:
+            await expect(response, 202, "POST /results (large)")
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rss_before_mib": rss.before, "rss_peak_mib": rss.peak}
+
+
+async def fetch(http: aiohttp.ClientSession, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """One GET read to the end and thrown away: time to first byte, total time, bytes."""
+    started = time.perf_counter()
+    first, size = None, 0
+    async with http.get(path, headers=headers, auto_decompress=False) as response:
+        await expect_status(response)
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            first = first or time.perf_counter()
+            size += len(chunk)
+    done = time.perf_counter()
+    return {"ttfb_ms": ((first or done) - started) * 1000, "seconds": done - started, "bytes": size}
+
+
+async def expect_status(response: aiohttp.ClientResponse) -> None:
+    if response.status != 200:
+        raise aiohttp.ClientError(f"GET /results answered {response.status}")
+
+
+async def timed_fetch(
+    http: aiohttp.ClientSession, path: str, headers: dict[str, str], pids: tuple[int, int | None]
+) -> dict[str, Any]:
+    """Fetches one after another (at least 3, and at least FETCHED_MB in all, so that CPU time
+    read in clock ticks is precise): median TTFB, MB/s and server CPU per MB over them all."""
+    start = Usage.now(*pids)
+    runs = [await fetch(http, path, headers)]
+    while len(runs) < 3 or sum(run["bytes"] for run in runs) < FETCHED_MB * 1e6:
+        runs.append(await fetch(http, path, headers))
+    used = Usage.now(*pids) - start
+    mb = sum(run["bytes"] for run in runs) / 1e6
+    return {
+        "fetches": len(runs),
+        "bytes": runs[0]["bytes"],
+        "ttfb_ms": statistics.median(run["ttfb_ms"] for run in runs),
+        "ttfb_max_ms": max(run["ttfb_ms"] for run in runs),
+        "mb_per_s": mb / sum(run["seconds"] for run in runs),
+        "server_cpu_ms_per_mb": used.server * 1000 / mb if mb else None,
+        "postgres_cpu_ms_per_mb": used.postgres * 1000 / mb if mb and pids[1] else None,
+    }
+
+
+async def concurrent_rss(
+    http: aiohttp.ClientSession, path: str, headers: dict[str, str], server_pid: int
+) -> dict[str, Any]:
+    """CONCURRENT fetches at once; the server's RSS growth over its RSS just before."""
+    with procstat.RssSampler(procstat.tree(server_pid), 0.02) as rss:
+        started = time.perf_counter()
+        runs = await asyncio.gather(*(fetch(http, path, headers) for _ in range(CONCURRENT)))
+        seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "mb_per_s": sum(run["bytes"] for run in runs) / 1e6 / seconds,
+        "rss_before_mib": rss.before,
+        "rss_peak_mib": rss.peak,
+        "rss_growth_mib": rss.peak - rss.before,
+    }
+
+
+async def upload_size(
+    http: aiohttp.ClientSession,
+    data: Scenario,
+    job_id: str,
+    megabytes: int,
+    workdir: Path,
+    server_pid: int,
+) -> dict[str, Any]:
+    """Make a result of about `megabytes` MB and upload it to `job_id`: the row of that size."""
+    body = workdir / f"large-{megabytes}.json"
+    made = write_body(body, job_id, data.update_key, megabytes * 1_000_000)
+    try:
+        return {"target_mb": megabytes, **made, "upload": await upload(http, body, server_pid)}
+    finally:
+        body.unlink()
+
+
+async def fetch_size(
+    http: aiohttp.ClientSession,
+    data: Scenario,
+    job_id: str,
+    row: dict[str, Any],
+    pids: tuple[int, int | None],
+) -> None:
+    """Fetch `job_id` full, identity then gzip, one at a time then CONCURRENT at once; the
+    numbers go into `row`."""
+    path = f"/results?job_id={job_id}"
+    for encoding in ("identity", "gzip"):
+        headers = {**data.cookie, "Accept-Encoding": encoding}
+        row[encoding] = await timed_fetch(http, path, headers, pids)
+        row[encoding]["concurrent"] = await concurrent_rss(http, path, headers, pids[0])
+
+
+def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the per-MB figures of the largest size compare with the smallest (1.0: linear)."""
+    if len(rows) < 2:
+        return {}
+    small, large = rows[0], rows[-1]
+    out: dict[str, Any] = {}
+    for encoding in ("identity", "gzip"):
+        out[f"{encoding}_mb_per_s_ratio"] = (
+            large[encoding]["mb_per_s"] / small[encoding]["mb_per_s"]
+        )
+        cpu_small, cpu_large = (row[encoding]["server_cpu_ms_per_mb"] for row in (small, large))
+        out[f"{encoding}_cpu_per_mb_ratio"] = cpu_large / cpu_small if cpu_small else None
+    upload_rate = [row["body_bytes"] / row["upload"]["seconds"] for row in (small, large)]
+    out["upload_mb_per_s_ratio"] = upload_rate[1] / upload_rate[0]
+    return out
