@@ -1,0 +1,225 @@
+"""Finished results are served from memory, and a change made in one server process is seen at
+once in another: two real `python run.py` processes on one database, a user's requests going to
+either of them (as with `--workers 2` behind one port, where the kernel picks the process)."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from tests.helpers import KEY, RESULTS, SHIELDHIT_FILES, eventually, payload, reference, set_key
+
+RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
+SECRET = "a-signing-secret-shared-by-both-processes"
+NOT_FOUND = {"message": "Simulation not found"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")}
+    env |= {
+        "DATABASE_URL": database_url,
+        "YAPTIDE_SERVER_PORT": str(port),
+        "YAPTIDE_DATABASE_DATA_DIR": str(data_dir),
+        "YAPTIDE_RUNNER_KIND": "none",
+        "YAPTIDE_AUTH_SECRET": SECRET,  # both accept the tokens either signs
+    }
+    with (data_dir.parent / f"server-{port}.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, RUN_PY], env=env, stdout=log, stderr=log)
+
+
+class Client:
+    """A logged-in user who may send each request to either process."""
+
+    def __init__(self, http: aiohttp.ClientSession, bases: list[str]) -> None:
+        self.http, self.bases, self.cookie = http, bases, ""
+
+    async def call(self, process: int, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {"Cookie": self.cookie, **kwargs.pop("headers", {})}
+        url = self.bases[process] + path
+        async with self.http.request(method, url, headers=headers, **kwargs) as response:
+            return response.status, orjson.loads(await response.read())
+
+    async def results(self, process: int, job_id: str, **params: str) -> tuple[int, Any]:
+        return await self.call(process, "GET", "/results", params={"job_id": job_id, **params})
+
+
+async def wait_ready(http: aiohttp.ClientSession, base: str, process: subprocess.Popen) -> None:
+    async def up() -> bool:
+        assert process.poll() is None, "run.py exited while starting"
+        try:
+            async with http.get(base + "/") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(up, timeout=60)
+
+
+@pytest.fixture
+async def user(
+    database_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> AsyncIterator[Client]:
+    ports = [free_port(), free_port()]
+    processes = [start(database_url, tmp_path / f"data{i}", port) for i, port in enumerate(ports)]
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            bases = [f"http://127.0.0.1:{port}" for port in ports]
+            for base, process in zip(bases, processes, strict=True):
+                await wait_ready(http, base, process)
+            client = Client(http, bases)
+            account = {"username": "alice", "password": "password1"}
+            assert (await client.call(0, "PUT", "/auth/register", json=account))[0] == 201
+            async with http.post(bases[1] + "/auth/login", json=account) as response:
+                assert response.status == 202
+                client.cookie = f"access_token={response.cookies['access_token'].value}"
+            yield client
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert process.wait(timeout=60) == 0
+
+
+async def running_job(user: Client, conn: asyncpg.Connection) -> str:
+    status, body = await user.call(0, "POST", "/jobs/direct", json=payload(SHIELDHIT_FILES))
+    assert status == 202, body
+    await set_key(conn, body["job_id"])
+    return str(body["job_id"])
+
+
+async def upload(user: Client, process: int, job_id: str, estimators: list[Any]) -> None:
+    body = {"simulation_id": job_id, "update_key": KEY, "estimators": estimators}
+    assert await user.call(process, "POST", "/results", json=body) == (
+        202,
+        {"message": "Results saved"},
+    )
+
+
+async def finish(user: Client, process: int, job_id: str) -> None:
+    """Every task RUNNING then COMPLETED (results are stored: the job becomes COMPLETED)."""
+    for task_id in range(1, 5):
+        for state in ("RUNNING", "COMPLETED"):
+            body = {"simulation_id": job_id, "update_key": KEY, "task_id": task_id}
+            body["update_dict"] = {"task_state": state}
+            assert (await user.call(process, "POST", "/tasks", json=body))[0] == 202
+
+
+def names(body: dict[str, Any]) -> list[str]:
+    return [estimator["name"] for estimator in body["estimators"]]
+
+
+async def served_from_memory(user: Client, conn: asyncpg.Connection, job_id: str) -> None:
+    """Wait until process 1 answers from memory: a rename made behind the server's back (no
+    trigger announces it) does not show in its answers."""
+
+    async def unchanged_after_rename() -> bool:
+        _, before = await user.results(1, job_id)
+        await conn.execute(
+            "UPDATE estimators SET name = name || '+' WHERE simulation_id ="
+            " (SELECT id FROM simulations WHERE job_id = $1)",
+            job_id,
+        )
+        _, after = await user.results(1, job_id)
+        return names(after) == names(before)
+
+    await eventually(unchanged_after_rename)
+
+
+async def test_changes_in_one_process_are_seen_at_once_in_the_other(user, conn):
+    job_id = await running_job(user, conn)
+    await upload(user, 0, job_id, RESULTS["estimators"])
+    assert await user.results(1, job_id) == (200, {"message": "Results", "estimators": reference()})
+
+    # A re-upload through process 0 is what process 1 answers right after it.
+    new = {"page_number": 0, "name": "NEW", "data": {"values": [7]}}
+    await upload(user, 0, job_id, [{"name": "peak_", "pages": [new]}])
+    status, body = await user.results(1, job_id, estimator_name="peak_", page_number="0")
+    assert (status, body) == (
+        200,
+        {"message": "Results", "estimators": [{"name": "peak_", "pages": [new]}]},
+    )
+
+    # So is the state change that finishing the tasks through process 0 makes.
+    await finish(user, 0, job_id)
+    status, body = await user.call(1, "GET", "/jobs/direct", params={"job_id": job_id})
+    assert (status, body["job_state"]) == (200, "COMPLETED")
+
+    # Finished: process 1 now answers from memory, and forgets it when process 0 deletes it.
+    await served_from_memory(user, conn, job_id)
+    params = {"job_id": job_id}
+    assert await user.call(0, "DELETE", "/user/simulations", params=params) == (
+        200,
+        {"message": "Simulation deleted"},
+    )
+    for headers in ({}, {"Accept-Encoding": "gzip"}):
+        assert await user.call(1, "GET", "/results", params=params, headers=headers) == (
+            404,
+            NOT_FOUND,
+        )
+    assert await user.results(1, job_id, estimator_name="peak_") == (404, NOT_FOUND)
+    assert await user.results(0, job_id) == (404, NOT_FOUND)
+
+
+async def test_deletes_right_after_fetches(user, conn):
+    """Fetches keep process 1 busy serving the simulation from memory while process 0
+    deletes it: no fetch that starts after the DELETE returned gets the results."""
+    jobs = []
+    for _ in range(3):
+        jobs.append(await running_job(user, conn))
+        await upload(user, 0, jobs[-1], RESULTS["estimators"][:1])
+        await finish(user, 0, jobs[-1])
+        await served_from_memory(user, conn, jobs[-1])
+    for job_id in jobs:
+        fetching = asyncio.gather(*(user.results(1, job_id) for _ in range(20)))
+        deleted = await user.call(0, "DELETE", "/user/simulations", params={"job_id": job_id})
+        assert deleted == (200, {"message": "Simulation deleted"})
+        assert await user.results(1, job_id) == (404, NOT_FOUND)
+        assert {status for status, _ in await fetching} <= {200, 404}
+
+
+async def test_a_lost_listener_drops_what_it_held(user, conn):
+    """When a process's listening connection is cut it stops answering from memory (it may
+    have missed changes), reconnects, and deletes are seen at once again."""
+    job_id = await running_job(user, conn)
+    await upload(user, 0, job_id, RESULTS["estimators"][:2])
+    await finish(user, 0, job_id)
+    await served_from_memory(user, conn, job_id)
+    stored = await conn.fetch(
+        "SELECT name FROM estimators WHERE simulation_id ="
+        " (SELECT id FROM simulations WHERE job_id = $1) ORDER BY position",
+        job_id,
+    )
+    listeners = "SELECT pid FROM pg_stat_activity WHERE application_name = 'yaptide-changes'"
+    assert len(await conn.fetch(listeners)) == 2
+    await conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({listeners}) AS l")
+
+    async def current() -> bool:
+        _, body = await user.results(1, job_id)
+        return names(body) == [row["name"] for row in stored]
+
+    await eventually(current)
+
+    async def reconnected() -> bool:
+        return len(await conn.fetch(listeners)) == 2
+
+    await eventually(reconnected)
+    await served_from_memory(user, conn, job_id)
+    deleted = await user.call(0, "DELETE", "/user/simulations", params={"job_id": job_id})
+    assert deleted == (200, {"message": "Simulation deleted"})
+    assert await user.results(1, job_id) == (404, NOT_FOUND)
