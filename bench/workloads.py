@@ -17,7 +17,8 @@ from bench.scenario import JSON, Scenario
 
 CONCURRENCIES = (1, 16)
 NAMES = (
-    "results_full_identity", "ceiling_identity", "results_full_gzip", "ceiling_gzip",
+    "results_full_identity", "results_finished_identity", "ceiling_identity",
+    "results_full_gzip", "results_finished_gzip", "ceiling_gzip",
     "results_estimator", "estimators", "user_simulations", "tasks", "results_304",
 )  # fmt: skip
 
@@ -50,9 +51,11 @@ class Settings:
 
 
 def define(scenario: Scenario) -> list[Workload]:
-    """Every workload, in the order they run: each full fetch right before its ceiling."""
+    """Every workload, in the order they run: the full fetches (running simulations, then
+    finished ones) right before their ceiling."""
     cookie, gzip = scenario.cookie, {"Accept-Encoding": "gzip"}
     full = tuple(f"/results?job_id={job}" for job in scenario.fetch_jobs)
+    finished = tuple(f"/results?job_id={job}" for job in scenario.finished_jobs)
     one = tuple(f"{path}&estimator_name=yz_profile_" for path in full)
     estimators = tuple(f"/estimators?job_id={job}" for job in scenario.fetch_jobs)
     tasks = (scenario.update_key, str(scenario.ntasks), *scenario.task_jobs)
@@ -60,8 +63,22 @@ def define(scenario: Scenario) -> list[Workload]:
     completed = (f"/results?job_id={scenario.completed_job}",)
     return [
         Workload("results_full_identity", "GET /results full, identity", "paths", full, cookie),
+        Workload(
+            "results_finished_identity",
+            "GET /results full, identity, COMPLETED",
+            "paths",
+            finished,
+            cookie,
+        ),
         Workload("ceiling_identity", "ceiling: same bytes, identity", "paths", full, {}, True),
         Workload("results_full_gzip", "GET /results full, gzip", "paths", full, {**cookie, **gzip}),
+        Workload(
+            "results_finished_gzip",
+            "GET /results full, gzip, COMPLETED",
+            "paths",
+            finished,
+            {**cookie, **gzip},
+        ),
         Workload("ceiling_gzip", "ceiling: same bytes, gzip", "paths", full, gzip, True),
         Workload("results_estimator", "GET /results yz_profile_ only", "paths", one, cookie),
         Workload("estimators", "GET /estimators", "paths", estimators, cookie),

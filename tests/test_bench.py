@@ -214,6 +214,8 @@ def test_checks_and_markdown():
     assert {check["what"]: check["met"] for check in checks} == {
         "results_full_gzip c=16": True,
         "results_full_identity c=16": False,
+        "results_finished_gzip c=16": None,  # not measured
+        "results_finished_identity c=16": None,
         "estimators c=16": False,
         "user_simulations c=16": True,
         "tasks c=16": None,  # not measured
@@ -239,7 +241,7 @@ def test_checks_and_markdown():
         }
     )
     assert "| results_full_gzip | 16 | 700 | 27.50 | 49.50 | 55.00 |" in text
-    assert "Targets of issue 5 met: 5 of 8 (1 not measured)." in text
+    assert "Targets of issue 5 met: 5 of 8 (3 not measured)." in text
     assert "| identity | - | 0.50 | >= 0.6 | FAIL |" in text
     assert "- estimators c=16: 3 non-2xx" in text
     assert "used 0.25 of" in text
@@ -248,6 +250,7 @@ def test_checks_and_markdown():
 
 def test_workloads():
     scenario = Scenario("token", "key", 4, ["f1", "f2"], ["t1", "t2", "t3"], "done", '"etag"')
+    scenario.finished_jobs = ["c1", "c2"]
     defined = workloads.define(scenario)
     assert tuple(w.name for w in defined) == workloads.NAMES
     by_name = {w.name: w for w in defined}
@@ -257,6 +260,8 @@ def test_workloads():
         "Accept-Encoding": "gzip",
     }
     assert by_name["results_full_identity"].headers == {"Cookie": "access_token=token"}
+    assert by_name["results_finished_gzip"].args == ("/results?job_id=c1", "/results?job_id=c2")
+    assert by_name["results_finished_gzip"].headers == by_name["results_full_gzip"].headers
     assert by_name["ceiling_identity"].headers == {}
     assert by_name["ceiling_gzip"].ceiling
     assert by_name["results_estimator"].args[0] == "/results?job_id=f1&estimator_name=yz_profile_"

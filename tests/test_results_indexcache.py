@@ -1,0 +1,119 @@
+"""The per-process results index cache (server/results/indexcache.py) against the real database:
+when an entry is trusted without a query, and when it is not."""
+
+import time
+
+import asyncpg
+
+from server.results.indexcache import IndexCache, select
+from server.store import results
+from tests.helpers import login, reference, set_key, submit, upload
+
+RENAME = (
+    "UPDATE estimators SET name = name || '+'"
+    " WHERE simulation_id = (SELECT id FROM simulations WHERE job_id = $1)"
+)
+COMPLETE = "UPDATE simulations SET job_state = 'COMPLETED', end_time = now() WHERE job_id = $1"
+
+
+async def stored_job(client, conn) -> str:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202
+    return job_id
+
+
+def names(cache_entry) -> list[str]:
+    return sorted(cache_entry.index.estimators)
+
+
+async def test_only_finished_entries_are_trusted_while_leased(client, conn):
+    job_id = await stored_job(client, conn)
+    cache = IndexCache(10)
+    cache.renew(time.monotonic() + 60)
+    running = await cache.get(conn, job_id)
+    assert running is not None and not running.trusted
+    await conn.execute(COMPLETE, job_id)
+    finished = await cache.get(conn, job_id)  # the row changed: read again
+    assert finished is not None and finished.trusted and finished is not running
+    before = names(finished)
+    await conn.execute(RENAME, job_id)  # behind the server's back: no notification
+    assert names(await cache.get(conn, job_id)) == before  # from memory, no query
+    cache.changed(job_id)  # what the listener does on a notification
+    assert names(await cache.get(conn, job_id)) == [name + "+" for name in before]
+
+
+async def test_without_a_lease_every_entry_is_checked(client, conn):
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    cache = IndexCache(10)
+    cache.renew(time.monotonic() + 60)
+    assert (await cache.get(conn, job_id)).trusted
+    cache.renew(time.monotonic() - 1)  # an older lease changes nothing
+    assert await cache.get(conn, job_id) is not None
+    cache.distrust()  # the listener failed: the lease is gone
+    await conn.execute("DELETE FROM simulations WHERE job_id = $1", job_id)
+    assert await cache.get(conn, job_id) is None
+
+
+class NotifiedDuringReads:
+    """The test database, with a change notification arriving while each read is under way."""
+
+    def __init__(self, conn: asyncpg.Connection, cache: IndexCache, job_id: str) -> None:
+        self.conn, self.cache, self.job_id = conn, cache, job_id
+
+    async def fetch(self, *args):
+        rows = await self.conn.fetch(*args)
+        self.cache.changed(self.job_id)
+        return rows
+
+    async def fetchrow(self, *args):
+        row = await self.conn.fetchrow(*args)
+        self.cache.changed(self.job_id)
+        return row
+
+
+async def test_an_entry_read_while_a_change_arrived_is_not_trusted(client, conn):
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    cache = IndexCache(10)
+    cache.renew(time.monotonic() + 60)
+    entry = await cache.get(NotifiedDuringReads(conn, cache, job_id), job_id)
+    assert entry is not None and not entry.trusted  # the notification may be about this read
+    assert (await cache.get(conn, job_id)).trusted  # a quiet read is
+
+
+async def test_no_entries_kept_when_off(client, conn):
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    cache = IndexCache(0)
+    cache.renew(time.monotonic() + 60)
+    first = await cache.get(conn, job_id)
+    assert first is not None and first is not await cache.get(conn, job_id)
+
+
+async def test_select(client, conn):
+    job_id = await stored_job(client, conn)
+    index = await results.index(conn, job_id)
+    every = select(index, (None, None))
+    assert [page.estimator for page in every.pages] == [
+        e["name"] for e in reference() for _ in e["pages"]
+    ]
+    assert every.estimator_found and every.identity.etag is None  # running: no ETag
+    assert every.gzip.headers == {
+        "Content-Type": "application/json",
+        "Vary": "Accept-Encoding",
+        "Content-Encoding": "gzip",
+    }
+    some = select(index, ("peak_", (1, 3, 99)))
+    assert [(page.estimator, page.page_number) for page in some.pages] == [
+        ("peak_", 1),
+        ("peak_", 3),
+    ]
+    missing = select(index, ("nope", None))
+    assert not missing.estimator_found and missing.pages == ()
+    await conn.execute(COMPLETE, job_id)
+    done = select(await results.index(conn, job_id), (None, None))
+    assert done.identity.etag and done.gzip.etag and done.identity.etag != done.gzip.etag
+    assert done.gzip.headers["ETag"] == done.gzip.etag
