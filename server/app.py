@@ -2,14 +2,17 @@
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from server.auth import auth_middleware, secret_ctx
 from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
-from server.handlers import auth, jobs, results, users, workers
-from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
+from server.handlers import auth, jobs, keycloak, results, users, workers
+from server.jwks import ProviderKeys
+from server.keycloak import TokenVerifier
+from server.keys import BODY_CACHE, CONFIG, DISPATCHER, KEYCLOAK, PAGE_CACHE, POOL, USER_CACHE
 from server.lru import LruCache
 from server.pagecache import PageCache
 from server.runner import NoDispatcher
@@ -28,6 +31,8 @@ def add_routes(app: web.Application) -> None:
             web.get("/auth/refresh", auth.refresh),
             web.get("/auth/status", auth.status),
             web.delete("/auth/logout", auth.logout),
+            web.post("/auth/keycloak", keycloak.sign_in),
+            web.delete("/auth/keycloak", keycloak.sign_out),
             # submission and status (access cookie)
             web.post("/jobs/direct", jobs.submit),
             web.get("/jobs/direct", jobs.status),
@@ -68,6 +73,17 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
 
 
+async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Keycloak token verifier, with one HTTP session for the realm (if configured)."""
+    settings = app[CONFIG].keycloak
+    if not settings.issuer:
+        yield
+        return
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.timeout)) as http:
+        app[KEYCLOAK] = TokenVerifier(settings, ProviderKeys(http, settings))
+        yield
+
+
 def create_app(config: Config) -> web.Application:
     # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
@@ -78,6 +94,6 @@ def create_app(config: Config) -> web.Application:
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx, keycloak_ctx])
     add_routes(app)
     return app

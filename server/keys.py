@@ -4,6 +4,7 @@ import asyncpg
 from aiohttp import web
 
 from server.config import Config
+from server.keycloak import TokenVerifier
 from server.lru import LruCache
 from server.models import User
 from server.pagecache import PageCache
@@ -19,3 +20,4 @@ BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured
