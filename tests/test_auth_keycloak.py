@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -520,4 +521,31 @@ async def test_provider_sends_something_unusable(
 async def post_token(client: TestClient, token: str, username: str = USERNAME):
     return await client.post(
         "/auth/keycloak", json={"username": username}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+# --- measurement (opt-in) ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("YAPTIDE_MEASURE"), reason="set YAPTIDE_MEASURE=1")
+@pytest.mark.parametrize("key_name", ["rsa", "ec"])
+async def test_measure_warm_sign_in(sso, provider, realm_keys, key_name):
+    """Time of POST /auth/keycloak with the realm's keys cached, over real HTTP (printed):
+
+    YAPTIDE_MEASURE=1 .venv/bin/python -m pytest -q -s tests/test_auth_keycloak.py -k measure
+    """
+    token = provider.token(realm_keys[key_name])
+    assert (await sign_in(sso, token))[0] == 202  # warms the key cache
+    times = []
+    for _ in range(300):
+        started = time.perf_counter()
+        status, _ = await sign_in(sso, token)
+        times.append(time.perf_counter() - started)
+        assert status == 202
+    times.sort()
+    assert fetches(provider) == (1, 1)
+    print(
+        f"\n{key_name}: warm sign-in over {len(times)} requests: "
+        f"p50 {times[len(times) // 2] * 1000:.2f} ms, p90 {times[len(times) * 9 // 10] * 1000:.2f} ms, "
+        f"min {times[0] * 1000:.2f} ms"
     )
