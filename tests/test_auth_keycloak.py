@@ -1,16 +1,15 @@
 """`POST /auth/keycloak` and `DELETE /auth/keycloak`: signing in with a Keycloak access token.
 
-The realm is tests.openid_provider: a real HTTP server with real keys; every token here is really
-signed, and the server fetches the realm's keys over HTTP like it would from Keycloak.
+The realm is tests.fakes.openid_provider (fixtures `provider`, `sso_config`, `sso`): a real HTTP
+server with real keys; every token here is really signed, and the server fetches the realm's keys
+over HTTP as it would from Keycloak.
 """
 
 import asyncio
-import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -20,25 +19,21 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from server.config import ClusterConfig, Config
-from tests.conftest import login, register
-from tests.openid_provider import (
+from tests.fakes.openid_provider import (
     BACKEND,
     CONFIG_PATH,
     JWKS_PATH,
     REALM_PATH,
+    REFETCH_INTERVAL,
     UI,
     USERNAME,
     OpenIdProvider,
     SigningKey,
     hmac_token,
-    make_key,
     unsigned_token,
 )
-from tests.user_helpers import submit
+from tests.helpers import login, register, submit
 
-INTERVAL = 0.3  # min_refetch_interval of the test apps: short, so tests can wait past it
-PROMETHEUS = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)
 WELCOME = {"message": "Login successful"}
 NOT_AVAILABLE = {"message": "Service is not available"}
 SSO_STATUS = {
@@ -48,49 +43,6 @@ SSO_STATUS = {
     "display_name": "Alice Example",
     "email": "alice@example.org",
 }
-
-
-@pytest.fixture(scope="session")
-def realm_keys() -> dict[str, SigningKey]:
-    """The realm's RSA and EC keys, a second RSA key for rotation, and two that are not the
-    realm's: one under an unpublished key id, one under the id of the realm's RSA key."""
-    return {
-        "rsa": make_key("rsa-1", "RS256"),
-        "ec": make_key("ec-1", "ES256"),
-        "rsa_next": make_key("rsa-2", "RS256"),
-        "unpublished": make_key("rsa-unpublished", "RS256"),
-        "impostor": make_key("rsa-1", "RS256"),
-    }
-
-
-@pytest.fixture
-async def provider(aiohttp_server: Callable, realm_keys) -> AsyncIterator[OpenIdProvider]:
-    realm = OpenIdProvider([realm_keys["rsa"], realm_keys["ec"]])
-    server = await aiohttp_server(realm.app())
-    realm.issuer = str(server.make_url(REALM_PATH))
-    yield realm
-    realm.release.set()  # let stalled requests finish, so the server can stop
-
-
-@pytest.fixture
-def sso_config(make_config: Callable[..., Config], provider: OpenIdProvider) -> Callable:
-    """Config of an app that accepts the test realm's tokens (keycloak keys changed by kwargs)."""
-
-    def make(**keycloak: Any) -> Config:
-        settings = {
-            "issuer": provider.issuer,
-            "client_ids": BACKEND,
-            "min_refetch_interval": INTERVAL,
-            **keycloak,
-        }
-        return dataclasses.replace(make_config(keycloak=settings), clusters=(PROMETHEUS,))
-
-    return make
-
-
-@pytest.fixture
-async def sso(aiohttp_client: Callable, sso_config: Callable, conn) -> TestClient:
-    return await aiohttp_client(create_app(sso_config()))
 
 
 async def sign_in(
@@ -409,7 +361,7 @@ def fetches(provider: OpenIdProvider) -> tuple[int, int]:
 
 async def past_interval() -> None:
     """Wait until the configured min_refetch_interval has passed since the last fetch."""
-    await asyncio.sleep(INTERVAL * 1.2)
+    await asyncio.sleep(REFETCH_INTERVAL * 1.2)
 
 
 async def test_keys_are_fetched_once_and_cached(sso, provider, realm_keys):
@@ -454,7 +406,7 @@ async def test_key_rotation(sso, provider, realm_keys):
 
 
 async def test_keys_expire_after_the_cache_lifetime(aiohttp_client, sso_config, provider, conn):
-    client = await aiohttp_client(create_app(sso_config(key_cache_ttl=INTERVAL)))
+    client = await aiohttp_client(create_app(sso_config(key_cache_ttl=REFETCH_INTERVAL)))
     assert (await sign_in(client, provider.token()))[0] == 202
     assert (await sign_in(client, provider.token()))[0] == 202
     await past_interval()

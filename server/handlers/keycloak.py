@@ -47,7 +47,6 @@ def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
     return name, email
 
 
-@auth.public
 async def sign_in(request: web.Request) -> web.Response:
     verifier = _verifier(request)
     token = _bearer_token(request)
@@ -69,7 +68,6 @@ async def sign_in(request: web.Request) -> web.Response:
     return response
 
 
-@auth.public
 async def sign_out(request: web.Request) -> web.Response:
     _verifier(request)
     response = json_response({"message": "Logout successful"})

@@ -28,6 +28,8 @@ JWKS_PATH = f"{REALM_PATH}/protocol/openid-connect/certs"
 BACKEND = "yaptide-backend"  # the client id the server accepts
 UI = "yaptide-ui"  # the public client the browser signs in with
 USERNAME = "plgalice"
+# min_refetch_interval of the test apps: short, so a test can wait past it
+REFETCH_INTERVAL = 0.3
 
 
 @dataclass(frozen=True)
