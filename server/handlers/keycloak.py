@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server import auth
 from server.errors import Forbidden, Unauthorized
-from server.http import field, json_response, read_json
+from server.http import bearer_token, field, json_response, read_json
 from server.keycloak import SsoIdentity, TokenVerifier
 from server.keys import CONFIG, KEYCLOAK, POOL, SECRET
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
@@ -29,13 +29,6 @@ def _verifier(request: web.Request) -> TokenVerifier:
     return verifier
 
 
-def _bearer_token(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(auth.NO_TOKEN)
-    return token.strip()
-
-
 def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
     """The token's name and email for a new account, each dropped unless POST /user/update
     would accept it."""
@@ -49,7 +42,9 @@ def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
 
 async def sign_in(request: web.Request) -> web.Response:
     verifier = _verifier(request)
-    token = _bearer_token(request)
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized(auth.NO_TOKEN)
     config = request.app[CONFIG]
     username = field(await read_json(request, config.server.max_body_size), "username", str)
     identity = await verifier.verify(token)
