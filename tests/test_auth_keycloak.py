@@ -64,6 +64,21 @@ async def users_in(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     return [(row["username"], row["source"]) for row in rows]
 
 
+async def job_ids_listed(client: TestClient) -> list[str]:
+    response = await client.get("/user/simulations")
+    assert response.status == 200
+    return [item["job_id"] for item in (await response.json())["simulations"]]
+
+
+async def signs_in(
+    client: TestClient, provider: OpenIdProvider, key: SigningKey | None = None, **changes: Any
+) -> None:
+    """Sign in with a token of the realm (claims changed by `changes`); the whole answer checked."""
+    expires = int(time.time()) + 300
+    token = provider.token(key, **{"exp": expires, **changes})
+    assert await sign_in(client, token) == (202, {**WELCOME, "access_exp": expires * 1000})
+
+
 def denied(message: str) -> tuple[int, dict[str, str]]:
     return 403, {"message": message}
 
@@ -81,7 +96,7 @@ async def test_good_token_signs_in(sso, provider, realm_keys, conn, key_name):
 
 
 async def test_signed_in_user_sees_the_seed_clusters_example(sso, provider):
-    assert (await sign_in(sso, provider.token()))[0] == 202
+    await signs_in(sso, provider)
     response = await sso.get("/clusters")
     assert (response.status, await response.json()) == (200, SEED_CLUSTERS_RESPONSE)
 
@@ -109,34 +124,35 @@ async def test_session_ends_with_the_keycloak_token(sso, provider):
     before = math.ceil(time.time() + 900)
     status, body = await sign_in(sso, provider.token(exp=int(time.time()) + 7200))
     after = math.ceil(time.time() + 900)
-    assert status == 202 and before * 1000 <= body["access_exp"] <= after * 1000
+    assert (status, body) == (202, {**WELCOME, "access_exp": body["access_exp"]})
+    assert before * 1000 <= body["access_exp"] <= after * 1000
 
 
 async def test_sign_in_again_is_the_same_user_and_keeps_the_profile(sso, provider, conn):
     """The UI signs in again before access_exp; the account is found, not made again, and
     the profile the user edited since is not overwritten by the token's."""
-    assert (await sign_in(sso, provider.token()))[0] == 202
+    await signs_in(sso, provider)
     response = await sso.post("/user/update", json={"display_name": "Dr Alice"})
-    assert response.status == 200
-    assert (await sign_in(sso, provider.token(name="Someone Else")))[0] == 202
+    assert (response.status, await response.json()) == (200, {"message": "User updated"})
+    await signs_in(sso, provider, name="Someone Else")
     assert await status_of(sso) == (200, {**SSO_STATUS, "display_name": "Dr Alice"})
     assert await users_in(conn) == [(USERNAME, "keycloak")]
 
 
 async def test_profile_claims_that_would_not_pass_user_update_are_left_out(sso, provider):
-    token = provider.token(name="x" * 129, email="not-an-address")
-    assert (await sign_in(sso, token))[0] == 202
+    await signs_in(sso, provider, name="x" * 129, email="not-an-address")
     assert await status_of(sso) == (200, {**SSO_STATUS, "display_name": None, "email": None})
 
 
 async def test_a_local_user_of_the_same_name_is_a_different_user(sso, provider, conn):
-    """Both sign in, each as themselves; neither sees the other's simulations."""
+    """Both sign in, each as themselves; neither sees nor reaches the other's simulations."""
     await login(sso, USERNAME)
     local_job = await submit(sso)
-    assert (await sign_in(sso, provider.token()))[0] == 202
+    await signs_in(sso, provider)
     assert await status_of(sso) == (200, SSO_STATUS)
-    listing = await (await sso.get("/user/simulations")).json()
-    assert (listing["simulations"], listing["simulations_count"]) == ([], 0)
+    assert await job_ids_listed(sso) == []
+    sso_job = await submit(sso)
+    assert await job_ids_listed(sso) == [sso_job]
     response = await sso.get(f"/inputs?job_id={local_job}")
     assert (response.status, await response.json()) == denied("Simulation belongs to another user")
 
@@ -144,13 +160,14 @@ async def test_a_local_user_of_the_same_name_is_a_different_user(sso, provider, 
     assert response.status == 202
     local_status = {"message": "User status", "username": USERNAME, "source": "local"}
     assert await status_of(sso) == (200, {**local_status, "display_name": None, "email": None})
-    listing = await (await sso.get("/user/simulations")).json()
-    assert [item["job_id"] for item in listing["simulations"]] == [local_job]
+    assert await job_ids_listed(sso) == [local_job]
+    response = await sso.get(f"/inputs?job_id={sso_job}")
+    assert (response.status, await response.json()) == denied("Simulation belongs to another user")
     assert await users_in(conn) == [(USERNAME, "local"), (USERNAME, "keycloak")]
 
 
 async def test_a_local_account_can_be_registered_after_the_sso_one(sso, provider, conn):
-    assert (await sign_in(sso, provider.token()))[0] == 202
+    await signs_in(sso, provider)
     await register(sso, USERNAME)
     response = await sso.put("/auth/register", json={"username": USERNAME, "password": "password2"})
     assert (response.status, await response.json()) == (409, {"message": "Username already taken"})
@@ -169,7 +186,7 @@ async def test_sign_in_drops_a_local_refresh_cookie(sso, provider):
 
 
 async def test_delete_clears_the_cookie(sso, provider):
-    assert (await sign_in(sso, provider.token()))[0] == 202
+    await signs_in(sso, provider)
     response = await sso.delete("/auth/keycloak")
     assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
     assert response.cookies["access_token"].value == ""
@@ -266,7 +283,7 @@ async def test_claims_that_fail_a_check(sso, provider, conn, changes, message):
     ],
 )
 async def test_claims_that_pass(sso, provider, changes):
-    assert (await sign_in(sso, provider.token(**changes)))[0] == 202
+    await signs_in(sso, provider, **changes)
 
 
 async def test_access_rule_is_configurable(aiohttp_client, sso_config, provider, conn):
@@ -275,12 +292,12 @@ async def test_access_rule_is_configurable(aiohttp_client, sso_config, provider,
     assert await sign_in(client, provider.token()) == denied(
         "No access: the token has no groups claim"
     )
-    assert (await sign_in(client, provider.token(groups=["yaptide-users"])))[0] == 202
+    await signs_in(client, provider, groups=["yaptide-users"])
 
 
 async def test_access_rule_can_be_turned_off(aiohttp_client, sso_config, provider, conn):
     client = await aiohttp_client(create_app(sso_config(access_claim="")))
-    assert (await sign_in(client, provider.token(plgridAccessServices=None)))[0] == 202
+    await signs_in(client, provider, plgridAccessServices=None)
 
 
 async def test_alg_none_is_refused(sso, provider, conn):
@@ -354,18 +371,19 @@ async def past_interval() -> None:
 
 async def test_keys_are_fetched_once_and_cached(sso, provider, realm_keys):
     for key_name in ("rsa", "ec", "rsa", "ec"):
-        assert (await sign_in(sso, provider.token(realm_keys[key_name])))[0] == 202
+        await signs_in(sso, provider, realm_keys[key_name])
     assert fetches(provider) == (1, 1)
 
 
 async def test_concurrent_first_sign_ins_share_one_fetch(sso, provider):
-    results = await asyncio.gather(*(sign_in(sso, provider.token()) for _ in range(8)))
-    assert [status for status, _ in results] == [202] * 8
+    expires = int(time.time()) + 300
+    results = await asyncio.gather(*(sign_in(sso, provider.token(exp=expires)) for _ in range(8)))
+    assert results == [(202, {**WELCOME, "access_exp": expires * 1000})] * 8
     assert fetches(provider) == (1, 1)
 
 
 async def test_unknown_key_id_refetches_once_then_403(sso, provider, realm_keys):
-    assert (await sign_in(sso, provider.token()))[0] == 202
+    await signs_in(sso, provider)
     await past_interval()
     unknown = provider.token(realm_keys["unpublished"])
     for _ in range(3):
@@ -383,10 +401,10 @@ async def test_unknown_key_id_on_a_cold_cache_costs_one_fetch(sso, provider, rea
 
 async def test_key_rotation(sso, provider, realm_keys):
     """A new key is picked up on first sight; a key the realm dropped stops working."""
-    assert (await sign_in(sso, provider.token(realm_keys["rsa"])))[0] == 202
+    await signs_in(sso, provider, realm_keys["rsa"])
     provider.keys = [realm_keys["rsa_next"], realm_keys["ec"]]
     await past_interval()
-    assert (await sign_in(sso, provider.token(realm_keys["rsa_next"])))[0] == 202
+    await signs_in(sso, provider, realm_keys["rsa_next"])
     assert await sign_in(sso, provider.token(realm_keys["rsa"])) == denied(
         "Invalid token: unknown signing key (kid)"
     )
@@ -395,10 +413,10 @@ async def test_key_rotation(sso, provider, realm_keys):
 
 async def test_keys_expire_after_the_cache_lifetime(aiohttp_client, sso_config, provider, conn):
     client = await aiohttp_client(create_app(sso_config(key_cache_ttl=REFETCH_INTERVAL)))
-    assert (await sign_in(client, provider.token()))[0] == 202
-    assert (await sign_in(client, provider.token()))[0] == 202
+    await signs_in(client, provider)
+    await signs_in(client, provider)
     await past_interval()
-    assert (await sign_in(client, provider.token()))[0] == 202
+    await signs_in(client, provider)
     assert fetches(provider) == (1, 2)
 
 
@@ -437,7 +455,7 @@ async def test_provider_back_after_an_outage(aiohttp_client, sso_config, provide
     provider.stalled = False
     provider.release.set()
     await past_interval()
-    assert (await sign_in(client, provider.token()))[0] == 202
+    await signs_in(client, provider)
 
 
 @pytest.mark.parametrize(
