@@ -92,6 +92,7 @@ class ProviderKeys:
                 log.warning("Keycloak signing keys not fetched: %s", _describe(exc))
                 return
             self._keys, self._loaded_at = keys, started
+            log.info("Keycloak signing keys fetched: %s", ", ".join(sorted(keys)))
 
     async def _fetch(self) -> dict[str, PyJWK]:
         if self._jwks_uri is None:
