@@ -194,6 +194,13 @@ async def test_delete_clears_the_cookie(sso, provider):
     assert await status_of(sso) == (401, {"message": "No token provided"})
 
 
+async def test_delete_without_a_session_is_fine(sso):
+    """Like logout: signing out twice, or never signed in, is not an error."""
+    for _ in range(2):
+        response = await sso.delete("/auth/keycloak")
+        assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+
+
 # --- what is refused --------------------------------------------------------------------------
 
 
