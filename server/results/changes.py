@@ -93,8 +93,10 @@ class Changes:
             self._conn = conn
             while True:
                 sent = time.monotonic()
-                async with self._lock:
-                    await asyncio.wait_for(conn.fetchval(query("changes_ping")), LEASE)
+                # (asyncio.timeout, not wait_for: in Python 3.11 wait_for may swallow the
+                # cancellation that stops this loop when the ping completes at the same time)
+                async with self._lock, asyncio.timeout(LEASE):
+                    await conn.fetchval(query("changes_ping"))
                 self.cache.renew(sent + LEASE)
                 await asyncio.sleep(PING_EVERY)
         finally:

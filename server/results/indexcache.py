@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from server.jobs.states import TERMINAL_STATES
 from server.models import Db
 from server.results import negotiation
-from server.store import results, simulations
+from server.results.heads import HeadReader
+from server.store import results
 from server.store.results import PageRef, ResultsIndex
 
 MAX_VIEWS = 16  # filtered views remembered per simulation (distinct estimator/page filters)
@@ -106,6 +107,7 @@ class IndexCache:
         self._changed: dict[str, int] = {}  # job_id -> number of its latest notification
         self._forgotten = 0  # `_changed` knows nothing of notifications up to this number
         self._lease_until = 0.0  # monotonic time until which trusted entries may be served
+        self.heads = HeadReader()
 
     # the change listener's side
 
@@ -148,7 +150,7 @@ class IndexCache:
             return entry
         mark = self.mark()
         if entry is not None:
-            head = await simulations.get_results_head(db, job_id)
+            head = await self.heads.get(db, job_id)
             if head is None:
                 self._entries.pop(job_id, None)
                 return None

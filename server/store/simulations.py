@@ -90,9 +90,10 @@ def results_head_of(row: asyncpg.Record) -> ResultsHead:
     )
 
 
-async def get_results_head(db: Db, job_id: str) -> ResultsHead | None:
-    row = await db.fetchrow(query("get_results_head"), job_id)
-    return results_head_of(row) if row else None
+async def get_results_heads(db: Db, job_ids: list[str]) -> dict[str, ResultsHead]:
+    """The heads of those of `job_ids` that exist."""
+    rows = await db.fetch(query("get_results_heads"), job_ids)
+    return {row["job_id"]: results_head_of(row) for row in rows}
 
 
 async def bump_results_version(conn: Conn, sim_pk: int) -> None:

@@ -57,9 +57,11 @@ UPDATE simulations SET
     END
 WHERE id = $1
 
--- name: get_results_head
--- What GET /results checks against the index a server process holds (one row).
-SELECT id, user_id, job_state, end_time, results_version FROM simulations WHERE job_id = $1
+-- name: get_results_heads
+-- What GET /results checks against the index a server process holds (one row per job_id;
+-- concurrent fetches share one query: server/results/heads.py).
+SELECT job_id, id, user_id, job_state, end_time, results_version
+FROM simulations WHERE job_id = ANY ($1::text[])
 
 -- name: bump_results_version
 -- Every results upload: the server processes' cached indexes of this simulation are outdated.
