@@ -8,13 +8,14 @@ from aiohttp import web
 
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.http import query_param
-from server.keys import POOL, USER
+from server.keys import CONFIG, POOL, USER
 from server.models import TERMINAL_STATES
 from server.store import simulations
 
 NOT_FOUND = "Simulation not found"
 NOT_OWNER = "Simulation belongs to another user"
 BAD_KEY = "Invalid update key"
+NOT_SSO = "Local users cannot access HPC clusters"
 
 
 def check_owner(owner: tuple[int, int] | None, user_id: int) -> int:
@@ -31,6 +32,12 @@ async def owned_simulation(request: web.Request) -> int:
     job_id = query_param(request, "job_id")
     owner = await simulations.get_owner(request.app[POOL], job_id)
     return check_owner(owner, request[USER].id)
+
+
+def check_cluster_user(request: web.Request) -> None:
+    """HPC clusters are for SSO users, and for local users when [slurm] local_users is on."""
+    if request[USER].source != "keycloak" and not request.app[CONFIG].slurm.local_users:
+        raise Forbidden(NOT_SSO)
 
 
 def update_key_of(request: web.Request, body: dict[str, Any]) -> str:

@@ -9,11 +9,13 @@ from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
+from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, SLURM, USER_CACHE
 from server.lru import LruCache
 from server.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.runner.local import LocalDispatcher
+from server.runner.reconcile import Reconciler
+from server.runner.slurm import SlurmDispatcher
 from server.usercache import UserCache
 
 
@@ -33,6 +35,9 @@ def add_routes(app: web.Application) -> None:
             web.get("/jobs/direct", jobs.status),
             web.get("/jobs", jobs.status),
             web.delete("/jobs/direct", jobs.cancel),
+            web.post("/jobs/batch", jobs.submit_batch),
+            web.get("/jobs/batch", jobs.status),
+            web.delete("/jobs/batch", jobs.cancel),
             # workers (update key)
             web.post("/tasks", workers.update_task),
             web.post("/jobs", workers.update_job),
@@ -52,9 +57,30 @@ def add_routes(app: web.Application) -> None:
     )
 
 
+async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The SLURM dispatcher and its reconciler, when SLURM is used (kind "slurm", clusters)."""
+    config = app[CONFIG]
+    if config.runner.kind != "slurm" and not config.clusters:
+        yield
+        return
+    slurm = SlurmDispatcher(config, app[POOL])
+    reconciler = Reconciler(slurm, app[POOL], config.slurm.poll_interval)
+    app[SLURM] = slurm
+    reconciler.start()
+    try:
+        yield
+    finally:
+        await reconciler.stop()
+        await slurm.close()
+
+
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The configured dispatcher, started after the pool and stopped before it."""
     config = app[CONFIG]
+    if config.runner.kind == "slurm":
+        app[DISPATCHER] = app[SLURM]
+        yield
+        return
     if config.runner.kind != "local":
         app[DISPATCHER] = NoDispatcher()
         yield
@@ -78,6 +104,6 @@ def create_app(config: Config) -> web.Application:
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, slurm_ctx, dispatcher_ctx])
     add_routes(app)
     return app

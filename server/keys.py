@@ -1,5 +1,7 @@
 """Every typed application and request key, in one place."""
 
+from typing import TYPE_CHECKING
+
 import asyncpg
 from aiohttp import web
 
@@ -10,6 +12,9 @@ from server.pagecache import PageCache
 from server.runner import Dispatcher
 from server.usercache import UserCache
 
+if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
+    from server.runner.slurm import SlurmDispatcher
+
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
@@ -19,3 +24,5 @@ BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+# Set only when SLURM is used (runner.kind = "slurm" or [[clusters]] configured).
+SLURM: web.AppKey["SlurmDispatcher"] = web.AppKey("slurm")

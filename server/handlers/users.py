@@ -1,14 +1,12 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
-import dataclasses
-
 import asyncpg
 import orjson
 from aiohttp import web
 
 from server import auth
-from server.access import owned_simulation
-from server.errors import Conflict, Forbidden, NotFound, Unauthorized
+from server.access import check_cluster_user, owned_simulation
+from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, read_json
 from server.keys import CONFIG, POOL, USER
 from server.listing import Listing, parse_listing
@@ -17,7 +15,6 @@ from server.store import user_simulations, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
-NOT_SSO = "Local users cannot access HPC clusters"
 
 
 def _item(row: asyncpg.Record) -> dict:
@@ -85,9 +82,12 @@ async def update_profile(request: web.Request) -> web.Response:
 
 
 async def clusters(request: web.Request) -> web.Response:
-    if request[USER].source != "keycloak":
-        raise Forbidden(NOT_SSO)
-    available = [dataclasses.asdict(cluster) for cluster in request.app[CONFIG].clusters]
+    check_cluster_user(request)
+    # Only what the seed lists: connection settings are the operator's business.
+    available = [
+        {"cluster_name": c.cluster_name, "display_name": c.display_name, "available": c.available}
+        for c in request.app[CONFIG].clusters
+    ]
     return json_response({"message": "Available clusters", "clusters": available})
 
 

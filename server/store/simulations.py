@@ -20,6 +20,7 @@ async def create(
     primaries: list[int],
     input_data: dict,
     update_key_sha256: bytes,
+    platform: str = "direct",
 ) -> int:
     """Insert a simulation, its input and one PENDING task per entry of `primaries`, atomically."""
     stored_input = zlib.compress(orjson.dumps(input_data))
@@ -33,6 +34,7 @@ async def create(
             input_type,
             len(primaries),
             update_key_sha256,
+            platform,
         )
         await conn.execute(query("insert_input"), simulation_id, stored_input)
         await conn.execute(query("insert_tasks"), simulation_id, primaries)

@@ -1,8 +1,10 @@
 -- Simulations, their inputs and tasks.
 
 -- name: insert_simulation
-INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO simulations (
+    job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256, platform
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id
 
 -- name: insert_input
