@@ -81,7 +81,9 @@ class SlurmConfig:
     that watches every SLURM job (also those of [[clusters]]), and who may use clusters."""
 
     poll_interval: float = checks.checked(10.0, checks.positive)
-    python: str = ""  # empty: this server's own interpreter, with this project on PYTHONPATH
+    # The command that runs Python on the nodes; empty: this server's own interpreter, with
+    # this project on PYTHONPATH.
+    python: str = checks.checked("", checks.command)
     partition: str = checks.checked("", checks.sbatch_word)
     account: str = checks.checked("", checks.sbatch_word)
     time_limit: str = checks.checked("", checks.slurm_time)
@@ -103,7 +105,7 @@ class ClusterConfig:
     key_file: str = ""
     known_hosts: str = ""
     work_dir: str = checks.checked("", checks.remote_path)
-    python: str = "python3"
+    python: str = checks.checked("python3", checks.command)
     partition: str = checks.checked("", checks.sbatch_word)
     account: str = checks.checked("", checks.sbatch_word)
     time_limit: str = checks.checked("", checks.slurm_time)

@@ -38,8 +38,9 @@ class SbatchError(Exception):
 
 
 def python_command(cluster: ClusterConfig) -> str:
-    """How the cluster runs the worker; this server's own Python for the login-node cluster."""
-    return shlex.quote(cluster.python or sys.executable)
+    """How the cluster runs Python (a command line of the operator's); this server's own
+    interpreter for the login-node cluster."""
+    return cluster.python or shlex.quote(sys.executable)
 
 
 def _defaults(cluster: ClusterConfig) -> list[str]:

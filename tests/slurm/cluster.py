@@ -177,7 +177,9 @@ class Cluster:
             if state == "idle":
                 return
             if state.startswith(("down", "drain")):
-                self.command("scontrol", "update", f"nodename={self.host}", "state=resume", check=False)
+                self.command(
+                    "scontrol", "update", f"nodename={self.host}", "state=resume", check=False
+                )
             time.sleep(0.2)
         raise ClusterError(f"the node did not become idle (last state: {state!r})")
 

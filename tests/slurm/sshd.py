@@ -28,7 +28,7 @@ UsePAM no
 StrictModes no
 AllowUsers {user}
 PermitRootLogin no
-AcceptEnv SLURM_CONF
+SetEnv SLURM_CONF={slurm_conf}
 LogLevel ERROR
 """
 
@@ -82,12 +82,10 @@ def _start(directory: Path, user: str, slurm_conf: Path) -> SshServer:
     authorized.write_text((directory / "client_key.pub").read_text())
     port = free_port()
     config = directory / "sshd_config"
-    config.write_text(_SSHD_CONFIG.format(port=port, dir=directory, user=user))
+    # SetEnv: the session finds the test cluster like a login node finds its own.
+    text = _SSHD_CONFIG.format(port=port, dir=directory, user=user, slurm_conf=slurm_conf)
+    config.write_text(text)
     home = Path(pwd.getpwnam(user).pw_dir)
-    # The login shell finds the test cluster like a login node finds its own.
-    profile = home / ".bashrc"
-    profile.write_text(f"export SLURM_CONF={slurm_conf}\n")
-    (home / ".profile").write_text(f"export SLURM_CONF={slurm_conf}\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     done = subprocess.run(["/usr/sbin/sshd", "-f", str(config)], capture_output=True, text=True)
     if done.returncode != 0:

@@ -1,0 +1,121 @@
+"""Fixtures of the SLURM tests: one real single-node SLURM cluster and one sshd per session.
+
+The cluster (tests/slurm/cluster.py) and the sshd (tests/slurm/sshd.py) need root and the
+Debian packages that tests/slurm/install.sh installs (`.ci/run` runs it); without them these
+tests are skipped with the reason. Client commands find the cluster through SLURM_CONF, set in
+this process's environment for the session (the server runs sbatch with its environment).
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from server.config import PROJECT_DIR, Config
+from tests.conftest import login
+from tests.jobs_support import RecordingDispatcher, record_jobs
+from tests.slurm.cluster import Cluster, installed
+from tests.slurm.sshd import SshServer, ssh_server
+
+
+@pytest.fixture(scope="session")
+def slurm_root() -> Iterator[Path]:
+    """A directory every test user can reach (not pytest's 0700 tmp tree)."""
+    if os.geteuid() != 0 or not installed():
+        pytest.skip("needs root and SLURM (run tests/slurm/install.sh as root)")
+    directory = Path(tempfile.mkdtemp(prefix="yaptide-slurm-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(slurm_root: Path) -> Iterator[Cluster]:
+    cluster = Cluster(slurm_root / "cluster")
+    previous = os.environ.get("SLURM_CONF")
+    try:
+        cluster.start()
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        yield cluster
+    finally:
+        cluster.stop()
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture(scope="session")
+def ssh(slurm_root: Path, slurm_cluster: Cluster) -> Iterator[SshServer]:
+    with ssh_server(slurm_root / "ssh", slurm_cluster.conf) as server:
+        yield server
+
+
+def _runs_worker(user: str, command: str) -> bool:
+    check = f"{command} -c 'import server.worker.main, pymchelper'"
+    done = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", check], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def remote_python(ssh: SshServer) -> str:
+    """How the SSH user runs the worker: this interpreter if the user can reach it, else the
+    system Python of the same version with this project and its packages on PYTHONPATH."""
+    candidates = [shlex.quote(sys.executable)]
+    site = next(Path(sys.prefix).glob("lib/python3*/site-packages"), None)
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if site is not None and Path(system).exists():
+        candidates.append(f"env PYTHONPATH={PROJECT_DIR}:{site} {system}")
+    for command in candidates:
+        if _runs_worker(ssh.user, command):
+            return command
+    pytest.skip(f"the SSH test user cannot run the worker with any of {candidates}")
+
+
+@pytest.fixture
+def job_root(slurm_root: Path, tmp_path: Path) -> Path:
+    """A per-test directory on the "shared filesystem" (reachable by every test user)."""
+    directory = Path(tempfile.mkdtemp(prefix=f"{tmp_path.name[:20]}-", dir=slurm_root))
+    directory.chmod(0o777)
+    return directory
+
+
+@pytest.fixture
+def start_slurm_app(
+    aiohttp_server: Callable,
+    aiohttp_client: Callable,
+    unused_tcp_port_factory: Callable[[], int],
+    make_config: Callable[..., Config],
+    slurm_cluster: Cluster,
+    conn: Any,
+) -> Callable[..., Any]:
+    """start_slurm_app(shieldhit, **sections) -> (client, recorder, config): an app on a real
+    port with runner.kind = "slurm" (progress every 0.1 s, the reconciler every 0.3 s)."""
+
+    async def start(
+        shieldhit: Path, port: int | None = None, **sections: dict[str, Any]
+    ) -> tuple[TestClient, RecordingDispatcher, Config]:
+        port = port or unused_tcp_port_factory()
+        config = make_config(
+            server={"public_url": f"http://127.0.0.1:{port}"},
+            runner={"kind": "slurm", "progress_interval": 0.1, "retry_timeout": 60.0},
+            slurm={"poll_interval": 0.3, "jobcomp_file": str(slurm_cluster.jobcomp)},
+            simulators={"shieldhit": str(shieldhit)},
+            **sections,
+        )
+        app = create_app(config)
+        recorder = record_jobs(app)
+        client = await aiohttp_client(await aiohttp_server(app, port=port))
+        await login(client)
+        return client, recorder, config
+
+    return start

@@ -1,0 +1,192 @@
+"""runner.kind = "slurm" on a real single-node SLURM: the server host is the login node.
+
+Each simulation is a job array running the built-in worker (which runs a fake SHIELD-HIT12A
+replaying a real run) plus a merge job; the reconciler fails what SLURM ends behind the
+workers' backs. Timings of the test cluster are printed (pytest -s).
+"""
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fake_simulators import averaging_payload
+from tests.jobs_support import (
+    eventually,
+    logfiles_of,
+    pid_alive,
+    post,
+    states_are,
+    status,
+    submit,
+    wait_gone,
+)
+from tests.slurm.cluster import Cluster
+from tests.slurm.slurm_support import MESH_MEANS, fake_shieldhit, slurm_ids
+from tests.worker_support import page_means, results_of, task_and_job_ends
+
+
+def approx(value: float) -> object:
+    return pytest.approx(value, rel=1e-5)
+
+
+def job_dir(config, job_id: str) -> Path:
+    return config.data_dir / "jobs" / job_id
+
+
+async def test_four_tasks_to_completed(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
+    client, recorder, config = await start_slurm_app(fake_shieldhit(job_root, delay=0.05))
+    job_id = await submit(client, averaging_payload(ntasks=4))
+    key = recorder.key(job_id)
+    array_id, _ = await slurm_ids(conn)
+    seen_running: list[int] = []
+    ps_output = scontrol_output = ""
+
+    async def completed() -> bool:
+        nonlocal ps_output, scontrol_output
+        body = await status(client, job_id)
+        running = [t for t in body["job_tasks_status"] if t["task_state"] == "RUNNING"]
+        if running and not seen_running:
+            ps_output = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            scontrol_output = slurm_cluster.command("scontrol", "show", "job", "-dd", str(array_id))
+        seen_running.extend(t["simulated_primaries"] for t in running)
+        return body["job_state"] == "COMPLETED"
+
+    await eventually(completed, timeout=120)
+    assert any(0 < done < 250 for done in seen_running), seen_running  # progress while running
+    body = await status(client, job_id)
+    assert [t["task_state"] for t in body["job_tasks_status"]] == ["COMPLETED"] * 4
+    assert [t["simulated_primaries"] for t in body["job_tasks_status"]] == [250] * 4
+    assert page_means(await results_of(client, job_id)) == {
+        key: approx(value) for key, value in MESH_MEANS.items()
+    }
+    # The update key is in no command line, no SLURM record, no log.
+    assert "-m server.worker" in ps_output, ps_output
+    assert f"ArrayJobId={array_id}" in scontrol_output
+    assert key not in ps_output and key not in scontrol_output
+    directory = job_dir(config, job_id)
+    logs = [*directory.glob("*.log"), *directory.glob("*.sh")]
+    logs += [*slurm_cluster.dir.glob("*.log")]
+    assert len(logs) >= 7 and not [path for path in logs if key in path.read_text()]
+    assert key not in str(await logfiles_of(conn))
+
+    row = await conn.fetchrow(
+        "SELECT extract(epoch FROM min(t.start_time) - s.start_time) AS to_running "
+        "FROM simulations s JOIN tasks t ON t.simulation_id = s.id GROUP BY s.id"
+    )
+    delay, _ = await task_and_job_ends(conn)
+    print(
+        f"\nSLURM 4-task job: submit -> first task RUNNING {row['to_running']:.2f} s, "
+        f"last task end -> COMPLETED {delay:.2f} s"
+    )
+
+
+async def test_cancel(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
+    client, recorder, _ = await start_slurm_app(fake_shieldhit(job_root, hang=True))
+    job_id = await submit(client, averaging_payload(ntasks=4))
+    array_id, merge_id = await slurm_ids(conn)
+    running = await eventually(running_simulators(job_root / job_id), timeout=60)
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+    body = await status(client, job_id)
+    assert body["job_state"] == "CANCELED"
+    assert {t["task_state"] for t in body["job_tasks_status"]} == {"CANCELED"}
+    await wait_gone(running)
+    states = await eventually(slurm_states(slurm_cluster, array_id, merge_id), timeout=20)
+    assert set(states.values()) == {"CANCELLED"}, states
+    identity = {"simulation_id": job_id, "update_key": recorder.key(job_id), "task_id": 1}
+    late = await post(
+        client, "/tasks", {**identity, "update_dict": {"task_state": "COMPLETED"}}, 409
+    )
+    assert late == {"message": "Simulation is CANCELED: no more updates are accepted"}
+
+
+def running_simulators(directory: Path):
+    """A check: the pids of the fake simulators once two of them run (2 CPUs)."""
+
+    async def check() -> list[int] | None:
+        pids = [int(path.read_text()) for path in directory.glob("simpid_*")]
+        started = list(directory.glob("simrunning_*"))
+        return pids if len(started) >= 2 and all(pid_alive(p) for p in pids) else None
+
+    return check
+
+
+def slurm_states(cluster: Cluster, *job_ids: int):
+    """A check: {job: state} from squeue once none of the jobs is pending or running."""
+
+    async def check() -> dict[str, str] | None:
+        text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i %T")
+        states = {}
+        for line in text.splitlines():
+            job, state = line.split()
+            if int(job.split("_")[0]) in job_ids:
+                states[job] = state
+        alive = {"PENDING", "RUNNING", "COMPLETING"}
+        return states if states and not alive & set(states.values()) else None
+
+    return check
+
+
+async def test_time_limit_fails_the_task(start_slurm_app, job_root, conn):
+    # SLURM counts time limits in whole minutes: 1 is the shortest there is.
+    shieldhit = fake_shieldhit(job_root, hang=True)
+    client, _, _ = await start_slurm_app(shieldhit, slurm={"poll_interval": 0.3, "time_limit": "1"})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    array_id, _ = await slurm_ids(conn)
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=150)
+    logs = await logfiles_of(conn)
+    assert sorted(logs) == ["task_1_slurm"]
+    assert logs["task_1_slurm"].startswith(
+        f"SLURM ended array task 1 of job {array_id} as TIMEOUT (TimeLimit) before the worker "
+        "reported a final task state.\n\nLast output (task_1.log):\n"
+    )
+    assert "CANCELLED AT" in logs["task_1_slurm"] and "DUE TO TIME LIMIT" in logs["task_1_slurm"]
+
+
+async def test_merge_job_cancelled_by_an_admin(
+    start_slurm_app, job_root, slurm_cluster: Cluster, conn
+):
+    client, _, _ = await start_slurm_app(fake_shieldhit(job_root, hang=True))
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    array_id, merge_id = await slurm_ids(conn)
+    running = await eventually(running_simulators(job_root / job_id), timeout=60)
+    slurm_cluster.command("scancel", str(merge_id))
+    body = await eventually(states_are(client, job_id, "FAILED"), timeout=30)
+    assert [t["task_state"] for t in body["job_tasks_status"]] == ["FAILED", "FAILED"]
+    logs = await logfiles_of(conn)
+    assert sorted(logs) == ["merge"]
+    assert logs["merge"].startswith(
+        f"The merge job {merge_id} ended as CANCELLED without posting results.\n\n"
+        "Last output (merge.log):\n"
+    )
+    # Nothing can finish the job now: the reconciler cancels its array.
+    await wait_gone(running)
+    states = await eventually(slurm_states(slurm_cluster, array_id), timeout=20)
+    assert set(states.values()) == {"CANCELLED"}, states
+    assert await conn.fetchval("SELECT done FROM slurm_jobs")
+
+
+async def test_server_restart_in_the_middle(
+    start_slurm_app, job_root, unused_tcp_port_factory, conn
+):
+    port = unused_tcp_port_factory()
+    shieldhit = fake_shieldhit(job_root, delay=0.1)
+    client, _, _ = await start_slurm_app(shieldhit, port=port)
+    job_id = await submit(client, averaging_payload(ntasks=2))
+
+    async def progressing() -> bool:
+        tasks = (await status(client, job_id))["job_tasks_status"]
+        return any(task["simulated_primaries"] for task in tasks)
+
+    await eventually(progressing, timeout=60)
+    await client.close()  # the server stops; the SLURM jobs keep running and retrying
+    await asyncio.sleep(1.0)
+    client, _, _ = await start_slurm_app(shieldhit, port=port)
+    await client.post("/auth/login", json={"username": "alice", "password": "password1"})
+    body = await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=120)
+    assert [t["simulated_primaries"] for t in body["job_tasks_status"]] == [500, 500]
+    assert page_means(await results_of(client, job_id)) == {
+        key: approx(value) for key, value in MESH_MEANS.items()
+    }
