@@ -6,6 +6,7 @@ tests are skipped with the reason. Client commands find the cluster through SLUR
 this process's environment for the session (the server runs sbatch with its environment).
 """
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -20,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from server.config import PROJECT_DIR, Config
+from server.config import PROJECT_DIR, ClusterConfig, Config
 from tests.conftest import login
 from tests.jobs_support import RecordingDispatcher, record_jobs
 from tests.slurm.cluster import Cluster, installed
@@ -102,20 +103,30 @@ def start_slurm_app(
     port with runner.kind = "slurm" (progress every 0.1 s, the reconciler every 0.3 s)."""
 
     async def start(
-        shieldhit: Path, port: int | None = None, **sections: dict[str, Any]
+        shieldhit: Path,
+        port: int | None = None,
+        new_user: bool = True,
+        clusters: tuple[ClusterConfig, ...] = (),
+        **sections: dict[str, Any],
     ) -> tuple[TestClient, RecordingDispatcher, Config]:
         port = port or unused_tcp_port_factory()
-        config = make_config(
-            server={"public_url": f"http://127.0.0.1:{port}"},
-            runner={"kind": "slurm", "progress_interval": 0.1, "retry_timeout": 60.0},
-            slurm={"poll_interval": 0.3, "jobcomp_file": str(slurm_cluster.jobcomp)},
-            simulators={"shieldhit": str(shieldhit)},
-            **sections,
-        )
+        settings: dict[str, dict[str, Any]] = {
+            "server": {"public_url": f"http://127.0.0.1:{port}"},
+            "runner": {"kind": "slurm", "progress_interval": 0.1, "retry_timeout": 60.0},
+            "slurm": {"poll_interval": 0.3, "jobcomp_file": str(slurm_cluster.jobcomp)},
+            "simulators": {"shieldhit": str(shieldhit)},
+        }
+        for name, values in sections.items():
+            settings[name] = {**settings.get(name, {}), **values}
+        config = dataclasses.replace(make_config(**settings), clusters=clusters)
         app = create_app(config)
         recorder = record_jobs(app)
         client = await aiohttp_client(await aiohttp_server(app, port=port))
-        await login(client)
+        if new_user:
+            await login(client)
+        else:
+            credentials = {"username": "alice", "password": "password1"}
+            assert (await client.post("/auth/login", json=credentials)).status == 202
         return client, recorder, config
 
     return start

@@ -29,6 +29,7 @@ StrictModes no
 AllowUsers {user}
 PermitRootLogin no
 SetEnv SLURM_CONF={slurm_conf}
+Subsystem sftp internal-sftp
 LogLevel ERROR
 """
 

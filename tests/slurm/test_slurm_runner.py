@@ -83,10 +83,10 @@ async def test_four_tasks_to_completed(start_slurm_app, job_root, slurm_cluster:
 
 
 async def test_cancel(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
-    client, recorder, _ = await start_slurm_app(fake_shieldhit(job_root, hang=True))
+    client, recorder, config = await start_slurm_app(fake_shieldhit(job_root, hang=True))
     job_id = await submit(client, averaging_payload(ntasks=4))
     array_id, merge_id = await slurm_ids(conn)
-    running = await eventually(running_simulators(job_root / job_id), timeout=60)
+    running = await eventually(running_simulators(job_dir(config, job_id)), timeout=60)
     response = await client.delete("/jobs/direct", params={"job_id": job_id})
     assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
     body = await status(client, job_id)
@@ -132,7 +132,7 @@ def slurm_states(cluster: Cluster, *job_ids: int):
 async def test_time_limit_fails_the_task(start_slurm_app, job_root, conn):
     # SLURM counts time limits in whole minutes: 1 is the shortest there is.
     shieldhit = fake_shieldhit(job_root, hang=True)
-    client, _, _ = await start_slurm_app(shieldhit, slurm={"poll_interval": 0.3, "time_limit": "1"})
+    client, _, _ = await start_slurm_app(shieldhit, slurm={"time_limit": "1"})
     job_id = await submit(client, averaging_payload(ntasks=1))
     array_id, _ = await slurm_ids(conn)
     await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=150)
@@ -148,17 +148,18 @@ async def test_time_limit_fails_the_task(start_slurm_app, job_root, conn):
 async def test_merge_job_cancelled_by_an_admin(
     start_slurm_app, job_root, slurm_cluster: Cluster, conn
 ):
-    client, _, _ = await start_slurm_app(fake_shieldhit(job_root, hang=True))
+    client, _, config = await start_slurm_app(fake_shieldhit(job_root, hang=True))
     job_id = await submit(client, averaging_payload(ntasks=2))
     array_id, merge_id = await slurm_ids(conn)
-    running = await eventually(running_simulators(job_root / job_id), timeout=60)
+    running = await eventually(running_simulators(job_dir(config, job_id)), timeout=60)
     slurm_cluster.command("scancel", str(merge_id))
     body = await eventually(states_are(client, job_id, "FAILED"), timeout=30)
     assert [t["task_state"] for t in body["job_tasks_status"]] == ["FAILED", "FAILED"]
     logs = await logfiles_of(conn)
     assert sorted(logs) == ["merge"]
-    assert logs["merge"].startswith(
-        f"The merge job {merge_id} ended as CANCELLED without posting results.\n\n"
+    # It was still waiting for the array (reason Dependency): it never ran, so no output.
+    assert logs["merge"] == (
+        f"The merge job {merge_id} ended as CANCELLED (Dependency) without posting results.\n\n"
         "Last output (merge.log):\n"
     )
     # Nothing can finish the job now: the reconciler cancels its array.
@@ -183,8 +184,7 @@ async def test_server_restart_in_the_middle(
     await eventually(progressing, timeout=60)
     await client.close()  # the server stops; the SLURM jobs keep running and retrying
     await asyncio.sleep(1.0)
-    client, _, _ = await start_slurm_app(shieldhit, port=port)
-    await client.post("/auth/login", json={"username": "alice", "password": "password1"})
+    client, _, _ = await start_slurm_app(shieldhit, port=port, new_user=False)
     body = await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=120)
     assert [t["simulated_primaries"] for t in body["job_tasks_status"]] == [500, 500]
     assert page_means(await results_of(client, job_id)) == {
