@@ -64,7 +64,7 @@ def slurm_time(value: str) -> str | None:
 def sbatch_lines(value: str) -> str | None:
     for line in value.splitlines():
         if line.strip() and not line.startswith("#SBATCH "):
-            return f"every line must start with '#SBATCH ' (got {line!r})"
+            return "every line must start with '#SBATCH '"
     return None
 
 

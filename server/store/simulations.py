@@ -45,3 +45,8 @@ async def get_owner(db: Db, job_id: str) -> tuple[int, int] | None:
     """(simulation id, owner's user id) of a job, or None."""
     row = await db.fetchrow(query("get_simulation_owner"), job_id)
     return (row["id"], row["user_id"]) if row else None
+
+
+async def rotate_update_key(db: Db, job_id: str, update_key_sha256: bytes) -> bool:
+    """Replace the key's digest of an unfinished simulation; False if none such exists."""
+    return await db.fetchval(query("rotate_update_key"), job_id, update_key_sha256) is not None

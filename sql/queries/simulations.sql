@@ -18,3 +18,9 @@ FROM unnest($2::bigint[]) WITH ORDINALITY AS t (primaries, ordinality)
 
 -- name: get_simulation_owner
 SELECT id, user_id FROM simulations WHERE job_id = $1
+
+-- name: rotate_update_key
+-- A new key for an unfinished simulation (run.py job-key); the old one stops working.
+UPDATE simulations SET update_key_sha256 = $2
+WHERE job_id = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+RETURNING id
