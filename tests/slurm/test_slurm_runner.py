@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from server.runner.slurm_state import JobState, Snapshot, add_jobcomp
 from tests.fake_simulators import averaging_payload
 from tests.jobs_support import (
     eventually,
@@ -35,7 +36,9 @@ def job_dir(config, job_id: str) -> Path:
     return config.data_dir / "jobs" / job_id
 
 
-async def test_four_tasks_to_completed(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
+async def test_four_tasks_to_completed(
+    start_slurm_app, job_root, slurm_cluster: Cluster, conn, caplog
+):
     client, recorder, config = await start_slurm_app(fake_shieldhit(job_root, delay=0.05))
     job_id = await submit(client, averaging_payload(ntasks=4))
     key = recorder.key(job_id)
@@ -69,7 +72,7 @@ async def test_four_tasks_to_completed(start_slurm_app, job_root, slurm_cluster:
     logs = [*directory.glob("*.log"), *directory.glob("*.sh")]
     logs += [*slurm_cluster.dir.glob("*.log")]
     assert len(logs) >= 7 and not [path for path in logs if key in path.read_text()]
-    assert key not in str(await logfiles_of(conn))
+    assert key not in str(await logfiles_of(conn)) and key not in caplog.text
 
     row = await conn.fetchrow(
         "SELECT extract(epoch FROM min(t.start_time) - s.start_time) AS to_running "
@@ -129,7 +132,7 @@ def slurm_states(cluster: Cluster, *job_ids: int):
     return check
 
 
-async def test_time_limit_fails_the_task(start_slurm_app, job_root, conn):
+async def test_time_limit_fails_the_task(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
     # SLURM counts time limits in whole minutes: 1 is the shortest there is.
     shieldhit = fake_shieldhit(job_root, hang=True)
     client, _, _ = await start_slurm_app(shieldhit, slurm={"time_limit": "1"})
@@ -143,6 +146,10 @@ async def test_time_limit_fails_the_task(start_slurm_app, job_root, conn):
         "reported a final task state.\n\nLast output (task_1.log):\n"
     )
     assert "CANCELLED AT" in logs["task_1_slurm"] and "DUE TO TIME LIMIT" in logs["task_1_slurm"]
+    # Once squeue forgets the task (MinJobAge), the jobcomp file still says how it ended.
+    history = Snapshot()
+    add_jobcomp(history, slurm_cluster.jobcomp.read_text())
+    assert history.tasks[array_id, 1] == JobState("TIMEOUT", "exit code 0:0")
 
 
 async def test_merge_job_cancelled_by_an_admin(
