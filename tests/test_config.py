@@ -181,8 +181,14 @@ def test_data_dir_is_resolved():
         ),
         ("[runner]\nslots = -1", "runner.slots: must be 0 or more (got -1)"),
         ('[runner]\nkind = "pbs"', "runner.kind: must be one of: local, slurm, none (got 'pbs')"),
-        ('[slurm]\ntime_limit = "soon"', "slurm.time_limit: must be a SLURM time limit (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS) (got 'soon')"),
-        ('[slurm]\npartition = "a b"', "slurm.partition: must be one word of letters, digits and _.,:@%+=/- (got 'a b')"),
+        (
+            '[slurm]\ntime_limit = "soon"',
+            "slurm.time_limit: must be a SLURM time limit (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS) (got 'soon')",
+        ),
+        (
+            '[slurm]\npartition = "a b"',
+            "slurm.partition: must be one word of letters, digits and _.,:@%+=/- (got 'a b')",
+        ),
         (
             '[slurm]\nsbatch_lines = "#SBATCH --qos=x\\nmodule load y"',
             "slurm.sbatch_lines: every line must start with '#SBATCH ' (got '#SBATCH --qos=x\\nmodule load y')",

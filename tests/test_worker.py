@@ -1,30 +1,35 @@
 """The built-in worker end to end: the local runner runs `python -m server.worker` per task,
-which runs a fake SHIELD-HIT12A (tests/fake_simulators.py) replaying real captured runs, reports
+which runs a fake SHIELD-HIT12A (tests/fakes/simulators.py) replaying real captured runs, reports
 progress and results over HTTP, and the merge step merges the tasks' real files."""
 
 from functools import partial
 
 import pytest
 
-from tests.fake_simulators import AVERAGING, REPLAYS, averaging_files, averaging_payload, write_fake
-from tests.jobs_support import (
+from tests.fakes.simulators import (
+    AVERAGING,
+    REPLAYS,
+    averaging_files,
+    averaging_payload,
+    write_fake,
+)
+from tests.helpers import (
+    MESH_MEANS,
+    Unavailable,
     eventually,
     job_dir_of,
     logfiles_of,
+    page_means,
     payload,
     pid_alive,
-    states_are,
-    status,
-    submit,
-    wait_gone,
-)
-from tests.worker_support import (
-    Unavailable,
-    page_means,
     results_of,
     seen_by_simulator,
     start_worker_app,
+    states_are,
+    status,
+    submit,
     task_and_job_ends,
+    wait_gone,
 )
 
 # pymchelper 2.9.6, fromfilelist(files, ErrorEstimate.none, nan=False): mean over the values.
@@ -133,11 +138,7 @@ async def test_mesh2d_over_several_tasks(start_app, fake, conn):
     results = await results_of(client, job_id)
     estimator = results["estimators"][0]
     # Three copies of one run: the weighted mean is that run.
-    assert page_means(results) == {
-        ("ex_yzmsh", "DOSE"): approx(1.0845853219400103),
-        ("ex_yzmsh", "TLET"): approx(12.263980173543953),
-        ("ex_yzmsh", "ZONE"): approx(1.0),
-    }
+    assert page_means(results) == {key: approx(value) for key, value in MESH_MEANS.items()}
     assert len(estimator["pages"][0]["data"]["values"]) == 30000
 
 

@@ -5,17 +5,18 @@ import secrets
 import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from server import transitions
-from server.access import check_cluster_user, owned_simulation
 from server.errors import BadRequest
 from server.http import json_response, read_json
+from server.jobs import transitions
+from server.jobs.access import check_cluster_user, owned_simulation
+from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, DISPATCHER, POOL, SLURM, USER
 from server.runner import Job
-from server.runner.batch_options import parse_batch_options
-from server.store import simulations, tasks
-from server.submission import Submission, parse_submission
+from server.runner.slurm.batch_options import parse_batch_options
+from server.store import tasks
 from server.timestamps import iso_utc
 
 
@@ -23,7 +24,7 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
     """Store the simulation with a fresh update key; the Job for a dispatcher (key in clear)."""
     job_id = str(uuid.uuid4())
     update_key = secrets.token_urlsafe(32)
-    await simulations.create(
+    await transitions.create_simulation(
         request.app[POOL],
         job_id=job_id,
         user_id=request[USER].id,
@@ -55,6 +56,7 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def submit_batch(request: web.Request) -> web.Response:
+    """POST /jobs/batch: to the cluster `batch_options.cluster_name`, with the checked options."""
     check_cluster_user(request)
     config = request.app[CONFIG]
     body = await read_json(request, config.server.max_body_size)
@@ -72,7 +74,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     return json_response({"message": "Job submitted", "job_id": job.job_id}, status=202)
 
 
-def task_status(row: Any) -> dict[str, Any]:
+def task_status(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "task_id": row["task_id"],
         "task_state": row["task_state"],
@@ -85,8 +87,8 @@ def task_status(row: Any) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    simulation_id = await owned_simulation(request)
-    job_state, rows = await tasks.job_status(request.app[POOL], simulation_id)
+    owner = await owned_simulation(request)
+    job_state, rows = await tasks.job_status(request.app[POOL], owner.sim_pk)
     job_tasks = [task_status(row) for row in rows]
     body = {"message": "Job status", "job_state": job_state, "job_tasks_status": job_tasks}
     return json_response(body)

@@ -27,7 +27,7 @@ class Watched:
 
 async def insert(db: Db, job_id: str, jobs: SlurmJobs) -> str | None:
     """Store the ids; the job state at that moment (None: the simulation is gone)."""
-    return await db.fetchval(
+    state: str | None = await db.fetchval(
         query("insert_slurm_jobs"),
         job_id,
         jobs.cluster,
@@ -35,6 +35,7 @@ async def insert(db: Db, job_id: str, jobs: SlurmJobs) -> str | None:
         jobs.array_job_id,
         jobs.merge_job_id,
     )
+    return state
 
 
 async def get(db: Db, job_id: str) -> SlurmJobs | None:

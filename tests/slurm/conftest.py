@@ -22,8 +22,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import PROJECT_DIR, ClusterConfig, Config
-from tests.conftest import login
-from tests.jobs_support import RecordingDispatcher, record_jobs
+from tests.helpers import RecordingDispatcher, login, record_jobs
 from tests.slurm.cluster import Cluster, installed
 from tests.slurm.sshd import SshServer, ssh_server
 

@@ -27,9 +27,9 @@ from server import db
 from server.config import Config
 from server.embedded import embedded_postgres
 from server.runner import Job
-from server.runner.reconcile import Reconciler
-from server.runner.sbatch import SQUEUE_COMMAND
-from server.runner.slurm import SlurmDispatcher
+from server.runner.slurm.dispatcher import SlurmDispatcher
+from server.runner.slurm.reconcile import Reconciler
+from server.runner.slurm.sbatch import SQUEUE_COMMAND
 from server.store import simulations, slurm_jobs, users
 from tests.slurm.cluster import Cluster
 

@@ -11,21 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from server.runner.slurm_state import JobState, Snapshot, add_jobcomp
-from tests.fake_simulators import averaging_payload
-from tests.jobs_support import (
+from server.runner.slurm.state import JobState, Snapshot, add_jobcomp
+from tests.fakes.simulators import averaging_payload, fake_shieldhit
+from tests.helpers import (
+    MESH_MEANS,
     eventually,
     logfiles_of,
+    page_means,
     pid_alive,
     post,
+    results_of,
+    slurm_ids,
     states_are,
     status,
     submit,
+    task_and_job_ends,
     wait_gone,
 )
 from tests.slurm.cluster import Cluster
-from tests.slurm.slurm_support import MESH_MEANS, fake_shieldhit, slurm_ids
-from tests.worker_support import page_means, results_of, task_and_job_ends
 
 
 def approx(value: float) -> object:

@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from server.config import ClusterConfig
-from tests.fake_simulators import averaging_payload
-from tests.jobs_support import eventually, post
-from tests.slurm.slurm_support import MESH_MEANS, fake_shieldhit
+from tests.fakes.simulators import averaging_payload, fake_shieldhit
+from tests.helpers import MESH_MEANS, eventually, page_means, post, results_of
 from tests.slurm.sshd import SshServer
-from tests.worker_support import page_means, results_of
 
 CLUSTER = {"cluster_name": "hpc", "display_name": "Test HPC (SSH)", "available": True}
 OPTIONS = {

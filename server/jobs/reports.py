@@ -1,0 +1,112 @@
+"""What workers report: validation of `POST /tasks` and `POST /jobs` bodies (the moves they ask
+for are judged by server.jobs.states)."""
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from server.errors import BadRequest
+from server.jobs.states import JOB_STATES
+from server.models import MAX_INT32, MAX_INT64
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """A validated update_dict; None means "not sent"."""
+
+    task_state: str | None = None
+    simulated_primaries: int | None = None
+    requested_primaries: int | None = None
+    estimated_time: int | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Everything but the state, as keyword arguments for store.tasks.update."""
+        return {
+            "simulated_primaries": self.simulated_primaries,
+            "requested_primaries": self.requested_primaries,
+            "estimated_time": self.estimated_time,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+        }
+
+
+def _count(name: str, value: Any, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"Field update_dict.{name} must be of type integer")
+    if not 0 <= value <= maximum:
+        raise BadRequest(f"Invalid update_dict.{name}: must be between 0 and {maximum}")
+    return value
+
+
+def _seconds(name: str, value: Any) -> int:
+    """Estimated seconds: workers send ints or floats; stored rounded to whole seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"Field update_dict.{name} must be a number")
+    if not (math.isfinite(value) and 0 <= value <= MAX_INT32):
+        raise BadRequest(f"Invalid update_dict.{name}: must be between 0 and {MAX_INT32}")
+    return round(value)
+
+
+def _timestamp(name: str, value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise BadRequest(f"Field update_dict.{name} must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"Invalid update_dict.{name}: not an ISO 8601 timestamp") from None
+    # A time without an offset is taken as UTC, like every time in the API.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _state(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"Field update_dict.{name} must be of type string")
+    if value not in JOB_STATES:
+        raise BadRequest(f"Invalid update_dict.{name}: must be one of {', '.join(JOB_STATES)}")
+    return value
+
+
+_PARSERS = {
+    "task_state": _state,
+    "simulated_primaries": lambda name, value: _count(name, value, MAX_INT64),
+    "requested_primaries": lambda name, value: _count(name, value, MAX_INT64),
+    "estimated_time": _seconds,
+    "start_time": _timestamp,
+    "end_time": _timestamp,
+}
+
+
+def parse_update_dict(update_dict: dict[str, Any]) -> TaskUpdate:
+    """400 for an unknown key or a value of the wrong type; a null value counts as not sent."""
+    unknown = sorted(set(update_dict) - set(_PARSERS))
+    if unknown:
+        raise BadRequest(f"Unknown field in update_dict: {unknown[0]}")
+    values: dict[str, Any] = {
+        name: _PARSERS[name](name, value)
+        for name, value in update_dict.items()
+        if value is not None
+    }
+    return TaskUpdate(**values)
+
+
+def parse_task_id(value: Any) -> int:
+    if value is None:
+        raise BadRequest("Missing field: task_id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest("Field task_id must be of type integer")
+    if not 1 <= value <= MAX_INT32:
+        raise BadRequest("Invalid task_id: must be a positive integer")
+    return value
+
+
+def parse_job_state(value: Any) -> str:
+    if value is None:
+        raise BadRequest("Missing field: job_state")
+    if not isinstance(value, str):
+        raise BadRequest("Field job_state must be of type string")
+    if value not in JOB_STATES:
+        raise BadRequest(f"Invalid job_state: must be one of {', '.join(JOB_STATES)}")
+    return value

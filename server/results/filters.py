@@ -1,0 +1,43 @@
+"""Query filters of `GET /results`: `page_number=N` or `page_numbers=1-3,5`."""
+
+import re
+from collections.abc import Mapping
+
+from server.errors import BadRequest
+from server.models import MAX_INT32
+
+MAX_PAGES = 10_000
+_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def parse_page_spec(spec: str) -> list[int]:
+    """Sorted page numbers of a spec like `1-3,5`; 400 on anything else."""
+    numbers: set[int] = set()
+    for part in spec.split(","):
+        match = _PART.match(part.strip())
+        if not match:
+            raise BadRequest(f"Invalid page_numbers: {part!r} is not a number or a range like 1-3")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise BadRequest(f"Invalid page_numbers: the range {part!r} is reversed")
+        if last - first + 1 + len(numbers) > MAX_PAGES:
+            raise BadRequest(f"Invalid page_numbers: more than {MAX_PAGES} pages")
+        numbers.update(range(first, last + 1))
+    if max(numbers) > MAX_INT32:
+        raise BadRequest("Invalid page_numbers: page number too large")
+    return sorted(numbers)
+
+
+def page_filter(params: Mapping[str, str]) -> list[int] | None:
+    """The page numbers asked for, or None for all pages."""
+    single, spec = params.get("page_number"), params.get("page_numbers")
+    if single is not None and spec is not None:
+        raise BadRequest("Give either page_number or page_numbers, not both")
+    if single is not None:
+        if not single.isdigit() or int(single) > MAX_INT32:
+            raise BadRequest("Invalid page_number: must be a non-negative integer")
+        return [int(single)]
+    if spec is not None:
+        return parse_page_spec(spec)
+    return None

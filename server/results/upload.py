@@ -1,0 +1,114 @@
+"""Parsing an uploaded `POST /results` body into stored pages (the upload half of the hot path).
+
+Each page is serialised once (orjson, exactly the object the worker sent) and compressed once
+into a joinable deflate segment; only its number, name and dimensions are read from it.
+"""
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from server.errors import BadRequest
+from server.models import MAX_INT32
+from server.results.deflate import crc_shift, encode_segment
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPage:
+    page_number: int
+    name: str
+    dimensions: list[int]
+    data: bytes  # joinable raw deflate segment of the serialised page
+    crc32: int
+    crc_shift: int
+    raw_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEstimator:
+    name: str
+    pages: list[StoredPage]
+
+
+def page_number_of(page: dict[str, Any]) -> int | None:
+    number = page.get("page_number")
+    if number is None and isinstance(page.get("metadata"), dict):
+        number = page["metadata"].get("page_number")
+    if isinstance(number, str) and number.strip().lstrip("-").isdigit():
+        number = int(number)
+    if (
+        isinstance(number, int)
+        and not isinstance(number, bool)
+        and -MAX_INT32 - 1 <= number <= MAX_INT32
+    ):
+        return number
+    return None
+
+
+def page_name_of(page: dict[str, Any]) -> str:
+    name = page.get("name")
+    if name is None and isinstance(page.get("metadata"), dict):
+        name = page["metadata"].get("name")
+    return name if isinstance(name, str) else ""
+
+
+def dimensions_of(page: dict[str, Any]) -> list[int]:
+    """Axis lengths: data.dimensions when a list of axes, else axis_dim1..3, else [len(values)]."""
+    data: dict[str, Any] = page["data"] if isinstance(page.get("data"), dict) else {}
+    axes = data.get("dimensions")
+    if isinstance(axes, list) and axes and all(isinstance(axis, list) for axis in axes):
+        return [len(axis) for axis in axes]
+    lengths = []
+    for key in ("axis_dim1", "axis_dim2", "axis_dim3"):
+        axis = page.get(key)
+        if isinstance(axis, dict) and isinstance(axis.get("values"), list):
+            lengths.append(len(axis["values"]))
+    if lengths:
+        return lengths
+    values = data.get("values")
+    return [len(values)] if isinstance(values, list) else []
+
+
+def encode_page(page: dict[str, Any], number: int) -> StoredPage:
+    raw = orjson.dumps(page)
+    return StoredPage(
+        page_number=number,
+        name=page_name_of(page),
+        dimensions=dimensions_of(page),
+        data=encode_segment(raw),
+        crc32=zlib.crc32(raw),
+        crc_shift=crc_shift(len(raw)),
+        raw_size=len(raw),
+    )
+
+
+def _estimator(entry: Any, index: int) -> StoredEstimator:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        raise BadRequest(f"Invalid estimators[{index}]: needs a non-empty string name")
+    name = entry["name"]
+    pages = entry.get("pages")
+    if not isinstance(pages, list):
+        raise BadRequest(f"Invalid estimator {name!r}: pages must be an array")
+    stored, seen = [], set()
+    for page in pages:
+        number = page_number_of(page) if isinstance(page, dict) else None
+        if number is None:
+            raise BadRequest(f"Invalid page in estimator {name!r}: no integer page_number")
+        if number in seen:
+            raise BadRequest(f"Duplicate page number {number} in estimator {name!r}")
+        seen.add(number)
+        stored.append(encode_page(page, number))
+    return StoredEstimator(name, stored)
+
+
+def parse_estimators(estimators: Any) -> list[StoredEstimator]:
+    """Validate and encode the `estimators` list of an upload; 400 before anything is stored."""
+    if not isinstance(estimators, list):
+        raise BadRequest("Missing field: estimators (an array)")
+    parsed = [_estimator(entry, index) for index, entry in enumerate(estimators)]
+    names = [estimator.name for estimator in parsed]
+    if len(set(names)) != len(names):
+        raise BadRequest("Duplicate estimator name in one upload")
+    return parsed

@@ -1,0 +1,57 @@
+"""Joinable deflate segments, stored blocks, CRC combination and the page cache."""
+
+import gzip
+import os
+import zlib
+
+from server.results.deflate import (
+    GZIP_HEADER,
+    GzipJoiner,
+    crc_combine,
+    crc_shift,
+    encode_segment,
+    inflate_segment,
+)
+from server.results.pagecache import PageCache, Segment
+
+
+def test_crc_combine_matches_zlib():
+    for a, b in [(b"", b""), (b"abc", b""), (b"", b"xyz"), (os.urandom(1000), os.urandom(70001))]:
+        combined = crc_combine(zlib.crc32(a), zlib.crc32(b), crc_shift(len(b)))
+        assert combined == zlib.crc32(a + b)
+
+
+def test_joined_segments_and_clear_pieces_make_one_gzip_member():
+    pages = [os.urandom(3000) + b"x" * 50_000, b'{"a":1}', b"", b"z" * 200_000]
+    clear = [b"[", b"," * 70_000, b"]"]  # a clear piece longer than one stored block
+    joiner = GzipJoiner()
+    out = GZIP_HEADER + joiner.clear(clear[0])
+    for page in pages:
+        segment = encode_segment(page)
+        assert inflate_segment(segment) == page
+        out += joiner.segment(segment, zlib.crc32(page), crc_shift(len(page)), len(page))
+        out += joiner.clear(clear[1])
+    out += joiner.clear(clear[2]) + joiner.trailer()
+    expected = clear[0] + b"".join(page + clear[1] for page in pages) + clear[2]
+    assert gzip.decompress(out) == expected
+
+
+def segment(size: int) -> Segment:
+    return Segment(b"x" * size, 0, 0, size)
+
+
+def test_page_cache_is_bounded_and_least_recently_used_goes_first():
+    cache = PageCache(100)
+    for number in range(1, 6):
+        cache.put((1, number, 1), segment(20), 20)
+    assert cache.size == 100
+    assert cache.get((1, 1, 1)) is not None  # now the most recently used
+    cache.put((1, 6, 1), segment(20), 20)  # over 100: page 2, the least recently used, goes
+    assert cache.get((1, 2, 1)) is None
+    assert all(cache.get((1, n, 1)) is not None for n in (1, 3, 4, 5, 6))
+    assert cache.size == 100
+    cache.put((2, 1, 1), segment(26), 26)  # more than a quarter of the cache: not kept
+    assert cache.get((2, 1, 1)) is None
+    disabled = PageCache(0)
+    disabled.put((1, 1, 1), segment(1), 1)
+    assert disabled.get((1, 1, 1)) is None and disabled.size == 0
