@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from server.runner.slurm.reconcile import LOCK_KEY
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
@@ -200,3 +201,48 @@ async def test_server_restart_in_the_middle(
     assert page_means(await results_of(client, job_id)) == {
         key: approx(value) for key, value in MESH_MEANS.items()
     }
+
+
+async def test_sbatch_refuses_the_job(start_slurm_app, job_root, conn):
+    shieldhit = fake_shieldhit(job_root)
+    client, _, _ = await start_slurm_app(shieldhit, slurm={"partition": "nowhere"})
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    body = await status(client, job_id)
+    assert (body["job_state"], [t["task_state"] for t in body["job_tasks_status"]]) == (
+        "FAILED",
+        ["FAILED", "FAILED"],
+    )
+    response = await client.get("/logfiles", params={"job_id": job_id})
+    assert await response.json() == {
+        "message": "Logfiles",
+        "logfiles": {
+            "slurm": "sbatch refused the job:\nsbatch: error: invalid partition specified: "
+            "nowhere\nsbatch: error: Batch job submission failed: Invalid partition name specified"
+        },
+    }
+    assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
+
+
+RECONCILER_LOCK = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
+
+
+async def test_one_reconciler_per_deployment(start_slurm_app, job_root, conn):
+    shieldhit = fake_shieldhit(job_root)
+    first, _, _ = await start_slurm_app(shieldhit)
+    second, _, _ = await start_slurm_app(shieldhit, new_user=False)
+
+    async def holders() -> list[int]:
+        return [row["pid"] for row in await conn.fetch(RECONCILER_LOCK, LOCK_KEY)]
+
+    held = await eventually(holders)  # the first app's reconciler, started first
+    await asyncio.sleep(1.0)  # three poll intervals: the second one tried and did not get it
+    assert await holders() == held and len(held) == 1
+    await first.close()
+
+    async def taken_over() -> list[int] | None:
+        found = await holders()
+        return found if found and found != held else None
+
+    assert len(await eventually(taken_over, timeout=5)) == 1
+    await second.close()
+    assert await holders() == []

@@ -68,23 +68,33 @@ class Reconciler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._release_lock()
+
+    async def _release_lock(self) -> None:
+        """Give the connection back; its reset unlocks it for another server process."""
         if self._lock_holder is not None:
-            # Closing the session releases the lock for another server process.
-            await self._pool.release(self._lock_holder)
-            self._lock_holder = None
+            holder, self._lock_holder = self._lock_holder, None
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._pool.release(holder)
 
     async def _loop(self) -> None:
         while True:
             try:
                 if await self._holds_lock():
                     await self.poll()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("reconciler: %s", exc)
+            except Exception:
+                # One bad poll (database or cluster trouble) must not end the watching.
+                log.exception("reconciler: poll failed")
             await asyncio.sleep(self._interval)
 
     async def _holds_lock(self) -> bool:
         if self._lock_holder is not None:
-            return True
+            try:
+                if await self._lock_holder.fetchval(query("holds_reconciler_lock"), LOCK_KEY):
+                    return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            await self._release_lock()  # the session broke: the lock went with it
         connection = await self._pool.acquire()
         if await connection.fetchval(query("try_reconciler_lock"), LOCK_KEY):
             self._lock_holder = connection

@@ -6,6 +6,7 @@ SSH one is server/runner/slurm/ssh.py.
 """
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,14 @@ class LocalShell:
             raise ShellError(f"cannot run /bin/sh: {exc}") from None
         try:
             out, err = await asyncio.wait_for(process.communicate(stdin.encode()), COMMAND_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise ShellError(f"timed out after {COMMAND_TIMEOUT:.0f} s") from None
+        except BaseException as exc:
+            # Timed out, or cancelled (the server stops): the process must not outlive us.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.communicate())
+            if isinstance(exc, TimeoutError):
+                raise ShellError(f"timed out after {COMMAND_TIMEOUT:.0f} s") from None
+            raise
         return Completed(
             process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
         )
