@@ -84,7 +84,8 @@ async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     slurm = SlurmDispatcher(config, app[POOL])
-    reconciler = Reconciler(slurm, app[POOL], config.slurm.poll_interval)
+    direct = config.runner.kind == "slurm"
+    reconciler = Reconciler(slurm, app[POOL], config.slurm.poll_interval, direct)
     app[SLURM] = slurm
     reconciler.start()
     try:

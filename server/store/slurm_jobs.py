@@ -61,3 +61,9 @@ async def list_watched(db: Db) -> list[Watched]:
 
 async def set_done(db: Db, sim_id: int) -> None:
     await db.execute(query("set_slurm_jobs_done"), sim_id)
+
+
+async def list_unsubmitted(db: Db, platforms: list[str], older_than: float) -> list[str]:
+    """job_ids of unfinished simulations never sent to SLURM, submitted long enough ago."""
+    rows = await db.fetch(query("list_unsubmitted"), platforms, older_than)
+    return [row["job_id"] for row in rows]

@@ -45,3 +45,13 @@ SELECT EXISTS (
     WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1
       AND pid = pg_backend_pid() AND granted
 )
+
+-- name: list_unsubmitted
+-- Unfinished simulations of the given platforms that never reached SLURM (no ids stored)
+-- although submitted more than $2 seconds ago: the server stopped while sending them.
+SELECT s.job_id FROM simulations s
+WHERE s.platform = ANY($1::text[])
+  AND s.job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+  AND s.start_time < now() - make_interval(secs => $2)
+  AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
+ORDER BY s.id

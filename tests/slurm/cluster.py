@@ -121,6 +121,12 @@ class Cluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def cancel_all(self) -> None:
+        """scancel every job still queued or running (what a test left behind)."""
+        ids = self.command("squeue", "--noheader", "--format=%F").split()
+        if ids:
+            self.command("scancel", *sorted(set(ids)), check=False)
+
     def command(self, *argv: str, check: bool = True) -> str:
         """Run a SLURM client command against this cluster; its stdout."""
         done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)

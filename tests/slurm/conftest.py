@@ -97,7 +97,7 @@ def start_slurm_app(
     make_config: Callable[..., Config],
     slurm_cluster: Cluster,
     conn: Any,
-) -> Callable[..., Any]:
+) -> Iterator[Callable[..., Any]]:
     """start_slurm_app(shieldhit, **sections) -> (client, recorder, config): an app on a real
     port with runner.kind = "slurm" (progress every 0.1 s, the reconciler every 0.3 s)."""
 
@@ -111,7 +111,7 @@ def start_slurm_app(
         port = port or unused_tcp_port_factory()
         settings: dict[str, dict[str, Any]] = {
             "server": {"public_url": f"http://127.0.0.1:{port}"},
-            "runner": {"kind": "slurm", "progress_interval": 0.1, "retry_timeout": 60.0},
+            "runner": {"kind": "slurm", "progress_interval": 0.1, "retry_timeout": 20.0},
             "slurm": {"poll_interval": 0.3, "jobcomp_file": str(slurm_cluster.jobcomp)},
             "simulators": {"shieldhit": str(shieldhit)},
         }
@@ -128,4 +128,6 @@ def start_slurm_app(
             assert (await client.post("/auth/login", json=credentials)).status == 202
         return client, recorder, config
 
-    return start
+    yield start
+    # A job left behind would retry its reports to a server that is gone, holding a CPU.
+    slurm_cluster.cancel_all()

@@ -7,21 +7,25 @@ workers' backs. Timings of the test cluster are printed (pytest -s).
 
 import asyncio
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from server.runner.slurm.reconcile import LOCK_KEY
+from server.app import create_app
+from server.runner.slurm.reconcile import LOCK_KEY, UNSUBMITTED_TEXT
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
     MESH_MEANS,
     eventually,
     logfiles_of,
+    login,
     page_means,
     pid_alive,
     post,
     results_of,
+    set_simulation,
     slurm_ids,
     states_are,
     status,
@@ -246,3 +250,22 @@ async def test_one_reconciler_per_deployment(start_slurm_app, job_root, conn):
     assert len(await eventually(taken_over, timeout=5)) == 1
     await second.close()
     assert await holders() == []
+
+
+async def test_simulation_that_never_reached_slurm(
+    start_slurm_app, job_root, aiohttp_client, make_config, conn
+):
+    # The server stopped between storing the simulation and sbatch: here, an app without a
+    # dispatcher stored it, ten minutes ago.
+    early = await aiohttp_client(create_app(make_config()))
+    await login(early)
+    job_id = await submit(early, averaging_payload(ntasks=2))
+    recent_id = await submit(early, averaging_payload(ntasks=2))
+    started = await conn.fetchval("SELECT start_time FROM simulations WHERE job_id = $1", job_id)
+    await set_simulation(conn, job_id, start_time=started - timedelta(minutes=10))
+    client, _, _ = await start_slurm_app(fake_shieldhit(job_root), new_user=False)
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    response = await client.get("/logfiles", params={"job_id": job_id})
+    assert await response.json() == {"message": "Logfiles", "logfiles": {"slurm": UNSUBMITTED_TEXT}}
+    # One submitted a moment ago may still be on its way: it is left alone.
+    assert (await status(client, recent_id))["job_state"] == "PENDING"

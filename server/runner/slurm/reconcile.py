@@ -28,7 +28,7 @@ import asyncpg
 from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner.slurm import sbatch
-from server.runner.slurm.dispatcher import SlurmDispatcher
+from server.runner.slurm.dispatcher import SUBMIT_LOG, SlurmDispatcher
 from server.runner.slurm.shell import ShellError
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp, parse_squeue
 from server.sql import query
@@ -46,6 +46,12 @@ TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
     "final task state.\n\nLast output (task_{task}.log):\n{tail}"
 )
+# Longer than any submission takes (the SSH connect and command timeouts are 15 s and 60 s).
+UNSUBMITTED_AFTER = 300.0
+UNSUBMITTED_TEXT = (
+    "The server stopped before it sent this simulation to SLURM, so nothing runs it. Submit it "
+    "again to rerun it."
+)
 MERGE_TEXT = (
     "The merge job {merge} ended as {state} without posting results.\n\n"
     "Last output (merge.log):\n{tail}"
@@ -53,10 +59,14 @@ MERGE_TEXT = (
 
 
 class Reconciler:
-    def __init__(self, dispatcher: SlurmDispatcher, pool: asyncpg.Pool, interval: float) -> None:
+    def __init__(
+        self, dispatcher: SlurmDispatcher, pool: asyncpg.Pool, interval: float, direct: bool
+    ) -> None:
         self._dispatcher = dispatcher
         self._pool = pool
         self._interval = interval
+        # Direct simulations are SLURM's only with runner.kind = "slurm".
+        self._platforms = ["batch", "direct"] if direct else ["batch"]
         self._lock_holder: asyncpg.pool.PoolConnectionProxy | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -105,6 +115,7 @@ class Reconciler:
 
     async def poll(self) -> None:
         """One pass over every watched simulation, one squeue per cluster."""
+        await self._fail_unsubmitted()
         watched = await slurm_jobs.list_watched(self._pool)
         for cluster, items in groupby(watched, key=lambda item: item.jobs.cluster):
             group = list(items)
@@ -115,6 +126,15 @@ class Reconciler:
                 continue
             for item in group:
                 await self._reconcile(item, snapshot)
+
+    async def _fail_unsubmitted(self) -> None:
+        lost = await slurm_jobs.list_unsubmitted(self._pool, self._platforms, UNSUBMITTED_AFTER)
+        for job_id in lost:
+            failed = await transitions.fail_unfinished(
+                self._pool, job_id, SUBMIT_LOG, lambda _tasks: UNSUBMITTED_TEXT
+            )
+            if failed:
+                log.warning("job %s: FAILED, it never reached SLURM", job_id)
 
     async def _snapshot(self, cluster: str, group: list[Watched]) -> Snapshot | None:
         shell = self._dispatcher.shell(cluster)
