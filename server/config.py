@@ -247,6 +247,8 @@ def _build_cluster(index: int, entry: Any) -> ClusterConfig:
         raise ConfigError(f"{key}.{missing[0]}: missing")
     values = {k: _from_toml(f"{key}.{k}", fields[k].type, v, False) for k, v in entry.items()}
     values = {k: _checked(f"{key}.{k}", fields[k], v) for k, v in values.items()}
+    if not values["cluster_name"].strip():
+        raise ConfigError(f"{key}.cluster_name: must not be empty")
     if values.get("host") and not values.get("work_dir"):
         raise ConfigError(f"{key}.work_dir: required with host (a directory on the cluster)")
     return ClusterConfig(**values)

@@ -444,3 +444,20 @@ async def slurm_ids(conn: Any) -> tuple[int, int]:
     """(array job id, merge job id) of the one simulation sent to SLURM."""
     row = await conn.fetchrow("SELECT array_job_id, merge_job_id FROM slurm_jobs")
     return row["array_job_id"], row["merge_job_id"]
+
+
+def slurm_states(cluster: Any, *job_ids: int) -> Callable[[], Awaitable[dict[str, str] | None]]:
+    """A check for `eventually`: {job: state} from squeue (tests/slurm/cluster.py Cluster) once
+    none of the jobs is pending, running or completing."""
+
+    async def check() -> dict[str, str] | None:
+        text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i %T")
+        states = {}
+        for line in text.splitlines():
+            job, state = line.split()
+            if int(job.split("_")[0]) in job_ids:
+                states[job] = state
+        alive = {"PENDING", "RUNNING", "COMPLETING"}
+        return states if states and not alive & set(states.values()) else None
+
+    return check

@@ -202,6 +202,10 @@ def test_data_dir_is_resolved():
             "clusters[0].work_dir: must be an absolute path of letters, digits and _.@%+=/- (no spaces) (got 'jobs')",
         ),
         (
+            '[[clusters]]\ncluster_name = " "\ndisplay_name = "A"',
+            "clusters[0].cluster_name: must not be empty",
+        ),
+        (
             '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\nport = 0',
             "clusters[0].port: must be between 1 and 65535 (got 0)",
         ),

@@ -109,7 +109,13 @@ class Cluster:
         self._wait_idle(time.monotonic() + timeout)
 
     def stop(self) -> None:
-        """SIGTERM every daemon by its pid file, SIGKILL what is left after a few seconds."""
+        """Cancel every job (a job's slurmstepd outlives slurmd), then SIGTERM every daemon by
+        its pid file, SIGKILL what is left after a few seconds."""
+        with contextlib.suppress(ClusterError, subprocess.SubprocessError):
+            self.cancel_all()
+            deadline = time.monotonic() + 15
+            while self.command("squeue", "--noheader") and time.monotonic() < deadline:
+                time.sleep(0.2)
         pids = [pid for name in DAEMONS if (pid := self._pid(name))]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):

@@ -27,6 +27,7 @@ from tests.helpers import (
     results_of,
     set_simulation,
     slurm_ids,
+    slurm_states,
     states_are,
     status,
     submit,
@@ -120,22 +121,6 @@ def running_simulators(directory: Path):
         pids = [int(path.read_text()) for path in directory.glob("simpid_*")]
         started = list(directory.glob("simrunning_*"))
         return pids if len(started) >= 2 and all(pid_alive(p) for p in pids) else None
-
-    return check
-
-
-def slurm_states(cluster: Cluster, *job_ids: int):
-    """A check: {job: state} from squeue once none of the jobs is pending or running."""
-
-    async def check() -> dict[str, str] | None:
-        text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i %T")
-        states = {}
-        for line in text.splitlines():
-            job, state = line.split()
-            if int(job.split("_")[0]) in job_ids:
-                states[job] = state
-        alive = {"PENDING", "RUNNING", "COMPLETING"}
-        return states if states and not alive & set(states.values()) else None
 
     return check
 

@@ -11,7 +11,16 @@ import pytest
 
 from server.config import ClusterConfig
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
-from tests.helpers import MESH_MEANS, eventually, page_means, post, results_of
+from tests.helpers import (
+    MESH_MEANS,
+    eventually,
+    page_means,
+    post,
+    results_of,
+    slurm_ids,
+    slurm_states,
+    wait_gone,
+)
 from tests.slurm.sshd import SshServer
 
 CLUSTER = {"cluster_name": "hpc", "display_name": "Test HPC (SSH)", "available": True}
@@ -148,3 +157,27 @@ async def test_local_users_without_the_switch(start_batch_app, conn):
     response = await client.get("/clusters")
     assert (response.status, await response.json()) == (403, refused)
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+
+
+async def test_cancel_over_ssh(start_batch_app, job_root, slurm_cluster, conn):
+    client, _, _ = await start_batch_app(hang=True)
+    body = {**averaging_payload(ntasks=2), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    job_dir = job_root / "remote" / job_id
+
+    async def running() -> list[int] | None:
+        pids = [int(path.read_text()) for path in job_dir.glob("simpid_*")]
+        return pids if len(list(job_dir.glob("simrunning_*"))) == 2 else None
+
+    pids = await eventually(running, timeout=60)
+    response = await client.delete("/jobs/batch", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+    found = await batch_status(client, job_id)
+    assert [found["job_state"], *(t["task_state"] for t in found["job_tasks_status"])] == [
+        "CANCELED",
+        "CANCELED",
+        "CANCELED",
+    ]
+    await wait_gone(pids)
+    states = await eventually(slurm_states(slurm_cluster, *await slurm_ids(conn)), timeout=20)
+    assert set(states.values()) == {"CANCELLED"}, states

@@ -2,10 +2,10 @@
 
 `runner.kind = "slurm"` sends direct simulations to the SLURM of this host (the cluster ""
 built from [slurm]); POST /jobs/batch sends a simulation to a [[clusters]] entry, over SSH when
-it has a `host`. Each simulation is a job array plus a merge job (server/runner/slurm/sbatch.py); their
-ids are stored (table slurm_jobs) so that any server process can cancel them and the reconciler
-(server/runner/slurm/reconcile.py) can watch them. SLURM jobs do not depend on this process: they
-report over HTTP with their update key, so a restart does not disturb them.
+it has a `host`. Each simulation is a job array plus a merge job (sbatch.py); their ids are
+stored (table slurm_jobs) so that any server process can cancel them and the reconciler
+(reconcile.py) can watch them. SLURM jobs do not depend on this process: they report over HTTP
+with their update key, so a restart does not disturb them.
 """
 
 import logging

@@ -14,7 +14,6 @@ exported by the scripts.
 
 import shlex
 import sys
-from dataclasses import dataclass
 
 import orjson
 
@@ -25,16 +24,6 @@ KEY_VARIABLE = "YAPTIDE_UPDATE_KEY"
 ARRAY_SCRIPT = "array.sh"
 MERGE_SCRIPT = "merge.sh"
 INPUT_DIR = "input"
-
-
-@dataclass(frozen=True)
-class Submitted:
-    array_job_id: int
-    merge_job_id: int
-
-
-class SbatchError(Exception):
-    """sbatch refused a job; the message is SLURM's."""
 
 
 def python_command(cluster: ClusterConfig) -> str:
@@ -159,7 +148,8 @@ def scancel_command(*job_ids: int) -> str:
 SQUEUE_COMMAND = "squeue --noheader --array --states=all --me --format='%F|%K|%A|%T|%r'"
 
 
-def jobcomp_command(path: str, array_job_ids: list[int]) -> str:
-    """The jobcomp/filetxt lines of some job arrays (final states after SLURM forgets them)."""
-    patterns = " ".join(f"-e 'ArrayJobId={job_id} '" for job_id in array_job_ids)
+def jobcomp_command(path: str, job_ids: list[int]) -> str:
+    """The jobcomp/filetxt lines of some jobs (final states after SLURM forgets them): `JobId=N `
+    matches a plain job's line and, inside `ArrayJobId=N `, the lines of an array's tasks."""
+    patterns = " ".join(f"-e 'JobId={job_id} '" for job_id in job_ids)
     return f"grep -h -F {patterns} -- {shlex.quote(path)} || true"
