@@ -21,8 +21,8 @@ fi
 packages=(slurmctld slurmd slurm-client munge openssh-server)
 apt_options=(-y --no-install-recommends -o DPkg::Lock::Timeout=600)
 export DEBIAN_FRONTEND=noninteractive
-# The package lists of a fresh machine are empty: refresh them only when the install cannot work.
-if ! apt-get install "${apt_options[@]}" --simulate "${packages[@]}" >/dev/null 2>&1; then
+# The package lists of a fresh machine are empty (or stale): refresh them when the install fails.
+if ! apt-get install "${apt_options[@]}" -qq "${packages[@]}" >/dev/null 2>&1; then
     apt-get update -o DPkg::Lock::Timeout=600 -qq
+    apt-get install "${apt_options[@]}" -qq "${packages[@]}" >/dev/null
 fi
-apt-get install "${apt_options[@]}" -qq "${packages[@]}" >/dev/null
