@@ -26,11 +26,12 @@ import asyncpg
 from server import db
 from server.config import Config
 from server.embedded import embedded_postgres
+from server.jobs import transitions
 from server.runner import Job
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.reconcile import Reconciler
 from server.runner.slurm.sbatch import SQUEUE_COMMAND
-from server.store import simulations, slurm_jobs, users
+from server.store import slurm_jobs, users
 from tests.slurm.cluster import Cluster
 
 
@@ -41,7 +42,7 @@ async def submit_all(config: Config, pool: asyncpg.Pool, count: int, ntasks: int
         job_id = f"measure-{number:04d}-0000-0000-000000000000"
         key = f"key-{number}"
         primaries = [100] * ntasks
-        await simulations.create(
+        await transitions.create_simulation(
             pool,
             job_id=job_id,
             user_id=user_id,
