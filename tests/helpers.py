@@ -461,3 +461,12 @@ def slurm_states(cluster: Any, *job_ids: int) -> Callable[[], Awaitable[dict[str
         return states if states and not alive & set(states.values()) else None
 
     return check
+
+
+# The user seed's `GET /clusters` example response (configured with conftest.SEED_CLUSTER).
+SEED_CLUSTERS_RESPONSE = {
+    "message": "Available clusters",
+    "clusters": [
+        {"cluster_name": "prometheus", "display_name": "Prometheus (Cyfronet)", "available": True}
+    ],
+}
