@@ -99,12 +99,14 @@ def start_slurm_app(
     conn: Any,
 ) -> Iterator[Callable[..., Any]]:
     """start_slurm_app(shieldhit, **sections) -> (client, recorder, config): an app on a real
-    port with runner.kind = "slurm" (progress every 0.1 s, the reconciler every 0.3 s)."""
+    port with runner.kind = "slurm" (progress every 0.1 s, the reconciler every 0.3 s), its
+    client logged in as a new user alice (new_user=True), as the existing alice (False), or
+    not at all (None)."""
 
     async def start(
         shieldhit: Path,
         port: int | None = None,
-        new_user: bool = True,
+        new_user: bool | None = True,
         clusters: tuple[ClusterConfig, ...] = (),
         **sections: dict[str, Any],
     ) -> tuple[TestClient, RecordingDispatcher, Config]:
@@ -123,7 +125,7 @@ def start_slurm_app(
         client = await aiohttp_client(await aiohttp_server(app, port=port))
         if new_user:
             await login(client)
-        else:
+        elif new_user is False:
             credentials = {"username": "alice", "password": "password1"}
             assert (await client.post("/auth/login", json=credentials)).status == 202
         return client, recorder, config

@@ -5,11 +5,13 @@ against the whitelist of #SBATCH options."""
 import hashlib
 import pwd
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from server.config import ClusterConfig
+from tests.fakes.openid_provider import BACKEND, USERNAME
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
     MESH_MEANS,
@@ -181,3 +183,26 @@ async def test_cancel_over_ssh(start_batch_app, job_root, slurm_cluster, conn):
     await wait_gone(pids)
     states = await eventually(slurm_states(slurm_cluster, *await slurm_ids(conn)), timeout=20)
     assert set(states.values()) == {"CANCELLED"}, states
+
+
+async def test_sso_user_without_the_switch(start_slurm_app, ssh, remote_python, job_root, provider):
+    client, _, _ = await start_slurm_app(
+        fake_shieldhit(job_root, python=remote_python),
+        new_user=None,
+        clusters=(ssh_cluster(ssh, job_root / "remote", remote_python),),
+        runner={"kind": "none"},
+        keycloak={"issuer": provider.issuer, "client_ids": BACKEND},
+    )
+    token = provider.token(exp=int(time.time()) + 300)
+    headers = {"Authorization": f"Bearer {token}"}
+    response = await client.post("/auth/keycloak", json={"username": USERNAME}, headers=headers)
+    assert response.status == 202, await response.text()
+    response = await client.get("/clusters")
+    assert await response.json() == {"message": "Available clusters", "clusters": [CLUSTER]}
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+
+    async def completed() -> bool:
+        return (await batch_status(client, job_id))["job_state"] == "COMPLETED"
+
+    await eventually(completed, timeout=120)

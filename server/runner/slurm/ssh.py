@@ -8,6 +8,7 @@ Files go up over SFTP on the same connection. Host keys are checked against the 
 
 import asyncio
 import posixpath
+import shlex
 
 import asyncssh
 
@@ -54,7 +55,7 @@ class SshShell:
 
     async def read_tail(self, path: str) -> str:
         try:
-            done = await self.run(f"tail -c {OUTPUT_TAIL} -- {path}", retry=True)
+            done = await self.run(f"tail -c {OUTPUT_TAIL} -- {shlex.quote(path)}", retry=True)
         except ShellError:
             return ""
         return done.stdout.replace("\0", "\ufffd") if done.returncode == 0 else ""
