@@ -470,3 +470,15 @@ SEED_CLUSTERS_RESPONSE = {
         {"cluster_name": "prometheus", "display_name": "Prometheus (Cyfronet)", "available": True}
     ],
 }
+
+
+def running_simulators(job_dir: Path) -> Callable[[], Awaitable[list[int] | None]]:
+    """A check for `eventually`: the pids of a job's hanging fake simulators (fakes.simulators,
+    hang=True) once two of them run (the SLURM test node has 2 CPUs)."""
+
+    async def check() -> list[int] | None:
+        pids = [int(path.read_text()) for path in job_dir.glob("simpid_*")]
+        started = list(job_dir.glob("simrunning_*"))
+        return pids if len(started) >= 2 and all(pid_alive(p) for p in pids) else None
+
+    return check

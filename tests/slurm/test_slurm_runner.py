@@ -8,7 +8,6 @@ workers' backs. Timings of the test cluster are printed (pytest -s).
 import asyncio
 import subprocess
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,12 +18,13 @@ from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
     MESH_MEANS,
     eventually,
+    job_dir_of,
     logfiles_of,
     login,
     page_means,
-    pid_alive,
     post,
     results_of,
+    running_simulators,
     set_simulation,
     slurm_ids,
     slurm_states,
@@ -39,10 +39,6 @@ from tests.slurm.cluster import Cluster
 
 def approx(value: float) -> object:
     return pytest.approx(value, rel=1e-5)
-
-
-def job_dir(config, job_id: str) -> Path:
-    return config.data_dir / "jobs" / job_id
 
 
 async def test_four_tasks_to_completed(
@@ -77,7 +73,7 @@ async def test_four_tasks_to_completed(
     assert "-m server.worker" in ps_output, ps_output
     assert f"ArrayJobId={array_id}" in scontrol_output
     assert key not in ps_output and key not in scontrol_output
-    directory = job_dir(config, job_id)
+    directory = job_dir_of(config, job_id)
     logs = [*directory.glob("*.log"), *directory.glob("*.sh")]
     logs += [*slurm_cluster.dir.glob("*.log")]
     assert len(logs) >= 7 and not [path for path in logs if key in path.read_text()]
@@ -98,7 +94,7 @@ async def test_cancel(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
     client, recorder, config = await start_slurm_app(fake_shieldhit(job_root, hang=True))
     job_id = await submit(client, averaging_payload(ntasks=4))
     array_id, merge_id = await slurm_ids(conn)
-    running = await eventually(running_simulators(job_dir(config, job_id)), timeout=60)
+    running = await eventually(running_simulators(job_dir_of(config, job_id)), timeout=60)
     response = await client.delete("/jobs/direct", params={"job_id": job_id})
     assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
     body = await status(client, job_id)
@@ -112,17 +108,6 @@ async def test_cancel(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
         client, "/tasks", {**identity, "update_dict": {"task_state": "COMPLETED"}}, 409
     )
     assert late == {"message": "Simulation is CANCELED: no more updates are accepted"}
-
-
-def running_simulators(directory: Path):
-    """A check: the pids of the fake simulators once two of them run (2 CPUs)."""
-
-    async def check() -> list[int] | None:
-        pids = [int(path.read_text()) for path in directory.glob("simpid_*")]
-        started = list(directory.glob("simrunning_*"))
-        return pids if len(started) >= 2 and all(pid_alive(p) for p in pids) else None
-
-    return check
 
 
 async def test_time_limit_fails_the_task(start_slurm_app, job_root, slurm_cluster: Cluster, conn):
@@ -151,7 +136,7 @@ async def test_merge_job_cancelled_by_an_admin(
     client, _, config = await start_slurm_app(fake_shieldhit(job_root, hang=True))
     job_id = await submit(client, averaging_payload(ntasks=2))
     array_id, merge_id = await slurm_ids(conn)
-    running = await eventually(running_simulators(job_dir(config, job_id)), timeout=60)
+    running = await eventually(running_simulators(job_dir_of(config, job_id)), timeout=60)
     slurm_cluster.command("scancel", str(merge_id))
     body = await eventually(states_are(client, job_id, "FAILED"), timeout=30)
     assert [t["task_state"] for t in body["job_tasks_status"]] == ["FAILED", "FAILED"]

@@ -19,6 +19,7 @@ from tests.helpers import (
     page_means,
     post,
     results_of,
+    running_simulators,
     slurm_ids,
     slurm_states,
     wait_gone,
@@ -167,11 +168,7 @@ async def test_cancel_over_ssh(start_batch_app, job_root, slurm_cluster, conn):
     job_id = (await post(client, "/jobs/batch", body))["job_id"]
     job_dir = job_root / "remote" / job_id
 
-    async def running() -> list[int] | None:
-        pids = [int(path.read_text()) for path in job_dir.glob("simpid_*")]
-        return pids if len(list(job_dir.glob("simrunning_*"))) == 2 else None
-
-    pids = await eventually(running, timeout=60)
+    pids = await eventually(running_simulators(job_dir), timeout=60)
     response = await client.delete("/jobs/batch", params={"job_id": job_id})
     assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
     found = await batch_status(client, job_id)
