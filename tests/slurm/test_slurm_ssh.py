@@ -131,13 +131,17 @@ BAD_OPTIONS = [
     ),
     (
         {"collect_header": "#SBATCH --output=/etc/passwd"},
-        "Invalid batch_options.collect_header line 1: option --output is not allowed",
+        "Invalid batch_options.collect_header: line 1: option --output is not allowed",
     ),
     (
         {"array_options": {"time": "5\n#SBATCH --export=ALL"}},
         "Invalid batch_options.array_options: bad value for --time",
     ),
     ({"array_options": ["--time=5"]}, "Field batch_options.array_options must be of type object"),
+    (
+        {"collect_options": {"--exclusive": "all; reboot"}},
+        "Invalid batch_options.collect_options: --exclusive takes no value",
+    ),
     ({"cluster_name": "elsewhere"}, "Unknown cluster: elsewhere"),
     ({"cluster_name": None}, "Missing field: batch_options.cluster_name"),
     ({"shell": "bash"}, "Unknown field: batch_options.shell"),

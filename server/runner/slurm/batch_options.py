@@ -86,7 +86,7 @@ def _header(text: Any, where: str) -> list[str]:
             raise BadRequest(
                 f"Invalid batch_options.{where}: line {number} is not an '#SBATCH --option' line"
             )
-        lines.append(_line(match[1], match[2], f"{where} line {number}"))
+        lines.append(_line(match[1], match[2], f"{where}: line {number}"))
     return lines
 
 
