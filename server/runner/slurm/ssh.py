@@ -26,19 +26,24 @@ class SshShell:
         self._lock = asyncio.Lock()
 
     async def run(self, command: str, stdin: str = "", retry: bool = False) -> Completed:
-        for attempt in range(2 if retry else 1):
-            connection = await self._connect()
-            try:
-                done = await asyncio.wait_for(
-                    connection.run(command, input=stdin, check=False), COMMAND_TIMEOUT
-                )
-            except (asyncssh.Error, OSError, TimeoutError) as exc:
-                self._drop(connection)
-                if attempt == 1 or not retry:
-                    raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
-                continue
-            return Completed(done.exit_status or 0, _text(done.stdout), _text(done.stderr))
-        raise AssertionError("unreachable")
+        try:
+            return await self._run_once(command, stdin)
+        except ShellError:
+            if not retry:
+                raise
+        return await self._run_once(command, stdin)  # on a fresh connection
+
+    async def _run_once(self, command: str, stdin: str) -> Completed:
+        connection = await self._connect()
+        try:
+            done = await asyncio.wait_for(
+                connection.run(command, input=stdin, check=False), COMMAND_TIMEOUT
+            )
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            self._drop(connection)
+            raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+        status = -1 if done.exit_status is None else done.exit_status  # None: killed by a signal
+        return Completed(status, _text(done.stdout), _text(done.stderr))
 
     async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
         connection = await self._connect()
