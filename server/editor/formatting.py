@@ -18,12 +18,16 @@ MAX_NAME = 64
 
 
 def fixed(value: float, item: str, width: int = FIELD) -> str:
-    """`value` in at most `width` characters with as many decimals as fit, right-aligned."""
-    for decimals in range(width - 2, -1, -1):
+    """`value` right-aligned in `width` characters with as many decimals as fit.
+
+    One column stays blank, so that neighbouring fields never touch (also for readers that
+    split on spaces).
+    """
+    for decimals in range(width - 3, -1, -1):
         digits = f"{value:.{decimals}f}"
         if decimals == 0:
             digits += "."
-        if len(digits) <= width:
+        if len(digits) < width:
             return _trim(digits).rjust(width)
     raise ConversionError(item, f"the number {value:g} does not fit a {width}-character field")
 
