@@ -20,7 +20,7 @@ def section(lines: list[str], number: int) -> list[str]:
     """The bodies (0), the zones (1) or the medium table (2) of geo.dat."""
     ends = [index for index, line in enumerate(lines) if line == "  END"]
     starts = [1, ends[0] + 1, ends[1] + 1]
-    return lines[starts[number] : (ends + [len(lines)])[number]]
+    return lines[starts[number] : [*ends, len(lines)][number]]
 
 
 def body_numbers(lines: list[str]) -> list[list[float]]:
