@@ -50,14 +50,15 @@ ITEM = "beam"
 
 
 def _card(keyword: str, *values: float | str, comment: str = "") -> str:
-    line = f"{keyword:<12}" + " ".join(v if isinstance(v, str) else free(v) for v in values)
+    words = (v if isinstance(v, str) else str(v) if isinstance(v, int) else free(v) for v in values)
+    line = f"{keyword:<12}" + " ".join(words)
     return f"{line:<36}! {comment}" if comment else line
 
 
 def beam_files(project: Json, primaries: int) -> dict[str, str]:
     """beam.dat, plus the source file the beam reads when its source is a file."""
-    beam = section(project, "beam", ITEM)
-    physics = section(project, "physic", "physics")
+    beam = section(project, "beam", "project")
+    physics = section(project, "physic", "project")
     source = _source_file(beam)
     cards = [
         _card("RNDSEED", SEED, comment="random seed (each task offsets it)"),

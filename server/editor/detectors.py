@@ -30,7 +30,7 @@ class Detectors:
 
 
 def read_detectors(project: Json, zone_numbers: dict[str, list[int]]) -> Detectors:
-    manager = section(project, "detectorManager", "detectorManager")
+    manager = section(project, "detectorManager", "project")
     names = UniqueNames()
     by_uuid: dict[str, str] = {}
     blocks = []

@@ -36,7 +36,7 @@ Catalogue = dict[str, Material]  # by material uuid
 
 
 def read_materials(project: Json) -> Catalogue:
-    manager = section(project, "materialManager", "materialManager")
+    manager = section(project, "materialManager", "project")
     catalogue: Catalogue = {}
     for index, material in enumerate(entries(manager, "materials", "materialManager")):
         uuid = material.get("uuid")

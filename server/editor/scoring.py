@@ -44,15 +44,17 @@ class Scoring:
 
 def scoring_blocks(project: Json, detectors: dict[str, str], icru: dict[str, int]) -> list[str]:
     """Every Filter, every Settings, every Output block, in that order."""
-    manager = section(project, "scoringManager", "scoringManager")
+    manager = section(project, "scoringManager", "project")
     scoring = Scoring(detectors, icru, UniqueNames(), {}, [], [])
     for index, value in enumerate(entries(manager, "filters", "scoringManager", required=False)):
         _filter(scoring, value, index)
     outputs = UniqueNames()
-    output_blocks = [
-        _output(scoring, outputs, value, index)
-        for index, value in enumerate(entries(manager, "outputs", "scoringManager"))
-    ]
+    values = entries(manager, "outputs", "scoringManager")
+    if not values:
+        raise ConversionError(
+            "scoringManager", "the project has no outputs: nothing would be scored"
+        )
+    output_blocks = [_output(scoring, outputs, value, index) for index, value in enumerate(values)]
     return scoring.filter_blocks + scoring.settings_blocks + output_blocks
 
 

@@ -49,12 +49,10 @@ class Geometry:
 def read_geometry(project: Json, catalogue: Catalogue) -> Geometry:
     """Bodies and zones, the zones filled with the project's materials."""
     geometry = Geometry()
-    figures = entries(
-        section(project, "figureManager", "figureManager"), "figures", "figureManager"
-    )
+    figures = entries(section(project, "figureManager", "project"), "figures", "figureManager")
     for index, figure in enumerate(figures):
         _add_figure(geometry, figure, label("figure", figure, index))
-    manager = section(project, "zoneManager", "zoneManager")
+    manager = section(project, "zoneManager", "project")
     for index, zone in enumerate(entries(manager, "zones", "zoneManager")):
         _add_zone(geometry, zone, label("zone", zone, index), catalogue)
     _add_world(geometry, section(manager, "worldZone", "zoneManager"), catalogue)
