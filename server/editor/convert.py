@@ -25,11 +25,14 @@ def convert(project: Json, primaries: int) -> dict[str, str]:
     detectors = read_detectors(project, geometry.zone_numbers)
     icru = {uuid: material.icru for uuid, material in catalogue.items()}
     blocks = detectors.blocks + scoring_blocks(project, detectors.names, icru)
+    beam = beam_files(project, primaries)
     return {
-        "geo.dat": geo_dat(_title(project), geometry.bodies, geometry.zones, zone_media.numbers),
+        "beam.dat": beam.pop("beam.dat"),
         "mat.dat": zone_media.text,
+        "geo.dat": geo_dat(_title(project), geometry.bodies, geometry.zones, zone_media.numbers),
         "detect.dat": "\n\n".join(blocks) + "\n",
-    } | beam_files(project, primaries)
+        **beam,  # the beam's source file, if any
+    }
 
 
 def _title(project: Json) -> str:
