@@ -1,4 +1,5 @@
-"""What the converter refuses: every refusal names the project item and what is wrong."""
+"""What the converter refuses: every refusal names the project item and what is wrong, and
+reaches the user as a 400 at submission, before anything is stored."""
 
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from tests.editor_projects import (
     zone,
 )
 from tests.editor_projects import project as build
+from tests.helpers import login
 
 Json = dict[str, Any]
 
@@ -64,6 +66,16 @@ def _add_detector(detector_value: Json) -> Callable[[Json], None]:
     def change(value: Json) -> None:
         value["detectorManager"]["detectors"] = [detector_value]
         value["scoringManager"]["outputs"] = [output("O", detector_value["name"], quantity("Dose"))]
+
+    return change
+
+
+def _tubes_subtracted(count: int) -> Callable[[Json], None]:
+    def change(value: Json) -> None:
+        tubes = [cylinder(f"T{i}", position=(i, 0, 0), radius=0.4, inner=0.2) for i in range(count)]
+        value["figureManager"]["figures"] += tubes
+        chain = first_zone(value)["unionOperations"][0]
+        chain += [{"mode": "subtraction", "objectUuid": tube["uuid"]} for tube in tubes]
 
     return change
 
@@ -291,6 +303,11 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
         "beam modulator: beam modulators cannot be converted yet",
     ),
     (
+        "zone of too many terms",  # each tube subtracted doubles the terms: 2**8 > 200
+        _tubes_subtracted(8),
+        "zone 'Z': needs more than 200 terms",
+    ),
+    (
         "no figure manager",
         lambda v: v.pop("figureManager"),
         "project: 'figureManager' must be an object",
@@ -323,3 +340,18 @@ def test_no_primaries_is_refused() -> None:
 def test_a_project_that_is_not_an_object_is_refused(value: Any) -> None:
     with pytest.raises(ConversionError, match=r"^project: must be a JSON object$"):
         convert(value, 10)
+
+
+async def test_refusals_are_400s_at_submission_and_store_nothing(client, conn) -> None:
+    await login(client)
+    answers, expected = [], []
+    for _, change, message in REFUSALS:
+        value = small()
+        change(value)
+        body = {"sim_type": "shieldhit", "input_type": "editor", "ntasks": 2, "input_json": value}
+        response = await client.post("/jobs/direct", json=body)
+        answers.append((response.status, await response.json()))
+        prefix = "The project cannot be converted to SHIELD-HIT12A input: "
+        expected.append((400, {"message": prefix + message}))
+    assert answers == expected
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0

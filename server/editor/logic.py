@@ -9,6 +9,7 @@ step drops terms holding both `+k` and `-k` (empty) and terms absorbed by a smal
 
 from collections.abc import Iterable
 
+CANDIDATES = 10_000  # most terms one distribution may produce before reduction
 Term = tuple[int, ...]  # signed body numbers, in the order they were added
 Region = list[Term]
 
@@ -26,8 +27,9 @@ def is_empty(literals: Term) -> bool:
     return any(-literal in literals for literal in literals)
 
 
-def simplify(region: Region) -> Region:
-    """Without empty terms, repeated terms and terms absorbed by another."""
+def simplify(region: Region, limit: int | None = None) -> Region:
+    """Without empty terms, repeated terms and terms absorbed by another; TooComplex as soon
+    as more than `limit` terms remain."""
     kept: list[Term] = []
     sets: list[frozenset[int]] = []
     for candidate in sorted(dict.fromkeys(region), key=len):  # stable: equal lengths keep order
@@ -36,18 +38,17 @@ def simplify(region: Region) -> Region:
             continue
         kept.append(candidate)
         sets.append(literals)
+        if limit is not None and len(kept) > limit:
+            raise TooComplex
     order = {candidate: index for index, candidate in enumerate(region)}
     return sorted(kept, key=order.__getitem__)
 
 
 def intersect(left: Region, right: Region, limit: int) -> Region:
-    """left AND right, distributed into a union of terms."""
-    if len(left) * len(right) > limit * limit:
+    """left AND right, distributed into a union of terms (at most `limit` of them)."""
+    if len(left) * len(right) > CANDIDATES:
         raise TooComplex
-    result = simplify([term(a + b) for a in left for b in right])
-    if len(result) > limit:
-        raise TooComplex
-    return result
+    return simplify([term(a + b) for a in left for b in right], limit)
 
 
 def subtract(region: Region, removed: Region, limit: int) -> Region:

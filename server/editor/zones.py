@@ -116,24 +116,22 @@ def _zone_region(geometry: Geometry, zone: Json, item: str) -> logic.Region:
 def _chains(geometry: Geometry, operations: list[object], item: str) -> logic.Region:
     """The union over chains: `union` starts a chain, then intersect with or subtract figures."""
     result: logic.Region = []
-    current: logic.Region | None = None
-    for operation in operations:
-        mode, figure = _operation(geometry, operation, item)
-        try:
+    chain: logic.Region | None = None
+    try:
+        for operation in operations:
+            mode, figure = _operation(geometry, operation, item)
             if mode == "union":
-                if current is not None:
-                    result.extend(current)
-                current = figure
-            elif current is None:
+                result = logic.simplify(result + (chain or []), MAX_TERMS)
+                chain = figure
+            elif chain is None:
                 raise ConversionError(item, "its first operation must be a union")
             elif mode == "intersection":
-                current = logic.intersect(current, figure, MAX_TERMS)
+                chain = logic.intersect(chain, figure, MAX_TERMS)
             else:
-                current = logic.subtract(current, figure, MAX_TERMS)
-        except logic.TooComplex:
-            raise ConversionError(item, f"needs more than {MAX_TERMS} terms") from None
-    result.extend(current or [])
-    return logic.simplify(result)
+                chain = logic.subtract(chain, figure, MAX_TERMS)
+        return logic.simplify(result + (chain or []), MAX_TERMS)
+    except logic.TooComplex:
+        raise ConversionError(item, f"needs more than {MAX_TERMS} terms") from None
 
 
 def _operation(geometry: Geometry, operation: object, item: str) -> tuple[str, logic.Region]:
