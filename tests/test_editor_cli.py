@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from server.editor import convert
+from tests.helpers import FIXTURES
 
 PROJECT = Path(__file__).resolve().parent.parent
-FIXTURES = PROJECT / "tests" / "fixtures"
 
 
 def run_convert(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,22 +6,20 @@ zone term. ex2 and ex4 were made by older converter versions from older states o
 projects, so they are compared by meaning, and every known difference is asserted explicitly.
 """
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.editor import convert
+from tests.helpers import FIXTURES, read_json
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DAT_FILES = {"beam.dat", "mat.dat", "geo.dat", "detect.dat"}
 Card = tuple[str | float, ...]
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
+    return read_json(FIXTURES / name)
 
 
 def _value(token: str) -> str | float:

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 
 from server.editor import ConversionError, convert
-from tests.editor_projects import (
+from tests.helpers import (
     box,
     cylinder,
     detector,
     example,
+    login,
     modifier,
     output,
     quantity,
@@ -19,8 +20,7 @@ from tests.editor_projects import (
     world,
     zone,
 )
-from tests.editor_projects import project as build
-from tests.helpers import login
+from tests.helpers import project as build
 
 Json = dict[str, Any]
 
