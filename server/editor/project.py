@@ -107,12 +107,3 @@ def choice(data: Json, key: str, item: str, options: dict[str, int]) -> int:
             item, f"unknown '{key}' {value!r} (expected one of: {', '.join(options)})"
         )
     return code
-
-
-def by_uuid(values: list[Json]) -> dict[str, int]:
-    """Index of each entry by its uuid (entries without one cannot be referred to)."""
-    return {
-        value["uuid"]: index
-        for index, value in enumerate(values)
-        if isinstance(value.get("uuid"), str)
-    }

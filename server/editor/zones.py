@@ -83,6 +83,17 @@ def _add_world(geometry: Geometry, world: Json, catalogue: Catalogue) -> None:
     material = zone_material(world, item, catalogue)
     shape = read_shape(world, item, solid=True)
     (world_body,) = geometry.add(bodies(shape))
+    first = len(geometry.zones) + 1
+    terms = _outside_zones(geometry, world_body, item)
+    geometry.zones.extend(Zone([term], material, item) for term in terms)
+    _number(geometry, world, list(range(first, len(geometry.zones) + 1)))
+    if material.icru != BLACK_HOLE:
+        (wrapper,) = geometry.add(bodies(grown(shape, WRAPPER_MARGIN)))
+        geometry.zones.append(Zone([(wrapper, -world_body)], Material(BLACK_HOLE, 0), item))
+
+
+def _outside_zones(geometry: Geometry, world_body: int, item: str) -> logic.Region:
+    """The world body minus every zone, as a union of terms."""
     region: logic.Region = [(world_body,)]
     try:
         for zone in geometry.zones:
@@ -93,12 +104,7 @@ def _add_world(geometry: Geometry, world: Json, catalogue: Catalogue) -> None:
             f"the space around the zones needs more than {MAX_TERMS} zones; "
             "use fewer subtractions or simpler zones",
         ) from None
-    first = len(geometry.zones) + 1
-    geometry.zones.extend(Zone([term], material, item) for term in region)
-    _number(geometry, world, list(range(first, len(geometry.zones) + 1)))
-    if material.icru != BLACK_HOLE:
-        (wrapper,) = geometry.add(bodies(grown(shape, WRAPPER_MARGIN)))
-        geometry.zones.append(Zone([(wrapper, -world_body)], Material(BLACK_HOLE, 0), item))
+    return region
 
 
 def _number(geometry: Geometry, zone: Json, numbers: list[int]) -> None:
