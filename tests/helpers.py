@@ -433,6 +433,15 @@ async def task_and_job_ends(conn: Any) -> tuple[float, str]:
     return float(row["delay"]), row["job_state"]
 
 
+# The user seed's `GET /clusters` example response (configured with conftest.SEED_CLUSTER).
+SEED_CLUSTERS_RESPONSE = {
+    "message": "Available clusters",
+    "clusters": [
+        {"cluster_name": "prometheus", "display_name": "Prometheus (Cyfronet)", "available": True}
+    ],
+}
+
+
 # editor projects, built in the shape the web UI sends (the converter's tests)
 
 Json = dict[str, Any]
