@@ -12,6 +12,7 @@ from server.errors import BadRequest
 from server.http import json_response, read_json
 from server.jobs import transitions
 from server.jobs.access import check_cluster_user, owned_simulation
+from server.jobs.conversion import converted
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, DISPATCHER, POOL, SLURM, USER
 from server.runner import Job
@@ -34,23 +35,29 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
         primaries=submission.primaries,
         input_data=submission.input,
         update_key_sha256=hashlib.sha256(update_key.encode()).digest(),
+        input_files=submission.files,
         platform=platform,
     )
+    # Converted files go to the workers as a files submission's would.
     return Job(
         job_id=job_id,
         sim_type=submission.sim_type,
-        input_type=submission.input_type,
+        input_type="files" if submission.files else submission.input_type,
         ntasks=submission.ntasks,
         primaries=tuple(submission.primaries),
         update_key=update_key,
-        input=submission.input,
+        input=submission.files or submission.input,
     )
 
 
-async def submit(request: web.Request) -> web.Response:
+async def _parsed(request: web.Request, body: dict[str, Any]) -> Submission:
     config = request.app[CONFIG]
-    body = await read_json(request, config.server.max_body_size)
-    job = await _create(request, parse_submission(body, config.jobs), "direct")
+    return await converted(parse_submission(body, config.jobs), config.runner.converter)
+
+
+async def submit(request: web.Request) -> web.Response:
+    body = await read_json(request, request.app[CONFIG].server.max_body_size)
+    job = await _create(request, await _parsed(request, body), "direct")
     await request.app[DISPATCHER].submit(job)
     return json_response({"message": "Job submitted", "job_id": job.job_id}, status=202)
 
@@ -61,13 +68,12 @@ async def submit_batch(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = await read_json(request, config.server.max_body_size)
     options = parse_batch_options(body)
-    submission = parse_submission(body, config.jobs)
     cluster = next((c for c in config.clusters if c.cluster_name == options.cluster_name), None)
     if cluster is None:
         raise BadRequest(f"Unknown cluster: {options.cluster_name}")
     if not cluster.available:
         raise BadRequest(f"Cluster {options.cluster_name} is not available")
-    job = await _create(request, submission, "batch")
+    job = await _create(request, await _parsed(request, body), "batch")
     await request.app[SLURM].submit_to(
         job, cluster.cluster_name, options.array_lines, options.collect_lines
     )
