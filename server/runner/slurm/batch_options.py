@@ -38,7 +38,6 @@ ALLOWED: dict[str, str] = {
     "licenses": _WORD,
     "tmp": _MEMORY,
     "nice": r"-?\d+",
-    "job-name": r"[A-Za-z0-9_.-]+",
     "mail-type": r"[A-Z_,0-9]+",
     "mail-user": r"[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+",
     "hint": _WORD,
