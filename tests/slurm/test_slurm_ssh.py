@@ -2,6 +2,7 @@
 login to a real sshd as a user of its own), on the real test SLURM; and batch_options checked
 against the whitelist of #SBATCH options."""
 
+import dataclasses
 import hashlib
 import pwd
 import re
@@ -207,3 +208,20 @@ async def test_sso_user_without_the_switch(start_slurm_app, ssh, remote_python, 
         return (await batch_status(client, job_id))["job_state"] == "COMPLETED"
 
     await eventually(completed, timeout=120)
+
+
+async def test_unavailable_cluster(start_slurm_app, ssh, remote_python, job_root, conn):
+    cluster = dataclasses.replace(
+        ssh_cluster(ssh, job_root / "remote", remote_python), available=False
+    )
+    client, _, _ = await start_slurm_app(
+        fake_shieldhit(job_root), clusters=(cluster,), slurm={"local_users": True}
+    )
+    response = await client.get("/clusters")
+    listed = {**CLUSTER, "available": False}
+    assert await response.json() == {"message": "Available clusters", "clusters": [listed]}
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    assert await post(client, "/jobs/batch", body, 400) == {
+        "message": "Cluster hpc is not available"
+    }
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
