@@ -1,8 +1,9 @@
 """Fixtures of the SLURM tests: one real single-node SLURM cluster and one sshd per session.
 
 The cluster (tests/slurm/cluster.py) and the sshd (tests/slurm/sshd.py) need root and the
-Debian packages that tests/slurm/install.sh installs (`.ci/run` runs it); without them these
-tests are skipped with the reason. Client commands find the cluster through SLURM_CONF, set in
+Debian packages that tests/slurm/install.sh installs: the session installs them when they are
+missing (so the README's test command alone runs these tests on a fresh machine); only a run
+without root skips them, with the reason. Client commands find the cluster through SLURM_CONF, set in
 this process's environment for the session (the server runs sbatch with its environment).
 """
 
@@ -30,8 +31,10 @@ from tests.slurm.sshd import SshServer, ssh_server
 @pytest.fixture(scope="session")
 def slurm_root() -> Iterator[Path]:
     """A directory every test user can reach (not pytest's 0700 tmp tree)."""
-    if os.geteuid() != 0 or not installed():
-        pytest.skip("needs root and SLURM (run tests/slurm/install.sh as root)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (to run SLURM's daemons and an sshd)")
+    if not installed():
+        subprocess.run([str(Path(__file__).with_name("install.sh"))], check=True)
     directory = Path(tempfile.mkdtemp(prefix="yaptide-slurm-"))
     directory.chmod(0o755)
     yield directory

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the SLURM tests need (a single-node SLURM, munge, an sshd) when any of it is
-# missing. Called by .ci/run before the tests; CI runs as root on a fresh Debian machine.
+# missing. The SLURM tests' session fixture runs it when a program is missing (CI runs as root on a
+# fresh Debian machine); it can also be run by hand.
 set -euo pipefail
 
 needed=(slurmctld slurmd sbatch munged sshd)
