@@ -26,6 +26,7 @@ from server.keys import (
     PAGE_CACHE,
     POOL,
     RESULTS_INDEX,
+    SLURM,
     USER_CACHE,
 )
 from server.results.changes import Changes
@@ -34,6 +35,8 @@ from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.runner.local import LocalDispatcher
+from server.runner.slurm.dispatcher import SlurmDispatcher
+from server.runner.slurm.reconcile import Reconciler
 from server.usercache import UserCache
 
 # Who may call a route: anyone, a user with an access cookie, or a worker with an update key.
@@ -55,6 +58,9 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/jobs/direct", jobs.status, "user"),
     ("GET", "/jobs", jobs.status, "user"),
     ("DELETE", "/jobs/direct", jobs.cancel, "user"),
+    ("POST", "/jobs/batch", jobs.submit_batch, "user"),
+    ("GET", "/jobs/batch", jobs.status, "user"),
+    ("DELETE", "/jobs/batch", jobs.cancel, "user"),
     # workers
     ("POST", "/tasks", workers.update_task, "worker"),
     ("POST", "/jobs", workers.update_job, "worker"),
@@ -83,9 +89,31 @@ def add_routes(app: web.Application) -> None:
     app[COOKIE_FREE] = frozenset(cookie_free)
 
 
+async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The SLURM dispatcher and its reconciler, when SLURM is used (kind "slurm", clusters)."""
+    config = app[CONFIG]
+    if config.runner.kind != "slurm" and not config.clusters:
+        yield
+        return
+    slurm = SlurmDispatcher(config, app[POOL])
+    direct = config.runner.kind == "slurm"
+    reconciler = Reconciler(slurm, app[POOL], config.slurm.poll_interval, direct)
+    app[SLURM] = slurm
+    reconciler.start()
+    try:
+        yield
+    finally:
+        await reconciler.stop()
+        await slurm.close()
+
+
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The configured dispatcher, started after the pool and stopped before it."""
     config = app[CONFIG]
+    if config.runner.kind == "slurm":
+        app[DISPATCHER] = app[SLURM]
+        yield
+        return
     if config.runner.kind != "local":
         app[DISPATCHER] = NoDispatcher()
         yield
@@ -134,6 +162,8 @@ def create_app(config: Config) -> web.Application:
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, changes_ctx, dispatcher_ctx, keycloak_ctx])
+    app.cleanup_ctx.extend(
+        [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx]
+    )
     add_routes(app)
     return app

@@ -1,5 +1,7 @@
 """Every typed application and request key, in one place."""
 
+from typing import TYPE_CHECKING
+
 import asyncpg
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
@@ -13,6 +15,9 @@ from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import Dispatcher
 from server.usercache import UserCache
+
+if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
+    from server.runner.slurm.dispatcher import SlurmDispatcher
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -29,3 +34,5 @@ USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured
+# Set only when SLURM is used (runner.kind = "slurm" or [[clusters]] configured).
+SLURM: web.AppKey["SlurmDispatcher"] = web.AppKey("slurm")

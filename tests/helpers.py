@@ -1,11 +1,13 @@
 """Helpers shared by the tests: accounts, submissions from the real captured payloads, known
-update keys, worker-protocol steps, apps on real ports with a runner, and bounded polling.
+update keys, worker-protocol steps, apps on real ports with a runner, bounded polling, and
+small editor projects in the shape the web UI sends (for the converter's tests).
 
 Fixtures live in conftest.py; fake programs (simulators, a stand-in worker) in tests/fakes/.
 """
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -431,6 +433,38 @@ async def task_and_job_ends(conn: Any) -> tuple[float, str]:
     return float(row["delay"]), row["job_state"]
 
 
+# Copies of one run merge to that run: the means of tests/fixtures/shieldhit/mesh2d/ex_yzmsh.bdo's
+# pages (pymchelper 2.9.6), the reference of every SLURM run of fakes.simulators.fake_shieldhit.
+MESH_MEANS = {
+    ("ex_yzmsh", "DOSE"): 1.0845853219400103,
+    ("ex_yzmsh", "TLET"): 12.263980173543953,
+    ("ex_yzmsh", "ZONE"): 1.0,
+}
+
+
+async def slurm_ids(conn: Any) -> tuple[int, int]:
+    """(array job id, merge job id) of the one simulation sent to SLURM."""
+    row = await conn.fetchrow("SELECT array_job_id, merge_job_id FROM slurm_jobs")
+    return row["array_job_id"], row["merge_job_id"]
+
+
+def slurm_states(cluster: Any, *job_ids: int) -> Callable[[], Awaitable[dict[str, str] | None]]:
+    """A check for `eventually`: {job: state} from squeue (tests/slurm/cluster.py Cluster) once
+    none of the jobs is pending, running or completing."""
+
+    async def check() -> dict[str, str] | None:
+        text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i %T")
+        states = {}
+        for line in text.splitlines():
+            job, state = line.split()
+            if int(job.split("_")[0]) in job_ids:
+                states[job] = state
+        alive = {"PENDING", "RUNNING", "COMPLETING"}
+        return states if states and not alive & set(states.values()) else None
+
+    return check
+
+
 # The user seed's `GET /clusters` example response (configured with conftest.SEED_CLUSTER).
 SEED_CLUSTERS_RESPONSE = {
     "message": "Available clusters",
@@ -438,3 +472,147 @@ SEED_CLUSTERS_RESPONSE = {
         {"cluster_name": "prometheus", "display_name": "Prometheus (Cyfronet)", "available": True}
     ],
 }
+
+
+def running_simulators(job_dir: Path) -> Callable[[], Awaitable[list[int] | None]]:
+    """A check for `eventually`: the pids of a job's hanging fake simulators (fakes.simulators,
+    hang=True) once two of them run (the SLURM test node has 2 CPUs)."""
+
+    async def check() -> list[int] | None:
+        pids = [int(path.read_text()) for path in job_dir.glob("simpid_*")]
+        started = list(job_dir.glob("simrunning_*"))
+        return pids if len(started) >= 2 and all(pid_alive(p) for p in pids) else None
+
+    return check
+
+
+# editor projects, built in the shape the web UI sends (the converter's tests)
+
+Json = dict[str, Any]
+MATERIALS = {
+    "black": ("BLACK HOLE", 0),
+    "vacuum": ("VACUUM", 1000),
+    "air": ("AIR, DRY (NEAR SEA LEVEL)", 104),
+    "water": ("WATER, LIQUID", 276),
+    "lead": ("LEAD", 82),
+}
+
+
+def example() -> Json:
+    """The UI's example project ("Proton pencil beam in water"), a fresh copy each time."""
+    return copy.deepcopy(read_json(FIXTURES / EDITOR)["input_json"])
+
+
+def geometry_data(
+    kind: str, position: tuple[float, ...], rotation: tuple[float, ...], **parameters: float
+) -> Json:
+    return {
+        "geometryType": kind,
+        "position": list(position),
+        "rotation": list(rotation),
+        "parameters": parameters,
+    }
+
+
+def cylinder(
+    name: str, position=(0, 0, 0), rotation=(0, 0, 0), radius=1.0, depth=2.0, inner=0.0
+) -> Json:
+    data = geometry_data(
+        "HollowCylinderGeometry", position, rotation, innerRadius=inner, radius=radius, depth=depth
+    )
+    return {"name": name, "type": "CylinderFigure", "uuid": f"fig-{name}", "geometryData": data}
+
+
+def box(name: str, position=(0, 0, 0), rotation=(0, 0, 0), size=(1.0, 1.0, 1.0)) -> Json:
+    width, height, depth = size
+    data = geometry_data("BoxGeometry", position, rotation, width=width, height=height, depth=depth)
+    return {"name": name, "type": "BoxFigure", "uuid": f"fig-{name}", "geometryData": data}
+
+
+def sphere(name: str, position=(0, 0, 0), radius=1.0) -> Json:
+    data = geometry_data("SphereGeometry", position, (0, 0, 0), radius=radius)
+    return {"name": name, "type": "SphereFigure", "uuid": f"fig-{name}", "geometryData": data}
+
+
+def zone(
+    name: str,
+    *chains: list[tuple[str, str]],
+    material: str = "water",
+    overrides: Json | None = None,
+) -> Json:
+    """A zone; each chain is [(mode, figure name), ...] starting with a union."""
+    operations = [
+        [{"mode": mode, "objectUuid": f"fig-{figure}"} for mode, figure in chain]
+        for chain in chains
+    ]
+    return {
+        "uuid": f"zone-{name}",
+        "name": name,
+        "type": "BooleanZone",
+        "materialUuid": f"mat-{material}",
+        "materialPropertiesOverrides": overrides or {},
+        "unionOperations": operations,
+    }
+
+
+def world(figure: Json, material: str = "black") -> Json:
+    return {
+        "uuid": "zone-world",
+        "type": "WorldZone",
+        "name": "World Zone",
+        "materialUuid": f"mat-{material}",
+        "geometryData": figure["geometryData"],
+    }
+
+
+def project(figures: list[Json], zones: list[Json], world_zone: Json) -> Json:
+    """The example project with its geometry replaced; its beam and outputs are kept, the
+    outputs rewired to one `All` detector (the example's cylinders may not exist any more)."""
+    result = example()
+    result["figureManager"]["figures"] = figures
+    result["zoneManager"]["zones"] = zones
+    result["zoneManager"]["worldZone"] = world_zone
+    result["materialManager"]["materials"] = [
+        {"uuid": f"mat-{key}", "name": name, "icru": icru, "density": 1}
+        for key, (name, icru) in MATERIALS.items()
+    ]
+    result["detectorManager"]["detectors"] = [detector("Everything", "All")]
+    result["scoringManager"]["outputs"] = [output("everything", "Everything", quantity("Dose"))]
+    result["scoringManager"]["filters"] = []
+    return result
+
+
+def detector(
+    name: str, kind: str, position=(0, 0, 0), rotation=(0, 0, 0), **parameters: Any
+) -> Json:
+    data = geometry_data(kind, position, rotation, **parameters)
+    return {"name": name, "type": "Detector", "uuid": f"det-{name}", "geometryData": data}
+
+
+def quantity(
+    keyword: str, name: str | None = None, filter_name: str | None = None, modifiers=()
+) -> Json:
+    value: Json = {"name": name or keyword, "keyword": keyword, "modifiers": list(modifiers)}
+    if filter_name:
+        value["filter"] = f"filter-{filter_name}"
+    return value
+
+
+def output(name: str, detector_name: str, *quantities: Json) -> Json:
+    return {
+        "name": name,
+        "uuid": f"out-{name}",
+        "detectorUuid": f"det-{detector_name}",
+        "quantities": list(quantities),
+        "trace": False,
+    }
+
+
+def modifier(kind: str, low: float, high: float, bins: int, log: bool = False) -> Json:
+    return {
+        "diffType": kind,
+        "lowerLimit": low,
+        "upperLimit": high,
+        "binsNumber": bins,
+        "isLog": log,
+    }

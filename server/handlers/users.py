@@ -1,15 +1,13 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
-import dataclasses
-
 import asyncpg
 import orjson
 from aiohttp import web
 
 from server import auth
-from server.errors import Conflict, Forbidden, NotFound, Unauthorized
+from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
-from server.jobs.access import owned_simulation
+from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
 from server.keys import CHANGES, CONFIG, POOL, USER
 from server.profile import ProfileUpdate, parse_profile_update
@@ -17,7 +15,6 @@ from server.store import inputs, logfiles, simulations, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
-NOT_SSO = "Local users cannot access HPC clusters"
 
 
 def _item(row: asyncpg.Record) -> dict[str, object]:
@@ -91,9 +88,12 @@ async def update_profile(request: web.Request) -> web.Response:
 
 
 async def clusters(request: web.Request) -> web.Response:
-    if request[USER].source != "keycloak":
-        raise Forbidden(NOT_SSO)
-    available = [dataclasses.asdict(cluster) for cluster in request.app[CONFIG].clusters]
+    check_cluster_user(request)
+    # Only what the seed lists: connection settings are the operator's business.
+    available = [
+        {"cluster_name": c.cluster_name, "display_name": c.display_name, "available": c.available}
+        for c in request.app[CONFIG].clusters
+    ]
     return json_response({"message": "Available clusters", "clusters": available})
 
 
@@ -102,19 +102,13 @@ async def get_inputs(request: web.Request) -> web.Response:
     found = await inputs.get(request.app[POOL], owner.sim_pk)
     if found is None:
         raise NotFound("Inputs not available")
-    input_type, input_json = found
     # The stored JSON is spliced in as it is: inputs can be large, and parsing it only to
     # serialise it again would gain nothing.
-    body = b"".join(
-        (
-            b'{"message":"Inputs","input_type":',
-            orjson.dumps(input_type),
-            b',"input":',
-            input_json,
-            b"}",
-        )
-    )
-    return web.Response(body=body, content_type="application/json")
+    parts = [b'{"message":"Inputs","input_type":', orjson.dumps(found.input_type)]
+    parts += [b',"input":', found.data]
+    if found.files is not None:  # an editor project and the files converted from it
+        parts += [b',"input_files":', found.files]
+    return web.Response(body=b"".join([*parts, b"}"]), content_type="application/json")
 
 
 async def get_logfiles(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import web
 from server.errors import BadRequest, Forbidden, NotFound
 from server.http import bearer_token, query_param
 from server.jobs.states import check_open
-from server.keys import POOL, USER
+from server.keys import CONFIG, POOL, USER
 from server.store import simulations
 from server.store.simulations import Owner
 
@@ -54,6 +54,15 @@ async def owned_simulation(request: web.Request) -> Owner:
     job_id = query_param(request, "job_id")
     owner = await simulations.get_owner(request.app[POOL], job_id)
     return check_owner(owner, request[USER].id)
+
+
+NOT_SSO = "Local users cannot access HPC clusters"
+
+
+def check_cluster_user(request: web.Request) -> None:
+    """HPC clusters are for SSO users, and for local users when [slurm] local_users is on."""
+    if request[USER].source != "keycloak" and not request.app[CONFIG].slurm.local_users:
+        raise Forbidden(NOT_SSO)
 
 
 def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
