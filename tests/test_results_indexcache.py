@@ -1,10 +1,13 @@
-"""The per-process results index cache (server/results/indexcache.py) against the real database:
-when an entry is trusted without a query, and when it is not."""
+"""The per-process results index cache (server/results/indexcache.py) and the shared heads
+query (server/results/heads.py) against the real database: when an entry is trusted without a
+query, when it is not, and which query may answer a fetch."""
 
+import asyncio
 import time
 
 import asyncpg
 
+from server.results.heads import HeadReader
 from server.results.indexcache import IndexCache, select
 from server.store import results
 from tests.helpers import login, reference, set_key, submit, upload
@@ -117,3 +120,39 @@ async def test_select(client, conn):
     done = select(await results.index(conn, job_id), (None, None))
     assert done.identity.etag and done.gzip.etag and done.identity.etag != done.gzip.etag
     assert done.gzip.headers["ETag"] == done.gzip.etag
+
+
+class SlowAnswers:
+    """The test database, answering each query only when the test lets it (after running it)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.asked, self.gate = conn, [], asyncio.Event()
+
+    async def fetch(self, sql, job_ids):
+        self.asked.append(sorted(job_ids))
+        rows = await self.conn.fetch(sql, job_ids)
+        await self.gate.wait()
+        self.gate.clear()
+        return rows
+
+
+async def test_fetches_share_a_heads_query_sent_after_they_asked(client, conn):
+    job_id = await stored_job(client, conn)
+    other = await submit(client)
+    db, reader = SlowAnswers(conn), HeadReader()
+    first = asyncio.create_task(reader.get(db, job_id))
+    while not db.asked:  # the first query is under way (already run, not yet answered)
+        await asyncio.sleep(0.01)
+    await conn.execute(COMPLETE, job_id)  # a change committed after that query ran
+    later = [asyncio.create_task(reader.get(db, job)) for job in (job_id, job_id, other)]
+    await asyncio.sleep(0)  # they ask
+    assert db.asked == [[job_id]]  # nobody else asks while a query is under way
+    db.gate.set()
+    assert (await first).job_state == "PENDING"  # ran before the change
+    while len(db.asked) < 2:
+        await asyncio.sleep(0.01)
+    db.gate.set()
+    heads = [await task for task in later]
+    assert [head.job_state for head in heads] == ["COMPLETED", "COMPLETED", "PENDING"]
+    assert db.asked == [[job_id], sorted([job_id, other])]  # the three shared one query
+    assert await reader.get(conn, "no-such-job") is None
