@@ -136,14 +136,17 @@ class Changes:
                 del self._waiting[job_id]
 
     async def deleted(self, db: Db, job_id: str, acks: Acks) -> None:
-        """Return once no server process serves the deleted `job_id` from memory any more."""
+        """Return once no server process serves the deleted `job_id` from memory any more:
+        every listening session acknowledged, or LEASE passed (the delete is committed either
+        way: a failure here only makes it wait the whole lease)."""
         self.cache.changed(job_id)
         deadline = time.monotonic() + LEASE
-        if self._conn is not None:  # else no acknowledgement can be heard: wait out the leases
-            rows = await db.fetch(query("changes_listeners"), APP_NAME)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-                    await acks.cover({row["pid"] for row in rows})
-                    return
-            log.warning("not every server process acknowledged deleting %s in time", job_id)
+        with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError):
+            if self._conn is None:  # no acknowledgement can be heard: wait out the leases
+                raise TimeoutError
+            async with asyncio.timeout(LEASE):
+                rows = await db.fetch(query("changes_listeners"), APP_NAME)
+                await acks.cover({row["pid"] for row in rows})
+                return
+        log.warning("no acknowledgement from every server process of deleting %s", job_id)
         await asyncio.sleep(max(deadline - time.monotonic(), 0))
