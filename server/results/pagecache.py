@@ -60,11 +60,11 @@ async def _load(
     return found
 
 
-def _batches(pages: Sequence[PageRef]) -> list[list[PageRef]]:
-    """`pages` cut into runs of FIRST_BATCH stored bytes, doubling up to BATCH_BYTES (at least
-    one page each): the first pages are sent soon, the rest in few queries."""
+def _batches(pages: Sequence[PageRef], first: int) -> list[list[PageRef]]:
+    """`pages` cut into runs of `first` stored bytes, doubling up to BATCH_BYTES (at least one
+    page each): when streaming, the first pages are sent soon, the rest in few queries."""
     batches: list[list[PageRef]] = []
-    size, budget = 0, min(FIRST_BATCH, BATCH_BYTES)
+    size, budget = 0, min(first, BATCH_BYTES)
     for page in pages:
         if not batches or size + page.stored_size > budget:
             if batches:
@@ -77,7 +77,7 @@ def _batches(pages: Sequence[PageRef]) -> list[list[PageRef]]:
 
 
 async def segments(
-    db: Db, cache: PageCache, pages: Sequence[PageRef]
+    db: Db, cache: PageCache, pages: Sequence[PageRef], streaming: bool
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
     """(page, segment) in the order of `pages`, loading a batch of pages at a time.
 
@@ -85,7 +85,7 @@ async def segments(
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size for page in pages) * 4 <= cache.max_bytes
-    for batch in _batches(pages):
+    for batch in _batches(pages, FIRST_BATCH if streaming else BATCH_BYTES):
         loaded = await _load(db, cache, batch, keep)
         for page in batch:
             segment = loaded.get(page.key)

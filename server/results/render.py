@@ -63,10 +63,7 @@ async def gzipped(pages: Pages) -> AsyncIterator[bytes]:
 
 
 async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
-    buffer = bytearray()
-    async for piece in pieces:
-        buffer += piece
-    return bytes(buffer)
+    return b"".join([piece async for piece in pieces])
 
 
 async def stream(
@@ -102,9 +99,9 @@ async def respond(
     body = bodies.get(variant.body_key)
     if body is not None:
         return web.Response(body=body, headers=variant.headers)
-    stored = segments(db, page_cache, pages)
-    pieces = gzipped(stored) if gzip else identity(stored)
     size = sum(page.stored_size if gzip else page.raw_size for page in pages)
+    stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
+    pieces = gzipped(stored) if gzip else identity(stored)
     if size > SINGLE_WRITE:
         return await stream(request, variant.headers, pieces)
     body = await assemble(pieces)
