@@ -6,13 +6,14 @@ assembled, sent with one write and kept in the body cache (keyed by the page ver
 made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
 from aiohttp import web
 
 from server.models import Db
-from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces
+from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces, inflate_segment
 from server.results.indexcache import Variant
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
@@ -66,6 +67,17 @@ async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
     return b"".join([piece async for piece in pieces])
 
 
+def _inflated(pieces: list[bytes | Segment]) -> bytes:
+    return b"".join(inflate_segment(p.data) if isinstance(p, Segment) else p for p in pieces)
+
+
+async def assemble_identity(pages: Pages) -> bytes:
+    """The identity body, inflated in a worker thread: ISA-L lets go of the GIL while it
+    inflates, so the event loop serves other requests meanwhile (the cold path's main cost)."""
+    pieces = [piece async for piece in _json(pages)]
+    return await asyncio.to_thread(_inflated, pieces)
+
+
 async def stream(
     request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes]
 ) -> web.StreamResponse:
@@ -101,9 +113,9 @@ async def respond(
         return web.Response(body=body, headers=variant.headers)
     size = sum(page.stored_size if gzip else page.raw_size for page in pages)
     stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
-    pieces = gzipped(stored) if gzip else identity(stored)
     if size > SINGLE_WRITE:
+        pieces = gzipped(stored) if gzip else identity(stored)
         return await stream(request, variant.headers, pieces)
-    body = await assemble(pieces)
+    body = await (assemble(gzipped(stored)) if gzip else assemble_identity(stored))
     bodies.put(variant.body_key, body, len(body))
     return web.Response(body=body, headers=variant.headers)
