@@ -115,7 +115,7 @@ def set_cookie(
         max_age=math.ceil(ttl),
         path="/",
         httponly=True,
-        samesite="Lax",
+        samesite=config.auth.cookie_samesite,
         secure=config.auth.secure_cookies,
     )
 
@@ -170,6 +170,9 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     match_info = request.match_info
+    # CORS preflights (OPTIONS) never carry cookies: they are answered without a user.
+    if request.method == "OPTIONS":
+        return await handler(request)
     if match_info.http_exception is None and not getattr(match_info.handler, "public", False):
         request[USER] = await user_from_cookie(request, ACCESS_COOKIE)
     return await handler(request)

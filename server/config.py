@@ -48,6 +48,7 @@ class AuthConfig:
     refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.positive)
     registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
+    cookie_samesite: str = checks.checked("Lax", checks.one_of("Lax", "Strict", "None"))
     user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
 
 
@@ -76,6 +77,13 @@ class SimulatorsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class UiConfig:
+    api_prefix: str = checks.checked("/ui", checks.url_prefix)
+    allowed_origins: str = checks.checked("", checks.origins)
+    static_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     cluster_name: str
     display_name: str
@@ -90,6 +98,7 @@ class Config:
     jobs: JobsConfig = JobsConfig()
     runner: RunnerConfig = RunnerConfig()
     simulators: SimulatorsConfig = SimulatorsConfig()
+    ui: UiConfig = UiConfig()
     clusters: tuple[ClusterConfig, ...] = ()
 
     @property
@@ -119,6 +128,7 @@ SECTIONS: dict[str, type] = {
     "jobs": JobsConfig,
     "runner": RunnerConfig,
     "simulators": SimulatorsConfig,
+    "ui": UiConfig,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -249,6 +259,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         name: _build_section(name, cls, data.get(name, {}), env) for name, cls in SECTIONS.items()
     }
     config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
+    if config.auth.cookie_samesite == "None" and not config.auth.secure_cookies:
+        # Browsers drop a SameSite=None cookie that is not also Secure.
+        raise ConfigError("auth.cookie_samesite: None needs auth.secure_cookies = true")
     if url := env.get("DATABASE_URL"):
         if problem := checks.database_url(url):
             raise ConfigError(f"DATABASE_URL: {problem}")

@@ -1,6 +1,7 @@
 """Checks of single configuration values: each returns what is wrong, or None."""
 
 import dataclasses
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,30 @@ def command(value: str) -> str | None:
 def secret(value: str) -> str | None:
     if value and len(value) < 32:
         return "must be at least 32 characters (or empty to generate one)"
+    return None
+
+
+def url_prefix(value: str) -> str | None:
+    """A path prefix like `/ui`: one or more plain segments, no trailing slash."""
+    if re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value) and "/." not in value:
+        return None
+    return "must be a path like /ui (segments of letters, digits, '.', '_', '~', '-')"
+
+
+def origin_list(value: str) -> list[str]:
+    """The origins of a comma- or space-separated list."""
+    return [item for item in re.split(r"[\s,]+", value) if item]
+
+
+def origins(value: str) -> str | None:
+    for origin in origin_list(value):
+        if not re.fullmatch(
+            r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?",
+            origin,
+        ):
+            return (
+                f"{origin!r} is not an origin like https://ui.example.org or http://localhost:3000"
+            )
     return None
 
 

@@ -6,7 +6,7 @@ assembled, sent with one write and kept in the body cache (keyed by the page ver
 made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -19,7 +19,11 @@ SINGLE_WRITE = 2 << 20
 FLUSH_AT = 1 << 20
 
 
-async def _json(pages: AsyncIterator[tuple[Any, Segment]]) -> AsyncIterator[tuple[bool, Any]]:
+Pieces = AsyncIterator[tuple[bool, Any]]
+Envelope = Callable[[AsyncIterator[tuple[Any, Segment]]], Pieces]
+
+
+async def by_estimator(pages: AsyncIterator[tuple[Any, Segment]]) -> Pieces:
     """(is_page, clear bytes or Segment) pieces of `{"message":"Results","estimators":[...]}`."""
     yield False, b'{"message":"Results","estimators":['
     current = None
@@ -34,16 +38,42 @@ async def _json(pages: AsyncIterator[tuple[Any, Segment]]) -> AsyncIterator[tupl
     yield False, b"]}]}" if current is not None else b"]}"
 
 
-async def identity(pages: AsyncIterator[tuple[Any, Segment]]) -> AsyncIterator[bytes]:
-    async for is_page, piece in _json(pages):
+async def page_list(pages: AsyncIterator[tuple[Any, Segment]]) -> Pieces:
+    """`{"message":"Results","pages":[...]}`: the pages alone (the UI dialect's filtered form)."""
+    yield False, b'{"message":"Results","pages":['
+    first = True
+    async for _, segment in pages:
+        if not first:
+            yield False, b","
+        first = False
+        yield True, segment
+    yield False, b"]}"
+
+
+async def single_page(pages: AsyncIterator[tuple[Any, Segment]]) -> Pieces:
+    """`{"message":"Results","page":{...}}`, `null` without one (the UI's `page_number` form)."""
+    yield False, b'{"message":"Results","page":'
+    found = False
+    async for _, segment in pages:
+        found = True
+        yield True, segment
+    yield False, b"}" if found else b"null}"
+
+
+async def identity(
+    pages: AsyncIterator[tuple[Any, Segment]], envelope: Envelope = by_estimator
+) -> AsyncIterator[bytes]:
+    async for is_page, piece in envelope(pages):
         yield inflate_segment(piece.data) if is_page else piece
 
 
-async def gzipped(pages: AsyncIterator[tuple[Any, Segment]]) -> AsyncIterator[bytes]:
+async def gzipped(
+    pages: AsyncIterator[tuple[Any, Segment]], envelope: Envelope = by_estimator
+) -> AsyncIterator[bytes]:
     """One gzip member: stored segments joined, clear pieces as stored blocks."""
     joiner = GzipJoiner()
     yield GZIP_HEADER
-    async for is_page, piece in _json(pages):
+    async for is_page, piece in envelope(pages):
         if is_page:
             yield joiner.segment(piece.data, piece.crc32, piece.crc_shift, piece.raw_size)
         else:

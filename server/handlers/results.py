@@ -65,8 +65,17 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
     estimator = request.query.get("estimator_name") or None
     numbers = page_filter(request.query)
-    pool = request.app[POOL]
-    rows = await results.index(pool, job_id, estimator, numbers)
+    rows = await results.index(request.app[POOL], job_id, estimator, numbers)
+    return await send_results(request, rows, estimator)
+
+
+async def send_results(
+    request: web.Request,
+    rows: list[Any],
+    estimator: str | None,
+    envelope: render.Envelope = render.by_estimator,
+) -> web.StreamResponse:
+    """The pages of `rows` (from results.index) in `envelope`, once every check has passed."""
     head = rows[0] if rows else None
     check_owner(head and (head["id"], head["user_id"]), request[USER].id)
     if not head["has_results"]:
@@ -75,7 +84,7 @@ async def get_results(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"Estimator not found: {estimator}")
     gzip = accepts_gzip(request)
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
-    etag = etag_for(head, request.query_string, gzip)
+    etag = etag_for(head, f"{envelope.__name__}?{request.query_string}", gzip)
     if etag:
         headers["ETag"] = etag
         if matches(request.headers.get("If-None-Match"), etag):
@@ -83,23 +92,28 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     if gzip:
         headers["Content-Encoding"] = "gzip"
     pages = [row for row in rows if row["page_number"] is not None]
-    return await send_pages(request, headers, pages, gzip)
+    return await send_pages(request, headers, pages, gzip, envelope)
 
 
 async def send_pages(
-    request: web.Request, headers: dict[str, str], pages: list[Any], gzip: bool
+    request: web.Request,
+    headers: dict[str, str],
+    pages: list[Any],
+    gzip: bool,
+    envelope: render.Envelope,
 ) -> web.StreamResponse:
-    """The body is fully determined by the pages' estimators and versions: a key for caching."""
+    """The body is fully determined by the envelope and the pages' versions: a cache key."""
     bodies = request.app[BODY_CACHE]
     key = (
         gzip,
+        envelope.__name__,
         tuple((r["estimator"], r["estimator_id"], r["page_number"], r["version"]) for r in pages),
     )
     body = bodies.get(key)
     if body is not None:
         return web.Response(body=body, headers=headers)
     stored = segments(request.app[POOL], request.app[PAGE_CACHE], pages)
-    pieces = render.gzipped(stored) if gzip else render.identity(stored)
+    pieces = render.gzipped(stored, envelope) if gzip else render.identity(stored, envelope)
     size = sum(row["stored_size" if gzip else "raw_size"] for row in pages)
     if size > render.SINGLE_WRITE:
         return await render.stream(request, headers, pieces)

@@ -1,0 +1,68 @@
+"""The UI dialect's own handlers: where its requests or answers need more than a reshape.
+
+The rest of the dialect is the main API's handlers, wrapped in server/app.py's dialect table.
+"""
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server import auth, render
+from server.access import owned_simulation
+from server.errors import NotFound, Unauthorized, error_response
+from server.filters import page_filter
+from server.handlers import auth as auth_handlers
+from server.handlers.results import get_results, send_results
+from server.http import json_response, query_param
+from server.keys import CONFIG, POOL
+from server.store import results, tasks, user_simulations
+from server.ui import shapes
+
+
+async def inputs(request: web.Request) -> web.Response:
+    simulation_id = await owned_simulation(request)
+    pool = request.app[POOL]
+    found = await user_simulations.get_input(pool, simulation_id)
+    if found is None:
+        raise NotFound("Inputs not available")
+    _, rows = await tasks.job_status(pool, simulation_id)
+    primaries = sum(row["requested_primaries"] for row in rows)
+    return json_response(shapes.inputs(found[0], orjson.loads(found[1]), primaries))
+
+
+async def _index(request: web.Request, name: str, numbers: list[int] | None) -> list[Any]:
+    """The results index of the stored estimator the UI's `name` stands for."""
+    job_id = query_param(request, "job_id")
+    for stored in shapes.stored_names(name):
+        rows = await results.index(request.app[POOL], job_id, stored, numbers)
+        if not rows or not rows[0]["has_results"] or rows[0]["estimator"] is not None:
+            break
+    return rows
+
+
+async def results_of(request: web.Request) -> web.StreamResponse:
+    """With `estimator_name`, the UI reads the pages at the top level (`page` for
+    `page_number`); without it, the full results as the main API sends them. Spliced from
+    the stored page segments either way."""
+    name = request.query.get("estimator_name") or None
+    if name is None:
+        return await get_results(request)
+    numbers = page_filter(request.query)
+    single = request.query.get("page_number") is not None
+    envelope = render.single_page if single else render.page_list
+    return await send_results(request, await _index(request, name, numbers), name, envelope)
+
+
+@auth.public
+async def refresh(request: web.Request) -> web.StreamResponse:
+    """A refresh token that no longer works (revoked at logout, expired) is answered as no
+    token at all, and the cookies are cleared: the UI refreshes once more right after logout,
+    racing the logout, and shows every other 401 message in a red snackbar."""
+    try:
+        return await auth_handlers.refresh(request)
+    except Unauthorized:
+        response = error_response(auth.NO_TOKEN, 401)
+        auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
+        auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
+        return response
