@@ -2,7 +2,7 @@
 
 The UI's HTTP client sends `credentials: 'include'`: an allowed request's Origin is echoed
 (never `*`) with `Access-Control-Allow-Credentials: true`; every route answers the preflight
-(`OPTIONS`) for its own methods; other origins get no CORS headers (a preflight from one is
+(`OPTIONS`); other origins get no CORS headers (a preflight from one is
 403). Responses carry `Vary: Origin`, which aiohttp-cors does not add, so that a cache never
 serves one origin's answer to another.
 """
@@ -24,8 +24,14 @@ def enable_cors(app: web.Application, origins: list[str]) -> None:
     """CORS on every route `app` has now (the sub-application needs its own call)."""
     if not origins:
         return
+    # Any method passes the preflight; the request itself still gets 405 where its path lacks
+    # it. (Method lists per resource would be wrong: aiohttp gives one path several resources
+    # when its routes are not adjacent in the table, and the first one answers OPTIONS.)
     options = aiohttp_cors.ResourceOptions(
-        allow_credentials=True, allow_headers=REQUEST_HEADERS, max_age=PREFLIGHT_MAX_AGE
+        allow_credentials=True,
+        allow_headers=REQUEST_HEADERS,
+        allow_methods="*",
+        max_age=PREFLIGHT_MAX_AGE,
     )
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
     for resource in list(app.router.resources()):

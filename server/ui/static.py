@@ -61,7 +61,8 @@ def wants_html(request: web.Request) -> bool:
 
 def send_file(path: Path) -> web.FileResponse:
     cache = IMMUTABLE if HASHED.search(path.name) else REVALIDATE
-    return web.FileResponse(path, headers={"Cache-Control": cache})
+    # Vary even when sent as is: a `.gz`/`.br` sibling may be chosen for another client.
+    return web.FileResponse(path, headers={"Cache-Control": cache, "Vary": "Accept-Encoding"})
 
 
 def html_or(api_index: Handler, bundle: Bundle | None) -> Handler:
