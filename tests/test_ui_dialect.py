@@ -323,6 +323,8 @@ async def test_results_gzip_is_spliced_not_recompressed(client, conn):
     job_id = await job_with_results(client, conn)
     path = f"{UI}/results?job_id={job_id}&estimator_name=yz_profile&page_numbers=0-2"
     plain = await (await client.get(path, headers={"Accept-Encoding": "identity"})).read()
+    pages = b",".join(orjson.dumps(page) for page in fixture_pages("yz_profile_", [0, 1, 2]))
+    assert plain == b'{"message":"Results","pages":[' + pages + b"]}"
     raw = await client.session.get(
         client.make_url(path), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
     )
