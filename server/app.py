@@ -73,7 +73,7 @@ def ui_routes() -> list[web.RouteDef]:
         web.get("/user/simulations", reshaped(users.list_simulations, shapes.simulations)),
         web.delete("/user/simulations", users.delete_simulation),
         web.get("/inputs", ui.inputs),
-        web.get("/estimators", reshaped(results.get_estimators, shapes.estimators)),
+        web.get("/estimators", ui.estimators),
         web.get("/results", ui.results_of),
         web.get("/logfiles", users.get_logfiles),
     ]

@@ -229,9 +229,9 @@ async def test_inputs_of_files(client, conn):
     )
 
 
-async def job_with_results(client, conn) -> str:
+async def job_with_results(client, conn, name: str = SHIELDHIT_FILES) -> str:
     await login(client)
-    job_id = await ui_submit(client)
+    job_id = await ui_submit(client, name)
     await set_key(conn, job_id)
     response = await upload(client, job_id)
     assert response.status == 202, await response.text()
@@ -315,6 +315,31 @@ async def test_full_results_as_the_main_api(client, conn):
     response = await client.get(f"{UI}/results?job_id={job_id}")
     assert response.status == 200
     assert await response.read() == await main.read()
+
+
+PROJECT_ORDER = ["z_profile", "yz_profile", "entrance", "peak"]  # the editor fixture's outputs
+
+
+async def test_editor_results_in_the_projects_order(client, conn):
+    """The upload's order (yz, entrance, z, peak) is not the project's: the UI pairs
+    `outputs[i]` with `estimators[i]`, so the dialect follows the project."""
+    job_id = await job_with_results(client, conn, EDITOR)
+    assert [o["name"] for o in payload(EDITOR)["input_json"]["scoringManager"]["outputs"]] == (
+        PROJECT_ORDER
+    )
+    status, body = await body_of(await client.get(f"{UI}/estimators?job_id={job_id}"))
+    assert status == 200
+    assert [e["name"] for e in body["estimators_metadata"]] == PROJECT_ORDER
+    by_name = {e["name"]: e for e in RESULTS["estimators"]}
+    expected = [
+        {"name": f"{name}_", "pages": fixture_pages(f"{name}_", list(range(10)))}
+        for name in PROJECT_ORDER
+    ]
+    assert set(by_name) == {e["name"] for e in expected}
+    assert await body_of(await client.get(f"{UI}/results?job_id={job_id}")) == (
+        200,
+        {"message": "Results", "estimators": expected},
+    )
 
 
 async def test_results_gzip_is_spliced_not_recompressed(client, conn):

@@ -132,3 +132,28 @@ def test_inputs_of_files():
         "message": "Inputs",
         "input": {"input_type": "FILES", "input_files": files, "number_of_all_primaries": 100},
     }
+
+
+def test_output_names():
+    project = {"scoringManager": {"outputs": [{"name": "z"}, {"name": "yz"}, {"uuid": "x"}]}}
+    assert shapes.output_names(project) == ["z", "yz"]
+    for broken in ({}, [], {"scoringManager": []}, {"scoringManager": {"outputs": {}}}):
+        assert shapes.output_names(broken) == []
+
+
+def test_project_position_orders_stored_estimators_like_the_outputs():
+    key = shapes.project_position(["z_profile", "yz_profile", "peak"])
+    stored = ["yz_profile_", "extra_", "peak_", "z_profile_", "other"]
+    assert sorted(stored, key=key) == ["z_profile_", "yz_profile_", "peak_", "extra_", "other"]
+
+
+def test_estimators_metadata_in_project_order():
+    body = {
+        "message": "Estimators",
+        "estimators": [{"name": "b_", "pages": []}, {"name": "a_", "pages": []}],
+    }
+    assert shapes.estimators(body, ["a", "b"])["estimators_metadata"] == [
+        {"name": "a", "pages_metadata": []},
+        {"name": "b", "pages_metadata": []},
+    ]
+    assert [e["name"] for e in shapes.estimators(body)["estimators_metadata"]] == ["b", "a"]

@@ -13,7 +13,7 @@ from server.access import owned_simulation
 from server.errors import NotFound, Unauthorized, error_response
 from server.filters import page_filter
 from server.handlers import auth as auth_handlers
-from server.handlers.results import get_results, send_results
+from server.handlers.results import get_estimators, send_results
 from server.http import json_response, query_param
 from server.keys import CONFIG, POOL
 from server.store import results, tasks, user_simulations
@@ -31,6 +31,32 @@ async def inputs(request: web.Request) -> web.Response:
     return json_response(shapes.inputs(found[0], orjson.loads(found[1]), primaries))
 
 
+async def _project_outputs(request: web.Request, simulation_id: int) -> list[str]:
+    """The output names of an editor simulation's project; [] for files input."""
+    found = await user_simulations.get_input(request.app[POOL], simulation_id)
+    if found is None or found[0] != "editor":
+        return []
+    return shapes.output_names(orjson.loads(found[1]))
+
+
+async def estimators(request: web.Request) -> web.Response:
+    response = await get_estimators(request)  # every check and 404 of the API
+    assert isinstance(response.body, bytes)
+    outputs = await _project_outputs(request, await owned_simulation(request))
+    return json_response(shapes.estimators(orjson.loads(response.body), outputs))
+
+
+async def _full_results(request: web.Request) -> web.StreamResponse:
+    """The API's form, with the estimators in the project's order (the UI pairs them with
+    the project's outputs by position)."""
+    job_id = query_param(request, "job_id")
+    rows = await results.index(request.app[POOL], job_id, None, page_filter(request.query))
+    if rows:
+        order = shapes.project_position(await _project_outputs(request, rows[0]["id"]))
+        rows.sort(key=lambda row: order(row["estimator"] or ""))  # stable: pages keep order
+    return await send_results(request, rows, None)
+
+
 async def _index(request: web.Request, name: str, numbers: list[int] | None) -> list[Any]:
     """The results index of the stored estimator the UI's `name` stands for."""
     job_id = query_param(request, "job_id")
@@ -43,11 +69,11 @@ async def _index(request: web.Request, name: str, numbers: list[int] | None) -> 
 
 async def results_of(request: web.Request) -> web.StreamResponse:
     """With `estimator_name`, the UI reads the pages at the top level (`page` for
-    `page_number`); without it, the full results as the main API sends them. Spliced from
-    the stored page segments either way."""
+    `page_number`); without it, the API's form. Spliced from the stored page segments either
+    way."""
     name = request.query.get("estimator_name") or None
     if name is None:
-        return await get_results(request)
+        return await _full_results(request)
     numbers = page_filter(request.query)
     single = request.query.get("page_number") is not None
     envelope = render.single_page if single else render.page_list

@@ -4,6 +4,7 @@ The YAPTIDE web UI was written against the upstream backend, whose bodies differ
 documents (shared/spec/ui-client.md). Every difference is one function here; none does I/O.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 Json = dict[str, Any]
@@ -61,14 +62,31 @@ def stored_names(name: str) -> tuple[str, ...]:
     return (name + "_", name) if not name.endswith("_") else (name,)
 
 
+def output_names(project: Any) -> list[str]:
+    """The names of an editor project's outputs (`scoringManager.outputs[].name`), in order."""
+    manager = project.get("scoringManager") if isinstance(project, dict) else None
+    outputs = manager.get("outputs") if isinstance(manager, dict) else None
+    if not isinstance(outputs, list):
+        return []
+    return [o["name"] for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+
+
+def project_position(outputs: list[str]) -> Callable[[str], int]:
+    """A sort key putting stored estimators in the order of the project's outputs (the UI pairs
+    `outputs[i]` with `estimators[i]`); estimators of no output go last, in stored order."""
+    position = {name: index for index, name in enumerate(outputs)}
+    return lambda stored: position.get(estimator_name(stored), len(outputs))
+
+
 def page_dimension(dimensions: list[int]) -> int:
     """The number of axes with more than one bin (pymchelper's page dimension, 0 to 3): a
     single value is stored as one axis of length 1."""
     return min(sum(1 for length in dimensions if length > 1), 3)
 
 
-def estimators(body: Json) -> Json:
-    """`GET estimators`: `estimators_metadata[].pages_metadata[]`."""
+def estimators(body: Json, outputs: list[str] | None = None) -> Json:
+    """`GET estimators`: `estimators_metadata[].pages_metadata[]`, in the project's order."""
+    order = project_position(outputs or [])
     return {
         "message": body["message"],
         "estimators_metadata": [
@@ -83,7 +101,7 @@ def estimators(body: Json) -> Json:
                     for page in estimator["pages"]
                 ],
             }
-            for estimator in body["estimators"]
+            for estimator in sorted(body["estimators"], key=lambda e: order(e["name"]))
         ],
     }
 
