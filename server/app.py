@@ -1,19 +1,29 @@
 """create_app(config): the whole API wired together. No I/O happens here."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from server.auth import auth_middleware, secret_ctx
 from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
-from server.errors import error_middleware
 from server.handlers import auth, jobs, results, ui, users, workers
-from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
-from server.lru import LruCache
-from server.pagecache import PageCache
+from server.http import error_middleware
+from server.keys import (
+    BODY_CACHE,
+    CONFIG,
+    COOKIE_FREE,
+    DISPATCHER,
+    PAGE_CACHE,
+    POOL,
+    USER_CACHE,
+)
+from server.results.lru import LruCache
+from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.runner.local import LocalDispatcher
 from server.ui import shapes
@@ -22,61 +32,81 @@ from server.ui.dialect import create_dialect, reshaped
 from server.ui.static import Bundle, bundle_middleware, html_or
 from server.usercache import UserCache
 
+# Who may call a route: anyone, a user with an access cookie, or a worker with an update key.
+Access = Literal["public", "user", "worker"]
 
-def add_routes(app: web.Application, bundle: Bundle | None) -> None:
-    """The API, top to bottom (contract: shared/spec/api.md)."""
-    app.router.add_routes(
-        [
-            web.get("/", html_or(auth.index, bundle)),
-            # accounts
-            web.put("/auth/register", auth.register),
-            web.post("/auth/login", auth.login),
-            web.get("/auth/refresh", auth.refresh),
-            web.get("/auth/status", auth.status),
-            web.delete("/auth/logout", auth.logout),
-            # submission and status (access cookie)
-            web.post("/jobs/direct", jobs.submit),
-            web.get("/jobs/direct", jobs.status),
-            web.get("/jobs", jobs.status),
-            web.delete("/jobs/direct", jobs.cancel),
-            # workers (update key)
-            web.post("/tasks", workers.update_task),
-            web.post("/jobs", workers.update_job),
-            web.post("/results", results.upload),
-            web.post("/logfiles", workers.upload_logfiles),
-            # results and inputs (access cookie)
-            web.get("/results", results.get_results),
-            web.get("/estimators", results.get_estimators),
-            web.get("/inputs", users.get_inputs),
-            web.get("/logfiles", users.get_logfiles),
-            # the user's own simulations and profile
-            web.get("/user/simulations", users.list_simulations),
-            web.delete("/user/simulations", users.delete_simulation),
-            web.post("/user/update", users.update_profile),
-            web.get("/clusters", users.clusters),
-        ]
-    )
+ROUTES: list[tuple[str, str, Handler, Access]] = [
+    # The API, top to bottom (contract: shared/spec/api.md).
+    ("GET", "/", auth.index, "public"),
+    # accounts
+    ("PUT", "/auth/register", auth.register, "public"),
+    ("POST", "/auth/login", auth.login, "public"),
+    ("GET", "/auth/refresh", auth.refresh, "public"),  # the refresh cookie is checked inside
+    ("GET", "/auth/status", auth.status, "user"),
+    ("DELETE", "/auth/logout", auth.logout, "public"),
+    # submission and status
+    ("POST", "/jobs/direct", jobs.submit, "user"),
+    ("GET", "/jobs/direct", jobs.status, "user"),
+    ("GET", "/jobs", jobs.status, "user"),
+    ("DELETE", "/jobs/direct", jobs.cancel, "user"),
+    # workers
+    ("POST", "/tasks", workers.update_task, "worker"),
+    ("POST", "/jobs", workers.update_job, "worker"),
+    ("POST", "/results", results.upload, "worker"),
+    ("POST", "/logfiles", workers.upload_logfiles, "worker"),
+    # results and inputs
+    ("GET", "/results", results.get_results, "user"),
+    ("GET", "/estimators", results.get_estimators, "user"),
+    ("GET", "/inputs", users.get_inputs, "user"),
+    ("GET", "/logfiles", users.get_logfiles, "user"),
+    # the user's own simulations and profile
+    ("GET", "/user/simulations", users.list_simulations, "user"),
+    ("DELETE", "/user/simulations", users.delete_simulation, "user"),
+    ("POST", "/user/update", users.update_profile, "user"),
+    ("GET", "/clusters", users.clusters, "user"),
+]
+
+UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
+    # The web UI's dialect, under [ui] api_prefix (shared/spec/ui-client.md): the same
+    # handlers, in the UI's shapes (server/ui/shapes.py).
+    ("GET", "/", auth.index, "public"),
+    ("POST", "/auth/login", auth.login, "public"),
+    ("GET", "/auth/refresh", ui.refresh, "public"),
+    ("DELETE", "/auth/logout", auth.logout, "public"),
+    ("POST", "/jobs/direct", jobs.submit, "user"),
+    ("GET", "/jobs/direct", reshaped(jobs.status, shapes.job_status), "user"),
+    ("GET", "/jobs", reshaped(jobs.status, shapes.job_status), "user"),
+    ("DELETE", "/jobs/direct", jobs.cancel, "user"),
+    ("GET", "/user/simulations", reshaped(users.list_simulations, shapes.simulations), "user"),
+    ("DELETE", "/user/simulations", users.delete_simulation, "user"),
+    ("GET", "/inputs", ui.inputs, "user"),
+    ("GET", "/estimators", ui.estimators, "user"),
+    ("GET", "/results", ui.results_of, "user"),
+    ("GET", "/logfiles", users.get_logfiles, "user"),
+]
 
 
-def ui_routes() -> list[web.RouteDef]:
-    """The web UI's dialect, under `[ui] api_prefix` (shared/spec/ui-client.md): the same
-    handlers, in the UI's shapes (server/ui/shapes.py)."""
-    return [
-        web.get("/", auth.index),
-        web.post("/auth/login", auth.login),
-        web.get("/auth/refresh", ui.refresh),
-        web.delete("/auth/logout", auth.logout),
-        web.post("/jobs/direct", jobs.submit),
-        web.get("/jobs/direct", reshaped(jobs.status, shapes.job_status)),
-        web.get("/jobs", reshaped(jobs.status, shapes.job_status)),
-        web.delete("/jobs/direct", jobs.cancel),
-        web.get("/user/simulations", reshaped(users.list_simulations, shapes.simulations)),
-        web.delete("/user/simulations", users.delete_simulation),
-        web.get("/inputs", ui.inputs),
-        web.get("/estimators", ui.estimators),
-        web.get("/results", ui.results_of),
-        web.get("/logfiles", users.get_logfiles),
-    ]
+def add_routes(
+    app: web.Application, routes: list[tuple[str, str, Handler, Access]]
+) -> set[web.AbstractRoute]:
+    """Every route of `routes`; the ones not needing an access cookie are returned."""
+    cookie_free = set()
+    for method, path, handler, access in routes:
+        route = app.router.add_route(method, path, handler)
+        if access != "user":
+            cookie_free.add(route)
+    return cookie_free
+
+
+def with_ui(app: web.Application, config: Config) -> Iterable[web.AbstractRoute]:
+    """The UI's dialect mounted, CORS on both; the routes that need no cookie (the dialect's
+    public ones and the CORS preflights, which never carry cookies)."""
+    origins = origin_list(config.ui.allowed_origins)
+    dialect = create_dialect(app)
+    cookie_free = add_routes(dialect, UI_ROUTES)
+    cookie_free |= enable_cors(app, origins) | enable_cors(dialect, origins)
+    app.add_subapp(config.ui.api_prefix, dialect)
+    return cookie_free
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -98,11 +128,9 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
-    ui_config = config.ui
-    bundle = (
-        Bundle(Path(ui_config.static_dir), ui_config.api_prefix) if ui_config.static_dir else None
-    )
-    middlewares = [error_middleware, auth_middleware]
+    static_dir, prefix = config.ui.static_dir, config.ui.api_prefix
+    bundle = Bundle(Path(static_dir), prefix) if static_dir else None
+    middlewares: list[Middleware] = [error_middleware, auth_middleware]
     if bundle is not None:
         middlewares.insert(1, bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
@@ -111,10 +139,7 @@ def create_app(config: Config) -> web.Application:
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
-    add_routes(app, bundle)
-    origins = origin_list(config.ui.allowed_origins)
-    enable_cors(app, origins)
-    dialect = create_dialect(app, ui_routes())
-    enable_cors(dialect, origins)
-    app.add_subapp(config.ui.api_prefix, dialect)
+    routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]
+    cookie_free = add_routes(app, routes)
+    app[COOKIE_FREE] = frozenset(cookie_free | set(with_ui(app, config)))
     return app

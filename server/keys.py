@@ -2,11 +2,12 @@
 
 import asyncpg
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.config import Config
-from server.lru import LruCache
 from server.models import User
-from server.pagecache import PageCache
+from server.results.lru import LruCache
+from server.results.pagecache import PageCache
 from server.runner import Dispatcher
 from server.usercache import UserCache
 
@@ -15,6 +16,9 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
+
+# Routes reachable without an access cookie (public, or authenticated by an update key).
+COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])
 
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)

@@ -9,9 +9,8 @@ import pytest
 from aiohttp import web
 
 from server.app import create_app
-from server.auth import public
 from server.keys import SECRET
-from tests.conftest import login, register
+from tests.helpers import login, register
 
 
 def cookies_of(response) -> dict[str, str]:
@@ -315,7 +314,7 @@ async def test_error_shapes(aiohttp_client, make_config, conn, caplog):
         raise RuntimeError("secret internals")
 
     app = create_app(make_config(server={"max_body_size": 100}))
-    app.router.add_get("/boom", public(boom))
+    app.router.add_get("/boom", boom)  # behind the access cookie
     client = await aiohttp_client(app)
     response = await client.get("/no/such/path")
     assert (response.status, await response.json()) == (404, {"message": "Not found"})
@@ -327,6 +326,7 @@ async def test_error_shapes(aiohttp_client, make_config, conn, caplog):
         413,
         {"message": "Request body larger than 100 bytes"},
     )
+    await login(client)
     response = await client.get("/boom")
     assert (response.status, await response.json()) == (500, {"message": "Internal server error"})
     assert "secret internals" in caplog.text and "Traceback" in caplog.text

@@ -6,7 +6,7 @@ import pytest
 
 from server.app import create_app
 from server.config import ConfigError, UiConfig, load_config
-from tests.conftest import register
+from tests.helpers import register
 
 
 def load(tmp_path: Path, toml: str, **env: str):

@@ -4,6 +4,7 @@ import orjson
 import pytest
 
 from server.app import create_app
+from tests.helpers import login, set_key, submit, upload
 
 ORIGIN = "http://ui.example.org:3000"
 OTHER = "https://evil.example.com"
@@ -104,9 +105,6 @@ async def test_other_origins_get_no_cors_headers(cors_client):
 
 
 async def test_vary_keeps_accept_encoding(cors_client, conn):
-    from tests.conftest import login
-    from tests.results_helpers import set_key, submit, upload
-
     await login(cors_client)
     job_id = await submit(cors_client)
     await set_key(conn, job_id)

@@ -8,9 +8,21 @@ import uuid
 import orjson
 import pytest
 
-from tests.conftest import login, register
-from tests.results_helpers import KEY, RESULTS, page_number, set_key, upload
-from tests.user_helpers import EDITOR, SHIELDHIT_FILES, add_logfiles, payload, set_simulation, utc
+from tests.helpers import (
+    EDITOR,
+    KEY,
+    RESULTS,
+    SHIELDHIT_FILES,
+    add_logfiles,
+    login,
+    page_number,
+    payload,
+    register,
+    set_key,
+    set_simulation,
+    upload,
+    utc,
+)
 
 UI = "/ui"
 ALL_STATES = "PENDING,RUNNING,MERGING_QUEUED,MERGING_RUNNING,COMPLETED,FAILED,CANCELED"
@@ -360,7 +372,8 @@ async def test_logfiles(client, conn):
     await login(client)
     job_id = await ui_submit(client)
     logs = {"task_1_stdout": "ok\n", "merge": "failed: no result files"}
-    await add_logfiles(conn, job_id, logs)
+    await set_key(conn, job_id)
+    await add_logfiles(client, job_id, logs)
     assert await body_of(await client.get(f"{UI}/logfiles?job_id={job_id}")) == (
         200,
         {"message": "Logfiles", "logfiles": dict(sorted(logs.items()))},

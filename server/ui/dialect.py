@@ -13,15 +13,15 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.access import NOT_FOUND
 from server.errors import NotFound
+from server.jobs.access import NOT_FOUND
 from server.ui import shapes
 
 
 def reshaped(handler: Handler, shape: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
     """`handler` with its JSON body passed through `shape` (errors are raised, so untouched)."""
 
-    @functools.wraps(handler)  # keeps the handler's attributes, such as auth.public
+    @functools.wraps(handler)
     async def dialect(request: web.Request) -> web.StreamResponse:
         response = await handler(request)
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
@@ -55,8 +55,8 @@ def share_state(parent: web.Application) -> Callable[[web.Application], Any]:
     return copy
 
 
-def create_dialect(parent: web.Application, routes: list[web.RouteDef]) -> web.Application:
+def create_dialect(parent: web.Application) -> web.Application:
+    """The sub-application, without routes; the parent's middlewares (errors, auth) run first."""
     dialect = web.Application(middlewares=[ui_messages])
     dialect.on_startup.append(share_state(parent))
-    dialect.router.add_routes(routes)
     return dialect

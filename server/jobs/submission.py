@@ -34,7 +34,7 @@ def split_primaries(total: int, ntasks: int) -> list[int]:
 
 
 def _choice(body: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
-    value = field(body, name, str)
+    value: str = field(body, name, str)
     if value not in choices:
         raise BadRequest(f"Invalid {name}: must be one of {', '.join(choices)}")
     return value
@@ -45,7 +45,8 @@ def _input(body: dict[str, Any], input_type: str) -> dict[str, Any]:
     name = "sim_data" if body.get("sim_data") is not None else alternative
     if body.get(name) is None:
         raise BadRequest(f"Missing field: sim_data (or {alternative})")
-    return field(body, name, dict)
+    data: dict[str, Any] = field(body, name, dict)
+    return data
 
 
 def _check_files(files: dict[str, Any], max_size: int) -> None:

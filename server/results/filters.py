@@ -4,6 +4,7 @@ import re
 from collections.abc import Mapping
 
 from server.errors import BadRequest
+from server.models import MAX_INT32
 
 MAX_PAGES = 10_000
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")
@@ -23,7 +24,7 @@ def parse_page_spec(spec: str) -> list[int]:
         if last - first + 1 + len(numbers) > MAX_PAGES:
             raise BadRequest(f"Invalid page_numbers: more than {MAX_PAGES} pages")
         numbers.update(range(first, last + 1))
-    if max(numbers) >= 2**31:
+    if max(numbers) > MAX_INT32:
         raise BadRequest("Invalid page_numbers: page number too large")
     return sorted(numbers)
 
@@ -34,7 +35,7 @@ def page_filter(params: Mapping[str, str]) -> list[int] | None:
     if single is not None and spec is not None:
         raise BadRequest("Give either page_number or page_numbers, not both")
     if single is not None:
-        if not single.isdigit() or int(single) >= 2**31:
+        if not single.isdigit() or int(single) > MAX_INT32:
             raise BadRequest("Invalid page_number: must be a non-negative integer")
         return [int(single)]
     if spec is not None:
