@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Literal
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -11,13 +12,16 @@ from server.auth import auth_middleware, secret_ctx
 from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
-from server.handlers import auth, jobs, results, ui, users, workers
+from server.handlers import auth, jobs, keycloak, results, ui, users, workers
 from server.http import error_middleware
+from server.jwks import ProviderKeys
+from server.keycloak import TokenVerifier
 from server.keys import (
     BODY_CACHE,
     CONFIG,
     COOKIE_FREE,
     DISPATCHER,
+    KEYCLOAK,
     PAGE_CACHE,
     POOL,
     USER_CACHE,
@@ -44,6 +48,8 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/auth/refresh", auth.refresh, "public"),  # the refresh cookie is checked inside
     ("GET", "/auth/status", auth.status, "user"),
     ("DELETE", "/auth/logout", auth.logout, "public"),
+    ("POST", "/auth/keycloak", keycloak.sign_in, "public"),  # the Keycloak token is checked inside
+    ("DELETE", "/auth/keycloak", keycloak.sign_out, "public"),
     # submission and status
     ("POST", "/jobs/direct", jobs.submit, "user"),
     ("GET", "/jobs/direct", jobs.status, "user"),
@@ -73,6 +79,7 @@ UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("POST", "/auth/login", auth.login, "public"),
     ("GET", "/auth/refresh", ui.refresh, "public"),
     ("DELETE", "/auth/logout", auth.logout, "public"),
+    ("POST", "/auth/keycloak", keycloak.sign_in, "public"),  # the Keycloak token is checked inside
     ("POST", "/jobs/direct", jobs.submit, "user"),
     ("GET", "/jobs/direct", reshaped(jobs.status, shapes.job_status), "user"),
     ("GET", "/jobs", reshaped(jobs.status, shapes.job_status), "user"),
@@ -125,6 +132,17 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
 
 
+async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Keycloak token verifier, with one HTTP session for the realm (if configured)."""
+    settings = app[CONFIG].keycloak
+    if not settings.issuer:
+        yield
+        return
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.timeout)) as http:
+        app[KEYCLOAK] = TokenVerifier(settings, ProviderKeys(http, settings))
+        yield
+
+
 def create_app(config: Config) -> web.Application:
     # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
@@ -138,7 +156,7 @@ def create_app(config: Config) -> web.Application:
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx, keycloak_ctx])
     routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]
     cookie_free = add_routes(app, routes)
     app[COOKIE_FREE] = frozenset(cookie_free | set(with_ui(app, config)))

@@ -5,6 +5,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.config import Config
+from server.keycloak import TokenVerifier
 from server.models import User
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
@@ -23,3 +24,4 @@ COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured

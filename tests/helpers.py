@@ -429,3 +429,12 @@ async def task_and_job_ends(conn: Any) -> tuple[float, str]:
         "FROM simulations s JOIN tasks t ON t.simulation_id = s.id GROUP BY s.id"
     )
     return float(row["delay"]), row["job_state"]
+
+
+# The user seed's `GET /clusters` example response (configured with conftest.SEED_CLUSTER).
+SEED_CLUSTERS_RESPONSE = {
+    "message": "Available clusters",
+    "clusters": [
+        {"cluster_name": "prometheus", "display_name": "Prometheus (Cyfronet)", "available": True}
+    ],
+}

@@ -413,3 +413,12 @@ async def test_other_errors_keep_their_messages(client, conn):
         405,
         {"message": "Method not allowed"},
     )
+
+
+async def test_keycloak_sign_in_as_the_main_api(client, conn):
+    """Keycloak builds of the UI sign in through the dialect (off here: no issuer)."""
+    headers = {"Authorization": "Bearer not-a-token"}
+    main = await body_of(await client.post("/auth/keycloak", json={}, headers=headers))
+    response = await client.post(f"{UI}/auth/keycloak", json={"username": "x"}, headers=headers)
+    assert await body_of(response) == main
+    assert main[0] == 403

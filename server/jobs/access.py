@@ -7,7 +7,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from server.errors import BadRequest, Forbidden, NotFound
-from server.http import query_param
+from server.http import bearer_token, query_param
 from server.jobs.states import check_open
 from server.keys import POOL, USER
 from server.store import simulations
@@ -60,8 +60,7 @@ def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
     """The worker's update key: `update_key` in the body, else `Authorization: Bearer`."""
     key = body.get("update_key")
     if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
+        key = bearer_token(request)
     if not isinstance(key, str) or not key:
         raise Forbidden(BAD_KEY)
     return key

@@ -2,7 +2,15 @@
 
 -- name: create_user
 INSERT INTO users (username, password_hash) VALUES ($1, $2)
-ON CONFLICT (username) DO NOTHING
+ON CONFLICT (username, source) DO NOTHING
+RETURNING id
+
+-- name: sign_in_sso_user
+-- The Keycloak user of this name, created on first sign-in with the profile the token carries;
+-- never a local account of the same name. Later sign-ins leave the profile to the user (the
+-- no-op DO UPDATE is there so that RETURNING gives the existing row's id too).
+INSERT INTO users (username, source, display_name, email) VALUES ($1, 'keycloak', $2, $3)
+ON CONFLICT (username, source) DO UPDATE SET username = EXCLUDED.username
 RETURNING id
 
 -- name: get_login
