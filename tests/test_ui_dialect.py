@@ -211,6 +211,9 @@ async def test_status_with_estimated_time_and_the_list_poll_merge(client, conn):
 async def test_inputs_of_an_editor_project(client, conn):
     await login(client)
     job_id = await ui_submit(client, EDITOR)
+    # The files converted at submission, as the main API shows them.
+    converted = (await (await client.get(f"/inputs?job_id={job_id}")).json())["input_files"]
+    assert sorted(converted) == ["beam.dat", "detect.dat", "geo.dat", "mat.dat"]
     assert await body_of(await client.get(f"{UI}/inputs?job_id={job_id}")) == (
         200,
         {
@@ -218,7 +221,7 @@ async def test_inputs_of_an_editor_project(client, conn):
             "input": {
                 "input_type": "EDITOR",
                 "input_json": payload(EDITOR)["input_json"],  # the whole project, hash included
-                "input_files": {},
+                "input_files": converted,
                 "number_of_all_primaries": 10000,
             },
         },

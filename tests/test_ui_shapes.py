@@ -115,20 +115,22 @@ def test_estimators_metadata():
 
 def test_inputs_of_an_editor_project():
     project = {"project": {"title": "t"}, "beam": {"numberOfParticles": 10}}
-    assert shapes.inputs("editor", project, 10) == {
+    files = {"beam.dat": "NSTAT 10 0\n"}
+    assert shapes.inputs("editor", project, files, 10) == {
         "message": "Inputs",
         "input": {
             "input_type": "EDITOR",
             "input_json": project,
-            "input_files": {},
+            "input_files": files,
             "number_of_all_primaries": 10,
         },
     }
+    assert shapes.inputs("editor", project, None, 10)["input"]["input_files"] == {}
 
 
 def test_inputs_of_files():
     files = {"beam.dat": "NSTAT 100 0\n"}
-    assert shapes.inputs("files", files, 100) == {
+    assert shapes.inputs("files", files, None, 100) == {
         "message": "Inputs",
         "input": {"input_type": "FILES", "input_files": files, "number_of_all_primaries": 100},
     }

@@ -31,15 +31,17 @@ async def inputs(request: web.Request) -> web.Response:
         raise NotFound("Inputs not available")
     _, rows = await tasks.job_status(pool, sim_pk)
     primaries = sum(row["requested_primaries"] for row in rows)
-    return json_response(shapes.inputs(found[0], orjson.loads(found[1]), primaries))
+    converted = orjson.loads(found.files) if found.files is not None else None
+    body = shapes.inputs(found.input_type, orjson.loads(found.data), converted, primaries)
+    return json_response(body)
 
 
 async def _project_outputs(request: web.Request, sim_pk: int) -> list[str]:
     """The output names of an editor simulation's project; [] for files input."""
     found = await stored_inputs.get(request.app[POOL], sim_pk)
-    if found is None or found[0] != "editor":
+    if found is None or found.input_type != "editor":
         return []
-    return shapes.output_names(orjson.loads(found[1]))
+    return shapes.output_names(orjson.loads(found.data))
 
 
 async def estimators(request: web.Request) -> web.Response:

@@ -106,15 +106,15 @@ def estimators(body: Json, outputs: list[str] | None = None) -> Json:
     }
 
 
-def inputs(input_type: str, submitted: Json, primaries: int) -> Json:
+def inputs(input_type: str, submitted: Json, converted: Json | None, primaries: int) -> Json:
     """`GET inputs`: the input under `input`, with its type upper-cased and the total primaries.
 
-    Editor input is the project (`input_json`); its simulator files are not stored, so
-    `input_files` is empty for it. Files input is `{name: text}`.
+    Editor input is the project (`input_json`) and the simulator files converted from it
+    (`input_files`, empty if none were stored); files input is `{name: text}`.
     """
     shaped: Json = {"input_type": input_type.upper()}
     if input_type == "editor":
-        shaped.update(input_json=submitted, input_files={})
+        shaped.update(input_json=submitted, input_files=converted or {})
     else:
         shaped["input_files"] = submitted
     shaped["number_of_all_primaries"] = primaries
