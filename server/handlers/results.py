@@ -34,19 +34,29 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
     estimator = request.query.get("estimator_name") or None
     numbers = page_filter(request.query)
+    found = await results.index(request.app[POOL], job_id, estimator, numbers)
+    return await send_results(request, found, estimator)
+
+
+async def send_results(
+    request: web.Request,
+    found: results.ResultsIndex | None,
+    estimator: str | None,
+    envelope: render.Envelope = render.by_estimator,
+) -> web.StreamResponse:
+    """The pages of `found` in `envelope`, once every check has passed."""
     app = request.app
-    index = check_owner(
-        await results.index(app[POOL], job_id, estimator, numbers), request[USER].id
-    )
+    index = check_owner(found, request[USER].id)
     if not index.has_results:
         raise NotFound(NO_RESULTS)
     if estimator is not None and not index.estimator_found:
         raise NotFound(f"Estimator not found: {estimator}")
     gzip = negotiation.accepts_gzip(request.headers.get("Accept-Encoding", ""))
     headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
-    etag = negotiation.etag_for(
-        index.sim_pk, index.job_state, index.end_time, request.query_string, gzip
-    )
+    query = request.query_string
+    if envelope is not render.by_estimator:  # one tag per body form
+        query = f"{envelope.__name__}?{query}"
+    etag = negotiation.etag_for(index.sim_pk, index.job_state, index.end_time, query, gzip)
     if etag:
         headers["ETag"] = etag
         if negotiation.matches(request.headers.get("If-None-Match"), etag):
@@ -54,7 +64,7 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     if gzip:
         headers["Content-Encoding"] = "gzip"
     stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])
-    return await render.respond(request, headers, index.pages, gzip, stores)
+    return await render.respond(request, headers, index.pages, gzip, stores, envelope)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ assembled, sent with one write and kept in the body cache (keyed by the page ver
 made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
@@ -22,9 +22,12 @@ FLUSH_AT = 1 << 20
 
 
 Pages = AsyncIterator[tuple[PageRef, Segment]]
+Pieces = AsyncIterator[bytes | Segment]
+# How the pages are wrapped: clear bytes around the page segments, in order.
+Envelope = Callable[[Pages], Pieces]
 
 
-async def _json(pages: Pages) -> AsyncIterator[bytes | Segment]:
+async def by_estimator(pages: Pages) -> Pieces:
     """Clear bytes and page segments of `{"message":"Results","estimators":[...]}`."""
     yield b'{"message":"Results","estimators":['
     current = None
@@ -39,16 +42,38 @@ async def _json(pages: Pages) -> AsyncIterator[bytes | Segment]:
     yield b"]}]}" if current is not None else b"]}"
 
 
-async def identity(pages: Pages) -> AsyncIterator[bytes]:
-    async for piece in _json(pages):
+async def page_list(pages: Pages) -> Pieces:
+    """`{"message":"Results","pages":[...]}`: the pages alone (the UI dialect's filtered form)."""
+    yield b'{"message":"Results","pages":['
+    first = True
+    async for _, segment in pages:
+        if not first:
+            yield b","
+        first = False
+        yield segment
+    yield b"]}"
+
+
+async def single_page(pages: Pages) -> Pieces:
+    """`{"message":"Results","page":{...}}`, `null` without one (the UI's `page_number` form)."""
+    yield b'{"message":"Results","page":'
+    found = False
+    async for _, segment in pages:
+        found = True
+        yield segment
+    yield b"}" if found else b"null}"
+
+
+async def identity(pages: Pages, envelope: Envelope = by_estimator) -> AsyncIterator[bytes]:
+    async for piece in envelope(pages):
         yield inflate_segment(piece.data) if isinstance(piece, Segment) else piece
 
 
-async def gzipped(pages: Pages) -> AsyncIterator[bytes]:
+async def gzipped(pages: Pages, envelope: Envelope = by_estimator) -> AsyncIterator[bytes]:
     """One gzip member: stored segments joined, clear pieces as stored blocks."""
     joiner = GzipJoiner()
     yield GZIP_HEADER
-    async for piece in _json(pages):
+    async for piece in envelope(pages):
         if isinstance(piece, Segment):
             yield joiner.segment(piece.data, piece.crc32, piece.crc_shift, piece.raw_size)
         else:
@@ -86,18 +111,20 @@ async def respond(
     pages: list[PageRef],
     gzip: bool,
     stores: tuple[Db, PageCache, LruCache[bytes]],
+    envelope: Envelope = by_estimator,
 ) -> web.StreamResponse:
     """The response for `pages`: from the body cache, assembled, or streamed when large.
 
-    A body is fully determined by its pages' estimators and versions: that is its cache key.
+    A body is fully determined by its envelope and its pages' estimators and versions: that
+    is its cache key.
     """
     db, page_cache, bodies = stores
-    key = (gzip, tuple((page.estimator, page.key) for page in pages))
+    key = (gzip, envelope.__name__, tuple((page.estimator, page.key) for page in pages))
     body = bodies.get(key)
     if body is not None:
         return web.Response(body=body, headers=headers)
     stored = segments(db, page_cache, pages)
-    pieces = gzipped(stored) if gzip else identity(stored)
+    pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)
     size = sum(page.stored_size if gzip else page.raw_size for page in pages)
     if size > SINGLE_WRITE:
         return await stream(request, headers, pieces)
