@@ -19,7 +19,8 @@ CONCURRENCIES = (1, 16)
 NAMES = (
     "results_full_identity", "results_finished_identity", "ceiling_identity",
     "results_full_gzip", "results_finished_gzip", "ceiling_gzip",
-    "results_estimator", "estimators", "user_simulations", "tasks", "results_304",
+    "results_estimator", "ui_results_pages", "estimators", "user_simulations", "tasks",
+    "results_304",
 )  # fmt: skip
 
 
@@ -57,6 +58,8 @@ def define(scenario: Scenario) -> list[Workload]:
     full = tuple(f"/results?job_id={job}" for job in scenario.fetch_jobs)
     finished = tuple(f"/results?job_id={job}" for job in scenario.finished_jobs)
     one = tuple(f"{path}&estimator_name=yz_profile_" for path in full)
+    # The same pages as the UI asks for them, through its dialect (top-level `pages`).
+    ui_pages = tuple(f"/ui{path}&estimator_name=yz_profile&page_numbers=0-2" for path in full)
     estimators = tuple(f"/estimators?job_id={job}" for job in scenario.fetch_jobs)
     tasks = (scenario.update_key, str(scenario.ntasks), *scenario.task_jobs)
     not_modified = {**cookie, **gzip, "If-None-Match": scenario.etag or '"none"'}
@@ -81,6 +84,7 @@ def define(scenario: Scenario) -> list[Workload]:
         ),
         Workload("ceiling_gzip", "ceiling: same bytes, gzip", "paths", full, gzip, True),
         Workload("results_estimator", "GET /results yz_profile_ only", "paths", one, cookie),
+        Workload("ui_results_pages", "GET /ui/results yz_profile pages", "paths", ui_pages, cookie),
         Workload("estimators", "GET /estimators", "paths", estimators, cookie),
         Workload(
             "user_simulations", "GET /user/simulations", "paths", ("/user/simulations",), cookie

@@ -2,17 +2,19 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Literal
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from server.auth import auth_middleware, secret_ctx
 from server.config import Config
+from server.config_checks import origin_list
 from server.db import pool_ctx
-from server.handlers import auth, jobs, keycloak, results, users, workers
+from server.handlers import auth, jobs, keycloak, results, ui, users, workers
 from server.http import error_middleware
 from server.jwks import ProviderKeys
 from server.keycloak import TokenVerifier
@@ -37,6 +39,10 @@ from server.runner import NoDispatcher
 from server.runner.local import LocalDispatcher
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.reconcile import Reconciler
+from server.ui import shapes
+from server.ui.cors import enable_cors
+from server.ui.dialect import create_dialect, reshaped
+from server.ui.static import Bundle, bundle_middleware, html_or
 from server.usercache import UserCache
 
 # Who may call a route: anyone, a user with an access cookie, or a worker with an update key.
@@ -78,15 +84,51 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/clusters", users.clusters, "user"),
 ]
 
+UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
+    # The web UI's dialect, under [ui] api_prefix (shared/spec/ui-client.md): the same
+    # handlers, in the UI's shapes (server/ui/shapes.py).
+    ("GET", "/", auth.index, "public"),
+    ("POST", "/auth/login", auth.login, "public"),
+    ("GET", "/auth/refresh", ui.refresh, "public"),
+    ("DELETE", "/auth/logout", auth.logout, "public"),
+    ("POST", "/auth/keycloak", keycloak.sign_in, "public"),  # the Keycloak token is checked inside
+    ("POST", "/jobs/direct", jobs.submit, "user"),
+    ("GET", "/jobs/direct", reshaped(jobs.status, shapes.job_status), "user"),
+    ("GET", "/jobs", reshaped(jobs.status, shapes.job_status), "user"),
+    ("DELETE", "/jobs/direct", jobs.cancel, "user"),
+    ("POST", "/jobs/batch", jobs.submit_batch, "user"),
+    ("GET", "/jobs/batch", reshaped(jobs.status, shapes.job_status), "user"),
+    ("DELETE", "/jobs/batch", jobs.cancel, "user"),
+    ("GET", "/user/simulations", reshaped(users.list_simulations, shapes.simulations), "user"),
+    ("DELETE", "/user/simulations", users.delete_simulation, "user"),
+    ("GET", "/inputs", ui.inputs, "user"),
+    ("GET", "/estimators", ui.estimators, "user"),
+    ("GET", "/results", ui.results_of, "user"),
+    ("GET", "/logfiles", users.get_logfiles, "user"),
+]
 
-def add_routes(app: web.Application) -> None:
-    """Every route of ROUTES; those not needing an access cookie are listed in COOKIE_FREE."""
+
+def add_routes(
+    app: web.Application, routes: list[tuple[str, str, Handler, Access]]
+) -> set[web.AbstractRoute]:
+    """Every route of `routes`; the ones not needing an access cookie are returned."""
     cookie_free = set()
-    for method, path, handler, access in ROUTES:
+    for method, path, handler, access in routes:
         route = app.router.add_route(method, path, handler)
         if access != "user":
             cookie_free.add(route)
-    app[COOKIE_FREE] = frozenset(cookie_free)
+    return cookie_free
+
+
+def with_ui(app: web.Application, config: Config) -> Iterable[web.AbstractRoute]:
+    """The UI's dialect mounted, CORS on both; the routes that need no cookie (the dialect's
+    public ones and the CORS preflights, which never carry cookies)."""
+    origins = origin_list(config.ui.allowed_origins)
+    dialect = create_dialect(app)
+    cookie_free = add_routes(dialect, UI_ROUTES)
+    cookie_free |= enable_cors(app, origins) | enable_cors(dialect, origins)
+    app.add_subapp(config.ui.api_prefix, dialect)
+    return cookie_free
 
 
 async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -154,9 +196,12 @@ async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
-    app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=client_max_size
-    )
+    static_dir, prefix = config.ui.static_dir, config.ui.api_prefix
+    bundle = Bundle(Path(static_dir), prefix) if static_dir else None
+    middlewares: list[Middleware] = [error_middleware, auth_middleware]
+    if bundle is not None:
+        middlewares.insert(1, bundle_middleware(bundle))
+    app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app[CONFIG] = config
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
@@ -165,5 +210,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.extend(
         [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx]
     )
-    add_routes(app)
+    routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]
+    cookie_free = add_routes(app, routes)
+    app[COOKIE_FREE] = frozenset(cookie_free | set(with_ui(app, config)))
     return app

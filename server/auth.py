@@ -124,7 +124,7 @@ def set_cookie(
         max_age=math.ceil(ttl),
         path="/",
         httponly=True,
-        samesite="Lax",
+        samesite=config.auth.cookie_samesite,
         secure=config.auth.secure_cookies,
     )
 

@@ -49,6 +49,7 @@ class AuthConfig:
     refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.positive)
     registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
+    cookie_samesite: str = checks.checked("Lax", checks.one_of("Lax", "Strict", "None"))
     user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
 
 
@@ -124,6 +125,13 @@ class SlurmConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class UiConfig:
+    api_prefix: str = checks.checked("/ui", checks.url_prefix)
+    allowed_origins: str = checks.checked("", checks.origins)
+    static_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     """A [[clusters]] entry: where POST /jobs/batch sends jobs (see the README's cluster table)."""
 
@@ -152,6 +160,7 @@ class Config:
     jobs: JobsConfig = JobsConfig()
     runner: RunnerConfig = RunnerConfig()
     simulators: SimulatorsConfig = SimulatorsConfig()
+    ui: UiConfig = UiConfig()
     keycloak: KeycloakConfig = KeycloakConfig()
     slurm: SlurmConfig = SlurmConfig()
     clusters: tuple[ClusterConfig, ...] = ()
@@ -183,6 +192,7 @@ SECTIONS: dict[str, type] = {
     "jobs": JobsConfig,
     "runner": RunnerConfig,
     "simulators": SimulatorsConfig,
+    "ui": UiConfig,
     "keycloak": KeycloakConfig,
     "slurm": SlurmConfig,
 }
@@ -325,6 +335,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         name: _build_section(name, cls, data.get(name, {}), env) for name, cls in SECTIONS.items()
     }
     config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
+    if config.auth.cookie_samesite == "None" and not config.auth.secure_cookies:
+        # Browsers drop a SameSite=None cookie that is not also Secure.
+        raise ConfigError("auth.cookie_samesite: None needs auth.secure_cookies = true")
     if url := env.get("DATABASE_URL"):
         if problem := checks.database_url(url):
             raise ConfigError(f"DATABASE_URL: {problem}")

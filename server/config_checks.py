@@ -86,6 +86,30 @@ def secret(value: str) -> str | None:
     return None
 
 
+def url_prefix(value: str) -> str | None:
+    """A path prefix like `/ui`: one or more plain segments, no trailing slash."""
+    if re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value) and "/." not in value:
+        return None
+    return "must be a path like /ui (segments of letters, digits, '.', '_', '~', '-')"
+
+
+def origin_list(value: str) -> list[str]:
+    """The origins of a comma- or space-separated list."""
+    return [item for item in re.split(r"[\s,]+", value) if item]
+
+
+def origins(value: str) -> str | None:
+    for origin in origin_list(value):
+        if not re.fullmatch(
+            r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?",
+            origin,
+        ):
+            return (
+                f"{origin!r} is not an origin like https://ui.example.org or http://localhost:3000"
+            )
+    return None
+
+
 def checked(default: Any, validator: Callable[[Any], str | None], secret: bool = False) -> Any:
     """A dataclass field with its validator, and whether error messages must not echo it."""
     return dataclasses.field(default=default, metadata={"check": validator, "secret": secret})

@@ -265,6 +265,9 @@ def test_workloads():
     assert by_name["ceiling_identity"].headers == {}
     assert by_name["ceiling_gzip"].ceiling
     assert by_name["results_estimator"].args[0] == "/results?job_id=f1&estimator_name=yz_profile_"
+    assert by_name["ui_results_pages"].args[1] == (
+        "/ui/results?job_id=f2&estimator_name=yz_profile&page_numbers=0-2"
+    )
     assert by_name["tasks"].args == ("key", "4", "t1", "t2", "t3")
     assert by_name["results_304"].args == ("/results?job_id=done",)
     assert by_name["results_304"].headers["If-None-Match"] == '"etag"'

@@ -99,7 +99,7 @@ async def test_no_entries_kept_when_off(client, conn):
 async def test_select(client, conn):
     job_id = await stored_job(client, conn)
     index = await results.index(conn, job_id)
-    every = select(index, (None, None))
+    every = select(index, (None, None, "by_estimator"))
     assert [page.estimator for page in every.pages] == [
         e["name"] for e in reference() for _ in e["pages"]
     ]
@@ -109,15 +109,15 @@ async def test_select(client, conn):
         "Vary": "Accept-Encoding",
         "Content-Encoding": "gzip",
     }
-    some = select(index, ("peak_", (1, 3, 99)))
+    some = select(index, ("peak_", (1, 3, 99), "by_estimator"))
     assert [(page.estimator, page.page_number) for page in some.pages] == [
         ("peak_", 1),
         ("peak_", 3),
     ]
-    missing = select(index, ("nope", None))
+    missing = select(index, ("nope", None, "by_estimator"))
     assert not missing.estimator_found and missing.pages == ()
     await conn.execute(COMPLETE, job_id)
-    done = select(await results.index(conn, job_id), (None, None))
+    done = select(await results.index(conn, job_id), (None, None, "by_estimator"))
     assert done.identity.etag and done.gzip.etag and done.identity.etag != done.gzip.etag
     assert done.gzip.headers["ETag"] == done.gzip.etag
 

@@ -15,6 +15,7 @@ from server.jobs.access import check_owner, job_id_of, update_key_of
 from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, RESULTS_INDEX, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
+from server.results.indexcache import Entry, View
 from server.results.upload import parse_estimators
 from server.store import results
 
@@ -34,20 +35,32 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
     estimator = request.query.get("estimator_name") or None
     numbers = page_filter(request.query)
+    entry = await owned_results(request, job_id)
+    view = entry.view(estimator, numbers)
+    if not view.estimator_found:
+        raise NotFound(f"Estimator not found: {estimator}")
+    return await send_view(request, view)
+
+
+async def owned_results(request: web.Request, job_id: str) -> Entry:
+    """The results index of `job_id`: 404 unknown or without results, 403 someone else's."""
     app = request.app
     entry = check_owner(await app[RESULTS_INDEX].get(app[POOL], job_id), request[USER].id)
     if not entry.has_results:
         raise NotFound(NO_RESULTS)
-    view = entry.view(estimator, numbers)
-    if not view.estimator_found:
-        raise NotFound(f"Estimator not found: {estimator}")
+    return entry
+
+
+async def send_view(request: web.Request, view: View) -> web.StreamResponse:
+    """The pages of `view` in its body form, gzip when accepted; 304 when the client has it."""
+    app = request.app
     gzip = negotiation.accepts_gzip(request.headers.get("Accept-Encoding", ""))
     variant = view.gzip if gzip else view.identity
     if variant.etag and negotiation.matches(request.headers.get("If-None-Match"), variant.etag):
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
         return web.Response(status=304, headers=headers)
     stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])
-    return await render.respond(request, view.pages, variant, gzip, stores)
+    return await render.respond(request, view, gzip, stores)
 
 
 async def get_estimators(request: web.Request) -> web.Response:

@@ -26,8 +26,9 @@ from server.results.heads import HeadReader
 from server.store import results
 from server.store.results import PageRef, ResultsIndex
 
-MAX_VIEWS = 16  # filtered views remembered per simulation (distinct estimator/page filters)
-Filters = tuple[str | None, tuple[int, ...] | None]
+MAX_VIEWS = 16  # views remembered per simulation (distinct filters and body forms)
+BY_ESTIMATOR = "by_estimator"  # the API's body form (server/results/render.py ENVELOPES)
+Filters = tuple[str | None, tuple[int, ...] | None, str]  # estimator, page numbers, form
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +43,28 @@ class Variant:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """The pages one filter selects, and the two ways of sending them."""
+    """Some pages of a simulation in one body form, and the two ways of sending them."""
 
     pages: tuple[PageRef, ...]
     estimator_found: bool  # the estimator named by the filter exists (True without one)
+    form: str  # how the pages are wrapped: a name of render.ENVELOPES
     identity: Variant
     gzip: Variant
 
 
-def _variant(index: ResultsIndex, filters: Filters, refs: Hashable, gzip: bool) -> Variant:
-    etag = negotiation.etag_for(index.head, filters, gzip)
-    return Variant((gzip, refs), etag, negotiation.headers_for(etag, gzip))
+def make_view(index: ResultsIndex, pages: tuple[PageRef, ...], found: bool, form: str) -> View:
+    """A view of `pages` (of `index`): its body is identified by its form and page versions."""
+    body = (form, tuple((page.estimator, page.key) for page in pages))
+    variants = []
+    for gzip in (False, True):
+        etag = negotiation.etag_for(index.head, body, gzip)
+        variants.append(Variant((gzip, body), etag, negotiation.headers_for(etag, gzip)))
+    return View(pages, found, form, *variants)
 
 
 def select(index: ResultsIndex, filters: Filters) -> View:
     """The pages of `index` that the filters (estimator name, page numbers) keep, in order."""
-    estimator, numbers = filters
+    estimator, numbers, form = filters
     wanted = None if numbers is None else set(numbers)
     pages = tuple(
         page
@@ -65,10 +72,8 @@ def select(index: ResultsIndex, filters: Filters) -> View:
         if (estimator is None or page.estimator == estimator)
         and (wanted is None or page.page_number in wanted)
     )
-    refs = tuple((page.estimator, page.key) for page in pages)
     found = estimator is None or estimator in index.estimators
-    identity, gzip = (_variant(index, filters, refs, gzip) for gzip in (False, True))
-    return View(pages, found, identity, gzip)
+    return make_view(index, pages, found, form)
 
 
 @dataclass(slots=True)
@@ -85,8 +90,10 @@ class Entry:
     def has_results(self) -> bool:
         return bool(self.index.estimators)
 
-    def view(self, estimator: str | None, numbers: list[int] | None) -> View:
-        filters = (estimator, None if numbers is None else tuple(numbers))
+    def view(
+        self, estimator: str | None, numbers: list[int] | None, form: str = BY_ESTIMATOR
+    ) -> View:
+        filters = (estimator, None if numbers is None else tuple(numbers), form)
         found = self.views.get(filters)
         if found is None:
             found = select(self.index, filters)

@@ -7,7 +7,7 @@ made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat what
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from server.models import Db
 from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces, inflate_segment
-from server.results.indexcache import Variant
+from server.results.indexcache import View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
 from server.store.results import PageRef
@@ -27,9 +27,12 @@ FIRST_FLUSH = 64 << 10
 
 
 Pages = AsyncIterator[tuple[PageRef, Segment]]
+Pieces = AsyncIterator[bytes | Segment]
+# How the pages are wrapped: clear bytes around the page segments, in order.
+Envelope = Callable[[Pages], Pieces]
 
 
-async def _json(pages: Pages) -> AsyncIterator[bytes | Segment]:
+async def by_estimator(pages: Pages) -> Pieces:
     """Clear bytes and page segments of `{"message":"Results","estimators":[...]}`."""
     yield b'{"message":"Results","estimators":['
     current = None
@@ -44,8 +47,34 @@ async def _json(pages: Pages) -> AsyncIterator[bytes | Segment]:
     yield b"]}]}" if current is not None else b"]}"
 
 
-async def identity(pages: Pages) -> AsyncIterator[bytes]:
-    async for piece in _json(pages):
+async def page_list(pages: Pages) -> Pieces:
+    """`{"message":"Results","pages":[...]}`: the pages alone (the UI dialect's filtered form)."""
+    yield b'{"message":"Results","pages":['
+    first = True
+    async for _, segment in pages:
+        if not first:
+            yield b","
+        first = False
+        yield segment
+    yield b"]}"
+
+
+async def single_page(pages: Pages) -> Pieces:
+    """`{"message":"Results","page":{...}}`, `null` without one (the UI's `page_number` form)."""
+    yield b'{"message":"Results","page":'
+    found = False
+    async for _, segment in pages:
+        found = True
+        yield segment
+    yield b"}" if found else b"null}"
+
+
+# Views name their envelope (server/results/indexcache.py): a body is its form and its pages.
+ENVELOPES: dict[str, Envelope] = {e.__name__: e for e in (by_estimator, page_list, single_page)}
+
+
+async def identity(pages: Pages, envelope: Envelope) -> AsyncIterator[bytes]:
+    async for piece in envelope(pages):
         if isinstance(piece, Segment):
             for part in inflate_pieces(piece.data, FLUSH_AT):
                 yield part
@@ -53,11 +82,11 @@ async def identity(pages: Pages) -> AsyncIterator[bytes]:
             yield piece
 
 
-async def gzipped(pages: Pages) -> AsyncIterator[bytes]:
+async def gzipped(pages: Pages, envelope: Envelope) -> AsyncIterator[bytes]:
     """One gzip member: stored segments joined, clear pieces as stored blocks."""
     joiner = GzipJoiner()
     yield GZIP_HEADER
-    async for piece in _json(pages):
+    async for piece in envelope(pages):
         if isinstance(piece, Segment):
             yield joiner.segment(piece.data, piece.crc32, piece.crc_shift, piece.raw_size)
         else:
@@ -73,12 +102,12 @@ def _inflated(pieces: list[bytes | Segment]) -> bytes:
     return b"".join(inflate_segment(p.data) if isinstance(p, Segment) else p for p in pieces)
 
 
-async def assemble_identity(pages: Pages) -> bytes:
+async def assemble_identity(pages: Pages, envelope: Envelope) -> bytes:
     """The identity body, inflated in another thread: ISA-L lets go of the GIL while it
     inflates, so the event loop serves other requests meanwhile (the cold path's main cost).
     One thread: more would each grow a malloc arena of their own for little more speed on the
     few cores a server has."""
-    pieces = [piece async for piece in _json(pages)]
+    pieces = [piece async for piece in envelope(pages)]
     return await asyncio.get_running_loop().run_in_executor(_INFLATER, _inflated, pieces)
 
 
@@ -103,23 +132,27 @@ async def stream(
 
 async def respond(
     request: web.Request,
-    pages: Sequence[PageRef],
-    variant: Variant,
+    view: View,
     gzip: bool,
     stores: tuple[Db, PageCache, LruCache[bytes]],
 ) -> web.StreamResponse:
-    """The response for `pages`: from the body cache, assembled, or streamed when large.
-
-    A body is fully determined by its pages' estimators and versions: that is its cache key."""
+    """The response for the pages of `view`: from the body cache, assembled, or streamed when
+    large. A body is fully determined by its form and its pages' estimators and versions: that
+    is its cache key."""
     db, page_cache, bodies = stores
+    variant = view.gzip if gzip else view.identity
     body = bodies.get(variant.body_key)
     if body is not None:
         return web.Response(body=body, headers=variant.headers)
+    pages, envelope = view.pages, ENVELOPES[view.form]
     size = sum(page.stored_size if gzip else page.raw_size for page in pages)
     stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
     if size > SINGLE_WRITE:
-        pieces = gzipped(stored) if gzip else identity(stored)
+        pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)
         return await stream(request, variant.headers, pieces)
-    body = await (assemble(gzipped(stored)) if gzip else assemble_identity(stored))
+    assembling = (
+        assemble(gzipped(stored, envelope)) if gzip else assemble_identity(stored, envelope)
+    )
+    body = await assembling
     bodies.put(variant.body_key, body, len(body))
     return web.Response(body=body, headers=variant.headers)

@@ -225,3 +225,33 @@ async def test_unavailable_cluster(start_slurm_app, ssh, remote_python, job_root
         "message": "Cluster hpc is not available"
     }
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+
+
+async def test_the_ui_dialect_runs_a_batch_simulation(start_batch_app, conn):
+    """The web UI's calls for a batch run (ui-client.md): submit to /ui/jobs/batch with its
+    batch_options, find it listed as BATCH, poll /ui/jobs/batch (the URL it builds from the
+    platform) until COMPLETED, then cancel gets the main API's 409."""
+    client, _, _ = await start_batch_app(delay=0.01)
+    body = {**averaging_payload(ntasks=2), "batch_options": OPTIONS}
+    job_id = (await post(client, "/ui/jobs/batch", body))["job_id"]
+    response = await client.get("/ui/user/simulations", params={"page_size": 10})
+    (item,) = (await response.json())["simulations"]
+    assert (item["job_id"], item["metadata"]) == (
+        job_id,
+        {"platform": "BATCH", "server": "Yaptide", "input_type": "FILES", "sim_type": "shieldhit"},
+    )
+
+    async def completed() -> dict | None:
+        response = await client.get("/ui/jobs/batch", params={"job_id": job_id})
+        found = await response.json()
+        assert found["job_state"] != "FAILED", found
+        return found if found["job_state"] == "COMPLETED" else None
+
+    found = await eventually(completed, timeout=120)
+    times = [task["estimated_time"] for task in found["job_tasks_status"]]
+    assert all(t is None or set(t) == {"hours", "minutes", "seconds"} for t in times)
+    response = await client.delete("/ui/jobs/batch", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (
+        409,
+        {"message": "Simulation is already COMPLETED"},
+    )

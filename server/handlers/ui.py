@@ -1,0 +1,93 @@
+"""The UI dialect's own handlers: where its requests or answers need more than a reshape.
+
+The rest of the dialect is the main API's handlers, wrapped in server/app.py's UI_ROUTES.
+"""
+
+import orjson
+from aiohttp import web
+
+from server import auth
+from server.errors import NotFound, Unauthorized
+from server.handlers import auth as auth_handlers
+from server.handlers.results import get_estimators, owned_results, send_view
+from server.http import error_response, json_response, query_param
+from server.jobs.access import owned_simulation
+from server.keys import CONFIG, POOL
+from server.results import render
+from server.results.filters import page_filter
+from server.results.indexcache import make_view
+from server.store import inputs as stored_inputs
+from server.store import tasks
+from server.ui import shapes
+
+
+async def inputs(request: web.Request) -> web.Response:
+    sim_pk = (await owned_simulation(request)).sim_pk
+    pool = request.app[POOL]
+    found = await stored_inputs.get(pool, sim_pk)
+    if found is None:
+        raise NotFound("Inputs not available")
+    _, rows = await tasks.job_status(pool, sim_pk)
+    primaries = sum(row["requested_primaries"] for row in rows)
+    converted = orjson.loads(found.files) if found.files is not None else None
+    body = shapes.inputs(found.input_type, orjson.loads(found.data), converted, primaries)
+    return json_response(body)
+
+
+async def _project_outputs(request: web.Request, sim_pk: int) -> list[str]:
+    """The output names of an editor simulation's project; [] for files input."""
+    found = await stored_inputs.get(request.app[POOL], sim_pk)
+    if found is None or found.input_type != "editor":
+        return []
+    return shapes.output_names(orjson.loads(found.data))
+
+
+async def estimators(request: web.Request) -> web.Response:
+    response = await get_estimators(request)  # every check and 404 of the API
+    assert isinstance(response.body, bytes)
+    outputs = await _project_outputs(request, (await owned_simulation(request)).sim_pk)
+    return json_response(shapes.estimators(orjson.loads(response.body), outputs))
+
+
+async def _full_results(request: web.Request) -> web.StreamResponse:
+    """The API's form, with the estimators in the project's order (the UI pairs them with
+    the project's outputs by position)."""
+    numbers = page_filter(request.query)
+    entry = await owned_results(request, query_param(request, "job_id"))
+    order = shapes.project_position(await _project_outputs(request, entry.index.head.sim_pk))
+    view = entry.view(None, numbers)
+    pages = tuple(sorted(view.pages, key=lambda page: order(page.estimator)))  # stable
+    if pages != view.pages:
+        view = make_view(entry.index, pages, True, view.form)
+    return await send_view(request, view)
+
+
+async def results_of(request: web.Request) -> web.StreamResponse:
+    """With `estimator_name`, the UI reads the pages at the top level (`page` for
+    `page_number`) of the stored estimator its name stands for; without it, the API's form.
+    Spliced from the stored page segments either way."""
+    name = request.query.get("estimator_name") or None
+    if name is None:
+        return await _full_results(request)
+    numbers = page_filter(request.query)
+    single = request.query.get("page_number") is not None
+    form = (render.single_page if single else render.page_list).__name__
+    entry = await owned_results(request, query_param(request, "job_id"))
+    for stored in shapes.stored_names(name):
+        view = entry.view(stored, numbers, form)
+        if view.estimator_found:
+            return await send_view(request, view)
+    raise NotFound(f"Estimator not found: {name}")
+
+
+async def refresh(request: web.Request) -> web.Response:
+    """A refresh token that no longer works (revoked at logout, expired) is answered as no
+    token at all, and the cookies are cleared: the UI refreshes once more right after logout,
+    racing the logout, and shows every other 401 message in a red snackbar."""
+    try:
+        return await auth_handlers.refresh(request)
+    except Unauthorized:
+        response = error_response(auth.NO_TOKEN, 401)
+        auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
+        auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
+        return response

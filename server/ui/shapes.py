@@ -1,0 +1,121 @@
+"""The UI dialect's response shapes: pure functions from the main API's bodies to the UI's.
+
+The YAPTIDE web UI was written against the upstream backend, whose bodies differ from the seed
+documents (shared/spec/ui-client.md). Every difference is one function here; none does I/O.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+Json = dict[str, Any]
+
+SERVER = "Yaptide"  # what the upstream backend puts in metadata.server
+NO_JOB = "Job with provided ID does not exist"  # the UI shows no snackbar for this one
+
+
+def list_item(item: Json) -> Json:
+    """A simulation of the list, without `job_state`: the UI merges it over the polled status,
+    and a state here would override the live one."""
+    return {
+        "job_id": item["job_id"],
+        "title": item["title"],
+        "start_time": item["start_time"],
+        "end_time": item["end_time"],
+        "metadata": {
+            "platform": item["platform"].upper(),
+            "server": SERVER,
+            "input_type": item["input_type"].upper(),
+            "sim_type": item["sim_type"],
+        },
+    }
+
+
+def simulations(body: Json) -> Json:
+    """`GET user/simulations`: items reshaped, paging fields kept."""
+    return {**body, "simulations": [list_item(item) for item in body["simulations"]]}
+
+
+def estimated_time(seconds: int | None) -> dict[str, int] | None:
+    if seconds is None:
+        return None
+    seconds = max(int(seconds), 0)
+    return {"hours": seconds // 3600, "minutes": seconds // 60 % 60, "seconds": seconds % 60}
+
+
+def job_status(body: Json) -> Json:
+    """`GET jobs/<platform>`: each task's `estimated_time` as hours, minutes and seconds."""
+    tasks = [
+        {**task, "estimated_time": estimated_time(task["estimated_time"])}
+        for task in body["job_tasks_status"]
+    ]
+    return {**body, "job_tasks_status": tasks}
+
+
+def estimator_name(stored: str) -> str:
+    """The UI's name of a stored estimator: the output's name, without the `_` that the
+    simulators' result file names (and so pymchelper's estimator names) add to it."""
+    return stored.removesuffix("_") or stored
+
+
+def stored_names(name: str) -> tuple[str, ...]:
+    """The stored estimator names a UI name may stand for, the likelier first."""
+    return (name + "_", name) if not name.endswith("_") else (name,)
+
+
+def output_names(project: Any) -> list[str]:
+    """The names of an editor project's outputs (`scoringManager.outputs[].name`), in order."""
+    manager = project.get("scoringManager") if isinstance(project, dict) else None
+    outputs = manager.get("outputs") if isinstance(manager, dict) else None
+    if not isinstance(outputs, list):
+        return []
+    return [o["name"] for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+
+
+def project_position(outputs: list[str]) -> Callable[[str], int]:
+    """A sort key putting stored estimators in the order of the project's outputs (the UI pairs
+    `outputs[i]` with `estimators[i]`); estimators of no output go last, in stored order."""
+    position = {name: index for index, name in enumerate(outputs)}
+    return lambda stored: position.get(estimator_name(stored), len(outputs))
+
+
+def page_dimension(dimensions: list[int]) -> int:
+    """The number of axes with more than one bin (pymchelper's page dimension, 0 to 3): a
+    single value is stored as one axis of length 1."""
+    return min(sum(1 for length in dimensions if length > 1), 3)
+
+
+def estimators(body: Json, outputs: list[str] | None = None) -> Json:
+    """`GET estimators`: `estimators_metadata[].pages_metadata[]`, in the project's order."""
+    order = project_position(outputs or [])
+    return {
+        "message": body["message"],
+        "estimators_metadata": [
+            {
+                "name": estimator_name(estimator["name"]),
+                "pages_metadata": [
+                    {
+                        "page_number": page["page_number"],
+                        "page_name": page["name"],
+                        "page_dimension": page_dimension(page["dimensions"]),
+                    }
+                    for page in estimator["pages"]
+                ],
+            }
+            for estimator in sorted(body["estimators"], key=lambda e: order(e["name"]))
+        ],
+    }
+
+
+def inputs(input_type: str, submitted: Json, converted: Json | None, primaries: int) -> Json:
+    """`GET inputs`: the input under `input`, with its type upper-cased and the total primaries.
+
+    Editor input is the project (`input_json`) and the simulator files converted from it
+    (`input_files`, empty if none were stored); files input is `{name: text}`.
+    """
+    shaped: Json = {"input_type": input_type.upper()}
+    if input_type == "editor":
+        shaped.update(input_json=submitted, input_files=converted or {})
+    else:
+        shaped["input_files"] = submitted
+    shaped["number_of_all_primaries"] = primaries
+    return {"message": "Inputs", "input": shaped}

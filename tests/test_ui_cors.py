@@ -1,0 +1,147 @@
+"""CORS with credentials for `[ui] allowed_origins`, on the main API and the UI dialect."""
+
+import orjson
+import pytest
+
+from server.app import create_app
+from tests.helpers import login, set_key, submit, upload
+
+ORIGIN = "http://ui.example.org:3000"
+OTHER = "https://evil.example.com"
+# Every (path, method) the UI calls, under the dialect, and some of the main API.
+UI_CALLS = [
+    ("/ui/", "GET"),
+    ("/ui/auth/login", "POST"),
+    ("/ui/auth/refresh", "GET"),
+    ("/ui/auth/logout", "DELETE"),
+    ("/ui/auth/keycloak", "POST"),
+    ("/ui/jobs/direct", "POST"),
+    ("/ui/jobs/direct", "GET"),
+    ("/ui/jobs/direct", "DELETE"),
+    ("/ui/user/simulations", "GET"),
+    ("/ui/user/simulations", "DELETE"),
+    ("/ui/inputs", "GET"),
+    ("/ui/estimators", "GET"),
+    ("/ui/results", "GET"),
+    ("/ui/logfiles", "GET"),
+]
+MAIN_CALLS = [
+    ("/", "GET"),
+    ("/auth/register", "PUT"),
+    ("/jobs/direct", "DELETE"),
+    ("/jobs", "POST"),
+    ("/auth/login", "POST"),
+    ("/jobs/direct", "POST"),
+    ("/user/simulations", "DELETE"),
+    ("/results", "GET"),
+    ("/user/update", "POST"),
+]
+
+
+@pytest.fixture
+async def cors_client(aiohttp_client, make_config, conn):
+    config = make_config(ui={"allowed_origins": f"{ORIGIN}, http://localhost:3000"})
+    return await aiohttp_client(create_app(config))
+
+
+def preflight_headers(origin: str, method: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "content-type",
+    }
+
+
+@pytest.mark.parametrize(("path", "method"), UI_CALLS + MAIN_CALLS)
+async def test_preflight_of_every_call(cors_client, path, method):
+    response = await cors_client.options(path, headers=preflight_headers(ORIGIN, method))
+    assert response.status == 200
+    headers = response.headers
+    assert headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert headers["Access-Control-Allow-Methods"] == method
+    assert headers["Access-Control-Allow-Headers"].lower() == "content-type"
+    assert headers["Vary"] == "Origin"
+
+
+async def test_preflight_of_a_disallowed_origin_or_header(cors_client):
+    refused = [
+        preflight_headers(OTHER, "GET"),
+        {**preflight_headers(ORIGIN, "GET"), "Access-Control-Request-Headers": "x-secret"},
+        {"Access-Control-Request-Method": "GET"},  # no Origin: not a CORS preflight
+    ]
+    for headers in refused:
+        response = await cors_client.options("/ui/inputs", headers=headers)
+        assert response.status == 403
+        assert orjson.loads(await response.read()) == {"message": "Forbidden"}
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_allowed_origin_with_credentials(cors_client):
+    headers = {"Origin": ORIGIN}
+    body = {"username": "alice", "password": "password1"}
+    response = await cors_client.put("/auth/register", json=body, headers=headers)
+    assert response.status == 201
+    response = await cors_client.post("/ui/auth/login", json=body, headers=headers)
+    assert response.status == 202
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert response.headers["Vary"] == "Origin"
+    assert set(response.cookies) == {"access_token", "refresh_token"}
+    response = await cors_client.get("/ui/user/simulations", headers=headers)
+    assert response.status == 200  # the cookies came back
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    # Errors are readable cross-origin too: the UI shows their message.
+    response = await cors_client.get("/ui/inputs", headers=headers)
+    assert (response.status, response.headers["Access-Control-Allow-Origin"]) == (400, ORIGIN)
+
+
+async def test_other_origins_get_no_cors_headers(cors_client):
+    for path in ("/ui/", "/"):
+        response = await cors_client.get(path, headers={"Origin": OTHER})
+        assert response.status == 200
+        assert "Access-Control-Allow-Origin" not in response.headers
+        assert "Access-Control-Allow-Credentials" not in response.headers
+        assert response.headers["Vary"] == "Origin"
+
+
+async def test_vary_keeps_accept_encoding(cors_client, conn):
+    await login(cors_client)
+    job_id = await submit(cors_client)
+    await set_key(conn, job_id)
+    assert (await upload(cors_client, job_id)).status == 202
+    for path in (f"/results?job_id={job_id}", f"/ui/results?job_id={job_id}&estimator_name=peak"):
+        response = await cors_client.get(path, headers={"Origin": ORIGIN})
+        assert response.status == 200
+        assert response.headers["Vary"] == "Accept-Encoding, Origin"
+        assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+async def test_no_origins_configured_means_no_cors(client):
+    response = await client.options("/ui/inputs", headers=preflight_headers(ORIGIN, "GET"))
+    assert response.status == 405
+    assert orjson.loads(await response.read()) == {"message": "Method not allowed"}
+    response = await client.get("/ui/", headers={"Origin": ORIGIN})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Vary" not in response.headers
+
+
+async def test_preflight_with_the_keycloak_bearer_header(cors_client):
+    headers = {
+        **preflight_headers(ORIGIN, "POST"),
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    response = await cors_client.options("/ui/auth/keycloak", headers=headers)
+    assert response.status == 200
+    allowed = set(response.headers["Access-Control-Allow-Headers"].lower().split(","))
+    assert allowed == {"authorization", "content-type"}
+
+
+async def test_a_method_the_path_lacks_passes_the_preflight_then_gets_405(cors_client):
+    response = await cors_client.options("/ui/inputs", headers=preflight_headers(ORIGIN, "PUT"))
+    assert response.status == 200
+    response = await cors_client.put("/ui/inputs", headers={"Origin": ORIGIN})
+    assert orjson.loads(await response.read()) == {"message": "Method not allowed"}
+    # aiohttp-cors decorates matched routes only: an unmatched method or path gets no CORS
+    # headers (the UI calls none).
+    assert response.status == 405 and "Access-Control-Allow-Origin" not in response.headers

@@ -1,0 +1,161 @@
+"""The UI dialect's shapes, one pure function at a time (server/ui/shapes.py)."""
+
+import pytest
+
+from server.ui import shapes
+
+
+def test_list_item_has_metadata_and_no_job_state():
+    item = {
+        "job_id": "j1",
+        "title": "Proton beam",
+        "start_time": "2024-01-15T10:00:00Z",
+        "end_time": None,
+        "job_state": "RUNNING",
+        "sim_type": "shieldhit",
+        "input_type": "editor",
+        "platform": "direct",
+        "ntasks": 4,
+    }
+    assert shapes.list_item(item) == {
+        "job_id": "j1",
+        "title": "Proton beam",
+        "start_time": "2024-01-15T10:00:00Z",
+        "end_time": None,
+        "metadata": {
+            "platform": "DIRECT",
+            "server": "Yaptide",
+            "input_type": "EDITOR",
+            "sim_type": "shieldhit",
+        },
+    }
+
+
+def test_simulations_keeps_paging_fields():
+    body = {"message": "User simulations", "simulations": [], "page_count": 0}
+    assert shapes.simulations({**body, "simulations_count": 0}) == {
+        **body,
+        "simulations_count": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "seconds, expected",
+    [
+        (None, None),
+        (0, {"hours": 0, "minutes": 0, "seconds": 0}),
+        (59, {"hours": 0, "minutes": 0, "seconds": 59}),
+        (3725, {"hours": 1, "minutes": 2, "seconds": 5}),
+        (90061, {"hours": 25, "minutes": 1, "seconds": 1}),
+        (-5, {"hours": 0, "minutes": 0, "seconds": 0}),
+    ],
+)
+def test_estimated_time(seconds, expected):
+    assert shapes.estimated_time(seconds) == expected
+
+
+def test_job_status_reshapes_only_estimated_time():
+    task = {"task_id": 1, "task_state": "RUNNING", "estimated_time": 61, "start_time": None}
+    body = {"message": "Job status", "job_state": "RUNNING", "job_tasks_status": [task]}
+    assert shapes.job_status(body) == {
+        "message": "Job status",
+        "job_state": "RUNNING",
+        "job_tasks_status": [{**task, "estimated_time": {"hours": 0, "minutes": 1, "seconds": 1}}],
+    }
+
+
+@pytest.mark.parametrize(
+    "stored, name", [("z_profile_", "z_profile"), ("peak", "peak"), ("a__", "a_"), ("_", "_")]
+)
+def test_estimator_name(stored, name):
+    assert shapes.estimator_name(stored) == name
+
+
+def test_stored_names_tries_the_simulators_suffix_first():
+    assert shapes.stored_names("z_profile") == ("z_profile_", "z_profile")
+    assert shapes.stored_names("odd_") == ("odd_",)
+
+
+@pytest.mark.parametrize(
+    "dimensions, dimension",
+    [([1], 0), ([], 0), ([400], 1), ([80, 400], 2), ([1, 1, 400], 1), ([5, 6, 7], 3)],
+)
+def test_page_dimension_counts_axes_longer_than_one(dimensions, dimension):
+    assert shapes.page_dimension(dimensions) == dimension
+
+
+def test_estimators_metadata():
+    body = {
+        "message": "Estimators",
+        "estimators": [
+            {
+                "name": "yz_",
+                "pages": [
+                    {"page_number": 0, "name": "DOSE", "dimensions": [80, 400]},
+                    {"page_number": 2, "name": "", "dimensions": [1]},
+                ],
+            },
+            {"name": "empty", "pages": []},
+        ],
+    }
+    assert shapes.estimators(body) == {
+        "message": "Estimators",
+        "estimators_metadata": [
+            {
+                "name": "yz",
+                "pages_metadata": [
+                    {"page_number": 0, "page_name": "DOSE", "page_dimension": 2},
+                    {"page_number": 2, "page_name": "", "page_dimension": 0},
+                ],
+            },
+            {"name": "empty", "pages_metadata": []},
+        ],
+    }
+
+
+def test_inputs_of_an_editor_project():
+    project = {"project": {"title": "t"}, "beam": {"numberOfParticles": 10}}
+    files = {"beam.dat": "NSTAT 10 0\n"}
+    assert shapes.inputs("editor", project, files, 10) == {
+        "message": "Inputs",
+        "input": {
+            "input_type": "EDITOR",
+            "input_json": project,
+            "input_files": files,
+            "number_of_all_primaries": 10,
+        },
+    }
+    assert shapes.inputs("editor", project, None, 10)["input"]["input_files"] == {}
+
+
+def test_inputs_of_files():
+    files = {"beam.dat": "NSTAT 100 0\n"}
+    assert shapes.inputs("files", files, None, 100) == {
+        "message": "Inputs",
+        "input": {"input_type": "FILES", "input_files": files, "number_of_all_primaries": 100},
+    }
+
+
+def test_output_names():
+    project = {"scoringManager": {"outputs": [{"name": "z"}, {"name": "yz"}, {"uuid": "x"}]}}
+    assert shapes.output_names(project) == ["z", "yz"]
+    for broken in ({}, [], {"scoringManager": []}, {"scoringManager": {"outputs": {}}}):
+        assert shapes.output_names(broken) == []
+
+
+def test_project_position_orders_stored_estimators_like_the_outputs():
+    key = shapes.project_position(["z_profile", "yz_profile", "peak"])
+    stored = ["yz_profile_", "extra_", "peak_", "z_profile_", "other"]
+    assert sorted(stored, key=key) == ["z_profile_", "yz_profile_", "peak_", "extra_", "other"]
+
+
+def test_estimators_metadata_in_project_order():
+    body = {
+        "message": "Estimators",
+        "estimators": [{"name": "b_", "pages": []}, {"name": "a_", "pages": []}],
+    }
+    assert shapes.estimators(body, ["a", "b"])["estimators_metadata"] == [
+        {"name": "a", "pages_metadata": []},
+        {"name": "b", "pages_metadata": []},
+    ]
+    assert [e["name"] for e in shapes.estimators(body)["estimators_metadata"]] == ["b", "a"]
