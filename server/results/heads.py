@@ -17,6 +17,8 @@ Waiting = dict[str, list[asyncio.Future[ResultsHead | None]]]
 
 
 class HeadReader:
+    """The fetches waiting for the next heads query, and the task that sends it."""
+
     def __init__(self) -> None:
         self._waiting: Waiting = {}
         self._reader: asyncio.Task[None] | None = None
