@@ -6,21 +6,18 @@ assembled, sent with one write and kept in the body cache (keyed by the page ver
 made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
 """
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from aiohttp import web
 
 from server.models import Db
-from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces, inflate_segment
+from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces
 from server.results.indexcache import View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
 from server.store.results import PageRef
 
-_INFLATER = ThreadPoolExecutor(1, thread_name_prefix="inflate")
 SINGLE_WRITE = 2 << 20
 FLUSH_AT = 1 << 20
 FIRST_FLUSH = 64 << 10
@@ -98,19 +95,6 @@ async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
     return b"".join([piece async for piece in pieces])
 
 
-def _inflated(pieces: list[bytes | Segment]) -> bytes:
-    return b"".join(inflate_segment(p.data) if isinstance(p, Segment) else p for p in pieces)
-
-
-async def assemble_identity(pages: Pages, envelope: Envelope) -> bytes:
-    """The identity body, inflated in another thread: ISA-L lets go of the GIL while it
-    inflates, so the event loop serves other requests meanwhile (the cold path's main cost).
-    One thread: more would each grow a malloc arena of their own for little more speed on the
-    few cores a server has."""
-    pieces = [piece async for piece in envelope(pages)]
-    return await asyncio.get_running_loop().run_in_executor(_INFLATER, _inflated, pieces)
-
-
 async def stream(
     request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes]
 ) -> web.StreamResponse:
@@ -150,9 +134,6 @@ async def respond(
     if size > SINGLE_WRITE:
         pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)
         return await stream(request, variant.headers, pieces)
-    assembling = (
-        assemble(gzipped(stored, envelope)) if gzip else assemble_identity(stored, envelope)
-    )
-    body = await assembling
+    body = await assemble((gzipped if gzip else identity)(stored, envelope))
     bodies.put(variant.body_key, body, len(body))
     return web.Response(body=body, headers=variant.headers)
