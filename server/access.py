@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server import values
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.http import query_param
 from server.keys import POOL, USER
@@ -48,7 +49,7 @@ def simulation_id_of(body: dict[str, Any]) -> str:
     job_id = body.get("simulation_id")
     if not isinstance(job_id, str) or not job_id:
         raise BadRequest("Missing field: simulation_id")
-    return job_id
+    return values.text(job_id, "simulation_id")
 
 
 def check_worker(row: Any, key: str) -> None:

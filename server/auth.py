@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import math
 import os
+import re
 import secrets
 import time
 import uuid
@@ -101,9 +102,22 @@ def decode_token(secret: str, token: str, kind: str) -> dict:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.PyJWTError:
         raise Unauthorized(INVALID_TOKEN) from None
-    if claims.get("type") != kind or not str(claims.get("sub", "")).isdigit():
+    if claims.get("type") != kind or not _valid_claims(claims, kind):
         raise Unauthorized(INVALID_TOKEN)
     return claims
+
+
+# A user id as make_token writes it: ASCII digits of a positive bigint (str.isdigit() would also
+# take "²" or a full-width "１", and 30 digits overflow the column).
+_USER_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def _valid_claims(claims: dict, kind: str) -> bool:
+    """`sub` is a user id; a refresh token also carries its revocable id (`jti`)."""
+    sub, jti = claims.get("sub"), claims.get("jti")
+    if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
+        return False
+    return kind != "refresh" or (isinstance(jti, str) and 0 < len(jti) <= 64)
 
 
 def set_cookie(

@@ -5,6 +5,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from server import values
 from server.errors import BadRequest, PayloadTooLarge
 
 _CHUNK = 1 << 18
@@ -49,7 +50,7 @@ def field(body: dict[str, Any], name: str, kind: type, required: bool = True) ->
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise BadRequest(f"Field {name} must be of type {_JSON_NAMES.get(names, names)}")
-    return value
+    return values.text(value, name) if isinstance(value, str) else value
 
 
 _JSON_NAMES = {
@@ -66,4 +67,10 @@ def query_param(request: web.Request, name: str) -> str:
     value = request.query.get(name)
     if not value:
         raise BadRequest(f"Missing {name}")
-    return value
+    return values.text(value, name)
+
+
+def optional_query_param(request: web.Request, name: str) -> str | None:
+    """An optional query parameter (absent or empty: None), checked like query_param."""
+    value = request.query.get(name)
+    return values.text(value, name) if value else None

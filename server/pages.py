@@ -11,7 +11,13 @@ from typing import Any
 import orjson
 
 from server.deflate import crc_shift, encode_segment
+from server import values
 from server.errors import BadRequest
+
+
+# Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
+MAX_NAME = 255
+MAX_PAGE_NAME = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +41,8 @@ def page_number_of(page: dict[str, Any]) -> int | None:
     number = page.get("page_number")
     if number is None and isinstance(page.get("metadata"), dict):
         number = page["metadata"].get("page_number")
-    if isinstance(number, str) and number.strip().lstrip("-").isdigit():
-        number = int(number)
+    if isinstance(number, str):
+        number = values.decimal(number.strip())
     if isinstance(number, int) and not isinstance(number, bool) and -(2**31) <= number < 2**31:
         return number
     return None
@@ -46,7 +52,7 @@ def page_name_of(page: dict[str, Any]) -> str:
     name = page.get("name")
     if name is None and isinstance(page.get("metadata"), dict):
         name = page["metadata"].get("name")
-    return name if isinstance(name, str) else ""
+    return values.text(name, "page name", MAX_PAGE_NAME) if isinstance(name, str) else ""
 
 
 def dimensions_of(page: dict[str, Any]) -> list[int]:
@@ -82,7 +88,7 @@ def encode_page(page: dict[str, Any], number: int) -> StoredPage:
 def _estimator(entry: Any, index: int) -> StoredEstimator:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise BadRequest(f"Invalid estimators[{index}]: needs a non-empty string name")
-    name = entry["name"]
+    name = values.text(entry["name"], f"estimators[{index}].name", MAX_NAME)
     pages = entry.get("pages")
     if not isinstance(pages, list):
         raise BadRequest(f"Invalid estimator {name!r}: pages must be an array")

@@ -13,7 +13,7 @@ from server import auth, render
 from server.access import check_owner, check_worker, simulation_id_of, update_key_of
 from server.errors import NotFound
 from server.filters import page_filter
-from server.http import json_response, query_param, read_json
+from server.http import json_response, optional_query_param, query_param, read_json
 from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, USER
 from server.models import TERMINAL_STATES
 from server.pagecache import segments
@@ -63,7 +63,7 @@ def matches(if_none_match: str | None, etag: str) -> bool:
 
 async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
-    estimator = request.query.get("estimator_name") or None
+    estimator = optional_query_param(request, "estimator_name")
     numbers = page_filter(request.query)
     pool = request.app[POOL]
     rows = await results.index(pool, job_id, estimator, numbers)
