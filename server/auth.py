@@ -108,7 +108,7 @@ def decode_token(secret: str, token: str, kind: str) -> dict:
 
 
 # A user id as make_token writes it: ASCII digits of a positive bigint (str.isdigit() would also
-# take "²" or a full-width "１", and 30 digits overflow the column).
+# take "²" or a full-width one (U+FF11), and 30 digits overflow the column).
 _USER_ID = re.compile(r"[1-9][0-9]{0,17}")
 
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import orjson
 
-from server.deflate import crc_shift, encode_segment
 from server import values
+from server.deflate import crc_shift, encode_segment
 from server.errors import BadRequest
-
 
 # Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
 MAX_NAME = 255

@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from server.config import JobsConfig
 from server import values
+from server.config import JobsConfig
 from server.errors import BadRequest
 from server.http import field
 

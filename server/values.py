@@ -1,8 +1,8 @@
 """Checks for values on their way to PostgreSQL, shared by every parser.
 
 PostgreSQL `text` cannot hold NUL, `bigint` and `integer` have bounds, and Python's `int()` and
-`str.isdigit()` accept far more than ASCII decimal numbers (`"²"`, `"１"`, `"5_0"`, thousands of
-digits). A value that breaks one of these is the client's mistake: a 400 naming it, never a 500.
+`str.isdigit()` accept far more than ASCII decimal numbers (`"²"`, a full-width 1 (U+FF11),
+`"5_0"`, thousands of digits). A value that breaks one of these is the client's mistake: a 400 naming it, never a 500.
 """
 
 import re

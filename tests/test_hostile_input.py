@@ -106,7 +106,7 @@ QUERIES = [
     ("job_id=%00", NUL.format("job_id")),
     ("estimator_name=%00", NUL.format("estimator_name")),
     ("page_number=%C2%B2", BAD_PAGE_NUMBER),  # "²": str.isdigit() says yes, int() says no
-    ("page_number=%EF%BC%91", BAD_PAGE_NUMBER),  # a full-width "１"
+    ("page_number=%EF%BC%91", BAD_PAGE_NUMBER),  # a full-width 1 (U+FF11)
     (f"page_number={DIGITS_5000}", BAD_PAGE_NUMBER),
     (
         f"page_numbers={DIGITS_5000}",
@@ -184,14 +184,14 @@ def signed(client, **claims: Any) -> str:
     [
         ("access_token", "/auth/status", {"sub": "²", "type": "access"}),
         ("access_token", "/auth/status", {"sub": "9" * 30, "type": "access"}),
-        ("access_token", "/auth/status", {"sub": "１", "type": "access"}),  # full-width 1
+        ("access_token", "/auth/status", {"sub": "\uff11", "type": "access"}),  # a full-width 1
         ("access_token", "/auth/status", {"sub": 1, "type": "access"}),
         ("refresh_token", "/auth/refresh", {"sub": "1", "type": "refresh"}),  # no jti
         ("refresh_token", "/auth/refresh", {"sub": "1", "type": "refresh", "jti": 5}),
     ],
 )
 async def test_odd_token_claims_are_401(client, cookie: str, path: str, claims: dict) -> None:
-    await login(client)  # user 1 exists: "１" must not be taken for it
+    await login(client)  # user 1 exists: a full-width 1 must not be taken for it
     client.session.cookie_jar.clear()
     token = signed(client, **claims)
     response = await client.get(path, headers={"Cookie": f"{cookie}={token}"})
