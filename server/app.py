@@ -5,11 +5,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server.auth import auth_middleware, secret_ctx
+from server.bodies import body_middleware
+from server.budget import BodyBudget
 from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
+from server.keys import BODY_BUDGET, BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
 from server.lru import LruCache
 from server.pagecache import PageCache
 from server.runner import NoDispatcher
@@ -69,12 +71,16 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
+    # Bodies are size-checked per endpoint by server.bodies.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=client_max_size
+        middlewares=[error_middleware, body_middleware, auth_middleware],
+        client_max_size=client_max_size,
     )
     app[CONFIG] = config
+    # The budget holds at least one body of the largest size, or that body could never be read.
+    budget = max(config.server.body_budget, client_max_size)
+    app[BODY_BUDGET] = BodyBudget(budget, config.server.body_wait)
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)

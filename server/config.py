@@ -32,6 +32,11 @@ class ServerConfig:
     page_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     body_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     public_url: str = ""
+    # Limits for hostile clients (README "Security and limits").
+    keepalive_timeout: float = checks.checked(75.0, checks.positive)
+    body_timeout: float = checks.checked(300.0, checks.positive)
+    body_budget: int = checks.checked(512 * 1024 * 1024, checks.positive)
+    body_wait: float = checks.checked(10.0, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,10 @@ class AuthConfig:
     registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
     user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
+    login_attempts: int = checks.checked(10, checks.positive)
+    login_address_attempts: int = checks.checked(100, checks.positive)
+    login_window: float = checks.checked(300.0, checks.positive)
+    hash_concurrency: int = checks.checked(2, checks.positive)
 
 
 @dataclasses.dataclass(frozen=True)

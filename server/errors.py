@@ -15,9 +15,10 @@ class ApiError(Exception):
 
     status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
 
 
 class BadRequest(ApiError):
@@ -40,13 +41,32 @@ class Conflict(ApiError):
     status = 409
 
 
+class RequestTimeout(ApiError):
+    status = 408
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 
 
-def error_response(message: str, status: int) -> web.Response:
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
+def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:
     body = orjson.dumps({"message": message})
-    return web.Response(body=body, status=status, content_type="application/json")
+    response = web.Response(body=body, status=status, content_type="application/json")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 _HTTP_MESSAGES = {
@@ -70,7 +90,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.message, exc.status)
+        return error_response(exc.message, exc.status, exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -7,8 +7,8 @@ from server import values
 from server.errors import BadRequest
 
 MAX_PAGES = 10_000
-# ASCII digits only, at most 10 of them: int() would take "²"-like digits and choke on 5,000.
-_PART = re.compile(r"([0-9]{1,10})(?:-([0-9]{1,10}))?")
+# ASCII digits only, at most 20: int() would take "²"-like digits and choke on 5,000 of them.
+_PART = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 
 
 def parse_page_spec(spec: str) -> list[int]:

@@ -6,30 +6,17 @@ import orjson
 from aiohttp import web
 
 from server import values
-from server.errors import BadRequest, PayloadTooLarge
-
-_CHUNK = 1 << 18
+from server.bodies import read_body
+from server.errors import BadRequest
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The (already gunzipped) request body; 413 past `limit` bytes, checked while reading."""
-    too_large = PayloadTooLarge(f"Request body larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = bytearray()
-    while chunk := await request.content.read(_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is not one."""
+    # Parsed from the buffer as read, without a copy: bodies may be hundreds of MiB.
     body = await read_body(request, limit)
     try:
         data = orjson.loads(body)

@@ -3,6 +3,7 @@
 import asyncpg
 from aiohttp import web
 
+from server.budget import BodyBudget
 from server.config import Config
 from server.lru import LruCache
 from server.models import User
@@ -15,6 +16,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)

@@ -29,6 +29,7 @@ def check_workers(config: Config, workers: int) -> None:
 
 def _serve_one(config: Config) -> None:
     from server.app import create_app
+    from server.serving import handler_settings
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -39,6 +40,7 @@ def _serve_one(config: Config) -> None:
         reuse_port=True,
         print=None,
         access_log=None,
+        **handler_settings(config),
     )
 
 
