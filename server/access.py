@@ -34,15 +34,31 @@ async def owned_simulation(request: web.Request) -> int:
     return check_owner(owner, request[USER].id)
 
 
+def header_key(request: web.Request) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, if there is one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
     """The worker's update key: `update_key` in the body, else `Authorization: Bearer`."""
     key = body.get("update_key")
     if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
+        key = header_key(request)
     if not isinstance(key, str) or not key:
         raise Forbidden(BAD_KEY)
     return key
+
+
+async def check_header_key(request: web.Request) -> None:
+    """403 before the body is read when the header's key can update no simulation: a stranger's
+    body is never buffered. (A key in the body can only be checked once the body is read.)"""
+    key = header_key(request)
+    if key is None:
+        return
+    digest = hashlib.sha256(key.encode()).digest()
+    if not await simulations.live_update_key_exists(request.app[POOL], digest):
+        raise Forbidden(BAD_KEY)
 
 
 def simulation_id_of(body: dict[str, Any]) -> str:

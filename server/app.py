@@ -1,5 +1,6 @@
 """create_app(config): the whole API wired together. No I/O happens here."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,11 +12,22 @@ from server.config import Config
 from server.db import pool_ctx
 from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
-from server.keys import BODY_BUDGET, BODY_CACHE, CONFIG, DISPATCHER, PAGE_CACHE, POOL, USER_CACHE
+from server.keys import (
+    BODY_BUDGET,
+    BODY_CACHE,
+    CONFIG,
+    DISPATCHER,
+    HASH_SLOTS,
+    LOGIN_THROTTLE,
+    PAGE_CACHE,
+    POOL,
+    USER_CACHE,
+)
 from server.lru import LruCache
 from server.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.runner.local import LocalDispatcher
+from server.throttle import LoginThrottle
 from server.usercache import UserCache
 
 
@@ -81,6 +93,11 @@ def create_app(config: Config) -> web.Application:
     # The budget holds at least one body of the largest size, or that body could never be read.
     budget = max(config.server.body_budget, client_max_size)
     app[BODY_BUDGET] = BodyBudget(budget, config.server.body_wait)
+    limits = config.auth
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        limits.login_attempts, limits.login_address_attempts, limits.login_window
+    )
+    app[HASH_SLOTS] = asyncio.Semaphore(limits.hash_concurrency)
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)

@@ -6,6 +6,7 @@ can be revoked at logout.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -52,18 +53,24 @@ def validate_password(password: str, name: str = "password") -> str:
     return password
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
+async def hash_password(password: str, slots: asyncio.Semaphore | None = None) -> str:
+    """The argon2id hash, computed in a thread; `slots` bounds how many hash at once."""
+    async with slots or contextlib.nullcontext():
+        return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
+async def verify_password(
+    password_hash: str | None, password: str, slots: asyncio.Semaphore | None = None
+) -> bool:
     def verify() -> bool:
         try:
             return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.get_running_loop().run_in_executor(None, verify)
+    # Each check is about 0.5 s of CPU: unbounded, a flood of them starves every other request.
+    async with slots or contextlib.nullcontext():
+        return await asyncio.get_running_loop().run_in_executor(None, verify)
 
 
 def load_secret(config: Config) -> str:

@@ -38,14 +38,18 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
             await request.app[BODY_BUDGET].give_back(held)
 
 
-def _inflater(encoding: str) -> "zlib._Decompress | None":
-    if encoding in ("", "identity"):
-        return None
-    if encoding not in _WBITS:
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ("", "identity", *_WBITS):
         raise UnsupportedMediaType(
             f"Unsupported Content-Encoding: {encoding} (use gzip, deflate or none)"
         )
-    return zlib.decompressobj(_WBITS[encoding])
+
+
+def _inflater(encoding: str, first: bytes) -> "zlib._Decompress":
+    wbits = _WBITS[encoding]
+    if encoding == "deflate" and first[0] & 0x0F != 8:  # no zlib header (RFC 1950): raw deflate
+        wbits = -zlib.MAX_WBITS
+    return zlib.decompressobj(wbits)
 
 
 async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -56,12 +60,14 @@ async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
 async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
     """The body's bytes as sent, or inflated a bounded piece at a time."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    inflater = _inflater(encoding)
-    if inflater is None:
+    _check_encoding(encoding)
+    if encoding in ("", "identity"):
         async for chunk in _raw_chunks(request):
             yield chunk
         return
+    inflater = None
     async for chunk in _raw_chunks(request):
+        inflater = inflater or _inflater(encoding, chunk)
         data = chunk
         while data and not inflater.eof:
             try:
@@ -70,7 +76,7 @@ async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
             except zlib.error:
                 raise BadRequest(f"Request body is not valid {encoding} data") from None
             data = inflater.unconsumed_tail
-    if not inflater.eof:
+    if inflater is None or not inflater.eof:
         raise BadRequest(f"Request body is not valid {encoding} data (truncated)")
 
 

@@ -1,5 +1,7 @@
 """Every typed application and request key, in one place."""
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 
@@ -9,6 +11,7 @@ from server.lru import LruCache
 from server.models import User
 from server.pagecache import PageCache
 from server.runner import Dispatcher
+from server.throttle import LoginThrottle
 from server.usercache import UserCache
 
 CONFIG = web.AppKey("config", Config)
@@ -17,6 +20,8 @@ SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
 
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)

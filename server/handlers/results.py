@@ -10,7 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from server import auth, render
-from server.access import check_owner, check_worker, simulation_id_of, update_key_of
+from server.access import (
+    check_header_key,
+    check_owner,
+    check_worker,
+    simulation_id_of,
+    update_key_of,
+)
 from server.errors import NotFound
 from server.filters import page_filter
 from server.http import json_response, optional_query_param, query_param, read_json
@@ -25,6 +31,7 @@ NO_RESULTS = "Results not available"
 
 @auth.public
 async def upload(request: web.Request) -> web.Response:
+    await check_header_key(request)
     body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
     job_id = simulation_id_of(body)
     key = update_key_of(request, body)

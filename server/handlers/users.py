@@ -10,7 +10,7 @@ from server import auth
 from server.access import owned_simulation
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.http import json_response, read_json
-from server.keys import CONFIG, POOL, USER
+from server.keys import CONFIG, HASH_SLOTS, POOL, USER
 from server.listing import Listing, parse_listing
 from server.profile import ProfileUpdate, parse_profile_update
 from server.store import user_simulations, users
@@ -71,9 +71,10 @@ async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str
     if update.password is None:
         return None
     current_hash = await users.get_password_hash(request.app[POOL], request[USER].id)
-    if not await auth.verify_password(current_hash, update.current_password or ""):
+    slots = request.app[HASH_SLOTS]
+    if not await auth.verify_password(current_hash, update.current_password or "", slots):
         raise Unauthorized("Invalid current password")
-    return await auth.hash_password(update.password)
+    return await auth.hash_password(update.password, slots)
 
 
 async def update_profile(request: web.Request) -> web.Response:

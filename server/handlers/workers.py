@@ -5,7 +5,7 @@ from typing import Any
 from aiohttp import web
 
 from server import auth, transitions
-from server.access import simulation_id_of, update_key_of
+from server.access import check_header_key, simulation_id_of, update_key_of
 from server.errors import BadRequest
 from server.http import field, json_response, read_json
 from server.keys import CONFIG, DISPATCHER, POOL
@@ -15,7 +15,8 @@ MAX_LOGFILE_NAME = 255
 
 
 async def read_worker_body(request: web.Request) -> tuple[dict[str, Any], str, str]:
-    """The body (gunzipped by aiohttp when sent gzip-encoded), its simulation_id and the key."""
+    """The body (inflated when sent encoded), its simulation_id and the key."""
+    await check_header_key(request)
     body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
     return body, simulation_id_of(body), update_key_of(request, body)
 

@@ -43,3 +43,7 @@ async def get_owner(db: Db, job_id: str) -> tuple[int, int] | None:
     """(simulation id, owner's user id) of a job, or None."""
     row = await db.fetchrow(query("get_simulation_owner"), job_id)
     return (row["id"], row["user_id"]) if row else None
+
+
+async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:
+    return bool(await db.fetchval(query("live_update_key_exists"), key_sha256))

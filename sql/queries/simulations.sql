@@ -16,3 +16,11 @@ FROM unnest($2::bigint[]) WITH ORDINALITY AS t (primaries, ordinality)
 
 -- name: get_simulation_owner
 SELECT id, user_id FROM simulations WHERE job_id = $1
+
+-- name: live_update_key_exists
+-- Whether a key (its SHA-256) can still update a simulation: checked before a worker's body is
+-- read, when the key comes in the Authorization header.
+SELECT EXISTS (
+    SELECT 1 FROM simulations
+     WHERE update_key_sha256 = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+)
