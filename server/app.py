@@ -2,20 +2,23 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from server.auth import auth_middleware, secret_ctx
 from server.bodies import body_middleware
 from server.budget import BodyBudget
 from server.config import Config
 from server.db import pool_ctx
-from server.errors import error_middleware
 from server.handlers import auth, jobs, results, users, workers
+from server.http import error_middleware
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
     CONFIG,
+    COOKIE_FREE,
     DISPATCHER,
     HASH_SLOTS,
     LOGIN_THROTTLE,
@@ -23,47 +26,56 @@ from server.keys import (
     POOL,
     USER_CACHE,
 )
-from server.lru import LruCache
-from server.pagecache import PageCache
+from server.results.lru import LruCache
+from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.runner.local import LocalDispatcher
 from server.throttle import LoginThrottle
 from server.usercache import UserCache
 
+# Who may call a route: anyone, a user with an access cookie, or a worker with an update key.
+Access = Literal["public", "user", "worker"]
+
+ROUTES: list[tuple[str, str, Handler, Access]] = [
+    # The API, top to bottom (contract: shared/spec/api.md).
+    ("GET", "/", auth.index, "public"),
+    # accounts
+    ("PUT", "/auth/register", auth.register, "public"),
+    ("POST", "/auth/login", auth.login, "public"),
+    ("GET", "/auth/refresh", auth.refresh, "public"),  # the refresh cookie is checked inside
+    ("GET", "/auth/status", auth.status, "user"),
+    ("DELETE", "/auth/logout", auth.logout, "public"),
+    # submission and status
+    ("POST", "/jobs/direct", jobs.submit, "user"),
+    ("GET", "/jobs/direct", jobs.status, "user"),
+    ("GET", "/jobs", jobs.status, "user"),
+    ("DELETE", "/jobs/direct", jobs.cancel, "user"),
+    # workers
+    ("POST", "/tasks", workers.update_task, "worker"),
+    ("POST", "/jobs", workers.update_job, "worker"),
+    ("POST", "/results", results.upload, "worker"),
+    ("POST", "/logfiles", workers.upload_logfiles, "worker"),
+    # results and inputs
+    ("GET", "/results", results.get_results, "user"),
+    ("GET", "/estimators", results.get_estimators, "user"),
+    ("GET", "/inputs", users.get_inputs, "user"),
+    ("GET", "/logfiles", users.get_logfiles, "user"),
+    # the user's own simulations and profile
+    ("GET", "/user/simulations", users.list_simulations, "user"),
+    ("DELETE", "/user/simulations", users.delete_simulation, "user"),
+    ("POST", "/user/update", users.update_profile, "user"),
+    ("GET", "/clusters", users.clusters, "user"),
+]
+
 
 def add_routes(app: web.Application) -> None:
-    """The API, top to bottom (contract: shared/spec/api.md)."""
-    app.router.add_routes(
-        [
-            web.get("/", auth.index),
-            # accounts
-            web.put("/auth/register", auth.register),
-            web.post("/auth/login", auth.login),
-            web.get("/auth/refresh", auth.refresh),
-            web.get("/auth/status", auth.status),
-            web.delete("/auth/logout", auth.logout),
-            # submission and status (access cookie)
-            web.post("/jobs/direct", jobs.submit),
-            web.get("/jobs/direct", jobs.status),
-            web.get("/jobs", jobs.status),
-            web.delete("/jobs/direct", jobs.cancel),
-            # workers (update key)
-            web.post("/tasks", workers.update_task),
-            web.post("/jobs", workers.update_job),
-            web.post("/results", results.upload),
-            web.post("/logfiles", workers.upload_logfiles),
-            # results and inputs (access cookie)
-            web.get("/results", results.get_results),
-            web.get("/estimators", results.get_estimators),
-            web.get("/inputs", users.get_inputs),
-            web.get("/logfiles", users.get_logfiles),
-            # the user's own simulations and profile
-            web.get("/user/simulations", users.list_simulations),
-            web.delete("/user/simulations", users.delete_simulation),
-            web.post("/user/update", users.update_profile),
-            web.get("/clusters", users.clusters),
-        ]
-    )
+    """Every route of ROUTES; those not needing an access cookie are listed in COOKIE_FREE."""
+    cookie_free = set()
+    for method, path, handler, access in ROUTES:
+        route = app.router.add_route(method, path, handler)
+        if access != "user":
+            cookie_free.add(route)
+    app[COOKIE_FREE] = frozenset(cookie_free)
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:

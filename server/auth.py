@@ -1,7 +1,7 @@
 """Passwords (argon2id), signed tokens (HS256 JWTs), auth cookies and the auth middleware.
 
-Handlers are protected unless marked with @public; the middleware puts the current user on the
-request under keys.USER. Refresh tokens carry a random id (jti) whose SHA-256 is stored, so they
+Routes need an access cookie unless the route table (server/app.py) says otherwise; the middleware
+puts the current user on the request under keys.USER. Refresh tokens carry a random id (jti) whose SHA-256 is stored, so they
 can be revoked at logout.
 """
 
@@ -14,8 +14,10 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -25,25 +27,27 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import Config
 from server.errors import BadRequest, Unauthorized
-from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
+from server.keys import CONFIG, COOKIE_FREE, POOL, SECRET, USER, USER_CACHE
 from server.models import User
-from server.store import users
+from server.store import refresh_tokens, users
 
 ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
 MIN_PASSWORD = 8
+USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
 
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so both failures take the same time.
 _DUMMY_HASH = _hasher.hash("not a real password")
 
 
-def public(handler: Handler) -> Handler:
-    """Mark a handler as reachable without an access token."""
-    handler.public = True  # type: ignore[attr-defined]
-    return handler
+def validate_username(username: str) -> str:
+    """The username, when acceptable for a new account; 400 otherwise."""
+    if not USERNAME.match(username):
+        raise BadRequest("Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'")
+    return username
 
 
 def validate_password(password: str, name: str = "password") -> str:
@@ -86,7 +90,7 @@ def load_secret(config: Config) -> str:
     return path.read_text().strip()
 
 
-async def secret_ctx(app: web.Application) -> object:
+async def secret_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SECRET] = load_secret(app[CONFIG])
     yield
 
@@ -103,7 +107,7 @@ def make_token(secret: str, user_id: int, kind: str, ttl: float) -> tuple[str, i
     return jwt.encode(claims, secret, algorithm="HS256"), expires, jti
 
 
-def decode_token(secret: str, token: str, kind: str) -> dict:
+def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
     """The claims of a valid token of the given kind; 401 otherwise (algorithm pinned to HS256)."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
@@ -119,7 +123,7 @@ def decode_token(secret: str, token: str, kind: str) -> dict:
 _USER_ID = re.compile(r"[1-9][0-9]{0,17}")
 
 
-def _valid_claims(claims: dict, kind: str) -> bool:
+def _valid_claims(claims: dict[str, Any], kind: str) -> bool:
     """`sub` is a user id; a refresh token also carries its revocable id (`jti`)."""
     sub, jti = claims.get("sub"), claims.get("jti")
     if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
@@ -152,9 +156,8 @@ def expiry_ms(expires: float) -> int:
 async def issue_refresh_token(app: web.Application, user_id: int) -> tuple[str, float]:
     config = app[CONFIG]
     token, expires, jti = make_token(app[SECRET], user_id, "refresh", config.auth.refresh_ttl)
-    await users.add_refresh_token(
-        app[POOL], sha256(jti), user_id, datetime.fromtimestamp(expires, UTC)
-    )
+    await refresh_tokens.prune(app[POOL], user_id)
+    await refresh_tokens.add(app[POOL], sha256(jti), user_id, datetime.fromtimestamp(expires, UTC))
     return token, expires
 
 
@@ -178,7 +181,7 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
     if claims is None:
         claims = decode_token(request.app[SECRET], token, kind)
     if kind == "refresh":
-        user = await users.get_refresh_token_user(request.app[POOL], sha256(claims["jti"]))
+        user = await refresh_tokens.get_user(request.app[POOL], sha256(claims["jti"]))
     else:
         user = await _access_user(request.app, int(claims["sub"]))
         if user is not None:
@@ -191,6 +194,6 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     match_info = request.match_info
-    if match_info.http_exception is None and not getattr(match_info.handler, "public", False):
+    if match_info.http_exception is None and match_info.route not in request.app[COOKIE_FREE]:
         request[USER] = await user_from_cookie(request, ACCESS_COOKIE)
     return await handler(request)

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from server import auth, db
 from server.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from server.processes import check_workers, serve_processes
+from server.processes import check_process_count, serve_processes
 from server.store import users
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -66,14 +66,14 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     from server.app import create_app
     from server.serving import handler_settings
 
-    workers = args.workers or config.server.workers
-    check_workers(config, workers)
+    processes = args.workers or config.server.workers
+    check_process_count(config, processes)
     embedded = not config.database.url
     with database(config) as config:
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
         listening = f"Listening on http://{config.server.host}:{config.server.port}"
-        if workers > 1:
-            serve_processes(config, workers, listening)
+        if processes > 1:
+            serve_processes(config, processes, listening)
             print("Stopped", flush=True)
             return
         try:
@@ -126,8 +126,8 @@ async def _useradd(url: str, username: str, password: str) -> int | None:
 
 
 def useradd(config: Config, args: argparse.Namespace) -> None:
+    from server.auth import validate_password, validate_username
     from server.errors import BadRequest
-    from server.handlers.auth import validate_password, validate_username
 
     try:
         validate_username(args.name)
@@ -177,14 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         name: commands.add_parser(name, parents=[config], help=text, description=text)
         for name, text in helps.items()
     }
-    workers_help = "number of server processes sharing the port (default: server.workers)"
+    processes_help = "number of server processes sharing the port (default: server.workers)"
     for target in (parser, parsers["serve"]):
         target.add_argument(
             "--workers",
             type=_positive_int,
             default=argparse.SUPPRESS,
             metavar="N",
-            help=workers_help,
+            help=processes_help,
         )
     parser.set_defaults(workers=None)
     add = parsers["useradd"]

@@ -142,7 +142,7 @@ def _got(value: Any, secret: bool) -> str:
     return "" if secret else f" (got {value!r})"
 
 
-def _from_toml(key: str, kind: type, raw: Any, secret: bool) -> Any:
+def _from_toml(key: str, kind: Any, raw: Any, secret: bool) -> Any:
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         raw = float(raw)
     if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
@@ -150,7 +150,7 @@ def _from_toml(key: str, kind: type, raw: Any, secret: bool) -> Any:
     return raw
 
 
-def _from_env(key: str, kind: type, text: str, secret: bool) -> Any:
+def _from_env(key: str, kind: Any, text: str, secret: bool) -> Any:
     if kind is str:
         return text
     if kind is bool:
@@ -167,7 +167,7 @@ def _from_env(key: str, kind: type, text: str, secret: bool) -> Any:
     raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(text, secret)}")
 
 
-def _checked(key: str, field: dataclasses.Field, value: Any) -> Any:
+def _checked(key: str, field: dataclasses.Field[Any], value: Any) -> Any:
     secret = field.metadata.get("secret", False)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be a finite number{_got(value, secret)}")

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from server.config import Config
 from server.keys import CONFIG, POOL
+from server.models import Conn
 from server.sql import SQL_DIR, query
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def _pending(migrations: list[Migration], applied: dict[int, asyncpg.Record]) ->
     return pending
 
 
-async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+async def _apply(conn: Conn, migration: Migration) -> None:
     """Run one file and record it in one transaction: it is applied entirely or not at all."""
     try:
         async with conn.transaction():
@@ -113,7 +114,7 @@ async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
     log.info("applied migration %s", migration.name)
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; return the names of those applied now."""
     migrations = read_migrations(directory)
     # Session-level lock: a second runner waits here, then finds nothing left to apply.
@@ -133,7 +134,7 @@ async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url)
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def _keep_session(conn: Conn) -> None:
     """Released connections are not reset: no code sets session state (SET, LISTEN, session
     advisory locks), so asyncpg's default reset would only cost a round trip per request."""
 

@@ -42,7 +42,8 @@ def _holder_alive(process: psutil.Process, written: float) -> bool:
     was written is an unrelated one that reused the pid.
     """
     try:
-        return process.status() != psutil.STATUS_ZOMBIE and process.create_time() <= written + 1
+        alive: bool = process.status() != psutil.STATUS_ZOMBIE
+        return alive and process.create_time() <= written + 1
     except psutil.Error:
         return False
 
@@ -83,15 +84,15 @@ def _signals_deferred() -> Iterator[None]:
         return
     received: list[int] = []
     previous = {
-        sig: signal.signal(sig, lambda sig, _: received.append(sig)) for sig in _STOP_SIGNALS
+        sig: signal.signal(sig, lambda number, _: received.append(number)) for sig in _STOP_SIGNALS
     }
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in dict.fromkeys(received):
-            _deliver(sig, previous[sig])
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+        for number in dict.fromkeys(received):
+            _deliver(number, previous[signal.Signals(number)])
 
 
 def _deliver(sig: int, handler: object) -> None:
@@ -113,7 +114,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         with _signals_deferred():
             forget_dead_handles(pgdata)
             forget_stale_postmaster(pgdata)
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         yield server.get_uri()
     finally:
         if server is not None:

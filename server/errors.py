@@ -1,13 +1,5 @@
-"""Typed API errors and the one middleware that turns every failure into `{"message": ...}`."""
-
-import asyncio
-import logging
-
-import orjson
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
-log = logging.getLogger(__name__)
+"""Typed API errors: handlers and the code under them raise these; server.http turns them into
+`{"message": ...}` responses with the right status (this module imports nothing from aiohttp)."""
 
 
 class ApiError(Exception):
@@ -59,44 +51,3 @@ class TooManyRequests(ApiError):
 
 class ServiceUnavailable(ApiError):
     status = 503
-
-
-def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:
-    body = orjson.dumps({"message": message})
-    response = web.Response(body=body, status=status, content_type="application/json")
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-_HTTP_MESSAGES = {
-    400: "Bad request",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Request body too large",
-}
-
-
-def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
-    message = _HTTP_MESSAGES.get(exc.status, exc.reason)
-    response = error_response(message, exc.status)
-    if "Allow" in exc.headers:
-        response.headers["Allow"] = exc.headers["Allow"]
-    return response
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.message, exc.status, exc.retry_after)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response("Internal server error", 500)

@@ -1,17 +1,63 @@
-"""Request parsing and JSON responses shared by every handler."""
+"""The HTTP edge shared by every handler: the one error middleware, request parsing and JSON
+responses."""
 
+import asyncio
+import logging
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from server import values
 from server.bodies import read_body
-from server.errors import BadRequest
+from server.errors import ApiError, BadRequest
+
+log = logging.getLogger(__name__)
+
+_HTTP_MESSAGES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+}
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:
+    response = json_response({"message": message}, status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
+    message = _HTTP_MESSAGES.get(exc.status, exc.reason)
+    response = error_response(message, exc.status)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost middleware: every failure becomes `{"message": ...}` with its status."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.message, exc.status, exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(exc)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response("Internal server error", 500)
 
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
@@ -27,7 +73,9 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     return data
 
 
-def field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+def field(
+    body: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True
+) -> Any:
     """body[name] checked against `kind`; 400 naming the field when missing or mistyped."""
     value = body.get(name)
     if value is None:

@@ -4,12 +4,13 @@ import asyncio
 
 import asyncpg
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.budget import BodyBudget
 from server.config import Config
-from server.lru import LruCache
 from server.models import User
-from server.pagecache import PageCache
+from server.results.lru import LruCache
+from server.results.pagecache import PageCache
 from server.runner import Dispatcher
 from server.throttle import LoginThrottle
 from server.usercache import UserCache
@@ -22,6 +23,9 @@ BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
+
+# Routes reachable without an access cookie (public, or authenticated by an update key).
+COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])
 
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)

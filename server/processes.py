@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -19,8 +20,9 @@ from server.config import Config, ConfigError
 STOP_TIMEOUT = 30.0
 
 
-def check_workers(config: Config, workers: int) -> None:
-    if workers > 1 and config.runner.kind == "local":
+def check_process_count(config: Config, count: int) -> None:
+    """More than one server process needs a dispatcher that does not live in one of them."""
+    if count > 1 and config.runner.kind == "local":
         raise ConfigError(
             'server.workers: more than one server process needs runner.kind = "none" '
             "(the local runner keeps each job's update key and processes in one server process)"
@@ -44,7 +46,9 @@ def _serve_one(config: Config) -> None:
     )
 
 
-def _wait_listening(config: Config, processes: list, timeout: float = 30.0) -> None:
+def _wait_listening(
+    config: Config, processes: Sequence[multiprocessing.process.BaseProcess], timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and all(p.is_alive() for p in processes):
         try:
@@ -54,21 +58,21 @@ def _wait_listening(config: Config, processes: list, timeout: float = 30.0) -> N
             time.sleep(0.05)
 
 
-def serve_processes(config: Config, workers: int, listening: str) -> None:
-    """Run `workers` server processes until a signal; ends them all before returning."""
+def serve_processes(config: Config, count: int, listening: str) -> None:
+    """Run `count` server processes until a signal; ends them all before returning."""
     config = config.replace("auth", secret=load_secret(config))
     context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_serve_one, args=(config,)) for _ in range(workers)]
+    processes = [context.Process(target=_serve_one, args=(config,)) for _ in range(count)]
     for process in processes:
         process.start()
     try:
         _wait_listening(config, processes)
-        print(f"{listening} ({workers} processes)", flush=True)
+        print(f"{listening} ({count} processes)", flush=True)
         for process in processes:
             process.join()
     finally:
         for process in processes:
-            if process.is_alive():
+            if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         for process in processes:
             process.join(STOP_TIMEOUT)

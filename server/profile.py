@@ -23,7 +23,7 @@ class ProfileUpdate:
 
 
 def _text(body: dict[str, Any], name: str, max_length: int) -> str | None:
-    value = field(body, name, str, required=False)  # null: clear the field
+    value: str | None = field(body, name, str, required=False)  # null: clear the field
     if value is not None and len(value) > max_length:
         raise BadRequest(f"Invalid {name}: at most {max_length} characters")
     return value

@@ -1,6 +1,7 @@
 """A short-lived, per-process memory of users whose tokens were checked against the database."""
 
 import time
+from typing import Any
 
 from server.models import User
 
@@ -16,9 +17,8 @@ class UserCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._seen: dict[int, tuple[float, User]] = {}
-        self._tokens: dict[
-            str, dict
-        ] = {}  # verified access tokens: their signature is checked once
+        # verified access tokens: their signature is checked once
+        self._tokens: dict[str, dict[str, Any]] = {}
 
     def get(self, user_id: int) -> User | None:
         entry = self._seen.get(user_id)
@@ -26,14 +26,14 @@ class UserCache:
             return None
         return entry[1]
 
-    def claims(self, token: str) -> dict | None:
+    def claims(self, token: str) -> dict[str, Any] | None:
         """The claims of a token verified before, while it has not expired."""
         claims = self._tokens.get(token)
         if claims is None or claims["exp"] <= time.time():
             return None
         return claims
 
-    def put_claims(self, token: str, claims: dict) -> None:
+    def put_claims(self, token: str, claims: dict[str, Any]) -> None:
         if len(self._tokens) >= self.MAX_ENTRIES:
             self._tokens.clear()
         self._tokens[token] = claims

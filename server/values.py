@@ -8,9 +8,9 @@ PostgreSQL `text` cannot hold NUL, `bigint` and `integer` have bounds, and Pytho
 import re
 
 from server.errors import BadRequest
+from server.models import MAX_INT32, MAX_INT64
 
-MAX_INT32 = 2**31 - 1
-MAX_INT64 = 2**63 - 1
+__all__ = ["MAX_INT32", "MAX_INT64", "bounded", "decimal", "text"]
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 

@@ -2,9 +2,7 @@
 between tests, and a fresh app per test."""
 
 import asyncio
-import contextlib
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,8 +19,7 @@ from server.app import create_app
 from server.config import Config
 from server.keys import CONFIG
 from server.serving import handler_settings
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from tests.helpers import server_tmp_dir, worker_setup
 
 
 async def _migrate(url: str) -> None:
@@ -31,18 +28,6 @@ async def _migrate(url: str) -> None:
         await db.migrate(conn)
     finally:
         await conn.close()
-
-
-@contextlib.contextmanager
-def server_tmp_dir() -> Iterator[Path]:
-    """A temporary directory for an embedded PostgreSQL, outside pytest's tmp_path tree.
-
-    As root, the server runs as the user `pgserver`, which must be able to reach its data
-    directory; but every pytest session that starts (any worktree's) makes /tmp/pytest-of-root
-    private again (mode 0700), which cut a running server off its files mid-session.
-    """
-    with tempfile.TemporaryDirectory(prefix="yaptide-test-") as directory:
-        yield Path(directory)
 
 
 @pytest.fixture(scope="session")
@@ -117,22 +102,7 @@ async def client(
 @pytest.fixture
 async def worker(aiohttp_client: Callable, make_config: Callable[..., Config], conn) -> tuple:
     """(client, recorder, identity): a 4-task job and its worker identity; see worker_setup."""
-    from tests.jobs_support import worker_setup
-
     return await worker_setup(aiohttp_client, make_config)
-
-
-async def register(client: TestClient, username: str = "alice", password: str = "password1"):
-    response = await client.put("/auth/register", json={"username": username, "password": password})
-    assert response.status == 201, await response.text()
-
-
-async def login(client: TestClient, username: str = "alice", password: str = "password1"):
-    """Register and log in; the client's cookie jar then holds the tokens."""
-    await register(client, username, password)
-    response = await client.post("/auth/login", json={"username": username, "password": password})
-    assert response.status == 202, await response.text()
-    return await response.json()
 
 
 def with_database(url: str, name: str) -> str:

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from server.db import describe_url, read_migrations
-from tests.conftest import server_tmp_dir
+from tests.helpers import server_tmp_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_PY = str(PROJECT / "run.py")

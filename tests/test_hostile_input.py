@@ -10,13 +10,12 @@ import orjson
 import pytest
 
 from server.keys import SECRET
-from tests.conftest import login
-from tests.results_helpers import FILES_PAYLOAD, KEY, set_key, submit
-from tests.user_helpers import payload
+from tests.helpers import KEY, login, payload, set_key, submit
 
 MAX_INT64 = 2**63 - 1
 NUL = "Invalid {}: must not contain NUL characters"
 BAD_PAGE_NUMBER = "Invalid page_number: must be a non-negative integer"
+FILES_PAYLOAD = payload()
 EDITOR = payload("json_payload_editor.json")
 FLUKA = payload("fluka_json_payload_files.json")
 DIGITS_5000 = "9" * 5000

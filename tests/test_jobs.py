@@ -5,8 +5,7 @@ import re
 import pytest
 
 from server.app import create_app
-from tests.conftest import login
-from tests.jobs_support import payload, record_jobs, status, submit
+from tests.helpers import login, payload, record_jobs, status, submit
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

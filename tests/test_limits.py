@@ -15,8 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Config
-from tests.conftest import login, register
-from tests.results_helpers import KEY, set_key, submit
+from tests.helpers import KEY, login, register, set_key, submit
 
 BODY_ROUTES = [
     ("PUT", "/auth/register"),
@@ -151,6 +150,31 @@ async def test_body_budget_spent_is_503_with_retry_after(aiohttp_client, make_co
     # The budget was given back: the same body is read now.
     third = await client.put("/auth/register", data=b" " * 900)
     assert (third.status, await third.json()) == (400, {"message": "Malformed JSON body"})
+
+
+async def test_requests_waiting_on_each_other_do_not_all_fail(
+    aiohttp_client, make_config, conn
+) -> None:
+    """A holds 600 of 1000 budget bytes, B 400; B waits for more, then A too: A, the one that
+    would wait on waiters only, gets 503 at once, and B gets A's bytes and finishes."""
+    limits = {"max_body_size": 1000, "worker_max_body_size": 1000, "body_budget": 1000}
+    client = await started(aiohttp_client, make_config, server={**limits, "body_wait": 5.0})
+    body = b'{"username": "alice", "password": "password1"}'.rjust(900)
+    head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+    reader_a, writer_a = await raw_request(client, head % 1000, b" " * 600)
+    await asyncio.sleep(0.3)
+    reader_b, writer_b = await raw_request(client, head % 900, body[:400])
+    await asyncio.sleep(0.3)
+    writer_b.write(body[400:])  # B waits: A, still reading, may give bytes back
+    await asyncio.sleep(0.3)
+    started_at = time.monotonic()
+    writer_a.write(b" " * 400)  # A would wait too: only waiters hold the budget now
+    busy = {"message": "Server busy: too many large request bodies at once, retry later"}
+    assert await response_of(reader_a) == (503, busy)
+    assert time.monotonic() - started_at < 2
+    assert await response_of(reader_b) == (201, {"message": "User created"})
+    writer_a.close()
+    writer_b.close()
 
 
 async def test_slow_body_is_408(aiohttp_client, make_config) -> None:

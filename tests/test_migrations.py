@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import asyncpg
 import pytest
 
 from server.db import MIGRATIONS_DIR, MigrationError, migrate, read_migrations
+from server.jobs.states import JOB_STATES, TERMINAL_STATES
 from server.sql import QueryFileError, load_queries, parse_queries, query
 
 FIRST = "CREATE TABLE a (id integer PRIMARY KEY);\nINSERT INTO a VALUES (1);\n"
@@ -231,3 +233,26 @@ def test_query_by_name():
     assert query("list_migrations").startswith("SELECT version, name, checksum")
     with pytest.raises(KeyError, match="no query named 'nope'"):
         query("nope")
+
+
+def test_every_named_query_is_used():
+    """A query no code asks for is dead SQL (or a function that forgot to call it)."""
+    server = Path(__file__).resolve().parent.parent / "server"
+    code = "\n".join(path.read_text() for path in server.rglob("*.py"))
+    asked = set(re.findall(r'query\("(\w+)"\)', code))
+    assert sorted(set(load_queries()) - asked) == []
+
+
+async def test_states_match_the_schema(database_url):
+    """The job and task states of server.jobs.states are exactly the CHECK constraints' lists."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        checks = await conn.fetch(
+            "SELECT conrelid::regclass::text AS table_name, pg_get_constraintdef(oid) AS check"
+            " FROM pg_constraint WHERE contype = 'c' AND pg_get_constraintdef(oid) LIKE '%_state%'"
+        )
+    finally:
+        await conn.close()
+    found = {row["table_name"]: re.findall(r"'(\w+)'::text", row["check"]) for row in checks}
+    assert found == {"simulations": list(JOB_STATES), "tasks": list(JOB_STATES)}
+    assert set(JOB_STATES) > TERMINAL_STATES

@@ -1,4 +1,4 @@
-"""README.md documents every configuration key and every route, and the two commands."""
+"""README.md documents every configuration key, every route, every module, and the two commands."""
 
 import dataclasses
 import re
@@ -8,7 +8,8 @@ from pathlib import Path
 from server.app import create_app
 from server.config import SECTIONS, Config, env_name
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
 
 
 def table_rows(first_cell: str) -> list[list[str]]:
@@ -53,3 +54,25 @@ def test_the_two_commands_come_first():
         "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
         ".venv/bin/python -m pytest",
     ]
+
+
+def test_development_map_names_every_module():
+    """Each module of server/ appears in the Development map, by its path or in its folder's line."""
+    section = README.split("## Development\n", 1)[1].split("\n## ", 1)[0]
+    server = ROOT / "server"
+    missing = []
+    for path in sorted(server.rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if path.name == "__init__.py" or relative in section:
+            continue
+        folder_line = next(
+            (
+                line
+                for line in section.splitlines()
+                if line.startswith(f"{path.parent.relative_to(ROOT).as_posix()}/ ")
+            ),
+            "",
+        )
+        if path.stem not in folder_line:
+            missing.append(relative)
+    assert missing == []

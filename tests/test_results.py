@@ -7,8 +7,7 @@ import pytest
 
 from server.app import create_app
 from server.keys import BODY_CACHE, PAGE_CACHE
-from tests.conftest import login
-from tests.results_helpers import KEY, RESULTS, reference, set_key, submit, upload
+from tests.helpers import KEY, RESULTS, login, reference, set_key, submit, upload
 
 
 @pytest.fixture
@@ -390,7 +389,7 @@ async def test_etag_and_304(client, conn, job):
 async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
     """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
     the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""
-    from server import pagecache, render
+    from server.results import pagecache, render
 
     monkeypatch.setattr(pagecache, "BATCH_BYTES", 50_000)
     monkeypatch.setattr(render, "SINGLE_WRITE", 0)

@@ -1,4 +1,4 @@
-"""End to end through the local runner: real worker processes (tests/fake_worker.py) talking to
+"""End to end through the local runner: real worker processes (tests/fakes/worker.py) talking to
 the server over TCP with their update key, exactly like workers on HPC nodes."""
 
 import logging
@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from server.app import create_app
-from tests.conftest import FIXTURES, login
-from tests.jobs_support import (
+from tests.helpers import (
     FAKE_WORKER,
+    FIXTURES,
     RESULTS_FIXTURE,
     eventually,
     job_dir_of,
     logfiles_of,
+    login,
     payload,
     pids_of,
     read_json,

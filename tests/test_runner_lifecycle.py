@@ -6,11 +6,11 @@ from functools import partial
 import pytest
 
 from server.app import create_app
-from tests.conftest import login
-from tests.jobs_support import (
+from tests.helpers import (
     eventually,
     job_dir_of,
     logfiles_of,
+    login,
     payload,
     pid_alive,
     pids_of,

@@ -6,11 +6,11 @@ import asyncio
 import asyncpg
 import pytest
 
-from server.models import JOB_STATES, TERMINAL_STATES
-from tests.conftest import login
-from tests.user_helpers import (
+from server.jobs.states import JOB_STATES, TERMINAL_STATES
+from tests.helpers import (
     EDITOR,
     add_results_and_logs,
+    login,
     set_simulation,
     stored_counts,
     submit,

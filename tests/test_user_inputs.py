@@ -3,14 +3,15 @@
 import orjson
 import pytest
 
-from tests.conftest import login
-from tests.user_helpers import (
+from tests.helpers import (
     EDITOR,
     FLUKA_FILES,
     SHIELDHIT_FILES,
     add_logfiles,
     add_results_and_logs,
+    login,
     payload,
+    set_key,
     set_simulation,
     stored_counts,
     submit,
@@ -55,13 +56,14 @@ async def test_inputs_sent_as_sim_data(client, conn):
 
 async def test_logfiles(client, conn):
     await login(client)
-    job_id = await submit(client)
+    job_id = await submit(client, FLUKA_FILES)
     assert await get(client, f"/logfiles?job_id={job_id}") == (
         404,
         {"message": "Logfiles not available"},
     )
     logs = {"simulation.log": "line 1\nline 2\n", "fluka_0001.out": "\u00b5s \u2713", "e": ""}
-    await add_logfiles(conn, job_id, logs)
+    await set_key(conn, job_id)
+    await add_logfiles(client, job_id, logs)
     assert await get(client, f"/logfiles?job_id={job_id}") == (
         200,
         {"message": "Logfiles", "logfiles": logs},

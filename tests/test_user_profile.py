@@ -6,7 +6,7 @@ import pytest
 
 from server.app import create_app
 from server.config import ClusterConfig
-from tests.conftest import login
+from tests.helpers import login
 
 STATUS = {"message": "User status", "username": "alice", "source": "local"}
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import login
-from tests.user_helpers import EDITOR, FLUKA_FILES, set_simulation, submit, switch_user, utc
+from tests.helpers import EDITOR, FLUKA_FILES, login, set_simulation, submit, switch_user, utc
 
 # The seed's two list items, without their job_ids (the server makes those).
 SEED_ITEMS = [

@@ -1,30 +1,34 @@
 """The built-in worker end to end: the local runner runs `python -m server.worker` per task,
-which runs a fake SHIELD-HIT12A (tests/fake_simulators.py) replaying real captured runs, reports
+which runs a fake SHIELD-HIT12A (tests/fakes/simulators.py) replaying real captured runs, reports
 progress and results over HTTP, and the merge step merges the tasks' real files."""
 
 from functools import partial
 
 import pytest
 
-from tests.fake_simulators import AVERAGING, REPLAYS, averaging_files, averaging_payload, write_fake
-from tests.jobs_support import (
+from tests.fakes.simulators import (
+    AVERAGING,
+    REPLAYS,
+    averaging_files,
+    averaging_payload,
+    write_fake,
+)
+from tests.helpers import (
+    Unavailable,
     eventually,
     job_dir_of,
     logfiles_of,
+    page_means,
     payload,
     pid_alive,
-    states_are,
-    status,
-    submit,
-    wait_gone,
-)
-from tests.worker_support import (
-    Unavailable,
-    page_means,
     results_of,
     seen_by_simulator,
     start_worker_app,
+    states_are,
+    status,
+    submit,
     task_and_job_ends,
+    wait_gone,
 )
 
 # pymchelper 2.9.6, fromfilelist(files, ErrorEstimate.none, nan=False): mean over the values.

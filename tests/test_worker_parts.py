@@ -24,8 +24,8 @@ from server.worker.simulators import (
     shieldhit_command,
 )
 from server.worker.task import keep_results
-from tests.fake_simulators import AVERAGING, REPLAYS
-from tests.jobs_support import RESULTS_FIXTURE, read_json
+from tests.fakes.simulators import AVERAGING, REPLAYS
+from tests.helpers import RESULTS_FIXTURE, read_json
 
 ENV = {
     "YAPTIDE_URL": "http://127.0.0.1:1/",

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from tests.fake_simulators import REPLAYS, averaging_files, averaging_payload, write_fake
-from tests.jobs_support import eventually, states_are, submit
-from tests.worker_support import start_worker_app, task_and_job_ends
+from tests.fakes.simulators import REPLAYS, averaging_files, averaging_payload, write_fake
+from tests.helpers import eventually, start_worker_app, states_are, submit, task_and_job_ends
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("YAPTIDE_MEASURE"), reason="set YAPTIDE_MEASURE=1 to measure"

@@ -1,18 +1,15 @@
 """`GET /` and the /auth endpoints: register, login, refresh, status, logout."""
 
-import re
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
 from server import auth
-from server.auth import validate_password
-from server.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from server.auth import validate_password, validate_username
+from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_json
 from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER
-from server.store import users
-
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+from server.store import refresh_tokens, users
 
 try:
     VERSION = version("yaptide-server")
@@ -20,18 +17,10 @@ except PackageNotFoundError:  # running from a checkout that was not pip-install
     VERSION = "0.1.0"
 
 
-def validate_username(username: str) -> str:
-    if not USERNAME.match(username):
-        raise BadRequest("Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'")
-    return username
-
-
-@auth.public
 async def index(request: web.Request) -> web.Response:
     return json_response({"message": "Hello World!", "version": VERSION})
 
 
-@auth.public
 async def register(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if config.auth.registration != "open":
@@ -45,7 +34,6 @@ async def register(request: web.Request) -> web.Response:
     return json_response({"message": "User created"}, status=201)
 
 
-@auth.public
 async def login(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
@@ -75,7 +63,6 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
-@auth.public
 async def refresh(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
@@ -95,7 +82,6 @@ async def status(request: web.Request) -> web.Response:
     return json_response({"message": "User status", **profile})
 
 
-@auth.public
 async def logout(request: web.Request) -> web.Response:
     app = request.app
     token = request.cookies.get(auth.REFRESH_COOKIE)
@@ -105,7 +91,7 @@ async def logout(request: web.Request) -> web.Response:
         except Unauthorized:
             claims = None
         if claims:
-            await users.revoke_refresh_token(app[POOL], auth.sha256(claims["jti"]))
+            await refresh_tokens.revoke(app[POOL], auth.sha256(claims["jti"]))
     response = json_response({"message": "Logout successful"})
     auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)
     auth.clear_cookie(response, app[CONFIG], auth.REFRESH_COOKIE)

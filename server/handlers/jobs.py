@@ -5,15 +5,16 @@ import secrets
 import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from server import transitions
-from server.access import owned_simulation
 from server.http import json_response, read_json
+from server.jobs import transitions
+from server.jobs.access import owned_simulation
+from server.jobs.submission import parse_submission
 from server.keys import CONFIG, DISPATCHER, POOL, USER
 from server.runner import Job
-from server.store import simulations, tasks
-from server.submission import parse_submission
+from server.store import tasks
 from server.timestamps import iso_utc
 
 
@@ -23,7 +24,7 @@ async def submit(request: web.Request) -> web.Response:
     submission = parse_submission(body, config.jobs)
     job_id = str(uuid.uuid4())
     update_key = secrets.token_urlsafe(32)
-    await simulations.create(
+    await transitions.create_simulation(
         request.app[POOL],
         job_id=job_id,
         user_id=request[USER].id,
@@ -47,7 +48,7 @@ async def submit(request: web.Request) -> web.Response:
     return json_response({"message": "Job submitted", "job_id": job_id}, status=202)
 
 
-def task_status(row: Any) -> dict[str, Any]:
+def task_status(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "task_id": row["task_id"],
         "task_state": row["task_state"],
@@ -60,8 +61,8 @@ def task_status(row: Any) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    simulation_id = await owned_simulation(request)
-    job_state, rows = await tasks.job_status(request.app[POOL], simulation_id)
+    owner = await owned_simulation(request)
+    job_state, rows = await tasks.job_status(request.app[POOL], owner.sim_pk)
     job_tasks = [task_status(row) for row in rows]
     body = {"message": "Job status", "job_state": job_state, "job_tasks_status": job_tasks}
     return json_response(body)

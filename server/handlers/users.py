@@ -7,20 +7,20 @@ import orjson
 from aiohttp import web
 
 from server import auth
-from server.access import owned_simulation
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.http import json_response, read_json
+from server.jobs.access import owned_simulation
+from server.jobs.listing import Listing, parse_listing
 from server.keys import CONFIG, HASH_SLOTS, POOL, USER
-from server.listing import Listing, parse_listing
 from server.profile import ProfileUpdate, parse_profile_update
-from server.store import user_simulations, users
+from server.store import inputs, logfiles, simulations, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
 NOT_SSO = "Local users cannot access HPC clusters"
 
 
-def _item(row: asyncpg.Record) -> dict:
+def _item(row: asyncpg.Record) -> dict[str, object]:
     return {
         "job_id": row["job_id"],
         "title": row["title"],
@@ -37,15 +37,16 @@ def _item(row: asyncpg.Record) -> dict:
 async def _total(request: web.Request, listing: Listing, rows: list[asyncpg.Record]) -> int:
     """How many simulations match; a second query only for a page past the last one."""
     if rows:
-        return rows[0]["total"]
+        total: int = rows[0]["total"]
+        return total
     if listing.page_idx == 1:
         return 0
-    return await user_simulations.count(request.app[POOL], request[USER].id, listing.states)
+    return await simulations.count_for_user(request.app[POOL], request[USER].id, listing.states)
 
 
 async def list_simulations(request: web.Request) -> web.Response:
     listing = parse_listing(request.query)
-    rows = await user_simulations.list_page(request.app[POOL], request[USER].id, listing)
+    rows = await simulations.list_page(request.app[POOL], request[USER].id, listing)
     total = await _total(request, listing, rows)
     return json_response(
         {
@@ -58,8 +59,8 @@ async def list_simulations(request: web.Request) -> web.Response:
 
 
 async def delete_simulation(request: web.Request) -> web.Response:
-    simulation_id = await owned_simulation(request)
-    deleted, state = await user_simulations.delete_if_terminal(request.app[POOL], simulation_id)
+    owner = await owned_simulation(request)
+    deleted, state = await simulations.delete_if_terminal(request.app[POOL], owner.sim_pk)
     if not deleted:
         # No state left: deleted by a concurrent request since the ownership check.
         raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")
@@ -93,8 +94,8 @@ async def clusters(request: web.Request) -> web.Response:
 
 
 async def get_inputs(request: web.Request) -> web.Response:
-    simulation_id = await owned_simulation(request)
-    found = await user_simulations.get_input(request.app[POOL], simulation_id)
+    owner = await owned_simulation(request)
+    found = await inputs.get(request.app[POOL], owner.sim_pk)
     if found is None:
         raise NotFound("Inputs not available")
     input_type, input_json = found
@@ -113,8 +114,8 @@ async def get_inputs(request: web.Request) -> web.Response:
 
 
 async def get_logfiles(request: web.Request) -> web.Response:
-    simulation_id = await owned_simulation(request)
-    logfiles = await user_simulations.get_logfiles(request.app[POOL], simulation_id)
-    if not logfiles:
+    owner = await owned_simulation(request)
+    stored = await logfiles.get_all(request.app[POOL], owner.sim_pk)
+    if not stored:
         raise NotFound("Logfiles not available")
-    return json_response({"message": "Logfiles", "logfiles": logfiles})
+    return json_response({"message": "Logfiles", "logfiles": stored})

@@ -4,24 +4,23 @@ from typing import Any
 
 from aiohttp import web
 
-from server import auth, transitions
-from server.access import check_header_key, simulation_id_of, update_key_of
 from server.errors import BadRequest
 from server.http import field, json_response, read_json
+from server.jobs import transitions
+from server.jobs.access import check_header_key, job_id_of, update_key_of
+from server.jobs.reports import parse_job_state, parse_task_id, parse_update_dict
 from server.keys import CONFIG, DISPATCHER, POOL
-from server.task_updates import parse_job_state, parse_task_id, parse_update_dict
 
 MAX_LOGFILE_NAME = 255
 
 
 async def read_worker_body(request: web.Request) -> tuple[dict[str, Any], str, str]:
-    """The body (inflated when sent encoded), its simulation_id and the key."""
+    """The body (inflated when sent encoded), its job_id and the update key."""
     await check_header_key(request)
     body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
-    return body, simulation_id_of(body), update_key_of(request, body)
+    return body, job_id_of(body), update_key_of(request, body)
 
 
-@auth.public
 async def update_task(request: web.Request) -> web.Response:
     body, job_id, key = await read_worker_body(request)
     task_id = parse_task_id(body.get("task_id"))
@@ -30,7 +29,6 @@ async def update_task(request: web.Request) -> web.Response:
     return json_response({"message": "Task updated"}, status=202)
 
 
-@auth.public
 async def update_job(request: web.Request) -> web.Response:
     body, job_id, key = await read_worker_body(request)
     state = parse_job_state(body.get("job_state"))
@@ -51,7 +49,6 @@ def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
     return files
 
 
-@auth.public
 async def upload_logfiles(request: web.Request) -> web.Response:
     body, job_id, key = await read_worker_body(request)
     files = parse_logfiles(field(body, "logfiles", dict))

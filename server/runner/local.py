@@ -30,26 +30,37 @@ from typing import Any
 
 import asyncpg
 
-from server import transitions
 from server.config import Config
+from server.jobs import transitions
 from server.runner import Job
 from server.runner import process as proc
-from server.store import jobs
+from server.store import simulations
+from server.worker.outcomes import MERGE_LOG, describe_exit
 
 log = logging.getLogger(__name__)
 
 RUNNER_LOG = "runner"
-RESTART_TEXT = (
-    "The server stopped before this simulation finished. Its worker processes and its update "
-    "key did not survive, so it cannot be resumed: unfinished tasks ({tasks}) were marked FAILED "
-    "when the server started again. Submit the simulation again to rerun it."
-)
-MERGE_LOG = "merge"
 MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
-SHUTDOWN_TEXT = (
-    "The server shut down before this simulation finished: unfinished tasks ({tasks}) were "
-    "marked FAILED. Submit the simulation again to rerun it."
-)
+
+
+def _listed(task_ids: list[int]) -> str:
+    return ", ".join(map(str, task_ids)) or "none"
+
+
+def restart_text(task_ids: list[int]) -> str:
+    return (
+        "The server stopped before this simulation finished. Its worker processes and its "
+        f"update key did not survive, so it cannot be resumed: unfinished tasks "
+        f"({_listed(task_ids)}) were marked FAILED when the server started again. Submit the "
+        "simulation again to rerun it."
+    )
+
+
+def shutdown_text(task_ids: list[int]) -> str:
+    return (
+        "The server shut down before this simulation finished: unfinished tasks "
+        f"({_listed(task_ids)}) were marked FAILED. Submit the simulation again to rerun it."
+    )
 
 
 @dataclass(eq=False)
@@ -73,12 +84,12 @@ class LocalDispatcher:
         self._merges: dict[str, asyncio.subprocess.Process] = {}
         self._running = 0
         self._closing = False
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Fail what a previous server left unfinished (before any new job can be submitted)."""
         failed = await transitions.fail_interrupted(
-            self._pool, datetime.now(UTC), RUNNER_LOG, RESTART_TEXT
+            self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
         )
         if failed:
             log.warning(
@@ -121,7 +132,7 @@ class LocalDispatcher:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for job_id in unfinished:
-            await transitions.fail_unfinished(self._pool, job_id, RUNNER_LOG, SHUTDOWN_TEXT)
+            await transitions.fail_unfinished(self._pool, job_id, RUNNER_LOG, shutdown_text)
 
     async def merge(self, job: Job) -> None:
         """The merge step of a job whose tasks are all terminal and at least one COMPLETED.
@@ -146,15 +157,14 @@ class LocalDispatcher:
         returncode = await process.wait()
         del self._merges[job.job_id]
         proc.signal_group(process, signal.SIGKILL)  # whatever it left behind
-        log.info("job %s: merge step %s", job.job_id, proc.describe_exit(returncode))
+        log.info("job %s: merge step %s", job.job_id, describe_exit(returncode))
         tail = await asyncio.to_thread(proc.output_tail, output)
-        text = MERGE_TEXT.format(exit=proc.describe_exit(returncode), tail=tail)
+        text = MERGE_TEXT.format(exit=describe_exit(returncode), tail=tail)
         await self._fail_merge(job.job_id, text)
 
     async def _fail_merge(self, job_id: str, text: str) -> None:
         """FAILED with `text` as the log `merge`, unless the job has ended (as it should)."""
-        escaped = text.replace("{", "{{").replace("}", "}}")  # fail_unfinished formats it
-        if await transitions.fail_unfinished(self._pool, job_id, MERGE_LOG, escaped):
+        if await transitions.fail_unfinished(self._pool, job_id, MERGE_LOG, lambda _: text):
             log.warning("job %s: marked FAILED after its merge step", job_id)
 
     def _pump(self) -> None:
@@ -169,7 +179,7 @@ class LocalDispatcher:
         self._background.add(task)
         task.add_done_callback(self._forget)
 
-    def _forget(self, task: asyncio.Task) -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("local runner failure", exc_info=task.exception())
@@ -183,8 +193,12 @@ class LocalDispatcher:
             self._pump()
             await self._finish_job(run)
 
+    def _stopping(self, run: JobRun) -> bool:
+        """Whether the job's tasks must not run (any more): cancelled, or shutting down."""
+        return run.canceled or self._closing
+
     async def _execute(self, run: JobRun, task_id: int) -> None:
-        if run.canceled or self._closing:
+        if self._stopping(run):
             return
         job_id = run.job.job_id
         job_directory = proc.job_dir(self._config, job_id)
@@ -200,19 +214,19 @@ class LocalDispatcher:
             return
         log.info("job %s task %d: worker started (pid %d)", job_id, task_id, process.pid)
         run.processes[task_id] = process
-        if run.canceled or self._closing:
+        if self._stopping(run):
             self._terminate(process)  # cancelled while it was being started
         returncode = await process.wait()
         del run.processes[task_id]
         proc.signal_group(process, signal.SIGKILL)  # whatever the worker left behind
-        log.info("job %s task %d: worker %s", job_id, task_id, proc.describe_exit(returncode))
+        log.info("job %s task %d: worker %s", job_id, task_id, describe_exit(returncode))
         why = (
             "The server shut down and stopped this task: its worker"
             if self._closing
             else ("The worker")
         )
         tail = await asyncio.to_thread(proc.output_tail, output)
-        text = f"{why} {proc.describe_exit(returncode)} without reporting a final task state."
+        text = f"{why} {describe_exit(returncode)} without reporting a final task state."
         await self._fail(run, task_id, f"{text}\n\nLast output:\n{tail}")
 
     async def _fail(self, run: JobRun, task_id: int, text: str) -> None:
@@ -238,5 +252,5 @@ class LocalDispatcher:
         del self._jobs[run.job.job_id]
         if run.canceled or self._closing:
             return
-        if await jobs.get_state(self._pool, run.job.job_id) == "MERGING_QUEUED":
+        if await simulations.get_state(self._pool, run.job.job_id) == "MERGING_QUEUED":
             await self.merge(run.job)

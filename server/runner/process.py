@@ -127,12 +127,3 @@ def output_tail(output: Path) -> str:
         return ""
     # PostgreSQL text cannot hold NUL; a cut multi-byte character becomes U+FFFD.
     return data.decode(errors="replace").replace("\0", "\ufffd")
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"

@@ -1,21 +1,53 @@
-"""Results storage: estimators and pages, written once per upload and streamed on fetch."""
+"""The estimators and pages tables (a simulation's results): written once per upload, read by
+index (no page data) and by page data a batch at a time."""
+
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
-from server.models import Db
-from server.pages import StoredEstimator
+from server.models import Conn, Db
+from server.results.upload import StoredEstimator
 from server.sql import query
 
 
-async def save(
-    conn: asyncpg.Connection, simulation_id: int, estimators: list[StoredEstimator]
-) -> None:
+@dataclass(frozen=True, slots=True)
+class PageRef:
+    """A stored page, without its data: what a response needs to splice it in."""
+
+    estimator: str
+    estimator_id: int
+    page_number: int
+    version: int
+    stored_size: int
+    raw_size: int
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """Identifies the stored bytes: a rewritten page gets a new version."""
+        return (self.estimator_id, self.page_number, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsIndex:
+    """What `GET /results` checks before it answers, and the pages it will send, in order."""
+
+    sim_pk: int
+    user_id: int
+    job_state: str
+    end_time: datetime | None
+    has_results: bool
+    estimator_found: bool  # some estimator matched the name filter (or there was none)
+    pages: list[PageRef]
+
+
+async def save(conn: Conn, sim_pk: int, estimators: list[StoredEstimator]) -> None:
     """Upsert estimators (in upload order) and their pages; call inside the upload transaction."""
     if not estimators:
         return
     rows = await conn.fetch(
         query("upsert_estimators"),
-        simulation_id,
+        sim_pk,
         [estimator.name for estimator in estimators],
     )
     ids = {row["name"]: row["id"] for row in rows}
@@ -35,18 +67,57 @@ async def save(
     )
 
 
+def _page(row: asyncpg.Record) -> PageRef:
+    return PageRef(
+        row["estimator"],
+        row["estimator_id"],
+        row["page_number"],
+        row["version"],
+        row["stored_size"],
+        row["raw_size"],
+    )
+
+
 async def index(
     db: Db, job_id: str, estimator: str | None, numbers: list[int] | None
-) -> list[asyncpg.Record]:
-    """One row per matching page (see the results_index query); [] for an unknown job."""
-    return await db.fetch(query("results_index"), job_id, estimator, numbers)
+) -> ResultsIndex | None:
+    """The results index of a job after the filters; None for an unknown job."""
+    rows = await db.fetch(query("results_index"), job_id, estimator, numbers)
+    if not rows:
+        return None
+    head = rows[0]
+    return ResultsIndex(
+        sim_pk=head["id"],
+        user_id=head["user_id"],
+        job_state=head["job_state"],
+        end_time=head["end_time"],
+        has_results=head["has_results"],
+        estimator_found=head["estimator"] is not None,
+        pages=[_page(row) for row in rows if row["page_number"] is not None],
+    )
 
 
-async def page_data(db: Db, keys: list[tuple[int, int]]) -> list[asyncpg.Record]:
+async def page_data(db: Db, pages: list[PageRef]) -> list[asyncpg.Record]:
     """estimator_id, page_number, version, data, crc32, crc_shift, raw_size of some pages."""
-    return await db.fetch(query("page_data"), [key[0] for key in keys], [key[1] for key in keys])
+    return await db.fetch(
+        query("page_data"),
+        [page.estimator_id for page in pages],
+        [page.page_number for page in pages],
+    )
 
 
-async def estimators_of(db: Db, job_id: str) -> list[asyncpg.Record]:
-    """user_id, estimator, page_number, name, dimensions per page; [] for an unknown job."""
-    return await db.fetch(query("estimators_of_job"), job_id)
+@dataclass(frozen=True, slots=True)
+class EstimatorsOf:
+    """A simulation's owner and its estimators' pages without data (estimator, page_number,
+    name, dimensions per row; an estimator with no page has one row with page_number NULL)."""
+
+    user_id: int
+    rows: list[asyncpg.Record]
+
+
+async def estimators_of(db: Db, job_id: str) -> EstimatorsOf | None:
+    """None for an unknown job."""
+    rows = await db.fetch(query("estimators_of_job"), job_id)
+    if not rows:
+        return None
+    return EstimatorsOf(rows[0]["user_id"], [row for row in rows if row["estimator"] is not None])

@@ -1,48 +1,111 @@
-"""Simulations: creation with inputs and tasks, ownership lookups."""
+"""The simulations table: creation, ownership, the job state, and a user's list of their own.
 
-import zlib
+`sim_pk` is the table's integer key; `job_id` is the public text id of the API."""
+
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
-import orjson
 
-from server.models import Db
+from server.jobs.listing import Listing
+from server.models import Conn, Db
 from server.sql import query
 
 
-async def create(
-    pool: asyncpg.Pool,
-    *,
+@dataclass(frozen=True, slots=True)
+class Owner:
+    sim_pk: int
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """A simulation row locked for a worker write: what the key and state checks need."""
+
+    sim_pk: int
+    job_state: str
+    update_key_sha256: bytes
+
+
+async def insert(
+    conn: Conn,
     job_id: str,
     user_id: int,
     title: str,
     sim_type: str,
     input_type: str,
-    primaries: list[int],
-    input_data: dict,
+    ntasks: int,
     update_key_sha256: bytes,
 ) -> int:
-    """Insert a simulation, its input and one PENDING task per entry of `primaries`, atomically."""
-    stored_input = zlib.compress(orjson.dumps(input_data))
-    async with pool.acquire() as conn, conn.transaction():
-        simulation_id = await conn.fetchval(
-            query("insert_simulation"),
-            job_id,
-            user_id,
-            title,
-            sim_type,
-            input_type,
-            len(primaries),
-            update_key_sha256,
-        )
-        await conn.execute(query("insert_input"), simulation_id, stored_input)
-        await conn.execute(query("insert_tasks"), simulation_id, primaries)
-    return simulation_id
+    """The new simulation's sim_pk."""
+    sim_pk: int = await conn.fetchval(
+        query("insert_simulation"),
+        job_id,
+        user_id,
+        title,
+        sim_type,
+        input_type,
+        ntasks,
+        update_key_sha256,
+    )
+    return sim_pk
 
 
-async def get_owner(db: Db, job_id: str) -> tuple[int, int] | None:
-    """(simulation id, owner's user id) of a job, or None."""
+async def get_owner(db: Db, job_id: str) -> Owner | None:
     row = await db.fetchrow(query("get_simulation_owner"), job_id)
-    return (row["id"], row["user_id"]) if row else None
+    return Owner(row["id"], row["user_id"]) if row else None
+
+
+async def lock(conn: Conn, job_id: str) -> Locked | None:
+    """Lock the simulation row for the rest of the transaction."""
+    row = await conn.fetchrow(query("lock_simulation_for_worker"), job_id)
+    return Locked(row["id"], row["job_state"], row["update_key_sha256"]) if row else None
+
+
+async def recompute_state(conn: Conn, sim_pk: int) -> str:
+    """Set and return the job state its tasks and results justify (under the row lock)."""
+    state: str = await conn.fetchval(query("recompute_job_state"), sim_pk)
+    return state
+
+
+async def set_state(conn: Conn, sim_pk: int, state: str) -> None:
+    """Set a job state directly (cancel, POST /jobs, recovery); end_time once terminal."""
+    await conn.execute(query("set_job_state"), sim_pk, state)
+
+
+async def get_state(db: Db, job_id: str) -> str | None:
+    state: str | None = await db.fetchval(query("get_job_state"), job_id)
+    return state
+
+
+async def list_interrupted(db: Db, before: datetime) -> list[str]:
+    """job_ids of unfinished direct simulations submitted before `before`."""
+    return [row["job_id"] for row in await db.fetch(query("list_interrupted_jobs"), before)]
+
+
+async def list_page(db: Db, user_id: int, listing: Listing) -> list[asyncpg.Record]:
+    """The rows of one page, each with `total` (matching simulations); [] past the last page."""
+    return await db.fetch(
+        query("list_user_simulations"),
+        user_id,
+        listing.states,
+        listing.order_by,
+        listing.descending,
+        listing.page_size,
+        listing.offset,
+    )
+
+
+async def count_for_user(db: Db, user_id: int, states: tuple[str, ...] | None) -> int:
+    count: int = await db.fetchval(query("count_user_simulations"), user_id, states)
+    return count
+
+
+async def delete_if_terminal(db: Db, sim_pk: int) -> tuple[bool, str | None]:
+    """(deleted, state seen): not deleted with a state when it is not terminal, None if gone."""
+    row = await db.fetchrow(query("delete_terminal_simulation"), sim_pk)
+    assert row is not None  # the query always returns one row
+    return row["deleted"], row["job_state"]
 
 
 async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:

@@ -1,33 +1,49 @@
-"""Tasks: the status users see, and the updates workers and the local runner make."""
+"""The tasks table: creation, the status users see, and the updates workers and runners make."""
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from server.models import Db
+from server.models import Conn, Db
 from server.sql import query
 
 
-async def job_status(db: Db, simulation_id: int) -> tuple[str, list[asyncpg.Record]]:
+@dataclass(frozen=True, slots=True)
+class LockedTask:
+    """A simulation row locked for a worker write, with the state of one of its tasks."""
+
+    sim_pk: int
+    job_state: str
+    update_key_sha256: bytes
+    task_state: str | None  # None: the job has no such task
+
+
+async def insert_all(conn: Conn, sim_pk: int, primaries: list[int]) -> None:
+    """One PENDING task per entry of `primaries` (requested primaries of tasks 1..n)."""
+    await conn.execute(query("insert_tasks"), sim_pk, primaries)
+
+
+async def job_status(db: Db, sim_pk: int) -> tuple[str, list[asyncpg.Record]]:
     """The job state and its tasks (ordered by task_id), read in one snapshot."""
-    rows = await db.fetch(query("job_status"), simulation_id)
+    rows = await db.fetch(query("job_status"), sim_pk)
     return rows[0]["job_state"], rows
 
 
-async def lock_for_worker(
-    conn: asyncpg.Connection, job_id: str, task_id: int, durable: bool = True
-) -> asyncpg.Record | None:
-    """Lock the simulation row like store.jobs.lock_for_worker, also reading the task's state.
+async def lock(conn: Conn, job_id: str, task_id: int, durable: bool = True) -> LockedTask | None:
+    """Lock the simulation row like store.simulations.lock, also reading the task's state.
 
-    id, job_state, update_key_sha256 and task_state (None when the job has no such task).
     `durable=False` lets the transaction commit without waiting for the disk.
     """
-    return await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id, durable)
+    row = await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id, durable)
+    if row is None:
+        return None
+    return LockedTask(row["id"], row["job_state"], row["update_key_sha256"], row["task_state"])
 
 
 async def update(
-    conn: asyncpg.Connection,
-    simulation_id: int,
+    conn: Conn,
+    sim_pk: int,
     task_id: int,
     state: str,
     *,
@@ -40,7 +56,7 @@ async def update(
     """Write a task's new state and the given fields (None: unchanged); times set on the way."""
     await conn.execute(
         query("update_task"),
-        simulation_id,
+        sim_pk,
         task_id,
         state,
         simulated_primaries,
@@ -51,7 +67,7 @@ async def update(
     )
 
 
-async def end_unfinished(conn: asyncpg.Connection, simulation_id: int, state: str) -> list[int]:
+async def end_unfinished(conn: Conn, sim_pk: int, state: str) -> list[int]:
     """Move every non-terminal task to `state` (CANCELED or FAILED); their task_ids, sorted."""
-    rows = await conn.fetch(query("end_unfinished_tasks"), simulation_id, state)
+    rows = await conn.fetch(query("end_unfinished_tasks"), sim_pk, state)
     return sorted(row["task_id"] for row in rows)

@@ -1,6 +1,4 @@
-"""Users, profiles and refresh tokens."""
-
-from datetime import datetime
+"""The users table: accounts, logins and profiles."""
 
 from server.models import Db, User
 from server.sql import query
@@ -8,7 +6,8 @@ from server.sql import query
 
 async def create(db: Db, username: str, password_hash: str) -> int | None:
     """The new user's id, or None when the username is taken."""
-    return await db.fetchval(query("create_user"), username, password_hash)
+    user_id: int | None = await db.fetchval(query("create_user"), username, password_hash)
+    return user_id
 
 
 async def get_login(db: Db, username: str) -> tuple[int, str] | None:
@@ -21,13 +20,14 @@ async def get(db: Db, user_id: int) -> User | None:
     return User(row["id"], row["username"], row["source"]) if row else None
 
 
-async def get_profile(db: Db, user_id: int) -> dict | None:
+async def get_profile(db: Db, user_id: int) -> dict[str, str | None] | None:
     row = await db.fetchrow(query("get_profile"), user_id)
     return dict(row) if row else None
 
 
 async def get_password_hash(db: Db, user_id: int) -> str | None:
-    return await db.fetchval(query("get_password_hash"), user_id)
+    password_hash: str | None = await db.fetchval(query("get_password_hash"), user_id)
+    return password_hash
 
 
 async def update_profile(
@@ -43,17 +43,3 @@ async def update_profile(
         changes.get("email"),
         password_hash,
     )
-
-
-async def add_refresh_token(db: Db, token_sha256: bytes, user_id: int, expires: datetime) -> None:
-    await db.execute(query("add_refresh_token"), token_sha256, user_id, expires)
-
-
-async def get_refresh_token_user(db: Db, token_sha256: bytes) -> User | None:
-    """The owner of a live (unrevoked, unexpired) refresh token."""
-    row = await db.fetchrow(query("get_refresh_token_user"), token_sha256)
-    return User(row["id"], row["username"], row["source"]) if row else None
-
-
-async def revoke_refresh_token(db: Db, token_sha256: bytes) -> None:
-    await db.execute(query("revoke_refresh_token"), token_sha256)

@@ -17,12 +17,12 @@ import orjson
 
 from server.worker.client import JobEnded, Rejected, ServerClient
 from server.worker.estimators import MergeError, corename, estimator_dict, merge_files
+from server.worker.outcomes import MERGE_LOG
 from server.worker.settings import Settings
 from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
 
-MERGE_LOG = "merge"
 _TASK_DIR = re.compile(r"task_(\d+)")
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import shlex
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import orjson
 
 from server.worker import progress as prog
 from server.worker.client import ServerClient, ServerError
+from server.worker.outcomes import describe_exit
 from server.worker.settings import Settings, child_environment
 from server.worker.simulators import Simulator, TaskFailed, simulator_for
 
@@ -34,12 +35,6 @@ NO_CONVERTER = (
     "{title} input files, and no converter is configured ([runner] converter in config.toml, "
     "or YAPTIDE_RUNNER_CONVERTER)."
 )
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
 
 
 class TaskRun:
@@ -129,7 +124,7 @@ class TaskRun:
         output, _ = await process.communicate()
         self.logs[self.prefix + "converter"] = output.decode(errors="replace")[-prog.TAIL_BYTES :]
         if process.returncode != 0:
-            raise TaskFailed(f"The converter {describe_exit(process.returncode)}.")
+            raise TaskFailed(f"The converter {describe_exit(process.returncode or 0)}.")
 
     async def execute(self, simulator: Simulator, argv: list[str]) -> int:
         """Run the simulator, watching its output and reporting progress; its exit code."""
@@ -139,6 +134,7 @@ class TaskRun:
         progress = prog.Progress()
         stdout, stderr = prog.Tail(), prog.Tail()
         parse = prog.read_shieldhit_line if simulator.sim_type == "shieldhit" else None
+        assert process.stdout is not None and process.stderr is not None  # both piped
         watchers = [
             read_lines(process.stdout, stdout, parse, progress),
             read_lines(process.stderr, stderr, None, progress),
@@ -152,7 +148,7 @@ class TaskRun:
     async def supervise(
         self,
         process: asyncio.subprocess.Process,
-        watchers: list[Awaitable[None]],
+        watchers: Sequence[Awaitable[None]],
         simulator: Simulator,
         progress: prog.Progress,
     ) -> int:
@@ -164,12 +160,13 @@ class TaskRun:
             helpers.append(
                 asyncio.ensure_future(prog.follow_fluka_out(self.directory, progress, period))
             )
-        main = asyncio.ensure_future(asyncio.gather(*watchers, process.wait()))
+        main = asyncio.ensure_future(_finish(process, watchers))
+        first: list[asyncio.Future[Any]] = [main, helpers[0]]
         try:
-            await asyncio.wait([main, helpers[0]], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if helpers[0].done():
                 helpers[0].result()  # raises what stopped the reporter
-            return main.result()[-1]
+            return main.result()
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -180,6 +177,12 @@ class TaskRun:
             main.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await main
+
+
+async def _finish(process: asyncio.subprocess.Process, watchers: Sequence[Awaitable[None]]) -> int:
+    """The exit code, once the process has ended and its output has been read to the end."""
+    await asyncio.gather(*watchers)
+    return await process.wait()
 
 
 async def read_lines(

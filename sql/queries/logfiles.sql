@@ -5,3 +5,6 @@
 INSERT INTO logfiles (simulation_id, name, content)
 SELECT $1, f.name, f.content FROM unnest($2::text[], $3::text[]) AS f (name, content)
 ON CONFLICT (simulation_id, name) DO UPDATE SET content = excluded.content
+
+-- name: get_simulation_logfiles
+SELECT name, content FROM logfiles WHERE simulation_id = $1 ORDER BY name

@@ -1,21 +1,115 @@
--- Simulations, their inputs and tasks.
+-- Simulations: creation, ownership, the job state (locked by every worker write) and a
+-- user's list of their own simulations.
 
 -- name: insert_simulation
 INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id
 
--- name: insert_input
-INSERT INTO inputs (simulation_id, data) VALUES ($1, $2)
-
--- name: insert_tasks
--- $2: requested primaries of tasks 1..n, in order.
-INSERT INTO tasks (simulation_id, task_id, requested_primaries)
-SELECT $1, t.ordinality, t.primaries
-FROM unnest($2::bigint[]) WITH ORDINALITY AS t (primaries, ordinality)
-
 -- name: get_simulation_owner
 SELECT id, user_id FROM simulations WHERE job_id = $1
+
+-- name: lock_simulation_for_worker
+-- Every worker write starts here: the row lock serialises concurrent updates of one job.
+SELECT id, job_state, update_key_sha256 FROM simulations WHERE job_id = $1 FOR UPDATE
+
+-- name: recompute_job_state
+-- The job state the tasks and stored results justify (api.md "Worker-facing endpoints").
+-- A merge in progress (MERGING_RUNNING) is not sent back to MERGING_QUEUED.
+WITH counts AS (
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE task_state = 'PENDING') AS pending,
+           count(*) FILTER (WHERE task_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')) AS active,
+           count(*) FILTER (WHERE task_state = 'COMPLETED') AS completed,
+           count(*) FILTER (WHERE task_state = 'FAILED') AS failed
+    FROM tasks WHERE simulation_id = $1
+), computed AS (
+    SELECT CASE
+        WHEN pending = total THEN 'PENDING'
+        WHEN active > 0 THEN 'RUNNING'
+        WHEN completed > 0 AND EXISTS (SELECT 1 FROM estimators WHERE simulation_id = $1)
+            THEN 'COMPLETED'
+        WHEN completed > 0 THEN 'MERGING_QUEUED'
+        WHEN failed > 0 THEN 'FAILED'
+        ELSE 'CANCELED'
+    END AS state
+    FROM counts
+)
+UPDATE simulations s SET
+    job_state = CASE
+        WHEN s.job_state = 'MERGING_RUNNING' AND computed.state = 'MERGING_QUEUED'
+            THEN s.job_state
+        ELSE computed.state
+    END,
+    end_time = CASE
+        WHEN computed.state IN ('COMPLETED', 'FAILED', 'CANCELED') THEN coalesce(s.end_time, now())
+    END
+FROM computed
+WHERE s.id = $1
+RETURNING s.job_state
+
+-- name: set_job_state
+-- A state set directly (cancel, a worker's POST /jobs, recovery); end_time once terminal.
+UPDATE simulations SET
+    job_state = $2::text,
+    end_time = CASE
+        WHEN $2::text IN ('COMPLETED', 'FAILED', 'CANCELED') THEN coalesce(end_time, now())
+    END
+WHERE id = $1
+
+-- name: get_job_state
+SELECT job_state FROM simulations WHERE job_id = $1
+
+-- name: list_interrupted_jobs
+-- Direct simulations still unfinished that were submitted before the local runner started:
+-- nobody holds their update key any more, so nobody can finish them.
+SELECT job_id FROM simulations
+WHERE platform = 'direct'
+  AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+  AND start_time < $1
+ORDER BY id
+
+-- name: list_user_simulations
+-- One page of a user's simulations, each row carrying how many match in all (`total`).
+-- $1 user id, $2 states to keep (NULL: all), $3 sort key 'start_time' or 'end_time',
+-- $4 descending, $5 page size, $6 rows to skip.
+-- One fixed statement serves all four orders: in each order one key of each ASC/DESC pair is
+-- NULL on every row and so has no effect. Ties go by job_id (byte order) in the same direction,
+-- so ascend is exactly descend reversed and pages never overlap or skip. A NULL end_time (not
+-- finished yet) sorts as later than every time: last in ascend, first in descend.
+SELECT job_id, title, start_time, end_time, job_state, sim_type, input_type, platform, ntasks,
+       count(*) OVER () AS total
+FROM simulations
+WHERE user_id = $1 AND ($2::text[] IS NULL OR job_state = ANY ($2::text[]))
+ORDER BY
+    CASE WHEN NOT $4::boolean THEN
+        CASE $3::text WHEN 'end_time' THEN end_time ELSE start_time END
+    END ASC,
+    CASE WHEN $4::boolean THEN
+        CASE $3::text WHEN 'end_time' THEN end_time ELSE start_time END
+    END DESC,
+    CASE WHEN NOT $4::boolean THEN job_id END COLLATE "C" ASC,
+    CASE WHEN $4::boolean THEN job_id END COLLATE "C" DESC
+LIMIT $5 OFFSET $6
+
+-- name: count_user_simulations
+-- Only needed for a page past the last one, where no row carries the total.
+SELECT count(*)
+FROM simulations
+WHERE user_id = $1 AND ($2::text[] IS NULL OR job_state = ANY ($2::text[]))
+
+-- name: delete_terminal_simulation
+-- The terminal check and the delete are one statement: a worker holding the row lock makes it
+-- wait, and the state is checked again on the row as that worker left it. Tasks, inputs,
+-- estimators, pages and log files go with it (ON DELETE CASCADE). `job_state` is the state seen
+-- before the delete; NULL when the simulation no longer exists.
+WITH deleted AS (
+    DELETE FROM simulations
+    WHERE id = $1 AND job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+    RETURNING id
+)
+SELECT EXISTS (SELECT FROM deleted) AS deleted,
+       (SELECT job_state FROM simulations WHERE id = $1) AS job_state
 
 -- name: live_update_key_exists
 -- Whether a key (its SHA-256) can still update a simulation: checked before a worker's body is

@@ -1,4 +1,10 @@
--- Tasks: status for users, updates from workers and from the local runner.
+-- Tasks: creation, status for users, updates from workers and from the local runner.
+
+-- name: insert_tasks
+-- $2: requested primaries of tasks 1..n, in order.
+INSERT INTO tasks (simulation_id, task_id, requested_primaries)
+SELECT $1, t.ordinality, t.primaries
+FROM unnest($2::bigint[]) WITH ORDINALITY AS t (primaries, ordinality)
 
 -- name: job_status
 -- The job state and its tasks in one snapshot.

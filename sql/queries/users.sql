@@ -1,4 +1,4 @@
--- Users and refresh tokens.
+-- User accounts and profiles.
 
 -- name: create_user
 INSERT INTO users (username, password_hash) VALUES ($1, $2)
@@ -24,17 +24,3 @@ UPDATE users SET
     email         = CASE WHEN $4 THEN $5 ELSE email END,
     password_hash = COALESCE($6, password_hash)
 WHERE id = $1
-
--- name: add_refresh_token
-INSERT INTO refresh_tokens (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)
-
--- name: get_refresh_token_user
-SELECT u.id, u.username, u.source
-FROM refresh_tokens t JOIN users u ON u.id = t.user_id
-WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
-
--- name: revoke_refresh_token
-UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL
-
--- name: delete_expired_refresh_tokens
-DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'

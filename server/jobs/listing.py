@@ -12,7 +12,7 @@ from typing import TypeVar
 from multidict import MultiMapping
 
 from server.errors import BadRequest
-from server.models import JOB_STATES
+from server.jobs.states import JOB_STATES
 
 MAX_PAGE_SIZE = 100
 ORDER_BY = ("start_time", "end_time")

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from server import values
-from server.deflate import crc_shift, encode_segment
 from server.errors import BadRequest
+from server.models import MAX_INT32
+from server.results.deflate import crc_shift, encode_segment
 
 # Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
 MAX_NAME = 255
@@ -42,7 +43,11 @@ def page_number_of(page: dict[str, Any]) -> int | None:
         number = page["metadata"].get("page_number")
     if isinstance(number, str):
         number = values.decimal(number.strip())
-    if isinstance(number, int) and not isinstance(number, bool) and -(2**31) <= number < 2**31:
+    if (
+        isinstance(number, int)
+        and not isinstance(number, bool)
+        and -MAX_INT32 - 1 <= number <= MAX_INT32
+    ):
         return number
     return None
 
@@ -56,7 +61,7 @@ def page_name_of(page: dict[str, Any]) -> str:
 
 def dimensions_of(page: dict[str, Any]) -> list[int]:
     """Axis lengths: data.dimensions when a list of axes, else axis_dim1..3, else [len(values)]."""
-    data = page.get("data") if isinstance(page.get("data"), dict) else {}
+    data: dict[str, Any] = page["data"] if isinstance(page.get("data"), dict) else {}
     axes = data.get("dimensions")
     if isinstance(axes, list) and axes and all(isinstance(axis, list) for axis in axes):
         return [len(axis) for axis in axes]

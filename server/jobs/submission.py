@@ -36,7 +36,7 @@ def split_primaries(total: int, ntasks: int) -> list[int]:
 
 
 def _choice(body: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
-    value = field(body, name, str)
+    value: str = field(body, name, str)
     if value not in choices:
         raise BadRequest(f"Invalid {name}: must be one of {', '.join(choices)}")
     return value
@@ -47,7 +47,8 @@ def _input(body: dict[str, Any], input_type: str) -> dict[str, Any]:
     name = "sim_data" if body.get("sim_data") is not None else alternative
     if body.get(name) is None:
         raise BadRequest(f"Missing field: sim_data (or {alternative})")
-    return field(body, name, dict)
+    data: dict[str, Any] = field(body, name, dict)
+    return data
 
 
 def _check_files(files: dict[str, Any], max_size: int) -> None:
@@ -75,8 +76,9 @@ def _default_primaries(input_type: str, data: dict[str, Any]) -> int:
     if input_type == "editor":
         beam = data.get("beam")
         count = beam.get("numberOfParticles") if isinstance(beam, dict) else None
-        valid = isinstance(count, int) and not isinstance(count, bool) and count > 0
-        return _primaries(count, "beam.numberOfParticles") if valid else 0
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            return 0
+        return _primaries(count, "beam.numberOfParticles")
     for name, text in data.items():
         pattern = _NSTAT if name == "beam.dat" else _FLUKA_START if name.endswith(".inp") else None
         match = pattern.search(text) if pattern else None

@@ -5,11 +5,13 @@ Pages are cached by (estimator, page number, version); a rewritten page has a ne
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-from server.lru import LruCache
+import asyncpg
+
 from server.models import Db
+from server.results.lru import LruCache
 from server.store import results
+from server.store.results import PageRef
 
 PageKey = tuple[int, int, int]  # estimator_id, page_number, version
 
@@ -30,20 +32,20 @@ PageCache = LruCache[Segment]
 BATCH_BYTES = 4 << 20
 
 
-def _key(row: Any) -> PageKey:
-    return (row["estimator_id"], row["page_number"], row["version"])
+def _key(record: asyncpg.Record) -> PageKey:
+    return (record["estimator_id"], record["page_number"], record["version"])
 
 
-async def _load(db: Db, cache: PageCache, rows: list[Any]) -> dict[PageKey, Segment]:
-    """The segments of `rows`, from the cache or in one query (new ones are cached)."""
+async def _load(db: Db, cache: PageCache, pages: list[PageRef]) -> dict[PageKey, Segment]:
+    """The segments of `pages`, from the cache or in one query (new ones are cached)."""
     found: dict[PageKey, Segment] = {}
     missing = []
-    for row in rows:
-        segment = cache.get(_key(row))
+    for page in pages:
+        segment = cache.get(page.key)
         if segment is None:
-            missing.append((row["estimator_id"], row["page_number"]))
+            missing.append(page)
         else:
-            found[_key(row)] = segment
+            found[page.key] = segment
     if missing:
         for record in await results.page_data(db, missing):
             segment = Segment(
@@ -54,22 +56,30 @@ async def _load(db: Db, cache: PageCache, rows: list[Any]) -> dict[PageKey, Segm
     return found
 
 
-async def segments(db: Db, cache: PageCache, rows: list[Any]) -> AsyncIterator[tuple[Any, Segment]]:
-    """(index row, segment) in the order of `rows`, loading a batch of pages at a time.
+def _batches(pages: list[PageRef]) -> list[list[PageRef]]:
+    """`pages` cut into runs of about BATCH_BYTES stored bytes (at least one page each)."""
+    batches: list[list[PageRef]] = []
+    size = 0
+    for page in pages:
+        if not batches or size + page.stored_size > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(page)
+        size += page.stored_size
+    return batches
+
+
+async def segments(
+    db: Db, cache: PageCache, pages: list[PageRef]
+) -> AsyncIterator[tuple[PageRef, Segment]]:
+    """(page, segment) in the order of `pages`, loading a batch of pages at a time.
 
     A page rewritten since the index was read has a new version: it is read again, current."""
-    start = 0
-    while start < len(rows):
-        end, size = start, 0
-        while end < len(rows) and (end == start or size + rows[end]["stored_size"] <= BATCH_BYTES):
-            size += rows[end]["stored_size"]
-            end += 1
-        batch = rows[start:end]
+    for batch in _batches(pages):
         loaded = await _load(db, cache, batch)
-        for row in batch:
-            segment = loaded.get(_key(row))
+        for page in batch:
+            segment = loaded.get(page.key)
             if segment is None:  # rewritten meanwhile: take the current version
-                segment = next(iter((await _load(db, cache, [row])).values()), None)
+                segment = next(iter((await _load(db, cache, [page])).values()), None)
             if segment is not None:
-                yield row, segment
-        start = end
+                yield page, segment

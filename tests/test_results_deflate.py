@@ -4,7 +4,7 @@ import gzip
 import os
 import zlib
 
-from server.deflate import (
+from server.results.deflate import (
     GZIP_HEADER,
     GzipJoiner,
     crc_combine,
@@ -12,7 +12,7 @@ from server.deflate import (
     encode_segment,
     inflate_segment,
 )
-from server.pagecache import PageCache, Segment
+from server.results.pagecache import PageCache, Segment
 
 
 def test_crc_combine_matches_zlib():

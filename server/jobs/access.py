@@ -2,33 +2,56 @@
 
 import hashlib
 import hmac
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from server import values
-from server.errors import BadRequest, Conflict, Forbidden, NotFound
+from server.errors import BadRequest, Forbidden, NotFound
 from server.http import query_param
+from server.jobs.states import check_open
 from server.keys import POOL, USER
-from server.models import TERMINAL_STATES
 from server.store import simulations
+from server.store.simulations import Owner
 
 NOT_FOUND = "Simulation not found"
 NOT_OWNER = "Simulation belongs to another user"
 BAD_KEY = "Invalid update key"
 
 
-def check_owner(owner: tuple[int, int] | None, user_id: int) -> int:
-    """The simulation id when `user_id` owns it; 404 when missing, 403 when someone else's."""
-    if owner is None:
+class KeyedRow(Protocol):
+    """A locked simulation row as the worker checks need it."""
+
+    @property
+    def job_state(self) -> str: ...
+
+    @property
+    def update_key_sha256(self) -> bytes: ...
+
+
+class OwnedRow(Protocol):
+    """Anything read about a simulation together with its owner."""
+
+    @property
+    def user_id(self) -> int: ...
+
+
+R = TypeVar("R", bound=KeyedRow)
+Found = TypeVar("Found", bound=OwnedRow)
+
+
+def check_owner(found: Found | None, user_id: int) -> Found:
+    """What was found about a simulation, when `user_id` owns it; 404 when nothing was found,
+    403 when it belongs to someone else."""
+    if found is None:
         raise NotFound(NOT_FOUND)
-    if owner[1] != user_id:
+    if found.user_id != user_id:
         raise Forbidden(NOT_OWNER)
-    return owner[0]
+    return found
 
 
-async def owned_simulation(request: web.Request) -> int:
-    """The id of the simulation named by `?job_id=`, checked to belong to the current user."""
+async def owned_simulation(request: web.Request) -> Owner:
+    """The simulation named by `?job_id=`, checked to belong to the current user."""
     job_id = query_param(request, "job_id")
     owner = await simulations.get_owner(request.app[POOL], job_id)
     return check_owner(owner, request[USER].id)
@@ -61,22 +84,23 @@ async def check_header_key(request: web.Request) -> None:
         raise Forbidden(BAD_KEY)
 
 
-def simulation_id_of(body: dict[str, Any]) -> str:
+def job_id_of(body: dict[str, Any]) -> str:
+    """The job_id a worker names, which the worker protocol calls `simulation_id`."""
     job_id = body.get("simulation_id")
     if not isinstance(job_id, str) or not job_id:
         raise BadRequest("Missing field: simulation_id")
     return values.text(job_id, "simulation_id")
 
 
-def check_worker(row: Any, key: str) -> None:
-    """`row` has update_key_sha256 and job_state (fetched under the simulation's row lock).
+def check_worker(row: R | None, key: str) -> R:
+    """The row (fetched under the simulation's row lock) once the worker may write to it.
 
     404 unknown simulation, 403 wrong key (compared in constant time), 409 terminal job.
     """
     if row is None:
         raise NotFound(NOT_FOUND)
     digest = hashlib.sha256(key.encode()).digest()
-    if not hmac.compare_digest(digest, row["update_key_sha256"]):
+    if not hmac.compare_digest(digest, row.update_key_sha256):
         raise Forbidden(BAD_KEY)
-    if row["job_state"] in TERMINAL_STATES:
-        raise Conflict(f"Simulation is {row['job_state']}: no more updates are accepted")
+    check_open(row.job_state)
+    return row

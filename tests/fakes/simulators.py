@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 REPLAYS = FIXTURES / "shieldhit"
 AVERAGING = REPLAYS / "averaging"

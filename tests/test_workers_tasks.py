@@ -8,9 +8,9 @@ import aiohttp
 import pytest
 
 from server.app import create_app
-from tests.conftest import login
-from tests.jobs_support import (
+from tests.helpers import (
     job_of,
+    login,
     payload,
     post,
     record_jobs,

@@ -1,24 +1,14 @@
-"""What workers may send: `update_dict` validation and the task and job transition rules.
-
-api.md "Worker-facing endpoints": tasks go PENDING -> RUNNING -> COMPLETED | FAILED, any
-non-terminal state may go to CANCELED, and repeating the current state is accepted (a retried
-request must not fail). Jobs, through `POST /jobs`, only move forward: MERGING_QUEUED ->
-MERGING_RUNNING, or any non-terminal state -> FAILED.
-"""
+"""What workers report: validation of `POST /tasks` and `POST /jobs` bodies (the moves they ask
+for are judged by server.jobs.states)."""
 
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server.errors import BadRequest, Conflict
-from server.models import JOB_STATES, TERMINAL_STATES
-
-MAX_INT32 = 2**31 - 1
-MAX_INT64 = 2**63 - 1
-
-_TASK_MOVES = {("PENDING", "RUNNING"), ("RUNNING", "COMPLETED"), ("RUNNING", "FAILED")}
-_JOB_MOVES = {("MERGING_QUEUED", "MERGING_RUNNING")}
+from server.errors import BadRequest
+from server.jobs.states import JOB_STATES
+from server.models import MAX_INT32, MAX_INT64
 
 
 @dataclass(frozen=True)
@@ -98,7 +88,7 @@ def parse_update_dict(update_dict: dict[str, Any]) -> TaskUpdate:
     unknown = sorted(set(update_dict) - set(_PARSERS))
     if unknown:
         raise BadRequest(f"Unknown field in update_dict: {unknown[0]}")
-    values = {
+    values: dict[str, Any] = {
         name: _PARSERS[name](name, value)
         for name, value in update_dict.items()
         if value is not None
@@ -124,19 +114,3 @@ def parse_job_state(value: Any) -> str:
     if value not in JOB_STATES:
         raise BadRequest(f"Invalid job_state: must be one of {', '.join(JOB_STATES)}")
     return value
-
-
-def check_task_move(task_id: int, current: str, new: str) -> None:
-    """409 unless a worker may move the task from `current` to `new`."""
-    if new == current or (current, new) in _TASK_MOVES:
-        return
-    if new == "CANCELED" and current not in TERMINAL_STATES:
-        return
-    raise Conflict(f"Task {task_id} cannot go from {current} to {new}")
-
-
-def check_job_move(current: str, new: str) -> None:
-    """409 unless `POST /jobs` may move the (non-terminal) job from `current` to `new`."""
-    if new == current or (current, new) in _JOB_MOVES or new == "FAILED":
-        return
-    raise Conflict(f"Job cannot go from {current} to {new}")

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 from server import values
 from server.errors import BadRequest
+from server.models import MAX_INT32
 
 MAX_PAGES = 10_000
 # ASCII digits only, at most 20: int() would take "²"-like digits and choke on 5,000 of them.
@@ -25,7 +26,7 @@ def parse_page_spec(spec: str) -> list[int]:
         if last - first + 1 + len(numbers) > MAX_PAGES:
             raise BadRequest(f"Invalid page_numbers: more than {MAX_PAGES} pages")
         numbers.update(range(first, last + 1))
-    if max(numbers) >= 2**31:
+    if max(numbers) > MAX_INT32:
         raise BadRequest("Invalid page_numbers: page number too large")
     return sorted(numbers)
 
@@ -37,7 +38,7 @@ def page_filter(params: Mapping[str, str]) -> list[int] | None:
         raise BadRequest("Give either page_number or page_numbers, not both")
     if single is not None:
         number = values.decimal(single)
-        if number is None or not 0 <= number <= values.MAX_INT32:
+        if number is None or not 0 <= number <= MAX_INT32:
             raise BadRequest("Invalid page_number: must be a non-negative integer")
         return [number]
     if spec is not None:

@@ -1,0 +1,1 @@
+"""The YAPTIDE simulation backend: an aiohttp application on PostgreSQL (see README.md)."""

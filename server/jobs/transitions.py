@@ -1,0 +1,162 @@
+"""Every write that creates a simulation or moves a job or a task: one transaction each, under the
+simulation's row lock.
+
+Worker updates (`POST /tasks`, `/jobs`, `/results`, `/logfiles`), the user's cancel, and the local
+runner's own verdicts (a worker process that died, a server that died) all lock the simulation
+row first, so the key and terminal checks, the write and the job state recomputed from the tasks
+are atomic and concurrent updates of one job are serialised: none is lost, and the stored job
+state is always the one its tasks justify.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from server.errors import Conflict, NotFound
+from server.jobs.access import NOT_FOUND, check_worker
+from server.jobs.reports import TaskUpdate
+from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
+from server.results.upload import StoredEstimator
+from server.store import inputs, logfiles, results, simulations, tasks
+
+
+async def create_simulation(
+    pool: asyncpg.Pool,
+    *,
+    job_id: str,
+    user_id: int,
+    title: str,
+    sim_type: str,
+    input_type: str,
+    primaries: list[int],
+    input_data: dict[str, Any],
+    update_key_sha256: bytes,
+) -> int:
+    """A simulation, its input and one PENDING task per entry of `primaries`; its sim_pk."""
+    async with pool.acquire() as conn, conn.transaction():
+        sim_pk = await simulations.insert(
+            conn, job_id, user_id, title, sim_type, input_type, len(primaries), update_key_sha256
+        )
+        await inputs.insert(conn, sim_pk, input_data)
+        await tasks.insert_all(conn, sim_pk, primaries)
+    return sim_pk
+
+
+async def update_task(
+    pool: asyncpg.Pool, job_id: str, key: str, task_id: int, update: TaskUpdate
+) -> str:
+    """Apply a worker's task update and recompute the job state, which is returned.
+
+    Only a move to a terminal state must reach the disk before the answer; a progress report
+    (the bulk of the traffic) does not wait for it, nor recompute a job state it cannot change.
+    """
+    durable = update.task_state in TERMINAL_STATES
+    async with pool.acquire() as conn, conn.transaction():
+        row = check_worker(await tasks.lock(conn, job_id, task_id, durable), key)
+        current = row.task_state
+        if current is None:
+            raise NotFound("Task not found")
+        state = update.task_state or current
+        check_task_move(task_id, current, state)
+        await tasks.update(conn, row.sim_pk, task_id, state, **update.fields())
+        if state == current:
+            return row.job_state
+        return await simulations.recompute_state(conn, row.sim_pk)
+
+
+async def update_job(pool: asyncpg.Pool, job_id: str, key: str, state: str) -> bool:
+    """A worker's `POST /jobs`; True when the job has just FAILED and its work must stop.
+
+    A job that FAILED leaves its unfinished tasks CANCELED: nothing will finish them now.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = check_worker(await simulations.lock(conn, job_id), key)
+        check_job_move(row.job_state, state)
+        if state == row.job_state:
+            return False
+        await simulations.set_state(conn, row.sim_pk, state)
+        if state != "FAILED":
+            return False
+        await tasks.end_unfinished(conn, row.sim_pk, "CANCELED")
+        return True
+
+
+async def save_results(
+    pool: asyncpg.Pool, job_id: str, key: str, estimators: list[StoredEstimator]
+) -> None:
+    """A worker's `POST /results`: store the estimators, then the state they justify."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = check_worker(await simulations.lock(conn, job_id), key)
+        await results.save(conn, row.sim_pk, estimators)
+        await simulations.recompute_state(conn, row.sim_pk)
+
+
+async def save_logfiles(pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, str]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        row = check_worker(await simulations.lock(conn, job_id), key)
+        await logfiles.upsert(conn, row.sim_pk, files)
+
+
+async def cancel(pool: asyncpg.Pool, job_id: str) -> None:
+    """The owner's cancel: the job and its unfinished tasks CANCELED; 409 when already terminal."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await simulations.lock(conn, job_id)
+        if row is None:
+            raise NotFound(NOT_FOUND)
+        if row.job_state in TERMINAL_STATES:
+            raise Conflict(f"Simulation is already {row.job_state}")
+        await tasks.end_unfinished(conn, row.sim_pk, "CANCELED")
+        await simulations.set_state(conn, row.sim_pk, "CANCELED")
+
+
+async def fail_task(
+    pool: asyncpg.Pool, job_id: str, task_id: int, log_name: str, log_text: str
+) -> str | None:
+    """A runner's verdict on a task whose process ended without a final state.
+
+    The task becomes FAILED (the runner supervises its processes, so it may fail a task from
+    any non-terminal state) and the log is stored, unless the task or the job is already
+    terminal. Returns the recomputed job state, or None when nothing changed.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await tasks.lock(conn, job_id, task_id)
+        if row is None or row.job_state in TERMINAL_STATES:
+            return None
+        if row.task_state is None or row.task_state in TERMINAL_STATES:
+            return None
+        await tasks.update(conn, row.sim_pk, task_id, "FAILED")
+        await logfiles.upsert(conn, row.sim_pk, {log_name: log_text})
+        return await simulations.recompute_state(conn, row.sim_pk)
+
+
+async def fail_unfinished(
+    pool: asyncpg.Pool, job_id: str, log_name: str, explain: Callable[[list[int]], str]
+) -> bool:
+    """Fail a simulation whose update key is lost: nothing can report for it any more.
+
+    Its unfinished tasks become FAILED, and so does the job (even one waiting for a merge
+    step, which could not post results either). `explain(failed task ids)` is the stored log.
+    False when the job had ended already.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await simulations.lock(conn, job_id)
+        if row is None or row.job_state in TERMINAL_STATES:
+            return False
+        ended = await tasks.end_unfinished(conn, row.sim_pk, "FAILED")
+        await logfiles.upsert(conn, row.sim_pk, {log_name: explain(ended)})
+        if await simulations.recompute_state(conn, row.sim_pk) not in TERMINAL_STATES:
+            await simulations.set_state(conn, row.sim_pk, "FAILED")
+        return True
+
+
+async def fail_interrupted(
+    pool: asyncpg.Pool, before: datetime, log_name: str, explain: Callable[[list[int]], str]
+) -> list[str]:
+    """fail_unfinished for every unfinished direct simulation submitted before `before`."""
+    failed = []
+    for job_id in await simulations.list_interrupted(pool, before):
+        if await fail_unfinished(pool, job_id, log_name, explain):
+            failed.append(job_id)
+    return failed

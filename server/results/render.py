@@ -1,0 +1,106 @@
+"""The `GET /results` body, spliced from stored page segments without parsing them.
+
+The JSON envelope is written around the pages; each page segment is inflated (identity) or
+passed through as is (gzip, see server/results/deflate.py). Bodies up to SINGLE_WRITE bytes are
+assembled, sent with one write and kept in the body cache (keyed by the page versions they are
+made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
+"""
+
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from server.models import Db
+from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_segment
+from server.results.lru import LruCache
+from server.results.pagecache import PageCache, Segment, segments
+from server.store.results import PageRef
+
+SINGLE_WRITE = 2 << 20
+FLUSH_AT = 1 << 20
+
+
+Pages = AsyncIterator[tuple[PageRef, Segment]]
+
+
+async def _json(pages: Pages) -> AsyncIterator[bytes | Segment]:
+    """Clear bytes and page segments of `{"message":"Results","estimators":[...]}`."""
+    yield b'{"message":"Results","estimators":['
+    current = None
+    async for page, segment in pages:
+        if page.estimator != current:
+            opening = b'{"name":' + orjson.dumps(page.estimator) + b',"pages":['
+            yield (b"]}," if current is not None else b"") + opening
+            current = page.estimator
+        else:
+            yield b","
+        yield segment
+    yield b"]}]}" if current is not None else b"]}"
+
+
+async def identity(pages: Pages) -> AsyncIterator[bytes]:
+    async for piece in _json(pages):
+        yield inflate_segment(piece.data) if isinstance(piece, Segment) else piece
+
+
+async def gzipped(pages: Pages) -> AsyncIterator[bytes]:
+    """One gzip member: stored segments joined, clear pieces as stored blocks."""
+    joiner = GzipJoiner()
+    yield GZIP_HEADER
+    async for piece in _json(pages):
+        if isinstance(piece, Segment):
+            yield joiner.segment(piece.data, piece.crc32, piece.crc_shift, piece.raw_size)
+        else:
+            yield joiner.clear(piece)
+    yield joiner.trailer()
+
+
+async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
+    buffer = bytearray()
+    async for piece in pieces:
+        buffer += piece
+    return bytes(buffer)
+
+
+async def stream(
+    request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    """A chunked response written FLUSH_AT bytes at a time."""
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    buffer = bytearray()
+    async for piece in pieces:
+        buffer += piece
+        if len(buffer) >= FLUSH_AT:
+            await response.write(bytes(buffer))
+            buffer.clear()
+    await response.write(bytes(buffer))
+    await response.write_eof()
+    return response
+
+
+async def respond(
+    request: web.Request,
+    headers: dict[str, str],
+    pages: list[PageRef],
+    gzip: bool,
+    stores: tuple[Db, PageCache, LruCache[bytes]],
+) -> web.StreamResponse:
+    """The response for `pages`: from the body cache, assembled, or streamed when large.
+
+    A body is fully determined by its pages' estimators and versions: that is its cache key.
+    """
+    db, page_cache, bodies = stores
+    key = (gzip, tuple((page.estimator, page.key) for page in pages))
+    body = bodies.get(key)
+    if body is not None:
+        return web.Response(body=body, headers=headers)
+    stored = segments(db, page_cache, pages)
+    pieces = gzipped(stored) if gzip else identity(stored)
+    size = sum(page.stored_size if gzip else page.raw_size for page in pages)
+    if size > SINGLE_WRITE:
+        return await stream(request, headers, pieces)
+    body = await assemble(pieces)
+    bodies.put(key, body, len(body))
+    return web.Response(body=body, headers=headers)

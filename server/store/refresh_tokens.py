@@ -1,0 +1,25 @@
+"""The refresh_tokens table: refresh tokens by the SHA-256 of their jti, revocable."""
+
+from datetime import datetime
+
+from server.models import Db, User
+from server.sql import query
+
+
+async def add(db: Db, token_sha256: bytes, user_id: int, expires: datetime) -> None:
+    await db.execute(query("add_refresh_token"), token_sha256, user_id, expires)
+
+
+async def get_user(db: Db, token_sha256: bytes) -> User | None:
+    """The owner of a live (unrevoked, unexpired) refresh token."""
+    row = await db.fetchrow(query("get_refresh_token_user"), token_sha256)
+    return User(row["id"], row["username"], row["source"]) if row else None
+
+
+async def revoke(db: Db, token_sha256: bytes) -> None:
+    await db.execute(query("revoke_refresh_token"), token_sha256)
+
+
+async def prune(db: Db, user_id: int) -> None:
+    """Remove the user's tokens that can never refresh again (expired or revoked)."""
+    await db.execute(query("prune_refresh_tokens"), user_id)

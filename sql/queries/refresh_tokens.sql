@@ -1,0 +1,18 @@
+-- Refresh tokens, stored as the SHA-256 of their jti.
+
+-- name: add_refresh_token
+INSERT INTO refresh_tokens (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)
+
+-- name: get_refresh_token_user
+SELECT u.id, u.username, u.source
+FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
+
+-- name: revoke_refresh_token
+UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL
+
+-- name: prune_refresh_tokens
+-- A user's tokens that can never refresh again (expired or revoked), removed at each login so
+-- the table holds only live tokens: an absent token is refused just like a revoked one.
+DELETE FROM refresh_tokens
+WHERE user_id = $1 AND (expires_at <= now() OR revoked_at IS NOT NULL)
