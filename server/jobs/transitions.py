@@ -60,7 +60,8 @@ async def update_task(
             raise NotFound("Task not found")
         state = update.task_state or current
         check_task_move(task_id, current, state)
-        await tasks.update(conn, row.sim_pk, task_id, state, **update.fields())
+        # Only what the report sends is written: a progress report leaves the state alone.
+        await tasks.update(conn, row.sim_pk, task_id, update.task_state, **update.fields())
         if state == current:
             return row.job_state
         return await simulations.recompute_state(conn, row.sim_pk)
