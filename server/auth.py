@@ -191,6 +191,18 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
     return user
 
 
+def current_refresh_token(request: web.Request, user_id: int) -> bytes | None:
+    """The stored id (SHA-256 of the jti) of the request's own valid refresh token, if any."""
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        return None
+    try:
+        claims = decode_token(request.app[SECRET], token, "refresh")
+    except Unauthorized:
+        return None
+    return sha256(claims["jti"]) if int(claims["sub"]) == user_id else None
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     match_info = request.match_info

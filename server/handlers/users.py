@@ -13,7 +13,7 @@ from server.jobs.access import owned_simulation
 from server.jobs.listing import Listing, parse_listing
 from server.keys import CONFIG, HASH_SLOTS, POOL, USER
 from server.profile import ProfileUpdate, parse_profile_update
-from server.store import inputs, logfiles, simulations, users
+from server.store import inputs, logfiles, refresh_tokens, simulations, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
@@ -82,7 +82,13 @@ async def update_profile(request: web.Request) -> web.Response:
     body = await read_json(request, request.app[CONFIG].server.max_body_size)
     update = parse_profile_update(body)
     password_hash = await _new_password_hash(request, update)
-    await users.update_profile(request.app[POOL], request[USER].id, update.changes, password_hash)
+    user_id = request[USER].id
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await users.update_profile(conn, user_id, update.changes, password_hash)
+        if password_hash is not None:
+            # Whoever else holds a session (perhaps the reason for the change) is logged out.
+            keep = auth.current_refresh_token(request, user_id)
+            await refresh_tokens.revoke_others(conn, user_id, keep)
     return json_response({"message": "User updated"})
 
 
