@@ -39,6 +39,7 @@ Access = Literal["public", "user", "worker"]
 ROUTES: list[tuple[str, str, Handler, Access]] = [
     # The API, top to bottom (contract: shared/spec/api.md).
     ("GET", "/", auth.index, "public"),
+    ("GET", "/openapi.json", auth.openapi_document, "public"),
     # accounts
     ("PUT", "/auth/register", auth.register, "public"),
     ("POST", "/auth/login", auth.login, "public"),

@@ -1,10 +1,10 @@
-"""`GET /` and the /auth endpoints: register, login, refresh, status, logout."""
+"""`GET /`, `GET /openapi.json` and the /auth endpoints: register, login, refresh, status, logout."""
 
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from server import auth
+from server import auth, openapi
 from server.auth import validate_password, validate_username
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_json
@@ -19,6 +19,10 @@ except PackageNotFoundError:  # running from a checkout that was not pip-install
 
 async def index(request: web.Request) -> web.Response:
     return json_response({"message": "Hello World!", "version": VERSION})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(openapi.document(VERSION))
 
 
 async def register(request: web.Request) -> web.Response:
