@@ -138,7 +138,7 @@ def test_fuzz_every_operation(fuzz_target) -> None:
         def check(case: Any) -> None:
             wire(case, **wired)
             response = case.call(base_url=base, session=session)
-            calls.append((operation.method, operation.path, response.status_code))
+            calls.append((case.method, case.path, response.status_code))
             case.validate_response(response, checks=checks)
             if response.status_code >= 400:
                 assert set(response.json()) == {"message"}, response.text
