@@ -35,6 +35,7 @@ class StoredPage:
 class StoredEstimator:
     name: str
     pages: list[StoredPage]
+    fields: bytes = b""  # its other members, serialised: b'"metadata":{...}' (or empty)
 
 
 def page_number_of(page: dict[str, Any]) -> int | None:
@@ -105,7 +106,13 @@ def _estimator(entry: Any, index: int) -> StoredEstimator:
             raise BadRequest(f"Duplicate page number {number} in estimator {name!r}")
         seen.add(number)
         stored.append(encode_page(page, number))
-    return StoredEstimator(name, stored)
+    return StoredEstimator(name, stored, other_fields(entry))
+
+
+def other_fields(entry: dict[str, Any]) -> bytes:
+    """The estimator's members other than name and pages, as JSON members without braces."""
+    rest = {key: value for key, value in entry.items() if key not in ("name", "pages")}
+    return orjson.dumps(rest)[1:-1]
 
 
 def parse_estimators(estimators: Any) -> list[StoredEstimator]:
