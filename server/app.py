@@ -29,6 +29,7 @@ from server.keys import (
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
+from server.runner.cleanup import job_dirs_ctx
 from server.runner.local import LocalDispatcher
 from server.throttle import LoginThrottle
 from server.usercache import UserCache
@@ -114,6 +115,6 @@ def create_app(config: Config) -> web.Application:
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx, job_dirs_ctx])
     add_routes(app)
     return app

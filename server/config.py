@@ -64,6 +64,7 @@ class AuthConfig:
 class JobsConfig:
     max_ntasks: int = checks.checked(1000, checks.positive)
     max_file_size: int = checks.checked(10 * 1024 * 1024, checks.positive)
+    user_quota: int = checks.checked(10 * 1024**3, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RunnerConfig:
     progress_interval: float = checks.checked(2.0, checks.positive)
     retry_timeout: float = checks.checked(600.0, checks.positive)
     converter: str = checks.checked("", checks.command)
+    job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ async def submit(request: web.Request) -> web.Response:
         primaries=submission.primaries,
         input_data=submission.input,
         update_key_sha256=hashlib.sha256(update_key.encode()).digest(),
+        quota=config.jobs.user_quota,
     )
     job = Job(
         job_id=job_id,

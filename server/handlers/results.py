@@ -27,7 +27,8 @@ async def upload(request: web.Request) -> web.Response:
     job_id = job_id_of(body)
     key = update_key_of(request, body)
     estimators = parse_estimators(body.get("estimators"))
-    await transitions.save_results(request.app[POOL], job_id, key, estimators)
+    quota = request.app[CONFIG].jobs.user_quota
+    await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
     return json_response({"message": "Results saved"}, status=202)
 
 

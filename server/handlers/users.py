@@ -1,5 +1,6 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
+import asyncio
 import dataclasses
 
 import asyncpg
@@ -13,6 +14,7 @@ from server.jobs.access import owned_simulation
 from server.jobs.listing import Listing, parse_listing
 from server.keys import CONFIG, HASH_SLOTS, POOL, USER
 from server.profile import ProfileUpdate, parse_profile_update
+from server.runner import cleanup
 from server.store import inputs, logfiles, refresh_tokens, simulations, users
 from server.timestamps import iso_utc
 
@@ -64,6 +66,8 @@ async def delete_simulation(request: web.Request) -> web.Response:
     if not deleted:
         # No state left: deleted by a concurrent request since the ownership check.
         raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")
+    # The job_id named a simulation of ours: a server-made name, safe as a directory name.
+    await asyncio.to_thread(cleanup.remove_job_dir, request.app[CONFIG], request.query["job_id"])
     return json_response({"message": "Simulation deleted"})
 
 

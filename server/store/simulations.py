@@ -110,3 +110,9 @@ async def delete_if_terminal(db: Db, sim_pk: int) -> tuple[bool, str | None]:
 
 async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:
     return bool(await db.fetchval(query("live_update_key_exists"), key_sha256))
+
+
+async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> list[str]:
+    """Those of `job_ids` with no simulation, or one that ended over `keep_seconds` ago."""
+    rows = await db.fetch(query("expired_job_ids"), job_ids, keep_seconds)
+    return [row["job_id"] for row in rows]
