@@ -120,6 +120,15 @@ async def test_wrong_key_in_header_is_refused_before_the_body(client, conn) -> N
     writer.close()
 
 
+async def test_wrong_key_in_header_with_a_small_body_is_403(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "task_id": 1, "update_dict": {"task_state": "RUNNING"}}
+    response = await client.post("/tasks", json=body, headers={"Authorization": "Bearer wrong"})
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+
+
 async def test_right_key_in_header_is_accepted(client, conn) -> None:
     await login(client)
     job_id = await submit(client)

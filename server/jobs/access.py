@@ -17,6 +17,7 @@ from server.store.simulations import Owner
 NOT_FOUND = "Simulation not found"
 NOT_OWNER = "Simulation belongs to another user"
 BAD_KEY = "Invalid update key"
+PRECHECK_ABOVE = 64 * 1024  # bytes of a plain body read before its header key is checked
 
 
 class KeyedRow(Protocol):
@@ -75,9 +76,14 @@ def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
 
 async def check_header_key(request: web.Request) -> None:
     """403 before the body is read when the header's key can update no simulation: a stranger's
-    body is never buffered. (A key in the body can only be checked once the body is read.)"""
+    body is never buffered. (A key in the body can only be checked once the body is read.)
+
+    Small plain bodies (most progress reports) are read first: buffering them costs less than
+    the extra query, and the key is checked with the body's simulation anyway.
+    """
     key = header_key(request)
-    if key is None:
+    small = request.content_length is not None and request.content_length <= PRECHECK_ABOVE
+    if key is None or (small and "Content-Encoding" not in request.headers):
         return
     digest = hashlib.sha256(key.encode()).digest()
     if not await simulations.live_update_key_exists(request.app[POOL], digest):
