@@ -62,8 +62,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is not one."""
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes | bytearray) -> dict[str, Any]:
+    """A body as a JSON object; 400 when it is not one."""
     # Parsed from the buffer as read, without a copy: bodies may be hundreds of MiB.
-    body = await read_body(request, limit)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -129,6 +129,49 @@ async def test_wrong_key_in_header_with_a_small_body_is_403(client, conn) -> Non
     assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
 
 
+def large_upload(job_id: str, key: str, page_extra: dict[str, Any] | None = None) -> bytes:
+    """A POST /results body over 64 KiB (one page of 20,000 values)."""
+    page = {"page_number": 1, "name": "p", "data": {"values": [1.5] * 20_000}, **(page_extra or {})}
+    body = {
+        "simulation_id": job_id,
+        "update_key": key,
+        "estimators": [{"name": "z", "pages": [page]}],
+    }
+    return orjson.dumps(body)
+
+
+async def test_wrong_key_in_a_large_body_is_refused_before_parsing(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = large_upload(job_id, "wrong-key")[:-10] + b"not json"  # parsing would say 400
+    response = await client.post("/results", data=body)
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+
+
+@pytest.mark.parametrize(
+    "decoy",
+    [{"update_key": "a-nested-decoy"}, {"meta": '"update_key": "in a string"'}],
+    ids=["nested-member", "inside-a-string"],
+)
+async def test_right_key_in_a_large_body_is_accepted(client, conn, decoy) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    response = await client.post("/results", data=large_upload(job_id, KEY, decoy))
+    assert (response.status, await response.json()) == (202, {"message": "Results saved"})
+
+
+async def test_escaped_key_in_a_large_body_is_accepted(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    escaped = "".join(f"\\u{ord(c):04x}" for c in KEY)
+    body = large_upload(job_id, "PLACEHOLDER").replace(b"PLACEHOLDER", escaped.encode())
+    response = await client.post("/results", data=body)
+    assert (response.status, await response.json()) == (202, {"message": "Results saved"})
+
+
 async def test_right_key_in_header_is_accepted(client, conn) -> None:
     await login(client)
     job_id = await submit(client)

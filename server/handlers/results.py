@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import NotFound
-from server.http import json_response, optional_query_param, query_param, read_json
+from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
-from server.jobs.access import check_header_key, check_owner, job_id_of, update_key_of
+from server.jobs.access import check_owner, job_id_of, read_worker_json, update_key_of
 from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
@@ -22,8 +22,7 @@ NO_RESULTS = "Results not available"
 
 
 async def upload(request: web.Request) -> web.Response:
-    await check_header_key(request)
-    body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
+    body = await read_worker_json(request)
     job_id = job_id_of(body)
     key = update_key_of(request, body)
     estimators = parse_estimators(body.get("estimators"))

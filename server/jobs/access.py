@@ -2,15 +2,17 @@
 
 import hashlib
 import hmac
+import re
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from server import values
+from server.bodies import read_body
 from server.errors import BadRequest, Forbidden, NotFound
-from server.http import query_param
+from server.http import parse_json, query_param
 from server.jobs.states import check_open
-from server.keys import POOL, USER
+from server.keys import CONFIG, POOL, USER
 from server.store import simulations
 from server.store.simulations import Owner
 
@@ -90,6 +92,34 @@ async def check_header_key(request: web.Request) -> None:
         raise Forbidden(BAD_KEY)
 
 
+# `"update_key": "<key>"` anywhere in a raw body (JSON strings hold no raw quote, so this is a
+# member of some object), and the same without the value, to count escaped keys too.
+_BODY_KEY = re.compile(rb'"update_key"\s*:\s*"([^"\\]{1,256})"')
+_BODY_KEY_NAME = re.compile(rb'"update_key"\s*:')
+_MAX_CANDIDATES = 8
+
+
+async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
+    """403 before a large body is parsed (parsing takes several times its size in memory) when
+    it names no update key that could update a simulation.
+
+    Every `"update_key": "..."` member of the raw body is a candidate: the top-level one, if
+    any, is among them, so when none is live the body's key is wrong. When the body is small,
+    the key comes in a header, or a candidate is escaped or there are many, parsing decides.
+    """
+    if len(body) <= PRECHECK_ABOVE or header_key(request) is not None:
+        return
+    candidates = [match.group(1) for match in _BODY_KEY.finditer(body)]
+    named = sum(1 for _ in _BODY_KEY_NAME.finditer(body))
+    if not candidates or len(candidates) != named or len(candidates) > _MAX_CANDIDATES:
+        return
+    pool = request.app[POOL]
+    for key in candidates:
+        if await simulations.live_update_key_exists(pool, hashlib.sha256(key).digest()):
+            return
+    raise Forbidden(BAD_KEY)
+
+
 def job_id_of(body: dict[str, Any]) -> str:
     """The job_id a worker names, which the worker protocol calls `simulation_id`."""
     job_id = body.get("simulation_id")
@@ -110,3 +140,11 @@ def check_worker(row: R | None, key: str) -> R:
         raise Forbidden(BAD_KEY)
     check_open(row.job_state)
     return row
+
+
+async def read_worker_json(request: web.Request) -> dict[str, Any]:
+    """A worker's body, parsed only once its key (in a header or in the body) looks live."""
+    await check_header_key(request)
+    raw = await read_body(request, request.app[CONFIG].server.worker_max_body_size)
+    await check_body_key(request, raw)
+    return parse_json(raw)
