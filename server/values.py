@@ -10,7 +10,7 @@ import re
 from server.errors import BadRequest
 from server.models import MAX_INT32, MAX_INT64
 
-__all__ = ["MAX_INT32", "MAX_INT64", "bounded", "decimal", "text"]
+__all__ = ["MAX_INT32", "MAX_INT64", "decimal", "text"]
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 
@@ -27,9 +27,3 @@ def decimal(value: str) -> int | None:
     """The integer an ASCII decimal string (optional minus, up to 20 digits) spells, else None."""
     return int(value) if _DECIMAL.fullmatch(value) else None
 
-
-def bounded(value: int, name: str, low: int, high: int) -> int:
-    """`value` when `low <= value <= high`; 400 naming it otherwise."""
-    if not low <= value <= high:
-        raise BadRequest(f"Invalid {name}: must be between {low} and {high}")
-    return value

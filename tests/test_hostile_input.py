@@ -48,7 +48,7 @@ SUBMISSIONS = [
     (editor(project__title="a\0b"), NUL.format("project.title")),
     (
         {**FILES_PAYLOAD, "number_of_primaries": 2**63},
-        f"Invalid number_of_primaries: must be between 0 and {MAX_INT64}",
+        f"Invalid number_of_primaries: at most {MAX_INT64}",
     ),
     (
         editor(beam__numberOfParticles=2**63),

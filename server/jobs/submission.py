@@ -113,8 +113,10 @@ def parse_submission(body: dict[str, Any], limits: JobsConfig) -> Submission:
         _check_files(data, limits.max_file_size)
     title = field(body, "title", str, required=False) or _default_title(input_type, data)
     total = field(body, "number_of_primaries", int, required=False)
-    if total is not None:
-        values.bounded(total, "number_of_primaries", 0, values.MAX_INT64)
+    if total is not None and total < 0:
+        raise BadRequest("Invalid number_of_primaries: must be 0 or more")
+    if total is not None and total > values.MAX_INT64:
+        raise BadRequest(f"Invalid number_of_primaries: at most {values.MAX_INT64}")
     if total is None:
         total = _default_primaries(input_type, data)
     return Submission(sim_type, input_type, ntasks, title, data, split_primaries(total, ntasks))
