@@ -26,4 +26,3 @@ def text(value: str, name: str, max_length: int | None = None) -> str:
 def decimal(value: str) -> int | None:
     """The integer an ASCII decimal string (optional minus, up to 20 digits) spells, else None."""
     return int(value) if _DECIMAL.fullmatch(value) else None
-

@@ -11,10 +11,11 @@ from aiohttp import web
 from server.errors import NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
-from server.jobs.access import check_owner, job_id_of, read_worker_json, update_key_of
+from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
 from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
+from server.results.pagesplit import split_upload
 from server.results.upload import parse_estimators
 from server.store import results
 
@@ -22,10 +23,12 @@ NO_RESULTS = "Results not available"
 
 
 async def upload(request: web.Request) -> web.Response:
-    body = await read_worker_json(request)
+    raw = await read_worker_body(request)
+    body, pages = split_upload(raw)  # large bodies: pages parsed one at a time, below
     job_id = job_id_of(body)
     key = update_key_of(request, body)
-    estimators = parse_estimators(body.get("estimators"))
+    estimators = parse_estimators(body.get("estimators"), pages)
+    del raw, pages, body  # only the encoded pages are needed from here on
     quota = request.app[CONFIG].jobs.user_quota
     await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
     return json_response({"message": "Results saved"}, status=202)

@@ -142,9 +142,14 @@ def check_worker(row: R | None, key: str) -> R:
     return row
 
 
-async def read_worker_json(request: web.Request) -> dict[str, Any]:
-    """A worker's body, parsed only once its key (in a header or in the body) looks live."""
+async def read_worker_body(request: web.Request) -> bytearray:
+    """A worker's raw body, read only if a key in its header looks live, and returned only if
+    one in it does (see check_header_key and check_body_key)."""
     await check_header_key(request)
     raw = await read_body(request, request.app[CONFIG].server.worker_max_body_size)
     await check_body_key(request, raw)
-    return parse_json(raw)
+    return raw
+
+
+async def read_worker_json(request: web.Request) -> dict[str, Any]:
+    return parse_json(await read_worker_body(request))

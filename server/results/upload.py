@@ -14,6 +14,7 @@ from server import values
 from server.errors import BadRequest
 from server.models import MAX_INT32
 from server.results.deflate import crc_shift, encode_segment
+from server.results.pagesplit import PageSpans, is_placeholder
 
 # Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
 MAX_NAME = 255
@@ -90,7 +91,7 @@ def encode_page(page: dict[str, Any], number: int) -> StoredPage:
     )
 
 
-def _estimator(entry: Any, index: int) -> StoredEstimator:
+def _estimator(entry: Any, index: int, source: PageSpans | None) -> StoredEstimator:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise BadRequest(f"Invalid estimators[{index}]: needs a non-empty string name")
     name = values.text(entry["name"], f"estimators[{index}].name", MAX_NAME)
@@ -98,7 +99,12 @@ def _estimator(entry: Any, index: int) -> StoredEstimator:
     if not isinstance(pages, list):
         raise BadRequest(f"Invalid estimator {name!r}: pages must be an array")
     stored, seen = [], set()
-    for page in pages:
+    for position, item in enumerate(pages):
+        # A large upload's pages are parsed here, one at a time, and dropped once encoded.
+        page = item
+        if source is not None and is_placeholder(item):
+            page = source.load(item)
+            pages[position] = None  # the placeholder list is ours (made by split_upload)
         number = page_number_of(page) if isinstance(page, dict) else None
         if number is None:
             raise BadRequest(f"Invalid page in estimator {name!r}: no integer page_number")
@@ -115,11 +121,14 @@ def other_fields(entry: dict[str, Any]) -> bytes:
     return orjson.dumps(rest)[1:-1]
 
 
-def parse_estimators(estimators: Any) -> list[StoredEstimator]:
-    """Validate and encode the `estimators` list of an upload; 400 before anything is stored."""
+def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[StoredEstimator]:
+    """Validate and encode the `estimators` list of an upload; 400 before anything is stored.
+
+    `source`: where a large upload's pages are (server/results/pagesplit.py), if it was split.
+    """
     if not isinstance(estimators, list):
         raise BadRequest("Missing field: estimators (an array)")
-    parsed = [_estimator(entry, index) for index, entry in enumerate(estimators)]
+    parsed = [_estimator(entry, index, source) for index, entry in enumerate(estimators)]
     names = [estimator.name for estimator in parsed]
     if len(set(names)) != len(names):
         raise BadRequest("Duplicate estimator name in one upload")
