@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -12,8 +13,10 @@ from server.bodies import body_middleware
 from server.budget import BodyBudget
 from server.config import Config
 from server.db import pool_ctx
-from server.handlers import auth, jobs, results, users, workers
+from server.handlers import auth, jobs, keycloak, results, users, workers
 from server.http import error_middleware
+from server.jwks import ProviderKeys
+from server.keycloak import TokenVerifier
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
@@ -21,6 +24,7 @@ from server.keys import (
     COOKIE_FREE,
     DISPATCHER,
     HASH_SLOTS,
+    KEYCLOAK,
     LOGIN_THROTTLE,
     PAGE_CACHE,
     POOL,
@@ -47,6 +51,8 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/auth/refresh", auth.refresh, "public"),  # the refresh cookie is checked inside
     ("GET", "/auth/status", auth.status, "user"),
     ("DELETE", "/auth/logout", auth.logout, "public"),
+    ("POST", "/auth/keycloak", keycloak.sign_in, "public"),  # the Keycloak token is checked inside
+    ("DELETE", "/auth/keycloak", keycloak.sign_out, "public"),
     # submission and status
     ("POST", "/jobs/direct", jobs.submit, "user"),
     ("GET", "/jobs/direct", jobs.status, "user"),
@@ -96,6 +102,17 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
 
 
+async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Keycloak token verifier, with one HTTP session for the realm (if configured)."""
+    settings = app[CONFIG].keycloak
+    if not settings.issuer:
+        yield
+        return
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.timeout)) as http:
+        app[KEYCLOAK] = TokenVerifier(settings, ProviderKeys(http, settings))
+        yield
+
+
 def create_app(config: Config) -> web.Application:
     # Bodies are size-checked per endpoint by server.bodies.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
@@ -115,6 +132,6 @@ def create_app(config: Config) -> web.Application:
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx, job_dirs_ctx])
+    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx])
     add_routes(app)
     return app

@@ -99,9 +99,13 @@ def sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def make_token(secret: str, user_id: int, kind: str, ttl: float) -> tuple[str, int, str]:
-    """A signed token, its expiry (Unix seconds) and its jti."""
+def make_token(
+    secret: str, user_id: int, kind: str, ttl: float, not_after: int | None = None
+) -> tuple[str, int, str]:
+    """A signed token, its expiry (Unix seconds, at most `not_after`) and its jti."""
     expires = math.ceil(time.time() + ttl)  # JWT "exp" is whole seconds
+    if not_after is not None:
+        expires = min(expires, not_after)
     jti = uuid.uuid4().hex
     claims = {"sub": str(user_id), "type": kind, "exp": expires, "jti": jti}
     return jwt.encode(claims, secret, algorithm="HS256"), expires, jti

@@ -1,4 +1,4 @@
-"""The command line behind run.py: serve (the default), migrate, useradd, worker.
+"""The command line behind run.py: serve (the default), migrate, useradd, worker, convert.
 
 Every expected failure (bad configuration, unreachable database, refused migration, port in use)
 ends the program with one line on stderr and a non-zero status, not a traceback. SIGTERM is
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "first line of stdin when it is not a terminal",
         "worker": "run one task of a simulation (or its merge step) as told by the YAPTIDE_* "
         "environment: what the local runner and HPC batch jobs start",
+        "convert": "write the SHIELD-HIT12A input files of an editor project (the project JSON, "
+        "or a submission holding it as input_json) into a directory",
     }
     parsers = {
         name: commands.add_parser(name, parents=[config], help=text, description=text)
@@ -190,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     add = parsers["useradd"]
     add.add_argument("name", help="the username")
     parsers["worker"].add_argument("step", nargs="?", default="task", choices=("task", "merge"))
+    convert = parsers["convert"]
+    convert.add_argument("project", type=Path, help="the project JSON file")
+    convert.add_argument("outdir", type=Path, help="where to write the files (made if missing)")
+    convert.add_argument(
+        "--primaries",
+        type=_positive_int,
+        metavar="N",
+        help="primaries (NSTAT) written into beam.dat (default: the project's "
+        "beam.numberOfParticles)",
+    )
     return parser
 
 
@@ -199,12 +211,40 @@ def worker(config: Config, args: argparse.Namespace) -> None:
     raise SystemExit(run_worker([args.step]))
 
 
+def convert(config: Config, args: argparse.Namespace) -> None:
+    import orjson
+
+    from server.editor import ConversionError
+    from server.editor import convert as convert_project
+
+    try:
+        data = orjson.loads(args.project.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise SystemExit(f"Error: {args.project} is not JSON ({exc})") from None
+    project = data.get("input_json", data) if isinstance(data, dict) else data
+    beam = project.get("beam") if isinstance(project, dict) else None
+    primaries = args.primaries or (
+        beam.get("numberOfParticles") if isinstance(beam, dict) else None
+    )
+    if not isinstance(primaries, int) or primaries < 1:
+        raise SystemExit("Error: the project has no beam.numberOfParticles: give --primaries N")
+    try:
+        files = convert_project(project, primaries)
+    except ConversionError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (args.outdir / name).write_text(text)
+        print(args.outdir / name)
+
+
 COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
     None: serve,
     "serve": serve,
     "migrate": migrate,
     "useradd": useradd,
     "worker": worker,
+    "convert": convert,
 }
 
 

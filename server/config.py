@@ -87,6 +87,36 @@ class SimulatorsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class KeycloakConfig:
+    """Sign-in with Keycloak access tokens (POST /auth/keycloak); off while `issuer` is empty."""
+
+    issuer: str = checks.checked("", checks.http_url)
+    client_ids: str = ""  # comma-separated; a token's aud or azp must name one of them
+    access_claim: str = "plgridAccessServices"  # empty: no access rule
+    access_value: str = "PLG_YAPTIDE_ACCESS"
+    key_cache_ttl: float = checks.checked(300.0, checks.positive)
+    min_refetch_interval: float = checks.checked(10.0, checks.non_negative)
+    timeout: float = checks.checked(5.0, checks.positive)
+    leeway: float = checks.checked(10.0, checks.non_negative)
+
+    def __post_init__(self) -> None:
+        # Checks across keys; single values are checked where they are declared.
+        if self.issuer and not self.accepted_clients:
+            raise ConfigError("keycloak.client_ids: name at least one client when issuer is set")
+        if self.min_refetch_interval > self.key_cache_ttl:
+            raise ConfigError("keycloak.min_refetch_interval: must not exceed key_cache_ttl")
+
+    @property
+    def accepted_clients(self) -> frozenset[str]:
+        return frozenset(filter(None, (name.strip() for name in self.client_ids.split(","))))
+
+    @property
+    def issuer_url(self) -> str:
+        """The issuer as Keycloak writes it in tokens (no trailing slash)."""
+        return self.issuer.rstrip("/")
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterConfig:
     cluster_name: str
     display_name: str
@@ -101,6 +131,7 @@ class Config:
     jobs: JobsConfig = JobsConfig()
     runner: RunnerConfig = RunnerConfig()
     simulators: SimulatorsConfig = SimulatorsConfig()
+    keycloak: KeycloakConfig = KeycloakConfig()
     clusters: tuple[ClusterConfig, ...] = ()
 
     @property
@@ -130,6 +161,7 @@ SECTIONS: dict[str, type] = {
     "jobs": JobsConfig,
     "runner": RunnerConfig,
     "simulators": SimulatorsConfig,
+    "keycloak": KeycloakConfig,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 

@@ -35,6 +35,12 @@ def database_url(value: str) -> str | None:
     return None
 
 
+def http_url(value: str) -> str | None:
+    if value and not value.startswith(("https://", "http://")):
+        return "must be an http:// or https:// URL (or empty)"
+    return None
+
+
 def command(value: str) -> str | None:
     try:
         shlex.split(value)

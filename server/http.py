@@ -101,6 +101,12 @@ _JSON_NAMES = {
 }
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None without one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def query_param(request: web.Request, name: str) -> str:
     """A required query parameter; 400 `Missing <name>` when absent or empty."""
     value = request.query.get(name)

@@ -8,6 +8,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.budget import BodyBudget
 from server.config import Config
+from server.keycloak import TokenVerifier
 from server.models import User
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
@@ -30,3 +31,4 @@ COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured

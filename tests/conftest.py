@@ -2,6 +2,7 @@
 between tests, and a fresh app per test."""
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,10 +17,20 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from server import db
 from server.app import create_app
-from server.config import Config
+from server.config import ClusterConfig, Config
 from server.keys import CONFIG
 from server.serving import handler_settings
+from tests.fakes.openid_provider import (
+    BACKEND,
+    REALM_PATH,
+    REFETCH_INTERVAL,
+    OpenIdProvider,
+    SigningKey,
+    make_key,
+)
 from tests.helpers import server_tmp_dir, worker_setup
+
+SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
 
 
 async def _migrate(url: str) -> None:
@@ -126,3 +137,52 @@ def scratch_url(database_url: str) -> Iterator[str]:
     asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
     yield with_database(database_url, name)
     asyncio.run(_admin(database_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def realm_keys() -> dict[str, SigningKey]:  # RSA keys take a moment to make: once a session
+    """The realm's RSA and EC keys, a second RSA key for rotation, and two that are not the
+    realm's: one under an unpublished key id, one under the id of the realm's RSA key."""
+    return {
+        "rsa": make_key("rsa-1", "RS256"),
+        "ec": make_key("ec-1", "ES256"),
+        "rsa_next": make_key("rsa-2", "RS256"),
+        "unpublished": make_key("rsa-unpublished", "RS256"),
+        "impostor": make_key("rsa-1", "RS256"),
+    }
+
+
+@pytest.fixture
+async def provider(
+    aiohttp_server: Callable, realm_keys: dict[str, SigningKey]
+) -> AsyncIterator[OpenIdProvider]:
+    """A Keycloak realm of the test's own on a loopback port, publishing the RSA and EC keys."""
+    realm = OpenIdProvider([realm_keys["rsa"], realm_keys["ec"]])
+    server = await aiohttp_server(realm.app())
+    realm.issuer = str(server.make_url(REALM_PATH))
+    yield realm
+    realm.release.set()  # let stalled requests finish, so the server can stop
+
+
+@pytest.fixture
+def sso_config(make_config: Callable[..., Config], provider: OpenIdProvider) -> Callable:
+    """Config of an app that accepts the test realm's tokens (keycloak keys changed by kwargs)."""
+
+    def make(**keycloak: Any) -> Config:
+        settings = {
+            "issuer": provider.issuer,
+            "client_ids": BACKEND,
+            "min_refetch_interval": REFETCH_INTERVAL,
+            **keycloak,
+        }
+        return dataclasses.replace(make_config(keycloak=settings), clusters=(SEED_CLUSTER,))
+
+    return make
+
+
+@pytest.fixture
+async def sso(
+    aiohttp_client: Callable, sso_config: Callable, conn: asyncpg.Connection
+) -> TestClient:
+    """A client of an app that accepts the test realm's tokens and offers the seed's cluster."""
+    return await aiohttp_client(create_app(sso_config()))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.app import create_app
+from server.editor import convert
 from tests.helpers import (
     FAKE_WORKER,
     FIXTURES,
@@ -146,8 +147,19 @@ async def test_worker_crash(start_app, conn):
     assert await conn.fetchval("SELECT end_time IS NOT NULL FROM simulations")
 
 
-async def test_editor_input_written_as_input_json(start_app, conn):
+async def test_editor_input_written_as_converted_files(start_app, conn):
     client, _, config = await start_app("crash")
+    body = payload("json_payload_editor.json", ntasks=1)
+    job_id = await submit(client, body)
+    await eventually(states_are(client, job_id, "FAILED"))
+    task_dir = job_dir_of(config, job_id) / "task_1"
+    files = convert(body["input_json"], 10000)
+    assert read_json(job_dir_of(config, job_id) / "env_1.json")["files"] == sorted(files)
+    assert {name: (task_dir / name).read_text() for name in files} == files
+
+
+async def test_editor_input_written_as_input_json_for_an_operator_converter(start_app, conn):
+    client, _, config = await start_app("crash", converter="site-convert input.json .")
     body = payload("json_payload_editor.json", ntasks=1)
     job_id = await submit(client, body)
     await eventually(states_are(client, job_id, "FAILED"))

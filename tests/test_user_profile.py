@@ -6,7 +6,7 @@ import pytest
 
 from server.app import create_app
 from server.config import ClusterConfig
-from tests.helpers import login
+from tests.helpers import SEED_CLUSTERS_RESPONSE, login
 
 STATUS = {"message": "User status", "username": "alice", "source": "local"}
 
@@ -125,19 +125,7 @@ async def sso_client(aiohttp_client, make_config, conn):
 
 async def test_clusters_seed_example(sso_client):
     response = await sso_client.get("/clusters")
-    assert (response.status, await response.json()) == (
-        200,
-        {
-            "message": "Available clusters",
-            "clusters": [
-                {
-                    "cluster_name": "prometheus",
-                    "display_name": "Prometheus (Cyfronet)",
-                    "available": True,
-                }
-            ],
-        },
-    )
+    assert (response.status, await response.json()) == (200, SEED_CLUSTERS_RESPONSE)
 
 
 async def test_clusters_from_config_in_order(aiohttp_client, make_config, conn):

@@ -268,17 +268,6 @@ async def test_simulator_not_installed(start_app, conn):
     }
 
 
-async def test_editor_input_without_converter(start_app, fake, conn):
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": MINIMAL}))})
-    job_id = await submit(client, payload("json_payload_editor.json", ntasks=1))
-    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
-    assert await logfiles_of(conn) == {
-        "task_1_error": "This simulation was made in the editor; its input.json has to be "
-        "converted into SHIELD-HIT12A input files, and no converter is configured ([runner] "
-        "converter in config.toml, or YAPTIDE_RUNNER_CONVERTER)."
-    }
-
-
 async def test_editor_input_with_converter(start_app, fake, conn, tmp_path):
     converter = tmp_path / "convert.sh"
     converter.write_text(

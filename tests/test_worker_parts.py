@@ -16,6 +16,7 @@ from server.worker import progress as prog
 from server.worker.client import JobEnded, Rejected, ServerClient, Unreachable
 from server.worker.estimators import MergeError, merge_files
 from server.worker.merge import merge_job
+from server.worker.outputs import in_output_order
 from server.worker.settings import SettingsError, child_environment, load
 from server.worker.simulators import (
     TaskFailed,
@@ -213,3 +214,23 @@ def test_pages_have_the_platform_shape(tmp_path):
     assert page["metadata"].keys() == expected["metadata"].keys()
     assert (page["metadata"]["page_number"], page["dimensions"]) == ("0", 2)
     assert estimator["metadata"]["file_corename"] == "ex_yzmsh"
+
+
+def test_results_keep_the_order_of_detect_dat_outputs(tmp_path):
+    (tmp_path / "detect.dat").write_text(
+        "Geometry Mesh\n    Name m\n# Filename commented.bdo\n"
+        "OUTPUT\n  filename  zeta.bdo  ! the first\n  Geo m\n"
+        "Output\n\tFilename alpha_2.bdo\n\tGeo m\n"
+    )
+    names = ["alpha_2_0001.bdo", "other_0001.bdo", "aaa_0001.bdo", "zeta_0001.bdo"]
+    ordered = in_output_order([tmp_path / name for name in names], tmp_path)
+    assert [path.name for path in ordered] == [
+        "zeta_0001.bdo",
+        "alpha_2_0001.bdo",
+        "aaa_0001.bdo",  # files no Output names: after, by name
+        "other_0001.bdo",
+    ]
+    (tmp_path / "detect.dat").unlink()
+    assert [p.name for p in in_output_order([tmp_path / n for n in names], tmp_path)] == sorted(
+        names
+    )

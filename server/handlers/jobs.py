@@ -11,6 +11,7 @@ from aiohttp import web
 from server.http import json_response, read_json
 from server.jobs import transitions
 from server.jobs.access import owned_simulation
+from server.jobs.conversion import converted
 from server.jobs.submission import parse_submission
 from server.keys import CONFIG, DISPATCHER, POOL, USER
 from server.runner import Job
@@ -21,7 +22,7 @@ from server.timestamps import iso_utc
 async def submit(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = await read_json(request, config.server.max_body_size)
-    submission = parse_submission(body, config.jobs)
+    submission = await converted(parse_submission(body, config.jobs), config.runner.converter)
     job_id = str(uuid.uuid4())
     update_key = secrets.token_urlsafe(32)
     await transitions.create_simulation(
@@ -34,16 +35,18 @@ async def submit(request: web.Request) -> web.Response:
         primaries=submission.primaries,
         input_data=submission.input,
         update_key_sha256=hashlib.sha256(update_key.encode()).digest(),
+        input_files=submission.files,
         quota=config.jobs.user_quota,
     )
+    # Converted files go to the workers as a files submission's would.
     job = Job(
         job_id=job_id,
         sim_type=submission.sim_type,
-        input_type=submission.input_type,
+        input_type="files" if submission.files else submission.input_type,
         ntasks=submission.ntasks,
         primaries=tuple(submission.primaries),
         update_key=update_key,
-        input=submission.input,
+        input=submission.files or submission.input,
     )
     await request.app[DISPATCHER].submit(job)
     return json_response({"message": "Job submitted", "job_id": job_id}, status=202)

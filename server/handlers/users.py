@@ -108,19 +108,13 @@ async def get_inputs(request: web.Request) -> web.Response:
     found = await inputs.get(request.app[POOL], owner.sim_pk)
     if found is None:
         raise NotFound("Inputs not available")
-    input_type, input_json = found
     # The stored JSON is spliced in as it is: inputs can be large, and parsing it only to
     # serialise it again would gain nothing.
-    body = b"".join(
-        (
-            b'{"message":"Inputs","input_type":',
-            orjson.dumps(input_type),
-            b',"input":',
-            input_json,
-            b"}",
-        )
-    )
-    return web.Response(body=body, content_type="application/json")
+    parts = [b'{"message":"Inputs","input_type":', orjson.dumps(found.input_type)]
+    parts += [b',"input":', found.data]
+    if found.files is not None:  # an editor project and the files converted from it
+        parts += [b',"input_files":', found.files]
+    return web.Response(body=b"".join([*parts, b"}"]), content_type="application/json")
 
 
 async def get_logfiles(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from aiohttp import web
 from server import values
 from server.bodies import read_body
 from server.errors import BadRequest, Forbidden, NotFound
-from server.http import parse_json, query_param
+from server.http import bearer_token, parse_json, query_param
 from server.jobs.states import check_open
 from server.keys import CONFIG, POOL, USER
 from server.store import simulations
@@ -60,17 +60,11 @@ async def owned_simulation(request: web.Request) -> Owner:
     return check_owner(owner, request[USER].id)
 
 
-def header_key(request: web.Request) -> str | None:
-    """The key of an `Authorization: Bearer <key>` header, if there is one."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
     """The worker's update key: `update_key` in the body, else `Authorization: Bearer`."""
     key = body.get("update_key")
     if key is None:
-        key = header_key(request)
+        key = bearer_token(request)
     if not isinstance(key, str) or not key:
         raise Forbidden(BAD_KEY)
     return key
@@ -83,7 +77,7 @@ async def check_header_key(request: web.Request) -> None:
     Small plain bodies (most progress reports) are read first: buffering them costs less than
     the extra query, and the key is checked with the body's simulation anyway.
     """
-    key = header_key(request)
+    key = bearer_token(request)
     small = request.content_length is not None and request.content_length <= PRECHECK_ABOVE
     if key is None or (small and "Content-Encoding" not in request.headers):
         return
@@ -107,7 +101,7 @@ async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
     any, is among them, so when none is live the body's key is wrong. When the body is small,
     the key comes in a header, or a candidate is escaped or there are many, parsing decides.
     """
-    if len(body) <= PRECHECK_ABOVE or header_key(request) is not None:
+    if len(body) <= PRECHECK_ABOVE or bearer_token(request) is not None:
         return
     candidates = [match.group(1) for match in _BODY_KEY.finditer(body)]
     named = sum(1 for _ in _BODY_KEY_NAME.finditer(body))

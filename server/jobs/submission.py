@@ -27,6 +27,7 @@ class Submission:
     title: str
     input: dict[str, Any]
     primaries: list[int]  # per task
+    files: dict[str, str] | None = None  # converted from an editor project (jobs/conversion.py)
 
 
 def split_primaries(total: int, ntasks: int) -> list[int]:

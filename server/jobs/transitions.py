@@ -34,9 +34,11 @@ async def create_simulation(
     primaries: list[int],
     input_data: dict[str, Any],
     update_key_sha256: bytes,
+    input_files: dict[str, str] | None = None,
     quota: int = 0,
 ) -> int:
-    """A simulation, its input and one PENDING task per entry of `primaries`; its sim_pk.
+    """A simulation, its input (and the files converted from it) and one PENDING task per
+    entry of `primaries`; its sim_pk.
 
     413 (and nothing stored) when the user's stored inputs and results would exceed `quota`.
     """
@@ -45,7 +47,7 @@ async def create_simulation(
         sim_pk = await simulations.insert(
             conn, job_id, user_id, title, sim_type, input_type, len(primaries), update_key_sha256
         )
-        await inputs.insert(conn, sim_pk, input_data)
+        await inputs.insert(conn, sim_pk, input_data, input_files)
         await tasks.insert_all(conn, sim_pk, primaries)
         await _check_quota(conn, user_id, quota)
     return sim_pk

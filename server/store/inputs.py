@@ -1,7 +1,8 @@
-"""The inputs table: a simulation's submitted input, as zlib-compressed JSON."""
+"""The inputs table: a simulation's submitted input and the files converted from it, as
+zlib-compressed JSON."""
 
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -9,11 +10,26 @@ from server.models import Conn, Db
 from server.sql import query
 
 
-async def insert(conn: Conn, sim_pk: int, data: dict[str, Any]) -> None:
-    await conn.execute(query("insert_input"), sim_pk, zlib.compress(orjson.dumps(data)))
+class StoredInput(NamedTuple):
+    input_type: str
+    data: bytes  # the submitted input as JSON
+    files: bytes | None  # the converted input files as JSON, if any
 
 
-async def get(db: Db, sim_pk: int) -> tuple[str, bytes] | None:
-    """(input_type, the submitted input as JSON bytes), or None."""
+def _pack(value: dict[str, Any]) -> bytes:
+    return zlib.compress(orjson.dumps(value))
+
+
+async def insert(
+    conn: Conn, sim_pk: int, data: dict[str, Any], files: dict[str, str] | None = None
+) -> None:
+    packed_files = None if files is None else _pack(files)
+    await conn.execute(query("insert_input"), sim_pk, _pack(data), packed_files)
+
+
+async def get(db: Db, sim_pk: int) -> StoredInput | None:
     row = await db.fetchrow(query("get_simulation_input"), sim_pk)
-    return (row["input_type"], zlib.decompress(row["data"])) if row else None
+    if row is None:
+        return None
+    files = None if row["files"] is None else zlib.decompress(row["files"])
+    return StoredInput(row["input_type"], zlib.decompress(row["data"]), files)

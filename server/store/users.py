@@ -10,6 +10,12 @@ async def create(db: Db, username: str, password_hash: str) -> int | None:
     return user_id
 
 
+async def sign_in_sso(db: Db, username: str, display_name: str | None, email: str | None) -> int:
+    """The id of the Keycloak user `username`, created (with this profile) if new."""
+    user_id: int = await db.fetchval(query("sign_in_sso_user"), username, display_name, email)
+    return user_id
+
+
 async def get_login(db: Db, username: str) -> tuple[int, str] | None:
     row = await db.fetchrow(query("get_login"), username)
     return (row["id"], row["password_hash"]) if row else None

@@ -42,14 +42,14 @@ def merge_job(job_dir: Path, sim_type: str) -> list[dict[str, Any]]:
     tasks = completed_tasks(job_dir)
     if not tasks:
         raise MergeError("No task left result files in the job directory: nothing to merge.")
+    # In the order estimators first appear: each task lists its files in its outputs' order.
     groups: dict[str, list[Path]] = defaultdict(list)
     for _, paths in tasks:
         for path in paths:
             groups[corename(path, sim_type)].append(path)
     log.info("merging the files of %d tasks into %d estimators", len(tasks), len(groups))
     return [
-        estimator_dict(merge_files(paths, sim_type, name), name)
-        for name, paths in sorted(groups.items())
+        estimator_dict(merge_files(paths, sim_type, name), name) for name, paths in groups.items()
     ]
 
 

@@ -23,6 +23,7 @@ import orjson
 from server.worker import progress as prog
 from server.worker.client import ServerClient, ServerError
 from server.worker.outcomes import describe_exit
+from server.worker.outputs import in_output_order
 from server.worker.settings import Settings, child_environment
 from server.worker.simulators import Simulator, TaskFailed, simulator_for
 
@@ -92,6 +93,8 @@ class TaskRun:
         if returncode != 0:
             raise TaskFailed(f"{simulator.title} {describe_exit(returncode)}.")
         results = simulator.results(self.directory, inputs)
+        if simulator.sim_type == "shieldhit":
+            results = in_output_order(results, self.directory)
         if not results:
             raise TaskFailed(
                 f"{simulator.title} finished but wrote no result files "

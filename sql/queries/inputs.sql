@@ -1,10 +1,10 @@
--- The submitted input of a simulation.
+-- The submitted input of a simulation, and the input files converted from it.
 
 -- name: insert_input
-INSERT INTO inputs (simulation_id, data) VALUES ($1, $2)
+INSERT INTO inputs (simulation_id, data, files) VALUES ($1, $2, $3)
 
 -- name: get_simulation_input
--- `data` is the submitted input as zlib-compressed JSON.
-SELECT s.input_type, i.data
+-- `data` is the submitted input, `files` the converted files (or NULL), as zlib-compressed JSON.
+SELECT s.input_type, i.data, i.files
 FROM simulations s JOIN inputs i ON i.simulation_id = s.id
 WHERE s.id = $1

@@ -2,7 +2,15 @@
 
 -- name: create_user
 INSERT INTO users (username, password_hash) VALUES ($1, $2)
-ON CONFLICT (username) DO NOTHING
+ON CONFLICT (username, source) DO NOTHING
+RETURNING id
+
+-- name: sign_in_sso_user
+-- The Keycloak user of this name, created on first sign-in with the profile the token carries;
+-- never a local account of the same name. Later sign-ins leave the profile to the user (the
+-- no-op DO UPDATE is there so that RETURNING gives the existing row's id too).
+INSERT INTO users (username, source, display_name, email) VALUES ($1, 'keycloak', $2, $3)
+ON CONFLICT (username, source) DO UPDATE SET username = EXCLUDED.username
 RETURNING id
 
 -- name: get_login
@@ -33,8 +41,10 @@ WHERE id = coalesce($1, (SELECT user_id FROM simulations WHERE id = $2))
 FOR UPDATE
 
 -- name: stored_bytes
--- The bytes a user's simulations take in the database: compressed inputs and result pages.
-SELECT coalesce((SELECT sum(octet_length(i.data)) FROM inputs i
+-- The bytes a user's simulations take in the database: compressed inputs (with the files
+-- converted from an editor project) and result pages.
+SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
+                 FROM inputs i
                  JOIN simulations s ON s.id = i.simulation_id
                  WHERE s.user_id = $1), 0)
      + coalesce((SELECT sum(octet_length(p.data)) FROM pages p

@@ -1,0 +1,47 @@
+"""The conversion of a whole project: the four SHIELD-HIT12A files (plus a beam source file)."""
+
+from server.editor.beam import beam_files
+from server.editor.detectors import read_detectors
+from server.editor.geofile import geo_dat
+from server.editor.materials import media, read_materials
+from server.editor.project import ConversionError, Json
+from server.editor.scoring import scoring_blocks
+from server.editor.zones import read_geometry
+
+
+def convert(project: Json, primaries: int) -> dict[str, str]:
+    """File name -> text of the SHIELD-HIT12A input for `primaries` per task.
+
+    Raises ConversionError naming the project item that cannot be expressed.
+    """
+    if not isinstance(project, dict):
+        raise ConversionError("project", "must be a JSON object")
+    if primaries < 1:
+        raise ConversionError("beam", "the number of primaries per task must be at least 1")
+    _no_modulator(project)
+    catalogue = read_materials(project)
+    geometry = read_geometry(project, catalogue)
+    zone_media = media([zone.material for zone in geometry.zones])
+    detectors = read_detectors(project, geometry.zone_numbers)
+    icru = {uuid: material.icru for uuid, material in catalogue.items()}
+    blocks = detectors.blocks + scoring_blocks(project, detectors.names, icru)
+    beam = beam_files(project, primaries)
+    return {
+        "beam.dat": beam.pop("beam.dat"),
+        "mat.dat": zone_media.text,
+        "geo.dat": geo_dat(_title(project), geometry.bodies, geometry.zones, zone_media.numbers),
+        "detect.dat": "\n\n".join(blocks) + "\n",
+        **beam,  # the beam's source file, if any
+    }
+
+
+def _title(project: Json) -> str:
+    about = project.get("project")
+    title = about.get("title") if isinstance(about, dict) else None
+    return title if isinstance(title, str) else ""
+
+
+def _no_modulator(project: Json) -> None:
+    components = project.get("specialComponentsManager")
+    if isinstance(components, dict) and components.get("modulator"):
+        raise ConversionError("beam modulator", "beam modulators cannot be converted yet")

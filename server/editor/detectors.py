@@ -1,0 +1,118 @@
+"""Detectors -> the `Geometry` blocks of detect.dat (Cyl, Mesh, Zone, All).
+
+A cylinder scores along the z axis from z - depth/2 to z + depth/2 and a mesh spans its full
+width, height and depth around its centre. SHIELD-HIT12A's scoring grids are not rotated and
+its cylinders sit on the z axis, so a rotated detector or an off-axis cylinder is refused
+rather than scored somewhere else.
+"""
+
+from dataclasses import dataclass
+
+from server.editor.formatting import UniqueNames, free
+from server.editor.project import (
+    ConversionError,
+    Json,
+    entries,
+    integer,
+    label,
+    number,
+    positive,
+    section,
+    text,
+    vector,
+)
+
+
+@dataclass(frozen=True)
+class Detectors:
+    names: dict[str, str]  # detect.dat name by detector uuid
+    blocks: list[str]
+
+
+def read_detectors(project: Json, zone_numbers: dict[str, list[int]]) -> Detectors:
+    manager = section(project, "detectorManager", "project")
+    names = UniqueNames()
+    by_uuid: dict[str, str] = {}
+    blocks = []
+    for index, detector in enumerate(entries(manager, "detectors", "detectorManager")):
+        item = label("detector", detector, index)
+        name = names.take(str(detector.get("name") or ""), f"detector_{index + 1}")
+        blocks.append(_block(detector, name, item, zone_numbers))
+        if isinstance(detector.get("uuid"), str):
+            by_uuid[detector["uuid"]] = name
+    return Detectors(by_uuid, blocks)
+
+
+def _block(detector: Json, name: str, item: str, zone_numbers: dict[str, list[int]]) -> str:
+    geometry = section(detector, "geometryData", item)
+    kind = text(geometry, "geometryType", item)
+    if kind == "Zone":
+        lines = [f"Zone {_zone(detector, geometry, item, zone_numbers)}"]
+    elif kind == "All":
+        lines = []
+    elif kind in ("Cyl", "Mesh"):
+        position = _unrotated(geometry, item)
+        parameters = section(geometry, "parameters", item)
+        lines = (
+            _cyl(parameters, position, item) if kind == "Cyl" else _mesh(parameters, position, item)
+        )
+    else:
+        raise ConversionError(item, f"detectors of type {kind!r} cannot be converted")
+    return "\n".join([f"Geometry {kind}", f"    Name {name}", *(f"    {line}" for line in lines)])
+
+
+def _unrotated(geometry: Json, item: str) -> tuple[float, float, float]:
+    if geometry.get("rotation") is not None and any(vector(geometry, "rotation", item)):
+        raise ConversionError(item, "SHIELD-HIT12A cannot score in a rotated detector")
+    return vector(geometry, "position", item)
+
+
+def _axis(name: str, low: float, high: float, bins: int) -> str:
+    return f"{name} {free(low)} {free(high)} {bins}"
+
+
+def _cyl(parameters: Json, position: tuple[float, float, float], item: str) -> list[str]:
+    x, y, z = position
+    if x != 0 or y != 0:
+        raise ConversionError(item, "a cylinder detector must lie on the z axis (x = y = 0)")
+    radius = positive(parameters, "radius", item)
+    inner = (
+        number(parameters, "innerRadius", item, minimum=0) if "innerRadius" in parameters else 0.0
+    )
+    if inner >= radius:
+        raise ConversionError(item, "'innerRadius' must be smaller than 'radius'")
+    depth = positive(parameters, "depth", item)
+    return [
+        _axis("R", inner, radius, integer(parameters, "radialSegments", item, minimum=1)),
+        _axis("Z", z - depth / 2, z + depth / 2, integer(parameters, "zSegments", item, minimum=1)),
+    ]
+
+
+def _mesh(parameters: Json, position: tuple[float, float, float], item: str) -> list[str]:
+    lines = []
+    for axis, centre, size, bins in zip(
+        "XYZ",
+        position,
+        ("width", "height", "depth"),
+        ("xSegments", "ySegments", "zSegments"),
+        strict=True,
+    ):
+        half = positive(parameters, size, item) / 2
+        lines.append(
+            _axis(axis, centre - half, centre + half, integer(parameters, bins, item, minimum=1))
+        )
+    return lines
+
+
+def _zone(detector: Json, geometry: Json, item: str, zone_numbers: dict[str, list[int]]) -> int:
+    parameters = geometry.get("parameters")
+    places = [detector, geometry, parameters if isinstance(parameters, dict) else {}]
+    uuid = next((place["zoneUuid"] for place in places if place.get("zoneUuid")), None)
+    numbers = zone_numbers.get(uuid) if isinstance(uuid, str) else None
+    if not numbers:
+        raise ConversionError(item, "its zone is not one of the project's zones")
+    if len(numbers) > 1:
+        raise ConversionError(
+            item, "the world zone is several zones here: score in a zone of your own"
+        )
+    return numbers[0]

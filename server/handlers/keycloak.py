@@ -1,0 +1,71 @@
+"""`POST /auth/keycloak` (sign in with a Keycloak access token) and `DELETE /auth/keycloak`.
+
+Both answer 403 "Service is not available" unless `[keycloak] issuer` is configured. A sign-in
+makes an access cookie like `POST /auth/login`, for the Keycloak user of the token's
+`preferred_username` (never a local account of the same name), that expires no later than the
+Keycloak token: the web UI signs in again with a fresh token before then. No refresh cookie is
+issued, so a session cannot outlive what Keycloak granted.
+"""
+
+import time
+
+from aiohttp import web
+
+from server import auth
+from server.errors import Forbidden, Unauthorized
+from server.http import bearer_token, field, json_response, read_json
+from server.keycloak import SsoIdentity, TokenVerifier
+from server.keys import CONFIG, KEYCLOAK, POOL, SECRET
+from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
+from server.store import users
+
+NOT_AVAILABLE = "Service is not available"
+
+
+def _verifier(request: web.Request) -> TokenVerifier:
+    verifier = request.app.get(KEYCLOAK)
+    if verifier is None:
+        raise Forbidden(NOT_AVAILABLE)
+    return verifier
+
+
+def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
+    """The token's name and email for a new account, each dropped unless POST /user/update
+    would accept it."""
+    name, email = identity.display_name, identity.email
+    if name is not None and len(name) > MAX_DISPLAY_NAME:
+        name = None
+    if email is not None and (len(email) > MAX_EMAIL or "@" not in email):
+        email = None
+    return name, email
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    verifier = _verifier(request)
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized(auth.NO_TOKEN)
+    config = request.app[CONFIG]
+    username = field(await read_json(request, config.server.max_body_size), "username", str)
+    identity = await verifier.verify(token)
+    if identity.username != username:
+        raise Forbidden("Username does not match the token's preferred_username")
+    user_id = await users.sign_in_sso(request.app[POOL], identity.username, *_profile(identity))
+    access, expires, _ = auth.make_token(
+        request.app[SECRET], user_id, "access", config.auth.access_ttl, identity.expires
+    )
+    response = json_response(
+        {"message": "Login successful", "access_exp": auth.expiry_ms(expires)}, status=202
+    )
+    auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, expires - time.time())
+    # A refresh cookie left by a local sign-in must not bring that user back after this one.
+    auth.clear_cookie(response, config, auth.REFRESH_COOKIE)
+    return response
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    _verifier(request)
+    response = json_response({"message": "Logout successful"})
+    auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
+    auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
+    return response

@@ -1,0 +1,521 @@
+"""`POST /auth/keycloak` and `DELETE /auth/keycloak`: signing in with a Keycloak access token.
+
+The realm is tests.fakes.openid_provider (fixtures `provider`, `sso_config`, `sso`): a real HTTP
+server with real keys; every token here is really signed, and the server fetches the realm's keys
+over HTTP as it would from Keycloak.
+"""
+
+import asyncio
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import asyncpg
+import jwt
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from tests.fakes.openid_provider import (
+    BACKEND,
+    CONFIG_PATH,
+    JWKS_PATH,
+    REALM_PATH,
+    REFETCH_INTERVAL,
+    UI,
+    USERNAME,
+    OpenIdProvider,
+    SigningKey,
+    hmac_token,
+    unsigned_token,
+)
+from tests.helpers import SEED_CLUSTERS_RESPONSE, login, register, submit
+
+WELCOME = {"message": "Login successful"}
+NOT_AVAILABLE = {"message": "Service is not available"}
+SSO_STATUS = {
+    "message": "User status",
+    "username": USERNAME,
+    "source": "keycloak",
+    "display_name": "Alice Example",
+    "email": "alice@example.org",
+}
+
+
+async def sign_in(
+    client: TestClient, token: str, username: str = USERNAME
+) -> tuple[int, dict[str, Any]]:
+    response = await client.post(
+        "/auth/keycloak", json={"username": username}, headers={"Authorization": f"Bearer {token}"}
+    )
+    return response.status, await response.json()
+
+
+async def status_of(client: TestClient) -> tuple[int, dict[str, Any]]:
+    response = await client.get("/auth/status")
+    return response.status, await response.json()
+
+
+async def users_in(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    rows = await conn.fetch("SELECT username, source FROM users ORDER BY id")
+    return [(row["username"], row["source"]) for row in rows]
+
+
+async def job_ids_listed(client: TestClient) -> list[str]:
+    response = await client.get("/user/simulations")
+    assert response.status == 200
+    return [item["job_id"] for item in (await response.json())["simulations"]]
+
+
+async def signs_in(
+    client: TestClient, provider: OpenIdProvider, key: SigningKey | None = None, **changes: Any
+) -> None:
+    """Sign in with a token of the realm (claims changed by `changes`); the whole answer checked."""
+    expires = int(time.time()) + 300
+    token = provider.token(key, **{"exp": expires, **changes})
+    assert await sign_in(client, token) == (202, {**WELCOME, "access_exp": expires * 1000})
+
+
+def denied(message: str) -> tuple[int, dict[str, str]]:
+    return 403, {"message": message}
+
+
+# --- signing in -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_name", ["rsa", "ec"])
+async def test_good_token_signs_in(sso, provider, realm_keys, conn, key_name):
+    expires = int(time.time()) + 300
+    token = provider.token(realm_keys[key_name], exp=expires)
+    assert await sign_in(sso, token) == (202, {**WELCOME, "access_exp": expires * 1000})
+    assert await status_of(sso) == (200, SSO_STATUS)
+    assert await users_in(conn) == [(USERNAME, "keycloak")]
+
+
+async def test_signed_in_user_sees_the_seed_clusters_example(sso, provider):
+    await signs_in(sso, provider)
+    response = await sso.get("/clusters")
+    assert (response.status, await response.json()) == (200, SEED_CLUSTERS_RESPONSE)
+
+
+async def test_local_user_gets_403_from_clusters(sso):
+    await login(sso, USERNAME)
+    response = await sso.get("/clusters")
+    assert (response.status, await response.json()) == denied(
+        "Local users cannot access HPC clusters"
+    )
+
+
+async def test_session_ends_with_the_keycloak_token(sso, provider):
+    """The access cookie never outlives the Keycloak token, nor the server's access_ttl (900 s)."""
+    expires = int(time.time()) + 60
+    response = await post_token(sso, provider.token(exp=expires))
+    assert (response.status, await response.json()) == (
+        202,
+        {**WELCOME, "access_exp": expires * 1000},
+    )
+    cookie = response.cookies["access_token"]
+    assert jwt.decode(cookie.value, options={"verify_signature": False})["exp"] == expires
+    assert 55 <= int(cookie["max-age"]) <= 60
+
+    before = math.ceil(time.time() + 900)
+    status, body = await sign_in(sso, provider.token(exp=int(time.time()) + 7200))
+    after = math.ceil(time.time() + 900)
+    assert (status, body) == (202, {**WELCOME, "access_exp": body["access_exp"]})
+    assert before * 1000 <= body["access_exp"] <= after * 1000
+
+
+async def test_sign_in_again_is_the_same_user_and_keeps_the_profile(sso, provider, conn):
+    """The UI signs in again before access_exp; the account is found, not made again, and
+    the profile the user edited since is not overwritten by the token's."""
+    await signs_in(sso, provider)
+    response = await sso.post("/user/update", json={"display_name": "Dr Alice"})
+    assert (response.status, await response.json()) == (200, {"message": "User updated"})
+    await signs_in(sso, provider, name="Someone Else")
+    assert await status_of(sso) == (200, {**SSO_STATUS, "display_name": "Dr Alice"})
+    assert await users_in(conn) == [(USERNAME, "keycloak")]
+
+
+async def test_profile_claims_that_would_not_pass_user_update_are_left_out(sso, provider):
+    await signs_in(sso, provider, name="x" * 129, email="not-an-address")
+    assert await status_of(sso) == (200, {**SSO_STATUS, "display_name": None, "email": None})
+
+
+async def test_a_local_user_of_the_same_name_is_a_different_user(sso, provider, conn):
+    """Both sign in, each as themselves; neither sees nor reaches the other's simulations."""
+    await login(sso, USERNAME)
+    local_job = await submit(sso)
+    await signs_in(sso, provider)
+    assert await status_of(sso) == (200, SSO_STATUS)
+    assert await job_ids_listed(sso) == []
+    sso_job = await submit(sso)
+    assert await job_ids_listed(sso) == [sso_job]
+    response = await sso.get(f"/inputs?job_id={local_job}")
+    assert (response.status, await response.json()) == denied("Simulation belongs to another user")
+
+    response = await sso.post("/auth/login", json={"username": USERNAME, "password": "password1"})
+    assert response.status == 202
+    local_status = {"message": "User status", "username": USERNAME, "source": "local"}
+    assert await status_of(sso) == (200, {**local_status, "display_name": None, "email": None})
+    assert await job_ids_listed(sso) == [local_job]
+    response = await sso.get(f"/inputs?job_id={sso_job}")
+    assert (response.status, await response.json()) == denied("Simulation belongs to another user")
+    assert await users_in(conn) == [(USERNAME, "local"), (USERNAME, "keycloak")]
+
+
+async def test_a_local_account_can_be_registered_after_the_sso_one(sso, provider, conn):
+    await signs_in(sso, provider)
+    await register(sso, USERNAME)
+    response = await sso.put("/auth/register", json={"username": USERNAME, "password": "password2"})
+    assert (response.status, await response.json()) == (409, {"message": "Username already taken"})
+    assert await users_in(conn) == [(USERNAME, "keycloak"), (USERNAME, "local")]
+
+
+async def test_sign_in_drops_a_local_refresh_cookie(sso, provider):
+    """Otherwise GET /auth/refresh would bring the local user back after the SSO sign-in."""
+    await login(sso, USERNAME)
+    response = await post_token(sso, provider.token())
+    assert response.status == 202
+    assert response.cookies["refresh_token"].value == ""
+    assert int(response.cookies["refresh_token"]["max-age"]) == 0
+    response = await sso.get("/auth/refresh")
+    assert (response.status, await response.json()) == (401, {"message": "No token provided"})
+
+
+async def test_delete_clears_the_cookie(sso, provider):
+    await signs_in(sso, provider)
+    response = await sso.delete("/auth/keycloak")
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    assert response.cookies["access_token"].value == ""
+    assert int(response.cookies["access_token"]["max-age"]) == 0
+    assert await status_of(sso) == (401, {"message": "No token provided"})
+
+
+async def test_delete_without_a_session_is_fine(sso):
+    """Like logout: signing out twice, or never signed in, is not an error."""
+    for _ in range(2):
+        response = await sso.delete("/auth/keycloak")
+        assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+
+
+# --- what is refused --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["post", "delete"])
+async def test_without_keycloak_configured_the_service_is_not_available(client, method):
+    headers = {"Authorization": "Bearer abc.def.ghi"}
+    response = await getattr(client, method)(
+        "/auth/keycloak", json={"username": USERNAME}, headers=headers
+    )
+    assert (response.status, await response.json()) == (403, NOT_AVAILABLE)
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer  ", "Basic dXNlcjpwYXNz"])
+async def test_no_bearer_token(sso, conn, authorization):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await sso.post("/auth/keycloak", json={"username": USERNAME}, headers=headers)
+    assert (response.status, await response.json()) == (401, {"message": "No token provided"})
+    assert await users_in(conn) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Missing field: username"),
+        ({"username": 7}, "Field username must be of type string"),
+        ([USERNAME], "JSON body must be an object"),
+    ],
+)
+async def test_bad_body(sso, provider, conn, body, message):
+    headers = {"Authorization": f"Bearer {provider.token()}"}
+    response = await sso.post("/auth/keycloak", json=body, headers=headers)
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await users_in(conn) == []
+
+
+async def test_body_username_must_be_the_tokens(sso, provider, conn):
+    response = await post_token(sso, provider.token(), username="plgbob")
+    assert (response.status, await response.json()) == denied(
+        "Username does not match the token's preferred_username"
+    )
+    assert "access_token" not in response.cookies
+    assert await status_of(sso) == (401, {"message": "No token provided"})
+    assert await users_in(conn) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"aud": ["account"], "azp": "other-client"},
+            "Invalid token: not issued for this service (aud, azp)",
+        ),
+        ({"aud": None, "azp": None}, "Invalid token: not issued for this service (aud, azp)"),
+        (
+            {"aud": [{"id": BACKEND}], "azp": [BACKEND]},
+            "Invalid token: not issued for this service (aud, azp)",
+        ),
+        ({"iss": "http://127.0.0.1:1/realms/other"}, "Invalid token: wrong issuer"),
+        ({"iss": None}, "Invalid token: no iss claim"),
+        ({"exp": int(time.time()) - 120}, "Invalid token: expired"),
+        ({"exp": None}, "Invalid token: no exp claim"),
+        (
+            {"iat": int(time.time()) + 3600},
+            "Invalid token: not valid yet (iat or nbf in the future)",
+        ),
+        ({"typ": "ID"}, "Invalid token: not an access token (typ)"),
+        ({"plgridAccessServices": None}, "No access: the token has no plgridAccessServices claim"),
+        (
+            {"plgridAccessServices": ["PLG_OTHER_SERVICE"]},
+            "No access: the token's plgridAccessServices does not include PLG_YAPTIDE_ACCESS",
+        ),
+        ({"preferred_username": None}, "Invalid token: no preferred_username claim"),
+    ],
+)
+async def test_claims_that_fail_a_check(sso, provider, conn, changes, message):
+    assert await sign_in(sso, provider.token(**changes)) == denied(message)
+    assert await users_in(conn) == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"aud": BACKEND, "azp": UI},  # aud as a single string (the audience mapper's way)
+        {"aud": "account", "azp": BACKEND},  # the backend's own client asked for the token
+        {"plgridAccessServices": "PLG_YAPTIDE_ACCESS"},  # one value, not a list
+        {"typ": None, "email": None, "name": None},
+    ],
+)
+async def test_claims_that_pass(sso, provider, changes):
+    await signs_in(sso, provider, **changes)
+
+
+async def test_access_rule_is_configurable(aiohttp_client, sso_config, provider, conn):
+    app = create_app(sso_config(access_claim="groups", access_value="yaptide-users"))
+    client = await aiohttp_client(app)
+    assert await sign_in(client, provider.token()) == denied(
+        "No access: the token has no groups claim"
+    )
+    await signs_in(client, provider, groups=["yaptide-users"])
+
+
+async def test_access_rule_can_be_turned_off(aiohttp_client, sso_config, provider, conn):
+    client = await aiohttp_client(create_app(sso_config(access_claim="")))
+    await signs_in(client, provider, plgridAccessServices=None)
+
+
+async def test_alg_none_is_refused(sso, provider, conn):
+    token = unsigned_token({"alg": "none", "typ": "JWT", "kid": "rsa-1"}, provider.claims())
+    assert await sign_in(sso, token) == denied(
+        "Invalid token: only RS256 and ES256 signatures are accepted"
+    )
+    assert provider.requests == {}  # refused before any key is looked up
+
+
+async def test_hs256_signed_with_the_public_key_is_refused(sso, provider, realm_keys, conn):
+    """Algorithm confusion: the realm's public key (PEM, or its JWK) used as an HMAC secret."""
+    header = {"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}
+    for secret in (realm_keys["rsa"].public_pem(), orjson.dumps(realm_keys["rsa"].jwk())):
+        token = hmac_token(header, provider.claims(), secret)
+        assert await sign_in(sso, token) == denied(
+            "Invalid token: only RS256 and ES256 signatures are accepted"
+        )
+    assert await users_in(conn) == []
+
+
+async def test_signature_by_another_key_under_the_realms_key_id(sso, provider, realm_keys, conn):
+    token = provider.token(realm_keys["impostor"])
+    assert await sign_in(sso, token) == denied("Invalid token: bad signature")
+
+
+async def test_algorithm_must_be_the_keys(sso, provider, realm_keys, conn):
+    """An ES256 signature claiming the realm's RSA key id: the key decides the algorithm."""
+    forged = SigningKey("rsa-1", "ES256", realm_keys["ec"].private)
+    assert await sign_in(sso, provider.token(forged)) == denied(
+        "Invalid token: algorithm does not match the signing key"
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("abc", "Invalid token: not a signed JWT"),
+        ("a.b.c", "Invalid token: not a signed JWT"),
+        ("x" * 5000, "Invalid token: not a signed JWT"),
+        ("e30.e30.", "Invalid token: only RS256 and ES256 signatures are accepted"),  # {}.{}.
+        (
+            "eyJhbGciOlsiUlMyNTYiXX0.e30.",
+            "Invalid token: only RS256 and ES256 signatures are accepted",
+        ),
+    ],
+)
+async def test_garbage_tokens(sso, provider, conn, token, message):
+    assert await sign_in(sso, token) == denied(message)
+    assert provider.requests == {}
+
+
+async def test_header_without_key_id(sso, provider, realm_keys, conn):
+    key = realm_keys["rsa"]
+    token = jwt.encode(provider.claims(), key.private, algorithm="RS256")
+    assert await sign_in(sso, token) == denied("Invalid token: no key id (kid) in the header")
+
+
+# --- the realm's keys -------------------------------------------------------------------------
+
+
+def fetches(provider: OpenIdProvider) -> tuple[int, int]:
+    """(openid-configuration requests, JWKS requests) the realm has had."""
+    return provider.requests[CONFIG_PATH], provider.requests[JWKS_PATH]
+
+
+async def past_interval() -> None:
+    """Wait until the configured min_refetch_interval has passed since the last fetch."""
+    await asyncio.sleep(REFETCH_INTERVAL * 1.2)
+
+
+async def test_keys_are_fetched_once_and_cached(sso, provider, realm_keys):
+    for key_name in ("rsa", "ec", "rsa", "ec"):
+        await signs_in(sso, provider, realm_keys[key_name])
+    assert fetches(provider) == (1, 1)
+
+
+async def test_concurrent_first_sign_ins_share_one_fetch(sso, provider):
+    expires = int(time.time()) + 300
+    results = await asyncio.gather(*(sign_in(sso, provider.token(exp=expires)) for _ in range(8)))
+    assert results == [(202, {**WELCOME, "access_exp": expires * 1000})] * 8
+    assert fetches(provider) == (1, 1)
+
+
+async def test_unknown_key_id_refetches_once_then_403(sso, provider, realm_keys):
+    await signs_in(sso, provider)
+    await past_interval()
+    unknown = provider.token(realm_keys["unpublished"])
+    for _ in range(3):
+        assert await sign_in(sso, unknown) == denied("Invalid token: unknown signing key (kid)")
+    # one refetch of the key set (the jwks_uri is kept), then none within the interval
+    assert fetches(provider) == (1, 2)
+
+
+async def test_unknown_key_id_on_a_cold_cache_costs_one_fetch(sso, provider, realm_keys):
+    unknown = provider.token(realm_keys["unpublished"])
+    for _ in range(2):
+        assert await sign_in(sso, unknown) == denied("Invalid token: unknown signing key (kid)")
+    assert fetches(provider) == (1, 1)
+
+
+async def test_key_rotation(sso, provider, realm_keys):
+    """A new key is picked up on first sight; a key the realm dropped stops working."""
+    await signs_in(sso, provider, realm_keys["rsa"])
+    provider.keys = [realm_keys["rsa_next"], realm_keys["ec"]]
+    await past_interval()
+    await signs_in(sso, provider, realm_keys["rsa_next"])
+    assert await sign_in(sso, provider.token(realm_keys["rsa"])) == denied(
+        "Invalid token: unknown signing key (kid)"
+    )
+    assert fetches(provider) == (1, 2)
+
+
+async def test_keys_expire_after_the_cache_lifetime(aiohttp_client, sso_config, provider, conn):
+    client = await aiohttp_client(create_app(sso_config(key_cache_ttl=REFETCH_INTERVAL)))
+    await signs_in(client, provider)
+    await signs_in(client, provider)
+    await past_interval()
+    await signs_in(client, provider)
+    assert fetches(provider) == (1, 2)
+
+
+UNAVAILABLE = "Cannot verify the token: the identity provider is unavailable"
+
+
+async def test_provider_down(aiohttp_client, sso_config, provider, unused_tcp_port, conn, caplog):
+    down = f"http://127.0.0.1:{unused_tcp_port}{REALM_PATH}"
+    client = await aiohttp_client(create_app(sso_config(issuer=down)))
+    token = provider.token(iss=down)
+    caplog.set_level(logging.DEBUG)
+    assert await sign_in(client, token) == denied(UNAVAILABLE)
+    assert await users_in(conn) == []
+    assert token not in caplog.text  # the failure is logged, the token never
+
+
+async def test_provider_slow(aiohttp_client, sso_config, provider, conn):
+    """Sign-ins waiting on a stalled realm all end within the timeout, after one attempt; in the
+    interval after it, sign-ins are refused at once without asking again."""
+    client = await aiohttp_client(create_app(sso_config(timeout=0.5, min_refetch_interval=60)))
+    provider.stalled = True
+    started = time.monotonic()
+    results = await asyncio.gather(*(sign_in(client, provider.token()) for _ in range(4)))
+    assert results == [denied(UNAVAILABLE)] * 4
+    assert time.monotonic() - started < 3  # 0.5 s timeout, generous bound for a busy machine
+    started = time.monotonic()
+    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+    assert time.monotonic() - started < 1
+    assert fetches(provider) == (1, 0)
+
+
+async def test_provider_back_after_an_outage(aiohttp_client, sso_config, provider, conn):
+    client = await aiohttp_client(create_app(sso_config(timeout=0.5)))
+    provider.stalled = True
+    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+    provider.stalled = False
+    provider.release.set()
+    await past_interval()
+    await signs_in(client, provider)
+
+
+@pytest.mark.parametrize(
+    ("configuration", "jwks"),
+    [
+        ({"issuer": "http://elsewhere/realms/plgrid"}, None),  # not our issuer
+        ({"jwks_uri": None}, None),
+        (None, {"keys": []}),
+        (None, {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "rsa-1", "alg": "HS256"}]}),
+        (None, ["not", "an", "object"]),
+    ],
+)
+async def test_provider_sends_something_unusable(
+    aiohttp_client, sso_config, provider, conn, configuration, jwks
+):
+    provider.configuration_changes = configuration or {}
+    provider.jwks_body = jwks
+    client = await aiohttp_client(create_app(sso_config()))
+    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+
+
+async def post_token(client: TestClient, token: str, username: str = USERNAME):
+    return await client.post(
+        "/auth/keycloak", json={"username": username}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+# --- measurement (opt-in) ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("YAPTIDE_MEASURE"), reason="set YAPTIDE_MEASURE=1")
+@pytest.mark.parametrize("key_name", ["rsa", "ec"])
+async def test_measure_warm_sign_in(sso, provider, realm_keys, key_name):
+    """Time of POST /auth/keycloak with the realm's keys cached, over real HTTP (printed): wall
+    time per request as the client sees it, and CPU time per request of this process (client
+    and server both run here; PostgreSQL is another process).
+
+    YAPTIDE_MEASURE=1 .venv/bin/python -m pytest -q -s tests/test_auth_keycloak.py -k measure
+    """
+    token = provider.token(realm_keys[key_name])
+    await signs_in(sso, provider, realm_keys[key_name])  # warms the key cache
+    times = []
+    cpu_started = time.process_time()
+    for _ in range(300):
+        started = time.perf_counter()
+        status, _ = await sign_in(sso, token)
+        times.append(time.perf_counter() - started)
+        assert status == 202
+    cpu = (time.process_time() - cpu_started) / len(times)
+    times.sort()
+    assert fetches(provider) == (1, 1)
+    p50, p90 = times[len(times) // 2], times[len(times) * 9 // 10]
+    print(
+        f"\n{key_name}: warm sign-in, {len(times)} requests one after another: p50 {p50 * 1000:.2f} ms,"
+        f" p90 {p90 * 1000:.2f} ms, min {times[0] * 1000:.2f} ms; CPU {cpu * 1000:.2f} ms per request"
+    )

@@ -1,0 +1,357 @@
+"""What the converter refuses: every refusal names the project item and what is wrong, and
+reaches the user as a 400 at submission, before anything is stored."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from server.editor import ConversionError, convert
+from tests.helpers import (
+    box,
+    cylinder,
+    detector,
+    example,
+    login,
+    modifier,
+    output,
+    quantity,
+    sphere,
+    world,
+    zone,
+)
+from tests.helpers import project as build
+
+Json = dict[str, Any]
+
+
+def small() -> Json:
+    figures = [box("B", size=(10, 10, 10)), sphere("S", radius=2)]
+    zones = [zone("Z", [("union", "B"), ("subtraction", "S")]), zone("Core", [("union", "S")])]
+    return build(figures, zones, world(box("W", size=(20, 20, 20))))
+
+
+def figure(value: Json, name: str) -> Json:
+    return next(f for f in value["figureManager"]["figures"] if f["name"] == name)
+
+
+def first_zone(value: Json) -> Json:
+    return value["zoneManager"]["zones"][0]
+
+
+def first_output(value: Json) -> Json:
+    return value["scoringManager"]["outputs"][0]
+
+
+def _set(path: str, new: Any) -> Callable[[Json], None]:
+    """A change of the small project: `new` at a dotted path (numbers index lists)."""
+
+    def change(value: Json) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            value = value[int(key)] if key.isdigit() else value[key]
+        value[last] = new  # type: ignore[index]
+
+    return change
+
+
+def _add_output(*quantities: Json) -> Callable[[Json], None]:
+    def change(value: Json) -> None:
+        value["scoringManager"]["outputs"] = [output("O", "Everything", *quantities)]
+
+    return change
+
+
+def _add_detector(detector_value: Json) -> Callable[[Json], None]:
+    def change(value: Json) -> None:
+        value["detectorManager"]["detectors"] = [detector_value]
+        value["scoringManager"]["outputs"] = [output("O", detector_value["name"], quantity("Dose"))]
+
+    return change
+
+
+def _tubes_subtracted(count: int) -> Callable[[Json], None]:
+    def change(value: Json) -> None:
+        tubes = [cylinder(f"T{i}", position=(i, 0, 0), radius=0.4, inner=0.2) for i in range(count)]
+        value["figureManager"]["figures"] += tubes
+        chain = first_zone(value)["unionOperations"][0]
+        chain += [{"mode": "subtraction", "objectUuid": tube["uuid"]} for tube in tubes]
+
+    return change
+
+
+REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
+    (
+        "unknown figure type",
+        lambda v: figure(v, "S")["geometryData"].update(geometryType="TorusGeometry"),
+        "figure 'S': figures of type 'TorusGeometry' cannot be converted",
+    ),
+    (
+        "tube without wall",
+        lambda v: v["figureManager"]["figures"].append(cylinder("T", radius=2, inner=2)),
+        "figure 'T': 'innerRadius' (2) must be smaller than 'radius'",
+    ),
+    (
+        "negative size",
+        lambda v: figure(v, "B")["geometryData"]["parameters"].update(width=-1),
+        "figure 'B': 'width' must be greater than 0 (got -1)",
+    ),
+    (
+        "missing position",
+        lambda v: figure(v, "B")["geometryData"].pop("position"),
+        "figure 'B': 'position' must be a list of 3 numbers",
+    ),
+    (
+        "number too wide",
+        lambda v: figure(v, "B")["geometryData"].update(position=[0, 123456789012, 0]),
+        "figure 'B': the number 1.23457e+11 does not fit a 10-character field",
+    ),
+    (
+        "zone on a missing figure",
+        lambda v: first_zone(v)["unionOperations"][0].append(
+            {"mode": "subtraction", "objectUuid": "nope"}
+        ),
+        "zone 'Z': an operation refers to a figure that does not exist",
+    ),
+    (
+        "zone starting with a subtraction",
+        lambda v: first_zone(v).update(
+            unionOperations=[[{"mode": "subtraction", "objectUuid": "fig-B"}]]
+        ),
+        "zone 'Z': its first operation must be a union",
+    ),
+    (
+        "unknown zone operation",
+        lambda v: first_zone(v)["unionOperations"][0][1].update(mode="xor"),
+        "zone 'Z': each operation must have a 'mode' of union, intersection or subtraction",
+    ),
+    (
+        "empty zone",
+        lambda v: first_zone(v).update(
+            unionOperations=[
+                [
+                    {"mode": "union", "objectUuid": "fig-S"},
+                    {"mode": "subtraction", "objectUuid": "fig-S"},
+                ]
+            ]
+        ),
+        "zone 'Z': its operations cancel out: the zone holds no space",
+    ),
+    (
+        "zone of an unknown material",
+        lambda v: first_zone(v).update(materialUuid="gold"),
+        "zone 'Z': its material is not one of the project's materials",
+    ),
+    (
+        "unknown material override",
+        lambda v: first_zone(v).update(materialPropertiesOverrides={"customStoppingPower": True}),
+        "zone 'Z': the material override 'customStoppingPower' cannot be converted",
+    ),
+    (
+        "density of vacuum",
+        lambda v: first_zone(v).update(
+            materialUuid="mat-vacuum", materialPropertiesOverrides={"density": 2}
+        ),
+        "zone 'Z': the density of vacuum or the black hole cannot be set",
+    ),
+    (
+        "world of an unknown shape",
+        lambda v: v["zoneManager"]["worldZone"]["geometryData"].update(geometryType="Cone"),
+        "world zone: figures of type 'Cone' cannot be converted",
+    ),
+    (
+        "rotated detector",
+        _add_detector(
+            detector(
+                "D",
+                "Mesh",
+                rotation=(0, 10, 0),
+                width=1,
+                height=1,
+                depth=1,
+                xSegments=1,
+                ySegments=1,
+                zSegments=1,
+            )
+        ),
+        "detector 'D': SHIELD-HIT12A cannot score in a rotated detector",
+    ),
+    (
+        "cylinder detector off the z axis",
+        _add_detector(
+            detector(
+                "D", "Cyl", position=(1, 0, 0), radius=1, depth=1, radialSegments=1, zSegments=1
+            )
+        ),
+        "detector 'D': a cylinder detector must lie on the z axis (x = y = 0)",
+    ),
+    (
+        "mesh without bins",
+        _add_detector(
+            detector("D", "Mesh", width=1, height=1, depth=1, xSegments=0, ySegments=1, zSegments=1)
+        ),
+        "detector 'D': 'xSegments' must be at least 1 (got 0)",
+    ),
+    (
+        "zone detector on no zone",
+        _add_detector(detector("D", "Zone", zoneUuid="zone-Nowhere")),
+        "detector 'D': its zone is not one of the project's zones",
+    ),
+    (
+        "unknown detector type",
+        _add_detector(detector("D", "Sphere")),
+        "detector 'D': detectors of type 'Sphere' cannot be converted",
+    ),
+    (
+        "output on a missing detector",
+        _set("scoringManager.outputs.0.detectorUuid", "det-gone"),
+        "output 'everything': its detector is not one of the project's detectors",
+    ),
+    (
+        "output without quantities",
+        _set("scoringManager.outputs.0.quantities", []),
+        "output 'everything': an output needs at least one quantity",
+    ),
+    (
+        "trace output",
+        _set("scoringManager.outputs.0.trace", True),
+        "output 'everything': trace outputs cannot be converted",
+    ),
+    (
+        "no outputs",
+        _set("scoringManager.outputs", []),
+        "scoringManager: the project has no outputs: nothing would be scored",
+    ),
+    (
+        "three modifiers",
+        _add_output(quantity("Fluence", "Q", modifiers=[modifier("E", 0, 1, 1)] * 3)),
+        "output 'O' quantity 'Q': at most 2 differential modifiers can be converted",
+    ),
+    (
+        "reversed modifier",
+        _add_output(quantity("Fluence", "Q", modifiers=[modifier("E", 5, 1, 1)])),
+        "output 'O' quantity 'Q': a modifier needs lower < upper limit (and lower > 0 when logarithmic)",
+    ),
+    (
+        "quantity of an unknown filter",
+        _add_output(quantity("Fluence", "Q", filter_name="gone")),
+        "output 'O' quantity 'Q': its filter is not one of the project's filters",
+    ),
+    (
+        "quantity keyword with a space",
+        _add_output(quantity("Dose Gy", "Q")),
+        "output 'O' quantity 'Q': the quantity 'Dose Gy' is not a SHIELD-HIT12A keyword",
+    ),
+    (
+        "filter without rules",
+        _set("scoringManager.filters", [{"uuid": "f", "name": "F", "rules": []}]),
+        "filter 'F': a filter needs at least one rule",
+    ),
+    (
+        "filter with an unknown operator",
+        _set(
+            "scoringManager.filters",
+            [{"uuid": "f", "name": "F", "rules": [{"keyword": "Z", "operator": "~", "value": 1}]}],
+        ),
+        "filter 'F': unknown operator '~' (expected == != < <= > >=)",
+    ),
+    (
+        "unknown particle",
+        _set("beam.particle", {"id": 6, "a": 1, "z": 0}),
+        "beam particle: id 6 is not one of 1 (neutron), 2 (proton), 3 (pi-), 4 (pi+), 5 (pi0), 7 (anti-proton), "
+        "15 (mu-), 16 (mu+), 21 (deuteron), 22 (triton), 23 (He-3), 24 (He-4), 25 (heavy ion)",
+    ),
+    (
+        "heavy ion with Z above A",
+        _set("beam.particle", {"id": 25, "a": 4, "z": 6}),
+        "beam particle: Z (6) must not exceed A (4)",
+    ),
+    (
+        "negative energy",
+        _set("beam.energy", -150),
+        "beam: 'energy' must be greater than 0 (got -150)",
+    ),
+    (
+        "zero direction",
+        _set("beam.direction", [0, 0, 0]),
+        "beam: 'direction' must not be the zero vector",
+    ),
+    (
+        "unknown sigma type",
+        _set("beam.sigma", {"type": "Triangular", "x": 1, "y": 1}),
+        "beam sigma: unknown 'type' 'Triangular' (expected one of: gaussian, flat square, flat circular)",
+    ),
+    (
+        "flat circle with two radii",
+        _set("beam.sigma", {"type": "Flat circular", "x": 1, "y": 2}),
+        "beam sigma: a flat circular beam has one radius: 'x' and 'y' differ",
+    ),
+    (
+        "divergence",
+        _set("beam.divergence", {"distanceToFocal": 100, "x": 2, "y": 2}),
+        "beam divergence: cannot be converted yet: set x and y to 0",
+    ),
+    ("empty source file", _set("beam.sourceType", "file"), "beam source file: is empty"),
+    (
+        "unknown straggling",
+        _set("physic.energyModelStraggling", "Landau"),
+        "physics: unknown 'energyModelStraggling' 'Landau' (expected one of: none, gaussian, vavilov)",
+    ),
+    (
+        "beam modulator",
+        _set("specialComponentsManager.modulator", {"name": "Ripple filter"}),
+        "beam modulator: beam modulators cannot be converted yet",
+    ),
+    (
+        "zone of too many terms",  # each tube subtracted doubles the terms: 2**8 > 200
+        _tubes_subtracted(8),
+        "zone 'Z': needs more than 200 terms",
+    ),
+    (
+        "no figure manager",
+        lambda v: v.pop("figureManager"),
+        "project: 'figureManager' must be an object",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_refusals_name_the_item_and_the_problem(
+    change: Callable[[Json], None], message: str
+) -> None:
+    value = small()
+    convert(value, 10)  # the unchanged project converts
+    change(value)
+    with pytest.raises(ConversionError) as error:
+        convert(value, 10)
+    assert str(error.value) == message
+
+
+def test_no_primaries_is_refused() -> None:
+    with pytest.raises(
+        ConversionError, match=r"^beam: the number of primaries per task must be at least 1$"
+    ):
+        convert(example(), 0)
+
+
+@pytest.mark.parametrize("value", [[], "project", None, 3])
+def test_a_project_that_is_not_an_object_is_refused(value: Any) -> None:
+    with pytest.raises(ConversionError, match=r"^project: must be a JSON object$"):
+        convert(value, 10)
+
+
+async def test_refusals_are_400s_at_submission_and_store_nothing(client, conn) -> None:
+    await login(client)
+    answers, expected = [], []
+    for _, change, message in REFUSALS:
+        value = small()
+        change(value)
+        body = {"sim_type": "shieldhit", "input_type": "editor", "ntasks": 2, "input_json": value}
+        response = await client.post("/jobs/direct", json=body)
+        answers.append((response.status, await response.json()))
+        prefix = "The project cannot be converted to SHIELD-HIT12A input: "
+        expected.append((400, {"message": prefix + message}))
+    assert answers == expected
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0

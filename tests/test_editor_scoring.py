@@ -1,0 +1,284 @@
+"""The converter's beam.dat and detect.dat, mapping by mapping, with hand-computed expectations."""
+
+from typing import Any
+
+import pytest
+
+from server.editor import ConversionError, convert
+from tests.helpers import (
+    box,
+    detector,
+    example,
+    modifier,
+    output,
+    project,
+    quantity,
+    world,
+    zone,
+)
+
+
+def beam_cards(
+    beam: dict[str, Any] | None = None, physics: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """beam.dat of the example project with `beam` and `physics` fields changed, by keyword."""
+    value = example()
+    value["beam"].update(beam or {})
+    value["physic"].update(physics or {})
+    lines = convert(value, 2500)["beam.dat"].splitlines()
+    return {line.split()[0]: " ".join(line.split("!")[0].split()[1:]) for line in lines}
+
+
+def test_the_example_beam() -> None:
+    assert beam_cards() == {
+        "RNDSEED": "89736501",
+        "JPART0": "2",
+        "TMAX0": "150.0 1.5",
+        "TCUT0": "0.0 1000.0",
+        "NSTAT": "2500 0",
+        "STRAGG": "2",
+        "MSCAT": "2",
+        "NUCRE": "1",
+        "BEAMPOS": "0.0 0.0 0.0",
+        "BEAMDIR": "0.0 0.0",
+        "BEAMSIGMA": "0.0 0.0",
+        "DELTAE": "0.03",
+    }
+
+
+@pytest.mark.parametrize(
+    ("sigma", "written"),
+    [
+        ({"type": "Gaussian", "x": 0.3, "y": 0.4}, "0.3 0.4"),
+        ({"type": "Flat square", "x": 0.2, "y": 0.5}, "-0.2 -0.5"),
+        ({"type": "Flat circular", "x": 0.7, "y": 0}, "1.0 -0.7"),
+        ({"type": "Flat circular", "x": 0, "y": 0.7}, "1.0 -0.7"),
+    ],
+)
+def test_every_beam_sigma_type(sigma: dict[str, Any], written: str) -> None:
+    assert beam_cards({"sigma": sigma})["BEAMSIGMA"] == written
+
+
+@pytest.mark.parametrize(
+    ("sad", "written"),
+    [
+        ({"type": "none", "x": 0, "y": 0}, None),
+        ({"type": "single", "x": 100, "y": 0}, "100.0"),
+        ({"type": "double", "x": 100, "y": 250.5}, "100.0 250.5"),
+    ],
+)
+def test_every_beam_sad_type(sad: dict[str, Any], written: str | None) -> None:
+    assert beam_cards({"sad": sad}).get("BEAMSAD") == written
+
+
+def test_a_heavy_ion_beam_names_its_ion_with_hiproj() -> None:
+    cards = beam_cards({"particle": {"id": 25, "a": 12, "z": 6}, "energy": 290, "energySpread": 0})
+    assert (cards["JPART0"], cards["HIPROJ"], cards["TMAX0"]) == ("25", "12 6", "290.0 0.0")
+
+
+@pytest.mark.parametrize(
+    ("particle", "code"),
+    [
+        (1, "1"),
+        (3, "3"),
+        (4, "4"),
+        (5, "5"),
+        (7, "7"),
+        (15, "15"),
+        (16, "16"),
+        (21, "21"),
+        (24, "24"),
+    ],
+)
+def test_light_particles_need_no_hiproj(particle: int, code: str) -> None:
+    cards = beam_cards({"particle": {"id": particle, "a": 1, "z": 1}})
+    assert (cards["JPART0"], "HIPROJ" in cards) == (code, False)
+
+
+@pytest.mark.parametrize(
+    ("direction", "written"),
+    [
+        ((0, -1, 0), "90.0 270.0"),
+        ((1, 0, 1), "45.0 0.0"),
+        ((0, 0, -2), "180.0 0.0"),
+        ((-1, -1, 0), "90.0 225.0"),
+    ],
+)
+def test_the_beam_direction_becomes_polar_and_azimuthal_angles(
+    direction: tuple, written: str
+) -> None:
+    assert beam_cards({"direction": list(direction)})["BEAMDIR"] == written
+
+
+def test_physics_settings_and_missing_cutoffs() -> None:
+    cards = beam_cards(
+        {"energyLowCutoff": None, "energyHighCutoff": 1000, "position": [1, -2.5, -10]},
+        {
+            "energyModelStraggling": "Gaussian",
+            "multipleScattering": "none",
+            "enableNuclearReactions": False,
+            "energyLoss": 0.01,
+        },
+    )
+    assert "TCUT0" not in cards
+    assert [cards[key] for key in ("STRAGG", "MSCAT", "NUCRE", "DELTAE", "BEAMPOS")] == [
+        "1",
+        "0",
+        "0",
+        "0.01",
+        "1.0 -2.5 -10.0",
+    ]
+
+
+def test_a_file_source_writes_usecbeam_and_the_file() -> None:
+    value = example()
+    value["beam"] |= {
+        "sourceType": "file",
+        "sourceFile": {"name": "my beam.dat", "value": "0.1 0 0 0 1 1 1\n"},
+    }
+    files = convert(value, 100)
+    assert files["sobp.dat"] == "0.1 0 0 0 1 1 1\n"  # an unsafe name is replaced
+    assert "USECBEAM    sobp.dat" in files["beam.dat"]
+    value["beam"]["sourceFile"]["name"] = "spots.txt"
+    assert convert(value, 100)["spots.txt"] == "0.1 0 0 0 1 1 1\n"
+
+
+def scoring_project(
+    detectors: list[dict], outputs: list[dict], filters: list[dict] | None = None
+) -> dict:
+    value = project(
+        [box("B", size=(10, 10, 10))],
+        [zone("Z", [("union", "B")])],
+        world(box("W", size=(20, 20, 20))),
+    )
+    value["detectorManager"]["detectors"] = detectors
+    value["scoringManager"]["outputs"] = outputs
+    value["scoringManager"]["filters"] = filters or []
+    return value
+
+
+def detect_dat(*args: Any) -> str:
+    return convert(scoring_project(*args), 10)["detect.dat"]
+
+
+def test_each_detector_type() -> None:
+    detectors = [
+        detector(
+            "Ring",
+            "Cyl",
+            position=(0, 0, 5),
+            radius=3,
+            innerRadius=1,
+            depth=10,
+            radialSegments=2,
+            zSegments=20,
+        ),
+        detector(
+            "Grid",
+            "Mesh",
+            position=(1, 2, 3),
+            width=2,
+            height=4,
+            depth=6,
+            xSegments=1,
+            ySegments=2,
+            zSegments=3,
+        ),
+        detector("InZone", "Zone", zoneUuid="zone-Z"),
+        detector("World", "All"),
+    ]
+    outputs = [
+        output(name.lower(), name, quantity("Dose")) for name in ("Ring", "Grid", "InZone", "World")
+    ]
+    assert detect_dat(detectors, outputs) == (
+        "Geometry Cyl\n    Name Ring\n    R 1.0 3.0 2\n    Z 0.0 10.0 20\n\n"
+        "Geometry Mesh\n    Name Grid\n    X 0.0 2.0 1\n    Y 0.0 4.0 2\n    Z 0.0 6.0 3\n\n"
+        "Geometry Zone\n    Name InZone\n    Zone 1\n\n"
+        "Geometry All\n    Name World\n\n"
+        "Output\n    Filename ring.bdo\n    Geo Ring\n    Quantity Dose\n\n"
+        "Output\n    Filename grid.bdo\n    Geo Grid\n    Quantity Dose\n\n"
+        "Output\n    Filename inzone.bdo\n    Geo InZone\n    Quantity Dose\n\n"
+        "Output\n    Filename world.bdo\n    Geo World\n    Quantity Dose\n"
+    )
+
+
+def test_filters_by_particle_and_a_quantity_with_two_modifiers() -> None:
+    filters = [
+        {"uuid": "filter-p", "name": "p", "particle": {"id": 2, "name": "Proton"}},
+        {"uuid": "filter-n", "name": "n", "particle": {"id": 1, "name": "Neutron"}},
+    ]
+    spectrum = quantity(
+        "Fluence",
+        "Spectrum",
+        "p",
+        [modifier("E", 0, 160, 640), modifier("A", 0.1, 3.14, 10, log=True)],
+    )
+    outputs = [output("spectra", "All", spectrum, quantity("Fluence", "Neutrons", "n"))]
+    assert detect_dat([detector("All", "All")], outputs, filters) == (
+        "Geometry All\n    Name All\n\n"
+        "Filter\n    Name p\n    Z == 1\n    A == 1\n\n"
+        "Filter\n    Name n\n    ID == 1\n\n"
+        "Output\n    Filename spectra.bdo\n    Geo All\n"
+        "    Quantity Fluence p\n    Diff1 0.0 160.0 640\n    Diff1Type E\n"
+        "    Diff2 0.1 3.14 10 log\n    Diff2Type A\n"
+        "    Quantity Fluence n\n"
+    )
+
+
+def test_names_that_need_escaping_become_safe_and_unique() -> None:
+    detectors = [detector("My mesh #1", "All"), detector("My mesh (1)", "All")]
+    detectors[1]["uuid"] = "det-second"
+    filters = [
+        {
+            "uuid": "filter-pp",
+            "name": "primary protons!",
+            "rules": [{"keyword": "GEN", "operator": "==", "value": 0}],
+        }
+    ]
+    first = output("Dose map (Gy)", "My mesh #1", quantity("Dose", filter_name="pp"))
+    second = output("Dose_map_Gy", "My mesh #1", quantity("Dose"))
+    third = output("../../etc/passwd", "My mesh #1", quantity("Dose"))
+    fourth = output("  ", "My mesh #1", quantity("Dose"))
+    fourth["detectorUuid"] = "det-second"
+    text = detect_dat(detectors, [first, second, third, fourth], filters)
+    assert [
+        line.split()[1]
+        for line in text.splitlines()
+        if line.split()[:1] in (["Name"], ["Filename"], ["Geo"])
+    ] == [
+        "My_mesh_1",
+        "My_mesh_1_2",
+        "primary_protons",
+        "Dose_map_Gy.bdo",
+        "My_mesh_1",
+        "Dose_map_Gy_2.bdo",
+        "My_mesh_1",
+        "etc_passwd.bdo",
+        "My_mesh_1",
+        "output_4.bdo",
+        "My_mesh_1_2",
+    ]
+    assert "    Quantity Dose primary_protons\n" in text
+
+
+def test_quantity_settings_get_a_settings_block() -> None:
+    dose = quantity("Dose", "Dose in water") | {
+        "rescale": 2.5,
+        "medium": "mat-water",
+        "primaries": 1000,
+    }
+    text = detect_dat([detector("All", "All")], [output("out", "All", dose)])
+    assert text.split("\n\n")[1:] == [
+        "Settings\n    Name out_Dose_in_water\n    Rescale 2.5\n    Primaries 1000\n    Medium 276",
+        "Output\n    Filename out.bdo\n    Geo All\n    Quantity Dose out_Dose_in_water\n",
+    ]
+
+
+def test_a_number_too_wide_for_its_field_is_refused() -> None:
+    value = project(
+        [box("B", position=(1e12, 0, 0))], [zone("Z", [("union", "B")])], world(box("W"))
+    )
+    with pytest.raises(
+        ConversionError, match=r"^figure 'B': the number 1e\+12 does not fit a 10-character field$"
+    ):
+        convert(value, 10)
