@@ -187,6 +187,16 @@ def _paths() -> dict[str, dict[str, Schema]]:
         "/auth/logout": {
             "delete": operation("Log out (revokes the refresh token)", 200, MESSAGE, security=None)
         },
+        "/auth/keycloak": {
+            "post": operation(
+                "Sign in with a Keycloak access token (Authorization: Bearer)",
+                202,
+                obj(["message", "access_exp"], access_exp=INTEGER),
+                request=obj(["username"], username=STRING),
+                security="keycloak",
+            ),
+            "delete": operation("Sign out of a Keycloak session", 200, MESSAGE, security=None),
+        },
         "/jobs/direct": {
             "post": operation(
                 "Submit a simulation",
@@ -308,6 +318,7 @@ def document(version: str) -> Schema:
             "securitySchemes": {
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "access_token"},
                 "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "refresh_token"},
+                "keycloak": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             }
         },
     }
