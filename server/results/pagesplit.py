@@ -22,7 +22,10 @@ from server.errors import BadRequest
 # Bodies up to this size are parsed whole: the scan costs more than it saves on small ones.
 SPLIT_ABOVE = 16 * 1024 * 1024
 PLACEHOLDER_KEY = "\0page"
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]:]')
+# A run of anything else (the numbers, mostly: matched in bulk, it is what makes the scan fast),
+# a string, or one of the characters that give the layout.
+_TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]+|\\.)*"|[{}\[\]:]')
+_CLOSERS = (0x7D, 0x5D)  # "}", "]"
 _ROLES = {
     (None, b"{"): "root",
     ("root", b"[", b'"estimators"'): "estimators",
@@ -76,7 +79,7 @@ def find_pages(body: bytes | bytearray) -> list[tuple[int, int]] | None:
             inner = parent in ("page", "other")
             stack.append(("other" if inner else _role(parent, bytes([char]), key), start))
             key = None
-        else:  # "}", "]"
+        elif char in _CLOSERS:
             if not stack:
                 return None
             role, opened = stack.pop()
