@@ -57,16 +57,29 @@ async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's bytes as sent, or inflated a bounded piece at a time."""
+def _encoding(request: web.Request) -> str | None:
+    """The body's Content-Encoding (None: identity); 415 for one this server cannot inflate."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     _check_encoding(encoding)
-    if encoding in ("", "identity"):
+    return encoding if encoding not in ("", "identity") else None
+
+
+async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's bytes as sent, or inflated a bounded piece at a time."""
+    encoding = _encoding(request)
+    if encoding is None:
         async for chunk in _raw_chunks(request):
             yield chunk
         return
+    async for piece in _inflated(_raw_chunks(request), encoding, limit):
+        yield piece
+
+
+async def _inflated(
+    chunks: AsyncIterator[bytes], encoding: str, limit: int
+) -> AsyncIterator[bytes]:
     inflater = None
-    async for chunk in _raw_chunks(request):
+    async for chunk in chunks:
         inflater = inflater or _inflater(encoding, chunk)
         data = chunk
         while data and not inflater.eof:
@@ -82,8 +95,8 @@ async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
 
 async def _read(request: web.Request, limit: int) -> bytearray:
     too_large = PayloadTooLarge(f"Request body larger than {limit} bytes")
-    encoded = request.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
-    if not encoded and request.content_length is not None and request.content_length > limit:
+    plain = _encoding(request) is None
+    if plain and request.content_length is not None and request.content_length > limit:
         raise too_large
     budget = request.app[BODY_BUDGET]
     body = bytearray()
