@@ -28,6 +28,7 @@ from server.keys import (
     LOGIN_THROTTLE,
     PAGE_CACHE,
     POOL,
+    SLURM,
     USER_CACHE,
 )
 from server.results.lru import LruCache
@@ -35,6 +36,8 @@ from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
 from server.runner.cleanup import job_dirs_ctx
 from server.runner.local import LocalDispatcher
+from server.runner.slurm.dispatcher import SlurmDispatcher
+from server.runner.slurm.reconcile import Reconciler
 from server.throttle import LoginThrottle
 from server.usercache import UserCache
 
@@ -58,6 +61,9 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/jobs/direct", jobs.status, "user"),
     ("GET", "/jobs", jobs.status, "user"),
     ("DELETE", "/jobs/direct", jobs.cancel, "user"),
+    ("POST", "/jobs/batch", jobs.submit_batch, "user"),
+    ("GET", "/jobs/batch", jobs.status, "user"),
+    ("DELETE", "/jobs/batch", jobs.cancel, "user"),
     # workers
     ("POST", "/tasks", workers.update_task, "worker"),
     ("POST", "/jobs", workers.update_job, "worker"),
@@ -86,9 +92,31 @@ def add_routes(app: web.Application) -> None:
     app[COOKIE_FREE] = frozenset(cookie_free)
 
 
+async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The SLURM dispatcher and its reconciler, when SLURM is used (kind "slurm", clusters)."""
+    config = app[CONFIG]
+    if config.runner.kind != "slurm" and not config.clusters:
+        yield
+        return
+    slurm = SlurmDispatcher(config, app[POOL])
+    direct = config.runner.kind == "slurm"
+    reconciler = Reconciler(slurm, app[POOL], config.slurm.poll_interval, direct)
+    app[SLURM] = slurm
+    reconciler.start()
+    try:
+        yield
+    finally:
+        await reconciler.stop()
+        await slurm.close()
+
+
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The configured dispatcher, started after the pool and stopped before it."""
     config = app[CONFIG]
+    if config.runner.kind == "slurm":
+        app[DISPATCHER] = app[SLURM]
+        yield
+        return
     if config.runner.kind != "local":
         app[DISPATCHER] = NoDispatcher()
         yield
@@ -132,6 +160,8 @@ def create_app(config: Config) -> web.Application:
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
-    app.cleanup_ctx.extend([secret_ctx, pool_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx])
+    app.cleanup_ctx.extend(
+        [secret_ctx, pool_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx]
+    )
     add_routes(app)
     return app

@@ -1,4 +1,5 @@
-"""The command line behind run.py: serve (the default), migrate, useradd, worker, convert.
+"""The command line behind run.py: serve (the default), migrate, useradd, worker, convert,
+job-key.
 
 Every expected failure (bad configuration, unreachable database, refused migration, port in use)
 ends the program with one line on stderr and a non-zero status, not a traceback. SIGTERM is
@@ -9,7 +10,9 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import hashlib
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from aiohttp import web
 from server import auth, db
 from server.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from server.processes import check_process_count, serve_processes
-from server.store import users
+from server.store import simulations, users
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Failures a person can fix from the message alone; anything else keeps its traceback.
@@ -141,6 +144,32 @@ def useradd(config: Config, args: argparse.Namespace) -> None:
     print(f"Created user {args.name!r}")
 
 
+async def _rotate_key(url: str, job_id: str) -> str | None:
+    key = secrets.token_urlsafe(32)
+    conn = await db.connect(url)
+    try:
+        await db.migrate(conn)
+        digest = hashlib.sha256(key.encode()).digest()
+        return key if await simulations.rotate_update_key(conn, job_id, digest) else None
+    finally:
+        await conn.close()
+
+
+def job_key(config: Config, args: argparse.Namespace) -> None:
+    """A new update key for an external dispatcher (runner.kind = "none"), printed on stdout
+    only: the server keeps its digest, never the key, so the old one is replaced."""
+    if config.runner.kind != "none":
+        raise SystemExit(
+            f'job-key needs runner.kind = "none" (it is {config.runner.kind!r}: its workers '
+            "hold the key, and a new one would cut them off)"
+        )
+    with database(config) as config:
+        key = asyncio.run(_rotate_key(config.database.url, args.job_id))
+    if key is None:
+        raise SystemExit(f"No unfinished simulation {args.job_id!r}")
+    print(key)
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
@@ -174,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "environment: what the local runner and HPC batch jobs start",
         "convert": "write the SHIELD-HIT12A input files of an editor project (the project JSON, "
         "or a submission holding it as input_json) into a directory",
+        "job-key": "print a new update key for an unfinished simulation (the old one stops "
+        "working), for an external dispatcher with runner.kind = none",
     }
     parsers = {
         name: commands.add_parser(name, parents=[config], help=text, description=text)
@@ -202,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="primaries (NSTAT) written into beam.dat (default: the project's "
         "beam.numberOfParticles)",
     )
+    parsers["job-key"].add_argument("job_id", help="the simulation's job_id")
     return parser
 
 
@@ -245,6 +277,7 @@ COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
     "useradd": useradd,
     "worker": worker,
     "convert": convert,
+    "job-key": job_key,
 }
 
 

@@ -69,7 +69,7 @@ class JobsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig:
-    kind: str = checks.checked("local", checks.one_of("local", "none"))
+    kind: str = checks.checked("local", checks.one_of("local", "slurm", "none"))
     command: str = checks.checked("", checks.command)
     slots: int = checks.checked(0, checks.non_negative)
     grace_period: float = checks.checked(5.0, checks.non_negative)
@@ -117,10 +117,41 @@ class KeycloakConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SlurmConfig:
+    """The SLURM dispatcher: this host as a login node (runner.kind = "slurm"), the reconciler
+    that watches every SLURM job (also those of [[clusters]]), and who may use clusters."""
+
+    poll_interval: float = checks.checked(10.0, checks.positive)
+    # The command that runs Python on the nodes; empty: this server's own interpreter, with
+    # this project on PYTHONPATH.
+    python: str = checks.checked("", checks.command)
+    partition: str = checks.checked("", checks.sbatch_word)
+    account: str = checks.checked("", checks.sbatch_word)
+    time_limit: str = checks.checked("", checks.slurm_time)
+    sbatch_lines: str = checks.checked("", checks.sbatch_lines)
+    jobcomp_file: str = ""
+    local_users: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterConfig:
+    """A [[clusters]] entry: where POST /jobs/batch sends jobs (see the README's cluster table)."""
+
     cluster_name: str
     display_name: str
     available: bool = True
+    host: str = ""  # empty: this host is the cluster's login node
+    port: int = checks.checked(22, checks.port)
+    user: str = ""
+    key_file: str = ""
+    known_hosts: str = ""
+    work_dir: str = checks.checked("", checks.remote_path)
+    python: str = checks.checked("python3", checks.command)
+    partition: str = checks.checked("", checks.sbatch_word)
+    account: str = checks.checked("", checks.sbatch_word)
+    time_limit: str = checks.checked("", checks.slurm_time)
+    sbatch_lines: str = checks.checked("", checks.sbatch_lines)
+    jobcomp_file: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +163,7 @@ class Config:
     runner: RunnerConfig = RunnerConfig()
     simulators: SimulatorsConfig = SimulatorsConfig()
     keycloak: KeycloakConfig = KeycloakConfig()
+    slurm: SlurmConfig = SlurmConfig()
     clusters: tuple[ClusterConfig, ...] = ()
 
     @property
@@ -162,6 +194,7 @@ SECTIONS: dict[str, type] = {
     "runner": RunnerConfig,
     "simulators": SimulatorsConfig,
     "keycloak": KeycloakConfig,
+    "slurm": SlurmConfig,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -256,13 +289,23 @@ def _build_cluster(index: int, entry: Any) -> ClusterConfig:
     if missing:
         raise ConfigError(f"{key}.{missing[0]}: missing")
     values = {k: _from_toml(f"{key}.{k}", fields[k].type, v, False) for k, v in entry.items()}
+    values = {k: _checked(f"{key}.{k}", fields[k], v) for k, v in values.items()}
+    if not values["cluster_name"].strip():
+        raise ConfigError(f"{key}.cluster_name: must not be empty")
+    if values.get("host") and not values.get("work_dir"):
+        raise ConfigError(f"{key}.work_dir: required with host (a directory on the cluster)")
     return ClusterConfig(**values)
 
 
 def _build_clusters(entries: Any) -> tuple[ClusterConfig, ...]:
     if not isinstance(entries, list):
         raise ConfigError("clusters: expected a list of [[clusters]] tables")
-    return tuple(_build_cluster(index, entry) for index, entry in enumerate(entries))
+    clusters = tuple(_build_cluster(index, entry) for index, entry in enumerate(entries))
+    names = [cluster.cluster_name for cluster in clusters]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(f"clusters[{index}].cluster_name: {name!r} is used twice")
+    return clusters
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Checks of single configuration values: each returns what is wrong, or None."""
 
 import dataclasses
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,36 @@ def command(value: str) -> str | None:
     except ValueError as exc:
         return f"cannot be split like a shell command line ({exc})"
     return None
+
+
+_SBATCH_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+=/-]*$")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_REMOTE_PATH = re.compile(r"^(/[A-Za-z0-9_.@%+=-]+)*/?$")
+
+
+def sbatch_word(value: str) -> str | None:
+    """A value written into an #SBATCH line: no spaces, quotes or shell characters."""
+    return (
+        None if _SBATCH_WORD.match(value) else "must be one word of letters, digits and _.,:@%+=/-"
+    )
+
+
+def slurm_time(value: str) -> str | None:
+    ok = not value or _SLURM_TIME.match(value)
+    return None if ok else "must be a SLURM time limit (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS)"
+
+
+def sbatch_lines(value: str) -> str | None:
+    for line in value.splitlines():
+        if line.strip() and not line.startswith("#SBATCH "):
+            return "every line must start with '#SBATCH '"
+    return None
+
+
+def remote_path(value: str) -> str | None:
+    """A directory written into batch scripts and command lines unquoted by SLURM."""
+    ok = _REMOTE_PATH.match(value)
+    return None if ok else "must be an absolute path of letters, digits and _.@%+=/- (no spaces)"
 
 
 def secret(value: str) -> str | None:

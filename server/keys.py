@@ -1,6 +1,7 @@
 """Every typed application and request key, in one place."""
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
@@ -15,6 +16,9 @@ from server.results.pagecache import PageCache
 from server.runner import Dispatcher
 from server.throttle import LoginThrottle
 from server.usercache import UserCache
+
+if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
+    from server.runner.slurm.dispatcher import SlurmDispatcher
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -32,3 +36,5 @@ USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured
+# Set only when SLURM is used (runner.kind = "slurm" or [[clusters]] configured).
+SLURM: web.AppKey["SlurmDispatcher"] = web.AppKey("slurm")

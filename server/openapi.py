@@ -207,6 +207,23 @@ def _paths() -> dict[str, dict[str, Schema]]:
             "get": operation("Job and task status", 200, job_status, parameters=[JOB_ID]),
             "delete": operation("Cancel a job", 200, MESSAGE, parameters=[JOB_ID]),
         },
+        "/jobs/batch": {
+            "post": operation(
+                "Submit a simulation to an HPC cluster (SSO users only)",
+                202,
+                obj(["message", "job_id"], job_id=STRING),
+                request={
+                    **SUBMISSION,
+                    "required": [*SUBMISSION["required"], "batch_options"],
+                    "properties": {
+                        **SUBMISSION["properties"],
+                        "batch_options": obj(["cluster_name"], cluster_name=STRING),
+                    },
+                },
+            ),
+            "get": operation("Job and task status", 200, job_status, parameters=[JOB_ID]),
+            "delete": operation("Cancel a job", 200, MESSAGE, parameters=[JOB_ID]),
+        },
         "/jobs": {
             "get": operation("Job and task status", 200, job_status, parameters=[JOB_ID]),
             "post": worker_operation("A merging worker moves the job state", job_state=STATE),

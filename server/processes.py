@@ -24,7 +24,7 @@ def check_process_count(config: Config, count: int) -> None:
     """More than one server process needs a dispatcher that does not live in one of them."""
     if count > 1 and config.runner.kind == "local":
         raise ConfigError(
-            'server.workers: more than one server process needs runner.kind = "none" '
+            'server.workers: more than one server process needs runner.kind = "slurm" or "none" '
             "(the local runner keeps each job's update key and processes in one server process)"
         )
 

@@ -433,6 +433,38 @@ async def task_and_job_ends(conn: Any) -> tuple[float, str]:
     return float(row["delay"]), row["job_state"]
 
 
+# Copies of one run merge to that run: the means of tests/fixtures/shieldhit/mesh2d/ex_yzmsh.bdo's
+# pages (pymchelper 2.9.6), the reference of every SLURM run of fakes.simulators.fake_shieldhit.
+MESH_MEANS = {
+    ("ex_yzmsh", "DOSE"): 1.0845853219400103,
+    ("ex_yzmsh", "TLET"): 12.263980173543953,
+    ("ex_yzmsh", "ZONE"): 1.0,
+}
+
+
+async def slurm_ids(conn: Any) -> tuple[int, int]:
+    """(array job id, merge job id) of the one simulation sent to SLURM."""
+    row = await conn.fetchrow("SELECT array_job_id, merge_job_id FROM slurm_jobs")
+    return row["array_job_id"], row["merge_job_id"]
+
+
+def slurm_states(cluster: Any, *job_ids: int) -> Callable[[], Awaitable[dict[str, str] | None]]:
+    """A check for `eventually`: {job: state} from squeue (tests/slurm/cluster.py Cluster) once
+    none of the jobs is pending, running or completing."""
+
+    async def check() -> dict[str, str] | None:
+        text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i %T")
+        states = {}
+        for line in text.splitlines():
+            job, state = line.split()
+            if int(job.split("_")[0]) in job_ids:
+                states[job] = state
+        alive = {"PENDING", "RUNNING", "COMPLETING"}
+        return states if states and not alive & set(states.values()) else None
+
+    return check
+
+
 # The user seed's `GET /clusters` example response (configured with conftest.SEED_CLUSTER).
 SEED_CLUSTERS_RESPONSE = {
     "message": "Available clusters",
@@ -440,6 +472,18 @@ SEED_CLUSTERS_RESPONSE = {
         {"cluster_name": "prometheus", "display_name": "Prometheus (Cyfronet)", "available": True}
     ],
 }
+
+
+def running_simulators(job_dir: Path) -> Callable[[], Awaitable[list[int] | None]]:
+    """A check for `eventually`: the pids of a job's hanging fake simulators (fakes.simulators,
+    hang=True) once two of them run (the SLURM test node has 2 CPUs)."""
+
+    async def check() -> list[int] | None:
+        pids = [int(path.read_text()) for path in job_dir.glob("simpid_*")]
+        started = list(job_dir.glob("simrunning_*"))
+        return pids if len(started) >= 2 and all(pid_alive(p) for p in pids) else None
+
+    return check
 
 
 # editor projects, built in the shape the web UI sends (the converter's tests)

@@ -22,8 +22,9 @@ import orjson
 import psutil
 import pytest
 
+from server.app import create_app
 from server.db import describe_url, read_migrations
-from tests.helpers import server_tmp_dir
+from tests.helpers import login, post, record_jobs, server_tmp_dir, submit
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_PY = str(PROJECT / "run.py")
@@ -292,6 +293,39 @@ def test_several_processes_need_an_external_runner(database_url, tmp_path):
     result = run_py("--workers", "2", env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        'Configuration error: server.workers: more than one server process needs runner.kind = "none" '
+        'Configuration error: server.workers: more than one server process needs runner.kind = "slurm" or "none" '
         "(the local runner keeps each job's update key and processes in one server process)"
     ]
+
+
+async def test_job_key_rotates_the_key(database_url, conn, aiohttp_client, make_config):
+    app = create_app(make_config())
+    recorder = record_jobs(app)
+    client = await aiohttp_client(app)
+    await login(client)
+    job_id = await submit(client)
+    env = {"DATABASE_URL": database_url, "YAPTIDE_RUNNER_KIND": "none"}
+    result = run_py("job-key", job_id, env=env)
+    key = result.stdout.strip()
+    assert (result.returncode, result.stderr, len(key)) == (0, "", 43)
+    update = {"simulation_id": job_id, "task_id": 1, "update_dict": {"task_state": "RUNNING"}}
+    old = {**update, "update_key": recorder.key(job_id)}
+    assert await post(client, "/tasks", old, 403) == {"message": "Invalid update key"}
+    assert await post(client, "/tasks", {**update, "update_key": key}) == {
+        "message": "Task updated"
+    }
+
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    result = run_py("job-key", job_id, env=env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"No unfinished simulation '{job_id}'\n"
+
+
+def test_job_key_needs_kind_none(database_url):
+    result = run_py("job-key", "some-job", env={"DATABASE_URL": database_url})
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "job-key needs runner.kind = \"none\" (it is 'local': its workers hold the key, and a "
+        "new one would cut them off)\n"
+    )

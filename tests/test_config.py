@@ -180,7 +180,40 @@ def test_data_dir_is_resolved():
             "auth.registration: must be one of: open, closed (got 'maybe')",
         ),
         ("[runner]\nslots = -1", "runner.slots: must be 0 or more (got -1)"),
-        ('[runner]\nkind = "slurm"', "runner.kind: must be one of: local, none (got 'slurm')"),
+        ('[runner]\nkind = "pbs"', "runner.kind: must be one of: local, slurm, none (got 'pbs')"),
+        (
+            '[slurm]\ntime_limit = "soon"',
+            "slurm.time_limit: must be a SLURM time limit (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS) (got 'soon')",
+        ),
+        (
+            '[slurm]\npartition = "a b"',
+            "slurm.partition: must be one word of letters, digits and _.,:@%+=/- (got 'a b')",
+        ),
+        (
+            '[slurm]\nsbatch_lines = "#SBATCH --qos=x\\nmodule load y"',
+            "slurm.sbatch_lines: every line must start with '#SBATCH ' (got '#SBATCH --qos=x\\nmodule load y')",
+        ),
+        (
+            '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\nhost = "h"',
+            "clusters[0].work_dir: required with host (a directory on the cluster)",
+        ),
+        (
+            '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\nhost = "h"\nwork_dir = "jobs"',
+            "clusters[0].work_dir: must be an absolute path of letters, digits and _.@%+=/- (no spaces) (got 'jobs')",
+        ),
+        (
+            '[[clusters]]\ncluster_name = " "\ndisplay_name = "A"',
+            "clusters[0].cluster_name: must not be empty",
+        ),
+        (
+            '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\nport = 0',
+            "clusters[0].port: must be between 1 and 65535 (got 0)",
+        ),
+        (
+            '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\n'
+            '[[clusters]]\ncluster_name = "a"\ndisplay_name = "B"',
+            "clusters[1].cluster_name: 'a' is used twice",
+        ),
         (
             '[runner]\ncommand = "worker \'unclosed"',
             "runner.command: cannot be split like a shell command line (No closing quotation) "

@@ -1,4 +1,4 @@
-"""User-facing job endpoints: submit (`POST /jobs/direct`), status, cancel."""
+"""User-facing job endpoints: submit (`POST /jobs/direct`, `/jobs/batch`), status, cancel."""
 
 import hashlib
 import secrets
@@ -8,21 +8,21 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from server.errors import BadRequest
 from server.http import json_response, read_json
 from server.jobs import transitions
-from server.jobs.access import owned_simulation
+from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.conversion import converted
-from server.jobs.submission import parse_submission
-from server.keys import CONFIG, DISPATCHER, POOL, USER
+from server.jobs.submission import Submission, parse_submission
+from server.keys import CONFIG, DISPATCHER, POOL, SLURM, USER
 from server.runner import Job
+from server.runner.slurm.batch_options import parse_batch_options
 from server.store import tasks
 from server.timestamps import iso_utc
 
 
-async def submit(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    body = await read_json(request, config.server.max_body_size)
-    submission = await converted(parse_submission(body, config.jobs), config.runner.converter)
+async def _create(request: web.Request, submission: Submission, platform: str) -> Job:
+    """Store the simulation with a fresh update key; the Job for a dispatcher (key in clear)."""
     job_id = str(uuid.uuid4())
     update_key = secrets.token_urlsafe(32)
     await transitions.create_simulation(
@@ -36,10 +36,11 @@ async def submit(request: web.Request) -> web.Response:
         input_data=submission.input,
         update_key_sha256=hashlib.sha256(update_key.encode()).digest(),
         input_files=submission.files,
-        quota=config.jobs.user_quota,
+        platform=platform,
+        quota=request.app[CONFIG].jobs.user_quota,
     )
     # Converted files go to the workers as a files submission's would.
-    job = Job(
+    return Job(
         job_id=job_id,
         sim_type=submission.sim_type,
         input_type="files" if submission.files else submission.input_type,
@@ -48,8 +49,36 @@ async def submit(request: web.Request) -> web.Response:
         update_key=update_key,
         input=submission.files or submission.input,
     )
+
+
+async def _parsed(request: web.Request, body: dict[str, Any]) -> Submission:
+    config = request.app[CONFIG]
+    return await converted(parse_submission(body, config.jobs), config.runner.converter)
+
+
+async def submit(request: web.Request) -> web.Response:
+    body = await read_json(request, request.app[CONFIG].server.max_body_size)
+    job = await _create(request, await _parsed(request, body), "direct")
     await request.app[DISPATCHER].submit(job)
-    return json_response({"message": "Job submitted", "job_id": job_id}, status=202)
+    return json_response({"message": "Job submitted", "job_id": job.job_id}, status=202)
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    """POST /jobs/batch: to the cluster `batch_options.cluster_name`, with the checked options."""
+    check_cluster_user(request)
+    config = request.app[CONFIG]
+    body = await read_json(request, config.server.max_body_size)
+    options = parse_batch_options(body)
+    cluster = next((c for c in config.clusters if c.cluster_name == options.cluster_name), None)
+    if cluster is None:
+        raise BadRequest(f"Unknown cluster: {options.cluster_name}")
+    if not cluster.available:
+        raise BadRequest(f"Cluster {options.cluster_name} is not available")
+    job = await _create(request, await _parsed(request, body), "batch")
+    await request.app[SLURM].submit_to(
+        job, cluster.cluster_name, options.array_lines, options.collect_lines
+    )
+    return json_response({"message": "Job submitted", "job_id": job.job_id}, status=202)
 
 
 def task_status(row: asyncpg.Record) -> dict[str, Any]:
@@ -73,9 +102,14 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def cancel(request: web.Request) -> web.Response:
+    """DELETE /jobs/direct and /jobs/batch: CANCELED at once, then the work is told to stop."""
     await owned_simulation(request)
     job_id = request.query["job_id"]
     await transitions.cancel(request.app[POOL], job_id)
-    # After the commit: the runner must never see a job as live that the database has ended.
-    await request.app[DISPATCHER].cancel(job_id)
+    # After the commit: a runner must never see a job as live that the database has ended.
+    dispatcher = request.app[DISPATCHER]
+    await dispatcher.cancel(job_id)
+    slurm = request.app.get(SLURM)
+    if slurm is not None and slurm is not dispatcher:  # a batch job, or one sent to SLURM
+        await slurm.cancel(job_id)
     return json_response({"message": "Job cancelled"})

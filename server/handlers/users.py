@@ -1,16 +1,15 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
 import asyncio
-import dataclasses
 
 import asyncpg
 import orjson
 from aiohttp import web
 
 from server import auth
-from server.errors import Conflict, Forbidden, NotFound, Unauthorized
+from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, read_json
-from server.jobs.access import owned_simulation
+from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
 from server.keys import CONFIG, HASH_SLOTS, POOL, USER
 from server.profile import ProfileUpdate, parse_profile_update
@@ -19,7 +18,6 @@ from server.store import inputs, logfiles, refresh_tokens, simulations, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
-NOT_SSO = "Local users cannot access HPC clusters"
 
 
 def _item(row: asyncpg.Record) -> dict[str, object]:
@@ -97,9 +95,12 @@ async def update_profile(request: web.Request) -> web.Response:
 
 
 async def clusters(request: web.Request) -> web.Response:
-    if request[USER].source != "keycloak":
-        raise Forbidden(NOT_SSO)
-    available = [dataclasses.asdict(cluster) for cluster in request.app[CONFIG].clusters]
+    check_cluster_user(request)
+    # Only what the seed lists: connection settings are the operator's business.
+    available = [
+        {"cluster_name": c.cluster_name, "display_name": c.display_name, "available": c.available}
+        for c in request.app[CONFIG].clusters
+    ]
     return json_response({"message": "Available clusters", "clusters": available})
 
 

@@ -60,6 +60,15 @@ async def owned_simulation(request: web.Request) -> Owner:
     return check_owner(owner, request[USER].id)
 
 
+NOT_SSO = "Local users cannot access HPC clusters"
+
+
+def check_cluster_user(request: web.Request) -> None:
+    """HPC clusters are for SSO users, and for local users when [slurm] local_users is on."""
+    if request[USER].source != "keycloak" and not request.app[CONFIG].slurm.local_users:
+        raise Forbidden(NOT_SSO)
+
+
 def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
     """The worker's update key: `update_key` in the body, else `Authorization: Bearer`."""
     key = body.get("update_key")

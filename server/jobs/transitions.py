@@ -35,6 +35,7 @@ async def create_simulation(
     input_data: dict[str, Any],
     update_key_sha256: bytes,
     input_files: dict[str, str] | None = None,
+    platform: str = "direct",
     quota: int = 0,
 ) -> int:
     """A simulation, its input (and the files converted from it) and one PENDING task per
@@ -45,7 +46,15 @@ async def create_simulation(
     async with pool.acquire() as conn, conn.transaction():
         await users.lock_owner(conn, user_id)
         sim_pk = await simulations.insert(
-            conn, job_id, user_id, title, sim_type, input_type, len(primaries), update_key_sha256
+            conn,
+            job_id,
+            user_id,
+            title,
+            sim_type,
+            input_type,
+            len(primaries),
+            update_key_sha256,
+            platform,
         )
         await inputs.insert(conn, sim_pk, input_data, input_files)
         await tasks.insert_all(conn, sim_pk, primaries)

@@ -26,7 +26,7 @@ from server.runner import Job
 OUTPUT_TAIL = 64 * 1024
 DEFAULT_COMMAND = (sys.executable, "-m", "server.worker")
 # Server secrets a worker has no business seeing (it talks to the server only over HTTP).
-_PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET")
+PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET")
 
 
 def work_dir(config: Config) -> Path:
@@ -94,7 +94,7 @@ def worker_command(config: Config) -> list[str]:
 def job_environment(config: Config, job: Job, base_url: str) -> dict[str, str]:
     """What every process of a job is told (tasks and the merge step): the server, the job,
     and the worker settings of the configuration, under their own override names."""
-    env = {name: value for name, value in os.environ.items() if name not in _PRIVATE_ENV}
+    env = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
     if not config.runner.command:
         # The built-in worker is part of this package, which may not be installed.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), env.get("PYTHONPATH")]))

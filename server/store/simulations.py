@@ -36,6 +36,7 @@ async def insert(
     input_type: str,
     ntasks: int,
     update_key_sha256: bytes,
+    platform: str,
 ) -> int:
     """The new simulation's sim_pk."""
     sim_pk: int = await conn.fetchval(
@@ -47,6 +48,7 @@ async def insert(
         input_type,
         ntasks,
         update_key_sha256,
+        platform,
     )
     return sim_pk
 
@@ -106,6 +108,11 @@ async def delete_if_terminal(db: Db, sim_pk: int) -> tuple[bool, str | None]:
     row = await db.fetchrow(query("delete_terminal_simulation"), sim_pk)
     assert row is not None  # the query always returns one row
     return row["deleted"], row["job_state"]
+
+
+async def rotate_update_key(db: Db, job_id: str, update_key_sha256: bytes) -> bool:
+    """Replace the key's digest of an unfinished simulation; False if none such exists."""
+    return await db.fetchval(query("rotate_update_key"), job_id, update_key_sha256) is not None
 
 
 async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:

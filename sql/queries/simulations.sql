@@ -2,8 +2,10 @@
 -- user's list of their own simulations.
 
 -- name: insert_simulation
-INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO simulations (
+    job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256, platform
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id
 
 -- name: get_simulation_owner
@@ -110,6 +112,12 @@ WITH deleted AS (
 )
 SELECT EXISTS (SELECT FROM deleted) AS deleted,
        (SELECT job_state FROM simulations WHERE id = $1) AS job_state
+
+-- name: rotate_update_key
+-- A new key for an unfinished simulation (run.py job-key); the old one stops working.
+UPDATE simulations SET update_key_sha256 = $2
+WHERE job_id = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+RETURNING id
 
 -- name: live_update_key_exists
 -- Whether a key (its SHA-256) can still update a simulation: checked before a worker's body is

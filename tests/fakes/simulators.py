@@ -144,3 +144,19 @@ def averaging_payload(ntasks: int = 7) -> dict[str, Any]:
     names = ("beam.dat", "geo.dat", "mat.dat", "detect.dat")
     files = {name: (AVERAGING / name).read_text() for name in names}
     return {"sim_type": "shieldhit", "input_type": "files", "ntasks": ntasks, "input_files": files}
+
+
+MESH = REPLAYS / "mesh2d" / "ex_yzmsh.bdo"
+
+
+def fake_shieldhit(directory: Path, python: str | None = None, **options: Any) -> Path:
+    """A fake shieldhit in `directory` leaving a copy of the mesh2d run (see write_fake).
+    `python`: the command that runs it, for a user who cannot run this interpreter (the SSH
+    tests' user); else the script runs by its own shebang."""
+    script = write_fake(directory / "fake_shieldhit.py", "shieldhit", {"*": [MESH]}, **options)
+    if python is None:
+        return script
+    wrapper = directory / "shieldhit"
+    wrapper.write_text(f'#!/bin/sh\nexec {python} {script} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return wrapper

@@ -1,0 +1,127 @@
+"""The SLURM dispatcher: simulations as SLURM jobs, on this host (a login node) or on clusters.
+
+`runner.kind = "slurm"` sends direct simulations to the SLURM of this host (the cluster ""
+built from [slurm]); POST /jobs/batch sends a simulation to a [[clusters]] entry, over SSH when
+it has a `host`. Each simulation is a job array plus a merge job (sbatch.py); their ids are
+stored (table slurm_jobs) so that any server process can cancel them and the reconciler
+(reconcile.py) can watch them. SLURM jobs do not depend on this process: they report over HTTP
+with their update key, so a restart does not disturb them.
+"""
+
+import logging
+import posixpath
+
+import asyncpg
+
+from server.config import ClusterConfig, Config
+from server.jobs import transitions
+from server.jobs.states import TERMINAL_STATES
+from server.runner import Job
+from server.runner import process as proc
+from server.runner.slurm import sbatch
+from server.runner.slurm.shell import LocalShell, Shell, ShellError
+from server.runner.slurm.ssh import SshShell
+from server.store import slurm_jobs
+from server.store.slurm_jobs import SlurmJobs
+
+log = logging.getLogger(__name__)
+
+SUBMIT_LOG = "slurm"
+LOGIN_NODE = ""  # the cluster name of this host's own SLURM
+
+
+def login_node_cluster(config: Config) -> ClusterConfig:
+    """This host as a cluster: [slurm] settings, job directories under runner.work_dir."""
+    settings = config.slurm
+    return ClusterConfig(
+        cluster_name=LOGIN_NODE,
+        display_name="this host",
+        work_dir=str(proc.work_dir(config)),
+        python=settings.python,
+        partition=settings.partition,
+        account=settings.account,
+        time_limit=settings.time_limit,
+        sbatch_lines=settings.sbatch_lines,
+        jobcomp_file=settings.jobcomp_file,
+    )
+
+
+class SlurmDispatcher:
+    def __init__(self, config: Config, pool: asyncpg.Pool) -> None:
+        self._config = config
+        self._pool = pool
+        self.clusters = {cluster.cluster_name: cluster for cluster in config.clusters}
+        self.clusters[LOGIN_NODE] = login_node_cluster(config)
+        self._shells: dict[str, Shell] = {}
+
+    def shell(self, name: str) -> Shell:
+        """The (lazily made, then reused) connection to a cluster's login node."""
+        if name not in self._shells:
+            cluster = self.clusters[name]
+            self._shells[name] = SshShell(cluster) if cluster.host else LocalShell()
+        return self._shells[name]
+
+    async def submit(self, job: Job) -> None:
+        """A direct simulation (runner.kind = "slurm"): this host's SLURM."""
+        await self.submit_to(job, LOGIN_NODE, (), ())
+
+    async def submit_to(
+        self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
+    ) -> None:
+        """Upload the job's files, sbatch both jobs, store their ids. A failure leaves the
+        simulation FAILED with the log `slurm` saying why."""
+        cluster = self.clusters[name]
+        job_dir = posixpath.join(cluster.work_dir, job.job_id)
+        files = sbatch.input_files(job)
+        files[sbatch.ARRAY_SCRIPT] = sbatch.array_script(
+            self._config, cluster, job, job_dir, array_lines
+        ).encode()
+        files[sbatch.MERGE_SCRIPT] = sbatch.merge_script(
+            self._config, cluster, job, job_dir, merge_lines
+        ).encode()
+        shell = self.shell(name)
+        try:
+            await shell.write_files(job_dir, files)
+            done = await shell.run(sbatch.submit_command(job, job_dir), stdin=job.update_key + "\n")
+        except ShellError as exc:
+            await self._fail(job.job_id, f"The job could not be sent to SLURM: {exc}")
+            return
+        await self._submitted(job, cluster, job_dir, done.stdout, done.stderr)
+
+    async def _submitted(
+        self, job: Job, cluster: ClusterConfig, job_dir: str, stdout: str, stderr: str
+    ) -> None:
+        array_id, merge_id = sbatch.parse_submitted(stdout)
+        if array_id is None or merge_id is None:
+            if array_id is not None:
+                await self._scancel(cluster.cluster_name, array_id)
+            await self._fail(job.job_id, f"sbatch refused the job:\n{stderr.strip()}")
+            return
+        ids = SlurmJobs(cluster.cluster_name, job_dir, array_id, merge_id)
+        state = await slurm_jobs.insert(self._pool, job.job_id, ids)
+        log.info("job %s: SLURM array %d, merge job %d", job.job_id, array_id, merge_id)
+        if state is None or state in TERMINAL_STATES:  # cancelled while being submitted
+            await self._scancel(cluster.cluster_name, array_id, merge_id)
+
+    async def cancel(self, job_id: str) -> None:
+        """scancel the job array and the merge job (the database says CANCELED already)."""
+        ids = await slurm_jobs.get(self._pool, job_id)
+        if ids is not None:
+            await self._scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
+
+    async def close(self) -> None:
+        for shell in self._shells.values():
+            await shell.close()
+
+    async def _scancel(self, name: str, *job_ids: int) -> None:
+        try:
+            done = await self.shell(name).run(sbatch.scancel_command(*job_ids), retry=True)
+        except ShellError as exc:
+            log.warning("scancel %s failed: %s", job_ids, exc)
+            return
+        if done.returncode != 0:
+            log.warning("scancel %s: %s", job_ids, done.stderr.strip())
+
+    async def _fail(self, job_id: str, text: str) -> None:
+        log.warning("job %s: %s", job_id, text.splitlines()[0])
+        await transitions.fail_unfinished(self._pool, job_id, SUBMIT_LOG, lambda _tasks: text)

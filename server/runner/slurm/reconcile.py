@@ -1,0 +1,219 @@
+"""The reconciler: what SLURM ended without the worker telling us becomes FAILED.
+
+Workers report every state themselves; SLURM can end their jobs without asking them (node
+failure, time limit, out of memory, an administrator's scancel). One reconciler per deployment
+(the server process that holds a PostgreSQL advisory lock; another takes over within one
+interval when it stops) polls each cluster's squeue every `slurm.poll_interval` seconds and
+compares with the database:
+
+- an array task SLURM has ended (or forgotten) while its task is not terminal: the task FAILED
+  with SLURM's state and reason and the tail of its output as the log `task_<n>_slurm`;
+- a merge job that ended while the job is not terminal (it posts results before it exits, so
+  it ended without them): the job FAILED with the log `merge`;
+- a job that is terminal while something of it is still queued or running in SLURM (all tasks
+  failed, the merge job still waits): scancel it; then the simulation is no longer watched.
+
+After `MinJobAge` squeue forgets a job; the final state then comes from the cluster's jobcomp
+file when one is configured (`jobcomp_file`), else the job counts as ended with no reason known.
+If squeue itself fails (controller or network down), nothing is decided for that cluster.
+"""
+
+import asyncio
+import contextlib
+import logging
+from itertools import groupby
+
+import asyncpg
+
+from server.jobs import transitions
+from server.jobs.states import TERMINAL_STATES
+from server.runner.slurm import sbatch
+from server.runner.slurm.dispatcher import SUBMIT_LOG, SlurmDispatcher
+from server.runner.slurm.shell import ShellError
+from server.runner.slurm.state import JobState, Snapshot, add_jobcomp, parse_squeue
+from server.sql import query
+from server.store import slurm_jobs
+from server.store.slurm_jobs import Watched
+from server.worker.outcomes import MERGE_LOG
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x59415054  # "YAPT": the advisory lock naming the reconciler
+FORGOTTEN = JobState(
+    "UNKNOWN", "SLURM no longer knows this job and no jobcomp file says how it ended"
+)
+TASK_TEXT = (
+    "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
+    "final task state.\n\nLast output (task_{task}.log):\n{tail}"
+)
+# Longer than any submission takes (the SSH connect and command timeouts are 15 s and 60 s).
+UNSUBMITTED_AFTER = 300.0
+UNSUBMITTED_TEXT = (
+    "The server stopped before it sent this simulation to SLURM, so nothing runs it. Submit it "
+    "again to rerun it."
+)
+MERGE_TEXT = (
+    "The merge job {merge} ended as {state} without posting results.\n\n"
+    "Last output (merge.log):\n{tail}"
+)
+
+
+class Reconciler:
+    def __init__(
+        self, dispatcher: SlurmDispatcher, pool: asyncpg.Pool, interval: float, direct: bool
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._pool = pool
+        self._interval = interval
+        # Direct simulations are SLURM's only with runner.kind = "slurm".
+        self._platforms = ["batch", "direct"] if direct else ["batch"]
+        self._lock_holder: asyncpg.pool.PoolConnectionProxy | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._release_lock()
+
+    async def _release_lock(self) -> None:
+        """Give the connection back; its reset unlocks it for another server process."""
+        if self._lock_holder is not None:
+            holder, self._lock_holder = self._lock_holder, None
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._pool.release(holder)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                if await self._holds_lock():
+                    await self.poll()
+            except Exception:
+                # One bad poll (database or cluster trouble) must not end the watching.
+                log.exception("reconciler: poll failed")
+            await asyncio.sleep(self._interval)
+
+    async def _holds_lock(self) -> bool:
+        if self._lock_holder is not None:
+            try:
+                if await self._lock_holder.fetchval(query("holds_reconciler_lock"), LOCK_KEY):
+                    return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            await self._release_lock()  # the session broke: the lock went with it
+        connection = await self._pool.acquire()
+        if await connection.fetchval(query("try_reconciler_lock"), LOCK_KEY):
+            self._lock_holder = connection
+            log.info("reconciler: this server process watches the SLURM jobs")
+            return True
+        await self._pool.release(connection)
+        return False
+
+    async def poll(self) -> None:
+        """One pass over every watched simulation, one squeue per cluster."""
+        await self._fail_unsubmitted()
+        watched = await slurm_jobs.list_watched(self._pool)
+        for cluster, items in groupby(watched, key=lambda item: item.jobs.cluster):
+            group = list(items)
+            if cluster not in self._dispatcher.clusters:
+                continue  # a cluster removed from the configuration: nothing to ask
+            snapshot = await self._snapshot(cluster, group)
+            if snapshot is None:
+                continue
+            for item in group:
+                await self._reconcile(item, snapshot)
+
+    async def _fail_unsubmitted(self) -> None:
+        lost = await slurm_jobs.list_unsubmitted(self._pool, self._platforms, UNSUBMITTED_AFTER)
+        for job_id in lost:
+            failed = await transitions.fail_unfinished(
+                self._pool, job_id, SUBMIT_LOG, lambda _tasks: UNSUBMITTED_TEXT
+            )
+            if failed:
+                log.warning("job %s: FAILED, it never reached SLURM", job_id)
+
+    async def _snapshot(self, cluster: str, group: list[Watched]) -> Snapshot | None:
+        shell = self._dispatcher.shell(cluster)
+        try:
+            done = await shell.run(sbatch.SQUEUE_COMMAND, retry=True)
+        except ShellError as exc:
+            log.warning("reconciler: squeue on %r failed: %s", cluster, exc)
+            return None
+        if done.returncode != 0:
+            log.warning("reconciler: squeue on %r: %s", cluster, done.stderr.strip())
+            return None
+        snapshot = parse_squeue(done.stdout)
+        await self._add_history(cluster, group, snapshot)
+        return snapshot
+
+    async def _add_history(self, cluster: str, group: list[Watched], snapshot: Snapshot) -> None:
+        """Final states from the jobcomp file for jobs squeue has forgotten."""
+        path = self._dispatcher.clusters[cluster].jobcomp_file
+        missing = [
+            item.jobs.array_job_id
+            for item in group
+            if item.open_tasks and not snapshot.knows_array(item.jobs.array_job_id)
+        ]
+        missing += [
+            item.jobs.merge_job_id for item in group if item.jobs.merge_job_id not in snapshot.jobs
+        ]
+        if not path or not missing:
+            return
+        command = sbatch.jobcomp_command(path, missing)
+        with contextlib.suppress(ShellError):
+            add_jobcomp(
+                snapshot, (await self._dispatcher.shell(cluster).run(command, retry=True)).stdout
+            )
+
+    async def _reconcile(self, item: Watched, snapshot: Snapshot) -> None:
+        jobs = item.jobs
+        if item.job_state in TERMINAL_STATES:
+            await self._forget(item, snapshot)
+            return
+        for task in item.open_tasks:
+            state = snapshot.tasks.get((jobs.array_job_id, task), FORGOTTEN)
+            if state.ended or state is FORGOTTEN:
+                await self._fail_task(item, task, state)
+        merge = snapshot.jobs.get(jobs.merge_job_id, FORGOTTEN)
+        if merge.ended or merge is FORGOTTEN:
+            await self._fail_merge(item, merge)
+
+    async def _forget(self, item: Watched, snapshot: Snapshot) -> None:
+        """A terminal job: cancel what is left of it in SLURM, then stop watching it."""
+        jobs = item.jobs
+        array_alive = any(
+            not state.ended
+            for (array, _), state in snapshot.tasks.items()
+            if array == jobs.array_job_id
+        )
+        merge = snapshot.jobs.get(jobs.merge_job_id)
+        alive = [jobs.array_job_id] if array_alive else []
+        alive += [jobs.merge_job_id] if merge is not None and not merge.ended else []
+        if alive:
+            with contextlib.suppress(ShellError):
+                await self._dispatcher.shell(jobs.cluster).run(sbatch.scancel_command(*alive))
+        await slurm_jobs.set_done(self._pool, item.sim_id)
+
+    async def _fail_task(self, item: Watched, task: int, state: JobState) -> None:
+        shell = self._dispatcher.shell(item.jobs.cluster)
+        tail = await shell.read_tail(f"{item.jobs.job_dir}/task_{task}.log")
+        text = TASK_TEXT.format(
+            task=task, array=item.jobs.array_job_id, state=state.describe(), tail=tail
+        )
+        name = f"task_{task}_slurm"
+        if await transitions.fail_task(self._pool, item.job_id, task, name, text):
+            log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
+
+    async def _fail_merge(self, item: Watched, state: JobState) -> None:
+        shell = self._dispatcher.shell(item.jobs.cluster)
+        tail = await shell.read_tail(f"{item.jobs.job_dir}/merge.log")
+        text = MERGE_TEXT.format(merge=item.jobs.merge_job_id, state=state.describe(), tail=tail)
+        failed = await transitions.fail_unfinished(
+            self._pool, item.job_id, MERGE_LOG, lambda _tasks: text
+        )
+        if failed:
+            log.warning("job %s: FAILED, its merge job ended as %s", item.job_id, state.describe())

@@ -1,0 +1,92 @@
+"""Where SLURM commands run: this host (a login node) or a cluster's login node over SSH.
+
+Both run one shell command line at a time, with optional standard input (the only way a secret
+reaches sbatch: never in argv), write a job's files, and read the tail of an output file. The
+SSH one is server/runner/slurm/ssh.py.
+"""
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from server.runner.process import PRIVATE_ENV, output_tail
+
+COMMAND_TIMEOUT = 60.0
+
+
+class ShellError(Exception):
+    """The command could not be run (the cluster is unreachable, a timeout)."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Shell(Protocol):
+    async def run(self, command: str, stdin: str = "", retry: bool = False) -> Completed:
+        """Run `command` with `sh`; `retry`: safe to run twice (reconnect once if needed)."""
+        ...
+
+    async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
+        """Create `directory` (and parents) and write `files` (relative names) into it."""
+        ...
+
+    async def read_tail(self, path: str) -> str:
+        """The last 64 KiB of a text file ("" when it cannot be read)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalShell:
+    """Commands on this host, with the server's environment minus its secrets."""
+
+    async def run(self, command: str, stdin: str = "", retry: bool = False) -> Completed:
+        env = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise ShellError(f"cannot run /bin/sh: {exc}") from None
+        try:
+            out, err = await asyncio.wait_for(process.communicate(stdin.encode()), COMMAND_TIMEOUT)
+        except BaseException as exc:
+            # Timed out, or cancelled (the server stops): the process must not outlive us.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.communicate())
+            if isinstance(exc, TimeoutError):
+                raise ShellError(f"timed out after {COMMAND_TIMEOUT:.0f} s") from None
+            raise
+        return Completed(
+            process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        )
+
+    async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
+        await asyncio.to_thread(_write_files, Path(directory), files)
+
+    async def read_tail(self, path: str) -> str:
+        return await asyncio.to_thread(output_tail, Path(path))
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)

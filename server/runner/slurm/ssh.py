@@ -1,0 +1,113 @@
+"""A cluster's login node over SSH (asyncssh): one connection per cluster, reused.
+
+The connection is opened on first use and again after it breaks. A command that may have run
+before the connection broke (sbatch) is never repeated: only read-only ones ask for `retry`.
+Files go up over SFTP on the same connection. Host keys are checked against the cluster's
+`known_hosts` file (or ~/.ssh/known_hosts); logins use the cluster's key file.
+"""
+
+import asyncio
+import posixpath
+import shlex
+
+import asyncssh
+
+from server.config import ClusterConfig
+from server.runner.process import OUTPUT_TAIL
+from server.runner.slurm.shell import COMMAND_TIMEOUT, Completed, ShellError
+
+CONNECT_TIMEOUT = 15.0
+
+
+class SshShell:
+    def __init__(self, cluster: ClusterConfig) -> None:
+        self._cluster = cluster
+        self._connection: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def run(self, command: str, stdin: str = "", retry: bool = False) -> Completed:
+        try:
+            return await self._run_once(command, stdin)
+        except ShellError:
+            if not retry:
+                raise
+        return await self._run_once(command, stdin)  # on a fresh connection
+
+    async def _run_once(self, command: str, stdin: str) -> Completed:
+        connection = await self._connect()
+        try:
+            done = await asyncio.wait_for(
+                connection.run(command, input=stdin, check=False), COMMAND_TIMEOUT
+            )
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            self._drop(connection)
+            raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+        status = -1 if done.exit_status is None else done.exit_status  # None: killed by a signal
+        return Completed(status, _text(done.stdout), _text(done.stderr))
+
+    async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
+        connection = await self._connect()
+        try:
+            async with connection.start_sftp_client() as sftp:
+                for name, data in files.items():
+                    path = posixpath.join(directory, name)
+                    await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+                    async with sftp.open(path, "wb") as remote:
+                        await remote.write(data)
+        except (asyncssh.Error, OSError) as exc:
+            self._drop(connection)
+            raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+
+    async def read_tail(self, path: str) -> str:
+        try:
+            done = await self.run(f"tail -c {OUTPUT_TAIL} -- {shlex.quote(path)}", retry=True)
+        except ShellError:
+            return ""
+        return done.stdout.replace("\0", "\ufffd") if done.returncode == 0 else ""
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            await self._connection.wait_closed()
+            self._connection = None
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self._connection is not None and not self._connection.is_closed():
+                return self._connection
+            cluster = self._cluster
+            # Unset settings are left out: asyncssh then uses ~/.ssh (never "no host check").
+            settings = {
+                "username": cluster.user,
+                "client_keys": [cluster.key_file] if cluster.key_file else None,
+                "known_hosts": cluster.known_hosts,
+            }
+            given = {name: value for name, value in settings.items() if value}
+            try:
+                self._connection = await asyncssh.connect(
+                    cluster.host,
+                    cluster.port,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    keepalive_interval=30,
+                    **given,
+                )
+            except (asyncssh.Error, OSError, TimeoutError) as exc:
+                raise ShellError(
+                    f"{cluster.cluster_name}: cannot connect: {_describe(exc)}"
+                ) from None
+            return self._connection
+
+    def _drop(self, connection: asyncssh.SSHClientConnection) -> None:
+        connection.abort()
+        if self._connection is connection:
+            self._connection = None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else ""
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

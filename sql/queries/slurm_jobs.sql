@@ -1,0 +1,57 @@
+-- The SLURM job ids of simulations, for cancel and the reconciler.
+
+-- name: insert_slurm_jobs
+-- Stored right after sbatch; returns the job state, read under the simulation's row lock, so
+-- that a cancel committed meanwhile is seen here (and its jobs cancelled) or sees this row.
+WITH sim AS (
+    SELECT id, job_state FROM simulations WHERE job_id = $1 FOR UPDATE
+), stored AS (
+    INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id)
+    SELECT id, $2, $3, $4, $5 FROM sim
+)
+SELECT job_state FROM sim
+
+-- name: get_slurm_jobs
+SELECT j.cluster, j.job_dir, j.array_job_id, j.merge_job_id
+FROM slurm_jobs j JOIN simulations s ON s.id = j.simulation_id
+WHERE s.job_id = $1
+
+-- name: list_watched_slurm_jobs
+-- Every simulation the reconciler still watches, with its tasks that have not ended.
+SELECT s.id, s.job_id, s.job_state, j.cluster, j.job_dir, j.array_job_id, j.merge_job_id,
+       coalesce(
+           array_agg(t.task_id ORDER BY t.task_id)
+               FILTER (WHERE t.task_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')),
+           '{}'
+       ) AS open_tasks
+FROM slurm_jobs j
+JOIN simulations s ON s.id = j.simulation_id
+LEFT JOIN tasks t ON t.simulation_id = s.id
+WHERE NOT j.done
+GROUP BY s.id, j.simulation_id
+ORDER BY s.id
+
+-- name: set_slurm_jobs_done
+UPDATE slurm_jobs SET done = true WHERE simulation_id = $1
+
+-- name: try_reconciler_lock
+-- One reconciler per deployment: the server process holding this session lock runs it.
+SELECT pg_try_advisory_lock($1)
+
+-- name: holds_reconciler_lock
+-- Whether this session still holds the lock (false after a reconnect lost it).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1
+      AND pid = pg_backend_pid() AND granted
+)
+
+-- name: list_unsubmitted
+-- Unfinished simulations of the given platforms that never reached SLURM (no ids stored)
+-- although submitted more than $2 seconds ago: the server stopped while sending them.
+SELECT s.job_id FROM simulations s
+WHERE s.platform = ANY($1::text[])
+  AND s.job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+  AND s.start_time < now() - make_interval(secs => $2)
+  AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
+ORDER BY s.id

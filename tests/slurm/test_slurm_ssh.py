@@ -1,0 +1,227 @@
+"""POST /jobs/batch: a simulation sent to a [[clusters]] entry over SSH (asyncssh, key-only
+login to a real sshd as a user of its own), on the real test SLURM; and batch_options checked
+against the whitelist of #SBATCH options."""
+
+import dataclasses
+import hashlib
+import pwd
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from server.config import ClusterConfig
+from tests.fakes.openid_provider import BACKEND, USERNAME
+from tests.fakes.simulators import averaging_payload, fake_shieldhit
+from tests.helpers import (
+    MESH_MEANS,
+    eventually,
+    page_means,
+    post,
+    results_of,
+    running_simulators,
+    slurm_ids,
+    slurm_states,
+    wait_gone,
+)
+from tests.slurm.sshd import SshServer
+
+CLUSTER = {"cluster_name": "hpc", "display_name": "Test HPC (SSH)", "available": True}
+OPTIONS = {
+    "cluster_name": "hpc",
+    "array_header": "#SBATCH --time=5\n#SBATCH --cpus-per-task=1\n",
+    "array_options": {"--mem-per-cpu": "200M"},
+    "collect_header": "",
+    "collect_options": {"time": "00:05:00"},
+}
+
+
+def ssh_cluster(ssh: SshServer, work_dir: Path, python: str) -> ClusterConfig:
+    return ClusterConfig(
+        **CLUSTER,
+        host=ssh.host,
+        port=ssh.port,
+        user=ssh.user,
+        key_file=str(ssh.client_key),
+        known_hosts=str(ssh.known_hosts),
+        work_dir=str(work_dir),
+        python=python,
+    )
+
+
+@pytest.fixture
+def start_batch_app(start_slurm_app, ssh, remote_python, job_root):
+    """start_batch_app(local_users=True, **fake) -> (client, recorder, config): external
+    workers for direct jobs, the SSH cluster `hpc` for batch ones."""
+
+    async def start(local_users: bool = True, **fake: object):
+        shieldhit = fake_shieldhit(job_root, python=remote_python, **fake)
+        cluster = ssh_cluster(ssh, job_root / "remote", remote_python)
+        return await start_slurm_app(
+            shieldhit,
+            clusters=(cluster,),
+            runner={"kind": "none"},
+            slurm={"local_users": local_users},
+        )
+
+    return start
+
+
+async def batch_status(client, job_id: str) -> dict:
+    response = await client.get("/jobs/batch", params={"job_id": job_id})
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_simulation_over_ssh(start_batch_app, ssh: SshServer, job_root, conn):
+    client, _, _ = await start_batch_app(delay=0.02)
+    response = await client.get("/clusters")
+    assert await response.json() == {"message": "Available clusters", "clusters": [CLUSTER]}
+    body = {**averaging_payload(ntasks=4), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+
+    async def completed() -> dict | None:
+        found = await batch_status(client, job_id)
+        assert found["job_state"] != "FAILED", await client.get("/logfiles?job_id=" + job_id)
+        return found if found["job_state"] == "COMPLETED" else None
+
+    found = await eventually(completed, timeout=120)
+    assert [t["task_state"] for t in found["job_tasks_status"]] == ["COMPLETED"] * 4
+    assert page_means(await results_of(client, job_id)) == {
+        key: pytest.approx(value, rel=1e-5) for key, value in MESH_MEANS.items()
+    }
+    # It ran as the SSH user, in the cluster's work directory, with the user's options.
+    job_dir = job_root / "remote" / job_id
+    assert pwd.getpwuid(job_dir.stat().st_uid).pw_name == ssh.user
+    assert sorted(p.name for p in job_dir.glob("task_*") if p.is_dir()) == [
+        f"task_{n}" for n in range(1, 5)
+    ]
+    script = (job_dir / "array.sh").read_text()
+    assert "#SBATCH --time=5\n#SBATCH --cpus-per-task=1\n#SBATCH --mem-per-cpu=200M\n" in script
+    assert "#SBATCH --time=00:05:00\n" in (job_dir / "merge.sh").read_text()
+    # No file holds the key: no 43-character token there hashes to the stored digest.
+    digest = await conn.fetchval("SELECT update_key_sha256 FROM simulations")
+    files = [p for p in job_dir.rglob("*") if p.is_file() and p.suffix in (".sh", ".log", ".json")]
+    tokens = {t for p in files for t in re.findall(r"[A-Za-z0-9_-]{43}", p.read_text())}
+    assert len(files) >= 10 and digest not in {hashlib.sha256(t.encode()).digest() for t in tokens}
+    assert await conn.fetchval("SELECT platform FROM simulations") == "batch"
+    response = await client.delete("/jobs/batch", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (
+        409,
+        {"message": "Simulation is already COMPLETED"},
+    )
+
+
+BAD_OPTIONS = [
+    (
+        {"array_header": "#SBATCH --time=5\nrm -rf ~"},
+        "Invalid batch_options.array_header: line 2 is not an '#SBATCH --option' line",
+    ),
+    (
+        {"array_header": "#SBATCH --partition=debug; touch /tmp/owned"},
+        "Invalid batch_options.array_header: line 1 is not an '#SBATCH --option' line",
+    ),
+    (
+        {"array_options": {"partition": "$(touch /tmp/owned)"}},
+        "Invalid batch_options.array_options: bad value for --partition",
+    ),
+    (
+        {"collect_options": {"wrap": "touch /tmp/owned"}},
+        "Invalid batch_options.collect_options: option --wrap is not allowed",
+    ),
+    (
+        {"collect_header": "#SBATCH --output=/etc/passwd"},
+        "Invalid batch_options.collect_header: line 1: option --output is not allowed",
+    ),
+    (
+        {"array_options": {"time": "5\n#SBATCH --export=ALL"}},
+        "Invalid batch_options.array_options: bad value for --time",
+    ),
+    ({"array_options": ["--time=5"]}, "Field batch_options.array_options must be of type object"),
+    (
+        {"collect_options": {"--exclusive": "all; reboot"}},
+        "Invalid batch_options.collect_options: --exclusive takes no value",
+    ),
+    ({"cluster_name": "elsewhere"}, "Unknown cluster: elsewhere"),
+    ({"cluster_name": None}, "Missing field: batch_options.cluster_name"),
+    ({"shell": "bash"}, "Unknown field: batch_options.shell"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_OPTIONS)
+async def test_bad_batch_options(start_batch_app, conn, change, message):
+    client, _, _ = await start_batch_app()
+    body = {**averaging_payload(ntasks=1), "batch_options": {**OPTIONS, **change}}
+    assert await post(client, "/jobs/batch", body, 400) == {"message": message}
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+
+
+async def test_local_users_without_the_switch(start_batch_app, conn):
+    client, _, _ = await start_batch_app(local_users=False)
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    refused = {"message": "Local users cannot access HPC clusters"}
+    assert await post(client, "/jobs/batch", body, 403) == refused
+    response = await client.get("/clusters")
+    assert (response.status, await response.json()) == (403, refused)
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+
+
+async def test_cancel_over_ssh(start_batch_app, job_root, slurm_cluster, conn):
+    client, _, _ = await start_batch_app(hang=True)
+    body = {**averaging_payload(ntasks=2), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    job_dir = job_root / "remote" / job_id
+
+    pids = await eventually(running_simulators(job_dir), timeout=60)
+    response = await client.delete("/jobs/batch", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+    found = await batch_status(client, job_id)
+    assert [found["job_state"], *(t["task_state"] for t in found["job_tasks_status"])] == [
+        "CANCELED",
+        "CANCELED",
+        "CANCELED",
+    ]
+    await wait_gone(pids)
+    states = await eventually(slurm_states(slurm_cluster, *await slurm_ids(conn)), timeout=20)
+    assert set(states.values()) == {"CANCELLED"}, states
+
+
+async def test_sso_user_without_the_switch(start_slurm_app, ssh, remote_python, job_root, provider):
+    client, _, _ = await start_slurm_app(
+        fake_shieldhit(job_root, python=remote_python),
+        new_user=None,
+        clusters=(ssh_cluster(ssh, job_root / "remote", remote_python),),
+        runner={"kind": "none"},
+        keycloak={"issuer": provider.issuer, "client_ids": BACKEND},
+    )
+    token = provider.token(exp=int(time.time()) + 300)
+    headers = {"Authorization": f"Bearer {token}"}
+    response = await client.post("/auth/keycloak", json={"username": USERNAME}, headers=headers)
+    assert response.status == 202, await response.text()
+    response = await client.get("/clusters")
+    assert await response.json() == {"message": "Available clusters", "clusters": [CLUSTER]}
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+
+    async def completed() -> bool:
+        return (await batch_status(client, job_id))["job_state"] == "COMPLETED"
+
+    await eventually(completed, timeout=120)
+
+
+async def test_unavailable_cluster(start_slurm_app, ssh, remote_python, job_root, conn):
+    cluster = dataclasses.replace(
+        ssh_cluster(ssh, job_root / "remote", remote_python), available=False
+    )
+    client, _, _ = await start_slurm_app(
+        fake_shieldhit(job_root), clusters=(cluster,), slurm={"local_users": True}
+    )
+    response = await client.get("/clusters")
+    listed = {**CLUSTER, "available": False}
+    assert await response.json() == {"message": "Available clusters", "clusters": [listed]}
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    assert await post(client, "/jobs/batch", body, 400) == {
+        "message": "Cluster hpc is not available"
+    }
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
