@@ -1,17 +1,20 @@
 """Every typed application and request key, in one place."""
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
+from server.budget import BodyBudget
 from server.config import Config
 from server.keycloak import TokenVerifier
 from server.models import User
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import Dispatcher
+from server.throttle import LoginThrottle
 from server.usercache import UserCache
 
 if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
@@ -22,6 +25,9 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
 
 # Routes reachable without an access cookie (public, or authenticated by an update key).
 COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])
