@@ -10,15 +10,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from server.auth import auth_middleware, secret_ctx
-from server.bodies import body_middleware
-from server.budget import BodyBudget
 from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
 from server.handlers import auth, jobs, keycloak, results, ui, users, workers
 from server.http import error_middleware
-from server.jwks import ProviderKeys
-from server.keycloak import TokenVerifier
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
@@ -33,6 +29,9 @@ from server.keys import (
     SLURM,
     USER_CACHE,
 )
+from server.limits.bodies import body_middleware
+from server.limits.budget import BodyBudget
+from server.limits.throttle import LoginThrottle
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
@@ -40,7 +39,8 @@ from server.runner.cleanup import job_dirs_ctx
 from server.runner.local import LocalDispatcher
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.reconcile import Reconciler
-from server.throttle import LoginThrottle
+from server.sso.jwks import ProviderKeys
+from server.sso.keycloak import TokenVerifier
 from server.ui import shapes
 from server.ui.cors import enable_cors
 from server.ui.dialect import create_dialect, reshaped
@@ -184,7 +184,7 @@ async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    # Bodies are size-checked per endpoint by server.bodies.read_body (user vs worker limits).
+    # Bodies are size-checked per endpoint by server.limits.bodies.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
     static_dir, prefix = config.ui.static_dir, config.ui.api_prefix
     bundle = Bundle(Path(static_dir), prefix) if static_dir else None

@@ -67,7 +67,7 @@ def _describe_database(config: Config, embedded: bool) -> str:
 
 def serve(config: Config, args: argparse.Namespace) -> None:
     from server.app import create_app
-    from server.serving import handler_settings
+    from server.limits.serving import handler_settings
 
     processes = args.workers or config.server.workers
     check_process_count(config, processes)

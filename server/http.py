@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server import values
-from server.bodies import read_body
 from server.errors import ApiError, BadRequest
+from server.limits.bodies import read_body
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ import asyncpg
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from server.budget import BodyBudget
 from server.config import Config
-from server.keycloak import TokenVerifier
+from server.limits.budget import BodyBudget
+from server.limits.throttle import LoginThrottle
 from server.models import User
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import Dispatcher
-from server.throttle import LoginThrottle
+from server.sso.keycloak import TokenVerifier
 from server.usercache import UserCache
 
 if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys

@@ -31,7 +31,7 @@ def check_process_count(config: Config, count: int) -> None:
 
 def _serve_one(config: Config) -> None:
     from server.app import create_app
-    from server.serving import handler_settings
+    from server.limits.serving import handler_settings
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,7 +19,7 @@ from server import db
 from server.app import create_app
 from server.config import ClusterConfig, Config
 from server.keys import CONFIG
-from server.serving import handler_settings
+from server.limits.serving import handler_settings
 from tests.fakes.openid_provider import (
     BACKEND,
     REALM_PATH,

@@ -33,7 +33,7 @@ from server import openapi
 from server.app import create_app
 from server.config import Config
 from server.handlers.auth import VERSION
-from server.serving import handler_settings
+from server.limits.serving import handler_settings
 from tests.helpers import payload, record_jobs
 
 EXAMPLES = int(os.environ.get("YAPTIDE_FUZZ_EXAMPLES", "100"))

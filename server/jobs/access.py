@@ -8,11 +8,11 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from server import values
-from server.bodies import read_body
 from server.errors import BadRequest, Forbidden, NotFound
 from server.http import bearer_token, parse_json, query_param
 from server.jobs.states import check_open
 from server.keys import CONFIG, POOL, USER
+from server.limits.bodies import read_body
 from server.store import simulations
 from server.store.simulations import Owner
 

@@ -15,6 +15,6 @@ def handler_settings(config: Config) -> dict[str, Any]:
         # An idle connection, or one whose request line and headers are not complete, is closed
         # this long after it opened or after its last response.
         "keepalive_timeout": config.server.keepalive_timeout,
-        # Encoded request bodies are inflated by server.bodies, with bounds and JSON errors.
+        # Encoded request bodies are inflated by server.limits.bodies, with bounds and JSON errors.
         "auto_decompress": False,
     }

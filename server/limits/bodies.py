@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.budget import HELD
 from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from server.keys import BODY_BUDGET, CONFIG
+from server.limits.budget import HELD
 
 _CHUNK = 1 << 18
 # zlib window bits: gzip only; zlib-wrapped deflate (RFC 1950); raw deflate, which some clients

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from server.errors import ServiceUnavailable
 
-# Bytes of the budget a request holds, given back by server.bodies.body_middleware.
+# Bytes of the budget a request holds, given back by server.limits.bodies.body_middleware.
 HELD = web.RequestKey("body_bytes_held", int)
 
 
