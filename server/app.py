@@ -16,29 +16,36 @@ from server.config_checks import origin_list
 from server.db import pool_ctx
 from server.handlers import auth, jobs, keycloak, results, ui, users, workers
 from server.http import error_middleware
-from server.jwks import ProviderKeys
-from server.keycloak import TokenVerifier
 from server.keys import (
+    BODY_BUDGET,
     BODY_CACHE,
     CHANGES,
     CONFIG,
     COOKIE_FREE,
     DISPATCHER,
+    HASH_SLOTS,
     KEYCLOAK,
+    LOGIN_THROTTLE,
     PAGE_CACHE,
     POOL,
     RESULTS_INDEX,
     SLURM,
     USER_CACHE,
 )
+from server.limits.bodies import body_middleware
+from server.limits.budget import BodyBudget
+from server.limits.throttle import LoginThrottle
 from server.results.changes import Changes
 from server.results.indexcache import IndexCache
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
+from server.runner.cleanup import job_dirs_ctx
 from server.runner.local import LocalDispatcher
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.reconcile import Reconciler
+from server.sso.jwks import ProviderKeys
+from server.sso.keycloak import TokenVerifier
 from server.ui import shapes
 from server.ui.cors import enable_cors
 from server.ui.dialect import create_dialect, reshaped
@@ -51,6 +58,7 @@ Access = Literal["public", "user", "worker"]
 ROUTES: list[tuple[str, str, Handler, Access]] = [
     # The API, top to bottom (contract: shared/spec/api.md).
     ("GET", "/", auth.index, "public"),
+    ("GET", "/openapi.json", auth.openapi_document, "public"),
     # accounts
     ("PUT", "/auth/register", auth.register, "public"),
     ("POST", "/auth/login", auth.login, "public"),
@@ -194,21 +202,29 @@ async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    # Bodies are size-checked per endpoint by server.http.read_body (user vs worker limits).
+    # Bodies are size-checked per endpoint by server.limits.bodies.read_body (user vs worker limits).
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
     static_dir, prefix = config.ui.static_dir, config.ui.api_prefix
     bundle = Bundle(Path(static_dir), prefix) if static_dir else None
-    middlewares: list[Middleware] = [error_middleware, auth_middleware]
+    middlewares: list[Middleware] = [error_middleware, body_middleware, auth_middleware]
     if bundle is not None:
         middlewares.insert(1, bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app[CONFIG] = config
+    # The budget holds at least one body of the largest size, or that body could never be read.
+    budget = max(config.server.body_budget, client_max_size)
+    app[BODY_BUDGET] = BodyBudget(budget, config.server.body_wait)
+    limits = config.auth
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        limits.login_attempts, limits.login_address_attempts, limits.login_window
+    )
+    app[HASH_SLOTS] = asyncio.Semaphore(limits.hash_concurrency)
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.extend(
-        [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx]
+        [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx]
     )
     routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]
     cookie_free = add_routes(app, routes)

@@ -6,6 +6,7 @@ can be revoked at logout.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -56,18 +57,24 @@ def validate_password(password: str, name: str = "password") -> str:
     return password
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
+async def hash_password(password: str, slots: asyncio.Semaphore | None = None) -> str:
+    """The argon2id hash, computed in a thread; `slots` bounds how many hash at once."""
+    async with slots or contextlib.nullcontext():
+        return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
+async def verify_password(
+    password_hash: str | None, password: str, slots: asyncio.Semaphore | None = None
+) -> bool:
     def verify() -> bool:
         try:
             return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.get_running_loop().run_in_executor(None, verify)
+    # Each check is about 0.5 s of CPU: unbounded, a flood of them starves every other request.
+    async with slots or contextlib.nullcontext():
+        return await asyncio.get_running_loop().run_in_executor(None, verify)
 
 
 def load_secret(config: Config) -> str:
@@ -110,9 +117,22 @@ def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.PyJWTError:
         raise Unauthorized(INVALID_TOKEN) from None
-    if claims.get("type") != kind or not str(claims.get("sub", "")).isdigit():
+    if claims.get("type") != kind or not _valid_claims(claims, kind):
         raise Unauthorized(INVALID_TOKEN)
     return claims
+
+
+# A user id as make_token writes it: ASCII digits of a positive bigint (str.isdigit() would also
+# take "²" or a full-width one (U+FF11), and 30 digits overflow the column).
+_USER_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def _valid_claims(claims: dict[str, Any], kind: str) -> bool:
+    """`sub` is a user id; a refresh token also carries its revocable id (`jti`)."""
+    sub, jti = claims.get("sub"), claims.get("jti")
+    if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
+        return False
+    return kind != "refresh" or (isinstance(jti, str) and 0 < len(jti) <= 64)
 
 
 def set_cookie(
@@ -186,6 +206,18 @@ async def access_user(request: web.Request) -> User:
         if claims is not None:
             cache.put_header(header, user, claims["exp"])
     return user
+
+
+def current_refresh_token(request: web.Request, user_id: int) -> bytes | None:
+    """The stored id (SHA-256 of the jti) of the request's own valid refresh token, if any."""
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        return None
+    try:
+        claims = decode_token(request.app[SECRET], token, "refresh")
+    except Unauthorized:
+        return None
+    return sha256(claims["jti"]) if int(claims["sub"]) == user_id else None
 
 
 @web.middleware

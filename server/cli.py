@@ -67,6 +67,7 @@ def _describe_database(config: Config, embedded: bool) -> str:
 
 def serve(config: Config, args: argparse.Namespace) -> None:
     from server.app import create_app
+    from server.limits.serving import handler_settings
 
     processes = args.workers or config.server.workers
     check_process_count(config, processes)
@@ -85,6 +86,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
                 port=config.server.port,
                 print=lambda _: print(listening, flush=True),  # called once the port is bound
                 access_log=None,
+                **handler_settings(config),
             )
         finally:
             # run_app restores the default SIGTERM action on exit; keep stopping cleanly.

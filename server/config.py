@@ -33,6 +33,11 @@ class ServerConfig:
     body_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     index_cache_size: int = checks.checked(10_000, checks.non_negative)
     public_url: str = ""
+    # Limits for hostile clients (README "Security and limits").
+    keepalive_timeout: float = checks.checked(75.0, checks.positive)
+    body_timeout: float = checks.checked(300.0, checks.positive)
+    body_budget: int = checks.checked(512 * 1024 * 1024, checks.positive)
+    body_wait: float = checks.checked(10.0, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +56,17 @@ class AuthConfig:
     secure_cookies: bool = False
     cookie_samesite: str = checks.checked("Lax", checks.one_of("Lax", "Strict", "None"))
     user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
+    login_attempts: int = checks.checked(10, checks.positive)
+    login_address_attempts: int = checks.checked(100, checks.positive)
+    login_window: float = checks.checked(300.0, checks.positive)
+    hash_concurrency: int = checks.checked(2, checks.positive)
 
 
 @dataclasses.dataclass(frozen=True)
 class JobsConfig:
     max_ntasks: int = checks.checked(1000, checks.positive)
     max_file_size: int = checks.checked(10 * 1024 * 1024, checks.positive)
+    user_quota: int = checks.checked(10 * 1024**3, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +79,7 @@ class RunnerConfig:
     progress_interval: float = checks.checked(2.0, checks.positive)
     retry_timeout: float = checks.checked(600.0, checks.positive)
     converter: str = checks.checked("", checks.command)
+    job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)

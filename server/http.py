@@ -9,11 +9,12 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.errors import ApiError, BadRequest, PayloadTooLarge
+from server import values
+from server.errors import ApiError, BadRequest
+from server.limits.bodies import read_body
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 18
 _HTTP_MESSAGES = {
     400: "Bad request",
     404: "Not found",
@@ -26,8 +27,11 @@ def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def error_response(message: str, status: int) -> web.Response:
-    return json_response({"message": message}, status)
+def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:
+    response = json_response({"message": message}, status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
@@ -44,7 +48,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.message, exc.status)
+        return error_response(exc.message, exc.status, exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -56,22 +60,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response("Internal server error", 500)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The (already gunzipped) request body; 413 past `limit` bytes, checked while reading."""
-    too_large = PayloadTooLarge(f"Request body larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = bytearray()
-    while chunk := await request.content.read(_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is not one."""
-    body = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes | bytearray) -> dict[str, Any]:
+    """A body as a JSON object; 400 when it is not one."""
+    # Parsed from the buffer as read, without a copy: bodies may be hundreds of MiB.
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -93,7 +89,7 @@ def field(
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise BadRequest(f"Field {name} must be of type {_JSON_NAMES.get(names, names)}")
-    return value
+    return values.text(value, name) if isinstance(value, str) else value
 
 
 _JSON_NAMES = {
@@ -116,4 +112,10 @@ def query_param(request: web.Request, name: str) -> str:
     value = request.query.get(name)
     if not value:
         raise BadRequest(f"Missing {name}")
-    return value
+    return values.text(value, name)
+
+
+def optional_query_param(request: web.Request, name: str) -> str | None:
+    """An optional query parameter (absent or empty: None), checked like query_param."""
+    value = request.query.get(name)
+    return values.text(value, name) if value else None

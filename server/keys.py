@@ -1,5 +1,6 @@
 """Every typed application and request key, in one place."""
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -7,13 +8,15 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.config import Config
-from server.keycloak import TokenVerifier
+from server.limits.budget import BodyBudget
+from server.limits.throttle import LoginThrottle
 from server.models import User
 from server.results.changes import Changes
 from server.results.indexcache import IndexCache
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import Dispatcher
+from server.sso.keycloak import TokenVerifier
 from server.usercache import UserCache
 
 if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
@@ -26,6 +29,9 @@ PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 RESULTS_INDEX = web.AppKey("results_index", IndexCache)
 CHANGES = web.AppKey("changes", Changes)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
 
 # Routes reachable without an access cookie (public, or authenticated by an update key).
 COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])

@@ -31,6 +31,7 @@ def check_process_count(config: Config, count: int) -> None:
 
 def _serve_one(config: Config) -> None:
     from server.app import create_app
+    from server.limits.serving import handler_settings
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -41,6 +42,7 @@ def _serve_one(config: Config) -> None:
         reuse_port=True,
         print=None,
         access_log=None,
+        **handler_settings(config),
     )
 
 

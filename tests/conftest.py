@@ -12,11 +12,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from server import db
 from server.app import create_app
 from server.config import ClusterConfig, Config
+from server.keys import CONFIG
+from server.limits.serving import handler_settings
 from tests.fakes.openid_provider import (
     BACKEND,
     REALM_PATH,
@@ -58,6 +61,29 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.execute("TRUNCATE users RESTART IDENTITY CASCADE")
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def aiohttp_server(aiohttp_server: Callable) -> Callable:
+    """pytest-aiohttp's server factory, serving apps with run.py's own connection settings."""
+
+    async def start(app: web.Application, **kwargs: Any) -> TestServer:
+        settings = handler_settings(app[CONFIG]) if CONFIG in app else {}
+        return await aiohttp_server(app, **{**settings, **kwargs})
+
+    return start
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Callable, aiohttp_server: Callable) -> Callable:
+    """pytest-aiohttp's client factory; an app is served by the aiohttp_server above."""
+
+    async def start(target: Any, **kwargs: Any) -> TestClient:
+        if isinstance(target, web.Application):
+            target = await aiohttp_server(target)
+        return await aiohttp_client(target, **kwargs)
+
+    return start
 
 
 @pytest.fixture

@@ -262,7 +262,7 @@ def reference(
         if numbers is not None:
             pages = [page for page in pages if page_number(page) in numbers]
         if pages:
-            out.append({"name": entry["name"], "pages": pages})
+            out.append({**entry, "pages": pages})  # estimator fields round-trip too
     return out
 
 

@@ -346,8 +346,8 @@ async def test_editor_results_in_the_projects_order(client, conn):
     assert status == 200
     assert [e["name"] for e in body["estimators_metadata"]] == PROJECT_ORDER
     by_name = {e["name"]: e for e in RESULTS["estimators"]}
-    expected = [
-        {"name": f"{name}_", "pages": fixture_pages(f"{name}_", list(range(10)))}
+    expected = [  # estimator-level fields (metadata) come back as uploaded
+        {**by_name[f"{name}_"], "pages": fixture_pages(f"{name}_", list(range(10)))}
         for name in PROJECT_ORDER
     ]
     assert set(by_name) == {e["name"] for e in expected}

@@ -1,14 +1,14 @@
-"""`GET /` and the /auth endpoints: register, login, refresh, status, logout."""
+"""`GET /`, `GET /openapi.json` and the /auth endpoints: register, login, refresh, status, logout."""
 
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from server import auth
+from server import auth, openapi
 from server.auth import validate_password, validate_username
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_json
-from server.keys import CONFIG, POOL, SECRET, USER
+from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER
 from server.store import refresh_tokens, users
 
 try:
@@ -21,6 +21,10 @@ async def index(request: web.Request) -> web.Response:
     return json_response({"message": "Hello World!", "version": VERSION})
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(openapi.document(VERSION, request.app[CONFIG].ui.api_prefix))
+
+
 async def register(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if config.auth.registration != "open":
@@ -28,7 +32,7 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json(request, config.server.max_body_size)
     username = validate_username(field(body, "username", str))
     password = validate_password(field(body, "password", str))
-    password_hash = await auth.hash_password(password)
+    password_hash = await auth.hash_password(password, request.app[HASH_SLOTS])
     if await users.create(request.app[POOL], username, password_hash) is None:
         raise Conflict("Username already taken")
     return json_response({"message": "User created"}, status=201)
@@ -40,9 +44,13 @@ async def login(request: web.Request) -> web.Response:
     body = await read_json(request, config.server.max_body_size)
     username = field(body, "username", str)
     password = field(body, "password", str)
+    address = request.remote or ""
+    attempt = app[LOGIN_THROTTLE].attempt(username, address)
     found = await users.get_login(app[POOL], username)
-    if not await auth.verify_password(found[1] if found else None, password) or found is None:
+    password_hash = found[1] if found else None
+    if not await auth.verify_password(password_hash, password, app[HASH_SLOTS]) or found is None:
         raise Unauthorized("Invalid username or password")
+    app[LOGIN_THROTTLE].succeeded(username, address, attempt)
     user_id = found[0]
     access, access_exp, _ = auth.make_token(app[SECRET], user_id, "access", config.auth.access_ttl)
     refresh, refresh_exp = await auth.issue_refresh_token(app, user_id)

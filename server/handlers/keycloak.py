@@ -14,9 +14,9 @@ from aiohttp import web
 from server import auth
 from server.errors import Forbidden, Unauthorized
 from server.http import bearer_token, field, json_response, read_json
-from server.keycloak import SsoIdentity, TokenVerifier
 from server.keys import CONFIG, KEYCLOAK, POOL, SECRET
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
+from server.sso.keycloak import SsoIdentity, TokenVerifier
 from server.store import users
 
 NOT_AVAILABLE = "Service is not available"

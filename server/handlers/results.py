@@ -9,13 +9,14 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import NotFound
-from server.http import json_response, query_param, read_json
+from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
-from server.jobs.access import check_owner, job_id_of, update_key_of
+from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
 from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, RESULTS_INDEX, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
+from server.results.pagesplit import split_upload
 from server.results.upload import parse_estimators
 from server.store import results
 
@@ -23,17 +24,20 @@ NO_RESULTS = "Results not available"
 
 
 async def upload(request: web.Request) -> web.Response:
-    body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
+    raw = await read_worker_body(request)
+    body, pages = split_upload(raw)  # large bodies: pages parsed one at a time, below
     job_id = job_id_of(body)
     key = update_key_of(request, body)
-    estimators = parse_estimators(body.get("estimators"))
-    await transitions.save_results(request.app[POOL], job_id, key, estimators)
+    estimators = parse_estimators(body.get("estimators"), pages)
+    del raw, pages, body  # only the encoded pages are needed from here on
+    quota = request.app[CONFIG].jobs.user_quota
+    await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
     return json_response({"message": "Results saved"}, status=202)
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
-    estimator = request.query.get("estimator_name") or None
+    estimator = optional_query_param(request, "estimator_name")
     numbers = page_filter(request.query)
     entry = await owned_results(request, job_id)
     view = entry.view(estimator, numbers)

@@ -1,5 +1,7 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
+import asyncio
+
 import asyncpg
 import orjson
 from aiohttp import web
@@ -9,9 +11,10 @@ from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
-from server.keys import CHANGES, CONFIG, POOL, USER
+from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, USER
 from server.profile import ProfileUpdate, parse_profile_update
-from server.store import inputs, logfiles, simulations, users
+from server.runner import cleanup
+from server.store import inputs, logfiles, refresh_tokens, simulations, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
@@ -66,6 +69,8 @@ async def delete_simulation(request: web.Request) -> web.Response:
     if not deleted:
         # No state left: deleted by a concurrent request since the ownership check.
         raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")
+    # The job_id named a simulation of ours: a server-made name, safe as a directory name.
+    await asyncio.to_thread(cleanup.remove_job_dir, request.app[CONFIG], request.query["job_id"])
     return json_response({"message": "Simulation deleted"})
 
 
@@ -74,16 +79,23 @@ async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str
     if update.password is None:
         return None
     current_hash = await users.get_password_hash(request.app[POOL], request[USER].id)
-    if not await auth.verify_password(current_hash, update.current_password or ""):
+    slots = request.app[HASH_SLOTS]
+    if not await auth.verify_password(current_hash, update.current_password or "", slots):
         raise Unauthorized("Invalid current password")
-    return await auth.hash_password(update.password)
+    return await auth.hash_password(update.password, slots)
 
 
 async def update_profile(request: web.Request) -> web.Response:
     body = await read_json(request, request.app[CONFIG].server.max_body_size)
     update = parse_profile_update(body)
     password_hash = await _new_password_hash(request, update)
-    await users.update_profile(request.app[POOL], request[USER].id, update.changes, password_hash)
+    user_id = request[USER].id
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await users.update_profile(conn, user_id, update.changes, password_hash)
+        if password_hash is not None:
+            # Whoever else holds a session (perhaps the reason for the change) is logged out.
+            keep = auth.current_refresh_token(request, user_id)
+            await refresh_tokens.revoke_others(conn, user_id, keep)
     return json_response({"message": "User updated"})
 
 

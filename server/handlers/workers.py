@@ -5,18 +5,18 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import BadRequest
-from server.http import field, json_response, read_json
+from server.http import field, json_response
 from server.jobs import transitions
-from server.jobs.access import job_id_of, update_key_of
+from server.jobs.access import job_id_of, read_worker_json, update_key_of
 from server.jobs.reports import parse_job_state, parse_task_id, parse_update_dict
-from server.keys import CONFIG, DISPATCHER, POOL
+from server.keys import DISPATCHER, POOL
 
 MAX_LOGFILE_NAME = 255
 
 
 async def read_worker_body(request: web.Request) -> tuple[dict[str, Any], str, str]:
-    """The body (gunzipped by aiohttp when sent gzip-encoded), its job_id and the update key."""
-    body = await read_json(request, request.app[CONFIG].server.worker_max_body_size)
+    """The body (inflated when sent encoded), its job_id and the update key."""
+    body = await read_worker_json(request)
     return body, job_id_of(body), update_key_of(request, body)
 
 

@@ -2,20 +2,24 @@
 
 import hashlib
 import hmac
+import re
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from server import values
 from server.errors import BadRequest, Forbidden, NotFound
-from server.http import bearer_token, query_param
+from server.http import bearer_token, parse_json, query_param
 from server.jobs.states import check_open
 from server.keys import CONFIG, POOL, USER
+from server.limits.bodies import read_body
 from server.store import simulations
 from server.store.simulations import Owner
 
 NOT_FOUND = "Simulation not found"
 NOT_OWNER = "Simulation belongs to another user"
 BAD_KEY = "Invalid update key"
+PRECHECK_ABOVE = 64 * 1024  # bytes of a plain body read before its header key is checked
 
 
 class KeyedRow(Protocol):
@@ -75,12 +79,56 @@ def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
     return key
 
 
+async def check_header_key(request: web.Request) -> None:
+    """403 before the body is read when the header's key can update no simulation: a stranger's
+    body is never buffered. (A key in the body can only be checked once the body is read.)
+
+    Small plain bodies (most progress reports) are read first: buffering them costs less than
+    the extra query, and the key is checked with the body's simulation anyway.
+    """
+    key = bearer_token(request)
+    small = request.content_length is not None and request.content_length <= PRECHECK_ABOVE
+    if key is None or (small and "Content-Encoding" not in request.headers):
+        return
+    digest = hashlib.sha256(key.encode()).digest()
+    if not await simulations.live_update_key_exists(request.app[POOL], digest):
+        raise Forbidden(BAD_KEY)
+
+
+# `"update_key": "<key>"` anywhere in a raw body (JSON strings hold no raw quote, so this is a
+# member of some object), and the same without the value, to count escaped keys too.
+_BODY_KEY = re.compile(rb'"update_key"\s*:\s*"([^"\\]{1,256})"')
+_BODY_KEY_NAME = re.compile(rb'"update_key"\s*:')
+_MAX_CANDIDATES = 8
+
+
+async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
+    """403 before a large body is parsed (parsing takes several times its size in memory) when
+    it names no update key that could update a simulation.
+
+    Every `"update_key": "..."` member of the raw body is a candidate: the top-level one, if
+    any, is among them, so when none is live the body's key is wrong. When the body is small,
+    the key comes in a header, or a candidate is escaped or there are many, parsing decides.
+    """
+    if len(body) <= PRECHECK_ABOVE or bearer_token(request) is not None:
+        return
+    candidates = [match.group(1) for match in _BODY_KEY.finditer(body)]
+    named = sum(1 for _ in _BODY_KEY_NAME.finditer(body))
+    if not candidates or len(candidates) != named or len(candidates) > _MAX_CANDIDATES:
+        return
+    pool = request.app[POOL]
+    for key in candidates:
+        if await simulations.live_update_key_exists(pool, hashlib.sha256(key).digest()):
+            return
+    raise Forbidden(BAD_KEY)
+
+
 def job_id_of(body: dict[str, Any]) -> str:
     """The job_id a worker names, which the worker protocol calls `simulation_id`."""
     job_id = body.get("simulation_id")
     if not isinstance(job_id, str) or not job_id:
         raise BadRequest("Missing field: simulation_id")
-    return job_id
+    return values.text(job_id, "simulation_id")
 
 
 def check_worker(row: R | None, key: str) -> R:
@@ -95,3 +143,16 @@ def check_worker(row: R | None, key: str) -> R:
         raise Forbidden(BAD_KEY)
     check_open(row.job_state)
     return row
+
+
+async def read_worker_body(request: web.Request) -> bytearray:
+    """A worker's raw body, read only if a key in its header looks live, and returned only if
+    one in it does (see check_header_key and check_body_key)."""
+    await check_header_key(request)
+    raw = await read_body(request, request.app[CONFIG].server.worker_max_body_size)
+    await check_body_key(request, raw)
+    return raw
+
+
+async def read_worker_json(request: web.Request) -> dict[str, Any]:
+    return parse_json(await read_worker_body(request))

@@ -57,8 +57,12 @@ def _timestamp(name: str, value: Any) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest(f"Invalid update_dict.{name}: not an ISO 8601 timestamp") from None
-    # A time without an offset is taken as UTC, like every time in the API.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # A time without an offset is taken as UTC, like every time in the API. Stored as UTC: a
+    # time near year 1 or 9999 may not have a UTC equivalent that Python can represent.
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise BadRequest(f"Invalid update_dict.{name}: out of range once in UTC") from None
 
 
 def _state(name: str, value: Any) -> str:

@@ -1,20 +1,22 @@
 """Validation of `POST /jobs/direct` bodies: what to store and how to split the primaries."""
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from server import values
 from server.config import JobsConfig
 from server.errors import BadRequest
 from server.http import field
 
 SIM_TYPES = ("shieldhit", "fluka", "geant4", "topas")
 INPUT_TYPES = ("editor", "files")
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no "$" before a newline
 MAX_FILES = 64
 DEFAULT_TITLE = "Untitled simulation"
 _NSTAT = re.compile(r"^\s*NSTAT\s+(\d+)", re.MULTILINE)
-_FLUKA_START = re.compile(r"^START\s+([0-9.eE+]+)", re.MULTILINE)
+_FLUKA_START = re.compile(r"^START\s+([0-9.eE+-]+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _check_files(files: dict[str, Any], max_size: int) -> None:
     if len(files) > MAX_FILES:
         raise BadRequest(f"Invalid input files: at most {MAX_FILES} files")
     for name, text in files.items():
-        if not FILE_NAME.match(name) or ".." in name:
+        if not FILE_NAME.fullmatch(name) or ".." in name:
             raise BadRequest(f"Invalid file name: {name!r}")
         if not isinstance(text, str):
             raise BadRequest(f"Invalid file {name}: content must be a string")
@@ -64,23 +66,41 @@ def _check_files(files: dict[str, Any], max_size: int) -> None:
             raise BadRequest(f"Invalid file {name}: larger than {max_size} bytes")
 
 
+def _primaries(value: float, where: str) -> int:
+    """A primaries count read from the input: a whole number from 0 to the bigint maximum."""
+    if not (math.isfinite(value) and 0 <= value <= values.MAX_INT64):
+        raise BadRequest(f"Invalid {where}: must be between 0 and {values.MAX_INT64} primaries")
+    return int(value)
+
+
 def _default_primaries(input_type: str, data: dict[str, Any]) -> int:
     if input_type == "editor":
         beam = data.get("beam")
         count = beam.get("numberOfParticles") if isinstance(beam, dict) else None
-        return count if isinstance(count, int) and count > 0 else 0
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            return 0
+        return _primaries(count, "beam.numberOfParticles")
     for name, text in data.items():
         pattern = _NSTAT if name == "beam.dat" else _FLUKA_START if name.endswith(".inp") else None
         match = pattern.search(text) if pattern else None
         if match:
-            return int(float(match.group(1)))
+            return _primaries(_number(match.group(1), name), f"primaries in {name}")
     return 0
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(f"Invalid {name}: {text!r} is not a number of primaries") from None
 
 
 def _default_title(input_type: str, data: dict[str, Any]) -> str:
     project = data.get("project") if input_type == "editor" else None
     title = project.get("title") if isinstance(project, dict) else None
-    return title if isinstance(title, str) and title.strip() else DEFAULT_TITLE
+    if not isinstance(title, str) or not title.strip():
+        return DEFAULT_TITLE
+    return values.text(title, "project.title")
 
 
 def parse_submission(body: dict[str, Any], limits: JobsConfig) -> Submission:
@@ -96,6 +116,8 @@ def parse_submission(body: dict[str, Any], limits: JobsConfig) -> Submission:
     total = field(body, "number_of_primaries", int, required=False)
     if total is not None and total < 0:
         raise BadRequest("Invalid number_of_primaries: must be 0 or more")
+    if total is not None and total > values.MAX_INT64:
+        raise BadRequest(f"Invalid number_of_primaries: at most {values.MAX_INT64}")
     if total is None:
         total = _default_primaries(input_type, data)
     return Submission(sim_type, input_type, ntasks, title, data, split_primaries(total, ntasks))

@@ -15,12 +15,13 @@ from typing import Any
 
 import asyncpg
 
-from server.errors import Conflict, NotFound
+from server.errors import Conflict, NotFound, PayloadTooLarge
 from server.jobs.access import NOT_FOUND, check_worker
 from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
+from server.models import Conn
 from server.results.upload import StoredEstimator
-from server.store import inputs, logfiles, results, simulations, tasks
+from server.store import inputs, logfiles, results, simulations, tasks, users
 
 
 async def create_simulation(
@@ -36,10 +37,15 @@ async def create_simulation(
     update_key_sha256: bytes,
     input_files: dict[str, str] | None = None,
     platform: str = "direct",
+    quota: int = 0,
 ) -> int:
     """A simulation, its input (and the files converted from it) and one PENDING task per
-    entry of `primaries`; its sim_pk."""
+    entry of `primaries`; its sim_pk.
+
+    413 (and nothing stored) when the user's stored inputs and results would exceed `quota`.
+    """
     async with pool.acquire() as conn, conn.transaction():
+        await users.lock_owner(conn, user_id)
         sim_pk = await simulations.insert(
             conn,
             job_id,
@@ -53,7 +59,17 @@ async def create_simulation(
         )
         await inputs.insert(conn, sim_pk, input_data, input_files)
         await tasks.insert_all(conn, sim_pk, primaries)
+        await _check_quota(conn, user_id, quota)
     return sim_pk
+
+
+async def _check_quota(conn: Conn, user_id: int, quota: int) -> None:
+    """413 when what the user has stored, this transaction's writes included, exceeds `quota`
+    (0: no quota). The caller holds the user's row lock (store.users.lock_owner)."""
+    if quota and (used := await users.stored_bytes(conn, user_id)) > quota:
+        raise PayloadTooLarge(
+            f"Storage quota exceeded: {used} bytes of inputs and results, the quota is {quota}"
+        )
 
 
 async def update_task(
@@ -81,7 +97,8 @@ async def update_task(
             raise NotFound("Task not found")
         state = update.task_state or current
         check_task_move(task_id, current, state)
-        await tasks.update(conn, row.sim_pk, task_id, state, **update.fields())
+        # Only what the report sends is written: a progress report leaves the state alone.
+        await tasks.update(conn, row.sim_pk, task_id, update.task_state, **update.fields())
         if state == current:
             return row.job_state
         return await simulations.recompute_state(conn, row.sim_pk)
@@ -105,13 +122,20 @@ async def update_job(pool: asyncpg.Pool, job_id: str, key: str, state: str) -> b
 
 
 async def save_results(
-    pool: asyncpg.Pool, job_id: str, key: str, estimators: list[StoredEstimator]
+    pool: asyncpg.Pool,
+    job_id: str,
+    key: str,
+    estimators: list[StoredEstimator],
+    quota: int = 0,
 ) -> None:
-    """A worker's `POST /results`: store the estimators, then the state they justify."""
+    """A worker's `POST /results`: store the estimators, then the state they justify; 413 and
+    nothing stored when the owner's quota would be exceeded."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
+        user_id = await users.lock_owner(conn, None, row.sim_pk)
         await results.save(conn, row.sim_pk, estimators)
         await simulations.bump_results_version(conn, row.sim_pk)
+        await _check_quota(conn, user_id, quota)
         await simulations.recompute_state(conn, row.sim_pk)
 
 

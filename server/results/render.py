@@ -35,7 +35,8 @@ async def by_estimator(pages: Pages) -> Pieces:
     current = None
     async for page, segment in pages:
         if page.estimator != current:
-            opening = b'{"name":' + orjson.dumps(page.estimator) + b',"pages":['
+            fields = page.estimator_fields + b"," if page.estimator_fields else b""
+            opening = b'{"name":' + orjson.dumps(page.estimator) + b"," + fields + b'"pages":['
             yield (b"]}," if current is not None else b"") + opening
             current = page.estimator
         else:

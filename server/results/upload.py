@@ -10,9 +10,15 @@ from typing import Any
 
 import orjson
 
+from server import values
 from server.errors import BadRequest
 from server.models import MAX_INT32
 from server.results.deflate import crc_shift, encode_segment
+from server.results.pagesplit import PageSpans, is_placeholder
+
+# Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
+MAX_NAME = 255
+MAX_PAGE_NAME = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +36,15 @@ class StoredPage:
 class StoredEstimator:
     name: str
     pages: list[StoredPage]
+    fields: bytes = b""  # its other members, serialised: b'"metadata":{...}' (or empty)
 
 
 def page_number_of(page: dict[str, Any]) -> int | None:
     number = page.get("page_number")
     if number is None and isinstance(page.get("metadata"), dict):
         number = page["metadata"].get("page_number")
-    if isinstance(number, str) and number.strip().lstrip("-").isdigit():
-        number = int(number)
+    if isinstance(number, str):
+        number = values.decimal(number.strip())
     if (
         isinstance(number, int)
         and not isinstance(number, bool)
@@ -51,7 +58,7 @@ def page_name_of(page: dict[str, Any]) -> str:
     name = page.get("name")
     if name is None and isinstance(page.get("metadata"), dict):
         name = page["metadata"].get("name")
-    return name if isinstance(name, str) else ""
+    return values.text(name, "page name", MAX_PAGE_NAME) if isinstance(name, str) else ""
 
 
 def dimensions_of(page: dict[str, Any]) -> list[int]:
@@ -84,15 +91,20 @@ def encode_page(page: dict[str, Any], number: int) -> StoredPage:
     )
 
 
-def _estimator(entry: Any, index: int) -> StoredEstimator:
+def _estimator(entry: Any, index: int, source: PageSpans | None) -> StoredEstimator:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise BadRequest(f"Invalid estimators[{index}]: needs a non-empty string name")
-    name = entry["name"]
+    name = values.text(entry["name"], f"estimators[{index}].name", MAX_NAME)
     pages = entry.get("pages")
     if not isinstance(pages, list):
         raise BadRequest(f"Invalid estimator {name!r}: pages must be an array")
     stored, seen = [], set()
-    for page in pages:
+    for position, item in enumerate(pages):
+        # A large upload's pages are parsed here, one at a time, and dropped once encoded.
+        page = item
+        if source is not None and is_placeholder(item):
+            page = source.load(item)
+            pages[position] = None  # the placeholder list is ours (made by split_upload)
         number = page_number_of(page) if isinstance(page, dict) else None
         if number is None:
             raise BadRequest(f"Invalid page in estimator {name!r}: no integer page_number")
@@ -100,14 +112,23 @@ def _estimator(entry: Any, index: int) -> StoredEstimator:
             raise BadRequest(f"Duplicate page number {number} in estimator {name!r}")
         seen.add(number)
         stored.append(encode_page(page, number))
-    return StoredEstimator(name, stored)
+    return StoredEstimator(name, stored, other_fields(entry))
 
 
-def parse_estimators(estimators: Any) -> list[StoredEstimator]:
-    """Validate and encode the `estimators` list of an upload; 400 before anything is stored."""
+def other_fields(entry: dict[str, Any]) -> bytes:
+    """The estimator's members other than name and pages, as JSON members without braces."""
+    rest = {key: value for key, value in entry.items() if key not in ("name", "pages")}
+    return orjson.dumps(rest)[1:-1]
+
+
+def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[StoredEstimator]:
+    """Validate and encode the `estimators` list of an upload; 400 before anything is stored.
+
+    `source`: where a large upload's pages are (server/results/pagesplit.py), if it was split.
+    """
     if not isinstance(estimators, list):
         raise BadRequest("Missing field: estimators (an array)")
-    parsed = [_estimator(entry, index) for index, entry in enumerate(estimators)]
+    parsed = [_estimator(entry, index, source) for index, entry in enumerate(estimators)]
     names = [estimator.name for estimator in parsed]
     if len(set(names)) != len(names):
         raise BadRequest("Duplicate estimator name in one upload")

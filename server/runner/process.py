@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
@@ -45,14 +47,44 @@ def output_file(job_directory: Path, task_id: int) -> Path:
     return job_directory / f"task_{task_id}.log"
 
 
-def write_inputs(directory: Path, job: Job) -> None:
-    """Create the task's directory with the simulation's input files (blocking: use a thread)."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _write_files(directory: Path, job: Job) -> None:
+    directory.mkdir(parents=True)
     if job.input_type == "editor":
         (directory / "input.json").write_bytes(orjson.dumps(job.input))
         return
     for name, text in job.input.items():  # names were checked to be plain base names
         (directory / name).write_text(text, encoding="utf-8")
+
+
+def shared_inputs(job_directory: Path, job: Job) -> Path:
+    """The job's one copy of its input files, `<job_dir>/input`, written on first use.
+
+    Written beside it and renamed into place, so tasks starting at once never see half of it.
+    """
+    shared = job_directory / "input"
+    if not shared.is_dir():
+        partial = job_directory / f"input.{os.getpid()}.{uuid.uuid4().hex}"
+        _write_files(partial, job)
+        try:
+            partial.rename(shared)
+        except OSError:  # another task put it in place first
+            shutil.rmtree(partial, ignore_errors=True)
+    return shared
+
+
+def write_inputs(directory: Path, job: Job) -> None:
+    """Create the task's directory with the simulation's input files (blocking: use a thread).
+
+    The files are hard links to the job's one copy (shared_inputs), so a simulation of many
+    tasks takes the disk space of its input once. A program that changes an input file must
+    replace it (write a new file, rename it over), as the built-in worker does, not write into it.
+    """
+    shared = shared_inputs(directory.parent, job)
+    directory.mkdir(parents=True, exist_ok=True)
+    for source in shared.iterdir():
+        target = directory / source.name
+        if not target.exists():
+            os.link(source, target)
 
 
 def worker_command(config: Config) -> list[str]:

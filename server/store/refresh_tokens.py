@@ -23,3 +23,8 @@ async def revoke(db: Db, token_sha256: bytes) -> None:
 async def prune(db: Db, user_id: int) -> None:
     """Remove the user's tokens that can never refresh again (expired or revoked)."""
     await db.execute(query("prune_refresh_tokens"), user_id)
+
+
+async def revoke_others(db: Db, user_id: int, keep_sha256: bytes | None) -> None:
+    """Revoke every live refresh token of the user except `keep_sha256` (None: all of them)."""
+    await db.execute(query("revoke_other_refresh_tokens"), user_id, keep_sha256)

@@ -21,6 +21,7 @@ class PageRef:
     version: int
     stored_size: int
     raw_size: int
+    estimator_fields: bytes = b""
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -50,6 +51,7 @@ async def save(conn: Conn, sim_pk: int, estimators: list[StoredEstimator]) -> No
         query("upsert_estimators"),
         sim_pk,
         [estimator.name for estimator in estimators],
+        [estimator.fields for estimator in estimators],
     )
     ids = {row["name"]: row["id"] for row in rows}
     pages = [(ids[e.name], page) for e in estimators for page in e.pages]
@@ -76,6 +78,7 @@ def _page(row: asyncpg.Record) -> PageRef:
         row["version"],
         row["stored_size"],
         row["raw_size"],
+        row["estimator_fields"],
     )
 
 

@@ -141,3 +141,13 @@ async def delete_if_terminal(db: Db, sim_pk: int) -> tuple[bool, str | None]:
 async def rotate_update_key(db: Db, job_id: str, update_key_sha256: bytes) -> bool:
     """Replace the key's digest of an unfinished simulation; False if none such exists."""
     return await db.fetchval(query("rotate_update_key"), job_id, update_key_sha256) is not None
+
+
+async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:
+    return bool(await db.fetchval(query("live_update_key_exists"), key_sha256))
+
+
+async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> list[str]:
+    """Those of `job_ids` with no simulation, or one that ended over `keep_seconds` ago."""
+    rows = await db.fetch(query("expired_job_ids"), job_ids, keep_seconds)
+    return [row["job_id"] for row in rows]

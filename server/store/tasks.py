@@ -8,6 +8,7 @@ import asyncpg
 from server.jobs.reports import TaskUpdate
 from server.models import Conn, Db
 from server.sql import query
+from server.store import simulations
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,11 @@ async def lock(conn: Conn, job_id: str, task_id: int, durable: bool = True) -> L
     `durable=False` lets the transaction commit without waiting for the disk.
     """
     row = await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id, durable)
-    if row is None:
-        return None
+    if row is None:  # no such task (the simulation, if any, is then locked alone)
+        job = await simulations.lock(conn, job_id)
+        if job is None:
+            return None
+        return LockedTask(job.sim_pk, job.job_state, job.update_key_sha256, None)
     return LockedTask(row["id"], row["job_state"], row["update_key_sha256"], row["task_state"])
 
 
@@ -46,7 +50,7 @@ async def update(
     conn: Conn,
     sim_pk: int,
     task_id: int,
-    state: str,
+    state: str | None,
     *,
     simulated_primaries: int | None = None,
     requested_primaries: int | None = None,

@@ -1,6 +1,6 @@
 """The users table: accounts, logins and profiles."""
 
-from server.models import Db, User
+from server.models import Conn, Db, User
 from server.sql import query
 
 
@@ -49,3 +49,15 @@ async def update_profile(
         changes.get("email"),
         password_hash,
     )
+
+
+async def lock_owner(conn: Conn, user_id: int | None, sim_pk: int | None = None) -> int:
+    """Lock a user's row (or a simulation's owner's) for the transaction; the user's id."""
+    locked: int = await conn.fetchval(query("lock_owner"), user_id, sim_pk)
+    return locked
+
+
+async def stored_bytes(conn: Conn, user_id: int) -> int:
+    """Bytes of inputs and result pages stored for the user's simulations."""
+    total: int = await conn.fetchval(query("stored_bytes"), user_id)
+    return total

@@ -16,3 +16,9 @@ UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked
 -- the table holds only live tokens: an absent token is refused just like a revoked one.
 DELETE FROM refresh_tokens
 WHERE user_id = $1 AND (expires_at <= now() OR revoked_at IS NOT NULL)
+
+-- name: revoke_other_refresh_tokens
+-- A password change ends every other session: all the user's live tokens but $2 (the one of the
+-- session that changed it, if any) are revoked.
+UPDATE refresh_tokens SET revoked_at = now()
+WHERE user_id = $1 AND revoked_at IS NULL AND token_sha256 IS DISTINCT FROM $2

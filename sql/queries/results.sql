@@ -1,14 +1,14 @@
 -- Results: estimators and their pages.
 
 -- name: upsert_estimators
--- $2: names in display order. New estimators are shown after those already stored; one
--- uploaded again keeps its id and place (the no-op update makes RETURNING report it).
-INSERT INTO estimators (simulation_id, name, position)
-SELECT $1, e.name, base.next + e.ordinality - 1
-FROM unnest($2::text[]) WITH ORDINALITY AS e (name, ordinality),
+-- $2: names in display order, $3 their other fields. New estimators are shown after those
+-- already stored; one uploaded again keeps its id and place, and takes the new fields.
+INSERT INTO estimators (simulation_id, name, position, fields)
+SELECT $1, e.name, base.next + e.ordinality - 1, e.fields
+FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS e (name, fields, ordinality),
      (SELECT coalesce(max(position) + 1, 0) AS next FROM estimators WHERE simulation_id = $1)
          AS base
-ON CONFLICT (simulation_id, name) DO UPDATE SET name = EXCLUDED.name
+ON CONFLICT (simulation_id, name) DO UPDATE SET fields = EXCLUDED.fields
 RETURNING id, name
 
 -- name: upsert_pages
@@ -29,7 +29,8 @@ ON CONFLICT (estimator_id, page_number) DO UPDATE SET
 -- NULLs when nothing is stored; an estimator without pages has one row with NULL page columns),
 -- each with the job's owner, state and results version.
 SELECT s.id, s.user_id, s.job_state, s.end_time, s.results_version,
-       e.name AS estimator, p.estimator_id, p.page_number, p.version,
+       e.name AS estimator, e.fields AS estimator_fields, p.estimator_id, p.page_number,
+       p.version,
        octet_length(p.data) AS stored_size, p.raw_size
 FROM simulations s
 LEFT JOIN estimators e ON e.simulation_id = s.id

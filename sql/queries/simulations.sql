@@ -128,3 +128,21 @@ SELECT EXISTS (SELECT FROM deleted) AS deleted,
 UPDATE simulations SET update_key_sha256 = $2
 WHERE job_id = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING id
+
+-- name: live_update_key_exists
+-- Whether a key (its SHA-256) can still update a simulation: checked before a worker's body is
+-- read, when the key comes in the Authorization header.
+SELECT EXISTS (
+    SELECT 1 FROM simulations
+     WHERE update_key_sha256 = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+)
+
+-- name: expired_job_ids
+-- Of the job directories named in $1, those whose simulation is gone, or ended more than $2
+-- seconds ago: their directories can be removed.
+SELECT d.job_id
+FROM unnest($1::text[]) AS d (job_id)
+LEFT JOIN simulations s ON s.job_id = d.job_id
+WHERE s.id IS NULL
+   OR (s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+       AND s.end_time < now() - make_interval(secs => $2))

@@ -15,21 +15,25 @@ WHERE s.id = $1
 ORDER BY t.task_id
 
 -- name: lock_task_for_worker
--- lock_simulation_for_worker plus the task's state (NULL: no such task), in one round trip.
+-- lock_simulation_for_worker plus the task's row, locked too, in one round trip (no row: no
+-- such simulation or no such task). Both rows are locked so that, after waiting for another
+-- update of the job, both are read again as that update left them: a task row read beside an
+-- unlocked join would be the one from before the wait, and writing it back would undo that
+-- update. (Rows are locked in FROM order, simulation first, like every other job write.)
 -- $3 false: this transaction need not wait for its commit to reach disk (progress reports,
 -- frequent and superseded by the next one; a crash can lose the last fraction of a second).
 SELECT s.id, s.job_state, s.update_key_sha256, t.task_state,
        set_config('synchronous_commit', CASE WHEN $3 THEN 'on' ELSE 'off' END, true)
 FROM simulations s
-LEFT JOIN tasks t ON t.simulation_id = s.id AND t.task_id = $2
+JOIN tasks t ON t.simulation_id = s.id AND t.task_id = $2
 WHERE s.job_id = $1
-FOR UPDATE OF s
+FOR UPDATE OF s, t
 
 -- name: update_task
--- $3 is the new (or unchanged) state; other NULL parameters leave their column as it is.
+-- $3 is the new state; NULL parameters (also $3: a progress report) leave their column as it is.
 -- start_time is set when the task turns RUNNING and end_time when it turns terminal, unless sent.
 UPDATE tasks SET
-    task_state = $3::text,
+    task_state = coalesce($3::text, task_state),
     simulated_primaries = coalesce($4, simulated_primaries),
     requested_primaries = coalesce($5, requested_primaries),
     estimated_time = coalesce($6, estimated_time),

@@ -32,3 +32,22 @@ UPDATE users SET
     email         = CASE WHEN $4 THEN $5 ELSE email END,
     password_hash = COALESCE($6, password_hash)
 WHERE id = $1
+
+-- name: lock_owner
+-- Lock the row of a user ($1), or of a simulation's owner ($2), for the rest of the transaction:
+-- writes of one user are checked against the quota one after another. Returns the user's id.
+SELECT id FROM users
+WHERE id = coalesce($1, (SELECT user_id FROM simulations WHERE id = $2))
+FOR UPDATE
+
+-- name: stored_bytes
+-- The bytes a user's simulations take in the database: compressed inputs (with the files
+-- converted from an editor project) and result pages.
+SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
+                 FROM inputs i
+                 JOIN simulations s ON s.id = i.simulation_id
+                 WHERE s.user_id = $1), 0)
+     + coalesce((SELECT sum(octet_length(p.data)) FROM pages p
+                 JOIN estimators e ON e.id = p.estimator_id
+                 JOIN simulations s ON s.id = e.simulation_id
+                 WHERE s.user_id = $1), 0) AS total

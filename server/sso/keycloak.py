@@ -15,7 +15,7 @@ import jwt
 
 from server.config import KeycloakConfig
 from server.errors import Forbidden
-from server.jwks import ALGORITHMS, ProviderKeys, ProviderUnavailable, UnknownKey
+from server.sso.jwks import ALGORITHMS, ProviderKeys, ProviderUnavailable, UnknownKey
 
 MAX_USERNAME = 255  # Keycloak's own limit
 

@@ -1,0 +1,118 @@
+"""Reading request bodies with bounded memory and time.
+
+- Size: at most `limit` bytes once inflated (413 past it), checked while reading.
+- Memory across requests: every buffered byte is taken from one budget per server process
+  (`server.body_budget`), given back when the request ends (body_middleware). A request that
+  finds the budget spent waits up to `server.body_wait` seconds, then gets 503 with Retry-After
+  (workers retry 5xx answers).
+- Time: the whole body must arrive within `server.body_timeout` seconds (408 otherwise).
+- Content-Encoding: aiohttp's own decompression is turned off (server/serving.py) so that an
+  encoded body is inflated here, a chunk at a time with a bound on what one chunk may inflate to;
+  a body that is not what its header says is 400, an encoding other than gzip or deflate 415.
+"""
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from server.keys import BODY_BUDGET, CONFIG
+from server.limits.budget import HELD
+
+_CHUNK = 1 << 18
+# zlib window bits: gzip only; zlib-wrapped deflate (RFC 1950); raw deflate, which some clients
+# send as "deflate" anyway.
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+@web.middleware
+async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives the bytes a request's body held back to the budget once the request is answered."""
+    try:
+        return await handler(request)
+    finally:
+        if held := request.get(HELD):
+            await request.app[BODY_BUDGET].give_back(held)
+
+
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ("", "identity", *_WBITS):
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Encoding: {encoding} (use gzip, deflate or none)"
+        )
+
+
+def _inflater(encoding: str, first: bytes) -> "zlib._Decompress":
+    wbits = _WBITS[encoding]
+    if encoding == "deflate" and first[0] & 0x0F != 8:  # no zlib header (RFC 1950): raw deflate
+        wbits = -zlib.MAX_WBITS
+    return zlib.decompressobj(wbits)
+
+
+async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    while chunk := await request.content.read(_CHUNK):
+        yield chunk
+
+
+def _encoding(request: web.Request) -> str | None:
+    """The body's Content-Encoding (None: identity); 415 for one this server cannot inflate."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    _check_encoding(encoding)
+    return encoding if encoding not in ("", "identity") else None
+
+
+async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's bytes as sent, or inflated a bounded piece at a time."""
+    encoding = _encoding(request)
+    if encoding is None:
+        async for chunk in _raw_chunks(request):
+            yield chunk
+        return
+    async for piece in _inflated(_raw_chunks(request), encoding, limit):
+        yield piece
+
+
+async def _inflated(
+    chunks: AsyncIterator[bytes], encoding: str, limit: int
+) -> AsyncIterator[bytes]:
+    inflater = None
+    async for chunk in chunks:
+        inflater = inflater or _inflater(encoding, chunk)
+        data = chunk
+        while data and not inflater.eof:
+            try:
+                # At most limit + 1 bytes from one piece: a bomb stops at the size check.
+                yield inflater.decompress(data, min(limit + 1, _CHUNK * 4))
+            except zlib.error:
+                raise BadRequest(f"Request body is not valid {encoding} data") from None
+            data = inflater.unconsumed_tail
+    if inflater is None or not inflater.eof:
+        raise BadRequest(f"Request body is not valid {encoding} data (truncated)")
+
+
+async def _read(request: web.Request, limit: int) -> bytearray:
+    too_large = PayloadTooLarge(f"Request body larger than {limit} bytes")
+    plain = _encoding(request) is None
+    if plain and request.content_length is not None and request.content_length > limit:
+        raise too_large
+    budget = request.app[BODY_BUDGET]
+    body = bytearray()
+    async for chunk in _chunks(request, limit):
+        if len(body) + len(chunk) > limit:
+            raise too_large
+        await budget.take(request, len(chunk))
+        body += chunk
+    return body
+
+
+async def read_body(request: web.Request, limit: int) -> bytearray:
+    """The (inflated) request body; 413 past `limit` bytes, 408 past `server.body_timeout`."""
+    timeout = request.app[CONFIG].server.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"Request body not received within {timeout:g} seconds") from None

@@ -1,0 +1,112 @@
+"""Parsing a large `POST /results` body one page at a time.
+
+Parsed whole, a body of result pages takes about eight times its size in Python objects (every
+number becomes an object). Instead, one scan over the raw bytes finds where each page object of
+`estimators[*].pages[*]` starts and ends (only strings, brackets and colons are looked at: the
+numbers that make up most of a body are skipped by the regular expression engine); the rest of
+the body is parsed with each page replaced by a small placeholder, and each page is parsed when
+it is encoded, then dropped. Memory: the body, one page's objects and the encoded pages.
+
+A body whose layout is not the expected one (or that is not valid JSON) is parsed whole, which
+gives the same answers (and the same 400s) as before.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from server.errors import BadRequest
+
+# Bodies up to this size are parsed whole: the scan costs more than it saves on small ones.
+SPLIT_ABOVE = 16 * 1024 * 1024
+PLACEHOLDER_KEY = "\0page"
+# A run of anything else (the numbers, mostly: matched in bulk, it is what makes the scan fast),
+# a string, or one of the characters that give the layout.
+_TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]+|\\.)*"|[{}\[\]:]')
+_CLOSERS = (0x7D, 0x5D)  # "}", "]"
+_ROLES = {
+    (None, b"{"): "root",
+    ("root", b"[", b'"estimators"'): "estimators",
+    ("estimators", b"{"): "estimator",
+    ("estimator", b"[", b'"pages"'): "pages",
+    ("pages", b"{"): "page",
+}
+
+
+@dataclass
+class PageSpans:
+    """Where the pages are in the raw body; `load(n)` parses page n."""
+
+    body: memoryview
+    spans: list[tuple[int, int]]
+
+    def load(self, placeholder: dict[str, Any]) -> Any:
+        number = placeholder[PLACEHOLDER_KEY]
+        start, end = self.spans[number]
+        try:
+            return orjson.loads(self.body[start:end])
+        except orjson.JSONDecodeError:
+            raise BadRequest("Malformed JSON body") from None
+
+
+def is_placeholder(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and PLACEHOLDER_KEY in value
+
+
+def _role(parent: str | None, opening: bytes, key: bytes | None) -> str:
+    role = _ROLES.get((parent, opening)) or _ROLES.get((parent, opening, key or b""))
+    return role or "other"
+
+
+def find_pages(body: bytes | bytearray) -> list[tuple[int, int]] | None:
+    """(start, end) of every page object, or None when the brackets do not balance."""
+    stack: list[tuple[str, int]] = []  # (role, start offset) of each open container
+    key: bytes | None = None
+    last_string: tuple[int, int] = (0, 0)
+    spans = []
+    for match in _TOKEN.finditer(body):
+        start = match.start()
+        char = body[start]
+        if char == 0x22:  # a string: a key, if a colon follows
+            last_string = (start, match.end())
+        elif char == 0x3A:  # ":"
+            named = stack and stack[-1][0] in ("root", "estimator")
+            key = bytes(body[last_string[0] : last_string[1]]) if named else None
+        elif char in (0x7B, 0x5B):  # "{", "["
+            parent = stack[-1][0] if stack else None
+            inner = parent in ("page", "other")
+            stack.append(("other" if inner else _role(parent, bytes([char]), key), start))
+            key = None
+        elif char in _CLOSERS:
+            if not stack:
+                return None
+            role, opened = stack.pop()
+            if (body[opened] == 0x7B) != (char == 0x7D):
+                return None
+            if role == "page":
+                spans.append((opened, match.end()))
+    return spans if not stack else None
+
+
+def _skeleton(body: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes:
+    pieces, position = [], 0
+    for number, (start, end) in enumerate(spans):
+        pieces.append(bytes(body[position:start]))
+        pieces.append(b'{"\\u0000page":%d}' % number)
+        position = end
+    pieces.append(bytes(body[position:]))
+    return b"".join(pieces)
+
+
+def split_upload(body: bytes | bytearray) -> tuple[dict[str, Any], PageSpans | None]:
+    """The body parsed, with its pages left as placeholders when it is large; and the pages."""
+    spans = find_pages(body) if len(body) > SPLIT_ABOVE else None
+    try:
+        data = orjson.loads(_skeleton(body, spans) if spans else body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("JSON body must be an object")
+    return data, PageSpans(memoryview(body), spans) if spans else None

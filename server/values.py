@@ -1,0 +1,28 @@
+"""Checks for values on their way to PostgreSQL, shared by every parser.
+
+PostgreSQL `text` cannot hold NUL, `bigint` and `integer` have bounds, and Python's `int()` and
+`str.isdigit()` accept far more than ASCII decimal numbers (`"²"`, a full-width 1 (U+FF11),
+`"5_0"`, thousands of digits). A value that breaks one of these is the client's mistake: a 400 naming it, never a 500.
+"""
+
+import re
+
+from server.errors import BadRequest
+from server.models import MAX_INT32, MAX_INT64
+
+__all__ = ["MAX_INT32", "MAX_INT64", "decimal", "text"]
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")
+
+
+def text(value: str, name: str, max_length: int | None = None) -> str:
+    """`value` when PostgreSQL can store it (no NUL) and it is at most `max_length` characters."""
+    if "\0" in value:
+        raise BadRequest(f"Invalid {name}: must not contain NUL characters")
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"Invalid {name}: at most {max_length} characters")
+    return value
+
+
+def decimal(value: str) -> int | None:
+    """The integer an ASCII decimal string (optional minus, up to 20 digits) spells, else None."""
+    return int(value) if _DECIMAL.fullmatch(value) else None

@@ -1,0 +1,136 @@
+"""Issue 12, item 3: disk is bounded. One copy of a simulation's input however many tasks; job
+directories go with their simulation and some time after it ended; a per-user storage quota."""
+
+import io
+import os
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+
+from server.app import create_app
+from tests.helpers import (
+    KEY,
+    eventually,
+    job_dir_of,
+    login,
+    payload,
+    set_key,
+    start_local,
+    states_are,
+    submit,
+)
+
+KIB = 1024
+
+
+@pytest.fixture
+def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
+    return partial(
+        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
+    )
+
+
+def big_files(count: int, size: int) -> dict[str, str]:
+    """`count` input files of `size` bytes each (random hex, so they do not compress away)."""
+    files = {"beam.dat": "NSTAT 100\n"}
+    for n in range(count):
+        files[f"part{n}.dat"] = os.urandom(size // 2).hex()
+    return files
+
+
+async def gone(path: Path) -> bool:
+    return not path.exists()
+
+
+def disk_usage(directory: Path) -> int:
+    """Bytes of the regular files under `directory`, each hard-linked file counted once."""
+    seen, total = set(), 0
+    for path in directory.rglob("*"):
+        info = path.lstat()
+        if path.is_file() and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_size
+    return total
+
+
+async def test_one_copy_of_the_input_for_all_tasks(start_app, conn) -> None:
+    client, _, config = await start_app("complete")
+    files = big_files(6, 150 * KIB)  # under aiohttp's 1 MiB single-write warning
+    job_id = await submit(client, payload(input_files=files, ntasks=20))
+    job_dir = job_dir_of(config, job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "go").touch()  # the fake workers finish at once
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=90)
+    for n in range(1, 21):
+        task_files = {p.name: p.read_text() for p in (job_dir / f"task_{n}").iterdir()}
+        assert {name: task_files[name] for name in files} == files  # each task sees them all
+    input_size = sum(len(text) for text in files.values())
+    assert input_size <= disk_usage(job_dir) < 2 * input_size  # 20 copies before
+
+
+async def test_deleting_a_simulation_removes_its_job_directory(start_app, conn) -> None:
+    client, _, config = await start_app("complete")
+    job_id = await submit(client, payload(ntasks=2))
+    job_dir = job_dir_of(config, job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "go").touch()
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    assert (job_dir / "task_2").is_dir()
+    response = await client.delete(f"/user/simulations?job_id={job_id}")
+    assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
+    assert not job_dir.exists()
+
+
+async def test_job_directories_removed_some_time_after_the_end(
+    aiohttp_client, make_config, conn
+) -> None:
+    config = make_config(runner={"kind": "none", "job_dir_ttl": 0.5})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    ended, running = await submit(client), await submit(client)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    await conn.execute(
+        "UPDATE simulations SET job_state = 'COMPLETED', end_time = $2 WHERE job_id = $1",
+        ended,
+        long_ago,
+    )
+    directories = {name: job_dir_of(config, name) for name in (ended, running, "deleted-job")}
+    for directory in directories.values():
+        (directory / "task_1").mkdir(parents=True)
+    await eventually(partial(gone, directories[ended]), timeout=10)
+    await eventually(partial(gone, directories["deleted-job"]), timeout=10)
+    assert directories[running].exists()
+
+
+async def test_submission_past_the_quota_is_413(aiohttp_client, make_config, conn) -> None:
+    quota = 600 * KIB  # about 440 KiB stored (zlib) per submission of 800 KiB of hex
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
+    await login(client)
+    await submit(client, payload(input_files=big_files(2, 400 * KIB)))
+    response = await client.post("/jobs/direct", json=payload(input_files=big_files(2, 400 * KIB)))
+    status, body = response.status, await response.json()
+    assert status == 413
+    assert body["message"].startswith("Storage quota exceeded: ")
+    assert body["message"].endswith(f"the quota is {quota}")
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 1
+
+
+async def test_results_past_the_quota_are_413(aiohttp_client, make_config, conn) -> None:
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": 300 * KIB})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    values = [int.from_bytes(os.urandom(4)) for _ in range(100_000)]  # about 500 KB stored
+    pages = [{"metadata": {"page_number": 1, "name": "big"}, "data": {"values": values}}]
+    body = {
+        "simulation_id": job_id,
+        "update_key": KEY,
+        "estimators": [{"name": "z", "pages": pages}],
+    }
+    response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
+    assert response.status == 413
+    assert (await response.json())["message"].startswith("Storage quota exceeded: ")
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

@@ -1,0 +1,200 @@
+"""Issue 12, items 4, 5, 10 and 12: NUL characters, numbers out of range, a file name ending in a
+newline and odd token subjects each get a 4xx JSON answer, and nothing is stored."""
+
+import copy
+import time
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+
+from server.keys import SECRET
+from tests.helpers import KEY, login, payload, set_key, submit
+
+MAX_INT64 = 2**63 - 1
+NUL = "Invalid {}: must not contain NUL characters"
+BAD_PAGE_NUMBER = "Invalid page_number: must be a non-negative integer"
+FILES_PAYLOAD = payload()
+EDITOR = payload("json_payload_editor.json")
+FLUKA = payload("fluka_json_payload_files.json")
+DIGITS_5000 = "9" * 5000
+
+
+def with_file(base: dict[str, Any], name: str, text: str) -> dict[str, Any]:
+    body = copy.deepcopy(base)
+    body.pop("title", None)
+    body["input_files"][name] = text
+    return body
+
+
+def editor(**changes: Any) -> dict[str, Any]:
+    """The editor fixture with `section.key` values changed in its project JSON."""
+    body = copy.deepcopy(EDITOR)
+    body.pop("title")
+    for path, value in changes.items():
+        section, key = path.split("__")
+        body["input_json"][section][key] = value
+    return body
+
+
+def page(number: Any, name: str = "dose") -> dict[str, Any]:
+    return {"metadata": {"page_number": number, "name": name}, "data": {"values": [1.0]}}
+
+
+# (what is sent to POST /jobs/direct, the message of the 400)
+SUBMISSIONS = [
+    ({**FILES_PAYLOAD, "title": "a\0b"}, NUL.format("title")),
+    (editor(project__title="a\0b"), NUL.format("project.title")),
+    (
+        {**FILES_PAYLOAD, "number_of_primaries": 2**63},
+        f"Invalid number_of_primaries: at most {MAX_INT64}",
+    ),
+    (
+        editor(beam__numberOfParticles=2**63),
+        f"Invalid beam.numberOfParticles: must be between 0 and {MAX_INT64} primaries",
+    ),
+    (
+        with_file(FILES_PAYLOAD, "beam.dat", "NSTAT 99999999999999999999\n"),
+        f"Invalid primaries in beam.dat: must be between 0 and {MAX_INT64} primaries",
+    ),
+    (
+        with_file(FLUKA, "fl_sim.inp", "START 1e999\n"),
+        f"Invalid primaries in fl_sim.inp: must be between 0 and {MAX_INT64} primaries",
+    ),
+    (
+        with_file(FLUKA, "fl_sim.inp", "START .\n"),
+        "Invalid fl_sim.inp: '.' is not a number of primaries",
+    ),
+    (with_file(FILES_PAYLOAD, "beam.dat\n", "NSTAT 1\n"), "Invalid file name: 'beam.dat\\n'"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), SUBMISSIONS)
+async def test_submission_rejected(client, conn, body: dict[str, Any], message: str) -> None:
+    await login(client)
+    response = await client.post("/jobs/direct", data=orjson.dumps(body))
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"username": "a\0b", "password": "password1"}, NUL.format("username")),
+        ({"username": "alice", "password": "pass\0word"}, NUL.format("password")),
+    ],
+)
+async def test_login_with_nul_is_400(client, body: dict[str, str], message: str) -> None:
+    response = await client.post("/auth/login", json=body)
+    assert (response.status, await response.json()) == (400, {"message": message})
+
+
+async def test_profile_with_nul_is_400(client, conn) -> None:
+    await login(client)
+    response = await client.post("/user/update", json={"display_name": "a\0b"})
+    assert (response.status, await response.json()) == (
+        400,
+        {"message": NUL.format("display_name")},
+    )
+    assert await conn.fetchval("SELECT display_name FROM users") is None
+
+
+# (query string after ?job_id=<a real job>, the message of the 400); None: no job_id at all
+QUERIES = [
+    ("job_id=%00", NUL.format("job_id")),
+    ("estimator_name=%00", NUL.format("estimator_name")),
+    ("page_number=%C2%B2", BAD_PAGE_NUMBER),  # "²": str.isdigit() says yes, int() says no
+    ("page_number=%EF%BC%91", BAD_PAGE_NUMBER),  # a full-width 1 (U+FF11)
+    (f"page_number={DIGITS_5000}", BAD_PAGE_NUMBER),
+    (
+        f"page_numbers={DIGITS_5000}",
+        f"Invalid page_numbers: {DIGITS_5000!r} is not a number or a range like 1-3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "message"), QUERIES)
+async def test_results_query_rejected(client, query: str, message: str) -> None:
+    await login(client)
+    job_id = await submit(client)
+    if query.startswith("job_id="):
+        url = f"/results?{query}"
+    else:
+        url = f"/results?job_id={job_id}&{query}"
+    response = await client.get(url)
+    assert (response.status, await response.json()) == (400, {"message": message})
+
+
+BAD_PAGE = "Invalid page in estimator 'z': no integer page_number"
+# (estimators of a POST /results, the message of the 400)
+UPLOADS = [
+    ([{"name": "a\0", "pages": [page(1)]}], NUL.format("estimators[0].name")),
+    ([{"name": "z", "pages": [page(1, "a\0b")]}], NUL.format("page name")),
+    (
+        [{"name": "z" * 1_000_000, "pages": [page(1)]}],
+        "Invalid estimators[0].name: at most 255 characters",
+    ),
+    ([{"name": "z", "pages": [page("--1")]}], BAD_PAGE),
+    ([{"name": "z", "pages": [page("²")]}], BAD_PAGE),
+    ([{"name": "z", "pages": [page(DIGITS_5000)]}], BAD_PAGE),
+]
+
+
+@pytest.mark.parametrize(("estimators", "message"), UPLOADS)
+async def test_upload_rejected(client, conn, estimators: list, message: str) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "update_key": KEY, "estimators": estimators}
+    response = await client.post("/results", data=orjson.dumps(body))
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"task_id": 1, "update_dict": {"start_time": "0001-01-01T00:00:00+14:00"}},
+            "Invalid update_dict.start_time: out of range once in UTC",
+        ),
+        ({"simulation_id": "\0", "task_id": 1, "update_dict": {}}, NUL.format("simulation_id")),
+    ],
+)
+async def test_task_update_rejected(client, conn, body: dict[str, Any], message: str) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    sent = {"simulation_id": job_id, "update_key": KEY, **body}
+    response = await client.post("/tasks", data=orjson.dumps(sent))
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM tasks WHERE start_time IS NOT NULL") == 0
+
+
+def signed(client, **claims: Any) -> str:
+    """A token signed with the server's own secret, with the given claims and an hour to live."""
+    secret = client.server.app[SECRET]
+    return jwt.encode({"exp": int(time.time()) + 3600, **claims}, secret, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("cookie", "path", "claims"),
+    [
+        ("access_token", "/auth/status", {"sub": "²", "type": "access"}),
+        ("access_token", "/auth/status", {"sub": "9" * 30, "type": "access"}),
+        ("access_token", "/auth/status", {"sub": "\uff11", "type": "access"}),  # a full-width 1
+        ("access_token", "/auth/status", {"sub": 1, "type": "access"}),
+        ("refresh_token", "/auth/refresh", {"sub": "1", "type": "refresh"}),  # no jti
+        ("refresh_token", "/auth/refresh", {"sub": "1", "type": "refresh", "jti": 5}),
+    ],
+)
+async def test_odd_token_claims_are_401(client, cookie: str, path: str, claims: dict) -> None:
+    await login(client)  # user 1 exists: a full-width 1 must not be taken for it
+    client.session.cookie_jar.clear()
+    token = signed(client, **claims)
+    response = await client.get(path, headers={"Cookie": f"{cookie}={token}"})
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )

@@ -1,0 +1,334 @@
+"""Issue 12, items 2, 6, 7 and 9: request bodies, content encodings, login throttling and
+connection timeouts, against the real server (its connection settings are run.py's)."""
+
+import asyncio
+import contextlib
+import gzip
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from server.config import Config
+from tests.helpers import KEY, login, register, set_key, submit
+
+BODY_ROUTES = [
+    ("PUT", "/auth/register"),
+    ("POST", "/auth/login"),
+    ("POST", "/jobs/direct"),
+    ("POST", "/tasks"),
+    ("POST", "/jobs"),
+    ("POST", "/results"),
+    ("POST", "/logfiles"),
+    ("POST", "/user/update"),
+]
+PLAIN = b'{"username": "alice", "password": "password1"}'
+
+
+async def started(aiohttp_client: Callable, make_config: Callable[..., Config], **sections: Any):
+    return await aiohttp_client(create_app(make_config(**sections)))
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_body_not_what_its_encoding_says_is_400(client, method, path, encoding) -> None:
+    await login(client)
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    response = await client.request(method, path, data=PLAIN, headers=headers)
+    expected = {"message": f"Request body is not valid {encoding} data"}
+    assert (response.status, await response.json()) == (400, expected)
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
+async def test_unsupported_encoding_is_415(client, method, path, encoding) -> None:
+    await login(client)
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    response = await client.request(method, path, data=PLAIN, headers=headers)
+    expected = {"message": f"Unsupported Content-Encoding: {encoding} (use gzip, deflate or none)"}
+    assert (response.status, await response.json()) == (415, expected)
+
+
+@pytest.mark.parametrize(
+    ("encode", "encoding"),
+    [
+        (gzip.compress, "gzip"),
+        (zlib.compress, "deflate"),
+        (lambda data: zlib.compress(data, wbits=-15), "deflate"),  # raw deflate, sent as deflate
+    ],
+)
+async def test_encoded_bodies_are_inflated(client, encode, encoding) -> None:
+    await register(client)
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    response = await client.post("/auth/login", data=encode(PLAIN), headers=headers)
+    assert response.status == 202, await response.text()
+
+
+async def test_truncated_gzip_is_400(client) -> None:
+    body = gzip.compress(PLAIN)[:-10]
+    response = await client.post("/auth/login", data=body, headers={"Content-Encoding": "gzip"})
+    expected = {"message": "Request body is not valid gzip data (truncated)"}
+    assert (response.status, await response.json()) == (400, expected)
+
+
+async def test_gzip_bomb_stops_at_the_limit(aiohttp_client, make_config, conn) -> None:
+    client = await started(aiohttp_client, make_config, server={"worker_max_body_size": 1 << 20})
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    head = orjson.dumps({"simulation_id": job_id, "update_key": KEY, "logfiles": {"a": ""}})
+    bomb = gzip.compress(head[:-2] + b" " * (64 << 20) + b"}}")  # 64 MiB from 64 KiB
+    response = await client.post("/logfiles", data=bomb, headers={"Content-Encoding": "gzip"})
+    expected = {"message": f"Request body larger than {1 << 20} bytes"}
+    assert (response.status, await response.json()) == (413, expected)
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 0
+
+
+async def raw_request(client: TestClient, head: bytes, body: bytes = b"") -> tuple[Any, Any]:
+    """A connection to the test server with `head` (request line and headers) and `body` sent."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head + b"\r\n" + body)
+    await writer.drain()
+    return reader, writer
+
+
+async def response_of(reader: asyncio.StreamReader) -> tuple[int, Any]:
+    """The status and JSON body of the next response on a raw connection (10 s at most)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+    body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), 10)
+    return int(lines[0].split()[1]), orjson.loads(body)
+
+
+async def test_wrong_key_in_header_is_refused_before_the_body(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    # 256 MiB announced, 10 bytes sent: the answer comes without the rest.
+    head = (
+        b"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer wrong-key\r\nContent-Length: 268435456\r\n"
+    )
+    reader, writer = await raw_request(client, head, b'{"simulati')
+    assert await response_of(reader) == (403, {"message": "Invalid update key"})
+    writer.close()
+
+
+async def test_wrong_key_in_header_with_a_small_body_is_403(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "task_id": 1, "update_dict": {"task_state": "RUNNING"}}
+    response = await client.post("/tasks", json=body, headers={"Authorization": "Bearer wrong"})
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+
+
+def large_upload(job_id: str, key: str, page_extra: dict[str, Any] | None = None) -> bytes:
+    """A POST /results body over 64 KiB (one page of 20,000 values)."""
+    page = {"page_number": 1, "name": "p", "data": {"values": [1.5] * 20_000}, **(page_extra or {})}
+    body = {
+        "simulation_id": job_id,
+        "update_key": key,
+        "estimators": [{"name": "z", "pages": [page]}],
+    }
+    return orjson.dumps(body)
+
+
+async def test_wrong_key_in_a_large_body_is_refused_before_parsing(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = large_upload(job_id, "wrong-key")[:-10] + b"not json"  # parsing would say 400
+    response = await client.post("/results", data=body)
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+
+
+@pytest.mark.parametrize(
+    "decoy",
+    [{"update_key": "a-nested-decoy"}, {"meta": '"update_key": "in a string"'}],
+    ids=["nested-member", "inside-a-string"],
+)
+async def test_right_key_in_a_large_body_is_accepted(client, conn, decoy) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    response = await client.post("/results", data=large_upload(job_id, KEY, decoy))
+    assert (response.status, await response.json()) == (202, {"message": "Results saved"})
+
+
+async def test_escaped_key_in_a_large_body_is_accepted(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    escaped = "".join(f"\\u{ord(c):04x}" for c in KEY)
+    body = large_upload(job_id, "PLACEHOLDER").replace(b"PLACEHOLDER", escaped.encode())
+    response = await client.post("/results", data=body)
+    assert (response.status, await response.json()) == (202, {"message": "Results saved"})
+
+
+async def test_right_key_in_header_is_accepted(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "task_id": 1, "update_dict": {"task_state": "RUNNING"}}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    response = await client.post("/tasks", json=body, headers=headers)
+    assert (response.status, await response.json()) == (202, {"message": "Task updated"})
+
+
+async def test_body_budget_spent_is_503_with_retry_after(aiohttp_client, make_config, conn) -> None:
+    limits = {"max_body_size": 1000, "worker_max_body_size": 1000, "body_budget": 1000}
+    client = await started(aiohttp_client, make_config, server={**limits, "body_wait": 1.0})
+    # The first request holds 900 bytes of the budget while it waits for the rest of its body.
+    head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: 950\r\n"
+    reader, writer = await raw_request(client, head, b" " * 900)
+    await asyncio.sleep(0.3)
+    started_at = time.monotonic()
+    second = await client.put("/auth/register", data=b" " * 900)
+    waited = time.monotonic() - started_at
+    expected = {"message": "Server busy: too many large request bodies at once, retry later"}
+    assert (second.status, await second.json()) == (503, expected)
+    assert second.headers["Retry-After"] == "1"
+    assert waited >= 0.9
+    writer.write(b'{"username": "alice", "password": "password1"}'.ljust(50))
+    assert await response_of(reader) == (201, {"message": "User created"})
+    writer.close()
+    # The budget was given back: the same body is read now.
+    third = await client.put("/auth/register", data=b" " * 900)
+    assert (third.status, await third.json()) == (400, {"message": "Malformed JSON body"})
+
+
+async def test_requests_waiting_on_each_other_do_not_all_fail(
+    aiohttp_client, make_config, conn
+) -> None:
+    """A holds 600 of 1000 budget bytes, B 400; B waits for more, then A too: A, the one that
+    would wait on waiters only, gets 503 at once, and B gets A's bytes and finishes."""
+    limits = {"max_body_size": 1000, "worker_max_body_size": 1000, "body_budget": 1000}
+    client = await started(aiohttp_client, make_config, server={**limits, "body_wait": 5.0})
+    body = b'{"username": "alice", "password": "password1"}'.rjust(900)
+    head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+    reader_a, writer_a = await raw_request(client, head % 1000, b" " * 600)
+    await asyncio.sleep(0.3)
+    reader_b, writer_b = await raw_request(client, head % 900, body[:400])
+    await asyncio.sleep(0.3)
+    writer_b.write(body[400:])  # B waits: A, still reading, may give bytes back
+    await asyncio.sleep(0.3)
+    started_at = time.monotonic()
+    writer_a.write(b" " * 400)  # A would wait too: only waiters hold the budget now
+    busy = {"message": "Server busy: too many large request bodies at once, retry later"}
+    assert await response_of(reader_a) == (503, busy)
+    assert time.monotonic() - started_at < 2
+    assert await response_of(reader_b) == (201, {"message": "User created"})
+    writer_a.close()
+    writer_b.close()
+
+
+async def test_slow_body_is_408(aiohttp_client, make_config) -> None:
+    client = await started(aiohttp_client, make_config, server={"body_timeout": 0.5})
+    head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+    reader, writer = await raw_request(client, head, b"{")
+    expected = {"message": "Request body not received within 0.5 seconds"}
+    assert await response_of(reader) == (408, expected)
+    writer.close()
+
+
+async def seconds_until_closed(reader, writer, drip: bytes) -> float:
+    """How long the server keeps a connection open while `drip` is sent every 0.2 s."""
+    started_at = time.monotonic()
+    with contextlib.suppress(ConnectionError):
+        while time.monotonic() - started_at < 10:
+            writer.write(drip)
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                if await asyncio.wait_for(reader.read(1), 0.2) == b"":
+                    break
+    writer.close()
+    return time.monotonic() - started_at
+
+
+@pytest.mark.parametrize(
+    ("first", "drip"),
+    [(b"", b""), (b"GET / HTTP/1.1\r\n", b"X")],
+    ids=["idle", "slow-headers"],
+)
+async def test_idle_or_slow_header_connection_is_closed(aiohttp_client, make_config, first, drip):
+    client = await started(aiohttp_client, make_config, server={"keepalive_timeout": 1.0})
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(first)
+    assert 0.5 <= await seconds_until_closed(reader, writer, drip) < 3
+
+
+async def test_idle_keep_alive_connection_is_closed(aiohttp_client, make_config) -> None:
+    client = await started(aiohttp_client, make_config, server={"keepalive_timeout": 1.0})
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = await reader.readuntil(b"}")
+    assert first.startswith(b"HTTP/1.1 200")
+    started_at = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    assert 0.9 <= time.monotonic() - started_at < 5
+    writer.close()
+
+
+async def test_login_throttled_per_username(aiohttp_client, make_config, conn) -> None:
+    auth = {"login_attempts": 3, "login_window": 4.0}
+    client = await started(aiohttp_client, make_config, auth=auth)
+    await register(client)
+    wrong = {"username": "alice", "password": "wrong-password"}
+    answers = await asyncio.gather(*(client.post("/auth/login", json=wrong) for _ in range(5)))
+    statuses = sorted(response.status for response in answers)
+    assert statuses == [401, 401, 401, 429, 429]
+    refused = next(response for response in answers if response.status == 429)
+    expected = {"message": "Too many login attempts, try again later"}
+    assert await refused.json() == expected
+    assert 1 <= int(refused.headers["Retry-After"]) <= 4
+    right = {"username": "alice", "password": "password1"}
+    also_refused = await client.post("/auth/login", json=right)
+    assert also_refused.status == 429  # even the right password, until the window has passed
+    await asyncio.sleep(int(also_refused.headers["Retry-After"]) + 0.1)
+    assert (await client.post("/auth/login", json=right)).status == 202
+
+
+async def test_successful_logins_are_not_counted(aiohttp_client, make_config, conn) -> None:
+    client = await started(aiohttp_client, make_config, auth={"login_attempts": 2})
+    await register(client)
+    right = {"username": "alice", "password": "password1"}
+    for _ in range(5):
+        assert (await client.post("/auth/login", json=right)).status == 202
+
+
+async def test_login_throttled_per_address(aiohttp_client, make_config, conn) -> None:
+    auth = {"login_attempts": 100, "login_address_attempts": 4, "login_window": 60.0}
+    client = await started(aiohttp_client, make_config, auth=auth)
+    statuses = []
+    for n in range(6):  # a different (unknown) username each time, from one address
+        guess = {"username": f"user{n}", "password": "wrong-password"}
+        statuses.append((await client.post("/auth/login", json=guess)).status)
+    assert statuses == [401, 401, 401, 401, 429, 429]
+
+
+async def test_password_hashing_is_bounded(aiohttp_client, make_config, conn) -> None:
+    """With one hashing slot, 6 concurrent logins take about 6 hashes' time, one after another,
+    while the event loop keeps answering other requests promptly."""
+    client = await started(aiohttp_client, make_config, auth={"hash_concurrency": 1})
+    await register(client)
+    right = {"username": "alice", "password": "password1"}
+    started_at = time.monotonic()
+    one = await client.post("/auth/login", json=right)
+    single = time.monotonic() - started_at
+    assert one.status == 202
+    logins = asyncio.gather(*(client.post("/auth/login", json=right) for _ in range(6)))
+    await asyncio.sleep(0)
+    ping_started = time.monotonic()
+    assert (await client.get("/")).status == 200
+    ping = time.monotonic() - ping_started
+    started_at = time.monotonic()
+    assert [response.status for response in await logins] == [202] * 6
+    assert time.monotonic() - started_at >= 4 * single
+    assert ping < single

@@ -1,0 +1,150 @@
+"""The OpenAPI document: it covers exactly the app's routes, and the live server keeps it.
+
+The fuzzing test runs schemathesis against a real server (its own thread and event loop, the test
+database, run.py's connection settings) with a logged-in user's cookie and a real simulation's
+update key wired into the generated requests, and asserts, for every operation: no 5xx, JSON
+error bodies, documented status codes and response bodies that match their schemas.
+
+Examples per operation: YAPTIDE_FUZZ_EXAMPLES (default 100, about a minute in all). A longer run:
+    YAPTIDE_FUZZ_EXAMPLES=1000 .venv/bin/python -m pytest tests/test_openapi.py -k fuzz
+"""
+
+import asyncio
+import contextlib
+import os
+import random
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from server import openapi
+from server.app import create_app
+from server.config import Config
+from server.handlers.auth import VERSION
+from server.limits.serving import handler_settings
+from tests.helpers import payload, record_jobs
+
+EXAMPLES = int(os.environ.get("YAPTIDE_FUZZ_EXAMPLES", "100"))
+USER = {"username": "fuzzer", "password": "fuzzer-password"}
+CHANCE = random.Random(12)  # which requests are left unwired, the same each run
+
+
+def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+
+
+async def test_every_route_is_documented_and_nothing_else(client) -> None:
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in client.server.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    document = openapi.document(VERSION)
+    assert routes == documented(document)
+    response = await client.get("/openapi.json")
+    assert (response.status, await response.json()) == (200, document)
+
+
+@contextlib.contextmanager
+def live_server(app: web.Application, config: Config) -> Iterator[str]:
+    """`app` served on a free port by its own thread and event loop; its base URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None, **handler_settings(config))
+    ready = threading.Event()
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(60)
+    address = runner.addresses[0]
+    try:
+        yield f"http://{address[0]}:{address[1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def simulation(base: str, session: requests.Session) -> str:
+    """A user logged in on `session` (its cookies) with one submitted simulation; its job_id."""
+    session.put(f"{base}/auth/register", json=USER).raise_for_status()
+    session.post(f"{base}/auth/login", json=USER).raise_for_status()
+    response = session.post(f"{base}/jobs/direct", json=payload())
+    response.raise_for_status()
+    return response.json()["job_id"]
+
+
+def wire(case: Any, job_id: str, key: str) -> None:
+    """Most generated requests name the real simulation, and worker bodies carry its key, so
+    that fuzzing reaches past the ownership and key checks."""
+    if CHANCE.random() < 0.2:
+        return
+    if isinstance(case.query, dict) and "job_id" in case.query:
+        case.query["job_id"] = job_id
+    if isinstance(case.body, dict) and case.path in ("/tasks", "/jobs", "/results", "/logfiles"):
+        case.body.update(simulation_id=job_id, update_key=key)
+
+
+@pytest.fixture
+def fuzz_target(make_config: Callable[..., Config], conn) -> Iterator[tuple[str, Any, dict]]:
+    config = make_config(auth={"login_attempts": 1000, "login_address_attempts": 1000})
+    app = create_app(config)
+    recorder = record_jobs(app)
+    with live_server(app, config) as base, requests.Session() as session:
+        job_id = simulation(base, session)
+        yield base, session, {"job_id": job_id, "key": recorder.key(job_id)}
+
+
+def test_fuzz_every_operation(fuzz_target) -> None:
+    base, session, wired = fuzz_target
+    # The document as the live server serves it.
+    schema = schemathesis.openapi.from_dict(requests.get(f"{base}/openapi.json").json())
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    calls = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == len(documented(openapi.document(VERSION)))
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: Any) -> None:
+            wire(case, **wired)
+            response = case.call(base_url=base, session=session)
+            calls.append((case.method, case.path, response.status_code))
+            case.validate_response(response, checks=checks)
+            if response.status_code >= 400:
+                assert set(response.json()) == {"message"}, response.text
+
+        check()
+    statuses = {status for _, _, status in calls}
+    print(f"schemathesis: {len(calls)} requests, statuses {sorted(statuses)}")
+    assert len(calls) >= len(operations)
+    assert any(status < 300 for status in statuses)
