@@ -449,3 +449,15 @@ async def test_estimators_uploaded_in_parts_keep_their_order(client, conn):
     status, body = await get(client, "/results", job_id=job_id)
     assert status == 200
     assert [estimator["name"] for estimator in body["estimators"]] == ["b", "c", "a"]
+
+
+async def test_changed_estimator_fields_are_not_served_from_cache(client, job):
+    """An upload may change only an estimator's own fields (no page is rewritten): the cached
+    body, keyed by the results version too, is not served again."""
+    status, before = await get(client, "/results", job_id=job)
+    assert status == 200 and (await get(client, "/results", job_id=job))[1] == before
+    changed = {"name": "peak_", "metadata": {"note": "changed"}, "pages": []}
+    assert (await upload(client, job, [changed])).status == 202
+    status, body = await get(client, "/results", job_id=job)
+    assert status == 200 and body["estimators"][3]["metadata"] == {"note": "changed"}
+    assert body["estimators"][3]["pages"] == before["estimators"][3]["pages"]

@@ -53,8 +53,10 @@ class View:
 
 
 def make_view(index: ResultsIndex, pages: tuple[PageRef, ...], found: bool, form: str) -> View:
-    """A view of `pages` (of `index`): its body is identified by its form and page versions."""
-    body = (form, tuple((page.estimator, page.key) for page in pages))
+    """A view of `pages` (of `index`): its body is identified by its form, the page versions and
+    the results version (an upload may change only estimator-level fields, which pages lack)."""
+    keys = tuple((page.estimator, page.key) for page in pages)
+    body = (form, index.head.results_version, keys)
     variants = []
     for gzip in (False, True):
         etag = negotiation.etag_for(index.head, body, gzip)
