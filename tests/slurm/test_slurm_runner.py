@@ -147,10 +147,11 @@ async def test_merge_job_cancelled_by_an_admin(
         f"The merge job {merge_id} ended as CANCELLED (Dependency) without posting results.\n\n"
         "Last output (merge.log):\n"
     )
-    # Nothing can finish the job now: the reconciler cancels its array.
+    # Nothing can finish the job now: the reconciler cancels its array. A task whose worker
+    # heard first (409 on its next report) stops its simulator and ends by itself (COMPLETED).
     await wait_gone(running)
     states = await eventually(slurm_states(slurm_cluster, array_id), timeout=20)
-    assert set(states.values()) == {"CANCELLED"}, states
+    assert set(states.values()) <= {"CANCELLED", "COMPLETED"}, states
     assert await conn.fetchval("SELECT done FROM slurm_jobs")
 
 
