@@ -1,6 +1,6 @@
 """Golden tests of the converter against input files that were really run for editor projects.
 
-Equality rule (../shared/spec/editor-shieldhit.md): the same cards with the same numbers,
+Equality rule (the editor-to-SHIELD-HIT12A spec page the project started from): the same cards with the same numbers,
 ignoring comments, blank lines and spacing, and the order of the signed body numbers inside a
 zone term. ex2 and ex4 were made by older converter versions from older states of their
 projects, so they are compared by meaning, and every known difference is asserted explicitly.
