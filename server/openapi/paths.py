@@ -1,125 +1,27 @@
-"""The OpenAPI 3.1 document of the whole API, served at `GET /openapi.json`.
+"""The API's paths in the OpenAPI document: one entry per route of server.app.ROUTES, written
+from shared/spec/api.md and the seeds."""
 
-One entry per route of server.app.ROUTES (a test checks both ways that they match), written from
-shared/spec/api.md and the seeds. The test suite fuzzes the live server against it with
-schemathesis (tests/test_openapi.py): every answer must be documented and match its schema.
-"""
-
-from typing import Any
-
-from server.jobs.states import JOB_STATES
-
-Schema = dict[str, Any]
-
-STATE: Schema = {"type": "string", "enum": list(JOB_STATES)}
-TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
-ERROR: Schema = {
-    "type": "object",
-    "required": ["message"],
-    "properties": {"message": {"type": "string"}},
-}
-MESSAGE = ERROR  # every success body also has a message
-
-
-def obj(required: list[str], **properties: Schema) -> Schema:
-    return {"type": "object", "required": required, "properties": properties}
-
-
-STRING: Schema = {"type": "string"}
-INTEGER: Schema = {"type": "integer"}
-CREDENTIALS = obj(["username", "password"], username=STRING, password=STRING)
-WORKER = {"simulation_id": STRING, "update_key": STRING}
-TASK_STATUS = obj(
-    ["task_id", "task_state", "simulated_primaries", "requested_primaries"],
-    task_id=INTEGER,
-    task_state=STATE,
-    simulated_primaries=INTEGER,
-    requested_primaries=INTEGER,
-    estimated_time={"type": ["integer", "null"]},
-    start_time=TIME,
-    end_time=TIME,
-)
-PAGE_META = obj(
-    ["page_number", "name", "dimensions"],
-    page_number=INTEGER,
-    name=STRING,
-    dimensions={"type": "array", "items": INTEGER},
-)
-SIMULATION = obj(
-    ["job_id", "title", "start_time", "end_time", "job_state", "sim_type", "input_type"],
-    job_id=STRING,
-    title=STRING,
-    start_time=TIME,
-    end_time=TIME,
-    job_state=STATE,
-    sim_type=STRING,
-    input_type=STRING,
-    platform=STRING,
-    ntasks=INTEGER,
-)
-SUBMISSION = obj(
-    ["sim_type", "ntasks", "input_type"],
-    sim_type={"type": "string", "enum": ["shieldhit", "fluka", "geant4", "topas"]},
-    ntasks=INTEGER,
-    input_type={"type": "string", "enum": ["editor", "files"]},
-    sim_data={"type": "object"},
-    input_json={"type": "object"},
-    input_files={"type": "object", "additionalProperties": STRING},
-    title=STRING,
-    number_of_primaries=INTEGER,
-)
-UPDATE_DICT = obj(
-    [],
-    task_state=STATE,
-    simulated_primaries=INTEGER,
-    requested_primaries=INTEGER,
-    estimated_time={"type": "number"},
-    start_time={"type": "string", "format": "date-time"},
-    end_time={"type": "string", "format": "date-time"},
+from server.openapi.schemas import (
+    CREDENTIALS,
+    INTEGER,
+    JOB_ID,
+    MESSAGE,
+    PAGE_META,
+    SIMULATION,
+    STATE,
+    STRING,
+    SUBMISSION,
+    TASK_STATUS,
+    UPDATE_DICT,
+    Schema,
+    obj,
+    operation,
+    param,
+    worker_operation,
 )
 
 
-def param(name: str, required: bool = False, schema: Schema = STRING) -> Schema:
-    return {"name": name, "in": "query", "required": required, "schema": schema}
-
-
-JOB_ID = param("job_id", required=True)
-
-
-def json_content(schema: Schema) -> Schema:
-    return {"application/json": {"schema": schema}}
-
-
-def operation(
-    summary: str,
-    status: int,
-    body: Schema,
-    *,
-    request: Schema | None = None,
-    parameters: list[Schema] | None = None,
-    security: str | None = "cookie",
-) -> Schema:
-    """One operation: its success answer, and errors as `{"message"}` with any 4xx or a 503."""
-    responses: Schema = {
-        str(status): {"description": "Success", "content": json_content(body)},
-        "4XX": {"description": "Client error", "content": json_content(ERROR)},
-    }
-    spec: Schema = {"summary": summary, "parameters": parameters or [], "responses": responses}
-    if request is not None:
-        spec["requestBody"] = {"required": True, "content": json_content(request)}
-        busy = "Request bodies fill the memory budget: retry after Retry-After seconds"
-        responses["503"] = {"description": busy, "content": json_content(ERROR)}
-    if security is not None:
-        spec["security"] = [{security: []}]
-    return spec
-
-
-def worker_operation(summary: str, **fields: Schema) -> Schema:
-    request = obj(["simulation_id"], **WORKER, **fields)
-    return operation(summary, 202, MESSAGE, request=request, security=None)
-
-
-def _paths() -> dict[str, dict[str, Schema]]:
+def api_paths() -> dict[str, dict[str, Schema]]:
     job_status = obj(
         ["job_state", "job_tasks_status"],
         message=STRING,
@@ -317,69 +219,5 @@ def _paths() -> dict[str, dict[str, Schema]]:
                 200,
                 obj(["message", "clusters"], clusters={"type": "array"}),
             )
-        },
-    }
-
-
-# The web UI's dialect under [ui] api_prefix (server/ui, app.UI_ROUTES): the same operations as
-# the API's path of the same name; those it reshapes (server/ui/shapes.py) answer another object.
-UI_SAME = {
-    "/": ["get"],
-    "/auth/login": ["post"],
-    "/auth/refresh": ["get"],
-    "/auth/logout": ["delete"],
-    "/auth/keycloak": ["post"],
-    "/jobs/direct": ["post", "delete"],
-    "/jobs/batch": ["post", "delete"],
-    "/user/simulations": ["delete"],
-    "/logfiles": ["get"],
-}
-UI_RESHAPED = {
-    "/jobs/direct": ["get"],
-    "/jobs": ["get"],
-    "/jobs/batch": ["get"],
-    "/user/simulations": ["get"],
-    "/inputs": ["get"],
-    "/estimators": ["get"],
-    "/results": ["get"],
-}
-
-
-def _ui_paths(api: dict[str, dict[str, Schema]], prefix: str) -> dict[str, dict[str, Schema]]:
-    paths: dict[str, dict[str, Schema]] = {}
-    for table, reshaped in ((UI_SAME, False), (UI_RESHAPED, True)):
-        for path, methods in table.items():
-            for method in methods:
-                spec = dict(
-                    api[path][method], summary=f"The web UI's {api[path][method]['summary']}"
-                )
-                if reshaped:
-                    status = next(code for code in spec["responses"] if code.startswith("2"))
-                    answer = {
-                        "description": "Success, in the UI's shape",
-                        "content": json_content(MESSAGE),
-                    }
-                    spec["responses"] = {**spec["responses"], status: answer}
-                paths.setdefault(prefix.rstrip("/") + path, {})[method] = spec
-    return paths
-
-
-def document(version: str, ui_prefix: str = "/ui") -> Schema:
-    """The whole document; `version` is the server's, `ui_prefix` the dialect's mount point."""
-    api = _paths()
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "YAPTIDE server",
-            "version": version,
-            "description": 'Contract: shared/spec/api.md. Errors are {"message": ...}.',
-        },
-        "paths": {**api, **_ui_paths(api, ui_prefix)},
-        "components": {
-            "securitySchemes": {
-                "cookie": {"type": "apiKey", "in": "cookie", "name": "access_token"},
-                "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "refresh_token"},
-                "keycloak": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-            }
         },
     }
