@@ -152,7 +152,8 @@ async def test_merge_job_cancelled_by_an_admin(
     await wait_gone(running)
     states = await eventually(slurm_states(slurm_cluster, array_id), timeout=20)
     assert set(states.values()) <= {"CANCELLED", "COMPLETED"}, states
-    assert await conn.fetchval("SELECT done FROM slurm_jobs")
+    # The reconciler stops watching the job on its next pass after the job ended.
+    await eventually(lambda: conn.fetchval("SELECT done FROM slurm_jobs"), timeout=20)
 
 
 async def test_server_restart_in_the_middle(
