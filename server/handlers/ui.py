@@ -58,7 +58,7 @@ async def _full_results(request: web.Request) -> web.StreamResponse:
     view = entry.view(None, numbers)
     pages = tuple(sorted(view.pages, key=lambda page: order(page.estimator)))  # stable
     if pages != view.pages:
-        view = make_view(entry.index, pages, True, view.form)
+        view = make_view(entry.index, pages, True, view.form, ("project order", str(numbers)))
     return await send_view(request, view)
 
 

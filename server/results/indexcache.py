@@ -52,14 +52,18 @@ class View:
     gzip: Variant
 
 
-def make_view(index: ResultsIndex, pages: tuple[PageRef, ...], found: bool, form: str) -> View:
-    """A view of `pages` (of `index`): its body is identified by its form, the page versions and
-    the results version (an upload may change only estimator-level fields, which pages lack)."""
+def make_view(
+    index: ResultsIndex, pages: tuple[PageRef, ...], found: bool, form: str, selection: Hashable
+) -> View:
+    """A view of `pages` (of `index`), chosen by `selection` (the filters, or how the caller
+    chose them). Its body is identified by its form, the page versions and the results version
+    (an upload may change only estimator-level fields, which pages lack); its ETag, cheaper, by
+    the results version and the selection (every upload gets a new results version)."""
     keys = tuple((page.estimator, page.key) for page in pages)
     body = (form, index.head.results_version, keys)
     variants = []
     for gzip in (False, True):
-        etag = negotiation.etag_for(index.head, body, gzip)
+        etag = negotiation.etag_for(index.head, (form, selection), gzip)
         variants.append(Variant((gzip, body), etag, negotiation.headers_for(etag, gzip)))
     return View(pages, found, form, *variants)
 
@@ -75,7 +79,7 @@ def select(index: ResultsIndex, filters: Filters) -> View:
         and (wanted is None or page.page_number in wanted)
     )
     found = estimator is None or estimator in index.estimators
-    return make_view(index, pages, found, form)
+    return make_view(index, pages, found, form, filters)
 
 
 @dataclass(slots=True)

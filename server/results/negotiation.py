@@ -19,12 +19,12 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def etag_for(head: ResultsHead, body: object, gzip: bool) -> str | None:
+def etag_for(head: ResultsHead, selection: object, gzip: bool) -> str | None:
     """Results of a terminal job never change (its update key is dead): they get an ETag, one
-    per simulation, body (its form and pages) and encoding."""
+    per simulation, results version (new with every upload), selection of pages and encoding."""
     if head.job_state not in TERMINAL_STATES:
         return None
-    tag = f"{head.sim_pk}|{head.end_time}|{body!r}|{gzip}".encode()
+    tag = f"{head.sim_pk}|{head.end_time}|{head.results_version}|{selection!r}|{gzip}".encode()
     return '"' + hashlib.blake2b(tag, digest_size=12).hexdigest() + '"'
 
 

@@ -2,6 +2,7 @@
 index (no page data) and by page data a batch at a time."""
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
@@ -11,9 +12,9 @@ from server.sql import query
 from server.store.simulations import ResultsHead, results_head_of
 
 
-@dataclass(frozen=True, slots=True)
-class PageRef:
-    """A stored page, without its data: what a response needs to splice it in."""
+class PageRef(NamedTuple):
+    """A stored page, without its data: what a response needs to splice it in (a named tuple:
+    an index of many pages is built on every uncached fetch)."""
 
     estimator: str
     estimator_id: int
