@@ -1,13 +1,20 @@
 """POST /results, GET /results and GET /estimators on the real captured result."""
 
+import asyncio
 import gzip
+import zlib
 
+import aiohttp
 import orjson
 import pytest
 
 from server.app import create_app
 from server.keys import BODY_CACHE, PAGE_CACHE
-from tests.helpers import KEY, RESULTS, login, reference, set_key, submit, upload
+from tests.helpers import KEY, RESULTS, eventually, login, reference, set_key, submit, upload
+
+BUMP_RESULTS_VERSION = (
+    "UPDATE simulations SET results_version = nextval('page_versions') WHERE job_id = $1"
+)
 
 
 @pytest.fixture
@@ -409,11 +416,58 @@ async def test_large_results_are_read_in_batches(aiohttp_client, make_config, co
         "message": "Results",
         "estimators": reference(numbers={1, 2, 3, 5}),
     }
-    response = await client.get(
-        "/results", params={"job_id": job_id}, headers={"Accept-Encoding": "gzip"}
-    )
-    assert response.headers["Transfer-Encoding"] == "chunked"
-    assert await response.json() == {"message": "Results", "estimators": reference()}
+    for encoding in ("identity", "gzip"):  # streamed with their exact length, not chunked
+        response = await client.get(
+            "/results",
+            params={"job_id": job_id},
+            headers={"Accept-Encoding": encoding},
+            auto_decompress=False,
+        )
+        body = await response.read()
+        assert "Transfer-Encoding" not in response.headers
+        assert int(response.headers["Content-Length"]) == len(body)
+        raw = gzip.decompress(body) if encoding == "gzip" else body
+        assert orjson.loads(raw) == {"message": "Results", "estimators": reference()}
+
+
+async def test_pages_rewritten_while_streamed_close_the_connection(
+    aiohttp_client, make_config, conn, monkeypatch
+):
+    """A streamed body has a Content-Length made from the index: if a page is rewritten between
+    the index and its data (a running simulation's re-upload), the client gets an incomplete
+    body (the connection is closed), never a torn one; the next fetch has the new page."""
+    from server.results import render
+    from server.results.deflate import crc_shift, encode_segment
+
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202
+    assert (await get(client, "/results", job_id=job_id))[0] == 200  # the index is cached
+    new = orjson.dumps({"page_number": 0, "name": "NEW", "data": {"values": [7]}})
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE pages IN ACCESS EXCLUSIVE MODE")
+        fetch = asyncio.ensure_future(client.get("/results", params={"job_id": job_id}))
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        await eventually(lambda: conn.fetchval(waiting))  # the stream waits for the page data
+        await conn.execute(
+            "UPDATE pages SET data = $1, raw_size = $2, crc32 = $3, crc_shift = $4,"
+            " version = nextval('page_versions') WHERE page_number = 0 AND estimator_id ="
+            " (SELECT min(id) FROM estimators)",
+            encode_segment(new),
+            len(new),
+            zlib.crc32(new),
+            crc_shift(len(new)),
+        )  # as an upload does, in the same transaction:
+        await conn.execute(BUMP_RESULTS_VERSION, job_id)
+    response = await fetch
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    status, body = await get(client, "/results", job_id=job_id)
+    assert status == 200 and body["estimators"][0]["pages"][0] == orjson.loads(new)
 
 
 async def test_rewritten_pages_are_not_served_from_cache(client, job):

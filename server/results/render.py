@@ -3,20 +3,25 @@
 The JSON envelope is written around the pages; each page segment is inflated (identity) or
 passed through as is (gzip, see server/results/deflate.py). Bodies up to SINGLE_WRITE bytes are
 assembled, sent with one write and kept in the body cache (keyed by the page versions they are
-made of); larger ones are streamed in FLUSH_AT pieces, so memory stays flat whatever the size.
+made of); larger ones are streamed with their exact length as the pages are read a batch at a time, so
+memory stays flat whatever the size.
 """
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
 
 from server.models import Db
-from server.results.deflate import GZIP_HEADER, GzipJoiner, inflate_pieces
+from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
 from server.store.results import PageRef
+
+log = logging.getLogger(__name__)
+NO_DATA = Segment(b"", 0, crc_shift(0), 0)  # an empty page: what a body is without its pages
 
 SINGLE_WRITE = 2 << 20
 FLUSH_AT = 1 << 20
@@ -96,21 +101,45 @@ async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
     return b"".join([piece async for piece in pieces])
 
 
+async def body_length(pages: tuple[PageRef, ...], envelope: Envelope, gzip: bool) -> int:
+    """The exact length of the body of `pages` in `envelope`: its clear bytes (made without the
+    page data) plus the stored or inflated size of every page."""
+
+    async def without_data() -> Pages:
+        for page in pages:
+            yield page, NO_DATA
+
+    pieces = (gzipped if gzip else identity)(without_data(), envelope)
+    clear = sum([len(piece) async for piece in pieces])
+    return clear + sum(page.stored_size if gzip else page.raw_size for page in pages)
+
+
 async def stream(
-    request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes]
+    request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], length: int
 ) -> web.StreamResponse:
-    """A chunked response written in pieces of FIRST_FLUSH bytes, doubling up to FLUSH_AT: the
-    first bytes leave early, the rest in few large writes."""
+    """A response of `length` bytes (a Content-Length, so no chunk framing to copy into): large
+    pieces are written as they come, small ones gathered up to FIRST_FLUSH bytes. If the pages
+    changed while they were sent (a re-upload of a running simulation), the connection is
+    closed: the client sees an incomplete body, never a torn one."""
     response = web.StreamResponse(headers=headers)
+    response.content_length = length
     await response.prepare(request)
-    buffer, flush_at = bytearray(), min(FIRST_FLUSH, FLUSH_AT)
+    sent, buffer, flush_at = 0, bytearray(), min(FIRST_FLUSH, FLUSH_AT)
     async for piece in pieces:
+        sent += len(piece)
         buffer += piece
         if len(buffer) >= flush_at:
             await response.write(buffer)
             buffer = bytearray()  # a new one: the transport may still hold the written one
             flush_at = min(flush_at * 2, FLUSH_AT)
     await response.write(buffer)
+    if sent != length:
+        log.warning(
+            "GET %s: the pages changed while they were sent; connection closed", request.path
+        )
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 
@@ -134,7 +163,8 @@ async def respond(
     stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
     if size > SINGLE_WRITE:
         pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)
-        return await stream(request, variant.headers, pieces)
+        length = await body_length(pages, envelope, gzip)
+        return await stream(request, variant.headers, pieces, length)
     body = await assemble((gzipped if gzip else identity)(stored, envelope))
     bodies.put(variant.body_key, body, len(body))
     return web.Response(body=body, headers=variant.headers)
