@@ -3,7 +3,9 @@
 Pages are cached by (estimator, page number, version); a rewritten page has a new version.
 """
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -76,6 +78,26 @@ def _batches(pages: Sequence[PageRef], first: int) -> list[list[PageRef]]:
     return batches
 
 
+async def _read_ahead(
+    db: Db, cache: PageCache, batches: list[list[PageRef]], keep: bool
+) -> AsyncGenerator[tuple[list[PageRef], dict[PageKey, Segment]], None]:
+    """Each batch with its segments; the next one is read while the caller sends this one (at
+    most two batches in memory)."""
+    pending = asyncio.ensure_future(_load(db, cache, batches[0], keep)) if batches else None
+    try:
+        for number, batch in enumerate(batches):
+            assert pending is not None
+            loaded = await pending
+            following = batches[number + 1] if number + 1 < len(batches) else None
+            pending = (
+                asyncio.ensure_future(_load(db, cache, following, keep)) if following else None
+            )
+            yield batch, loaded
+    finally:
+        if pending is not None:  # the client went away: do not read on
+            pending.cancel()
+
+
 async def segments(
     db: Db, cache: PageCache, pages: Sequence[PageRef], streaming: bool
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
@@ -85,12 +107,13 @@ async def segments(
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size for page in pages) * 4 <= cache.max_bytes
-    for batch in _batches(pages, FIRST_BATCH if streaming else BATCH_BYTES):
-        loaded = await _load(db, cache, batch, keep)
-        for page in batch:
-            segment = loaded.get(page.key)
-            if segment is None:  # rewritten meanwhile: take the current version
-                segment = next(iter((await _load(db, cache, [page], keep)).values()), None)
-            if segment is not None:
-                yield page, segment
-        del loaded  # before the next batch is read: one batch in memory at a time
+    batches = _batches(pages, FIRST_BATCH if streaming else BATCH_BYTES)
+    async with contextlib.aclosing(_read_ahead(db, cache, batches, keep)) as loaded_batches:
+        async for batch, loaded in loaded_batches:
+            for page in batch:
+                segment = loaded.get(page.key)
+                if segment is None:  # rewritten meanwhile: take the current version
+                    segment = next(iter((await _load(db, cache, [page], keep)).values()), None)
+                if segment is not None:
+                    yield page, segment
+            del loaded  # sent: not kept while the batch after next is read
