@@ -24,7 +24,8 @@ import asyncpg
 from aiohttp import web
 
 from server import auth, db
-from server.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from server.config import Config, ConfigError
+from server.config_loader import DEFAULT_CONFIG, load_config
 from server.processes import check_process_count, serve_processes
 from server.store import simulations, users
 

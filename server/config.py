@@ -1,21 +1,14 @@
-"""Configuration: config.toml plus environment overrides, loaded into frozen dataclasses.
-
-Every scalar key `[section] key` can be overridden by `YAPTIDE_<SECTION>_<KEY>`; `DATABASE_URL`
-overrides `[database] url`. A bad value raises ConfigError naming the key and the problem.
+"""Configuration: every setting, its default and its check, as frozen dataclasses (one per
+section of config.toml). server/config_loader.py reads config.toml and the environment into them.
 """
 
 import dataclasses
-import math
-import os
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from server import config_checks as checks
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
 
 
 class ConfigError(Exception):
@@ -207,150 +200,3 @@ SECTIONS: dict[str, type] = {
     "keycloak": KeycloakConfig,
     "slurm": SlurmConfig,
 }
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def env_name(section: str, key: str) -> str:
-    """The environment variable overriding `[section] key`."""
-    return f"YAPTIDE_{section.upper()}_{key.upper()}"
-
-
-def _got(value: Any, secret: bool) -> str:
-    """The offending value for an error message; never the value of a secret."""
-    return "" if secret else f" (got {value!r})"
-
-
-def _from_toml(key: str, kind: Any, raw: Any, secret: bool) -> Any:
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = float(raw)
-    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
-        raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(raw, secret)}")
-    return raw
-
-
-def _from_env(key: str, kind: Any, text: str, secret: bool) -> Any:
-    if kind is str:
-        return text
-    if kind is bool:
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-    else:
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    raise ConfigError(f"{key}: expected {_TYPE_NAMES[kind]}{_got(text, secret)}")
-
-
-def _checked(key: str, field: dataclasses.Field[Any], value: Any) -> Any:
-    secret = field.metadata.get("secret", False)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{key}: must be a finite number{_got(value, secret)}")
-    check = field.metadata.get("check")
-    problem = check(value) if check else None
-    if problem:
-        raise ConfigError(f"{key}: {problem}{_got(value, secret)}")
-    return value
-
-
-def _check_env_names(env: Mapping[str, str]) -> None:
-    """A YAPTIDE_<SECTION>_* variable that matches no key is a typo, not something to ignore."""
-    known = {env_name(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
-    prefixes = tuple(f"YAPTIDE_{section.upper()}_" for section in SECTIONS)
-    for name in sorted(env):
-        if name.startswith(prefixes) and name not in known:
-            raise ConfigError(f"{name}: unknown setting (no such key in config.toml)")
-
-
-def _build_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{name}: expected a [{name}] table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
-    values: dict[str, Any] = {}
-    for field in fields.values():
-        secret = field.metadata.get("secret", False)
-        variable = env_name(name, field.name)
-        if variable in env:
-            value = _from_env(variable, field.type, env[variable], secret)
-            values[field.name] = _checked(variable, field, value)
-        elif field.name in table:
-            key = f"{name}.{field.name}"
-            value = _from_toml(key, field.type, table[field.name], secret)
-            values[field.name] = _checked(key, field, value)
-    return cls(**values)
-
-
-def _build_cluster(index: int, entry: Any) -> ClusterConfig:
-    key = f"clusters[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{key}: expected a [[clusters]] table")
-    fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
-    unknown = sorted(set(entry) - set(fields))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
-    missing = [
-        name for name, f in fields.items() if name not in entry and f.default is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{key}.{missing[0]}: missing")
-    values = {k: _from_toml(f"{key}.{k}", fields[k].type, v, False) for k, v in entry.items()}
-    values = {k: _checked(f"{key}.{k}", fields[k], v) for k, v in values.items()}
-    if not values["cluster_name"].strip():
-        raise ConfigError(f"{key}.cluster_name: must not be empty")
-    if values.get("host") and not values.get("work_dir"):
-        raise ConfigError(f"{key}.work_dir: required with host (a directory on the cluster)")
-    return ClusterConfig(**values)
-
-
-def _build_clusters(entries: Any) -> tuple[ClusterConfig, ...]:
-    if not isinstance(entries, list):
-        raise ConfigError("clusters: expected a list of [[clusters]] tables")
-    clusters = tuple(_build_cluster(index, entry) for index, entry in enumerate(entries))
-    names = [cluster.cluster_name for cluster in clusters]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise ConfigError(f"clusters[{index}].cluster_name: {name!r} is used twice")
-    return clusters
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-
-
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the TOML file (config.toml by default) and apply environment overrides.
-
-    A missing default config.toml means built-in defaults; a missing explicit file is an error.
-    """
-    env = os.environ if env is None else env
-    path = path or DEFAULT_CONFIG
-    data = _read_toml(path) if path.exists() or path != DEFAULT_CONFIG else {}
-    unknown = sorted(set(data) - set(SECTIONS) - {"clusters"})
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section")
-    _check_env_names(env)
-    sections = {
-        name: _build_section(name, cls, data.get(name, {}), env) for name, cls in SECTIONS.items()
-    }
-    config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
-    if config.auth.cookie_samesite == "None" and not config.auth.secure_cookies:
-        # Browsers drop a SameSite=None cookie that is not also Secure.
-        raise ConfigError("auth.cookie_samesite: None needs auth.secure_cookies = true")
-    if url := env.get("DATABASE_URL"):
-        if problem := checks.database_url(url):
-            raise ConfigError(f"DATABASE_URL: {problem}")
-        config = config.replace("database", url=url)
-    return config

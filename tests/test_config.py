@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import server.config as config_module
+import server.config_loader as loader_module
 from server.config import (
-    DEFAULT_CONFIG,
     SECTIONS,
     AuthConfig,
     ClusterConfig,
@@ -19,9 +18,8 @@ from server.config import (
     ConfigError,
     DatabaseConfig,
     ServerConfig,
-    env_name,
-    load_config,
 )
+from server.config_loader import DEFAULT_CONFIG, env_name, load_config
 
 PROJECT = Path(__file__).resolve().parent.parent
 SECRET = "s" * 32
@@ -61,7 +59,7 @@ def test_every_key_is_commented_in_config_toml():
 
 
 def test_missing_default_file_means_defaults(monkeypatch, tmp_path):
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG", tmp_path / "absent.toml")
+    monkeypatch.setattr(loader_module, "DEFAULT_CONFIG", tmp_path / "absent.toml")
     assert load_config(None, {}) == Config()
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, KeycloakConfig, load_config
+from server.config import ConfigError, KeycloakConfig
+from server.config_loader import load_config
 
 ISSUER = "https://sso.example.org/realms/PLGrid"
 

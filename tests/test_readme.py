@@ -6,7 +6,8 @@ import tomllib
 from pathlib import Path
 
 from server.app import create_app
-from server.config import SECTIONS, Config, env_name
+from server.config import SECTIONS, Config
+from server.config_loader import env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from server.app import create_app
-from server.config import ConfigError, UiConfig, load_config
+from server.config import ConfigError, UiConfig
+from server.config_loader import load_config
 from tests.helpers import register
 
 
