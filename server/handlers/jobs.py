@@ -102,7 +102,8 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def cancel(request: web.Request) -> web.Response:
-    """DELETE /jobs/direct and /jobs/batch: CANCELED at once, then the work is told to stop."""
+    """Cancels a simulation (`DELETE /jobs/direct` and `/jobs/batch`): CANCELED at once, then
+    the work is told to stop."""
     await owned_simulation(request)
     job_id = request.query["job_id"]
     await transitions.cancel(request.app[POOL], job_id)
