@@ -75,13 +75,19 @@ def _check_env_names(env: Mapping[str, str]) -> None:
             raise ConfigError(f"{name}: unknown setting (no such key in config.toml)")
 
 
-def _build_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
+def _fields_of(key: str, cls: type, table: Any, kind: str) -> dict[str, dataclasses.Field[Any]]:
+    """The settings of `cls`, once `table` is checked to be a table with no unknown key."""
     if not isinstance(table, dict):
-        raise ConfigError(f"{name}: expected a [{name}] table")
+        raise ConfigError(f"{key}: expected a {kind} table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+    return fields
+
+
+def _build_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> Any:
+    fields = _fields_of(name, cls, table, f"[{name}]")
     values: dict[str, Any] = {}
     for field in fields.values():
         secret = field.metadata.get("secret", False)
@@ -98,12 +104,7 @@ def _build_section(name: str, cls: type, table: Any, env: Mapping[str, str]) -> 
 
 def _build_cluster(index: int, entry: Any) -> ClusterConfig:
     key = f"clusters[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{key}: expected a [[clusters]] table")
-    fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
-    unknown = sorted(set(entry) - set(fields))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+    fields = _fields_of(key, ClusterConfig, entry, "[[clusters]]")
     missing = [
         name for name, f in fields.items() if name not in entry and f.default is dataclasses.MISSING
     ]
