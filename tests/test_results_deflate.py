@@ -4,6 +4,9 @@ import gzip
 import os
 import zlib
 
+import pytest
+
+from server.results import deflate
 from server.results.deflate import (
     GZIP_HEADER,
     GzipJoiner,
@@ -15,9 +18,13 @@ from server.results.deflate import (
 from server.results.pagecache import PageCache, Segment
 
 
-def test_crc_combine_matches_zlib():
+@pytest.mark.parametrize("in_c", [True, False], ids=["isal", "python"])
+def test_crc_combine_matches_zlib(in_c: bool, monkeypatch: pytest.MonkeyPatch):
+    assert deflate._C_COMBINE is not None  # isal is a dependency: the C path is the one used
+    if not in_c:  # the fallback, as without isal
+        monkeypatch.setattr(deflate, "_C_COMBINE", None)
     for a, b in [(b"", b""), (b"abc", b""), (b"", b"xyz"), (os.urandom(1000), os.urandom(70001))]:
-        combined = crc_combine(zlib.crc32(a), zlib.crc32(b), crc_shift(len(b)))
+        combined = crc_combine(zlib.crc32(a), zlib.crc32(b), crc_shift(len(b)), len(b))
         assert combined == zlib.crc32(a + b)
 
 
