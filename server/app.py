@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from server.auth import auth_middleware, secret_ctx
+from server.auth import for_users, secret_ctx
 from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
@@ -21,7 +21,6 @@ from server.keys import (
     BODY_CACHE,
     CHANGES,
     CONFIG,
-    COOKIE_FREE,
     DISPATCHER,
     HASH_SLOTS,
     KEYCLOAK,
@@ -116,27 +115,21 @@ UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
 ]
 
 
-def add_routes(
-    app: web.Application, routes: list[tuple[str, str, Handler, Access]]
-) -> set[web.AbstractRoute]:
-    """Every route of `routes`; the ones not needing an access cookie are returned."""
-    cookie_free = set()
+def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, Access]]) -> None:
+    """Every route of `routes`, the ones for users behind the access cookie (worker routes check
+    the update key in their handlers)."""
     for method, path, handler, access in routes:
-        route = app.router.add_route(method, path, handler)
-        if access != "user":
-            cookie_free.add(route)
-    return cookie_free
+        app.router.add_route(method, path, for_users(handler) if access == "user" else handler)
 
 
-def with_ui(app: web.Application, config: Config) -> Iterable[web.AbstractRoute]:
-    """The UI's dialect mounted, CORS on both; the routes that need no cookie (the dialect's
-    public ones and the CORS preflights, which never carry cookies)."""
+def with_ui(app: web.Application, config: Config) -> None:
+    """The UI's dialect mounted, CORS on both (its preflights never carry cookies)."""
     origins = origin_list(config.ui.allowed_origins)
     dialect = create_dialect(app)
-    cookie_free = add_routes(dialect, UI_ROUTES)
-    cookie_free |= enable_cors(app, origins) | enable_cors(dialect, origins)
+    add_routes(dialect, UI_ROUTES)
+    enable_cors(app, origins)
+    enable_cors(dialect, origins)
     app.add_subapp(config.ui.api_prefix, dialect)
-    return cookie_free
 
 
 async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -206,7 +199,7 @@ def create_app(config: Config) -> web.Application:
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
     static_dir, prefix = config.ui.static_dir, config.ui.api_prefix
     bundle = Bundle(Path(static_dir), prefix) if static_dir else None
-    middlewares: list[Middleware] = [error_middleware, body_middleware, auth_middleware]
+    middlewares: list[Middleware] = [error_middleware, body_middleware]
     if bundle is not None:
         middlewares.insert(1, bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
@@ -227,6 +220,6 @@ def create_app(config: Config) -> web.Application:
         [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx]
     )
     routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]
-    cookie_free = add_routes(app, routes)
-    app[COOKIE_FREE] = frozenset(cookie_free | set(with_ui(app, config)))
+    add_routes(app, routes)
+    with_ui(app, config)
     return app

@@ -1,12 +1,13 @@
-"""Passwords (argon2id), signed tokens (HS256 JWTs), auth cookies and the auth middleware.
+"""Passwords (argon2id), signed tokens (HS256 JWTs), auth cookies and the access check.
 
-Routes need an access cookie unless the route table (server/app.py) says otherwise; the middleware
-puts the current user on the request under keys.USER. Refresh tokens carry a random id (jti) whose SHA-256 is stored, so they
-can be revoked at logout.
+Routes marked "user" in the route table (server/app.py) are wrapped by `for_users`, which puts
+the current user on the request under keys.USER. Refresh tokens carry a random id (jti) whose
+SHA-256 is stored, so they can be revoked at logout.
 """
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -27,7 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import Config
 from server.errors import BadRequest, Unauthorized
-from server.keys import CONFIG, COOKIE_FREE, POOL, SECRET, USER, USER_CACHE
+from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import refresh_tokens, users
 
@@ -220,9 +221,14 @@ def current_refresh_token(request: web.Request, user_id: int) -> bytes | None:
     return sha256(claims["jti"]) if int(claims["sub"]) == user_id else None
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    match_info = request.match_info
-    if match_info.http_exception is None and match_info.route not in request.app[COOKIE_FREE]:
+def for_users(handler: Handler) -> Handler:
+    """`handler` behind the access cookie: `request[USER]` is set before it runs, 401 without a
+    valid cookie. Applied when routes are added (their table's access column), so public and
+    worker routes, CORS preflights and aiohttp's 404/405 pay nothing per request."""
+
+    @functools.wraps(handler)
+    async def with_user(request: web.Request) -> web.StreamResponse:
         request[USER] = await access_user(request)
-    return await handler(request)
+        return await handler(request)
+
+    return with_user

@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
-from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.config import Config
 from server.limits.budget import BodyBudget
@@ -32,9 +31,6 @@ CHANGES = web.AppKey("changes", Changes)
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
-
-# Routes reachable without an access cookie (public, or authenticated by an update key).
-COOKIE_FREE = web.AppKey("cookie_free", frozenset[AbstractRoute])
 
 USER = web.RequestKey("user", User)
 USER_CACHE = web.AppKey("user_cache", UserCache)

@@ -34,7 +34,7 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     finally:
-        if held := request.get(HELD):
+        if request.body_exists and (held := request.get(HELD)):  # GETs skip the lookup
             await request.app[BODY_BUDGET].give_back(held)
 
 
