@@ -231,7 +231,7 @@ def test_checks_and_markdown():
             "machine": machine,
             "settings": {"workers": 1, "duration": 5, "warmup": 1, "cold": False},
             "loadavg_end": (0.5, 0.5, 0.5),
-            "sizes": {"identity_bytes": 1, "gzip_bytes": 1, "ceiling_gzip6_bytes": 1},
+            "sizes": {"identity_bytes": 1, "gzip_bytes": 1, "gzip6_bytes": 1},
             "rows": ROWS,
             "upload": upload,
             "ratios": targets.ratios(ROWS),
