@@ -230,7 +230,8 @@ async def measure_large(
         log(f"large results: fetching {row['target_mb']} MB on a fresh server")
         async with large_server(args, workdir, url) as (http, pid):
             await large.fetch_size(http, data, job_id, row, (pid, postmaster))
-    return {"large": rows, "growth": large.growth(rows), "rows": [], "notes": []}
+    checks = targets.large_checks(rows)
+    return {"large": rows, "growth": large.growth(rows), "checks": checks, "rows": [], "notes": []}
 
 
 @contextlib.asynccontextmanager
@@ -270,8 +271,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     rows = measured["rows"]
+    for row in rows:
+        row["cold"] = args.cold
     measured["ratios"] = targets.ratios(rows)
-    measured["checks"] = targets.checks(rows, measured["upload"], measured["memory"])
+    measured["checks"] = targets.checks(rows, measured["upload"], measured["memory"], args.cold)
     return {"machine": info, "settings": settings, **measured, "loadavg_end": os.getloadavg()}
 
 

@@ -193,6 +193,63 @@ def test_verdicts():
     assert targets.verdict({**ROWS[7], "error": "wrk failed"}) == (">= 1400 req/s", False)
 
 
+def test_cold_rows_are_held_to_the_cold_p99():
+    cold = [{**r, "cold": True} for r in ROWS]
+    fast = {**row("results_full_identity", 16, 500, 29.0), "cold": True}
+    assert targets.verdict(cold[4]) == (">= 220 req/s, p99 <= 30 ms", False)
+    assert targets.verdict(fast) == (">= 220 req/s, p99 <= 30 ms", True)
+    assert targets.verdict({**fast, "cold": False}) == (">= 220 req/s, p99 <= 60 ms", True)
+    assert targets.verdict(cold[0]) == (">= 660 req/s, p99 <= 60 ms", True)  # gzip: unchanged
+    memory = targets.memory(cold, idle_mib=50.0, vmhwm_mib=120.0)
+    found = {c["what"]: c for c in targets.checks(cold, {}, memory, cold=True)}
+    assert found["results_full_identity c=16"]["met"] is False
+    # the ceiling ratios are for warm fetches: shown without a verdict
+    assert found["gzip / ceiling c=16"] == {
+        "what": "gzip / ceiling c=16",
+        "target": ">= 0.6 (warm fetches only)",
+        "value": "0.70",
+        "met": None,
+    }
+
+
+def large_row(mb: int, identity_mb_s: float, gzip_mb_s: float, ttfb_max: float, rss: float):
+    def fetched(mb_s: float) -> dict:
+        return {"mb_per_s": mb_s, "ttfb_max_ms": ttfb_max, "concurrent": {"rss_growth_mib": rss}}
+
+    return {"target_mb": mb, "identity": fetched(identity_mb_s), "gzip": fetched(gzip_mb_s)}
+
+
+def test_large_checks():
+    rows = [large_row(8, 400, 1000, 3.0, 5.0), large_row(400, 470, 700, 51.0, 64.0)]
+    assert targets.large_checks(rows) == [
+        {
+            "what": "identity MB/s, largest / smallest",
+            "target": "0.8-1.2",
+            "value": "1.18",
+            "met": True,
+        },
+        {
+            "what": "gzip MB/s, largest / smallest",
+            "target": "0.8-1.2",
+            "value": "0.70",
+            "met": False,
+        },
+        {
+            "what": "slowest first byte, any size",
+            "target": "<= 50 ms",
+            "value": "51.00 ms",
+            "met": False,
+        },
+        {
+            "what": "RSS growth, 4 fetches of the largest",
+            "target": "<= 64 MiB",
+            "value": "64.00 MiB",
+            "met": True,
+        },
+    ]
+    assert targets.large_checks([]) == []
+
+
 def test_ratios_and_memory():
     assert targets.ratios(ROWS) == {"gzip": {1: 0.5, 16: 0.7}, "identity": {1: None, 16: 0.5}}
     memory = targets.memory(ROWS, idle_mib=50.0, vmhwm_mib=120.0)
@@ -241,7 +298,7 @@ def test_checks_and_markdown():
         }
     )
     assert "| results_full_gzip | 16 | 700 | 27.50 | 49.50 | 55.00 |" in text
-    assert "Targets of issue 5 met: 5 of 8 (3 not measured)." in text
+    assert "Targets of issues 5 and 15 met: 5 of 8 (3 not measured)." in text
     assert "| identity | - | 0.50 | >= 0.6 | FAIL |" in text
     assert "- estimators c=16: 3 non-2xx" in text
     assert "used 0.25 of" in text
