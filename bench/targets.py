@@ -1,4 +1,5 @@
-"""The targets of issues 5 and 15 and the numbers derived from the rows (ceiling ratios, RSS growth).
+"""The targets of issues 5 and 15, and the numbers derived from the rows (ceiling ratios, RSS
+growth).
 
 A row fails its target when a number misses it, and also whenever wrk saw a non-2xx response or
 a socket error: a fast error is not a result.

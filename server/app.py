@@ -123,7 +123,7 @@ def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, Acces
 
 
 def with_ui(app: web.Application, config: Config) -> None:
-    """The UI's dialect mounted, CORS on both (its preflights never carry cookies)."""
+    """The UI's dialect mounted, with CORS on both applications."""
     origins = origin_list(config.ui.allowed_origins)
     dialect = create_dialect(app)
     add_routes(dialect, UI_ROUTES)

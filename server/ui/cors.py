@@ -20,11 +20,10 @@ async def vary_origin(request: web.Request, response: web.StreamResponse) -> Non
         response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
 
 
-def enable_cors(app: web.Application, origins: list[str]) -> set[web.AbstractRoute]:
-    """CORS on every route `app` has now (the sub-application needs its own call); the
-    preflight routes added."""
+def enable_cors(app: web.Application, origins: list[str]) -> None:
+    """CORS on every route `app` has now (the sub-application needs its own call)."""
     if not origins:
-        return set()
+        return
     # Any method passes the preflight; the request itself still gets 405 where its path lacks
     # it. (Method lists per resource would be wrong: aiohttp gives one path several resources
     # when its routes are not adjacent in the table, and the first one answers OPTIONS.)
@@ -39,4 +38,3 @@ def enable_cors(app: web.Application, origins: list[str]) -> set[web.AbstractRou
         if isinstance(resource, web.Resource):  # not the sub-application's mount point
             cors.add(resource)
     app.on_response_prepare.append(vary_origin)
-    return {route for route in app.router.routes() if route.method == "OPTIONS"}
