@@ -69,7 +69,9 @@ def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]
 class Server:
     """`python run.py` in the background, its output in a file."""
 
-    def __init__(self, tmp_path: Path, **env: str) -> None:
+    def __init__(self, tmp_path: Path, ignore_sigint: bool = False, **env: str) -> None:
+        """`ignore_sigint`: started as a non-interactive shell starts a background job (`cmd &`),
+        with SIGINT ignored."""
         self.port = free_port()
         self.log = tmp_path / f"server-{self.port}.log"
         env = {"YAPTIDE_SERVER_PORT": str(self.port), **env}
@@ -81,6 +83,7 @@ class Server:
                 stdout=log,
                 stderr=log,
                 cwd=tmp_path,
+                preexec_fn=_ignore_sigint if ignore_sigint else None,
             )
 
     @property
@@ -106,9 +109,16 @@ class Server:
         return self.process.wait(timeout=60)
 
     def kill(self) -> None:
+        """The process and its server processes, if still there (not to outlive the test)."""
         if self.process.poll() is None:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                child.kill()
             self.process.kill()
-        self.process.wait(timeout=60)
+            self.process.wait(timeout=60)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -265,10 +275,15 @@ def listeners(port: int) -> set[int]:
     return pids
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_with_several_processes(database_url, tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "ignore_sigint"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT", "SIGINT-in-a-background-job"],
+)
+def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint):
     server = Server(
         tmp_path,
+        ignore_sigint,
         DATABASE_URL=database_url,
         YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
         YAPTIDE_SERVER_WORKERS="2",
