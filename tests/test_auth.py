@@ -366,3 +366,23 @@ async def test_error_shapes(aiohttp_client, make_config, conn, caplog):
     response = await client.get("/boom")
     assert (response.status, await response.json()) == (500, {"message": "Internal server error"})
     assert "secret internals" in caplog.text and "Traceback" in caplog.text
+
+
+async def test_the_route_tables_access_column_decides_who_needs_a_cookie(client):
+    """Every "user" route of both tables refuses a request without a valid access cookie; no
+    other route looks at it (public routes, and worker routes, which check the update key)."""
+    from server.app import ROUTES, UI_ROUTES
+
+    for prefix, routes in [("", ROUTES), ("/ui", UI_ROUTES)]:
+        for method, path, _, access in routes:
+            where = (method, prefix + path)
+            response = await client.request(method, prefix + path)
+            without = (response.status, await response.json())
+            headers = {"Cookie": "access_token=not-a-token"}
+            response = await client.request(method, prefix + path, headers=headers)
+            forged = (response.status, await response.json())
+            if access == "user":
+                assert without == (401, {"message": "No token provided"}), where
+                assert forged == (401, {"message": "Invalid or expired token"}), where
+            else:
+                assert forged[1] != {"message": "Invalid or expired token"}, where
