@@ -62,15 +62,15 @@ def crc_shift(length: int) -> int:
     return product
 
 
+_C_COMBINE: Callable[[int, int, int], int] | None = getattr(codec, "crc32_combine", None)
+
+
 def crc_combine(crc1: int, crc2: int, shift2: int, length2: int) -> int:
     """CRC of A + B from crc(A), crc(B), crc_shift(len(B)) and len(B): in C with ISA-L (about
     ten times as fast; it counts for results of many pages), else one product in Python."""
     if _C_COMBINE is not None:
         return _C_COMBINE(crc1, crc2, length2)
     return _multmodp(shift2, crc1) ^ crc2
-
-
-_C_COMBINE: Callable[[int, int, int], int] | None = getattr(codec, "crc32_combine", None)
 
 
 def encode_segment(raw: bytes, level: int = 1) -> bytes:
