@@ -3,6 +3,7 @@ once in another: two real `python run.py` processes on one database, a user's re
 either of them (as with `--workers 2` behind one port, where the kernel picks the process)."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -223,3 +224,35 @@ async def test_a_lost_listener_drops_what_it_held(user, conn):
     deleted = await user.call(0, "DELETE", "/user/simulations", params={"job_id": job_id})
     assert deleted == (200, {"message": "Simulation deleted"})
     assert await user.results(1, job_id) == (404, NOT_FOUND)
+
+
+async def test_the_listener_outlives_a_failure_that_is_not_a_connection_error(database_url, conn):
+    """asyncpg can answer a query on a connection the server terminated with InternalClientError
+    ("another operation is in progress"), seen once in CI: the listener must reconnect, not end.
+    The first attempt is made to fail that way; the next ones are the real listener."""
+    from server.results.changes import APP_NAME, Changes
+    from server.results.indexcache import IndexCache
+
+    changes = Changes(database_url, IndexCache(10))
+    real_listen, attempts = changes._listen, []
+
+    async def listen() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 12")
+        await real_listen()
+
+    changes._listen = listen  # type: ignore[method-assign]
+    task = asyncio.create_task(changes.run())
+    try:
+        sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+
+        async def listening() -> bool:
+            return await conn.fetchval(sessions, APP_NAME) == 1
+
+        await eventually(listening)
+        assert len(attempts) == 2 and not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -76,8 +76,14 @@ class Changes:
         while True:
             try:
                 await self._listen()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("change listener lost (%s); results are checked in the database", exc)
+            except Exception as exc:  # any failure: this loop must not end
+                # Not only connection errors: asyncpg may answer a query on a connection the
+                # server terminated with InternalClientError ("another operation is in progress").
+                log.warning(
+                    "change listener lost (%s: %s); results are checked in the database",
+                    type(exc).__name__,
+                    exc,
+                )
             self.cache.distrust()
             await asyncio.sleep(RECONNECT_AFTER)
 
