@@ -142,6 +142,30 @@ async def test_a_method_the_path_lacks_passes_the_preflight_then_gets_405(cors_c
     assert response.status == 200
     response = await cors_client.put("/ui/inputs", headers={"Origin": ORIGIN})
     assert orjson.loads(await response.read()) == {"message": "Method not allowed"}
-    # aiohttp-cors decorates matched routes only: an unmatched method or path gets no CORS
-    # headers (the UI calls none).
-    assert response.status == 405 and "Access-Control-Allow-Origin" not in response.headers
+    assert response.status == 405
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/no/such/path", 404, "Not found"),
+        ("GET", "/ui/no/such/path", 404, "Not found"),
+        ("PUT", "/results", 405, "Method not allowed"),
+        ("PUT", "/ui/results", 405, "Method not allowed"),
+    ],
+)
+async def test_aiohttps_own_404_and_405_are_readable_by_allowed_origins_only(
+    cors_client, method, path, status, message
+):
+    """aiohttp-cors decorates the routes it knows; a path or method without a route still
+    tells the UI why, with the same headers (and nothing for another origin)."""
+    response = await cors_client.request(method, path, headers={"Origin": ORIGIN})
+    assert (response.status, orjson.loads(await response.read())) == (status, {"message": message})
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert response.headers["Vary"] == "Origin"
+    response = await cors_client.request(method, path, headers={"Origin": OTHER})
+    assert response.status == status
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Access-Control-Allow-Credentials" not in response.headers

@@ -3,21 +3,36 @@
 The UI's HTTP client sends `credentials: 'include'`: an allowed request's Origin is echoed
 (never `*`) with `Access-Control-Allow-Credentials: true`; every route answers the preflight
 (`OPTIONS`); other origins get no CORS headers (a preflight from one is
-403). Responses carry `Vary: Origin`, which aiohttp-cors does not add, so that a cache never
-serves one origin's answer to another.
+403). Two things aiohttp-cors leaves out are added to every response: `Vary: Origin`, so that a
+cache never serves one origin's answer to another, and the allowed origin on aiohttp's own 404
+and 405 (a path or method no route has), so that the UI can read their message too.
 """
+
+from collections.abc import Awaitable, Callable
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp.web_urldispatcher import MatchInfoError
 
 REQUEST_HEADERS = ("Content-Type", "Authorization")
 PREFLIGHT_MAX_AGE = 600
 
 
-async def vary_origin(request: web.Request, response: web.StreamResponse) -> None:
-    vary = response.headers.get("Vary", "")
-    if "origin" not in vary.lower():
-        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+def completed(origins: list[str]) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The response hook adding what aiohttp-cors does not (see above)."""
+    allowed = frozenset(origins)
+
+    async def complete(request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        vary = headers.get("Vary", "")
+        if "origin" not in vary.lower():
+            headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+        origin = request.headers.get("Origin")
+        if origin in allowed and isinstance(request.match_info, MatchInfoError):
+            headers["Access-Control-Allow-Origin"] = origin  # no route: aiohttp-cors sets none
+            headers["Access-Control-Allow-Credentials"] = "true"
+
+    return complete
 
 
 def enable_cors(app: web.Application, origins: list[str]) -> None:
@@ -37,4 +52,4 @@ def enable_cors(app: web.Application, origins: list[str]) -> None:
     for resource in list(app.router.resources()):
         if isinstance(resource, web.Resource):  # not the sub-application's mount point
             cors.add(resource)
-    app.on_response_prepare.append(vary_origin)
+    app.on_response_prepare.append(completed(origins))
