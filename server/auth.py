@@ -100,15 +100,30 @@ def sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def make_token(
-    secret: str, user_id: int, kind: str, ttl: float, not_after: int | None = None
+def make_refresh_token(secret: str, user_id: int, ttl: float) -> tuple[str, int, str]:
+    """A signed refresh token, its expiry (Unix seconds) and its jti (stored, revocable)."""
+    return _signed(secret, {"sub": str(user_id), "type": "refresh"}, ttl)
+
+
+def make_access_token(
+    app: web.Application, user_id: int, generation: int, not_after: int | None = None
+) -> tuple[str, int]:
+    """A signed access token of the user's current token generation, and its expiry (Unix
+    seconds, `[auth] access_ttl` from now, at most `not_after`)."""
+    claims = {"sub": str(user_id), "type": "access", "gen": generation}
+    ttl = app[CONFIG].auth.access_ttl
+    token, expires, _ = _signed(app[SECRET], claims, ttl, not_after)
+    return token, expires
+
+
+def _signed(
+    secret: str, claims: dict[str, Any], ttl: float, not_after: int | None = None
 ) -> tuple[str, int, str]:
-    """A signed token, its expiry (Unix seconds, at most `not_after`) and its jti."""
     expires = math.ceil(time.time() + ttl)  # JWT "exp" is whole seconds
     if not_after is not None:
         expires = min(expires, not_after)
     jti = uuid.uuid4().hex
-    claims = {"sub": str(user_id), "type": kind, "exp": expires, "jti": jti}
+    claims = {**claims, "exp": expires, "jti": jti}
     return jwt.encode(claims, secret, algorithm="HS256"), expires, jti
 
 
@@ -123,7 +138,7 @@ def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
     return claims
 
 
-# A user id as make_token writes it: ASCII digits of a positive bigint (str.isdigit() would also
+# A user id as _signed writes it: ASCII digits of a positive bigint (str.isdigit() would also
 # take "²" or a full-width one (U+FF11), and 30 digits overflow the column).
 _USER_ID = re.compile(r"[1-9][0-9]{0,17}")
 
@@ -160,7 +175,7 @@ def expiry_ms(expires: float) -> int:
 
 async def issue_refresh_token(app: web.Application, user_id: int) -> tuple[str, float]:
     config = app[CONFIG]
-    token, expires, jti = make_token(app[SECRET], user_id, "refresh", config.auth.refresh_ttl)
+    token, expires, jti = make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
     await refresh_tokens.prune(app[POOL], user_id)
     await refresh_tokens.add(app[POOL], sha256(jti), user_id, datetime.fromtimestamp(expires, UTC))
     return token, expires
@@ -191,9 +206,16 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
         user = await _access_user(request.app, int(claims["sub"]))
         if user is not None:
             request.app[USER_CACHE].put_claims(token, claims)
-    if user is None or user.id != int(claims["sub"]):
+    if user is None or user.id != int(claims["sub"]) or not _current(claims, kind, user):
         raise Unauthorized(INVALID_TOKEN)
     return user
+
+
+def _current(claims: dict[str, Any], kind: str, user: User) -> bool:
+    """An access token of the user's current token generation (a password change starts a new
+    one; tokens made before generations existed count as 0). Refresh tokens are revoked one
+    by one instead."""
+    return kind != "access" or claims.get("gen", 0) == user.token_generation
 
 
 async def access_user(request: web.Request) -> User:

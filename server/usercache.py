@@ -63,3 +63,8 @@ class UserCache:
         if len(self._headers) >= self.MAX_ENTRIES:
             self._headers.clear()
         self._headers[header] = (time.monotonic(), expires, user)
+
+    def forget(self, user_id: int) -> None:
+        """Drop what is known of a user (a password change: their token generation moved)."""
+        self._seen.pop(user_id, None)
+        self._headers = {h: e for h, e in self._headers.items() if e[2].id != user_id}

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from server.app import create_app
-from server.keys import SECRET
+from server.keys import SECRET, USER_CACHE
 from tests.helpers import eventually, login, register
 
 
@@ -159,7 +159,7 @@ async def status_with(client, token: str):
     return response.status, await response.json()
 
 
-async def test_rejected_tokens(client):
+async def test_rejected_tokens(client, conn):
     await login(client)
     secret = client.app[SECRET]
     invalid = (401, {"message": "Invalid or expired token"})
@@ -173,6 +173,13 @@ async def test_rejected_tokens(client):
     assert await status_with(client, token_for(secret, exp=time.time() - 1)) == invalid
     assert await status_with(client, token_for(secret, type="refresh")) == invalid
     assert await status_with(client, token_for(secret, sub="2")) == invalid  # no such user
+    # The user's token generation (a password change starts a new one); none is the first.
+    assert await status_with(client, token_for(secret, gen=0)) == (200, ok)
+    assert await status_with(client, token_for(secret, gen=1)) == invalid
+    await conn.execute("UPDATE users SET token_generation = 1")
+    client.app[USER_CACHE].forget(1)
+    assert await status_with(client, token_for(secret)) == invalid
+    assert await status_with(client, token_for(secret, gen=1)) == (200, ok)
     unsigned = jwt.encode({"sub": "1", "type": "access", "exp": time.time() + 60}, None, "none")
     assert await status_with(client, unsigned) == invalid
 

@@ -1,17 +1,36 @@
-"""Issue 12, item 8: a password change ends the user's other sessions (their refresh tokens)."""
+"""A password change ends the user's other sessions: their refresh tokens (issue 12, item 8)
+and their access tokens; the session that made the change goes on with a new access cookie."""
 
+import asyncio
+
+from server.app import create_app
 from tests.helpers import register
 
 ALICE = {"username": "alice", "password": "password1"}
 
 
-async def session(client) -> dict[str, str]:
+async def session(client, password: str = "password1") -> dict[str, str]:
     """The cookies of a fresh login, as a Cookie header of their own (another browser)."""
-    response = await client.post("/auth/login", json=ALICE)
+    response = await client.post("/auth/login", json={**ALICE, "password": password})
     assert response.status == 202
-    cookies = {name: morsel.value for name, morsel in response.cookies.items()}
+    return cookie_header(client, response, {})
+
+
+def cookie_header(client, response, before: dict[str, str]) -> dict[str, str]:
+    """The Cookie header of a session after `response` (its cookies replace those it set)."""
+    cookies = dict(item.split("=", 1) for item in before["Cookie"].split("; ")) if before else {}
+    cookies |= {name: morsel.value for name, morsel in response.cookies.items()}
     client.session.cookie_jar.clear()  # each session sends only its own cookies
     return {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+
+
+async def status(client, headers) -> tuple[int, dict]:
+    response = await client.get("/auth/status", headers=headers)
+    return response.status, await response.json()
+
+
+REFUSED = (401, {"message": "Invalid or expired token"})
+CHANGE = {"password": "new-password", "current_password": "password1"}
 
 
 async def test_password_change_ends_other_sessions(client, conn) -> None:
@@ -34,3 +53,36 @@ async def test_profile_change_without_password_keeps_sessions(client, conn) -> N
     response = await client.post("/user/update", json={"display_name": "Alice"}, headers=mine)
     assert response.status == 200
     assert (await client.get("/auth/refresh", headers=other)).status == 200
+
+
+async def test_password_change_refuses_the_other_sessions_access_tokens(client, conn) -> None:
+    await register(client)
+    mine, other = await session(client), await session(client)
+    assert (await status(client, other))[0] == 200  # accepted, and remembered by the process
+    response = await client.post("/user/update", json=CHANGE, headers=mine)
+    assert (response.status, await response.json()) == (200, {"message": "User updated"})
+    assert response.cookies["access_token"]["httponly"]
+    mine = cookie_header(client, response, mine)
+    assert await status(client, other) == REFUSED
+    assert (await status(client, mine))[0] == 200  # the new access cookie
+    assert await conn.fetchval("SELECT token_generation FROM users") == 1
+    # A new login gets the new generation's tokens.
+    assert (await status(client, await session(client, "new-password")))[0] == 200
+
+
+async def test_other_processes_refuse_old_access_tokens_within_the_cache_ttl(
+    aiohttp_client, make_config, conn
+) -> None:
+    """Another server process learns of the change from the database once what it remembers
+    of the user is older than `[auth] user_cache_ttl`."""
+    config = make_config(auth={"user_cache_ttl": 0.2})
+    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
+    await register(first)
+    mine = await session(first)
+    other = await session(second)
+    assert (await status(second, other))[0] == 200
+    response = await first.post("/user/update", json=CHANGE, headers=mine)
+    assert response.status == 200
+    first.session.cookie_jar.clear()
+    await asyncio.sleep(0.3)
+    assert await status(second, other) == REFUSED

@@ -51,8 +51,8 @@ async def login(request: web.Request) -> web.Response:
     if not await auth.verify_password(password_hash, password, app[HASH_SLOTS]) or found is None:
         raise Unauthorized("Invalid username or password")
     app[LOGIN_THROTTLE].succeeded(username, address, attempt)
-    user_id = found[0]
-    access, access_exp, _ = auth.make_token(app[SECRET], user_id, "access", config.auth.access_ttl)
+    user_id, _, generation = found
+    access, access_exp = auth.make_access_token(app, user_id, generation)
     refresh, refresh_exp = await auth.issue_refresh_token(app, user_id)
     response = json_response(
         {
@@ -71,7 +71,7 @@ async def refresh(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
     user = await auth.user_from_cookie(request, auth.REFRESH_COOKIE)
-    access, access_exp, _ = auth.make_token(app[SECRET], user.id, "access", config.auth.access_ttl)
+    access, access_exp = auth.make_access_token(app, user.id, user.token_generation)
     response = json_response(
         {"message": "Token refreshed", "access_exp": auth.expiry_ms(access_exp)}
     )

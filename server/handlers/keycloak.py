@@ -14,7 +14,7 @@ from aiohttp import web
 from server import auth
 from server.errors import Forbidden, Unauthorized
 from server.http import bearer_token, field, json_response, read_json
-from server.keys import CONFIG, KEYCLOAK, POOL, SECRET
+from server.keys import CONFIG, KEYCLOAK, POOL
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
 from server.sso.keycloak import SsoIdentity, TokenVerifier
 from server.store import users
@@ -50,10 +50,10 @@ async def sign_in(request: web.Request) -> web.Response:
     identity = await verifier.verify(token)
     if identity.username != username:
         raise Forbidden("Username does not match the token's preferred_username")
-    user_id = await users.sign_in_sso(request.app[POOL], identity.username, *_profile(identity))
-    access, expires, _ = auth.make_token(
-        request.app[SECRET], user_id, "access", config.auth.access_ttl, identity.expires
+    user_id, generation = await users.sign_in_sso(
+        request.app[POOL], identity.username, *_profile(identity)
     )
+    access, expires = auth.make_access_token(request.app, user_id, generation, identity.expires)
     response = json_response(
         {"message": "Login successful", "access_exp": auth.expiry_ms(expires)}, status=202
     )

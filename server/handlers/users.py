@@ -11,7 +11,7 @@ from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
-from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, USER
+from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, USER, USER_CACHE
 from server.profile import ProfileUpdate, parse_profile_update
 from server.runner import cleanup
 from server.store import inputs, logfiles, refresh_tokens, simulations, users
@@ -89,14 +89,29 @@ async def update_profile(request: web.Request) -> web.Response:
     body = await read_json(request, request.app[CONFIG].server.max_body_size)
     update = parse_profile_update(body)
     password_hash = await _new_password_hash(request, update)
+    generation = await _save_profile(request, update, password_hash)
+    response = json_response({"message": "User updated"})
+    if password_hash is not None:  # this session goes on in the new token generation
+        request.app[USER_CACHE].forget(request[USER].id)
+        access, _ = auth.make_access_token(request.app, request[USER].id, generation)
+        config = request.app[CONFIG]
+        auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
+    return response
+
+
+async def _save_profile(
+    request: web.Request, update: ProfileUpdate, password_hash: str | None
+) -> int:
+    """The profile saved; the user's token generation (a new one with a new password)."""
     user_id = request[USER].id
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await users.update_profile(conn, user_id, update.changes, password_hash)
+        generation = await users.update_profile(conn, user_id, update.changes, password_hash)
         if password_hash is not None:
-            # Whoever else holds a session (perhaps the reason for the change) is logged out.
+            # Whoever else holds a session (perhaps the reason for the change) is logged out:
+            # their refresh tokens are revoked, and their access tokens are of an old generation.
             keep = auth.current_refresh_token(request, user_id)
             await refresh_tokens.revoke_others(conn, user_id, keep)
-    return json_response({"message": "User updated"})
+    return generation
 
 
 async def clusters(request: web.Request) -> web.Response:

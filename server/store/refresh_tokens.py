@@ -4,6 +4,7 @@ from datetime import datetime
 
 from server.models import Db, User
 from server.sql import query
+from server.store import users
 
 
 async def add(db: Db, token_sha256: bytes, user_id: int, expires: datetime) -> None:
@@ -13,7 +14,7 @@ async def add(db: Db, token_sha256: bytes, user_id: int, expires: datetime) -> N
 async def get_user(db: Db, token_sha256: bytes) -> User | None:
     """The owner of a live (unrevoked, unexpired) refresh token."""
     row = await db.fetchrow(query("get_refresh_token_user"), token_sha256)
-    return User(row["id"], row["username"], row["source"]) if row else None
+    return users.user_of(row) if row else None
 
 
 async def revoke(db: Db, token_sha256: bytes) -> None:

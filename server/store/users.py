@@ -1,5 +1,7 @@
 """The users table: accounts, logins and profiles."""
 
+from asyncpg import Record
+
 from server.models import Conn, Db, User
 from server.sql import query
 
@@ -10,20 +12,29 @@ async def create(db: Db, username: str, password_hash: str) -> int | None:
     return user_id
 
 
-async def sign_in_sso(db: Db, username: str, display_name: str | None, email: str | None) -> int:
-    """The id of the Keycloak user `username`, created (with this profile) if new."""
-    user_id: int = await db.fetchval(query("sign_in_sso_user"), username, display_name, email)
-    return user_id
+async def sign_in_sso(
+    db: Db, username: str, display_name: str | None, email: str | None
+) -> tuple[int, int]:
+    """The id and token generation of the Keycloak user `username`, created (with this
+    profile) if new."""
+    row = await db.fetchrow(query("sign_in_sso_user"), username, display_name, email)
+    assert row is not None  # the upsert always returns its row
+    return row["id"], row["token_generation"]
 
 
-async def get_login(db: Db, username: str) -> tuple[int, str] | None:
+async def get_login(db: Db, username: str) -> tuple[int, str, int] | None:
+    """The id, password hash and token generation of the local user `username`."""
     row = await db.fetchrow(query("get_login"), username)
-    return (row["id"], row["password_hash"]) if row else None
+    return (row["id"], row["password_hash"], row["token_generation"]) if row else None
+
+
+def user_of(row: Record) -> User:
+    return User(row["id"], row["username"], row["source"], row["token_generation"])
 
 
 async def get(db: Db, user_id: int) -> User | None:
     row = await db.fetchrow(query("get_user"), user_id)
-    return User(row["id"], row["username"], row["source"]) if row else None
+    return user_of(row) if row else None
 
 
 async def get_profile(db: Db, user_id: int) -> dict[str, str | None] | None:
@@ -38,9 +49,10 @@ async def get_password_hash(db: Db, user_id: int) -> str | None:
 
 async def update_profile(
     db: Db, user_id: int, changes: dict[str, str | None], password_hash: str | None
-) -> None:
-    """Apply the given profile fields (a key present with None clears it) and password hash."""
-    await db.execute(
+) -> int:
+    """Apply the given profile fields (a key present with None clears it) and password hash;
+    the user's token generation (a new one with a new password)."""
+    generation: int = await db.fetchval(
         query("update_profile"),
         user_id,
         "display_name" in changes,
@@ -49,6 +61,7 @@ async def update_profile(
         changes.get("email"),
         password_hash,
     )
+    return generation
 
 
 async def lock_owner(conn: Conn, user_id: int | None, sim_pk: int | None = None) -> int:

@@ -4,7 +4,7 @@
 INSERT INTO refresh_tokens (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)
 
 -- name: get_refresh_token_user
-SELECT u.id, u.username, u.source
+SELECT u.id, u.username, u.source, u.token_generation
 FROM refresh_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
 

@@ -11,13 +11,13 @@ RETURNING id
 -- no-op DO UPDATE is there so that RETURNING gives the existing row's id too).
 INSERT INTO users (username, source, display_name, email) VALUES ($1, 'keycloak', $2, $3)
 ON CONFLICT (username, source) DO UPDATE SET username = EXCLUDED.username
-RETURNING id
+RETURNING id, token_generation
 
 -- name: get_login
-SELECT id, password_hash FROM users WHERE username = $1 AND source = 'local'
+SELECT id, password_hash, token_generation FROM users WHERE username = $1 AND source = 'local'
 
 -- name: get_user
-SELECT id, username, source FROM users WHERE id = $1
+SELECT id, username, source, token_generation FROM users WHERE id = $1
 
 -- name: get_profile
 SELECT username, source, display_name, email FROM users WHERE id = $1
@@ -26,12 +26,15 @@ SELECT username, source, display_name, email FROM users WHERE id = $1
 SELECT password_hash FROM users WHERE id = $1
 
 -- name: update_profile
--- $3 and $5 are applied only when the flags $2 and $4 are set; $6 is a new hash or NULL.
+-- $3 and $5 are applied only when the flags $2 and $4 are set; $6 is a new hash or NULL. A new
+-- password starts a new token generation (migration 0009). Returns the generation now current.
 UPDATE users SET
-    display_name  = CASE WHEN $2 THEN $3 ELSE display_name END,
-    email         = CASE WHEN $4 THEN $5 ELSE email END,
-    password_hash = COALESCE($6, password_hash)
+    display_name     = CASE WHEN $2 THEN $3 ELSE display_name END,
+    email            = CASE WHEN $4 THEN $5 ELSE email END,
+    password_hash    = COALESCE($6, password_hash),
+    token_generation = token_generation + CASE WHEN $6 IS NULL THEN 0 ELSE 1 END
 WHERE id = $1
+RETURNING token_generation
 
 -- name: lock_owner
 -- Lock the row of a user ($1), or of a simulation's owner ($2), for the rest of the transaction:
