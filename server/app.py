@@ -31,7 +31,7 @@ from server.keys import (
     SLURM,
     USER_CACHE,
 )
-from server.limits.bodies import body_middleware
+from server.limits.bodies import with_body_budget
 from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
 from server.results.changes import Changes
@@ -117,9 +117,12 @@ UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
 
 def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, Access]]) -> None:
     """Every route of `routes`, the ones for users behind the access cookie (worker routes check
-    the update key in their handlers)."""
+    the update key in their handlers), all but GETs with a body budget (server/limits)."""
     for method, path, handler, access in routes:
-        app.router.add_route(method, path, for_users(handler) if access == "user" else handler)
+        wrapped = for_users(handler) if access == "user" else handler
+        app.router.add_route(
+            method, path, wrapped if method == "GET" else with_body_budget(wrapped)
+        )
 
 
 def with_ui(app: web.Application, config: Config) -> None:
@@ -199,7 +202,7 @@ def create_app(config: Config) -> web.Application:
     client_max_size = max(config.server.max_body_size, config.server.worker_max_body_size)
     static_dir, prefix = config.ui.static_dir, config.ui.api_prefix
     bundle = Bundle(Path(static_dir), prefix) if static_dir else None
-    middlewares: list[Middleware] = [error_middleware, body_middleware]
+    middlewares: list[Middleware] = [error_middleware]
     if bundle is not None:
         middlewares.insert(1, bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)

@@ -13,8 +13,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.app import create_app
+from server.app import ROUTES, UI_ROUTES, create_app
 from server.config import Config
+from server.keys import BODY_BUDGET
 from tests.helpers import KEY, login, register, set_key, submit
 
 BODY_ROUTES = [
@@ -202,6 +203,25 @@ async def test_body_budget_spent_is_503_with_retry_after(aiohttp_client, make_co
     # The budget was given back: the same body is read now.
     third = await client.put("/auth/register", data=b" " * 900)
     assert (third.status, await third.json()) == (400, {"message": "Malformed JSON body"})
+
+
+def routes_with_bodies() -> list[tuple[str, str]]:
+    """Every route of both route tables but the GETs (the UI dialect's under /ui)."""
+    found = [(m, p) for m, p, _, _ in ROUTES if m != "GET"]
+    return found + [(m, "/ui" + p) for m, p, _, _ in UI_ROUTES if m != "GET"]
+
+
+async def test_every_route_that_reads_a_body_gives_the_budget_back(client, conn) -> None:
+    """What a request body took from the budget goes back when it is answered, on every route
+    but GETs; a body of whitespace is malformed JSON everywhere, once read."""
+    await login(client)
+    budget = client.app[BODY_BUDGET]
+    answered = set()
+    for method, path in routes_with_bodies():
+        response = await client.request(method, path, data=b" " * 5000)
+        answered.add((response.status, (await response.read())[:40]))
+        assert response.status < 500 and budget.free == budget.size, (method, path)
+    assert (400, b'{"message":"Malformed JSON body"}') in answered
 
 
 async def test_requests_waiting_on_each_other_do_not_all_fail(

@@ -2,7 +2,7 @@
 
 - Size: at most `limit` bytes once inflated (413 past it), checked while reading.
 - Memory across requests: every buffered byte is taken from one budget per server process
-  (`server.body_budget`), given back when the request ends (body_middleware). A request that
+  (`server.body_budget`), given back when the request ends (with_body_budget). A request that
   finds the budget spent waits up to `server.body_wait` seconds, then gets 503 with Retry-After
   (workers retry 5xx answers).
 - Time: the whole body must arrive within `server.body_timeout` seconds (408 otherwise).
@@ -12,6 +12,7 @@
 """
 
 import asyncio
+import functools
 import zlib
 from collections.abc import AsyncIterator
 
@@ -28,14 +29,21 @@ _CHUNK = 1 << 18
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-@web.middleware
-async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Gives the bytes a request's body held back to the budget once the request is answered."""
-    try:
-        return await handler(request)
-    finally:
-        if request.body_exists and (held := request.get(HELD)):  # GETs skip the lookup
-            await request.app[BODY_BUDGET].give_back(held)
+def with_body_budget(handler: Handler) -> Handler:
+    """`handler` whose request may read a body: the bytes it took from the budget go back when
+    the request is answered. Applied when routes are added, to every method but GET (server/app.py
+    add_routes), so that GETs, the hot path, pay nothing; reading a body elsewhere is an error."""
+
+    @functools.wraps(handler)
+    async def giving_back(request: web.Request) -> web.StreamResponse:
+        request[HELD] = 0
+        try:
+            return await handler(request)
+        finally:
+            if held := request[HELD]:
+                await request.app[BODY_BUDGET].give_back(held)
+
+    return giving_back
 
 
 def _check_encoding(encoding: str) -> None:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from server.errors import ServiceUnavailable
 
-# Bytes of the budget a request holds, given back by server.limits.bodies.body_middleware.
+# Bytes of the budget a request holds, given back by server.limits.bodies.with_body_budget.
 HELD = web.RequestKey("body_bytes_held", int)
 
 
@@ -32,8 +32,9 @@ class BodyBudget:
         )
 
     async def take(self, request: web.Request, count: int) -> None:
-        """Hold `count` more bytes for `request`; 503 when they cannot be had within `wait` s."""
-        held = request.get(HELD, 0)
+        """Hold `count` more bytes for `request`; 503 when they cannot be had within `wait` s.
+        KeyError for a request of a route without with_body_budget: nothing would give them back."""
+        held = request[HELD]
         async with self._changed:
             if self.free < count:
                 await self._wait_for(count, held)
