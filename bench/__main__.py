@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from bench import db, large, procstat, report, scenario, server, targets, wrk
+from bench.paired import paired_ratios
 from bench.workloads import (
     CONCURRENCIES,
     NAMES,
@@ -141,17 +142,6 @@ async def run_workloads(
     return rows, notes
 
 
-async def response_sizes(http: aiohttp.ClientSession, data: scenario.Scenario) -> dict[str, Any]:
-    """The full result as our server sends it, identity and gzip."""
-    path, sizes = f"/results?job_id={data.fetch_jobs[0]}", {}
-    for encoding in ("identity", "gzip"):
-        headers = {**data.cookie, "Accept-Encoding": encoding}
-        async with http.get(path, headers=headers, auto_decompress=False) as response:
-            body = await scenario.expect(response, 200, f"GET /results ({encoding})")
-        sizes[encoding] = body
-    return sizes
-
-
 async def measure_server(
     args: argparse.Namespace, workdir: Path, url: str, pgdata: Path | None
 ) -> dict[str, Any]:
@@ -167,7 +157,7 @@ async def measure_server(
         async with scenario.session(base) as http:
             pids = (process.pid, postmaster)
             data = await scenario.build(http, url, pids, args.simulations, args.uploads)
-            bodies = await response_sizes(http, data)
+            bodies = await scenario.response_sizes(http, data)
         identity, gzipped = workdir / "identity.json", workdir / "identity.json.gz"
         # The ceiling serves exactly our bodies, so that the ratio is the serving overhead alone.
         # (Until issue 15 its gzip was gzip -6 of the identity body, about 7 % smaller than our
@@ -184,9 +174,12 @@ async def measure_server(
             settings = Settings(wrk.ensure_wrk(), args.duration, args.warmup, workdir)
             idle = procstat.total_mib(procstat.tree(process.pid))
             log("running the workloads")
-            rows, notes = await run_workloads(
-                workloads, settings, ours, Target(ceiling_base, bare.pid)
-            )
+            ceiling = Target(ceiling_base, bare.pid)
+            rows, notes = await run_workloads(workloads, settings, ours, ceiling)
+            paired = {}
+            if not args.cold:  # the ratios' verdicts are for warm fetches
+                log("the ceiling ratios again, in pairs of short windows")
+                paired = await paired_ratios(workloads, settings, ours, ceiling)
         vmhwm = procstat.total_mib(procstat.tree(process.pid), "VmHWM")
         if process.popen.poll() is not None:
             notes.append(f"the server exited during the run (status {process.popen.returncode})")
@@ -203,6 +196,7 @@ async def measure_server(
             "gzip6_bytes": len(gzip.compress(bodies["identity"], compresslevel=6)),
         },
         "rows": rows,
+        "paired": paired,
         "upload": data.upload,
         "memory": targets.memory(rows, idle, vmhwm),
         "notes": data.notes + notes,
@@ -274,7 +268,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows:
         row["cold"] = args.cold
     measured["ratios"] = targets.ratios(rows)
-    measured["checks"] = targets.checks(rows, measured["upload"], measured["memory"], args.cold)
+    measured["checks"] = targets.checks(
+        rows, measured["upload"], measured["memory"], args.cold, measured["paired"]
+    )
     return {"machine": info, "settings": settings, **measured, "loadavg_end": os.getloadavg()}
 
 

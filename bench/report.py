@@ -91,15 +91,21 @@ def other_load(rows: list[dict[str, Any]], nproc: int) -> str:
 
 
 def ratio_lines(
-    ratios: dict[str, dict[int, float | None]], checks: dict[str, dict[str, Any]]
+    ratios: dict[str, dict[int, float | None]],
+    checks: dict[str, dict[str, Any]],
+    paired: dict[str, dict[str, Any]],
 ) -> list[str]:
-    out = [line(["our full fetch / ceiling", "c=1", "c=16", "target (c=16)", ""])]
-    out.append(line(["---"] * 5))
+    """The ratios of the table's rows, and of the paired windows (bench/paired.py), which the
+    verdict is on when they were measured."""
+    head = ["our full fetch / ceiling", "c=1", "c=16", "c=16 paired: median (range)"]
+    out = [line([*head, "target (c=16)", ""]), line(["---"] * 6)]
     for name, by_c in ratios.items():
         check = checks[f"{name} / ceiling c=16"]
         verdict = targets.mark(check["met"], "not measured" if check["value"] == "-" else "-")
-        cells = [number(by_c[1], 2), number(by_c[16], 2), check["target"]]
-        out.append(line([name, *cells, verdict]))
+        pair = paired.get(name, {})
+        spread = f" ({pair['low']:.2f}-{pair['high']:.2f})" if pair.get("ratio") else ""
+        cells = [number(by_c[1], 2), number(by_c[16], 2), number(pair.get("ratio"), 2) + spread]
+        out.append(line([name, *cells, check["target"], verdict]))
     return out
 
 
@@ -146,7 +152,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{sizes['gzip_bytes']:,} bytes (the ceiling serves both as they are); "
         f"gzip -6 of the whole body would be {sizes['gzip6_bytes']:,}.",
         "",
-        *ratio_lines(report["ratios"], {check["what"]: check for check in report["checks"]}),
+        *ratio_lines(
+            report["ratios"],
+            {check["what"]: check for check in report["checks"]},
+            report.get("paired", {}),
+        ),
         "",
         memory_text(report["memory"], met["RSS growth, c=16 full"]),
         "",

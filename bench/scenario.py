@@ -181,3 +181,14 @@ async def build(
     await start_tasks(http, scenario)
     await fetch_etag(http, scenario)
     return scenario
+
+
+async def response_sizes(http: aiohttp.ClientSession, data: Scenario) -> dict[str, Any]:
+    """The full result as our server sends it, identity and gzip."""
+    path, sizes = f"/results?job_id={data.fetch_jobs[0]}", {}
+    for encoding in ("identity", "gzip"):
+        headers = {**data.cookie, "Accept-Encoding": encoding}
+        async with http.get(path, headers=headers, auto_decompress=False) as response:
+            body = await expect(response, 200, f"GET /results ({encoding})")
+        sizes[encoding] = body
+    return sizes

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import procstat, report, server, targets, workloads, wrk
+from bench import paired, procstat, report, server, targets, workloads, wrk
 from bench.scenario import Scenario
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:5000
@@ -299,10 +299,45 @@ def test_checks_and_markdown():
     )
     assert "| results_full_gzip | 16 | 700 | 27.50 | 49.50 | 55.00 |" in text
     assert "Targets of issues 5 and 15 met: 5 of 8 (3 not measured)." in text
-    assert "| identity | - | 0.50 | >= 0.6 | FAIL |" in text
+    assert "| identity | - | 0.50 | - | >= 0.6 | FAIL |" in text
     assert "- estimators c=16: 3 non-2xx" in text
     assert "used 0.25 of" in text
     assert "Server: caches on, as configured." in text
+
+
+def test_paired_ratios_decide_the_verdict():
+    """The ratio of the paired windows (median over rounds) is the one judged, when measured."""
+    measured = [
+        {"ours": 800.0, "ceiling": 1000.0},
+        {"ours": 900.0, "ceiling": 1000.0},
+        {"ours": None, "ceiling": 1000.0},  # a failed window counts for nothing
+        {"ours": 700.0, "ceiling": 1000.0},
+    ]
+    found = paired.summary(measured)
+    assert found == {"rounds": measured, "ratio": 0.8, "low": 0.7, "high": 0.9}
+    assert paired.summary([{"ours": None, "ceiling": 5.0}])["ratio"] is None
+    memory = targets.memory(ROWS, idle_mib=50.0, vmhwm_mib=120.0)
+    upload = {"p50_ms": 30.0}
+    single = {c["what"]: c for c in targets.checks(ROWS, upload, memory)}
+    assert (
+        single["identity / ceiling c=16"]["value"],
+        single["identity / ceiling c=16"]["met"],
+    ) == (
+        "0.50",
+        False,
+    )
+    checks = targets.checks(ROWS, upload, memory, paired={"identity": found})
+    by_what = {check["what"]: check for check in checks}
+    assert by_what["identity / ceiling c=16"] == {
+        "what": "identity / ceiling c=16",
+        "target": ">= 0.6",
+        "value": "0.80",
+        "met": True,
+    }
+    assert by_what["gzip / ceiling c=16"]["value"] == "0.70"  # not paired: its single windows
+    lines = report.ratio_lines(targets.ratios(ROWS), by_what, {"identity": found})
+    assert "| identity | - | 0.50 | 0.80 (0.70-0.90) | >= 0.6 | PASS |" in lines
+    assert "| gzip | 0.50 | 0.70 | - | >= 0.6 | PASS |" in lines
 
 
 def test_workloads():
