@@ -38,7 +38,10 @@ def record(**extra):
         **extra,
     }
     (JOB_DIR / f"sim_{TASK}.json").write_text(json.dumps(seen))
-    (JOB_DIR / f"simpid_{TASK}").write_text(str(os.getpid()))
+    # Written whole, then renamed: a test polling for the pid must never read an empty file.
+    partial = JOB_DIR / f".simpid_{TASK}.partial"
+    partial.write_text(str(os.getpid()))
+    partial.rename(JOB_DIR / f"simpid_{TASK}")
 
 
 def results(seed, into):
