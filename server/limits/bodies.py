@@ -6,9 +6,10 @@
   finds the budget spent waits up to `server.body_wait` seconds, then gets 503 with Retry-After
   (workers retry 5xx answers).
 - Time: the whole body must arrive within `server.body_timeout` seconds (408 otherwise).
-- Content-Encoding: aiohttp's own decompression is turned off (server/serving.py) so that an
-  encoded body is inflated here, a chunk at a time with a bound on what one chunk may inflate to;
-  a body that is not what its header says is 400, an encoding other than gzip or deflate 415.
+- Content-Encoding: aiohttp's own decompression is turned off (server/limits/serving.py) so
+  that an encoded body is inflated here, a chunk at a time with a bound on what one chunk may
+  inflate to; a body that is not what its header says is 400, an encoding other than gzip or
+  deflate 415.
 """
 
 import asyncio
