@@ -20,4 +20,4 @@ class User:
     id: int
     username: str
     source: str
-    token_generation: int = 0  # access tokens of another generation are refused (auth.py)
+    token_generation: int  # access tokens of another generation are refused (auth.py)
