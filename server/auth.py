@@ -84,11 +84,26 @@ def load_secret(config: Config) -> str:
         return config.auth.secret
     path: Path = config.data_dir / "secret_key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_secret(path)
+    return path.read_text().strip()
+
+
+def _write_secret(path: Path) -> None:
+    """A new secret at `path`, written whole under another name and then linked into place, so
+    that a failed write (a full disk, a crash) never leaves an empty or partial secret there;
+    if another process linked its own first, theirs is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         with os.fdopen(fd, "w") as file:
             file.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 async def secret_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -173,11 +188,17 @@ def expiry_ms(expires: float) -> int:
     return int(expires * 1000)
 
 
-async def issue_refresh_token(app: web.Application, user_id: int) -> tuple[str, float]:
+async def issue_refresh_token(
+    app: web.Application, user_id: int, generation: int
+) -> tuple[str, float]:
+    """A stored refresh token and its expiry; 401 when `generation` is no longer the user's
+    (a password change since the password was checked: that login must not outlive it)."""
     config = app[CONFIG]
     token, expires, jti = make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
     await refresh_tokens.prune(app[POOL], user_id)
-    await refresh_tokens.add(app[POOL], sha256(jti), user_id, datetime.fromtimestamp(expires, UTC))
+    expires_at = datetime.fromtimestamp(expires, UTC)
+    if not await refresh_tokens.add(app[POOL], sha256(jti), user_id, expires_at, generation):
+        raise Unauthorized("Invalid username or password")
     return token, expires
 
 

@@ -1,12 +1,15 @@
 """The auth section of api.md: every status code and message, cookies and tokens."""
 
+import errno
 import hashlib
+import os
 import time
 
 import jwt
 import pytest
 from aiohttp import web
 
+from server import auth
 from server.app import create_app
 from server.keys import SECRET, USER_CACHE
 from tests.helpers import eventually, login, register
@@ -109,7 +112,10 @@ async def test_secure_cookies(aiohttp_client, make_config, conn):
     client = await aiohttp_client(create_app(make_config(auth={"secure_cookies": True})))
     await register(client)
     response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
-    for header in cookies_of(response).values():
+    assert response.status == 202
+    cookies = cookies_of(response)
+    assert set(cookies) == {"access_token", "refresh_token"}
+    for header in cookies.values():
         assert "Secure" in attributes(header)
 
 
@@ -393,3 +399,31 @@ async def test_the_route_tables_access_column_decides_who_needs_a_cookie(client)
                 assert forged == (401, {"message": "Invalid or expired token"}), where
             else:
                 assert forged[1] != {"message": "Invalid or expired token"}, where
+
+
+async def test_secret_write_failure_leaves_no_unusable_secret(
+    aiohttp_client, make_config, conn, monkeypatch
+) -> None:
+    config = make_config()
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fd: int, mode: str) -> None:
+            self.file = real(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(auth.os, "fdopen", Full)
+    with pytest.raises(OSError):
+        auth.load_secret(config)  # the first start fails: the disk is full
+    monkeypatch.setattr(auth.os, "fdopen", real)
+    # The operator frees some space and starts the server again.
+    client = await aiohttp_client(create_app(config))
+    await login(client)

@@ -519,3 +519,45 @@ async def test_measure_warm_sign_in(sso, provider, realm_keys, key_name):
         f"\n{key_name}: warm sign-in, {len(times)} requests one after another: p50 {p50 * 1000:.2f} ms,"
         f" p90 {p90 * 1000:.2f} ms, min {times[0] * 1000:.2f} ms; CPU {cpu * 1000:.2f} ms per request"
     )
+
+
+async def test_token_expired_within_the_leeway_is_not_a_dead_session(sso, provider, conn):
+    """A token whose exp passed less than `leeway` (10 s) ago passes the checks; the answer
+    must not be 202 "Login successful" with a session that is already over."""
+    response = await post_token(sso, provider.token(exp=int(time.time()) - 3))
+    body = await response.json()
+    if response.status == 202:
+        status = await sso.get("/auth/status")
+        assert status.status == 200, (
+            body,
+            response.headers.getall("Set-Cookie"),
+            await status.json(),
+        )
+    assert (response.status, body) == (403, {"message": "Invalid token: expired"})
+
+
+@pytest.mark.parametrize(
+    "jwks",
+    [
+        {"keys": [{"kty": "RSA", "kid": "rsa-1", "alg": ["RS256"], "n": "AQAB", "e": "AQAB"}]},
+        {"keys": [{"kty": "RSA", "kid": "rsa-1", "alg": {"RS256": 1}, "n": "AQAB", "e": "AQAB"}]},
+    ],
+)
+async def test_provider_sends_a_key_with_an_alg_that_is_not_a_string(
+    aiohttp_client, sso_config, provider, conn, jwks
+):
+    provider.jwks_body = jwks
+    client = await aiohttp_client(create_app(sso_config()))
+    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+
+
+@pytest.mark.parametrize(
+    ("claims", "kept"),
+    [
+        ({"name": "Alice\0Example"}, {"display_name": None}),
+        ({"email": "alice\0@example.org"}, {"email": None}),
+    ],
+)
+async def test_profile_claims_with_nul_are_left_out(sso, provider, conn, claims, kept):
+    await signs_in(sso, provider, **claims)
+    assert await status_of(sso) == (200, {**SSO_STATUS, **kept})

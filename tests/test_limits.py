@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import ROUTES, UI_ROUTES, create_app
 from server.config import Config
-from server.keys import BODY_BUDGET
+from server.keys import BODY_BUDGET, LOGIN_THROTTLE
 from tests.helpers import KEY, login, register, set_key, submit
 
 BODY_ROUTES = [
@@ -352,3 +352,17 @@ async def test_password_hashing_is_bounded(aiohttp_client, make_config, conn) ->
     assert [response.status for response in await logins] == [202] * 6
     assert time.monotonic() - started_at >= 4 * single
     assert ping < single
+
+
+async def test_refused_logins_leave_nothing_behind(aiohttp_client, make_config, conn) -> None:
+    auth = {"login_attempts": 100, "login_address_attempts": 2, "login_window": 300.0}
+    app = create_app(make_config(auth=auth))
+    client = await aiohttp_client(app)
+    for n in range(2):  # the address's allowance
+        guess = {"username": f"user{n}", "password": "wrong-password"}
+        assert (await client.post("/auth/login", json=guess)).status == 401
+    for n in range(40):  # refused at once (429), each with a new 256 KiB username
+        guess = {"username": f"{n:04d}" + "x" * 256 * 1024, "password": "wrong-password"}
+        assert (await client.post("/auth/login", json=guess)).status == 429
+    kept = app[LOGIN_THROTTLE].usernames._events
+    assert sum(len(name) for name in kept) < 1024, (len(kept), sum(len(k) for k in kept))

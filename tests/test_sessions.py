@@ -3,6 +3,7 @@ and their access tokens; the session that made the change goes on with a new acc
 
 import asyncio
 
+from server import auth
 from server.app import create_app
 from tests.helpers import register
 
@@ -86,3 +87,34 @@ async def test_other_processes_refuse_old_access_tokens_within_the_cache_ttl(
     first.session.cookie_jar.clear()
     await asyncio.sleep(0.3)
     assert await status(second, other) == REFUSED
+
+
+async def test_login_in_flight_during_a_password_change_gets_no_live_session(
+    client, conn, monkeypatch
+) -> None:
+    await register(client)
+    mine = await session(client)
+    checked, release = asyncio.Event(), asyncio.Event()
+    verify = auth.verify_password
+
+    async def held_first(*args, **kwargs) -> bool:
+        """The first check (the login's) answers only once the password has changed."""
+        ok = await verify(*args, **kwargs)
+        if not checked.is_set():
+            checked.set()
+            await release.wait()
+        return ok
+
+    monkeypatch.setattr(auth, "verify_password", held_first)
+    old = {"username": "alice", "password": "password1"}
+    login = asyncio.ensure_future(client.post("/auth/login", json=old))
+    await checked.wait()  # the old password is verified against the old hash
+    changed = await client.post("/user/update", json=CHANGE, headers=mine)
+    assert changed.status == 200
+    release.set()
+    response = await login
+    other = cookie_header(client, response, {}) if response.status == 202 else {}
+    refreshed = await client.get("/auth/refresh", headers=other)
+    assert refreshed.status == 401, (response.status, refreshed.status, await refreshed.json())
+    live = await conn.fetchval("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL")
+    assert live == 1  # the session that made the change, only

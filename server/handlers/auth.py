@@ -53,7 +53,7 @@ async def login(request: web.Request) -> web.Response:
     app[LOGIN_THROTTLE].succeeded(username, address, attempt)
     user_id, _, generation = found
     access, access_exp = auth.make_access_token(app, user_id, generation)
-    refresh, refresh_exp = await auth.issue_refresh_token(app, user_id)
+    refresh, refresh_exp = await auth.issue_refresh_token(app, user_id, generation)
     response = json_response(
         {
             "message": "Login successful",

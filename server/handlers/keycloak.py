@@ -33,9 +33,9 @@ def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
     """The token's name and email for a new account, each dropped unless POST /user/update
     would accept it."""
     name, email = identity.display_name, identity.email
-    if name is not None and len(name) > MAX_DISPLAY_NAME:
+    if name is not None and (len(name) > MAX_DISPLAY_NAME or "\0" in name):
         name = None
-    if email is not None and (len(email) > MAX_EMAIL or "@" not in email):
+    if email is not None and (len(email) > MAX_EMAIL or "@" not in email or "\0" in email):
         email = None
     return name, email
 
@@ -50,6 +50,8 @@ async def sign_in(request: web.Request) -> web.Response:
     identity = await verifier.verify(token)
     if identity.username != username:
         raise Forbidden("Username does not match the token's preferred_username")
+    if identity.expires <= time.time():  # passed the checks within the leeway: no session left
+        raise Forbidden("Invalid token: expired")
     user_id, generation = await users.sign_in_sso(
         request.app[POOL], identity.username, *_profile(identity)
     )

@@ -3,9 +3,11 @@
 An attempt is counted before its password is checked (concurrent guesses count too); a
 successful login takes its own attempt back, so a user who types the password right is never
 held up by their own earlier successes. Past the limit, 429 with Retry-After: the seconds until
-the oldest counted attempt leaves the window.
+the oldest counted attempt leaves the window. Usernames are counted by their SHA-256 (a client
+picks them, up to a body's size), and a refused attempt leaves nothing behind.
 """
 
+import hashlib
 import math
 import time
 from collections import deque
@@ -30,7 +32,9 @@ class SlidingCounter:
         return events
 
     def wait_for(self, key: str, now: float) -> int:
-        """Seconds until `key` may act again (0: now)."""
+        """Seconds until `key` may act again (0: now); an unknown key is not added."""
+        if key not in self._events:
+            return 0
         events = self._recent(key, now)
         if len(events) < self.limit:
             return 0
@@ -59,7 +63,7 @@ class LoginThrottle:
 
     def attempt(self, username: str, address: str) -> float:
         """Count one login attempt (its id is returned); 429 when either limit is reached."""
-        now = time.monotonic()
+        username, now = _digest(username), time.monotonic()
         wait = max(self.usernames.wait_for(username, now), self.addresses.wait_for(address, now))
         if wait:
             raise TooManyRequests("Too many login attempts, try again later", retry_after=wait)
@@ -68,5 +72,9 @@ class LoginThrottle:
         return now
 
     def succeeded(self, username: str, address: str, attempt: float) -> None:
-        self.usernames.discard(username, attempt)
+        self.usernames.discard(_digest(username), attempt)
         self.addresses.discard(address, attempt)
+
+
+def _digest(username: str) -> str:
+    return hashlib.sha256(username.encode()).hexdigest()

@@ -36,9 +36,13 @@ def signing_keys(jwks: Any) -> dict[str, PyJWK]:
     """The RS256/ES256 signature keys of a JWKS document, by key id; other keys are left out."""
     if not isinstance(jwks, dict):
         raise ValueError("the key set is not a JSON object")
+    try:
+        found = PyJWKSet.from_dict(jwks)  # skips keys PyJWT cannot use
+    except TypeError as exc:  # PyJWT looks an unhashable "alg" (a list, an object) up as it is
+        raise ValueError(f"the key set has an unusable key: {exc}") from None
     keys = {
         key.key_id: key
-        for key in PyJWKSet.from_dict(jwks)  # skips keys PyJWT cannot use
+        for key in found
         if isinstance(key.key_id, str)
         and key.public_key_use in (None, "sig")
         and key.algorithm_name in ALGORITHMS

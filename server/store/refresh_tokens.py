@@ -7,8 +7,15 @@ from server.sql import query
 from server.store import users
 
 
-async def add(db: Db, token_sha256: bytes, user_id: int, expires: datetime) -> None:
-    await db.execute(query("add_refresh_token"), token_sha256, user_id, expires)
+async def add(
+    db: Db, token_sha256: bytes, user_id: int, expires: datetime, generation: int
+) -> bool:
+    """Store a token of the user's token generation `generation`; False (nothing stored) when
+    that is no longer the current one (the password changed since it was checked)."""
+    added = await db.fetchval(
+        query("add_refresh_token"), token_sha256, user_id, expires, generation
+    )
+    return added is not None
 
 
 async def get_user(db: Db, token_sha256: bytes) -> User | None:

@@ -1,7 +1,11 @@
 -- Refresh tokens, stored as the SHA-256 of their jti.
 
 -- name: add_refresh_token
-INSERT INTO refresh_tokens (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)
+-- Only while the user's token generation is still $4, the one whose password the login checked:
+-- a password change committed since then (or under way: FOR SHARE waits for it) adds nothing.
+INSERT INTO refresh_tokens (token_sha256, user_id, expires_at)
+SELECT $1, id, $3 FROM users WHERE id = $2 AND token_generation = $4 FOR SHARE
+RETURNING user_id
 
 -- name: get_refresh_token_user
 SELECT u.id, u.username, u.source, u.token_generation
