@@ -3,6 +3,7 @@ directories go with their simulation and some time after it ended; a per-user st
 
 import io
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,8 @@ import orjson
 import pytest
 
 from server.app import create_app
+from server.keys import POOL
+from server.runner.cleanup import sweep
 from tests.helpers import (
     KEY,
     eventually,
@@ -97,11 +100,12 @@ async def test_job_directories_removed_some_time_after_the_end(
         ended,
         long_ago,
     )
-    directories = {name: job_dir_of(config, name) for name in (ended, running, "deleted-job")}
+    deleted = str(uuid.uuid4())  # a simulation deleted while the server was down
+    directories = {name: job_dir_of(config, name) for name in (ended, running, deleted)}
     for directory in directories.values():
         (directory / "task_1").mkdir(parents=True)
     await eventually(partial(gone, directories[ended]), timeout=10)
-    await eventually(partial(gone, directories["deleted-job"]), timeout=10)
+    await eventually(partial(gone, directories[deleted]), timeout=10)
     assert directories[running].exists()
 
 
@@ -134,3 +138,38 @@ async def test_results_past_the_quota_are_413(aiohttp_client, make_config, conn)
     assert response.status == 413
     assert (await response.json())["message"].startswith("Storage quota exceeded: ")
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_sweep_leaves_what_is_not_a_job_directory(
+    aiohttp_client, make_config, conn, tmp_path
+) -> None:
+    """runner.work_dir may be a directory the operator shares with other things (a scratch
+    space, /tmp): only job directories (named by a job_id) are the sweep's to remove."""
+    work_dir = tmp_path / "scratch"
+    (work_dir / "results-2023").mkdir(parents=True)
+    (work_dir / "results-2023" / "notes.txt").write_text("keep me")
+    (work_dir / ".ssh").mkdir()
+    config = make_config(runner={"kind": "none", "work_dir": str(work_dir)})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    deleted = work_dir / str(uuid.uuid4())  # a job directory whose simulation is gone
+    deleted.mkdir()
+    await sweep(config, client.server.app[POOL])
+    assert not deleted.exists()
+    assert (work_dir / "results-2023" / "notes.txt").read_text() == "keep me"
+    assert (work_dir / ".ssh").is_dir()
+
+
+async def test_titles_are_not_a_way_around_the_quota(aiohttp_client, make_config, conn) -> None:
+    quota = 100 * KIB
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
+    await login(client)
+    title = os.urandom(1024 * KIB).hex()  # 2 MiB that do not compress away
+    for _ in range(3):
+        body = io.BytesIO(orjson.dumps(payload(title=title)))
+        response = await client.post(
+            "/jobs/direct", data=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status in (400, 413), await response.text()
+    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(title)), 0) FROM simulations")
+    assert stored <= quota

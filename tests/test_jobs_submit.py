@@ -79,6 +79,7 @@ BAD_BODIES = [
         f"Invalid file beam.dat: larger than {MAX_FILE_SIZE} bytes",
     ),
     ("title not a string", {**FILES, "title": 5}, "Field title must be of type string"),
+    ("title too long", {**FILES, "title": "x" * 1001}, "Invalid title: at most 1000 characters"),
     (
         "negative primaries",
         {**FILES, "number_of_primaries": -1},

@@ -15,6 +15,7 @@ INPUT_TYPES = ("editor", "files")
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no "$" before a newline
 MAX_FILES = 64
 DEFAULT_TITLE = "Untitled simulation"
+MAX_TITLE = 1000  # characters: listed on every page of GET /user/simulations, not in the quota
 _NSTAT = re.compile(r"^\s*NSTAT\s+(\d+)", re.MULTILINE)
 _FLUKA_START = re.compile(r"^START\s+([0-9.eE+-]+)", re.MULTILINE)
 
@@ -100,7 +101,7 @@ def _default_title(input_type: str, data: dict[str, Any]) -> str:
     title = project.get("title") if isinstance(project, dict) else None
     if not isinstance(title, str) or not title.strip():
         return DEFAULT_TITLE
-    return values.text(title, "project.title")
+    return values.text(title, "project.title", MAX_TITLE)
 
 
 def parse_submission(body: dict[str, Any], limits: JobsConfig) -> Submission:
@@ -112,7 +113,8 @@ def parse_submission(body: dict[str, Any], limits: JobsConfig) -> Submission:
     data = _input(body, input_type)
     if input_type == "files":
         _check_files(data, limits.max_file_size)
-    title = field(body, "title", str, required=False) or _default_title(input_type, data)
+    title = field(body, "title", str, required=False)
+    title = values.text(title, "title", MAX_TITLE) if title else _default_title(input_type, data)
     total = field(body, "number_of_primaries", int, required=False)
     if total is not None and total < 0:
         raise BadRequest("Invalid number_of_primaries: must be 0 or more")

@@ -3,11 +3,14 @@
 
 A sweep runs at start and then every `_SWEEP_EVERY` seconds (or the ttl, when shorter); it also
 removes directories whose simulation no longer exists (deleted while the server was down).
+Only directories named like a job_id (a UUID) are considered: `work_dir` may be shared with
+other things, which are never the sweep's to remove.
 """
 
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 from collections.abc import AsyncIterator
 
@@ -21,6 +24,7 @@ from server.store import simulations
 
 log = logging.getLogger(__name__)
 _SWEEP_EVERY = 3600.0
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def remove_job_dir(config: Config, job_id: str) -> None:
@@ -31,7 +35,8 @@ def remove_job_dir(config: Config, job_id: str) -> None:
 async def sweep(config: Config, pool: asyncpg.Pool) -> list[str]:
     """Remove the job directories that have outlived their simulation; their job_ids."""
     root = work_dir(config)
-    names = [path.name for path in root.iterdir() if path.is_dir()] if root.is_dir() else []
+    found = root.iterdir() if root.is_dir() else []
+    names = [path.name for path in found if _JOB_ID.fullmatch(path.name) and path.is_dir()]
     if not names:
         return []
     expired = await simulations.expired_job_ids(pool, names, config.runner.job_dir_ttl)

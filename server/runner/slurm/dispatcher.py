@@ -8,6 +8,7 @@ stored (table slurm_jobs) so that any server process can cancel them and the rec
 with their update key, so a restart does not disturb them.
 """
 
+import dataclasses
 import logging
 import posixpath
 
@@ -46,11 +47,20 @@ def login_node_cluster(config: Config) -> ClusterConfig:
     )
 
 
+def on_this_host(config: Config, cluster: ClusterConfig) -> ClusterConfig:
+    """A [[clusters]] entry without a host is this host's SLURM: without a work_dir of its own,
+    its job directories go under runner.work_dir (removed with their simulation, swept), never
+    into the server's current directory."""
+    if cluster.host or cluster.work_dir:
+        return cluster
+    return dataclasses.replace(cluster, work_dir=str(proc.work_dir(config)))
+
+
 class SlurmDispatcher:
     def __init__(self, config: Config, pool: asyncpg.Pool) -> None:
         self._config = config
         self._pool = pool
-        self.clusters = {cluster.cluster_name: cluster for cluster in config.clusters}
+        self.clusters = {c.cluster_name: on_this_host(config, c) for c in config.clusters}
         self.clusters[LOGIN_NODE] = login_node_cluster(config)
         self._shells: dict[str, Shell] = {}
 

@@ -76,7 +76,10 @@ class LocalShell:
         )
 
     async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
-        await asyncio.to_thread(_write_files, Path(directory), files)
+        try:
+            await asyncio.to_thread(_write_files, Path(directory), files)
+        except OSError as exc:  # full disk, no permission, a file in the way: like SSH's
+            raise ShellError(f"cannot write the job's files: {exc}") from None
 
     async def read_tail(self, path: str) -> str:
         return await asyncio.to_thread(output_tail, Path(path))

@@ -1,0 +1,68 @@
+"""The SLURM dispatcher's job files on this host, without a SLURM (no sbatch on PATH, so every
+submission is refused at once): where they go, that they go with their simulation, and what
+happens when they cannot be written."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from server.app import create_app
+from server.config import ClusterConfig
+from tests.helpers import (
+    eventually,
+    job_dir_of,
+    logfiles_of,
+    login,
+    payload,
+    states_are,
+    status,
+)
+
+
+@pytest.fixture
+def no_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH without sbatch, squeue or scancel: nothing reaches a real SLURM."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+async def test_job_files_that_cannot_be_written_fail_the_simulation(
+    aiohttp_client, make_config, conn, tmp_path, no_sbatch
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = make_config(runner={"kind": "slurm", "work_dir": str(blocker / "jobs")})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    response = await client.post("/jobs/direct", json=payload())
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    assert (await status(client, job_id))["job_state"] == "FAILED"
+    logs = await logfiles_of(conn)
+    assert logs["slurm"].startswith("The job could not be sent to SLURM: ")
+
+
+async def test_batch_job_directory_on_this_host_goes_with_its_simulation(
+    aiohttp_client, make_config, conn, tmp_path, no_sbatch, monkeypatch
+) -> None:
+    # A [[clusters]] entry for this host's SLURM (no host), without a work_dir of its own.
+    elsewhere = tmp_path / "server-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cluster = ClusterConfig("prometheus", "Prometheus (Cyfronet)")
+    config = dataclasses.replace(make_config(slurm={"local_users": True}), clusters=(cluster,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    response = await client.post(
+        "/jobs/batch", json=payload(batch_options={"cluster_name": "prometheus"})
+    )
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    await eventually(states_are(client, job_id, "FAILED"))  # sbatch: not found
+    assert list(elsewhere.iterdir()) == []  # nothing in the server's current directory
+    assert (job_dir_of(config, job_id) / "array.sh").is_file()
+    response = await client.delete("/user/simulations", params={"job_id": job_id})
+    assert response.status == 200
+    assert not job_dir_of(config, job_id).exists()
