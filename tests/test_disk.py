@@ -173,3 +173,22 @@ async def test_titles_are_not_a_way_around_the_quota(aiohttp_client, make_config
         assert response.status in (400, 413), await response.text()
     stored = await conn.fetchval("SELECT coalesce(sum(octet_length(title)), 0) FROM simulations")
     assert stored <= quota
+
+
+async def test_estimator_fields_count_against_the_quota(aiohttp_client, make_config, conn) -> None:
+    """An estimator's own fields (`metadata`...) are results too, stored as sent (not
+    compressed): an upload of them past the quota is 413 like one of pages."""
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": 300 * KIB})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    note = os.urandom(400 * KIB).hex()  # 800 KB stored as is
+    body = {
+        "simulation_id": job_id,
+        "update_key": KEY,
+        "estimators": [{"name": "z", "metadata": {"note": note}, "pages": []}],
+    }
+    response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
+    assert response.status == 413
+    assert (await response.json())["message"].startswith("Storage quota exceeded: ")
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

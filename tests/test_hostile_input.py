@@ -198,3 +198,38 @@ async def test_odd_token_claims_are_401(client, cookie: str, path: str, claims: 
         401,
         {"message": "Invalid or expired token"},
     )
+
+
+def deeply_nested(depth: int) -> bytes:
+    """A JSON array nested `depth` levels (orjson reads up to 1024, writes up to 254)."""
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("estimator", "message"),
+    [
+        (
+            b'{"name": "z", "pages": [{"page_number": 1, "data": {"values": %s}}]}',
+            "Invalid page in estimator 'z': nested too deeply",
+        ),
+        (
+            b'{"name": "z", "metadata": %s, "pages": []}',
+            "Invalid estimator 'z': nested too deeply",
+        ),
+    ],
+)
+async def test_deeply_nested_upload_is_400(client, conn, estimator: bytes, message: str) -> None:
+    """Deep enough for orjson to read it but too deep for it to write it back: a 400, not a
+    500, and nothing stored."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    estimators = estimator % deeply_nested(300)
+    body = b'{"simulation_id": "%s", "update_key": "%s", "estimators": [%s]}' % (
+        job_id.encode(),
+        KEY.encode(),
+        estimators,
+    )
+    response = await client.post("/results", data=body)
+    assert (response.status, await response.json()) == (400, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

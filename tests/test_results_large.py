@@ -55,3 +55,28 @@ async def test_large_upload_with_a_broken_page_is_400(client, conn) -> None:
     response = await upload(client, job_id, broken)
     assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_large_upload_with_a_broken_page_that_json_would_drop_is_400(
+    client, conn, monkeypatch
+) -> None:
+    """A broken page in a `pages` array that a later duplicate `pages` key replaces: parsed
+    whole, the body is not JSON (400); parsed a page at a time it must be the same 400."""
+    from server.results import pagesplit
+
+    monkeypatch.setattr(pagesplit, "SPLIT_ABOVE", 0)  # every body is split
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    estimator = (
+        b'{"name": "e", "pages": [{"page_number": 1, "data": {"values": [nan, 01]}}],'
+        b' "pages": [{"page_number": 2}]}'
+    )
+    body = b'{"simulation_id": "%s", "update_key": "%s", "estimators": [%s]}' % (
+        job_id.encode(),
+        KEY.encode(),
+        estimator,
+    )
+    response = await upload(client, job_id, body)
+    assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

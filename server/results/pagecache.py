@@ -15,7 +15,7 @@ from server.results.lru import LruCache
 from server.store import results
 from server.store.results import PageRef
 
-PageKey = tuple[int, int, int]  # estimator_id, page_number, version
+PageKey = tuple[int, int | None, int]  # estimator_id, page_number, version
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Segment:
 
 
 PageCache = LruCache[Segment]
+NO_PAGE = Segment(b"", 0, 0, 0)  # what an estimator stored without pages comes with
 
 
 # Pages missing from the cache are read in batches of about this many stored bytes, so memory
@@ -46,6 +47,8 @@ async def _load(
     found: dict[PageKey, Segment] = {}
     missing = []
     for page in pages:
+        if page.page_number is None:  # an estimator without pages: no data to read
+            continue
         segment = cache.get(page.key)
         if segment is None:
             missing.append(page)
@@ -103,7 +106,9 @@ async def segments(
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
     """(page, segment) in the order of `pages`, loading a batch of pages at a time.
 
-    A page rewritten since the index was read has a new version: it is read again, current.
+    A page rewritten since the index was read has a new version: it is read again, current;
+    when streaming, the pages end there instead (the pages sent so far may be from before the
+    upload that rewrote it, so the body must not be completed: render.stream closes it short).
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size for page in pages) * 4 <= cache.max_bytes
@@ -111,7 +116,12 @@ async def segments(
     async with contextlib.aclosing(_read_ahead(db, cache, batches, keep)) as loaded_batches:
         async for batch, loaded in loaded_batches:
             for page in batch:
+                if page.page_number is None:
+                    yield page, NO_PAGE
+                    continue
                 segment = loaded.get(page.key)
+                if segment is None and streaming:  # rewritten meanwhile: never torn
+                    return
                 if segment is None:  # rewritten meanwhile: take the current version
                     segment = next(iter((await _load(db, cache, [page], keep)).values()), None)
                 if segment is not None:

@@ -100,13 +100,31 @@ def _skeleton(body: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes:
     return b"".join(pieces)
 
 
-def split_upload(body: bytes | bytearray) -> tuple[dict[str, Any], PageSpans | None]:
-    """The body parsed, with its pages left as placeholders when it is large; and the pages."""
-    spans = find_pages(body) if len(body) > SPLIT_ABOVE else None
+def _placeholders(data: Any) -> int:
+    """How many placeholders are where pages are read (`estimators[*].pages[*]`)."""
+    estimators = data.get("estimators") if isinstance(data, dict) else None
+    if not isinstance(estimators, list):
+        return 0
+    lists = [e.get("pages") for e in estimators if isinstance(e, dict)]
+    return sum(is_placeholder(p) for pages in lists if isinstance(pages, list) for p in pages)
+
+
+def _parse(body: bytes | bytearray) -> Any:
     try:
-        data = orjson.loads(_skeleton(body, spans) if spans else body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadRequest("Malformed JSON body") from None
+
+
+def split_upload(body: bytes | bytearray) -> tuple[dict[str, Any], PageSpans | None]:
+    """The body parsed, with its pages left as placeholders when it is large; and the pages.
+
+    Pages that the parsed body leaves out (a duplicate key replaced them) would never be parsed:
+    such a body is parsed whole, so that it is refused if they are not JSON."""
+    spans = find_pages(body) if len(body) > SPLIT_ABOVE else None
+    data = _parse(_skeleton(body, spans) if spans else body)
+    if spans and _placeholders(data) != len(spans):
+        data, spans = _parse(body), None
     if not isinstance(data, dict):
         raise BadRequest("JSON body must be an object")
     return data, PageSpans(memoryview(body), spans) if spans else None

@@ -46,7 +46,8 @@ async def by_estimator(pages: Pages) -> Pieces:
             current = page.estimator
         else:
             yield b","
-        yield segment
+        if page.page_number is not None:  # else an estimator without pages: only its opening
+            yield segment
     yield b"]}]}" if current is not None else b"]}"
 
 
@@ -54,7 +55,9 @@ async def page_list(pages: Pages) -> Pieces:
     """`{"message":"Results","pages":[...]}`: the pages alone (the UI dialect's filtered form)."""
     yield b'{"message":"Results","pages":['
     first = True
-    async for _, segment in pages:
+    async for page, segment in pages:
+        if page.page_number is None:
+            continue
         if not first:
             yield b","
         first = False
@@ -66,7 +69,9 @@ async def single_page(pages: Pages) -> Pieces:
     """`{"message":"Results","page":{...}}`, `null` without one (the UI's `page_number` form)."""
     yield b'{"message":"Results","page":'
     found = False
-    async for _, segment in pages:
+    async for page, segment in pages:
+        if page.page_number is None:
+            continue
         found = True
         yield segment
     yield b"}" if found else b"null}"

@@ -78,8 +78,17 @@ def dimensions_of(page: dict[str, Any]) -> list[int]:
     return [len(values)] if isinstance(values, list) else []
 
 
-def encode_page(page: dict[str, Any], number: int) -> StoredPage:
-    raw = orjson.dumps(page)
+def serialise(value: Any, what: str) -> bytes:
+    """`value` as JSON; 400 naming `what` when orjson read it but cannot write it back (nested
+    deeper than orjson writes: it reads up to 1024 levels, writes up to 254)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        raise BadRequest(f"Invalid {what}: nested too deeply") from None
+
+
+def encode_page(page: dict[str, Any], number: int, what: str = "page") -> StoredPage:
+    raw = serialise(page, what)
     return StoredPage(
         page_number=number,
         name=page_name_of(page),
@@ -111,14 +120,14 @@ def _estimator(entry: Any, index: int, source: PageSpans | None) -> StoredEstima
         if number in seen:
             raise BadRequest(f"Duplicate page number {number} in estimator {name!r}")
         seen.add(number)
-        stored.append(encode_page(page, number))
-    return StoredEstimator(name, stored, other_fields(entry))
+        stored.append(encode_page(page, number, f"page in estimator {name!r}"))
+    return StoredEstimator(name, stored, other_fields(entry, f"estimator {name!r}"))
 
 
-def other_fields(entry: dict[str, Any]) -> bytes:
+def other_fields(entry: dict[str, Any], what: str = "estimator") -> bytes:
     """The estimator's members other than name and pages, as JSON members without braces."""
     rest = {key: value for key, value in entry.items() if key not in ("name", "pages")}
-    return orjson.dumps(rest)[1:-1]
+    return serialise(rest, what)[1:-1]
 
 
 def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[StoredEstimator]:

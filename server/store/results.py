@@ -14,18 +14,19 @@ from server.store.simulations import ResultsHead, results_head_of
 
 class PageRef(NamedTuple):
     """A stored page, without its data: what a response needs to splice it in (a named tuple:
-    an index of many pages is built on every uncached fetch)."""
+    an index of many pages is built on every uncached fetch). An estimator stored without pages
+    has one with page_number None and no data: it is shown, with `"pages": []`."""
 
     estimator: str
     estimator_id: int
-    page_number: int
+    page_number: int | None
     version: int
     stored_size: int
     raw_size: int
     estimator_fields: bytes = b""
 
     @property
-    def key(self) -> tuple[int, int, int]:
+    def key(self) -> tuple[int, int | None, int]:
         """Identifies the stored bytes: a rewritten page gets a new version."""
         return (self.estimator_id, self.page_number, self.version)
 
@@ -37,7 +38,7 @@ class ResultsIndex:
 
     head: ResultsHead
     estimators: frozenset[str]  # every stored estimator, also those without pages
-    pages: tuple[PageRef, ...]
+    pages: tuple[PageRef, ...]  # with one (page_number None) for each estimator without pages
 
     @property
     def user_id(self) -> int:
@@ -76,9 +77,9 @@ def _page(row: asyncpg.Record) -> PageRef:
         row["estimator"],
         row["estimator_id"],
         row["page_number"],
-        row["version"],
-        row["stored_size"],
-        row["raw_size"],
+        row["version"] or 0,
+        row["stored_size"] or 0,
+        row["raw_size"] or 0,
         row["estimator_fields"],
     )
 
@@ -91,7 +92,7 @@ async def index(db: Db, job_id: str) -> ResultsIndex | None:
     return ResultsIndex(
         head=results_head_of(rows[0]),
         estimators=frozenset(row["estimator"] for row in rows if row["estimator"] is not None),
-        pages=tuple(_page(row) for row in rows if row["page_number"] is not None),
+        pages=tuple(_page(row) for row in rows if row["estimator"] is not None),
     )
 
 

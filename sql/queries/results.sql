@@ -29,7 +29,7 @@ ON CONFLICT (estimator_id, page_number) DO UPDATE SET
 -- NULLs when nothing is stored; an estimator without pages has one row with NULL page columns),
 -- each with the job's owner, state and results version.
 SELECT s.id, s.user_id, s.job_state, s.end_time, s.results_version,
-       e.name AS estimator, e.fields AS estimator_fields, p.estimator_id, p.page_number,
+       e.name AS estimator, e.fields AS estimator_fields, e.id AS estimator_id, p.page_number,
        p.version,
        octet_length(p.data) AS stored_size, p.raw_size
 FROM simulations s

@@ -45,12 +45,15 @@ FOR UPDATE
 
 -- name: stored_bytes
 -- The bytes a user's simulations take in the database: compressed inputs (with the files
--- converted from an editor project) and result pages.
+-- converted from an editor project), result pages and their estimators' own fields.
 SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
                  FROM inputs i
                  JOIN simulations s ON s.id = i.simulation_id
                  WHERE s.user_id = $1), 0)
      + coalesce((SELECT sum(octet_length(p.data)) FROM pages p
                  JOIN estimators e ON e.id = p.estimator_id
+                 JOIN simulations s ON s.id = e.simulation_id
+                 WHERE s.user_id = $1), 0)
+     + coalesce((SELECT sum(octet_length(e.fields)) FROM estimators e
                  JOIN simulations s ON s.id = e.simulation_id
                  WHERE s.user_id = $1), 0) AS total
