@@ -223,3 +223,32 @@ def test_the_header_holds_the_title_on_one_line() -> None:
     value = project([sphere("A")], [zone("A", [("union", "A")])], world(WORLD_BOX))
     value["project"]["title"] = "Two\nlines   of title"
     assert convert(value, 10)["geo.dat"].splitlines()[0] == "    0    0          Two lines of title"
+
+
+def test_body_numbers_in_zone_cards_fit_their_signed_i5_fields() -> None:
+    """A zone card's body is an I5 field with its sign: +9999 fits, +10000 (6 characters)
+    shifts every later column, so SHIELD-HIT12A would read other bodies. Past 9999 bodies the
+    project is refused, never written wrong."""
+    figures = [sphere(f"S{i}", position=(i, 0, 0)) for i in range(10_000)]
+    zones = [zone("Last", [("union", "S9999")])]
+    try:
+        lines = geo_lines(figures, zones)
+    except ConversionError as error:
+        assert str(error) == "figureManager: more than 9999 bodies"
+        return
+    pytest.fail(f"zone cards with 6-character body fields: {section(lines, 1)}")
+
+
+def test_the_zone_algebra_has_a_budget() -> None:
+    """Every region can stay under 200 terms while each step compares thousands of long
+    terms: one zone, the union of 200 intersections of 100 figures (a 1 MB project), took
+    about 14 s of CPU to convert, and the work grows with the size of the project. A
+    conversion has a budget and past it the project is refused."""
+    chains = [
+        [("union", f"A{i}")] + [("intersection", f"B{j}") for j in range(99)] for i in range(200)
+    ]
+    figures = [sphere(f"A{i}", position=(i, 0, 0)) for i in range(200)]
+    figures += [sphere(f"B{j}", position=(0, j, 0)) for j in range(99)]
+    with pytest.raises(ConversionError) as error:
+        convert(project(figures, [zone("Z", *chains)], world(WORLD_BOX)), 1000)
+    assert "expanding the zones takes more than" in str(error.value)

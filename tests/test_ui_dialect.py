@@ -425,3 +425,27 @@ async def test_keycloak_sign_in_as_the_main_api(client, conn):
     response = await client.post(f"{UI}/auth/keycloak", json={"username": "x"}, headers=headers)
     assert await body_of(response) == main
     assert main[0] == 403
+
+
+async def test_renamed_outputs_keep_the_projects_names_and_order(client, conn):
+    """The converter makes output names safe (`z profile` writes `z_profile.bdo`), so the
+    simulator's estimator is `z_profile_`: the UI still needs it as `outputs[0]`, named as
+    the output it belongs to (it pairs by position and finds outputs by name)."""
+    await login(client)
+    body = payload(EDITOR)
+    body["input_json"]["scoringManager"]["outputs"][0]["name"] = "z profile"
+    response = await client.post(f"{UI}/jobs/direct", json=body)
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    converted = (await (await client.get(f"/inputs?job_id={job_id}")).json())["input_files"]
+    assert "Filename z_profile.bdo" in converted["detect.dat"]
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202  # z_profile_, yz_profile_, ...
+    status, body = await body_of(await client.get(f"{UI}/estimators?job_id={job_id}"))
+    assert status == 200
+    assert [e["name"] for e in body["estimators_metadata"]] == ["z profile", *PROJECT_ORDER[1:]]
+    path = f"{UI}/results?job_id={job_id}&estimator_name=z%20profile&page_numbers=0"
+    assert await body_of(await client.get(path)) == (
+        200,
+        {"message": "Results", "pages": fixture_pages("z_profile_", [0])},
+    )

@@ -136,15 +136,35 @@ def test_inputs_of_files():
     }
 
 
-def test_output_names():
+def test_project_outputs():
     project = {"scoringManager": {"outputs": [{"name": "z"}, {"name": "yz"}, {"uuid": "x"}]}}
-    assert shapes.output_names(project) == ["z", "yz"]
+    assert shapes.project_outputs(project) == [("z", "z"), ("yz", "yz"), ("output_3", "output_3")]
     for broken in ({}, [], {"scoringManager": []}, {"scoringManager": {"outputs": {}}}):
-        assert shapes.output_names(broken) == []
+        assert shapes.project_outputs(broken) == []
+
+
+def test_project_outputs_named_as_the_converter_names_their_files():
+    outputs = [{"name": "z profile"}, {"name": "peak"}, {"name": "peak"}]
+    project = {"scoringManager": {"outputs": outputs}}
+    assert shapes.project_outputs(project) == [
+        ("z profile", "z_profile"),
+        ("peak", "peak"),
+        ("peak", "peak_2"),
+    ]
+    found = shapes.project_outputs(project)
+    key = shapes.project_position(found)
+    stored = ["peak_2_", "peak_", "z_profile_"]
+    assert sorted(stored, key=key) == ["z_profile_", "peak_", "peak_2_"]
+    assert [shapes.ui_name(name, found) for name in stored] == ["peak", "peak", "z profile"]
+    assert shapes.stored_names("z profile", found)[0] == "z_profile_"
+
+
+def _outputs(*names: str) -> list[tuple[str, str]]:
+    return [(name, name) for name in names]
 
 
 def test_project_position_orders_stored_estimators_like_the_outputs():
-    key = shapes.project_position(["z_profile", "yz_profile", "peak"])
+    key = shapes.project_position(_outputs("z_profile", "yz_profile", "peak"))
     stored = ["yz_profile_", "extra_", "peak_", "z_profile_", "other"]
     assert sorted(stored, key=key) == ["z_profile_", "yz_profile_", "peak_", "extra_", "other"]
 
@@ -154,7 +174,7 @@ def test_estimators_metadata_in_project_order():
         "message": "Estimators",
         "estimators": [{"name": "b_", "pages": []}, {"name": "a_", "pages": []}],
     }
-    assert shapes.estimators(body, ["a", "b"])["estimators_metadata"] == [
+    assert shapes.estimators(body, _outputs("a", "b"))["estimators_metadata"] == [
         {"name": "a", "pages_metadata": []},
         {"name": "b", "pages_metadata": []},
     ]

@@ -126,3 +126,12 @@ async def test_without_a_bundle_a_browser_gets_json(client):
     status, body = await json_of(await client.get("/", headers=BROWSER))
     assert (status, body["message"]) == (200, "Hello World!")
     assert await json_of(await client.get("/simulations", headers=BROWSER)) == NOT_FOUND
+
+
+async def test_paths_the_file_system_refuses_are_not_found(site):
+    """A NUL byte or a segment longer than a file name may be (255 bytes) is no file of the
+    bundle: a 404 (index.html for a browser's client route), never a 500."""
+    for path in ("/%00", "/static/js/a%00.js", "/" + "a" * 300, "/static/js/" + "b" * 300 + ".js"):
+        assert await json_of(await site.get(path)) == NOT_FOUND, path
+    response = await site.get("/" + "a" * 300, headers=BROWSER)
+    assert (response.status, await response.read()) == (200, INDEX)

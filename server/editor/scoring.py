@@ -48,14 +48,26 @@ def scoring_blocks(project: Json, detectors: dict[str, str], icru: dict[str, int
     scoring = Scoring(detectors, icru, UniqueNames(), {}, [], [])
     for index, value in enumerate(entries(manager, "filters", "scoringManager", required=False)):
         _filter(scoring, value, index)
-    outputs = UniqueNames()
     values = entries(manager, "outputs", "scoringManager")
     if not values:
         raise ConversionError(
             "scoringManager", "the project has no outputs: nothing would be scored"
         )
-    output_blocks = [_output(scoring, outputs, value, index) for index, value in enumerate(values)]
+    names = file_names(values)
+    output_blocks = [
+        _output(scoring, name, value, index)
+        for index, (name, value) in enumerate(zip(names, values, strict=True))
+    ]
     return scoring.filter_blocks + scoring.settings_blocks + output_blocks
+
+
+def file_names(outputs: list[Json]) -> list[str]:
+    """The name each output's file (and so its estimator) gets: made safe and unique."""
+    names = UniqueNames()
+    return [
+        names.take(str(value.get("name") or ""), f"output_{index + 1}")
+        for index, value in enumerate(outputs)
+    ]
 
 
 def _token(value: str, item: str, what: str) -> str:
@@ -99,14 +111,13 @@ def _particle_rules(value: Json, item: str) -> list[str]:
     return [f"ID == {code}"]
 
 
-def _output(scoring: Scoring, outputs: UniqueNames, value: Json, index: int) -> str:
+def _output(scoring: Scoring, name: str, value: Json, index: int) -> str:
     item = label("output", value, index)
     if value.get("trace"):
         raise ConversionError(item, "trace outputs cannot be converted")
     detector = scoring.detectors.get(str(value.get("detectorUuid")))
     if detector is None:
         raise ConversionError(item, "its detector is not one of the project's detectors")
-    name = outputs.take(str(value.get("name") or ""), f"output_{index + 1}")
     quantities = entries(value, "quantities", item)
     if not quantities:
         raise ConversionError(item, "an output needs at least one quantity")

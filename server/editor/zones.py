@@ -22,7 +22,7 @@ from server.editor.project import (
 
 MAX_TERMS = 200  # of one zone's expansion: past this a project is refused, not slowly expanded
 MAX_ZONES = 999  # zone names are 3 digits
-MAX_BODIES = 99999  # body numbers are I5
+MAX_BODIES = 9999  # zone cards write them signed in I5 fields: +9999
 WRAPPER_MARGIN = 1.0  # cm
 
 
@@ -39,6 +39,7 @@ class Geometry:
     zones: list[Zone] = field(default_factory=list)
     figure_regions: dict[str, logic.Region] = field(default_factory=dict)  # by figure uuid
     zone_numbers: dict[str, list[int]] = field(default_factory=dict)  # by zone uuid (1-based)
+    budget: logic.Budget = field(default_factory=logic.Budget)  # of the zone algebra
 
     def add(self, new: list[Body]) -> list[int]:
         first = len(self.bodies) + 1
@@ -97,11 +98,11 @@ def _outside_zones(geometry: Geometry, world_body: int, item: str) -> logic.Regi
     region: logic.Region = [(world_body,)]
     try:
         for zone in geometry.zones:
-            region = logic.subtract(region, zone.region, MAX_TERMS)
-    except logic.TooComplex:
+            region = logic.subtract(region, zone.region, MAX_TERMS, geometry.budget)
+    except logic.TooComplex as exc:
         raise ConversionError(
             item,
-            f"the space around the zones needs more than {MAX_TERMS} zones; "
+            f"{str(exc) or f'the space around the zones needs more than {MAX_TERMS} zones'}; "
             "use fewer subtractions or simpler zones",
         ) from None
     return region
@@ -127,17 +128,17 @@ def _chains(geometry: Geometry, operations: list[object], item: str) -> logic.Re
         for operation in operations:
             mode, figure = _operation(geometry, operation, item)
             if mode == "union":
-                result = logic.simplify(result + (chain or []), MAX_TERMS)
+                result = logic.simplify(result + (chain or []), MAX_TERMS, geometry.budget)
                 chain = figure
             elif chain is None:
                 raise ConversionError(item, "its first operation must be a union")
             elif mode == "intersection":
-                chain = logic.intersect(chain, figure, MAX_TERMS)
+                chain = logic.intersect(chain, figure, MAX_TERMS, geometry.budget)
             else:
-                chain = logic.subtract(chain, figure, MAX_TERMS)
-        return logic.simplify(result + (chain or []), MAX_TERMS)
-    except logic.TooComplex:
-        raise ConversionError(item, f"needs more than {MAX_TERMS} terms") from None
+                chain = logic.subtract(chain, figure, MAX_TERMS, geometry.budget)
+        return logic.simplify(result + (chain or []), MAX_TERMS, geometry.budget)
+    except logic.TooComplex as exc:
+        raise ConversionError(item, str(exc) or f"needs more than {MAX_TERMS} terms") from None
 
 
 def _operation(geometry: Geometry, operation: object, item: str) -> tuple[str, logic.Region]:

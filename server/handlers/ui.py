@@ -34,12 +34,12 @@ async def inputs(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-async def _project_outputs(request: web.Request, sim_pk: int) -> list[str]:
-    """The output names of an editor simulation's project; [] for files input."""
+async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:
+    """The outputs of an editor simulation's project; [] for files input."""
     found = await stored_inputs.get(request.app[POOL], sim_pk)
     if found is None or found.input_type != "editor":
         return []
-    return shapes.output_names(orjson.loads(found.data))
+    return shapes.project_outputs(orjson.loads(found.data))
 
 
 async def estimators(request: web.Request) -> web.Response:
@@ -73,7 +73,8 @@ async def results_of(request: web.Request) -> web.StreamResponse:
     single = request.query.get("page_number") is not None
     form = (render.single_page if single else render.page_list).__name__
     entry = await owned_results(request, query_param(request, "job_id"))
-    for stored in shapes.stored_names(name):
+    outputs = await _project_outputs(request, entry.index.head.sim_pk)
+    for stored in shapes.stored_names(name, outputs):
         view = entry.view(stored, numbers, form)
         if view.estimator_found:
             return await send_view(request, view)

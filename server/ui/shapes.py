@@ -7,6 +7,8 @@ documents (shared/spec/ui-client.md). Every difference is one function here; non
 from collections.abc import Callable
 from typing import Any
 
+from server.editor.scoring import file_names
+
 Json = dict[str, Any]
 
 SERVER = "Yaptide"  # what the upstream backend puts in metadata.server
@@ -57,25 +59,54 @@ def estimator_name(stored: str) -> str:
     return stored.removesuffix("_") or stored
 
 
-def stored_names(name: str) -> tuple[str, ...]:
-    """The stored estimator names a UI name may stand for, the likelier first."""
-    return (name + "_", name) if not name.endswith("_") else (name,)
+Outputs = list[tuple[str, str]]  # (name in the project, name of its file), in project order
 
 
-def output_names(project: Any) -> list[str]:
-    """The names of an editor project's outputs (`scoringManager.outputs[].name`), in order."""
+def project_outputs(project: Any) -> Outputs:
+    """An editor project's outputs (`scoringManager.outputs`): each one's name, and the name
+    its file and so its estimator get (made safe and unique by the converter)."""
     manager = project.get("scoringManager") if isinstance(project, dict) else None
     outputs = manager.get("outputs") if isinstance(manager, dict) else None
     if not isinstance(outputs, list):
         return []
-    return [o["name"] for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+    values = [output for output in outputs if isinstance(output, dict)]
+    return [
+        (value["name"] if isinstance(value.get("name"), str) else file, file)
+        for value, file in zip(values, file_names(values), strict=True)
+    ]
 
 
-def project_position(outputs: list[str]) -> Callable[[str], int]:
+def _by_estimator(outputs: Outputs) -> dict[str, tuple[int, str]]:
+    """(position, project name) by an estimator's name without its `_`: the output's file
+    name, else (an operator's converter may keep names as they are) its name."""
+    found: dict[str, tuple[int, str]] = {}
+    for position, (name, file) in enumerate(outputs):
+        found.setdefault(file, (position, name))
+    for position, (name, _) in enumerate(outputs):
+        found.setdefault(name, (position, name))
+    return found
+
+
+def stored_names(name: str, outputs: Outputs | None = None) -> tuple[str, ...]:
+    """The stored estimator names a UI name may stand for, the likelier first: the file of
+    the output of that name, then the name itself."""
+    files = [file for output, file in outputs or [] if output == name]
+    candidates = [*files, name]
+    names = (n for c in candidates for n in ((c + "_", c) if not c.endswith("_") else (c,)))
+    return tuple(dict.fromkeys(names))
+
+
+def ui_name(stored: str, outputs: Outputs | None = None) -> str:
+    """The UI's name of a stored estimator: the name of its output in the project."""
+    name = estimator_name(stored)
+    return _by_estimator(outputs or []).get(name, (0, name))[1]
+
+
+def project_position(outputs: Outputs) -> Callable[[str], int]:
     """A sort key putting stored estimators in the order of the project's outputs (the UI pairs
     `outputs[i]` with `estimators[i]`); estimators of no output go last, in stored order."""
-    position = {name: index for index, name in enumerate(outputs)}
-    return lambda stored: position.get(estimator_name(stored), len(outputs))
+    found = _by_estimator(outputs)
+    return lambda stored: found.get(estimator_name(stored), (len(outputs), ""))[0]
 
 
 def page_dimension(dimensions: list[int]) -> int:
@@ -84,14 +115,14 @@ def page_dimension(dimensions: list[int]) -> int:
     return min(sum(1 for length in dimensions if length > 1), 3)
 
 
-def estimators(body: Json, outputs: list[str] | None = None) -> Json:
+def estimators(body: Json, outputs: Outputs | None = None) -> Json:
     """`GET estimators`: `estimators_metadata[].pages_metadata[]`, in the project's order."""
     order = project_position(outputs or [])
     return {
         "message": body["message"],
         "estimators_metadata": [
             {
-                "name": estimator_name(estimator["name"]),
+                "name": ui_name(estimator["name"], outputs),
                 "pages_metadata": [
                     {
                         "page_number": page["page_number"],

@@ -39,8 +39,11 @@ class Bundle:
         if not parts or any(part.startswith(".") or "\\" in part for part in parts):
             return None
         root = self.root.resolve()
-        path = root.joinpath(*parts).resolve()
-        return path if path.is_relative_to(root) and path.is_file() else None
+        try:
+            path = root.joinpath(*parts).resolve()
+            return path if path.is_relative_to(root) and path.is_file() else None
+        except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+            return None
 
     def is_dialect(self, url_path: str) -> bool:
         return url_path == self.api_prefix or url_path.startswith(self.api_prefix + "/")
