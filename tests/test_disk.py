@@ -109,6 +109,29 @@ async def test_job_directories_removed_some_time_after_the_end(
     assert directories[running].exists()
 
 
+async def test_without_a_ttl_only_directories_of_deleted_simulations_are_swept(
+    aiohttp_client, make_config, conn
+) -> None:
+    """job_dir_ttl = 0 keeps a job directory until its simulation is deleted: one deleted while
+    the server was down is still swept at start."""
+    config = make_config(runner={"kind": "none", "job_dir_ttl": 0})
+    deleted = str(uuid.uuid4())
+    (job_dir_of(config, deleted) / "task_1").mkdir(parents=True)
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    ended = await submit(client)
+    long_ago = datetime.now(UTC) - timedelta(days=365)
+    await conn.execute(
+        "UPDATE simulations SET job_state = 'COMPLETED', end_time = $2 WHERE job_id = $1",
+        ended,
+        long_ago,
+    )
+    (job_dir_of(config, ended) / "task_1").mkdir(parents=True)
+    await eventually(partial(gone, job_dir_of(config, deleted)), timeout=10)
+    assert await sweep(config, client.server.app[POOL]) == []
+    assert job_dir_of(config, ended).exists()
+
+
 async def test_submission_past_the_quota_is_413(aiohttp_client, make_config, conn) -> None:
     quota = 600 * KIB  # about 440 KiB stored (zlib) per submission of 800 KiB of hex
     client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))

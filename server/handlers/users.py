@@ -11,10 +11,10 @@ from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
-from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, USER, USER_CACHE
+from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, SLURM, USER, USER_CACHE
 from server.profile import ProfileUpdate, parse_profile_update
 from server.runner import cleanup
-from server.store import inputs, logfiles, refresh_tokens, simulations, users
+from server.store import inputs, logfiles, refresh_tokens, simulations, slurm_jobs, users
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
@@ -62,6 +62,8 @@ async def delete_simulation(request: web.Request) -> web.Response:
     """Answered only once no server process serves the simulation from memory any more."""
     owner = await owned_simulation(request)
     job_id, pool, changes = query_param(request, "job_id"), request.app[POOL], request.app[CHANGES]
+    slurm = request.app.get(SLURM)
+    on_cluster = await slurm_jobs.get(pool, job_id) if slurm is not None else None
     with changes.watching(job_id) as acks:
         deleted, state = await simulations.delete_if_terminal(pool, owner.sim_pk)
         if deleted:
@@ -71,6 +73,8 @@ async def delete_simulation(request: web.Request) -> web.Response:
         raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")
     # The job_id named a simulation of ours: a server-made name, safe as a directory name.
     await asyncio.to_thread(cleanup.remove_job_dir, request.app[CONFIG], request.query["job_id"])
+    if slurm is not None and on_cluster is not None:
+        slurm.remove_job_dir(on_cluster)
     return json_response({"message": "Simulation deleted"})
 
 

@@ -148,6 +148,7 @@ async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:
 
 
 async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> list[str]:
-    """Those of `job_ids` with no simulation, or one that ended over `keep_seconds` ago."""
+    """Those of `job_ids` with no simulation, or one that ended over `keep_seconds` ago (when
+    `keep_seconds` > 0)."""
     rows = await db.fetch(query("expired_job_ids"), job_ids, keep_seconds)
     return [row["job_id"] for row in rows]

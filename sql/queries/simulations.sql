@@ -139,10 +139,10 @@ SELECT EXISTS (
 
 -- name: expired_job_ids
 -- Of the job directories named in $1, those whose simulation is gone, or ended more than $2
--- seconds ago: their directories can be removed.
+-- seconds ago (when $2 > 0): their directories can be removed.
 SELECT d.job_id
 FROM unnest($1::text[]) AS d (job_id)
 LEFT JOIN simulations s ON s.job_id = d.job_id
 WHERE s.id IS NULL
-   OR (s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+   OR ($2::float8 > 0 AND s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
        AND s.end_time < now() - make_interval(secs => $2))

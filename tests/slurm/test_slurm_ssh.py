@@ -7,11 +7,13 @@ import hashlib
 import pwd
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from server.config import ClusterConfig
+from server.keys import POOL, SLURM
 from tests.fakes.openid_provider import BACKEND, USERNAME
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
@@ -23,6 +25,7 @@ from tests.helpers import (
     running_simulators,
     slurm_ids,
     slurm_states,
+    submit,
     wait_gone,
 )
 from tests.slurm.sshd import SshServer
@@ -111,6 +114,36 @@ async def test_simulation_over_ssh(start_batch_app, ssh: SshServer, job_root, co
         409,
         {"message": "Simulation is already COMPLETED"},
     )
+    # Deleted: its directory on the cluster goes too (over SSH, in the background).
+    response = await client.delete("/user/simulations", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
+
+    async def removed() -> bool:
+        return not job_dir.exists()
+
+    await eventually(removed, timeout=30)
+
+
+async def test_the_sweep_removes_cluster_job_directories_of_no_simulation(
+    start_batch_app, job_root, conn
+):
+    """What a delete could not remove (the cluster was unreachable, the server stopped) the
+    periodic sweep does; anything in work_dir not named by a job_id is left alone."""
+    client, _, _ = await start_batch_app()
+    app = client.server.app
+    remote = job_root / "remote"
+    gone, pending, other = str(uuid.uuid4()), await submit(client), "notes-2026"
+    made = (
+        await app[SLURM]
+        .shell("hpc")
+        .run(  # as the SSH user, like the jobs' own directories
+            f"mkdir -p {remote}/{gone}/task_1 {remote}/{pending} {remote}/{other}"
+            f" && touch {remote}/{gone}/task_1/x"
+        )
+    )
+    assert made.returncode == 0, made.stderr
+    assert await app[SLURM].sweep(app[POOL], 3600.0) == [gone]
+    assert sorted(path.name for path in remote.iterdir()) == sorted([pending, other])
 
 
 BAD_OPTIONS = [

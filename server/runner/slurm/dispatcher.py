@@ -8,6 +8,7 @@ stored (table slurm_jobs) so that any server process can cancel them and the rec
 with their update key, so a restart does not disturb them.
 """
 
+import asyncio
 import dataclasses
 import logging
 import posixpath
@@ -19,7 +20,7 @@ from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner import Job
 from server.runner import process as proc
-from server.runner.slurm import sbatch
+from server.runner.slurm import job_dirs, sbatch
 from server.runner.slurm.shell import LocalShell, Shell, ShellError
 from server.runner.slurm.ssh import SshShell
 from server.store import slurm_jobs
@@ -63,6 +64,7 @@ class SlurmDispatcher:
         self.clusters = {c.cluster_name: on_this_host(config, c) for c in config.clusters}
         self.clusters[LOGIN_NODE] = login_node_cluster(config)
         self._shells: dict[str, Shell] = {}
+        self._removals: set[asyncio.Task[None]] = set()
 
     def shell(self, name: str) -> Shell:
         """The (lazily made, then reused) connection to a cluster's login node."""
@@ -119,7 +121,42 @@ class SlurmDispatcher:
         if ids is not None:
             await self._scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
 
+    def remove_job_dir(self, jobs: SlurmJobs) -> None:
+        """Remove a deleted simulation's job directory on its cluster, in the background (the
+        sweep removes it later if this fails). This host's own is removed by the caller."""
+        if jobs.cluster not in self.clusters or not self._elsewhere(jobs.cluster):
+            return
+        task = asyncio.create_task(self._remove(jobs.cluster, jobs.job_dir))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def sweep(self, pool: asyncpg.Pool, ttl: float) -> list[str]:
+        """The clusters' job directories that outlived their simulation, removed (job_ids)."""
+        removed: list[str] = []
+        for name in filter(self._elsewhere, list(self.clusters)):
+            try:
+                removed += await job_dirs.sweep(
+                    self.shell(name), self.clusters[name].work_dir, pool, ttl
+                )
+            except ShellError as exc:
+                log.warning("sweeping job directories of cluster %s failed: %s", name, exc)
+        return removed
+
+    def _elsewhere(self, name: str) -> bool:
+        """Whether a cluster's job directories are outside runner.work_dir (swept by cleanup)."""
+        cluster = self.clusters[name]
+        return bool(cluster.host) or cluster.work_dir != str(proc.work_dir(self._config))
+
+    async def _remove(self, name: str, job_dir: str) -> None:
+        try:
+            await job_dirs.remove(self.shell(name), [job_dir])
+        except ShellError as exc:
+            log.warning("removing %s on cluster %s failed: %s", job_dir, name, exc)
+
     async def close(self) -> None:
+        for task in list(self._removals):
+            task.cancel()
+        await asyncio.gather(*self._removals, return_exceptions=True)
         for shell in self._shells.values():
             await shell.close()
 
