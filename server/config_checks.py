@@ -99,6 +99,8 @@ def origin_list(value: str) -> list[str]:
 
 
 def origins(value: str) -> str | None:
+    """Origins as browsers send them (they are compared as text, so another spelling of the
+    same origin would never match)."""
     for origin in origin_list(value):
         if not re.fullmatch(
             r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?",
@@ -107,7 +109,17 @@ def origins(value: str) -> str | None:
             return (
                 f"{origin!r} is not an origin like https://ui.example.org or http://localhost:3000"
             )
+        sent = as_browsers_send(origin)
+        if sent != origin:
+            return f"browsers send {origin!r} as {sent!r}: write it that way"
     return None
+
+
+def as_browsers_send(origin: str) -> str:
+    """An origin serialised as in the `Origin` header: lower case, no default port."""
+    origin = origin.lower()
+    default = ":443" if origin.startswith("https:") else ":80"
+    return origin.removesuffix(default)
 
 
 def checked(default: Any, validator: Callable[[Any], str | None], secret: bool = False) -> Any:

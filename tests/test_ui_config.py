@@ -49,6 +49,17 @@ def test_ui_keys_from_file_and_environment(tmp_path):
             " http://localhost:3000 (got '*')",
         ),
         (
+            '[ui]\nallowed_origins = "https://UI.example.org"',
+            "ui.allowed_origins: browsers send 'https://UI.example.org' as"
+            " 'https://ui.example.org': write it that way (got 'https://UI.example.org')",
+        ),
+        (
+            '[ui]\nallowed_origins = "http://localhost:3000 https://ui.example.org:443"',
+            "ui.allowed_origins: browsers send 'https://ui.example.org:443' as"
+            " 'https://ui.example.org': write it that way"
+            " (got 'http://localhost:3000 https://ui.example.org:443')",
+        ),
+        (
             '[auth]\ncookie_samesite = "none"',
             "auth.cookie_samesite: must be one of: Lax, Strict, None (got 'none')",
         ),
