@@ -266,6 +266,15 @@ def reference(
     return out
 
 
+def raw_results_body(job_id: str, estimators: bytes) -> bytes:
+    """A `POST /results` body around `estimators` (raw JSON text, which may be broken on purpose)."""
+    return b'{"simulation_id": "%s", "update_key": "%s", "estimators": [%s]}' % (
+        job_id.encode(),
+        KEY.encode(),
+        estimators,
+    )
+
+
 async def set_key(conn, job_id: str, key: str = KEY) -> None:
     """Workers get the key from the dispatcher; tests give the job a known one."""
     digest = hashlib.sha256(key.encode()).digest()

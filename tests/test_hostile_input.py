@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from server.keys import SECRET
-from tests.helpers import KEY, login, payload, set_key, submit
+from tests.helpers import KEY, login, payload, raw_results_body, set_key, submit
 
 MAX_INT64 = 2**63 - 1
 NUL = "Invalid {}: must not contain NUL characters"
@@ -225,11 +225,7 @@ async def test_deeply_nested_upload_is_400(client, conn, estimator: bytes, messa
     job_id = await submit(client)
     await set_key(conn, job_id)
     estimators = estimator % deeply_nested(300)
-    body = b'{"simulation_id": "%s", "update_key": "%s", "estimators": [%s]}' % (
-        job_id.encode(),
-        KEY.encode(),
-        estimators,
-    )
+    body = raw_results_body(job_id, estimators)
     response = await client.post("/results", data=body)
     assert (response.status, await response.json()) == (400, {"message": message})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

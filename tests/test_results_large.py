@@ -6,7 +6,7 @@ import io
 import orjson
 
 from server.results.pagesplit import SPLIT_ABOVE
-from tests.helpers import KEY, login, set_key, submit
+from tests.helpers import KEY, login, raw_results_body, set_key, submit
 
 
 def large_estimators() -> list[dict]:
@@ -72,11 +72,7 @@ async def test_large_upload_with_a_broken_page_that_json_would_drop_is_400(
         b'{"name": "e", "pages": [{"page_number": 1, "data": {"values": [nan, 01]}}],'
         b' "pages": [{"page_number": 2}]}'
     )
-    body = b'{"simulation_id": "%s", "update_key": "%s", "estimators": [%s]}' % (
-        job_id.encode(),
-        KEY.encode(),
-        estimator,
-    )
+    body = raw_results_body(job_id, estimator)
     response = await upload(client, job_id, body)
     assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
