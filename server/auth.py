@@ -37,7 +37,7 @@ REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
 MIN_PASSWORD = 8
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")  # fullmatch: no "$" before a newline
 
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so both failures take the same time.
@@ -46,7 +46,7 @@ _DUMMY_HASH = _hasher.hash("not a real password")
 
 def validate_username(username: str) -> str:
     """The username, when acceptable for a new account; 400 otherwise."""
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise BadRequest("Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'")
     return username
 

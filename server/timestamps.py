@@ -11,4 +11,5 @@ def iso_utc(moment: datetime | None) -> str | None:
     """
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat writes a four-digit year (strftime's %Y writes year 5 as "5" on glibc).
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"

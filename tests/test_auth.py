@@ -68,6 +68,18 @@ async def test_register_bad_input(client, conn, body, message):
     assert await conn.fetchval("SELECT count(*) FROM users") == 0
 
 
+@pytest.mark.parametrize("username", ["alice\n", "alice\r\n", "\nalice"])
+async def test_register_refuses_a_username_with_a_line_break(client, conn, username):
+    """api.md: 3-64 characters of letters, digits and `._-`, nothing else (a regex `$` would
+    let a trailing newline through, making "alice\n" a look-alike account beside "alice")."""
+    response = await client.put("/auth/register", json={"username": username, "password": "x" * 8})
+    assert (response.status, await response.json()) == (
+        400,
+        {"message": "Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'"},
+    )
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
 async def test_register_malformed_json(client):
     response = await client.put("/auth/register", data=b"{nope", headers={"Content-Type": "x"})
     assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})

@@ -121,6 +121,13 @@ async def test_largest_spec_allowed(client, job):
     assert (status, body) == (200, {"message": "Results", "estimators": reference()})
 
 
+@pytest.mark.parametrize("spec", ["0-9999,0-9999", "0-5000,5000-9999", "0-9999,7"])
+async def test_overlapping_parts_of_a_spec_count_once(client, job, spec):
+    """api.md: 400 for a spec that *expands to* more than 10,000 pages; these expand to 10,000."""
+    status, body = await get(client, "/results", job_id=job, page_numbers=spec)
+    assert (status, body) == (200, {"message": "Results", "estimators": reference()})
+
+
 async def test_not_found_cases(client, conn):
     await login(client)
     job_id = await submit(client)

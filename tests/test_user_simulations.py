@@ -266,6 +266,8 @@ BAD_QUERIES = [
     ("?page_size=", SIZE),
     ("?page_size=+5", SIZE),
     ("?page_size=%205", SIZE),
+    ("?page_size=5%0A", SIZE),  # a trailing newline
+    ("?page_idx=1%0A", IDX),
     ("?page_size=%D9%A3", SIZE),  # an Arabic-Indic digit three
     ("?page_size=" + "9" * 5000, SIZE),
     ("?page_size=5&page_size=6", "Invalid page_size: given more than once"),

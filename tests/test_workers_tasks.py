@@ -272,3 +272,16 @@ async def test_concurrent_task_updates(aiohttp_client, make_config, conn):
         "SELECT job_state, end_time FROM simulations WHERE job_id = $1", other
     )
     assert row["job_state"] == "FAILED" and row["end_time"] is not None
+
+
+async def test_times_before_year_1000_are_shown_in_iso_8601(worker):
+    """api.md: timestamps are ISO 8601 (four-digit years); a worker's clock may say anything."""
+    client, _, identity = worker
+    await set_task(client, identity, 1, task_state="RUNNING", start_time="0005-01-01T00:00:00Z")
+    await set_task(client, identity, 1, task_state="COMPLETED", end_time="0999-12-31T23:59:59Z")
+    response = await client.get("/jobs/direct", params={"job_id": identity["simulation_id"]})
+    first = (await response.json())["job_tasks_status"][0]
+    assert (first["start_time"], first["end_time"]) == (
+        "0005-01-01T00:00:00Z",
+        "0999-12-31T23:59:59Z",
+    )

@@ -19,7 +19,7 @@ ORDER_BY = ("start_time", "end_time")
 ORDER_TYPES = ("ascend", "descend")
 # OFFSET is a bigint: a page far beyond any stored row is simply empty.
 _MAX_OFFSET = 2**62
-_DIGITS = re.compile(r"^[0-9]+$")
+_DIGITS = re.compile(r"[0-9]+")  # fullmatch: no "$" before a newline
 _MAX_DIGITS = 1000  # far past any real page, short of int()'s conversion limit
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def _integer(name: str, low: int, high: int | None) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         # Only ASCII digits: int() would also take " 5", "+5", "5_0" and other scripts' digits.
-        if not _DIGITS.match(text) or len(text) > _MAX_DIGITS:
+        if not _DIGITS.fullmatch(text) or len(text) > _MAX_DIGITS:
             raise BadRequest(problem)
         value = int(text)
         if value < low or (high is not None and value > high):

@@ -12,9 +12,9 @@ MAX_PAGES = 10_000
 _PART = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 
 
-def parse_page_spec(spec: str) -> list[int]:
-    """Sorted page numbers of a spec like `1-3,5`; 400 on anything else."""
-    numbers: set[int] = set()
+def _ranges(spec: str) -> list[tuple[int, int]]:
+    """The inclusive ranges of a spec like `1-3,5`; 400 for a part that is not one."""
+    ranges = []
     for part in spec.split(","):
         match = _PART.fullmatch(part.strip())
         if not match:
@@ -23,12 +23,30 @@ def parse_page_spec(spec: str) -> list[int]:
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
             raise BadRequest(f"Invalid page_numbers: the range {part!r} is reversed")
-        if last - first + 1 + len(numbers) > MAX_PAGES:
-            raise BadRequest(f"Invalid page_numbers: more than {MAX_PAGES} pages")
-        numbers.update(range(first, last + 1))
-    if max(numbers) > MAX_INT32:
+        ranges.append((first, last))
+    return ranges
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges sorted, with overlapping or adjacent ones joined (nothing is expanded)."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def parse_page_spec(spec: str) -> list[int]:
+    """Sorted page numbers of a spec like `1-3,5`; 400 on anything else, or when it expands to
+    more than MAX_PAGES pages (parts that overlap count once)."""
+    ranges = _merged(_ranges(spec))
+    if sum(last - first + 1 for first, last in ranges) > MAX_PAGES:
+        raise BadRequest(f"Invalid page_numbers: more than {MAX_PAGES} pages")
+    if ranges[-1][1] > MAX_INT32:
         raise BadRequest("Invalid page_numbers: page number too large")
-    return sorted(numbers)
+    return [number for first, last in ranges for number in range(first, last + 1)]
 
 
 def page_filter(params: Mapping[str, str]) -> list[int] | None:
