@@ -77,7 +77,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
         listening = f"Listening on http://{config.server.host}:{config.server.port}"
         if processes > 1:
-            serve_processes(config, processes, listening)
+            serve_processes(config, processes, listening, EXPECTED_ERRORS)
             print("Stopped", flush=True)
             return
         try:
@@ -112,12 +112,16 @@ def migrate(config: Config, args: argparse.Namespace) -> None:
 
 
 def _read_password() -> str:
-    if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat password: ") != password:
-            raise SystemExit("Passwords do not match")
-        return password
-    return sys.stdin.readline().rstrip("\r\n")
+    """The password from a prompt, or from the first line of stdin; it must be UTF-8 text."""
+    try:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Repeat password: ") != password:
+                raise SystemExit("Passwords do not match")
+            return password
+        return sys.stdin.buffer.readline().decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SystemExit("Invalid password: not UTF-8 text") from None
 
 
 async def _useradd(url: str, username: str, password: str) -> int | None:

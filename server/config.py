@@ -43,8 +43,8 @@ class DatabaseConfig:
 @dataclasses.dataclass(frozen=True)
 class AuthConfig:
     secret: str = checks.checked("", checks.secret, secret=True)
-    access_ttl: float = checks.checked(900.0, checks.positive)
-    refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.positive)
+    access_ttl: float = checks.checked(900.0, checks.lifetime)
+    refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.lifetime)
     registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
     cookie_samesite: str = checks.checked("Lax", checks.one_of("Lax", "Strict", "None"))

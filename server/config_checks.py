@@ -11,6 +11,16 @@ def positive(value: int) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+_CENTURY = 100 * 365.25 * 24 * 3600.0
+
+
+def lifetime(value: float) -> str | None:
+    """A token lifetime: its end is a date the server writes (year 9999 at the latest)."""
+    if value <= 0:
+        return "must be greater than 0"
+    return None if value <= _CENTURY else "must be at most 100 years"
+
+
 def non_negative(value: int | float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 

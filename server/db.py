@@ -6,17 +6,18 @@ transaction per file, and recorded with a SHA-256 of their text. A file changed 
 applied is refused: schema history must not be rewritten under a running database.
 """
 
+import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from aiohttp import web
 
-from server.config import Config
+from server.config import Config, ConfigError
 from server.keys import CONFIG, POOL
 from server.models import Conn
 from server.sql import SQL_DIR, query
@@ -130,8 +131,19 @@ async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
         await conn.execute(query("advisory_unlock"), _LOCK_ID)
 
 
+@contextlib.contextmanager
+def _readable_url() -> Iterator[None]:
+    """A database URL asyncpg cannot read is a configuration error: for some (a port that is not
+    a number, an unclosed IPv6 bracket) it raises a bare ValueError. Its text names no password."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ConfigError(f"database URL: cannot be read ({exc})") from None
+
+
 async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url)
+    with _readable_url():
+        return await asyncpg.connect(url)
 
 
 async def _keep_session(conn: Conn) -> None:
@@ -140,7 +152,10 @@ async def _keep_session(conn: Conn) -> None:
 
 
 async def create_pool(url: str, size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(url, min_size=min(2, size), max_size=size, reset=_keep_session)
+    with _readable_url():
+        return await asyncpg.create_pool(
+            url, min_size=min(2, size), max_size=size, reset=_keep_session
+        )
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:

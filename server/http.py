@@ -28,7 +28,10 @@ def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
 
 
 def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:
-    response = json_response({"message": message}, status)
+    # A message may quote a header, whose bytes that are not UTF-8 aiohttp keeps as lone
+    # surrogates, which JSON cannot hold: they become "?".
+    text = message.encode("utf-8", "replace").decode()
+    response = json_response({"message": text}, status)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
@@ -102,9 +105,12 @@ _JSON_NAMES = {
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; None without one."""
+    """The token of an `Authorization: Bearer <token>` header; None without one. Header bytes
+    that are not UTF-8 (kept by aiohttp as lone surrogates, which cannot be encoded or hashed)
+    become "?": such a token is simply wrong."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
+    token = token.strip().encode("utf-8", "replace").decode()
+    return (token or None) if scheme.lower() == "bearer" else None
 
 
 def query_param(request: web.Request, name: str) -> str:

@@ -1,16 +1,19 @@
 """Several server processes on one port (SO_REUSEPORT), sharing the database.
 
 The parent starts the database (when embedded), settles the signing secret so that every
-process signs with the same one, forks the servers and waits; SIGTERM or Ctrl-C is passed on
-to them, and the database stops only after all of them have ended.
+process signs with the same one, forks the servers and waits until each reports that it listens;
+SIGTERM or Ctrl-C is passed on to them, and the database stops only after all of them have ended.
+A process that cannot start (port in use, database down) reports its one-line error instead,
+and run.py ends with it.
 """
 
 import multiprocessing
 import os
+import queue
 import signal
-import socket
 import time
 from collections.abc import Sequence
+from multiprocessing.queues import Queue
 
 from aiohttp import web
 
@@ -18,6 +21,7 @@ from server.auth import load_secret
 from server.config import Config, ConfigError
 
 STOP_TIMEOUT = 30.0
+FAILED_START_GRACE = 2.0
 
 
 def check_process_count(config: Config, count: int) -> None:
@@ -29,55 +33,93 @@ def check_process_count(config: Config, count: int) -> None:
         )
 
 
-def _serve_one(config: Config) -> None:
+def _serve_one(
+    config: Config, reports: "Queue[str]", expected: tuple[type[BaseException], ...]
+) -> None:
+    """One server process: reports "" once it listens, or its error line if it cannot start."""
     from server.app import create_app
     from server.limits.serving import handler_settings
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    web.run_app(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        reuse_port=True,
-        print=None,
-        access_log=None,
-        **handler_settings(config),
-    )
+    try:
+        web.run_app(
+            create_app(config),
+            host=config.server.host,
+            port=config.server.port,
+            reuse_port=True,
+            print=lambda _: reports.put(""),  # called once the port is bound
+            access_log=None,
+            **handler_settings(config),
+        )
+    except expected as exc:
+        reports.put(f"Error: {exc}")
+        raise SystemExit(1) from None
 
 
 def _wait_listening(
-    config: Config, processes: Sequence[multiprocessing.process.BaseProcess], timeout: float = 30.0
+    processes: Sequence[multiprocessing.process.BaseProcess], reports: "Queue[str]"
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and all(p.is_alive() for p in processes):
+    """Until every process listens; SystemExit with the first error a process reports, or when
+    one ends without a report."""
+    listening = 0
+    while listening < len(processes):
         try:
-            with socket.create_connection((config.server.host, config.server.port), 0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
+            report = reports.get(timeout=0.1)
+        except queue.Empty:
+            if all(process.is_alive() for process in processes):
+                continue
+            try:
+                report = reports.get(timeout=1.0)  # what it sent before it ended
+            except queue.Empty:
+                raise SystemExit("Error: a server process ended while starting") from None
+        if report:
+            raise SystemExit(report)
+        listening += 1
 
 
-def serve_processes(config: Config, count: int, listening: str) -> None:
-    """Run `count` server processes until a signal; ends them all before returning."""
+def serve_processes(
+    config: Config, count: int, listening: str, expected: tuple[type[BaseException], ...]
+) -> None:
+    """Run `count` server processes until a signal; ends them all before returning. An error
+    of the `expected` kinds in a process that starts is its one line (SystemExit)."""
     # Ctrl-C stops them even if this process was started with SIGINT ignored (a background job
     # of a non-interactive shell), as it stops one server process (aiohttp handles SIGINT itself).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     config = config.replace("auth", secret=load_secret(config))
     context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_serve_one, args=(config,)) for _ in range(count)]
+    reports: Queue[str] = context.Queue()
+    processes = [
+        context.Process(target=_serve_one, args=(config, reports, expected)) for _ in range(count)
+    ]
     for process in processes:
         process.start()
     try:
-        _wait_listening(config, processes)
+        try:
+            _wait_listening(processes, reports)
+        except SystemExit:
+            _let_end(processes, FAILED_START_GRACE)  # those failing too end on their own
+            raise
         print(f"{listening} ({count} processes)", flush=True)
         for process in processes:
             process.join()
     finally:
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.join(STOP_TIMEOUT)
-            if process.is_alive():
-                process.kill()
+        _stop(processes)
+
+
+def _let_end(processes: Sequence[multiprocessing.process.BaseProcess], seconds: float) -> None:
+    """Wait up to `seconds` in all for processes to end by themselves (a signal while one
+    closes its event loop would print a stray traceback)."""
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.join(STOP_TIMEOUT)
+        if process.is_alive():
+            process.kill()

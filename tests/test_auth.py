@@ -439,3 +439,12 @@ async def test_secret_write_failure_leaves_no_unusable_secret(
     # The operator frees some space and starts the server again.
     client = await aiohttp_client(create_app(config))
     await login(client)
+
+
+async def test_longest_refresh_ttl_gives_a_session(aiohttp_client, make_config, conn) -> None:
+    """The longest lifetime the configuration accepts is one a login can issue (not a 500)."""
+    config = make_config(auth={"refresh_ttl": 100 * 365.25 * 24 * 3600})
+    client = await aiohttp_client(create_app(config))
+    await register(client)
+    response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
+    assert response.status == 202, await response.text()

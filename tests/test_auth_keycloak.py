@@ -561,3 +561,16 @@ async def test_provider_sends_a_key_with_an_alg_that_is_not_a_string(
 async def test_profile_claims_with_nul_are_left_out(sso, provider, conn, claims, kept):
     await signs_in(sso, provider, **claims)
     assert await status_of(sso) == (200, {**SSO_STATUS, **kept})
+
+
+async def test_token_that_is_not_utf8_is_refused(sso) -> None:
+    """Authorization header bytes that are not UTF-8 are a token that fails its checks (403)."""
+    body = b'{"username": "alice"}'
+    reader, writer = await asyncio.open_connection(sso.host, sso.port)
+    writer.write(
+        b"POST /auth/keycloak HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\xffb.c.d\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    answer = await asyncio.wait_for(reader.read(1000), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403 "), answer

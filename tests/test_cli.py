@@ -344,3 +344,49 @@ def test_job_key_needs_kind_none(database_url):
         "job-key needs runner.kind = \"none\" (it is 'local': its workers hold the key, and a "
         "new one would cut them off)\n"
     )
+
+
+@pytest.mark.parametrize("failure", ["port in use", "database down"])
+def test_several_processes_that_cannot_start_are_one_line(database_url, tmp_path, failure):
+    """As with one process: a server process that cannot start ends run.py with one line on
+    stderr and status 1, and nothing claims that the server listens."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = free_port() if failure == "database down" else taken.getsockname()[1]
+        url = "postgresql://u@127.0.0.1:1/x" if failure == "database down" else database_url
+        env = {
+            "DATABASE_URL": url,
+            "YAPTIDE_DATABASE_DATA_DIR": str(tmp_path / "data"),
+            "YAPTIDE_SERVER_PORT": str(port),
+            "YAPTIDE_RUNNER_KIND": "none",
+        }
+        result = run_py("--workers", "2", env=env)
+    assert "Listening" not in result.stdout
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u:{}@127.0.0.1:abc/x", "postgresql://u:{}@[::1/x"],
+    ids=["port-not-a-number", "unclosed-ipv6"],
+)
+def test_malformed_database_url_is_one_line(url):
+    result = run_py("migrate", env={"DATABASE_URL": url.format(PASSWORD)})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert PASSWORD not in result.stderr
+
+
+async def test_useradd_password_not_utf8_is_one_line(database_url, conn):
+    result = subprocess.run(
+        [sys.executable, RUN_PY, "useradd", "erin"],
+        env=environment(DATABASE_URL=database_url),
+        input=b"pass\xffword1\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr == b"Invalid password: not UTF-8 text\n", result.stderr
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0

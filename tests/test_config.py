@@ -245,6 +245,16 @@ def test_bad_toml_values(tmp_path, toml, message):
         ("YAPTIDE_AUTH_ACCESS_TTL", "soon", "expected a number (got 'soon')"),
         ("YAPTIDE_AUTH_ACCESS_TTL", "nan", "must be a finite number (got nan)"),
         ("YAPTIDE_AUTH_ACCESS_TTL", "-5", "must be greater than 0 (got -5.0)"),
+        (
+            "YAPTIDE_AUTH_REFRESH_TTL",
+            "1e12",
+            "must be at most 100 years (got 1000000000000.0)",
+        ),
+        (
+            "YAPTIDE_AUTH_ACCESS_TTL",
+            "1e12",
+            "must be at most 100 years (got 1000000000000.0)",
+        ),
         ("YAPTIDE_AUTH_SECURE_COOKIES", "maybe", "expected true or false (got 'maybe')"),
         ("YAPTIDE_AUTH_REGISTRATION", "OPEN", "must be one of: open, closed (got 'OPEN')"),
         ("YAPTIDE_SERVER_PROT", "1", "unknown setting (no such key in config.toml)"),

@@ -366,3 +366,59 @@ async def test_refused_logins_leave_nothing_behind(aiohttp_client, make_config, 
         assert (await client.post("/auth/login", json=guess)).status == 429
     kept = app[LOGIN_THROTTLE].usernames._events
     assert sum(len(name) for name in kept) < 1024, (len(kept), sum(len(k) for k in kept))
+
+
+async def test_encoding_that_is_not_utf8_is_415(client) -> None:
+    """Header bytes that are not UTF-8 reach the application as lone surrogates: the answer
+    naming the encoding must still be JSON, not aiohttp's plain-text 500."""
+    head = (
+        b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Encoding: \xff\r\nContent-Length: 2\r\n"
+    )
+    reader, writer = await raw_request(client, head, b"{}")
+    answer = await asyncio.wait_for(reader.read(1000), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 415 "), answer
+    expected = b'{"message":"Unsupported Content-Encoding: ? (use gzip, deflate or none)"}'
+    assert answer.endswith(expected), answer
+
+
+@pytest.mark.parametrize("size", [100, 100_000], ids=["small-body", "large-body"])
+async def test_bearer_key_that_is_not_utf8_is_403(client, conn, size) -> None:
+    """A key header with bytes that are not UTF-8 is a wrong key (403), never a 500."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "task_id": 1, "update_dict": {"task_state": "RUNNING"}}
+    data = orjson.dumps(body).ljust(size)
+    head = (
+        b"POST /tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
+        b"Content-Length: %d\r\n" % len(data)
+    )
+    reader, writer = await raw_request(client, head, data)
+    assert await response_of(reader) == (403, {"message": "Invalid update key"})
+    writer.close()
+
+
+async def test_data_after_the_end_of_a_gzip_body_is_400(client) -> None:
+    await register(client)
+    body = gzip.compress(PLAIN) + b"not gzip" * 100
+    response = await client.post("/auth/login", data=body, headers={"Content-Encoding": "gzip"})
+    expected = {"message": "Request body is not valid gzip data"}
+    assert (response.status, await response.json()) == (400, expected)
+
+
+async def test_gzip_body_of_several_members_is_inflated_whole(client) -> None:
+    """RFC 1952: a gzip file is a series of members (what `cat a.gz b.gz` makes)."""
+    await register(client)
+    body = gzip.compress(PLAIN[:20]) + gzip.compress(PLAIN[20:])
+    assert gzip.decompress(body) == PLAIN
+    response = await client.post("/auth/login", data=body, headers={"Content-Encoding": "gzip"})
+    assert response.status == 202, await response.text()
+
+
+async def test_data_after_the_end_of_a_deflate_body_is_400(client) -> None:
+    await register(client)
+    body = zlib.compress(PLAIN) + b"trailing"
+    response = await client.post("/auth/login", data=body, headers={"Content-Encoding": "deflate"})
+    expected = {"message": "Request body is not valid deflate data"}
+    assert (response.status, await response.json()) == (400, expected)

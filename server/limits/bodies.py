@@ -87,17 +87,22 @@ async def _chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
 async def _inflated(
     chunks: AsyncIterator[bytes], encoding: str, limit: int
 ) -> AsyncIterator[bytes]:
+    """Inflated pieces; a gzip body may be several members (RFC 1952), and anything after the
+    end of the data (or of a member, unless another member starts there) is 400."""
     inflater = None
     async for chunk in chunks:
-        inflater = inflater or _inflater(encoding, chunk)
         data = chunk
-        while data and not inflater.eof:
+        while data:
+            if inflater is None or inflater.eof:
+                if inflater is not None and encoding == "deflate":
+                    raise BadRequest(f"Request body is not valid {encoding} data")
+                inflater = _inflater(encoding, data)
             try:
                 # At most limit + 1 bytes from one piece: a bomb stops at the size check.
                 yield inflater.decompress(data, min(limit + 1, _CHUNK * 4))
             except zlib.error:
                 raise BadRequest(f"Request body is not valid {encoding} data") from None
-            data = inflater.unconsumed_tail
+            data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
     if inflater is None or not inflater.eof:
         raise BadRequest(f"Request body is not valid {encoding} data (truncated)")
 
