@@ -209,7 +209,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     # The budget holds at least one body of the largest size, or that body could never be read.
     budget = max(config.server.body_budget, client_max_size)
-    app[BODY_BUDGET] = BodyBudget(budget, config.server.body_wait)
+    app[BODY_BUDGET] = BodyBudget(budget, config.server.body_wait, client_max_size)
     limits = config.auth
     app[LOGIN_THROTTLE] = LoginThrottle(
         limits.login_attempts, limits.login_address_attempts, limits.login_window

@@ -4,6 +4,7 @@ connection timeouts, against the real server (its connection settings are run.py
 import asyncio
 import contextlib
 import gzip
+import io
 import time
 import zlib
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from server.app import ROUTES, UI_ROUTES, create_app
 from server.config import Config
 from server.keys import BODY_BUDGET, LOGIN_THROTTLE
+from server.limits.budget import FREE_BYTES as FREE
 from tests.helpers import KEY, login, register, set_key, submit
 
 BODY_ROUTES = [
@@ -29,6 +31,8 @@ BODY_ROUTES = [
     ("POST", "/user/update"),
 ]
 PLAIN = b'{"username": "alice", "password": "password1"}'
+
+K = 1024
 
 
 async def started(aiohttp_client: Callable, make_config: Callable[..., Config], **sections: Any):
@@ -184,14 +188,18 @@ async def test_right_key_in_header_is_accepted(client, conn) -> None:
 
 
 async def test_body_budget_spent_is_503_with_retry_after(aiohttp_client, make_config, conn) -> None:
-    limits = {"max_body_size": 1000, "worker_max_body_size": 1000, "body_budget": 1000}
+    """Past the first FREE_BYTES of a body (never counted), bytes are taken from the budget."""
+    limits = {"max_body_size": FREE + 200 * K, "worker_max_body_size": FREE + 200 * K}
+    limits["body_budget"] = 200 * K  # raised to the largest body: FREE + 200 KiB
     client = await started(aiohttp_client, make_config, server={**limits, "body_wait": 1.0})
-    # The first request holds 900 bytes of the budget while it waits for the rest of its body.
-    head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: 950\r\n"
-    reader, writer = await raw_request(client, head, b" " * 900)
+    # The first request holds 190 KiB of the budget while it waits for the rest of its body.
+    head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (
+        FREE + 190 * K + 50
+    )
+    reader, writer = await raw_request(client, head, b" " * (FREE + 190 * K))
     await asyncio.sleep(0.3)
     started_at = time.monotonic()
-    second = await client.put("/auth/register", data=b" " * 900)
+    second = await client.put("/auth/register", data=b" " * (FREE + 190 * K))
     waited = time.monotonic() - started_at
     expected = {"message": "Server busy: too many large request bodies at once, retry later"}
     assert (second.status, await second.json()) == (503, expected)
@@ -201,7 +209,7 @@ async def test_body_budget_spent_is_503_with_retry_after(aiohttp_client, make_co
     assert await response_of(reader) == (201, {"message": "User created"})
     writer.close()
     # The budget was given back: the same body is read now.
-    third = await client.put("/auth/register", data=b" " * 900)
+    third = await client.put("/auth/register", data=b" " * (FREE + 190 * K))
     assert (third.status, await third.json()) == (400, {"message": "Malformed JSON body"})
 
 
@@ -218,7 +226,7 @@ async def test_every_route_that_reads_a_body_gives_the_budget_back(client, conn)
     budget = client.app[BODY_BUDGET]
     answered = set()
     for method, path in routes_with_bodies():
-        response = await client.request(method, path, data=b" " * 5000)
+        response = await client.request(method, path, data=b" " * (FREE + 5000))
         answered.add((response.status, (await response.read())[:40]))
         assert response.status < 500 and budget.free == budget.size, (method, path)
     assert (400, b'{"message":"Malformed JSON body"}') in answered
@@ -227,20 +235,20 @@ async def test_every_route_that_reads_a_body_gives_the_budget_back(client, conn)
 async def test_requests_waiting_on_each_other_do_not_all_fail(
     aiohttp_client, make_config, conn
 ) -> None:
-    """A holds 600 of 1000 budget bytes, B 400; B waits for more, then A too: A, the one that
+    """A holds 150 of 256 KiB budget, B 106; B waits for more, then A too: A, the one that
     would wait on waiters only, gets 503 at once, and B gets A's bytes and finishes."""
-    limits = {"max_body_size": 1000, "worker_max_body_size": 1000, "body_budget": 1000}
+    limits = {"max_body_size": 256 * K, "worker_max_body_size": 256 * K, "body_budget": 256 * K}
     client = await started(aiohttp_client, make_config, server={**limits, "body_wait": 5.0})
-    body = b'{"username": "alice", "password": "password1"}'.rjust(900)
+    body = b'{"username": "alice", "password": "password1"}'.rjust(FREE + 150 * K)
     head = b"PUT /auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
-    reader_a, writer_a = await raw_request(client, head % 1000, b" " * 600)
+    reader_a, writer_a = await raw_request(client, head % (FREE + 190 * K), b" " * (FREE + 150 * K))
     await asyncio.sleep(0.3)
-    reader_b, writer_b = await raw_request(client, head % 900, body[:400])
+    reader_b, writer_b = await raw_request(client, head % len(body), body[: FREE + 106 * K])
     await asyncio.sleep(0.3)
-    writer_b.write(body[400:])  # B waits: A, still reading, may give bytes back
+    writer_b.write(body[FREE + 106 * K :])  # B waits: A, still reading, may give bytes back
     await asyncio.sleep(0.3)
     started_at = time.monotonic()
-    writer_a.write(b" " * 400)  # A would wait too: only waiters hold the budget now
+    writer_a.write(b" " * (40 * K))  # A would wait too: only waiters hold the budget now
     busy = {"message": "Server busy: too many large request bodies at once, retry later"}
     assert await response_of(reader_a) == (503, busy)
     assert time.monotonic() - started_at < 2
@@ -422,3 +430,40 @@ async def test_data_after_the_end_of_a_deflate_body_is_400(client) -> None:
     response = await client.post("/auth/login", data=body, headers={"Content-Encoding": "deflate"})
     expected = {"message": "Request body is not valid deflate data"}
     assert (response.status, await response.json()) == (400, expected)
+
+
+def gzip_bomb(size: int) -> bytes:
+    """A gzip stream of `size` spaces, flushed but never finished: a few KiB on the wire."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    return packer.compress(b" " * size) + packer.flush(zlib.Z_SYNC_FLUSH)
+
+
+async def test_strangers_holding_the_budget_block_neither_logins_nor_known_workers(
+    aiohttp_client, make_config, conn
+) -> None:
+    """Unfinished gzip bodies of a few KiB from a stranger (no key anywhere) inflate to the
+    largest worker body and stall: they can hold the strangers' half of the budget, but a login
+    (a small body, never counted) and a worker whose header key was checked still get through."""
+    limits = {"max_body_size": 1 << 20, "worker_max_body_size": 4 << 20, "body_budget": 8 << 20}
+    limits |= {"body_wait": 1.0, "body_timeout": 6.0}
+    client = await started(aiohttp_client, make_config, server=limits)
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    bomb = gzip_bomb(4 << 20)
+    assert len(bomb) < 10_000
+    head = b"POST /results HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+    head += b"Transfer-Encoding: chunked\r\n"
+    held = [await raw_request(client, head, b"%x\r\n%s\r\n" % (len(bomb), bomb)) for _ in range(3)]
+    await asyncio.sleep(1.5)  # the first holds the strangers' share, the others gave up (503)
+    budget = client.app[BODY_BUDGET]
+    assert budget.strangers.free == FREE and budget.free == (4 << 20) + FREE
+    response = await client.post("/auth/login", data=PLAIN)
+    assert response.status == 202, await response.text()
+    body = large_upload(job_id, KEY).replace(b'"update_key":"' + KEY.encode() + b'",', b"")
+    body = body.ljust(3 << 20)  # 3 MiB: more than the strangers left
+    headers = {"Authorization": f"Bearer {KEY}"}
+    response = await client.post("/results", data=io.BytesIO(body), headers=headers)
+    assert (response.status, await response.json()) == (202, {"message": "Results saved"})
+    for _, writer in held:
+        writer.close()

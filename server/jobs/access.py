@@ -13,6 +13,7 @@ from server.http import bearer_token, parse_json, query_param
 from server.jobs.states import check_open
 from server.keys import CONFIG, POOL, USER
 from server.limits.bodies import read_body
+from server.limits.budget import KEY_CHECKED
 from server.store import simulations
 from server.store.simulations import Owner
 
@@ -93,6 +94,7 @@ async def check_header_key(request: web.Request) -> None:
     digest = hashlib.sha256(key.encode()).digest()
     if not await simulations.live_update_key_exists(request.app[POOL], digest):
         raise Forbidden(BAD_KEY)
+    request[KEY_CHECKED] = True  # a known sender: its body may use the whole budget
 
 
 # `"update_key": "<key>"` anywhere in a raw body (JSON strings hold no raw quote, so this is a

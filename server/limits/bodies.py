@@ -1,8 +1,9 @@
 """Reading request bodies with bounded memory and time.
 
 - Size: at most `limit` bytes once inflated (413 past it), checked while reading.
-- Memory across requests: every buffered byte is taken from one budget per server process
-  (`server.body_budget`), given back when the request ends (with_body_budget). A request that
+- Memory across requests: buffered bytes (past the first 64 KiB of a body) are taken from one
+  budget per server process (`server.body_budget`, of which strangers share half: see
+  server/limits/budget.py), given back when the request ends (with_body_budget). A request that
   finds the budget spent waits up to `server.body_wait` seconds, then gets 503 with Retry-After
   (workers retry 5xx answers).
 - Time: the whole body must arrive within `server.body_timeout` seconds (408 otherwise).
@@ -21,8 +22,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from server.keys import BODY_BUDGET, CONFIG
-from server.limits.budget import HELD
+from server.keys import BODY_BUDGET, CONFIG, USER
+from server.limits.budget import HELD, KEY_CHECKED, STRANGER, counted
 
 _CHUNK = 1 << 18
 # zlib window bits: gzip only; zlib-wrapped deflate (RFC 1950); raw deflate, which some clients
@@ -42,7 +43,7 @@ def with_body_budget(handler: Handler) -> Handler:
             return await handler(request)
         finally:
             if held := request[HELD]:
-                await request.app[BODY_BUDGET].give_back(held)
+                await request.app[BODY_BUDGET].give_back(request, held)
 
     return giving_back
 
@@ -113,11 +114,12 @@ async def _read(request: web.Request, limit: int) -> bytearray:
     if plain and request.content_length is not None and request.content_length > limit:
         raise too_large
     budget = request.app[BODY_BUDGET]
+    request[STRANGER] = USER not in request and not request.get(KEY_CHECKED, False)
     body = bytearray()
     async for chunk in _chunks(request, limit):
         if len(body) + len(chunk) > limit:
             raise too_large
-        await budget.take(request, len(chunk))
+        await budget.take(request, counted(len(body), len(chunk)))
         body += chunk
     return body
 

@@ -1,4 +1,12 @@
-"""The memory budget for buffered request bodies, shared by all requests of a server process."""
+"""The memory budget for buffered request bodies, shared by all requests of a server process.
+
+Requests from strangers (public routes, and worker bodies whose key is only inside them) share
+at most half of the budget, so that however they hold it (a small gzip body inflates to
+megabytes and may then stall until `server.body_timeout`), signed-in users and workers whose
+header key was checked before their body was read still find room. The first FREE_BYTES of every
+body are not counted: logins, progress reports and other small bodies never wait for the budget
+(aiohttp buffers that much per connection anyway).
+"""
 
 import asyncio
 
@@ -6,8 +14,31 @@ from aiohttp import web
 
 from server.errors import ServiceUnavailable
 
+FREE_BYTES = 64 << 10
 # Bytes of the budget a request holds, given back by server.limits.bodies.with_body_budget.
 HELD = web.RequestKey("body_bytes_held", int)
+# Set when a worker's header key was checked before its body is read (a known sender).
+KEY_CHECKED = web.RequestKey("body_key_checked", bool)
+# Whether a request's body counts against the strangers' share (set before its first take).
+STRANGER = web.RequestKey("body_from_stranger", bool)
+
+
+def counted(before: int, size: int) -> int:
+    """The bytes of a chunk of `size` after `before` bytes of its body that count."""
+    return max(0, before + size - FREE_BYTES) - max(0, before - FREE_BYTES)
+
+
+class Pool:
+    """Free bytes of one share, and those held by requests waiting for more."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free = size
+        self.held_by_waiters = 0
+
+    def all_waiting(self, held: int) -> bool:
+        """Whether every byte held from this share would belong to a waiting request."""
+        return self.held_by_waiters + held >= self.size - self.free
 
 
 class BodyBudget:
@@ -18,12 +49,17 @@ class BodyBudget:
     wait gives up at once (503) instead, and what it held goes back to the others.
     """
 
-    def __init__(self, size: int, wait: float) -> None:
+    def __init__(self, size: int, wait: float, largest: int = 0) -> None:
         self.size = size
-        self.free = size
         self.wait = wait
-        self._held_by_waiters = 0
+        self.everyone = Pool(size)
+        # At least one body of the largest size, or a stranger's could never be read.
+        self.strangers = Pool(max(size // 2, min(size, largest)))
         self._changed = asyncio.Condition()
+
+    @property
+    def free(self) -> int:
+        return self.everyone.free
 
     def _busy(self) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -31,28 +67,42 @@ class BodyBudget:
             retry_after=max(1, round(self.wait)),
         )
 
+    def _pools(self, request: web.Request) -> tuple[Pool, ...]:
+        stranger = request.get(STRANGER, True)
+        return (self.everyone, self.strangers) if stranger else (self.everyone,)
+
     async def take(self, request: web.Request, count: int) -> None:
         """Hold `count` more bytes for `request`; 503 when they cannot be had within `wait` s.
         KeyError for a request of a route without with_body_budget: nothing would give them back."""
-        held = request[HELD]
+        held, pools = request[HELD], self._pools(request)
+        if not count:
+            return
         async with self._changed:
-            if self.free < count:
-                await self._wait_for(count, held)
-            self.free -= count
+            if any(pool.free < count for pool in pools):
+                await self._wait_for(count, held, pools)
+            for pool in pools:
+                pool.free -= count
         request[HELD] = held + count
 
-    async def _wait_for(self, count: int, held: int) -> None:
-        if self._held_by_waiters + held >= self.size - self.free:
+    async def _wait_for(self, count: int, held: int, pools: tuple[Pool, ...]) -> None:
+        if any(pool.all_waiting(held) for pool in pools):
             raise self._busy()  # everyone holding bytes would be waiting: nobody would finish
-        self._held_by_waiters += held
+        for pool in pools:
+            pool.held_by_waiters += held
+
+        def enough() -> bool:
+            return all(pool.free >= count for pool in pools)
+
         try:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self.free >= count), self.wait)
+            await asyncio.wait_for(self._changed.wait_for(enough), self.wait)
         except TimeoutError:
             raise self._busy() from None
         finally:
-            self._held_by_waiters -= held
+            for pool in pools:
+                pool.held_by_waiters -= held
 
-    async def give_back(self, count: int) -> None:
+    async def give_back(self, request: web.Request, count: int) -> None:
         async with self._changed:
-            self.free += count
+            for pool in self._pools(request):
+                pool.free += count
             self._changed.notify_all()
