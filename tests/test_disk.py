@@ -215,3 +215,27 @@ async def test_estimator_fields_count_against_the_quota(aiohttp_client, make_con
     assert response.status == 413
     assert (await response.json())["message"].startswith("Storage quota exceeded: ")
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_logfiles_are_not_a_way_around_the_quota(aiohttp_client, make_config, conn) -> None:
+    """Whoever holds an update key (an HPC job's environment holds it) could store log files
+    without end: 256 MiB a request, under any number of names, outside the quota."""
+    quota = 300 * KIB
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    statuses = []
+    for n in range(4):
+        body = {
+            "simulation_id": job_id,
+            "update_key": KEY,
+            "logfiles": {f"log_{n}": os.urandom(100 * KIB).hex()},  # 200 KB each
+        }
+        response = await client.post("/logfiles", data=io.BytesIO(orjson.dumps(body)))
+        statuses.append(response.status)
+        if response.status == 413:
+            assert (await response.json())["message"].startswith("Storage quota exceeded: ")
+    assert statuses == [202, 413, 413, 413]
+    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(content)), 0) FROM logfiles")
+    assert stored <= quota

@@ -2,10 +2,13 @@
 which runs a fake SHIELD-HIT12A (tests/fakes/simulators.py) replaying real captured runs, reports
 progress and results over HTTP, and the merge step merges the tasks' real files."""
 
+import sys
 from functools import partial
 
 import pytest
 
+from server.worker.progress import TAIL_BYTES
+from server.worker.task import STREAM_LIMIT
 from tests.fakes.simulators import (
     AVERAGING,
     REPLAYS,
@@ -299,3 +302,21 @@ async def test_worker_gives_up_when_the_server_stays_unavailable(start_app, fake
     assert log.endswith("giving up: POST /tasks failed for 1 s, last: HTTP 503\n")
     assert unavailable.refused >= 3  # retried, with backoff, for about a second
     assert recorder.key(job_id) not in log
+
+
+async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(start_app, tmp_path, conn):
+    """A simulator that prints more than the worker's line limit without a newline (a progress
+    bar redrawn with carriage returns, binary garbage) still completes its task: it was killed,
+    and its task FAILED with "ValueError: Separator is not found, and chunk exceed the limit"."""
+    fake = tmp_path / "shieldhit"
+    fake.write_text(
+        f"#!{sys.executable}\nimport shutil, sys\n"
+        f"sys.stdout.write('\\r12%' * {STREAM_LIMIT})\nprint()\nprint('Transport completed.')\n"
+        f"shutil.copyfile({str(MINIMAL[0])!r}, 'mesh.bdo')\n"
+    )
+    fake.chmod(0o755)
+    client, _, _ = await start_app({"shieldhit": str(fake)})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
+    log = (await logfiles_of(conn))["task_1_stdout"]
+    assert log.endswith("Transport completed.\n") and len(log) <= TAIL_BYTES

@@ -1,6 +1,7 @@
 """The worker's parts on their own: settings, progress parsing, command lines and FLUKA cards,
 the retrying client against a real server, merging, and the page shape."""
 
+import asyncio
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from server.config import PROJECT_DIR
 from server.worker import progress as prog
 from server.worker.client import JobEnded, Rejected, ServerClient, Unreachable
 from server.worker.estimators import MergeError, merge_files
+from server.worker.main import run
 from server.worker.merge import merge_job
 from server.worker.outputs import in_output_order
 from server.worker.settings import SettingsError, child_environment, load
@@ -24,10 +26,11 @@ from server.worker.simulators import (
     set_fluka_primaries,
     shieldhit_command,
 )
-from server.worker.task import keep_results
-from tests.fakes.simulators import AVERAGING, REPLAYS
-from tests.helpers import RESULTS_FIXTURE, read_json
+from server.worker.task import RESULTS_MANIFEST, TaskRun, keep_results
+from tests.fakes.simulators import AVERAGING, REPLAYS, write_fake
+from tests.helpers import RESULTS_FIXTURE, read_json, set_task
 
+MINIMAL = [REPLAYS / "minimal" / "mesh.bdo", REPLAYS / "minimal" / "fluence.bdo"]
 ENV = {
     "YAPTIDE_URL": "http://127.0.0.1:1/",
     "YAPTIDE_SIMULATION_ID": "job",
@@ -234,3 +237,105 @@ def test_results_keep_the_order_of_detect_dat_outputs(tmp_path):
     assert [p.name for p in in_output_order([tmp_path / n for n in names], tmp_path)] == sorted(
         names
     )
+
+
+@pytest.fixture
+async def refusing_progress(aiohttp_server):
+    """A server answering 503 to progress reports (as during a restart), 202 to the rest."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        update = (await request.json()).get("update_dict", {})
+        seen.append((request.path, update.get("task_state")))
+        progress = request.path == "/tasks" and "task_state" not in update
+        return web.json_response({"message": "answer"}, status=503 if progress else 202)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")), seen
+
+
+async def test_progress_the_server_cannot_take_does_not_stop_the_simulator(
+    refusing_progress, tmp_path, monkeypatch
+):
+    """Progress reports are only news: one that ran out of retries (the server down for longer
+    than retry_timeout) used to kill a healthy simulator and lose the task."""
+    url, seen = refusing_progress
+    work = tmp_path / "task_1"
+    work.mkdir()
+    for name in ("beam.dat", "geo.dat", "mat.dat", "detect.dat"):
+        shutil.copy(AVERAGING / name, work)
+    fake = write_fake(tmp_path / "shieldhit", "shieldhit", {"*": MINIMAL}, delay=0.1)
+    env = {
+        **ENV,
+        "YAPTIDE_URL": url,
+        "YAPTIDE_JOB_DIR": str(tmp_path),
+        "YAPTIDE_TASK_ID": "1",
+        "YAPTIDE_SIMULATORS_SHIELDHIT": str(fake),
+        "YAPTIDE_RUNNER_PROGRESS_INTERVAL": "0.2",
+        "YAPTIDE_RUNNER_RETRY_TIMEOUT": "0.5",
+    }
+    for name in ("YAPTIDE_TASK_ID", "YAPTIDE_JOB_DIR"):  # what the fake simulator reads
+        monkeypatch.setenv(name, env[name])
+    settings = load(env)
+    async with aiohttp.ClientSession() as session:
+        await TaskRun(settings, ServerClient(settings, session), work).run()
+    assert ("/tasks", None) in seen  # progress was tried, and refused
+    assert seen[-1] == ("/tasks", "COMPLETED")
+    assert (tmp_path / "task_1" / RESULTS_MANIFEST).exists()
+
+
+async def test_refused_log_files_do_not_keep_the_task_from_ending(aiohttp_server, tmp_path):
+    """Log files count against the owner's quota: a 413 for them must not keep the task from
+    reporting its end (a 409 still stops the worker)."""
+    answers = [413, 202, 409]
+    calls: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        status = answers.pop(0)
+        return web.json_response({"message": f"answer {status}"}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    url = str((await aiohttp_server(app)).make_url(""))
+    settings = load({**ENV, "YAPTIDE_URL": url, "YAPTIDE_JOB_DIR": str(tmp_path)})
+    async with aiohttp.ClientSession() as session:
+        run = TaskRun(settings, ServerClient(settings, session), tmp_path)
+        await run.fail("The simulator crashed.")
+        assert calls == ["/logfiles", "/tasks"]
+        with pytest.raises(JobEnded):
+            await run.client.save_logfiles({"task_3_stdout": "x"})
+
+
+async def test_merge_waits_for_a_task_slurm_ended_unreported(worker, conn, tmp_path):
+    """Under SLURM the merge job starts once the array has ended (afterany), possibly before
+    the reconciler has failed an array task SLURM killed (time limit, out of memory): the job is
+    still RUNNING. The merge step took that 409 for the job's end and exited without merging;
+    the reconciler then failed the whole job, though three tasks had COMPLETED."""
+    client, _, identity = worker
+    for task_id in (1, 2, 3, 4):
+        await set_task(client, identity, task_id, task_state="RUNNING")
+    for task_id in (1, 2, 3):
+        keep_results([REPLAYS / "minimal" / "mesh.bdo"], tmp_path / f"task_{task_id}")
+        await set_task(client, identity, task_id, task_state="COMPLETED")
+    env = {
+        **ENV,
+        "YAPTIDE_URL": str(client.make_url("")),
+        "YAPTIDE_SIMULATION_ID": identity["simulation_id"],
+        "YAPTIDE_UPDATE_KEY": identity["update_key"],
+        "YAPTIDE_JOB_DIR": str(tmp_path),
+        "YAPTIDE_RUNNER_RETRY_TIMEOUT": "30",
+    }
+    settings = load({k: v for k, v in env.items() if k not in ("YAPTIDE_TASK_ID",)}, merge=True)
+
+    async def reconciler() -> None:  # its next poll: task 4 FAILED, as fail_task does
+        await asyncio.sleep(1.5)
+        await set_task(client, identity, 4, task_state="FAILED")
+
+    merged, _ = await asyncio.gather(run("merge", settings), reconciler())
+    assert merged == 0
+    state = await conn.fetchval("SELECT job_state FROM simulations")
+    assert state == "COMPLETED"
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 1

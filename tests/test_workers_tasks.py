@@ -45,6 +45,21 @@ async def test_seed_example(worker, conn):
     assert await job_of(conn) == ("RUNNING", False)
 
 
+async def test_late_progress_does_not_change_an_ended_task(worker, conn):
+    """A progress report that arrives after the task's end (sent before it, delivered late or
+    retried) must not rewrite what the end reported."""
+    client, _, identity = worker
+    await set_task(client, identity, 1, task_state="RUNNING")
+    await set_task(client, identity, 1, task_state="COMPLETED", simulated_primaries=2500)
+    await set_task(client, identity, 1, simulated_primaries=1200, estimated_time=80)
+    row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = 1")
+    assert (row["task_state"], row["simulated_primaries"], row["estimated_time"]) == (
+        "COMPLETED",
+        2500,
+        None,
+    )
+
+
 async def test_job_state_follows_tasks(worker, conn):
     client, _, identity = worker
     assert await job_of(conn) == ("PENDING", False)
@@ -274,14 +289,16 @@ async def test_concurrent_task_updates(aiohttp_client, make_config, conn):
     assert row["job_state"] == "FAILED" and row["end_time"] is not None
 
 
-async def test_times_before_year_1000_are_shown_in_iso_8601(worker):
-    """api.md: timestamps are ISO 8601 (four-digit years); a worker's clock may say anything."""
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00Z", "0999-06-01T00:00:00Z"])
+async def test_times_the_status_cannot_show_are_refused(worker, conn, moment):
+    """A worker's start_time of year 1 came back from asyncpg as a naive datetime (its
+    -infinity sentinel) and made every GET /jobs/direct of the job a 500; years before 1000 were
+    shown without four digits (not ISO 8601)."""
     client, _, identity = worker
-    await set_task(client, identity, 1, task_state="RUNNING", start_time="0005-01-01T00:00:00Z")
-    await set_task(client, identity, 1, task_state="COMPLETED", end_time="0999-12-31T23:59:59Z")
+    body = {**identity, "task_id": 1, "update_dict": {"start_time": moment}}
+    assert await post(client, "/tasks", body, 400) == {
+        "message": "Invalid update_dict.start_time: must be between 1970 and 9999"
+    }
     response = await client.get("/jobs/direct", params={"job_id": identity["simulation_id"]})
-    first = (await response.json())["job_tasks_status"][0]
-    assert (first["start_time"], first["end_time"]) == (
-        "0005-01-01T00:00:00Z",
-        "0999-12-31T23:59:59Z",
-    )
+    assert response.status == 200, await response.text()
+    assert (await conn.fetchval("SELECT start_time FROM tasks WHERE task_id = 1")) is None

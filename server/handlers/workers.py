@@ -9,7 +9,7 @@ from server.http import field, json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_json, update_key_of
 from server.jobs.reports import parse_job_state, parse_task_id, parse_update_dict
-from server.keys import DISPATCHER, POOL
+from server.keys import CONFIG, DISPATCHER, POOL
 
 MAX_LOGFILE_NAME = 255
 
@@ -51,5 +51,6 @@ def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
 async def upload_logfiles(request: web.Request) -> web.Response:
     body, job_id, key = await read_worker_body(request)
     files = parse_logfiles(field(body, "logfiles", dict))
-    await transitions.save_logfiles(request.app[POOL], job_id, key, files)
+    quota = request.app[CONFIG].jobs.user_quota
+    await transitions.save_logfiles(request.app[POOL], job_id, key, files, quota)
     return json_response({"message": "Logfiles saved"}, status=202)

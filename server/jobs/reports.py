@@ -10,6 +10,11 @@ from server.errors import BadRequest
 from server.jobs.states import JOB_STATES
 from server.models import MAX_INT32, MAX_INT64
 
+# Times a task can show: asyncpg reads 0001-01-01 and 9999-12-31T23:59:59.999999 back as its
+# naive -infinity/infinity sentinels, and a year before 1000 is not shown with four digits.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
 
 @dataclass(frozen=True)
 class TaskUpdate:
@@ -60,9 +65,12 @@ def _timestamp(name: str, value: Any) -> datetime:
     # A time without an offset is taken as UTC, like every time in the API. Stored as UTC: a
     # time near year 1 or 9999 may not have a UTC equivalent that Python can represent.
     try:
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except OverflowError:
         raise BadRequest(f"Invalid update_dict.{name}: out of range once in UTC") from None
+    if not EARLIEST <= moment < LATEST:
+        raise BadRequest(f"Invalid update_dict.{name}: must be between 1970 and 9999")
+    return moment
 
 
 def _state(name: str, value: Any) -> str:

@@ -97,6 +97,8 @@ async def update_task(
             raise NotFound("Task not found")
         state = update.task_state or current
         check_task_move(task_id, current, state)
+        if update.task_state is None and current in TERMINAL_STATES:
+            return row.job_state  # progress sent before the task's end, arrived after it
         # Only what the report sends is written: a progress report leaves the state alone.
         await tasks.update(conn, row.sim_pk, task_id, update.task_state, **update.fields())
         if state == current:
@@ -139,10 +141,16 @@ async def save_results(
         await simulations.recompute_state(conn, row.sim_pk)
 
 
-async def save_logfiles(pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, str]) -> None:
+async def save_logfiles(
+    pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, str], quota: int = 0
+) -> None:
+    """A worker's `POST /logfiles`; 413 and nothing stored when the owner's quota would be
+    exceeded (logs are stored data like results: no way around the quota)."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
+        user_id = await users.lock_owner(conn, None, row.sim_pk)
         await logfiles.upsert(conn, row.sim_pk, files)
+        await _check_quota(conn, user_id, quota)
 
 
 async def cancel(pool: asyncpg.Pool, job_id: str) -> None:

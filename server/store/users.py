@@ -71,6 +71,6 @@ async def lock_owner(conn: Conn, user_id: int | None, sim_pk: int | None = None)
 
 
 async def stored_bytes(conn: Conn, user_id: int) -> int:
-    """Bytes of inputs and result pages stored for the user's simulations."""
+    """Bytes of inputs, results and log files stored for the user's simulations."""
     total: int = await conn.fetchval(query("stored_bytes"), user_id)
     return total

@@ -38,6 +38,7 @@ class Rejected(ServerError):
     def __init__(self, path: str, status: int, message: str) -> None:
         super().__init__(f"POST {path} was refused with {status}: {message}")
         self.status = status
+        self.message = message
 
 
 class JobEnded(Rejected):
@@ -70,7 +71,14 @@ class ServerClient:
         await self.post("/jobs", {"job_state": state})
 
     async def save_logfiles(self, logfiles: dict[str, str]) -> None:
-        await self.post("/logfiles", {"logfiles": logfiles})
+        """Post log files; a refusal other than the job's end (413: the owner's storage quota)
+        is only logged, so that the state reported next still ends the task or the job."""
+        try:
+            await self.post("/logfiles", {"logfiles": logfiles})
+        except JobEnded:
+            raise
+        except Rejected as exc:
+            log.warning("log files not saved: %s", exc)
 
     async def save_results(self, estimators: list[dict[str, Any]]) -> None:
         await self.post("/results", {"estimators": estimators}, compress=True)

@@ -1,7 +1,8 @@
 """The merge step: once every task has ended and at least one COMPLETED, merge their results.
 
-`POST /jobs` MERGING_RUNNING first; then every completed task's result files (listed by the task
-in `<job dir>/task_<n>/.yaptide_results.json`) are grouped by detector, merged, and uploaded in
+`POST /jobs` MERGING_RUNNING first (once the job is MERGING_QUEUED: see start_merging); then
+every completed task's result files (listed by the task in
+`<job dir>/task_<n>/.yaptide_results.json`) are grouped by detector, merged, and uploaded in
 one gzip-compressed `POST /results`, which makes the job COMPLETED. If anything goes wrong the
 reason is stored as the log file `merge` and the job is set FAILED.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from server.worker.client import JobEnded, Rejected, ServerClient
+from server.worker.client import FIRST_DELAY, MAX_DELAY, JobEnded, Rejected, ServerClient
 from server.worker.estimators import MergeError, corename, estimator_dict, merge_files
 from server.worker.outcomes import MERGE_LOG
 from server.worker.settings import Settings
@@ -24,6 +25,9 @@ from server.worker.task import RESULTS_MANIFEST
 log = logging.getLogger(__name__)
 
 _TASK_DIR = re.compile(r"task_(\d+)")
+# The start of the 409 for a move a job that is not terminal cannot make yet
+# (server.jobs.states.check_job_move); a terminal job's 409 says "Simulation is ...".
+NOT_YET = "Job cannot go from "
 
 
 def completed_tasks(job_dir: Path) -> list[tuple[int, list[Path]]]:
@@ -53,8 +57,31 @@ def merge_job(job_dir: Path, sim_type: str) -> list[dict[str, Any]]:
     ]
 
 
+async def start_merging(settings: Settings, client: ServerClient) -> None:
+    """`POST /jobs` MERGING_RUNNING, waiting while the job is not yet MERGING_QUEUED.
+
+    Under SLURM the merge job starts when the array has ended, possibly before the reconciler
+    has failed an array task SLURM ended unreported (time limit, out of memory): the job is
+    still RUNNING then. Asked again with backoff for up to `retry_timeout` seconds; a terminal
+    job's 409 ends the step at once (JobEnded).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.retry_timeout
+    delay = FIRST_DELAY
+    while True:
+        try:
+            await client.update_job("MERGING_RUNNING")
+            return
+        except JobEnded as exc:
+            if not exc.message.startswith(NOT_YET) or loop.time() + delay > deadline:
+                raise
+            log.info("not ready to merge (%s); asking again in %.2f s", exc.message, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_DELAY)
+
+
 async def run_merge(settings: Settings, client: ServerClient) -> None:
-    await client.update_job("MERGING_RUNNING")
+    await start_merging(settings, client)
     try:
         estimators = await asyncio.to_thread(merge_job, settings.job_dir, settings.sim_type)
     except MergeError as exc:

@@ -3,16 +3,21 @@
 SHIELD-HIT12A prints `Primary particle no. N  ETR: h hours m minutes s seconds` on its standard
 output; FLUKA writes, in `fluka_<pid>/<input>001.out`, a table whose rows hold the primaries
 handled so far, the primaries left and the average time per primary. The reporter sends the
-latest values with `POST /tasks` at most once per interval, and only when they changed.
+latest values with `POST /tasks` at most once per interval, and only when they changed. A report
+the server could not take (it stayed unreachable for `retry_timeout`) is dropped: the next one
+supersedes it, and the simulator goes on (only the job's end, a 409, stops it).
 """
 
 import asyncio
+import logging
 import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.worker.client import ServerClient
+from server.worker.client import ServerClient, Unreachable
+
+log = logging.getLogger(__name__)
 
 SHIELDHIT_PRIMARY = re.compile(
     r"Primary particle no.\s+(\d+)\s+ETR:\s*(\d+)\s+hours?\s+(\d+)\s+minutes?\s+(\d+)\s+seconds?"
@@ -118,4 +123,7 @@ async def report(client: ServerClient, progress: Progress, interval: float) -> N
         update = {"simulated_primaries": progress.simulated}
         if progress.estimated_time is not None:
             update["estimated_time"] = progress.estimated_time
-        await client.update_task(**update)
+        try:
+            await client.update_task(**update)
+        except Unreachable as exc:
+            log.warning("progress not reported, the simulator goes on: %s", exc)

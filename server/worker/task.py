@@ -155,7 +155,7 @@ class TaskRun:
         simulator: Simulator,
         progress: prog.Progress,
     ) -> int:
-        """Wait for the simulator; a failed progress report (the job ended) stops it."""
+        """Wait for the simulator; a refused progress report (the job ended) stops it."""
         interval = self.settings.progress_interval
         helpers = [asyncio.ensure_future(prog.report(self.client, progress, interval))]
         if simulator.sim_type == "fluka":
@@ -194,7 +194,15 @@ async def read_lines(
     parse: Callable[[prog.Progress, str], None] | None,
     progress: prog.Progress,
 ) -> None:
-    async for raw in stream:
+    """Feed each line to the tail (and the parser) until the stream ends. Of a line longer
+    than STREAM_LIMIT, asyncio drops what it had buffered: it goes on with the rest."""
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:  # the line's first STREAM_LIMIT bytes are gone, not the stream
+            continue
+        if not raw:
+            return
         line = raw.decode(errors="replace")
         tail.add(line)
         if parse is not None:

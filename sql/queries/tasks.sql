@@ -54,8 +54,9 @@ RETURNING task_id
 -- POST /tasks without a state move (the bulk of worker traffic) in one statement, with no
 -- BEGIN/COMMIT round trips: it locks the simulation row like lock_task_for_worker and writes
 -- only when the key matches ($3: its SHA-256), the job is not terminal and the task exists in
--- state $4 (NULL: any state). Returns the job state; no row when a check fails (the caller
--- then takes the general path, which says which check failed). A row lock held by another
+-- state $4 (NULL: any state) and has not ended (a late report must not rewrite its end).
+-- Returns the job state; no row when a check fails (the caller then takes the general path,
+-- which says which check failed). A row lock held by another
 -- writer is waited for and the checks are made again on the row as it left it. Like every
 -- progress report, its commit does not wait for the disk (lock_task_for_worker).
 WITH locked AS (
@@ -76,4 +77,5 @@ UPDATE tasks t SET
     )
 FROM locked
 WHERE t.simulation_id = locked.id AND t.task_id = $2 AND t.task_state = coalesce($4, t.task_state)
+  AND t.task_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING locked.job_state

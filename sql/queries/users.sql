@@ -45,7 +45,8 @@ FOR UPDATE
 
 -- name: stored_bytes
 -- The bytes a user's simulations take in the database: compressed inputs (with the files
--- converted from an editor project), result pages and their estimators' own fields.
+-- converted from an editor project), result pages and their estimators' own fields, and log
+-- files (as sent).
 SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
                  FROM inputs i
                  JOIN simulations s ON s.id = i.simulation_id
@@ -56,4 +57,7 @@ SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files
                  WHERE s.user_id = $1), 0)
      + coalesce((SELECT sum(octet_length(e.fields)) FROM estimators e
                  JOIN simulations s ON s.id = e.simulation_id
+                 WHERE s.user_id = $1), 0)
+     + coalesce((SELECT sum(octet_length(l.content)) FROM logfiles l
+                 JOIN simulations s ON s.id = l.simulation_id
                  WHERE s.user_id = $1), 0) AS total
