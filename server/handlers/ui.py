@@ -15,7 +15,7 @@ from server.jobs.access import owned_simulation
 from server.keys import CONFIG, POOL
 from server.results import render
 from server.results.filters import page_filter
-from server.results.indexcache import make_view
+from server.results.indexcache import Entry, make_view
 from server.store import inputs as stored_inputs
 from server.store import tasks
 from server.ui import shapes
@@ -42,6 +42,14 @@ async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:
     return shapes.project_outputs(orjson.loads(found.data))
 
 
+async def _outputs_of(request: web.Request, entry: Entry) -> shapes.Outputs:
+    """The project's outputs, kept with the cached results (inputs never change): a fetch of
+    the UI dialect costs no query for them once the results are cached."""
+    if entry.outputs is None:
+        entry.outputs = await _project_outputs(request, entry.index.head.sim_pk)
+    return entry.outputs
+
+
 async def estimators(request: web.Request) -> web.Response:
     response = await get_estimators(request)  # every check and 404 of the API
     assert isinstance(response.body, bytes)
@@ -54,7 +62,7 @@ async def _full_results(request: web.Request) -> web.StreamResponse:
     the project's outputs by position)."""
     numbers = page_filter(request.query)
     entry = await owned_results(request, query_param(request, "job_id"))
-    order = shapes.project_position(await _project_outputs(request, entry.index.head.sim_pk))
+    order = shapes.project_position(await _outputs_of(request, entry))
     view = entry.view(None, numbers)
     pages = tuple(sorted(view.pages, key=lambda page: order(page.estimator)))  # stable
     if pages != view.pages:
@@ -73,8 +81,7 @@ async def results_of(request: web.Request) -> web.StreamResponse:
     single = request.query.get("page_number") is not None
     form = (render.single_page if single else render.page_list).__name__
     entry = await owned_results(request, query_param(request, "job_id"))
-    outputs = await _project_outputs(request, entry.index.head.sim_pk)
-    for stored in shapes.stored_names(name, outputs):
+    for stored in shapes.stored_names(name, await _outputs_of(request, entry)):
         view = entry.view(stored, numbers, form)
         if view.estimator_found:
             return await send_view(request, view)
