@@ -239,3 +239,45 @@ async def test_logfiles_are_not_a_way_around_the_quota(aiohttp_client, make_conf
     assert statuses == [202, 413, 413, 413]
     stored = await conn.fetchval("SELECT coalesce(sum(octet_length(content)), 0) FROM logfiles")
     assert stored <= quota
+
+
+async def test_estimator_names_count_against_the_quota(aiohttp_client, make_config, conn) -> None:
+    """Estimators without pages or fields are stored (and served): their names and rows take
+    disk like any result, so uploads of nothing else must meet the quota too; else whoever
+    holds an update key stores names without end (256 MiB a request, any number of them)."""
+    quota = 300 * KIB
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    statuses = []
+    for n in range(4):
+        names = [f"{n}-{i:04d}-" + "x" * 240 for i in range(900)]  # 222 KB of names each
+        body = {
+            "simulation_id": job_id,
+            "update_key": KEY,
+            "estimators": [{"name": name, "pages": []} for name in names],
+        }
+        response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
+        statuses.append(response.status)
+    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(name)), 0) FROM estimators")
+    assert stored <= quota, (statuses, stored)
+    assert statuses == [202, 413, 413, 413]
+
+
+async def test_logfile_names_count_against_the_quota(aiohttp_client, make_config, conn) -> None:
+    """Empty log files under long names: the names and rows take disk, the content nothing."""
+    quota = 300 * KIB
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    statuses = []
+    for n in range(4):
+        names = [f"{n}-{i:04d}-" + "x" * 240 for i in range(900)]  # 222 KB of names each
+        body = {"simulation_id": job_id, "update_key": KEY, "logfiles": dict.fromkeys(names, "")}
+        response = await client.post("/logfiles", data=io.BytesIO(orjson.dumps(body)))
+        statuses.append(response.status)
+    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(name)), 0) FROM logfiles")
+    assert stored <= quota, (statuses, stored)
+    assert statuses == [202, 413, 413, 413]

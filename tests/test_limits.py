@@ -229,6 +229,7 @@ async def test_every_route_that_reads_a_body_gives_the_budget_back(client, conn)
         response = await client.request(method, path, data=b" " * (FREE + 5000))
         answered.add((response.status, (await response.read())[:40]))
         assert response.status < 500 and budget.free == budget.size, (method, path)
+        assert budget.strangers.free == budget.strangers.size, (method, path)
     assert (400, b'{"message":"Malformed JSON body"}') in answered
 
 
@@ -467,3 +468,33 @@ async def test_strangers_holding_the_budget_block_neither_logins_nor_known_worke
     assert (response.status, await response.json()) == (202, {"message": "Results saved"})
     for _, writer in held:
         writer.close()
+
+
+async def test_a_stranger_waits_for_room_that_known_senders_hold(
+    aiohttp_client, make_config, conn
+) -> None:
+    """A worker whose header key was checked holds most of the budget (no stranger holds any):
+    a stranger's body that does not fit waits for room (up to body_wait), as before the
+    strangers' share existed, instead of 503 at once; the room comes back when the worker's
+    body ends."""
+    limits = {"max_body_size": FREE + 300 * K, "worker_max_body_size": FREE + 300 * K}
+    limits |= {"body_budget": 1, "body_wait": 5.0}  # raised to the largest body
+    client = await started(aiohttp_client, make_config, server=limits)
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    head = b"POST /results HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n" % KEY.encode()
+    head += b"Content-Length: %d\r\n" % (FREE + 260 * K)
+    reader, writer = await raw_request(client, head, b" " * (FREE + 250 * K))
+    await asyncio.sleep(0.5)
+    budget = client.app[BODY_BUDGET]
+    assert budget.free < 150 * K and budget.strangers.free == budget.strangers.size
+    started_at = time.monotonic()
+    stranger = asyncio.ensure_future(client.put("/auth/register", data=b" " * (FREE + 200 * K)))
+    await asyncio.sleep(0.5)
+    writer.write(b" " * (10 * K))  # the worker's body ends: its bytes go back
+    assert (await response_of(reader))[0] == 400
+    writer.close()
+    response = await stranger
+    answer = (response.status, await response.json(), round(time.monotonic() - started_at, 2))
+    assert answer[:2] == (400, {"message": "Malformed JSON body"}), answer

@@ -339,3 +339,23 @@ async def test_merge_waits_for_a_task_slurm_ended_unreported(worker, conn, tmp_p
     state = await conn.fetchval("SELECT job_state FROM simulations")
     assert state == "COMPLETED"
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 1
+
+
+def test_progress_estimates_are_ones_the_server_takes():
+    """An estimate past 2**31 - 1 s (a slow first primary times many left) is refused by the
+    server with 400, and a refused progress report stops the simulator (TaskRun.supervise): the
+    reporter must send what the server takes."""
+    from server.jobs.reports import parse_update_dict
+
+    progress = prog.Progress()
+    line = "  Primary particle no.   1  ETR: 700000 hours  0 minutes  0 seconds"
+    prog.read_shieldhit_line(progress, line)
+    fluka = prog.Progress()
+    parser = prog.FlukaOutParser(fluka)
+    row = "          1  999999999          1     5.0000000E+00     1.0000000E+30     44182  "
+    for text in (" 1NUMBER OF BEAM    BEAM PARTICLES", row):
+        parser.feed(text)
+    for reported in (progress, fluka):
+        update = {"simulated_primaries": reported.simulated}
+        update["estimated_time"] = reported.estimated_time
+        parse_update_dict(update)  # 400 (BadRequest) for what the server cannot take

@@ -45,8 +45,9 @@ class BodyBudget:
     """Bytes of request bodies that may be held in memory at once, shared by all requests.
 
     Bodies are taken a chunk at a time, so requests that each hold part of the budget could all
-    wait for each other. When every byte held belongs to a waiting request, the request about to
-    wait gives up at once (503) instead, and what it held goes back to the others.
+    wait for each other. When every byte held from a share it lacks room in belongs to a waiting
+    request, the request about to wait gives up at once (503) instead, and what it held goes
+    back to the others.
     """
 
     def __init__(self, size: int, wait: float, largest: int = 0) -> None:
@@ -85,7 +86,9 @@ class BodyBudget:
         request[HELD] = held + count
 
     async def _wait_for(self, count: int, held: int, pools: tuple[Pool, ...]) -> None:
-        if any(pool.all_waiting(held) for pool in pools):
+        # Only the shares without room matter: a share nobody holds (the strangers', while
+        # only known senders fill the budget) would look "all waiting" with nothing held.
+        if any(pool.all_waiting(held) for pool in pools if pool.free < count):
             raise self._busy()  # everyone holding bytes would be waiting: nobody would finish
         for pool in pools:
             pool.held_by_waiters += held

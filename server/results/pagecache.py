@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from server.errors import ServiceUnavailable
 from server.models import Db
 from server.results.lru import LruCache
 from server.store import results
@@ -27,6 +28,7 @@ class Segment:
 
 
 PageCache = LruCache[Segment]
+CHANGED = "Results changed while they were read, retry"
 NO_PAGE = Segment(b"", 0, 0, 0)  # what an estimator stored without pages comes with
 
 
@@ -106,9 +108,10 @@ async def segments(
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
     """(page, segment) in the order of `pages`, loading a batch of pages at a time.
 
-    A page rewritten since the index was read has a new version: it is read again, current;
-    when streaming, the pages end there instead (the pages sent so far may be from before the
-    upload that rewrote it, so the body must not be completed: render.stream closes it short).
+    A page rewritten since the index was read has a new version: the pages end there (the
+    pages read so far may be from before the upload that rewrote it, so the body must not be
+    completed): a streamed body is closed short (render.stream), and an assembled one, of which
+    nothing was sent yet, is a 503 the client retries (it is not cached either).
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size for page in pages) * 4 <= cache.max_bytes
@@ -122,8 +125,7 @@ async def segments(
                 segment = loaded.get(page.key)
                 if segment is None and streaming:  # rewritten meanwhile: never torn
                     return
-                if segment is None:  # rewritten meanwhile: take the current version
-                    segment = next(iter((await _load(db, cache, [page], keep)).values()), None)
-                if segment is not None:
-                    yield page, segment
+                if segment is None:  # nothing sent yet: the client asks again, never torn
+                    raise ServiceUnavailable(CHANGED, retry_after=1)
+                yield page, segment
             del loaded  # sent: not kept while the batch after next is read

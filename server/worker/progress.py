@@ -25,6 +25,7 @@ SHIELDHIT_PRIMARY = re.compile(
 FLUKA_TABLE_MARKS = ("NUMBER OF BEAM", "NEXT SEEDS:")
 FLUKA_OUT_GLOB = "fluka_*/*001.out"
 TAIL_BYTES = 64 * 1024
+MAX_ESTIMATE = 2**31 - 1  # seconds: the most a task's estimated_time can hold (an int32)
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Progress:
     version: int = 0  # bumped on every change, so the reporter sends only news
 
     def set(self, simulated: int, estimated_time: int | None) -> None:
+        if estimated_time is not None:  # past it the server refuses the report (400)
+            estimated_time = min(estimated_time, MAX_ESTIMATE)
         if (simulated, estimated_time) != (self.simulated, self.estimated_time):
             self.simulated, self.estimated_time = simulated, estimated_time
             self.version += 1

@@ -45,8 +45,9 @@ FOR UPDATE
 
 -- name: stored_bytes
 -- The bytes a user's simulations take in the database: compressed inputs (with the files
--- converted from an editor project), result pages and their estimators' own fields, and log
--- files (as sent).
+-- converted from an editor project), result pages and their estimators (name, own fields, and
+-- 64 bytes for the row and its index entry: an estimator may hold nothing else), and log
+-- files (name, content as sent, and the same 64 bytes).
 SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
                  FROM inputs i
                  JOIN simulations s ON s.id = i.simulation_id
@@ -55,9 +56,11 @@ SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files
                  JOIN estimators e ON e.id = p.estimator_id
                  JOIN simulations s ON s.id = e.simulation_id
                  WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(e.fields)) FROM estimators e
+     + coalesce((SELECT sum(octet_length(e.name) + octet_length(e.fields) + 64)
+                 FROM estimators e
                  JOIN simulations s ON s.id = e.simulation_id
                  WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(l.content)) FROM logfiles l
+     + coalesce((SELECT sum(octet_length(l.name) + octet_length(l.content) + 64)
+                 FROM logfiles l
                  JOIN simulations s ON s.id = l.simulation_id
                  WHERE s.user_id = $1), 0) AS total
