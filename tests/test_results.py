@@ -2,14 +2,18 @@
 
 import asyncio
 import gzip
+import tracemalloc
 import zlib
 
 import aiohttp
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from server.app import create_app
 from server.keys import BODY_CACHE, PAGE_CACHE
+from server.results.filters import MAX_PAGES
+from server.results.indexcache import MAX_VIEWS
 from tests.helpers import KEY, RESULTS, eventually, login, reference, set_key, submit, upload
 
 BUMP_RESULTS_VERSION = (
@@ -650,3 +654,39 @@ async def test_pages_rewritten_while_an_assembled_body_is_read_are_not_torn(
         monkeypatch.setattr(stored, "page_data", real_page_data)
         status, body = await get(client, "/results", job_id=job_id)
         assert [page["v"] for page in body["estimators"][0]["pages"]] == [[2], [2]]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        ["*, gzip;q=0"],  # gzip refused by name; anything else (identity) welcome
+        ["*;q=0.5, gzip;q=0"],
+        ["gzip;Q=0"],  # the weight's name is case-insensitive (RFC 9110, 12.4.2)
+        ["gzip;q=0."],  # a valid qvalue: "0" [ "." 0*3DIGIT ]
+        ["*", "gzip;q=0"],  # two header lines are one list (RFC 9110, 5.3)
+    ],
+)
+async def test_gzip_refused_by_the_client_is_not_sent(client, job, accept):
+    headers = CIMultiDict(("Accept-Encoding", value) for value in accept)
+    response = await client.get(
+        "/results", params={"job_id": job}, headers=headers, auto_decompress=False
+    )
+    assert response.status == 200
+    assert "Content-Encoding" not in response.headers
+    assert orjson.loads(await response.read())["estimators"] == reference()
+
+
+async def test_page_filters_asked_for_do_not_fill_memory(client, job):
+    """page_numbers specs are the client's choice: the views remembered for them must not keep
+    every page number they name (10,000 from a spec of 6 characters)."""
+    assert (await get(client, "/results", job_id=job))[0] == 200  # the index is read
+    tracemalloc.start()
+    try:
+        for last in range(MAX_PAGES - 1, MAX_PAGES - 1 - MAX_VIEWS, -1):  # each names every page
+            spec = f"0-{last}"
+            assert (await get(client, "/results", job_id=job, page_numbers=spec))[0] == 200
+        kept = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, "*/server/*")])
+    finally:
+        tracemalloc.stop()
+    retained = sum(stat.size for stat in kept.statistics("filename"))
+    assert retained < 1 << 20, f"{retained / 2**20:.1f} MB kept for one simulation of 21 pages"

@@ -2,11 +2,12 @@
 
 import gzip
 import os
+import tracemalloc
 import zlib
 
 import pytest
 
-from server.results import deflate
+from server.results import deflate, pagecache
 from server.results.deflate import (
     GZIP_HEADER,
     GzipJoiner,
@@ -16,6 +17,8 @@ from server.results.deflate import (
     inflate_segment,
 )
 from server.results.pagecache import PageCache, Segment
+from server.store import results
+from tests.helpers import login, set_key, submit, upload
 
 
 @pytest.mark.parametrize("in_c", [True, False], ids=["isal", "python"])
@@ -62,3 +65,28 @@ def test_page_cache_is_bounded_and_least_recently_used_goes_first():
     disabled = PageCache(0)
     disabled.put((1, 1, 1), segment(1), 1)
     assert disabled.get((1, 1, 1)) is None and disabled.size == 0
+
+
+async def test_page_cache_of_tiny_pages_holds_about_its_size(client, conn):
+    """`server.page_cache_size` is the memory the page cache takes: each cached page costs
+    more than its stored bytes (key, segment, bookkeeping), most of all a tiny page's."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    pages = [{"page_number": number} for number in range(20_000)]
+    assert (await upload(client, job_id, [{"name": "z", "pages": pages}])).status == 202
+    index = await results.index(conn, job_id)
+    assert index is not None
+    cache = PageCache(512 << 10)
+    tracemalloc.start()
+    try:
+        for first in range(0, len(index.pages), 200):  # each batch under a quarter of the cache
+            batch = index.pages[first : first + 200]
+            async for _ in pagecache.segments(conn, cache, batch, streaming=False):
+                pass
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert cache.max_bytes // 2 < cache.size <= cache.max_bytes  # full
+    limit = cache.max_bytes
+    assert held <= 2 * limit, f"{held / 2**20:.1f} MB held by a page cache of {limit >> 10} KiB"

@@ -4,6 +4,7 @@ query, when it is not, and which query may answer a fetch."""
 
 import asyncio
 import time
+import tracemalloc
 
 import asyncpg
 
@@ -156,3 +157,33 @@ async def test_fetches_share_a_heads_query_sent_after_they_asked(client, conn):
     assert [head.job_state for head in heads] == ["COMPLETED", "COMPLETED", "PENDING"]
     assert db.asked == [[job_id], sorted([job_id, other])]  # the three shared one query
     assert await reader.get(conn, "no-such-job") is None
+
+
+async def test_estimator_fields_are_read_once_per_estimator(client, conn):
+    """An estimator's fields (`metadata`...) are one value however many pages it has: reading
+    the index must not hold (nor make PostgreSQL send) a copy of them per page."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    metadata = {"note": "x" * (64 << 10)}
+    pages = [{"page_number": number} for number in range(2000)]
+    estimators = [{"name": "z", "metadata": metadata, "pages": pages}]
+    assert (await upload(client, job_id, estimators)).status == 202  # 0.1 MB stored
+    await conn.execute(COMPLETE, job_id)
+    tracemalloc.start()
+    try:
+        response = await client.get(
+            "/results",
+            params={"job_id": job_id, "page_number": "7"},
+            headers={"Accept-Encoding": "identity"},
+        )
+        body = await response.json()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    page = {"page_number": 7}
+    assert body == {
+        "message": "Results",
+        "estimators": [{"name": "z", "metadata": metadata, "pages": [page]}],
+    }
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MB to serve one page of 0.1 MB of results"

@@ -58,7 +58,7 @@ async def owned_results(request: web.Request, job_id: str) -> Entry:
 async def send_view(request: web.Request, view: View) -> web.StreamResponse:
     """The pages of `view` in its body form, gzip when accepted; 304 when the client has it."""
     app = request.app
-    gzip = negotiation.accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    gzip = negotiation.accepts_gzip(",".join(request.headers.getall("Accept-Encoding", ())))
     variant = view.gzip if gzip else view.identity
     if variant.etag and negotiation.matches(request.headers.get("If-None-Match"), variant.etag):
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}

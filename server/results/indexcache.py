@@ -27,6 +27,7 @@ from server.store import results
 from server.store.results import PageRef, ResultsIndex
 
 MAX_VIEWS = 16  # views remembered per simulation (distinct filters and body forms)
+MAX_VIEW_NUMBERS = 64  # a view is remembered only if its filter names this many pages at most
 BY_ESTIMATOR = "by_estimator"  # the API's body form (server/results/render.py ENVELOPES)
 Filters = tuple[str | None, tuple[int, ...] | None, str]  # estimator, page numbers, form
 
@@ -106,7 +107,9 @@ class Entry:
         found = self.views.get(filters)
         if found is None:
             found = select(self.index, filters)
-            if len(self.views) < MAX_VIEWS:
+            # (a spec like 0-9999 names 10,000 pages: such a filter is not kept as a key)
+            small = numbers is None or len(numbers) <= MAX_VIEW_NUMBERS
+            if small and len(self.views) < MAX_VIEWS:
                 self.views[filters] = found
         return found
 

@@ -8,14 +8,29 @@ from server.jobs.states import TERMINAL_STATES
 from server.store.simulations import ResultsHead
 
 
+def _weight(params: list[str]) -> float:
+    """The q of a coding's parameters: 1 without one (or with one that is not a number)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
 @functools.lru_cache(maxsize=256)  # clients send a few distinct values, again and again
 def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header value takes gzip (q=0 refuses it)."""
+    """Whether an Accept-Encoding value (every header line joined by commas) takes gzip: the
+    weight of gzip (or x-gzip) if named, else of `*`; q=0 refuses it."""
+    weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
-            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
-            return q not in ("0", "0.0", "0.00", "0.000")
+        coding, *params = item.split(";")
+        weights.setdefault(coding.strip().lower(), _weight(params))
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
     return False
 
 

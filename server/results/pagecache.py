@@ -32,6 +32,10 @@ CHANGED = "Results changed while they were read, retry"
 NO_PAGE = Segment(b"", 0, 0, 0)  # what an estimator stored without pages comes with
 
 
+# What a cached page takes besides its stored bytes (key, segment, the cache's bookkeeping):
+# counted with them, so that a cache of tiny pages holds about its size, not many times it.
+ENTRY_COST = 512
+
 # Pages missing from the cache are read in batches of about this many stored bytes, so memory
 # stays flat however large the result is.
 BATCH_BYTES = 2 << 20
@@ -63,7 +67,7 @@ async def _load(
             )
             found[_key(record)] = segment
             if keep:
-                cache.put(_key(record), segment, len(segment.data))
+                cache.put(_key(record), segment, len(segment.data) + ENTRY_COST)
     return found
 
 
@@ -114,7 +118,7 @@ async def segments(
     nothing was sent yet, is a 503 the client retries (it is not cached either).
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
-    keep = sum(page.stored_size for page in pages) * 4 <= cache.max_bytes
+    keep = sum(page.stored_size + ENTRY_COST for page in pages) * 4 <= cache.max_bytes
     batches = _batches(pages, FIRST_BATCH if streaming else BATCH_BYTES)
     async with contextlib.aclosing(_read_ahead(db, cache, batches, keep)) as loaded_batches:
         async for batch, loaded in loaded_batches:

@@ -72,7 +72,7 @@ async def save(conn: Conn, sim_pk: int, estimators: list[StoredEstimator]) -> No
     )
 
 
-def _page(row: asyncpg.Record) -> PageRef:
+def _page(row: asyncpg.Record, fields: dict[int, bytes]) -> PageRef:
     return PageRef(
         row["estimator"],
         row["estimator_id"],
@@ -80,7 +80,7 @@ def _page(row: asyncpg.Record) -> PageRef:
         row["version"] or 0,
         row["stored_size"] or 0,
         row["raw_size"] or 0,
-        row["estimator_fields"],
+        fields[row["estimator_id"]],
     )
 
 
@@ -89,10 +89,16 @@ async def index(db: Db, job_id: str) -> ResultsIndex | None:
     rows = await db.fetch(query("results_index"), job_id)
     if not rows:
         return None
+    # each estimator's fields come on one of its rows only: its pages share that one value
+    fields = {
+        row["estimator_id"]: row["estimator_fields"]
+        for row in rows
+        if row["estimator_fields"] is not None
+    }
     return ResultsIndex(
         head=results_head_of(rows[0]),
         estimators=frozenset(row["estimator"] for row in rows if row["estimator"] is not None),
-        pages=tuple(_page(row) for row in rows if row["estimator"] is not None),
+        pages=tuple(_page(row, fields) for row in rows if row["estimator"] is not None),
     )
 
 

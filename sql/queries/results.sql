@@ -27,9 +27,12 @@ ON CONFLICT (estimator_id, page_number) DO UPDATE SET
 -- name: results_index
 -- Everything GET /results checks and streams, except page data: one row per page (one row of
 -- NULLs when nothing is stored; an estimator without pages has one row with NULL page columns),
--- each with the job's owner, state and results version.
+-- each with the job's owner, state and results version. An estimator's fields come on its first
+-- row only (NULL on the others): they may be large, and are one value however many pages it has.
 SELECT s.id, s.user_id, s.job_state, s.end_time, s.results_version,
-       e.name AS estimator, e.fields AS estimator_fields, e.id AS estimator_id, p.page_number,
+       e.name AS estimator, e.id AS estimator_id, p.page_number,
+       CASE WHEN row_number() OVER (PARTITION BY e.position, e.id ORDER BY p.page_number) = 1
+            THEN e.fields END AS estimator_fields,
        p.version,
        octet_length(p.data) AS stored_size, p.raw_size
 FROM simulations s
