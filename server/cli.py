@@ -26,6 +26,7 @@ from aiohttp import web
 from server import auth, db
 from server.config import Config, ConfigError
 from server.config_loader import DEFAULT_CONFIG, load_config
+from server.editor.command import convert_command
 from server.processes import check_process_count, serve_processes
 from server.store import simulations, users
 
@@ -248,40 +249,13 @@ def worker(config: Config, args: argparse.Namespace) -> None:
     raise SystemExit(run_worker([args.step]))
 
 
-def convert(config: Config, args: argparse.Namespace) -> None:
-    import orjson
-
-    from server.editor import ConversionError
-    from server.editor import convert as convert_project
-
-    try:
-        data = orjson.loads(args.project.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise SystemExit(f"Error: {args.project} is not JSON ({exc})") from None
-    project = data.get("input_json", data) if isinstance(data, dict) else data
-    beam = project.get("beam") if isinstance(project, dict) else None
-    primaries = args.primaries or (
-        beam.get("numberOfParticles") if isinstance(beam, dict) else None
-    )
-    if not isinstance(primaries, int) or primaries < 1:
-        raise SystemExit("Error: the project has no beam.numberOfParticles: give --primaries N")
-    try:
-        files = convert_project(project, primaries)
-    except ConversionError as exc:
-        raise SystemExit(f"Error: {exc}") from None
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (args.outdir / name).write_text(text)
-        print(args.outdir / name)
-
-
 COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
     None: serve,
     "serve": serve,
     "migrate": migrate,
     "useradd": useradd,
     "worker": worker,
-    "convert": convert,
+    "convert": convert_command,
     "job-key": job_key,
 }
 
