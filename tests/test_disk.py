@@ -217,9 +217,38 @@ async def test_estimator_fields_count_against_the_quota(aiohttp_client, make_con
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 
 
-async def test_logfiles_are_not_a_way_around_the_quota(aiohttp_client, make_config, conn) -> None:
-    """Whoever holds an update key (an HPC job's environment holds it) could store log files
-    without end: 256 MiB a request, under any number of names, outside the quota."""
+def _names(n: int) -> list[str]:
+    return [f"{n}-{i:04d}-" + "x" * 240 for i in range(900)]  # 222 KB of names
+
+
+# What a worker may store besides pages: (path, body of the n-th upload, what it stored).
+WORKER_UPLOADS = {
+    "log files": (
+        "/logfiles",
+        lambda n: {"logfiles": {f"log_{n}": os.urandom(100 * KIB).hex()}},  # 200 KB each
+        "SELECT coalesce(sum(octet_length(content)), 0) FROM logfiles",
+    ),
+    "estimator names": (
+        "/results",
+        lambda n: {"estimators": [{"name": name, "pages": []} for name in _names(n)]},
+        "SELECT coalesce(sum(octet_length(name)), 0) FROM estimators",
+    ),
+    "log file names": (
+        "/logfiles",
+        lambda n: {"logfiles": dict.fromkeys(_names(n), "")},
+        "SELECT coalesce(sum(octet_length(name)), 0) FROM logfiles",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", WORKER_UPLOADS)
+async def test_worker_uploads_are_no_way_around_the_quota(
+    aiohttp_client, make_config, conn, what
+) -> None:
+    """Whoever holds an update key (an HPC job's environment holds it) could store without end
+    what the quota did not count: log files (256 MiB a request, under any names), and names of
+    estimators or log files with nothing else (names and rows take disk too)."""
+    path, body_of, stored = WORKER_UPLOADS[what]
     quota = 300 * KIB
     client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
     await login(client)
@@ -227,57 +256,10 @@ async def test_logfiles_are_not_a_way_around_the_quota(aiohttp_client, make_conf
     await set_key(conn, job_id)
     statuses = []
     for n in range(4):
-        body = {
-            "simulation_id": job_id,
-            "update_key": KEY,
-            "logfiles": {f"log_{n}": os.urandom(100 * KIB).hex()},  # 200 KB each
-        }
-        response = await client.post("/logfiles", data=io.BytesIO(orjson.dumps(body)))
+        body = {"simulation_id": job_id, "update_key": KEY, **body_of(n)}
+        response = await client.post(path, data=io.BytesIO(orjson.dumps(body)))
         statuses.append(response.status)
         if response.status == 413:
             assert (await response.json())["message"].startswith("Storage quota exceeded: ")
     assert statuses == [202, 413, 413, 413]
-    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(content)), 0) FROM logfiles")
-    assert stored <= quota
-
-
-async def test_estimator_names_count_against_the_quota(aiohttp_client, make_config, conn) -> None:
-    """Estimators without pages or fields are stored (and served): their names and rows take
-    disk like any result, so uploads of nothing else must meet the quota too; else whoever
-    holds an update key stores names without end (256 MiB a request, any number of them)."""
-    quota = 300 * KIB
-    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
-    await login(client)
-    job_id = await submit(client)
-    await set_key(conn, job_id)
-    statuses = []
-    for n in range(4):
-        names = [f"{n}-{i:04d}-" + "x" * 240 for i in range(900)]  # 222 KB of names each
-        body = {
-            "simulation_id": job_id,
-            "update_key": KEY,
-            "estimators": [{"name": name, "pages": []} for name in names],
-        }
-        response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
-        statuses.append(response.status)
-    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(name)), 0) FROM estimators")
-    assert stored <= quota, (statuses, stored)
-    assert statuses == [202, 413, 413, 413]
-
-
-async def test_logfile_names_count_against_the_quota(aiohttp_client, make_config, conn) -> None:
-    """Empty log files under long names: the names and rows take disk, the content nothing."""
-    quota = 300 * KIB
-    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
-    await login(client)
-    job_id = await submit(client)
-    await set_key(conn, job_id)
-    statuses = []
-    for n in range(4):
-        names = [f"{n}-{i:04d}-" + "x" * 240 for i in range(900)]  # 222 KB of names each
-        body = {"simulation_id": job_id, "update_key": KEY, "logfiles": dict.fromkeys(names, "")}
-        response = await client.post("/logfiles", data=io.BytesIO(orjson.dumps(body)))
-        statuses.append(response.status)
-    stored = await conn.fetchval("SELECT coalesce(sum(octet_length(name)), 0) FROM logfiles")
-    assert stored <= quota, (statuses, stored)
-    assert statuses == [202, 413, 413, 413]
+    assert await conn.fetchval(stored) <= quota
