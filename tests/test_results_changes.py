@@ -256,3 +256,61 @@ async def test_the_listener_outlives_a_failure_that_is_not_a_connection_error(da
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class CuttingProxy:
+    """TCP to the test database's Unix socket that, once it has passed a `simulation_deleted`
+    notification to its client, cuts the connection the way a network does: bytes go nowhere
+    either way, and neither side sees a close. Later connections work."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path, self.connections = socket_path, 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.dropped: set[asyncio.StreamWriter] = set()  # what no longer gets any bytes
+
+    async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (data := await reader.read(65536)) and writer not in self.dropped:
+            writer.write(data)
+            if b"simulation_deleted\x00" in data:  # a notification (not an acknowledgement)
+                self.dropped = set(self.writers)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        upstream_reader, upstream_writer = await asyncio.open_unix_connection(self.socket_path)
+        self.writers += [writer, upstream_writer]
+        await asyncio.gather(self.pipe(reader, upstream_writer), self.pipe(upstream_reader, writer))
+
+
+async def test_a_listener_cut_while_it_acknowledges_a_delete_reconnects(conn):
+    """A cut connection (no close seen) is found by the ping's timeout and replaced within about
+    LEASE + RECONNECT_AFTER; also when the cut caught the listener acknowledging a deletion
+    (its acknowledgement then never gets an answer)."""
+    from server.results.changes import Changes
+    from server.results.indexcache import IndexCache
+
+    directory = (await conn.fetchval("SHOW unix_socket_directories")).split(",")[0].strip()
+    if not directory:
+        pytest.skip("the test database has no Unix socket to put a proxy in front of")
+    proxy = CuttingProxy(f"{directory}/.s.PGSQL.{await conn.fetchval('SHOW port')}")
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    user, database = await conn.fetchrow("SELECT current_user, current_database()")
+    url = f"postgresql://{user}@127.0.0.1:{server.sockets[0].getsockname()[1]}/{database}"
+    changes = Changes(url + "?sslmode=disable", IndexCache(10))
+    task = asyncio.create_task(changes.run())
+    loop = asyncio.get_running_loop()
+    try:
+        await eventually(lambda: asyncio.sleep(0, changes.cache._lease_until > loop.time()))
+        await conn.execute("SELECT pg_notify('simulation_deleted', 'a-job')")
+        await eventually(lambda: asyncio.sleep(0, bool(proxy.dropped)))
+
+        async def listening_again() -> bool:
+            return proxy.connections == 2 and changes.cache._lease_until > loop.time()
+
+        await eventually(listening_again, timeout=5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+        for writer in proxy.writers:
+            writer.close()

@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from server.jobs.states import JOB_STATES, TERMINAL_STATES
+from server.store import tasks
 from tests.helpers import (
     EDITOR,
     add_results_and_logs,
@@ -125,3 +126,27 @@ async def test_never_deletes_what_a_lock_holder_made_unfinished(client, conn, da
         await wait_for_lock_wait(database_url)
     assert await pending == (409, {"message": "Simulation is still running (cannot delete)"})
     assert await stored_counts(conn, job_id) == FULL
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/jobs/direct", "Simulation not found"),
+        ("/ui/jobs/direct", "Job with provided ID does not exist"),
+        ("/ui/inputs", "Job with provided ID does not exist"),
+    ],
+)
+async def test_a_poll_racing_the_delete_is_404(client, conn, monkeypatch, path, message):
+    """A poll whose owner check ran before the DELETE committed, and whose status read after it
+    (the UI polls a job for a moment after deleting it): 404 as for an unknown job, never 500."""
+    await login(client)
+    job_id = await full_simulation(client, conn, "COMPLETED")
+    job_status = tasks.job_status
+
+    async def deleted_meanwhile(db, sim_pk):  # a synchronisation point, not a mock
+        assert await delete(client, job_id) == (200, {"message": "Simulation deleted"})
+        return await job_status(db, sim_pk)
+
+    monkeypatch.setattr(tasks, "job_status", deleted_meanwhile)
+    response = await client.get(path, params={"job_id": job_id})
+    assert (response.status, await response.json()) == (404, {"message": message})

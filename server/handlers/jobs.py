@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from server.errors import BadRequest
+from server.errors import BadRequest, NotFound
 from server.http import json_response, read_json
 from server.jobs import transitions
-from server.jobs.access import check_cluster_user, owned_simulation
+from server.jobs.access import NOT_FOUND, check_cluster_user, owned_simulation
 from server.jobs.conversion import converted
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, DISPATCHER, POOL, SLURM, USER
@@ -95,7 +95,10 @@ def task_status(row: asyncpg.Record) -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     owner = await owned_simulation(request)
-    job_state, rows = await tasks.job_status(request.app[POOL], owner.sim_pk)
+    found = await tasks.job_status(request.app[POOL], owner.sim_pk)
+    if found is None:  # deleted since the owner check
+        raise NotFound(NOT_FOUND)
+    job_state, rows = found
     job_tasks = [task_status(row) for row in rows]
     body = {"message": "Job status", "job_state": job_state, "job_tasks_status": job_tasks}
     return json_response(body)

@@ -11,7 +11,7 @@ from server.errors import NotFound, Unauthorized
 from server.handlers import auth as auth_handlers
 from server.handlers.results import get_estimators, owned_results, send_view
 from server.http import error_response, json_response, query_param
-from server.jobs.access import owned_simulation
+from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL
 from server.results import render
 from server.results.filters import page_filter
@@ -27,7 +27,10 @@ async def inputs(request: web.Request) -> web.Response:
     found = await stored_inputs.get(pool, sim_pk)
     if found is None:
         raise NotFound("Inputs not available")
-    _, rows = await tasks.job_status(pool, sim_pk)
+    status = await tasks.job_status(pool, sim_pk)
+    if status is None:  # deleted since the owner check
+        raise NotFound(NOT_FOUND)
+    _, rows = status
     primaries = sum(row["requested_primaries"] for row in rows)
     converted = orjson.loads(found.files) if found.files is not None else None
     body = shapes.inputs(found.input_type, orjson.loads(found.data), converted, primaries)

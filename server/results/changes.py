@@ -100,8 +100,10 @@ class Changes:
             while True:
                 sent = time.monotonic()
                 # (asyncio.timeout, not wait_for: in Python 3.11 wait_for may swallow the
-                # cancellation that stops this loop when the ping completes at the same time)
-                async with self._lock, asyncio.timeout(LEASE):
+                # cancellation that stops this loop when the ping completes at the same time;
+                # it also bounds the wait for the lock, which an acknowledgement caught by a cut
+                # connection would hold until the operating system gives up on it)
+                async with asyncio.timeout(LEASE), self._lock:
                     await conn.fetchval(query("changes_ping"))
                 self.cache.renew(sent + LEASE)
                 await asyncio.sleep(PING_EVERY)

@@ -26,10 +26,11 @@ async def insert_all(conn: Conn, sim_pk: int, primaries: list[int]) -> None:
     await conn.execute(query("insert_tasks"), sim_pk, primaries)
 
 
-async def job_status(db: Db, sim_pk: int) -> tuple[str, list[asyncpg.Record]]:
-    """The job state and its tasks (ordered by task_id), read in one snapshot."""
+async def job_status(db: Db, sim_pk: int) -> tuple[str, list[asyncpg.Record]] | None:
+    """The job state and its tasks (ordered by task_id), read in one snapshot; None when the
+    simulation is gone (deleted since its owner was checked)."""
     rows = await db.fetch(query("job_status"), sim_pk)
-    return rows[0]["job_state"], rows
+    return (rows[0]["job_state"], rows) if rows else None
 
 
 async def lock(conn: Conn, job_id: str, task_id: int, durable: bool = True) -> LockedTask | None:
