@@ -28,6 +28,7 @@ from server.config import Config, ConfigError
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
 from server.processes import check_process_count, serve_processes
+from server.runner import RunnerBusy
 from server.store import simulations, users
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -39,6 +40,7 @@ EXPECTED_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     subprocess.CalledProcessError,
+    RunnerBusy,
 )
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -32,6 +33,19 @@ _FORWARD_ONLY = "migrations are forward-only: restore the file and add a new mig
 
 class MigrationError(Exception):
     """The migration files and the database disagree; the server must not start."""
+
+
+class DatabaseUnreachable(ConnectionError):
+    """No new connection could be opened: PostgreSQL is stopped, restarting or out of reach."""
+
+
+# What a request meets while PostgreSQL is away: no new connection, or the one it had broken
+# (closed under it, terminated by a shutdown or restart). A 503 to retry: nothing was written.
+UNAVAILABLE = (
+    DatabaseUnreachable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 @dataclass(frozen=True)
@@ -151,10 +165,25 @@ async def _keep_session(conn: Conn) -> None:
     advisory locks), so asyncpg's default reset would only cost a round trip per request."""
 
 
+async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect for the pool; a connection that cannot be opened is DatabaseUnreachable,
+    not one of the OSErrors that say nothing of the database (FileNotFoundError: its socket)."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except OSError as exc:  # TimeoutError included
+        raise DatabaseUnreachable(
+            f"cannot reach the database: {exc or type(exc).__name__}"
+        ) from exc
+
+
 async def create_pool(url: str, size: int) -> asyncpg.Pool:
     with _readable_url():
         return await asyncpg.create_pool(
-            url, min_size=min(2, size), max_size=size, reset=_keep_session
+            url,
+            min_size=min(2, size),
+            max_size=size,
+            reset=_keep_session,
+            connect=_pool_connect,
         )
 
 

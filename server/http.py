@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server import values
+from server import db, values
 from server.errors import ApiError, BadRequest
 from server.limits.bodies import read_body
 
@@ -56,6 +56,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _from_http_exception(exc)
+    except db.UNAVAILABLE as exc:
+        log.warning("database unavailable in %s %s: %s", request.method, request.path, exc)
+        return error_response("Database unavailable", 503, retry_after=1)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:

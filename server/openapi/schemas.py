@@ -16,6 +16,10 @@ ERROR: Schema = {
 MESSAGE = ERROR  # every success body also has a message
 
 
+RETRY = "retry after Retry-After seconds"
+UNAVAILABLE = f"The database is unavailable: {RETRY}"
+
+
 def obj(required: list[str], **properties: Schema) -> Schema:
     return {"type": "object", "required": required, "properties": properties}
 
@@ -98,11 +102,12 @@ def operation(
     responses: Schema = {
         str(status): {"description": "Success", "content": json_content(body)},
         "4XX": {"description": "Client error", "content": json_content(ERROR)},
+        "503": {"description": UNAVAILABLE, "content": json_content(ERROR)},
     }
     spec: Schema = {"summary": summary, "parameters": parameters or [], "responses": responses}
     if request is not None:
         spec["requestBody"] = {"required": True, "content": json_content(request)}
-        busy = "Request bodies fill the memory budget: retry after Retry-After seconds"
+        busy = f"The database is unavailable, or request bodies fill the memory budget: {RETRY}"
         responses["503"] = {"description": busy, "content": json_content(ERROR)}
     if security is not None:
         spec["security"] = [{security: []}]

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
+class RunnerBusy(Exception):
+    """Another server process already runs the local runner on this database."""
+
+
 @dataclass(frozen=True)
 class Job:
     job_id: str

@@ -12,13 +12,16 @@ exactly like a worker on an HPC node; the runner merely supervises processes:
 - at startup, direct simulations left unfinished by a server that died (RUNNING or PENDING
   tasks: the update key lived only in that server's memory, so nothing can finish them) are
   marked FAILED with a log file `runner` saying why. This assumes that, in local mode, every
-  direct simulation is run by this runner, in one server process.
+  direct simulation is run by this runner, in one server process: the runner holds a
+  PostgreSQL advisory lock for its lifetime, and a second server started on the same database
+  (the same data directory) stops with an error instead of failing the first one's jobs.
 - when a job's last process has ended and the job is MERGING_QUEUED, `merge` runs the worker
   command's merge step (`<command> merge`) once, in the job directory; if it ends with the job
   still unfinished, the job is marked FAILED with its output as the log file `merge`.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -30,16 +33,23 @@ from typing import Any
 
 import asyncpg
 
+from server import db
 from server.config import Config
 from server.jobs import transitions
-from server.runner import Job
+from server.runner import Job, RunnerBusy
 from server.runner import process as proc
+from server.sql import query
 from server.store import simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
 
 log = logging.getLogger(__name__)
 
 RUNNER_LOG = "runner"
+LOCK_KEY = 0x5941504C  # "YAPL": the advisory lock naming the local runner of a database
+BUSY_TEXT = (
+    'another server process runs the local runner on this database (runner.kind = "local"): '
+    "stop it first, or give this one a database of its own"
+)
 MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
 
 
@@ -85,9 +95,16 @@ class LocalDispatcher:
         self._running = 0
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
+        self._lock_holder: asyncpg.Connection | None = None
 
     async def start(self) -> None:
-        """Fail what a previous server left unfinished (before any new job can be submitted)."""
+        """Claim this database's local runner, then fail what a previous server left unfinished
+        (before any new job can be submitted); RunnerBusy when another process holds it."""
+        holder = await db.connect(self._config.database.url)
+        if not await holder.fetchval(query("try_local_runner_lock"), LOCK_KEY):
+            await holder.close()
+            raise RunnerBusy(BUSY_TEXT)
+        self._lock_holder = holder
         failed = await transitions.fail_interrupted(
             self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
         )
@@ -133,6 +150,14 @@ class LocalDispatcher:
             await asyncio.gather(*self._background, return_exceptions=True)
         for job_id in unfinished:
             await transitions.fail_unfinished(self._pool, job_id, RUNNER_LOG, shutdown_text)
+        await self._release_lock()
+
+    async def _release_lock(self) -> None:
+        """Let another server process run the local runner: the lock goes with its session."""
+        if self._lock_holder is not None:
+            holder, self._lock_holder = self._lock_holder, None
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await holder.close(timeout=5)
 
     async def merge(self, job: Job) -> None:
         """The merge step of a job whose tasks are all terminal and at least one COMPLETED.
