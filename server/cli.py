@@ -74,11 +74,12 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     from server.limits.serving import handler_settings
 
     processes = args.workers or config.server.workers
+    config = config.replace("server", workers=processes)
     check_process_count(config, processes)
     embedded = not config.database.url
     with database(config) as config:
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
-        listening = f"Listening on http://{config.server.host}:{config.server.port}"
+        listening = f"Listening on {config.listen_url}"
         if processes > 1:
             serve_processes(config, processes, listening, EXPECTED_ERRORS)
             print("Stopped", flush=True)

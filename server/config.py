@@ -72,7 +72,7 @@ class RunnerConfig:
     progress_interval: float = checks.checked(2.0, checks.positive)
     retry_timeout: float = checks.checked(600.0, checks.positive)
     converter: str = checks.checked("", checks.command)
-    job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.non_negative)
+    job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.keep_time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,14 +174,19 @@ class Config:
         return Path(self.database.data_dir).resolve()
 
     @property
+    def listen_url(self) -> str:
+        """`http://<host>:<port>` of the address the API listens on (an IPv6 one in brackets)."""
+        host = self.server.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.server.port}"
+
+    @property
     def base_url(self) -> str:
-        """The URL workers use to reach this server."""
+        """The URL workers use to reach this server: an address of this host it listens on
+        ("::" listens on IPv6 only, as asyncio binds it)."""
         if self.server.public_url:
             return self.server.public_url.rstrip("/")
-        host = self.server.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.server.port}"
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.server.host)
+        return self.replace("server", host=host).listen_url if host else self.listen_url
 
     def replace(self, section: str, **values: Any) -> "Config":
         """A copy with some keys of one section changed (used by tests and run.py)."""

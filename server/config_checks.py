@@ -7,18 +7,26 @@ from collections.abc import Callable
 from typing import Any
 
 
-def positive(value: int) -> str | None:
+def positive(value: int | float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
 _CENTURY = 100 * 365.25 * 24 * 3600.0
 
 
+def _at_most_a_century(value: float) -> str | None:
+    return None if value <= _CENTURY else "must be at most 100 years"
+
+
 def lifetime(value: float) -> str | None:
     """A token lifetime: its end is a date the server writes (year 9999 at the latest)."""
-    if value <= 0:
-        return "must be greater than 0"
-    return None if value <= _CENTURY else "must be at most 100 years"
+    return positive(value) or _at_most_a_century(value)
+
+
+def keep_time(value: float) -> str | None:
+    """How long something is kept after a date (0: no limit); the date it gives must be one
+    PostgreSQL can write."""
+    return non_negative(value) or _at_most_a_century(value)
 
 
 def non_negative(value: int | float) -> str | None:

@@ -151,8 +151,13 @@ def _readable_url() -> Iterator[None]:
     a number, an unclosed IPv6 bracket) it raises a bare ValueError. Its text names no password."""
     try:
         yield
-    except ValueError as exc:
-        raise ConfigError(f"database URL: cannot be read ({exc})") from None
+    except ValueError:
+        # Not its text: asyncpg quotes the piece it could not read, which may be part of a
+        # password holding an unencoded "/", "?" or "#".
+        raise ConfigError(
+            "database URL: cannot be read (is the port a number, every '[' closed, and are "
+            "'@', ':', '/', '?' and '#' in the user name and password percent-encoded?)"
+        ) from None
 
 
 async def connect(url: str) -> asyncpg.Connection:
@@ -191,25 +196,40 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the pool, bring the schema up to date, close the pool on shutdown."""
     config: Config = app[CONFIG]
     pool = await create_pool(config.database.url, config.database.pool_size)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    app[POOL] = pool
-    yield
-    await pool.close()
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            await check_connection_limit(conn, config)
+        app[POOL] = pool
+        yield
+    finally:
+        await pool.close()
+
+
+async def check_connection_limit(conn: Conn, config: Config) -> None:
+    """ConfigError when the server processes could together ask for more connections (each its
+    pool and its change listener, the local runner its lock) than PostgreSQL gives: requests
+    would fail under load."""
+    processes, pool_size = config.server.workers, config.database.pool_size
+    needed = processes * (pool_size + 1) + (config.runner.kind == "local")
+    limit = await conn.fetchval(query("connection_limit"))
+    if needed > limit:
+        raise ConfigError(
+            f"database.pool_size: {processes} server process(es) with pools of {pool_size} "
+            f"connections need {needed} in all, more than the {limit} PostgreSQL gives "
+            "(max_connections): lower database.pool_size or server.workers, or raise "
+            "max_connections"
+        )
 
 
 def describe_url(url: str) -> str:
-    """The database URL without its password (in the user part or `?password=`), for output."""
+    """The database URL without its password (in the user part or `?password=`), for output.
+    The user part ends at the last "@": an unencoded password may hold "@", "/", "?" or "#"."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         return url
-    location, question, params = rest.partition("?")
-    userinfo, at, host = location.rpartition("@")  # the last "@": passwords may contain "@"
-    if at:
-        user, colon, password = userinfo.partition(":")
-        location = f"{user}:***@{host}" if colon and password else f"{user}@{host}"
-    parts = [
-        "password=***" if part.split("=", 1)[0].lower() == "password" else part
-        for part in params.split("&")
-    ]
-    return f"{scheme}://{location}{question}{'&'.join(parts)}"
+    userinfo, at, rest = rest.rpartition("@")
+    user = re.split(r"[:/?#]", userinfo, maxsplit=1)[0]
+    hidden = ":***" if userinfo != user else ""
+    rest = re.sub(r"(?i)(^|[?&])password=[^&]*", r"\1password=***", rest)
+    return f"{scheme}://{user}{hidden}@{rest}" if at else f"{scheme}://{rest}"

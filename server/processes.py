@@ -8,9 +8,11 @@ and run.py ends with it.
 """
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.queues import Queue
@@ -42,6 +44,7 @@ def _serve_one(
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    threading.Thread(target=_end_with_parent, daemon=True).start()
     try:
         web.run_app(
             create_app(config),
@@ -55,6 +58,15 @@ def _serve_one(
     except expected as exc:
         reports.put(f"Error: {exc}")
         raise SystemExit(1) from None
+
+
+def _end_with_parent() -> None:
+    """Stop this server process (SIGTERM, as the parent would) once the parent has ended, also
+    by `kill -9`: it must not keep the port and the database after run.py is gone."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _wait_listening(

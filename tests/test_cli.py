@@ -5,6 +5,7 @@ embedded tests run it with no database URL in a private data directory and check
 is left behind however the server ends (SIGTERM, SIGINT, kill -9 then restart).
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -303,6 +304,34 @@ def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint
     assert "Traceback" not in server.output
 
 
+def test_server_processes_end_with_their_parent(database_url, tmp_path):
+    """README: "After a crash or kill -9 just start it again". The server processes of a
+    `--workers N` run.py that was killed must not outlive it, holding the port (a restart then
+    finds it in use, or shares it with them) and answering for a server that is gone."""
+    server = Server(
+        tmp_path,
+        DATABASE_URL=database_url,
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+        YAPTIDE_SERVER_WORKERS="2",
+        YAPTIDE_RUNNER_KIND="none",
+    )
+    pids: set[int] = set()
+    try:
+        server.wait_ready()
+        pids = listeners(server.port)
+        assert len(pids) == 2
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while listeners(server.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert listeners(server.port) == set()
+    finally:
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+
+
 def test_several_processes_need_an_external_runner(database_url, tmp_path):
     env = environment(DATABASE_URL=database_url, YAPTIDE_RUNNER_KIND="local")
     result = run_py("--workers", "2", env=env)
@@ -377,6 +406,19 @@ def test_malformed_database_url_is_one_line(url):
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
     assert PASSWORD not in result.stderr
+
+
+@pytest.mark.parametrize("character", ["?", "/", "#"])
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_password_with_a_character_to_encode_is_never_shown(command, character):
+    """README: the server prints which database it uses "never a password", and values of
+    secrets are never echoed; also when the operator did not percent-encode the password."""
+    first, second = "hunter2", "not-shown"
+    url = f"postgresql://u:{first}{character}{second}@127.0.0.1:1/x"
+    result = run_py(command, env={"DATABASE_URL": url})
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    output = result.stdout + result.stderr
+    assert first not in output and second not in output, output
 
 
 async def test_useradd_password_not_utf8_is_one_line(database_url, conn):

@@ -341,3 +341,28 @@ def test_cli_bad_value_is_one_line(tmp_path, args, env, line):
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and line in result.stderr
     assert result.stderr.startswith("Configuration error: ")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::"])
+async def test_workers_reach_the_server_at_the_url_they_are_given(host):
+    """Workers get `http://<host>:<port>` when public_url is empty (README): it must reach a
+    server listening on `server.host`, an IPv6 address too (asyncio binds "::" IPv6-only)."""
+    import aiohttp
+    from aiohttp import web
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"message": "Hello World!"})
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        url = Config().replace("server", host=host, port=port).base_url
+        async with aiohttp.ClientSession() as session, session.get(url + "/") as response:
+            assert response.status == 200
+    finally:
+        await runner.cleanup()

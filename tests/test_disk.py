@@ -12,6 +12,8 @@ import orjson
 import pytest
 
 from server.app import create_app
+from server.config import ConfigError
+from server.config_loader import load_config
 from server.keys import POOL
 from server.runner.cleanup import sweep
 from tests.helpers import (
@@ -130,6 +132,28 @@ async def test_without_a_ttl_only_directories_of_deleted_simulations_are_swept(
     await eventually(partial(gone, job_dir_of(config, deleted)), timeout=10)
     assert await sweep(config, client.server.app[POOL]) == []
     assert job_dir_of(config, ended).exists()
+
+
+def test_a_job_dir_ttl_past_what_postgresql_can_date_is_refused() -> None:
+    """1e12 s (31 700 years) passed the check, then every hourly sweep failed ("timestamp out of
+    range") and no directory was ever removed again. Now one line naming the key."""
+    with pytest.raises(ConfigError) as refused:
+        load_config(env={"YAPTIDE_RUNNER_JOB_DIR_TTL": "1e12"})
+    assert str(refused.value) == (
+        "YAPTIDE_RUNNER_JOB_DIR_TTL: must be at most 100 years (got 1000000000000.0)"
+    )
+
+
+async def test_the_longest_job_dir_ttl_keeps_the_sweep_working(
+    aiohttp_client, make_config, conn
+) -> None:
+    """With 100 years, the directory of a simulation deleted while the server was down still goes."""
+    config = make_config(runner={"kind": "none", "job_dir_ttl": 100 * 365.25 * 24 * 3600})
+    client = await aiohttp_client(create_app(config))
+    deleted = job_dir_of(config, str(uuid.uuid4()))
+    (deleted / "task_1").mkdir(parents=True)
+    await sweep(config, client.server.app[POOL])
+    assert not deleted.exists()
 
 
 async def test_submission_past_the_quota_is_413(aiohttp_client, make_config, conn) -> None:

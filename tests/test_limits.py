@@ -15,9 +15,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import ROUTES, UI_ROUTES, create_app
-from server.config import Config
+from server.config import Config, ConfigError
 from server.keys import BODY_BUDGET, LOGIN_THROTTLE
 from server.limits.budget import FREE_BYTES as FREE
+from server.sql import query
 from tests.helpers import KEY, login, register, set_key, submit
 
 BODY_ROUTES = [
@@ -498,3 +499,20 @@ async def test_a_stranger_waits_for_room_that_known_senders_hold(
     response = await stranger
     answer = (response.status, await response.json(), round(time.monotonic() - started_at, 2))
     assert answer[:2] == (400, {"message": "Malformed JSON body"}), answer
+
+
+async def test_connections_the_database_cannot_give_are_refused_at_start(
+    aiohttp_client, make_config, conn
+) -> None:
+    """server.workers x database.pool_size beyond PostgreSQL's max_connections (`--workers 12`
+    with the default pool on a default PostgreSQL): requests got 500 (TooManyConnectionsError)
+    under load. Such a configuration is refused at start, naming the keys."""
+    limit = await conn.fetchval(query("connection_limit"))
+    config = make_config(database={"pool_size": limit}, runner={"kind": "none"})
+    with pytest.raises(ConfigError) as refused:
+        await aiohttp_client(create_app(config))
+    assert str(refused.value) == (
+        f"database.pool_size: 1 server process(es) with pools of {limit} connections need "
+        f"{limit + 1} in all, more than the {limit} PostgreSQL gives (max_connections): lower "
+        "database.pool_size or server.workers, or raise max_connections"
+    )

@@ -19,3 +19,9 @@ SELECT pg_advisory_lock($1)
 
 -- name: advisory_unlock
 SELECT pg_advisory_unlock($1)
+
+-- name: connection_limit
+-- The connections PostgreSQL gives clients that are not superusers.
+SELECT current_setting('max_connections')::int
+     - current_setting('superuser_reserved_connections')::int
+     - coalesce(current_setting('reserved_connections', true), '0')::int
