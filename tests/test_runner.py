@@ -27,6 +27,7 @@ from tests.helpers import (
     wait_gone,
 )
 
+SERVER_SECRETS = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET", "PGPASSWORD")
 FILES = sorted(read_json(FIXTURES / "shieldhit_json_payload_files.json")["input_files"])
 
 
@@ -38,7 +39,9 @@ def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_conf
     )
 
 
-async def test_submit_run_complete(start_app, conn):
+async def test_submit_run_complete(start_app, conn, monkeypatch):
+    for secret in SERVER_SECRETS:  # the server's own: no worker gets them
+        monkeypatch.setenv(secret, "postgresql://u:secret@db/x")
     client, recorder, config = await start_app(f"complete {RESULTS_FIXTURE}")
     job_id = await submit(client, payload(ntasks=2))
     job_dir = job_dir_of(config, job_id)
@@ -73,6 +76,7 @@ async def test_submit_run_complete(start_app, conn):
             "YAPTIDE_RUNNER_RETRY_TIMEOUT": "600.0",
         }
         assert seen["key_length"] == len(key) == 43
+        assert set(SERVER_SECRETS).isdisjoint(seen["names"]) and "PATH" in seen["names"]
         assert seen["argv"] == [str(FAKE_WORKER), "complete", str(RESULTS_FIXTURE)]
         assert (seen["cwd"], seen["files"]) == (str(job_dir / f"task_{task_id}"), FILES)
         # The key is in the environment only, never on a command line.

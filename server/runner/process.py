@@ -25,8 +25,9 @@ from server.runner import Job
 
 OUTPUT_TAIL = 64 * 1024
 DEFAULT_COMMAND = (sys.executable, "-m", "server.worker")
-# Server secrets a worker has no business seeing (it talks to the server only over HTTP).
-PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET")
+# Server secrets a worker has no business seeing (it talks to the server only over HTTP;
+# PGPASSWORD: libpq's, which asyncpg reads too).
+PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET", "PGPASSWORD")
 
 
 def work_dir(config: Config) -> Path:

@@ -56,6 +56,7 @@ def record() -> None:
     seen = {
         "env": env,
         "key_length": len(KEY),
+        "names": sorted(os.environ),  # every variable's name (values may be secrets)
         "argv": sys.argv,
         "cwd": os.getcwd(),
         "files": sorted(os.listdir(".")),
