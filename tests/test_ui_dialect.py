@@ -449,3 +449,36 @@ async def test_renamed_outputs_keep_the_projects_names_and_order(client, conn):
         200,
         {"message": "Results", "pages": fixture_pages("z_profile_", [0])},
     )
+
+
+async def test_outputs_of_the_same_name_each_reach_their_own_results(client, conn):
+    """Two outputs named `peak` write `peak.bdo` and `peak_2.bdo`. The UI asks for an
+    estimator's pages by the name `GET estimators` gave it, so two estimators listed as `peak`
+    make it fetch the first one's pages for both tabs (the second output's results were shown
+    as the first's) and give its tabs the same React key: every listed name must be unique and
+    fetch its own estimator."""
+    await login(client)
+    body = payload(EDITOR)
+    outputs = body["input_json"]["scoringManager"]["outputs"]
+    outputs[2]["name"] = outputs[3]["name"] = "peak"
+    response = await client.post(f"{UI}/jobs/direct", json=body)
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    converted = (await (await client.get(f"/inputs?job_id={job_id}")).json())["input_files"]
+    assert "Filename peak.bdo" in converted["detect.dat"]
+    assert "Filename peak_2.bdo" in converted["detect.dat"]
+    await set_key(conn, job_id)
+    by_file = {"entrance_": "peak_", "peak_": "peak_2_"}  # as SHIELD-HIT12A names them
+    renamed = [{**e, "name": by_file.get(e["name"], e["name"])} for e in RESULTS["estimators"]]
+    assert (await upload(client, job_id, renamed)).status == 202
+    status, body = await body_of(await client.get(f"{UI}/estimators?job_id={job_id}"))
+    assert status == 200
+    names = [e["name"] for e in body["estimators_metadata"]]
+    assert names[:3] == ["z_profile", "yz_profile", "peak"]
+    assert len(set(names)) == 4, names
+    for name, stored in zip(names[2:], ["entrance_", "peak_"], strict=True):
+        path = f"{UI}/results?job_id={job_id}&estimator_name={name}&page_numbers=0"
+        assert await body_of(await client.get(path)) == (
+            200,
+            {"message": "Results", "pages": fixture_pages(stored, [0])},
+        ), name

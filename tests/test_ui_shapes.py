@@ -149,14 +149,26 @@ def test_project_outputs_named_as_the_converter_names_their_files():
     assert shapes.project_outputs(project) == [
         ("z profile", "z_profile"),
         ("peak", "peak"),
-        ("peak", "peak_2"),
+        ("peak_2", "peak_2"),  # a second `peak` is listed by its file: names stay unique
     ]
     found = shapes.project_outputs(project)
     key = shapes.project_position(found)
     stored = ["peak_2_", "peak_", "z_profile_"]
     assert sorted(stored, key=key) == ["z_profile_", "peak_", "peak_2_"]
-    assert [shapes.ui_name(name, found) for name in stored] == ["peak", "peak", "z profile"]
+    assert [shapes.ui_name(name, found) for name in stored] == ["peak_2", "peak", "z profile"]
     assert shapes.stored_names("z profile", found)[0] == "z_profile_"
+    assert shapes.stored_names("peak_2", found)[0] == "peak_2_"
+
+
+def test_ui_names_of_outputs_stay_unique():
+    """A duplicate's file name may be another output's project name: it is not taken."""
+    outputs = [{"name": "peak"}, {"name": "peak"}, {"name": "peak_2"}, {"name": "a b"}, {}]
+    found = shapes.project_outputs({"scoringManager": {"outputs": outputs}})
+    names = [name for name, _ in found]
+    assert len(set(names)) == len(names) == 5, found
+    assert names[0] == "peak" and names[2] == "peak_2" and names[3] == "a b"
+    for name, file in found:
+        assert shapes.stored_names(name, found)[0] == file + "_"
 
 
 def _outputs(*names: str) -> list[tuple[str, str]]:

@@ -70,10 +70,29 @@ def project_outputs(project: Any) -> Outputs:
     if not isinstance(outputs, list):
         return []
     values = [output for output in outputs if isinstance(output, dict)]
-    return [
-        (value["name"] if isinstance(value.get("name"), str) else file, file)
-        for value, file in zip(values, file_names(values), strict=True)
+    files = file_names(values)
+    names = [
+        value["name"] if isinstance(value.get("name"), str) else file
+        for value, file in zip(values, files, strict=True)
     ]
+    return list(zip(_unique(names, files), files, strict=True))
+
+
+def _unique(names: list[str], files: list[str]) -> list[str]:
+    """Each output's name for the UI: its name in the project, unless an earlier output has
+    it; then its file's name, kept clear of every project name. The UI fetches an estimator's
+    pages by this name and keys its tabs by it: two outputs listed as `peak` would both show
+    the first one's results."""
+    project, taken, unique = set(names), set(), []
+    for name, file in zip(names, files, strict=True):
+        candidate = name
+        if candidate in taken:
+            candidate, suffix = file, 2
+            while candidate in taken or candidate in project:
+                candidate, suffix = f"{file}_{suffix}", suffix + 1
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
 
 
 def _by_estimator(outputs: Outputs) -> dict[str, tuple[int, str]]:
