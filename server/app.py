@@ -143,7 +143,9 @@ async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     slurm = SlurmDispatcher(config, app[POOL])
     direct = config.runner.kind == "slurm"
-    reconciler = Reconciler(slurm, app[POOL], config.slurm.poll_interval, direct)
+    reconciler = Reconciler(
+        slurm, app[POOL], config.database.url, config.slurm.poll_interval, direct
+    )
     app[SLURM] = slurm
     reconciler.start()
     try:

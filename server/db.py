@@ -208,10 +208,11 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def check_connection_limit(conn: Conn, config: Config) -> None:
     """ConfigError when the server processes could together ask for more connections (each its
-    pool and its change listener, the local runner its lock) than PostgreSQL gives: requests
-    would fail under load."""
+    pool, its change listener and its SLURM reconciler's lock, the local runner its lock) than
+    PostgreSQL gives: requests would fail under load."""
     processes, pool_size = config.server.workers, config.database.pool_size
-    needed = processes * (pool_size + 1) + (config.runner.kind == "local")
+    own = 1 + (config.runner.kind == "slurm" or bool(config.clusters))  # listener, reconciler
+    needed = processes * (pool_size + own) + (config.runner.kind == "local")
     limit = await conn.fetchval(query("connection_limit"))
     if needed > limit:
         raise ConfigError(

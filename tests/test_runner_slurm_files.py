@@ -2,6 +2,7 @@
 submission is refused at once): where they go, that they go with their simulation, and what
 happens when they cannot be written."""
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from server.app import create_app
 from server.config import ClusterConfig
+from server.runner.slurm.reconcile import LOCK_KEY
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -17,6 +19,10 @@ from tests.helpers import (
     payload,
     states_are,
     status,
+)
+
+RECONCILER_LOCK_HELD = (
+    "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
 )
 
 
@@ -66,3 +72,19 @@ async def test_batch_job_directory_on_this_host_goes_with_its_simulation(
     response = await client.delete("/user/simulations", params={"job_id": job_id})
     assert response.status == 200
     assert not job_dir_of(config, job_id).exists()
+
+
+async def test_the_reconciler_leaves_the_pool_to_requests(
+    aiohttp_client, make_config, conn, no_sbatch
+) -> None:
+    """The reconciler's advisory lock lives on a connection of its own: with the smallest pool
+    (database.pool_size = 1), requests still get the pool's connection."""
+    config = make_config(runner={"kind": "slurm"}, database={"pool_size": 1})
+    client = await aiohttp_client(create_app(config))
+    await eventually(lambda: conn.fetchval(RECONCILER_LOCK_HELD, LOCK_KEY))
+
+    async def simulations() -> int:
+        await login(client)
+        return (await client.get("/user/simulations")).status
+
+    assert await asyncio.wait_for(simulations(), timeout=10) == 200

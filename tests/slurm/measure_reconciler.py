@@ -71,7 +71,7 @@ def timed(argv: str, env: dict[str, str], runs: int = 10) -> tuple[float, int]:
 
 async def measure(config: Config, pool: asyncpg.Pool, polls: int) -> tuple[float, float]:
     dispatcher = SlurmDispatcher(config, pool)
-    reconciler = Reconciler(dispatcher, pool, interval=1.0, direct=True)
+    reconciler = Reconciler(dispatcher, pool, config.database.url, interval=1.0, direct=True)
     walls, cpus = [], []
     for _ in range(polls):
         wall, cpu = time.perf_counter(), time.process_time()

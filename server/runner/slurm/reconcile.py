@@ -25,6 +25,7 @@ from itertools import groupby
 
 import asyncpg
 
+from server import db
 from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner.slurm import sbatch
@@ -60,14 +61,21 @@ MERGE_TEXT = (
 
 class Reconciler:
     def __init__(
-        self, dispatcher: SlurmDispatcher, pool: asyncpg.Pool, interval: float, direct: bool
+        self,
+        dispatcher: SlurmDispatcher,
+        pool: asyncpg.Pool,
+        url: str,
+        interval: float,
+        direct: bool,
     ) -> None:
         self._dispatcher = dispatcher
         self._pool = pool
+        self._url = url  # of the database, for the lock's own connection
         self._interval = interval
         # Direct simulations are SLURM's only with runner.kind = "slurm".
         self._platforms = ["batch", "direct"] if direct else ["batch"]
-        self._lock_holder: asyncpg.pool.PoolConnectionProxy | None = None
+        self._lock_conn: asyncpg.Connection | None = None
+        self._leading = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -81,11 +89,11 @@ class Reconciler:
         await self._release_lock()
 
     async def _release_lock(self) -> None:
-        """Give the connection back; its reset unlocks it for another server process."""
-        if self._lock_holder is not None:
-            holder, self._lock_holder = self._lock_holder, None
+        """Close the lock's connection: the lock goes with its session."""
+        if self._lock_conn is not None:
+            conn, self._lock_conn, self._leading = self._lock_conn, None, False
             with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self._pool.release(holder)
+                await conn.close(timeout=5)
 
     async def _loop(self) -> None:
         while True:
@@ -98,20 +106,22 @@ class Reconciler:
             await asyncio.sleep(self._interval)
 
     async def _holds_lock(self) -> bool:
-        if self._lock_holder is not None:
-            try:
-                if await self._lock_holder.fetchval(query("holds_reconciler_lock"), LOCK_KEY):
-                    return True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                pass
-            await self._release_lock()  # the session broke: the lock went with it
-        connection = await self._pool.acquire()
-        if await connection.fetchval(query("try_reconciler_lock"), LOCK_KEY):
-            self._lock_holder = connection
+        """Whether this process runs the reconciler. The lock lives on a connection of its own,
+        kept open (the pool's connections are for requests); once that breaks, the lock went
+        with it and is tried again on a new one."""
+        try:
+            if self._lock_conn is None:
+                self._lock_conn = await db.connect(self._url)
+            conn = self._lock_conn
+            held = await conn.fetchval(query("holds_reconciler_lock"), LOCK_KEY)
+            held = held or await conn.fetchval(query("try_reconciler_lock"), LOCK_KEY)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self._release_lock()
+            raise
+        if held and not self._leading:
             log.info("reconciler: this server process watches the SLURM jobs")
-            return True
-        await self._pool.release(connection)
-        return False
+        self._leading = held
+        return bool(held)
 
     async def poll(self) -> None:
         """One pass over every watched simulation, one squeue per cluster."""
