@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server import db, values
-from server.errors import ApiError, BadRequest
+from server.errors import ApiError, BadRequest, UnsupportedMediaType
 from server.limits.bodies import read_body
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response("Internal server error", 500)
 
 
+# What a page of any origin may POST without a CORS preflight (and with the user's cookies):
+# no Content-Type, or one of the CORS-safelisted ones. Our clients send application/json. (PUT
+# and DELETE are never sent cross-origin without a preflight, which only allowed origins pass.)
+_CROSS_SITE_TYPES = frozenset(
+    {"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+
+
+def check_json_type(request: web.Request) -> None:
+    """415 for a POST body another site's page could have sent (cross-site request forgery)."""
+    media = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if request.method == "POST" and media in _CROSS_SITE_TYPES:
+        raise UnsupportedMediaType("Content-Type must be application/json")
+
+
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object; 400 when it is not one."""
+    """The request body as a JSON object; 415 for a type a form could send (check_json_type),
+    400 when it is not a JSON object."""
+    check_json_type(request)
     return parse_json(await read_body(request, limit))
 
 

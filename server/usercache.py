@@ -58,11 +58,15 @@ class UserCache:
         return user
 
     def put_header(self, header: str, user: User, expires: float) -> None:
+        """Remember a Cookie header accepted for `user`, as of when `user` was read from the
+        database: a header first seen later must not extend what that read vouches for."""
         if self.ttl <= 0:
             return
         if len(self._headers) >= self.MAX_ENTRIES:
             self._headers.clear()
-        self._headers[header] = (time.monotonic(), expires, user)
+        seen = self._seen.get(user.id)
+        checked = seen[0] if seen is not None and seen[1] is user else time.monotonic()
+        self._headers[header] = (checked, expires, user)
 
     def forget(self, user_id: int) -> None:
         """Drop what is known of a user (a password change: their token generation moved)."""

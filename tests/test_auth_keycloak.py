@@ -569,7 +569,7 @@ async def test_token_that_is_not_utf8_is_refused(sso) -> None:
     reader, writer = await asyncio.open_connection(sso.host, sso.port)
     writer.write(
         b"POST /auth/keycloak HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\xffb.c.d\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     answer = await asyncio.wait_for(reader.read(1000), 10)
     writer.close()

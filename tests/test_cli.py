@@ -59,7 +59,9 @@ def free_port() -> int:
 def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One HTTP request to the server under test; (status, JSON body)."""
     data = None if body is None else orjson.dumps(body)
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    headers = {"Content-Type": "application/json"}  # urllib would say a form was sent
+    url = f"http://127.0.0.1:{port}{path}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, orjson.loads(response.read())

@@ -2,6 +2,7 @@
 the server over TCP with their update key, exactly like workers on HPC nodes."""
 
 import logging
+import stat
 from functools import partial
 from pathlib import Path
 
@@ -83,6 +84,8 @@ async def test_submit_run_complete(start_app, conn, monkeypatch):
         cmdline = Path(f"/proc/{int((job_dir / f'pid_{task_id}').read_text())}/cmdline")
         assert key.encode() not in cmdline.read_bytes()
 
+    # One user's inputs, results and logs: no other account of the host may read them.
+    assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700
     (job_dir / "go").touch()
     body = await eventually(states_are(client, job_id, "COMPLETED"))
     for task in body["job_tasks_status"]:

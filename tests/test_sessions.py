@@ -118,3 +118,27 @@ async def test_login_in_flight_during_a_password_change_gets_no_live_session(
     assert refreshed.status == 401, (response.status, refreshed.status, await refreshed.json())
     live = await conn.fetchval("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL")
     assert live == 1  # the session that made the change, only
+
+
+async def test_an_old_token_in_a_new_cookie_header_is_refused_within_the_ttl(
+    aiohttp_client, make_config, conn
+) -> None:
+    """Another server process refuses a token from before a password change at the latest
+    `user_cache_ttl` after it (README "Sessions"), also in a Cookie header it first sees late
+    (the same token beside another cookie): that header may not extend the user's read."""
+    ttl = 4.0
+    config = make_config(auth={"user_cache_ttl": ttl})
+    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
+    await register(first)
+    mine = await session(first)
+    other = await session(second)
+    assert (await status(second, other))[0] == 200  # the second process reads the user
+    read_at = asyncio.get_running_loop().time()
+    assert (await first.post("/user/update", json=CHANGE, headers=mine)).status == 200
+    changed_at = asyncio.get_running_loop().time()
+    first.session.cookie_jar.clear()
+    again = {"Cookie": other["Cookie"] + "; theme=dark"}  # a header not seen before
+    await asyncio.sleep(max(0.0, read_at + 1.5 - changed_at))
+    assert (await status(second, again))[0] == 200  # within the ttl of the read: still taken
+    await asyncio.sleep(changed_at + ttl + 0.2 - asyncio.get_running_loop().time())
+    assert await status(second, again) == REFUSED

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from server.app import create_app
-from tests.helpers import login, set_key, submit, upload
+from tests.helpers import login, payload, register, set_key, submit, upload
 
 ORIGIN = "http://ui.example.org:3000"
 OTHER = "https://evil.example.com"
@@ -169,3 +169,41 @@ async def test_aiohttps_own_404_and_405_are_readable_by_allowed_origins_only(
     assert response.status == status
     assert "Access-Control-Allow-Origin" not in response.headers
     assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+@pytest.mark.parametrize("content_type", ["text/plain;charset=UTF-8", "multipart/form-data", None])
+async def test_posts_a_form_could_send_change_nothing(
+    aiohttp_client, make_config, conn, content_type
+) -> None:
+    """A page of another origin can POST without asking first (no CORS preflight) when its body
+    is one a form could send: no Content-Type, text/plain, a form encoding. The browser adds the
+    user's cookies (SameSite=None, or Lax from the same site), so such a body changes nothing,
+    whatever CORS allows (cross-site request forgery; login CSRF too)."""
+    config = make_config(
+        auth={"secure_cookies": True, "cookie_samesite": "None"},
+        ui={"allowed_origins": ORIGIN},
+    )
+    client = await aiohttp_client(create_app(config))
+    await register(client)
+    user = {"username": "alice", "password": "password1"}
+    login_response = await client.post("/auth/login", json=user)
+    token = login_response.cookies["access_token"].value
+    headers = {"Origin": OTHER, "Cookie": f"access_token={token}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    skip = () if content_type is not None else ("Content-Type",)
+    simulation = orjson.dumps(payload())
+    answers = [
+        await client.post(path, data=body, headers=headers, skip_auto_headers=skip)
+        for path, body in [
+            ("/jobs/direct", simulation),
+            ("/ui/jobs/direct", simulation),
+            ("/user/update", b'{"email": "mallory@evil.example"}'),
+            ("/auth/login", orjson.dumps(user)),
+        ]
+    ]
+    statuses = [(answer.status, await answer.json()) for answer in answers]
+    assert statuses == [(415, {"message": "Content-Type must be application/json"})] * 4
+    assert all("Set-Cookie" not in answer.headers for answer in answers)
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+    assert await conn.fetchval("SELECT email FROM users") is None

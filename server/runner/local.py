@@ -172,7 +172,7 @@ class LocalDispatcher:
         argv = [*proc.worker_command(self._config), "merge"]
         output = proc.merge_output_file(job_directory)
         try:
-            job_directory.mkdir(parents=True, exist_ok=True)
+            proc.make_job_dir(job_directory)
             process = await proc.start(argv, job_directory, env, output)
         except OSError as exc:
             await self._fail_merge(job.job_id, f"The merge step {argv[0]!r} could not start: {exc}")

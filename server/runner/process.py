@@ -48,6 +48,12 @@ def output_file(job_directory: Path, task_id: int) -> Path:
     return job_directory / f"task_{task_id}.log"
 
 
+def make_job_dir(path: Path) -> None:
+    """The job directory `path` (if missing), for this server's account only: it holds one
+    user's inputs, results and logs, which no other account of the host may read."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def _write_files(directory: Path, job: Job) -> None:
     directory.mkdir(parents=True)
     if job.input_type == "editor":
@@ -64,6 +70,7 @@ def shared_inputs(job_directory: Path, job: Job) -> Path:
     """
     shared = job_directory / "input"
     if not shared.is_dir():
+        make_job_dir(job_directory)
         partial = job_directory / f"input.{os.getpid()}.{uuid.uuid4().hex}"
         _write_files(partial, job)
         try:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import pwd
 import re
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -97,6 +98,7 @@ async def test_simulation_over_ssh(start_batch_app, ssh: SshServer, job_root, co
     # It ran as the SSH user, in the cluster's work directory, with the user's options.
     job_dir = job_root / "remote" / job_id
     assert pwd.getpwuid(job_dir.stat().st_uid).pw_name == ssh.user
+    assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700  # for the cluster account only
     assert sorted(p.name for p in job_dir.glob("task_*") if p.is_dir()) == [
         f"task_{n}" for n in range(1, 5)
     ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from server.runner.process import PRIVATE_ENV, output_tail
+from server.runner.process import PRIVATE_ENV, make_job_dir, output_tail
 
 COMMAND_TIMEOUT = 60.0
 
@@ -89,6 +89,7 @@ class LocalShell:
 
 
 def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    make_job_dir(directory)
     for name, data in files.items():
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)

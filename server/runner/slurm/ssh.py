@@ -17,6 +17,7 @@ from server.runner.process import OUTPUT_TAIL
 from server.runner.slurm.shell import COMMAND_TIMEOUT, Completed, ShellError
 
 CONNECT_TIMEOUT = 15.0
+PRIVATE_DIR = asyncssh.SFTPAttrs(permissions=0o700)
 
 
 class SshShell:
@@ -49,6 +50,8 @@ class SshShell:
         connection = await self._connect()
         try:
             async with connection.start_sftp_client() as sftp:
+                # One user's inputs, results and logs: for the cluster account only.
+                await sftp.makedirs(directory, attrs=PRIVATE_DIR, exist_ok=True)
                 for name, data in files.items():
                     path = posixpath.join(directory, name)
                     await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
