@@ -282,3 +282,60 @@ def test_a_number_too_wide_for_its_field_is_refused() -> None:
         ConversionError, match=r"^figure 'B': the number 1e\+12 does not fit a 10-character field$"
     ):
         convert(value, 10)
+
+
+@pytest.mark.parametrize(
+    ("particle", "energy", "unit", "written"),
+    [
+        ({"id": 24, "a": 4, "z": 2, "name": "Helium-4"}, 400, "MeV", "100.0 1.0"),
+        ({"id": 21, "a": 2, "z": 1, "name": "Deuteron"}, 300, "MeV", "150.0 2.0"),
+        ({"id": 25, "a": 12, "z": 6, "name": "Heavy ions"}, 4800, "MeV", "400.0 0.333333333333"),
+        ({"id": 24, "a": 4, "z": 2, "name": "Helium-4"}, 100, "MeV/nucl", "100.0 4.0"),
+        ({"id": 2, "a": 1, "z": 1, "name": "Proton"}, 150, "MeV", "150.0 4.0"),
+    ],
+)
+def test_ion_energies_given_in_mev_are_written_per_nucleon(
+    particle: dict[str, Any], energy: float, unit: str, written: str
+) -> None:
+    """The editor's `energyUnit`: an ion's energy in MeV (the whole ion) or MeV/nucl; TMAX0 of
+    ions (ids 21-25) is per nucleon."""
+    beam = {"particle": particle, "energy": energy, "energySpread": 4, "energyUnit": unit}
+    assert beam_cards(beam)["TMAX0"] == written
+
+
+def test_physics_switched_off_as_the_editor_spells_it() -> None:
+    """The editor's options are "no straggling" and "no scattering" (beside Gaussian, Vavilov,
+    Moliere); both mean 0."""
+    physics = {"energyModelStraggling": "no straggling", "multipleScattering": "no scattering"}
+    cards = beam_cards(physics=physics)
+    assert (cards["STRAGG"], cards["MSCAT"]) == ("0", "0")
+
+
+def test_neutron_kerma_quantities_keep_the_medium_the_editor_always_sends() -> None:
+    """The editor sends `medium` (WATER unless changed) with every NKERMA and NEqvDose quantity,
+    as one of its neutron KERMA media."""
+    kerma = quantity("NKERMA") | {"medium": "WATER"}
+    bone = quantity("NEqvDose") | {"medium": "BONE"}
+    text = detect_dat([detector("All", "All")], [output("out", "All", kerma, bone)])
+    assert text.split("\n\n")[1:3] == [
+        "Settings\n    Name out_NKERMA\n    Medium WATER",
+        "Settings\n    Name out_NEqvDose\n    Medium BONE",
+    ]
+
+
+def test_a_quantity_scored_in_another_material_is_refused_not_dropped() -> None:
+    """The editor's "Override material" of a quantity (Dose, dLET, ...) sends the material as
+    the quantity's `materialUuid`; no card expresses it, so it must not be silently dropped."""
+    dose = quantity("Dose", "Dose in lead") | {"materialUuid": "mat-lead"}
+    dose["materialPropertiesOverrides"] = {}
+    with pytest.raises(
+        ConversionError,
+        match=r"^output 'out' quantity 'Dose in lead': scoring in another material "
+        r"\('Override material'\) cannot be converted yet$",
+    ):
+        detect_dat([detector("All", "All")], [output("out", "All", dose)])
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_the_beam_direction_of_very_small_or_large_vectors(scale: float) -> None:
+    assert beam_cards({"direction": [scale, 0, scale]})["BEAMDIR"] == "45.0 0.0"

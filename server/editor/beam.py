@@ -39,8 +39,11 @@ PARTICLES = {
     25: "heavy ion",
 }
 HEAVY_ION = 25
-STRAGGLING = {"none": 0, "gaussian": 1, "vavilov": 2}
-SCATTERING = {"none": 0, "gaussian": 1, "moliere": 2}
+NUCLEONS = {21: 2, 22: 3, 23: 3, 24: 4}  # A of the light ions; a heavy ion's is its 'a'
+ENERGY_UNITS = {"mev/nucl": 0, "mev": 1}  # the editor's `energyUnit`: per nucleon or whole ion
+# "no straggling" and "no scattering" are how the editor spells "none"
+STRAGGLING = {"none": 0, "no straggling": 0, "gaussian": 1, "vavilov": 2}
+SCATTERING = {"none": 0, "no scattering": 0, "gaussian": 1, "moliere": 2}
 SIGMA_TYPES = {"gaussian": 0, "flat square": 1, "flat circular": 2}
 SAD_TYPES = {"none": 0, "single": 1, "double": 2}
 SOURCE_FILE = "sobp.dat"
@@ -63,7 +66,7 @@ def beam_files(project: Json, primaries: int) -> dict[str, str]:
     cards = [
         _card("RNDSEED", SEED, comment="random seed (each task offsets it)"),
         *_particle(beam),
-        *_energy(beam),
+        *_energy(beam, _nucleons(beam)),
         _card("NSTAT", primaries, 0, comment="primaries of one task, no intermediate saves"),
         *_physics(physics),
         *_geometry(beam),
@@ -91,9 +94,21 @@ def _particle(beam: Json) -> list[str]:
     return cards
 
 
-def _energy(beam: Json) -> list[str]:
-    energy = positive(beam, "energy", ITEM)
-    spread = number(beam, "energySpread", ITEM, minimum=0)
+def _nucleons(beam: Json) -> int:
+    """What TMAX0 divides the editor's energies by: A for an ion (ids 21-25) whose energy is
+    given in MeV for the whole ion (`energyUnit` "MeV"), as TMAX0 is per nucleon; else 1."""
+    if beam.get("energyUnit") is None or not choice(beam, "energyUnit", ITEM, ENERGY_UNITS):
+        return 1
+    particle = section(beam, "particle", ITEM)
+    code = integer(particle, "id", "beam particle")
+    if code == HEAVY_ION:
+        return integer(particle, "a", "beam particle", minimum=1)
+    return NUCLEONS.get(code, 1)
+
+
+def _energy(beam: Json, nucleons: int) -> list[str]:
+    energy = positive(beam, "energy", ITEM) / nucleons
+    spread = number(beam, "energySpread", ITEM, minimum=0) / nucleons
     cards = [_card("TMAX0", energy, spread, comment="energy and spread (MeV or MeV/nucleon)")]
     if beam.get("energyLowCutoff") is not None and beam.get("energyHighCutoff") is not None:
         low = number(beam, "energyLowCutoff", ITEM, minimum=0)
@@ -124,7 +139,7 @@ def _geometry(beam: Json) -> list[str]:
 
 def direction(vector: tuple[float, float, float]) -> tuple[float, float]:
     x, y, z = vector
-    length = math.sqrt(x * x + y * y + z * z)
+    length = math.hypot(x, y, z)  # neither x * x nor its sum overflows or underflows
     if length == 0:
         raise ConversionError(ITEM, "'direction' must not be the zero vector")
     theta = math.degrees(math.acos(max(-1.0, min(1.0, z / length))))

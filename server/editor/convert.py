@@ -45,3 +45,5 @@ def _no_modulator(project: Json) -> None:
     components = project.get("specialComponentsManager")
     if isinstance(components, dict) and components.get("modulator"):
         raise ConversionError("beam modulator", "beam modulators cannot be converted yet")
+    if isinstance(components, dict) and components.get("CTCube"):
+        raise ConversionError("CT cube", "CT cubes cannot be converted yet")

@@ -6,6 +6,7 @@ its cylinders sit on the z axis, so a rotated detector or an off-axis cylinder i
 rather than scored somewhere else.
 """
 
+import math
 from dataclasses import dataclass
 
 from server.editor.formatting import UniqueNames, free
@@ -67,7 +68,10 @@ def _unrotated(geometry: Json, item: str) -> tuple[float, float, float]:
     return vector(geometry, "position", item)
 
 
-def _axis(name: str, low: float, high: float, bins: int) -> str:
+def _axis(name: str, low: float, high: float, bins: int, item: str) -> str:
+    for value in (low, high):  # centre +- half a size can overflow to infinity
+        if not math.isfinite(value):
+            raise ConversionError(item, f"the number {value:g} does not fit its field")
     return f"{name} {free(low)} {free(high)} {bins}"
 
 
@@ -83,8 +87,14 @@ def _cyl(parameters: Json, position: tuple[float, float, float], item: str) -> l
         raise ConversionError(item, "'innerRadius' must be smaller than 'radius'")
     depth = positive(parameters, "depth", item)
     return [
-        _axis("R", inner, radius, integer(parameters, "radialSegments", item, minimum=1)),
-        _axis("Z", z - depth / 2, z + depth / 2, integer(parameters, "zSegments", item, minimum=1)),
+        _axis("R", inner, radius, integer(parameters, "radialSegments", item, minimum=1), item),
+        _axis(
+            "Z",
+            z - depth / 2,
+            z + depth / 2,
+            integer(parameters, "zSegments", item, minimum=1),
+            item,
+        ),
     ]
 
 
@@ -98,9 +108,8 @@ def _mesh(parameters: Json, position: tuple[float, float, float], item: str) -> 
         strict=True,
     ):
         half = positive(parameters, size, item) / 2
-        lines.append(
-            _axis(axis, centre - half, centre + half, integer(parameters, bins, item, minimum=1))
-        )
+        count = integer(parameters, bins, item, minimum=1)
+        lines.append(_axis(axis, centre - half, centre + half, count, item))
     return lines
 
 

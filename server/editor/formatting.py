@@ -8,6 +8,7 @@ with 12 significant digits, which drops the noise of float arithmetic (15.35 - 0
 Names become tokens of detect.dat and file names, so they are reduced to `[A-Za-z0-9_-]`.
 """
 
+import math
 import re
 
 from server.editor.project import ConversionError
@@ -21,8 +22,10 @@ def fixed(value: float, item: str, width: int = FIELD) -> str:
     """`value` right-aligned in `width` characters with as many decimals as fit.
 
     One column stays blank, so that neighbouring fields never touch (also for readers that
-    split on spaces).
+    split on spaces). A sum of finite numbers can overflow to infinity, which fits no field.
     """
+    if not math.isfinite(value):
+        raise ConversionError(item, f"the number {value:g} does not fit a {width}-character field")
     for decimals in range(width - 3, -1, -1):
         digits = f"{value:.{decimals}f}"
         if decimals == 0:

@@ -25,6 +25,8 @@ from server.editor.project import (
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SETTINGS = {"rescale": "Rescale", "offset": "Offset", "primaries": "Primaries", "medium": "Medium"}
+# the editor's media of neutron KERMA quantities (NKERMA, NEqvDose): `medium` is always sent
+NK_MEDIA = ("A150", "AIR", "BONE", "Muscule", "TE_Methane", "TE_Propane", "WATER")
 PROTON = 2
 HEAVY_ION = 25
 MAX_MODIFIERS = 2
@@ -131,6 +133,10 @@ def _output(scoring: Scoring, name: str, value: Json, index: int) -> str:
 
 def _quantity(scoring: Scoring, quantity: Json, item: str, output: str) -> list[str]:
     words = ["Quantity", _token(text(quantity, "keyword", item), item, "the quantity")]
+    if quantity.get("materialUuid"):  # the editor's "Override material" of the quantity
+        raise ConversionError(
+            item, "scoring in another material ('Override material') cannot be converted yet"
+        )
     if quantity.get("filter"):
         words.append(_filter_name(scoring, quantity, item))
     settings = _settings(scoring, quantity, item, f"{output}_{quantity.get('name') or 'settings'}")
@@ -173,6 +179,12 @@ def _setting(scoring: Scoring, quantity: Json, key: str, item: str) -> str:
     medium = quantity[key]
     if isinstance(medium, str) and medium in scoring.icru:
         return str(scoring.icru[medium])
+    if isinstance(medium, str) and medium in NK_MEDIA:
+        return medium
+    if isinstance(medium, str):
+        raise ConversionError(
+            item, f"unknown 'medium' {medium!r} (expected one of: {', '.join(NK_MEDIA)})"
+        )
     return str(integer(quantity, key, item, minimum=1))
 
 
