@@ -88,3 +88,23 @@ async def test_the_reconciler_leaves_the_pool_to_requests(
         return (await client.get("/user/simulations")).status
 
     assert await asyncio.wait_for(simulations(), timeout=10) == 200
+
+
+async def test_cancel_of_a_job_on_a_cluster_removed_from_the_configuration(
+    aiohttp_client, make_config, conn, no_sbatch
+) -> None:
+    """The operator removed the [[clusters]] entry "retired" (and restarted) while a job sent
+    there was still queued: cancelling it is a 200 and the job CANCELED, never a 500."""
+    cluster = ClusterConfig("prometheus", "Prometheus (Cyfronet)")
+    config = dataclasses.replace(make_config(slurm={"local_users": True}), clusters=(cluster,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    response = await client.post("/jobs/direct", json=payload())  # runner "none": PENDING
+    job_id = (await response.json())["job_id"]
+    await conn.execute(
+        "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id) "
+        "SELECT id, 'retired', '/scratch/' || job_id, 101, 102 FROM simulations"
+    )
+    response = await client.delete("/jobs/batch", params={"job_id": job_id})
+    found = (response.status, await response.json(), (await status(client, job_id))["job_state"])
+    assert found == (200, {"message": "Job cancelled"}, "CANCELED")

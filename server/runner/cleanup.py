@@ -53,7 +53,7 @@ async def _sweep_forever(config: Config, pool: asyncpg.Pool, slurm: SlurmDispatc
         try:
             removed = await sweep(config, pool)
             removed += await slurm.sweep(pool, ttl) if slurm is not None else []
-        except (OSError, asyncpg.PostgresError):
+        except Exception:  # one bad sweep (disk, database, a cluster) must not end the sweeping
             log.exception("sweeping job directories failed; trying again later")
         else:
             if removed:

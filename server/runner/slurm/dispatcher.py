@@ -116,10 +116,16 @@ class SlurmDispatcher:
             await self._scancel(cluster.cluster_name, array_id, merge_id)
 
     async def cancel(self, job_id: str) -> None:
-        """scancel the job array and the merge job (the database says CANCELED already)."""
+        """scancel the job array and the merge job (the database says CANCELED already). A job
+        on a cluster no longer configured cannot be reached: its workers stop at their next
+        report (409)."""
         ids = await slurm_jobs.get(self._pool, job_id)
-        if ids is not None:
-            await self._scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
+        if ids is None:
+            return
+        if ids.cluster not in self.clusters:
+            log.warning("job %s: cluster %r is no longer configured", job_id, ids.cluster)
+            return
+        await self._scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
 
     def remove_job_dir(self, jobs: SlurmJobs) -> None:
         """Remove a deleted simulation's job directory on its cluster, in the background (the

@@ -94,7 +94,9 @@ class SshShell:
                     keepalive_interval=30,
                     **given,
                 )
-            except (asyncssh.Error, OSError, TimeoutError) as exc:
+            except (asyncssh.Error, OSError, TimeoutError, ValueError) as exc:
+                # ValueError: a key file asyncssh cannot use (KeyImportError: one with a
+                # passphrase, a public key) is, like an unreachable host, never a crash.
                 raise ShellError(
                     f"{cluster.cluster_name}: cannot connect: {_describe(exc)}"
                 ) from None
