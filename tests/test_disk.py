@@ -1,6 +1,7 @@
 """Issue 12, item 3: disk is bounded. One copy of a simulation's input however many tasks; job
 directories go with their simulation and some time after it ended; a per-user storage quota."""
 
+import asyncio
 import io
 import os
 import uuid
@@ -8,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
+from server import db
 from server.app import create_app
 from server.config import ConfigError
 from server.config_loader import load_config
@@ -25,6 +28,7 @@ from tests.helpers import (
     set_key,
     start_local,
     states_are,
+    status,
     submit,
 )
 
@@ -102,7 +106,7 @@ async def test_job_directories_removed_some_time_after_the_end(
         ended,
         long_ago,
     )
-    deleted = str(uuid.uuid4())  # a simulation deleted while the server was down
+    deleted = await deleted_job_id(conn)  # a simulation deleted while the server was down
     directories = {name: job_dir_of(config, name) for name in (ended, running, deleted)}
     for directory in directories.values():
         (directory / "task_1").mkdir(parents=True)
@@ -117,7 +121,7 @@ async def test_without_a_ttl_only_directories_of_deleted_simulations_are_swept(
     """job_dir_ttl = 0 keeps a job directory until its simulation is deleted: one deleted while
     the server was down is still swept at start."""
     config = make_config(runner={"kind": "none", "job_dir_ttl": 0})
-    deleted = str(uuid.uuid4())
+    deleted = await deleted_job_id(conn)
     (job_dir_of(config, deleted) / "task_1").mkdir(parents=True)
     client = await aiohttp_client(create_app(config))
     await login(client)
@@ -132,6 +136,44 @@ async def test_without_a_ttl_only_directories_of_deleted_simulations_are_swept(
     await eventually(partial(gone, job_dir_of(config, deleted)), timeout=10)
     assert await sweep(config, client.server.app[POOL]) == []
     assert job_dir_of(config, ended).exists()
+
+
+async def test_a_second_deployment_sharing_work_dir_leaves_the_first_ones_jobs_alone(
+    aiohttp_client, make_config, conn, tmp_path, scratch_url
+) -> None:
+    """Two deployments with databases of their own (say staging and production) share one
+    work_dir (one service account, one scratch directory on a cluster): the second one's
+    sweep, at its start, must not remove the job directory of the first one's simulation."""
+    config = make_config(runner={"kind": "none", "work_dir": str(tmp_path / "scratch")})
+    first = await aiohttp_client(create_app(config))
+    await login(first)
+    job_id = await submit(first)
+    job_dir = tmp_path / "scratch" / job_id
+    (job_dir / "task_1").mkdir(parents=True)
+    await migrated(scratch_url)
+    second = config.replace("database", url=scratch_url, data_dir=str(tmp_path / "second"))
+    await aiohttp_client(create_app(second))
+    await asyncio.sleep(0.5)  # its first sweep runs at its start
+    assert (await status(first, job_id))["job_state"] == "PENDING"
+    assert (job_dir / "task_1").is_dir()
+    # Deleted behind the first deployment's back (a user's deletion cascading): its sweep goes.
+    await conn.execute("DELETE FROM simulations WHERE job_id = $1", job_id)
+    assert await sweep(config, first.server.app[POOL]) == [job_id]
+
+
+async def deleted_job_id(conn: asyncpg.Connection) -> str:
+    """The job_id of a simulation deleted (as the database remembers it)."""
+    job_id = str(uuid.uuid4())
+    await conn.execute("INSERT INTO deleted_job_ids (job_id) VALUES ($1)", job_id)
+    return job_id
+
+
+async def migrated(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await db.migrate(connection)
+    finally:
+        await connection.close()
 
 
 def test_a_job_dir_ttl_past_what_postgresql_can_date_is_refused() -> None:
@@ -150,7 +192,7 @@ async def test_the_longest_job_dir_ttl_keeps_the_sweep_working(
     """With 100 years, the directory of a simulation deleted while the server was down still goes."""
     config = make_config(runner={"kind": "none", "job_dir_ttl": 100 * 365.25 * 24 * 3600})
     client = await aiohttp_client(create_app(config))
-    deleted = job_dir_of(config, str(uuid.uuid4()))
+    deleted = job_dir_of(config, await deleted_job_id(conn))
     (deleted / "task_1").mkdir(parents=True)
     await sweep(config, client.server.app[POOL])
     assert not deleted.exists()
@@ -199,7 +241,7 @@ async def test_sweep_leaves_what_is_not_a_job_directory(
     config = make_config(runner={"kind": "none", "work_dir": str(work_dir)})
     client = await aiohttp_client(create_app(config))
     await login(client)
-    deleted = work_dir / str(uuid.uuid4())  # a job directory whose simulation is gone
+    deleted = work_dir / await deleted_job_id(conn)  # a job directory whose simulation is gone
     deleted.mkdir()
     await sweep(config, client.server.app[POOL])
     assert not deleted.exists()

@@ -2,8 +2,10 @@
 `runner.job_dir_ttl` seconds after the simulation ended (0: kept until it is deleted).
 
 A sweep runs at start and then every `_SWEEP_EVERY` seconds (or the ttl, when shorter); it also
-removes directories whose simulation no longer exists (deleted while the server was down), and
-sweeps the SLURM clusters' job directories the same way (server/runner/slurm/job_dirs.py).
+removes directories whose simulation was deleted (while the server was down: the database keeps
+deleted job_ids for 30 days), never one of a job_id this database never had (another
+deployment's, sharing the work_dir), and sweeps the SLURM clusters' job directories the same
+way (server/runner/slurm/job_dirs.py).
 Only directories named like a job_id (a UUID) are considered: `work_dir` may be shared with
 other things, which are never the sweep's to remove.
 """
@@ -53,6 +55,7 @@ async def _sweep_forever(config: Config, pool: asyncpg.Pool, slurm: SlurmDispatc
         try:
             removed = await sweep(config, pool)
             removed += await slurm.sweep(pool, ttl) if slurm is not None else []
+            await simulations.forget_deleted_job_ids(pool)
         except Exception:  # one bad sweep (disk, database, a cluster) must not end the sweeping
             log.exception("sweeping job directories failed; trying again later")
         else:

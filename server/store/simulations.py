@@ -148,7 +148,12 @@ async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:
 
 
 async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> list[str]:
-    """Those of `job_ids` with no simulation, or one that ended over `keep_seconds` ago (when
-    `keep_seconds` > 0)."""
+    """Those of `job_ids` whose simulation was deleted, or ended over `keep_seconds` ago (when
+    `keep_seconds` > 0); a job_id never ours is not."""
     rows = await db.fetch(query("expired_job_ids"), job_ids, keep_seconds)
     return [row["job_id"] for row in rows]
+
+
+async def forget_deleted_job_ids(db: Db) -> None:
+    """Drop the job_ids of simulations deleted over 30 days ago (every sweep has seen them)."""
+    await db.execute(query("forget_deleted_job_ids"))

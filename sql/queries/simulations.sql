@@ -143,11 +143,16 @@ SELECT EXISTS (
 )
 
 -- name: expired_job_ids
--- Of the job directories named in $1, those whose simulation is gone, or ended more than $2
--- seconds ago (when $2 > 0): their directories can be removed.
+-- Of the job directories named in $1, those whose simulation was deleted, or ended more than $2
+-- seconds ago (when $2 > 0): their directories can be removed. A job_id this database never
+-- had is not ours (another deployment's in a shared work_dir): left alone.
 SELECT d.job_id
 FROM unnest($1::text[]) AS d (job_id)
 LEFT JOIN simulations s ON s.job_id = d.job_id
-WHERE s.id IS NULL
+WHERE (s.id IS NULL AND EXISTS (SELECT 1 FROM deleted_job_ids g WHERE g.job_id = d.job_id))
    OR ($2::float8 > 0 AND s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
        AND s.end_time < now() - make_interval(secs => $2))
+
+-- name: forget_deleted_job_ids
+-- Deleted simulations' job_ids kept long enough for every sweep to have seen them.
+DELETE FROM deleted_job_ids WHERE deleted_at < now() - interval '30 days'

@@ -17,7 +17,8 @@ FROM slurm_jobs j JOIN simulations s ON s.id = j.simulation_id
 WHERE s.job_id = $1
 
 -- name: list_watched_slurm_jobs
--- Every simulation the reconciler still watches, with its tasks that have not ended.
+-- Every simulation the reconciler still watches, with its tasks that have not ended; by
+-- cluster (the reconciler asks each cluster's squeue once, for a run of rows of one cluster).
 SELECT s.id, s.job_id, s.job_state, j.cluster, j.job_dir, j.array_job_id, j.merge_job_id,
        coalesce(
            array_agg(t.task_id ORDER BY t.task_id)
@@ -29,7 +30,7 @@ JOIN simulations s ON s.id = j.simulation_id
 LEFT JOIN tasks t ON t.simulation_id = s.id
 WHERE NOT j.done
 GROUP BY s.id, j.simulation_id
-ORDER BY s.id
+ORDER BY j.cluster, s.id
 
 -- name: set_slurm_jobs_done
 UPDATE slurm_jobs SET done = true WHERE simulation_id = $1

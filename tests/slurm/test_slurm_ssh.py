@@ -20,6 +20,7 @@ from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
     MESH_MEANS,
     eventually,
+    logfiles_of,
     page_means,
     post,
     results_of,
@@ -135,17 +136,19 @@ async def test_the_sweep_removes_cluster_job_directories_of_no_simulation(
     app = client.server.app
     remote = job_root / "remote"
     gone, pending, other = str(uuid.uuid4()), await submit(client), "notes-2026"
+    await conn.execute("INSERT INTO deleted_job_ids (job_id) VALUES ($1)", gone)
+    foreign = str(uuid.uuid4())  # of another deployment sharing the work_dir
     made = (
         await app[SLURM]
         .shell("hpc")
         .run(  # as the SSH user, like the jobs' own directories
             f"mkdir -p {remote}/{gone}/task_1 {remote}/{pending} {remote}/{other}"
-            f" && touch {remote}/{gone}/task_1/x"
+            f" {remote}/{foreign} && touch {remote}/{gone}/task_1/x"
         )
     )
     assert made.returncode == 0, made.stderr
     assert await app[SLURM].sweep(app[POOL], 3600.0) == [gone]
-    assert sorted(path.name for path in remote.iterdir()) == sorted([pending, other])
+    assert sorted(path.name for path in remote.iterdir()) == sorted([pending, other, foreign])
 
 
 BAD_OPTIONS = [
@@ -290,3 +293,39 @@ async def test_the_ui_dialect_runs_a_batch_simulation(start_batch_app, conn):
         409,
         {"message": "Simulation is already COMPLETED"},
     )
+
+
+OUTPUTS = {
+    "utf-8": "dose 1.5 µGy\n".encode(),
+    "a latin-1 byte": b"dose 1.5 \xb5Gy\n",  # a Fortran code's "µ"
+    "64 KiB cut inside a character": b"x" + "é".encode() * 40_000 + b"\n",
+}
+
+
+@pytest.mark.parametrize("output", OUTPUTS.values(), ids=OUTPUTS.keys())
+async def test_a_task_ended_by_slurm_keeps_its_output_tail_over_ssh(
+    start_batch_app, job_root, slurm_cluster, conn, output
+):
+    """An admin scancels the one array task: its log `task_1_slurm` carries the tail of its
+    output whatever its bytes (U+FFFD for what is not UTF-8), as on the login node."""
+    client, _, _ = await start_batch_app(hang=True)
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    job_dir = job_root / "remote" / job_id
+
+    async def running() -> bool:
+        return (job_dir / "simrunning_1").exists()
+
+    await eventually(running, timeout=60)
+    with (job_dir / "task_1.log").open("ab") as log_file:
+        log_file.write(output + b"last line of the simulator\n")
+    array_id, _ = await slurm_ids(conn)
+    slurm_cluster.command("scancel", f"{array_id}_1")
+
+    async def failed() -> bool:
+        return (await batch_status(client, job_id))["job_state"] == "FAILED"
+
+    await eventually(failed, timeout=30)
+    log = (await logfiles_of(conn))["task_1_slurm"]
+    assert log.startswith(f"SLURM ended array task 1 of job {array_id} as CANCELLED")
+    assert "\nlast line of the simulator\n" in log, log

@@ -126,7 +126,7 @@ class Reconciler:
     async def poll(self) -> None:
         """One pass over every watched simulation, one squeue per cluster."""
         await self._fail_unsubmitted()
-        watched = await slurm_jobs.list_watched(self._pool)
+        watched = await slurm_jobs.list_watched(self._pool)  # ordered by cluster
         for cluster, items in groupby(watched, key=lambda item: item.jobs.cluster):
             group = list(items)
             if cluster not in self._dispatcher.clusters:

@@ -37,8 +37,11 @@ class SshShell:
     async def _run_once(self, command: str, stdin: str) -> Completed:
         connection = await self._connect()
         try:
+            # As bytes (decoded by _text): output that is not UTF-8 (a Latin-1 byte, a tail cut
+            # inside a character) is asyncssh's protocol error otherwise, the connection dropped.
             done = await asyncio.wait_for(
-                connection.run(command, input=stdin, check=False), COMMAND_TIMEOUT
+                connection.run(command, input=stdin.encode(), check=False, encoding=None),
+                COMMAND_TIMEOUT,
             )
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             self._drop(connection)

@@ -1,0 +1,45 @@
+"""The SLURM reconciler against an squeue of the test's own (a script on PATH that counts its
+calls): how often it asks each cluster."""
+
+import dataclasses
+from pathlib import Path
+
+from server.app import create_app
+from server.config import ClusterConfig
+from server.keys import POOL, SLURM
+from server.runner.slurm.reconcile import Reconciler
+from tests.helpers import login, submit
+
+
+async def test_one_squeue_per_cluster_and_poll(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """README: squeue is polled "one call per cluster"; simulations sent to two clusters in
+    turn (hpc, old, hpc, ...) must not make that one call per simulation."""
+    calls = tmp_path / "squeue-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\necho squeue >> {calls}\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    clusters = tuple(
+        ClusterConfig(name, name, work_dir=str(tmp_path / name)) for name in ("hpc", "old")
+    )
+    config = dataclasses.replace(make_config(slurm={"poll_interval": 3600.0}), clusters=clusters)
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    for number, name in enumerate(["hpc", "old"] * 3):
+        job_id = await submit(client)  # runner "none": stored, then "sent" to SLURM here
+        await conn.execute(
+            "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, "
+            "merge_job_id) SELECT id, $2, '/w/' || job_id, $3::bigint, $3::bigint + 1 FROM simulations "
+            "WHERE job_id = $1",
+            job_id,
+            name,
+            100 + 2 * number,
+        )
+    app = client.server.app
+    url = config.database.url
+    await Reconciler(app[SLURM], app[POOL], url, 3600.0, direct=False).poll()
+    assert Path(calls).read_text().splitlines() == ["squeue"] * len(clusters)
