@@ -11,7 +11,9 @@ from aiohttp.typedefs import Handler
 
 from server import db, values
 from server.errors import ApiError, BadRequest, UnsupportedMediaType
+from server.keys import CONFIG
 from server.limits.bodies import read_body
+from server.limits.budget import FREE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,13 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     400 when it is not a JSON object."""
     check_json_type(request)
     return parse_json(await read_body(request, limit))
+
+
+async def read_public_json(request: web.Request) -> dict[str, Any]:
+    """The body of a public route (credentials, a username) as a JSON object, at most FREE_BYTES
+    (413 past it): anyone may send one, and the parser takes up to ~25 times a body's size in
+    Python objects, so a larger limit would let a few KiB of gzip cost gigabytes."""
+    return await read_json(request, min(request.app[CONFIG].server.max_body_size, FREE_BYTES))
 
 
 def parse_json(body: bytes | bytearray) -> dict[str, Any]:

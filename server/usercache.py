@@ -13,6 +13,9 @@ class UserCache:
     tokens themselves stay valid until they expire, so this adds little to that window)."""
 
     MAX_ENTRIES = 10_000
+    # Cookie headers longer than this (a client's own making, up to 8 KB each) are not kept,
+    # so the headers remembered take at most MAX_ENTRIES times this much.
+    MAX_HEADER = 2048
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
@@ -60,7 +63,7 @@ class UserCache:
     def put_header(self, header: str, user: User, expires: float) -> None:
         """Remember a Cookie header accepted for `user`, as of when `user` was read from the
         database: a header first seen later must not extend what that read vouches for."""
-        if self.ttl <= 0:
+        if self.ttl <= 0 or len(header) > self.MAX_HEADER:
             return
         if len(self._headers) >= self.MAX_ENTRIES:
             self._headers.clear()

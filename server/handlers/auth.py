@@ -7,7 +7,7 @@ from aiohttp import web
 from server import auth, openapi
 from server.auth import validate_password, validate_username
 from server.errors import Conflict, Forbidden, Unauthorized
-from server.http import field, json_response, read_json
+from server.http import field, json_response, read_public_json
 from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER
 from server.store import refresh_tokens, users
 
@@ -25,13 +25,18 @@ async def openapi_document(request: web.Request) -> web.Response:
     return json_response(openapi.document(VERSION, request.app[CONFIG].ui.api_prefix))
 
 
+async def _credentials(request: web.Request) -> tuple[str, str]:
+    """The username and password of a public body, which is not kept while they are checked."""
+    body = await read_public_json(request)
+    return field(body, "username", str), field(body, "password", str)
+
+
 async def register(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if config.auth.registration != "open":
         raise Forbidden("Registration is disabled")
-    body = await read_json(request, config.server.max_body_size)
-    username = validate_username(field(body, "username", str))
-    password = validate_password(field(body, "password", str))
+    username, password = await _credentials(request)
+    username, password = validate_username(username), validate_password(password)
     password_hash = await auth.hash_password(password, request.app[HASH_SLOTS])
     if await users.create(request.app[POOL], username, password_hash) is None:
         raise Conflict("Username already taken")
@@ -41,9 +46,7 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
-    body = await read_json(request, config.server.max_body_size)
-    username = field(body, "username", str)
-    password = field(body, "password", str)
+    username, password = await _credentials(request)
     address = request.remote or ""
     attempt = app[LOGIN_THROTTLE].attempt(username, address)
     found = await users.get_login(app[POOL], username)

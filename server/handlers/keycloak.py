@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server import auth
 from server.errors import Forbidden, Unauthorized
-from server.http import bearer_token, field, json_response, read_json
+from server.http import bearer_token, field, json_response, read_public_json
 from server.keys import CONFIG, KEYCLOAK, POOL
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
 from server.sso.keycloak import SsoIdentity, TokenVerifier
@@ -46,7 +46,7 @@ async def sign_in(request: web.Request) -> web.Response:
     if token is None:
         raise Unauthorized(auth.NO_TOKEN)
     config = request.app[CONFIG]
-    username = field(await read_json(request, config.server.max_body_size), "username", str)
+    username = field(await read_public_json(request), "username", str)
     identity = await verifier.verify(token)
     if identity.username != username:
         raise Forbidden("Username does not match the token's preferred_username")

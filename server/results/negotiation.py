@@ -20,10 +20,21 @@ def _weight(params: list[str]) -> float:
     return 1.0
 
 
-@functools.lru_cache(maxsize=256)  # clients send a few distinct values, again and again
+# Values up to this long have their answer remembered: clients send a few distinct ones, again
+# and again. Longer ones (up to 128 header lines of 8 KB, ~1 MB) are the client's own making:
+# parsed every time, never kept.
+CACHED_UP_TO = 256
+
+
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an Accept-Encoding value (every header line joined by commas) takes gzip: the
     weight of gzip (or x-gzip) if named, else of `*`; q=0 refuses it."""
+    if len(accept_encoding) > CACHED_UP_TO:
+        return _accepts_gzip(accept_encoding)
+    return _remembered(accept_encoding)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
     weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
         coding, *params = item.split(";")
@@ -32,6 +43,9 @@ def accepts_gzip(accept_encoding: str) -> bool:
         if coding in weights:
             return weights[coding] > 0
     return False
+
+
+_remembered = functools.lru_cache(maxsize=256)(_accepts_gzip)
 
 
 def etag_for(head: ResultsHead, selection: object, gzip: bool) -> str | None:
