@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 from server import db, values
 from server.errors import ApiError, BadRequest, UnsupportedMediaType
 from server.keys import CONFIG
-from server.limits.bodies import read_body
+from server.limits.bodies import hold_for_parsing, read_body
 from server.limits.budget import FREE_BYTES
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,12 @@ def check_json_type(request: web.Request) -> None:
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object; 415 for a type a form could send (check_json_type),
-    400 when it is not a JSON object."""
+    413 when it is too large (also once parsed: hold_for_parsing), 400 when it is not a JSON
+    object."""
     check_json_type(request)
-    return parse_json(await read_body(request, limit))
+    body = await read_body(request, limit)
+    await hold_for_parsing(request, body)
+    return parse_json(body)
 
 
 async def read_public_json(request: web.Request) -> dict[str, Any]:

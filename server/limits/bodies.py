@@ -6,6 +6,9 @@
   server/limits/budget.py), given back when the request ends (with_body_budget). A request that
   finds the budget spent waits up to `server.body_wait` seconds, then gets 503 with Retry-After
   (workers retry 5xx answers).
+- Parsing: a JSON body also holds, until the request ends, what its parse is estimated to add
+  (hold_for_parsing; up to ~24 times its size for `[[],[],...]`), so that the budget bounds the
+  parsed objects too.
 - Time: the whole body must arrive within `server.body_timeout` seconds (408 otherwise).
 - Content-Encoding: aiohttp's own decompression is turned off (server/limits/serving.py) so
   that an encoded body is inflated here, a chunk at a time with a bound on what one chunk may
@@ -23,7 +26,7 @@ from aiohttp.typedefs import Handler
 
 from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from server.keys import BODY_BUDGET, CONFIG, USER
-from server.limits.budget import HELD, KEY_CHECKED, STRANGER, counted
+from server.limits.budget import HELD, KEY_CHECKED, STRANGER, counted, parse_cost
 
 _CHUNK = 1 << 18
 # zlib window bits: gzip only; zlib-wrapped deflate (RFC 1950); raw deflate, which some clients
@@ -132,3 +135,15 @@ async def read_body(request: web.Request, limit: int) -> bytearray:
             return await _read(request, limit)
     except TimeoutError:
         raise RequestTimeout(f"Request body not received within {timeout:g} seconds") from None
+
+
+async def hold_for_parsing(request: web.Request, body: bytes | bytearray) -> None:
+    """Take from the budget what parsing `body` as JSON will add in memory (budget.parse_cost);
+    413 when that is more than the budget could ever give this request."""
+    budget, cost = request.app[BODY_BUDGET], parse_cost(body)
+    if cost > budget.room(request):
+        raise PayloadTooLarge(
+            f"Request body too large once parsed (about {cost >> 20} MiB of objects; "
+            f"at most {budget.room(request) >> 20} MiB)"
+        )
+    await budget.take(request, cost)

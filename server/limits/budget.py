@@ -23,6 +23,20 @@ KEY_CHECKED = web.RequestKey("body_key_checked", bool)
 STRANGER = web.RequestKey("body_from_stranger", bool)
 
 
+# What parsing a JSON body may add in Python objects, at most, per byte that makes one: a list
+# or dict (56-72 B and its slot), a string (~50 B besides its text; 2 quotes), any other value (a
+# float: 24 B and its 8-byte slot; after a comma). Up to ~24 times the body (`[[],[],...]`);
+# about 3 times for an editor project, 1 for input files.
+_PARSED = {b"[": 96, b"{": 96, b'"': 32, b",": 40}
+FREE_PARSE = 1 << 20  # parsed small bodies (logins, small submissions) never wait for the budget
+
+
+def parse_cost(body: bytes | bytearray) -> int:
+    """Bytes of the budget the parse of `body` (JSON) takes: its estimated objects, past FREE_PARSE."""
+    objects = len(body) + sum(weight * body.count(byte) for byte, weight in _PARSED.items())
+    return max(0, objects - FREE_PARSE)
+
+
 def counted(before: int, size: int) -> int:
     """The bytes of a chunk of `size` after `before` bytes of its body that count."""
     return max(0, before + size - FREE_BYTES) - max(0, before - FREE_BYTES)
@@ -67,6 +81,10 @@ class BodyBudget:
             "Server busy: too many large request bodies at once, retry later",
             retry_after=max(1, round(self.wait)),
         )
+
+    def room(self, request: web.Request) -> int:
+        """The most `request` could ever hold (its shares' sizes)."""
+        return min(pool.size for pool in self._pools(request))
 
     def _pools(self, request: web.Request) -> tuple[Pool, ...]:
         stranger = request.get(STRANGER, True)
