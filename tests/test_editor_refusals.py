@@ -70,6 +70,12 @@ def _add_detector(detector_value: Json) -> Callable[[Json], None]:
     return change
 
 
+def _mesh(**changes: Any) -> Json:
+    """A one-bin mesh detector "D" of 1 cm sides, with `changes`."""
+    sides = {"width": 1, "height": 1, "depth": 1, "xSegments": 1, "ySegments": 1, "zSegments": 1}
+    return detector("D", "Mesh", **(sides | changes))
+
+
 def _tubes_subtracted(count: int) -> Callable[[Json], None]:
     def change(value: Json) -> None:
         tubes = [cylinder(f"T{i}", position=(i, 0, 0), radius=0.4, inner=0.2) for i in range(count)]
@@ -115,19 +121,7 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
     ),
     (
         "mesh edge past the largest float",
-        _add_detector(
-            detector(
-                "D",
-                "Mesh",
-                position=(1.7e308, 0, 0),
-                width=1.7e308,
-                height=1,
-                depth=1,
-                xSegments=1,
-                ySegments=1,
-                zSegments=1,
-            )
-        ),
+        _add_detector(_mesh(position=(1.7e308, 0, 0), width=1.7e308)),
         "detector 'D': the number inf does not fit its field",
     ),
     (
@@ -185,19 +179,7 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
     ),
     (
         "rotated detector",
-        _add_detector(
-            detector(
-                "D",
-                "Mesh",
-                rotation=(0, 10, 0),
-                width=1,
-                height=1,
-                depth=1,
-                xSegments=1,
-                ySegments=1,
-                zSegments=1,
-            )
-        ),
+        _add_detector(_mesh(rotation=(0, 10, 0))),
         "detector 'D': SHIELD-HIT12A cannot score in a rotated detector",
     ),
     (
