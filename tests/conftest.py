@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server import db
 from server.app import create_app
 from server.config import ClusterConfig, Config
 from server.keys import CONFIG
@@ -28,29 +27,21 @@ from tests.fakes.openid_provider import (
     SigningKey,
     make_key,
 )
-from tests.helpers import server_tmp_dir, worker_setup
+from tests.helpers import migrated, server_tmp_dir, worker_setup
 
 SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
-
-
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await db.migrate(conn)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
-        asyncio.run(_migrate(url))
+        asyncio.run(migrated(url))
         yield url
         return
     from server.embedded import embedded_postgres
 
     with server_tmp_dir() as directory, embedded_postgres(directory) as url:
-        asyncio.run(_migrate(url))
+        asyncio.run(migrated(url))
         yield url
 
 

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from server import db
 from server.app import create_app
 from server.config import Config
 from server.keys import DISPATCHER
@@ -57,6 +58,15 @@ def server_tmp_dir() -> Iterator[Path]:
     """
     with tempfile.TemporaryDirectory(prefix="yaptide-test-") as directory:
         yield Path(directory)
+
+
+async def migrated(url: str) -> None:
+    """Bring the database at `url` up to date (as the server does at start)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
 
 
 # accounts

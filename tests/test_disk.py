@@ -13,7 +13,6 @@ import asyncpg
 import orjson
 import pytest
 
-from server import db
 from server.app import create_app
 from server.config import ConfigError
 from server.config_loader import load_config
@@ -24,6 +23,7 @@ from tests.helpers import (
     eventually,
     job_dir_of,
     login,
+    migrated,
     payload,
     set_key,
     start_local,
@@ -166,14 +166,6 @@ async def deleted_job_id(conn: asyncpg.Connection) -> str:
     job_id = str(uuid.uuid4())
     await conn.execute("INSERT INTO deleted_job_ids (job_id) VALUES ($1)", job_id)
     return job_id
-
-
-async def migrated(url: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await db.migrate(connection)
-    finally:
-        await connection.close()
 
 
 def test_a_job_dir_ttl_past_what_postgresql_can_date_is_refused() -> None:
