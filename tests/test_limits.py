@@ -5,6 +5,8 @@ import asyncio
 import contextlib
 import gzip
 import io
+import json
+import sys
 import time
 import tracemalloc
 import zlib
@@ -19,6 +21,7 @@ from server.app import ROUTES, UI_ROUTES, create_app
 from server.config import Config, ConfigError
 from server.keys import BODY_BUDGET, LOGIN_THROTTLE
 from server.limits.budget import FREE_BYTES as FREE
+from server.limits.budget import FREE_PARSE, parse_cost
 from server.sql import query
 from tests.helpers import KEY, login, payload, register, set_key, submit
 
@@ -541,7 +544,9 @@ async def test_a_strangers_body_cannot_make_the_parser_take_gigabytes(client, me
     assert (response.status, await response.json()) == (413, expected)
 
 
-async def test_what_a_users_body_parses_into_is_held_from_the_budget(aiohttp_client, make_config):
+async def test_what_a_users_body_parses_into_is_held_from_the_budget(
+    aiohttp_client, make_config, conn
+):
     """A signed-in user's body is parsed whole too, and may be 64 MiB: four submissions of
     empty arrays at once peaked at 6.7 GB. The parse is estimated from the body's brackets,
     quotes and commas and held from the budget: past the whole budget it is a 413 before any
@@ -559,7 +564,7 @@ async def test_what_a_users_body_parses_into_is_held_from_the_budget(aiohttp_cli
     finally:
         tracemalloc.stop()
     expected = {
-        "message": "Request body too large once parsed (about 138 MiB of objects; at most 16 MiB)"
+        "message": "Request body too large once parsed (about 138 MiB of objects; at most 13 MiB)"
     }
     assert (response.status, await response.json()) == (413, expected)
     assert peak < 32 << 20, f"{peak / 2**20:.0f} MiB to answer a {len(data) >> 10} KiB body"
@@ -568,3 +573,51 @@ async def test_what_a_users_body_parses_into_is_held_from_the_budget(aiohttp_cli
     body = io.BytesIO(orjson.dumps(files))
     response = await client.post("/jobs/direct", data=body, headers=JSON)
     assert response.status == 202, await response.text()
+
+
+@pytest.mark.parametrize("key", [b"", b'"update_key": "\\u0041", '], ids=["no-key", "escaped"])
+@pytest.mark.parametrize("path", ["/tasks", "/jobs", "/logfiles", "/results"])
+async def test_a_strangers_worker_body_cannot_make_the_parser_take_gigabytes(client, path, key):
+    """README "Worker keys first": a stranger's body "never reaches the JSON parser". One with
+    no key a check could reject before parsing (none at all, or an escaped one) was parsed
+    whole: 6 KiB of gzip took 207 MiB, so a 256 KiB one (worker_max_body_size) about 6 GB.
+    Its parse is held from the strangers' share of the budget, like a user's (413 here)."""
+    dense = b'{"simulation_id": "x", ' + key + b'"pad": [' + b"[]," * (1 << 21)
+    data = gzip.compress(dense + b"[]]}")  # 6 MiB of JSON in 6 KiB
+    tracemalloc.start()
+    try:
+        response = await client.post(path, data=data, headers={"Content-Encoding": "gzip"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak / 2**20:.0f} MiB to answer a {len(data) >> 10} KiB body"
+    assert response.status == 413, await response.text()
+
+
+@pytest.mark.parametrize("character", ["\U0001f600", "\u20ac"], ids=["astral", "bmp"])
+@pytest.mark.parametrize("ensure_ascii", [False, True], ids=["utf8", "escaped"])
+def test_the_parse_of_text_is_within_its_estimate(character, ensure_ascii) -> None:
+    """budget.parse_cost is what parsing a body "may add in Python objects, at most". Python
+    keeps a string with one character past U+00FF at 2 or 4 bytes a character: an 8 MiB input
+    file with one emoji parsed into 32 MiB, and 8 MiB were held (four 64 MiB submissions:
+    about 1.3 GB against a 512 MiB budget)."""
+    text = "x" * (8 << 20) + character
+    body = json.dumps({"input_files": {"beam.dat": text}}, ensure_ascii=ensure_ascii).encode()
+    parsed = sys.getsizeof(orjson.loads(body)["input_files"]["beam.dat"])
+    estimate = parse_cost(body) + FREE_PARSE
+    assert parsed <= estimate, f"{parsed >> 20} MiB parsed, {estimate >> 20} MiB estimated"
+
+
+async def test_a_body_that_could_never_fit_once_parsed_is_413(aiohttp_client, make_config, conn):
+    """README: "the budget bounds parsed bodies too: one that could never fit is 413". The body
+    is held as well as its parse: a 10 MiB input file (about 20 MiB with its parse, budget 16
+    MiB) got 503 "retry later" on an idle server, every time it was retried."""
+    limits = {"body_budget": 16 << 20, "max_body_size": 16 << 20, "worker_max_body_size": 1 << 20}
+    client = await started(aiohttp_client, make_config, server=limits)
+    await login(client)
+    files = payload()
+    files["input_files"]["beam.dat"] += "* " + "x" * (10 << 20) + "\n"  # a 10 MiB comment
+    for _ in range(2):  # an idle server: a retry meets the same answer
+        body = io.BytesIO(orjson.dumps(files))
+        response = await client.post("/jobs/direct", data=body, headers=JSON)
+        assert response.status == 413, (response.status, await response.json())

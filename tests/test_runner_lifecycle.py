@@ -1,6 +1,7 @@
 """The local runner's lifecycle: cancel (SIGTERM, then SIGKILL), shutdown, and a restart after a
 server died with unfinished simulations."""
 
+import asyncio
 from functools import partial
 
 import pytest
@@ -8,6 +9,7 @@ from aiohttp import web
 
 from server.app import create_app
 from server.runner import RunnerBusy
+from server.runner.local import LOCK_KEY
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -174,4 +176,34 @@ async def test_a_second_server_on_the_database_leaves_the_first_ones_jobs_alone(
     body = await status(client, job_id)
     assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == ("RUNNING", "RUNNING")
     assert pid_alive(pids_of(job_dir, range(1, 2))[0])
+    assert refused
+
+
+async def test_the_runner_lock_outlives_a_lost_connection(start_app, conn):
+    """The local runner's lock lives on a connection of its own: once that session ends
+    (PostgreSQL restarted, an idle connection cut), the lock must be taken again, or a second
+    server started later takes the first one's running simulation for a dead server's."""
+    client, _, config = await start_app("hang")
+    job_id = await submit(client, payload(ntasks=1))
+    job_dir = job_dir_of(config, job_id)
+
+    async def running():
+        return (job_dir / "running_1").exists()
+
+    await eventually(running)
+    ended = (
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
+    )
+    assert await conn.fetchval(ended, LOCK_KEY)
+    await asyncio.sleep(0.5)
+    second = create_app(config)
+    try:
+        await web.AppRunner(second).setup()
+        refused = False
+    except RunnerBusy:
+        refused = True
+    finally:
+        await second.cleanup()
+    body = await status(client, job_id)
+    assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == ("RUNNING", "RUNNING")
     assert refused

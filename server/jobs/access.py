@@ -12,7 +12,7 @@ from server.errors import BadRequest, Forbidden, NotFound
 from server.http import bearer_token, parse_json, query_param
 from server.jobs.states import check_open
 from server.keys import CONFIG, POOL, USER
-from server.limits.bodies import read_body
+from server.limits.bodies import hold_for_parsing, read_body
 from server.limits.budget import KEY_CHECKED
 from server.store import simulations
 from server.store.simulations import Owner
@@ -110,13 +110,15 @@ async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
 
     Every `"update_key": "..."` member of the raw body is a candidate: the top-level one, if
     any, is among them, so when none is live the body's key is wrong. When the body is small,
-    the key comes in a header, or a candidate is escaped or there are many, parsing decides.
+    the key comes in a header, or a candidate is escaped or there are many, parsing decides:
+    then (a stranger's body, as far as is known) its parse is held from the budget first.
     """
     if len(body) <= PRECHECK_ABOVE or bearer_token(request) is not None:
         return
     candidates = [match.group(1) for match in _BODY_KEY.finditer(body)]
     named = sum(1 for _ in _BODY_KEY_NAME.finditer(body))
     if not candidates or len(candidates) != named or len(candidates) > _MAX_CANDIDATES:
+        await hold_for_parsing(request, body)
         return
     pool = request.app[POOL]
     for key in candidates:

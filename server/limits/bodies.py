@@ -139,11 +139,12 @@ async def read_body(request: web.Request, limit: int) -> bytearray:
 
 async def hold_for_parsing(request: web.Request, body: bytes | bytearray) -> None:
     """Take from the budget what parsing `body` as JSON will add in memory (budget.parse_cost);
-    413 when that is more than the budget could ever give this request."""
+    413 when that is more than the budget could ever give this request besides its body."""
     budget, cost = request.app[BODY_BUDGET], parse_cost(body)
-    if cost > budget.room(request):
+    room = budget.room(request) - request[HELD]
+    if cost > room:
         raise PayloadTooLarge(
             f"Request body too large once parsed (about {cost >> 20} MiB of objects; "
-            f"at most {budget.room(request) >> 20} MiB)"
+            f"at most {room >> 20} MiB)"
         )
     await budget.take(request, cost)

@@ -32,8 +32,11 @@ FREE_PARSE = 1 << 20  # parsed small bodies (logins, small submissions) never wa
 
 
 def parse_cost(body: bytes | bytearray) -> int:
-    """Bytes of the budget the parse of `body` (JSON) takes: its estimated objects, past FREE_PARSE."""
-    objects = len(body) + sum(weight * body.count(byte) for byte, weight in _PARSED.items())
+    """Bytes of the budget the parse of `body` (JSON) takes: its estimated objects, past FREE_PARSE.
+    Text with a character past U+00FF (raw or as a \\u escape) is held 2 or 4 bytes a character."""
+    wide = not body.isascii() or b"\\u" in body
+    objects = len(body) * (4 if wide else 1)
+    objects += sum(weight * body.count(byte) for byte, weight in _PARSED.items())
     return max(0, objects - FREE_PARSE)
 
 

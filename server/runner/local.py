@@ -36,6 +36,7 @@ import asyncpg
 from server import db
 from server.config import Config
 from server.jobs import transitions
+from server.models import Conn
 from server.runner import Job, RunnerBusy
 from server.runner import process as proc
 from server.sql import query
@@ -100,11 +101,8 @@ class LocalDispatcher:
     async def start(self) -> None:
         """Claim this database's local runner, then fail what a previous server left unfinished
         (before any new job can be submitted); RunnerBusy when another process holds it."""
-        holder = await db.connect(self._config.database.url)
-        if not await holder.fetchval(query("try_local_runner_lock"), LOCK_KEY):
-            await holder.close()
+        if not await self._claim():
             raise RunnerBusy(BUSY_TEXT)
-        self._lock_holder = holder
         failed = await transitions.fail_interrupted(
             self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
         )
@@ -112,6 +110,36 @@ class LocalDispatcher:
             log.warning(
                 "marked %d simulations left unfinished by a previous server FAILED", len(failed)
             )
+
+    async def _claim(self) -> bool:
+        """Take the lock on a connection of its own; False when another process holds it."""
+        holder = await db.connect(self._config.database.url)
+        if not await holder.fetchval(query("try_local_runner_lock"), LOCK_KEY):
+            await holder.close()
+            return False
+        holder.add_termination_listener(self._lock_lost)
+        self._lock_holder = holder
+        return True
+
+    def _lock_lost(self, holder: Conn) -> None:
+        """The lock's session ended under it (PostgreSQL restarted, the connection was cut):
+        take the lock again, so that a server started later still finds it held."""
+        if holder is not self._lock_holder or self._closing:
+            return  # given back by _release_lock
+        self._lock_holder = None
+        task = asyncio.get_running_loop().create_task(self._reclaim())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reclaim(self) -> None:
+        """Claim the lock again once the database answers (every second until it does)."""
+        while not self._closing:
+            try:
+                if not await self._claim():
+                    log.error("the local runner's lock was lost, and then taken: %s", BUSY_TEXT)
+                return
+            except (OSError, asyncpg.PostgresError):
+                await asyncio.sleep(1)
 
     async def submit(self, job: Job) -> None:
         if self._closing:
