@@ -53,9 +53,9 @@ async def _sweep_forever(config: Config, pool: asyncpg.Pool, slurm: SlurmDispatc
     every = min(_SWEEP_EVERY, ttl) if ttl > 0 else _SWEEP_EVERY
     while True:
         try:
+            await simulations.forget_deleted_job_ids(pool)  # first: a cluster may keep failing
             removed = await sweep(config, pool)
             removed += await slurm.sweep(pool, ttl) if slurm is not None else []
-            await simulations.forget_deleted_job_ids(pool)
         except Exception:  # one bad sweep (disk, database, a cluster) must not end the sweeping
             log.exception("sweeping job directories failed; trying again later")
         else:
