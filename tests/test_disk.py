@@ -256,6 +256,20 @@ async def test_titles_are_not_a_way_around_the_quota(aiohttp_client, make_config
     assert stored <= quota
 
 
+async def test_tasks_are_not_a_way_around_the_quota(aiohttp_client, make_config, conn) -> None:
+    """A submission of a few hundred bytes makes up to `jobs.max_ntasks` task rows (about 100
+    bytes each with their index): they take disk like inputs do, so they count."""
+    quota = 300 * KIB
+    client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
+    await login(client)
+    statuses = set()
+    for _ in range(10):
+        response = await client.post("/jobs/direct", json=payload(ntasks=1000))
+        statuses.add(response.status)
+    rows = await conn.fetchval("SELECT count(*) FROM tasks")
+    assert rows * 100 <= quota, f"{rows} task rows stored, answers {sorted(statuses)}"
+
+
 async def test_estimator_fields_count_against_the_quota(aiohttp_client, make_config, conn) -> None:
     """An estimator's own fields (`metadata`...) are results too, stored as sent (not
     compressed): an upload of them past the quota is 413 like one of pages."""

@@ -1,10 +1,15 @@
 """Issue 12, item 2: a large upload is parsed a page at a time (server/results/pagesplit.py);
 what is stored and served is the same as for a body parsed whole."""
 
+import asyncio
+import contextlib
 import io
+import random
+import socket
 
 import orjson
 
+from server.app import create_app
 from server.results.pagesplit import SPLIT_ABOVE
 from tests.helpers import KEY, login, raw_results_body, set_key, submit
 
@@ -76,3 +81,38 @@ async def test_large_upload_with_a_broken_page_that_json_would_drop_is_400(
     response = await upload(client, job_id, body)
     assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_a_client_that_stops_reading_a_large_body_is_let_go(
+    aiohttp_client, make_config, conn
+) -> None:
+    """A streamed body waits for its client to take each piece, but not for ever: a connection
+    that stops reading holds megabytes (the pages read ahead, the transport's buffer) and is
+    closed `server.body_timeout` seconds into the wait."""
+    client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    values = [random.random() for _ in range(400_000)]  # about 8 MB, 3.5 MB stored
+    pages = [{"metadata": {"page_number": 1, "name": "dose"}, "data": {"values": values}}]
+    body = orjson.dumps(
+        {"simulation_id": job_id, "update_key": KEY, "estimators": [{"name": "z", "pages": pages}]}
+    )
+    assert (await upload(client, job_id, body)).status == 202
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n"
+        "Accept-Encoding: identity\r\n\r\n"
+    ).encode()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((client.server.host, client.server.port))
+        sock.sendall(request)
+        await asyncio.sleep(3)  # not reading
+        sock.settimeout(5)
+        received = 0
+        with contextlib.suppress(ConnectionResetError, TimeoutError):  # reset, or kept open
+            while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
+                received += len(chunk)
+    length = len(orjson.dumps(values))
+    assert received < length, f"all {received} bytes were sent, {length} of them values"

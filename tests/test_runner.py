@@ -1,11 +1,15 @@
 """End to end through the local runner: real worker processes (tests/fakes/worker.py) talking to
 the server over TCP with their update key, exactly like workers on HPC nodes."""
 
+import gc
+import io
 import logging
 import stat
+import tracemalloc
 from functools import partial
 from pathlib import Path
 
+import orjson
 import pytest
 
 from server.app import create_app
@@ -209,3 +213,51 @@ async def test_fifo_across_jobs(start_app, conn, tmp_path):
     await eventually(states_are(client, second, "COMPLETED"))
     await eventually(states_are(client, first, "COMPLETED"))
     assert order.read_text().splitlines() == [f"{first} 1", f"{first} 2", f"{second} 1"]
+
+
+async def test_queued_simulations_do_not_keep_their_input_in_memory(
+    aiohttp_client, make_config, conn, tmp_path
+):
+    """A queued simulation's input is read from the database when its first task starts: the
+    runner's queue does not hold every submission's input (60 MiB each, which the quota counts
+    compressed, a few hundred KiB) until a slot frees."""
+    work_dir = tmp_path / "work"
+    config = make_config(
+        runner={
+            "kind": "local",
+            "command": "sleep 1000",
+            "slots": 1,
+            "grace_period": 0.5,
+            "work_dir": str(work_dir),
+        }
+    )
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    line = "* an ordinary comment line of an input file, nothing but text\n"
+    files = {"beam.dat": "NSTAT 100\n", "big.dat": line * (8 * 2**20 // len(line))}
+    first = await _submit_large(client, payload(input_files=files, ntasks=1))
+    await eventually(lambda: _exists(work_dir / first / "task_1" / "big.dat"))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(4):  # queued behind the first, which never ends
+            await _submit_large(client, payload(input_files=files, ntasks=1))
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 4 * 2**20, f"{kept / 2**20:.1f} MiB kept for 4 queued simulations"
+    assert (work_dir / first / "task_1" / "big.dat").read_text() == files["big.dat"]
+
+
+async def _submit_large(client, body: dict) -> str:
+    data = io.BytesIO(orjson.dumps(body))
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/jobs/direct", data=data, headers=headers)
+    assert response.status == 202, await response.text()
+    return (await response.json())["job_id"]
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server.app import create_app
 from server.runner import RunnerBusy
-from server.runner.local import LOCK_KEY
+from server.runner.local_lock import LOCK_KEY
 from tests.helpers import (
     eventually,
     job_dir_of,

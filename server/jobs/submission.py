@@ -15,7 +15,7 @@ INPUT_TYPES = ("editor", "files")
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no "$" before a newline
 MAX_FILES = 64
 DEFAULT_TITLE = "Untitled simulation"
-MAX_TITLE = 1000  # characters: listed on every page of GET /user/simulations, not in the quota
+MAX_TITLE = 1000  # characters: listed on every page of GET /user/simulations
 _NSTAT = re.compile(r"^\s*NSTAT\s+(\d+)", re.MULTILINE)
 _FLUKA_START = re.compile(r"^START\s+([0-9.eE+-]+)", re.MULTILINE)
 

@@ -7,12 +7,14 @@ made of); larger ones are streamed with their exact length as the pages are read
 memory stays flat whatever the size.
 """
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
+from server.keys import CONFIG
 from server.models import Db
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import View
@@ -125,19 +127,22 @@ async def stream(
     """A response of `length` bytes (a Content-Length, so no chunk framing to copy into): large
     pieces are written as they come, small ones gathered up to FIRST_FLUSH bytes. If the pages
     changed while they were sent (a re-upload of a running simulation), the connection is
-    closed: the client sees an incomplete body, never a torn one."""
+    closed: the client sees an incomplete body, never a torn one. A client that takes no piece
+    for `server.body_timeout` seconds is cut off (ConnectionResetError, as when it goes away):
+    the pages read ahead and the transport's buffer are not held for ever."""
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
+    timeout = request.app[CONFIG].server.body_timeout
     sent, buffer, flush_at = 0, bytearray(), min(FIRST_FLUSH, FLUSH_AT)
     async for piece in pieces:
         sent += len(piece)
         buffer += piece
         if len(buffer) >= flush_at:
-            await response.write(buffer)
+            await _write(request, response.write(buffer), timeout)
             buffer = bytearray()  # a new one: the transport may still hold the written one
             flush_at = min(flush_at * 2, FLUSH_AT)
-    await response.write(buffer)
+    await _write(request, response.write(buffer), timeout)
     if sent != length:
         log.warning(
             "GET %s: the pages changed while they were sent; connection closed", request.path
@@ -145,8 +150,22 @@ async def stream(
         if request.transport is not None:
             request.transport.close()
         return response
-    await response.write_eof()
+    await _write(request, response.write_eof(), timeout)
     return response
+
+
+async def _write(request: web.Request, sending: Awaitable[None], timeout: float) -> None:
+    """Await `sending` (a write, which waits for the client to take it) for at most `timeout`
+    seconds; past it the connection is dropped (not closed: a close waits for the buffer to be
+    sent) and ConnectionResetError raised."""
+    try:
+        async with asyncio.timeout(timeout):
+            await sending
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        message = f"GET {request.path}: the client took nothing for {timeout} s"
+        raise ConnectionResetError(message) from None
 
 
 async def respond(

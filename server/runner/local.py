@@ -13,15 +13,15 @@ exactly like a worker on an HPC node; the runner merely supervises processes:
   tasks: the update key lived only in that server's memory, so nothing can finish them) are
   marked FAILED with a log file `runner` saying why. This assumes that, in local mode, every
   direct simulation is run by this runner, in one server process: the runner holds a
-  PostgreSQL advisory lock for its lifetime, and a second server started on the same database
-  (the same data directory) stops with an error instead of failing the first one's jobs.
+  PostgreSQL advisory lock for its lifetime (server/runner/local_lock.py), and a second server
+  started on the same database stops with an error instead of failing the first one's jobs.
 - when a job's last process has ended and the job is MERGING_QUEUED, `merge` runs the worker
   command's merge step (`<command> merge`) once, in the job directory; if it ends with the job
   still unfinished, the job is marked FAILED with its output as the log file `merge`.
 """
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -29,28 +29,22 @@ from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from server import db
 from server.config import Config
 from server.jobs import transitions
-from server.models import Conn
 from server.runner import Job, RunnerBusy
 from server.runner import process as proc
-from server.sql import query
-from server.store import simulations
+from server.runner.local_lock import BUSY_TEXT, RunnerLock
+from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
 
 log = logging.getLogger(__name__)
 
 RUNNER_LOG = "runner"
-LOCK_KEY = 0x5941504C  # "YAPL": the advisory lock naming the local runner of a database
-BUSY_TEXT = (
-    'another server process runs the local runner on this database (runner.kind = "local"): '
-    "stop it first, or give this one a database of its own"
-)
 MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
 
 
@@ -96,12 +90,12 @@ class LocalDispatcher:
         self._running = 0
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
-        self._lock_holder: asyncpg.Connection | None = None
+        self._lock = RunnerLock(config.database.url)
 
     async def start(self) -> None:
         """Claim this database's local runner, then fail what a previous server left unfinished
         (before any new job can be submitted); RunnerBusy when another process holds it."""
-        if not await self._claim():
+        if not await self._lock.claim():
             raise RunnerBusy(BUSY_TEXT)
         failed = await transitions.fail_interrupted(
             self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
@@ -111,40 +105,12 @@ class LocalDispatcher:
                 "marked %d simulations left unfinished by a previous server FAILED", len(failed)
             )
 
-    async def _claim(self) -> bool:
-        """Take the lock on a connection of its own; False when another process holds it."""
-        holder = await db.connect(self._config.database.url)
-        if not await holder.fetchval(query("try_local_runner_lock"), LOCK_KEY):
-            await holder.close()
-            return False
-        holder.add_termination_listener(self._lock_lost)
-        self._lock_holder = holder
-        return True
-
-    def _lock_lost(self, holder: Conn) -> None:
-        """The lock's session ended under it (PostgreSQL restarted, the connection was cut):
-        take the lock again, so that a server started later still finds it held."""
-        if holder is not self._lock_holder or self._closing:
-            return  # given back by _release_lock
-        self._lock_holder = None
-        task = asyncio.get_running_loop().create_task(self._reclaim())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _reclaim(self) -> None:
-        """Claim the lock again once the database answers (every second until it does)."""
-        while not self._closing:
-            try:
-                if not await self._claim():
-                    log.error("the local runner's lock was lost, and then taken: %s", BUSY_TEXT)
-                return
-            except (OSError, asyncpg.PostgresError):
-                await asyncio.sleep(1)
-
     async def submit(self, job: Job) -> None:
         if self._closing:
             return  # shutting down: the next start fails it like any unfinished job
-        run = JobRun(job, remaining=job.ntasks)
+        # Without its input: a queued job's is read from the database when its first task
+        # starts, so the queue does not hold every waiting submission's (up to a body each).
+        run = JobRun(dataclasses.replace(job, input={}), remaining=job.ntasks)
         self._jobs[job.job_id] = run
         self._queue.extend((run, task_id) for task_id in range(1, job.ntasks + 1))
         self._pump()
@@ -178,14 +144,7 @@ class LocalDispatcher:
             await asyncio.gather(*self._background, return_exceptions=True)
         for job_id in unfinished:
             await transitions.fail_unfinished(self._pool, job_id, RUNNER_LOG, shutdown_text)
-        await self._release_lock()
-
-    async def _release_lock(self) -> None:
-        """Let another server process run the local runner: the lock goes with its session."""
-        if self._lock_holder is not None:
-            holder, self._lock_holder = self._lock_holder, None
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await holder.close(timeout=5)
+        await self._lock.release()
 
     async def merge(self, job: Job) -> None:
         """The merge step of a job whose tasks are all terminal and at least one COMPLETED.
@@ -259,8 +218,11 @@ class LocalDispatcher:
         output = proc.output_file(job_directory, task_id)
         env = proc.task_environment(self._config, run.job, task_id, self.base_url)
         argv = proc.worker_command(self._config)
+        job = await self._with_input(run.job, job_directory)
+        if job is None:
+            return  # deleted meanwhile (it had ended): nothing to run
         try:
-            await asyncio.to_thread(proc.write_inputs, directory, run.job)
+            await asyncio.to_thread(proc.write_inputs, directory, job)
             process = await proc.start(argv, directory, env, output)
         except OSError as exc:
             await self._fail(run, task_id, f"The worker command {argv[0]!r} could not start: {exc}")
@@ -281,6 +243,14 @@ class LocalDispatcher:
         tail = await asyncio.to_thread(proc.output_tail, output)
         text = f"{why} {describe_exit(returncode)} without reporting a final task state."
         await self._fail(run, task_id, f"{text}\n\nLast output:\n{tail}")
+
+    async def _with_input(self, job: Job, job_directory: Path) -> Job | None:
+        """`job` with its input read from the database, unless its files are written already
+        (then `job` as is); None when the simulation is gone."""
+        if proc.inputs_written(job_directory):
+            return job
+        found = await inputs.for_workers(self._pool, job.job_id)
+        return None if found is None else dataclasses.replace(job, input=found)
 
     async def _fail(self, run: JobRun, task_id: int, text: str) -> None:
         """FAILED with `text` as its log, unless the task or the job has ended already."""

@@ -63,13 +63,18 @@ def _write_files(directory: Path, job: Job) -> None:
         (directory / name).write_text(text, encoding="utf-8")
 
 
+def inputs_written(job_directory: Path) -> bool:
+    """Whether the job's one copy of its input files (shared_inputs) is in place."""
+    return (job_directory / "input").is_dir()
+
+
 def shared_inputs(job_directory: Path, job: Job) -> Path:
     """The job's one copy of its input files, `<job_dir>/input`, written on first use.
 
     Written beside it and renamed into place, so tasks starting at once never see half of it.
     """
     shared = job_directory / "input"
-    if not shared.is_dir():
+    if not inputs_written(job_directory):
         make_job_dir(job_directory)
         partial = job_directory / f"input.{os.getpid()}.{uuid.uuid4().hex}"
         _write_files(partial, job)

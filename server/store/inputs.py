@@ -33,3 +33,10 @@ async def get(db: Db, sim_pk: int) -> StoredInput | None:
         return None
     files = None if row["files"] is None else zlib.decompress(row["files"])
     return StoredInput(row["input_type"], zlib.decompress(row["data"]), files)
+
+
+async def for_workers(db: Db, job_id: str) -> dict[str, Any] | None:
+    """What the workers of `job_id` are given (runner.Job.input): the files converted from its
+    editor project, or else its submitted input; None when the simulation is gone."""
+    packed = await db.fetchval(query("get_job_input"), job_id)
+    return None if packed is None else orjson.loads(zlib.decompress(packed))

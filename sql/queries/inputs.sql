@@ -8,3 +8,9 @@ INSERT INTO inputs (simulation_id, data, files) VALUES ($1, $2, $3)
 SELECT s.input_type, i.data, i.files
 FROM simulations s JOIN inputs i ON i.simulation_id = s.id
 WHERE s.id = $1
+
+-- name: get_job_input
+-- What a job's workers are given: the converted files, or else the submitted input.
+SELECT coalesce(i.files, i.data) AS input
+FROM simulations s JOIN inputs i ON i.simulation_id = s.id
+WHERE s.job_id = $1

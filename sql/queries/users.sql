@@ -47,8 +47,12 @@ FOR UPDATE
 -- The bytes a user's simulations take in the database: compressed inputs (with the files
 -- converted from an editor project), result pages and their estimators (name, own fields, and
 -- 64 bytes for the row and its index entry: an estimator may hold nothing else), and log
--- files (name, content as sent, and the same 64 bytes).
-SELECT coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
+-- files (name, content as sent, and the same 64 bytes), and the simulations' own rows (title,
+-- 256 bytes, and 128 per task: a submission of a few hundred bytes may make 1000 task rows).
+SELECT coalesce((SELECT sum(octet_length(s.title) + 256 + 128 * s.ntasks)
+                 FROM simulations s
+                 WHERE s.user_id = $1), 0)
+     + coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
                  FROM inputs i
                  JOIN simulations s ON s.id = i.simulation_id
                  WHERE s.user_id = $1), 0)
