@@ -3,11 +3,14 @@ server died with unfinished simulations."""
 
 import asyncio
 from functools import partial
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from server.app import create_app
+from server.keys import CONFIG
 from server.runner import RunnerBusy
 from server.runner.local_lock import LOCK_KEY
 from tests.helpers import (
@@ -154,9 +157,8 @@ async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config
     assert response.status == 409
 
 
-async def test_a_second_server_on_the_database_leaves_the_first_ones_jobs_alone(start_app):
-    """`run.py` started again on the same data directory (its port taken, or another one): the
-    second server must not take the first one's running simulation for a dead server's."""
+async def running_job(start_app) -> tuple[TestClient, str, Path]:
+    """A server whose local runner runs one task that never ends: (client, job_id, job_dir)."""
     client, _, config = await start_app("hang")
     job_id = await submit(client, payload(ntasks=1))
     job_dir = job_dir_of(config, job_id)
@@ -165,45 +167,42 @@ async def test_a_second_server_on_the_database_leaves_the_first_ones_jobs_alone(
         return (job_dir / "running_1").exists()
 
     await eventually(running)
+    return client, job_id, job_dir
+
+
+async def second_server_refused(config) -> bool:
+    """Whether a second server on the same database stops at its startup (as run.py runs it,
+    before binding) with RunnerBusy."""
     second = create_app(config)
     try:
-        await web.AppRunner(second).setup()  # the startup, as run.py runs it before binding
-        refused = False
+        await web.AppRunner(second).setup()
+        return False
     except RunnerBusy:
-        refused = True
+        return True
     finally:
         await second.cleanup()
+
+
+async def test_a_second_server_on_the_database_leaves_the_first_ones_jobs_alone(start_app):
+    """`run.py` started again on the same data directory (its port taken, or another one): the
+    second server must not take the first one's running simulation for a dead server's."""
+    client, job_id, job_dir = await running_job(start_app)
+    assert await second_server_refused(client.server.app[CONFIG])
     body = await status(client, job_id)
     assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == ("RUNNING", "RUNNING")
     assert pid_alive(pids_of(job_dir, range(1, 2))[0])
-    assert refused
 
 
 async def test_the_runner_lock_outlives_a_lost_connection(start_app, conn):
     """The local runner's lock lives on a connection of its own: once that session ends
     (PostgreSQL restarted, an idle connection cut), the lock must be taken again, or a second
     server started later takes the first one's running simulation for a dead server's."""
-    client, _, config = await start_app("hang")
-    job_id = await submit(client, payload(ntasks=1))
-    job_dir = job_dir_of(config, job_id)
-
-    async def running():
-        return (job_dir / "running_1").exists()
-
-    await eventually(running)
+    client, job_id, _ = await running_job(start_app)
     ended = (
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
     )
     assert await conn.fetchval(ended, LOCK_KEY)
     await asyncio.sleep(0.5)
-    second = create_app(config)
-    try:
-        await web.AppRunner(second).setup()
-        refused = False
-    except RunnerBusy:
-        refused = True
-    finally:
-        await second.cleanup()
+    assert await second_server_refused(client.server.app[CONFIG])
     body = await status(client, job_id)
     assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == ("RUNNING", "RUNNING")
-    assert refused
