@@ -175,9 +175,8 @@ class Config:
 
     @property
     def listen_url(self) -> str:
-        """`http://<host>:<port>` of the address the API listens on (an IPv6 one in brackets)."""
-        host = self.server.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.server.port}"
+        """`http://<host>:<port>` of the address the API listens on."""
+        return _http_url(self.server.host, self.server.port)
 
     @property
     def base_url(self) -> str:
@@ -185,8 +184,10 @@ class Config:
         ("::" listens on IPv6 only, as asyncio binds it)."""
         if self.server.public_url:
             return self.server.public_url.rstrip("/")
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.server.host)
-        return self.replace("server", host=host).listen_url if host else self.listen_url
+        host = self.server.host
+        return _http_url(
+            {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host), self.server.port
+        )
 
     def replace(self, section: str, **values: Any) -> "Config":
         """A copy with some keys of one section changed (used by tests and run.py)."""
@@ -205,3 +206,8 @@ SECTIONS: dict[str, type] = {
     "keycloak": KeycloakConfig,
     "slurm": SlurmConfig,
 }
+
+
+def _http_url(host: str, port: int) -> str:
+    """`http://<host>:<port>`, an IPv6 host in brackets."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"

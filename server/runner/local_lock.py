@@ -4,7 +4,7 @@ The local runner fails, at its start, every direct simulation it finds unfinishe
 keys lived in a dead server's memory). A second server started on the same database by mistake
 would fail the first one's running jobs that way, so the runner first takes this lock, and a
 second one stops with RunnerBusy. The lock lives on a connection of its own (the pool's are
-for requests, and carry no session state); when that session ends under it (PostgreSQL
+for requests: server/runner/session_lock.py); when that session ends under it (PostgreSQL
 restarted, the connection cut), the lock is taken again on a new one as soon as the database
 answers.
 """
@@ -13,11 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
-
-from server import db
-from server.models import Conn
-from server.sql import query
+from server.runner.session_lock import ERRORS, SessionLock
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +22,23 @@ BUSY_TEXT = (
     'another server process runs the local runner on this database (runner.kind = "local"): '
     "stop it first, or give this one a database of its own"
 )
-_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class RunnerLock:
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._conn: asyncpg.Connection | None = None
+        self._lock = SessionLock(url, LOCK_KEY, on_lost=self._lost)
         self._reclaiming: asyncio.Task[None] | None = None
 
     async def claim(self) -> bool:
-        """Take the lock on a connection of its own; False when another process holds it."""
-        conn = await db.connect(self._url)
-        if not await conn.fetchval(query("try_local_runner_lock"), LOCK_KEY):
-            await conn.close()
-            return False
-        conn.add_termination_listener(self._lost)
-        self._conn = conn
-        return True
+        """Take the lock; False when another process holds it."""
+        if await self._lock.claim():
+            return True
+        await self._lock.release()
+        return False
 
-    def _lost(self, conn: Conn) -> None:
+    def _lost(self) -> None:
         """The lock's session ended (not by release): take the lock again."""
-        if conn is self._conn:
-            self._conn = None
-            self._reclaiming = asyncio.get_running_loop().create_task(self._reclaim())
+        self._reclaiming = asyncio.get_running_loop().create_task(self._reclaim())
 
     async def _reclaim(self) -> None:
         """Claim the lock again once the database answers (every second until it does)."""
@@ -58,16 +47,13 @@ class RunnerLock:
                 if not await self.claim():
                     log.error("the local runner's lock was lost, and then taken: %s", BUSY_TEXT)
                 return
-            except _ERRORS:
+            except ERRORS:
                 await asyncio.sleep(1)
 
     async def release(self) -> None:
-        """Let another server process run the local runner: the lock goes with its session."""
+        """Let another server process run the local runner."""
         if self._reclaiming is not None:
             self._reclaiming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reclaiming
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with contextlib.suppress(*_ERRORS):
-                await conn.close(timeout=5)
+        await self._lock.release()

@@ -81,11 +81,6 @@ WHERE platform = 'direct'
   AND start_time < $1
 ORDER BY id
 
--- name: try_local_runner_lock
--- One local runner per database: the server process holding this session lock (on a
--- connection of its own, outside the pool) runs it.
-SELECT pg_try_advisory_lock($1)
-
 -- name: list_user_simulations
 -- One page of a user's simulations, each row carrying how many match in all (`total`).
 -- $1 user id, $2 states to keep (NULL: all), $3 sort key 'start_time' or 'end_time',

@@ -35,18 +35,6 @@ ORDER BY j.cluster, s.id
 -- name: set_slurm_jobs_done
 UPDATE slurm_jobs SET done = true WHERE simulation_id = $1
 
--- name: try_reconciler_lock
--- One reconciler per deployment: the server process holding this session lock runs it.
-SELECT pg_try_advisory_lock($1)
-
--- name: holds_reconciler_lock
--- Whether this session still holds the lock (false after a reconnect lost it).
-SELECT EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1
-      AND pid = pg_backend_pid() AND granted
-)
-
 -- name: list_unsubmitted
 -- Unfinished simulations of the given platforms that never reached SLURM (no ids stored)
 -- although submitted more than $2 seconds ago: the server stopped while sending them.

@@ -25,14 +25,13 @@ from itertools import groupby
 
 import asyncpg
 
-from server import db
 from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
+from server.runner.session_lock import SessionLock
 from server.runner.slurm import sbatch
 from server.runner.slurm.dispatcher import SUBMIT_LOG, SlurmDispatcher
 from server.runner.slurm.shell import ShellError
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp, parse_squeue
-from server.sql import query
 from server.store import slurm_jobs
 from server.store.slurm_jobs import Watched
 from server.worker.outcomes import MERGE_LOG
@@ -70,11 +69,10 @@ class Reconciler:
     ) -> None:
         self._dispatcher = dispatcher
         self._pool = pool
-        self._url = url  # of the database, for the lock's own connection
         self._interval = interval
         # Direct simulations are SLURM's only with runner.kind = "slurm".
         self._platforms = ["batch", "direct"] if direct else ["batch"]
-        self._lock_conn: asyncpg.Connection | None = None
+        self._lock = SessionLock(url, LOCK_KEY)  # on a connection of its own
         self._leading = False
         self._task: asyncio.Task[None] | None = None
 
@@ -86,14 +84,7 @@ class Reconciler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._release_lock()
-
-    async def _release_lock(self) -> None:
-        """Close the lock's connection: the lock goes with its session."""
-        if self._lock_conn is not None:
-            conn, self._lock_conn, self._leading = self._lock_conn, None, False
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await conn.close(timeout=5)
+        await self._lock.release()
 
     async def _loop(self) -> None:
         while True:
@@ -106,22 +97,12 @@ class Reconciler:
             await asyncio.sleep(self._interval)
 
     async def _holds_lock(self) -> bool:
-        """Whether this process runs the reconciler. The lock lives on a connection of its own,
-        kept open (the pool's connections are for requests); once that breaks, the lock went
-        with it and is tried again on a new one."""
-        try:
-            if self._lock_conn is None:
-                self._lock_conn = await db.connect(self._url)
-            conn = self._lock_conn
-            held = await conn.fetchval(query("holds_reconciler_lock"), LOCK_KEY)
-            held = held or await conn.fetchval(query("try_reconciler_lock"), LOCK_KEY)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await self._release_lock()
-            raise
+        """Whether this process runs the reconciler (its lock taken if free)."""
+        held = await self._lock.claim()
         if held and not self._leading:
             log.info("reconciler: this server process watches the SLURM jobs")
         self._leading = held
-        return bool(held)
+        return held
 
     async def poll(self) -> None:
         """One pass over every watched simulation, one squeue per cluster."""
