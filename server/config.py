@@ -38,6 +38,7 @@ class DatabaseConfig:
     url: str = checks.checked("", checks.database_url, secret=True)
     data_dir: str = checks.checked("./data", checks.not_empty)
     pool_size: int = checks.checked(10, checks.positive)
+    command_timeout: float = checks.checked(60.0, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from server.config import Config, ConfigError
+from server.config import Config, ConfigError, DatabaseConfig
 from server.keys import CONFIG, POOL
 from server.models import Conn
 from server.sql import SQL_DIR, query
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_ID = 0x79617074  # "yapt": one advisory lock id for the migration runner
+_CONNECT_TIMEOUT = 60.0  # asyncpg's own default, when statements may wait for ever
 _FORWARD_ONLY = "migrations are forward-only: restore the file and add a new migration instead"
 
 
@@ -40,11 +41,15 @@ class DatabaseUnreachable(ConnectionError):
 
 
 # What a request meets while PostgreSQL is away: no new connection, or the one it had broken
-# (closed under it, terminated by a shutdown or restart). A 503 to retry: nothing was written.
+# (closed under it, terminated by a shutdown or restart): a 503 to retry, nothing was written.
+# Or no answer for database.command_timeout (a frozen server, a cut with no reset): asyncpg
+# raises the builtin TimeoutError, the one a request handler can meet (every other wait in a
+# request handles its own timeout).
 UNAVAILABLE = (
     DatabaseUnreachable,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    TimeoutError,
 )
 
 
@@ -181,25 +186,35 @@ async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         ) from exc
 
 
-async def create_pool(url: str, size: int) -> asyncpg.Pool:
+async def create_pool(settings: DatabaseConfig) -> asyncpg.Pool:
+    """The pool of request connections. A statement unanswered for `command_timeout` seconds
+    raises TimeoutError; asyncpg then cancels it, within the same time or by dropping the
+    connection, so that a frozen PostgreSQL cannot keep the pool's connections for ever."""
+    limit = settings.command_timeout or None
     with _readable_url():
         return await asyncpg.create_pool(
-            url,
-            min_size=min(2, size),
-            max_size=size,
+            settings.url,
+            min_size=min(2, settings.pool_size),
+            max_size=settings.pool_size,
             reset=_keep_session,
             connect=_pool_connect,
+            command_timeout=limit,
+            timeout=limit or _CONNECT_TIMEOUT,
         )
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the pool, bring the schema up to date, close the pool on shutdown."""
+    """Bring the schema up to date (on a connection of its own: a migration may take longer
+    than a request's statement may), open the pool, close it on shutdown."""
     config: Config = app[CONFIG]
-    pool = await create_pool(config.database.url, config.database.pool_size)
+    conn = await connect(config.database.url)
     try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-            await check_connection_limit(conn, config)
+        await migrate(conn)
+        await check_connection_limit(conn, config)
+    finally:
+        await conn.close()
+    pool = await create_pool(config.database)
+    try:
         app[POOL] = pool
         yield
     finally:

@@ -1,18 +1,27 @@
 """The database going away under a running server: PostgreSQL stopped (restart, crash, upgrade),
-then started again. Clients get a JSON 503 to retry, never a 500, and the server carries on by
-itself once it is back. The test runs a PostgreSQL of its own, which it stops and starts."""
+then started again, or frozen (a storage stall, a network cut with no reset), then woken.
+Clients get a JSON 503 to retry, never a 500 nor a request that waits for ever, and the server
+carries on by itself once it is back. The tests run a PostgreSQL of their own."""
 
 import asyncio
+import contextlib
+import io
 import os
+import random
+import signal
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
+import orjson
 import pytest
 
 from server.app import create_app
 from server.embedded import embedded_postgres, pgserver
-from tests.helpers import login, payload, server_tmp_dir, submit
+from tests.helpers import KEY, login, payload, server_tmp_dir, set_key, submit
 
 ROUTES = [
     ("GET", "/user/simulations"),
@@ -38,6 +47,15 @@ def own_database() -> Iterator[tuple[str, Path]]:
         yield url, directory / "postgres"
 
 
+async def _request(client, method: str, path: str) -> tuple[int, dict, bool]:
+    """(status, JSON body, whether Retry-After is set) of one of ROUTES, with a valid body."""
+    body = {"username": "alice", "password": "password1"} if "login" in path else None
+    response = await client.request(
+        method, path, json=payload() if path == "/jobs/direct" else body
+    )
+    return response.status, await response.json(), "Retry-After" in response.headers
+
+
 async def test_a_stopped_database_is_a_503_and_its_return_is_seen(
     aiohttp_client, make_config, own_database
 ):
@@ -49,13 +67,7 @@ async def test_a_stopped_database_is_a_503_and_its_return_is_seen(
     await asyncio.to_thread(pg_ctl, pgdata, "stop", "-m", "fast")
     try:
         for method, path in ROUTES:
-            body = {"username": "alice", "password": "password1"} if "login" in path else None
-            response = await client.request(
-                method,
-                path.format(job_id=job_id),
-                json=payload() if path == "/jobs/direct" else body,
-            )
-            answer = (response.status, await response.json(), "Retry-After" in response.headers)
+            answer = await _request(client, method, path.format(job_id=job_id))
             assert answer == (503, {"message": "Database unavailable"}, True), (method, path)
     finally:
         await asyncio.to_thread(
@@ -65,3 +77,104 @@ async def test_a_stopped_database_is_a_503_and_its_return_is_seen(
     assert response.status == 200
     response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
     assert response.status == 202
+
+
+def _processes(pgdata: Path) -> list[int]:
+    """The postmaster of `pgdata` and every process it started."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@contextlib.contextmanager
+def frozen(pgdata: Path) -> Iterator[None]:
+    """PostgreSQL stopped dead (SIGSTOP): connections stay open, nothing answers."""
+    pids = _processes(pgdata)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_frozen_database_is_a_503_within_the_command_timeout(
+    aiohttp_client, make_config, own_database
+):
+    url, pgdata = own_database
+    config = make_config(database={"url": url, "command_timeout": 1})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client, payload())
+    with frozen(pgdata):
+        for method, path in ROUTES:
+            started = time.monotonic()
+            async with asyncio.timeout(30):  # before the fix: for ever
+                answer = await _request(client, method, path.format(job_id=job_id))
+            assert answer == (503, {"message": "Database unavailable"}, True), (method, path)
+            assert time.monotonic() - started < 10, (method, path)  # 1 s, or 2 for a new one
+    response = await client.get("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    body = await response.json()
+    assert body["job_state"] == "PENDING"
+
+
+async def test_a_database_frozen_while_a_large_body_is_sent_cuts_it_short(
+    aiohttp_client, make_config, own_database
+):
+    """Once a streamed body has begun, a 503 cannot follow: the connection is cut, and the client
+    sees an incomplete body (never the error's bytes inside it, nor a wait for ever)."""
+    url, pgdata = own_database
+    server = {"page_cache_size": 0, "body_cache_size": 0}  # every batch of pages read anew
+    client = await aiohttp_client(
+        create_app(make_config(database={"url": url, "command_timeout": 1}, server=server))
+    )
+    await login(client)
+    job_id = await submit(client, payload())
+    conn = await asyncpg.connect(url)
+    await set_key(conn, job_id)
+    await conn.close()
+    values = [random.random() for _ in range(60_000)]  # 1.2 MB a page: 5 batches of pages
+    pages = [
+        {"metadata": {"page_number": n, "name": f"p{n}"}, "data": {"values": values}}
+        for n in range(1, 6)
+    ]
+    body = {
+        "simulation_id": job_id,
+        "update_key": KEY,
+        "estimators": [{"name": "z", "pages": pages}],
+    }
+    response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
+    assert response.status == 202
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((client.server.host, client.server.port))
+        sock.sendall(
+            f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Cookie: access_token={cookie}\r\nAccept-Encoding: identity\r\n\r\n".encode()
+        )
+        head = await asyncio.to_thread(sock.recv, 4096)  # the body has begun
+        with frozen(pgdata):
+            received = head + await asyncio.to_thread(_read_all, sock)
+    header, _, body = received.partition(b"\r\n\r\n")
+    assert header.startswith(b"HTTP/1.1 200 OK"), header
+    length = int(header.lower().partition(b"content-length: ")[2].split()[0])
+    assert len(body) < length
+    assert b"Database unavailable" not in body and b"HTTP/1.1" not in body
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (at most 20 s)."""
+    sock.settimeout(20)  # before the fix: an error response inside the body, then kept open
+    chunks = []
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)

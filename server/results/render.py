@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from server.db import UNAVAILABLE
 from server.keys import CONFIG
 from server.models import Db
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
@@ -125,39 +126,54 @@ async def stream(
     request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], length: int
 ) -> web.StreamResponse:
     """A response of `length` bytes (a Content-Length, so no chunk framing to copy into): large
-    pieces are written as they come, small ones gathered up to FIRST_FLUSH bytes. If the pages
-    changed while they were sent (a re-upload of a running simulation), the connection is
-    closed: the client sees an incomplete body, never a torn one. A client that takes no piece
-    for `server.body_timeout` seconds is cut off (ConnectionResetError, as when it goes away):
-    the pages read ahead and the transport's buffer are not held for ever."""
+    pieces are written as they come, small ones gathered up to FIRST_FLUSH bytes. Once the body
+    has begun nothing else can be said, so when it cannot be completed the connection is closed
+    and the client sees an incomplete body, never a torn one: if the pages changed while they
+    were sent (a re-upload of a running simulation), or the database became unavailable. A
+    client that takes no piece for `server.body_timeout` seconds is cut off
+    (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
+    buffer are not held for ever."""
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
-    timeout = request.app[CONFIG].server.body_timeout
+    try:
+        sent = await _send(request, response, pieces)
+    except UNAVAILABLE as exc:
+        return _cut_short(request, response, f"the database is unavailable ({exc!r})")
+    if sent != length:
+        return _cut_short(request, response, "the pages changed while they were sent")
+    await _write(request, response.write_eof())
+    return response
+
+
+async def _send(
+    request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes]
+) -> int:
+    """Write `pieces`; the number of bytes sent."""
     sent, buffer, flush_at = 0, bytearray(), min(FIRST_FLUSH, FLUSH_AT)
     async for piece in pieces:
         sent += len(piece)
         buffer += piece
         if len(buffer) >= flush_at:
-            await _write(request, response.write(buffer), timeout)
+            await _write(request, response.write(buffer))
             buffer = bytearray()  # a new one: the transport may still hold the written one
             flush_at = min(flush_at * 2, FLUSH_AT)
-    await _write(request, response.write(buffer), timeout)
-    if sent != length:
-        log.warning(
-            "GET %s: the pages changed while they were sent; connection closed", request.path
-        )
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await _write(request, response.write_eof(), timeout)
+    await _write(request, response.write(buffer))
+    return sent
+
+
+def _cut_short(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
+    log.warning("GET %s: %s; connection closed", request.path, why)
+    if request.transport is not None:
+        request.transport.close()
     return response
 
 
-async def _write(request: web.Request, sending: Awaitable[None], timeout: float) -> None:
-    """Await `sending` (a write, which waits for the client to take it) for at most `timeout`
-    seconds; past it the connection is dropped (not closed: a close waits for the buffer to be
-    sent) and ConnectionResetError raised."""
+async def _write(request: web.Request, sending: Awaitable[None]) -> None:
+    """Await `sending` (a write, which waits for the client to take it) for at most
+    `server.body_timeout` seconds; past it the connection is dropped (not closed: a close waits
+    for the buffer to be sent) and ConnectionResetError raised."""
+    timeout = request.app[CONFIG].server.body_timeout
     try:
         async with asyncio.timeout(timeout):
             await sending
