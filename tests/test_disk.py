@@ -5,9 +5,11 @@ import asyncio
 import io
 import os
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -16,9 +18,11 @@ import pytest
 from server.app import create_app
 from server.config import ConfigError
 from server.config_loader import load_config
+from server.editor import convert
 from server.keys import POOL
 from server.runner.cleanup import sweep
 from tests.helpers import (
+    EDITOR,
     KEY,
     eventually,
     job_dir_of,
@@ -191,7 +195,9 @@ async def test_the_longest_job_dir_ttl_keeps_the_sweep_working(
 
 
 async def test_submission_past_the_quota_is_413(aiohttp_client, make_config, conn) -> None:
-    quota = 600 * KIB  # about 440 KiB stored (zlib) per submission of 800 KiB of hex
+    # About 1240 KiB counted per submission of 800 KiB of hex: 440 KiB stored (zlib), and the
+    # 800 KiB its job directory holds.
+    quota = 1600 * KIB
     client = await aiohttp_client(create_app(make_config(jobs={"user_quota": quota})))
     await login(client)
     await submit(client, payload(input_files=big_files(2, 400 * KIB)))
@@ -201,6 +207,96 @@ async def test_submission_past_the_quota_is_413(aiohttp_client, make_config, con
     assert body["message"].startswith("Storage quota exceeded: ")
     assert body["message"].endswith(f"the quota is {quota}")
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 1
+
+
+def spaces(size: int) -> dict[str, str]:
+    """Input files of `size` bytes of spaces (and beam.dat): a few KiB once compressed."""
+    return {"beam.dat": "NSTAT 100\n", "pad.dat": " " * size}
+
+
+def counted(body: dict[str, Any], written: int, converted: dict[str, str] | None = None) -> int:
+    """What the quota counts for a submission of `body`: its row (title, 256 bytes, 128 a task),
+    its input compressed (and the files converted from it), and the `written` bytes its input
+    takes in a job directory."""
+    stored = [body.get("input_files") or body["input_json"], *([converted] if converted else [])]
+    packed = sum(len(zlib.compress(orjson.dumps(value))) for value in stored)
+    return len(body["title"].encode()) + 256 + 128 * body["ntasks"] + packed + written
+
+
+def quota_exceeded(used: int, quota: int) -> dict[str, str]:
+    return {
+        "message": f"Storage quota exceeded: {used} bytes of inputs and results, the quota is {quota}"
+    }
+
+
+async def post_submission(client, body: dict[str, Any]) -> Any:
+    """POST /jobs/direct with a body of any size (json= warns above 1 MiB)."""
+    data = io.BytesIO(orjson.dumps(body))
+    headers = {"Content-Type": "application/json"}
+    return await client.post("/jobs/direct", data=data, headers=headers)
+
+
+async def stored_rows(conn) -> list[int]:
+    tables = ("simulations", "inputs", "tasks")
+    return [await conn.fetchval(f"SELECT count(*) FROM {table}") for table in tables]
+
+
+async def test_input_files_count_at_their_size_in_the_job_directory(
+    aiohttp_client, make_config, conn, tmp_path
+) -> None:
+    """Input files stay uncompressed in `<job dir>/input/` for days after the end: 20
+    submissions of compressible files left 1.2 GB of job directories under a quota that counted
+    4.1 MiB. They count at their size there, in addition to their compressed rows."""
+    quota, work_dir = 1024 * KIB, tmp_path / "work"
+    runner = {"kind": "local", "command": "sleep 1000", "grace_period": 0.5}
+    config = make_config(jobs={"user_quota": quota}, runner={**runner, "work_dir": str(work_dir)})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    too_big = payload(input_files=spaces(3 * 1024 * KIB), ntasks=1)
+    response = await post_submission(client, too_big)
+    used = counted(too_big, 10 + 3 * 1024 * KIB)
+    assert (response.status, await response.json()) == (413, quota_exceeded(used, quota))
+    assert await stored_rows(conn) == [0, 0, 0]
+    assert list(work_dir.glob("*")) == []
+    body = payload(input_files=spaces(600 * KIB), ntasks=1)
+    job_id = await submit(client, body)
+    await eventually(partial(exists, work_dir / job_id / "task_1" / "pad.dat"))
+    size = disk_usage(work_dir / job_id / "input")
+    response = await post_submission(client, body)  # fits compressed: a few KiB
+    assert (response.status, await response.json()) == (
+        413,
+        quota_exceeded(2 * counted(body, size), quota),
+    )
+    assert await stored_rows(conn) == [1, 1, 1]
+
+
+async def exists(path: Path) -> bool:
+    return path.exists()
+
+
+@pytest.mark.parametrize("converter", ["", "site-convert input.json ."])
+async def test_editor_inputs_count_at_their_size_in_the_job_directory(
+    aiohttp_client, make_config, conn, converter
+) -> None:
+    """An editor project's job directory holds the files converted from it, or the project as
+    input.json for an operator's converter: they count at that size too."""
+    config = make_config(jobs={"user_quota": 1}, runner={"kind": "none", "converter": converter})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    body = payload(EDITOR)  # 10000 primaries over 4 tasks
+    project = body["input_json"]
+    files = None if converter else convert(project, 2500)
+    size = (
+        len(orjson.dumps(project))
+        if converter
+        else sum(len(text.encode()) for text in files.values())
+    )
+    response = await client.post("/jobs/direct", json=body)
+    assert (response.status, await response.json()) == (
+        413,
+        quota_exceeded(counted(body, size, files), 1),
+    )
+    assert await stored_rows(conn) == [0, 0, 0]
 
 
 async def test_results_past_the_quota_are_413(aiohttp_client, make_config, conn) -> None:

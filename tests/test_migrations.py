@@ -66,6 +66,26 @@ async def test_real_migrations(scratch):
     assert await migrate(scratch, MIGRATIONS_DIR) == []
 
 
+async def test_inputs_stored_before_their_disk_size_count_their_compressed_size(scratch, tmp_path):
+    """Migration 0011 adds inputs.disk_size (the quota counts it): zlib does not record the
+    uncompressed length, so rows already stored get the compressed size of what their workers
+    get (the converted files, or else the submitted input)."""
+    before = [m for m in read_migrations() if m.version < 11]
+    await migrate(scratch, files(tmp_path / "old", **{m.name: m.sql for m in before}))
+    user = await scratch.fetchval("INSERT INTO users (username) VALUES ('old') RETURNING id")
+    for n, stored in enumerate([(b"d" * 10, None), (b"d" * 10, b"f" * 3)]):
+        sim = await scratch.fetchval(
+            "INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks,"
+            " update_key_sha256) VALUES ($1, $2, 't', 'shieldhit', 'files', 1, '') RETURNING id",
+            f"job-{n}",
+            user,
+        )
+        await scratch.execute("INSERT INTO inputs VALUES ($1, $2, $3)", sim, *stored)
+    assert await migrate(scratch) == ["0011_inputs_disk_size.sql"]
+    rows = await scratch.fetch("SELECT disk_size FROM inputs ORDER BY simulation_id")
+    assert [row["disk_size"] for row in rows] == [10, 3]
+
+
 async def test_edited_migration_is_refused(scratch, tmp_path):
     directory = files(tmp_path / "m", **{"0001_a.sql": FIRST})
     await migrate(scratch, directory)

@@ -219,8 +219,8 @@ async def test_queued_simulations_do_not_keep_their_input_in_memory(
     aiohttp_client, make_config, conn, tmp_path
 ):
     """A queued simulation's input is read from the database when its first task starts: the
-    runner's queue does not hold every submission's input (60 MiB each, which the quota counts
-    compressed, a few hundred KiB) until a slot frees."""
+    runner's queue does not hold every submission's input (up to 60 MiB each) until a slot
+    frees."""
     work_dir = tmp_path / "work"
     config = make_config(
         runner={

@@ -42,7 +42,8 @@ async def create_simulation(
     """A simulation, its input (and the files converted from it) and one PENDING task per
     entry of `primaries`; its sim_pk.
 
-    413 (and nothing stored) when the user's stored inputs and results would exceed `quota`.
+    413 (and nothing stored) when the user's stored inputs and results would exceed `quota`:
+    the inputs counted compressed and, in addition, at their size in a job directory.
     """
     async with pool.acquire() as conn, conn.transaction():
         await users.lock_owner(conn, user_id)
@@ -57,7 +58,7 @@ async def create_simulation(
             update_key_sha256,
             platform,
         )
-        await inputs.insert(conn, sim_pk, input_data, input_files)
+        await inputs.insert(conn, sim_pk, input_type, input_data, input_files)
         await tasks.insert_all(conn, sim_pk, primaries)
         await _check_quota(conn, user_id, quota)
     return sim_pk

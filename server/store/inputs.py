@@ -1,5 +1,5 @@
 """The inputs table: a simulation's submitted input and the files converted from it, as
-zlib-compressed JSON."""
+zlib-compressed JSON, and the bytes they take uncompressed once written to a job directory."""
 
 import zlib
 from typing import Any, NamedTuple
@@ -20,11 +20,34 @@ def _pack(value: dict[str, Any]) -> bytes:
     return zlib.compress(orjson.dumps(value))
 
 
+def _text_size(files: dict[str, str]) -> int:
+    return sum(len(text.encode()) for text in files.values())
+
+
+def _disk_size(
+    input_type: str, raw_data: bytes, data: dict[str, Any], files: dict[str, str] | None
+) -> int:
+    """The bytes the runner writes into a job directory's `input/` for this input, as
+    runner/process.py (_write_files) and runner/slurm/sbatch.py (input_files) do: the converted
+    files, or else an editor project as input.json (`raw_data`, for an operator's converter),
+    or else the submitted files, each as UTF-8 text."""
+    if files:
+        return _text_size(files)
+    return len(raw_data) if input_type == "editor" else _text_size(data)
+
+
 async def insert(
-    conn: Conn, sim_pk: int, data: dict[str, Any], files: dict[str, str] | None = None
+    conn: Conn,
+    sim_pk: int,
+    input_type: str,
+    data: dict[str, Any],
+    files: dict[str, str] | None = None,
 ) -> None:
+    """Store the input compressed, with the size it takes uncompressed in a job directory."""
+    raw = orjson.dumps(data)
     packed_files = None if files is None else _pack(files)
-    await conn.execute(query("insert_input"), sim_pk, _pack(data), packed_files)
+    size = _disk_size(input_type, raw, data, files)
+    await conn.execute(query("insert_input"), sim_pk, zlib.compress(raw), packed_files, size)
 
 
 async def get(db: Db, sim_pk: int) -> StoredInput | None:

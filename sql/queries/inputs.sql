@@ -1,7 +1,8 @@
 -- The submitted input of a simulation, and the input files converted from it.
 
 -- name: insert_input
-INSERT INTO inputs (simulation_id, data, files) VALUES ($1, $2, $3)
+-- $4: the bytes the input takes once written into a job directory (migration 0011).
+INSERT INTO inputs (simulation_id, data, files, disk_size) VALUES ($1, $2, $3, $4)
 
 -- name: get_simulation_input
 -- `data` is the submitted input, `files` the converted files (or NULL), as zlib-compressed JSON.

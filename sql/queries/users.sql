@@ -44,15 +44,21 @@ WHERE id = coalesce($1, (SELECT user_id FROM simulations WHERE id = $2))
 FOR UPDATE
 
 -- name: stored_bytes
--- The bytes a user's simulations take in the database: compressed inputs (with the files
--- converted from an editor project), result pages and their estimators (name, own fields, and
--- 64 bytes for the row and its index entry: an estimator may hold nothing else), and log
--- files (name, content as sent, and the same 64 bytes), and the simulations' own rows (title,
--- 256 bytes, and 128 per task: a submission of a few hundred bytes may make 1000 task rows).
+-- The bytes a user's simulations take on the server's disks: compressed inputs (with the files
+-- converted from an editor project) and, in addition, the same inputs as the runner writes them
+-- uncompressed into job directories (disk_size: both take disk at once, for runner.job_dir_ttl
+-- after the end or for good, so neither the database nor work_dir can grow past the quota;
+-- counting only one would let the other grow: highly compressible files, or a large project
+-- converted to small files), result pages and their estimators (name, own fields, and 64 bytes
+-- for the row and its index entry: an estimator may hold nothing else), and log files (name,
+-- content as sent, and the same 64 bytes), and the simulations' own rows (title, 256 bytes,
+-- and 128 per task: a submission of a few hundred bytes may make 1000 task rows). A NULL
+-- disk_size (an older server's row, migration 0011) counts as its backfill does.
 SELECT coalesce((SELECT sum(octet_length(s.title) + 256 + 128 * s.ntasks)
                  FROM simulations s
                  WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0))
+     + coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0)
+                        + coalesce(i.disk_size, octet_length(coalesce(i.files, i.data))))
                  FROM inputs i
                  JOIN simulations s ON s.id = i.simulation_id
                  WHERE s.user_id = $1), 0)
