@@ -48,7 +48,7 @@ from server.sso.keycloak import TokenVerifier
 from server.ui import shapes
 from server.ui.cors import enable_cors
 from server.ui.dialect import create_dialect, reshaped
-from server.ui.static import Bundle, bundle_middleware, html_or
+from server.ui.static import Bundle, bundle_ctx, bundle_middleware, html_or
 from server.usercache import UserCache
 
 # Who may call a route: anyone, a user with an access cookie, or a worker with an update key.
@@ -221,6 +221,7 @@ def create_app(config: Config) -> web.Application:
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
+    app.cleanup_ctx.append(bundle_ctx)  # first: a missing UI stops the start at once
     app.cleanup_ctx.extend(
         [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx]
     )

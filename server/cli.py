@@ -27,7 +27,7 @@ from server import auth, db
 from server.config import Config, ConfigError
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
-from server.processes import check_process_count, serve_processes
+from server.processes import check_host, check_process_count, one_line, serve_processes
 from server.runner import RunnerBusy
 from server.store import simulations, users
 
@@ -70,33 +70,34 @@ def _describe_database(config: Config, embedded: bool) -> str:
 
 
 def serve(config: Config, args: argparse.Namespace) -> None:
+    # Imported here, before server processes are forked: they start at once, sharing it.
     from server.app import create_app
     from server.limits.serving import handler_settings
 
     processes = args.workers or config.server.workers
     config = config.replace("server", workers=processes)
     check_process_count(config, processes)
+    check_host(config)
     embedded = not config.database.url
     with database(config) as config:
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
         listening = f"Listening on {config.listen_url}"
         if processes > 1:
             serve_processes(config, processes, listening, EXPECTED_ERRORS)
-            print("Stopped", flush=True)
-            return
-        try:
-            web.run_app(
-                create_app(config),
-                host=config.server.host,
-                port=config.server.port,
-                print=lambda _: print(listening, flush=True),  # called once the port is bound
-                access_log=None,
-                **handler_settings(config),
-            )
-        finally:
-            # run_app restores the default SIGTERM action on exit; keep stopping cleanly.
-            signal.signal(signal.SIGTERM, _raise_stop)
-    print("Stopped", flush=True)
+        else:
+            try:
+                web.run_app(
+                    create_app(config),
+                    host=config.server.host,
+                    port=config.server.port,
+                    print=lambda _: print(listening, flush=True),  # called once the port is bound
+                    access_log=None,
+                    **handler_settings(config),
+                )
+            finally:
+                # run_app restores the default SIGTERM action on exit; keep stopping cleanly.
+                signal.signal(signal.SIGTERM, _raise_stop)
+    print("Stopped", flush=True)  # both ways: a signal is the normal end
 
 
 async def _migrate(url: str) -> list[str]:
@@ -271,10 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     command = COMMANDS[args.command]
     try:
         command(load_config(args.config), args)
-    except ConfigError as exc:
-        raise SystemExit(f"Configuration error: {exc}") from None
     except EXPECTED_ERRORS as exc:
-        raise SystemExit(f"Error: {exc}") from None
+        raise SystemExit(one_line(exc)) from None
     except KeyboardInterrupt:
         # Stopping the server by signal is its normal end; elsewhere it is an interruption.
         if command is not serve:

@@ -4,7 +4,8 @@ The parent starts the database (when embedded), settles the signing secret so th
 process signs with the same one, forks the servers and waits until each reports that it listens;
 SIGTERM or Ctrl-C is passed on to them, and the database stops only after all of them have ended.
 A process that cannot start (port in use, database down) reports its one-line error instead,
-and run.py ends with it.
+and run.py ends with it. Also the checks `serve` makes before it starts anything, and the one
+line an expected error ends run.py with.
 """
 
 import multiprocessing
@@ -12,6 +13,7 @@ import multiprocessing.connection
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -35,6 +37,25 @@ def check_process_count(config: Config, count: int) -> None:
         )
 
 
+def check_host(config: Config) -> None:
+    """ConfigError naming server.host when it has no address to listen on (resolved as asyncio
+    will bind it): the bind's own error does not say which setting is wrong."""
+    host = config.server.host
+    try:
+        socket.getaddrinfo(
+            host or None, config.server.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"server.host: no address to listen on ({exc.strerror}) (got {host!r})"
+        ) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """The line run.py ends with for an expected error."""
+    return f"Configuration error: {exc}" if isinstance(exc, ConfigError) else f"Error: {exc}"
+
+
 def _serve_one(
     config: Config, reports: "Queue[str]", expected: tuple[type[BaseException], ...]
 ) -> None:
@@ -56,7 +77,7 @@ def _serve_one(
             **handler_settings(config),
         )
     except expected as exc:
-        reports.put(f"Error: {exc}")
+        reports.put(one_line(exc))
         raise SystemExit(1) from None
 
 
@@ -93,8 +114,9 @@ def _wait_listening(
 def serve_processes(
     config: Config, count: int, listening: str, expected: tuple[type[BaseException], ...]
 ) -> None:
-    """Run `count` server processes until a signal; ends them all before returning. An error
-    of the `expected` kinds in a process that starts is its one line (SystemExit)."""
+    """Run `count` server processes until a signal (SIGINT, or SIGTERM raised as a
+    KeyboardInterrupt: the normal end, as for web.run_app); ends them all before returning. An
+    error of the `expected` kinds in a process that starts is its one line (SystemExit)."""
     # Ctrl-C stops them even if this process was started with SIGINT ignored (a background job
     # of a non-interactive shell), as it stops one server process (aiohttp handles SIGINT itself).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -115,6 +137,8 @@ def serve_processes(
         print(f"{listening} ({count} processes)", flush=True)
         for process in processes:
             process.join()
+    except KeyboardInterrupt:
+        pass
     finally:
         _stop(processes)
 

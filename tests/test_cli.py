@@ -7,6 +7,7 @@ is left behind however the server ends (SIGTERM, SIGINT, kill -9 then restart).
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,6 +211,7 @@ def test_serve_with_database_url(database_url, tmp_path, sig):
     output = server.output
     assert f"Database: {describe_url(url)}\n" in output
     assert f"Listening on http://127.0.0.1:{server.port}\n" in output
+    assert output.endswith("\nStopped\n"), output
     assert PASSWORD not in output and "Traceback" not in output
     assert not (tmp_path / "data" / "postgres").exists()  # no embedded server was started
 
@@ -302,6 +304,7 @@ def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint
     finally:
         server.kill()
     assert f"Listening on http://127.0.0.1:{server.port} (2 processes)\n" in server.output
+    assert server.output.endswith("\nStopped\n"), server.output  # as with one process
     assert not any(psutil.pid_exists(pid) for pid in pids)
     assert "Traceback" not in server.output
 
@@ -396,6 +399,37 @@ def test_several_processes_that_cannot_start_are_one_line(database_url, tmp_path
     assert "Listening" not in result.stdout
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+def serve_refused(database_url: str, tmp_path: Path, processes: str, **env: str) -> str:
+    """stderr of `run.py --workers N` that must stop at start (stdout saying nothing listens)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "YAPTIDE_DATABASE_DATA_DIR": str(tmp_path / "data"),
+        "YAPTIDE_SERVER_PORT": str(free_port()),
+        "YAPTIDE_RUNNER_KIND": "none",
+        **env,
+    }
+    result = run_py("--workers", processes, env=env)
+    assert result.returncode == 1 and "Listening" not in result.stdout, result
+    return result.stderr
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_host_with_no_address_is_one_line_naming_the_key(database_url, tmp_path, processes):
+    """The bind's own error ("[Errno -2] Name or service not known") named no setting."""
+    stderr = serve_refused(database_url, tmp_path, processes, YAPTIDE_SERVER_HOST="no such host")
+    # The resolver's own words in the parentheses differ between systems.
+    expected = r"Configuration error: server\.host: no address to listen on \(.+\) "
+    expected += r"\(got 'no such host'\)\n"
+    assert re.fullmatch(expected, stderr), stderr
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_static_dir_that_is_missing_is_one_line(database_url, tmp_path, processes):
+    missing = tmp_path / "ui" / "build"
+    stderr = serve_refused(database_url, tmp_path, processes, YAPTIDE_UI_STATIC_DIR=str(missing))
+    assert stderr == f"Configuration error: ui.static_dir: {missing} does not exist\n"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from server.app import create_app
+from server.config import ConfigError
 
 INDEX = b"<!doctype html><title>YAPTIDE</title><div id=root></div>"
 GZ = gzip.compress(b"// gz\n", mtime=0)
@@ -135,3 +136,18 @@ async def test_paths_the_file_system_refuses_are_not_found(site):
         assert await json_of(await site.get(path)) == NOT_FOUND, path
     response = await site.get("/" + "a" * 300, headers=BROWSER)
     assert (response.status, await response.read()) == (200, INDEX)
+
+
+@pytest.mark.parametrize(
+    ("made", "problem"), [(False, "does not exist"), (True, "is not a directory")]
+)
+async def test_a_static_dir_that_is_no_directory_is_refused_at_start(
+    aiohttp_client, make_config, tmp_path, made, problem
+):
+    """A mistyped `static_dir` started a server with no UI and no word of it."""
+    path = tmp_path / "build"
+    if made:
+        path.write_bytes(INDEX)  # a file, not the directory holding it
+    with pytest.raises(ConfigError) as refused:
+        await aiohttp_client(create_app(make_config(ui={"static_dir": str(path)})))
+    assert str(refused.value) == f"ui.static_dir: {path} {problem}"

@@ -10,15 +10,20 @@ that matched no route, and then
    path whose last segment has no extension (a client-side route) gets index.html;
 3. else the JSON 404 the API gives without a bundle.
 `GET /` sends index.html to a browser (`Accept` naming text/html) and the JSON liveness answer
-to API clients.
+to API clients. A `static_dir` that is not a directory stops the start (bundle_ctx): the server
+would otherwise run without its UI and say nothing.
 """
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from server.config import ConfigError
+from server.keys import CONFIG
 
 HASHED = re.compile(r"\.[0-9a-f]{8,}\.")  # main.3f2a9c1d.js, 453.0f8c6a2b.chunk.js
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -56,6 +61,16 @@ class Bundle:
         if path is None and wants_html(request) and "." not in request.path.rsplit("/", 1)[-1]:
             path = self.file(INDEX)
         return path
+
+
+async def bundle_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Refuses to start when `[ui] static_dir` is set to something that is not a directory."""
+    static_dir = app[CONFIG].ui.static_dir
+    root = Path(static_dir).absolute()
+    if static_dir and not root.is_dir():
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise ConfigError(f"ui.static_dir: {root} {problem}")
+    yield
 
 
 def wants_html(request: web.Request) -> bool:
