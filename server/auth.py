@@ -26,7 +26,8 @@ from aiohttp.typedefs import Handler
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from server.config import Config
+from server.config import Config, ConfigError
+from server.config_checks import MIN_SECRET
 from server.errors import BadRequest, Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
@@ -85,7 +86,13 @@ def load_secret(config: Config) -> str:
     path: Path = config.data_dir / "secret_key"
     if not path.exists():
         _write_secret(path)
-    return path.read_text().strip()
+    secret = path.read_text().strip()
+    # Empty when an older server's first start was interrupted while writing it.
+    if len(secret) < MIN_SECRET:
+        raise ConfigError(
+            f"{path}: must be at least {MIN_SECRET} characters (remove it to have one made)"
+        )
+    return secret
 
 
 def _write_secret(path: Path) -> None:

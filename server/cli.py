@@ -176,7 +176,7 @@ def job_key(config: Config, args: argparse.Namespace) -> None:
     with database(config) as config:
         key = asyncio.run(_rotate_key(config.database.url, args.job_id))
     if key is None:
-        raise SystemExit(f"No unfinished simulation {args.job_id!r}")
+        raise SystemExit(f"No unfinished direct simulation {args.job_id!r}")
     print(key)
 
 
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment: what the local runner and HPC batch jobs start",
         "convert": "write the SHIELD-HIT12A input files of an editor project (the project JSON, "
         "or a submission holding it as input_json) into a directory",
-        "job-key": "print a new update key for an unfinished simulation (the old one stops "
+        "job-key": "print a new update key for an unfinished direct simulation (the old one stops "
         "working), for an external dispatcher with runner.kind = none",
     }
     parsers = {

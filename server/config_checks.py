@@ -98,9 +98,12 @@ def remote_path(value: str) -> str | None:
     return None if ok else "must be an absolute path of letters, digits and _.@%+=/- (no spaces)"
 
 
+MIN_SECRET = 32  # characters of a token signing secret (auth.secret, <data_dir>/secret_key)
+
+
 def secret(value: str) -> str | None:
-    if value and len(value) < 32:
-        return "must be at least 32 characters (or empty to generate one)"
+    if value and len(value) < MIN_SECRET:
+        return f"must be at least {MIN_SECRET} characters (or empty to generate one)"
     return None
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from server import auth
 from server.app import create_app
+from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE
 from tests.helpers import eventually, login, register
 
@@ -358,6 +359,22 @@ async def test_secret_survives_restart(aiohttp_client, make_config, conn):
     second = await aiohttp_client(create_app(config))
     response = await second.get("/auth/status", headers={"Cookie": f"access_token={cookie}"})
     assert response.status == 200
+
+
+@pytest.mark.parametrize("content", ["", "\n", "too short to sign with"])
+async def test_a_secret_file_too_short_to_sign_with_stops_the_start(
+    aiohttp_client, make_config, conn, content
+):
+    """A generated secret left empty (an older server's first start interrupted while writing
+    it) or one an operator wrote by hand: not a server whose every login is a 500 (PyJWT refuses
+    an empty key) or whose tokens anyone can forge (a short key), but a configuration error
+    naming the file, as for a short auth.secret."""
+    config = make_config()
+    secret_file = config.data_dir / "secret_key"
+    secret_file.parent.mkdir(parents=True)
+    secret_file.write_text(content)
+    with pytest.raises(ConfigError, match="secret_key: must be at least 32 characters"):
+        await aiohttp_client(create_app(config))
 
 
 async def test_configured_secret(aiohttp_client, make_config, conn):

@@ -368,7 +368,25 @@ async def test_job_key_rotates_the_key(database_url, conn, aiohttp_client, make_
     assert response.status == 200
     result = run_py("job-key", job_id, env=env)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"No unfinished simulation '{job_id}'\n"
+    assert result.stderr == f"No unfinished direct simulation '{job_id}'\n"
+
+
+async def test_job_key_leaves_batch_simulations_alone(
+    database_url, conn, aiohttp_client, make_config
+):
+    """[[clusters]] take batch simulations with runner.kind = "none" too, and their SLURM workers
+    hold the key: a new one would cut them off (the reconciler then fails the simulation)."""
+    client = await aiohttp_client(create_app(make_config()))
+    await login(client)
+    job_id = await submit(client)
+    await conn.execute("UPDATE simulations SET platform = 'batch' WHERE job_id = $1", job_id)
+    digest = "SELECT update_key_sha256 FROM simulations WHERE job_id = $1"
+    before = await conn.fetchval(digest, job_id)
+    env = {"DATABASE_URL": database_url, "YAPTIDE_RUNNER_KIND": "none"}
+    result = run_py("job-key", job_id, env=env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"No unfinished direct simulation '{job_id}'\n"
+    assert await conn.fetchval(digest, job_id) == before
 
 
 def test_job_key_needs_kind_none(database_url):

@@ -139,7 +139,7 @@ async def delete_if_terminal(db: Db, sim_pk: int) -> tuple[bool, str | None]:
 
 
 async def rotate_update_key(db: Db, job_id: str, update_key_sha256: bytes) -> bool:
-    """Replace the key's digest of an unfinished simulation; False if none such exists."""
+    """Replace the key's digest of an unfinished direct simulation; False if none such exists."""
     return await db.fetchval(query("rotate_update_key"), job_id, update_key_sha256) is not None
 
 

@@ -124,9 +124,11 @@ SELECT EXISTS (SELECT FROM deleted) AS deleted,
        (SELECT job_state FROM simulations WHERE id = $1) AS job_state
 
 -- name: rotate_update_key
--- A new key for an unfinished simulation (run.py job-key); the old one stops working.
+-- A new key for an unfinished direct simulation (run.py job-key); the old one stops working.
+-- Never a batch one's: its SLURM workers hold the key.
 UPDATE simulations SET update_key_sha256 = $2
-WHERE job_id = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+WHERE job_id = $1 AND platform = 'direct'
+  AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING id
 
 -- name: live_update_key_exists
