@@ -81,9 +81,15 @@ async def test_inputs_stored_before_their_disk_size_count_their_compressed_size(
             user,
         )
         await scratch.execute("INSERT INTO inputs VALUES ($1, $2, $3)", sim, *stored)
-    assert await migrate(scratch) == ["0011_inputs_disk_size.sql"]
+    assert await migrate(scratch) == [
+        "0011_inputs_disk_size.sql",
+        "0012_simulation_stored_bytes.sql",
+    ]
     rows = await scratch.fetch("SELECT disk_size FROM inputs ORDER BY simulation_id")
     assert [row["disk_size"] for row in rows] == [10, 3]
+    # and 0012 measured them for the quota: row (1 + 256 + 128), input, disk_size
+    sizes = await scratch.fetch("SELECT stored_bytes FROM simulations ORDER BY id")
+    assert [row["stored_bytes"] for row in sizes] == [385 + 10 + 10, 385 + 13 + 3]
 
 
 async def test_edited_migration_is_refused(scratch, tmp_path):

@@ -9,7 +9,7 @@ import tracemalloc
 import asyncpg
 
 from server.results.heads import HeadReader
-from server.results.indexcache import IndexCache, select
+from server.results.indexcache import MAX_VIEWS, IndexCache, select
 from server.store import results
 from tests.helpers import login, reference, set_key, submit, upload
 
@@ -187,3 +187,29 @@ async def test_estimator_fields_are_read_once_per_estimator(client, conn):
         "estimators": [{"name": "z", "metadata": metadata, "pages": [page]}],
     }
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MB to serve one page of 0.1 MB of results"
+
+
+async def test_remembered_views_hold_no_more_pages_than_their_index(client, conn):
+    """A view is remembered only when its filter names few page numbers, but with no estimator
+    named such a filter keeps that page of every estimator: 16 views of a 50,000-page index
+    (2,000 estimators) held 104 MiB beside the index's 11 MiB, for as long as the entry lived,
+    and the cache counts entries (server.index_cache_size), not what they hold."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    estimators = [
+        {"name": f"e{n}", "pages": [{"page_number": p} for p in range(10)]} for n in range(200)
+    ]
+    assert (await upload(client, job_id, estimators)).status == 202  # 2,000 pages
+    cache = IndexCache(10)
+    tracemalloc.start()
+    try:
+        entry = await cache.get(conn, job_id)
+        index_size, _ = tracemalloc.get_traced_memory()
+        for n in range(MAX_VIEWS):  # each names at most 64 numbers, and keeps every page
+            entry.view(None, list(range(10 + n)))
+        with_views, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    views = with_views - index_size
+    assert views <= 2 * index_size, f"views {views >> 10} KiB, index {index_size >> 10} KiB"

@@ -60,13 +60,15 @@ async def create_simulation(
         )
         await inputs.insert(conn, sim_pk, input_type, input_data, input_files)
         await tasks.insert_all(conn, sim_pk, primaries)
-        await _check_quota(conn, user_id, quota)
+        await _check_quota(conn, user_id, sim_pk, quota)
     return sim_pk
 
 
-async def _check_quota(conn: Conn, user_id: int, quota: int) -> None:
-    """413 when what the user has stored, this transaction's writes included, exceeds `quota`
-    (0: no quota). The caller holds the user's row lock (store.users.lock_owner)."""
+async def _check_quota(conn: Conn, user_id: int, sim_pk: int, quota: int) -> None:
+    """413 when what the user has stored, this transaction's writes to `sim_pk` included,
+    exceeds `quota` (0: no quota). The caller holds the user's row lock (store.users.lock_owner).
+    The simulation is measured again even without a quota: one set later counts it right."""
+    await users.measure_simulation(conn, sim_pk)
     if quota and (used := await users.stored_bytes(conn, user_id)) > quota:
         raise PayloadTooLarge(
             f"Storage quota exceeded: {used} bytes of inputs and results, the quota is {quota}"
@@ -138,7 +140,7 @@ async def save_results(
         user_id = await users.lock_owner(conn, None, row.sim_pk)
         await results.save(conn, row.sim_pk, estimators)
         await simulations.bump_results_version(conn, row.sim_pk)
-        await _check_quota(conn, user_id, quota)
+        await _check_quota(conn, user_id, row.sim_pk, quota)
         await simulations.recompute_state(conn, row.sim_pk)
 
 
@@ -151,7 +153,7 @@ async def save_logfiles(
         row = check_worker(await simulations.lock(conn, job_id), key)
         user_id = await users.lock_owner(conn, None, row.sim_pk)
         await logfiles.upsert(conn, row.sim_pk, files)
-        await _check_quota(conn, user_id, quota)
+        await _check_quota(conn, user_id, row.sim_pk, quota)
 
 
 async def cancel(pool: asyncpg.Pool, job_id: str) -> None:
@@ -183,6 +185,7 @@ async def fail_task(
             return None
         await tasks.update(conn, row.sim_pk, task_id, "FAILED")
         await logfiles.upsert(conn, row.sim_pk, {log_name: log_text})
+        await users.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
         return await simulations.recompute_state(conn, row.sim_pk)
 
 
@@ -201,6 +204,7 @@ async def fail_unfinished(
             return False
         ended = await tasks.end_unfinished(conn, row.sim_pk, "FAILED")
         await logfiles.upsert(conn, row.sim_pk, {log_name: explain(ended)})
+        await users.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
         if await simulations.recompute_state(conn, row.sim_pk) not in TERMINAL_STATES:
             await simulations.set_state(conn, row.sim_pk, "FAILED")
         return True

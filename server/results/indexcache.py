@@ -28,6 +28,10 @@ from server.store.results import PageRef, ResultsIndex
 
 MAX_VIEWS = 16  # views remembered per simulation (distinct filters and body forms)
 MAX_VIEW_NUMBERS = 64  # a view is remembered only if its filter names this many pages at most
+# ...and only while the views remembered hold at most this many times the index's pages (plus
+# MAX_VIEW_NUMBERS): a filter of few numbers but no estimator keeps that page of every
+# estimator, so 16 such views held ten times the memory of their index.
+VIEW_PAGES_PER_PAGE = 2
 BY_ESTIMATOR = "by_estimator"  # the API's body form (server/results/render.py ENVELOPES)
 Filters = tuple[str | None, tuple[int, ...] | None, str]  # estimator, page numbers, form
 
@@ -88,6 +92,7 @@ class Entry:
     index: ResultsIndex
     trusted: bool  # finished, and no change notification missed since it was read
     views: dict[Filters, View] = field(default_factory=dict)
+    view_pages: int = 0  # the pages the remembered views hold, together
     # The project's (name, file name) of each output, for the UI dialect: read once, as a
     # simulation's inputs never change (server/handlers/ui.py).
     outputs: list[tuple[str, str]] | None = None
@@ -109,9 +114,15 @@ class Entry:
             found = select(self.index, filters)
             # (a spec like 0-9999 names 10,000 pages: such a filter is not kept as a key)
             small = numbers is None or len(numbers) <= MAX_VIEW_NUMBERS
-            if small and len(self.views) < MAX_VIEWS:
+            if small and len(self.views) < MAX_VIEWS and self._room_for(found):
                 self.views[filters] = found
+                self.view_pages += len(found.pages)
         return found
+
+    def _room_for(self, view: View) -> bool:
+        """Whether the remembered views, with `view`, hold no more than their budget of pages."""
+        budget = VIEW_PAGES_PER_PAGE * len(self.index.pages) + MAX_VIEW_NUMBERS
+        return self.view_pages + len(view.pages) <= budget
 
 
 class IndexCache:

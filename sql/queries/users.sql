@@ -43,6 +43,11 @@ SELECT id FROM users
 WHERE id = coalesce($1, (SELECT user_id FROM simulations WHERE id = $2))
 FOR UPDATE
 
+-- name: measure_simulation
+-- What one simulation takes against its owner's quota, measured again after a write to it
+-- (migration 0012); the caller holds the owner's row lock.
+UPDATE simulations SET stored_bytes = simulation_stored_bytes(id) WHERE id = $1
+
 -- name: stored_bytes
 -- The bytes a user's simulations take on the server's disks: compressed inputs (with the files
 -- converted from an editor project) and, in addition, the same inputs as the runner writes them
@@ -52,25 +57,7 @@ FOR UPDATE
 -- converted to small files), result pages and their estimators (name, own fields, and 64 bytes
 -- for the row and its index entry: an estimator may hold nothing else), and log files (name,
 -- content as sent, and the same 64 bytes), and the simulations' own rows (title, 256 bytes,
--- and 128 per task: a submission of a few hundred bytes may make 1000 task rows). A NULL
--- disk_size (an older server's row, migration 0011) counts as its backfill does.
-SELECT coalesce((SELECT sum(octet_length(s.title) + 256 + 128 * s.ntasks)
-                 FROM simulations s
-                 WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(i.data) + coalesce(octet_length(i.files), 0)
-                        + coalesce(i.disk_size, octet_length(coalesce(i.files, i.data))))
-                 FROM inputs i
-                 JOIN simulations s ON s.id = i.simulation_id
-                 WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(p.data)) FROM pages p
-                 JOIN estimators e ON e.id = p.estimator_id
-                 JOIN simulations s ON s.id = e.simulation_id
-                 WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(e.name) + octet_length(e.fields) + 64)
-                 FROM estimators e
-                 JOIN simulations s ON s.id = e.simulation_id
-                 WHERE s.user_id = $1), 0)
-     + coalesce((SELECT sum(octet_length(l.name) + octet_length(l.content) + 64)
-                 FROM logfiles l
-                 JOIN simulations s ON s.id = l.simulation_id
-                 WHERE s.user_id = $1), 0) AS total
+-- and 128 per task: a submission of a few hundred bytes may make 1000 task rows). Each
+-- simulation's share is kept on its row (measure_simulation, migration 0012), so this reads
+-- the user's simulations only, not every page and log file they hold.
+SELECT coalesce(sum(stored_bytes), 0) AS total FROM simulations WHERE user_id = $1
