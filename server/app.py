@@ -15,7 +15,7 @@ from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
 from server.handlers import auth, jobs, keycloak, results, ui, users, workers
-from server.http import error_middleware
+from server.http import error_middleware, expect_continue
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
@@ -117,11 +117,15 @@ UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
 
 def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, Access]]) -> None:
     """Every route of `routes`, the ones for users behind the access cookie (worker routes check
-    the update key in their handlers), all but GETs with a body budget (server/limits)."""
+    the update key in their handlers), all but GETs with a body budget (server/limits), and an
+    `Expect` header answered in JSON (server.http.expect_continue)."""
     for method, path, handler, access in routes:
         wrapped = for_users(handler) if access == "user" else handler
         app.router.add_route(
-            method, path, wrapped if method == "GET" else with_body_budget(wrapped)
+            method,
+            path,
+            wrapped if method == "GET" else with_body_budget(wrapped),
+            expect_handler=expect_continue,
         )
 
 

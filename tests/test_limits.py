@@ -621,3 +621,48 @@ async def test_a_body_that_could_never_fit_once_parsed_is_413(aiohttp_client, ma
         body = io.BytesIO(orjson.dumps(files))
         response = await client.post("/jobs/direct", data=body, headers=JSON)
         assert response.status == 413, (response.status, await response.json())
+
+
+async def answer_of(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    """The status line, headers and body of the next final response on a raw connection
+    (10 s at most); a 100 Continue before it is skipped."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    if head.startswith(b"HTTP/1.1 100 "):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return status.encode(), headers, body
+
+
+@pytest.mark.parametrize("expect", [b"something-else", b"\xff"], ids=["unknown", "not-utf8"])
+@pytest.mark.parametrize(
+    "request_line", [b"GET /", b"POST /auth/login", b"POST /results", b"GET /ui/results"]
+)
+async def test_an_expectation_the_server_cannot_meet_is_a_json_417(client, expect, request_line):
+    """aiohttp answers `Expect` before any middleware runs: anything but 100-continue was its
+    plain-text 417, and a 500 with a traceback logged when the value is not UTF-8."""
+    head = (
+        request_line + b" HTTP/1.1\r\nHost: x\r\nExpect: " + expect + b"\r\nContent-Length: 0\r\n"
+    )
+    reader, writer = await raw_request(client, head)
+    status, headers, body = await answer_of(reader)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 417 "), (status, body)
+    assert headers["content-type"].startswith("application/json"), body
+    assert isinstance(orjson.loads(body)["message"], str)
+
+
+async def test_100_continue_is_still_sent_before_the_body(client) -> None:
+    await register(client)
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(PLAIN)
+    )
+    reader, writer = await raw_request(client, head)
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(PLAIN)
+    status, _, body = await answer_of(reader)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 202 "), body

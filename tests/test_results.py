@@ -404,6 +404,17 @@ async def test_etag_and_304(client, conn, job):
     assert filtered.status == 200 and filtered.headers["ETag"] != etag
 
 
+async def test_if_none_match_over_several_header_lines_is_one_list(client, conn, job):
+    """RFC 9110, 5.3: field lines of one name are one comma-separated list (proxies and caches
+    may split or join them): the ETag on the second line must be seen."""
+    await conn.execute("UPDATE simulations SET job_state = 'COMPLETED', end_time = now()")
+    plain = {"Accept-Encoding": "identity"}
+    etag = (await client.get("/results", params={"job_id": job}, headers=plain)).headers["ETag"]
+    headers = CIMultiDict([*plain.items(), ("If-None-Match", '"old"'), ("If-None-Match", etag)])
+    response = await client.get("/results", params={"job_id": job}, headers=headers)
+    assert response.status == 304 and response.headers["ETag"] == etag
+
+
 async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
     """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
     the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""

@@ -1,5 +1,7 @@
 """CORS with credentials for `[ui] allowed_origins`, on the main API and the UI dialect."""
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -75,6 +77,23 @@ async def test_preflight_of_a_disallowed_origin_or_header(cors_client):
         assert response.status == 403
         assert orjson.loads(await response.read()) == {"message": "Forbidden"}
         assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("path", [b"/ui/inputs", b"/jobs/direct"])
+async def test_preflight_naming_a_header_that_is_not_utf8_is_403(cors_client, path):
+    """aiohttp-cors quotes the refused headers in its 403; bytes that are not UTF-8 (lone
+    surrogates in aiohttp) made that 403 a 500 with a traceback logged."""
+    reader, writer = await asyncio.open_connection(cors_client.host, cors_client.port)
+    writer.write(
+        b"OPTIONS " + path + b" HTTP/1.1\r\nHost: x\r\nOrigin: " + ORIGIN.encode() + b"\r\n"
+        b"Access-Control-Request-Method: POST\r\n"
+        b"Access-Control-Request-Headers: content-type, x-\xff\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(1000), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403 "), answer
+    assert answer.endswith(b'{"message":"Forbidden"}'), answer
+    assert b"Access-Control-Allow-Origin" not in answer
 
 
 async def test_allowed_origin_with_credentials(cors_client):

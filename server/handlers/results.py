@@ -60,7 +60,8 @@ async def send_view(request: web.Request, view: View) -> web.StreamResponse:
     app = request.app
     gzip = negotiation.accepts_gzip(",".join(request.headers.getall("Accept-Encoding", ())))
     variant = view.gzip if gzip else view.identity
-    if variant.etag and negotiation.matches(request.headers.get("If-None-Match"), variant.etag):
+    if_none_match = ",".join(request.headers.getall("If-None-Match", ()))  # lines: one list
+    if variant.etag and negotiation.matches(if_none_match, variant.etag):
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
         return web.Response(status=304, headers=headers)
     stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])

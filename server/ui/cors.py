@@ -5,13 +5,15 @@ The UI's HTTP client sends `credentials: 'include'`: an allowed request's Origin
 (`OPTIONS`); other origins get no CORS headers (a preflight from one is
 403). Two things aiohttp-cors leaves out are added to every response: `Vary: Origin`, so that a
 cache never serves one origin's answer to another, and the allowed origin on aiohttp's own 404
-and 405 (a path or method no route has), so that the UI can read their message too.
+and 405 (a path or method no route has), so that the UI can read their message too. A preflight
+naming a header that is not ASCII is refused before aiohttp-cors sees it (ascii_preflight).
 """
 
 from collections.abc import Awaitable, Callable
 
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import MatchInfoError
 
 REQUEST_HEADERS = ("Content-Type", "Authorization")
@@ -35,6 +37,17 @@ def completed(origins: list[str]) -> Callable[[web.Request, web.StreamResponse],
     return complete
 
 
+@web.middleware
+async def ascii_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A preflight asking for a header whose name is not ASCII is refused here (403), as
+    aiohttp-cors refuses any header it does not allow: aiohttp-cors quotes the names in its
+    refusal, which aiohttp cannot encode when they hold bytes that are not UTF-8 (a 500)."""
+    requested = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
+    if request.method == hdrs.METH_OPTIONS and not requested.isascii():
+        raise web.HTTPForbidden()
+    return await handler(request)
+
+
 def enable_cors(app: web.Application, origins: list[str]) -> None:
     """CORS on every route `app` has now (the sub-application needs its own call)."""
     if not origins:
@@ -53,3 +66,4 @@ def enable_cors(app: web.Application, origins: list[str]) -> None:
         if isinstance(resource, web.Resource):  # not the sub-application's mount point
             cors.add(resource)
     app.on_response_prepare.append(completed(origins))
+    app.middlewares.append(ascii_preflight)
