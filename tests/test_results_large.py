@@ -116,3 +116,38 @@ async def test_a_client_that_stops_reading_a_large_body_is_let_go(
                 received += len(chunk)
     length = len(orjson.dumps(values))
     assert received < length, f"all {received} bytes were sent, {length} of them values"
+
+
+async def test_a_client_that_never_reads_an_assembled_body_is_let_go(
+    aiohttp_client, make_config, conn
+) -> None:
+    """A body up to SINGLE_WRITE is handed to the transport whole; a client that takes none of
+    it held its megabytes for as long as it kept the connection open. The kernel now drops the
+    connection once the data stays unacknowledged for `server.body_timeout` seconds."""
+    client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    values = [random.random() for _ in range(70_000)]  # about 1.4 MB: assembled, not streamed
+    pages = [{"metadata": {"page_number": 1, "name": "dose"}, "data": {"values": values}}]
+    body = orjson.dumps(
+        {"simulation_id": job_id, "update_key": KEY, "estimators": [{"name": "z", "pages": pages}]}
+    )
+    assert (await upload(client, job_id, body)).status == 202
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n"
+        "Accept-Encoding: identity\r\n\r\n"
+    ).encode()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((client.server.host, client.server.port))
+        sock.sendall(request)
+        await asyncio.sleep(6)  # not reading: zero window probes for longer than body_timeout
+        sock.settimeout(5)
+        received = 0
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
+                received += len(chunk)
+    length = len(orjson.dumps(values))
+    assert received < length, f"all {received} bytes were sent, {length} of them values"

@@ -1,12 +1,20 @@
-"""How the HTTP server itself is set up: the settings aiohttp applies below the application.
+"""How the HTTP server itself is set up: the settings aiohttp applies below the application,
+and the kernel's for a connection that must not hold a large response for ever.
 
 The same settings serve `python run.py` (one process or several) and the tests' servers, so
 what the tests check is what runs.
 """
 
+import socket
 from typing import Any
 
+from aiohttp import web
+
 from server.config import Config
+from server.keys import CONFIG
+
+_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
+_MAX_MS = 2**31 - 1  # what the option holds: about 24 days
 
 
 def handler_settings(config: Config) -> dict[str, Any]:
@@ -18,3 +26,16 @@ def handler_settings(config: Config) -> dict[str, Any]:
         # Encoded request bodies are inflated by server.limits.bodies, with bounds and JSON errors.
         "auto_decompress": False,
     }
+
+
+def drop_when_stalled(request: web.Request) -> None:
+    """Before a large response: the kernel drops the connection once what it sends stays
+    unacknowledged for `server.body_timeout` seconds (TCP_USER_TIMEOUT, which also covers a
+    client that keeps its receive window shut). A response is handed to the transport whole,
+    and a client that never reads it would otherwise hold its megabytes for ever."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if _USER_TIMEOUT is None or sock is None or sock.type != socket.SOCK_STREAM:
+        return
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        timeout_ms = min(int(request.app[CONFIG].server.body_timeout * 1000), _MAX_MS)
+        sock.setsockopt(socket.IPPROTO_TCP, _USER_TIMEOUT, max(timeout_ms, 1))

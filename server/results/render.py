@@ -16,6 +16,7 @@ from aiohttp import web
 
 from server.db import UNAVAILABLE
 from server.keys import CONFIG
+from server.limits.serving import drop_when_stalled
 from server.models import Db
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import View
@@ -194,6 +195,7 @@ async def respond(
     large. A body is fully determined by its form and its pages' estimators and versions: that
     is its cache key."""
     db, page_cache, bodies = stores
+    drop_when_stalled(request)
     variant = view.gzip if gzip else view.identity
     body = bodies.get(variant.body_key)
     if body is not None:
