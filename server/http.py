@@ -61,6 +61,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except db.UNAVAILABLE as exc:
         log.warning("database unavailable in %s %s: %s", request.method, request.path, exc)
         return error_response("Database unavailable", 503, retry_after=1)
+    except db.DISK_FULL as exc:
+        log.warning("database out of disk space in %s %s: %s", request.method, request.path, exc)
+        return error_response("Database out of disk space", 503, retry_after=10)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:

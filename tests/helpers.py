@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -635,3 +636,25 @@ def modifier(kind: str, low: float, high: float, bins: int, log: bool = False) -
         "binsNumber": bins,
         "isLog": log,
     }
+
+
+@contextlib.contextmanager
+def small_filesystem(size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on a new directory (outside pytest's tmp_path, see
+    server_tmp_dir), unmounted after. Root only: tests using it skip otherwise (AS_ROOT)."""
+    with tempfile.TemporaryDirectory(prefix="yaptide-disk-") as directory:
+        options = f"size={size},mode=0755"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", directory], check=True)
+        try:
+            yield Path(directory)
+        finally:
+            subprocess.run(["umount", "-l", directory], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """A file in `directory` written until its file system is full; remove it to free the space."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as file, contextlib.suppress(OSError):
+        while True:
+            file.write(bytes(1 << 16))
+    return filler

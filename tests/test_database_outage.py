@@ -42,8 +42,8 @@ def pg_ctl(pgdata: Path, *args: str) -> None:
 
 @pytest.fixture
 def own_database() -> Iterator[tuple[str, Path]]:
-    """(URL, data directory) of a PostgreSQL of this test's own."""
-    with server_tmp_dir() as directory, embedded_postgres(directory) as url:
+    """(URL, data directory) of a PostgreSQL of this test's own, which the tests stop and start."""
+    with server_tmp_dir() as directory, embedded_postgres(directory, restart=False) as url:
         yield url, directory / "postgres"
 
 

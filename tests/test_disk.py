@@ -31,6 +31,7 @@ from tests.helpers import (
     migrated,
     payload,
     set_key,
+    small_filesystem,
     start_local,
     states_are,
     status,
@@ -491,3 +492,15 @@ async def test_the_quota_is_checked_without_reading_every_stored_page(
     plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + query("stored_bytes"), user_id)
     read = rows_read(orjson.loads(plan)[0]["Plan"])
     assert read.keys().isdisjoint({"pages", "logfiles", "estimators"}), read
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+async def test_inputs_that_do_not_fit_in_work_dir_leave_nothing_behind(start_app, conn) -> None:
+    """Each task that found work_dir full left its half-written copy of the input
+    (`input.<pid>.<uuid>`), which kept the file system full after the job had FAILED, until the
+    job directory was swept days later."""
+    with small_filesystem("512k") as directory:
+        client, _, _ = await start_app("complete", work_dir=str(directory))
+        job_id = await submit(client, payload(input_files=big_files(6, 150 * KIB), ntasks=3))
+        await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+        assert disk_usage(directory) == 0

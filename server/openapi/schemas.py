@@ -17,7 +17,7 @@ MESSAGE = ERROR  # every success body also has a message
 
 
 RETRY = "retry after Retry-After seconds"
-UNAVAILABLE = f"The database is unavailable: {RETRY}"
+UNAVAILABLE = f"The database is unavailable or out of disk space: {RETRY}"
 
 
 def obj(required: list[str], **properties: Schema) -> Schema:
@@ -107,7 +107,7 @@ def operation(
     spec: Schema = {"summary": summary, "parameters": parameters or [], "responses": responses}
     if request is not None:
         spec["requestBody"] = {"required": True, "content": json_content(request)}
-        busy = f"The database is unavailable, or request bodies fill the memory budget: {RETRY}"
+        busy = f"The database is unavailable or full, or bodies fill the memory budget: {RETRY}"
         responses["503"] = {"description": busy, "content": json_content(ERROR)}
     if security is not None:
         spec["security"] = [{security: []}]

@@ -5,7 +5,7 @@ first-in, first-out queue across all jobs. A worker reports only over HTTP with 
 exactly like a worker on an HPC node; the runner merely supervises processes:
 
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
-  its output stored as the log file `task_<n>_output`;
+  its output stored as the log file `task_<n>_output` (retried while the database refuses it);
 - cancel sends SIGTERM to the job's process groups, SIGKILL after `runner.grace_period`, and
   drops its queued tasks;
 - shutdown terminates every process the same way and fails what is left unfinished;
@@ -26,14 +26,15 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
+from server import db
 from server.config import Config
 from server.jobs import transitions
 from server.runner import Job, RunnerBusy
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 RUNNER_LOG = "runner"
 MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
+RETRY_EVERY = 5.0  # seconds between two attempts to record a task's end the database refused
+# What a write meets while the database cannot take it for a while: away, or out of disk.
+TRANSIENT = (*db.UNAVAILABLE, db.DISK_FULL)
+T = TypeVar("T")
 
 
 def _listed(task_ids: list[int]) -> str:
@@ -176,7 +181,8 @@ class LocalDispatcher:
 
     async def _fail_merge(self, job_id: str, text: str) -> None:
         """FAILED with `text` as the log `merge`, unless the job has ended (as it should)."""
-        if await transitions.fail_unfinished(self._pool, job_id, MERGE_LOG, lambda _: text):
+        fail = transitions.fail_unfinished
+        if await self._written(job_id, lambda: fail(self._pool, job_id, MERGE_LOG, lambda _: text)):
             log.warning("job %s: marked FAILED after its merge step", job_id)
 
     def _pump(self) -> None:
@@ -254,9 +260,23 @@ class LocalDispatcher:
 
     async def _fail(self, run: JobRun, task_id: int, text: str) -> None:
         """FAILED with `text` as its log, unless the task or the job has ended already."""
-        name = f"task_{task_id}_output"
-        if await transitions.fail_task(self._pool, run.job.job_id, task_id, name, text):
-            log.warning("job %s task %d: marked FAILED", run.job.job_id, task_id)
+        job_id, name = run.job.job_id, f"task_{task_id}_output"
+        fail = transitions.fail_task
+        if await self._written(job_id, lambda: fail(self._pool, job_id, task_id, name, text)):
+            log.warning("job %s task %d: marked FAILED", job_id, task_id)
+
+    async def _written(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T | None:
+        """`write()`, tried again every RETRY_EVERY seconds while the database cannot take it:
+        nothing else would record that a process ended, and the job would stay unfinished for
+        ever. None when shutting down first (the next start fails what is left unfinished)."""
+        while True:
+            try:
+                return await write()
+            except TRANSIENT as exc:
+                if self._closing:
+                    return None
+                log.warning("job %s: cannot record its end (%s); retrying", job_id, exc)
+            await asyncio.sleep(RETRY_EVERY)
 
     def _terminate(self, process: asyncio.subprocess.Process) -> None:
         proc.signal_group(process, signal.SIGTERM)

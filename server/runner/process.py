@@ -71,13 +71,18 @@ def inputs_written(job_directory: Path) -> bool:
 def shared_inputs(job_directory: Path, job: Job) -> Path:
     """The job's one copy of its input files, `<job_dir>/input`, written on first use.
 
-    Written beside it and renamed into place, so tasks starting at once never see half of it.
+    Written beside it and renamed into place, so tasks starting at once never see half of it;
+    a copy that could not be written whole (a full work_dir) is removed, not left taking space.
     """
     shared = job_directory / "input"
     if not inputs_written(job_directory):
         make_job_dir(job_directory)
         partial = job_directory / f"input.{os.getpid()}.{uuid.uuid4().hex}"
-        _write_files(partial, job)
+        try:
+            _write_files(partial, job)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         try:
             partial.rename(shared)
         except OSError:  # another task put it in place first
