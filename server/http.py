@@ -49,26 +49,46 @@ def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The outermost middleware: every failure becomes `{"message": ...}` with its status."""
+    """The outermost middleware: every failure becomes `{"message": ...}` with its status; or,
+    when a response had begun to be sent (streamed), the connection closed (_unless_begun)."""
     try:
         return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.message, exc.status, exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _from_http_exception(exc)
-    except db.UNAVAILABLE as exc:
-        log.warning("database unavailable in %s %s: %s", request.method, request.path, exc)
-        return error_response("Database unavailable", 503, retry_after=1)
-    except db.DISK_FULL as exc:
-        log.warning("database out of disk space in %s %s: %s", request.method, request.path, exc)
-        return error_response("Database out of disk space", 503, retry_after=10)
+        return _unless_begun(request, _from_http_exception(exc))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response("Internal server error", 500)
+    except Exception as exc:
+        return _unless_begun(request, _from_exception(request, exc))
+
+
+def _from_exception(request: web.Request, exc: Exception) -> web.Response:
+    """The error response for `exc`; called while it is handled (log.exception shows it)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.message, exc.status, exc.retry_after)
+    where = f"{request.method} {request.path}"
+    if isinstance(exc, db.UNAVAILABLE):
+        log.warning("database unavailable in %s: %s", where, exc)
+        return error_response("Database unavailable", 503, retry_after=1)
+    if isinstance(exc, db.DISK_FULL):
+        log.warning("database out of disk space in %s: %s", where, exc)
+        return error_response("Database out of disk space", 503, retry_after=10)
+    log.exception("unhandled error in %s", where)
+    return error_response("Internal server error", 500)
+
+
+def _unless_begun(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """`response`, unless the handler's own response has begun to be sent (a streamed body):
+    its bytes cannot be taken back, so the connection is closed instead and the client sees an
+    incomplete body, never an error response inside it. (Headers only prepared, not yet sent,
+    are replaced by the error's.)"""
+    if request.writer.output_size == 0:
+        return response
+    log.warning("%s %s: response cut short (%d)", request.method, request.path, response.status)
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response()  # never sent: aiohttp finds the connection closed
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:

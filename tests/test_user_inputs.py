@@ -1,5 +1,8 @@
 """`GET /inputs` and `GET /logfiles`, and another user's simulation on every user endpoint."""
 
+import hashlib
+import tracemalloc
+
 import orjson
 import pytest
 
@@ -73,6 +76,31 @@ async def test_logfiles(client, conn):
         200,
         {"message": "Logfiles", "logfiles": logs},
     )
+
+
+async def test_many_large_logfiles_are_sent_without_holding_them_all(client, conn):
+    """A simulation of 1000 tasks may hold hundreds of MB of logs (64 KiB tails of each task's
+    outputs, or what external workers send): they were read and encoded whole for each
+    GET /logfiles, several times their size at once for every concurrent request."""
+    await login(client)
+    job_id = await submit(client, FLUKA_FILES)
+    logs = {f"task_{n:03}_stdout": f"line {n} \u00b5s\n" * 4000 for n in range(300)}  # 23 MB
+    await set_key(conn, job_id)
+    names = list(logs)
+    for start in range(0, len(names), 10):  # bodies under 1 MiB
+        await add_logfiles(client, job_id, {name: logs[name] for name in names[start : start + 10]})
+    expected = hashlib.sha256(orjson.dumps({"message": "Logfiles", "logfiles": logs})).digest()
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        async with client.get(f"/logfiles?job_id={job_id}") as response:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                digest.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200 and digest.digest() == expected
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB to send 23 MB of logs"
 
 
 @pytest.mark.parametrize("path", ["/inputs", "/logfiles"])

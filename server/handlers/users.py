@@ -12,6 +12,7 @@ from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
 from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, SLURM, USER, USER_CACHE
+from server.limits.serving import drop_when_stalled
 from server.profile import ProfileUpdate, parse_profile_update
 from server.runner import cleanup
 from server.store import inputs, logfiles, refresh_tokens, simulations, slurm_jobs, users
@@ -142,9 +143,21 @@ async def get_inputs(request: web.Request) -> web.Response:
     return web.Response(body=b"".join([*parts, b"}"]), content_type="application/json")
 
 
-async def get_logfiles(request: web.Request) -> web.Response:
+async def get_logfiles(request: web.Request) -> web.StreamResponse:
+    """`{"message": "Logfiles", "logfiles": {name: text}}`, written a batch of files at a time:
+    a simulation of 1000 tasks may hold hundreds of MB of logs."""
     owner = await owned_simulation(request)
-    stored = await logfiles.get_all(request.app[POOL], owner.sim_pk)
-    if not stored:
+    pool = request.app[POOL]
+    listed = await logfiles.names(pool, owner.sim_pk)
+    if not listed:
         raise NotFound("Logfiles not available")
-    return json_response({"message": "Logfiles", "logfiles": stored})
+    drop_when_stalled(request)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    separator = b'{"message":"Logfiles","logfiles":{'
+    async for batch in logfiles.read_batches(pool, owner.sim_pk, listed):
+        for name, text in batch:
+            await response.write(separator + orjson.dumps(name) + b":" + orjson.dumps(text))
+            separator = b","
+    await response.write_eof(b"}}" if separator == b"," else separator + b"}}")
+    return response

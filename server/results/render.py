@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from server.db import UNAVAILABLE
 from server.keys import CONFIG
 from server.limits.serving import drop_when_stalled
 from server.models import Db
@@ -130,17 +129,14 @@ async def stream(
     pieces are written as they come, small ones gathered up to FIRST_FLUSH bytes. Once the body
     has begun nothing else can be said, so when it cannot be completed the connection is closed
     and the client sees an incomplete body, never a torn one: if the pages changed while they
-    were sent (a re-upload of a running simulation), or the database became unavailable. A
+    were sent (a re-upload of a running simulation), or on an error (server.http). A
     client that takes no piece for `server.body_timeout` seconds is cut off
     (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
     buffer are not held for ever."""
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
-    try:
-        sent = await _send(request, response, pieces)
-    except UNAVAILABLE as exc:
-        return _cut_short(request, response, f"the database is unavailable ({exc!r})")
+    sent = await _send(request, response, pieces)  # a failure: the connection closed (http.py)
     if sent != length:
         return _cut_short(request, response, "the pages changed while they were sent")
     await _write(request, response.write_eof())

@@ -1,7 +1,13 @@
 """The logfiles table: log files of a simulation, stored by name."""
 
+from collections.abc import AsyncIterator
+
+import asyncpg
+
 from server.models import Db
 from server.sql import query
+
+BATCH_BYTES = 4 << 20  # log contents read at once: a simulation may hold hundreds of MB of logs
 
 
 async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
@@ -10,7 +16,26 @@ async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
     await db.execute(query("upsert_logfiles"), sim_pk, names, [logfiles[n] for n in names])
 
 
-async def get_all(db: Db, sim_pk: int) -> dict[str, str]:
-    """{name: text}, by name; empty when none are stored."""
-    rows = await db.fetch(query("get_simulation_logfiles"), sim_pk)
-    return {row["name"]: row["content"] for row in rows}
+async def names(db: Db, sim_pk: int) -> list[tuple[str, int]]:
+    """(name, bytes) of each stored log file, by name."""
+    return [
+        (row["name"], row["size"])
+        for row in await db.fetch(query("list_simulation_logfiles"), sim_pk)
+    ]
+
+
+async def read_batches(
+    db: Db, sim_pk: int, listed: list[tuple[str, int]]
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """The (name, text) of the `listed` log files, by name, about BATCH_BYTES at a time (one
+    larger file alone); a file gone meanwhile is left out."""
+    batch: list[str] = []
+    size = 0
+    for name, length in listed:
+        if batch and size + length > BATCH_BYTES:
+            yield list(await db.fetch(query("get_logfiles_named"), sim_pk, batch))
+            batch, size = [], 0
+        batch.append(name)
+        size += length
+    if batch:
+        yield list(await db.fetch(query("get_logfiles_named"), sim_pk, batch))
