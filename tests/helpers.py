@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import copy
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -284,6 +285,17 @@ def raw_results_body(job_id: str, estimators: bytes) -> bytes:
         KEY.encode(),
         estimators,
     )
+
+
+async def upload_pages(client, job_id: str, pages: list[dict]) -> int:
+    """POST /results of one estimator "z" of `pages`, streamed (bodies of any size); the status."""
+    body = {
+        "simulation_id": job_id,
+        "update_key": KEY,
+        "estimators": [{"name": "z", "pages": pages}],
+    }
+    response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
+    return response.status
 
 
 async def set_key(conn, job_id: str, key: str = KEY) -> None:

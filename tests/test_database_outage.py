@@ -5,7 +5,6 @@ carries on by itself once it is back. The tests run a PostgreSQL of their own.""
 
 import asyncio
 import contextlib
-import io
 import os
 import random
 import signal
@@ -16,12 +15,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
-import orjson
 import pytest
 
 from server.app import create_app
 from server.embedded import embedded_postgres, pgserver
-from tests.helpers import KEY, login, payload, server_tmp_dir, set_key, submit
+from tests.helpers import login, payload, server_tmp_dir, set_key, submit, upload_pages
 
 ROUTES = [
     ("GET", "/user/simulations"),
@@ -145,13 +143,7 @@ async def test_a_database_frozen_while_a_large_body_is_sent_cuts_it_short(
         {"metadata": {"page_number": n, "name": f"p{n}"}, "data": {"values": values}}
         for n in range(1, 6)
     ]
-    body = {
-        "simulation_id": job_id,
-        "update_key": KEY,
-        "estimators": [{"name": "z", "pages": pages}],
-    }
-    response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
-    assert response.status == 202
+    assert await upload_pages(client, job_id, pages) == 202
     cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
