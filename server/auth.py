@@ -209,10 +209,12 @@ async def issue_refresh_token(
     return token, expires
 
 
-async def _access_user(app: web.Application, user_id: int) -> User | None:
+async def _access_user(app: web.Application, user_id: int, generation: int) -> User | None:
+    """The user of an access token of `generation`, from the cache unless that user was read
+    before a newer generation began (a password change in another server process)."""
     cache = app[USER_CACHE]
     user = cache.get(user_id)
-    if user is None:
+    if user is None or user.token_generation < generation:
         user = await users.get(app[POOL], user_id)
         if user is not None:
             cache.put(user)
@@ -231,7 +233,7 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
     if kind == "refresh":
         user = await refresh_tokens.get_user(request.app[POOL], sha256(claims["jti"]))
     else:
-        user = await _access_user(request.app, int(claims["sub"]))
+        user = await _access_user(request.app, int(claims["sub"]), claims.get("gen", 0))
         if user is not None:
             request.app[USER_CACHE].put_claims(token, claims)
     if user is None or user.id != int(claims["sub"]) or not _current(claims, kind, user):

@@ -52,7 +52,7 @@ class AuthConfig:
     user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
     login_attempts: int = checks.checked(10, checks.positive)
     login_address_attempts: int = checks.checked(100, checks.positive)
-    login_window: float = checks.checked(300.0, checks.positive)
+    login_window: float = checks.checked(300.0, checks.lifetime)
     hash_concurrency: int = checks.checked(2, checks.positive)
 
 

@@ -37,7 +37,8 @@ class MigrationError(Exception):
 
 
 class DatabaseUnreachable(ConnectionError):
-    """No new connection could be opened: PostgreSQL is stopped, restarting or out of reach."""
+    """No new connection could be opened: PostgreSQL is stopped, restarting or out of reach, or
+    has none left (max_connections, shared with the other servers and clients of the database)."""
 
 
 # What a request meets while PostgreSQL is away: no new connection, or the one it had broken
@@ -181,12 +182,18 @@ async def _keep_session(conn: Conn) -> None:
 
 async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     """asyncpg.connect for the pool; a connection that cannot be opened is DatabaseUnreachable,
-    not one of the OSErrors that say nothing of the database (FileNotFoundError: its socket)."""
+    not one of the OSErrors that say nothing of the database (FileNotFoundError: its socket),
+    nor a 500 when PostgreSQL has no connection left."""
     try:
         return await asyncpg.connect(*args, **kwargs)
     except OSError as exc:  # TimeoutError included
         raise DatabaseUnreachable(
             f"cannot reach the database: {exc or type(exc).__name__}"
+        ) from exc
+    except asyncpg.TooManyConnectionsError as exc:
+        raise DatabaseUnreachable(
+            f"no connection left in the database ({exc}): the pools of every server of the "
+            "database and its other clients need more than max_connections"
         ) from exc
 
 

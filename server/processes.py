@@ -4,8 +4,10 @@ The parent starts the database (when embedded), settles the signing secret so th
 process signs with the same one, forks the servers and waits until each reports that it listens;
 SIGTERM or Ctrl-C is passed on to them, and the database stops only after all of them have ended.
 A process that cannot start (port in use, database down) reports its one-line error instead,
-and run.py ends with it. Also the checks `serve` makes before it starts anything, and the one
-line an expected error ends run.py with.
+and run.py ends with it; one that ends while serving (killed, crashed) ends run.py too, with one
+line and status 1, as the death of a single server process would: a supervisor restarts it.
+Also the checks `serve` makes before it starts anything, and the one line an expected error
+ends run.py with.
 """
 
 import multiprocessing
@@ -135,12 +137,33 @@ def serve_processes(
             _let_end(processes, FAILED_START_GRACE)  # those failing too end on their own
             raise
         print(f"{listening} ({count} processes)", flush=True)
-        for process in processes:
-            process.join()
+        ended = _first_to_end(processes)
+        raise SystemExit(
+            f"Error: server process {ended.pid} ended ({_how(ended.exitcode)}); "
+            "the others were stopped"
+        )
     except KeyboardInterrupt:
         pass
     finally:
         _stop(processes)
+
+
+def _first_to_end(
+    processes: Sequence[multiprocessing.process.BaseProcess],
+) -> multiprocessing.process.BaseProcess:
+    """The first server process to end: none ends unless it failed or was killed, as a signal
+    to run.py (the normal end) interrupts this wait first."""
+    ready = multiprocessing.connection.wait([process.sentinel for process in processes])
+    ended = next(process for process in processes if process.sentinel in ready)
+    ended.join()  # (its sentinel may be ready a moment before it can be reaped)
+    return ended
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        names = {sig.value: sig.name for sig in signal.Signals}
+        return f"killed by {names.get(-exitcode, f'signal {-exitcode}')}"
+    return f"exit status {exitcode}"
 
 
 def _let_end(processes: Sequence[multiprocessing.process.BaseProcess], seconds: float) -> None:

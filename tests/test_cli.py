@@ -337,6 +337,43 @@ def test_server_processes_end_with_their_parent(database_url, tmp_path):
                 psutil.Process(pid).kill()
 
 
+def test_a_server_process_that_dies_ends_run_py(database_url, tmp_path):
+    """A server process of `--workers N` killed (the OOM killer, a crash) was not noticed: run.py
+    went on with fewer processes, logging nothing, and once the last one was gone it printed
+    `Stopped` and exited 0, as for a requested stop, so a supervisor restarting it on failure
+    did not. Like one server process, whose death is run.py's own, it ends run.py: one line,
+    status 1, the other processes stopped."""
+    server = Server(
+        tmp_path,
+        DATABASE_URL=database_url,
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+        YAPTIDE_SERVER_WORKERS="2",
+        YAPTIDE_RUNNER_KIND="none",
+    )
+    pids: set[int] = set()
+    try:
+        server.wait_ready()
+        pids = listeners(server.port)
+        assert len(pids) == 2
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        try:
+            status = server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"run.py did not notice:\n{server.output}") from None
+    finally:
+        server.kill()
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+    assert status == 1, server.output
+    assert server.output.endswith(
+        f"\nError: server process {victim} ended (killed by SIGKILL); the others were stopped\n"
+    ), server.output
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert listeners(server.port) == set()
+
+
 def test_several_processes_need_an_external_runner(database_url, tmp_path):
     env = environment(DATABASE_URL=database_url, YAPTIDE_RUNNER_KIND="local")
     result = run_py("--workers", "2", env=env)

@@ -170,3 +170,31 @@ def _read_all(sock: socket.socket) -> bytes:
         while chunk := sock.recv(1 << 20):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def test_a_database_with_no_connection_left_is_a_503(
+    aiohttp_client, make_config, own_database
+):
+    """Two servers on one database each fit PostgreSQL's max_connections (checked at start),
+    but not together; or other clients hold the rest. A request that needed a new connection
+    then was a 500 with a traceback (TooManyConnectionsError: two real servers with pools of
+    60 on a max_connections of 100 answered 158 of 450 concurrent GETs so). It is a 503 to
+    retry, as when PostgreSQL is away."""
+    url, _ = own_database
+    client = await aiohttp_client(create_app(make_config(database={"url": url})))
+    await login(client)
+    others = []  # another server's connections: every one PostgreSQL has left
+    try:
+        with contextlib.suppress(asyncpg.TooManyConnectionsError):
+            while True:
+                others.append(await asyncpg.connect(url))
+        answers = await asyncio.gather(*(client.get("/user/simulations") for _ in range(8)))
+        statuses = sorted(answer.status for answer in answers)
+        assert set(statuses) == {200, 503}, statuses
+        refused = next(answer for answer in answers if answer.status == 503)
+        assert await refused.json() == {"message": "Database unavailable"}
+        assert refused.headers["Retry-After"] == "1"
+    finally:
+        for other in others:
+            await other.close()
+    assert (await client.get("/user/simulations")).status == 200

@@ -81,7 +81,7 @@ async def test_inputs_stored_before_their_disk_size_count_their_compressed_size(
             user,
         )
         await scratch.execute("INSERT INTO inputs VALUES ($1, $2, $3)", sim, *stored)
-    assert await migrate(scratch) == [
+    assert (await migrate(scratch))[:2] == [
         "0011_inputs_disk_size.sql",
         "0012_simulation_stored_bytes.sql",
     ]

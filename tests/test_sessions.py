@@ -156,3 +156,24 @@ async def test_cookie_headers_a_client_makes_up_do_not_fill_memory(client, conn)
         assert (await status(client, junk))[0] == 200
     kept = sum(len(header) for header in client.app[USER_CACHE]._headers)
     assert kept < 64 << 10, f"{kept / 2**20:.1f} MB of Cookie headers kept after 300 GETs"
+
+
+async def test_the_session_that_changed_the_password_goes_on_in_every_process(
+    aiohttp_client, make_config, conn
+) -> None:
+    """README "Sessions": the session that made the change gets a new access cookie and goes on.
+    With `--workers 2` its next request may reach the other process, which read the user (its
+    old token generation) less than `user_cache_ttl` ago: the new token must not be refused
+    there as if it were an old one (real run.py --workers 2: 11 of 20 requests were 401)."""
+    config = make_config(auth={"user_cache_ttl": 30.0})
+    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
+    await register(first)
+    mine = await session(first)
+    assert (await status(second, mine))[0] == 200  # the second process reads the user
+    response = await first.post("/user/update", json=CHANGE, headers=mine)
+    assert response.status == 200
+    renewed = cookie_header(first, response, mine)
+    assert (await status(first, renewed))[0] == 200
+    assert (await status(second, renewed))[0] == 200
+    fresh = await session(second, "new-password")  # a new login there too
+    assert (await status(second, fresh))[0] == 200

@@ -48,12 +48,12 @@ async def login(request: web.Request) -> web.Response:
     config = app[CONFIG]
     username, password = await _credentials(request)
     address = request.remote or ""
-    attempt = app[LOGIN_THROTTLE].attempt(username, address)
+    attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], username, address)
     found = await users.get_login(app[POOL], username)
     password_hash = found[1] if found else None
     if not await auth.verify_password(password_hash, password, app[HASH_SLOTS]) or found is None:
         raise Unauthorized("Invalid username or password")
-    app[LOGIN_THROTTLE].succeeded(username, address, attempt)
+    await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
     user_id, _, generation = found
     access, access_exp = auth.make_access_token(app, user_id, generation)
     refresh, refresh_exp = await auth.issue_refresh_token(app, user_id, generation)

@@ -1,80 +1,58 @@
 """Login throttling: attempts counted per username and per client address in a sliding window.
 
-An attempt is counted before its password is checked (concurrent guesses count too); a
-successful login takes its own attempt back, so a user who types the password right is never
-held up by their own earlier successes. Past the limit, 429 with Retry-After: the seconds until
-the oldest counted attempt leaves the window. Usernames are counted by their SHA-256 (a client
-picks them, up to a body's size), and a refused attempt leaves nothing behind.
+The counts are kept in the database (table login_attempts), so every server process (`--workers
+N`) and every server of the database shares them: an attacker gets `auth.login_attempts`
+guesses per username whichever process answers. An attempt is counted before its password is
+checked (concurrent guesses count too: a key's row is locked while it is counted); a successful
+login takes its own attempt back, so a user who types the password right is never held up by
+their own earlier successes. Past the limit, 429 with Retry-After: the seconds until the oldest
+counted attempt leaves the window. Usernames are counted by their SHA-256 (a client picks them,
+up to a body's size), a refused attempt leaves nothing behind, and rows with no attempt left in
+the window are removed at each counted attempt.
 """
 
 import hashlib
 import math
-import time
-from collections import deque
+from datetime import datetime
+
+import asyncpg
 
 from server.errors import TooManyRequests
-
-_PRUNE_AT = 10_000  # keys kept before those with no attempt left in the window are dropped
-
-
-class SlidingCounter:
-    """Timestamps of recent events per key, each kept for `window` seconds."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._events: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        events = self._events.setdefault(key, deque())
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        return events
-
-    def wait_for(self, key: str, now: float) -> int:
-        """Seconds until `key` may act again (0: now); an unknown key is not added."""
-        if key not in self._events:
-            return 0
-        events = self._recent(key, now)
-        if len(events) < self.limit:
-            return 0
-        return max(1, math.ceil(events[0] + self.window - now))
-
-    def add(self, key: str, now: float) -> None:
-        self._recent(key, now).append(now)
-        if len(self._events) > _PRUNE_AT:
-            self._prune(now)
-
-    def discard(self, key: str, moment: float) -> None:
-        events = self._events.get(key)
-        if events and moment in events:
-            events.remove(moment)
-
-    def _prune(self, now: float) -> None:
-        stale = [key for key, events in self._events.items() if not self._recent(key, now)]
-        for key in stale:
-            del self._events[key]
+from server.store import login_attempts
 
 
 class LoginThrottle:
     def __init__(self, per_username: int, per_address: int, window: float) -> None:
-        self.usernames = SlidingCounter(per_username, window)
-        self.addresses = SlidingCounter(per_address, window)
+        self.per_username = per_username
+        self.per_address = per_address
+        self.window = window
 
-    def attempt(self, username: str, address: str) -> float:
-        """Count one login attempt (its id is returned); 429 when either limit is reached."""
-        username, now = _digest(username), time.monotonic()
-        wait = max(self.usernames.wait_for(username, now), self.addresses.wait_for(address, now))
-        if wait:
-            raise TooManyRequests("Too many login attempts, try again later", retry_after=wait)
-        self.usernames.add(username, now)
-        self.addresses.add(address, now)
+    def _limits(self, username: str, address: str) -> dict[str, int]:
+        """Each key of an attempt with its limit."""
+        digest = hashlib.sha256(username.encode()).hexdigest()
+        return {f"user:{digest}": self.per_username, f"address:{address}": self.per_address}
+
+    async def attempt(self, pool: asyncpg.Pool, username: str, address: str) -> datetime:
+        """Count one login attempt (its time is returned); 429 when either limit is reached."""
+        limits = self._limits(username, address)
+        keys = sorted(limits)
+        async with pool.acquire() as conn, conn.transaction():
+            recent, now = await login_attempts.claim(conn, keys, self.window)
+            wait = max(self._wait(recent[key], limit, now) for key, limit in limits.items())
+            if wait:  # (the transaction rolls back: nothing is recorded)
+                raise TooManyRequests("Too many login attempts, try again later", retry_after=wait)
+            await login_attempts.add(conn, keys, now)
+            await login_attempts.forget_old(conn, self.window)
         return now
 
-    def succeeded(self, username: str, address: str, attempt: float) -> None:
-        self.usernames.discard(_digest(username), attempt)
-        self.addresses.discard(address, attempt)
+    def _wait(self, attempts: list[datetime], limit: int, now: datetime) -> int:
+        """Seconds until a key with these attempts may try again (0: now)."""
+        if len(attempts) < limit:
+            return 0
+        left = (attempts[0] - now).total_seconds() + self.window
+        return max(1, math.ceil(left))
 
-
-def _digest(username: str) -> str:
-    return hashlib.sha256(username.encode()).hexdigest()
+    async def succeeded(
+        self, pool: asyncpg.Pool, username: str, address: str, attempt: datetime
+    ) -> None:
+        await login_attempts.take_back(pool, sorted(self._limits(username, address)), attempt)
