@@ -309,17 +309,22 @@ def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint
     assert "Traceback" not in server.output
 
 
-def test_server_processes_end_with_their_parent(database_url, tmp_path):
-    """README: "After a crash or kill -9 just start it again". The server processes of a
-    `--workers N` run.py that was killed must not outlive it, holding the port (a restart then
-    finds it in use, or shares it with them) and answering for a server that is gone."""
-    server = Server(
+def two_processes(database_url: str, tmp_path: Path) -> Server:
+    """run.py with two server processes and no runner (not started yet)."""
+    return Server(
         tmp_path,
         DATABASE_URL=database_url,
         YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
         YAPTIDE_SERVER_WORKERS="2",
         YAPTIDE_RUNNER_KIND="none",
     )
+
+
+def test_server_processes_end_with_their_parent(database_url, tmp_path):
+    """README: "After a crash or kill -9 just start it again". The server processes of a
+    `--workers N` run.py that was killed must not outlive it, holding the port (a restart then
+    finds it in use, or shares it with them) and answering for a server that is gone."""
+    server = two_processes(database_url, tmp_path)
     pids: set[int] = set()
     try:
         server.wait_ready()
@@ -343,13 +348,7 @@ def test_a_server_process_that_dies_ends_run_py(database_url, tmp_path):
     `Stopped` and exited 0, as for a requested stop, so a supervisor restarting it on failure
     did not. Like one server process, whose death is run.py's own, it ends run.py: one line,
     status 1, the other processes stopped."""
-    server = Server(
-        tmp_path,
-        DATABASE_URL=database_url,
-        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
-        YAPTIDE_SERVER_WORKERS="2",
-        YAPTIDE_RUNNER_KIND="none",
-    )
+    server = two_processes(database_url, tmp_path)
     pids: set[int] = set()
     try:
         server.wait_ready()
