@@ -309,37 +309,41 @@ def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint
     assert "Traceback" not in server.output
 
 
-def two_processes(database_url: str, tmp_path: Path) -> Server:
-    """run.py with two server processes and no runner (not started yet)."""
-    return Server(
+@contextlib.contextmanager
+def two_processes(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, set[int]]]:
+    """run.py with two server processes and no runner, ready: it and its processes' pids;
+    whatever is left of them is killed after."""
+    server = Server(
         tmp_path,
         DATABASE_URL=database_url,
         YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
         YAPTIDE_SERVER_WORKERS="2",
         YAPTIDE_RUNNER_KIND="none",
     )
+    pids: set[int] = set()
+    try:
+        server.wait_ready()
+        pids = listeners(server.port)
+        assert len(pids) == 2
+        yield server, pids
+    finally:
+        server.kill()
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
 
 
 def test_server_processes_end_with_their_parent(database_url, tmp_path):
     """README: "After a crash or kill -9 just start it again". The server processes of a
     `--workers N` run.py that was killed must not outlive it, holding the port (a restart then
     finds it in use, or shares it with them) and answering for a server that is gone."""
-    server = two_processes(database_url, tmp_path)
-    pids: set[int] = set()
-    try:
-        server.wait_ready()
-        pids = listeners(server.port)
-        assert len(pids) == 2
+    with two_processes(database_url, tmp_path) as (server, _):
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(timeout=60)
         deadline = time.monotonic() + 10
         while listeners(server.port) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert listeners(server.port) == set()
-    finally:
-        for pid in pids:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
 
 
 def test_a_server_process_that_dies_ends_run_py(database_url, tmp_path):
@@ -348,29 +352,19 @@ def test_a_server_process_that_dies_ends_run_py(database_url, tmp_path):
     `Stopped` and exited 0, as for a requested stop, so a supervisor restarting it on failure
     did not. Like one server process, whose death is run.py's own, it ends run.py: one line,
     status 1, the other processes stopped."""
-    server = two_processes(database_url, tmp_path)
-    pids: set[int] = set()
-    try:
-        server.wait_ready()
-        pids = listeners(server.port)
-        assert len(pids) == 2
+    with two_processes(database_url, tmp_path) as (server, pids):
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
         try:
             status = server.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"run.py did not notice:\n{server.output}") from None
-    finally:
-        server.kill()
-        for pid in pids:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
-    assert status == 1, server.output
-    assert server.output.endswith(
-        f"\nError: server process {victim} ended (killed by SIGKILL); the others were stopped\n"
-    ), server.output
-    assert not any(psutil.pid_exists(pid) for pid in pids)
-    assert listeners(server.port) == set()
+        assert status == 1, server.output
+        assert server.output.endswith(
+            f"\nError: server process {victim} ended (killed by SIGKILL); the others were stopped\n"
+        ), server.output
+        assert not any(psutil.pid_exists(pid) for pid in pids)
+        assert listeners(server.port) == set()
 
 
 def test_several_processes_need_an_external_runner(database_url, tmp_path):
