@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import signal
-import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -167,11 +166,11 @@ def keep_running(server: Any, stop: threading.Event) -> None:
     less and less often (up to RETRY_AT_MOST) while it cannot start (a disk still full)."""
     pgdata, wait = server.pgdata, CHECK_EVERY
     while not stop.wait(wait):
-        if server.get_postmaster_info().is_running():
-            continue
         try:
+            if server.get_postmaster_info().is_running():
+                continue
             _start_again(server)
-        except (subprocess.SubprocessError, OSError, AssertionError):
+        except Exception:  # whatever stops a start (pg_ctl, a full disk): the watch goes on
             wait = min(2 * wait, RETRY_AT_MOST)
             log.warning(
                 "the embedded PostgreSQL in %s has stopped and cannot start (see its log there); "
