@@ -138,10 +138,11 @@ def serve_processes(
             raise
         print(f"{listening} ({count} processes)", flush=True)
         ended = _first_to_end(processes)
-        raise SystemExit(
-            f"Error: server process {ended.pid} ended ({_how(ended.exitcode)}); "
-            "the others were stopped"
-        )
+        if ended.exitcode != 0:  # 0: it stopped cleanly, on Ctrl-C to the whole process group
+            raise SystemExit(
+                f"Error: server process {ended.pid} ended ({_how(ended.exitcode)}); "
+                "the others were stopped"
+            )
     except KeyboardInterrupt:
         pass
     finally:

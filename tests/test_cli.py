@@ -346,6 +346,17 @@ def test_server_processes_end_with_their_parent(database_url, tmp_path):
         assert listeners(server.port) == set()
 
 
+def test_a_server_process_stopped_cleanly_is_the_normal_end(database_url, tmp_path):
+    """Ctrl-C in a terminal reaches every process of the group: a server process may have
+    stopped cleanly (status 0) before run.py handles its own SIGINT. That is the normal end
+    (`Stopped`, status 0), not a death to report; here SIGTERM to one of them."""
+    with two_processes(database_url, tmp_path) as (server, pids):
+        os.kill(min(pids), signal.SIGTERM)
+        assert server.process.wait(timeout=20) == 0, server.output
+        assert server.output.endswith("\nStopped\n"), server.output
+        assert listeners(server.port) == set()
+
+
 def test_a_server_process_that_dies_ends_run_py(database_url, tmp_path):
     """A server process of `--workers N` killed (the OOM killer, a crash) was not noticed: run.py
     went on with fewer processes, logging nothing, and once the last one was gone it printed
