@@ -145,19 +145,21 @@ async def get_inputs(request: web.Request) -> web.Response:
 
 async def get_logfiles(request: web.Request) -> web.StreamResponse:
     """`{"message": "Logfiles", "logfiles": {name: text}}`, written a batch of files at a time:
-    a simulation of 1000 tasks may hold hundreds of MB of logs."""
+    a simulation of 1000 tasks may hold hundreds of MB of logs. The first batch is read before
+    the answer begins, so that a failure then is still an error response."""
     owner = await owned_simulation(request)
-    pool = request.app[POOL]
-    listed = await logfiles.names(pool, owner.sim_pk)
-    if not listed:
+    batches = logfiles.read_batches(request.app[POOL], owner.sim_pk)
+    batch: list[asyncpg.Record] = await anext(batches, [])
+    if not batch:
         raise NotFound("Logfiles not available")
     drop_when_stalled(request)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     separator = b'{"message":"Logfiles","logfiles":{'
-    async for batch in logfiles.read_batches(pool, owner.sim_pk, listed):
+    while batch:
         for name, text in batch:
             await response.write(separator + orjson.dumps(name) + b":" + orjson.dumps(text))
             separator = b","
-    await response.write_eof(b"}}" if separator == b"," else separator + b"}}")
+        batch = await anext(batches, [])
+    await response.write_eof(b"}}")
     return response

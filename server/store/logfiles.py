@@ -24,18 +24,17 @@ async def names(db: Db, sim_pk: int) -> list[tuple[str, int]]:
     ]
 
 
-async def read_batches(
-    db: Db, sim_pk: int, listed: list[tuple[str, int]]
-) -> AsyncIterator[list[asyncpg.Record]]:
-    """The (name, text) of the `listed` log files, by name, about BATCH_BYTES at a time (one
-    larger file alone); a file gone meanwhile is left out."""
+async def read_batches(db: Db, sim_pk: int) -> AsyncIterator[list[asyncpg.Record]]:
+    """The (name, text) of the simulation's log files, by name, about BATCH_BYTES at a time (one
+    larger file alone); a file gone meanwhile is left out, and a batch of none is not given."""
     batch: list[str] = []
     size = 0
-    for name, length in listed:
+    for name, length in await names(db, sim_pk):
         if batch and size + length > BATCH_BYTES:
-            yield list(await db.fetch(query("get_logfiles_named"), sim_pk, batch))
+            if rows := await db.fetch(query("get_logfiles_named"), sim_pk, batch):
+                yield rows
             batch, size = [], 0
         batch.append(name)
         size += length
-    if batch:
-        yield list(await db.fetch(query("get_logfiles_named"), sim_pk, batch))
+    if batch and (rows := await db.fetch(query("get_logfiles_named"), sim_pk, batch)):
+        yield rows
