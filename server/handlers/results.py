@@ -58,9 +58,10 @@ async def owned_results(request: web.Request, job_id: str) -> Entry:
 async def send_view(request: web.Request, view: View) -> web.StreamResponse:
     """The pages of `view` in its body form, gzip when accepted; 304 when the client has it."""
     app = request.app
-    gzip = negotiation.accepts_gzip(",".join(request.headers.getall("Accept-Encoding", ())))
+    gzip = negotiation.accepts_gzip(negotiation.field(request.headers, "Accept-Encoding"))
     variant = view.gzip if gzip else view.identity
-    if variant.etag and _matches(request, variant.etag):
+    if_none_match = negotiation.field(request.headers, "If-None-Match")
+    if variant.etag and negotiation.matches(if_none_match, variant.etag):
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
         return web.Response(status=304, headers=headers)
     stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])
@@ -80,10 +81,3 @@ async def get_estimators(request: web.Request) -> web.Response:
             page = {"page_number": row["page_number"], "name": row["name"]}
             estimators[-1]["pages"].append({**page, "dimensions": row["dimensions"]})
     return json_response({"message": "Estimators", "estimators": estimators})
-
-
-def _matches(request: web.Request, etag: str) -> bool:
-    """Whether `If-None-Match` (over any number of header lines: one list) names `etag`."""
-    if "If-None-Match" not in request.headers:
-        return False
-    return negotiation.matches(",".join(request.headers.getall("If-None-Match")), etag)

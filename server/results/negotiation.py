@@ -4,6 +4,8 @@ can no longer change."""
 import functools
 import hashlib
 
+from multidict import CIMultiDictProxy
+
 from server.jobs.states import TERMINAL_STATES
 from server.store.simulations import ResultsHead
 
@@ -65,6 +67,12 @@ def headers_for(etag: str | None, gzip: bool) -> dict[str, str]:
     if gzip:
         headers["Content-Encoding"] = "gzip"
     return headers
+
+
+def field(headers: CIMultiDictProxy[str], name: str) -> str:
+    """A header sent over any number of lines, as the one list it is (RFC 9110, 5.3); "" when
+    not sent (then nothing is joined: the common case on the hot path)."""
+    return ",".join(headers.getall(name)) if name in headers else ""
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:
