@@ -223,7 +223,7 @@ def create_app(config: Config) -> web.Application:
     app[HASH_SLOTS] = asyncio.Semaphore(limits.hash_concurrency)
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
-    app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size)
+    app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size, config.server.index_cache_pages)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.append(bundle_ctx)  # first: a missing UI stops the start at once
     app.cleanup_ctx.extend(

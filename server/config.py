@@ -25,6 +25,7 @@ class ServerConfig:
     page_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     body_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     index_cache_size: int = checks.checked(10_000, checks.non_negative)
+    index_cache_pages: int = checks.checked(200_000, checks.non_negative)
     public_url: str = ""
     # Limits for hostile clients (README "Security and limits").
     keepalive_timeout: float = checks.checked(75.0, checks.positive)

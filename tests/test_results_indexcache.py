@@ -3,11 +3,13 @@ query (server/results/heads.py) against the real database: when an entry is trus
 query, when it is not, and which query may answer a fetch."""
 
 import asyncio
+import gc
 import time
 import tracemalloc
 
 import asyncpg
 
+from server.app import create_app
 from server.results.heads import HeadReader
 from server.results.indexcache import MAX_VIEWS, IndexCache, select
 from server.store import results
@@ -213,3 +215,38 @@ async def test_remembered_views_hold_no_more_pages_than_their_index(client, conn
         tracemalloc.stop()
     views = with_views - index_size
     assert views <= 2 * index_size, f"views {views >> 10} KiB, index {index_size >> 10} KiB"
+
+
+async def test_the_cache_holds_no_more_page_references_than_configured(
+    aiohttp_client, make_config, conn
+):
+    """The cache counted entries only (10,000 by default), but one index may list 50,000 pages
+    (~15 MiB with its views): a user fetching their many-page results one after another grew
+    the process without end. It now also counts the page references its entries hold."""
+    server = {"index_cache_pages": 10_000, "page_cache_size": 0, "body_cache_size": 0}
+    client = await aiohttp_client(create_app(make_config(server=server)))
+    await login(client)
+    estimators = [
+        {"name": f"e{n}", "pages": [{"page_number": p} for p in range(10)]} for n in range(200)
+    ]
+    jobs = []
+    for _ in range(10):  # 2,000 pages each: at most 4 fit in 10,000
+        jobs.append(await submit(client))
+        await set_key(conn, jobs[-1])
+        assert (await upload(client, jobs[-1], estimators)).status == 202
+    tracemalloc.start()
+    try:
+        held = [await held_after_fetching(client, job_id) for job_id in jobs]
+    finally:
+        tracemalloc.stop()
+    one = held[1] - held[0]  # what one more entry holds (a second still fits)
+    growth = held[-1] - held[0]  # 9 more entries fetched: at most 3 more kept
+    assert growth < 5 * one, f"{growth >> 10} KiB more after 9 more fetches, {one >> 10} per entry"
+
+
+async def held_after_fetching(client, job_id: str) -> int:
+    """The memory the process holds (traced) after a full GET /results of `job_id`."""
+    response = await client.get("/results", params={"job_id": job_id})
+    assert response.status == 200 and len((await response.json())["estimators"]) == 200
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]

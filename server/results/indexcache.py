@@ -126,12 +126,16 @@ class Entry:
 
 
 class IndexCache:
-    """At most `max_entries` entries, least recently used first out; 0 keeps none."""
+    """At most `max_entries` entries holding `max_pages` page references together (an entry
+    weighs its index's pages; its views add at most twice as many), least recently used first
+    out; an index of more than a quarter of `max_pages` is not kept; 0 keeps none."""
 
     FORGET_AFTER = 10_000  # job_ids of notifications remembered for `changed_since`
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_pages: int = 200_000) -> None:
         self.max_entries = max_entries
+        self.max_pages = max_pages
+        self.pages = 0  # the weight of the entries kept, together
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._events = 0  # change notifications so far (and reconnections of the listener)
         self._changed: dict[str, int] = {}  # job_id -> number of its latest notification
@@ -145,7 +149,7 @@ class IndexCache:
         """A notification (or this process's own delete): the simulation was deleted or
         changed somewhere."""
         self._events += 1
-        self._entries.pop(job_id, None)
+        self._drop(job_id)
         if len(self._changed) >= self.FORGET_AFTER:
             self._changed.clear()
             self._forgotten = self._events - 1
@@ -157,6 +161,7 @@ class IndexCache:
         self._forgotten = self._events
         self._changed.clear()
         self._entries.clear()
+        self.pages = 0
         self._lease_until = 0.0
 
     def renew(self, until: float) -> None:
@@ -182,7 +187,7 @@ class IndexCache:
         if entry is not None:
             head = await self.heads.get(db, job_id)
             if head is None:
-                self._entries.pop(job_id, None)
+                self._drop(job_id)
                 return None
             if head == entry.index.head:
                 entry.trusted = self._trustworthy(entry.index, job_id, mark)
@@ -199,9 +204,21 @@ class IndexCache:
         return finished and not self.changed_since(job_id, mark)
 
     def _put(self, job_id: str, entry: Entry) -> None:
-        if self.max_entries <= 0:
+        self._drop(job_id)
+        if self.max_entries <= 0 or _weight(entry) * 4 > self.max_pages:
             return
         self._entries[job_id] = entry
-        self._entries.move_to_end(job_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.pages += _weight(entry)
+        while len(self._entries) > self.max_entries or self.pages > self.max_pages:
+            _, evicted = self._entries.popitem(last=False)
+            self.pages -= _weight(evicted)
+
+    def _drop(self, job_id: str) -> None:
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            self.pages -= _weight(entry)
+
+
+def _weight(entry: Entry) -> int:
+    """What an entry counts against `max_pages`: its index's pages (one at least)."""
+    return len(entry.index.pages) + 1
