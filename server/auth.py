@@ -1,11 +1,10 @@
-"""Passwords (argon2id), signed tokens (HS256 JWTs), auth cookies and the access check.
+"""Signed tokens (HS256 JWTs) and their secret, auth cookies and the access check.
 
 Routes marked "user" in the route table (server/app.py) are wrapped by `for_users`, which puts
 the current user on the request under keys.USER. Refresh tokens carry a random id (jti) whose
 SHA-256 is stored, so they can be revoked at logout.
 """
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -23,12 +22,10 @@ from typing import Any
 import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import Config, ConfigError
 from server.config_checks import MIN_SECRET
-from server.errors import BadRequest, Unauthorized
+from server.errors import Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import refresh_tokens, users
@@ -37,46 +34,6 @@ ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
-MIN_PASSWORD = 8
-USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")  # fullmatch: no "$" before a newline
-
-_hasher = PasswordHasher()
-# Verified against when the username does not exist, so both failures take the same time.
-_DUMMY_HASH = _hasher.hash("not a real password")
-
-
-def validate_username(username: str) -> str:
-    """The username, when acceptable for a new account; 400 otherwise."""
-    if not USERNAME.fullmatch(username):
-        raise BadRequest("Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'")
-    return username
-
-
-def validate_password(password: str, name: str = "password") -> str:
-    """The password, when long enough to be accepted as a new one; 400 naming `name` otherwise."""
-    if len(password) < MIN_PASSWORD:
-        raise BadRequest(f"Invalid {name}: at least {MIN_PASSWORD} characters")
-    return password
-
-
-async def hash_password(password: str, slots: asyncio.Semaphore | None = None) -> str:
-    """The argon2id hash, computed in a thread; `slots` bounds how many hash at once."""
-    async with slots or contextlib.nullcontext():
-        return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
-
-
-async def verify_password(
-    password_hash: str | None, password: str, slots: asyncio.Semaphore | None = None
-) -> bool:
-    def verify() -> bool:
-        try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    # Each check is about 0.5 s of CPU: unbounded, a flood of them starves every other request.
-    async with slots or contextlib.nullcontext():
-        return await asyncio.get_running_loop().run_in_executor(None, verify)
 
 
 def load_secret(config: Config) -> str:

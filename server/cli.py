@@ -23,7 +23,7 @@ from types import FrameType
 import asyncpg
 from aiohttp import web
 
-from server import auth, db
+from server import db, passwords
 from server.config import Config, ConfigError
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
@@ -133,14 +133,14 @@ async def _useradd(url: str, username: str, password: str) -> int | None:
     conn = await db.connect(url)
     try:
         await db.migrate(conn)
-        return await users.create(conn, username, await auth.hash_password(password))
+        return await users.create(conn, username, await passwords.hash_password(password))
     finally:
         await conn.close()
 
 
 def useradd(config: Config, args: argparse.Namespace) -> None:
-    from server.auth import validate_password, validate_username
     from server.errors import BadRequest
+    from server.passwords import validate_password, validate_username
 
     try:
         validate_username(args.name)

@@ -3,7 +3,7 @@ and their access tokens; the session that made the change goes on with a new acc
 
 import asyncio
 
-from server import auth
+from server import passwords
 from server.app import create_app
 from server.keys import USER_CACHE
 from tests.helpers import register
@@ -96,7 +96,7 @@ async def test_login_in_flight_during_a_password_change_gets_no_live_session(
     await register(client)
     mine = await session(client)
     checked, release = asyncio.Event(), asyncio.Event()
-    verify = auth.verify_password
+    verify = passwords.verify_password
 
     async def held_first(*args, **kwargs) -> bool:
         """The first check (the login's) answers only once the password has changed."""
@@ -106,7 +106,7 @@ async def test_login_in_flight_during_a_password_change_gets_no_live_session(
             await release.wait()
         return ok
 
-    monkeypatch.setattr(auth, "verify_password", held_first)
+    monkeypatch.setattr(passwords, "verify_password", held_first)
     old = {"username": "alice", "password": "password1"}
     login = asyncio.ensure_future(client.post("/auth/login", json=old))
     await checked.wait()  # the old password is verified against the old hash

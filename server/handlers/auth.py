@@ -4,11 +4,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from server import auth, openapi
-from server.auth import validate_password, validate_username
+from server import auth, openapi, passwords
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_public_json
 from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER
+from server.passwords import validate_password, validate_username
 from server.store import refresh_tokens, users
 
 try:
@@ -37,7 +37,7 @@ async def register(request: web.Request) -> web.Response:
         raise Forbidden("Registration is disabled")
     username, password = await _credentials(request)
     username, password = validate_username(username), validate_password(password)
-    password_hash = await auth.hash_password(password, request.app[HASH_SLOTS])
+    password_hash = await passwords.hash_password(password, request.app[HASH_SLOTS])
     if await users.create(request.app[POOL], username, password_hash) is None:
         raise Conflict("Username already taken")
     return json_response({"message": "User created"}, status=201)
@@ -51,7 +51,10 @@ async def login(request: web.Request) -> web.Response:
     attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], username, address)
     found = await users.get_login(app[POOL], username)
     password_hash = found[1] if found else None
-    if not await auth.verify_password(password_hash, password, app[HASH_SLOTS]) or found is None:
+    if (
+        not await passwords.verify_password(password_hash, password, app[HASH_SLOTS])
+        or found is None
+    ):
         raise Unauthorized("Invalid username or password")
     await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
     user_id, _, generation = found

@@ -6,7 +6,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from server import auth
+from server import auth, passwords
 from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
@@ -85,9 +85,9 @@ async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str
         return None
     current_hash = await users.get_password_hash(request.app[POOL], request[USER].id)
     slots = request.app[HASH_SLOTS]
-    if not await auth.verify_password(current_hash, update.current_password or "", slots):
+    if not await passwords.verify_password(current_hash, update.current_password or "", slots):
         raise Unauthorized("Invalid current password")
-    return await auth.hash_password(update.password, slots)
+    return await passwords.hash_password(update.password, slots)
 
 
 async def update_profile(request: web.Request) -> web.Response:
