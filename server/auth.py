@@ -84,12 +84,25 @@ def make_refresh_token(secret: str, user_id: int, ttl: float) -> tuple[str, int,
     return _signed(secret, {"sub": str(user_id), "type": "refresh"}, ttl)
 
 
+def session_id(token_sha256: bytes) -> str:
+    """The id of a session, carried by its access tokens: of its refresh token's stored SHA-256,
+    the first 16 bytes (no use to forge or revoke anything), as hex."""
+    return token_sha256[:16].hex()
+
+
 def make_access_token(
-    app: web.Application, user_id: int, generation: int, not_after: int | None = None
+    app: web.Application,
+    user_id: int,
+    generation: int,
+    not_after: int | None = None,
+    session: str | None = None,
 ) -> tuple[str, int]:
     """A signed access token of the user's current token generation, and its expiry (Unix
-    seconds, `[auth] access_ttl` from now, at most `not_after`)."""
-    claims = {"sub": str(user_id), "type": "access", "gen": generation}
+    seconds, `[auth] access_ttl` from now, at most `not_after`); of the session (`session_id`)
+    whose logout ends it, if any (an SSO sign-in has none here: Keycloak ends its own)."""
+    claims: dict[str, Any] = {"sub": str(user_id), "type": "access", "gen": generation}
+    if session is not None:
+        claims["sid"] = session
     ttl = app[CONFIG].auth.access_ttl
     token, expires, _ = _signed(app[SECRET], claims, ttl, not_after)
     return token, expires
@@ -154,25 +167,31 @@ def expiry_ms(expires: float) -> int:
 
 async def issue_refresh_token(
     app: web.Application, user_id: int, generation: int
-) -> tuple[str, float]:
-    """A stored refresh token and its expiry; 401 when `generation` is no longer the user's
-    (a password change since the password was checked: that login must not outlive it)."""
+) -> tuple[str, float, str]:
+    """A stored refresh token, its expiry and its session's id; 401 when `generation` is no
+    longer the user's (a password change since the password was checked: that login must not
+    outlive it)."""
     config = app[CONFIG]
     token, expires, jti = make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
     await refresh_tokens.prune(app[POOL], user_id)
     expires_at = datetime.fromtimestamp(expires, UTC)
-    if not await refresh_tokens.add(app[POOL], sha256(jti), user_id, expires_at, generation):
+    stored = sha256(jti)
+    if not await refresh_tokens.add(app[POOL], stored, user_id, expires_at, generation):
         raise Unauthorized("Invalid username or password")
-    return token, expires
+    return token, expires, session_id(stored)
 
 
-async def _access_user(app: web.Application, user_id: int, generation: int) -> User | None:
-    """The user of an access token of `generation`, from the cache unless that user was read
-    before a newer generation began (a password change in another server process)."""
-    cache = app[USER_CACHE]
-    user = cache.get(user_id)
-    if user is None or user.token_generation < generation:
-        user = await users.get(app[POOL], user_id)
+async def _access_user(app: web.Application, claims: dict[str, Any]) -> User | None:
+    """The user of an access token, from the cache unless that user was read before the token's
+    generation or session began (a password change or a login in another server process)."""
+    cache, generation, session = app[USER_CACHE], claims.get("gen", 0), claims.get("sid")
+    user = cache.get(int(claims["sub"]))
+    if (
+        user is None
+        or user.token_generation < generation
+        or (session is not None and session not in user.sessions)
+    ):
+        user = await users.get(app[POOL], int(claims["sub"]))
         if user is not None:
             cache.put(user)
     return user
@@ -190,7 +209,7 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
     if kind == "refresh":
         user = await refresh_tokens.get_user(request.app[POOL], sha256(claims["jti"]))
     else:
-        user = await _access_user(request.app, int(claims["sub"]), claims.get("gen", 0))
+        user = await _access_user(request.app, claims)
         if user is not None:
             request.app[USER_CACHE].put_claims(token, claims)
     if user is None or user.id != int(claims["sub"]) or not _current(claims, kind, user):
@@ -200,9 +219,13 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
 
 def _current(claims: dict[str, Any], kind: str, user: User) -> bool:
     """An access token of the user's current token generation (a password change starts a new
-    one; tokens made before generations existed count as 0). Refresh tokens are revoked one
-    by one instead."""
-    return kind != "access" or claims.get("gen", 0) == user.token_generation
+    one; tokens made before generations existed count as 0) and of a live session (not logged
+    out; tokens without one end only when they expire). Refresh tokens are revoked one by one."""
+    if kind != "access":
+        return True
+    session = claims.get("sid")
+    live = session is None or session in user.sessions
+    return live and claims.get("gen", 0) == user.token_generation
 
 
 async def access_user(request: web.Request) -> User:
@@ -216,6 +239,12 @@ async def access_user(request: web.Request) -> User:
         if claims is not None:
             cache.put_header(header, user, claims["exp"])
     return user
+
+
+def session_of(request: web.Request, user_id: int) -> str | None:
+    """The session id of the request's own valid refresh token, if any."""
+    stored = current_refresh_token(request, user_id)
+    return None if stored is None else session_id(stored)
 
 
 def current_refresh_token(request: web.Request, user_id: int) -> bytes | None:

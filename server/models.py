@@ -21,3 +21,6 @@ class User:
     username: str
     source: str
     token_generation: int  # access tokens of another generation are refused (auth.py)
+    # Live sessions (refresh tokens), by the session id their access tokens carry: an access
+    # token of another session was logged out (auth.py). Read only for the access check.
+    sessions: frozenset[str] = frozenset()

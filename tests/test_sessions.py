@@ -177,3 +177,52 @@ async def test_the_session_that_changed_the_password_goes_on_in_every_process(
     assert (await status(second, renewed))[0] == 200
     fresh = await session(second, "new-password")  # a new login there too
     assert (await status(second, fresh))[0] == 200
+
+
+async def logout(client, headers) -> tuple[int, dict]:
+    response = await client.delete("/auth/logout", headers=headers)
+    return response.status, await response.json()
+
+
+LOGGED_OUT = (200, {"message": "Logout successful"})
+
+
+async def test_logout_ends_the_sessions_access_token_too(client, conn) -> None:
+    """A logout revoked the refresh token only: its access token (a copy of the cookie kept by
+    whoever had it) went on working until it expired, `access_ttl` (15 minutes) later."""
+    await register(client)
+    mine, other = await session(client), await session(client)
+    assert (await status(client, mine))[0] == 200  # accepted, and remembered by the process
+    assert await logout(client, mine) == LOGGED_OUT
+    assert await status(client, mine) == REFUSED
+    assert (await client.get("/user/simulations", headers=mine)).status == 401
+    assert (await status(client, other))[0] == 200  # another session of the same user goes on
+
+
+async def test_a_refreshed_access_token_ends_with_its_session(client, conn) -> None:
+    await register(client)
+    mine = await session(client)
+    response = await client.get("/auth/refresh", headers=mine)
+    assert response.status == 200
+    mine = cookie_header(client, response, mine)
+    assert (await status(client, mine))[0] == 200
+    assert await logout(client, mine) == LOGGED_OUT
+    assert await status(client, mine) == REFUSED
+
+
+async def test_other_processes_end_a_logged_out_session_within_the_cache_ttl(
+    aiohttp_client, make_config, conn
+) -> None:
+    """Each process learns of a logout elsewhere from the database, once what it remembers of
+    the user is older than `user_cache_ttl`; and takes a new login elsewhere at once."""
+    config = make_config(auth={"user_cache_ttl": 0.2})
+    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
+    await register(first)
+    mine = await session(first)
+    assert (await status(second, mine))[0] == 200  # remembered by the second process
+    later = await session(first)  # a new session, unknown to the user the second remembers
+    assert (await status(second, later))[0] == 200
+    assert await logout(first, mine) == LOGGED_OUT
+    await asyncio.sleep(0.3)
+    assert await status(second, mine) == REFUSED
+    assert (await status(second, later))[0] == 200

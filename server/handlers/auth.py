@@ -7,7 +7,7 @@ from aiohttp import web
 from server import auth, openapi, passwords
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_public_json
-from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER
+from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER, USER_CACHE
 from server.passwords import validate_password, validate_username
 from server.store import refresh_tokens, users
 
@@ -58,8 +58,8 @@ async def login(request: web.Request) -> web.Response:
         raise Unauthorized("Invalid username or password")
     await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
     user_id, _, generation = found
-    access, access_exp = auth.make_access_token(app, user_id, generation)
-    refresh, refresh_exp = await auth.issue_refresh_token(app, user_id, generation)
+    refresh, refresh_exp, session = await auth.issue_refresh_token(app, user_id, generation)
+    access, access_exp = auth.make_access_token(app, user_id, generation, session=session)
     response = json_response(
         {
             "message": "Login successful",
@@ -77,7 +77,10 @@ async def refresh(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
     user = await auth.user_from_cookie(request, auth.REFRESH_COOKIE)
-    access, access_exp = auth.make_access_token(app, user.id, user.token_generation)
+    session = auth.session_of(request, user.id)
+    access, access_exp = auth.make_access_token(
+        app, user.id, user.token_generation, session=session
+    )
     response = json_response(
         {"message": "Token refreshed", "access_exp": auth.expiry_ms(access_exp)}
     )
@@ -100,8 +103,9 @@ async def logout(request: web.Request) -> web.Response:
             claims = auth.decode_token(app[SECRET], token, "refresh")
         except Unauthorized:
             claims = None
-        if claims:
+        if claims:  # its access tokens end too: here at once, elsewhere within user_cache_ttl
             await refresh_tokens.revoke(app[POOL], auth.sha256(claims["jti"]))
+            app[USER_CACHE].forget(int(claims["sub"]))
     response = json_response({"message": "Logout successful"})
     auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)
     auth.clear_cookie(response, app[CONFIG], auth.REFRESH_COOKIE)

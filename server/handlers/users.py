@@ -98,7 +98,8 @@ async def update_profile(request: web.Request) -> web.Response:
     response = json_response({"message": "User updated"})
     if password_hash is not None:  # this session goes on in the new token generation
         request.app[USER_CACHE].forget(request[USER].id)
-        access, _ = auth.make_access_token(request.app, request[USER].id, generation)
+        session = auth.session_of(request, request[USER].id)
+        access, _ = auth.make_access_token(request.app, request[USER].id, generation, None, session)
         config = request.app[CONFIG]
         auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
     return response

@@ -1,5 +1,7 @@
 """The users table: accounts, logins and profiles."""
 
+import dataclasses
+
 from asyncpg import Record
 
 from server.models import Conn, Db, User
@@ -33,8 +35,12 @@ def user_of(row: Record) -> User:
 
 
 async def get(db: Db, user_id: int) -> User | None:
+    """The user with their live sessions (their ids: models.User.sessions)."""
     row = await db.fetchrow(query("get_user"), user_id)
-    return user_of(row) if row else None
+    if row is None:
+        return None
+    sessions = frozenset(bytes(prefix).hex() for prefix in row["sessions"])
+    return dataclasses.replace(user_of(row), sessions=sessions)
 
 
 async def get_profile(db: Db, user_id: int) -> dict[str, str | None] | None:

@@ -17,7 +17,14 @@ RETURNING id, token_generation
 SELECT id, password_hash, token_generation FROM users WHERE username = $1 AND source = 'local'
 
 -- name: get_user
-SELECT id, username, source, token_generation FROM users WHERE id = $1
+-- With the user's live sessions: the first 16 bytes of each live refresh token's stored SHA-256,
+-- which the access tokens of that session carry (auth.py: `sid`).
+SELECT u.id, u.username, u.source, u.token_generation,
+       array(
+           SELECT substring(t.token_sha256 FROM 1 FOR 16) FROM refresh_tokens t
+           WHERE t.user_id = u.id AND t.revoked_at IS NULL AND t.expires_at > now()
+       ) AS sessions
+FROM users u WHERE u.id = $1
 
 -- name: get_profile
 SELECT username, source, display_name, email FROM users WHERE id = $1
