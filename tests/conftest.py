@@ -49,7 +49,9 @@ def database_url() -> Iterator[str]:
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the test database, emptied before the test, for checking what is stored."""
     connection = await asyncpg.connect(database_url)
-    await connection.execute("TRUNCATE users, login_attempts RESTART IDENTITY CASCADE")
+    await connection.execute(
+        "TRUNCATE users, login_attempts, pending_scancels RESTART IDENTITY CASCADE"
+    )
     yield connection
     await connection.close()
 

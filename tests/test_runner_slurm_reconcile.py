@@ -1,6 +1,7 @@
 """The SLURM reconciler against an squeue of the test's own (a script on PATH that counts its
-calls): how often it asks each cluster."""
+calls): how often it asks each cluster; and the cancels it keeps for a cluster since removed."""
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -43,3 +44,24 @@ async def test_one_squeue_per_cluster_and_poll(
     url = config.database.url
     await Reconciler(app[SLURM], app[POOL], url, 3600.0, direct=False).poll()
     assert Path(calls).read_text().splitlines() == ["squeue"] * len(clusters)
+
+
+async def test_cancels_of_a_cluster_no_longer_configured_are_kept(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch, caplog
+) -> None:
+    """A cancel left for a cluster since removed from the configuration: kept (the cluster may
+    come back), said once however many polls pass, and the polls go on."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue, no scancel: nothing may be run
+    await conn.execute(
+        "INSERT INTO pending_scancels (cluster, slurm_job_id) VALUES ('old', 7), ('old', 8)"
+    )
+    hpc = ClusterConfig("hpc", "hpc", work_dir=str(tmp_path / "hpc"))
+    config = dataclasses.replace(make_config(slurm={"poll_interval": 0.1}), clusters=(hpc,))
+    await aiohttp_client(create_app(config))  # its reconciler polls every 0.1 s
+    await asyncio.sleep(1.0)
+    assert [r.getMessage() for r in caplog.records if r.name.endswith("reconcile")] == [
+        "reconciler: cluster 'old' is no longer configured: SLURM jobs [7, 8] of it cannot be "
+        "cancelled",
+    ]
+    rows = await conn.fetch("SELECT cluster, slurm_job_id FROM pending_scancels ORDER BY 2")
+    assert [tuple(row) for row in rows] == [("old", 7), ("old", 8)]

@@ -1,5 +1,7 @@
-"""The SLURM job ids stored per simulation (table slurm_jobs)."""
+"""The SLURM job ids stored per simulation (table slurm_jobs), and the cancels SLURM has not
+confirmed yet (table pending_scancels)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.models import Db
@@ -67,3 +69,17 @@ async def list_unsubmitted(db: Db, platforms: list[str], older_than: float) -> l
     """job_ids of unfinished simulations never sent to SLURM, submitted long enough ago."""
     rows = await db.fetch(query("list_unsubmitted"), platforms, older_than)
     return [row["job_id"] for row in rows]
+
+
+async def remember_scancels(db: Db, cluster: str, job_ids: Sequence[int]) -> None:
+    await db.execute(query("remember_scancels"), cluster, list(job_ids))
+
+
+async def forget_scancels(db: Db, cluster: str, job_ids: Sequence[int]) -> None:
+    await db.execute(query("forget_scancels"), cluster, list(job_ids))
+
+
+async def list_pending_scancels(db: Db) -> list[tuple[str, list[int]]]:
+    """(cluster, SLURM job ids) of every cancel still to be done, by cluster."""
+    rows = await db.fetch(query("list_pending_scancels"))
+    return [(row["cluster"], list(row["job_ids"])) for row in rows]

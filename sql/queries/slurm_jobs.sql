@@ -44,3 +44,19 @@ WHERE s.platform = ANY($1::text[])
   AND s.start_time < now() - make_interval(secs => $2)
   AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
 ORDER BY s.id
+
+-- name: remember_scancels
+-- Written before scancel runs, so that a cancel SLURM never got is retried by the reconciler.
+INSERT INTO pending_scancels (cluster, slurm_job_id)
+SELECT $1, unnest($2::bigint[])
+ON CONFLICT DO NOTHING
+
+-- name: forget_scancels
+DELETE FROM pending_scancels WHERE cluster = $1 AND slurm_job_id = ANY($2::bigint[])
+
+-- name: list_pending_scancels
+-- By cluster: the reconciler runs one scancel per cluster.
+SELECT cluster, array_agg(slurm_job_id ORDER BY slurm_job_id) AS job_ids
+FROM pending_scancels
+GROUP BY cluster
+ORDER BY cluster

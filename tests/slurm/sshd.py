@@ -8,8 +8,10 @@ field is set to `*` (not locked): sshd without PAM refuses locked accounts even 
 import contextlib
 import os
 import pwd
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class SshServer:
     home: Path  # the user's home: the remote work directory goes below it
     client_key: Path
     known_hosts: Path
+    directory: Path  # its configuration, keys and pid file
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -95,7 +98,9 @@ def _start(directory: Path, user: str, slurm_conf: Path) -> SshServer:
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
     _wait_pid(directory / "sshd.pid")
-    return SshServer("127.0.0.1", port, user, home, directory / "client_key", known_hosts)
+    return SshServer(
+        "127.0.0.1", port, user, home, directory / "client_key", known_hosts, directory
+    )
 
 
 def _wait_pid(path: Path) -> None:
@@ -116,3 +121,54 @@ def _stop(directory: Path) -> None:
     deadline = time.monotonic() + 5
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _processes(directory: Path) -> list[int]:
+    """sshd's listener and everything under it (the processes serving each connection)."""
+    try:
+        found = [int((directory / "sshd.pid").read_text().strip())]
+    except (OSError, ValueError):
+        return []
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    for pid in found:  # grows while it is walked: children, then theirs
+        found += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def _signal(pids: list[int], number: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
+
+
+@contextlib.contextmanager
+def frozen(server: SshServer) -> Iterator[None]:
+    """The login node stops answering (SIGSTOP to sshd and its connections) but connections
+    stay open, as behind a network black hole; SIGCONT on the way out."""
+    pids = _processes(server.directory)
+    _signal(pids, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        _signal(pids, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def stopped(server: SshServer) -> Iterator[None]:
+    """The login node refuses SSH (sshd and its connections killed); on the way out, sshd is
+    started again with the same configuration, port and host key."""
+    pids = _processes(server.directory)
+    _signal(pids, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (server.directory / "sshd.pid").unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        config = server.directory / "sshd_config"
+        subprocess.run(["/usr/sbin/sshd", "-f", str(config)], check=True, capture_output=True)
+        _wait_pid(server.directory / "sshd.pid")

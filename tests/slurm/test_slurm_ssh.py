@@ -1,7 +1,8 @@
 """POST /jobs/batch: a simulation sent to a [[clusters]] entry over SSH (asyncssh, key-only
-login to a real sshd as a user of its own), on the real test SLURM; and batch_options checked
-against the whitelist of #SBATCH options."""
+login to a real sshd as a user of its own), on the real test SLURM; batch_options checked
+against the whitelist of #SBATCH options; and a login node that refuses SSH or stops answering."""
 
+import asyncio
 import dataclasses
 import hashlib
 import pwd
@@ -15,6 +16,7 @@ import pytest
 
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
+from server.runner.slurm import ssh as ssh_module
 from tests.fakes.openid_provider import BACKEND, USERNAME
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
@@ -30,7 +32,8 @@ from tests.helpers import (
     submit,
     wait_gone,
 )
-from tests.slurm.sshd import SshServer
+from tests.slurm.cluster import Cluster
+from tests.slurm.sshd import SshServer, frozen, stopped
 
 CLUSTER = {"cluster_name": "hpc", "display_name": "Test HPC (SSH)", "available": True}
 OPTIONS = {
@@ -223,6 +226,74 @@ async def test_cancel_over_ssh(start_batch_app, job_root, slurm_cluster, conn):
     await wait_gone(pids)
     states = await eventually(slurm_states(slurm_cluster, *await slurm_ids(conn)), timeout=20)
     assert set(states.values()) == {"CANCELLED"}, states
+
+
+@pytest.fixture
+def held_partition(slurm_cluster: Cluster):
+    """A partition of the test cluster that takes jobs and runs none (State=DOWN)."""
+    name = f"held{uuid.uuid4().hex[:8]}"
+    nodes = f"Nodes={slurm_cluster.host}"
+    slurm_cluster.command("scontrol", "create", f"PartitionName={name}", nodes, "State=DOWN")
+    yield name
+    slurm_cluster.command("scancel", f"--partition={name}", check=False)
+    slurm_cluster.command("scontrol", "delete", f"PartitionName={name}", check=False)
+
+
+async def test_a_cancel_the_cluster_missed_is_done_when_it_is_back(
+    start_batch_app, ssh, slurm_cluster, held_partition, conn
+):
+    """The login node refuses SSH when the user cancels, then deletes, a simulation still queued
+    in SLURM: once the node answers again, the reconciler cancels its SLURM jobs."""
+    client, _, _ = await start_batch_app()
+    held = {"partition": held_partition}
+    options = {**OPTIONS, "array_options": held, "collect_options": held}
+    body = {**averaging_payload(ntasks=2), "batch_options": options}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    ids = await slurm_ids(conn)
+    squeue = ("squeue", "-h", "--array", "-t", "all", "-o", "%T", "-j", ",".join(map(str, ids)))
+    with stopped(ssh):
+        response = await client.delete("/jobs/batch", params={"job_id": job_id})
+        assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+        response = await client.delete("/user/simulations", params={"job_id": job_id})
+        assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
+        assert slurm_cluster.command(*squeue).split() == ["PENDING"] * 3  # 2 tasks, the merge
+    states = await eventually(slurm_states(slurm_cluster, *ids), timeout=30)
+    assert set(states.values()) == {"CANCELLED"}, states
+
+    async def nothing_pending() -> bool:
+        return await conn.fetchval("SELECT count(*) FROM pending_scancels") == 0
+
+    await eventually(nothing_pending)
+
+
+async def test_an_upload_that_stalls_fails_the_submission_in_bounded_time(
+    start_batch_app, ssh, conn, monkeypatch
+):
+    """The login node stops answering on an open connection (a black hole): the upload of the
+    job's files gives up within COMMAND_TIMEOUT, not asyncssh's keepalive (~2 minutes), and the
+    simulation is FAILED as when sbatch refuses it."""
+    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 2.0)
+    client, _, _ = await start_batch_app()
+    shell = client.server.app[SLURM].shell("hpc")
+    assert (await shell.run("true")).returncode == 0  # the one connection, reused by the upload
+    body = {**averaging_payload(ntasks=2), "batch_options": OPTIONS}
+    with frozen(ssh):
+        started = time.monotonic()
+        response = await asyncio.wait_for(client.post("/jobs/batch", json=body), 20)
+        elapsed = time.monotonic() - started
+    found = await response.json()
+    assert (response.status, found) == (
+        202,
+        {"message": "Job submitted", "job_id": found["job_id"]},
+    )
+    assert elapsed < 2.0 + 5.0, elapsed
+    job = await batch_status(client, found["job_id"])
+    assert [job["job_state"], *(t["task_state"] for t in job["job_tasks_status"])] == ["FAILED"] * 3
+    assert await logfiles_of(conn) == {
+        "slurm": "The job could not be sent to SLURM: hpc: uploading the job's files stalled "
+        "(no progress for 2 s)"
+    }
+    assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
 
 
 async def test_sso_user_without_the_switch(start_slurm_app, ssh, remote_python, job_root, provider):

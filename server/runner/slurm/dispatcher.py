@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import posixpath
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -106,26 +107,29 @@ class SlurmDispatcher:
         array_id, merge_id = sbatch.parse_submitted(stdout)
         if array_id is None or merge_id is None:
             if array_id is not None:
-                await self._scancel(cluster.cluster_name, array_id)
+                await self.scancel(cluster.cluster_name, array_id)
             await self._fail(job.job_id, f"sbatch refused the job:\n{stderr.strip()}")
             return
         ids = SlurmJobs(cluster.cluster_name, job_dir, array_id, merge_id)
         state = await slurm_jobs.insert(self._pool, job.job_id, ids)
         log.info("job %s: SLURM array %d, merge job %d", job.job_id, array_id, merge_id)
         if state is None or state in TERMINAL_STATES:  # cancelled while being submitted
-            await self._scancel(cluster.cluster_name, array_id, merge_id)
+            await self.scancel(cluster.cluster_name, array_id, merge_id)
 
     async def cancel(self, job_id: str) -> None:
         """scancel the job array and the merge job (the database says CANCELED already). A job
         on a cluster no longer configured cannot be reached: its workers stop at their next
-        report (409)."""
+        report (409), and the cancel waits in pending_scancels for the cluster to come back."""
         ids = await slurm_jobs.get(self._pool, job_id)
         if ids is None:
             return
         if ids.cluster not in self.clusters:
             log.warning("job %s: cluster %r is no longer configured", job_id, ids.cluster)
+            await slurm_jobs.remember_scancels(
+                self._pool, ids.cluster, (ids.array_job_id, ids.merge_job_id)
+            )
             return
-        await self._scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
+        await self.scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
 
     def remove_job_dir(self, jobs: SlurmJobs) -> None:
         """Remove a deleted simulation's job directory on its cluster, in the background (the
@@ -166,14 +170,24 @@ class SlurmDispatcher:
         for shell in self._shells.values():
             await shell.close()
 
-    async def _scancel(self, name: str, *job_ids: int) -> None:
+    async def scancel(self, name: str, *job_ids: int) -> None:
+        """scancel jobs, remembered first (pending_scancels) and forgotten once SLURM has taken
+        the cancel: one the cluster did not get (unreachable, the server stopped meanwhile) the
+        reconciler retries, also after the simulation is deleted."""
+        await slurm_jobs.remember_scancels(self._pool, name, job_ids)
+        done = await self.try_scancel(name, job_ids)
+        await slurm_jobs.forget_scancels(self._pool, name, done)
+
+    async def try_scancel(self, name: str, job_ids: Sequence[int]) -> list[int]:
+        """scancel on a cluster; the jobs SLURM need not be told again (none if unreachable)."""
         try:
             done = await self.shell(name).run(sbatch.scancel_command(*job_ids), retry=True)
         except ShellError as exc:
-            log.warning("scancel %s failed: %s", job_ids, exc)
-            return
+            log.warning("scancel %s failed: %s", list(job_ids), exc)
+            return []
         if done.returncode != 0:
-            log.warning("scancel %s: %s", job_ids, done.stderr.strip())
+            log.warning("scancel %s: %s", list(job_ids), done.stderr.strip())
+        return sbatch.scancelled(job_ids, done.returncode, done.stderr)
 
     async def _fail(self, job_id: str, text: str) -> None:
         log.warning("job %s: %s", job_id, text.splitlines()[0])

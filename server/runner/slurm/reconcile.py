@@ -13,6 +13,10 @@ compares with the database:
 - a job that is terminal while something of it is still queued or running in SLURM (all tasks
   failed, the merge job still waits): scancel it; then the simulation is no longer watched.
 
+A cancel SLURM did not take (the cluster was unreachable; table pending_scancels, kept after
+the simulation is deleted) is retried on every poll until scancel succeeds or SLURM no longer
+knows the job.
+
 After `MinJobAge` squeue forgets a job; the final state then comes from the cluster's jobcomp
 file when one is configured (`jobcomp_file`), else the job counts as ended with no reason known.
 If squeue itself fails (controller or network down), nothing is decided for that cluster.
@@ -75,6 +79,7 @@ class Reconciler:
         self._lock = SessionLock(url, LOCK_KEY)  # on a connection of its own
         self._leading = False
         self._task: asyncio.Task[None] | None = None
+        self._unconfigured: set[str] = set()  # clusters of pending cancels, logged once
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -107,6 +112,7 @@ class Reconciler:
     async def poll(self) -> None:
         """One pass over every watched simulation, one squeue per cluster."""
         await self._fail_unsubmitted()
+        await self._retry_scancels()
         watched = await slurm_jobs.list_watched(self._pool)  # ordered by cluster
         for cluster, items in groupby(watched, key=lambda item: item.jobs.cluster):
             group = list(items)
@@ -126,6 +132,22 @@ class Reconciler:
             )
             if failed:
                 log.warning("job %s: FAILED, it never reached SLURM", job_id)
+
+    async def _retry_scancels(self) -> None:
+        """The cancels SLURM has not taken yet, one scancel per cluster; a cluster removed from
+        the configuration keeps its cancels (it may come back), logged once."""
+        for cluster, job_ids in await slurm_jobs.list_pending_scancels(self._pool):
+            if cluster in self._dispatcher.clusters:
+                done = await self._dispatcher.try_scancel(cluster, job_ids)
+                await slurm_jobs.forget_scancels(self._pool, cluster, done)
+            elif cluster not in self._unconfigured:
+                self._unconfigured.add(cluster)
+                log.warning(
+                    "reconciler: cluster %r is no longer configured: SLURM jobs %s of it cannot "
+                    "be cancelled",
+                    cluster,
+                    job_ids,
+                )
 
     async def _snapshot(self, cluster: str, group: list[Watched]) -> Snapshot | None:
         shell = self._dispatcher.shell(cluster)
@@ -184,9 +206,8 @@ class Reconciler:
         merge = snapshot.jobs.get(jobs.merge_job_id)
         alive = [jobs.array_job_id] if array_alive else []
         alive += [jobs.merge_job_id] if merge is not None and not merge.ended else []
-        if alive:
-            with contextlib.suppress(ShellError):
-                await self._dispatcher.shell(jobs.cluster).run(sbatch.scancel_command(*alive))
+        if alive:  # what SLURM does not take now is retried from pending_scancels
+            await self._dispatcher.scancel(jobs.cluster, *alive)
         await slurm_jobs.set_done(self._pool, item.sim_id)
 
     async def _fail_task(self, item: Watched, task: int, state: JobState) -> None:

@@ -12,8 +12,10 @@ into the environment of `sbatch`, which `--export=ALL` hands to the jobs; every 
 exported by the scripts.
 """
 
+import re
 import shlex
 import sys
+from collections.abc import Sequence
 
 import orjson
 
@@ -140,6 +142,22 @@ def parse_submitted(stdout: str) -> tuple[int | None, int | None]:
 
 def scancel_command(*job_ids: int) -> str:
     return "scancel " + " ".join(str(job_id) for job_id in job_ids)
+
+
+# scancel's complaint about one job (`scancel: error: Kill job error on job id 12: <reason>`),
+# and the reasons that mean there is nothing left to cancel.
+_KILL_ERROR = re.compile(r"Kill job error on job id (\d+)\S*: (.*)")
+_GONE = ("Invalid job id specified", "Job/step already completing or completed")
+
+
+def scancelled(job_ids: Sequence[int], returncode: int, stderr: str) -> list[int]:
+    """Of the jobs given to scancel, those SLURM need not be told again: all when it succeeded
+    (SLURM 22.05 also says nothing of a job it does not know), else those it names as unknown or
+    already ended; the others are retried (another scancel of a cancelled job is harmless)."""
+    if returncode == 0:
+        return list(job_ids)
+    gone = {int(m[1]) for m in _KILL_ERROR.finditer(stderr) if m[2].strip().startswith(_GONE)}
+    return [job_id for job_id in job_ids if job_id in gone]
 
 
 # The running user's jobs, array tasks one per line, ended ones too (until MinJobAge):

@@ -2,13 +2,16 @@
 
 The connection is opened on first use and again after it breaks. A command that may have run
 before the connection broke (sbatch) is never repeated: only read-only ones ask for `retry`.
-Files go up over SFTP on the same connection. Host keys are checked against the cluster's
-`known_hosts` file (or ~/.ssh/known_hosts); logins use the cluster's key file.
+Files go up over SFTP on the same connection, each step within COMMAND_TIMEOUT (a stall fails
+the upload, a slow link does not). Host keys are checked against the cluster's `known_hosts`
+file (or ~/.ssh/known_hosts); logins use the cluster's key file.
 """
 
 import asyncio
 import posixpath
 import shlex
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncssh
 
@@ -17,6 +20,10 @@ from server.runner.process import OUTPUT_TAIL
 from server.runner.slurm.shell import COMMAND_TIMEOUT, Completed, ShellError
 
 CONNECT_TIMEOUT = 15.0
+# An upload goes in pieces, each within COMMAND_TIMEOUT: large inputs on a slow link are not
+# cut, a stalled connection fails the submission instead of waiting for keepalives (~2 min).
+UPLOAD_CHUNK = 1 << 20
+T = TypeVar("T")
 PRIVATE_DIR = asyncssh.SFTPAttrs(permissions=0o700)
 
 
@@ -52,14 +59,13 @@ class SshShell:
     async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
         connection = await self._connect()
         try:
-            async with connection.start_sftp_client() as sftp:
-                # One user's inputs, results and logs: for the cluster account only.
-                await sftp.makedirs(directory, attrs=PRIVATE_DIR, exist_ok=True)
-                for name, data in files.items():
-                    path = posixpath.join(directory, name)
-                    await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
-                    async with sftp.open(path, "wb") as remote:
-                        await remote.write(data)
+            await _upload(connection, directory, files)
+        except TimeoutError:  # before OSError, of which it is one
+            self._drop(connection)  # what the stalled steps wait for ends with the connection
+            raise ShellError(
+                f"{self._cluster.cluster_name}: uploading the job's files stalled "
+                f"(no progress for {COMMAND_TIMEOUT:.0f} s)"
+            ) from None
         except (asyncssh.Error, OSError) as exc:
             self._drop(connection)
             raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
@@ -109,6 +115,34 @@ class SshShell:
         connection.abort()
         if self._connection is connection:
             self._connection = None
+
+
+async def _upload(
+    connection: asyncssh.SSHClientConnection, directory: str, files: dict[str, bytes]
+) -> None:
+    """The files by SFTP, every step bounded by COMMAND_TIMEOUT (TimeoutError): a connection
+    that stalls fails the upload, a slow one that moves does not. No step waits for a reply on
+    the way out (no `async with`), so a stalled server cannot hold the failure either."""
+    sftp = await _step(connection.start_sftp_client())
+    try:
+        # One user's inputs, results and logs: for the cluster account only.
+        await _step(sftp.makedirs(directory, attrs=PRIVATE_DIR, exist_ok=True))
+        for name, data in files.items():
+            await _upload_file(sftp, posixpath.join(directory, name), data)
+    finally:
+        sftp.exit()
+
+
+async def _upload_file(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
+    await _step(sftp.makedirs(posixpath.dirname(path), exist_ok=True))
+    remote = await _step(sftp.open(path, "wb"))
+    for start in range(0, len(data), UPLOAD_CHUNK):
+        await _step(remote.write(data[start : start + UPLOAD_CHUNK]))
+    await _step(remote.close())
+
+
+async def _step(step: Awaitable[T]) -> T:
+    return await asyncio.wait_for(step, COMMAND_TIMEOUT)
 
 
 def _text(value: object) -> str:
