@@ -43,7 +43,12 @@ def load_secret(config: Config) -> str:
     path: Path = config.data_dir / "secret_key"
     if not path.exists():
         _write_secret(path)
-    secret = path.read_text().strip()
+    try:
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, random bytes, no permission
+        raise ConfigError(
+            f"{path}: cannot be read as text ({exc}; remove it to have one made)"
+        ) from None
     # Empty when an older server's first start was interrupted while writing it.
     if len(secret) < MIN_SECRET:
         raise ConfigError(

@@ -95,12 +95,16 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """The `Expect` header of a request to a route, which aiohttp hands to this before any
     middleware runs: `100-continue` gets the 100 Continue aiohttp's own handler sends; any other
     expectation is 417 in JSON (aiohttp's own answer is plain text, and a 500 when the value is
-    not UTF-8). HTTP/1.0 knows no Expect: ignored."""
+    not UTF-8), and the connection closed after it, since a body announced is never read.
+    HTTP/1.0 knows no Expect: ignored."""
     expect = request.headers.get("Expect", "")
     if request.version < HttpVersion11:
         return None
     if expect.lower() != "100-continue":
-        return error_response(f"Unsupported Expect: {expect}", 417)
+        # The client may be waiting to send its body: the connection cannot go on.
+        response = error_response(f"Unsupported Expect: {expect}", 417)
+        response.force_close()
+        return response
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the body's size, as aiohttp counts it, starts after
     return None

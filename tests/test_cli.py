@@ -491,6 +491,22 @@ def test_a_static_dir_that_is_missing_is_one_line(database_url, tmp_path, proces
     assert stderr == f"Configuration error: ui.static_dir: {missing} does not exist\n"
 
 
+@pytest.mark.parametrize("kind", ["random bytes", "a directory"])
+def test_a_secret_file_that_cannot_be_read_as_text_is_one_line(database_url, tmp_path, kind):
+    """README: "a file there of fewer than 32 characters stops the start", and any bad
+    configuration is one line. An operator's own secret made with `head -c 48 /dev/urandom >
+    data/secret_key` (or a directory of that name) ended run.py with a 39-line traceback."""
+    secret_file = tmp_path / "data" / "secret_key"
+    secret_file.parent.mkdir()
+    if kind == "a directory":
+        secret_file.mkdir()
+    else:
+        secret_file.write_bytes(b"\x87" + bytes(range(128, 175)))
+    stderr = serve_refused(database_url, tmp_path, "1")
+    assert stderr.startswith(f"Configuration error: {secret_file}: "), stderr
+    assert stderr.count("\n") == 1, stderr
+
+
 @pytest.mark.parametrize(
     "url",
     ["postgresql://u:{}@127.0.0.1:abc/x", "postgresql://u:{}@[::1/x"],

@@ -690,6 +690,25 @@ async def test_an_expectation_the_server_cannot_meet_is_a_json_417(client, expec
     assert isinstance(orjson.loads(body)["message"], str)
 
 
+async def test_a_417_to_a_client_waiting_to_send_its_body_closes_the_connection(client) -> None:
+    """README: an `Expect` other than `100-continue` is a JSON 417. A client that also asked for
+    100-continue (`100-continue, foo`) waits for it before sending its body, and the 417 left
+    the connection open with the body still owed: the next request on it (curl repeats the
+    request there at once) was read as that body, then answered with a plain-text 400."""
+    await register(client)
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue, foo\r\nContent-Length: %d\r\n" % len(PLAIN)
+    )
+    reader, writer = await raw_request(client, head)
+    status, headers, body = await answer_of(reader)
+    assert status.startswith(b"HTTP/1.1 417 "), body
+    writer.write(head.replace(b"100-continue, foo", b"100-continue") + b"\r\n" + PLAIN)  # curl's
+    following = await asyncio.wait_for(reader.read(), 15)  # repeat, on the same connection
+    writer.close()
+    assert (headers.get("connection"), following) == ("close", b"")
+
+
 async def test_100_continue_is_still_sent_before_the_body(client) -> None:
     await register(client)
     head = (

@@ -241,3 +241,20 @@ async def test_simulation_that_never_reached_slurm(
     assert await response.json() == {"message": "Logfiles", "logfiles": {"slurm": UNSUBMITTED_TEXT}}
     # One submitted a moment ago may still be on its way: it is left alone.
     assert (await status(client, recent_id))["job_state"] == "PENDING"
+
+
+async def test_one_copy_of_the_input_for_all_array_tasks(start_slurm_app, job_root, conn):
+    """README "Disk": the input is written once per simulation and hard-linked into each task
+    directory, "so ntasks does not multiply them", and it counts against the quota once at its
+    size in a job directory, "so neither the database nor work_dir grows past the quota". With
+    runner.kind = "slurm" each array task copied input/ into task_<n>/ (`cp -R`): a job
+    directory held the input 1 + ntasks times, uncompressed, for runner.job_dir_ttl."""
+    client, _, config = await start_slurm_app(fake_shieldhit(job_root, delay=0.01))
+    body = averaging_payload(ntasks=4)
+    body["input_files"]["pad.dat"] = " " * (800 << 10)  # a few KiB once compressed
+    job_id = await submit(client, body)
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=120)
+    directory = job_dir_of(config, job_id)
+    copies = {(p.stat().st_dev, p.stat().st_ino) for p in directory.rglob("pad.dat")}
+    assert len(list(directory.rglob("pad.dat"))) == 5  # input/ and the four task directories
+    assert len(copies) == 1, f"{len(copies)} copies of the input's 800 KiB"

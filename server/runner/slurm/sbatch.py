@@ -3,8 +3,8 @@
 A simulation becomes one job array (`--array=1-N`, task n runs the worker for simulation task
 n) and one merge job (`--dependency=afterany:<array>`, runs `worker merge`). Both run in the
 job directory on the cluster: `input/` holds the simulation's input files, each array task
-copies them into `task_<n>/` and runs there (the merge step reads `task_*/`); SLURM writes the
-outputs to `task_<n>.log` and `merge.log`.
+hard-links them into `task_<n>/` (copies where links fail) and runs there (the merge step reads
+`task_*/`); SLURM writes the outputs to `task_<n>.log` and `merge.log`.
 
 The update key is the one secret: it is never written into a script nor onto a command line
 (both are kept by SLURM and visible to others). The submit line reads it from standard input
@@ -80,7 +80,8 @@ def array_script(
         "task=$SLURM_ARRAY_TASK_ID",
         'export YAPTIDE_TASK_ID="$task" YAPTIDE_PRIMARIES="${primaries[$task]}"',
         'mkdir -p "task_$task"',
-        f'cp -R {INPUT_DIR}/. "task_$task/"',
+        # Hard links, as the local runner's (a filesystem without them: copies); -f for a rerun.
+        f'cp -Rlf {INPUT_DIR}/. "task_$task/" 2>/dev/null || cp -Rf {INPUT_DIR}/. "task_$task/"',
         'cd "task_$task"',
         f"exec {python_command(cluster)} -m server.worker",
     ]
