@@ -29,6 +29,7 @@ from server.errors import Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import refresh_tokens, users
+from server.usercache import UserCache
 
 ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
@@ -188,18 +189,23 @@ async def issue_refresh_token(
 
 async def _access_user(app: web.Application, claims: dict[str, Any]) -> User | None:
     """The user of an access token, from the cache unless that user was read before the token's
-    generation or session began (a password change or a login in another server process)."""
+    generation or session began (a password change or a login in another server process). A
+    session found ended is remembered, so its token costs no more queries than a live one."""
     cache, generation, session = app[USER_CACHE], claims.get("gen", 0), claims.get("sid")
     user = cache.get(int(claims["sub"]))
-    if (
-        user is None
-        or user.token_generation < generation
-        or (session is not None and session not in user.sessions)
-    ):
+    if user is None or user.token_generation < generation or _unheard_of(user, session, cache):
         user = await users.get(app[POOL], int(claims["sub"]))
         if user is not None:
             cache.put(user)
+            if session is not None and session not in user.sessions:
+                cache.end_session(session)
     return user
+
+
+def _unheard_of(user: User, session: str | None, cache: UserCache) -> bool:
+    """Whether `session` may have begun after `user` was read: not among its live sessions,
+    nor known to have ended."""
+    return session is not None and session not in user.sessions and not cache.ended(session)
 
 
 async def user_from_cookie(request: web.Request, cookie: str) -> User:

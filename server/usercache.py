@@ -24,6 +24,7 @@ class UserCache:
         self._tokens: dict[str, dict[str, Any]] = {}
         # whole Cookie headers accepted: (monotonic time of the check, token expiry, user)
         self._headers: dict[str, tuple[float, float, User]] = {}
+        self._ended: set[str] = set()  # ids of sessions found logged out (they never come back)
 
     def get(self, user_id: int) -> User | None:
         entry = self._seen.get(user_id)
@@ -70,6 +71,14 @@ class UserCache:
         seen = self._seen.get(user.id)
         checked = seen[0] if seen is not None and seen[1] is user else time.monotonic()
         self._headers[header] = (checked, expires, user)
+
+    def ended(self, session: str) -> bool:
+        return session in self._ended
+
+    def end_session(self, session: str) -> None:
+        if len(self._ended) >= self.MAX_ENTRIES:
+            self._ended.clear()
+        self._ended.add(session)
 
     def forget(self, user_id: int) -> None:
         """Drop what is known of a user (a password change: their token generation moved)."""

@@ -6,6 +6,7 @@ import asyncio
 from server import passwords
 from server.app import create_app
 from server.keys import USER_CACHE
+from server.store import users
 from tests.helpers import register
 
 ALICE = {"username": "alice", "password": "password1"}
@@ -226,3 +227,23 @@ async def test_other_processes_end_a_logged_out_session_within_the_cache_ttl(
     await asyncio.sleep(0.3)
     assert await status(second, mine) == REFUSED
     assert (await status(second, later))[0] == 200
+
+
+async def test_a_logged_out_token_sent_again_and_again_costs_one_query(
+    client, conn, monkeypatch
+) -> None:
+    """A session found ended is remembered: its token, sent again, is refused from memory
+    (it cost a query of the user and their sessions on every request)."""
+    await register(client)
+    mine = await session(client)
+    assert await logout(client, mine) == LOGGED_OUT
+    reads, read = [], users.get
+
+    async def counted(*args):
+        reads.append(args[1])
+        return await read(*args)
+
+    monkeypatch.setattr(users, "get", counted)
+    for _ in range(20):
+        assert await status(client, mine) == REFUSED
+    assert len(reads) == 1
