@@ -250,3 +250,19 @@ async def held_after_fetching(client, job_id: str) -> int:
     assert response.status == 200 and len((await response.json())["estimators"]) == 200
     gc.collect()
     return tracemalloc.get_traced_memory()[0]
+
+
+async def test_an_index_of_a_quarter_of_the_pages_is_kept(client, conn):
+    """README (server.index_cache_pages): "an index of more than a quarter of it is not kept".
+    An index of exactly a quarter (50,000 pages at the default) was not kept either: each fetch
+    of a finished simulation read it whole again."""
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    pages = len((await results.index(conn, job_id)).pages)
+    cache = IndexCache(10, max_pages=4 * pages)
+    cache.renew(time.monotonic() + 60)
+    first = await cache.get(conn, job_id)
+    assert first is not None and first.trusted
+    assert await cache.get(conn, job_id) is first, (
+        f"an index of {pages} pages, a quarter of {4 * pages}: not kept"
+    )

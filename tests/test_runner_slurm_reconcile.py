@@ -9,6 +9,7 @@ from server.app import create_app
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm.reconcile import Reconciler
+from server.store import slurm_jobs
 from tests.helpers import login, submit
 
 
@@ -65,3 +66,51 @@ async def test_cancels_of_a_cluster_no_longer_configured_are_kept(
     ]
     rows = await conn.fetch("SELECT cluster, slurm_job_id FROM pending_scancels ORDER BY 2")
     assert [tuple(row) for row in rows] == [("old", 7), ("old", 8)]
+
+
+async def test_a_simulation_deleted_while_its_cancel_is_under_way_has_its_jobs_cancelled(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """README: "Every `scancel` is first written down ... kept when the simulation is deleted".
+    The cancel committed CANCELED, then read the simulation's SLURM ids to write them down: a
+    delete in between (the simulation is terminal at once; another tab, another server process)
+    removed the ids first, so nothing was written down, no scancel ran, and the reconciler no
+    longer watched the simulation: its SLURM jobs stayed queued, or ran, for good."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("scancel", "squeue"):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    hpc = ClusterConfig("hpc", "hpc", work_dir=str(tmp_path / "hpc"))
+    config = dataclasses.replace(make_config(slurm={"poll_interval": 3600.0}), clusters=(hpc,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client)  # runner "none": stored, then "sent" to SLURM here
+    await conn.execute(
+        "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id) "
+        "SELECT id, 'hpc', '/w/' || job_id, 500, 501 FROM simulations WHERE job_id = $1",
+        job_id,
+    )
+    read, reading, release = slurm_jobs.get, asyncio.Event(), asyncio.Event()
+
+    async def first_held(*args):
+        """The cancel's read of the SLURM ids waits for the delete."""
+        if not reading.is_set():
+            reading.set()
+            await release.wait()
+        return await read(*args)
+
+    monkeypatch.setattr(slurm_jobs, "get", first_held)
+    cancel = asyncio.ensure_future(client.delete("/jobs/direct", params={"job_id": job_id}))
+    await reading.wait()  # CANCELED is committed
+    deleted = await client.delete("/user/simulations", params={"job_id": job_id})
+    assert deleted.status == 200, await deleted.text()
+    release.set()
+    assert (await cancel).status == 200
+    app = client.server.app
+    await Reconciler(app[SLURM], app[POOL], config.database.url, 3600.0, direct=False).poll()
+    ran = calls.read_text().splitlines() if calls.exists() else []
+    assert "scancel 500 501" in ran, ran

@@ -21,7 +21,7 @@ from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
 from server.models import Conn
 from server.results.upload import StoredEstimator
-from server.store import inputs, logfiles, results, simulations, tasks, users
+from server.store import inputs, logfiles, results, simulations, slurm_jobs, tasks, users
 
 
 async def create_simulation(
@@ -166,6 +166,8 @@ async def cancel(pool: asyncpg.Pool, job_id: str) -> None:
             raise Conflict(f"Simulation is already {row.job_state}")
         await tasks.end_unfinished(conn, row.sim_pk, "CANCELED")
         await simulations.set_state(conn, row.sim_pk, "CANCELED")
+        # Written down with the cancel: a delete right after it removes the SLURM ids.
+        await slurm_jobs.remember_cancelled_scancels(conn, row.sim_pk)
 
 
 async def fail_task(

@@ -221,4 +221,4 @@ class IndexCache:
 
 def _weight(entry: Entry) -> int:
     """What an entry counts against `max_pages`: its index's pages (one at least)."""
-    return len(entry.index.pages) + 1
+    return max(len(entry.index.pages), 1)

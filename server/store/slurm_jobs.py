@@ -75,6 +75,11 @@ async def remember_scancels(db: Db, cluster: str, job_ids: Sequence[int]) -> Non
     await db.execute(query("remember_scancels"), cluster, list(job_ids))
 
 
+async def remember_cancelled_scancels(db: Db, sim_pk: int) -> None:
+    """The simulation's SLURM jobs (if any) to cancel, written down with its CANCELED state."""
+    await db.execute(query("remember_cancelled_scancels"), sim_pk)
+
+
 async def forget_scancels(db: Db, cluster: str, job_ids: Sequence[int]) -> None:
     await db.execute(query("forget_scancels"), cluster, list(job_ids))
 

@@ -51,6 +51,13 @@ INSERT INTO pending_scancels (cluster, slurm_job_id)
 SELECT $1, unnest($2::bigint[])
 ON CONFLICT DO NOTHING
 
+-- name: remember_cancelled_scancels
+-- A cancelled simulation's SLURM jobs, written down in the cancel's own transaction: a delete
+-- committed before the cancel reads its ids (which removes them) cannot keep them running.
+INSERT INTO pending_scancels (cluster, slurm_job_id)
+SELECT cluster, unnest(ARRAY[array_job_id, merge_job_id]) FROM slurm_jobs WHERE simulation_id = $1
+ON CONFLICT DO NOTHING
+
 -- name: forget_scancels
 DELETE FROM pending_scancels WHERE cluster = $1 AND slurm_job_id = ANY($2::bigint[])
 
