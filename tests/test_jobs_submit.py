@@ -1,11 +1,14 @@
 """`POST /jobs/direct`: what a submission stores, and every 400 for a bad body (whole bodies),
 after which nothing is stored."""
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 from server.app import create_app
+from server.store import inputs
 from tests.helpers import EDITOR, SHIELDHIT_FILES, login, payload, status, submit
 
 FILES = payload(SHIELDHIT_FILES)
@@ -144,3 +147,27 @@ async def test_default_title_and_primaries_of_an_editor_project(user_client, con
     body = await status(user_client, job_id)
     total = EDITOR_BODY["input_json"]["beam"]["numberOfParticles"]
     assert sum(task["requested_primaries"] for task in body["job_tasks_status"]) == total
+
+
+async def test_other_requests_are_answered_while_a_submission_is_compressed(
+    user_client, conn, monkeypatch
+):
+    """The input is compressed off the event loop: a submission of tens of MiB (jobs.max_ntasks
+    tasks, files of jobs.max_file_size) took 1.2-1.8 s to compress, during which every other
+    request of the process (other users' polls, workers' reports) waited. Here compressing
+    waits until another request has been answered: on the event loop it never could be."""
+    small = await submit(user_client, payload(ntasks=2))
+    compressing, answered = threading.Event(), threading.Event()
+    compress = inputs.compress_input
+
+    def held(*args):
+        compressing.set()
+        assert answered.wait(10), "no other request was answered while compressing"
+        return compress(*args)
+
+    monkeypatch.setattr(inputs, "compress_input", held)
+    submission = asyncio.ensure_future(user_client.post("/jobs/direct", json=payload()))
+    assert await asyncio.to_thread(compressing.wait, 10)
+    assert (await status(user_client, small))["job_state"] == "PENDING"
+    answered.set()
+    assert (await submission).status == 202

@@ -45,6 +45,7 @@ async def create_simulation(
     413 (and nothing stored) when the user's stored inputs and results would exceed `quota`:
     the inputs counted compressed and, in addition, at their size in a job directory.
     """
+    packed = await inputs.pack(input_type, input_data, input_files)  # before any lock is held
     async with pool.acquire() as conn, conn.transaction():
         await users.lock_owner(conn, user_id)
         sim_pk = await simulations.insert(
@@ -58,7 +59,7 @@ async def create_simulation(
             update_key_sha256,
             platform,
         )
-        await inputs.insert(conn, sim_pk, input_type, input_data, input_files)
+        await inputs.insert(conn, sim_pk, packed)
         await tasks.insert_all(conn, sim_pk, primaries)
         await _check_quota(conn, user_id, sim_pk, quota)
     return sim_pk

@@ -1,6 +1,7 @@
 """The inputs table: a simulation's submitted input and the files converted from it, as
 zlib-compressed JSON, and the bytes they take uncompressed once written to a job directory."""
 
+import asyncio
 import zlib
 from typing import Any, NamedTuple
 
@@ -36,30 +37,53 @@ def _disk_size(
     return len(raw_data) if input_type == "editor" else _text_size(data)
 
 
-async def insert(
-    conn: Conn,
-    sim_pk: int,
-    input_type: str,
-    data: dict[str, Any],
-    files: dict[str, str] | None = None,
-) -> None:
-    """Store the input compressed, with the size it takes uncompressed in a job directory."""
+class PackedInput(NamedTuple):
+    data: bytes  # the submitted input, compressed
+    files: bytes | None  # the converted input files, compressed
+    disk_size: int  # the bytes they take uncompressed in a job directory
+
+
+def compress_input(
+    input_type: str, data: dict[str, Any], files: dict[str, str] | None
+) -> PackedInput:
     raw = orjson.dumps(data)
     packed_files = None if files is None else _pack(files)
-    size = _disk_size(input_type, raw, data, files)
-    await conn.execute(query("insert_input"), sim_pk, zlib.compress(raw), packed_files, size)
+    return PackedInput(zlib.compress(raw), packed_files, _disk_size(input_type, raw, data, files))
+
+
+async def pack(
+    input_type: str, data: dict[str, Any], files: dict[str, str] | None = None
+) -> PackedInput:
+    """The input compressed, with the size it takes uncompressed in a job directory; in a
+    thread: tens of MiB of input files take a second or more to compress, which on the event
+    loop would hold up every other request of the process."""
+    return await asyncio.to_thread(compress_input, input_type, data, files)
+
+
+async def insert(conn: Conn, sim_pk: int, packed: PackedInput) -> None:
+    """Store an input made by `pack`."""
+    await conn.execute(query("insert_input"), sim_pk, *packed)
 
 
 async def get(db: Db, sim_pk: int) -> StoredInput | None:
     row = await db.fetchrow(query("get_simulation_input"), sim_pk)
     if row is None:
         return None
-    files = None if row["files"] is None else zlib.decompress(row["files"])
-    return StoredInput(row["input_type"], zlib.decompress(row["data"]), files)
+    return await asyncio.to_thread(_unpacked, row["input_type"], row["data"], row["files"])
+
+
+def _unpacked(input_type: str, data: bytes, files: bytes | None) -> StoredInput:
+    """Decompressed (in a thread, like `pack`: tens of MiB take a fraction of a second)."""
+    return StoredInput(
+        input_type, zlib.decompress(data), None if files is None else zlib.decompress(files)
+    )
 
 
 async def for_workers(db: Db, job_id: str) -> dict[str, Any] | None:
     """What the workers of `job_id` are given (runner.Job.input): the files converted from its
     editor project, or else its submitted input; None when the simulation is gone."""
     packed = await db.fetchval(query("get_job_input"), job_id)
-    return None if packed is None else orjson.loads(zlib.decompress(packed))
+    if packed is None:
+        return None
+    loaded: dict[str, Any] = await asyncio.to_thread(lambda: orjson.loads(zlib.decompress(packed)))
+    return loaded

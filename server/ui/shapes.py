@@ -115,10 +115,21 @@ def stored_names(name: str, outputs: Outputs | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def ui_names(outputs: Outputs) -> Callable[[str], str]:
+    """ui_name for many estimators of one project: its outputs are looked up once, not once
+    per estimator (a project may have thousands of outputs)."""
+    found = _by_estimator(outputs)
+
+    def name_of(stored: str) -> str:
+        name = estimator_name(stored)
+        return found.get(name, (0, name))[1]
+
+    return name_of
+
+
 def ui_name(stored: str, outputs: Outputs | None = None) -> str:
     """The UI's name of a stored estimator: the name of its output in the project."""
-    name = estimator_name(stored)
-    return _by_estimator(outputs or []).get(name, (0, name))[1]
+    return ui_names(outputs or [])(stored)
 
 
 def project_position(outputs: Outputs) -> Callable[[str], int]:
@@ -136,12 +147,12 @@ def page_dimension(dimensions: list[int]) -> int:
 
 def estimators(body: Json, outputs: Outputs | None = None) -> Json:
     """`GET estimators`: `estimators_metadata[].pages_metadata[]`, in the project's order."""
-    order = project_position(outputs or [])
+    order, name_of = project_position(outputs or []), ui_names(outputs or [])
     return {
         "message": body["message"],
         "estimators_metadata": [
             {
-                "name": ui_name(estimator["name"], outputs),
+                "name": name_of(estimator["name"]),
                 "pages_metadata": [
                     {
                         "page_number": page["page_number"],
