@@ -102,14 +102,19 @@ def frozen(pgdata: Path) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
+async def user_with_a_job(aiohttp_client, make_config, url: str, command_timeout: float):
+    """A logged-in client of a server on `url`, and a job of its user."""
+    config = make_config(database={"url": url, "command_timeout": command_timeout})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    return client, await submit(client, payload())
+
+
 async def test_a_frozen_database_is_a_503_within_the_command_timeout(
     aiohttp_client, make_config, own_database
 ):
     url, pgdata = own_database
-    config = make_config(database={"url": url, "command_timeout": 1})
-    client = await aiohttp_client(create_app(config))
-    await login(client)
-    job_id = await submit(client, payload())
+    client, job_id = await user_with_a_job(aiohttp_client, make_config, url, command_timeout=1)
     with frozen(pgdata):
         for method, path in ROUTES:
             started = time.monotonic()
@@ -208,10 +213,7 @@ async def test_a_request_on_a_pooled_connection_gets_its_503_within_the_command_
     the request then waits as long again while asyncpg tries to send PostgreSQL its cancel
     (command_timeout 3: a 503 after 6 s; the README promised it after 3)."""
     url, pgdata = own_database
-    config = make_config(database={"url": url, "command_timeout": 3})
-    client = await aiohttp_client(create_app(config))
-    await login(client)
-    job_id = await submit(client, payload())
+    client, job_id = await user_with_a_job(aiohttp_client, make_config, url, command_timeout=3)
     with frozen(pgdata):
         started = time.monotonic()
         answer = await _request(client, "GET", f"/jobs/direct?job_id={job_id}")
