@@ -194,9 +194,10 @@ async def _access_user(app: web.Application, claims: dict[str, Any]) -> User | N
     cache, generation, session = app[USER_CACHE], claims.get("gen", 0), claims.get("sid")
     user = cache.get(int(claims["sub"]))
     if user is None or user.token_generation < generation or _unheard_of(user, session, cache):
+        read_at = time.monotonic()
         user = await users.get(app[POOL], int(claims["sub"]))
         if user is not None:
-            cache.put(user)
+            cache.put(user, read_at)
             if session is not None and session not in user.sessions:
                 cache.end_session(session)
     return user

@@ -1,5 +1,6 @@
 """A short-lived, per-process memory of users whose tokens were checked against the database."""
 
+import math
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ class UserCache:
         # whole Cookie headers accepted: (monotonic time of the check, token expiry, user)
         self._headers: dict[str, tuple[float, float, User]] = {}
         self._ended: set[str] = set()  # ids of sessions found logged out (they never come back)
+        self._forgotten: dict[int, float] = {}  # user id -> monotonic time of its last forget
 
     def get(self, user_id: int) -> User | None:
         entry = self._seen.get(user_id)
@@ -44,12 +46,15 @@ class UserCache:
             self._tokens.clear()
         self._tokens[token] = claims
 
-    def put(self, user: User) -> None:
-        if self.ttl <= 0:
+    def put(self, user: User, read_at: float) -> None:
+        """Remember `user` as read from the database at `read_at` (monotonic, when the read
+        began), unless what is known of them was dropped since (a logout or password change
+        while the read was under way: what it read may be from before)."""
+        if self.ttl <= 0 or self._forgotten.get(user.id, -math.inf) >= read_at:
             return
         if len(self._seen) >= self.MAX_ENTRIES:
             self._seen.clear()
-        self._seen[user.id] = (time.monotonic(), user)
+        self._seen[user.id] = (read_at, user)
 
     def by_header(self, header: str) -> User | None:
         """The user of a Cookie header accepted less than `ttl` ago, while its token is valid."""
@@ -69,8 +74,8 @@ class UserCache:
         if len(self._headers) >= self.MAX_ENTRIES:
             self._headers.clear()
         seen = self._seen.get(user.id)
-        checked = seen[0] if seen is not None and seen[1] is user else time.monotonic()
-        self._headers[header] = (checked, expires, user)
+        if seen is not None and seen[1] is user:  # else that read is not remembered either
+            self._headers[header] = (seen[0], expires, user)
 
     def ended(self, session: str) -> bool:
         return session in self._ended
@@ -81,6 +86,10 @@ class UserCache:
         self._ended.add(session)
 
     def forget(self, user_id: int) -> None:
-        """Drop what is known of a user (a password change: their token generation moved)."""
+        """Drop what is known of a user (a password change: their token generation moved; a
+        logout: a session ended), also what reads under way now would bring back."""
+        if len(self._forgotten) >= self.MAX_ENTRIES:
+            self._forgotten.clear()
+        self._forgotten[user_id] = time.monotonic()
         self._seen.pop(user_id, None)
         self._headers = {h: e for h, e in self._headers.items() if e[2].id != user_id}

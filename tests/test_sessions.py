@@ -247,3 +247,29 @@ async def test_a_logged_out_token_sent_again_and_again_costs_one_query(
     for _ in range(20):
         assert await status(client, mine) == REFUSED
     assert len(reads) == 1
+
+
+async def test_a_request_in_flight_during_the_logout_does_not_bring_its_session_back(
+    client, conn, monkeypatch
+) -> None:
+    """A request that read the user just before a logout put that user, with the session still
+    live, back into the process's memory after the logout had dropped it: the logged-out token
+    was accepted again, in the process that logged out, for up to `user_cache_ttl`."""
+    await register(client)
+    mine = await session(client)
+    read, reading, release = users.get, asyncio.Event(), asyncio.Event()
+
+    async def held_once(*args):
+        user = await read(*args)
+        if not reading.is_set():  # the first read waits, done, until the logout is over
+            reading.set()
+            await release.wait()
+        return user
+
+    monkeypatch.setattr(users, "get", held_once)
+    in_flight = asyncio.ensure_future(status(client, mine))
+    await reading.wait()
+    assert await logout(client, mine) == LOGGED_OUT
+    release.set()
+    assert (await in_flight)[0] == 200  # answered as of its read, before the logout
+    assert await status(client, mine) == REFUSED
