@@ -99,7 +99,9 @@ async def update_profile(request: web.Request) -> web.Response:
     if password_hash is not None:  # this session goes on in the new token generation
         request.app[USER_CACHE].forget(request[USER].id)
         session = auth.session_of(request, request[USER].id)
-        access, _ = auth.make_access_token(request.app, request[USER].id, generation, None, session)
+        access, _ = auth.make_access_token(
+            request.app, request[USER].id, generation, session=session
+        )
         config = request.app[CONFIG]
         auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
     return response

@@ -117,19 +117,17 @@ class SlurmDispatcher:
             await self.scancel(cluster.cluster_name, array_id, merge_id)
 
     async def cancel(self, job_id: str) -> None:
-        """scancel the job array and the merge job (the database says CANCELED already). A job
-        on a cluster no longer configured cannot be reached: its workers stop at their next
-        report (409), and the cancel waits in pending_scancels for the cluster to come back."""
+        """scancel the job array and the merge job (the database says CANCELED already, and
+        the cancel's transaction wrote them down in pending_scancels). A job on a cluster no
+        longer configured cannot be reached: its workers stop at their next report (409), and
+        the cancel waits in pending_scancels for the cluster to come back."""
         ids = await slurm_jobs.get(self._pool, job_id)
         if ids is None:
             return
         if ids.cluster not in self.clusters:
             log.warning("job %s: cluster %r is no longer configured", job_id, ids.cluster)
-            await slurm_jobs.remember_scancels(
-                self._pool, ids.cluster, (ids.array_job_id, ids.merge_job_id)
-            )
             return
-        await self.scancel(ids.cluster, ids.array_job_id, ids.merge_job_id)
+        await self.scancel_pending(ids.cluster, (ids.array_job_id, ids.merge_job_id))
 
     def remove_job_dir(self, jobs: SlurmJobs) -> None:
         """Remove a deleted simulation's job directory on its cluster, in the background (the
@@ -175,10 +173,15 @@ class SlurmDispatcher:
         the cancel: one the cluster did not get (unreachable, the server stopped meanwhile) the
         reconciler retries, also after the simulation is deleted."""
         await slurm_jobs.remember_scancels(self._pool, name, job_ids)
-        done = await self.try_scancel(name, job_ids)
+        await self.scancel_pending(name, job_ids)
+
+    async def scancel_pending(self, name: str, job_ids: Sequence[int]) -> None:
+        """scancel jobs already written down in pending_scancels; those SLURM took are
+        forgotten, the others stay for the reconciler to retry."""
+        done = await self._try_scancel(name, job_ids)
         await slurm_jobs.forget_scancels(self._pool, name, done)
 
-    async def try_scancel(self, name: str, job_ids: Sequence[int]) -> list[int]:
+    async def _try_scancel(self, name: str, job_ids: Sequence[int]) -> list[int]:
         """scancel on a cluster; the jobs SLURM need not be told again (none if unreachable)."""
         try:
             done = await self.shell(name).run(sbatch.scancel_command(*job_ids), retry=True)

@@ -138,8 +138,7 @@ class Reconciler:
         the configuration keeps its cancels (it may come back), logged once."""
         for cluster, job_ids in await slurm_jobs.list_pending_scancels(self._pool):
             if cluster in self._dispatcher.clusters:
-                done = await self._dispatcher.try_scancel(cluster, job_ids)
-                await slurm_jobs.forget_scancels(self._pool, cluster, done)
+                await self._dispatcher.scancel_pending(cluster, job_ids)
             elif cluster not in self._unconfigured:
                 self._unconfigured.add(cluster)
                 log.warning(
