@@ -59,7 +59,7 @@ class AuthConfig:
 
 @dataclasses.dataclass(frozen=True)
 class JobsConfig:
-    max_ntasks: int = checks.checked(1000, checks.positive)
+    max_ntasks: int = checks.checked(1000, checks.ntasks)
     max_file_size: int = checks.checked(10 * 1024 * 1024, checks.positive)
     user_quota: int = checks.checked(10 * 1024**3, checks.non_negative)
 

@@ -33,6 +33,16 @@ def non_negative(value: int | float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+# SHIELD-HIT12A numbers a task's result files with four digits (`dose_0001.bdo`), which the
+# merge strips to group them by detector: a fifth digit would make a detector of its own.
+MAX_NTASKS = 9999
+
+
+def ntasks(value: int) -> str | None:
+    ok = 1 <= value <= MAX_NTASKS
+    return None if ok else f"must be between 1 and {MAX_NTASKS} (result files carry 4 digits)"
+
+
 def port(value: int) -> str | None:
     return None if 1 <= value <= 65535 else "must be between 1 and 65535"
 
