@@ -1,4 +1,6 @@
-"""Every typed application and request key, in one place."""
+"""Every typed application key, and the request key of the user, in one place. (The body
+budget's own request keys, HELD, KEY_CHECKED and STRANGER, are in server/limits/budget.py:
+this module imports that one.)"""
 
 import asyncio
 from typing import TYPE_CHECKING

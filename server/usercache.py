@@ -10,8 +10,9 @@ from server.models import User
 class UserCache:
     """Users whose access token was checked against the database less than `ttl` seconds ago.
 
-    Saves a round trip on most requests; a deleted user is refused within `ttl` seconds (access
-    tokens themselves stay valid until they expire, so this adds little to that window)."""
+    Saves a round trip on most requests; a deleted user, an access token from before a password
+    change, or one of a session logged out in another process, is refused within `ttl` seconds
+    (in the process that logged it out or changed the password: at once, see `forget`)."""
 
     MAX_ENTRIES = 10_000
     # Cookie headers longer than this (a client's own making, up to 8 KB each) are not kept,

@@ -39,10 +39,6 @@ def first_zone(value: Json) -> Json:
     return value["zoneManager"]["zones"][0]
 
 
-def first_output(value: Json) -> Json:
-    return value["scoringManager"]["outputs"][0]
-
-
 def _set(path: str, new: Any) -> Callable[[Json], None]:
     """A change of the small project: `new` at a dotted path (numbers index lists)."""
 

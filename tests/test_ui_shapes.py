@@ -155,7 +155,7 @@ def test_project_outputs_named_as_the_converter_names_their_files():
     key = shapes.project_position(found)
     stored = ["peak_2_", "peak_", "z_profile_"]
     assert sorted(stored, key=key) == ["z_profile_", "peak_", "peak_2_"]
-    assert [shapes.ui_name(name, found) for name in stored] == ["peak_2", "peak", "z profile"]
+    assert [shapes.ui_names(found)(name) for name in stored] == ["peak_2", "peak", "z profile"]
     assert shapes.stored_names("z profile", found)[0] == "z_profile_"
     assert shapes.stored_names("peak_2", found)[0] == "peak_2_"
 

@@ -2,6 +2,8 @@
 the retrying client against a real server, merging, and the page shape."""
 
 import asyncio
+import itertools
+import math
 import re
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from server.config import PROJECT_DIR
+from server.results.upload import dimensions_of
 from server.worker import progress as prog
 from server.worker.client import JobEnded, Rejected, ServerClient, Unreachable
 from server.worker.estimators import MergeError, merge_files
@@ -217,6 +220,27 @@ def test_pages_have_the_platform_shape(tmp_path):
     assert page["metadata"].keys() == expected["metadata"].keys()
     assert (page["metadata"]["page_number"], page["dimensions"]) == ("0", 2)
     assert estimator["metadata"]["file_corename"] == "ex_yzmsh"
+
+
+@pytest.mark.parametrize(
+    ("name", "axes", "binning"),
+    [
+        ("fluence_elin", [10], "lin"),  # an energy axis, linear bins
+        ("fluence_elog", [10], "log"),  # the same, logarithmic bins
+        ("fluence_2d_lin", [10, 5], "lin"),  # energy x angle
+    ],
+)
+def test_differential_pages_carry_their_axes(tmp_path, name, axes, binning):
+    """Differential scoring (tests/fixtures/shieldhit/diff/): one page whose axes are the
+    differential ones, with their bins; GET /estimators gives their lengths."""
+    keep_results([REPLAYS / "diff" / f"{name}.bdo"], tmp_path / "task_1")
+    (estimator,) = merge_job(tmp_path, "shieldhit")
+    (page,) = estimator["pages"]
+    assert (page["dimensions"], dimensions_of(page)) == (len(axes), axes)
+    assert len(page["data"]["values"]) == math.prod(axes)
+    first = page["axis_dim1"]["values"]
+    steps = [b / a if binning == "log" else b - a for a, b in itertools.pairwise(first)]
+    assert steps == pytest.approx([steps[0]] * len(steps))
 
 
 def test_results_keep_the_order_of_detect_dat_outputs(tmp_path):

@@ -1,1 +1,2 @@
-"""HTTP handlers, one module per endpoint group; only server.app imports them."""
+"""HTTP handlers, one module per endpoint group; only server.app imports them, and the UI
+dialect's own handlers (ui), which build on those of auth and results."""

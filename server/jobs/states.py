@@ -25,10 +25,6 @@ _TASK_MOVES = {("PENDING", "RUNNING"), ("RUNNING", "COMPLETED"), ("RUNNING", "FA
 _JOB_MOVES = {("MERGING_QUEUED", "MERGING_RUNNING")}
 
 
-def is_terminal(state: str) -> bool:
-    return state in TERMINAL_STATES
-
-
 def check_task_move(task_id: int, current: str, new: str) -> None:
     """409 unless a worker may move the task from `current` to `new`."""
     if new == current or (current, new) in _TASK_MOVES:

@@ -80,11 +80,6 @@ def encode_segment(raw: bytes, level: int = 1) -> bytes:
     return data
 
 
-def inflate_segment(segment: bytes) -> bytes:
-    data: bytes = codec.decompressobj(-15).decompress(segment)
-    return data
-
-
 def inflate_pieces(segment: bytes, size: int) -> Iterator[bytes]:
     """The inflated bytes of a segment, at most `size` at a time (a page may inflate to many
     MB: memory stays flat)."""

@@ -116,8 +116,9 @@ def stored_names(name: str, outputs: Outputs | None = None) -> tuple[str, ...]:
 
 
 def ui_names(outputs: Outputs) -> Callable[[str], str]:
-    """ui_name for many estimators of one project: its outputs are looked up once, not once
-    per estimator (a project may have thousands of outputs)."""
+    """The UI's name of a stored estimator (the name of its output in the project), for many
+    estimators of one project: its outputs are looked up once, not once per estimator (a
+    project may have thousands of outputs)."""
     found = _by_estimator(outputs)
 
     def name_of(stored: str) -> str:
@@ -125,11 +126,6 @@ def ui_names(outputs: Outputs) -> Callable[[str], str]:
         return found.get(name, (0, name))[1]
 
     return name_of
-
-
-def ui_name(stored: str, outputs: Outputs | None = None) -> str:
-    """The UI's name of a stored estimator: the name of its output in the project."""
-    return ui_names(outputs or [])(stored)
 
 
 def project_position(outputs: Outputs) -> Callable[[str], int]:
