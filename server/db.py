@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,13 +251,24 @@ async def check_connection_limit(conn: Conn, config: Config) -> None:
 
 
 def describe_url(url: str) -> str:
-    """The database URL without its password (in the user part or `?password=`), for output.
-    The user part ends at the last "@": an unencoded password may hold "@", "/", "?" or "#"."""
+    """The database URL without its passwords (in the user part, or a query parameter such as
+    `password=` or `sslpassword=`), for output. The user part ends at the last "@": an
+    unencoded password may hold "@", "/", "?" or "#"."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         return url
     userinfo, at, rest = rest.rpartition("@")
     user = re.split(r"[:/?#]", userinfo, maxsplit=1)[0]
     hidden = ":***" if userinfo != user else ""
-    rest = re.sub(r"(?i)(^|[?&])password=[^&]*", r"\1password=***", rest)
+    location, mark, parameters = rest.partition("?")
+    if mark:
+        rest = location + mark + "&".join(map(_hidden_parameter, parameters.split("&")))
     return f"{scheme}://{user}{hidden}@{rest}" if at else f"{scheme}://{rest}"
+
+
+def _hidden_parameter(parameter: str) -> str:
+    """A URL query parameter, its value hidden when it is a password: asyncpg reads names
+    percent-decoded (`pass%77ord` is `password`) and takes the SSL key's from `sslpassword`."""
+    name, equals, _ = parameter.partition("=")
+    secret = equals and urllib.parse.unquote_plus(name).lower().endswith("password")
+    return f"{name}=***" if secret else parameter

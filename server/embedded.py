@@ -6,6 +6,8 @@ next start would re-attach but never stop the server: dead pids are dropped befo
 Likewise a `postmaster.pid` whose pid now belongs to another program (a container restarted, pids
 reused) would make pgserver think postgres is running; such a stale file is removed first.
 
+postgres is started without the server's secrets in its environment (see _secrets_withheld).
+
 Its Unix socket is for this account only (`unix_socket_permissions`, see restrict_socket): local
 connections need no password.
 
@@ -23,6 +25,7 @@ that follows cannot write either), so the server answered 503 for ever after spa
 import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 import warnings
@@ -34,6 +37,7 @@ import psutil
 from platformdirs import RuntimeDirWarning
 
 from server.config import ConfigError
+from server.runner.process import PRIVATE_ENV
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeDirWarning)
@@ -148,6 +152,20 @@ def _deliver(sig: int, handler: object) -> None:
         raise SystemExit(128 + sig)
 
 
+@contextlib.contextmanager
+def _secrets_withheld() -> Iterator[None]:
+    """The server's secrets (PRIVATE_ENV: the signing secret, database passwords) out of the
+    environment for the duration of the block, in which postgres is started: it inherits the
+    environment and needs none of them (local connections are trusted), while its
+    /proc/<pid>/environ is open to its own account (`pgserver` when run as root) and to any
+    superuser session (pg_read_binary_file)."""
+    held = {name: os.environ.pop(name) for name in PRIVATE_ENV if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(held)
+
+
 def _start_again(server: Any) -> None:
     """Start postgres again (blocking); pgserver logs the whole postgres log when that fails,
     which is left to our one line."""
@@ -155,7 +173,7 @@ def _start_again(server: Any) -> None:
     level = library.level
     library.setLevel(logging.CRITICAL)
     try:
-        with server._lock:
+        with server._lock, _secrets_withheld():
             server.ensure_postgres_running()
     finally:
         library.setLevel(level)
@@ -204,7 +222,7 @@ def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
     server = None
     try:
         check_version(pgdata)
-        with _signals_deferred():
+        with _signals_deferred(), _secrets_withheld():
             forget_dead_handles(pgdata)
             forget_stale_postmaster(pgdata)
             server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)  # type: ignore[attr-defined]

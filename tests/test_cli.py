@@ -216,6 +216,22 @@ def test_serve_with_database_url(database_url, tmp_path, sig):
     assert not (tmp_path / "data" / "postgres").exists()  # no embedded server was started
 
 
+@pytest.mark.parametrize(
+    "query", ["sslpassword={}", "pass%77ord={}", "sslmode=require&password={}"]
+)
+def test_a_password_under_another_query_name_is_never_shown(query):
+    """README: serve prints which database it uses "never a password". asyncpg also takes the
+    SSL key's passphrase from `sslpassword=`, and reads query names percent-decoded
+    (`pass%77ord` is `password`)."""
+    secret = "hunter2-not-shown"
+    url = f"postgresql://u@127.0.0.1:1/x?{query.format(secret)}"
+    result = run_py("serve", env={"DATABASE_URL": url})
+    assert result.returncode == 1, result
+    output = result.stdout + result.stderr
+    assert secret not in output, output
+    assert output.startswith("Database: postgresql://u@127.0.0.1:1/x?"), output
+
+
 @pytest.fixture
 def server_dir() -> Iterator[Path]:
     with server_tmp_dir() as directory:  # not under tmp_path: see its docstring
