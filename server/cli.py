@@ -27,7 +27,13 @@ from server import db, passwords
 from server.config import Config, ConfigError
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
-from server.processes import check_host, check_process_count, one_line, serve_processes
+from server.processes import (
+    check_host,
+    check_process_count,
+    one_line,
+    port_held,
+    serve_processes,
+)
 from server.runner import RunnerBusy
 from server.store import simulations, users
 
@@ -79,7 +85,11 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     check_process_count(config, processes)
     check_host(config)
     embedded = not config.database.url
-    with database(config) as config:
+    # Several processes: held before the database is started or migrated under another server.
+    with (
+        port_held(config) if processes > 1 else contextlib.nullcontext(),
+        database(config) as config,
+    ):
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
         listening = f"Listening on {config.listen_url}"
         if processes > 1:

