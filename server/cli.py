@@ -85,7 +85,11 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     check_process_count(config, processes)
     check_host(config)
     embedded = not config.database.url
-    # Several processes: held before the database is started or migrated under another server.
+    # The port is checked before the database is started or migrated under another server;
+    # several processes hold it (they bind with SO_REUSEPORT: see port_held).
+    if processes == 1:
+        with port_held(config):
+            pass
     with (
         port_held(config) if processes > 1 else contextlib.nullcontext(),
         database(config) as config,

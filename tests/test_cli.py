@@ -504,6 +504,26 @@ def test_several_processes_that_cannot_start_are_one_line(database_url, tmp_path
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_port_in_use_is_found_before_the_database_is_touched(tmp_path, processes):
+    """An upgrade started before the old server stopped: the new run.py must not start or
+    migrate a database under a running server, only to find its port taken afterwards."""
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "YAPTIDE_DATABASE_DATA_DIR": str(data),
+            "YAPTIDE_SERVER_PORT": str(taken.getsockname()[1]),
+            "YAPTIDE_RUNNER_KIND": "none",
+        }
+        result = run_py("--workers", processes, env=env)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "address already in use" in result.stderr
+    assert not (data / "postgres").exists()  # no embedded database made or started
+
+
 def serve_refused(database_url: str, tmp_path: Path, processes: str, **env: str) -> str:
     """stderr of `run.py --workers N` that must stop at start (stdout saying nothing listens)."""
     env = {
