@@ -162,6 +162,26 @@ async def test_simulator_exits_non_zero(start_app, fake, conn):
     assert (response.status, await response.json()) == (404, {"message": "Results not available"})
 
 
+async def test_a_process_the_simulator_left_holding_its_output_does_not_hold_the_task(
+    start_app, tmp_path, conn
+):
+    """A simulator that ends while something it started still holds its output (a wrapper's
+    helper, an orphaned child): the task stayed RUNNING until that process ended (asyncio's
+    wait() waits for the pipes to close too), here 120 s; it may never end."""
+    fake = tmp_path / "shieldhit"
+    fake.write_text(
+        f"#!{sys.executable}\nimport shutil, subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"print('Transport completed.')\n"
+        f"shutil.copyfile({str(MINIMAL[0])!r}, 'mesh.bdo')\n"
+    )
+    fake.chmod(0o755)
+    client, _, _ = await start_app({"shieldhit": str(fake)})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=30)
+    assert (await logfiles_of(conn))["task_1_stdout"] == "Transport completed.\n"
+
+
 async def test_task_that_writes_nothing(start_app, fake, conn):
     client, _, config = await start_app({"shieldhit": str(fake({"1": MINIMAL}))})
     job_id = await submit(client, averaging_payload(ntasks=2))
@@ -186,6 +206,32 @@ async def test_merge_fails_on_a_damaged_file(start_app, fake, conn, tmp_path):
     assert (await logfiles_of(conn))["merge"] == (
         "The results could not be merged: task_2/damaged.bdo is not a readable SHIELD-HIT12A "
         "result file"
+    )
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+@pytest.mark.parametrize(
+    ("length", "problem"),
+    [(1872, "page 0 holds 4 values for 16 bins"), (1008, "it holds no page")],
+)
+async def test_a_result_file_cut_short_fails_the_merge(
+    start_app, fake, conn, tmp_path, length, problem
+):
+    """A result file cut short (the node's disk filled up while the simulator wrote it) that
+    pymchelper still reads: the job was COMPLETED with a 4 x 4 page of 4 values, or with an
+    estimator of no page, and nobody was told."""
+    cut = tmp_path / "mesh.bdo"
+    cut.write_bytes(MINIMAL[0].read_bytes()[:length])
+    client, _, _ = await start_app({"shieldhit": str(fake({"*": [cut]}))})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+
+    async def ended() -> str | None:
+        state = (await status(client, job_id))["job_state"]
+        return state if state in ("COMPLETED", "FAILED") else None
+
+    assert await eventually(ended, timeout=60) == "FAILED"
+    assert (await logfiles_of(conn))["merge"] == (
+        f"The results could not be merged: task_1/mesh.bdo is cut short or damaged: {problem}"
     )
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 

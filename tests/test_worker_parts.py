@@ -4,6 +4,7 @@ the retrying client against a real server, merging, and the page shape."""
 import asyncio
 import itertools
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from server.worker.simulators import (
 )
 from server.worker.task import RESULTS_MANIFEST, TaskRun, keep_results
 from tests.fakes.simulators import AVERAGING, REPLAYS, write_fake
-from tests.helpers import RESULTS_FIXTURE, read_json, set_task
+from tests.helpers import RESULTS_FIXTURE, logfiles_of, read_json, set_task
 
 MINIMAL = [REPLAYS / "minimal" / "mesh.bdo", REPLAYS / "minimal" / "fluence.bdo"]
 ENV = {
@@ -383,3 +384,83 @@ def test_progress_estimates_are_ones_the_server_takes():
         update = {"simulated_primaries": reported.simulated}
         update["estimated_time"] = reported.estimated_time
         parse_update_dict(update)  # 400 (BadRequest) for what the server cannot take
+
+
+def _run_measured(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, int]:
+    """Run a process to its end: its exit status and its peak memory (KiB)."""
+    with subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL) as process:
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss
+
+
+async def test_a_converter_that_prints_a_flood_does_not_grow_the_worker(worker, conn, tmp_path):
+    """A converter printing 256 MiB (a warning per element of a large project): the worker held
+    all of it, and a decoded copy, to keep the last 64 KiB (386 MiB more than with 64 lines)."""
+    client, _, identity = worker
+    env = {
+        **{k: v for k, v in ENV.items() if k != "YAPTIDE_URL"},
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(PROJECT_DIR),
+        "YAPTIDE_URL": str(client.make_url("")),
+        "YAPTIDE_SIMULATION_ID": identity["simulation_id"],
+        "YAPTIDE_UPDATE_KEY": identity["update_key"],
+        "YAPTIDE_JOB_DIR": str(tmp_path),
+        "YAPTIDE_INPUT_TYPE": "editor",
+        "YAPTIDE_RUNNER_CONVERTER": f"{sys.executable} flood.py",
+    }
+    peaks = []
+    for task_id, lines in ((1, 64), (2, 256 * 1024)):  # a task of the job each
+        env["YAPTIDE_TASK_ID"] = str(task_id)
+        (tmp_path / "flood.py").write_text(
+            f"import sys\nfor _ in range({lines}): sys.stdout.write('w' * 1023 + '\\n')\n"
+            "sys.exit(3)\n"
+        )
+        argv = [sys.executable, "-m", "server.worker"]
+        status, peak = await asyncio.to_thread(_run_measured, argv, env, tmp_path)
+        assert status == 0
+        peaks.append(peak)
+        logs = await logfiles_of(conn)
+        assert logs[f"task_{task_id}_error"] == "The converter exited with code 3."
+        assert logs[f"task_{task_id}_converter"] == ("w" * 1023 + "\n") * 64
+    growth = (peaks[1] - peaks[0]) // 1024
+    assert growth < 32, f"the worker took {growth} MiB more for the flood"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"YAPTIDE_URL": "yaptide.example.org:8000"},
+            "YAPTIDE_URL must be an http:// or https:// URL, got 'yaptide.example.org:8000'",
+        ),
+        (
+            {"YAPTIDE_URL": "http://127.0.0.1:99999"},
+            "YAPTIDE_URL must be an http:// or https:// URL, got 'http://127.0.0.1:99999'",
+        ),
+        (
+            {"YAPTIDE_UPDATE_KEY": "k" * 43 + "\r"},
+            "YAPTIDE_UPDATE_KEY must be printable ASCII without spaces",
+        ),
+    ],
+)
+async def test_a_garbled_variable_is_one_line_and_status_2(answering, changes, message):
+    """A URL without its scheme (or with a port past 65535) was retried like an unreachable
+    server for retry_timeout (10 minutes by default), then status 1, "the server could not be
+    told"; a key read from a file with Windows line ends ended in a 49-line traceback."""
+    url, _ = answering
+    env = {
+        **ENV,
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(PROJECT_DIR),
+        "YAPTIDE_URL": url,
+        "YAPTIDE_RUNNER_RETRY_TIMEOUT": "3",
+        **changes,
+    }
+    argv = [sys.executable, "-m", "server.worker"]
+    done = await asyncio.to_thread(
+        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert done.stderr.endswith(f" ERROR server.worker: cannot start: {message}\n")
+    assert "k" * 43 not in done.stderr

@@ -9,6 +9,7 @@ memory): per page, by its `page_normalized`, the first task's values (0), the el
 pages come out in the shape pymchelper's JSON writer gives the YAPTIDE platform.
 """
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,21 @@ def read_file(path: Path, sim_type: str) -> Estimator:
         raise MergeError(f"{name} could not be read ({type(exc).__name__}: {exc})") from None
     if not read:
         raise MergeError(f"{name} is not a readable {TITLES.get(sim_type, sim_type)} result file")
+    if problem := _cut_short(estimator):
+        raise MergeError(f"{name} is cut short or damaged: {problem}")
     return estimator
+
+
+def _cut_short(estimator: Estimator) -> str | None:
+    """What shows that a file pymchelper did read is incomplete (a full disk while it was
+    written): no page, or a page with fewer values than its axes have bins; else None."""
+    if not estimator.pages:
+        return "it holds no page"
+    for number, page in enumerate(estimator.pages):
+        bins = math.prod(page.plot_axis(axis).n for axis in range(page.dimension))
+        if np.size(page.data_raw) != bins:
+            return f"page {number} holds {np.size(page.data_raw)} values for {bins} bins"
+    return None
 
 
 def _aggregator(page: Page) -> Aggregator:

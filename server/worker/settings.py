@@ -9,10 +9,13 @@ the simulator or the converter.
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 KEY_VARIABLE = "YAPTIDE_UPDATE_KEY"
+_KEY = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry as it is
 
 
 class SettingsError(Exception):
@@ -24,6 +27,26 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise SettingsError(f"{name} is not set")
     return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    raw = _required(env, name)
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, a broken IPv6 address
+        valid = False
+    if not valid:
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _key(env: Mapping[str, str]) -> str:
+    """The update key; never in a message (a key with a line end would end in a traceback)."""
+    key = _required(env, KEY_VARIABLE)
+    if not _KEY.fullmatch(key):
+        raise SettingsError(f"{KEY_VARIABLE} must be printable ASCII without spaces")
+    return key
 
 
 def _integer(env: Mapping[str, str], name: str, minimum: int) -> int:
@@ -76,9 +99,9 @@ def load(env: Mapping[str, str] | None = None, merge: bool = False) -> Settings:
     """The worker's settings; the task variables are required unless this is the merge step."""
     env = os.environ if env is None else env
     return Settings(
-        url=_required(env, "YAPTIDE_URL").rstrip("/"),
+        url=_url(env, "YAPTIDE_URL"),
         simulation_id=_required(env, "YAPTIDE_SIMULATION_ID"),
-        update_key=_required(env, KEY_VARIABLE),
+        update_key=_key(env),
         job_dir=Path(_required(env, "YAPTIDE_JOB_DIR")),
         sim_type=_required(env, "YAPTIDE_SIM_TYPE"),
         input_type=env.get("YAPTIDE_INPUT_TYPE") or "files",

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 RESULTS_MANIFEST = ".yaptide_results.json"  # inputs are named [A-Za-z0-9]...: no clash
 STREAM_LIMIT = 1024 * 1024
+EXIT_POLL = 0.5  # seconds between two looks at whether the simulator has exited
+OUTPUT_DRAIN = 2.0  # seconds its output is still read after its exit
 NO_CONVERTER = (
     "This simulation was made in the editor; its input.json has to be converted into "
     "{title} input files, and no converter is configured ([runner] converter in config.toml, "
@@ -122,12 +124,15 @@ class TaskRun:
             raise TaskFailed(NO_CONVERTER.format(title=simulator.title))
         argv = shlex.split(self.settings.converter)
         process = await self.start(
-            argv, f"The converter {argv[0]!r}", stderr=asyncio.subprocess.STDOUT
+            argv, f"The converter {argv[0]!r}", stderr=asyncio.subprocess.STDOUT, limit=STREAM_LIMIT
         )
-        output, _ = await process.communicate()
-        self.logs[self.prefix + "converter"] = output.decode(errors="replace")[-prog.TAIL_BYTES :]
-        if process.returncode != 0:
-            raise TaskFailed(f"The converter {describe_exit(process.returncode or 0)}.")
+        output = prog.Tail()  # its tail only: what it prints may be large
+        assert process.stdout is not None  # piped
+        await read_lines(process.stdout, output, None, prog.Progress())
+        returncode = await process.wait()
+        self.logs[self.prefix + "converter"] = output.text()
+        if returncode != 0:
+            raise TaskFailed(f"The converter {describe_exit(returncode)}.")
 
     async def execute(self, simulator: Simulator, argv: list[str]) -> int:
         """Run the simulator, watching its output and reporting progress; its exit code."""
@@ -183,9 +188,22 @@ class TaskRun:
 
 
 async def _finish(process: asyncio.subprocess.Process, watchers: Sequence[Awaitable[None]]) -> int:
-    """The exit code, once the process has ended and its output has been read to the end."""
-    await asyncio.gather(*watchers)
-    return await process.wait()
+    """The exit code, once the process has ended and its output has been read to the end, or
+    for OUTPUT_DRAIN seconds after its exit: a process it started may hold its output open for
+    ever (asyncio's own wait() waits for the output to close too)."""
+    reading = asyncio.ensure_future(asyncio.gather(*watchers))
+    try:
+        while process.returncode is None and not reading.done():
+            await asyncio.wait({reading}, timeout=EXIT_POLL)
+        await asyncio.wait({reading}, timeout=OUTPUT_DRAIN)  # at once when read to the end
+        if reading.done():
+            reading.result()
+            return await process.wait()
+        returncode = process.returncode
+        assert returncode is not None  # the loop ends at the exit or at the output's end
+        return returncode
+    finally:
+        reading.cancel()
 
 
 async def read_lines(
