@@ -338,9 +338,11 @@ def two_processes(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, s
     )
     pids: set[int] = set()
     try:
-        server.wait_ready()
-        pids = listeners(server.port)
-        assert len(pids) == 2
+        server.wait_ready()  # one process answers; the other may still be binding
+        deadline = time.monotonic() + 30
+        while len(pids := listeners(server.port)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pids) == 2, server.output
         yield server, pids
     finally:
         server.kill()
