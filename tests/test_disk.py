@@ -504,3 +504,19 @@ async def test_inputs_that_do_not_fit_in_work_dir_leave_nothing_behind(start_app
         job_id = await submit(client, payload(input_files=big_files(6, 150 * KIB), ntasks=3))
         await eventually(states_are(client, job_id, "FAILED", "FAILED"))
         assert disk_usage(directory) == 0
+
+
+async def test_logs_the_runner_stores_for_a_failed_task_count_against_the_quota(
+    start_app, conn
+) -> None:
+    """The local runner stores the tail of a worker's output when it fails a task whose worker
+    died (up to 64 KiB a task, 1000 tasks a job): that log counts against the quota like a
+    worker's own log files (README, jobs.user_quota)."""
+    client, _, _ = await start_app("crash")
+    job_id = await submit(client, payload(ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 2
+    user_id = await conn.fetchval("SELECT id FROM users")
+    assert await conn.fetchval(query("stored_bytes"), user_id) == await conn.fetchval(
+        EVERYTHING_STORED, user_id
+    )

@@ -314,3 +314,52 @@ async def test_a_listener_cut_while_it_acknowledges_a_delete_reconnects(conn):
         server.close()
         for writer in proxy.writers:
             writer.close()
+
+
+async def test_a_delete_returns_once_every_process_has_forgotten_the_simulation(
+    aiohttp_client, make_config, conn, monkeypatch
+):
+    """A process may take a request for results before the `simulation_deleted` notification
+    that arrived with it (both wait on its event loop): until it acknowledges, it serves the
+    deleted results from memory, its lease renewed by every ping. So DELETE must return only
+    once every listening process acknowledged (server/results/changes.py). Here every process
+    handles its notifications 0.3 s late: the fetch right after the DELETE must still be 404."""
+    from server.app import create_app
+    from server.results.changes import Changes
+    from tests.helpers import login, set_task, submit
+
+    on_deleted = Changes._on_deleted
+
+    def late(self, *args):
+        asyncio.get_running_loop().call_later(0.3, on_deleted, self, *args)
+
+    monkeypatch.setattr(Changes, "_on_deleted", late)
+    config = make_config()  # one data_dir: one signing secret for both processes
+    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
+    await login(first)
+    account = {"username": "alice", "password": "password1"}
+    assert (await second.post("/auth/login", json=account)).status == 202
+    job_id = await submit(first)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "update_key": KEY, "estimators": RESULTS["estimators"][:1]}
+    assert (await first.post("/results", json=body)).status == 202
+    identity = {"simulation_id": job_id, "update_key": KEY}
+    for task_id in range(1, 5):
+        for state in ("RUNNING", "COMPLETED"):
+            await set_task(first, identity, task_id, task_state=state)
+
+    async def from_memory() -> bool:  # a rename behind the server's back does not show
+        before = await (await second.get("/results", params={"job_id": job_id})).json()
+        await conn.execute(
+            "UPDATE estimators SET name = name || '+' WHERE simulation_id ="
+            " (SELECT id FROM simulations WHERE job_id = $1)",
+            job_id,
+        )
+        after = await (await second.get("/results", params={"job_id": job_id})).json()
+        return names(after) == names(before)
+
+    await eventually(from_memory)
+    deleted = await first.delete("/user/simulations", params={"job_id": job_id})
+    assert deleted.status == 200, await deleted.text()
+    response = await second.get("/results", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (404, NOT_FOUND)

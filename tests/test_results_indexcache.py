@@ -266,3 +266,18 @@ async def test_an_index_of_a_quarter_of_the_pages_is_kept(client, conn):
     assert await cache.get(conn, job_id) is first, (
         f"an index of {pages} pages, a quarter of {4 * pages}: not kept"
     )
+
+
+async def test_a_lease_that_ran_out_serves_nothing_from_memory(client, conn):
+    """The lease bounds how long a process trusts what it holds without hearing from its
+    listener (a connection cut without a close is found only when a ping times out, and the
+    event loop may be held meanwhile): once it has run out, every entry is checked again."""
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    cache = IndexCache(10)
+    cache.renew(time.monotonic() + 0.3)
+    assert (await cache.get(conn, job_id)).trusted
+    await conn.execute("DELETE FROM simulations WHERE job_id = $1", job_id)  # no notification
+    assert await cache.get(conn, job_id) is not None  # leased: served from memory
+    await asyncio.sleep(0.4)
+    assert await cache.get(conn, job_id) is None

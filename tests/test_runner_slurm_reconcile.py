@@ -10,7 +10,7 @@ from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm.reconcile import Reconciler
 from server.store import slurm_jobs
-from tests.helpers import login, submit
+from tests.helpers import KEY, job_of, login, set_key, set_task, submit, tasks_of
 
 
 async def test_one_squeue_per_cluster_and_poll(
@@ -45,6 +45,33 @@ async def test_one_squeue_per_cluster_and_poll(
     url = config.database.url
     await Reconciler(app[SLURM], app[POOL], url, 3600.0, direct=False).poll()
     assert Path(calls).read_text().splitlines() == ["squeue"] * len(clusters)
+
+
+async def test_a_job_cancelled_while_squeue_runs_stays_cancelled(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """The reconciler decides on what it listed before squeue answered; the owner's cancel can
+    land meanwhile. Its verdict (here: SLURM forgot the job) must then change nothing:
+    CANCELED is terminal, and no log is added to the cancelled job."""
+    client, job_id, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=""
+    )
+    await set_key(conn, job_id)
+    identity = {"simulation_id": job_id, "update_key": KEY}
+    for state in ("RUNNING", "COMPLETED"):  # one task done: the others are cancelled
+        await set_task(client, identity, 1, task_state=state)
+    snapshot = reconciler._snapshot
+
+    async def cancelled_meanwhile(*args):
+        found = await snapshot(*args)
+        response = await client.delete("/jobs/direct", params={"job_id": job_id})
+        assert response.status == 200, await response.text()
+        return found
+
+    reconciler._snapshot = cancelled_meanwhile  # type: ignore[method-assign]
+    await reconciler.poll()
+    assert await job_of(conn) == ("CANCELED", True)
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 0
 
 
 async def test_cancels_of_a_cluster_no_longer_configured_are_kept(
@@ -114,3 +141,62 @@ async def test_a_simulation_deleted_while_its_cancel_is_under_way_has_its_jobs_c
     await Reconciler(app[SLURM], app[POOL], config.database.url, 3600.0, direct=False).poll()
     ran = calls.read_text().splitlines() if calls.exists() else []
     assert "scancel 500 501" in ran, ran
+
+
+async def _watched_job(aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue: str):
+    """An app whose cluster "hpc" answers squeue with `squeue` (and takes any scancel), a
+    logged-in client, one of its simulations sent to SLURM as array 500, merge job 600, and a
+    reconciler that polls when asked."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\nprintf '{squeue}'\n")
+    (bin_dir / "scancel").write_text("#!/bin/sh\nexit 0\n")
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    hpc = ClusterConfig("hpc", "hpc", work_dir=str(tmp_path / "hpc"))
+    config = dataclasses.replace(make_config(slurm={"poll_interval": 3600.0}), clusters=(hpc,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client)  # runner "none": stored, then "sent" to SLURM here
+    await conn.execute(
+        "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id) "
+        "SELECT id, 'hpc', $2 || '/' || job_id, 500, 600 FROM simulations WHERE job_id = $1",
+        job_id,
+        hpc.work_dir,
+    )
+    app = client.server.app
+    reconciler = Reconciler(app[SLURM], app[POOL], config.database.url, 3600.0, direct=False)
+    return client, job_id, reconciler
+
+
+async def test_tasks_slurm_forgot_are_failed_each_with_its_log(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """The reconciler's docstring: an array task SLURM has ended *or forgotten* (squeue no
+    longer lists it after MinJobAge, and no jobcomp file is configured) while its task is not
+    terminal is FAILED with the log `task_<n>_slurm`; else the job waits for ever."""
+    *_, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=""
+    )
+    await reconciler.poll()
+    rows = await conn.fetch("SELECT name, content FROM logfiles ORDER BY name")
+    assert [row["name"] for row in rows] == [f"task_{n}_slurm" for n in range(1, 5)]
+    assert all("SLURM no longer knows this job" in row["content"] for row in rows)
+    assert await job_of(conn) == ("FAILED", True)
+    assert await tasks_of(conn) == [(n, "FAILED") for n in range(1, 5)]
+
+
+async def test_a_merge_job_slurm_forgot_fails_the_job(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """The array still runs, but SLURM no longer knows the merge job (it ended long ago, say by
+    an administrator's scancel, and was forgotten while the server was down): nothing will
+    merge, so the job is FAILED with the log `merge` rather than waiting for ever."""
+    running = "".join(f"500|{n}|{500 + n}|RUNNING|None\\n" for n in range(1, 5))
+    *_, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=running
+    )
+    await reconciler.poll()
+    assert [row["name"] for row in await conn.fetch("SELECT name FROM logfiles")] == ["merge"]
+    assert await job_of(conn) == ("FAILED", True)
