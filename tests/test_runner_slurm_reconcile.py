@@ -103,23 +103,8 @@ async def test_a_simulation_deleted_while_its_cancel_is_under_way_has_its_jobs_c
     delete in between (the simulation is terminal at once; another tab, another server process)
     removed the ids first, so nothing was written down, no scancel ran, and the reconciler no
     longer watched the simulation: its SLURM jobs stayed queued, or ran, for good."""
-    calls = tmp_path / "calls"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("scancel", "squeue"):
-        script = bin_dir / name
-        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n')
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    hpc = ClusterConfig("hpc", "hpc", work_dir=str(tmp_path / "hpc"))
-    config = dataclasses.replace(make_config(slurm={"poll_interval": 3600.0}), clusters=(hpc,))
-    client = await aiohttp_client(create_app(config))
-    await login(client)
-    job_id = await submit(client)  # runner "none": stored, then "sent" to SLURM here
-    await conn.execute(
-        "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id) "
-        "SELECT id, 'hpc', '/w/' || job_id, 500, 501 FROM simulations WHERE job_id = $1",
-        job_id,
+    client, job_id, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=""
     )
     read, reading, release = slurm_jobs.get, asyncio.Event(), asyncio.Event()
 
@@ -137,20 +122,23 @@ async def test_a_simulation_deleted_while_its_cancel_is_under_way_has_its_jobs_c
     assert deleted.status == 200, await deleted.text()
     release.set()
     assert (await cancel).status == 200
-    app = client.server.app
-    await Reconciler(app[SLURM], app[POOL], config.database.url, 3600.0, direct=False).poll()
+    await reconciler.poll()
+    calls = tmp_path / "calls"
     ran = calls.read_text().splitlines() if calls.exists() else []
-    assert "scancel 500 501" in ran, ran
+    assert "scancel 500 600" in ran, ran
 
 
 async def _watched_job(aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue: str):
-    """An app whose cluster "hpc" answers squeue with `squeue` (and takes any scancel), a
-    logged-in client, one of its simulations sent to SLURM as array 500, merge job 600, and a
-    reconciler that polls when asked."""
+    """An app whose cluster "hpc" answers squeue with `squeue` (and takes any scancel; both
+    calls are written to tmp_path/calls), a logged-in client, one of its simulations sent to
+    SLURM as array 500, merge job 600, and a reconciler that polls when asked."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(f"#!/bin/sh\nprintf '{squeue}'\n")
-    (bin_dir / "scancel").write_text("#!/bin/sh\nexit 0\n")
+    calls = tmp_path / "calls"
+    (bin_dir / "squeue").write_text(
+        f"#!/bin/sh\necho \"squeue $*\" >> {calls}\nprintf '{squeue}'\n"
+    )
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "scancel $*" >> {calls}\n')
     for script in bin_dir.iterdir():
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")

@@ -4,6 +4,7 @@ progress and results over HTTP, and the merge step merges the tasks' real files.
 
 import sys
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -162,20 +163,29 @@ async def test_simulator_exits_non_zero(start_app, fake, conn):
     assert (response.status, await response.json()) == (404, {"message": "Results not available"})
 
 
+def python_simulator(tmp_path: Path, code: str) -> Path:
+    """A SHIELD-HIT12A stand-in: a Python script running `code` (with shutil, subprocess and
+    sys imported), then leaving the minimal result file."""
+    fake = tmp_path / "shieldhit"
+    fake.write_text(
+        f"#!{sys.executable}\nimport shutil, subprocess, sys\n{code}"
+        f"shutil.copyfile({str(MINIMAL[0])!r}, 'mesh.bdo')\n"
+    )
+    fake.chmod(0o755)
+    return fake
+
+
 async def test_a_process_the_simulator_left_holding_its_output_does_not_hold_the_task(
     start_app, tmp_path, conn
 ):
     """A simulator that ends while something it started still holds its output (a wrapper's
     helper, an orphaned child): the task stayed RUNNING until that process ended (asyncio's
     wait() waits for the pipes to close too), here 120 s; it may never end."""
-    fake = tmp_path / "shieldhit"
-    fake.write_text(
-        f"#!{sys.executable}\nimport shutil, subprocess, sys\n"
-        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        f"print('Transport completed.')\n"
-        f"shutil.copyfile({str(MINIMAL[0])!r}, 'mesh.bdo')\n"
+    fake = python_simulator(
+        tmp_path,
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print('Transport completed.')\n",
     )
-    fake.chmod(0o755)
     client, _, _ = await start_app({"shieldhit": str(fake)})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=30)
@@ -354,13 +364,10 @@ async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(start_app
     """A simulator that prints more than the worker's line limit without a newline (a progress
     bar redrawn with carriage returns, binary garbage) still completes its task: it was killed,
     and its task FAILED with "ValueError: Separator is not found, and chunk exceed the limit"."""
-    fake = tmp_path / "shieldhit"
-    fake.write_text(
-        f"#!{sys.executable}\nimport shutil, sys\n"
-        f"sys.stdout.write('\\r12%' * {STREAM_LIMIT})\nprint()\nprint('Transport completed.')\n"
-        f"shutil.copyfile({str(MINIMAL[0])!r}, 'mesh.bdo')\n"
+    fake = python_simulator(
+        tmp_path,
+        f"sys.stdout.write('\\r12%' * {STREAM_LIMIT})\nprint()\nprint('Transport completed.')\n",
     )
-    fake.chmod(0o755)
     client, _, _ = await start_app({"shieldhit": str(fake)})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
