@@ -198,6 +198,33 @@ async def test_right_key_in_header_is_accepted(client, conn) -> None:
     assert (response.status, await response.json()) == (202, {"message": "Task updated"})
 
 
+@pytest.mark.parametrize(
+    "sent", ["gzip, key in header", "large, key in header", "large, key inside"]
+)
+async def test_the_key_of_a_job_that_has_ended_is_409_however_the_body_comes(
+    client, conn, sent
+) -> None:
+    """A terminal job's key is refused as the job's end (409), also when it is checked before
+    the body is read or parsed: the built-in worker sends its results gzipped with the key in
+    the header, and stops quietly on a 409 only."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await client.delete("/jobs/direct", params={"job_id": job_id})).status == 200
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+    if sent == "gzip, key in header":
+        data = gzip.compress(orjson.dumps({"simulation_id": job_id, "estimators": []}))
+        headers["Content-Encoding"] = "gzip"
+    elif sent == "large, key in header":
+        data = large_upload(job_id, KEY).replace(b'"update_key"', b'"no_key"')
+    else:
+        data = large_upload(job_id, KEY)
+        del headers["Authorization"]
+    response = await client.post("/results", data=data, headers=headers)
+    expected = {"message": "Simulation is CANCELED: no more updates are accepted"}
+    assert (response.status, await response.json()) == (409, expected)
+
+
 async def test_body_budget_spent_is_503_with_retry_after(aiohttp_client, make_config, conn) -> None:
     """Past the first FREE_BYTES of a body (never counted), bytes are taken from the budget."""
     limits = {"max_body_size": FREE + 200 * K, "worker_max_body_size": FREE + 200 * K}

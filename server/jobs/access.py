@@ -10,7 +10,7 @@ from aiohttp import web
 from server import values
 from server.errors import BadRequest, Forbidden, NotFound
 from server.http import bearer_token, parse_json, query_param
-from server.jobs.states import check_open
+from server.jobs.states import TERMINAL_STATES, check_open
 from server.keys import CONFIG, POOL, USER
 from server.limits.bodies import hold_for_parsing, read_body
 from server.limits.budget import KEY_CHECKED
@@ -81,8 +81,9 @@ def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
 
 
 async def check_header_key(request: web.Request) -> None:
-    """403 before the body is read when the header's key can update no simulation: a stranger's
-    body is never buffered. (A key in the body can only be checked once the body is read.)
+    """403 before the body is read when the header's key belongs to no simulation: a stranger's
+    body is never buffered; 409 when its job has ended, as the full check would answer. (A key
+    in the body can only be checked once the body is read.)
 
     Small plain bodies (most progress reports) are read first: buffering them costs less than
     the extra query, and the key is checked with the body's simulation anyway.
@@ -92,8 +93,10 @@ async def check_header_key(request: web.Request) -> None:
     if key is None or (small and "Content-Encoding" not in request.headers):
         return
     digest = hashlib.sha256(key.encode()).digest()
-    if not await simulations.live_update_key_exists(request.app[POOL], digest):
+    state = await simulations.update_key_state(request.app[POOL], digest)
+    if state is None:
         raise Forbidden(BAD_KEY)
+    check_open(state)  # the key of a job that has ended: 409, as once the body is read
     request[KEY_CHECKED] = True  # a known sender: its body may use the whole budget
 
 
@@ -109,7 +112,8 @@ async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
     it names no update key that could update a simulation.
 
     Every `"update_key": "..."` member of the raw body is a candidate: the top-level one, if
-    any, is among them, so when none is live the body's key is wrong. When the body is small,
+    any, is among them, so when none is any simulation's the body's key is wrong (one of a job
+    that has ended is parsed, for the full check's 409). When the body is small,
     the key comes in a header, or a candidate is escaped or there are many, parsing decides:
     then (a stranger's body, as far as is known) its parse is held from the budget first.
     """
@@ -121,10 +125,16 @@ async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
         await hold_for_parsing(request, body)
         return
     pool = request.app[POOL]
+    ended = False
     for key in candidates:
-        if await simulations.live_update_key_exists(pool, hashlib.sha256(key).digest()):
+        state = await simulations.update_key_state(pool, hashlib.sha256(key).digest())
+        if state is not None and state not in TERMINAL_STATES:
             return
-    raise Forbidden(BAD_KEY)
+        ended = ended or state is not None
+    if not ended:
+        raise Forbidden(BAD_KEY)
+    # The key of a job that has ended (or a decoy naming one): parsing decides, 409 or 403.
+    await hold_for_parsing(request, body)
 
 
 def job_id_of(body: dict[str, Any]) -> str:

@@ -143,8 +143,10 @@ async def rotate_update_key(db: Db, job_id: str, update_key_sha256: bytes) -> bo
     return await db.fetchval(query("rotate_update_key"), job_id, update_key_sha256) is not None
 
 
-async def live_update_key_exists(db: Db, key_sha256: bytes) -> bool:
-    return bool(await db.fetchval(query("live_update_key_exists"), key_sha256))
+async def update_key_state(db: Db, key_sha256: bytes) -> str | None:
+    """The state of the simulation holding a key (a live one first); None when none does."""
+    state: str | None = await db.fetchval(query("update_key_state"), key_sha256)
+    return state
 
 
 async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> list[str]:

@@ -131,13 +131,13 @@ WHERE job_id = $1 AND platform = 'direct'
   AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING id
 
--- name: live_update_key_exists
--- Whether a key (its SHA-256) can still update a simulation: checked before a worker's body is
--- read, when the key comes in the Authorization header.
-SELECT EXISTS (
-    SELECT 1 FROM simulations
-     WHERE update_key_sha256 = $1 AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
-)
+-- name: update_key_state
+-- The state of the simulation a key (its SHA-256) belongs to, a live one first (no row: none):
+-- checked before a worker's body is read or parsed.
+SELECT job_state FROM simulations
+WHERE update_key_sha256 = $1
+ORDER BY job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+LIMIT 1
 
 -- name: expired_job_ids
 -- Of the job directories named in $1, those whose simulation was deleted, or ended more than $2
