@@ -226,18 +226,25 @@ async def user_from_cookie(request: web.Request, cookie: str) -> User:
             request.app[USER_CACHE].put_claims(token, claims)
     if user is None or user.id != int(claims["sub"]) or not _current(claims, kind, user):
         raise Unauthorized(INVALID_TOKEN)
+    if kind == "access" and claims.get("sid") is not None and claims["sid"] not in user.sessions:
+        raise LoggedOut(INVALID_TOKEN)
     return user
+
+
+class LoggedOut(Unauthorized):
+    """An access token, otherwise valid, of a session that was logged out. The main API answers
+    it like any invalid token; the UI's dialect as no token (server/ui/dialect.py): the UI
+    sends requests as it logs out, which reach the server after the logout ended the session."""
 
 
 def _current(claims: dict[str, Any], kind: str, user: User) -> bool:
     """An access token of the user's current token generation (a password change starts a new
-    one; tokens made before generations existed count as 0) and of a live session (not logged
-    out; tokens without one end only when they expire). Refresh tokens are revoked one by one."""
+    one; tokens made before generations existed count as 0); whether its session is live (not
+    logged out; tokens without one end only when they expire) is checked after, as LoggedOut.
+    Refresh tokens are revoked one by one."""
     if kind != "access":
         return True
-    session = claims.get("sid")
-    live = session is None or session in user.sessions
-    return live and claims.get("gen", 0) == user.token_generation
+    return bool(claims.get("gen", 0) == user.token_generation)
 
 
 async def access_user(request: web.Request) -> User:

@@ -106,6 +106,24 @@ async def test_logout_then_refresh_is_silent(client, conn):
     assert await body_of(await client.get(LIST)) == no_token
 
 
+async def test_a_request_racing_the_logout_is_silent(client, conn):
+    """The UI fetches the simulation list as it logs out (it forgets the user, then sends the
+    logout): that request, sent with the access cookie before the logout's answer cleared it,
+    reaches the server after the logout ended its session. Its 401 must be the silent one,
+    not a red "Invalid or expired token" snackbar."""
+    await login(client)
+    access = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"]
+    assert (await client.get(LIST)).status == 200
+    response = await client.delete(f"{UI}/auth/logout")
+    assert await body_of(response) == (200, {"message": "Logout successful"})
+    client.session.cookie_jar.update_cookies({"access_token": access.value})
+    no_token = (401, {"message": "No token provided"})
+    assert await body_of(await client.get(LIST)) == no_token
+    # The main API keeps its own message for a logged-out session's token.
+    status, body = await body_of(await client.get("/user/simulations"))
+    assert (status, body) == (401, {"message": "Invalid or expired token"})
+
+
 async def test_no_token_is_the_silent_message(client, conn):
     for path in (LIST, f"{UI}/jobs/direct?job_id=x", f"{UI}/results?job_id=x"):
         assert await body_of(await client.get(path)) == (401, {"message": "No token provided"})

@@ -13,7 +13,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.errors import NotFound
+from server.auth import NO_TOKEN, LoggedOut
+from server.errors import NotFound, Unauthorized
 from server.jobs.access import NOT_FOUND
 from server.ui import shapes
 
@@ -34,13 +35,16 @@ def reshaped(handler: Handler, shape: Callable[[dict[str, Any]], dict[str, Any]]
 @web.middleware
 async def ui_messages(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The UI shows every error message in a snackbar, except a few exact texts: an unknown
-    job (e.g. polled just after its deletion) gets the one it silences."""
+    job (e.g. polled just after its deletion) gets the one it silences, and so does the access
+    token of a session logged out (the UI's own requests racing its logout)."""
     try:
         return await handler(request)
     except NotFound as exc:
         if exc.message == NOT_FOUND:
             raise NotFound(shapes.NO_JOB) from None
         raise
+    except LoggedOut:  # a request sent as the UI logged out, answered after the logout
+        raise Unauthorized(NO_TOKEN) from None
 
 
 def share_state(parent: web.Application) -> Callable[[web.Application], Any]:
