@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import aiohttp
@@ -32,7 +33,7 @@ from server.worker.simulators import (
 )
 from server.worker.task import RESULTS_MANIFEST, TaskRun, keep_results
 from tests.fakes.simulators import AVERAGING, REPLAYS, write_fake
-from tests.helpers import RESULTS_FIXTURE, logfiles_of, read_json, set_task
+from tests.helpers import RESULTS_FIXTURE, eventually, logfiles_of, read_json, set_task
 
 MINIMAL = [REPLAYS / "minimal" / "mesh.bdo", REPLAYS / "minimal" / "fluence.bdo"]
 ENV = {
@@ -464,3 +465,40 @@ async def test_a_garbled_variable_is_one_line_and_status_2(answering, changes, m
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert done.stderr.endswith(f" ERROR server.worker: cannot start: {message}\n")
     assert "k" * 43 not in done.stderr
+
+
+def test_fluka_rows_the_server_would_refuse_are_bounded_or_skipped():
+    """A time per primary that is not finite (NaN, Infinity) skips its row, and primaries past
+    a bigint are reported as the most the server takes: a refused report stops the simulator."""
+    progress = prog.Progress()
+    parser = prog.FlukaOutParser(progress)
+    parser.feed(" 1NUMBER OF BEAM    BEAM PARTICLES")
+    for per_primary in ("NaN", "Infinity", "-Infinity"):
+        parser.feed(f"     980000      20000      20000     {per_primary}     1.0E+30     44182")
+    assert progress.version == 0
+    parser.feed(f"     {2**64}      20000      20000     1.0E-04     1.0E+30     44182")
+    assert (progress.simulated, progress.estimated_time) == (prog.MAX_PRIMARIES, 2)
+
+
+async def test_a_fluka_out_line_without_end_does_not_grow_the_worker(tmp_path):
+    """The .out file is read a bounded piece at a time, and of a line not ended yet only the end
+    is kept: 40 MiB without a newline before the progress table once cost several times that."""
+    out = tmp_path / "fluka_1" / "input001.out"
+    out.parent.mkdir()
+    row = "     980000      20000      20000     1.8515483E-04     1.0000000E+30     44182\n"
+    out.write_text("x" * (40 << 20) + "\n 1NUMBER OF BEAM    BEAM PARTICLES\n" + row)
+    progress = prog.Progress()
+    tracemalloc.start()
+    try:
+        following = asyncio.ensure_future(prog.follow_fluka_out(tmp_path, progress, 0.01))
+
+        async def reported() -> bool:
+            return progress.version > 0
+
+        await eventually(reported, timeout=30)
+        following.cancel()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (progress.simulated, progress.estimated_time) == (980000, 4)
+    assert peak < 24 << 20, f"{peak >> 20} MiB"

@@ -26,6 +26,9 @@ FLUKA_TABLE_MARKS = ("NUMBER OF BEAM", "NEXT SEEDS:")
 FLUKA_OUT_GLOB = "fluka_*/*001.out"
 TAIL_BYTES = 64 * 1024
 MAX_ESTIMATE = 2**31 - 1  # seconds: the most a task's estimated_time can hold (an int32)
+MAX_PRIMARIES = 2**63 - 1  # the most a task's simulated_primaries can hold (a bigint)
+MAX_PARTIAL = 64 * 1024  # of a FLUKA .out line not ended yet, only the end is kept
+READ_AT_MOST = 4 * 1024 * 1024  # of the FLUKA .out file per look at it
 
 
 @dataclass
@@ -35,7 +38,9 @@ class Progress:
     version: int = 0  # bumped on every change, so the reporter sends only news
 
     def set(self, simulated: int, estimated_time: int | None) -> None:
-        if estimated_time is not None:  # past it the server refuses the report (400)
+        """Past these bounds the server refuses the report (400), which stops the simulator."""
+        simulated = min(simulated, MAX_PRIMARIES)
+        if estimated_time is not None:
             estimated_time = min(estimated_time, MAX_ESTIMATE)
         if (simulated, estimated_time) != (self.simulated, self.estimated_time):
             self.simulated, self.estimated_time = simulated, estimated_time
@@ -82,36 +87,39 @@ class FlukaOutParser:
             return
         try:
             done, left = int(fields[0]), int(fields[1])
-            per_primary = float(fields[3])
-        except ValueError:
+            estimate = round(left * float(fields[3]))
+        except (ValueError, OverflowError):  # not numbers, or a time per primary of NaN or inf
             return
-        self._progress.set(done, round(left * per_primary))
+        self._progress.set(done, estimate)
 
 
 async def follow_fluka_out(directory: Path, progress: Progress, period: float) -> None:
     """Read the FLUKA .out file as it grows (cancelled when the simulator has ended)."""
     parser = FlukaOutParser(progress)
-    path, offset, partial = None, 0, ""
+    path, offset, partial, behind = None, 0, "", False
     while True:
-        await asyncio.sleep(period)
+        if not behind:  # else more was written than one read takes: read on at once
+            await asyncio.sleep(period)
         if path is None:
             path = next(iter(sorted(directory.glob(FLUKA_OUT_GLOB))), None)
             if path is None:
                 continue
         try:
-            chunk, offset = await asyncio.to_thread(_read_from, path, offset)
+            chunk, read_to = await asyncio.to_thread(_read_from, path, offset)
         except OSError:  # rfluka removes its directory at the end
             return
+        behind, offset = read_to - offset == READ_AT_MOST, read_to
         lines = (partial + chunk).split("\n")
-        partial = lines.pop()
+        partial = lines.pop()[-MAX_PARTIAL:]  # no progress row is that long: memory stays flat
         for line in lines:
             parser.feed(line)
 
 
 def _read_from(path: Path, offset: int) -> tuple[str, int]:
+    """What the file holds past `offset`, READ_AT_MOST bytes of it at a time."""
     with path.open("rb") as source:
         source.seek(offset)
-        data = source.read()
+        data = source.read(READ_AT_MOST)
     return data.decode(errors="replace"), offset + len(data)
 
 
