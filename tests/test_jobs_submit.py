@@ -81,6 +81,11 @@ BAD_BODIES = [
         files_with(**{"beam.dat": "x" * (MAX_FILE_SIZE + 1)}),
         f"Invalid file beam.dat: larger than {MAX_FILE_SIZE} bytes",
     ),
+    (
+        "a file too large in UTF-8 (its characters fit)",
+        files_with(**{"beam.dat": "é" * (MAX_FILE_SIZE // 2 + 1)}),
+        f"Invalid file beam.dat: larger than {MAX_FILE_SIZE} bytes",
+    ),
     ("title not a string", {**FILES, "title": 5}, "Field title must be of type string"),
     ("title too long", {**FILES, "title": "x" * 1001}, "Invalid title: at most 1000 characters"),
     (
