@@ -57,34 +57,38 @@ def forget_dead_handles(pgdata: Path) -> None:
 POSTMASTER_LINES = 8  # what pgserver reads of a postmaster.pid; it fails on fewer
 
 
+def _postmaster_lines(pgdata: Path) -> list[str] | None:
+    """The lines of pgdata's postmaster.pid, the first a pid; None without such a file."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return lines
+
+
 def forget_stale_postmaster(pgdata: Path) -> None:
     """Remove a postmaster.pid whose pid is alive but is not a postgres (a reused pid), or whose
     postmaster died before writing all of it (killed while starting): pgserver cannot read that
     one, and postgres itself would remove it (its pid is dead). Call it under pgserver's lock,
     so that it never removes the file of a postgres another run.py is starting."""
-    pidfile = pgdata / "postmaster.pid"
-    try:
-        lines = pidfile.read_text().splitlines()
-        pid = int(lines[0])
-    except (OSError, ValueError, IndexError):
+    lines = _postmaster_lines(pgdata)
+    if lines is None:
         return
-    process = _process(pid)
+    process = _process(int(lines[0]))
     with contextlib.suppress(psutil.Error):
         if process is None:
             if len(lines) < POSTMASTER_LINES:
-                pidfile.unlink()
+                (pgdata / "postmaster.pid").unlink()
         elif process.name() != "postgres" or process.status() == psutil.STATUS_ZOMBIE:
-            pidfile.unlink()
+            (pgdata / "postmaster.pid").unlink()
 
 
 def stop_postmaster(pgdata: Path) -> None:
     """A fast shutdown (SIGINT) of the postgres of pgdata's postmaster.pid, if one runs; waits
     for it for up to 30 s."""
-    try:
-        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return
-    process = _process(pid)
+    lines = _postmaster_lines(pgdata)
+    process = None if lines is None else _process(int(lines[0]))
     with contextlib.suppress(psutil.Error):  # gone meanwhile, or not stopped in time
         if process is not None and process.name() == "postgres":
             process.send_signal(signal.SIGINT)
