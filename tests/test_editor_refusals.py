@@ -284,9 +284,9 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
         "beam sigma: unknown 'type' 'Triangular' (expected one of: gaussian, flat square, flat circular)",
     ),
     (
-        "flat circle with two radii",
-        _set("beam.sigma", {"type": "Flat circular", "x": 1, "y": 2}),
-        "beam sigma: a flat circular beam has one radius: 'x' and 'y' differ",
+        "flat circle whose radius is a hidden x",
+        _set("beam.sigma", {"type": "Flat circular", "x": 0.7, "y": 0}),
+        "beam sigma: a flat circular beam needs a radius 'y' greater than 0",
     ),
     (
         "divergence",

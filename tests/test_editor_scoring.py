@@ -51,8 +51,9 @@ def test_the_example_beam() -> None:
     [
         ({"type": "Gaussian", "x": 0.3, "y": 0.4}, "0.3 0.4"),
         ({"type": "Flat square", "x": 0.2, "y": 0.5}, "-0.2 -0.5"),
-        ({"type": "Flat circular", "x": 0.7, "y": 0}, "1.0 -0.7"),
         ({"type": "Flat circular", "x": 0, "y": 0.7}, "1.0 -0.7"),
+        # the editor's one field, 'radius', is y; x keeps a previous type's value, unseen
+        ({"type": "Flat circular", "x": 0.3, "y": 0.7}, "1.0 -0.7"),
     ],
 )
 def test_every_beam_sigma_type(sigma: dict[str, Any], written: str) -> None:
@@ -339,3 +340,46 @@ def test_a_quantity_scored_in_another_material_is_refused_not_dropped() -> None:
 @pytest.mark.parametrize("scale", [1e-200, 1e200])
 def test_the_beam_direction_of_very_small_or_large_vectors(scale: float) -> None:
     assert beam_cards({"direction": [scale, 0, scale]})["BEAMDIR"] == "45.0 0.0"
+
+
+def test_filter_rules_keep_the_operator_names_the_editor_sends() -> None:
+    """A rule added in the editor ("Add rule", or after choosing its keyword) gets its operator
+    from the editor's RULE_DEFAULTS, by name: 'equal', 'less_than', 'less_than_or_equal'; it
+    keeps that name until the user picks another operator."""
+    filters = [
+        {
+            "uuid": "filter-f",
+            "name": "f",
+            "rules": [
+                {"keyword": "Z", "operator": "equal", "value": 1},
+                {"keyword": "E", "operator": "less_than", "value": 1.0},
+                {"keyword": "EAMU", "operator": "less_than_or_equal", "value": 10.0},
+            ],
+        }
+    ]
+    outputs = [output("out", "All", quantity("Fluence", filter_name="f"))]
+    text = detect_dat([detector("All", "All")], outputs, filters)
+    assert text.split("\n\n")[1] == "Filter\n    Name f\n    Z == 1\n    E < 1\n    EAMU <= 10"
+
+
+def test_a_quantity_keyword_may_start_with_a_digit() -> None:
+    """'1MeVNEq' (1-MeV neutron equivalent fluence) is a SHIELD-HIT12A quantity the editor
+    offers for detectors; it is one word."""
+    text = detect_dat([detector("All", "All")], [output("out", "All", quantity("1MeVNEq"))])
+    assert (
+        text.split("\n\n")[1] == "Output\n    Filename out.bdo\n    Geo All\n    Quantity 1MeVNEq\n"
+    )
+
+
+def test_an_output_scored_in_a_zone_is_refused_for_what_it_is() -> None:
+    """The editor offers SHIELD-HIT12A outputs of scoring type 'Zone' (Energy in a zone): such
+    an output has `scoringType` "ZONE" and a `zoneUuid`, and no detector at all."""
+    energy = output("energy", "All", quantity("Energy"))
+    del energy["detectorUuid"]
+    energy |= {"scoringType": "ZONE", "zoneUuid": "zone-Z"}
+    with pytest.raises(
+        ConversionError,
+        match=r"^output 'energy': scoring in a zone \('Zone' scoring type\) cannot be converted "
+        r"yet: score with a detector of type Zone$",
+    ):
+        detect_dat([detector("All", "All")], [energy])

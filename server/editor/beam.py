@@ -157,11 +157,10 @@ def _sigma(sigma: Json) -> str:
         if x <= 0 or y <= 0:
             raise ConversionError(item, "a flat square beam needs 'x' and 'y' greater than 0")
         return _card("BEAMSIGMA", -x, -y, comment="flat rectangle, half sides x y (cm)")
-    if x > 0 and y > 0 and x != y:
-        raise ConversionError(item, "a flat circular beam has one radius: 'x' and 'y' differ")
-    if max(x, y) <= 0:
-        raise ConversionError(item, "a flat circular beam needs a radius greater than 0")
-    return _card("BEAMSIGMA", 1.0, -max(x, y), comment="flat circle, radius (cm)")
+    # the editor shows one field, 'radius', which is y; x keeps what the previous type held
+    if y <= 0:
+        raise ConversionError(item, "a flat circular beam needs a radius 'y' greater than 0")
+    return _card("BEAMSIGMA", 1.0, -y, comment="flat circle, radius (cm)")
 
 
 def _sad(beam: Json) -> list[str]:

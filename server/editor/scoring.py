@@ -23,7 +23,16 @@ from server.editor.project import (
 )
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
-TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# the editor's own names, which a rule keeps until the user picks an operator (RULE_DEFAULTS)
+OPERATOR_NAMES = {
+    "equal": "==",
+    "not_equal": "!=",
+    "less_than": "<",
+    "less_than_or_equal": "<=",
+    "greater_than": ">",
+    "greater_than_or_equal": ">=",
+}
+TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # one word: "1MeVNEq" is a quantity
 SETTINGS = {"rescale": "Rescale", "offset": "Offset", "primaries": "Primaries", "medium": "Medium"}
 # the editor's media of neutron KERMA quantities (NKERMA, NEqvDose): `medium` is always sent
 NK_MEDIA = ("A150", "AIR", "BONE", "Muscule", "TE_Methane", "TE_Propane", "WATER")
@@ -93,6 +102,7 @@ def _rules(value: Json, item: str) -> list[str]:
     for rule in entries(value, "rules", item):
         keyword = _token(text(rule, "keyword", item), item, "the rule keyword")
         operator = text(rule, "operator", item)
+        operator = OPERATOR_NAMES.get(operator, operator)
         if operator not in OPERATORS:
             raise ConversionError(
                 item, f"unknown operator {operator!r} (expected {' '.join(OPERATORS)})"
@@ -117,6 +127,12 @@ def _output(scoring: Scoring, name: str, value: Json, index: int) -> str:
     item = label("output", value, index)
     if value.get("trace"):
         raise ConversionError(item, "trace outputs cannot be converted")
+    if value.get("scoringType") == "ZONE":  # the editor's 'Zone' scoring type: no detector
+        raise ConversionError(
+            item,
+            "scoring in a zone ('Zone' scoring type) cannot be converted yet: "
+            "score with a detector of type Zone",
+        )
     detector = scoring.detectors.get(str(value.get("detectorUuid")))
     if detector is None:
         raise ConversionError(item, "its detector is not one of the project's detectors")
