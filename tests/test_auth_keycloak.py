@@ -109,6 +109,24 @@ async def test_local_user_gets_403_from_clusters(sso):
     )
 
 
+@pytest.mark.parametrize("path", ["/jobs/batch", "/ui/jobs/batch"])
+async def test_local_user_gets_403_from_batch_status_and_cancel(sso, provider, path):
+    """spec/api.md: `/jobs/batch` (POST, GET, DELETE) is for SSO users; local users get 403,
+    and their job is left as it was. An SSO user follows a job there."""
+    await login(sso, "bob")
+    job_id = await submit(sso)
+    refused = denied("Local users cannot access HPC clusters")
+    for method in ("GET", "DELETE"):
+        response = await sso.request(method, path, params={"job_id": job_id})
+        assert (response.status, await response.json()) == refused
+    response = await sso.get("/jobs/direct", params={"job_id": job_id})
+    assert (await response.json())["job_state"] != "CANCELED"
+    await signs_in(sso, provider)
+    job_id = await submit(sso)
+    response = await sso.get(path, params={"job_id": job_id})
+    assert response.status == 200, await response.text()
+
+
 async def test_session_ends_with_the_keycloak_token(sso, provider):
     """The access cookie never outlives the Keycloak token, nor the server's access_ttl (900 s)."""
     expires = int(time.time()) + 60

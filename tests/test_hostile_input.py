@@ -229,3 +229,28 @@ async def test_deeply_nested_upload_is_400(client, conn, estimator: bytes, messa
     response = await client.post("/results", data=body)
     assert (response.status, await response.json()) == (400, {"message": message})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+@pytest.mark.parametrize(("depth", "status"), [(251, 202), (252, 400), (300, 400)])
+async def test_an_input_too_deep_to_be_sent_back_is_400(
+    client, conn, depth: int, status: int
+) -> None:
+    """An editor project orjson reads but could not write back (nested deeper than 254 levels
+    in the answers that hold it: the UI dialect's `GET /inputs` sends it two levels down) is a
+    400 at submission, with nothing stored; what is accepted is served in every form."""
+    await login(client)
+    body = editor()
+    body["input_json"]["extra"] = "deep"  # spliced in: too deep for orjson to write here
+    raw = orjson.dumps(body).replace(b'"extra":"deep"', b'"extra":' + deeply_nested(depth))
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/jobs/direct", data=raw, headers=headers)
+    if status == 400:
+        message = {"message": "Invalid input: nested too deeply"}
+        assert (response.status, await response.json()) == (400, message)
+        assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+        return
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    for path in ("/inputs", "/ui/inputs"):
+        answer = await client.get(path, params={"job_id": job_id})
+        assert answer.status == 200, (path, await answer.text())

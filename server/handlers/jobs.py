@@ -104,6 +104,18 @@ async def status(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def batch_status(request: web.Request) -> web.Response:
+    """GET /jobs/batch: as /jobs/direct, for the users who may use clusters."""
+    check_cluster_user(request)
+    return await status(request)
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    """DELETE /jobs/batch: as /jobs/direct, for the users who may use clusters."""
+    check_cluster_user(request)
+    return await cancel(request)
+
+
 async def cancel(request: web.Request) -> web.Response:
     """Cancels a simulation (`DELETE /jobs/direct` and `/jobs/batch`): CANCELED at once, then
     the work is told to stop."""

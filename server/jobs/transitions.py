@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from server.errors import Conflict, NotFound, PayloadTooLarge
+from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from server.jobs.access import NOT_FOUND, check_worker
 from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
@@ -45,7 +46,10 @@ async def create_simulation(
     413 (and nothing stored) when the user's stored inputs and results would exceed `quota`:
     the inputs counted compressed and, in addition, at their size in a job directory.
     """
-    packed = await inputs.pack(input_type, input_data, input_files)  # before any lock is held
+    try:
+        packed = await inputs.pack(input_type, input_data, input_files)  # before any lock
+    except orjson.JSONEncodeError:  # read by orjson, but nested too deeply to be written back
+        raise BadRequest("Invalid input: nested too deeply") from None
     async with pool.acquire() as conn, conn.transaction():
         await users.lock_owner(conn, user_id)
         sim_pk = await simulations.insert(

@@ -123,8 +123,10 @@ def api_paths() -> dict[str, dict[str, Schema]]:
                     },
                 },
             ),
-            "get": operation("Job and task status", 200, job_status, parameters=[JOB_ID]),
-            "delete": operation("Cancel a job", 200, MESSAGE, parameters=[JOB_ID]),
+            "get": operation(
+                "Job and task status (SSO users only)", 200, job_status, parameters=[JOB_ID]
+            ),
+            "delete": operation("Cancel a job (SSO users only)", 200, MESSAGE, parameters=[JOB_ID]),
         },
         "/jobs": {
             "get": operation("Job and task status", 200, job_status, parameters=[JOB_ID]),

@@ -17,6 +17,13 @@ class StoredInput(NamedTuple):
     files: bytes | None  # the converted input files as JSON, if any
 
 
+def _serialised(data: dict[str, Any]) -> bytes:
+    """`data` as JSON, written inside two lists: the UI dialect's `GET /inputs` sends an input two
+    levels down (`{"input": {"input_json": ...}}`) and orjson writes at most 254 levels, so an
+    input too deep for that answer raises orjson.JSONEncodeError here, at submission."""
+    return orjson.dumps([[data]])[2:-2]
+
+
 def _pack(value: dict[str, Any]) -> bytes:
     return zlib.compress(orjson.dumps(value))
 
@@ -46,7 +53,7 @@ class PackedInput(NamedTuple):
 def compress_input(
     input_type: str, data: dict[str, Any], files: dict[str, str] | None
 ) -> PackedInput:
-    raw = orjson.dumps(data)
+    raw = _serialised(data)
     packed_files = None if files is None else _pack(files)
     return PackedInput(zlib.compress(raw), packed_files, _disk_size(input_type, raw, data, files))
 
