@@ -6,10 +6,12 @@ over HTTP as it would from Keycloak.
 """
 
 import asyncio
+import gzip
 import logging
 import math
 import os
 import time
+import tracemalloc
 from typing import Any
 
 import asyncpg
@@ -448,12 +450,16 @@ async def test_keys_expire_after_the_cache_lifetime(aiohttp_client, sso_config, 
 UNAVAILABLE = "Cannot verify the token: the identity provider is unavailable"
 
 
+def unavailable() -> tuple[int, dict[str, str]]:
+    return 503, {"message": UNAVAILABLE}
+
+
 async def test_provider_down(aiohttp_client, sso_config, provider, unused_tcp_port, conn, caplog):
     down = f"http://127.0.0.1:{unused_tcp_port}{REALM_PATH}"
     client = await aiohttp_client(create_app(sso_config(issuer=down)))
     token = provider.token(iss=down)
     caplog.set_level(logging.DEBUG)
-    assert await sign_in(client, token) == denied(UNAVAILABLE)
+    assert await sign_in(client, token) == unavailable()
     assert await users_in(conn) == []
     assert token not in caplog.text  # the failure is logged, the token never
 
@@ -465,18 +471,38 @@ async def test_provider_slow(aiohttp_client, sso_config, provider, conn):
     provider.stalled = True
     started = time.monotonic()
     results = await asyncio.gather(*(sign_in(client, provider.token()) for _ in range(4)))
-    assert results == [denied(UNAVAILABLE)] * 4
+    assert results == [unavailable()] * 4
     assert time.monotonic() - started < 3  # 0.5 s timeout, generous bound for a busy machine
     started = time.monotonic()
-    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+    assert await sign_in(client, provider.token()) == unavailable()
     assert time.monotonic() - started < 1
     assert fetches(provider) == (1, 0)
+
+
+@pytest.mark.parametrize("fault", ["down", "stalled", "html 500", "html 200"])
+async def test_a_realm_that_fails_is_a_503_to_retry_not_a_refusal(
+    aiohttp_client, sso_config, provider, unused_tcp_port, conn, fault
+):
+    """The fault is the realm's (or the way to it), not the user's: 503 with Retry-After (the
+    realm is asked again after min_refetch_interval), as for a database outage. A 403 told the
+    UI, and every user of the realm, "Please log in again", and showed as no server error."""
+    issuer = f"http://127.0.0.1:{unused_tcp_port}{REALM_PATH}" if fault == "down" else None
+    provider.stalled = fault == "stalled"
+    provider.html_status = {"html 500": 500, "html 200": 200}.get(fault)
+    client = await aiohttp_client(
+        create_app(sso_config(timeout=0.5, issuer=issuer or provider.issuer))
+    )
+    response = await post_token(client, provider.token(iss=issuer or provider.issuer))
+    assert (response.status, await response.json()) == unavailable()
+    assert response.headers["Retry-After"] == str(math.ceil(REFETCH_INTERVAL))
+    assert "access_token" not in response.cookies
+    assert await users_in(conn) == []
 
 
 async def test_provider_back_after_an_outage(aiohttp_client, sso_config, provider, conn):
     client = await aiohttp_client(create_app(sso_config(timeout=0.5)))
     provider.stalled = True
-    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+    assert await sign_in(client, provider.token()) == unavailable()
     provider.stalled = False
     provider.release.set()
     await past_interval()
@@ -499,7 +525,7 @@ async def test_provider_sends_something_unusable(
     provider.configuration_changes = configuration or {}
     provider.jwks_body = jwks
     client = await aiohttp_client(create_app(sso_config()))
-    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+    assert await sign_in(client, provider.token()) == unavailable()
 
 
 async def post_token(client: TestClient, token: str, username: str = USERNAME):
@@ -566,7 +592,7 @@ async def test_provider_sends_a_key_with_an_alg_that_is_not_a_string(
 ):
     provider.jwks_body = jwks
     client = await aiohttp_client(create_app(sso_config()))
-    assert await sign_in(client, provider.token()) == denied(UNAVAILABLE)
+    assert await sign_in(client, provider.token()) == unavailable()
 
 
 @pytest.mark.parametrize(
@@ -581,6 +607,22 @@ async def test_profile_claims_with_nul_are_left_out(sso, provider, conn, claims,
     assert await status_of(sso) == (200, {**SSO_STATUS, **kept})
 
 
+@pytest.mark.parametrize(
+    ("claims", "kept"),
+    [
+        ({"name": "Alice \ud83d Example"}, {"display_name": None}),
+        ({"email": "alice\udc00@example.org"}, {"email": None}),
+    ],
+)
+async def test_profile_claims_with_a_lone_surrogate_are_left_out(sso, provider, conn, claims, kept):
+    """JSON's `\\ud83d` (half an emoji) reaches Python as a lone surrogate, which PostgreSQL
+    cannot store (POST /user/update refuses it as malformed JSON); the sign-in was a 500."""
+    await signs_in(sso, provider, **claims)
+    response = await sso.post("/user/update", data=b'{"display_name": "\\ud83d"}')
+    assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
+    assert await status_of(sso) == (200, {**SSO_STATUS, **kept})
+
+
 async def test_token_that_is_not_utf8_is_refused(sso) -> None:
     """Authorization header bytes that are not UTF-8 are a token that fails its checks (403)."""
     body = b'{"username": "alice"}'
@@ -592,3 +634,38 @@ async def test_token_that_is_not_utf8_is_refused(sso) -> None:
     answer = await asyncio.wait_for(reader.read(1000), 10)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 403 "), answer
+
+
+def large_key_sets(realm_keys: dict[str, SigningKey]) -> dict[str, tuple[bytes, str | None]]:
+    """Key sets larger than any realm's (Keycloak's are a few KB), as bytes and encoding: the
+    realm's keys padded to 8 MiB; 32 MiB of the same once inflated, sent as 32 KiB of gzip;
+    20,000 keys (3.4 MB), each of which PyJWT would parse."""
+    keys = [realm_keys["rsa"].jwk(), realm_keys["ec"].jwk()]
+    padded = orjson.dumps({"keys": keys, "padding": " " * (8 << 20)})
+    inflated = b'{"keys": %s, "padding": "%s"}' % (orjson.dumps(keys), b" " * (32 << 20))
+    many = [{**realm_keys["ec"].jwk(), "kid": f"ec-{n}"} for n in range(20_000)]
+    return {
+        "padded": (padded, None),
+        "gzip": (gzip.compress(inflated, 9), "gzip"),
+        "many keys": (orjson.dumps({"keys": keys + many}), None),
+    }
+
+
+@pytest.mark.parametrize("kind", ["padded", "gzip", "many keys"])
+async def test_a_key_set_too_large_is_refused_without_being_held(
+    aiohttp_client, sso_config, provider, realm_keys, conn, kind
+):
+    """A realm's answer is read up to a bound (once inflated), never whole: 256 KiB of gzip
+    took 3.5 GiB, and 20,000 keys held the event loop (every request) for 0.4 s, again at each
+    refetch an unknown key id may cause."""
+    provider.jwks_bytes = large_key_sets(realm_keys)[kind]
+    client = await aiohttp_client(create_app(sso_config(timeout=60)))
+    token = provider.token()
+    tracemalloc.start()
+    try:
+        answer = await sign_in(client, token)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB held for a realm's answer"
+    assert answer == unavailable()

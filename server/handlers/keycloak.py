@@ -33,11 +33,17 @@ def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
     """The token's name and email for a new account, each dropped unless POST /user/update
     would accept it."""
     name, email = identity.display_name, identity.email
-    if name is not None and (len(name) > MAX_DISPLAY_NAME or "\0" in name):
+    if name is not None and (len(name) > MAX_DISPLAY_NAME or not _storable(name)):
         name = None
-    if email is not None and (len(email) > MAX_EMAIL or "@" not in email or "\0" in email):
+    if email is not None and (len(email) > MAX_EMAIL or "@" not in email or not _storable(email)):
         email = None
     return name, email
+
+
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text`: no NUL, and no lone surrogate (a token's JSON may
+    carry half a pair, `\\ud83d`; POST /user/update's parser refuses one)."""
+    return "\0" not in text and text.encode("utf-8", "replace").decode() == text
 
 
 async def sign_in(request: web.Request) -> web.Response:

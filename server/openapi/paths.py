@@ -7,6 +7,7 @@ from server.openapi.schemas import (
     JOB_ID,
     MESSAGE,
     PAGE_META,
+    RETRY,
     SIMULATION,
     STATE,
     STRING,
@@ -90,12 +91,14 @@ def api_paths() -> dict[str, dict[str, Schema]]:
             "delete": operation("Log out (revokes the refresh token)", 200, MESSAGE, security=None)
         },
         "/auth/keycloak": {
-            "post": operation(
-                "Sign in with a Keycloak access token (Authorization: Bearer)",
-                202,
-                obj(["message", "access_exp"], access_exp=INTEGER),
-                request=obj(["username"], username=STRING),
-                security="keycloak",
+            "post": _realm_may_be_down(
+                operation(
+                    "Sign in with a Keycloak access token (Authorization: Bearer)",
+                    202,
+                    obj(["message", "access_exp"], access_exp=INTEGER),
+                    request=obj(["username"], username=STRING),
+                    security="keycloak",
+                )
             ),
             "delete": operation("Sign out of a Keycloak session", 200, MESSAGE, security=None),
         },
@@ -223,3 +226,11 @@ def api_paths() -> dict[str, dict[str, Schema]]:
             )
         },
     }
+
+
+def _realm_may_be_down(spec: Schema) -> Schema:
+    """A sign-in also answers 503 when the realm's keys cannot be had (unreachable, slow)."""
+    unavailable = spec["responses"]["503"]
+    down = f"The database or the identity provider is unavailable: {RETRY}"
+    spec["responses"]["503"] = {**unavailable, "description": down}
+    return spec

@@ -5,16 +5,18 @@ verifies the signature with that very algorithm; `iss` is the configured issuer;
 passed (`leeway` seconds of clock difference allowed, also for `iat` and `nbf`); it is an access
 token (`typ` "Bearer" when present); its `aud` contains, or its `azp` is, one of the configured
 client ids; the access claim holds the access value; and it names a `preferred_username`, the
-identity of the user. Every failure is a 403 whose message names the check that failed.
+identity of the user. Every failure is a 403 whose message names the check that failed; a realm
+whose keys cannot be had (unreachable, slow, an unusable answer) is a 503 to retry.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from server.config import KeycloakConfig
-from server.errors import Forbidden
+from server.errors import Forbidden, ServiceUnavailable
 from server.sso.jwks import ALGORITHMS, ProviderKeys, ProviderUnavailable, UnknownKey
 
 MAX_USERNAME = 255  # Keycloak's own limit
@@ -61,9 +63,10 @@ class TokenVerifier:
             return await self._keys.get(kid)
         except UnknownKey:
             raise Forbidden("Invalid token: unknown signing key (kid)") from None
-        except ProviderUnavailable:
-            raise Forbidden(
-                "Cannot verify the token: the identity provider is unavailable"
+        except ProviderUnavailable:  # the realm's fault, or the network's: to retry, not refused
+            raise ServiceUnavailable(
+                "Cannot verify the token: the identity provider is unavailable",
+                retry_after=max(1, math.ceil(self._settings.min_refetch_interval)),
             ) from None
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:

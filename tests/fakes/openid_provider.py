@@ -72,6 +72,10 @@ class OpenIdProvider:
         self.issuer = ""  # set once the server listens
         self.configuration_changes: dict[str, Any] = {}  # merged into the configuration
         self.jwks_body: Any = None  # sent instead of the key set, when set
+        # sent instead of the key set, when set: these very bytes (with this Content-Encoding),
+        # written a piece at a time, so that serving them holds no copy
+        self.jwks_bytes: tuple[bytes, str | None] | None = None
+        self.html_status: int | None = None  # when set, every answer is an HTML page of it
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -83,6 +87,10 @@ class OpenIdProvider:
         self.requests[request.path] += 1
         if self.stalled:
             await self.release.wait()
+        if self.html_status is not None:  # as a proxy in front of the realm would answer
+            return web.Response(
+                status=self.html_status, text="<html>...</html>", content_type="text/html"
+            )
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _configuration(self, request: web.Request) -> web.Response:
@@ -94,10 +102,25 @@ class OpenIdProvider:
         }
         return await self._answer(request, {k: v for k, v in body.items() if v is not None})
 
-    async def _jwks(self, request: web.Request) -> web.Response:
+    async def _jwks(self, request: web.Request) -> web.StreamResponse:
+        if self.jwks_bytes is not None:
+            return await self._stream(request, *self.jwks_bytes)
         keys = [key.jwk() for key in self.keys] + [encryption_jwk(self.keys[0])]
         body = {"keys": keys} if self.jwks_body is None else self.jwks_body
         return await self._answer(request, body)
+
+    async def _stream(
+        self, request: web.Request, body: bytes, encoding: str | None
+    ) -> web.StreamResponse:
+        self.requests[request.path] += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if encoding is not None:
+            response.headers["Content-Encoding"] = encoding
+        await response.prepare(request)
+        view = memoryview(body)
+        for start in range(0, len(body), 1 << 16):
+            await response.write(view[start : start + (1 << 16)])
+        return response
 
     def base_url(self) -> str:
         return self.issuer.removesuffix(REALM_PATH)
