@@ -5,18 +5,24 @@ against the whitelist of #SBATCH options; and a login node that refuses SSH or s
 import asyncio
 import dataclasses
 import hashlib
+import io
+import os
 import pwd
 import re
+import signal
 import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm import ssh as ssh_module
+from server.runner.slurm.shell import ShellError
 from tests.fakes.openid_provider import BACKEND, USERNAME
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
 from tests.helpers import (
@@ -400,3 +406,142 @@ async def test_a_task_ended_by_slurm_keeps_its_output_tail_over_ssh(
     log = (await logfiles_of(conn))["task_1_slurm"]
     assert log.startswith(f"SLURM ended array task 1 of job {array_id} as CANCELLED")
     assert "\nlast line of the simulator\n" in log, log
+
+
+async def test_an_sbatch_answered_after_the_command_timeout_leaves_no_job_in_slurm(
+    start_batch_app, slurm_cluster, held_partition, conn, monkeypatch
+):
+    """slurmctld answers sbatch only after the server gave up on the command (a busy
+    controller): the simulation is FAILED, so nothing it submitted may stay queued in SLURM,
+    unknown to the server, which could never cancel it."""
+    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 2.0)
+    client, _, _ = await start_batch_app()
+    assert (await client.server.app[SLURM].shell("hpc").run("true")).returncode == 0
+    held = {"partition": held_partition}
+    options = {**OPTIONS, "array_options": held, "collect_options": held}
+    body = {**averaging_payload(ntasks=1), "batch_options": options}
+    controller = int((slurm_cluster.dir / "slurmctld.pid").read_text())
+    os.kill(controller, signal.SIGSTOP)
+    try:
+        job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    assert (await batch_status(client, job_id))["job_state"] == "FAILED"
+    assert (await logfiles_of(conn))["slurm"].startswith("The job could not be sent to SLURM")
+    await asyncio.sleep(5)  # the remote sbatch gets its answer meanwhile
+    name = f"yaptide-{job_id[:8]}"
+    states = slurm_cluster.command("squeue", "-h", "--states=all", "--name", name, "-o", "%T")
+    assert set(states.split()) <= {"CANCELLED"}, states
+
+
+async def test_many_submissions_to_one_cluster_at_once_all_reach_slurm(
+    start_batch_app, held_partition, slurm_cluster, conn
+):
+    """Sixteen users submit to the same cluster at the same moment: sshd opens at most
+    MaxSessions (default 10) sessions on the one shared connection, and every submission still
+    reaches SLURM (none FAILED, none of the others' sbatch cut off)."""
+    client, _, _ = await start_batch_app()
+    held = {"partition": held_partition}
+    options = {**OPTIONS, "array_options": held, "collect_options": held}
+    body = {**averaging_payload(ntasks=1), "batch_options": options}
+    responses = await asyncio.gather(*(client.post("/jobs/batch", json=body) for _ in range(16)))
+    assert [r.status for r in responses] == [202] * 16
+    queued = slurm_cluster.command("squeue", "-h", f"--partition={held_partition}", "-o", "%F")
+    tracked = await conn.fetch("SELECT array_job_id, merge_job_id FROM slurm_jobs")
+    known = {job_id for row in tracked for job_id in row}
+    # No job in SLURM that the server does not know of (it could never cancel it).
+    assert {int(line) for line in queued.split()} <= known, (queued, known)
+    logs = [row["content"] for row in await conn.fetch("SELECT content FROM logfiles")]
+    assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 16, logs
+    states = await conn.fetch("SELECT job_state FROM simulations")
+    assert {r["job_state"] for r in states} == {"PENDING"}
+
+
+@pytest.fixture
+def small_disk(job_root: Path):
+    """A 1 MiB filesystem on the cluster, as a work_dir whose quota is nearly used up."""
+    mount = job_root / "small-disk"
+    mount.mkdir()
+    options = "size=1m,mode=0777"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_an_upload_the_cluster_disk_refused_does_not_keep_its_space(
+    start_slurm_app, ssh, remote_python, job_root, small_disk, held_partition, conn
+):
+    """An input too large for what is left of the cluster account's disk or quota fails its
+    submission; what of it was uploaded must not stay there (for job_dir_ttl, a week) holding
+    the space, so that a smaller simulation that fits still goes through."""
+    client, _, _ = await start_slurm_app(
+        fake_shieldhit(job_root, python=remote_python),
+        clusters=(ssh_cluster(ssh, small_disk, remote_python),),
+        runner={"kind": "none"},
+        slurm={"local_users": True},
+    )
+    held = {"partition": held_partition}
+    options = {**OPTIONS, "array_options": held, "collect_options": held}
+    large = {**averaging_payload(ntasks=1), "batch_options": options}
+    large["input_files"] = {**large["input_files"], "big.dat": "x" * 1_500_000}
+    response = await client.post(
+        "/jobs/batch",
+        data=io.BytesIO(orjson.dumps(large)),
+        headers={"Content-Type": "application/json"},
+    )
+    first = (await response.json())["job_id"]
+    assert (await batch_status(client, first))["job_state"] == "FAILED"
+
+    async def nothing_left() -> bool:
+        return not (small_disk / first).exists()
+
+    await eventually(nothing_left, timeout=10)
+    small = {**averaging_payload(ntasks=1), "batch_options": options}
+    second = (await post(client, "/jobs/batch", small))["job_id"]
+    found = await batch_status(client, second)
+    assert found["job_state"] == "PENDING", await logfiles_of(conn)
+
+
+async def test_one_command_that_times_out_leaves_the_others_on_the_connection_alone(
+    start_batch_app, slurm_cluster, held_partition, conn, monkeypatch
+):
+    """A command slower than the command timeout (an `rm -rf` of a large job directory, a grep
+    of a large jobcomp file) gives up; a submission running meanwhile on the same connection,
+    whose sbatch waits a moment for slurmctld, still reaches SLURM."""
+    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 2.0)
+    client, _, _ = await start_batch_app()
+    shell = client.server.app[SLURM].shell("hpc")
+    held = {"partition": held_partition}
+    options = {**OPTIONS, "array_options": held, "collect_options": held}
+    body = {**averaging_payload(ntasks=1), "batch_options": options}
+    slow = asyncio.ensure_future(shell.run("sleep 4"))
+    await asyncio.sleep(0.5)
+    controller = int((slurm_cluster.dir / "slurmctld.pid").read_text())
+    os.kill(controller, signal.SIGSTOP)  # sbatch answered 1.7 s later, within its timeout
+    submitted = asyncio.ensure_future(post(client, "/jobs/batch", body))
+    try:
+        await asyncio.sleep(1.7)
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    job_id = (await submitted)["job_id"]
+    with pytest.raises(ShellError):
+        await slow
+    assert (await batch_status(client, job_id))["job_state"] == "PENDING", await logfiles_of(conn)
+
+
+async def test_a_command_that_times_out_on_a_dead_link_drops_the_connection(
+    start_batch_app, ssh, monkeypatch
+):
+    """The login node stops answering (a black hole): the command gives up, the connection is
+    dropped, and the next command, once the node answers again, goes through on a new one."""
+    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 2.0)
+    monkeypatch.setattr(ssh_module, "PROBE_TIMEOUT", 1.0)
+    client, _, _ = await start_batch_app()
+    shell = client.server.app[SLURM].shell("hpc")
+    assert (await shell.run("true")).returncode == 0
+    with frozen(ssh):
+        started = time.monotonic()
+        with pytest.raises(ShellError, match="no answer within 2 s"):
+            await shell.run("true")
+        assert time.monotonic() - started < 2.0 + 1.0 + 2.0
+    assert (await shell.run("echo back")).stdout == "back\n"

@@ -92,14 +92,24 @@ class SlurmDispatcher:
         files[sbatch.MERGE_SCRIPT] = sbatch.merge_script(
             self._config, cluster, job, job_dir, merge_lines
         ).encode()
-        shell = self.shell(name)
         try:
-            await shell.write_files(job_dir, files)
-            done = await shell.run(sbatch.submit_command(job, job_dir), stdin=job.update_key + "\n")
+            await self._upload(name, job_dir, files)
+            done = await self.shell(name).run(
+                sbatch.submit_command(job, job_dir), stdin=job.update_key + "\n"
+            )
         except ShellError as exc:
             await self._fail(job.job_id, f"The job could not be sent to SLURM: {exc}")
             return
         await self._submitted(job, cluster, job_dir, done.stdout, done.stderr)
+
+    async def _upload(self, name: str, job_dir: str, files: dict[str, bytes]) -> None:
+        """Write a job's files on its cluster. What a failed upload left is of no use and may
+        hold the space (a full disk or quota) later submissions need: removed in the background."""
+        try:
+            await self.shell(name).write_files(job_dir, files)
+        except ShellError:
+            self._remove_later(name, job_dir)
+            raise
 
     async def _submitted(
         self, job: Job, cluster: ClusterConfig, job_dir: str, stdout: str, stderr: str
@@ -134,7 +144,10 @@ class SlurmDispatcher:
         sweep removes it later if this fails). This host's own is removed by the caller."""
         if jobs.cluster not in self.clusters or not self._elsewhere(jobs.cluster):
             return
-        task = asyncio.create_task(self._remove(jobs.cluster, jobs.job_dir))
+        self._remove_later(jobs.cluster, jobs.job_dir)
+
+    def _remove_later(self, name: str, job_dir: str) -> None:
+        task = asyncio.create_task(self._remove(name, job_dir))
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 

@@ -111,7 +111,8 @@ def input_files(job: Job) -> dict[str, bytes]:
 
 
 def submit_command(job: Job, job_dir: str) -> str:
-    """The shell line that submits both jobs, the key read from stdin; prints both ids."""
+    """The shell line that submits both jobs, the key read from stdin; prints both ids (a job
+    whose id cannot be printed is cancelled)."""
     directory = shlex.quote(job_dir)
     name = shlex.quote(f"yaptide-{job.job_id[:8]}")
     common = f"sbatch --parsable --export=ALL --chdir={directory}"
@@ -123,10 +124,14 @@ def submit_command(job: Job, job_dir: str) -> str:
         f'{common} --job-name={name}-merge --dependency="afterany:${{array%%;*}}" '
         f"--output={shlex.quote(job_dir + '/merge.log')} {MERGE_SCRIPT}"
     )
+    # An id that cannot be told to the server (it gave up on the command, the connection
+    # broke while sbatch waited for slurmctld) is a job nobody could cancel: cancelled here.
+    # SIGPIPE ignored, so that echo fails rather than kills the shell.
+    told_array = '{ echo "array $array" || { scancel "${array%%;*}"; exit 1; }; }'
+    told_merge = '{ echo "merge $merge" || { scancel "${array%%;*}" "${merge%%;*}"; exit 1; }; }'
     return (
-        f"IFS= read -r {KEY_VARIABLE} && export {KEY_VARIABLE} && cd {directory} && "
-        f'array=$({array}) && echo "array $array" && '
-        f'merge=$({merge}) && echo "merge $merge"'
+        f"trap '' PIPE && IFS= read -r {KEY_VARIABLE} && export {KEY_VARIABLE} && "
+        f"cd {directory} && array=$({array}) && {told_array} && merge=$({merge}) && {told_merge}"
     )
 
 

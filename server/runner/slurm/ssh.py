@@ -23,6 +23,10 @@ CONNECT_TIMEOUT = 15.0
 # An upload goes in pieces, each within COMMAND_TIMEOUT: large inputs on a slow link are not
 # cut, a stalled connection fails the submission instead of waiting for keepalives (~2 min).
 UPLOAD_CHUNK = 1 << 20
+# Sessions open at once on the shared connection (each command, each upload's SFTP): sshd refuses
+# more than its MaxSessions (default 10) with "open failed".
+MAX_SESSIONS = 8
+PROBE_TIMEOUT = 10.0  # after a command timed out: does the login node still answer?
 T = TypeVar("T")
 PRIVATE_DIR = asyncssh.SFTPAttrs(permissions=0o700)
 
@@ -32,6 +36,7 @@ class SshShell:
         self._cluster = cluster
         self._connection: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
 
     async def run(self, command: str, stdin: str = "", retry: bool = False) -> Completed:
         try:
@@ -44,22 +49,29 @@ class SshShell:
     async def _run_once(self, command: str, stdin: str) -> Completed:
         connection = await self._connect()
         try:
-            # As bytes (decoded by _text): output that is not UTF-8 (a Latin-1 byte, a tail cut
-            # inside a character) is asyncssh's protocol error otherwise, the connection dropped.
-            done = await asyncio.wait_for(
-                connection.run(command, input=stdin.encode(), check=False, encoding=None),
-                COMMAND_TIMEOUT,
-            )
-        except (asyncssh.Error, OSError, TimeoutError) as exc:
-            self._drop(connection)
+            async with self._sessions:
+                done = await _command(connection, command, stdin)
+        except TimeoutError:
+            # A slow command (a large rm -rf, a grep of a large file), or a dead link: only the
+            # latter drops the connection, with every other command running on it.
+            if not await _answers(connection):
+                self._drop(connection)
+            raise ShellError(
+                f"{self._cluster.cluster_name}: no answer within {COMMAND_TIMEOUT:.0f} s"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            self._drop(connection, exc)
             raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+        if done.exit_status is None and done.exit_signal is None:  # no status: the link broke
+            raise ShellError(f"{self._cluster.cluster_name}: the connection closed meanwhile")
         status = -1 if done.exit_status is None else done.exit_status  # None: killed by a signal
         return Completed(status, _text(done.stdout), _text(done.stderr))
 
     async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
         connection = await self._connect()
         try:
-            await _upload(connection, directory, files)
+            async with self._sessions:
+                await _upload(connection, directory, files)
         except TimeoutError:  # before OSError, of which it is one
             self._drop(connection)  # what the stalled steps wait for ends with the connection
             raise ShellError(
@@ -67,7 +79,7 @@ class SshShell:
                 f"(no progress for {COMMAND_TIMEOUT:.0f} s)"
             ) from None
         except (asyncssh.Error, OSError) as exc:
-            self._drop(connection)
+            self._drop(connection, exc)
             raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
 
     async def read_tail(self, path: str) -> str:
@@ -111,10 +123,42 @@ class SshShell:
                 ) from None
             return self._connection
 
-    def _drop(self, connection: asyncssh.SSHClientConnection) -> None:
+    def _drop(
+        self, connection: asyncssh.SSHClientConnection, exc: BaseException | None = None
+    ) -> None:
+        """Abort a broken connection: what else runs on it fails too. A session sshd refused
+        (ChannelOpenError) leaves the connection and the others' commands, such as an sbatch
+        whose output says what it submitted, alone."""
+        if isinstance(exc, asyncssh.ChannelOpenError):
+            return
         connection.abort()
         if self._connection is connection:
             self._connection = None
+
+
+async def _command(
+    connection: asyncssh.SSHClientConnection, command: str, stdin: str
+) -> asyncssh.SSHCompletedProcess:
+    """One command, its session closed once it ends or COMMAND_TIMEOUT passes (TimeoutError).
+    Output as bytes (decoded by _text): output that is not UTF-8 (a Latin-1 byte, a tail cut
+    inside a character) is asyncssh's protocol error otherwise, the connection dropped."""
+    started = connection.create_process(command, input=stdin.encode(), encoding=None)
+    process = await asyncio.wait_for(started, COMMAND_TIMEOUT)
+    try:
+        return await process.wait(check=False, timeout=COMMAND_TIMEOUT)
+    finally:
+        process.close()
+
+
+async def _answers(connection: asyncssh.SSHClientConnection) -> bool:
+    """Whether the login node still answers on `connection` (within PROBE_TIMEOUT)."""
+    try:
+        done = await asyncio.wait_for(connection.run("true", check=False), PROBE_TIMEOUT)
+    except asyncssh.ChannelOpenError:
+        return True  # a session refused (MaxSessions): it answered
+    except (asyncssh.Error, OSError, TimeoutError):
+        return False
+    return done.exit_status is not None
 
 
 async def _upload(
