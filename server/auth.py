@@ -35,6 +35,10 @@ ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
+# Live sessions (refresh tokens) a user may have at once: a login past it ends the oldest. Each
+# read of the user carries every live session's id (the access check), so they must not grow
+# with how often a client logs in.
+MAX_SESSIONS = 100
 
 
 def load_secret(config: Config) -> str:
@@ -179,7 +183,7 @@ async def issue_refresh_token(
     outlive it)."""
     config = app[CONFIG]
     token, expires, jti = make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
-    await refresh_tokens.prune(app[POOL], user_id)
+    await refresh_tokens.prune(app[POOL], user_id, MAX_SESSIONS - 1)
     expires_at = datetime.fromtimestamp(expires, UTC)
     stored = sha256(jti)
     if not await refresh_tokens.add(app[POOL], stored, user_id, expires_at, generation):

@@ -28,9 +28,10 @@ async def revoke(db: Db, token_sha256: bytes) -> None:
     await db.execute(query("revoke_refresh_token"), token_sha256)
 
 
-async def prune(db: Db, user_id: int) -> None:
-    """Remove the user's tokens that can never refresh again (expired or revoked)."""
-    await db.execute(query("prune_refresh_tokens"), user_id)
+async def prune(db: Db, user_id: int, keep: int) -> None:
+    """Remove the user's tokens that can never refresh again (expired or revoked), and their
+    live ones but the newest `keep` (the oldest sessions end)."""
+    await db.execute(query("prune_refresh_tokens"), user_id, keep)
 
 
 async def revoke_others(db: Db, user_id: int, keep_sha256: bytes | None) -> None:

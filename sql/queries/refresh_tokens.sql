@@ -16,10 +16,19 @@ WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
 UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL
 
 -- name: prune_refresh_tokens
--- A user's tokens that can never refresh again (expired or revoked), removed at each login so
--- the table holds only live tokens: an absent token is refused just like a revoked one.
+-- A user's tokens that can never refresh again (expired or revoked), and live ones past the
+-- newest $2 (the oldest sessions: a login must not grow them without end), removed at each
+-- login: an absent token is refused just like a revoked one.
 DELETE FROM refresh_tokens
-WHERE user_id = $1 AND (expires_at <= now() OR revoked_at IS NOT NULL)
+WHERE user_id = $1 AND (
+    expires_at <= now() OR revoked_at IS NOT NULL
+    OR token_sha256 NOT IN (
+        SELECT token_sha256 FROM refresh_tokens
+        WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+        ORDER BY created_at DESC, token_sha256
+        LIMIT $2
+    )
+)
 
 -- name: revoke_other_refresh_tokens
 -- A password change ends every other session: all the user's live tokens but $2 (the one of the
