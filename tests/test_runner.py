@@ -251,6 +251,30 @@ async def test_queued_simulations_do_not_keep_their_input_in_memory(
     assert (work_dir / first / "task_1" / "big.dat").read_text() == files["big.dat"]
 
 
+async def test_queued_tasks_are_not_kept_one_by_one_in_memory(aiohttp_client, make_config, conn):
+    """The queue held one entry per task (~105 bytes each): a user's quota (10 GiB, 128 bytes
+    a task) let ~80 million queued tasks hold ~8 GiB of the server's memory, and each cancel
+    rebuilt the whole queue on the event loop. A queued job is now one entry, whatever its
+    ntasks; the order is unchanged (test_fifo_across_jobs)."""
+    config = make_config(runner={"kind": "local", "command": "sleep 1000", "slots": 1})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    await submit(client, payload(ntasks=1))  # runs, and never ends
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(20):
+            await submit(client, payload(ntasks=1000))
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    runner = [tracemalloc.Filter(True, "*/server/runner/local*.py")]
+    stats = after.filter_traces(runner).compare_to(before.filter_traces(runner), "filename")
+    kept = sum(stat.size_diff for stat in stats)
+    assert kept < 64 << 10, f"20 queued jobs of 1000 tasks: {kept / 2**20:.2f} MiB in the queue"
+
+
 async def _submit_large(client, body: dict) -> str:
     data = io.BytesIO(orjson.dumps(body))
     headers = {"Content-Type": "application/json"}

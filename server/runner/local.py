@@ -1,8 +1,9 @@
 """The local runner (`[runner] kind = "local"`): one worker process per task on this host.
 
 At most `runner.slots` processes run at once (0: one per CPU); the other tasks wait in one
-first-in, first-out queue across all jobs. A worker reports only over HTTP with its update key,
-exactly like a worker on an HPC node; the runner merely supervises processes:
+first-in, first-out queue across all jobs (server/runner/local_queue.py). A worker reports only
+over HTTP with its update key, exactly like a worker on an HPC node; the runner merely
+supervises processes:
 
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
   its output stored as the log file `task_<n>_output` (retried while the database refuses it);
@@ -25,9 +26,7 @@ import dataclasses
 import logging
 import os
 import signal
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from server.jobs import transitions
 from server.runner import Job, RunnerBusy
 from server.runner import process as proc
 from server.runner.local_lock import BUSY_TEXT, RunnerLock
+from server.runner.local_queue import JobRun, TaskQueue
 from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
 
@@ -73,23 +73,13 @@ def shutdown_text(task_ids: list[int]) -> str:
     )
 
 
-@dataclass(eq=False)
-class JobRun:
-    """A job this runner is working on: its queued or running tasks and their processes."""
-
-    job: Job
-    remaining: int  # tasks queued or running here
-    processes: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
-    canceled: bool = False
-
-
 class LocalDispatcher:
     def __init__(self, config: Config, pool: asyncpg.Pool) -> None:
         self._config = config
         self._pool = pool
         self.base_url = config.base_url  # YAPTIDE_URL; [server] public_url overrides it
         self.slots = config.runner.slots or os.cpu_count() or 1
-        self._queue: deque[tuple[JobRun, int]] = deque()
+        self._queue = TaskQueue()
         self._jobs: dict[str, JobRun] = {}
         self._merges: dict[str, asyncio.subprocess.Process] = {}
         self._running = 0
@@ -117,7 +107,7 @@ class LocalDispatcher:
         # starts, so the queue does not hold every waiting submission's (up to a body each).
         run = JobRun(dataclasses.replace(job, input={}), remaining=job.ntasks)
         self._jobs[job.job_id] = run
-        self._queue.extend((run, task_id) for task_id in range(1, job.ntasks + 1))
+        self._queue.add(run)
         self._pump()
 
     async def cancel(self, job_id: str) -> None:
@@ -128,9 +118,7 @@ class LocalDispatcher:
         if run is None or run.canceled:
             return
         run.canceled = True
-        queued = len(self._queue)
-        self._queue = deque(item for item in self._queue if item[0] is not run)
-        run.remaining -= queued - len(self._queue)
+        self._queue.drop(run)
         for process in run.processes.values():
             self._terminate(process)
         await self._finish_job(run)
@@ -188,7 +176,7 @@ class LocalDispatcher:
     def _pump(self) -> None:
         """Start queued tasks while slots are free."""
         while not self._closing and self._queue and self._running < self.slots:
-            run, task_id = self._queue.popleft()
+            run, task_id = self._queue.pop()
             self._running += 1
             self._spawn(self._run_task(run, task_id))
 
