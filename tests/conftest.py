@@ -57,14 +57,29 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def aiohttp_server(aiohttp_server: Callable) -> Callable:
-    """pytest-aiohttp's server factory, serving apps with run.py's own connection settings."""
+async def aiohttp_server() -> AsyncIterator[Callable]:
+    """A server factory like pytest-aiohttp's, serving apps as run.py does: with its connection
+    settings, and handlers that run on when their client goes away (ProductionServer)."""
+    servers: list[TestServer] = []
 
-    async def start(app: web.Application, **kwargs: Any) -> TestServer:
+    async def start(app: web.Application, *, port: int | None = None, **kwargs: Any) -> TestServer:
         settings = handler_settings(app[CONFIG]) if CONFIG in app else {}
-        return await aiohttp_server(app, **{**settings, **kwargs})
+        server = ProductionServer(app, port=port)
+        await server.start_server(**{**settings, **kwargs})
+        servers.append(server)
+        return server
 
-    return start
+    yield start
+    while servers:
+        await servers.pop().close()
+
+
+class ProductionServer(TestServer):
+    """aiohttp's TestServer cancels a handler whose client disconnects; web.run_app (run.py)
+    does not, and the tests must check what runs."""
+
+    async def _make_runner(self, handler_cancellation: bool = False, **kwargs: Any) -> Any:
+        return await super()._make_runner(**kwargs)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from server.keys import BODY_BUDGET
 from server.limits.budget import FREE_BYTES as FREE
 from server.limits.budget import FREE_PARSE, parse_cost
 from server.sql import query
-from tests.helpers import KEY, login, payload, register, set_key, submit
+from tests.helpers import KEY, eventually, login, payload, register, set_key, submit
 
 BODY_ROUTES = [
     ("PUT", "/auth/register"),
@@ -410,6 +410,39 @@ async def test_password_hashing_is_bounded(aiohttp_client, make_config, conn, mo
     release.set()
     assert [response.status for response in await logins] == [202] * 6
     assert (hashing["most"], hashing["held too long"]) == (1, 0)
+
+
+async def test_a_request_whose_client_left_is_carried_out_as_under_run_py(
+    aiohttp_client, make_config, conn, monkeypatch
+) -> None:
+    """run.py (web.run_app) lets a handler finish when its client goes away; aiohttp's own
+    TestServer cancels it, so the tests' servers must not (tests/conftest.py) or they would
+    check another server: a login whose client left during the password check still opens
+    its session."""
+    client = await started(aiohttp_client, make_config)
+    await register(client)
+    checking, release = threading.Event(), threading.Event()
+    real = passwords._hasher
+
+    class Held:
+        def verify(self, *args: Any) -> bool:
+            checking.set()
+            release.wait(30)
+            return real.verify(*args)
+
+    monkeypatch.setattr(passwords, "_hasher", Held())
+    body = orjson.dumps({"username": "alice", "password": "password1"})
+    head = b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    _, writer = await raw_request(client, head + b"Content-Length: %d\r\n" % len(body), body)
+    await asyncio.get_running_loop().run_in_executor(None, checking.wait, 10)
+    writer.close()
+    await asyncio.sleep(0.5)  # the server sees the connection closed meanwhile
+    release.set()
+
+    async def opened() -> int:
+        return await conn.fetchval("SELECT count(*) FROM refresh_tokens")
+
+    assert await eventually(opened, timeout=10) == 1
 
 
 async def test_refused_logins_leave_nothing_behind(aiohttp_client, make_config, conn) -> None:
