@@ -193,12 +193,14 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Keycloak token verifier, with one HTTP session for the realm (if configured)."""
+    """The Keycloak token verifier, with one HTTP session for the realm (if configured), through
+    the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)."""
     settings = app[CONFIG].keycloak
     if not settings.issuer:
         yield
         return
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.timeout)) as http:
+    timeout = aiohttp.ClientTimeout(total=settings.timeout)
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as http:
         app[KEYCLOAK] = TokenVerifier(settings, ProviderKeys(http, settings))
         yield
 

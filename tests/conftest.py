@@ -32,6 +32,16 @@ from tests.helpers import migrated, server_tmp_dir, worker_setup
 SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_proxy_of_the_machine() -> Iterator[None]:
+    """The tests' servers are on loopback: a proxy the machine's environment names (which the
+    server's Keycloak client follows) is not for them; a test sets its own."""
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    yield
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):

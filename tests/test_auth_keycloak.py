@@ -21,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
+from tests.fakes.http_proxy import HttpProxy
 from tests.fakes.openid_provider import (
     BACKEND,
     CONFIG_PATH,
@@ -497,6 +498,22 @@ async def test_a_realm_that_fails_is_a_503_to_retry_not_a_refusal(
     assert response.headers["Retry-After"] == str(math.ceil(REFETCH_INTERVAL))
     assert "access_token" not in response.cookies
     assert await users_in(conn) == []
+
+
+async def test_the_realm_is_reached_through_the_proxy_the_environment_names(
+    aiohttp_client, aiohttp_server, sso_config, provider, conn, monkeypatch
+):
+    """A server that reaches the world only through a proxy (HTTPS_PROXY, HTTP_PROXY, as curl
+    and Python's own clients read them) fetches the realm's keys through it."""
+    proxy = HttpProxy()
+    proxy_url = str((await aiohttp_server(proxy.app())).make_url("/"))
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    client = await aiohttp_client(create_app(sso_config()))
+    await signs_in(client, provider)
+    assert proxy.forwarded == [provider.base_url() + CONFIG_PATH, provider.base_url() + JWKS_PATH]
+    assert await users_in(conn) == [(USERNAME, "keycloak")]
 
 
 async def test_provider_back_after_an_outage(aiohttp_client, sso_config, provider, conn):

@@ -1,0 +1,32 @@
+"""A forward HTTP proxy of the tests' own: what a server behind an institutional proxy reaches
+the world through. It forwards each request it is sent (absolute-form, `GET http://host/...`)
+and writes down the URLs it forwarded."""
+
+import aiohttp
+from aiohttp import web
+
+HOP_BY_HOP = {"host", "connection", "proxy-connection", "keep-alive", "transfer-encoding"}
+
+
+class HttpProxy:
+    def __init__(self) -> None:
+        self.forwarded: list[str] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        self.forwarded.append(str(request.url))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method, request.url, headers=headers, data=await request.read()
+            ) as answer,
+        ):
+            body = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            kept.pop("Content-Length", None)
+            return web.Response(status=answer.status, body=body, headers=kept)
