@@ -110,8 +110,8 @@ def cache_off_env() -> dict[str, str]:
 def server_env(
     database_url: str, port: int, data_dir: Path, workers: int, extra: dict[str, str]
 ) -> dict[str, str]:
-    """The server's configuration: our database, a free port, no runner, a day-long token,
-    plus `extra` (--server-env, --cold)."""
+    """The server's configuration: our database, a free port, no runner (its simulations never
+    end: no limit on unfinished ones), a day-long token, plus `extra` (--server-env, --cold)."""
     return {
         **os.environ,
         **extra,
@@ -121,6 +121,7 @@ def server_env(
         "YAPTIDE_SERVER_WORKERS": str(workers),
         "YAPTIDE_DATABASE_DATA_DIR": str(data_dir),
         "YAPTIDE_RUNNER_KIND": "none",
+        "YAPTIDE_JOBS_MAX_UNFINISHED": "0",
         "YAPTIDE_AUTH_REGISTRATION": "open",
         "YAPTIDE_AUTH_ACCESS_TTL": "86400",
     }

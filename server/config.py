@@ -62,6 +62,7 @@ class JobsConfig:
     max_ntasks: int = checks.checked(1000, checks.ntasks)
     max_file_size: int = checks.checked(10 * 1024 * 1024, checks.positive)
     user_quota: int = checks.checked(10 * 1024**3, checks.non_negative)
+    max_unfinished: int = checks.checked(1000, checks.non_negative)
 
 
 @dataclasses.dataclass(frozen=True)

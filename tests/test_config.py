@@ -178,6 +178,7 @@ def test_data_dir_is_resolved():
             "auth.registration: must be one of: open, closed (got 'maybe')",
         ),
         ("[runner]\nslots = -1", "runner.slots: must be 0 or more (got -1)"),
+        ("[jobs]\nmax_unfinished = -1", "jobs.max_unfinished: must be 0 or more (got -1)"),
         (
             "[jobs]\nmax_ntasks = 10000",
             "jobs.max_ntasks: must be between 1 and 9999 (result files carry 4 digits) (got 10000)",

@@ -176,3 +176,26 @@ async def test_other_requests_are_answered_while_a_submission_is_compressed(
     assert (await status(user_client, small))["job_state"] == "PENDING"
     answered.set()
     assert (await submission).status == 202
+
+
+async def test_unfinished_simulations_are_limited_per_user(aiohttp_client, make_config, conn):
+    """Each unfinished simulation holds a place in a runner's memory until it ends: a user
+    past `jobs.max_unfinished` gets 429 and nothing is stored, until one ends; other users are
+    not concerned."""
+    client = await aiohttp_client(create_app(make_config(jobs={"max_unfinished": 2})))
+    await login(client)
+    first, _ = await submit(client), await submit(client)
+    response = await client.post("/jobs/direct", json=FILES)
+    refused = {
+        "message": "Too many unfinished simulations: at most 2 at once; "
+        "wait for some to end, or cancel some"
+    }
+    assert (response.status, await response.json()) == (429, refused)
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 2
+    await login(client, "bob")
+    await submit(client)
+    alice = {"username": "alice", "password": "password1"}
+    assert (await client.post("/auth/login", json=alice)).status == 202
+    assert (await client.delete("/jobs/direct", params={"job_id": first})).status == 200
+    await submit(client)
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 4

@@ -37,7 +37,7 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
         update_key_sha256=hashlib.sha256(update_key.encode()).digest(),
         input_files=submission.files,
         platform=platform,
-        quota=request.app[CONFIG].jobs.user_quota,
+        limits=request.app[CONFIG].jobs,
     )
     # Converted files go to the workers as a files submission's would.
     return Job(

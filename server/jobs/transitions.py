@@ -16,13 +16,16 @@ from typing import Any
 import asyncpg
 import orjson
 
-from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from server.config import JobsConfig
+from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TooManyRequests
 from server.jobs.access import NOT_FOUND, check_worker
 from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
 from server.models import Conn
 from server.results.upload import StoredEstimator
 from server.store import inputs, logfiles, results, simulations, slurm_jobs, tasks, users
+
+NO_LIMITS = JobsConfig(user_quota=0, max_unfinished=0)
 
 
 async def create_simulation(
@@ -38,13 +41,14 @@ async def create_simulation(
     update_key_sha256: bytes,
     input_files: dict[str, str] | None = None,
     platform: str = "direct",
-    quota: int = 0,
+    limits: JobsConfig = NO_LIMITS,
 ) -> int:
     """A simulation, its input (and the files converted from it) and one PENDING task per
     entry of `primaries`; its sim_pk.
 
-    413 (and nothing stored) when the user's stored inputs and results would exceed `quota`:
-    the inputs counted compressed and, in addition, at their size in a job directory.
+    429 (and nothing stored) when the user has `limits.max_unfinished` simulations not ended
+    yet; 413 when the user's stored inputs and results would exceed `limits.user_quota`: the
+    inputs counted compressed and, in addition, at their size in a job directory.
     """
     try:
         packed = await inputs.pack(input_type, input_data, input_files)  # before any lock
@@ -52,6 +56,7 @@ async def create_simulation(
         raise BadRequest("Invalid input: nested too deeply") from None
     async with pool.acquire() as conn, conn.transaction():
         await users.lock_owner(conn, user_id)
+        await _check_unfinished(conn, user_id, limits.max_unfinished)
         sim_pk = await simulations.insert(
             conn,
             job_id,
@@ -65,8 +70,18 @@ async def create_simulation(
         )
         await inputs.insert(conn, sim_pk, packed)
         await tasks.insert_all(conn, sim_pk, primaries)
-        await _check_quota(conn, user_id, sim_pk, quota)
+        await _check_quota(conn, user_id, sim_pk, limits.user_quota)
     return sim_pk
+
+
+async def _check_unfinished(conn: Conn, user_id: int, most: int) -> None:
+    """429 when the user has `most` simulations not ended yet (0: no limit): each holds a place
+    in a runner's memory until it ends. The caller holds the user's row lock."""
+    if most and await simulations.count_unfinished(conn, user_id, most) >= most:
+        raise TooManyRequests(
+            f"Too many unfinished simulations: at most {most} at once; "
+            "wait for some to end, or cancel some"
+        )
 
 
 async def _check_quota(conn: Conn, user_id: int, sim_pk: int, quota: int) -> None:

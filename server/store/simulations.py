@@ -131,6 +131,12 @@ async def count_for_user(db: Db, user_id: int, states: tuple[str, ...] | None) -
     return count
 
 
+async def count_unfinished(db: Db, user_id: int, limit: int) -> int:
+    """The user's simulations not ended yet, counted up to `limit`."""
+    count: int = await db.fetchval(query("count_unfinished_simulations"), user_id, limit)
+    return count
+
+
 async def delete_if_terminal(db: Db, sim_pk: int) -> tuple[bool, str | None]:
     """(deleted, state seen): not deleted with a state when it is not terminal, None if gone."""
     row = await db.fetchrow(query("delete_terminal_simulation"), sim_pk)

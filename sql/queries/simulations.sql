@@ -110,6 +110,13 @@ SELECT count(*)
 FROM simulations
 WHERE user_id = $1 AND ($2::text[] IS NULL OR job_state = ANY ($2::text[]))
 
+-- name: count_unfinished_simulations
+-- The user's simulations not ended yet (end_time is set when one turns terminal), counted up to
+-- $2 (simulations_user_end serves it).
+SELECT count(*) FROM (
+    SELECT 1 FROM simulations WHERE user_id = $1 AND end_time IS NULL LIMIT $2
+) AS unfinished
+
 -- name: delete_terminal_simulation
 -- The terminal check and the delete are one statement: a worker holding the row lock makes it
 -- wait, and the state is checked again on the row as that worker left it. Tasks, inputs,

@@ -491,6 +491,12 @@ async def test_an_upload_the_cluster_disk_refused_does_not_keep_its_space(
     )
     first = (await response.json())["job_id"]
     assert (await batch_status(client, first))["job_state"] == "FAILED"
+    log = (await logfiles_of(conn))["slurm"]
+    assert re.fullmatch(
+        rf"The job could not be sent to SLURM: hpc: cannot write {small_disk}/{first}/"
+        r"\S+: Failure \(is the cluster's disk or quota full\?\)",
+        log,
+    ), log
 
     async def nothing_left() -> bool:
         return not (small_disk / first).exists()

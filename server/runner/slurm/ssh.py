@@ -8,9 +8,10 @@ file (or ~/.ssh/known_hosts); logins use the cluster's key file.
 """
 
 import asyncio
+import contextlib
 import posixpath
 import shlex
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 import asyncssh
@@ -78,6 +79,8 @@ class SshShell:
                 f"{self._cluster.cluster_name}: uploading the job's files stalled "
                 f"(no progress for {COMMAND_TIMEOUT:.0f} s)"
             ) from None
+        except Refused as exc:  # the cluster answered: the connection is sound, and kept
+            raise ShellError(f"{self._cluster.cluster_name}: {exc}") from None
         except (asyncssh.Error, OSError) as exc:
             self._drop(connection, exc)
             raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
@@ -170,7 +173,8 @@ async def _upload(
     sftp = await _step(connection.start_sftp_client())
     try:
         # One user's inputs, results and logs: for the cluster account only.
-        await _step(sftp.makedirs(directory, attrs=PRIVATE_DIR, exist_ok=True))
+        with _refusal(directory):
+            await _step(sftp.makedirs(directory, attrs=PRIVATE_DIR, exist_ok=True))
         for name, data in files.items():
             await _upload_file(sftp, posixpath.join(directory, name), data)
     finally:
@@ -178,11 +182,28 @@ async def _upload(
 
 
 async def _upload_file(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
-    await _step(sftp.makedirs(posixpath.dirname(path), exist_ok=True))
-    remote = await _step(sftp.open(path, "wb"))
-    for start in range(0, len(data), UPLOAD_CHUNK):
-        await _step(remote.write(data[start : start + UPLOAD_CHUNK]))
-    await _step(remote.close())
+    with _refusal(path):
+        await _step(sftp.makedirs(posixpath.dirname(path), exist_ok=True))
+        remote = await _step(sftp.open(path, "wb"))
+        for start in range(0, len(data), UPLOAD_CHUNK):
+            await _step(remote.write(data[start : start + UPLOAD_CHUNK]))
+        await _step(remote.close())
+
+
+class Refused(Exception):
+    """The cluster refused an SFTP step (its disk or quota full, a permission): the link is
+    sound."""
+
+
+@contextlib.contextmanager
+def _refusal(path: str) -> Iterator[None]:
+    """An SFTP error status as Refused, naming `path`. OpenSSH's sftp-server says only
+    "Failure" for a write the disk or quota refused, so that one gets a hint."""
+    try:
+        yield
+    except asyncssh.SFTPError as exc:
+        hint = " (is the cluster's disk or quota full?)" if exc.code == asyncssh.FX_FAILURE else ""
+        raise Refused(f"cannot write {path}: {_describe(exc)}{hint}") from None
 
 
 async def _step(step: Awaitable[T]) -> T:
