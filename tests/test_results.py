@@ -2,6 +2,7 @@
 
 import asyncio
 import gzip
+import io
 import tracemalloc
 import zlib
 
@@ -712,3 +713,60 @@ async def test_accept_encoding_values_asked_with_do_not_fill_memory(client, job)
         tracemalloc.stop()
     retained = sum(stat.size for stat in kept.statistics("filename"))
     assert retained < 1 << 20, f"{retained / 2**20:.1f} MB kept after 40 GETs of one simulation"
+
+
+async def test_a_body_made_large_by_estimator_fields_is_streamed(client, conn):
+    """README: bodies over 2 MiB are streamed, memory flat however large the result; only
+    bodies up to 2 MiB are assembled and kept in the body cache. An estimator's own fields
+    (`metadata`, of any size a worker sends) are part of the body: they count toward its size,
+    and are sent a piece at a time."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    metadata = {"note": "x" * (12 << 20)}
+    estimators = [{"name": "a", "metadata": metadata, "pages": [{"page_number": 0, "v": [1]}]}]
+    body = orjson.dumps({"simulation_id": job_id, "update_key": KEY, "estimators": estimators})
+    assert (await client.post("/results", data=io.BytesIO(body))).status == 202
+    assert (await get(client, "/results", job_id=job_id, page_number="9"))[0] == 200  # the index
+    cached = client.app[BODY_CACHE].size  # an empty body's
+    for encoding in ("identity", "gzip"):
+        tracemalloc.start()
+        try:
+            response = await client.get(
+                "/results",
+                params={"job_id": job_id},
+                headers={"Accept-Encoding": encoding},
+                auto_decompress=False,
+            )
+            length = 0
+            while piece := await response.content.read(1 << 16):  # not kept: the server's memory
+                length += len(piece)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert int(response.headers["Content-Length"]) == length
+        assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB to send {length / 2**20:.1f} MiB"
+    kept = client.app[BODY_CACHE].size - cached
+    assert kept == 0, f"a body of {length >> 20} MiB assembled and cached ({kept >> 20} MiB)"
+    for encoding in ("identity", "gzip"):
+        response = await client.get(
+            "/results", params={"job_id": job_id}, headers={"Accept-Encoding": encoding}
+        )
+        assert await response.json() == {"message": "Results", "estimators": estimators}
+
+
+async def test_every_page_stored_can_be_asked_for(client, conn):
+    """GET /results and the UI dialect refuse a negative page number (spec/api.md: 400), so
+    a page stored under one could be listed by /estimators but never fetched by number: an
+    upload must not store it."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    pages = [{"page_number": -1, "v": [1]}, {"metadata": {"page_number": "-2"}, "v": [2]}]
+    for page in pages:
+        response = await upload(client, job_id, [{"name": "a", "pages": [page]}])
+        assert response.status == 400, await get(client, "/estimators", job_id=job_id)
+        assert await response.json() == {
+            "message": "Invalid page in estimator 'a': page_number must not be negative"
+        }
+    assert await conn.fetchval("SELECT count(*) FROM pages") == 0

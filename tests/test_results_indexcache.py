@@ -4,16 +4,18 @@ query, when it is not, and which query may answer a fetch."""
 
 import asyncio
 import gc
+import io
 import time
 import tracemalloc
 
 import asyncpg
+import orjson
 
 from server.app import create_app
 from server.results.heads import HeadReader
-from server.results.indexcache import MAX_VIEWS, IndexCache, select
+from server.results.indexcache import FIELD_BYTES_PER_PAGE, MAX_VIEWS, IndexCache, select
 from server.store import results
-from tests.helpers import login, reference, set_key, submit, upload
+from tests.helpers import KEY, login, reference, set_key, submit, upload
 
 RENAME = (
     "UPDATE estimators SET name = name || '+'"
@@ -258,7 +260,8 @@ async def test_an_index_of_a_quarter_of_the_pages_is_kept(client, conn):
     of a finished simulation read it whole again."""
     job_id = await stored_job(client, conn)
     await conn.execute(COMPLETE, job_id)
-    pages = len((await results.index(conn, job_id)).pages)
+    index = await results.index(conn, job_id)
+    pages = len(index.pages) + index.fields_size // FIELD_BYTES_PER_PAGE  # what it counts for
     cache = IndexCache(10, max_pages=4 * pages)
     cache.renew(time.monotonic() + 60)
     first = await cache.get(conn, job_id)
@@ -281,3 +284,41 @@ async def test_a_lease_that_ran_out_serves_nothing_from_memory(client, conn):
     assert await cache.get(conn, job_id) is not None  # leased: served from memory
     await asyncio.sleep(0.4)
     assert await cache.get(conn, job_id) is None
+
+
+async def test_estimator_fields_count_against_the_page_references(
+    aiohttp_client, make_config, conn
+):
+    """README (server.index_cache_pages): the indexes kept hold about 300 bytes a page
+    reference together. An estimator's own fields (`metadata`, of any size a worker sends) are
+    kept with its index: uncounted, six one-page indexes held 12 MiB in a cache of 1,000
+    references (~0.3 MB), and at the defaults 10,000 entries could hold any amount."""
+    server = {"index_cache_pages": 1000, "page_cache_size": 0, "body_cache_size": 0}
+    client = await aiohttp_client(create_app(make_config(server=server)))
+    await login(client)
+    jobs = []
+    for number in range(6):
+        jobs.append(await submit(client))
+        await set_key(conn, jobs[-1])
+        metadata = {"note": str(number) * (2 << 20)}
+        estimators = [{"name": "z", "metadata": metadata, "pages": [{"page_number": 0}]}]
+        body = {"simulation_id": jobs[-1], "update_key": KEY, "estimators": estimators}
+        response = await client.post("/results", data=io.BytesIO(orjson.dumps(body)))
+        assert response.status == 202
+        await conn.execute(COMPLETE, jobs[-1])
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for job_id in jobs:
+            response = await client.get("/results", params={"job_id": job_id, "page_number": "0"})
+            length = 0
+            while piece := await response.content.read(1 << 16):  # the server's memory only
+                length += len(piece)
+            assert response.status == 200 and length > 2 << 20
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # (the last body sent may still be referenced: 2 MiB)
+    assert held < 4 << 20, f"{held / 2**20:.1f} MiB held by a cache of 1,000 page references"

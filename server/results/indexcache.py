@@ -219,6 +219,12 @@ class IndexCache:
             self.pages -= _weight(entry)
 
 
+# An index holds its estimators' own fields too, of any size a worker sent: they count as one
+# page reference (about 300 bytes, README) for every this many bytes.
+FIELD_BYTES_PER_PAGE = 300
+
+
 def _weight(entry: Entry) -> int:
-    """What an entry counts against `max_pages`: its index's pages (one at least)."""
-    return max(len(entry.index.pages), 1)
+    """What an entry counts against `max_pages`: its index's pages (one at least), and its
+    estimators' fields."""
+    return max(len(entry.index.pages), 1) + entry.index.fields_size // FIELD_BYTES_PER_PAGE

@@ -9,7 +9,7 @@ memory stays flat whatever the size.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
 from aiohttp import web
@@ -37,15 +37,28 @@ Pieces = AsyncIterator[bytes | Segment]
 Envelope = Callable[[Pages], Pieces]
 
 
+def _opening(page: PageRef, after_another: bool) -> Iterator[bytes]:
+    """The clear bytes that open the estimator of `page`: its name and its own fields, which
+    may be of any size a worker sent: large ones a piece at a time (memory stays flat)."""
+    start = (b"]}," if after_another else b"") + b'{"name":' + orjson.dumps(page.estimator) + b","
+    fields = page.estimator_fields
+    if len(fields) <= FLUSH_AT:
+        yield start + fields + (b"," if fields else b"") + b'"pages":['
+        return
+    yield start
+    for offset in range(0, len(fields), FLUSH_AT):
+        yield fields[offset : offset + FLUSH_AT]
+    yield b',"pages":['
+
+
 async def by_estimator(pages: Pages) -> Pieces:
     """Clear bytes and page segments of `{"message":"Results","estimators":[...]}`."""
     yield b'{"message":"Results","estimators":['
     current = None
     async for page, segment in pages:
         if page.estimator != current:
-            fields = page.estimator_fields + b"," if page.estimator_fields else b""
-            opening = b'{"name":' + orjson.dumps(page.estimator) + b"," + fields + b'"pages":['
-            yield (b"]}," if current is not None else b"") + opening
+            for piece in _opening(page, current is not None):
+                yield piece
             current = page.estimator
         else:
             yield b","
@@ -103,6 +116,14 @@ async def gzipped(pages: Pages, envelope: Envelope) -> AsyncIterator[bytes]:
         else:
             yield joiner.clear(piece)
     yield joiner.trailer()
+
+
+def body_size(pages: tuple[PageRef, ...], gzip: bool) -> int:
+    """About how large the body of `pages` is: the pages as stored (gzip) or inflated, and the
+    fields of their estimators (each estimator's once), which may be of any size."""
+    fields = {page.estimator: len(page.estimator_fields) for page in pages}
+    stored = sum(page.stored_size if gzip else page.raw_size for page in pages)
+    return stored + sum(fields.values())
 
 
 async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
@@ -197,7 +218,7 @@ async def respond(
     if body is not None:
         return web.Response(body=body, headers=variant.headers)
     pages, envelope = view.pages, ENVELOPES[view.form]
-    size = sum(page.stored_size if gzip else page.raw_size for page in pages)
+    size = body_size(pages, gzip)
     stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
     if size > SINGLE_WRITE:
         pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)

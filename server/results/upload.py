@@ -117,6 +117,10 @@ def _estimator(entry: Any, index: int, source: PageSpans | None) -> StoredEstima
         number = page_number_of(page) if isinstance(page, dict) else None
         if number is None:
             raise BadRequest(f"Invalid page in estimator {name!r}: no integer page_number")
+        if number < 0:  # GET /results could never ask for it (spec/api.md: 400)
+            raise BadRequest(
+                f"Invalid page in estimator {name!r}: page_number must not be negative"
+            )
         if number in seen:
             raise BadRequest(f"Duplicate page number {number} in estimator {name!r}")
         seen.add(number)

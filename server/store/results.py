@@ -39,6 +39,7 @@ class ResultsIndex:
     head: ResultsHead
     estimators: frozenset[str]  # every stored estimator, also those without pages
     pages: tuple[PageRef, ...]  # with one (page_number None) for each estimator without pages
+    fields_size: int = 0  # bytes of the estimators' own fields (any size a worker sent)
 
     @property
     def user_id(self) -> int:
@@ -99,6 +100,7 @@ async def index(db: Db, job_id: str) -> ResultsIndex | None:
         head=results_head_of(rows[0]),
         estimators=frozenset(row["estimator"] for row in rows if row["estimator"] is not None),
         pages=tuple(_page(row, fields) for row in rows if row["estimator"] is not None),
+        fields_size=sum(len(value) for value in fields.values()),
     )
 
 
