@@ -25,8 +25,11 @@ async def superuser_reads(pgdata: Path, path: str) -> bytes:
 
 
 def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of the postmaster of `pgdata` once it accepts connections (its postmaster.pid
+    says "ready": the pid is written first, the socket made later)."""
     try:
-        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        lines = (pgdata / "postmaster.pid").read_text().split("\n")
+        return int(lines[0]) if len(lines) > 7 and lines[7].strip() == "ready" else None
     except (OSError, ValueError):
         return None
 
