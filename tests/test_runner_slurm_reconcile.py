@@ -9,8 +9,18 @@ from server.app import create_app
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm.reconcile import Reconciler
+from server.runner.slurm.sbatch import job_name
 from server.store import slurm_jobs
-from tests.helpers import KEY, job_of, login, set_key, set_task, submit, tasks_of
+from tests.helpers import (
+    KEY,
+    job_of,
+    login,
+    set_key,
+    set_simulation,
+    set_task,
+    submit,
+    tasks_of,
+)
 
 
 async def test_one_squeue_per_cluster_and_poll(
@@ -181,10 +191,39 @@ async def test_a_merge_job_slurm_forgot_fails_the_job(
     """The array still runs, but SLURM no longer knows the merge job (it ended long ago, say by
     an administrator's scancel, and was forgotten while the server was down): nothing will
     merge, so the job is FAILED with the log `merge` rather than waiting for ever."""
-    running = "".join(f"500|{n}|{500 + n}|RUNNING|None\\n" for n in range(1, 5))
+    running = "".join(f"500|{n}|{500 + n}|RUNNING|None|array\\n" for n in range(1, 5))
     *_, reconciler = await _watched_job(
         aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=running
     )
     await reconciler.poll()
     assert [row["name"] for row in await conn.fetch("SELECT name FROM logfiles")] == ["merge"]
     assert await job_of(conn) == ("FAILED", True)
+
+
+async def test_jobs_named_after_an_ended_simulation_whose_ids_never_reached_us_are_cancelled(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """sbatch can fail ("Socket timed out on send/recv operation") while the controller takes
+    the job later: the simulation is FAILED and the job's id unknown. The reconciler cancels
+    live jobs named after a simulation that has ended, and only those: not one whose submission
+    is still under way, nor another deployment's (a job_id this database never had)."""
+    client, watched, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=""
+    )
+    failed, sending = await submit(client), await submit(client)
+    await set_simulation(conn, failed, job_state="FAILED")
+    stranger = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    lines = [f"500|1|501|RUNNING|None|{job_name(watched)}"]
+    lines += [f"600|N/A|600|PENDING|Dependency|{job_name(watched)}-merge"]
+    lines += [f"700|{n}|70{n}|PENDING|BeginTime|{job_name(failed)}" for n in (1, 2)]
+    lines += [f"710|N/A|710|PENDING|Dependency|{job_name(failed)}-merge"]
+    lines += [f"720|1|721|CANCELLED|None|{job_name(failed)}"]  # ended: nothing to cancel
+    lines += [f"800|N/A|800|PENDING|None|{job_name(sending)}"]  # its sbatch still answering
+    lines += [f"900|N/A|900|RUNNING|None|{job_name(stranger)}"]  # another deployment's
+    calls = tmp_path / "calls"
+    (tmp_path / "bin" / "squeue").write_text(
+        f"#!/bin/sh\necho \"squeue $*\" >> {calls}\ncat <<'EOF'\n" + "\n".join(lines) + "\nEOF\n"
+    )
+    await reconciler.poll()
+    ran = calls.read_text().splitlines()
+    assert [line for line in ran if line.startswith("scancel")] == ["scancel 700 710"]

@@ -162,6 +162,13 @@ async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> li
     return [row["job_id"] for row in rows]
 
 
+async def ended_job_ids(db: Db, job_ids: list[str]) -> list[str]:
+    """Those of `job_ids` whose simulation has ended or was deleted; a job_id never ours is
+    not."""
+    rows = await db.fetch(query("ended_job_ids"), job_ids)
+    return [row["job_id"] for row in rows]
+
+
 async def forget_deleted_job_ids(db: Db) -> None:
     """Drop the job_ids of simulations deleted over 30 days ago (every sweep has seen them)."""
     await db.execute(query("forget_deleted_job_ids"))

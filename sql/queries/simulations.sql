@@ -157,6 +157,15 @@ WHERE (s.id IS NULL AND EXISTS (SELECT 1 FROM deleted_job_ids g WHERE g.job_id =
    OR ($2::float8 > 0 AND s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
        AND s.end_time < now() - make_interval(secs => $2))
 
+-- name: ended_job_ids
+-- Of the job_ids in $1, those whose simulation has ended or was deleted: nothing of theirs
+-- should still run. A job_id this database never had is another deployment's: left alone.
+SELECT d.job_id
+FROM unnest($1::text[]) AS d (job_id)
+LEFT JOIN simulations s ON s.job_id = d.job_id
+WHERE s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+   OR (s.id IS NULL AND EXISTS (SELECT 1 FROM deleted_job_ids g WHERE g.job_id = d.job_id))
+
 -- name: forget_deleted_job_ids
 -- Deleted simulations' job_ids kept long enough for every sweep to have seen them.
 DELETE FROM deleted_job_ids WHERE deleted_at < now() - interval '30 days'

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DAEMONS = ("slurmd", "slurmctld", "munged")
@@ -126,6 +127,17 @@ class Cluster:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def controller_stopped(self) -> Iterator[None]:
+        """slurmctld frozen (SIGSTOP: a controller too busy to answer) until the block ends."""
+        pid = self._pid("slurmctld")
+        assert pid is not None, "slurmctld is not running"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def cancel_all(self) -> None:
         """scancel every job still queued or running (what a test left behind)."""

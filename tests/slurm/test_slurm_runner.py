@@ -258,3 +258,48 @@ async def test_one_copy_of_the_input_for_all_array_tasks(start_slurm_app, job_ro
     copies = {(p.stat().st_dev, p.stat().st_ino) for p in directory.rglob("pad.dat")}
     assert len(list(directory.rglob("pad.dat"))) == 5  # input/ and the four task directories
     assert len(copies) == 1, f"{len(copies)} copies of the input's 800 KiB"
+
+
+ALIVE = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED"}
+
+
+def jobs_named(cluster: Cluster, job_id: str) -> dict[str, str]:
+    """{SLURM job: state} of the jobs the server named after a simulation, every state."""
+    text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i|%j|%T")
+    found = [line.split("|") for line in text.splitlines()]
+    return {job: state for job, name, state in found if name.startswith(f"yaptide-{job_id[:8]}")}
+
+
+async def test_an_sbatch_that_timed_out_on_a_busy_controller_leaves_no_job_in_slurm(
+    start_slurm_app, job_root, slurm_cluster: Cluster, conn
+):
+    """README: "no job is left in SLURM that the server does not know". sbatch gives up on a
+    controller that does not answer within MessageTimeout (10 s) with "Socket timed out on
+    send/recv operation", but the controller takes the request once it catches up: the job
+    exists. The server failed the simulation ("sbatch refused the job") and knows no id, so
+    the array job (here held back by --begin, so it stays PENDING) is left in SLURM."""
+    shieldhit = fake_shieldhit(job_root, hang=True)
+    client, _, _ = await start_slurm_app(
+        shieldhit, slurm={"sbatch_lines": "#SBATCH --begin=now+600"}
+    )
+    with slurm_cluster.controller_stopped():
+        sent = asyncio.ensure_future(client.post("/jobs/direct", json=averaging_payload(ntasks=2)))
+        await asyncio.sleep(12.0)  # sbatch gives up after MessageTimeout (10 s)
+        assert sent.done()
+    response = await sent
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    assert (await status(client, job_id))["job_state"] == "FAILED"
+    assert "Socket timed out" in (await logfiles_of(conn))["slurm"]
+
+    async def all_ended() -> dict[str, str] | None:
+        states = jobs_named(slurm_cluster, job_id)
+        return states if states and not ALIVE & set(states.values()) else None
+
+    await asyncio.sleep(3.0)  # the controller has taken the request by now
+    assert jobs_named(slurm_cluster, job_id), "sbatch's request never reached SLURM"
+    try:
+        states = await eventually(all_ended, timeout=15)
+    except AssertionError:
+        raise AssertionError(f"left in SLURM: {jobs_named(slurm_cluster, job_id)}") from None
+    assert set(states.values()) == {"CANCELLED"}, states

@@ -6,10 +6,8 @@ import asyncio
 import dataclasses
 import hashlib
 import io
-import os
 import pwd
 import re
-import signal
 import stat
 import subprocess
 import time
@@ -22,6 +20,7 @@ import pytest
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm import ssh as ssh_module
+from server.runner.slurm.sbatch import job_name
 from server.runner.slurm.shell import ShellError
 from tests.fakes.openid_provider import BACKEND, USERNAME
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
@@ -420,16 +419,12 @@ async def test_an_sbatch_answered_after_the_command_timeout_leaves_no_job_in_slu
     held = {"partition": held_partition}
     options = {**OPTIONS, "array_options": held, "collect_options": held}
     body = {**averaging_payload(ntasks=1), "batch_options": options}
-    controller = int((slurm_cluster.dir / "slurmctld.pid").read_text())
-    os.kill(controller, signal.SIGSTOP)
-    try:
+    with slurm_cluster.controller_stopped():
         job_id = (await post(client, "/jobs/batch", body))["job_id"]
-    finally:
-        os.kill(controller, signal.SIGCONT)
     assert (await batch_status(client, job_id))["job_state"] == "FAILED"
     assert (await logfiles_of(conn))["slurm"].startswith("The job could not be sent to SLURM")
     await asyncio.sleep(5)  # the remote sbatch gets its answer meanwhile
-    name = f"yaptide-{job_id[:8]}"
+    name = job_name(job_id)
     states = slurm_cluster.command("squeue", "-h", "--states=all", "--name", name, "-o", "%T")
     assert set(states.split()) <= {"CANCELLED"}, states
 
@@ -522,13 +517,9 @@ async def test_one_command_that_times_out_leaves_the_others_on_the_connection_al
     body = {**averaging_payload(ntasks=1), "batch_options": options}
     slow = asyncio.ensure_future(shell.run("sleep 4"))
     await asyncio.sleep(0.5)
-    controller = int((slurm_cluster.dir / "slurmctld.pid").read_text())
-    os.kill(controller, signal.SIGSTOP)  # sbatch answered 1.7 s later, within its timeout
-    submitted = asyncio.ensure_future(post(client, "/jobs/batch", body))
-    try:
+    with slurm_cluster.controller_stopped():  # sbatch answered 1.7 s later, within its timeout
+        submitted = asyncio.ensure_future(post(client, "/jobs/batch", body))
         await asyncio.sleep(1.7)
-    finally:
-        os.kill(controller, signal.SIGCONT)
     job_id = (await submitted)["job_id"]
     with pytest.raises(ShellError):
         await slow

@@ -11,7 +11,10 @@ compares with the database:
 - a merge job that ended while the job is not terminal (it posts results before it exits, so
   it ended without them): the job FAILED with the log `merge`;
 - a job that is terminal while something of it is still queued or running in SLURM (all tasks
-  failed, the merge job still waits): scancel it; then the simulation is no longer watched.
+  failed, the merge job still waits): scancel it; then the simulation is no longer watched;
+- a job named after a simulation that has ended or was deleted, whose id never reached the
+  server (sbatch gave up on a controller too busy to answer, which took the job later): scancel
+  it. This host's squeue is asked on every poll with runner.kind = "slurm" for that reason.
 
 A cancel SLURM did not take (the cluster was unreachable; table pending_scancels, kept after
 the simulation is deleted) is retried on every poll until scancel succeeds or SLURM no longer
@@ -33,10 +36,10 @@ from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner.session_lock import SessionLock
 from server.runner.slurm import sbatch
-from server.runner.slurm.dispatcher import SUBMIT_LOG, SlurmDispatcher
+from server.runner.slurm.dispatcher import LOGIN_NODE, SUBMIT_LOG, SlurmDispatcher
 from server.runner.slurm.shell import ShellError
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp, parse_squeue
-from server.store import slurm_jobs
+from server.store import simulations, slurm_jobs
 from server.store.slurm_jobs import Watched
 from server.worker.outcomes import MERGE_LOG
 
@@ -76,6 +79,7 @@ class Reconciler:
         self._interval = interval
         # Direct simulations are SLURM's only with runner.kind = "slurm".
         self._platforms = ["batch", "direct"] if direct else ["batch"]
+        self._direct = direct
         self._lock = SessionLock(url, LOCK_KEY)  # on a connection of its own
         self._leading = False
         self._task: asyncio.Task[None] | None = None
@@ -114,8 +118,10 @@ class Reconciler:
         await self._fail_unsubmitted()
         await self._retry_scancels()
         watched = await slurm_jobs.list_watched(self._pool)  # ordered by cluster
-        for cluster, items in groupby(watched, key=lambda item: item.jobs.cluster):
-            group = list(items)
+        groups = {cluster: list(items) for cluster, items in groupby(watched, self._cluster_of)}
+        if self._direct:  # this host's strays are looked for also while nothing is watched
+            groups.setdefault(LOGIN_NODE, [])
+        for cluster, group in groups.items():
             if cluster not in self._dispatcher.clusters:
                 continue  # a cluster removed from the configuration: nothing to ask
             snapshot = await self._snapshot(cluster, group)
@@ -123,6 +129,26 @@ class Reconciler:
                 continue
             for item in group:
                 await self._reconcile(item, snapshot)
+            await self._cancel_strays(cluster, group, snapshot)
+
+    @staticmethod
+    def _cluster_of(item: Watched) -> str:
+        return item.jobs.cluster
+
+    async def _cancel_strays(self, cluster: str, group: list[Watched], snapshot: Snapshot) -> None:
+        """Jobs named after a simulation that has ended or was deleted, whose ids the server
+        never stored (sbatch failed, e.g. "Socket timed out on send/recv operation", but the
+        controller took the job once it caught up): cancelled."""
+        known = {job for item in group for job in (item.jobs.array_job_id, item.jobs.merge_job_id)}
+        strays = {job: job_id for job, job_id in snapshot.named.items() if job not in known}
+        if not strays:
+            return
+        ended = set(await simulations.ended_job_ids(self._pool, sorted(set(strays.values()))))
+        if cancel := sorted(job for job, job_id in strays.items() if job_id in ended):
+            log.warning(
+                "reconciler: SLURM jobs %s on %r belong to ended simulations", cancel, cluster
+            )
+            await self._dispatcher.scancel(cluster, *cancel)
 
     async def _fail_unsubmitted(self) -> None:
         lost = await slurm_jobs.list_unsubmitted(self._pool, self._platforms, UNSUBMITTED_AFTER)

@@ -110,11 +110,17 @@ def input_files(job: Job) -> dict[str, bytes]:
     return {f"{INPUT_DIR}/{name}": text.encode() for name, text in job.input.items()}
 
 
+def job_name(job_id: str) -> str:
+    """The SLURM name of a simulation's job array (its merge job adds `-merge`): the whole
+    job_id, so that the reconciler can tell whose a job is when its id never reached us."""
+    return f"yaptide-{job_id}"
+
+
 def submit_command(job: Job, job_dir: str) -> str:
     """The shell line that submits both jobs, the key read from stdin; prints both ids (a job
     whose id cannot be printed is cancelled)."""
     directory = shlex.quote(job_dir)
-    name = shlex.quote(f"yaptide-{job.job_id[:8]}")
+    name = shlex.quote(job_name(job.job_id))
     common = f"sbatch --parsable --export=ALL --chdir={directory}"
     array = (
         f"{common} --job-name={name} --array=1-{job.ntasks} "
@@ -167,9 +173,10 @@ def scancelled(job_ids: Sequence[int], returncode: int, stderr: str) -> list[int
 
 
 # The running user's jobs, array tasks one per line, ended ones too (until MinJobAge):
-# array job id | array task id | job id | state | reason. The text form rather than --json:
-# SLURM 22.05 ignores filters (--me) with --json, so it would send every user's jobs.
-SQUEUE_COMMAND = "squeue --noheader --array --states=all --me --format='%F|%K|%A|%T|%r'"
+# array job id | array task id | job id | state | reason | name (last: a name may hold `|`).
+# The text form rather than --json: SLURM 22.05 ignores filters (--me) with --json, so it
+# would send every user's jobs.
+SQUEUE_COMMAND = "squeue --noheader --array --states=all --me --format='%F|%K|%A|%T|%r|%j'"
 
 
 def jobcomp_command(path: str, job_ids: list[int]) -> str:

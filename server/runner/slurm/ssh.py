@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import posixpath
 import shlex
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import asyncssh
@@ -27,6 +27,7 @@ UPLOAD_CHUNK = 1 << 20
 # Sessions open at once on the shared connection (each command, each upload's SFTP): sshd refuses
 # more than its MaxSessions (default 10) with "open failed".
 MAX_SESSIONS = 8
+OPEN_ATTEMPTS, OPEN_RETRY_DELAY = 20, 0.25  # a session sshd refused, asked for again
 PROBE_TIMEOUT = 10.0  # after a command timed out: does the login node still answer?
 T = TypeVar("T")
 PRIVATE_DIR = asyncssh.SFTPAttrs(permissions=0o700)
@@ -145,12 +146,24 @@ async def _command(
     """One command, its session closed once it ends or COMMAND_TIMEOUT passes (TimeoutError).
     Output as bytes (decoded by _text): output that is not UTF-8 (a Latin-1 byte, a tail cut
     inside a character) is asyncssh's protocol error otherwise, the connection dropped."""
-    started = connection.create_process(command, input=stdin.encode(), encoding=None)
-    process = await asyncio.wait_for(started, COMMAND_TIMEOUT)
+    process = await _opened(
+        lambda: _step(connection.create_process(command, input=stdin.encode(), encoding=None))
+    )
     try:
         return await process.wait(check=False, timeout=COMMAND_TIMEOUT)
     finally:
         process.close()
+
+
+async def _opened(open_session: Callable[[], Awaitable[T]]) -> T:
+    """A session, asked for again while sshd refuses it for a few seconds: MaxSessions counts
+    sessions it has not let go of yet, closed ones too. A refused session never started."""
+    for _ in range(OPEN_ATTEMPTS - 1):
+        try:
+            return await open_session()
+        except asyncssh.ChannelOpenError:
+            await asyncio.sleep(OPEN_RETRY_DELAY)
+    return await open_session()
 
 
 async def _answers(connection: asyncssh.SSHClientConnection) -> bool:
@@ -170,7 +183,7 @@ async def _upload(
     """The files by SFTP, every step bounded by COMMAND_TIMEOUT (TimeoutError): a connection
     that stalls fails the upload, a slow one that moves does not. No step waits for a reply on
     the way out (no `async with`), so a stalled server cannot hold the failure either."""
-    sftp = await _step(connection.start_sftp_client())
+    sftp = await _opened(lambda: _step(connection.start_sftp_client()))
     try:
         # One user's inputs, results and logs: for the cluster account only.
         with _refusal(directory):

@@ -26,6 +26,10 @@ ENDED = frozenset(
     }
 )
 _PAIR = re.compile(r"(\w+)=(\S*)")
+# The name sbatch.job_name gives a simulation's jobs: the job_id it belongs to.
+_NAMED = re.compile(
+    r"yaptide-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:-merge)?"
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Snapshot:
 
     tasks: dict[tuple[int, int], JobState] = field(default_factory=dict)
     jobs: dict[int, JobState] = field(default_factory=dict)
+    # Jobs not ended that are named after a simulation: {array or plain job id: its job_id}.
+    named: dict[int, str] = field(default_factory=dict)
 
     def knows_array(self, array_job_id: int) -> bool:
         return any(array == array_job_id for array, _ in self.tasks)
@@ -57,18 +63,20 @@ def _state(text: str) -> str:
 
 
 def parse_squeue(output: str) -> Snapshot:
-    """Lines of `%F|%K|%A|%T|%r` (sbatch.SQUEUE_COMMAND)."""
+    """Lines of `%F|%K|%A|%T|%r|%j` (sbatch.SQUEUE_COMMAND)."""
     snapshot = Snapshot()
     for line in output.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 5 or not parts[0].isdigit() or not parts[2].isdigit():
+        parts = line.strip().split("|", 5)
+        if len(parts) != 6 or not parts[0].isdigit() or not parts[2].isdigit():
             continue
-        array, task, job, state, reason = parts
+        array, task, job, state, reason, name = parts
         found = JobState(_state(state), "" if reason == "None" else reason)
         if task.isdigit():
             snapshot.tasks[int(array), int(task)] = found
         else:
             snapshot.jobs[int(job)] = found
+        if (named := _NAMED.fullmatch(name)) and not found.ended:
+            snapshot.named[int(array)] = named[1]
     return snapshot
 
 
