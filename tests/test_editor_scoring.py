@@ -371,15 +371,24 @@ def test_a_quantity_keyword_may_start_with_a_digit() -> None:
     )
 
 
-def test_an_output_scored_in_a_zone_is_refused_for_what_it_is() -> None:
-    """The editor offers SHIELD-HIT12A outputs of scoring type 'Zone' (Energy in a zone): such
-    an output has `scoringType` "ZONE" and a `zoneUuid`, and no detector at all."""
+def test_an_output_scored_in_a_zone_gets_a_zone_geometry_of_its_own() -> None:
+    """The editor offers SHIELD-HIT12A outputs of scoring type 'Zone' (Energy in a zone), and
+    no detector of type Zone: such an output has `scoringType` "ZONE", a `zoneUuid` and no
+    detector; it is scored as a detector of type Zone on that zone would be."""
     energy = output("energy", "All", quantity("Energy"))
     del energy["detectorUuid"]
     energy |= {"scoringType": "ZONE", "zoneUuid": "zone-Z"}
+    dose = output("dose", "All", quantity("Dose"))
+    text = detect_dat([detector("All", "All"), detector("energy", "All")], [dose, energy])
+    assert text.split("\n\n")[:5] == [
+        "Geometry All\n    Name All",
+        "Geometry All\n    Name energy",
+        "Geometry Zone\n    Name energy_2\n    Zone 1",
+        "Output\n    Filename dose.bdo\n    Geo All\n    Quantity Dose",
+        "Output\n    Filename energy.bdo\n    Geo energy_2\n    Quantity Energy\n",
+    ]
+    energy["zoneUuid"] = "zone-gone"
     with pytest.raises(
-        ConversionError,
-        match=r"^output 'energy': scoring in a zone \('Zone' scoring type\) cannot be converted "
-        r"yet: score with a detector of type Zone$",
+        ConversionError, match=r"^output 'energy': its zone is not one of the project's zones$"
     ):
         detect_dat([detector("All", "All")], [energy])

@@ -1,5 +1,9 @@
 """Detectors -> the `Geometry` blocks of detect.dat (Cyl, Mesh, Zone, All).
 
+An output of the editor's "Zone" scoring type (`scoringType` "ZONE") scores in a zone with no
+detector: it gets a `Geometry Zone` block of its own, as a detector of type Zone on that zone
+would, named after the output.
+
 A cylinder scores along the z axis from z - depth/2 to z + depth/2 and a mesh spans its full
 width, height and depth around its centre. SHIELD-HIT12A's scoring grids are not rotated and
 its cylinders sit on the z axis, so a rotated detector or an off-axis cylinder is refused
@@ -41,7 +45,36 @@ def read_detectors(project: Json, zone_numbers: dict[str, list[int]]) -> Detecto
         blocks.append(_block(detector, name, item, zone_numbers))
         if isinstance(detector.get("uuid"), str):
             by_uuid[detector["uuid"]] = name
+    for index, output in _zone_outputs(project):
+        item = label("output", output, index)
+        name = names.take(str(output.get("name") or ""), f"zone_{index + 1}")
+        blocks.append(_zone_block(name, _zone(output, {}, item, zone_numbers)))
+        by_uuid[zone_output_key(index)] = name
     return Detectors(by_uuid, blocks)
+
+
+def zone_output_key(index: int) -> str:
+    """Where Detectors.names keeps the block made for output `index` of the "Zone" scoring type
+    (not a uuid: such an output has no detector)."""
+    return f"output {index} in its zone"
+
+
+def _zone_outputs(project: Json) -> list[tuple[int, Json]]:
+    """The outputs of the "Zone" scoring type, with their index (the rest of the scoring
+    manager is checked where it is read)."""
+    manager = project.get("scoringManager")
+    outputs = manager.get("outputs") if isinstance(manager, dict) else None
+    if not isinstance(outputs, list):
+        return []
+    return [
+        (index, output)
+        for index, output in enumerate(outputs)
+        if isinstance(output, dict) and output.get("scoringType") == "ZONE"
+    ]
+
+
+def _zone_block(name: str, number: int) -> str:
+    return "\n".join(["Geometry Zone", f"    Name {name}", f"    Zone {number}"])
 
 
 def _block(detector: Json, name: str, item: str, zone_numbers: dict[str, list[int]]) -> str:

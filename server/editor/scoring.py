@@ -9,6 +9,7 @@ quantity is a `Quantity <keyword> [<filter>] [<settings>]` line, followed by a `
 import re
 from dataclasses import dataclass
 
+from server.editor.detectors import zone_output_key
 from server.editor.formatting import UniqueNames, count, free
 from server.editor.project import (
     ConversionError,
@@ -127,13 +128,11 @@ def _output(scoring: Scoring, name: str, value: Json, index: int) -> str:
     item = label("output", value, index)
     if value.get("trace"):
         raise ConversionError(item, "trace outputs cannot be converted")
-    if value.get("scoringType") == "ZONE":  # the editor's 'Zone' scoring type: no detector
-        raise ConversionError(
-            item,
-            "scoring in a zone ('Zone' scoring type) cannot be converted yet: "
-            "score with a detector of type Zone",
-        )
-    detector = scoring.detectors.get(str(value.get("detectorUuid")))
+    in_zone = value.get("scoringType") == "ZONE"  # the editor's "Zone" scoring type
+    if not in_zone and not value.get("detectorUuid"):  # an output the editor has just added
+        raise ConversionError(item, "no detector is chosen for it")
+    key = zone_output_key(index) if in_zone else str(value.get("detectorUuid"))
+    detector = scoring.detectors.get(key)
     if detector is None:
         raise ConversionError(item, "its detector is not one of the project's detectors")
     quantities = entries(value, "quantities", item)

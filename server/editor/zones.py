@@ -117,7 +117,10 @@ def _zone_region(geometry: Geometry, zone: Json, item: str) -> logic.Region:
     chains = zone.get("unionOperations")
     if not isinstance(chains, list) or not chains or not all(isinstance(c, list) for c in chains):
         raise ConversionError(item, "'unionOperations' must be a non-empty list of lists")
-    return _chains(geometry, [operation for chain in chains for operation in chain], item)
+    operations = [operation for chain in chains for operation in chain]
+    if not operations:  # a zone the editor has just added: `[[]]` until a figure is picked
+        raise ConversionError(item, "no figure is chosen for it in its Zone Operations")
+    return _chains(geometry, operations, item)
 
 
 def _chains(geometry: Geometry, operations: list[object], item: str) -> logic.Region:
