@@ -194,13 +194,13 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Keycloak token verifier, with one HTTP session for the realm (if configured), through
-    the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)."""
+    the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY: jwks.proxy_for)."""
     settings = app[CONFIG].keycloak
     if not settings.issuer:
         yield
         return
     timeout = aiohttp.ClientTimeout(total=settings.timeout)
-    async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as http:
+    async with aiohttp.ClientSession(timeout=timeout) as http:
         app[KEYCLOAK] = TokenVerifier(settings, ProviderKeys(http, settings))
         yield
 

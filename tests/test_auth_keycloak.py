@@ -516,6 +516,22 @@ async def test_the_realm_is_reached_through_the_proxy_the_environment_names(
     assert await users_in(conn) == [(USERNAME, "keycloak")]
 
 
+async def test_no_netrc_credentials_are_sent_to_the_realm(
+    aiohttp_client, sso_config, provider, conn, monkeypatch, tmp_path
+):
+    """README: the realm is reached through the proxy the environment names, as curl does;
+    nothing else of the environment is followed. The server account's ~/.netrc (credentials
+    for a mirror, a `default` entry) must not be sent as Basic auth to the realm, nor to the
+    host its jwks_uri names."""
+    (tmp_path / ".netrc").write_text("default login deploy password mirror-secret\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    client = await aiohttp_client(create_app(sso_config()))
+    await signs_in(client, provider)
+    assert provider.authorizations == [None, None]
+
+
 async def test_provider_back_after_an_outage(aiohttp_client, sso_config, provider, conn):
     client = await aiohttp_client(create_app(sso_config(timeout=0.5)))
     provider.stalled = True

@@ -12,7 +12,9 @@ import asyncio
 import logging
 import math
 import time
+import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -120,7 +122,7 @@ class ProviderKeys:
         return jwks_uri
 
     async def _get_json(self, url: str) -> Any:
-        async with self._session.get(url) as response:
+        async with self._session.get(url, proxy=proxy_for(url)) as response:
             response.raise_for_status()
             body = bytearray()
             async for piece in response.content.iter_chunked(1 << 16):
@@ -128,6 +130,16 @@ class ProviderKeys:
                 if len(body) > MAX_DOCUMENT:
                     raise ValueError(f"{url} answered more than {MAX_DOCUMENT} bytes")
             return orjson.loads(body)
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY; NO_PROXY honoured),
+    as curl reads them, and nothing else of the environment: aiohttp's trust_env would also
+    send the account's ~/.netrc credentials to the realm (and to the host of its jwks_uri)."""
+    host = urlsplit(url).hostname
+    if host is None or urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(urlsplit(url).scheme)
 
 
 def _describe(exc: BaseException) -> str:

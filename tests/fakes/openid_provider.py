@@ -67,6 +67,7 @@ class OpenIdProvider:
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = list(keys)
         self.requests: Counter[str] = Counter()  # path -> number of requests
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self.stalled = False  # when set, requests wait until `release` is set
         self.release = asyncio.Event()
         self.issuer = ""  # set once the server listens
@@ -85,6 +86,7 @@ class OpenIdProvider:
 
     async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         self.requests[request.path] += 1
+        self.authorizations.append(request.headers.get("Authorization"))
         if self.stalled:
             await self.release.wait()
         if self.html_status is not None:  # as a proxy in front of the realm would answer

@@ -542,3 +542,28 @@ async def test_a_command_that_times_out_on_a_dead_link_drops_the_connection(
             await shell.run("true")
         assert time.monotonic() - started < 2.0 + 1.0 + 2.0
     assert (await shell.run("echo back")).stdout == "back\n"
+
+
+async def test_slow_commands_that_timed_out_do_not_wedge_the_connection(
+    start_batch_app, monkeypatch
+):
+    """README: a command that is only slow (a large `rm -rf`) is given up alone and the
+    connection kept. sshd keeps such a command's session (MaxSessions, default 10) until it
+    ends, though its channel is closed: ten slow removals (deleted simulations' job
+    directories on a slow file system) must not leave the cluster refusing every command
+    on a login node that answers, until they end."""
+    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 2.0)
+    monkeypatch.setattr(ssh_module, "PROBE_TIMEOUT", 2.0)
+    client, _, _ = await start_batch_app()
+    shell = client.server.app[SLURM].shell("hpc")
+    assert (await shell.run("true")).returncode == 0
+    slow = await asyncio.gather(*(shell.run("sleep 40") for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(result, ShellError) for result in slow), slow
+    started = time.monotonic()
+    try:
+        done = await shell.run("echo alive", retry=True)
+    except ShellError as exc:
+        raise AssertionError(
+            f"after {time.monotonic() - started:.1f} s: {exc} (the login node answers)"
+        ) from None
+    assert done.stdout == "alive\n"

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import posixpath
 import shlex
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -39,6 +40,8 @@ class SshShell:
         self._connection: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+        self._users: Counter[asyncssh.SSHClientConnection] = Counter()  # our commands on each
+        self._retired: set[asyncssh.SSHClientConnection] = set()  # closed once none runs on it
 
     async def run(self, command: str, stdin: str = "", retry: bool = False) -> Completed:
         try:
@@ -50,20 +53,25 @@ class SshShell:
 
     async def _run_once(self, command: str, stdin: str) -> Completed:
         connection = await self._connect()
-        try:
-            async with self._sessions:
-                done = await _command(connection, command, stdin)
-        except TimeoutError:
-            # A slow command (a large rm -rf, a grep of a large file), or a dead link: only the
-            # latter drops the connection, with every other command running on it.
-            if not await _answers(connection):
-                self._drop(connection)
-            raise ShellError(
-                f"{self._cluster.cluster_name}: no answer within {COMMAND_TIMEOUT:.0f} s"
-            ) from None
-        except (asyncssh.Error, OSError) as exc:
-            self._drop(connection, exc)
-            raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+        with self._using(connection):
+            try:
+                async with self._sessions:
+                    done = await _command(connection, command, stdin)
+            except TimeoutError:
+                # A slow command (a large rm -rf, a grep of a large file), or a dead link: only
+                # the latter drops the connection, with every other command running on it.
+                # sshd keeps a slow command's session (MaxSessions) until the command ends:
+                # new sessions go to a new connection.
+                if await _answers(connection):
+                    self._retire(connection)
+                else:
+                    self._drop(connection)
+                raise ShellError(
+                    f"{self._cluster.cluster_name}: no answer within {COMMAND_TIMEOUT:.0f} s"
+                ) from None
+            except (asyncssh.Error, OSError) as exc:
+                self._drop(connection, exc)
+                raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
         if done.exit_status is None and done.exit_signal is None:  # no status: the link broke
             raise ShellError(f"{self._cluster.cluster_name}: the connection closed meanwhile")
         status = -1 if done.exit_status is None else done.exit_status  # None: killed by a signal
@@ -72,8 +80,9 @@ class SshShell:
     async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
         connection = await self._connect()
         try:
-            async with self._sessions:
-                await _upload(connection, directory, files)
+            with self._using(connection):
+                async with self._sessions:
+                    await _upload(connection, directory, files)
         except TimeoutError:  # before OSError, of which it is one
             self._drop(connection)  # what the stalled steps wait for ends with the connection
             raise ShellError(
@@ -126,6 +135,27 @@ class SshShell:
                     f"{cluster.cluster_name}: cannot connect: {_describe(exc)}"
                 ) from None
             return self._connection
+
+    @contextlib.contextmanager
+    def _using(self, connection: asyncssh.SSHClientConnection) -> Iterator[None]:
+        """Count a command or upload on `connection`; a retired one is closed after its last."""
+        self._users[connection] += 1
+        try:
+            yield
+        finally:
+            self._users[connection] -= 1
+            if not self._users[connection]:
+                del self._users[connection]
+                if connection in self._retired:
+                    self._retired.discard(connection)
+                    connection.close()
+
+    def _retire(self, connection: asyncssh.SSHClientConnection) -> None:
+        """No new session on `connection` (sshd holds sessions of commands we gave up on): what
+        runs on it finishes, then it is closed (_using)."""
+        if self._connection is connection:
+            self._connection = None
+        self._retired.add(connection)
 
     def _drop(
         self, connection: asyncssh.SSHClientConnection, exc: BaseException | None = None
