@@ -8,7 +8,7 @@ from pathlib import Path
 from server.app import create_app
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
-from server.runner.slurm.reconcile import Reconciler
+from server.runner.slurm.reconcile import IDLE_EVERY, Reconciler
 from server.runner.slurm.sbatch import job_name
 from server.store import slurm_jobs
 from tests.helpers import (
@@ -227,3 +227,27 @@ async def test_jobs_named_after_an_ended_simulation_whose_ids_never_reached_us_a
     await reconciler.poll()
     ran = calls.read_text().splitlines()
     assert [line for line in ran if line.startswith("scancel")] == ["scancel 700 710"]
+
+
+async def test_a_cluster_with_nothing_watched_is_looked_at_for_strays_once_a_minute(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """A stray job (sbatch timed out on a busy controller, which took the job later) is on a
+    cluster where nothing else is watched: its squeue is asked one poll in IDLE_EVERY (not
+    every poll: an SSH command each time), and the stray cancelled."""
+    client, _, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=""
+    )
+    failed = await submit(client)
+    await set_simulation(conn, failed, job_state="FAILED")
+    await conn.execute("UPDATE slurm_jobs SET done = true")  # nothing watched on "hpc"
+    (tmp_path / "bin" / "squeue").write_text(
+        f'#!/bin/sh\necho "squeue $*" >> {tmp_path / "calls"}\n'
+        f"echo '700|N/A|700|PENDING|BeginTime|{job_name(failed)}'\n"
+    )
+    calls = tmp_path / "calls"
+    for _ in range(IDLE_EVERY - 1):
+        await reconciler.poll()
+    assert not calls.exists()
+    await reconciler.poll()
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["squeue", "scancel"]

@@ -14,7 +14,8 @@ compares with the database:
   failed, the merge job still waits): scancel it; then the simulation is no longer watched;
 - a job named after a simulation that has ended or was deleted, whose id never reached the
   server (sbatch gave up on a controller too busy to answer, which took the job later): scancel
-  it. This host's squeue is asked on every poll with runner.kind = "slurm" for that reason.
+  it. For that, this host's squeue is asked on every poll with runner.kind = "slurm", and each
+  configured cluster's once every IDLE_EVERY polls also while nothing of it is watched.
 
 A cancel SLURM did not take (the cluster was unreachable; table pending_scancels, kept after
 the simulation is deleted) is retried on every poll until scancel succeeds or SLURM no longer
@@ -55,6 +56,7 @@ TASK_TEXT = (
 )
 # Longer than any submission takes (the SSH connect and command timeouts are 15 s and 60 s).
 UNSUBMITTED_AFTER = 300.0
+IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
     "The server stopped before it sent this simulation to SLURM, so nothing runs it. Submit it "
     "again to rerun it."
@@ -84,6 +86,7 @@ class Reconciler:
         self._leading = False
         self._task: asyncio.Task[None] | None = None
         self._unconfigured: set[str] = set()  # clusters of pending cancels, logged once
+        self._polls = 0
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -119,8 +122,8 @@ class Reconciler:
         await self._retry_scancels()
         watched = await slurm_jobs.list_watched(self._pool)  # ordered by cluster
         groups = {cluster: list(items) for cluster, items in groupby(watched, self._cluster_of)}
-        if self._direct:  # this host's strays are looked for also while nothing is watched
-            groups.setdefault(LOGIN_NODE, [])
+        for cluster in self._idle_clusters():  # looked at for strays, nothing watched there
+            groups.setdefault(cluster, [])
         for cluster, group in groups.items():
             if cluster not in self._dispatcher.clusters:
                 continue  # a cluster removed from the configuration: nothing to ask
@@ -130,6 +133,16 @@ class Reconciler:
             for item in group:
                 await self._reconcile(item, snapshot)
             await self._cancel_strays(cluster, group, snapshot)
+
+    def _idle_clusters(self) -> list[str]:
+        """Where to look for strays this poll even with nothing watched there: this host with
+        runner.kind = "slurm" on every poll, the configured clusters one poll in IDLE_EVERY."""
+        self._polls += 1
+        names = [LOGIN_NODE] if self._direct else []
+        if self._polls % IDLE_EVERY == 0:
+            clusters = self._dispatcher.clusters.items()
+            names += [name for name, c in clusters if name != LOGIN_NODE and c.available]
+        return names
 
     @staticmethod
     def _cluster_of(item: Watched) -> str:
@@ -176,13 +189,14 @@ class Reconciler:
 
     async def _snapshot(self, cluster: str, group: list[Watched]) -> Snapshot | None:
         shell = self._dispatcher.shell(cluster)
+        level = logging.WARNING if group else logging.DEBUG  # a cluster with nothing watched
         try:
             done = await shell.run(sbatch.SQUEUE_COMMAND, retry=True)
         except ShellError as exc:
-            log.warning("reconciler: squeue on %r failed: %s", cluster, exc)
+            log.log(level, "reconciler: squeue on %r failed: %s", cluster, exc)
             return None
         if done.returncode != 0:
-            log.warning("reconciler: squeue on %r: %s", cluster, done.stderr.strip())
+            log.log(level, "reconciler: squeue on %r: %s", cluster, done.stderr.strip())
             return None
         snapshot = parse_squeue(done.stdout)
         await self._add_history(cluster, group, snapshot)
