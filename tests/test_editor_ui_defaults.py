@@ -35,3 +35,16 @@ def test_an_output_without_a_detector_says_so() -> None:
     with pytest.raises(ConversionError) as error:
         convert(value, 1000)
     assert str(error.value) == "output 'Output': no detector is chosen for it"
+
+
+def test_a_zone_scoring_output_without_a_zone_says_so() -> None:
+    """An Output switched to the "Zone" scoring type has no `zoneUuid` until a zone is picked
+    (the UI sends `{"scoringType": "ZONE", "quantities": [], ...}` with no zone)."""
+    value = small()
+    fresh = output("Output", "Everything", quantity("Dose"))
+    del fresh["detectorUuid"]
+    fresh["scoringType"] = "ZONE"
+    value["scoringManager"]["outputs"].append(fresh)
+    with pytest.raises(ConversionError) as error:
+        convert(value, 1000)
+    assert str(error.value) == "output 'Output': no zone is chosen for it"

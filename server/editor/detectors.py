@@ -150,6 +150,8 @@ def _zone(detector: Json, geometry: Json, item: str, zone_numbers: dict[str, lis
     parameters = geometry.get("parameters")
     places = [detector, geometry, parameters if isinstance(parameters, dict) else {}]
     uuid = next((place["zoneUuid"] for place in places if place.get("zoneUuid")), None)
+    if uuid is None:  # a Zone-scoring output (or zone detector) before a zone is picked
+        raise ConversionError(item, "no zone is chosen for it")
     numbers = zone_numbers.get(uuid) if isinstance(uuid, str) else None
     if not numbers:
         raise ConversionError(item, "its zone is not one of the project's zones")
