@@ -105,13 +105,13 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def batch_status(request: web.Request) -> web.Response:
-    """GET /jobs/batch: as /jobs/direct, for the users who may use clusters."""
+    """`GET /jobs/batch`: as `/jobs/direct`, for the users who may use clusters."""
     check_cluster_user(request)
     return await status(request)
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
-    """DELETE /jobs/batch: as /jobs/direct, for the users who may use clusters."""
+    """`DELETE /jobs/batch`: as `/jobs/direct`, for the users who may use clusters."""
     check_cluster_user(request)
     return await cancel(request)
 
