@@ -158,14 +158,17 @@ async def update_key_state(db: Db, key_sha256: bytes) -> str | None:
 async def expired_job_ids(db: Db, job_ids: list[str], keep_seconds: float) -> list[str]:
     """Those of `job_ids` whose simulation was deleted, or ended over `keep_seconds` ago (when
     `keep_seconds` > 0); a job_id never ours is not."""
-    rows = await db.fetch(query("expired_job_ids"), job_ids, keep_seconds)
-    return [row["job_id"] for row in rows]
+    return await _ended(db, job_ids, keep_seconds if keep_seconds > 0 else None)
 
 
 async def ended_job_ids(db: Db, job_ids: list[str]) -> list[str]:
     """Those of `job_ids` whose simulation has ended or was deleted; a job_id never ours is
     not."""
-    rows = await db.fetch(query("ended_job_ids"), job_ids)
+    return await _ended(db, job_ids, 0.0)
+
+
+async def _ended(db: Db, job_ids: list[str], seconds_ago: float | None) -> list[str]:
+    rows = await db.fetch(query("ended_job_ids"), job_ids, seconds_ago)
     return [row["job_id"] for row in rows]
 
 

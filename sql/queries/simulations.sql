@@ -146,25 +146,17 @@ WHERE update_key_sha256 = $1
 ORDER BY job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
 LIMIT 1
 
--- name: expired_job_ids
--- Of the job directories named in $1, those whose simulation was deleted, or ended more than $2
--- seconds ago (when $2 > 0): their directories can be removed. A job_id this database never
--- had is not ours (another deployment's in a shared work_dir): left alone.
+-- name: ended_job_ids
+-- Of the job_ids in $1, those whose simulation was deleted, or ended at least $2 seconds ago
+-- (when $2 is not NULL): nothing of theirs runs any more (the reconciler, $2 = 0), their job
+-- directories can be removed (the sweep, $2 = job_dir_ttl). A job_id this database never had
+-- is not ours (another deployment's, on a shared account or work_dir): left alone.
 SELECT d.job_id
 FROM unnest($1::text[]) AS d (job_id)
 LEFT JOIN simulations s ON s.job_id = d.job_id
 WHERE (s.id IS NULL AND EXISTS (SELECT 1 FROM deleted_job_ids g WHERE g.job_id = d.job_id))
-   OR ($2::float8 > 0 AND s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
-       AND s.end_time < now() - make_interval(secs => $2))
-
--- name: ended_job_ids
--- Of the job_ids in $1, those whose simulation has ended or was deleted: nothing of theirs
--- should still run. A job_id this database never had is another deployment's: left alone.
-SELECT d.job_id
-FROM unnest($1::text[]) AS d (job_id)
-LEFT JOIN simulations s ON s.job_id = d.job_id
-WHERE s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
-   OR (s.id IS NULL AND EXISTS (SELECT 1 FROM deleted_job_ids g WHERE g.job_id = d.job_id))
+   OR ($2::float8 IS NOT NULL AND s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+       AND ($2 = 0 OR s.end_time < now() - make_interval(secs => $2)))
 
 -- name: forget_deleted_job_ids
 -- Deleted simulations' job_ids kept long enough for every sweep to have seen them.
