@@ -304,3 +304,27 @@ async def test_logins_keep_a_bounded_number_of_sessions(client, conn, monkeypatc
     assert (await client.get("/auth/refresh", headers=first)).status == 401  # the oldest ended
     assert (await client.get("/auth/refresh", headers=last)).status == 200
     assert (await client.get("/auth/refresh", headers=bob)).status == 200
+
+
+async def test_sessions_that_ended_are_forgotten_for_users_who_never_log_in_again(
+    aiohttp_client, make_config, client, conn
+) -> None:
+    """A login prunes its own user's ended sessions only: those of a user who never logged in
+    again stayed in `refresh_tokens` for ever. The periodic sweep (at start, then hourly) now
+    forgets every user's expired and revoked ones, and leaves live ones alone."""
+    await register(client)
+    expired, revoked, live = await session(client), await session(client), await session(client)
+    assert (await logout(client, revoked))[0] == 200
+    await conn.execute(
+        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second'"
+        " WHERE created_at = (SELECT min(created_at) FROM refresh_tokens)"
+    )
+    await aiohttp_client(create_app(make_config()))  # its sweep runs at start
+    for _ in range(100):
+        if await conn.fetchval("SELECT count(*) FROM refresh_tokens") == 1:
+            break
+        await asyncio.sleep(0.05)
+    kept = await conn.fetch("SELECT revoked_at, expires_at > now() AS live FROM refresh_tokens")
+    assert [dict(row) for row in kept] == [{"revoked_at": None, "live": True}]
+    assert (await client.get("/auth/refresh", headers=live)).status == 200
+    assert (await client.get("/auth/refresh", headers=expired)).status == 401

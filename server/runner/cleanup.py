@@ -5,7 +5,8 @@ A sweep runs at start and then every `_SWEEP_EVERY` seconds (or the ttl, when sh
 removes directories whose simulation was deleted (while the server was down: the database keeps
 deleted job_ids for 30 days), never one of a job_id this database never had (another
 deployment's, sharing the work_dir), and sweeps the SLURM clusters' job directories the same
-way (server/runner/slurm/job_dirs.py).
+way (server/runner/slurm/job_dirs.py). Each sweep also forgets the sessions (refresh tokens)
+that ended, of every user: a login prunes only its own user's.
 Only directories named like a job_id (a UUID) are considered: `work_dir` may be shared with
 other things, which are never the sweep's to remove.
 """
@@ -24,7 +25,7 @@ from server.keys import CONFIG, POOL, SLURM
 from server.runner.process import job_dir, work_dir
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.job_dirs import JOB_ID
-from server.store import simulations
+from server.store import refresh_tokens, simulations
 
 log = logging.getLogger(__name__)
 _SWEEP_EVERY = 3600.0
@@ -48,12 +49,19 @@ async def sweep(config: Config, pool: asyncpg.Pool) -> list[str]:
     return expired
 
 
+async def forget_ended(pool: asyncpg.Pool) -> None:
+    """Forget what the database keeps only for a while: deleted job_ids (30 days) and the
+    sessions that ended."""
+    await simulations.forget_deleted_job_ids(pool)
+    await refresh_tokens.forget_ended(pool)
+
+
 async def _sweep_forever(config: Config, pool: asyncpg.Pool, slurm: SlurmDispatcher | None) -> None:
     ttl = config.runner.job_dir_ttl
     every = min(_SWEEP_EVERY, ttl) if ttl > 0 else _SWEEP_EVERY
     while True:
         try:
-            await simulations.forget_deleted_job_ids(pool)  # first: a cluster may keep failing
+            await forget_ended(pool)  # first: a cluster may keep failing
             removed = await sweep(config, pool)
             removed += await slurm.sweep(pool, ttl) if slurm is not None else []
         except Exception:  # one bad sweep (disk, database, a cluster) must not end the sweeping

@@ -34,6 +34,11 @@ async def prune(db: Db, user_id: int, keep: int) -> None:
     await db.execute(query("prune_refresh_tokens"), user_id, keep)
 
 
+async def forget_ended(db: Db) -> None:
+    """Remove every user's tokens that can never refresh again (expired or revoked)."""
+    await db.execute(query("forget_ended_refresh_tokens"))
+
+
 async def revoke_others(db: Db, user_id: int, keep_sha256: bytes | None) -> None:
     """Revoke every live refresh token of the user except `keep_sha256` (None: all of them)."""
     await db.execute(query("revoke_other_refresh_tokens"), user_id, keep_sha256)

@@ -35,3 +35,8 @@ WHERE user_id = $1 AND (
 -- session that changed it, if any) are revoked.
 UPDATE refresh_tokens SET revoked_at = now()
 WHERE user_id = $1 AND revoked_at IS NULL AND token_sha256 IS DISTINCT FROM $2
+
+-- name: forget_ended_refresh_tokens
+-- Every user's tokens that can never refresh again, also of users who never log in again (a
+-- login prunes only its own user's).
+DELETE FROM refresh_tokens WHERE expires_at <= now() OR revoked_at IS NOT NULL
