@@ -194,7 +194,7 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Keycloak token verifier, with one HTTP session for the realm (if configured), through
-    the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY: jwks.proxy_for)."""
+    the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY: server.proxies)."""
     settings = app[CONFIG].keycloak
     if not settings.issuer:
         yield

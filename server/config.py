@@ -26,7 +26,7 @@ class ServerConfig:
     body_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     index_cache_size: int = checks.checked(10_000, checks.non_negative)
     index_cache_pages: int = checks.checked(200_000, checks.non_negative)
-    public_url: str = ""
+    public_url: str = checks.checked("", checks.worker_url)
     # Limits for hostile clients (README "Security and limits").
     keepalive_timeout: float = checks.checked(75.0, checks.positive)
     body_timeout: float = checks.checked(300.0, checks.positive)

@@ -5,6 +5,7 @@ import re
 import shlex
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def positive(value: int | float) -> str | None:
@@ -67,6 +68,21 @@ def database_url(value: str) -> str | None:
 def http_url(value: str) -> str | None:
     if value and not value.startswith(("https://", "http://")):
         return "must be an http:// or https:// URL (or empty)"
+    return None
+
+
+def worker_url(value: str) -> str | None:
+    """The server's URL as workers are given it (YAPTIDE_URL): what the worker accepts."""
+    try:
+        parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, a broken IPv6 address
+        usable = False
+    if value and not usable:
+        return (
+            "must be an http:// or https:// URL with a host, as workers need it for YAPTIDE_URL "
+            "(or empty)"
+        )
     return None
 
 

@@ -226,6 +226,16 @@ def test_data_dir_is_resolved():
             "runner.command: cannot be split like a shell command line (No closing quotation) "
             '(got "worker \'unclosed")',
         ),
+        (
+            '[server]\npublic_url = "yaptide.example.org:8000"',
+            "server.public_url: must be an http:// or https:// URL with a host, as workers "
+            "need it for YAPTIDE_URL (or empty) (got 'yaptide.example.org:8000')",
+        ),
+        (
+            '[server]\npublic_url = "https://:8443/yaptide"',
+            "server.public_url: must be an http:// or https:// URL with a host, as workers "
+            "need it for YAPTIDE_URL (or empty) (got 'https://:8443/yaptide')",
+        ),
         ("[server]\nprot = 5000", "server.prot: unknown key"),
         ("[servre]\nport = 5000", "servre: unknown section"),
         ("server = 5", "server: expected a [server] table"),

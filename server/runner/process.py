@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from server import proxies
 from server.config import PROJECT_DIR, Config
 from server.runner import Job
 
@@ -111,8 +112,11 @@ def worker_command(config: Config) -> list[str]:
 
 def job_environment(config: Config, job: Job, base_url: str) -> dict[str, str]:
     """What every process of a job is told (tasks and the merge step): the server, the job,
-    and the worker settings of the configuration, under their own override names."""
+    and the worker settings of the configuration, under their own override names. The server's
+    host is in their NO_PROXY: a proxy named for the server's own calls (Keycloak) is not
+    between this host's workers and the server."""
     env = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
+    env = proxies.bypassing(env, base_url)
     if not config.runner.command:
         # The built-in worker is part of this package, which may not be installed.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), env.get("PYTHONPATH")]))

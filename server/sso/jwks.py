@@ -12,15 +12,14 @@ import asyncio
 import logging
 import math
 import time
-import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from jwt import PyJWK, PyJWKSet, PyJWTError
 
 from server.config import KeycloakConfig
+from server.proxies import proxy_for
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +129,6 @@ class ProviderKeys:
                 if len(body) > MAX_DOCUMENT:
                     raise ValueError(f"{url} answered more than {MAX_DOCUMENT} bytes")
             return orjson.loads(body)
-
-
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY; NO_PROXY honoured),
-    as curl reads them, and nothing else of the environment: aiohttp's trust_env would also
-    send the account's ~/.netrc credentials to the realm (and to the host of its jwks_uri)."""
-    host = urlsplit(url).hostname
-    if host is None or urllib.request.proxy_bypass(host):
-        return None
-    return urllib.request.getproxies().get(urlsplit(url).scheme)
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,9 @@ Workers on HPC nodes reach the server over slow or flaky links, so every call is
 connection error, a timeout or a 5xx answer, with exponential backoff, until `retry_timeout`
 seconds have passed since its first attempt. That is safe because every one of these endpoints
 is idempotent (the same state, the same log name, the same page numbers replace what was there).
-The update key travels in the Authorization header and is never logged.
+The update key travels in the Authorization header and is never logged. The server is reached
+through the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY:
+server.proxies), as an HPC node may reach the outside only through one.
 """
 
 import asyncio
@@ -15,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from server.proxies import proxy_for
 from server.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class ServerClient:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._session = session
+        self._proxy = proxy_for(settings.url)
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {settings.update_key}",
@@ -104,7 +108,11 @@ class ServerClient:
         while True:
             try:
                 async with self._session.post(
-                    self._settings.url + path, data=data, headers=headers, timeout=TIMEOUT
+                    self._settings.url + path,
+                    data=data,
+                    headers=headers,
+                    timeout=TIMEOUT,
+                    proxy=self._proxy,
                 ) as response:
                     answer = await response.read()
                     if response.status < 500:

@@ -12,7 +12,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from server.config_checks import worker_url
 
 KEY_VARIABLE = "YAPTIDE_UPDATE_KEY"
 _KEY = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry as it is
@@ -31,12 +32,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
 
 def _url(env: Mapping[str, str], name: str) -> str:
     raw = _required(env, name)
-    try:
-        parts = urlsplit(raw)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port out of range, a broken IPv6 address
-        valid = False
-    if not valid:
+    if worker_url(raw):  # the check of [server] public_url, which the runners give as this
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
     return raw.rstrip("/")
 

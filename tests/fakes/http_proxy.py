@@ -1,6 +1,7 @@
 """A forward HTTP proxy of the tests' own: what a server behind an institutional proxy reaches
 the world through. It forwards each request it is sent (absolute-form, `GET http://host/...`)
-and writes down the URLs it forwarded."""
+and writes down the URLs it forwarded. Serve it with `auto_decompress=False`, or aiohttp inflates
+a gzip body (the worker's results) and it is forwarded still marked gzip."""
 
 import aiohttp
 from aiohttp import web

@@ -12,6 +12,7 @@ into the environment of `sbatch`, which `--export=ALL` hands to the jobs; every 
 exported by the scripts.
 """
 
+import os
 import re
 import shlex
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from server import proxies
 from server.config import PROJECT_DIR, ClusterConfig, Config
 from server.runner import Job
 
@@ -62,6 +64,9 @@ def _exports(config: Config, cluster: ClusterConfig, job: Job, job_dir: str) -> 
     }
     if not cluster.python:  # this server's interpreter: the package may not be installed
         values["PYTHONPATH"] = str(PROJECT_DIR)
+    if not cluster.host:  # sbatch passes on this server's environment, and the proxy it names
+        bypass = proxies.bypassing(os.environ, config.base_url)
+        values.update({name: bypass[name] for name in proxies.NO_PROXY_NAMES if name in bypass})
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
 

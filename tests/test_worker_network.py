@@ -1,0 +1,119 @@
+"""The built-in worker reaching the server over a network as on an HPC node: through the
+forward proxy its environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), while the local
+runner's own workers reach the server directly whatever proxy the server's environment names."""
+
+import shlex
+import sys
+
+import pytest
+
+from server.config import PROJECT_DIR, ClusterConfig
+from server.proxies import bypassing
+from server.runner import Job
+from server.runner.slurm.sbatch import array_script
+from tests.fakes.http_proxy import HttpProxy
+from tests.fakes.simulators import averaging_payload, write_fake
+from tests.helpers import eventually, start_worker_app, states_are, submit
+from tests.test_worker import MINIMAL
+
+PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def node_command(proxy_url: str) -> str:
+    """The built-in worker as a node behind a proxy runs it: its environment names the proxy
+    (and no NO_PROXY), whatever the runner gave it."""
+    unset = [arg for name in PROXY_NAMES for arg in ("-u", name)]
+    proxies = [f"HTTP_PROXY={proxy_url}", f"HTTPS_PROXY={proxy_url}", f"PYTHONPATH={PROJECT_DIR}"]
+    return shlex.join(["env", *unset, *proxies, sys.executable, "-m", "server.worker"])
+
+
+async def test_a_worker_behind_a_proxy_reaches_the_server_through_it(
+    aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn, tmp_path
+):
+    """HPC compute nodes often reach the outside only through a proxy their environment names
+    (the original worker's python-requests followed it); the built-in worker went direct."""
+    proxy = HttpProxy()
+    proxy_url = str((await aiohttp_server(proxy.app(), auto_decompress=False)).make_url("/"))
+    shieldhit = write_fake(tmp_path / "shieldhit", "shieldhit", {"*": MINIMAL})
+    port = unused_tcp_port_factory()
+    client, _, _ = await start_worker_app(
+        aiohttp_server,
+        aiohttp_client,
+        port,
+        make_config,
+        {"shieldhit": str(shieldhit)},
+        command=node_command(proxy_url),
+    )
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=60)
+    paths = {url.removeprefix(f"http://127.0.0.1:{port}") for url in proxy.forwarded}
+    assert paths == {"/tasks", "/logfiles", "/jobs", "/results"}
+
+
+async def test_local_workers_reach_the_server_directly_despite_the_servers_proxy(
+    aiohttp_server,
+    aiohttp_client,
+    unused_tcp_port_factory,
+    make_config,
+    conn,
+    tmp_path,
+    monkeypatch,
+):
+    """The local runner's workers inherit the server's environment, whose proxy (set for
+    Keycloak) may not reach back to this host: here it is not even running."""
+    dead = f"http://127.0.0.1:{unused_tcp_port_factory()}"
+    for name in PROXY_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", dead)
+    monkeypatch.setenv("https_proxy", dead)
+    monkeypatch.setenv("no_proxy", "example.org")
+    shieldhit = write_fake(tmp_path / "shieldhit", "shieldhit", {"*": MINIMAL})
+    client, _, _ = await start_worker_app(
+        aiohttp_server,
+        aiohttp_client,
+        unused_tcp_port_factory(),
+        make_config,
+        {"shieldhit": str(shieldhit)},
+        retry_timeout=5.0,
+    )
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "no_proxy"),
+    [
+        ({}, "http://127.0.0.1:5000", "127.0.0.1"),
+        (
+            {"no_proxy": "a.org", "NO_PROXY": "b.org"},
+            "https://y.example.org/",
+            "b.org,a.org,y.example.org",
+        ),
+        ({"NO_PROXY": "localhost, ::1"}, "http://[::1]:5000", "localhost,::1"),
+        ({"no_proxy": "*"}, "http://127.0.0.1:5000", None),
+    ],
+)
+def test_the_runner_adds_the_servers_host_to_no_proxy(env, url, no_proxy):
+    changed = bypassing(env, url)
+    if no_proxy is None:
+        assert changed == env
+    else:
+        assert (changed["NO_PROXY"], changed["no_proxy"]) == (no_proxy, no_proxy)
+
+
+@pytest.mark.parametrize(("host", "exported"), [("", True), ("login.cluster.example.org", False)])
+def test_slurm_workers_of_this_host_reach_the_server_directly(
+    make_config, monkeypatch, host, exported
+):
+    """A login-node cluster's jobs get the server's environment (sbatch --export=ALL), with the
+    proxy it names for Keycloak: the server's host is in their NO_PROXY, as for local workers.
+    A cluster over SSH keeps its own environment."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.org:3128")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_config(server={"public_url": "http://yaptide.example.org:5000"})
+    cluster = ClusterConfig("c", "C", True, host=host, work_dir="/scratch/jobs" if host else "")
+    job = Job("job", "shieldhit", "files", 1, (100,), "key", {})
+    script = array_script(config, cluster, job, "/scratch/jobs/job", ())
+    assert ("export NO_PROXY=yaptide.example.org" in script) is exported
+    assert ("export no_proxy=yaptide.example.org" in script) is exported
