@@ -3,18 +3,32 @@ forward proxy its environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), while t
 runner's own workers reach the server directly whatever proxy the server's environment names."""
 
 import shlex
+import ssl
 import sys
+import time
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from server.config import PROJECT_DIR, ClusterConfig
 from server.proxies import bypassing
 from server.runner import Job
 from server.runner.slurm.sbatch import array_script
+from server.worker.client import ServerClient, Unreachable
+from server.worker.settings import load
 from tests.fakes.http_proxy import HttpProxy
 from tests.fakes.simulators import averaging_payload, write_fake
 from tests.helpers import eventually, start_worker_app, states_are, submit
 from tests.test_worker import MINIMAL
+from tests.test_worker_parts import ENV
 
 PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
@@ -117,3 +131,57 @@ def test_slurm_workers_of_this_host_reach_the_server_directly(
     script = array_script(config, cluster, job, "/scratch/jobs/job", ())
     assert ("export NO_PROXY=yaptide.example.org" in script) is exported
     assert ("export no_proxy=yaptide.example.org" in script) is exported
+
+
+def self_signed(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a certificate for 127.0.0.1 that no CA signed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+async def test_a_certificate_not_trusted_fails_at_once_saying_so(aiohttp_server, tmp_path):
+    """A server whose certificate the node does not trust was retried for `retry_timeout`
+    (600 s by default) of the job's allocation, when no retry can help."""
+
+    async def accept(request: web.Request) -> web.Response:
+        return web.json_response({}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/tasks", accept)
+    server = await aiohttp_server(app, ssl=self_signed(tmp_path))
+    url = f"https://127.0.0.1:{server.port}"
+    settings = load({**ENV, "YAPTIDE_URL": url, "YAPTIDE_RUNNER_RETRY_TIMEOUT": "20"})
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        with pytest.raises(Unreachable) as refused:
+            await ServerClient(settings, session).update_task(task_state="RUNNING")
+    assert time.monotonic() - started < 10
+    assert str(refused.value).startswith(
+        "POST /tasks: the server's certificate is not trusted here"
+    )
+    assert str(refused.value).endswith("; SSL_CERT_FILE can name its CA")

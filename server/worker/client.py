@@ -2,8 +2,9 @@
 
 Workers on HPC nodes reach the server over slow or flaky links, so every call is retried on a
 connection error, a timeout or a 5xx answer, with exponential backoff, until `retry_timeout`
-seconds have passed since its first attempt. That is safe because every one of these endpoints
-is idempotent (the same state, the same log name, the same page numbers replace what was there).
+seconds have passed since its first attempt (a certificate not trusted is not retried). That is
+safe because every one of these endpoints is idempotent (the same state, the same log name, the
+same page numbers replace what was there).
 The update key travels in the Authorization header and is never logged. The server is reached
 through the proxy the environment names, if any (HTTPS_PROXY, HTTP_PROXY, NO_PROXY:
 server.proxies), as an HPC node may reach the outside only through one.
@@ -118,6 +119,11 @@ class ServerClient:
                     if response.status < 500:
                         return response.status, answer
                     problem = f"HTTP {response.status}"
+            except aiohttp.ClientConnectorCertificateError as exc:  # never better on a retry
+                raise Unreachable(
+                    f"POST {path}: the server's certificate is not trusted here"
+                    f" ({exc.certificate_error}); SSL_CERT_FILE can name its CA"
+                ) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = type(exc).__name__ + (f" ({exc})" if str(exc) else "")
             remaining = deadline - loop.time()
