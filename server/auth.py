@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from server.config import Config, ConfigError
@@ -156,6 +156,8 @@ def _valid_claims(claims: dict[str, Any], kind: str) -> bool:
 def set_cookie(
     response: web.StreamResponse, config: Config, name: str, token: str, ttl: float
 ) -> None:
+    """A `SameSite=None` cookie is also `Partitioned`, which browsers blocking third-party
+    cookies (Debian's Chromium by default) keep (Python's cookies know it only from 3.14)."""
     response.set_cookie(
         name,
         token,
@@ -165,6 +167,9 @@ def set_cookie(
         samesite=config.auth.cookie_samesite,
         secure=config.auth.secure_cookies,
     )
+    if config.auth.cookie_samesite == "None":
+        morsel = response.cookies.pop(name)
+        response.headers.add(hdrs.SET_COOKIE, morsel.OutputString() + "; Partitioned")
 
 
 def clear_cookie(response: web.StreamResponse, config: Config, name: str) -> None:

@@ -77,3 +77,25 @@ def test_development_map_names_every_module():
         if path.stem not in folder_line:
             missing.append(relative)
     assert missing == []
+
+
+def test_the_nginx_example_lets_every_body_the_server_takes_through():
+    """nginx refuses a body over its `client_max_body_size` (1 MiB unless set) itself, in HTML
+    and without CORS headers: a worker's results over 1 MiB behind it failed its simulation."""
+    blocks = re.findall(r"```nginx\n(.*?)\n```", README, re.DOTALL)
+    assert blocks, "no nginx example in README.md"
+    found = re.search(r"client_max_body_size\s+(\d+)([kmg]?);", blocks[0], re.IGNORECASE)
+    assert found, "the nginx example keeps nginx's 1 MiB body limit"
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[found[2].lower()]
+    limit = int(found[1]) * scale
+    server = Config().server
+    assert limit == 0 or limit >= max(server.max_body_size, server.worker_max_body_size)
+
+
+def test_the_nginx_example_waits_for_the_servers_own_503():
+    """nginx answers an HTML 504 after `proxy_read_timeout` (60 s unless set); a frozen database's
+    JSON 503 comes within twice `database.command_timeout` (120 s measured behind nginx)."""
+    block = re.findall(r"```nginx\n(.*?)\n```", README, re.DOTALL)[0]
+    found = re.search(r"proxy_read_timeout\s+(\d+)s?;", block)
+    assert found, "the nginx example keeps nginx's 60 s proxy_read_timeout"
+    assert int(found[1]) > 2 * Config().database.command_timeout
