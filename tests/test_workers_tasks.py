@@ -188,7 +188,8 @@ async def test_bad_update_dict(worker, conn, update, message):
     ("body", "status", "message"),
     [
         ({"update_dict": {}}, 400, "Missing field: simulation_id"),
-        ({"simulation_id": 5, "task_id": 1}, 400, "Missing field: simulation_id"),
+        ({"simulation_id": 5, "task_id": 1}, 400, "Field simulation_id must be of type string"),
+        ({"simulation_id": "", "task_id": 1}, 400, "Missing field: simulation_id"),
         ({"simulation_id": "<job>", "update_dict": {}}, 400, "Missing field: task_id"),
         ({"simulation_id": "<job>", "task_id": "1"}, 400, "Field task_id must be of type integer"),
         (

@@ -140,8 +140,10 @@ async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
 def job_id_of(body: dict[str, Any]) -> str:
     """The job_id a worker names, which the worker protocol calls `simulation_id`."""
     job_id = body.get("simulation_id")
-    if not isinstance(job_id, str) or not job_id:
+    if job_id is None or job_id == "":
         raise BadRequest("Missing field: simulation_id")
+    if not isinstance(job_id, str):
+        raise BadRequest("Field simulation_id must be of type string")
     return values.text(job_id, "simulation_id")
 
 
