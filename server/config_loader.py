@@ -116,6 +116,8 @@ def _build_cluster(index: int, entry: Any) -> ClusterConfig:
         raise ConfigError(f"{key}.cluster_name: must not be empty")
     if values.get("host") and not values.get("work_dir"):
         raise ConfigError(f"{key}.work_dir: required with host (a directory on the cluster)")
+    if not values.get("host"):  # this host's SLURM: this server's interpreter, as [slurm] has
+        values.setdefault("python", "")
     return ClusterConfig(**values)
 
 

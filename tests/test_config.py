@@ -81,6 +81,12 @@ display_name = "Ares (Cyfronet)"
 cluster_name = "athena"
 display_name = "Athena"
 available = false
+python = "/opt/yaptide/bin/python"
+[[clusters]]
+cluster_name = "helios"
+display_name = "Helios"
+host = "login.helios.example.org"
+work_dir = "/net/scratch/yaptide"
 """,
     )
     config = load_config(path, {})
@@ -88,9 +94,14 @@ available = false
     assert config.auth == AuthConfig(access_ttl=60.0, registration="closed", secure_cookies=True)
     assert isinstance(config.auth.access_ttl, float)
     assert config.database == DatabaseConfig()
+    # Without a host, the cluster is this host's SLURM: this server's interpreter unless set
+    # (python3 there may lack the package); over SSH, python3 on the cluster's nodes.
     assert config.clusters == (
-        ClusterConfig("ares", "Ares (Cyfronet)", True),
-        ClusterConfig("athena", "Athena", False),
+        ClusterConfig("ares", "Ares (Cyfronet)", True, python=""),
+        ClusterConfig("athena", "Athena", False, python="/opt/yaptide/bin/python"),
+        ClusterConfig(
+            "helios", "Helios", host="login.helios.example.org", work_dir="/net/scratch/yaptide"
+        ),
     )
     assert config.base_url == "http://127.0.0.1:6001"
 

@@ -14,6 +14,7 @@ from server.store import slurm_jobs
 from tests.helpers import (
     KEY,
     job_of,
+    logfiles_of,
     login,
     set_key,
     set_simulation,
@@ -251,3 +252,30 @@ async def test_a_cluster_with_nothing_watched_is_looked_at_for_strays_once_a_min
     assert not calls.exists()
     await reconciler.poll()
     assert [line.split()[0] for line in calls.read_text().splitlines()] == ["squeue", "scancel"]
+
+
+async def test_a_task_squeue_forgot_beside_one_it_still_lists_gets_its_state_from_jobcomp(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """README: once squeue forgets a job (MinJobAge), "the final state then comes from the
+    cluster's jobcomp/filetxt file when jobcomp_file is set". Task 1 ended by its time limit
+    while the server was down longer than MinJobAge; tasks 2-4 still run, so squeue still lists
+    the array. The jobcomp file was not read for task 1: its log said "SLURM no longer knows
+    this job and no jobcomp file says how it ended" instead of TIMEOUT."""
+    running = "".join(f"500|{n}|{500 + n}|RUNNING|None|array\\n" for n in range(2, 5))
+    running += "600|N/A|600|PENDING|Dependency|merge\\n"
+    client, _, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=running
+    )
+    jobcomp = tmp_path / "jobcomp.log"
+    jobcomp.write_text(
+        "JobId=501 UserId=root(0) Name=array JobState=TIMEOUT Partition=debug "
+        "ArrayJobId=500 ArrayTaskId=1 DerivedExitCode=0:0 ExitCode=0:1 \n"
+    )
+    dispatcher = client.server.app[SLURM]
+    hpc = dispatcher.clusters["hpc"]
+    dispatcher.clusters["hpc"] = dataclasses.replace(hpc, jobcomp_file=str(jobcomp))
+    await reconciler.poll()
+    log = (await logfiles_of(conn))["task_1_slurm"]
+    assert log.startswith("SLURM ended array task 1 of job 500 as TIMEOUT (exit code 0:1) "), log
+    assert await tasks_of(conn) == [(1, "FAILED"), (2, "PENDING"), (3, "PENDING"), (4, "PENDING")]

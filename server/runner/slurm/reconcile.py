@@ -205,10 +205,10 @@ class Reconciler:
     async def _add_history(self, cluster: str, group: list[Watched], snapshot: Snapshot) -> None:
         """Final states from the jobcomp file for jobs squeue has forgotten."""
         path = self._dispatcher.clusters[cluster].jobcomp_file
-        missing = [
+        missing = [  # an array with one open task squeue no longer lists (its siblings may run)
             item.jobs.array_job_id
             for item in group
-            if item.open_tasks and not snapshot.knows_array(item.jobs.array_job_id)
+            if any((item.jobs.array_job_id, task) not in snapshot.tasks for task in item.open_tasks)
         ]
         missing += [
             item.jobs.merge_job_id for item in group if item.jobs.merge_job_id not in snapshot.jobs

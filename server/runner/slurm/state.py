@@ -54,9 +54,6 @@ class Snapshot:
     # Jobs not ended that are named after a simulation: {array or plain job id: its job_id}.
     named: dict[int, str] = field(default_factory=dict)
 
-    def knows_array(self, array_job_id: int) -> bool:
-        return any(array == array_job_id for array, _ in self.tasks)
-
 
 def _state(text: str) -> str:
     return text.split()[0] if text else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
