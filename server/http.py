@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from server import db, values
@@ -57,10 +58,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _unless_begun(request, _from_http_exception(exc))
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError as exc:
+        return _client_gone(request, exc)
     except Exception as exc:
         return _unless_begun(request, _from_exception(request, exc))
+
+
+def _client_gone(request: web.Request, exc: ConnectionResetError) -> web.StreamResponse:
+    """The client went away during its request (a closed tab, a dropped network, a killed
+    worker), or was cut off (server/results/render.py): nothing more can be said to it. Its
+    connection is closed with a DEBUG line; re-raised, aiohttp would log an ERROR and a
+    traceback for each, which any anonymous client could have written at will."""
+    log.debug("%s %s: the client went away (%s)", request.method, request.path, exc)
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response()  # never sent: aiohttp finds the connection closed
 
 
 def _from_exception(request: web.Request, exc: Exception) -> web.Response:
@@ -199,3 +213,18 @@ def optional_query_param(request: web.Request, name: str) -> str | None:
     """An optional query parameter (absent or empty: None), checked like query_param."""
     value = request.query.get(name)
     return values.text(value, name) if value else None
+
+
+class QuietParseErrors(logging.Filter):
+    """aiohttp logs each request it cannot parse (and answers 400 itself: a raw space in the
+    URL, an invalid header) as an ERROR with a traceback, ~550 bytes that any client could
+    have written at will. On `aiohttp.server` such a record becomes one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args = "malformed request: %s %s", (exc.code, exc.message.strip())
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

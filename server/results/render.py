@@ -199,6 +199,7 @@ async def _write(request: web.Request, sending: Awaitable[None]) -> None:
         if request.transport is not None:
             request.transport.abort()
         message = f"GET {request.path}: the client took nothing for {timeout} s"
+        log.warning("%s; connection dropped", message)
         raise ConnectionResetError(message) from None
 
 
