@@ -168,12 +168,7 @@ async def test_a_certificate_not_trusted_fails_at_once_saying_so(aiohttp_server,
     """A server whose certificate the node does not trust was retried for `retry_timeout`
     (600 s by default) of the job's allocation, when no retry can help."""
 
-    async def accept(request: web.Request) -> web.Response:
-        return web.json_response({}, status=202)
-
-    app = web.Application()
-    app.router.add_post("/tasks", accept)
-    server = await aiohttp_server(app, ssl=self_signed(tmp_path))
+    server = await aiohttp_server(_accepting(), ssl=self_signed(tmp_path))
     url = f"https://127.0.0.1:{server.port}"
     settings = load({**ENV, "YAPTIDE_URL": url, "YAPTIDE_RUNNER_RETRY_TIMEOUT": "20"})
     async with aiohttp.ClientSession() as session:
@@ -185,3 +180,46 @@ async def test_a_certificate_not_trusted_fails_at_once_saying_so(aiohttp_server,
         "POST /tasks: the server's certificate is not trusted here"
     )
     assert str(refused.value).endswith("; SSL_CERT_FILE can name its CA")
+
+
+async def _post_task(url: str, proxy_env: dict[str, str], monkeypatch) -> None:
+    for name in PROXY_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in proxy_env.items():
+        monkeypatch.setenv(name, value)
+    settings = load({**ENV, "YAPTIDE_URL": url, "YAPTIDE_RUNNER_RETRY_TIMEOUT": "3"})
+    async with aiohttp.ClientSession() as session:
+        await ServerClient(settings, session).update_task(task_state="RUNNING")
+
+
+def _accepting() -> web.Application:
+    async def accept(request: web.Request) -> web.Response:
+        return web.json_response({}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/tasks", accept)
+    return app
+
+
+async def test_a_proxy_named_without_a_scheme_is_used_as_curl_and_requests_use_it(
+    aiohttp_server, monkeypatch
+):
+    """`HTTP_PROXY=proxy.example.org:3128` (no `http://`) is common on HPC nodes; curl and
+    python-requests take it as an http:// proxy."""
+    server = await aiohttp_server(_accepting())
+    proxy = HttpProxy()
+    proxy_server = await aiohttp_server(proxy.app(), auto_decompress=False)
+    url = f"http://127.0.0.1:{server.port}"
+    await _post_task(url, {"HTTP_PROXY": f"127.0.0.1:{proxy_server.port}"}, monkeypatch)
+    assert proxy.forwarded == [f"{url}/tasks"]
+
+
+async def test_no_proxy_may_name_a_network_as_curl_and_requests_read_it(
+    aiohttp_server, unused_tcp_port_factory, monkeypatch
+):
+    """`NO_PROXY=10.0.0.0/8` (a site's own network) is honoured by curl and python-requests: the
+    server on it is reached directly, not through a proxy that may not reach it."""
+    server = await aiohttp_server(_accepting())
+    dead = f"http://127.0.0.1:{unused_tcp_port_factory()}"
+    env = {"HTTP_PROXY": dead, "NO_PROXY": "127.0.0.0/8"}
+    await _post_task(f"http://127.0.0.1:{server.port}", env, monkeypatch)
