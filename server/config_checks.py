@@ -71,6 +71,9 @@ def http_url(value: str) -> str | None:
     return None
 
 
+CREDENTIALS_IN_URL = "must not hold a user name or password (workers send their update key)"
+
+
 def worker_url(value: str) -> str | None:
     """The server's URL as workers are given it (YAPTIDE_URL): what the worker accepts."""
     try:
@@ -83,7 +86,16 @@ def worker_url(value: str) -> str | None:
             "must be an http:// or https:// URL with a host, as workers need it for YAPTIDE_URL "
             "(or empty)"
         )
-    return None
+    return CREDENTIALS_IN_URL if has_credentials(value) else None
+
+
+def has_credentials(value: str) -> bool:
+    """Whether a URL holds a user name or password (`https://user:pass@host/`)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.username is not None or parts.password is not None
 
 
 def command(value: str) -> str | None:

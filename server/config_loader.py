@@ -26,8 +26,10 @@ def env_name(section: str, key: str) -> str:
 
 
 def _got(value: Any, secret: bool) -> str:
-    """The offending value for an error message; never the value of a secret."""
-    return "" if secret else f" (got {value!r})"
+    """The offending value for an error message; never the value of a secret, nor a URL that
+    holds a password."""
+    hidden = secret or (isinstance(value, str) and checks.has_credentials(value))
+    return "" if hidden else f" (got {value!r})"
 
 
 def _from_toml(key: str, kind: Any, raw: Any, secret: bool) -> Any:

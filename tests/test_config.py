@@ -243,6 +243,11 @@ def test_data_dir_is_resolved():
             "need it for YAPTIDE_URL (or empty) (got 'yaptide.example.org:8000')",
         ),
         (
+            '[server]\npublic_url = "https://operator:hunter2@yaptide.example.org/"',
+            "server.public_url: must not hold a user name or password (workers send their "
+            "update key)",
+        ),
+        (
             '[server]\npublic_url = "https://:8443/yaptide"',
             "server.public_url: must be an http:// or https:// URL with a host, as workers "
             "need it for YAPTIDE_URL (or empty) (got 'https://:8443/yaptide')",

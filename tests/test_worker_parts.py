@@ -440,6 +440,10 @@ async def test_a_converter_that_prints_a_flood_does_not_grow_the_worker(worker, 
             "YAPTIDE_URL must be an http:// or https:// URL, got 'http://127.0.0.1:99999'",
         ),
         (
+            {"YAPTIDE_URL": "https://operator:hunter2@yaptide.example.org/"},
+            "YAPTIDE_URL must not hold a user name or password (workers send their update key)",
+        ),
+        (
             {"YAPTIDE_UPDATE_KEY": "k" * 43 + "\r"},
             "YAPTIDE_UPDATE_KEY must be printable ASCII without spaces",
         ),
@@ -465,6 +469,7 @@ async def test_a_garbled_variable_is_one_line_and_status_2(answering, changes, m
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert done.stderr.endswith(f" ERROR server.worker: cannot start: {message}\n")
     assert "k" * 43 not in done.stderr
+    assert "hunter2" not in done.stderr
 
 
 def test_fluka_rows_the_server_would_refuse_are_bounded_or_skipped():
