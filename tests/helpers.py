@@ -474,10 +474,28 @@ MESH_MEANS = {
 }
 
 
-async def slurm_ids(conn: Any) -> tuple[int, int]:
-    """(array job id, merge job id) of the one simulation sent to SLURM."""
-    row = await conn.fetchrow("SELECT array_job_id, merge_job_id FROM slurm_jobs")
+async def slurm_ids(conn: Any, timeout: float = 30.0) -> tuple[int, int]:
+    """(array job id, merge job id) of the one simulation sent to SLURM, once its submission
+    (in the background, after the POST answered) stored them."""
+    query = "SELECT array_job_id, merge_job_id FROM slurm_jobs"
+    row = await eventually(lambda: conn.fetchrow(query), timeout)
     return row["array_job_id"], row["merge_job_id"]
+
+
+def submissions_ended(conn: Any, count: int = 1) -> Callable[[], Awaitable[bool]]:
+    """A check for `eventually`: `count` simulations' SLURM submissions (in the background)
+    ended, each with its ids stored (slurm_jobs) or the log `slurm` saying why not."""
+
+    async def check() -> bool:
+        ended = await conn.fetchval(
+            "SELECT count(*) FROM simulations s"
+            " WHERE EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)"
+            " OR EXISTS (SELECT 1 FROM logfiles l"
+            " WHERE l.simulation_id = s.id AND l.name = 'slurm')"
+        )
+        return ended >= count
+
+    return check
 
 
 def slurm_states(cluster: Any, *job_ids: int) -> Callable[[], Awaitable[dict[str, str] | None]]:

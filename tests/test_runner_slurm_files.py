@@ -10,6 +10,8 @@ import pytest
 
 from server.app import create_app
 from server.config import ClusterConfig
+from server.runner.slurm import sbatch
+from server.runner.slurm.dispatcher import UNEXPECTED_TEXT
 from server.runner.slurm.reconcile import LOCK_KEY
 from tests.helpers import (
     eventually,
@@ -45,9 +47,33 @@ async def test_job_files_that_cannot_be_written_fail_the_simulation(
     response = await client.post("/jobs/direct", json=payload())
     assert response.status == 202, await response.text()
     job_id = (await response.json())["job_id"]
-    assert (await status(client, job_id))["job_state"] == "FAILED"
+    await eventually(states_are(client, job_id, "FAILED"))
     logs = await logfiles_of(conn)
     assert logs["slurm"].startswith("The job could not be sent to SLURM: ")
+
+
+async def test_an_unexpected_error_of_the_submission_fails_the_simulation(
+    aiohttp_client, make_config, conn, no_sbatch, monkeypatch, caplog
+) -> None:
+    """The submission runs after the 202: a bug there (here, building the job's files raises)
+    must not leave the simulation PENDING until the reconciler gives up on it (five minutes),
+    nor go unseen: FAILED with the log `slurm`, the traceback in the server's log."""
+
+    def broken(job: object) -> dict[str, bytes]:
+        raise RuntimeError("a bug in building the job's files")
+
+    monkeypatch.setattr(sbatch, "input_files", broken)
+    client = await aiohttp_client(create_app(make_config(runner={"kind": "slurm"})))
+    await login(client)
+    response = await client.post("/jobs/direct", json=payload())
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    body = await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert len(body["job_tasks_status"]) >= 1
+    assert await logfiles_of(conn) == {"slurm": UNEXPECTED_TEXT}
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == f"job {job_id}: sending it to SLURM failed"
+    assert "a bug in building the job's files" in caplog.text
 
 
 async def test_batch_job_directory_on_this_host_goes_with_its_simulation(

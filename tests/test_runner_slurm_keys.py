@@ -13,7 +13,16 @@ from server.app import create_app
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm.reconcile import Reconciler
-from tests.helpers import eventually, job_dir_of, logfiles_of, login, payload, status, submit
+from tests.helpers import (
+    eventually,
+    job_dir_of,
+    logfiles_of,
+    login,
+    payload,
+    states_are,
+    status,
+    submit,
+)
 
 
 @pytest.fixture
@@ -37,7 +46,7 @@ async def test_the_submission_fails_with_the_reason(
     response = await client.post("/jobs/batch", json=payload(batch_options={"cluster_name": "hpc"}))
     assert response.status == 202, await response.text()
     job_id = (await response.json())["job_id"]
-    assert (await status(client, job_id))["job_state"] == "FAILED"
+    await eventually(states_are(client, job_id, "FAILED"))
     assert (await logfiles_of(conn))["slurm"] == (
         "The job could not be sent to SLURM: hpc: cannot connect: Passphrase must be specified "
         "to import encrypted private keys"

@@ -64,7 +64,8 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def submit_batch(request: web.Request) -> web.Response:
-    """POST /jobs/batch: to the cluster `batch_options.cluster_name`, with the checked options."""
+    """POST /jobs/batch: to the cluster `batch_options.cluster_name`, with the checked options.
+    Answered once the simulation is stored: the upload and sbatch follow in the background."""
     check_cluster_user(request)
     config = request.app[CONFIG]
     body = await read_json(request, config.server.max_body_size)
@@ -75,7 +76,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     if not cluster.available:
         raise BadRequest(f"Cluster {options.cluster_name} is not available")
     job = await _create(request, await _parsed(request, body), "batch")
-    await request.app[SLURM].submit_to(
+    request.app[SLURM].submit_to(
         job, cluster.cluster_name, options.array_lines, options.collect_lines
     )
     return json_response({"message": "Job submitted", "job_id": job.job_id}, status=202)

@@ -55,7 +55,18 @@ async def submit_all(config: Config, pool: asyncpg.Pool, count: int, ntasks: int
         )
         job = Job(job_id, "shieldhit", "files", ntasks, tuple(primaries), key, {"beam.dat": ""})
         await dispatcher.submit(job)
+    await sent(pool, count)
     await dispatcher.close()
+
+
+async def sent(pool: asyncpg.Pool, count: int) -> None:
+    """Wait for the dispatcher's submissions (in the background) to store their SLURM ids."""
+    deadline = time.monotonic() + 300
+    while (stored := await pool.fetchval("SELECT count(*) FROM slurm_jobs")) < count:
+        failed = await pool.fetchval("SELECT count(*) FROM logfiles WHERE name = 'slurm'")
+        if failed or time.monotonic() > deadline:
+            raise RuntimeError(f"{stored} of {count} simulations reached SLURM, {failed} failed")
+        await asyncio.sleep(0.1)
 
 
 def timed(argv: str, env: dict[str, str], runs: int = 10) -> tuple[float, int]:

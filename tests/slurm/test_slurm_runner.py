@@ -183,7 +183,7 @@ async def test_sbatch_refuses_the_job(start_slurm_app, job_root, conn):
     shieldhit = fake_shieldhit(job_root)
     client, _, _ = await start_slurm_app(shieldhit, slurm={"partition": "nowhere"})
     job_id = await submit(client, averaging_payload(ntasks=2))
-    body = await status(client, job_id)
+    body = await eventually(states_are(client, job_id, "FAILED"))
     assert (body["job_state"], [t["task_state"] for t in body["job_tasks_status"]]) == (
         "FAILED",
         ["FAILED", "FAILED"],
@@ -283,13 +283,9 @@ async def test_an_sbatch_that_timed_out_on_a_busy_controller_leaves_no_job_in_sl
         shieldhit, slurm={"sbatch_lines": "#SBATCH --begin=now+600"}
     )
     with slurm_cluster.controller_stopped():
-        sent = asyncio.ensure_future(client.post("/jobs/direct", json=averaging_payload(ntasks=2)))
-        await asyncio.sleep(12.0)  # sbatch gives up after MessageTimeout (10 s)
-        assert sent.done()
-    response = await sent
-    assert response.status == 202, await response.text()
-    job_id = (await response.json())["job_id"]
-    assert (await status(client, job_id))["job_state"] == "FAILED"
+        job_id = await submit(client, averaging_payload(ntasks=2))
+        # sbatch gives up after MessageTimeout (10 s)
+        await eventually(states_are(client, job_id, "FAILED"), timeout=20)
     assert "Socket timed out" in (await logfiles_of(conn))["slurm"]
 
     async def all_ended() -> dict[str, str] | None:

@@ -1,11 +1,13 @@
 """POST /jobs/batch: a simulation sent to a [[clusters]] entry over SSH (asyncssh, key-only
 login to a real sshd as a user of its own), on the real test SLURM; batch_options checked
-against the whitelist of #SBATCH options; and a login node that refuses SSH or stops answering."""
+against the whitelist of #SBATCH options; a login node that refuses SSH or stops answering; and
+the submission going on after the 202 (a cancel, a delete, a shutdown meanwhile)."""
 
 import asyncio
 import dataclasses
 import hashlib
 import io
+import logging
 import pwd
 import re
 import stat
@@ -19,6 +21,7 @@ import pytest
 
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
+from server.runner.slurm import dispatcher as dispatcher_module
 from server.runner.slurm import ssh as ssh_module
 from server.runner.slurm.sbatch import job_name
 from server.runner.slurm.shell import ShellError
@@ -34,6 +37,7 @@ from tests.helpers import (
     running_simulators,
     slurm_ids,
     slurm_states,
+    submissions_ended,
     submit,
     wait_gone,
 )
@@ -271,13 +275,24 @@ async def test_a_cancel_the_cluster_missed_is_done_when_it_is_back(
     await eventually(nothing_pending)
 
 
-async def test_an_upload_that_stalls_fails_the_submission_in_bounded_time(
+def batch_state_is(client, job_id: str, state: str):
+    """A check for `eventually`: the GET /jobs/batch body once the job is in `state`."""
+
+    async def check() -> dict | None:
+        found = await batch_status(client, job_id)
+        return found if found["job_state"] == state else None
+
+    return check
+
+
+async def test_a_stalled_login_node_does_not_hold_the_submission(
     start_batch_app, ssh, conn, monkeypatch
 ):
-    """The login node stops answering on an open connection (a black hole): the upload of the
-    job's files gives up within COMMAND_TIMEOUT, not asyncssh's keepalive (~2 minutes), and the
-    simulation is FAILED as when sbatch refuses it."""
-    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 2.0)
+    """The login node stops answering on an open connection (a black hole): POST /jobs/batch
+    answers 202 at once (behind nginx, a request waiting for the upload would get a 504),
+    the simulation is PENDING while the upload waits, then FAILED as when sbatch refuses it,
+    once the upload gives up within COMMAND_TIMEOUT (not asyncssh's keepalive, ~2 minutes)."""
+    monkeypatch.setattr(ssh_module, "COMMAND_TIMEOUT", 5.0)
     client, _, _ = await start_batch_app()
     shell = client.server.app[SLURM].shell("hpc")
     assert (await shell.run("true")).returncode == 0  # the one connection, reused by the upload
@@ -285,20 +300,105 @@ async def test_an_upload_that_stalls_fails_the_submission_in_bounded_time(
     with frozen(ssh):
         started = time.monotonic()
         response = await asyncio.wait_for(client.post("/jobs/batch", json=body), 20)
-        elapsed = time.monotonic() - started
-    found = await response.json()
-    assert (response.status, found) == (
-        202,
-        {"message": "Job submitted", "job_id": found["job_id"]},
-    )
-    assert elapsed < 2.0 + 5.0, elapsed
-    job = await batch_status(client, found["job_id"])
-    assert [job["job_state"], *(t["task_state"] for t in job["job_tasks_status"])] == ["FAILED"] * 3
+        answered = time.monotonic() - started
+        found = await response.json()
+        job_id = found.get("job_id")
+        assert (response.status, found) == (202, {"message": "Job submitted", "job_id": job_id})
+        assert answered < 2.0, f"answered after {answered:.1f} s"
+        job = await batch_status(client, job_id)
+        assert [job["job_state"], *(t["task_state"] for t in job["job_tasks_status"])] == [
+            "PENDING"
+        ] * 3
+        job = await eventually(batch_state_is(client, job_id, "FAILED"), timeout=20)
+        failed = time.monotonic() - started
+    assert [t["task_state"] for t in job["job_tasks_status"]] == ["FAILED"] * 2
+    assert 5.0 <= failed < 5.0 + 5.0, failed
     assert await logfiles_of(conn) == {
         "slurm": "The job could not be sent to SLURM: hpc: uploading the job's files stalled "
-        "(no progress for 2 s)"
+        "(no progress for 5 s)"
     }
     assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
+
+
+def jobs_named(cluster: Cluster, job_id: str) -> dict[str, str]:
+    """{SLURM job: state} of a simulation's array tasks and merge job (named after it)."""
+    text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i|%j|%T")
+    found = [line.split("|") for line in text.splitlines()]
+    return {job: state for job, name, state in found if name.startswith(job_name(job_id))}
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["cancelled", "cancelled-and-deleted"])
+async def test_a_cancel_while_the_submission_is_in_flight_leaves_no_job_in_slurm(
+    start_batch_app, job_root, slurm_cluster, held_partition, conn, delete
+):
+    """The user cancels (and deletes) a simulation while its sbatch still waits for a busy
+    controller, so before its SLURM ids reach the server (the cancel has nothing to scancel
+    yet): it is CANCELED, and once sbatch gets its answer nothing of it is left in SLURM."""
+    client, _, _ = await start_batch_app()
+    held = {"partition": held_partition}  # what is not cancelled stays PENDING there
+    options = {**OPTIONS, "array_options": held, "collect_options": held}
+    body = {**averaging_payload(ntasks=2), "batch_options": options}
+    with slurm_cluster.controller_stopped():  # sbatch waits (MessageTimeout, 10 s)
+        response = await asyncio.wait_for(client.post("/jobs/batch", json=body), 5)
+        assert response.status == 202, await response.text()
+        job_id = (await response.json())["job_id"]
+        last_file = job_root / "remote" / job_id / "merge.sh"
+
+        async def uploaded() -> bool:  # the last file of the upload: sbatch comes next
+            return last_file.exists()
+
+        await eventually(uploaded, timeout=5)
+        response = await client.delete("/jobs/batch", params={"job_id": job_id})
+        assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+        assert (await batch_status(client, job_id))["job_state"] == "CANCELED"
+        if delete:
+            response = await client.delete("/user/simulations", params={"job_id": job_id})
+            assert (response.status, await response.json()) == (
+                200,
+                {"message": "Simulation deleted"},
+            )
+        assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
+
+    async def all_cancelled() -> dict[str, str] | None:
+        states = jobs_named(slurm_cluster, job_id)
+        return states if len(states) == 3 and set(states.values()) == {"CANCELLED"} else None
+
+    try:
+        await eventually(all_cancelled, timeout=30)  # 2 array tasks and the merge job
+    except AssertionError:
+        raise AssertionError(f"left in SLURM: {jobs_named(slurm_cluster, job_id)}") from None
+    if not delete:
+        assert (await batch_status(client, job_id))["job_state"] == "CANCELED"
+    assert await logfiles_of(conn) == {}
+
+    async def nothing_pending() -> bool:
+        return await conn.fetchval("SELECT count(*) FROM pending_scancels") == 0
+
+    await eventually(nothing_pending)
+
+
+async def test_a_shutdown_with_a_submission_in_flight_ends_within_the_grace(
+    start_batch_app, ssh, conn, monkeypatch, caplog
+):
+    """The server stops while a submission waits for a stalled login node: it waits
+    SUBMIT_GRACE for it, not the upload's own timeout (60 s), then abandons it without an
+    error. The simulation stays PENDING with no SLURM ids, for the reconciler (of the next
+    start) to fail once UNSUBMITTED_AFTER has passed."""
+    monkeypatch.setattr(dispatcher_module, "SUBMIT_GRACE", 1.0)
+    client, _, _ = await start_batch_app()
+    shell = client.server.app[SLURM].shell("hpc")
+    assert (await shell.run("true")).returncode == 0  # the one connection, reused by the upload
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    with frozen(ssh):
+        response = await asyncio.wait_for(client.post("/jobs/batch", json=body), 5)
+        assert response.status == 202, await response.text()
+        started = time.monotonic()
+        await asyncio.wait_for(client.close(), 20)
+        elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 1.0 + 2.0, elapsed
+    assert await conn.fetchval("SELECT job_state FROM simulations") == "PENDING"
+    assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_sso_user_without_the_switch(start_slurm_app, ssh, remote_python, job_root, provider):
@@ -421,7 +521,7 @@ async def test_an_sbatch_answered_after_the_command_timeout_leaves_no_job_in_slu
     body = {**averaging_payload(ntasks=1), "batch_options": options}
     with slurm_cluster.controller_stopped():
         job_id = (await post(client, "/jobs/batch", body))["job_id"]
-    assert (await batch_status(client, job_id))["job_state"] == "FAILED"
+        await eventually(batch_state_is(client, job_id, "FAILED"), timeout=10)
     assert (await logfiles_of(conn))["slurm"].startswith("The job could not be sent to SLURM")
     await asyncio.sleep(5)  # the remote sbatch gets its answer meanwhile
     name = job_name(job_id)
@@ -441,6 +541,7 @@ async def test_many_submissions_to_one_cluster_at_once_all_reach_slurm(
     body = {**averaging_payload(ntasks=1), "batch_options": options}
     responses = await asyncio.gather(*(client.post("/jobs/batch", json=body) for _ in range(16)))
     assert [r.status for r in responses] == [202] * 16
+    await eventually(submissions_ended(conn, 16), timeout=60)
     queued = slurm_cluster.command("squeue", "-h", f"--partition={held_partition}", "-o", "%F")
     tracked = await conn.fetch("SELECT array_job_id, merge_job_id FROM slurm_jobs")
     known = {job_id for row in tracked for job_id in row}
@@ -485,7 +586,7 @@ async def test_an_upload_the_cluster_disk_refused_does_not_keep_its_space(
         headers={"Content-Type": "application/json"},
     )
     first = (await response.json())["job_id"]
-    assert (await batch_status(client, first))["job_state"] == "FAILED"
+    await eventually(batch_state_is(client, first, "FAILED"))
     log = (await logfiles_of(conn))["slurm"]
     assert re.fullmatch(
         rf"The job could not be sent to SLURM: hpc: cannot write {small_disk}/{first}/"
@@ -499,6 +600,7 @@ async def test_an_upload_the_cluster_disk_refused_does_not_keep_its_space(
     await eventually(nothing_left, timeout=10)
     small = {**averaging_payload(ntasks=1), "batch_options": options}
     second = (await post(client, "/jobs/batch", small))["job_id"]
+    await eventually(submissions_ended(conn, 2))
     found = await batch_status(client, second)
     assert found["job_state"] == "PENDING", await logfiles_of(conn)
 
@@ -523,6 +625,7 @@ async def test_one_command_that_times_out_leaves_the_others_on_the_connection_al
     job_id = (await submitted)["job_id"]
     with pytest.raises(ShellError):
         await slow
+    await eventually(submissions_ended(conn))
     assert (await batch_status(client, job_id))["job_state"] == "PENDING", await logfiles_of(conn)
 
 

@@ -6,6 +6,11 @@ it has a `host`. Each simulation is a job array plus a merge job (sbatch.py); th
 stored (table slurm_jobs) so that any server process can cancel them and the reconciler
 (reconcile.py) can watch them. SLURM jobs do not depend on this process: they report over HTTP
 with their update key, so a restart does not disturb them.
+
+The upload of a simulation's files and its sbatch run in the background, in tasks this
+dispatcher owns: the request that stored the simulation does not wait for a login node (each
+step may take up to a minute). The simulation stays PENDING meanwhile; a failure, expected or
+not, leaves it FAILED with the log `slurm`.
 """
 
 import asyncio
@@ -23,14 +28,19 @@ from server.runner import Job
 from server.runner import process as proc
 from server.runner.slurm import job_dirs, sbatch
 from server.runner.slurm.shell import LocalShell, Shell, ShellError
-from server.runner.slurm.ssh import SshShell
-from server.store import slurm_jobs
+from server.runner.slurm.ssh import MAX_SESSIONS, SshShell
+from server.store import inputs, simulations, slurm_jobs
 from server.store.slurm_jobs import SlurmJobs
 
 log = logging.getLogger(__name__)
 
 SUBMIT_LOG = "slurm"
 LOGIN_NODE = ""  # the cluster name of this host's own SLURM
+SUBMIT_GRACE = 5.0  # seconds close() leaves submissions in flight to finish
+# Submissions to one cluster at once, as many as its SSH sessions; the others wait for their
+# turn without their input in memory.
+SUBMITS_AT_ONCE = MAX_SESSIONS
+UNEXPECTED_TEXT = "The submission to SLURM failed unexpectedly (the server's log says why)."
 
 
 def login_node_cluster(config: Config) -> ClusterConfig:
@@ -66,6 +76,9 @@ class SlurmDispatcher:
         self.clusters[LOGIN_NODE] = login_node_cluster(config)
         self._shells: dict[str, Shell] = {}
         self._removals: set[asyncio.Task[None]] = set()
+        self._submissions: set[asyncio.Task[None]] = set()
+        self._turns: dict[str, asyncio.Semaphore] = {}
+        self._closing = False
 
     def shell(self, name: str) -> Shell:
         """The (lazily made, then reused) connection to a cluster's login node."""
@@ -75,10 +88,51 @@ class SlurmDispatcher:
         return self._shells[name]
 
     async def submit(self, job: Job) -> None:
-        """A direct simulation (runner.kind = "slurm"): this host's SLURM."""
-        await self.submit_to(job, LOGIN_NODE, (), ())
+        """A direct simulation (runner.kind = "slurm"): this host's SLURM, in the background."""
+        self.submit_to(job, LOGIN_NODE, (), ())
 
-    async def submit_to(
+    def submit_to(
+        self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
+    ) -> None:
+        """Send a stored simulation to a cluster in the background (_send). How many are in
+        flight is bounded by jobs.max_unfinished per user; each holds about 1 KB while it waits
+        for its turn (its input is read again then), SUBMITS_AT_ONCE per cluster hold theirs."""
+        if self._closing:  # left PENDING, to the reconciler's UNSUBMITTED_AFTER
+            log.warning("job %s: not sent to SLURM, the server is stopping", job.job_id)
+            return
+        light = dataclasses.replace(job, input={})
+        sending = self._send(light, name, array_lines, merge_lines)
+        task = asyncio.create_task(sending, name=f"SLURM submission of {job.job_id}")
+        self._submissions.add(task)
+        task.add_done_callback(self._sent)
+
+    async def _send(
+        self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
+    ) -> None:
+        """One submission, in its turn. What nobody foresaw (a bug, the database gone) is logged
+        and leaves the simulation FAILED rather than PENDING until the reconciler gives up."""
+        try:
+            async with self._turns.setdefault(name, asyncio.Semaphore(SUBMITS_AT_ONCE)):
+                full = await self._with_input(job)
+                if full is not None:  # else cancelled or deleted while it waited: not sent
+                    await self._submit_now(full, name, array_lines, merge_lines)
+        except Exception:
+            log.exception("job %s: sending it to SLURM failed", job.job_id)
+            await self._fail(job.job_id, UNEXPECTED_TEXT)
+
+    async def _with_input(self, job: Job) -> Job | None:
+        """`job` with its input read from the database; None once it has ended or is gone."""
+        if await simulations.get_state(self._pool, job.job_id) in TERMINAL_STATES:
+            return None
+        found = await inputs.for_workers(self._pool, job.job_id)
+        return None if found is None else dataclasses.replace(job, input=found)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._submissions.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a SLURM submission failed and was not marked so", exc_info=task.exception())
+
+    async def _submit_now(
         self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
     ) -> None:
         """Upload the job's files, sbatch both jobs, store their ids. A failure leaves the
@@ -175,9 +229,14 @@ class SlurmDispatcher:
             log.warning("removing %s on cluster %s failed: %s", job_dir, name, exc)
 
     async def close(self) -> None:
-        for task in list(self._removals):
-            task.cancel()
-        await asyncio.gather(*self._removals, return_exceptions=True)
+        """Submissions in flight get SUBMIT_GRACE seconds to finish, then are cancelled, as are
+        removals. A cancelled submission leaves its simulation PENDING without SLURM ids: the
+        reconciler (of any server process, or of the next start) fails it UNSUBMITTED_AFTER
+        seconds after it was submitted, and then cancels any job of it that an interrupted
+        sbatch left in SLURM (a stray, named after the simulation)."""
+        self._closing = True
+        await _stop(self._submissions, SUBMIT_GRACE)
+        await _stop(self._removals, 0.0)
         for shell in self._shells.values():
             await shell.close()
 
@@ -208,3 +267,13 @@ class SlurmDispatcher:
     async def _fail(self, job_id: str, text: str) -> None:
         log.warning("job %s: %s", job_id, text.splitlines()[0])
         await transitions.fail_unfinished(self._pool, job_id, SUBMIT_LOG, lambda _tasks: text)
+
+
+async def _stop(tasks: set[asyncio.Task[None]], grace: float) -> None:
+    """Wait up to `grace` seconds for `tasks` to end, then cancel those still running."""
+    running = list(tasks)
+    if running and grace > 0:
+        await asyncio.wait(running, timeout=grace)
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)

@@ -54,7 +54,8 @@ TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
     "final task state.\n\nLast output (task_{task}.log):\n{tail}"
 )
-# Longer than any submission takes (the SSH connect and command timeouts are 15 s and 60 s).
+# Longer than a submission takes (the SSH connect and command timeouts are 15 s and 60 s); one
+# still waiting for its turn then (behind a stalled cluster) is failed, and not sent after.
 UNSUBMITTED_AFTER = 300.0
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
