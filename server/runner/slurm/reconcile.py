@@ -59,8 +59,9 @@ TASK_TEXT = (
 UNSUBMITTED_AFTER = 300.0
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
-    "The server stopped before it sent this simulation to SLURM, so nothing runs it. Submit it "
-    "again to rerun it."
+    f"This simulation did not reach SLURM within {UNSUBMITTED_AFTER / 60:g} minutes of its "
+    "submission (the server stopped before it sent it, or its cluster did not answer), so "
+    "nothing runs it. Submit it again to rerun it."
 )
 MERGE_TEXT = (
     "The merge job {merge} ended as {state} without posting results.\n\n"
