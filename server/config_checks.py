@@ -93,8 +93,9 @@ def has_credentials(value: str) -> bool:
     """Whether a URL holds a user name or password (`https://user:pass@host/`)."""
     try:
         parts = urlsplit(value)
-    except ValueError:
-        return False
+    except ValueError:  # a broken IPv6 address: its authority read as urlsplit would
+        authority = re.split(r"[/?#]", value.partition("//")[2], maxsplit=1)[0]
+        return "@" in authority
     return parts.username is not None or parts.password is not None
 
 

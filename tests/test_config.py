@@ -248,6 +248,11 @@ def test_data_dir_is_resolved():
             "update key)",
         ),
         (
+            '[server]\npublic_url = "https://operator:hunter2@[yaptide.example.org/"',
+            "server.public_url: must be an http:// or https:// URL with a host, as workers "
+            "need it for YAPTIDE_URL (or empty)",
+        ),
+        (
             '[server]\npublic_url = "https://:8443/yaptide"',
             "server.public_url: must be an http:// or https:// URL with a host, as workers "
             "need it for YAPTIDE_URL (or empty) (got 'https://:8443/yaptide')",

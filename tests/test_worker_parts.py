@@ -444,6 +444,14 @@ async def test_a_converter_that_prints_a_flood_does_not_grow_the_worker(worker, 
             "YAPTIDE_URL must not hold a user name or password (workers send their update key)",
         ),
         (
+            {"YAPTIDE_URL": "https://operator:hunter2@yaptide.example.org:99999/"},
+            "YAPTIDE_URL must be an http:// or https:// URL without a user name or password",
+        ),
+        (
+            {"YAPTIDE_URL": "https://operator:hunter2@[yaptide.example.org/"},
+            "YAPTIDE_URL must be an http:// or https:// URL without a user name or password",
+        ),
+        (
             {"YAPTIDE_UPDATE_KEY": "k" * 43 + "\r"},
             "YAPTIDE_UPDATE_KEY must be printable ASCII without spaces",
         ),

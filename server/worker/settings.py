@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from server.config_checks import CREDENTIALS_IN_URL, worker_url
+from server.config_checks import CREDENTIALS_IN_URL, has_credentials, worker_url
 
 KEY_VARIABLE = "YAPTIDE_UPDATE_KEY"
 _KEY = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry as it is
@@ -35,6 +35,10 @@ def _url(env: Mapping[str, str], name: str) -> str:
     problem = worker_url(raw)  # the check of [server] public_url, which the runners give as this
     if problem == CREDENTIALS_IN_URL:  # the message must not show the password
         raise SettingsError(f"{name} {problem}")
+    if problem and has_credentials(raw):  # unusable besides, and not to be shown either
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL without a user name or password"
+        )
     if problem:
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
     return raw.rstrip("/")
