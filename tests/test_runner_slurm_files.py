@@ -4,13 +4,15 @@ happens when they cannot be written."""
 
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
 
 from server.app import create_app
 from server.config import ClusterConfig
-from server.runner.slurm import sbatch
+from server.keys import SLURM
+from server.runner.slurm import dispatcher, sbatch
 from server.runner.slurm.dispatcher import UNEXPECTED_TEXT
 from server.runner.slurm.reconcile import LOCK_KEY
 from tests.helpers import (
@@ -21,6 +23,7 @@ from tests.helpers import (
     payload,
     states_are,
     status,
+    submit,
 )
 
 RECONCILER_LOCK_HELD = (
@@ -134,3 +137,36 @@ async def test_cancel_of_a_job_on_a_cluster_removed_from_the_configuration(
     response = await client.delete("/jobs/batch", params={"job_id": job_id})
     found = (response.status, await response.json(), (await status(client, job_id))["job_state"])
     assert found == (200, {"message": "Job cancelled"}, "CANCELED")
+
+
+async def test_a_stopping_server_starts_no_submission_that_waited_for_its_turn(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch, caplog
+) -> None:
+    """close() gives the submissions in flight SUBMIT_GRACE to finish; one still waiting for its
+    turn must not begin then (its sbatch would be cut off at the grace's end: a job in SLURM
+    whose id nobody stored, running until the reconciler fails its simulation five minutes
+    later). It stays PENDING, to the reconciler, as one that came in while stopping."""
+    calls = tmp_path / "sbatch-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text(f"#!/bin/sh\necho sbatch >> {calls}\nsleep 1\necho $$\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(dispatcher, "SUBMITS_AT_ONCE", 1)
+    monkeypatch.setattr(dispatcher, "SUBMIT_GRACE", 4.0)
+    client = await aiohttp_client(create_app(make_config(runner={"kind": "slurm"})))
+    await login(client)
+    first = await submit(client, payload())
+    second = await submit(client, payload())
+    await eventually(lambda: asyncio.to_thread(calls.exists))
+    await client.server.app[SLURM].close()  # the first's two sbatch take 2 s of the 4
+    assert calls.read_text().splitlines() == ["sbatch", "sbatch"]
+    stored = await conn.fetch(
+        "SELECT s.job_id FROM slurm_jobs j JOIN simulations s ON s.id = j.simulation_id"
+    )
+    assert [row["job_id"] for row in stored] == [first]
+    assert (await status(client, second))["job_state"] == "PENDING"
+    assert await logfiles_of(conn) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["SLURM submissions left to the reconciler as the server stops: 1"]

@@ -79,6 +79,7 @@ class SlurmDispatcher:
         self._submissions: set[asyncio.Task[None]] = set()
         self._turns: dict[str, asyncio.Semaphore] = {}
         self._closing = False
+        self._unsent = 0  # submissions not begun as the server stopped
 
     def shell(self, name: str) -> Shell:
         """The (lazily made, then reused) connection to a cluster's login node."""
@@ -113,6 +114,9 @@ class SlurmDispatcher:
         and leaves the simulation FAILED rather than PENDING until the reconciler gives up."""
         try:
             async with self._turns.setdefault(name, asyncio.Semaphore(SUBMITS_AT_ONCE)):
+                if self._closing:  # its turn came in close()'s grace: it would be cut off
+                    self._unsent += 1  # logged once by close()
+                    return
                 full = await self._with_input(job)
                 if full is not None:  # else cancelled or deleted while it waited: not sent
                     await self._submit_now(full, name, array_lines, merge_lines)
@@ -230,12 +234,14 @@ class SlurmDispatcher:
 
     async def close(self) -> None:
         """Submissions in flight get SUBMIT_GRACE seconds to finish, then are cancelled, as are
-        removals. A cancelled submission leaves its simulation PENDING without SLURM ids: the
-        reconciler (of any server process, or of the next start) fails it UNSUBMITTED_AFTER
-        seconds after it was submitted, and then cancels any job of it that an interrupted
-        sbatch left in SLURM (a stray, named after the simulation)."""
+        removals; those still waiting for their turn are not begun. A cancelled submission
+        leaves its simulation PENDING without SLURM ids: the reconciler (of any server process,
+        or of the next start) fails it UNSUBMITTED_AFTER seconds after it was submitted, and
+        then cancels any job of it that an interrupted sbatch left in SLURM (a stray, named
+        after the simulation)."""
         self._closing = True
-        await _stop(self._submissions, SUBMIT_GRACE)
+        if left := await _stop(self._submissions, SUBMIT_GRACE) + self._unsent:
+            log.warning("SLURM submissions left to the reconciler as the server stops: %d", left)
         await _stop(self._removals, 0.0)
         for shell in self._shells.values():
             await shell.close()
@@ -269,11 +275,13 @@ class SlurmDispatcher:
         await transitions.fail_unfinished(self._pool, job_id, SUBMIT_LOG, lambda _tasks: text)
 
 
-async def _stop(tasks: set[asyncio.Task[None]], grace: float) -> None:
-    """Wait up to `grace` seconds for `tasks` to end, then cancel those still running."""
+async def _stop(tasks: set[asyncio.Task[None]], grace: float) -> int:
+    """Wait up to `grace` seconds for `tasks` to end, then cancel those still running; how many
+    were cancelled."""
     running = list(tasks)
     if running and grace > 0:
         await asyncio.wait(running, timeout=grace)
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
+    return sum(task.cancelled() for task in running)
