@@ -170,3 +170,31 @@ async def test_a_stopping_server_starts_no_submission_that_waited_for_its_turn(
     assert await logfiles_of(conn) == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == ["SLURM submissions left to the reconciler as the server stops: 1"]
+
+
+async def test_a_submission_cancelled_before_its_turn_leaves_the_queue(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """README ("Submission"): the submissions waiting for their turn are bounded by
+    jobs.max_unfinished per user. A cancel frees a place there: the cancelled one must not
+    stay queued behind a stalled cluster, or submit-and-cancel grows the queue without end."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started = tmp_path / "started"
+    fake = bin_dir / "sbatch"
+    fake.write_text(f"#!/bin/sh\ntouch {started}\nsleep 5\necho $$\n")  # a stalled cluster
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(dispatcher, "SUBMITS_AT_ONCE", 1)
+    monkeypatch.setattr(dispatcher, "SUBMIT_GRACE", 0.1)
+    config = make_config(runner={"kind": "slurm"}, jobs={"max_unfinished": 2})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    await submit(client, payload())
+    await eventually(lambda: asyncio.to_thread(started.exists))
+    for _ in range(5):
+        job_id = await submit(client, payload())
+        response = await client.delete("/jobs/direct", params={"job_id": job_id})
+        assert response.status == 200, await response.text()
+    submissions = client.server.app[SLURM]._submissions
+    assert await eventually(lambda: asyncio.sleep(0, len(submissions) == 1), timeout=2)

@@ -77,6 +77,7 @@ class SlurmDispatcher:
         self._shells: dict[str, Shell] = {}
         self._removals: set[asyncio.Task[None]] = set()
         self._submissions: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, asyncio.Task[None]] = {}  # by job_id, until their turn
         self._turns: dict[str, asyncio.Semaphore] = {}
         self._closing = False
         self._unsent = 0  # submissions not begun as the server stopped
@@ -96,8 +97,9 @@ class SlurmDispatcher:
         self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
     ) -> None:
         """Send a stored simulation to a cluster in the background (_send). How many are in
-        flight is bounded by jobs.max_unfinished per user; each holds about 1 KB while it waits
-        for its turn (its input is read again then), SUBMITS_AT_ONCE per cluster hold theirs."""
+        flight is bounded by jobs.max_unfinished per user (cancel() drops one still waiting);
+        each holds about 1 KB and 40 bytes a task while it waits for its turn (its input is read
+        again then), SUBMITS_AT_ONCE per cluster hold theirs."""
         if self._closing:  # left PENDING, to the reconciler's UNSUBMITTED_AFTER
             log.warning("job %s: not sent to SLURM, the server is stopping", job.job_id)
             return
@@ -105,7 +107,9 @@ class SlurmDispatcher:
         sending = self._send(light, name, array_lines, merge_lines)
         task = asyncio.create_task(sending, name=f"SLURM submission of {job.job_id}")
         self._submissions.add(task)
+        self._waiting[job.job_id] = task
         task.add_done_callback(self._sent)
+        task.add_done_callback(lambda _task: self._waiting.pop(job.job_id, None))
 
     async def _send(
         self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
@@ -114,6 +118,7 @@ class SlurmDispatcher:
         and leaves the simulation FAILED rather than PENDING until the reconciler gives up."""
         try:
             async with self._turns.setdefault(name, asyncio.Semaphore(SUBMITS_AT_ONCE)):
+                self._waiting.pop(job.job_id, None)  # cancel() leaves it to _submitted now
                 if self._closing:  # its turn came in close()'s grace: it would be cut off
                     self._unsent += 1  # logged once by close()
                     return
@@ -188,7 +193,12 @@ class SlurmDispatcher:
         """scancel the job array and the merge job (the database says CANCELED already, and
         the cancel's transaction wrote them down in pending_scancels). A job on a cluster no
         longer configured cannot be reached: its workers stop at their next report (409), and
-        the cancel waits in pending_scancels for the cluster to come back."""
+        the cancel waits in pending_scancels for the cluster to come back. One of this process
+        still waiting for its turn is dropped (it would hold its place in the queue until
+        then: submit and cancel again and again would grow it without end)."""
+        waiting = self._waiting.pop(job_id, None)
+        if waiting is not None:
+            waiting.cancel()
         ids = await slurm_jobs.get(self._pool, job_id)
         if ids is None:
             return
