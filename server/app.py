@@ -36,6 +36,7 @@ from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
 from server.results.changes import Changes
 from server.results.indexcache import IndexCache
+from server.results.inflating import inflater_ctx
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
@@ -229,7 +230,16 @@ def create_app(config: Config) -> web.Application:
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.append(bundle_ctx)  # first: a missing UI stops the start at once
     app.cleanup_ctx.extend(
-        [secret_ctx, pool_ctx, changes_ctx, slurm_ctx, dispatcher_ctx, keycloak_ctx, job_dirs_ctx]
+        [
+            secret_ctx,
+            pool_ctx,
+            inflater_ctx,
+            changes_ctx,
+            slurm_ctx,
+            dispatcher_ctx,
+            keycloak_ctx,
+            job_dirs_ctx,
+        ]
     )
     routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]
     add_routes(app, routes)

@@ -3,6 +3,7 @@ budget's own request keys, HELD, KEY_CHECKED and STRANGER, are in server/limits/
 this module imports that one.)"""
 
 import asyncio
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -28,6 +29,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
+INFLATER = web.AppKey("inflater", Executor)  # server/results/inflating.py
 RESULTS_INDEX = web.AppKey("results_index", IndexCache)
 CHANGES = web.AppKey("changes", Changes)
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)

@@ -12,7 +12,7 @@ from server.errors import NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
-from server.keys import BODY_CACHE, CONFIG, PAGE_CACHE, POOL, RESULTS_INDEX, USER
+from server.keys import BODY_CACHE, CONFIG, INFLATER, PAGE_CACHE, POOL, RESULTS_INDEX, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
@@ -64,7 +64,7 @@ async def send_view(request: web.Request, view: View) -> web.StreamResponse:
     if variant.etag and negotiation.matches(if_none_match, variant.etag):
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
         return web.Response(status=304, headers=headers)
-    stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE])
+    stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER])
     return await render.respond(request, view, gzip, stores)
 
 

@@ -10,6 +10,7 @@ memory stays flat whatever the size.
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Executor
 
 import orjson
 from aiohttp import web
@@ -17,6 +18,7 @@ from aiohttp import web
 from server.keys import CONFIG
 from server.limits.serving import drop_when_stalled
 from server.models import Db
+from server.results import inflating
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import View
 from server.results.lru import LruCache
@@ -207,12 +209,12 @@ async def respond(
     request: web.Request,
     view: View,
     gzip: bool,
-    stores: tuple[Db, PageCache, LruCache[bytes]],
+    stores: tuple[Db, PageCache, LruCache[bytes], Executor],
 ) -> web.StreamResponse:
     """The response for the pages of `view`: from the body cache, assembled, or streamed when
     large. A body is fully determined by its form and its pages' estimators and versions: that
     is its cache key."""
-    db, page_cache, bodies = stores
+    db, page_cache, bodies, inflater = stores
     drop_when_stalled(request)
     variant = view.gzip if gzip else view.identity
     body = bodies.get(variant.body_key)
@@ -225,6 +227,10 @@ async def respond(
         pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)
         length = await body_length(pages, envelope, gzip)
         return await stream(request, variant.headers, pieces, length)
-    body = await assemble((gzipped if gzip else identity)(stored, envelope))
+    if gzip or size < inflating.OFF_LOOP:
+        body = await assemble((gzipped if gzip else identity)(stored, envelope))
+    else:  # inflated in one call, off the event loop
+        member = await assemble(gzipped(stored, envelope))
+        body = await inflating.whole(member, size, inflater)
     bodies.put(variant.body_key, body, len(body))
     return web.Response(body=body, headers=variant.headers)
