@@ -2,8 +2,11 @@
 ones inflated on the event loop: what a client gets is what was stored, and a page that cannot be
 inflated ends the response as any failure does."""
 
+import asyncio
 import gzip
 import logging
+import random
+import socket
 import threading
 
 import aiohttp
@@ -12,12 +15,19 @@ import pytest
 
 from server.app import create_app
 from server.results import inflating, render
-from tests.helpers import login, reference, set_key, submit, upload, upload_pages
+from tests.helpers import eventually, login, reference, set_key, submit, upload, upload_pages
 
 # The last page of the body: past the first bytes sent when streamed.
 CORRUPT = """UPDATE pages SET data = '\\xffffffff'::bytea
 WHERE (estimator_id, page_number) = (SELECT estimator_id, page_number FROM pages
                                      ORDER BY estimator_id DESC, page_number DESC LIMIT 1)"""
+
+
+WAITING = "SELECT count(*) FROM pg_locks WHERE relation = 'pages'::regclass AND NOT granted"
+
+
+def inflaters() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("inflater")]
 
 
 async def fetch(client, job_id: str, encoding: str) -> tuple[int, bytes]:
@@ -104,9 +114,6 @@ async def test_a_page_that_cannot_be_inflated_ends_the_response(cold_client, con
 
 
 async def test_the_inflater_thread_ends_with_the_server(aiohttp_client, make_config, conn) -> None:
-    def inflaters() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name.startswith("inflater")]
-
     before = inflaters()
     client = await aiohttp_client(create_app(make_config()))
     await login(client)
@@ -117,3 +124,51 @@ async def test_the_inflater_thread_ends_with_the_server(aiohttp_client, make_con
     assert len(inflaters()) == len(before) + 1  # it starts with the first body it inflates
     await client.close()
     assert inflaters() == before
+
+
+async def test_a_fetch_whose_client_left_and_that_outlives_the_server_logs_no_error(
+    aiohttp_server, aiohttp_client, make_config, conn, caplog
+) -> None:
+    """aiohttp neither cancels a handler whose client went away (run.py) nor waits for it past
+    the shutdown timeout (60 s in run.py): a fetch held up by the database that long (its client,
+    or nginx, has given up) runs on beside the server's cleanup. The pool's close waits until it
+    gives its connection back; then it inflates its body, the inflater stopped meanwhile: that was
+    "cannot schedule new futures after shutdown", an ERROR with a traceback, where the event loop
+    inflated it before."""
+    sizes = {"page_cache_size": 0, "body_cache_size": 0}
+    server = await aiohttp_server(create_app(make_config(server=sizes)), shutdown_timeout=0.2)
+    client = await aiohttp_client(server)
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    values = [random.random() for _ in range(20_000)]  # about 400 KB: inflated on the thread
+    pages = [{"metadata": {"page_number": 1, "name": "dose"}, "data": {"values": values}}]
+    assert await upload_pages(client, job_id, pages) == 202
+    assert inflating.OFF_LOOP < len(orjson.dumps(pages[0])) < render.SINGLE_WRITE
+    assert (await fetch(client, job_id, "identity"))[0] == 200  # the index is cached
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\n"
+        f"Cookie: access_token={cookie}\r\nAccept-Encoding: identity\r\n\r\n"
+    ).encode()
+    caplog.set_level(logging.INFO)
+    locked = conn.transaction()
+    await locked.start()
+    try:
+        await conn.execute("LOCK TABLE pages IN ACCESS EXCLUSIVE MODE")  # its pages wait
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(request)
+            await eventually(lambda: conn.fetchval(WAITING))  # the handler waits for its pages
+        closing = asyncio.create_task(client.close())
+        await eventually(lambda: asyncio.sleep(0, not inflaters()))  # past the shutdown timeout
+        await asyncio.sleep(0.2)
+        assert not closing.done()  # the pool waits for the handler's connection
+    finally:
+        await locked.rollback()
+    await closing
+    await asyncio.sleep(0.2)
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [message for level, message in records if level >= logging.ERROR] == []
+    assert [
+        message for _, message in records if "/results?job_id" in message and '" 200 ' in message
+    ]

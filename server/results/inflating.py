@@ -30,6 +30,11 @@ async def inflater_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def whole(member: bytes, size_hint: int, inflater: Executor) -> bytes:
-    """The inflated bytes of a gzip member (server.results.deflate.GzipJoiner), in one call."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(inflater, inflate_member, member, size_hint)
+    """The inflated bytes of a gzip member (server.results.deflate.GzipJoiner), in one call.
+    On the event loop once the inflater has stopped: a handler whose client went away is not
+    waited for past the shutdown timeout, and may come here after the server's cleanup."""
+    try:
+        inflating = inflater.submit(inflate_member, member, size_hint)
+    except RuntimeError:  # "cannot schedule new futures after shutdown"
+        return inflate_member(member, size_hint)
+    return await asyncio.wrap_future(inflating)
