@@ -31,6 +31,7 @@ NO_DATA = Segment(b"", 0, crc_shift(0), 0)  # an empty page: what a body is with
 SINGLE_WRITE = 2 << 20
 FLUSH_AT = 1 << 20
 FIRST_FLUSH = 64 << 10
+APART = 64 << 10  # bodies from this size are written apart from their headers (send_body)
 
 
 Pages = AsyncIterator[tuple[PageRef, Segment]]
@@ -219,7 +220,7 @@ async def respond(
     variant = view.gzip if gzip else view.identity
     body = bodies.get(variant.body_key)
     if body is not None:
-        return web.Response(body=body, headers=variant.headers)
+        return await send_body(request, variant.headers, body)
     pages, envelope = view.pages, ENVELOPES[view.form]
     size = body_size(pages, gzip)
     stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
@@ -233,4 +234,20 @@ async def respond(
         member = await assemble(gzipped(stored, envelope))
         body = await inflating.whole(member, size, inflater)
     bodies.put(variant.body_key, body, len(body))
-    return web.Response(body=body, headers=variant.headers)
+    return await send_body(request, variant.headers, body)
+
+
+async def send_body(
+    request: web.Request, headers: dict[str, str], body: bytes
+) -> web.StreamResponse:
+    """A response of `body`. A large one is written after its headers rather than joined with
+    them into one new buffer (aiohttp does that before Python 3.12: a copy of the whole body)."""
+    if len(body) < APART:
+        return web.Response(body=body, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    request.writer.send_headers()
+    await response.write(body)
+    await response.write_eof()
+    return response
