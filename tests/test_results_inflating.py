@@ -172,3 +172,31 @@ async def test_a_fetch_whose_client_left_and_that_outlives_the_server_logs_no_er
     assert [
         message for _, message in records if "/results?job_id" in message and '" 200 ' in message
     ]
+
+
+async def test_a_cached_body_is_sent_as_it_was_made(client, conn) -> None:
+    """Bodies from the body cache (from 64 KiB written apart from their headers, server/results/
+    render.py: send_body) are the bytes and headers of the first answer, with their length, on a
+    connection kept open for the next request."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id)).status == 202
+    for encoding in ("identity", "gzip"):
+        answers = []
+        for _ in range(3):  # made, then twice from the cache
+            response = await client.get(
+                "/results",
+                params={"job_id": job_id},
+                headers={"Accept-Encoding": encoding},
+                auto_decompress=False,
+            )
+            body = await response.read()
+            headers = {k: v for k, v in response.headers.items() if k != "Date"}
+            answers.append((response.status, headers, body))
+        assert answers[1] == answers[0] and answers[2] == answers[0]
+        status, headers, body = answers[0]
+        assert status == 200 and len(body) > render.APART
+        assert int(headers["Content-Length"]) == len(body) and "Transfer-Encoding" not in headers
+        raw = gzip.decompress(body) if encoding == "gzip" else body
+        assert orjson.loads(raw) == {"message": "Results", "estimators": reference()}
