@@ -2,9 +2,10 @@
 
 The JSON envelope is written around the pages; each page segment is inflated (identity) or
 passed through as is (gzip, see server/results/deflate.py). Bodies up to SINGLE_WRITE bytes are
-assembled, sent with one write and kept in the body cache (keyed by the page versions they are
-made of); larger ones are streamed with their exact length as the pages are read a batch at a time, so
-memory stays flat whatever the size.
+assembled (large identity ones inflated on the inflater thread, server/results/inflating.py),
+sent whole and kept in the body cache (keyed by the page versions they are made of); larger ones
+are streamed with their exact length as the pages are read a batch at a time, so memory stays
+flat whatever the size.
 """
 
 import asyncio
