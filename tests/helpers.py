@@ -287,6 +287,18 @@ def raw_results_body(job_id: str, estimators: bytes) -> bytes:
     )
 
 
+async def answer(client, job_id: str, encoding: str) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers (but Date) and body of a full GET /results, as sent."""
+    response = await client.get(
+        "/results",
+        params={"job_id": job_id},
+        headers={"Accept-Encoding": encoding},
+        auto_decompress=False,
+    )
+    body = await response.read()
+    return response.status, {k: v for k, v in response.headers.items() if k != "Date"}, body
+
+
 async def upload_pages(client, job_id: str, pages: list[dict]) -> int:
     """POST /results of one estimator "z" of `pages`, streamed (bodies of any size); the status."""
     body = {

@@ -15,7 +15,17 @@ from server.app import create_app
 from server.keys import BODY_CACHE, PAGE_CACHE
 from server.results.filters import MAX_PAGES
 from server.results.indexcache import MAX_VIEWS
-from tests.helpers import KEY, RESULTS, eventually, login, reference, set_key, submit, upload
+from tests.helpers import (
+    KEY,
+    RESULTS,
+    answer,
+    eventually,
+    login,
+    reference,
+    set_key,
+    submit,
+    upload,
+)
 
 BUMP_RESULTS_VERSION = (
     "UPDATE simulations SET results_version = nextval('page_versions') WHERE job_id = $1"
@@ -440,15 +450,9 @@ async def test_large_results_are_read_in_batches(aiohttp_client, make_config, co
         "estimators": reference(numbers={1, 2, 3, 5}),
     }
     for encoding in ("identity", "gzip"):  # streamed with their exact length, not chunked
-        response = await client.get(
-            "/results",
-            params={"job_id": job_id},
-            headers={"Accept-Encoding": encoding},
-            auto_decompress=False,
-        )
-        body = await response.read()
-        assert "Transfer-Encoding" not in response.headers
-        assert int(response.headers["Content-Length"]) == len(body)
+        _, headers, body = await answer(client, job_id, encoding)
+        assert "Transfer-Encoding" not in headers
+        assert int(headers["Content-Length"]) == len(body)
         raw = gzip.decompress(body) if encoding == "gzip" else body
         assert orjson.loads(raw) == {"message": "Results", "estimators": reference()}
 

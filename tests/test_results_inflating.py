@@ -15,7 +15,16 @@ import pytest
 
 from server.app import create_app
 from server.results import inflating, render
-from tests.helpers import eventually, login, reference, set_key, submit, upload, upload_pages
+from tests.helpers import (
+    answer,
+    eventually,
+    login,
+    reference,
+    set_key,
+    submit,
+    upload,
+    upload_pages,
+)
 
 # The last page of the body: past the first bytes sent when streamed.
 CORRUPT = """UPDATE pages SET data = '\\xffffffff'::bytea
@@ -28,18 +37,6 @@ WAITING = "SELECT count(*) FROM pg_locks WHERE relation = 'pages'::regclass AND 
 
 def inflaters() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("inflater")]
-
-
-async def answer(client, job_id: str, encoding: str) -> tuple[int, dict[str, str], bytes]:
-    """The status, headers (but Date) and body of a full fetch, as sent."""
-    response = await client.get(
-        "/results",
-        params={"job_id": job_id},
-        headers={"Accept-Encoding": encoding},
-        auto_decompress=False,
-    )
-    body = await response.read()
-    return response.status, {k: v for k, v in response.headers.items() if k != "Date"}, body
 
 
 async def fetch(client, job_id: str, encoding: str) -> tuple[int, bytes]:
