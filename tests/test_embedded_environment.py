@@ -1,4 +1,5 @@
-"""The embedded PostgreSQL is not handed the server's secrets (it inherits the environment)."""
+"""The embedded PostgreSQL is not handed the server's secrets (it inherits the environment), and
+is given glibc malloc thresholds that keep its backends from faulting in freed memory again."""
 
 import asyncio
 import os
@@ -13,6 +14,7 @@ from tests.test_cli import Server, postgres_processes, server_dir  # noqa: F401
 
 SIGNING_SECRET = "review-signing-secret-that-must-stay-with-the-server"
 PG_PASSWORD = "review-pgpassword-not-for-postgres"
+OPERATORS_MMAP_THRESHOLD = "4194304"
 
 
 async def superuser_reads(pgdata: Path, path: str) -> bytes:
@@ -52,13 +54,25 @@ def check_environment(pgdata: Path, pid: int) -> None:
         if value.encode() in environ or value.encode() in through_sql
     }
     assert found == set(), f"postgres (pid {pid}) holds the server's {sorted(found)}"
+    malloc = {
+        name: value
+        for name, _, value in (line.partition("=") for line in environ.decode().split("\0"))
+        if name.startswith("MALLOC_")
+    }
+    # the mmap threshold is the operator's, the trim threshold ours (server/embedded.py)
+    trim = str(16 << 20)
+    assert malloc == {
+        "MALLOC_MMAP_THRESHOLD_": OPERATORS_MMAP_THRESHOLD,
+        "MALLOC_TRIM_THRESHOLD_": trim,
+    }
 
 
-def test_the_embedded_postgres_is_not_given_the_servers_secrets(server_dir):  # noqa: F811
+def test_the_embedded_postgres_is_given_no_secret_and_malloc_thresholds(server_dir):  # noqa: F811
     """postgres needs none of the server's secrets (it trusts local connections), but inherited
     run.py's environment: the signing secret of YAPTIDE_AUTH_SECRET (whoever holds it forges any
     user's tokens) and PGPASSWORD sat in the postmaster's /proc/<pid>/environ, which as root
-    belongs to the account `pgserver`, and which any superuser session reads with SQL."""
+    belongs to the account `pgserver`, and which any superuser session reads with SQL. It is
+    given glibc malloc thresholds where the operator has set none (server/embedded.py)."""
     data = server_dir / "data"
     pgdata = data / "postgres"
     server = Server(
@@ -66,6 +80,7 @@ def test_the_embedded_postgres_is_not_given_the_servers_secrets(server_dir):  # 
         YAPTIDE_DATABASE_DATA_DIR=str(data),
         YAPTIDE_AUTH_SECRET=SIGNING_SECRET,
         PGPASSWORD=PG_PASSWORD,
+        MALLOC_MMAP_THRESHOLD_=OPERATORS_MMAP_THRESHOLD,
     )
     try:
         server.wait_ready()
