@@ -16,7 +16,7 @@ from types import ModuleType
 # ISA-L (the `isal` package) inflates the fixture's pages about 1.8 times and deflates them about
 # 2.7 times as fast as zlib on this project's machines (README, "Benchmark"); its segments are
 # ordinary deflate, so pages stored by either are read by either. zlib where it is missing.
-# Pages are stored at ISA-L's level 2: as fast to make as level 1, about 5 % faster to inflate
+# Pages are stored at ISA-L's level 2: as fast to make as level 1, about 4 % faster to inflate
 # and 1 % smaller (README, "Latest results"); zlib's level 2 would be slower to make.
 codec: ModuleType
 try:
