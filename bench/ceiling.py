@@ -12,6 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from server.eventloop import new_event_loop
+
 IDENTITY = web.AppKey("identity", bytes)
 GZIPPED = web.AppKey("gzipped", bytes)
 
@@ -39,7 +41,9 @@ def create_app(identity: bytes, gzipped: bytes) -> web.Application:
 def main(argv: list[str]) -> None:
     port, identity, gzipped = int(argv[0]), Path(argv[1]), Path(argv[2])
     app = create_app(identity.read_bytes(), gzipped.read_bytes())
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # On the server's own event loop: the same stack, at best.
+    loop = new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 
 
 if __name__ == "__main__":

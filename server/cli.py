@@ -78,6 +78,7 @@ def _describe_database(config: Config, embedded: bool) -> str:
 def serve(config: Config, args: argparse.Namespace) -> None:
     # Imported here, before server processes are forked: they start at once, sharing it.
     from server.app import create_app
+    from server.eventloop import new_event_loop
     from server.limits.serving import handler_settings
 
     processes = args.workers or config.server.workers
@@ -106,6 +107,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
                     port=config.server.port,
                     print=lambda _: print(listening, flush=True),  # called once the port is bound
                     access_log=None,
+                    loop=new_event_loop(),
                     **handler_settings(config),
                 )
             finally:

@@ -97,6 +97,7 @@ def _serve_one(
 ) -> None:
     """One server process: reports "" once it listens, or its error line if it cannot start."""
     from server.app import create_app
+    from server.eventloop import new_event_loop
     from server.limits.serving import handler_settings
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
@@ -110,6 +111,7 @@ def _serve_one(
             reuse_port=True,
             print=lambda _: reports.put(""),  # called once the port is bound
             access_log=None,
+            loop=new_event_loop(),
             **handler_settings(config),
         )
     except expected as exc:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import create_app
 from server.config import ClusterConfig, Config
+from server.eventloop import new_event_loop
 from server.keys import CONFIG
 from server.limits.serving import handler_settings
 from tests.fakes.openid_provider import (
@@ -30,6 +31,13 @@ from tests.fakes.openid_provider import (
 from tests.helpers import migrated, server_tmp_dir, worker_setup
 
 SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the event loop the server runs on (uvloop where installed)."""
+    return {"server": new_event_loop}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -187,7 +187,7 @@ async def test_command_that_cannot_start(aiohttp_client, make_config, conn):
     await eventually(states_are(client, job_id, "FAILED", "FAILED"))
     assert await logfiles_of(conn) == {
         "task_1_output": "The worker command '/nonexistent/worker' could not start: "
-        "[Errno 2] No such file or directory: '/nonexistent/worker'"
+        "No such file or directory"
     }
 
 

@@ -15,6 +15,7 @@ from server.keys import SLURM
 from server.runner.slurm import dispatcher, sbatch
 from server.runner.slurm.dispatcher import UNEXPECTED_TEXT
 from server.runner.slurm.reconcile import LOCK_KEY
+from server.runner.slurm.shell import Completed, LocalShell
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -198,3 +199,10 @@ async def test_a_submission_cancelled_before_its_turn_leaves_the_queue(
         assert response.status == 200, await response.text()
     submissions = client.server.app[SLURM]._submissions
     assert await eventually(lambda: asyncio.sleep(0, len(submissions) == 1), timeout=2)
+
+
+async def test_a_command_that_ends_without_reading_its_input_gives_its_status() -> None:
+    """sbatch reads the job's key from standard input: a command that ends before reading it
+    all (sh finding no sbatch) gives its exit status and stderr, not an error of the pipe."""
+    done = await LocalShell().run("echo 'no sbatch here' >&2; exit 127", stdin="k" * (1 << 20))
+    assert done == Completed(127, "", "no sbatch here\n")

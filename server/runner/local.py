@@ -155,7 +155,9 @@ class LocalDispatcher:
             proc.make_job_dir(job_directory)
             process = await proc.start(argv, job_directory, env, output)
         except OSError as exc:
-            await self._fail_merge(job.job_id, f"The merge step {argv[0]!r} could not start: {exc}")
+            await self._fail_merge(
+                job.job_id, f"The merge step {argv[0]!r} could not start: {_reason(exc)}"
+            )
             return
         log.info("job %s: merge step started (pid %d)", job.job_id, process.pid)
         self._merges[job.job_id] = process
@@ -219,7 +221,9 @@ class LocalDispatcher:
             await asyncio.to_thread(proc.write_inputs, directory, job)
             process = await proc.start(argv, directory, env, output)
         except OSError as exc:
-            await self._fail(run, task_id, f"The worker command {argv[0]!r} could not start: {exc}")
+            await self._fail(
+                run, task_id, f"The worker command {argv[0]!r} could not start: {_reason(exc)}"
+            )
             return
         log.info("job %s task %d: worker started (pid %d)", job_id, task_id, process.pid)
         run.processes[task_id] = process
@@ -285,3 +289,9 @@ class LocalDispatcher:
             return
         if await simulations.get_state(self._pool, run.job.job_id) == "MERGING_QUEUED":
             await self.merge(run.job)
+
+
+def _reason(exc: OSError) -> str:
+    """Why a command could not start, without the path (the message names it already; asyncio's
+    loop repeats it, uvloop's does not)."""
+    return exc.strerror or str(exc)

@@ -44,6 +44,26 @@ class Shell(Protocol):
     async def close(self) -> None: ...
 
 
+async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    """Write `data` to a command's standard input and close it. A command may end without
+    reading it all (sh finds no such command): asyncio's loop then raises BrokenPipeError,
+    uvloop RuntimeError (its pipe is closed); either way the exit status says what happened."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        stdin.write(data)
+        await stdin.drain()
+    stdin.close()
+
+
+async def _communicate(process: asyncio.subprocess.Process, stdin: str) -> tuple[bytes, bytes]:
+    """`process.communicate(stdin)` on either event loop: its output, the input fed meanwhile."""
+    assert process.stdin and process.stdout and process.stderr  # all three are pipes
+    _, out, err = await asyncio.gather(
+        _feed(process.stdin, stdin.encode()), process.stdout.read(), process.stderr.read()
+    )
+    await process.wait()
+    return out, err
+
+
 class LocalShell:
     """Commands on this host, with the server's environment minus its secrets."""
 
@@ -62,7 +82,7 @@ class LocalShell:
         except OSError as exc:
             raise ShellError(f"cannot run /bin/sh: {exc}") from None
         try:
-            out, err = await asyncio.wait_for(process.communicate(stdin.encode()), COMMAND_TIMEOUT)
+            out, err = await asyncio.wait_for(_communicate(process, stdin), COMMAND_TIMEOUT)
         except BaseException as exc:
             # Timed out, or cancelled (the server stops): the process must not outlive us.
             with contextlib.suppress(ProcessLookupError):
