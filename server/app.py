@@ -119,15 +119,17 @@ UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
 def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, Access]]) -> None:
     """Every route of `routes`, the ones for users behind the access cookie (worker routes check
     the update key in their handlers), all but GETs with a body budget (server/limits), and an
-    `Expect` header answered in JSON (server.http.expect_continue)."""
+    `Expect` header answered in JSON (server.http.expect_continue). A GET answers HEAD too: the
+    same status and headers, no body (aiohttp drops a web.Response's; the handlers that stream
+    check request.method)."""
     for method, path, handler, access in routes:
         wrapped = for_users(handler) if access == "user" else handler
-        app.router.add_route(
-            method,
-            path,
-            wrapped if method == "GET" else with_body_budget(wrapped),
-            expect_handler=expect_continue,
-        )
+        if method == "GET":
+            app.router.add_get(path, wrapped, expect_handler=expect_continue)
+        else:
+            app.router.add_route(
+                method, path, with_body_budget(wrapped), expect_handler=expect_continue
+            )
 
 
 def with_ui(app: web.Application, config: Config) -> None:

@@ -149,12 +149,15 @@ async def get_inputs(request: web.Request) -> web.Response:
 async def get_logfiles(request: web.Request) -> web.StreamResponse:
     """`{"message": "Logfiles", "logfiles": {name: text}}`, written a batch of files at a time:
     a simulation of 1000 tasks may hold hundreds of MB of logs. The first batch is read before
-    the answer begins, so that a failure then is still an error response."""
+    the answer begins, so that a failure then is still an error response. A HEAD gets the
+    headers only (no length: the body is never made)."""
     owner = await owned_simulation(request)
     batches = logfiles.read_batches(request.app[POOL], owner.sim_pk)
     batch: list[asyncpg.Record] = await anext(batches, [])
     if not batch:
         raise NotFound("Logfiles not available")
+    if request.method == "HEAD":
+        return web.Response(content_type="application/json")
     drop_when_stalled(request)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)

@@ -157,7 +157,9 @@ async def stream(
     were sent (a re-upload of a running simulation), or on an error (server.http). A
     client that takes no piece for `server.body_timeout` seconds is cut off
     (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
-    buffer are not held for ever."""
+    buffer are not held for ever. A HEAD gets the headers only, and no page is read."""
+    if request.method == "HEAD":
+        return web.Response(headers={**headers, "Content-Length": str(length)})
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
@@ -242,8 +244,9 @@ async def send_body(
     request: web.Request, headers: dict[str, str], body: bytes
 ) -> web.StreamResponse:
     """A response of `body`. A large one is written after its headers rather than joined with
-    them into one new buffer (aiohttp does that before Python 3.12: a copy of the whole body)."""
-    if len(body) < APART:
+    them into one new buffer (aiohttp does that before Python 3.12: a copy of the whole body).
+    A HEAD gets the headers only (aiohttp leaves a web.Response's body out)."""
+    if len(body) < APART or request.method == "HEAD":
         return web.Response(body=body, headers=headers)
     response = web.StreamResponse(headers=headers)
     response.content_length = len(body)
