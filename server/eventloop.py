@@ -1,9 +1,9 @@
 """The event loop the server runs on: uvloop (libuv's loop, in C) where it is installed, else
 asyncio's own.
 
-Measured with `bench/run` (README, "Latest results"): the same server on uvloop serves cached
-fetches, `POST /tasks` and the other small requests 13-60 % faster, since aiohttp's and
-asyncpg's socket handling then runs in C. uvloop has wheels for Linux and macOS; elsewhere the
+Measured with `bench/run` (README, "Latest results"): on uvloop the same server serves 5-26 %
+more requests a second on every warm row (cached fetches, `POST /tasks`, the small GETs), with
+aiohttp's and asyncpg's socket handling in C. uvloop has wheels for Linux and macOS; elsewhere the
 server runs on asyncio's loop, unchanged.
 """
 
