@@ -206,20 +206,21 @@ async def measure_server(
 async def measure_large(
     args: argparse.Namespace, workdir: Path, url: str, pgdata: Path | None
 ) -> dict[str, Any]:
-    """The large-results part: the uploads on one server, then the fetches of each size on a
-    freshly started one (so that its memory is not the uploads' high-water mark)."""
+    """The large-results part: the uploads on one server, each simulation then finished as its
+    worker would, then the fetches of each size on a freshly started server (so that its memory
+    is not the uploads' high-water mark)."""
     postmaster = procstat.find_postmaster(pgdata) if pgdata else None
     async with large_server(args, workdir, url) as (http, pid):
         token = await scenario.login(http)
         jobs = await scenario.submit(http, {"Cookie": f"access_token={token}"}, len(args.sizes))
         key = secrets.token_urlsafe(32)
         await db.set_update_keys(url, jobs, key)
-        data = scenario.Scenario(token, key, 0, [], [], "")
+        data = scenario.Scenario(token, key, scenario.submission_ntasks(), [], [], "")
         log(f"large results: uploading {', '.join(f'{mb} MB' for mb in args.sizes)}")
         rows = []
         for job_id, megabytes in zip(jobs, args.sizes, strict=True):
             rows.append(await large.upload_size(http, data, job_id, megabytes, workdir, pid))
-            await db.mark_completed(url, job_id)
+            await scenario.finish(http, data, job_id)
     for row, job_id in zip(rows, jobs, strict=True):
         log(f"large results: fetching {row['target_mb']} MB on a fresh server")
         async with large_server(args, workdir, url) as (http, pid):

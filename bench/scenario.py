@@ -143,6 +143,23 @@ async def start_tasks(http: aiohttp.ClientSession, scenario: Scenario) -> None:
                     return
 
 
+def submission_ntasks() -> int:
+    """How many tasks each submitted simulation has."""
+    ntasks: int = orjson.loads(SUBMISSION_FILE.read_bytes())["ntasks"]
+    return ntasks
+
+
+async def finish(http: aiohttp.ClientSession, scenario: Scenario, job_id: str) -> None:
+    """Finish `job_id` as its worker would: every task RUNNING, then COMPLETED (`POST /tasks`;
+    with results stored, the simulation is then COMPLETED)."""
+    for state in ("RUNNING", "COMPLETED"):
+        for task_id in range(1, scenario.ntasks + 1):
+            body = {"simulation_id": job_id, "task_id": task_id, "update_key": scenario.update_key}
+            body["update_dict"] = {"task_state": state}
+            async with http.post("/tasks", json=body) as response:
+                await expect(response, 202, f"POST /tasks (task -> {state})")
+
+
 async def fetch_etag(http: aiohttp.ClientSession, scenario: Scenario) -> None:
     path = f"/results?job_id={scenario.completed_job}"
     headers = {**scenario.cookie, "Accept-Encoding": "gzip"}
@@ -166,7 +183,7 @@ async def build(
     jobs = await submit(http, cookie, fetch + uploads + 1 + fetch)
     key = secrets.token_urlsafe(32)
     await db.set_update_keys(database_url, jobs, key)
-    ntasks = orjson.loads(SUBMISSION_FILE.read_bytes())["ntasks"]
+    ntasks = submission_ntasks()
     finished, jobs = jobs[-fetch:], jobs[:-fetch]
     scenario = Scenario(token, key, ntasks, jobs[:fetch], jobs[fetch:-1], jobs[-1])
     scenario.finished_jobs = finished

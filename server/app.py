@@ -19,6 +19,7 @@ from server.http import error_middleware, expect_continue
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
+    BODY_FILES,
     CHANGES,
     CONFIG,
     DISPATCHER,
@@ -34,6 +35,8 @@ from server.keys import (
 from server.limits.bodies import with_body_budget
 from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
+from server.results import bodyfiles
+from server.results.bodyfiles import BodyFiles
 from server.results.changes import Changes
 from server.results.indexcache import IndexCache
 from server.results.inflating import inflater_ctx
@@ -182,9 +185,19 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
 
 
+async def body_files_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The body files (server/results/bodyfiles.py), after the pool they are written from."""
+    files = app[BODY_FILES]
+    await asyncio.to_thread(files.start)
+    try:
+        yield
+    finally:
+        await files.close()
+
+
 async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
     """The change listener of this process (server/results/changes.py), after the pool."""
-    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX])
+    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX], app[BODY_FILES].forget)
     app[CHANGES] = changes
     listening = asyncio.create_task(changes.run())
     try:
@@ -228,6 +241,9 @@ def create_app(config: Config) -> web.Application:
     app[HASH_SLOTS] = asyncio.Semaphore(limits.hash_concurrency)
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
+    app[BODY_FILES] = BodyFiles(
+        config.data_dir / bodyfiles.DIRECTORY, config.server.disk_cache_size
+    )
     app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size, config.server.index_cache_pages)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.append(bundle_ctx)  # first: a missing UI stops the start at once
@@ -236,6 +252,7 @@ def create_app(config: Config) -> web.Application:
             secret_ctx,
             pool_ctx,
             inflater_ctx,
+            body_files_ctx,
             changes_ctx,
             slurm_ctx,
             dispatcher_ctx,

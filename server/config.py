@@ -24,6 +24,7 @@ class ServerConfig:
     workers: int = checks.checked(1, checks.positive)
     page_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
     body_cache_size: int = checks.checked(64 * 1024 * 1024, checks.non_negative)
+    disk_cache_size: int = checks.checked(4 * 1024**3, checks.non_negative)
     index_cache_size: int = checks.checked(10_000, checks.non_negative)
     index_cache_pages: int = checks.checked(200_000, checks.non_negative)
     public_url: str = checks.checked("", checks.worker_url)

@@ -13,6 +13,7 @@ from server.config import Config
 from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
 from server.models import User
+from server.results.bodyfiles import BodyFiles
 from server.results.changes import Changes
 from server.results.indexcache import IndexCache
 from server.results.lru import LruCache
@@ -29,6 +30,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
+BODY_FILES = web.AppKey("body_files", BodyFiles)
 INFLATER = web.AppKey("inflater", Executor)  # server/results/inflating.py
 RESULTS_INDEX = web.AppKey("results_index", IndexCache)
 CHANGES = web.AppKey("changes", Changes)

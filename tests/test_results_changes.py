@@ -233,7 +233,7 @@ async def test_the_listener_outlives_a_failure_that_is_not_a_connection_error(da
     from server.results.changes import APP_NAME, Changes
     from server.results.indexcache import IndexCache
 
-    changes = Changes(database_url, IndexCache(10))
+    changes = Changes(database_url, IndexCache(10), lambda _: None)
     real_listen, attempts = changes._listen, []
 
     async def listen() -> None:
@@ -295,7 +295,7 @@ async def test_a_listener_cut_while_it_acknowledges_a_delete_reconnects(conn):
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     user, database = await conn.fetchrow("SELECT current_user, current_database()")
     url = f"postgresql://{user}@127.0.0.1:{server.sockets[0].getsockname()[1]}/{database}"
-    changes = Changes(url + "?sslmode=disable", IndexCache(10))
+    changes = Changes(url + "?sslmode=disable", IndexCache(10), lambda _: None)
     task = asyncio.create_task(changes.run())
     loop = asyncio.get_running_loop()
     try:

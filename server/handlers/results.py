@@ -12,7 +12,17 @@ from server.errors import NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
-from server.keys import BODY_CACHE, CONFIG, INFLATER, PAGE_CACHE, POOL, RESULTS_INDEX, USER
+from server.jobs.states import TERMINAL_STATES
+from server.keys import (
+    BODY_CACHE,
+    BODY_FILES,
+    CONFIG,
+    INFLATER,
+    PAGE_CACHE,
+    POOL,
+    RESULTS_INDEX,
+    USER,
+)
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
@@ -31,8 +41,17 @@ async def upload(request: web.Request) -> web.Response:
     estimators = parse_estimators(body.get("estimators"), pages)
     del raw, pages, body  # only the encoded pages are needed from here on
     quota = request.app[CONFIG].jobs.user_quota
-    await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
+    state = await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
+    await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Results saved"}, status=202)
+
+
+async def write_when_finished(app: web.Application, job_id: str, state: str) -> None:
+    """A simulation that has just finished (`state`) gets its results' body file, if large."""
+    if state in TERMINAL_STATES:
+        entry = await app[RESULTS_INDEX].get(app[POOL], job_id)
+        if entry is not None and entry.has_results:
+            await render.write_file(entry.view(None, None), stores_of(app))
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:
@@ -64,8 +83,11 @@ async def send_view(request: web.Request, view: View) -> web.StreamResponse:
     if variant.etag and negotiation.matches(if_none_match, variant.etag):
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
         return web.Response(status=304, headers=headers)
-    stores = (app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER])
-    return await render.respond(request, view, gzip, stores)
+    return await render.respond(request, view, gzip, stores_of(app))
+
+
+def stores_of(app: web.Application) -> render.Stores:
+    return (app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER], app[BODY_FILES])
 
 
 async def get_estimators(request: web.Request) -> web.Response:

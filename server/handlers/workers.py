@@ -5,6 +5,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import BadRequest
+from server.handlers.results import write_when_finished
 from server.http import field, json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_json, update_key_of
@@ -24,7 +25,8 @@ async def update_task(request: web.Request) -> web.Response:
     body, job_id, key = await read_worker_body(request)
     task_id = parse_task_id(body.get("task_id"))
     update = parse_update_dict(field(body, "update_dict", dict))
-    await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
+    state = await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
+    await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Task updated"}, status=202)
 
 
@@ -33,6 +35,7 @@ async def update_job(request: web.Request) -> web.Response:
     state = parse_job_state(body.get("job_state"))
     if await transitions.update_job(request.app[POOL], job_id, key, state):
         await request.app[DISPATCHER].cancel(job_id)
+    await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Job updated"}, status=202)
 
 

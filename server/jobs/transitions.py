@@ -152,16 +152,16 @@ async def save_results(
     key: str,
     estimators: list[StoredEstimator],
     quota: int = 0,
-) -> None:
-    """A worker's `POST /results`: store the estimators, then the state they justify; 413 and
-    nothing stored when the owner's quota would be exceeded."""
+) -> str:
+    """A worker's `POST /results`: store the estimators, then the state they justify (returned);
+    413 and nothing stored when the owner's quota would be exceeded."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
         user_id = await users.lock_owner(conn, None, row.sim_pk)
         await results.save(conn, row.sim_pk, estimators)
         await simulations.bump_results_version(conn, row.sim_pk)
         await _check_quota(conn, user_id, row.sim_pk, quota)
-        await simulations.recompute_state(conn, row.sim_pk)
+        return await simulations.recompute_state(conn, row.sim_pk)
 
 
 async def save_logfiles(

@@ -17,6 +17,9 @@ served from memory after its DELETE returned, in any process" hold:
   that does not answer within LEASE has lost its lease by then (its last ping was sent before
   the commit), so the wait is over after LEASE at most.
 
+Each process also removes a deleted simulation's body files (server/results/bodyfiles.py) before
+it acknowledges.
+
 A process whose listening connection fails or reconnects forgets every entry (notifications may
 have been missed) and serves nothing from trust until a ping succeeds again.
 """
@@ -25,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 
@@ -63,9 +66,10 @@ class Acks:
 class Changes:
     """The listening connection of this process, kept open (reconnected) by `run`."""
 
-    def __init__(self, url: str, cache: IndexCache) -> None:
+    def __init__(self, url: str, cache: IndexCache, forget: Callable[[str], None]) -> None:
         self.url = url
         self.cache = cache
+        self.forget = forget  # removes what else this process keeps of a deleted simulation
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._waiting: dict[str, list[Acks]] = {}
@@ -117,6 +121,7 @@ class Changes:
     def _on_deleted(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
         job_id = str(payload)
         self.cache.changed(job_id)
+        self.forget(job_id)
         task = asyncio.get_running_loop().create_task(self._ack(conn, job_id))
         self._acking.add(task)
         task.add_done_callback(self._acking.discard)
@@ -148,6 +153,7 @@ class Changes:
         every listening session acknowledged, or LEASE passed (the delete is committed either
         way: a failure here only makes it wait the whole lease)."""
         self.cache.changed(job_id)
+        self.forget(job_id)
         deadline = time.monotonic() + LEASE
         with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError):
             if self._conn is None:  # no acknowledgement can be heard: wait out the leases

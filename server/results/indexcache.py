@@ -55,6 +55,8 @@ class View:
     form: str  # how the pages are wrapped: a name of render.ENVELOPES
     identity: Variant
     gzip: Variant
+    job_id: str
+    final: bool  # the simulation finished: its pages can no longer change
 
 
 def make_view(
@@ -66,11 +68,14 @@ def make_view(
     the results version and the selection (every upload gets a new results version)."""
     keys = tuple((page.estimator, page.key) for page in pages)
     body = (form, index.head.results_version, keys)
-    variants = []
-    for gzip in (False, True):
-        etag = negotiation.etag_for(index.head, (form, selection), gzip)
-        variants.append(Variant((gzip, body), etag, negotiation.headers_for(etag, gzip)))
-    return View(pages, found, form, *variants)
+    identity, gzip = (_variant(index, body, (form, selection), gzip) for gzip in (False, True))
+    final = index.head.job_state in TERMINAL_STATES
+    return View(pages, found, form, identity, gzip, index.job_id, final)
+
+
+def _variant(index: ResultsIndex, body: Hashable, selection: Hashable, gzip: bool) -> Variant:
+    etag = negotiation.etag_for(index.head, selection, gzip)
+    return Variant((gzip, body), etag, negotiation.headers_for(etag, gzip))
 
 
 def select(index: ResultsIndex, filters: Filters) -> View:

@@ -5,12 +5,13 @@ passed through as is (gzip, see server/results/deflate.py). Bodies up to SINGLE_
 assembled (large identity ones inflated on the inflater thread, server/results/inflating.py),
 sent whole and kept in the body cache (keyed by the page versions they are made of); larger ones
 are streamed with their exact length as the pages are read a batch at a time, so memory stays
-flat whatever the size.
+flat whatever the size, or, for gzip bodies of finished simulations, from their body file
+(server/results/bodyfiles.py) once it is written.
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 
 import orjson
@@ -19,7 +20,8 @@ from aiohttp import web
 from server.keys import CONFIG
 from server.limits.serving import drop_when_stalled
 from server.models import Db
-from server.results import inflating
+from server.results import bodyfiles, inflating
+from server.results.bodyfiles import BodyFiles
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import View
 from server.results.lru import LruCache
@@ -101,7 +103,7 @@ async def single_page(pages: Pages) -> Pieces:
 ENVELOPES: dict[str, Envelope] = {e.__name__: e for e in (by_estimator, page_list, single_page)}
 
 
-async def identity(pages: Pages, envelope: Envelope) -> AsyncIterator[bytes]:
+async def identity(pages: Pages, envelope: Envelope) -> AsyncGenerator[bytes, None]:
     async for piece in envelope(pages):
         if isinstance(piece, Segment):
             for part in inflate_pieces(piece.data, FLUSH_AT):
@@ -110,7 +112,7 @@ async def identity(pages: Pages, envelope: Envelope) -> AsyncIterator[bytes]:
             yield piece
 
 
-async def gzipped(pages: Pages, envelope: Envelope) -> AsyncIterator[bytes]:
+async def gzipped(pages: Pages, envelope: Envelope) -> AsyncGenerator[bytes, None]:
     """One gzip member: stored segments joined, clear pieces as stored blocks."""
     joiner = GzipJoiner()
     yield GZIP_HEADER
@@ -148,10 +150,15 @@ async def body_length(pages: tuple[PageRef, ...], envelope: Envelope, gzip: bool
 
 
 async def stream(
-    request: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], length: int
+    request: web.Request,
+    headers: dict[str, str],
+    pieces: AsyncIterator[bytes],
+    length: int,
+    gather: bool = True,
 ) -> web.StreamResponse:
-    """A response of `length` bytes (a Content-Length, so no chunk framing to copy into): large
-    pieces are written as they come, small ones gathered up to FIRST_FLUSH bytes. Once the body
+    """A response of `length` bytes (a Content-Length, so no chunk framing to copy into): the
+    pieces gathered into writes of 64 KiB first, doubling up to FLUSH_AT (or written as they
+    come when not `gather`: a body file's pieces of 1 MiB). Once the body
     has begun nothing else can be said, so when it cannot be completed the connection is closed
     and the client sees an incomplete body, never a torn one: if the pages changed while they
     were sent (a re-upload of a running simulation), or on an error (server.http). A
@@ -163,7 +170,7 @@ async def stream(
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
-    sent = await _send(request, response, pieces)  # a failure: the connection closed (http.py)
+    sent = await _send(request, response, pieces, gather)  # failing: connection closed (http.py)
     if sent != length:
         return _cut_short(request, response, "the pages changed while they were sent")
     await _write(request, response.write_eof())
@@ -171,12 +178,16 @@ async def stream(
 
 
 async def _send(
-    request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes]
+    request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes], gather: bool
 ) -> int:
-    """Write `pieces`; the number of bytes sent."""
+    """Write `pieces`, gathered up to a flush size if `gather`, else as they come (uncopied);
+    the number of bytes sent."""
     sent, buffer, flush_at = 0, bytearray(), min(FIRST_FLUSH, FLUSH_AT)
     async for piece in pieces:
         sent += len(piece)
+        if not gather:
+            await _write(request, response.write(piece))
+            continue
         buffer += piece
         if len(buffer) >= flush_at:
             await _write(request, response.write(buffer))
@@ -209,16 +220,16 @@ async def _write(request: web.Request, sending: Awaitable[None]) -> None:
         raise ConnectionResetError(message) from None
 
 
+Stores = tuple[Db, PageCache, LruCache[bytes], Executor, BodyFiles]
+
+
 async def respond(
-    request: web.Request,
-    view: View,
-    gzip: bool,
-    stores: tuple[Db, PageCache, LruCache[bytes], Executor],
+    request: web.Request, view: View, gzip: bool, stores: Stores
 ) -> web.StreamResponse:
     """The response for the pages of `view`: from the body cache, assembled, or streamed when
-    large. A body is fully determined by its form and its pages' estimators and versions: that
-    is its cache key."""
-    db, page_cache, bodies, inflater = stores
+    large (from its body file when it has one). A body is fully determined by its form and its
+    pages' estimators and versions: that is its cache key."""
+    db, page_cache, bodies, inflater, _ = stores
     drop_when_stalled(request)
     variant = view.gzip if gzip else view.identity
     body = bodies.get(variant.body_key)
@@ -226,11 +237,9 @@ async def respond(
         return await send_body(request, variant.headers, body)
     pages, envelope = view.pages, ENVELOPES[view.form]
     size = body_size(pages, gzip)
-    stored = segments(db, page_cache, pages, streaming=size > SINGLE_WRITE)
     if size > SINGLE_WRITE:
-        pieces = gzipped(stored, envelope) if gzip else identity(stored, envelope)
-        length = await body_length(pages, envelope, gzip)
-        return await stream(request, variant.headers, pieces, length)
+        return await _stream_large(request, view, gzip, stores, size)
+    stored = segments(db, page_cache, pages, streaming=False)
     if gzip or size < inflating.OFF_LOOP:
         body = await assemble((gzipped if gzip else identity)(stored, envelope))
     else:  # inflated in one call, off the event loop
@@ -238,6 +247,47 @@ async def respond(
         body = await inflating.whole(member, size, inflater)
     bodies.put(variant.body_key, body, len(body))
     return await send_body(request, variant.headers, body)
+
+
+async def _stream_large(
+    request: web.Request, view: View, gzip: bool, stores: Stores, size: int
+) -> web.StreamResponse:
+    """A body streamed from its file when it has one, else from its pages (and its file written
+    in the background when it may have one; not for a HEAD, which reads neither)."""
+    variant, files = (view.gzip if gzip else view.identity), stores[4]
+    length = await body_length(view.pages, ENVELOPES[view.form], gzip)
+    name = _file_name(view, gzip, size, files) if request.method != "HEAD" else None
+    if name is not None:
+        file = files.open(name, length)
+        if file is not None:
+            return await stream(
+                request, variant.headers, bodyfiles.read(file), length, gather=False
+            )
+        files.write_soon(name, length, lambda: from_pages(view, gzip, stores))
+    return await stream(request, variant.headers, from_pages(view, gzip, stores), length)
+
+
+def _file_name(view: View, gzip: bool, size: int, files: BodyFiles) -> str | None:
+    """The body file of `view` (None: it may not have one): finished, gzip and large only."""
+    if not (gzip and view.final and size > SINGLE_WRITE and files.keeps(size)):
+        return None
+    return files.name(view.job_id, view.gzip.body_key)
+
+
+def from_pages(view: View, gzip: bool, stores: Stores) -> AsyncGenerator[bytes, None]:
+    """The body of `view`, read from its stored pages a batch at a time."""
+    stored = segments(stores[0], stores[1], view.pages, streaming=True)
+    envelope = ENVELOPES[view.form]
+    return gzipped(stored, envelope) if gzip else identity(stored, envelope)
+
+
+async def write_file(view: View, stores: Stores) -> None:
+    """Start writing the body file of `view` (gzip) if it may have one and has none yet."""
+    files = stores[4]
+    name = _file_name(view, True, body_size(view.pages, True), files)
+    if name is not None and not (files.directory / name).exists():
+        length = await body_length(view.pages, ENVELOPES[view.form], True)
+        files.write_soon(name, length, lambda: from_pages(view, True, stores))
 
 
 async def send_body(

@@ -40,6 +40,7 @@ class ResultsIndex:
     estimators: frozenset[str]  # every stored estimator, also those without pages
     pages: tuple[PageRef, ...]  # with one (page_number None) for each estimator without pages
     fields_size: int = 0  # bytes of the estimators' own fields (any size a worker sent)
+    job_id: str = ""
 
     @property
     def user_id(self) -> int:
@@ -101,6 +102,7 @@ async def index(db: Db, job_id: str) -> ResultsIndex | None:
         estimators=frozenset(row["estimator"] for row in rows if row["estimator"] is not None),
         pages=tuple(_page(row, fields) for row in rows if row["estimator"] is not None),
         fields_size=sum(len(value) for value in fields.values()),
+        job_id=job_id,
     )
 
 

@@ -1,0 +1,179 @@
+"""Body files: the large gzip bodies of finished simulations kept on disk, so that fetching one
+again reads no page from the database and splices nothing.
+
+A `GET /results` body of a finished simulation (its pages can no longer change) that is
+streamed (over render.SINGLE_WRITE bytes) and sent gzip is written to
+`<data_dir>/body-files/<job_id>.<digest of its body key>.gz` in the background: when the
+simulation finishes through a worker's request to this process, and when such a body is fetched
+and has no file yet. A body key names the page versions the body is made of, so a file is never
+stale; a file is sent only after the request's checks (owner, not deleted), and only when its
+size is the body's exact length. Every process of a server shares the directory: a file is
+written under a temporary name, synced and renamed, so a reader finds a whole file or none, and
+a file removed while it is being sent stays readable to its reader.
+
+The directory is kept under `server.disk_cache_size` bytes by removing the least recently used
+files (sending a file renews its time); a body of more than a quarter of it gets no file. A
+deleted simulation's files are removed by every process when the deletion is notified
+(server/results/changes.py), before its `DELETE` returns.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncGenerator, Callable, Hashable
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+DIRECTORY = "body-files"  # in the data directory
+SUFFIX = ".gz"
+PART = ".part"  # a file being written, named `<name>.<pid>.part`
+CHUNK = 1 << 20  # bytes read or written at a time
+STALE_PART = 3600.0  # seconds after which a file being written was left by a process that ended
+CLOSE_WAIT = 30.0  # seconds a stopping server waits for the files it is writing
+JOB_ID = re.compile(r"[0-9A-Za-z_-]+\Z")  # job_ids this names files for (server-made: all)
+
+Pieces = AsyncGenerator[bytes, None]
+
+
+class BodyFiles:
+    """The body files of one directory, as one server process sees them."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._writing: dict[str, asyncio.Task[None]] = {}
+        self._one_at_a_time = asyncio.Semaphore(1)  # one body read from the database at a time
+
+    def keeps(self, size: int) -> bool:
+        """Whether a body of about `size` bytes gets a file."""
+        return 0 < size * 4 <= self.max_bytes
+
+    def name(self, job_id: str, key: Hashable) -> str | None:
+        """The file name of the body `key` of `job_id` (None: a job_id that names no file)."""
+        if not JOB_ID.match(job_id):
+            return None
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+        return f"{job_id}.{digest}{SUFFIX}"
+
+    def open(self, name: str, length: int) -> BinaryIO | None:
+        """The file `name`, open, if it holds the `length` bytes of its body; its use renewed."""
+        try:
+            file = open(self.directory / name, "rb", buffering=0)  # noqa: SIM115 (read() closes)
+        except OSError:
+            return None
+        if os.fstat(file.fileno()).st_size != length:
+            file.close()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(file.fileno())
+        return file
+
+    def write_soon(self, name: str, length: int, pieces: Callable[[], Pieces]) -> None:
+        """Write the file `name` of `length` bytes from `pieces()` in the background, unless it
+        is being written."""
+        if name in self._writing:
+            return
+        task = asyncio.get_running_loop().create_task(self._write(name, length, pieces))
+        self._writing[name] = task
+        task.add_done_callback(lambda _: self._writing.pop(name, None))
+
+    async def _write(self, name: str, length: int, pieces: Callable[[], Pieces]) -> None:
+        async with self._one_at_a_time:
+            path = self.directory / name
+            if path.exists():
+                return
+            part = path.with_name(f"{name}.{os.getpid()}{PART}")
+            try:
+                written = await _fill(part, pieces())
+                if written != length:  # the pages ended short: deleted meanwhile
+                    raise ValueError(f"{written} bytes of {length}")
+                os.replace(part, path)  # on the event loop: forget() sees the file or no task
+            except Exception as exc:  # the database, the disk: the body is sent from pages
+                log.warning("body file %s not written (%s: %s)", name, type(exc).__name__, exc)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
+        await asyncio.to_thread(self.evict)
+
+    def forget(self, job_id: str) -> None:
+        """Remove the files of `job_id` (deleted), and stop writing any."""
+        if not JOB_ID.match(job_id):
+            return
+        for name, task in list(self._writing.items()):
+            if name.startswith(f"{job_id}."):
+                task.cancel()
+        for path in self.directory.glob(f"{job_id}.*{SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def evict(self) -> None:
+        """Remove the least recently used files until the directory holds at most max_bytes,
+        and files being written that a process left behind."""
+        found, total = [], 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    stat = entry.stat()
+                    total += stat.st_size
+                    if entry.name.endswith(SUFFIX):
+                        found.append((stat.st_mtime, stat.st_size, entry.path))
+                    elif entry.name.endswith(PART) and stat.st_mtime < time.time() - STALE_PART:
+                        os.unlink(entry.path)
+        for _, size, path in sorted(found):
+            if total <= self.max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            total -= size
+
+    def start(self) -> None:
+        """Make the directory, and bring it within the budget (which may have shrunk)."""
+        if self.max_bytes > 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.evict()
+
+    async def close(self) -> None:
+        """Let the files being written finish (for CLOSE_WAIT seconds at most)."""
+        writing = list(self._writing.values())
+        if writing:
+            _, late = await asyncio.wait(writing, timeout=CLOSE_WAIT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+
+async def _fill(part: Path, pieces: Pieces) -> int:
+    """Write `pieces` to the new file `part` (off the event loop), synced; the bytes written."""
+    file = await asyncio.to_thread(open, part, "xb")
+    written, buffer = 0, bytearray()
+    try:
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                buffer += piece
+                if len(buffer) >= CHUNK:
+                    written += await asyncio.to_thread(file.write, buffer)
+                    buffer = bytearray()
+        return written + await asyncio.to_thread(_finish, file, buffer)
+    finally:
+        file.close()
+
+
+def _finish(file: BinaryIO, last: bytearray) -> int:
+    written = file.write(last)
+    os.fsync(file.fileno())
+    return written
+
+
+async def read(file: BinaryIO) -> Pieces:
+    """The bytes of an open body file, CHUNK at a time (from the page cache, mostly); closes it.
+    (Pieces of 64 KiB doubling up to CHUNK, as pages are sent, were no faster to the first byte
+    here, and slower.)"""
+    with file:
+        while chunk := file.read(CHUNK):
+            yield chunk

@@ -1,0 +1,157 @@
+"""Body files (server/results/bodyfiles.py): a finished simulation's large gzip `GET /results`
+body kept on disk and sent from there, never stale, never kept past the simulation's delete,
+and the directory kept within its budget."""
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from server.app import create_app
+from server.keys import BODY_FILES
+from server.results.bodyfiles import BodyFiles
+from server.results.render import SINGLE_WRITE
+from tests.helpers import KEY, answer, eventually, login, set_key, set_task, submit, upload_pages
+from tests.test_head import large_pages
+
+FINISH = "UPDATE simulations SET job_state = 'COMPLETED', end_time = now() WHERE job_id = $1"
+
+
+async def large_result(client, conn, finish: bool = True) -> str:
+    """A one-task simulation with a result whose gzip body is streamed, finished by its worker
+    (`POST /tasks`) when `finish`."""
+    job_id = await submit(client, ntasks=1)
+    await set_key(conn, job_id)
+    assert await upload_pages(client, job_id, large_pages()) == 202
+    if finish:
+        identity = {"simulation_id": job_id, "update_key": KEY}
+        for state in ("RUNNING", "COMPLETED"):
+            await set_task(client, identity, 1, task_state=state)
+    return job_id
+
+
+def files_of(client, job_id: str) -> list[Path]:
+    directory = client.app[BODY_FILES].directory
+    return sorted(directory.glob(f"{job_id}.*")) if directory.exists() else []
+
+
+async def written(client, job_id: str) -> Path:
+    """The body file of `job_id` once it is written (a background task)."""
+    found = await eventually(lambda: _one(files_of(client, job_id)))
+    assert found.name.endswith(".gz")
+    return found
+
+
+async def _one(paths: list[Path]) -> Path | None:
+    return paths[0] if len(paths) == 1 and not paths[0].name.endswith(".part") else None
+
+
+def expected_json() -> dict:
+    return {"message": "Results", "estimators": [{"name": "z", "pages": large_pages()}]}
+
+
+async def test_a_finished_result_is_sent_from_its_body_file(client, conn):
+    await login(client)
+    job_id = await large_result(client, conn)
+    path = await written(client, job_id)
+    status, headers, body = await answer(client, job_id, "gzip")
+    assert (status, headers["Content-Encoding"]) == (200, "gzip")
+    assert int(headers["Content-Length"]) == len(body) > SINGLE_WRITE
+    assert body == path.read_bytes()
+    assert orjson.loads(gzip.decompress(body)) == expected_json()
+    # From the file: the pages are no longer read (here removed by hand, no notification).
+    await conn.execute("DELETE FROM pages")
+    assert await answer(client, job_id, "gzip") == (status, headers, body)
+
+
+async def test_deleting_the_simulation_removes_its_file_before_the_delete_returns(client, conn):
+    await login(client)
+    job_id = await large_result(client, conn)
+    await written(client, job_id)
+    response = await client.delete("/user/simulations", params={"job_id": job_id})
+    assert response.status == 200
+    assert files_of(client, job_id) == []
+    assert (await answer(client, job_id, "gzip"))[0] == 404
+
+
+async def test_a_result_finished_elsewhere_gets_its_file_when_fetched(client, conn):
+    await login(client)
+    job_id = await large_result(client, conn, finish=False)
+    await conn.execute(FINISH, job_id)  # as the SLURM reconciler or another server would
+    status, _, first = await answer(client, job_id, "gzip")  # from the pages
+    assert status == 200
+    assert (await written(client, job_id)).read_bytes() == first
+    assert (await answer(client, job_id, "gzip"))[2] == first
+
+
+async def test_no_file_for_a_running_simulation_identity_or_head(client, conn):
+    await login(client)
+    running = await large_result(client, conn, finish=False)
+    finished = await large_result(client, conn)
+    await written(client, finished)
+    for job_id in (running, finished):
+        status, headers, body = await answer(client, job_id, "identity")
+        assert status == 200 and "Content-Encoding" not in headers
+        assert orjson.loads(body) == expected_json()
+    assert (await answer(client, running, "gzip"))[0] == 200
+    assert (await client.head("/results", params={"job_id": running})).status == 200
+    await client.app[BODY_FILES].close()  # every write started is over
+    assert files_of(client, running) == []
+    assert len(files_of(client, finished)) == 1
+
+
+async def test_no_file_when_disabled(aiohttp_client, make_config, conn):
+    off = await aiohttp_client(create_app(make_config(server={"disk_cache_size": 0})))
+    await login(off)
+    job_id = await large_result(off, conn)
+    status, _, body = await answer(off, job_id, "gzip")
+    assert status == 200 and orjson.loads(gzip.decompress(body)) == expected_json()
+    await off.app[BODY_FILES].close()
+    assert not off.app[BODY_FILES].directory.exists()
+
+
+async def test_a_file_of_the_wrong_length_is_not_sent(client, conn):
+    """A file cut short (a full disk, a crash before its sync) is never sent: the pages are."""
+    await login(client)
+    job_id = await large_result(client, conn)
+    path = await written(client, job_id)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1])
+    status, _, body = await answer(client, job_id, "gzip")
+    assert (status, body) == (200, whole)
+
+
+def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
+    files = BodyFiles(tmp_path / "bodies", max_bytes=3000)
+    files.start()
+    now = time.time()
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        path = files.directory / f"{name}.x.gz"
+        path.write_bytes(b"b" * 1200)
+        os.utime(path, (now - age * 10, now - age * 10))
+    left = files.directory / f"gone.x.gz.{os.getpid()}.part"  # a write a stopped process left
+    left.write_bytes(b"p")
+    os.utime(left, (now - 7200, now - 7200))
+    writing = files.directory / "other.x.gz.1.part"  # another process's write, going on
+    writing.write_bytes(b"w" * 100)
+    files.evict()
+    names = sorted(path.name for path in files.directory.iterdir())
+    assert names == ["middle.x.gz", "newest.x.gz", "other.x.gz.1.part"]
+    assert files.open("newest.x.gz", 1199) is None  # not the body's length: not sent
+    opened = files.open("middle.x.gz", 1200)  # sent: its use renewed
+    assert opened is not None
+    opened.close()
+    files.max_bytes = 1300
+    files.evict()
+    assert sorted(path.name for path in files.directory.iterdir()) == [
+        "middle.x.gz",
+        "other.x.gz.1.part",
+    ]
+
+
+@pytest.mark.parametrize(("size", "kept"), [(0, False), (1, True), (250, True), (251, False)])
+def test_a_body_over_a_quarter_of_the_budget_gets_no_file(tmp_path, size, kept):
+    assert BodyFiles(tmp_path, max_bytes=1000).keeps(size) is kept
