@@ -4,6 +4,7 @@
 each stored deflate segment in, inflated (identity) or as is (gzip).
 """
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,7 @@ from server.results.pagesplit import split_upload
 from server.results.upload import parse_estimators
 from server.store import results
 
+log = logging.getLogger(__name__)
 NO_RESULTS = "Results not available"
 
 
@@ -47,11 +49,16 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def write_when_finished(app: web.Application, job_id: str, state: str) -> None:
-    """A simulation that has just finished (`state`) gets its results' body file, if large."""
-    if state in TERMINAL_STATES:
+    """A simulation that has just finished (`state`) gets its results' body file, if large
+    (written in the background). The worker's change is committed whatever happens here."""
+    if state not in TERMINAL_STATES:
+        return
+    try:
         entry = await app[RESULTS_INDEX].get(app[POOL], job_id)
         if entry is not None and entry.has_results:
             await render.write_file(entry.view(None, None), stores_of(app))
+    except Exception as exc:  # the database failing now: the file is written on a fetch instead
+        log.warning("no body file for %s yet (%s: %s)", job_id, type(exc).__name__, exc)
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:
