@@ -14,7 +14,17 @@ from server.app import create_app
 from server.keys import BODY_FILES
 from server.results.bodyfiles import BodyFiles
 from server.results.render import SINGLE_WRITE
-from tests.helpers import KEY, answer, eventually, login, set_key, set_task, submit, upload_pages
+from tests.helpers import (
+    KEY,
+    answer,
+    eventually,
+    login,
+    set_key,
+    set_task,
+    small_filesystem,
+    submit,
+    upload_pages,
+)
 from tests.test_head import large_pages
 
 FINISH = "UPDATE simulations SET job_state = 'COMPLETED', end_time = now() WHERE job_id = $1"
@@ -122,6 +132,23 @@ async def test_a_file_of_the_wrong_length_is_not_sent(client, conn):
     path.write_bytes(whole[:-1])
     status, _, body = await answer(client, job_id, "gzip")
     assert (status, body) == (200, whole)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+async def test_a_full_disk_leaves_no_file_and_the_pages_are_sent(
+    aiohttp_client, make_config, conn, caplog
+):
+    with small_filesystem("1m") as directory:
+        config = make_config(database={"data_dir": str(directory)})
+        client = await aiohttp_client(create_app(config))
+        await login(client)
+        job_id = await large_result(client, conn)  # its body: 3.6 MB
+        await client.app[BODY_FILES].close()
+        assert list((directory / "body-files").iterdir()) == []
+        assert "not written (OSError: [Errno 28] No space left on device)" in caplog.text
+        status, _, body = await answer(client, job_id, "gzip")
+        assert status == 200 and orjson.loads(gzip.decompress(body)) == expected_json()
+        await client.close()
 
 
 def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):

@@ -4,6 +4,7 @@ either of them (as with `--workers 2` behind one port, where the kernel picks th
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import orjson
 import pytest
 
 from tests.helpers import KEY, RESULTS, SHIELDHIT_FILES, eventually, payload, reference, set_key
+from tests.test_head import large_pages
 
 RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
 SECRET = "a-signing-secret-shared-by-both-processes"
@@ -175,6 +177,31 @@ async def test_changes_in_one_process_are_seen_at_once_in_the_other(user, conn):
         )
     assert await user.results(1, job_id, estimator_name="peak_") == (404, NOT_FOUND)
     assert await user.results(0, job_id) == (404, NOT_FOUND)
+
+
+async def test_a_delete_in_one_process_removes_the_body_files_of_the_other(user, conn, tmp_path):
+    """Each process here has a data directory of its own (as on two hosts): process 1's body
+    file of a finished simulation is gone when process 0's DELETE returns."""
+    job_id = await running_job(user, conn)
+    estimators = [{"name": "z", "pages": large_pages()}]
+    body = orjson.dumps({"simulation_id": job_id, "update_key": KEY, "estimators": estimators})
+    json = {"Content-Type": "application/json"}
+    assert (await user.call(0, "POST", "/results", data=io.BytesIO(body), headers=json))[0] == 202
+    await finish(user, 0, job_id)  # process 0 writes its body file
+    status, body = await user.call(1, "GET", "/results", params={"job_id": job_id})
+    assert (status, len(body["estimators"][0]["pages"])) == (200, 4)  # process 1 writes its own
+    directories = [tmp_path / f"data{process}" / "body-files" for process in (0, 1)]
+
+    async def both_written() -> bool:
+        return all(len(list(d.glob(f"{job_id}.*.gz"))) == 1 for d in directories)
+
+    await eventually(both_written)
+    params = {"job_id": job_id}
+    assert await user.call(0, "DELETE", "/user/simulations", params=params) == (
+        200,
+        {"message": "Simulation deleted"},
+    )
+    assert [sorted(d.iterdir()) for d in directories] == [[], []]
 
 
 async def test_deletes_right_after_fetches(user, conn):
