@@ -94,7 +94,9 @@ async def send_view(request: web.Request, view: View) -> web.StreamResponse:
 
 
 def stores_of(app: web.Application) -> render.Stores:
-    return (app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER], app[BODY_FILES])
+    return render.Stores(
+        app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER], app[BODY_FILES]
+    )
 
 
 async def get_estimators(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
+from typing import NamedTuple
 
 import orjson
 from aiohttp import web
@@ -220,7 +221,14 @@ async def _write(request: web.Request, sending: Awaitable[None]) -> None:
         raise ConnectionResetError(message) from None
 
 
-Stores = tuple[Db, PageCache, LruCache[bytes], Executor, BodyFiles]
+class Stores(NamedTuple):
+    """Where a body comes from (a process's, made per request by the handler)."""
+
+    db: Db
+    page_cache: PageCache
+    bodies: LruCache[bytes]  # assembled bodies up to SINGLE_WRITE bytes
+    inflater: Executor
+    files: BodyFiles
 
 
 async def respond(
@@ -254,7 +262,7 @@ async def _stream_large(
 ) -> web.StreamResponse:
     """A body streamed from its file when it has one, else from its pages (and its file written
     in the background when it may have one; not for a HEAD, which reads neither)."""
-    variant, files = (view.gzip if gzip else view.identity), stores[4]
+    variant, files = (view.gzip if gzip else view.identity), stores.files
     length = await body_length(view.pages, ENVELOPES[view.form], gzip)
     name = _file_name(view, gzip, size, files) if request.method != "HEAD" else None
     if name is not None:
@@ -268,22 +276,25 @@ async def _stream_large(
 
 
 def _file_name(view: View, gzip: bool, size: int, files: BodyFiles) -> str | None:
-    """The body file of `view` (None: it may not have one): finished, gzip and large only."""
+    """The body file of `view` (None: it may not have one): finished, gzip and large only. Named
+    by the body key and, beside the page versions, the pages' sizes (which a database restored
+    from a backup, handing out versions again, would hardly give the same)."""
     if not (gzip and view.final and size > SINGLE_WRITE and files.keeps(size)):
         return None
-    return files.name(view.job_id, view.gzip.body_key)
+    sizes = tuple((page.stored_size, page.raw_size) for page in view.pages)
+    return files.name(view.job_id, (view.gzip.body_key, sizes))
 
 
 def from_pages(view: View, gzip: bool, stores: Stores) -> AsyncGenerator[bytes, None]:
     """The body of `view`, read from its stored pages a batch at a time."""
-    stored = segments(stores[0], stores[1], view.pages, streaming=True)
+    stored = segments(stores.db, stores.page_cache, view.pages, streaming=True)
     envelope = ENVELOPES[view.form]
     return gzipped(stored, envelope) if gzip else identity(stored, envelope)
 
 
 async def write_file(view: View, stores: Stores) -> None:
     """Start writing the body file of `view` (gzip) if it may have one and has none yet."""
-    files = stores[4]
+    files = stores.files
     name = _file_name(view, True, body_size(view.pages, True), files)
     if name is not None and not (files.directory / name).exists():
         length = await body_length(view.pages, ENVELOPES[view.form], True)
