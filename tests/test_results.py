@@ -636,7 +636,7 @@ async def test_pages_rewritten_to_the_same_size_while_streamed_are_not_torn(
     try:
         body = orjson.loads(await response.read())
     except aiohttp.ClientPayloadError:
-        return  # an incomplete body: what the docstring of render.stream promises
+        return  # an incomplete body: what the docstring of writing.stream promises
     values = [page["v"] for page in body["estimators"][0]["pages"]]
     assert values in ([[1], [1]], [[2], [2]])
 

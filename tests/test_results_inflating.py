@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from server.app import create_app
-from server.results import inflating, render
+from server.results import inflating, render, writing
 from tests.helpers import (
     answer,
     eventually,
@@ -52,6 +52,7 @@ def cold_client(request, aiohttp_client, make_config, monkeypatch):
     if request.param == "streamed":
         monkeypatch.setattr(render, "SINGLE_WRITE", 0)
         monkeypatch.setattr(render, "FLUSH_AT", 4096)
+        monkeypatch.setattr(writing, "FLUSH_AT", 4096)
     monkeypatch.setattr(inflating, "OFF_LOOP", 0)  # the fixture's smallest views too
     sizes = {"page_cache_size": 0, "body_cache_size": 0, "index_cache_size": 0}
     return aiohttp_client(create_app(make_config(server=sizes)))
@@ -179,7 +180,7 @@ async def test_a_fetch_whose_client_left_and_that_outlives_the_server_logs_no_er
 
 async def test_a_cached_body_is_sent_as_it_was_made(client, conn) -> None:
     """Bodies from the body cache (from 64 KiB written apart from their headers, server/results/
-    render.py: send_body) are the bytes and headers of the first answer, with their length, on a
+    writing.py: send_body) are the bytes and headers of the first answer, with their length, on a
     connection kept open for the next request."""
     await login(client)
     job_id = await submit(client)
@@ -189,7 +190,7 @@ async def test_a_cached_body_is_sent_as_it_was_made(client, conn) -> None:
         answers = [await answer(client, job_id, encoding) for _ in range(3)]  # made, cached twice
         assert answers[1] == answers[0] and answers[2] == answers[0]
         status, headers, body = answers[0]
-        assert status == 200 and len(body) > render.APART
+        assert status == 200 and len(body) > writing.APART
         assert int(headers["Content-Length"]) == len(body) and "Transfer-Encoding" not in headers
         raw = gzip.decompress(body) if encoding == "gzip" else body
         assert orjson.loads(raw) == {"message": "Results", "estimators": reference()}

@@ -114,7 +114,7 @@ async def segments(
 
     A page rewritten since the index was read has a new version: the pages end there (the
     pages read so far may be from before the upload that rewrote it, so the body must not be
-    completed): a streamed body is closed short (render.stream), and an assembled one, of which
+    completed): a streamed body is closed short (writing.stream), and an assembled one, of which
     nothing was sent yet, is a 503 the client retries (it is not cached either).
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""

@@ -9,16 +9,13 @@ flat whatever the size, or, for gzip bodies of finished simulations, from their 
 (server/results/bodyfiles.py) once it is written.
 """
 
-import asyncio
-import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import NamedTuple
 
 import orjson
 from aiohttp import web
 
-from server.keys import CONFIG
 from server.limits.serving import drop_when_stalled
 from server.models import Db
 from server.results import bodyfiles, inflating
@@ -27,15 +24,12 @@ from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_p
 from server.results.indexcache import View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
+from server.results.writing import FLUSH_AT, send_body, stream
 from server.store.results import PageRef
 
-log = logging.getLogger(__name__)
 NO_DATA = Segment(b"", 0, crc_shift(0), 0)  # an empty page: what a body is without its pages
 
 SINGLE_WRITE = 2 << 20
-FLUSH_AT = 1 << 20
-FIRST_FLUSH = 64 << 10
-APART = 64 << 10  # bodies from this size are written apart from their headers (send_body)
 
 
 Pages = AsyncIterator[tuple[PageRef, Segment]]
@@ -150,77 +144,6 @@ async def body_length(pages: tuple[PageRef, ...], envelope: Envelope, gzip: bool
     return clear + sum(page.stored_size if gzip else page.raw_size for page in pages)
 
 
-async def stream(
-    request: web.Request,
-    headers: dict[str, str],
-    pieces: AsyncIterator[bytes],
-    length: int,
-    gather: bool = True,
-) -> web.StreamResponse:
-    """A response of `length` bytes (a Content-Length, so no chunk framing to copy into): the
-    pieces gathered into writes of 64 KiB first, doubling up to FLUSH_AT (or written as they
-    come when not `gather`: a body file's pieces of 1 MiB). Once the body
-    has begun nothing else can be said, so when it cannot be completed the connection is closed
-    and the client sees an incomplete body, never a torn one: if the pages changed while they
-    were sent (a re-upload of a running simulation), or on an error (server.http). A
-    client that takes no piece for `server.body_timeout` seconds is cut off
-    (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
-    buffer are not held for ever. A HEAD gets the headers only, and no page is read."""
-    if request.method == "HEAD":
-        return web.Response(headers={**headers, "Content-Length": str(length)})
-    response = web.StreamResponse(headers=headers)
-    response.content_length = length
-    await response.prepare(request)
-    sent = await _send(request, response, pieces, gather)  # failing: connection closed (http.py)
-    if sent != length:
-        return _cut_short(request, response, "the pages changed while they were sent")
-    await _write(request, response.write_eof())
-    return response
-
-
-async def _send(
-    request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes], gather: bool
-) -> int:
-    """Write `pieces`, gathered up to a flush size if `gather`, else as they come (uncopied);
-    the number of bytes sent."""
-    sent, buffer, flush_at = 0, bytearray(), min(FIRST_FLUSH, FLUSH_AT)
-    async for piece in pieces:
-        sent += len(piece)
-        if not gather:
-            await _write(request, response.write(piece))
-            continue
-        buffer += piece
-        if len(buffer) >= flush_at:
-            await _write(request, response.write(buffer))
-            buffer = bytearray()  # a new one: the transport may still hold the written one
-            flush_at = min(flush_at * 2, FLUSH_AT)
-    await _write(request, response.write(buffer))
-    return sent
-
-
-def _cut_short(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
-    log.warning("GET %s: %s; connection closed", request.path, why)
-    if request.transport is not None:
-        request.transport.close()
-    return response
-
-
-async def _write(request: web.Request, sending: Awaitable[None]) -> None:
-    """Await `sending` (a write, which waits for the client to take it) for at most
-    `server.body_timeout` seconds; past it the connection is dropped (not closed: a close waits
-    for the buffer to be sent) and ConnectionResetError raised."""
-    timeout = request.app[CONFIG].server.body_timeout
-    try:
-        async with asyncio.timeout(timeout):
-            await sending
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-        message = f"GET {request.path}: the client took nothing for {timeout} s"
-        log.warning("%s; connection dropped", message)
-        raise ConnectionResetError(message) from None
-
-
 class Stores(NamedTuple):
     """Where a body comes from (a process's, made per request by the handler)."""
 
@@ -299,20 +222,3 @@ async def write_file(view: View, stores: Stores) -> None:
     if name is not None and not (files.directory / name).exists():
         length = await body_length(view.pages, ENVELOPES[view.form], True)
         files.write_soon(name, length, lambda: from_pages(view, True, stores))
-
-
-async def send_body(
-    request: web.Request, headers: dict[str, str], body: bytes
-) -> web.StreamResponse:
-    """A response of `body`. A large one is written after its headers rather than joined with
-    them into one new buffer (aiohttp does that before Python 3.12: a copy of the whole body).
-    A HEAD gets the headers only (aiohttp leaves a web.Response's body out)."""
-    if len(body) < APART or request.method == "HEAD":
-        return web.Response(body=body, headers=headers)
-    response = web.StreamResponse(headers=headers)
-    response.content_length = len(body)
-    await response.prepare(request)
-    request.writer.send_headers()
-    await response.write(body)
-    await response.write_eof()
-    return response
