@@ -57,6 +57,8 @@ class View:
     gzip: Variant
     job_id: str
     final: bool  # the simulation finished: its pages can no longer change
+    # A streamed body's exact length and file name (server/results/render.py), by gzip, once.
+    streamed: dict[bool, tuple[int, str | None]] = field(default_factory=dict, compare=False)
 
 
 def make_view(

@@ -186,9 +186,8 @@ async def _stream_large(
     """A body streamed from its file when it has one, else from its pages (and its file written
     in the background when it may have one; not for a HEAD, which reads neither)."""
     variant, files = (view.gzip if gzip else view.identity), stores.files
-    length = await body_length(view.pages, ENVELOPES[view.form], gzip)
-    name = _file_name(view, gzip, size, files) if request.method != "HEAD" else None
-    if name is not None:
+    length, name = await _length_and_name(view, gzip, size, files)
+    if name is not None and request.method != "HEAD":
         file = files.open(name, length)
         if file is not None:
             return await stream(
@@ -196,6 +195,18 @@ async def _stream_large(
             )
         files.write_soon(name, length, lambda: from_pages(view, gzip, stores))
     return await stream(request, variant.headers, from_pages(view, gzip, stores), length)
+
+
+async def _length_and_name(
+    view: View, gzip: bool, size: int, files: BodyFiles
+) -> tuple[int, str | None]:
+    """The exact length of a streamed body of `view` and the name of its file (None: it may
+    not have one), worked out once per view."""
+    found = view.streamed.get(gzip)
+    if found is None:
+        length = await body_length(view.pages, ENVELOPES[view.form], gzip)
+        found = view.streamed[gzip] = (length, _file_name(view, gzip, size, files))
+    return found
 
 
 def _file_name(view: View, gzip: bool, size: int, files: BodyFiles) -> str | None:
@@ -218,7 +229,6 @@ def from_pages(view: View, gzip: bool, stores: Stores) -> AsyncGenerator[bytes, 
 async def write_file(view: View, stores: Stores) -> None:
     """Start writing the body file of `view` (gzip) if it may have one and has none yet."""
     files = stores.files
-    name = _file_name(view, True, body_size(view.pages, True), files)
+    length, name = await _length_and_name(view, True, body_size(view.pages, True), files)
     if name is not None and not (files.directory / name).exists():
-        length = await body_length(view.pages, ENVELOPES[view.form], True)
         files.write_soon(name, length, lambda: from_pages(view, True, stores))
