@@ -37,6 +37,8 @@ async def stream(
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
+    if not gather:  # the first large piece written apart from the headers (see send_body)
+        request.writer.send_headers()
     sent = await _send(request, response, pieces, gather)  # failing: connection closed (http.py)
     if sent != length:
         return _cut_short(request, response, "the pages changed while they were sent")
