@@ -21,10 +21,10 @@ def comparable(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in LEFT_OUT}
 
 
-def large_pages(count: int = 4, values: int = 100_000) -> list[dict]:
+def large_pages(count: int = 4, values: int = 100_000, seed: int = 15) -> list[dict]:
     """Pages of random doubles: their stored segments hardly compress, so that gzip bodies of
     the full result are streamed (above SINGLE_WRITE) too."""
-    rng = random.Random(15)
+    rng = random.Random(seed)
     return [
         {
             "metadata": {"page_number": str(n), "name": f"p{n}"},

@@ -2,8 +2,10 @@
 body kept on disk and sent from there, never stale, never kept past the simulation's delete,
 and the directory kept within its budget."""
 
+import asyncio
 import gzip
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -30,12 +32,12 @@ from tests.test_head import large_pages
 FINISH = "UPDATE simulations SET job_state = 'COMPLETED', end_time = now() WHERE job_id = $1"
 
 
-async def large_result(client, conn, finish: bool = True) -> str:
-    """A one-task simulation with a result whose gzip body is streamed, finished by its worker
-    (`POST /tasks`) when `finish`."""
+async def large_result(client, conn, finish: bool = True, seed: int = 15, count: int = 4) -> str:
+    """A one-task simulation with a result whose gzip body is streamed (`count` pages of
+    ~0.9 MB), finished by its worker (`POST /tasks`) when `finish`."""
     job_id = await submit(client, ntasks=1)
     await set_key(conn, job_id)
-    assert await upload_pages(client, job_id, large_pages()) == 202
+    assert await upload_pages(client, job_id, large_pages(count, seed=seed)) == 202
     if finish:
         identity = {"simulation_id": job_id, "update_key": KEY}
         for state in ("RUNNING", "COMPLETED"):
@@ -75,6 +77,45 @@ async def test_a_finished_result_is_sent_from_its_body_file(client, conn):
     # From the file: the pages are no longer read (here removed by hand, no notification).
     await conn.execute("DELETE FROM pages")
     assert await answer(client, job_id, "gzip") == (status, headers, body)
+
+
+async def slow_fetch(client, job_id: str) -> bytes:
+    """The body of a gzip GET /results read 16 KiB at a time with pauses, through a small
+    receive buffer: the server's writes wait in its transport meanwhile."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    cookie = "; ".join(f"{c.key}={c.value}" for c in client.session.cookie_jar)
+    writer.write(
+        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n"
+        "Accept-Encoding: gzip\r\nConnection: close\r\n\r\n".encode()
+    )
+    received = bytearray()
+    while piece := await reader.read(16 << 10):
+        received += piece
+        await asyncio.sleep(0.001)
+    writer.close()
+    return bytes(received.split(b"\r\n\r\n", 1)[1])
+
+
+async def test_files_sent_at_once_to_slow_and_fast_clients_stay_whole(client, conn):
+    """Read buffers are read into again only once what was written from them has left (the
+    transport holds what it has not sent): a slow client and fast ones of another file, at
+    once, each get their whole file."""
+    await login(client)
+    # 11 MB: more than the sockets' buffers take, so that the transport holds what it has not
+    # sent yet (a buffer read into then would change what the slow client gets).
+    jobs = [await large_result(client, conn, seed=seed, count=12) for seed in (1, 2)]
+    files = [(await written(client, job_id)).read_bytes() for job_id in jobs]
+    assert files[0] != files[1]
+
+    async def fast() -> list[bytes]:
+        return [(await answer(client, jobs[1], "gzip"))[2] for _ in range(10)]
+
+    slow, fast_bodies = await asyncio.gather(slow_fetch(client, jobs[0]), fast())
+    assert slow == files[0]
+    assert fast_bodies == [files[1]] * 10
 
 
 async def test_deleting_the_simulation_removes_its_file_before_the_delete_returns(client, conn):

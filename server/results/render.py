@@ -18,7 +18,7 @@ from aiohttp import web
 
 from server.limits.serving import drop_when_stalled
 from server.models import Db
-from server.results import bodyfiles, inflating
+from server.results import inflating
 from server.results.bodyfiles import BodyFiles
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import View
@@ -191,7 +191,11 @@ async def _stream_large(
         file = files.open(name, length)
         if file is not None:
             return await stream(
-                request, variant.headers, bodyfiles.read(file), length, gather=False
+                request,
+                variant.headers,
+                files.read(file, _pending(request)),
+                length,
+                gather=False,
             )
         files.write_soon(name, length, lambda: from_pages(view, gzip, stores))
     return await stream(request, variant.headers, from_pages(view, gzip, stores), length)
@@ -207,6 +211,11 @@ async def _length_and_name(
         length = await body_length(view.pages, ENVELOPES[view.form], gzip)
         found = view.streamed[gzip] = (length, _file_name(view, gzip, size, files))
     return found
+
+
+def _pending(request: web.Request) -> Callable[[], int]:
+    transport = request.transport
+    return transport.get_write_buffer_size if transport is not None else lambda: 0
 
 
 def _file_name(view: View, gzip: bool, size: int, files: BodyFiles) -> str | None:

@@ -19,7 +19,7 @@ APART = 64 << 10  # bodies from this size are written apart from their headers (
 async def stream(
     request: web.Request,
     headers: dict[str, str],
-    pieces: AsyncIterator[bytes],
+    pieces: AsyncIterator[bytes | memoryview],
     length: int,
     gather: bool = True,
 ) -> web.StreamResponse:
@@ -47,7 +47,10 @@ async def stream(
 
 
 async def _send(
-    request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes], gather: bool
+    request: web.Request,
+    response: web.StreamResponse,
+    pieces: AsyncIterator[bytes | memoryview],
+    gather: bool,
 ) -> int:
     """Write `pieces`, gathered up to a flush size if `gather`, else as they come (uncopied);
     the number of bytes sent."""
