@@ -7,6 +7,7 @@ import gzip
 import os
 import socket
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import orjson
@@ -190,6 +191,24 @@ async def test_a_full_disk_leaves_no_file_and_the_pages_are_sent(
         status, _, body = await answer(client, job_id, "gzip")
         assert status == 200 and orjson.loads(gzip.decompress(body)) == expected_json()
         await client.close()
+
+
+async def test_a_body_that_ends_short_leaves_no_file(tmp_path, caplog):
+    """The pages of a body can end before its length (its simulation deleted while the file
+    was written): no file is kept, and nothing being written is left behind."""
+    files = BodyFiles(tmp_path / "bodies", max_bytes=1 << 20)
+    files.start()
+
+    async def half() -> AsyncGenerator[bytes, None]:
+        yield b"x" * 50
+
+    files.write_soon("job.abc.gz", 100, half)
+    await files.close()
+    assert list(files.directory.iterdir()) == []
+    assert "body file job.abc.gz not written (ValueError: 50 bytes of 100)" in caplog.text
+    files.write_soon("job.abc.gz", 50, half)  # the whole body: kept
+    await files.close()
+    assert [p.read_bytes() for p in files.directory.iterdir()] == [b"x" * 50]
 
 
 def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
