@@ -236,8 +236,9 @@ def from_pages(view: View, gzip: bool, stores: Stores) -> AsyncGenerator[bytes, 
 
 
 async def write_file(view: View, stores: Stores) -> None:
-    """Start writing the body file of `view` (gzip) if it may have one and has none yet."""
+    """Start writing the body file of `view` (gzip) if it may have one (and has none yet: the
+    writer checks)."""
     files = stores.files
     length, name = await _length_and_name(view, True, body_size(view.pages, True), files)
-    if name is not None and not (files.directory / name).exists():
+    if name is not None:
         files.write_soon(name, length, lambda: from_pages(view, True, stores))
