@@ -225,6 +225,12 @@ async def measure_large(
         log(f"large results: fetching {row['target_mb']} MB on a fresh server")
         async with large_server(args, workdir, url) as (http, pid):
             await large.fetch_size(http, data, job_id, row, (pid, postmaster))
+            bodies = await large.save_bodies(http, data, job_id, workdir)
+        log(f"large results: the same {row['target_mb']} MB from the ceiling")
+        async with ceiling_server(bodies, workdir) as (http, pid):
+            await large.fetch_ceiling(http, row, pid)
+        for body in bodies:
+            body.unlink()
     checks = targets.large_checks(rows)
     return {"large": rows, "growth": large.growth(rows), "checks": checks, "rows": [], "notes": []}
 
@@ -237,6 +243,19 @@ async def large_server(
     port = server.free_port()
     base = f"http://127.0.0.1:{port}"
     with server.running(server.start_server(url, port, workdir, args.workers, args.env)) as process:
+        await process.wait_ready(base + "/")
+        async with scenario.session(base) as http:
+            yield http, process.pid
+
+
+@contextlib.asynccontextmanager
+async def ceiling_server(
+    bodies: tuple[Path, Path], workdir: Path
+) -> AsyncIterator[tuple[aiohttp.ClientSession, int]]:
+    """The bare app (bench/ceiling.py) serving `bodies` (identity, gzip), and a client of it."""
+    port = server.free_port()
+    base = f"http://127.0.0.1:{port}"
+    with server.running(server.start_ceiling(port, *bodies, workdir)) as process:
         await process.wait_ready(base + "/")
         async with scenario.session(base) as http:
             yield http, process.pid

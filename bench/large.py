@@ -6,7 +6,9 @@ them) and more pages (`copies` of every page, numbered after the originals). The
 to a file once and streamed to `POST /results`, so the client's memory does not count. For each
 size: the upload (client time, the server's peak RSS during it), then one full `GET /results`
 identity and one gzip (time to first byte, MB/s, server CPU per MB of body), then 4 concurrent
-fetches of each encoding with the server's RSS sampled throughout.
+fetches of each encoding with the server's RSS sampled throughout. Last, the same bodies are
+fetched the same way from the bare in-memory app (bench/ceiling.py): what sending them costs at
+best on this machine, size by size.
 """
 
 import asyncio
@@ -226,6 +228,33 @@ async def fetch_size(
         row[encoding]["concurrent"] = await concurrent_rss(http, path, headers, pids[0])
 
 
+async def save_bodies(
+    http: aiohttp.ClientSession, data: Scenario, job_id: str, workdir: Path
+) -> tuple[Path, Path]:
+    """The full body of `job_id`, identity and gzip as sent, written to files (for the
+    ceiling)."""
+    found = []
+    for encoding in ("identity", "gzip"):
+        headers = {**data.cookie, "Accept-Encoding": encoding}
+        target = workdir / f"large-body.{encoding}"
+        path = f"/results?job_id={job_id}"
+        async with http.get(path, headers=headers, auto_decompress=False) as response:
+            await expect_status(response)
+            with target.open("wb") as out:
+                async for chunk in response.content.iter_chunked(READ_CHUNK):
+                    out.write(chunk)
+        found.append(target)
+    return found[0], found[1]
+
+
+async def fetch_ceiling(http: aiohttp.ClientSession, row: dict[str, Any], pid: int) -> None:
+    """The ceiling's fetches of the same bodies, one after another as ours: `row["ceiling"]`."""
+    row["ceiling"] = {
+        encoding: await timed_fetch(http, "/results", {"Accept-Encoding": encoding}, (pid, None))
+        for encoding in ("identity", "gzip")
+    }
+
+
 def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How the per-MB figures of the largest size compare with the smallest (1.0: linear)."""
     if len(rows) < 2:
@@ -238,6 +267,9 @@ def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
         )
         cpu_small, cpu_large = (row[encoding]["server_cpu_ms_per_mb"] for row in (small, large))
         out[f"{encoding}_cpu_per_mb_ratio"] = cpu_large / cpu_small if cpu_small else None
+        if "ceiling" in small and "ceiling" in large:
+            bare = [row["ceiling"][encoding]["mb_per_s"] for row in (small, large)]
+            out[f"ceiling_{encoding}_mb_per_s_ratio"] = bare[1] / bare[0]
     upload_rate = [row["body_bytes"] / row["upload"]["seconds"] for row in (small, large)]
     out["upload_mb_per_s_ratio"] = upload_rate[1] / upload_rate[0]
     return out

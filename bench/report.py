@@ -199,6 +199,36 @@ def large_row(row: dict[str, Any]) -> str:
     return line(cells)
 
 
+CEILING_COLUMNS = (
+    "JSON MB", "identity MB/s, ceiling", "identity, ours / ceiling", "gzip MB/s, ceiling",
+    "gzip, ours / ceiling",
+)  # fmt: skip
+
+
+def ceiling_row(row: dict[str, Any]) -> str:
+    cells = [number(row["body_bytes"] / 1e6)]
+    for encoding in ("identity", "gzip"):
+        bare = row["ceiling"][encoding]["mb_per_s"]
+        cells += [number(bare), number(row[encoding]["mb_per_s"] / bare, 2)]
+    return line(cells)
+
+
+def ceiling_part(rows: list[dict[str, Any]]) -> list[str]:
+    """The same bodies from the bare app, by size (runs from before it have none)."""
+    rows = [row for row in rows if "ceiling" in row]
+    if not rows:
+        return []
+    return [
+        "",
+        "The same bodies from the bare in-memory app (bench/ceiling.py: `web.Response(body=...)`, "
+        "which joins headers and body into one buffer before Python 3.12), fetched the same way:",
+        "",
+        line(list(CEILING_COLUMNS)),
+        line(["---"] * len(CEILING_COLUMNS)),
+        *[ceiling_row(row) for row in rows],
+    ]
+
+
 def large_markdown(report: dict[str, Any]) -> str:
     """The scaling table of `bench/run --large`, and how the largest compares with the smallest."""
     info = report["machine"]
@@ -215,6 +245,7 @@ def large_markdown(report: dict[str, Any]) -> str:
         line(list(LARGE_COLUMNS)),
         line(["---"] * len(LARGE_COLUMNS)),
         *[large_row(row) for row in report["large"]],
+        *ceiling_part(report["large"]),
     ]
     if report["growth"]:
         ratios = ", ".join(f"{name} {number(value, 2)}" for name, value in report["growth"].items())

@@ -119,3 +119,41 @@ async def test_a_client_that_stops_reading_a_body_is_let_go(
                 received += len(chunk)
     length = len(orjson.dumps(values))
     assert received < length, f"all {received} bytes were sent, {length} of them values"
+
+
+async def test_a_client_that_reads_too_slowly_is_cut_off(
+    aiohttp_client, make_config, conn, caplog
+) -> None:
+    """A client that takes a little of a streamed body now and then keeps its connection alive
+    to TCP (what it takes is acknowledged: the kernel's timeout never fires), but a piece of
+    the body that waits `server.body_timeout` seconds for it drops the connection: the client
+    gets an incomplete body, and the server says why."""
+    client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    values = [random.random() for _ in range(400_000)]
+    pages = [{"metadata": {"page_number": 1, "name": "dose"}, "data": {"values": values}}]
+    assert await upload_pages(client, job_id, pages) == 202
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n"
+        "Accept-Encoding: identity\r\n\r\n"
+    ).encode()
+    received = 0
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((client.server.host, client.server.port))
+        sock.sendall(request)
+        sock.settimeout(5)
+        with contextlib.suppress(ConnectionResetError, TimeoutError):  # reset, or kept open
+            for _ in range(40):  # 4 KiB every 0.1 s for 4 s
+                if not (chunk := await asyncio.to_thread(sock.recv, 4096)):
+                    break
+                received += len(chunk)
+                await asyncio.sleep(0.1)
+            while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
+                received += len(chunk)
+    length = len(orjson.dumps(values))
+    assert received < length, f"all {received} bytes were sent, {length} of them values"
+    assert "the client took nothing for 1.0 s; connection dropped" in caplog.text
