@@ -84,17 +84,9 @@ async def test_large_upload_with_a_broken_page_that_json_would_drop_is_400(
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 
 
-@pytest.mark.parametrize(
-    ("count", "wait"), [(400_000, 3), (70_000, 6)], ids=["streamed", "assembled"]
-)
-async def test_a_client_that_stops_reading_a_body_is_let_go(
-    aiohttp_client, make_config, conn, count, wait
-) -> None:
-    """A streamed body (about 8 MB here, 3.5 MB stored) waits for its client to take each
-    piece, but not for ever: a connection that stops reading holds megabytes (the pages read
-    ahead, the transport's buffer) and is closed `server.body_timeout` seconds into the wait.
-    A body up to SINGLE_WRITE (1.4 MB here) is handed to the transport whole: the kernel drops
-    the connection once it stays unacknowledged that long (zero window probes)."""
+async def slow_client_setup(aiohttp_client, make_config, conn, count: int):
+    """A server cutting off clients after 1 s, a result of `count` values (about 20 bytes
+    each), and a raw request for it, identity: (client, request, the values' JSON length)."""
     client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
     await login(client)
     job_id = await submit(client)
@@ -107,17 +99,43 @@ async def test_a_client_that_stops_reading_a_body_is_let_go(
         f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n"
         "Accept-Encoding: identity\r\n\r\n"
     ).encode()
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((client.server.host, client.server.port))
-        sock.sendall(request)
+    return client, request, len(orjson.dumps(values))
+
+
+def slow_socket(client, request: bytes) -> socket.socket:
+    """A connection with a 4 KiB receive buffer that has sent `request`."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    sock.sendall(request)
+    sock.settimeout(5)
+    return sock
+
+
+async def read_rest(sock: socket.socket) -> int:
+    """Bytes read until the server closes or resets the connection, or sends nothing for 5 s."""
+    received = 0
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
+            received += len(chunk)
+    return received
+
+
+@pytest.mark.parametrize(
+    ("count", "wait"), [(400_000, 3), (70_000, 6)], ids=["streamed", "assembled"]
+)
+async def test_a_client_that_stops_reading_a_body_is_let_go(
+    aiohttp_client, make_config, conn, count, wait
+) -> None:
+    """A streamed body (about 8 MB here, 3.5 MB stored) waits for its client to take each
+    piece, but not for ever: a connection that stops reading holds megabytes (the pages read
+    ahead, the transport's buffer) and is closed `server.body_timeout` seconds into the wait.
+    A body up to SINGLE_WRITE (1.4 MB here) is handed to the transport whole: the kernel drops
+    the connection once it stays unacknowledged that long (zero window probes)."""
+    client, request, length = await slow_client_setup(aiohttp_client, make_config, conn, count)
+    with slow_socket(client, request) as sock:
         await asyncio.sleep(wait)  # not reading
-        sock.settimeout(5)
-        received = 0
-        with contextlib.suppress(ConnectionResetError, TimeoutError):  # reset, or kept open
-            while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
-                received += len(chunk)
-    length = len(orjson.dumps(values))
+        received = await read_rest(sock)
     assert received < length, f"all {received} bytes were sent, {length} of them values"
 
 
@@ -128,32 +146,15 @@ async def test_a_client_that_reads_too_slowly_is_cut_off(
     to TCP (what it takes is acknowledged: the kernel's timeout never fires), but a piece of
     the body that waits `server.body_timeout` seconds for it drops the connection: the client
     gets an incomplete body, and the server says why."""
-    client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
-    await login(client)
-    job_id = await submit(client)
-    await set_key(conn, job_id)
-    values = [random.random() for _ in range(400_000)]
-    pages = [{"metadata": {"page_number": 1, "name": "dose"}, "data": {"values": values}}]
-    assert await upload_pages(client, job_id, pages) == 202
-    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
-    request = (
-        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n"
-        "Accept-Encoding: identity\r\n\r\n"
-    ).encode()
+    client, request, length = await slow_client_setup(aiohttp_client, make_config, conn, 400_000)
     received = 0
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((client.server.host, client.server.port))
-        sock.sendall(request)
-        sock.settimeout(5)
-        with contextlib.suppress(ConnectionResetError, TimeoutError):  # reset, or kept open
+    with slow_socket(client, request) as sock:
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
             for _ in range(40):  # 4 KiB every 0.1 s for 4 s
                 if not (chunk := await asyncio.to_thread(sock.recv, 4096)):
                     break
                 received += len(chunk)
                 await asyncio.sleep(0.1)
-            while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
-                received += len(chunk)
-    length = len(orjson.dumps(values))
+        received += await read_rest(sock)
     assert received < length, f"all {received} bytes were sent, {length} of them values"
     assert "the client took nothing for 1.0 s; connection dropped" in caplog.text
