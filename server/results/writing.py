@@ -134,6 +134,5 @@ async def send_body(
     response.content_length = len(body)
     await response.prepare(request)
     request.writer.send_headers()
-    await response.write(body)
-    await response.write_eof()
+    await response.write_eof(body)
     return response
