@@ -4,6 +4,7 @@ fixture, and that the server takes them as it takes a worker's upload."""
 import orjson
 
 from bench import large
+from bench import report as report_module
 from server.results.upload import parse_estimators
 from tests.helpers import RESULTS
 
@@ -59,3 +60,53 @@ def test_write_body(tmp_path):
     assert (body["simulation_id"], body["update_key"]) == ("job-1", "key-1")
     assert made == {"bins": 2, "copies": 2, "body_bytes": path.stat().st_size}
     assert 3 * FIXTURE_BYTES < made["body_bytes"] < 5 * FIXTURE_BYTES
+
+
+def fetched(mb_per_s: float) -> dict:
+    return {
+        "ttfb_ms": 1.0,
+        "mb_per_s": mb_per_s,
+        "server_cpu_ms_per_mb": 0.5,
+        "concurrent": {"rss_growth_mib": 2.0},
+    }
+
+
+def size_row(body_mb: int, ours: tuple[float, float], bare: tuple[float, float]) -> dict:
+    """A `--large` row of `body_mb` MB: identity and gzip MB/s, ours and the ceiling's."""
+    return {
+        "body_bytes": body_mb * 1_000_000,
+        "bins": 1,
+        "copies": 1,
+        "upload": {"seconds": 1.0, "rss_peak_mib": 100.0},
+        "identity": fetched(ours[0]),
+        "gzip": fetched(ours[1]),
+        "ceiling": {"identity": fetched(bare[0]), "gzip": fetched(bare[1])},
+    }
+
+
+def test_the_large_report_compares_each_size_with_the_ceiling():
+    rows = [size_row(8, (400, 2000), (2000, 2000)), size_row(400, (400, 3000), (800, 1000))]
+    report = {
+        "machine": {
+            "date": "2026-12-01T00:00:00Z",
+            "git_commit": "0123456789abcdef",
+            "git_dirty": False,
+            "cpu_model": "cpu",
+            "nproc": 2,
+            "loadavg_start": (0.0, 0.0, 0.0),
+        },
+        "loadavg_end": (0.0, 0.0, 0.0),
+        "large": rows,
+        "growth": large.growth(rows),
+        "checks": [],
+    }
+    text = report_module.large_markdown(report)
+    assert (
+        "| JSON MB | identity MB/s, ceiling | identity, ours / ceiling | gzip MB/s, ceiling "
+        "| gzip, ours / ceiling |\n| --- | --- | --- | --- | --- |\n"
+        "| 8.0 | 2000.0 | 0.20 | 2000.0 | 1.00 |\n"
+        "| 400.0 | 800.0 | 0.50 | 1000.0 | 3.00 |\n"
+    ) in text
+    assert report["growth"]["ceiling_identity_mb_per_s_ratio"] == 0.4
+    assert report["growth"]["ceiling_gzip_mb_per_s_ratio"] == 0.5
+    assert report["growth"]["gzip_mb_per_s_ratio"] == 1.5
