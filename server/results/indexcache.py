@@ -44,6 +44,7 @@ class Variant:
     body_key: Hashable
     etag: str | None
     headers: dict[str, str]
+    size: int  # about how large its body is (body_size): whether it is streamed
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +71,31 @@ def make_view(
     the results version and the selection (every upload gets a new results version)."""
     keys = tuple((page.estimator, page.key) for page in pages)
     body = (form, index.head.results_version, keys)
-    identity, gzip = (_variant(index, body, (form, selection), gzip) for gzip in (False, True))
+    identity, gzip = (
+        _variant(index, pages, body, (form, selection), gzip) for gzip in (False, True)
+    )
     final = index.head.job_state in TERMINAL_STATES
     return View(pages, found, form, identity, gzip, index.job_id, final)
 
 
-def _variant(index: ResultsIndex, body: Hashable, selection: Hashable, gzip: bool) -> Variant:
+def _variant(
+    index: ResultsIndex,
+    pages: tuple[PageRef, ...],
+    body: Hashable,
+    selection: Hashable,
+    gzip: bool,
+) -> Variant:
     etag = negotiation.etag_for(index.head, selection, gzip)
-    return Variant((gzip, body), etag, negotiation.headers_for(etag, gzip))
+    headers = negotiation.headers_for(etag, gzip)
+    return Variant((gzip, body), etag, headers, body_size(pages, gzip))
+
+
+def body_size(pages: tuple[PageRef, ...], gzip: bool) -> int:
+    """About how large the body of `pages` is: the pages as stored (gzip) or inflated, and the
+    fields of their estimators (each estimator's once), which may be of any size."""
+    fields = {page.estimator: len(page.estimator_fields) for page in pages}
+    stored = sum(page.stored_size if gzip else page.raw_size for page in pages)
+    return stored + sum(fields.values())
 
 
 def select(index: ResultsIndex, filters: Filters) -> View:

@@ -119,14 +119,6 @@ async def gzipped(pages: Pages, envelope: Envelope) -> AsyncGenerator[bytes, Non
     yield joiner.trailer()
 
 
-def body_size(pages: tuple[PageRef, ...], gzip: bool) -> int:
-    """About how large the body of `pages` is: the pages as stored (gzip) or inflated, and the
-    fields of their estimators (each estimator's once), which may be of any size."""
-    fields = {page.estimator: len(page.estimator_fields) for page in pages}
-    stored = sum(page.stored_size if gzip else page.raw_size for page in pages)
-    return stored + sum(fields.values())
-
-
 async def assemble(pieces: AsyncIterator[bytes]) -> bytes:
     return b"".join([piece async for piece in pieces])
 
@@ -166,10 +158,9 @@ async def respond(
     body = bodies.get(variant.body_key)
     if body is not None:
         return await send_body(request, variant.headers, body)
-    pages, envelope = view.pages, ENVELOPES[view.form]
-    size = body_size(pages, gzip)
+    pages, envelope, size = view.pages, ENVELOPES[view.form], variant.size
     if size > SINGLE_WRITE:
-        return await _stream_large(request, view, gzip, stores, size)
+        return await _stream_large(request, view, gzip, stores)
     stored = segments(db, page_cache, pages, streaming=False)
     if gzip or size < inflating.OFF_LOOP:
         body = await assemble((gzipped if gzip else identity)(stored, envelope))
@@ -181,12 +172,12 @@ async def respond(
 
 
 async def _stream_large(
-    request: web.Request, view: View, gzip: bool, stores: Stores, size: int
+    request: web.Request, view: View, gzip: bool, stores: Stores
 ) -> web.StreamResponse:
     """A body streamed from its file when it has one, else from its pages (and its file written
     in the background when it may have one; not for a HEAD, which reads neither)."""
     variant, files = (view.gzip if gzip else view.identity), stores.files
-    length, name = await _length_and_name(view, gzip, size, files)
+    length, name = await _length_and_name(view, gzip, files)
     if name is not None and request.method != "HEAD":
         file = files.open(name, length)
         if file is not None:
@@ -201,15 +192,13 @@ async def _stream_large(
     return await stream(request, variant.headers, from_pages(view, gzip, stores), length)
 
 
-async def _length_and_name(
-    view: View, gzip: bool, size: int, files: BodyFiles
-) -> tuple[int, str | None]:
+async def _length_and_name(view: View, gzip: bool, files: BodyFiles) -> tuple[int, str | None]:
     """The exact length of a streamed body of `view` and the name of its file (None: it may
     not have one), worked out once per view."""
     found = view.streamed.get(gzip)
     if found is None:
         length = await body_length(view.pages, ENVELOPES[view.form], gzip)
-        found = view.streamed[gzip] = (length, _file_name(view, gzip, size, files))
+        found = view.streamed[gzip] = (length, _file_name(view, gzip, files))
     return found
 
 
@@ -218,10 +207,11 @@ def _pending(request: web.Request) -> Callable[[], int]:
     return transport.get_write_buffer_size if transport is not None else lambda: 0
 
 
-def _file_name(view: View, gzip: bool, size: int, files: BodyFiles) -> str | None:
+def _file_name(view: View, gzip: bool, files: BodyFiles) -> str | None:
     """The body file of `view` (None: it may not have one): finished, gzip and large only. Named
     by the body key and, beside the page versions, the pages' sizes (which a database restored
     from a backup, handing out versions again, would hardly give the same)."""
+    size = view.gzip.size
     if not (gzip and view.final and size > SINGLE_WRITE and files.keeps(size)):
         return None
     sizes = tuple((page.stored_size, page.raw_size) for page in view.pages)
@@ -239,6 +229,6 @@ async def write_file(view: View, stores: Stores) -> None:
     """Start writing the body file of `view` (gzip) if it may have one (and has none yet: the
     writer checks)."""
     files = stores.files
-    length, name = await _length_and_name(view, True, body_size(view.pages, True), files)
+    length, name = await _length_and_name(view, True, files)
     if name is not None:
         files.write_soon(name, length, lambda: from_pages(view, True, stores))
