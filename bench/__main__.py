@@ -210,7 +210,7 @@ async def measure_large(
     worker would, then the fetches of each size on a freshly started server (so that its memory
     is not the uploads' high-water mark)."""
     postmaster = procstat.find_postmaster(pgdata) if pgdata else None
-    async with large_server(args, workdir, url) as (http, pid):
+    async with large_server(args, workdir, url) as (http, _, pid):
         token = await scenario.login(http)
         jobs = await scenario.submit(http, {"Cookie": f"access_token={token}"}, len(args.sizes))
         key = secrets.token_urlsafe(32)
@@ -223,12 +223,12 @@ async def measure_large(
             await scenario.finish(http, data, job_id)
     for row, job_id in zip(rows, jobs, strict=True):
         log(f"large results: fetching {row['target_mb']} MB on a fresh server")
-        async with large_server(args, workdir, url) as (http, pid):
-            await large.fetch_size(http, data, job_id, row, (pid, postmaster))
-            bodies = await large.save_bodies(http, data, job_id, workdir)
+        async with large_server(args, workdir, url) as (_, base, pid):
+            await large.fetch_size(base, data, job_id, row, (pid, postmaster))
+            bodies = await large.save_bodies(base, data, job_id, workdir)
         log(f"large results: the same {row['target_mb']} MB from the ceiling")
-        async with ceiling_server(bodies, workdir) as (http, pid):
-            await large.fetch_ceiling(http, row, pid)
+        async with ceiling_server(bodies, workdir) as (base, pid):
+            await large.fetch_ceiling(base, row, pid)
         for body in bodies:
             body.unlink()
     checks = targets.large_checks(rows)
@@ -238,27 +238,28 @@ async def measure_large(
 @contextlib.asynccontextmanager
 async def large_server(
     args: argparse.Namespace, workdir: Path, url: str
-) -> AsyncIterator[tuple[aiohttp.ClientSession, int]]:
-    """A server of its own for part of the large-results run, and a client of it."""
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str, int]]:
+    """A server of its own for part of the large-results run, a client of it, its base URL and
+    pid."""
     port = server.free_port()
     base = f"http://127.0.0.1:{port}"
     with server.running(server.start_server(url, port, workdir, args.workers, args.env)) as process:
         await process.wait_ready(base + "/")
         async with scenario.session(base) as http:
-            yield http, process.pid
+            yield http, base, process.pid
 
 
 @contextlib.asynccontextmanager
 async def ceiling_server(
     bodies: tuple[Path, Path], workdir: Path
-) -> AsyncIterator[tuple[aiohttp.ClientSession, int]]:
-    """The bare app (bench/ceiling.py) serving `bodies` (identity, gzip), and a client of it."""
+) -> AsyncIterator[tuple[str, int]]:
+    """The bare app (bench/ceiling.py) serving `bodies` (identity, gzip): its base URL and
+    pid."""
     port = server.free_port()
     base = f"http://127.0.0.1:{port}"
     with server.running(server.start_ceiling(port, *bodies, workdir)) as process:
         await process.wait_ready(base + "/")
-        async with scenario.session(base) as http:
-            yield http, process.pid
+        yield base, process.pid
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,21 +4,28 @@ A generator scales the fixture's estimators to a target size the way real result
 mesh (each bin of a page's last axis split into `bins` bins, its values and axis values with
 them) and more pages (`copies` of every page, numbered after the originals). The body is written
 to a file once and streamed to `POST /results`, so the client's memory does not count. For each
-size: the upload (client time, the server's peak RSS during it), then one full `GET /results`
-identity and one gzip (time to first byte, MB/s, server CPU per MB of body), then 4 concurrent
-fetches of each encoding with the server's RSS sampled throughout. Last, the same bodies are
-fetched the same way from the bare in-memory app (bench/ceiling.py): what sending them costs at
-best on this machine, size by size.
+size: the upload (client time, the server's peak RSS during it), then full `GET /results`
+identity and gzip one after another (time to first byte, MB/s, server CPU per MB of body), then
+4 concurrent fetches of each encoding with the server's RSS sampled throughout. Last, the same
+bodies are fetched the same way from the bare in-memory app (bench/ceiling.py): what sending
+them costs at best on this machine, size by size.
+
+The fetches are made with http.client on blocking sockets in threads, each body read into one
+reused buffer: on the 2.6 MB gzip body the aiohttp client took as much time per fetch as the
+server (1,250 MB/s against 2,100 with http.client, the server's CPU per MB the same), so its
+figures were the client's. wrk, the client of the other workloads, reads large bodies slowly.
 """
 
 import asyncio
 import dataclasses
+import http.client
 import math
 import statistics
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 import orjson
@@ -29,9 +36,10 @@ from bench.scenario import JSON, RESULTS_FILE, Scenario, expect
 
 SIZES_MB = (8, 80, 400)
 AXES = ("axis_dim1", "axis_dim2", "axis_dim3")
-READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20  # the upload's pieces
+READ_BUFFER = 4 << 20  # a fetch reads into this, over and over
 CONCURRENT = 4
-FETCHED_MB = 200
+MEASURED_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,40 +146,73 @@ async def upload(http: aiohttp.ClientSession, path: Path, server_pid: int) -> di
     return {"seconds": seconds, "rss_before_mib": rss.before, "rss_peak_mib": rss.peak}
 
 
-async def fetch(http: aiohttp.ClientSession, path: str, headers: dict[str, str]) -> dict[str, Any]:
-    """One GET read to the end and thrown away: time to first byte, total time, bytes."""
+def fetch(
+    connection: http.client.HTTPConnection,
+    path: str,
+    headers: dict[str, str],
+    buffer: memoryview,
+    out: BinaryIO | None = None,
+) -> dict[str, Any]:
+    """One GET on `connection` read to the end into `buffer` (and written to `out` if given):
+    time to first byte of the body, total time, bytes. Blocking: run it in a thread."""
     started = time.perf_counter()
-    first, size = None, 0
-    async with http.get(path, headers=headers, auto_decompress=False) as response:
-        await expect_status(response)
-        async for chunk in response.content.iter_chunked(READ_CHUNK):
-            first = first or time.perf_counter()
-            size += len(chunk)
-    done = time.perf_counter()
-    return {"ttfb_ms": ((first or done) - started) * 1000, "seconds": done - started, "bytes": size}
-
-
-async def expect_status(response: aiohttp.ClientResponse) -> None:
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
     if response.status != 200:
-        raise aiohttp.ClientError(f"GET /results answered {response.status}")
+        raise http.client.HTTPException(f"GET {path} answered {response.status}")
+    response.peek(1)  # at most one read (readinto reads until the buffer is full)
+    first, size = time.perf_counter(), 0
+    while count := response.readinto(buffer):
+        size += count
+        if out is not None:
+            out.write(buffer[:count])
+    done = time.perf_counter()
+    return {"ttfb_ms": (first - started) * 1000, "seconds": done - started, "bytes": size}
+
+
+def connect(base: str) -> http.client.HTTPConnection:
+    """A keep-alive connection to `base` (http://host:port)."""
+    url = urllib.parse.urlsplit(base)
+    return http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
+
+
+def fetches(
+    base: str,
+    path: str,
+    headers: dict[str, str],
+    seconds: float = 0.0,
+    out: BinaryIO | None = None,
+) -> list[dict[str, Any]]:
+    """Fetches one after another on a connection of its own: one (its body written to `out` if
+    given), or at least 3 and for at least `seconds`. Blocking."""
+    connection, buffer = connect(base), memoryview(bytearray(READ_BUFFER))
+    started = time.perf_counter()
+    try:
+        runs = [fetch(connection, path, headers, buffer, out)]
+        while seconds and (len(runs) < 3 or time.perf_counter() - started < seconds):
+            runs.append(fetch(connection, path, headers, buffer))
+        return runs
+    finally:
+        connection.close()
 
 
 async def timed_fetch(
-    http: aiohttp.ClientSession, path: str, headers: dict[str, str], pids: tuple[int, int | None]
+    base: str, path: str, headers: dict[str, str], pids: tuple[int, int | None]
 ) -> dict[str, Any]:
-    """Fetches one after another (at least 3, and at least FETCHED_MB in all, so that CPU time
-    read in clock ticks is precise): median TTFB, MB/s and server CPU per MB over them all."""
+    """A first fetch (of a fresh server: its time to first byte counts, as the slowest), then
+    fetches one after another for MEASURED_S (so that CPU time read in clock ticks is
+    precise): median TTFB, MB/s and server CPU per MB over them."""
+    first = await asyncio.to_thread(fetches, base, path, headers)
     start = Usage.now(*pids)
-    runs = [await fetch(http, path, headers)]
-    while len(runs) < 3 or sum(run["bytes"] for run in runs) < FETCHED_MB * 1e6:
-        runs.append(await fetch(http, path, headers))
+    runs = await asyncio.to_thread(fetches, base, path, headers, MEASURED_S)
     used = Usage.now(*pids) - start
     mb = sum(run["bytes"] for run in runs) / 1e6
     return {
         "fetches": len(runs),
         "bytes": runs[0]["bytes"],
+        "first_ttfb_ms": first[0]["ttfb_ms"],
         "ttfb_ms": statistics.median(run["ttfb_ms"] for run in runs),
-        "ttfb_max_ms": max(run["ttfb_ms"] for run in runs),
+        "ttfb_max_ms": max(run["ttfb_ms"] for run in first + runs),
         "mb_per_s": mb / sum(run["seconds"] for run in runs),
         "server_cpu_ms_per_mb": used.server * 1000 / mb if mb else None,
         "postgres_cpu_ms_per_mb": used.postgres * 1000 / mb if mb and pids[1] else None,
@@ -179,16 +220,18 @@ async def timed_fetch(
 
 
 async def concurrent_rss(
-    http: aiohttp.ClientSession, path: str, headers: dict[str, str], server_pid: int
+    base: str, path: str, headers: dict[str, str], server_pid: int
 ) -> dict[str, Any]:
     """CONCURRENT fetches at once; the server's RSS growth over its RSS just before."""
     with procstat.RssSampler(procstat.tree(server_pid), 0.02) as rss:
         started = time.perf_counter()
-        runs = await asyncio.gather(*(fetch(http, path, headers) for _ in range(CONCURRENT)))
+        runs = await asyncio.gather(
+            *(asyncio.to_thread(fetches, base, path, headers) for _ in range(CONCURRENT))
+        )
         seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
-        "mb_per_s": sum(run["bytes"] for run in runs) / 1e6 / seconds,
+        "mb_per_s": sum(run[0]["bytes"] for run in runs) / 1e6 / seconds,
         "rss_before_mib": rss.before,
         "rss_peak_mib": rss.peak,
         "rss_growth_mib": rss.peak - rss.before,
@@ -213,44 +256,34 @@ async def upload_size(
 
 
 async def fetch_size(
-    http: aiohttp.ClientSession,
-    data: Scenario,
-    job_id: str,
-    row: dict[str, Any],
-    pids: tuple[int, int | None],
+    base: str, data: Scenario, job_id: str, row: dict[str, Any], pids: tuple[int, int | None]
 ) -> None:
     """Fetch `job_id` full, identity then gzip, one at a time then CONCURRENT at once; the
     numbers go into `row`."""
     path = f"/results?job_id={job_id}"
     for encoding in ("identity", "gzip"):
         headers = {**data.cookie, "Accept-Encoding": encoding}
-        row[encoding] = await timed_fetch(http, path, headers, pids)
-        row[encoding]["concurrent"] = await concurrent_rss(http, path, headers, pids[0])
+        row[encoding] = await timed_fetch(base, path, headers, pids)
+        row[encoding]["concurrent"] = await concurrent_rss(base, path, headers, pids[0])
 
 
-async def save_bodies(
-    http: aiohttp.ClientSession, data: Scenario, job_id: str, workdir: Path
-) -> tuple[Path, Path]:
+async def save_bodies(base: str, data: Scenario, job_id: str, workdir: Path) -> tuple[Path, Path]:
     """The full body of `job_id`, identity and gzip as sent, written to files (for the
     ceiling)."""
     found = []
     for encoding in ("identity", "gzip"):
         headers = {**data.cookie, "Accept-Encoding": encoding}
         target = workdir / f"large-body.{encoding}"
-        path = f"/results?job_id={job_id}"
-        async with http.get(path, headers=headers, auto_decompress=False) as response:
-            await expect_status(response)
-            with target.open("wb") as out:
-                async for chunk in response.content.iter_chunked(READ_CHUNK):
-                    out.write(chunk)
+        with target.open("wb") as out:
+            await asyncio.to_thread(fetches, base, f"/results?job_id={job_id}", headers, out=out)
         found.append(target)
     return found[0], found[1]
 
 
-async def fetch_ceiling(http: aiohttp.ClientSession, row: dict[str, Any], pid: int) -> None:
+async def fetch_ceiling(base: str, row: dict[str, Any], pid: int) -> None:
     """The ceiling's fetches of the same bodies, one after another as ours: `row["ceiling"]`."""
     row["ceiling"] = {
-        encoding: await timed_fetch(http, "/results", {"Accept-Encoding": encoding}, (pid, None))
+        encoding: await timed_fetch(base, "/results", {"Accept-Encoding": encoding}, (pid, None))
         for encoding in ("identity", "gzip")
     }
 
