@@ -231,8 +231,19 @@ async def measure_large(
             await large.fetch_ceiling(base, row, pid)
         for body in bodies:
             body.unlink()
-    checks = targets.large_checks(rows)
-    return {"large": rows, "growth": large.growth(rows), "checks": checks, "rows": [], "notes": []}
+    paired: dict[str, Any] = {}
+    if len(rows) > 1:
+        log("large results: the smallest and the largest again, in pairs of windows")
+        async with large_server(args, workdir, url) as (_, base, _):
+            paired = await large.paired_growth(base, data, (jobs[0], jobs[-1]))
+    return {
+        "large": rows,
+        "growth": large.growth(rows),
+        "paired_growth": paired,
+        "checks": targets.large_checks(rows, paired),
+        "rows": [],
+        "notes": [],
+    }
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,8 @@ size: the upload (client time, the server's peak RSS during it), then full `GET 
 identity and gzip one after another (time to first byte, MB/s, server CPU per MB of body), then
 4 concurrent fetches of each encoding with the server's RSS sampled throughout. Last, the same
 bodies are fetched the same way from the bare in-memory app (bench/ceiling.py): what sending
-them costs at best on this machine, size by size.
+them costs at best on this machine, size by size. At the end the smallest and the largest are
+fetched alternately on one server (paired_growth), for the linearity verdict.
 
 The fetches are made with http.client on blocking sockets in threads, each body read into one
 reused buffer: on the 2.6 MB gzip body the aiohttp client took as much time per fetch as the
@@ -30,7 +31,7 @@ from typing import Any, BinaryIO
 import aiohttp
 import orjson
 
-from bench import procstat
+from bench import paired, procstat
 from bench.procstat import Usage
 from bench.scenario import JSON, RESULTS_FILE, Scenario, expect
 
@@ -40,6 +41,8 @@ READ_CHUNK = 1 << 20  # the upload's pieces
 READ_BUFFER = 4 << 20  # a fetch reads into this, over and over
 CONCURRENT = 4
 MEASURED_S = 1.0
+PAIRED_ROUNDS = 6
+SIZES = ("smallest", "largest")  # paired_growth's pair
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +216,41 @@ async def timed_fetch(
         "first_ttfb_ms": first[0]["ttfb_ms"],
         "ttfb_ms": statistics.median(run["ttfb_ms"] for run in runs),
         "ttfb_max_ms": max(run["ttfb_ms"] for run in first + runs),
-        "mb_per_s": mb / sum(run["seconds"] for run in runs),
+        "mb_per_s": mb_per_s(runs),
         "server_cpu_ms_per_mb": used.server * 1000 / mb if mb else None,
         "postgres_cpu_ms_per_mb": used.postgres * 1000 / mb if mb and pids[1] else None,
     }
+
+
+def mb_per_s(runs: list[dict[str, Any]]) -> float:
+    return sum(run["bytes"] for run in runs) / 1e6 / sum(run["seconds"] for run in runs)
+
+
+async def paired_growth(base: str, data: Scenario, jobs: tuple[str, str]) -> dict[str, Any]:
+    """Largest / smallest MB/s measured again on one server, in pairs as bench/paired.py
+    measures the ceiling ratios: PAIRED_ROUNDS rounds of fetches of each size for MEASURED_S
+    (the smallest first, then the largest first, and so on), so that drift of the machine's
+    speed falls on both sizes of a round alike; per encoding, the median of the rounds' ratios
+    and their range."""
+    found = {}
+    paths = {size: f"/results?job_id={job}" for size, job in zip(SIZES, jobs, strict=True)}
+    for encoding in ("identity", "gzip"):
+        headers = {**data.cookie, "Accept-Encoding": encoding}
+        for path in paths.values():  # not a fresh server's first fetch
+            await asyncio.to_thread(fetches, base, path, headers)
+        rounds = [await _round(base, paths, headers, number) for number in range(PAIRED_ROUNDS)]
+        found[encoding] = paired.summary(rounds, "largest", "smallest")
+    return found
+
+
+async def _round(
+    base: str, paths: dict[str, str], headers: dict[str, str], number: int
+) -> dict[str, float | None]:
+    order = list(paths.items())
+    rates: dict[str, float | None] = {}
+    for size, path in order if number % 2 == 0 else reversed(order):
+        rates[size] = mb_per_s(await asyncio.to_thread(fetches, base, path, headers, MEASURED_S))
+    return rates
 
 
 async def concurrent_rss(

@@ -48,9 +48,12 @@ async def rounds(
     return found
 
 
-def summary(measured: list[dict[str, float | None]]) -> dict[str, Any]:
-    """The rounds with the median, lowest and highest of their ratios (None without any)."""
-    ratios = [r["ours"] / r["ceiling"] for r in measured if r["ours"] and r["ceiling"]]
+def summary(
+    measured: list[dict[str, float | None]], top: str = "ours", bottom: str = "ceiling"
+) -> dict[str, Any]:
+    """The rounds with the median, lowest and highest of their ratios `top` / `bottom` (None
+    without any)."""
+    ratios = [r[top] / r[bottom] for r in measured if r[top] and r[bottom]]
     if not ratios:
         return {"rounds": measured, "ratio": None, "low": None, "high": None}
     low, high = min(ratios), max(ratios)

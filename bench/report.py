@@ -250,6 +250,8 @@ def large_markdown(report: dict[str, Any]) -> str:
     if report["growth"]:
         ratios = ", ".join(f"{name} {number(value, 2)}" for name, value in report["growth"].items())
         parts += ["", f"Largest / smallest (1.00: cost linear in size): {ratios}."]
+    if report.get("paired_growth"):
+        parts += ["", paired_growth_text(report["paired_growth"])]
     if report.get("checks"):
         parts += ["", line(["target (issue 15)", "wanted", "measured", ""]), line(["---"] * 4)]
         parts += [
@@ -257,3 +259,17 @@ def large_markdown(report: dict[str, Any]) -> str:
             for c in report["checks"]
         ]
     return "\n".join(parts)
+
+
+def paired_growth_text(paired: dict[str, dict[str, Any]]) -> str:
+    """The largest / smallest MB/s measured in pairs of windows on one server."""
+    found = [
+        f"{encoding} {number(pair['ratio'], 2)} ({number(pair['low'], 2)}-"
+        f"{number(pair['high'], 2)})"
+        for encoding, pair in paired.items()
+    ]
+    return (
+        "Largest / smallest MB/s in pairs (the two sizes fetched alternately on one server, "
+        f"{len(next(iter(paired.values()))['rounds'])} rounds; median (range), the targets' "
+        f"measure): {', '.join(found)}."
+    )

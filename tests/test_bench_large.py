@@ -3,7 +3,7 @@ fixture, and that the server takes them as it takes a worker's upload."""
 
 import orjson
 
-from bench import large
+from bench import large, paired, targets
 from bench import report as report_module
 from server.results.upload import parse_estimators
 from tests.helpers import RESULTS
@@ -65,6 +65,7 @@ def test_write_body(tmp_path):
 def fetched(mb_per_s: float) -> dict:
     return {
         "ttfb_ms": 1.0,
+        "ttfb_max_ms": 2.0,
         "mb_per_s": mb_per_s,
         "server_cpu_ms_per_mb": 0.5,
         "concurrent": {"rss_growth_mib": 2.0},
@@ -110,3 +111,28 @@ def test_the_large_report_compares_each_size_with_the_ceiling():
     assert report["growth"]["ceiling_identity_mb_per_s_ratio"] == 0.4
     assert report["growth"]["ceiling_gzip_mb_per_s_ratio"] == 0.5
     assert report["growth"]["gzip_mb_per_s_ratio"] == 1.5
+
+
+def test_the_linearity_verdict_is_on_the_pairs_when_measured():
+    rows = [size_row(8, (400, 2000), (2000, 2000)), size_row(400, (400, 3000), (800, 1000))]
+    rounds = [
+        {"smallest": 2000.0, "largest": 2400.0},
+        {"smallest": 2500.0, "largest": 2500.0},
+        {"smallest": None, "largest": 2500.0},  # a failed window counts for nothing
+        {"smallest": 2000.0, "largest": 2100.0},
+    ]
+    pairs = {"gzip": paired.summary(rounds, "largest", "smallest")}
+    assert (pairs["gzip"]["ratio"], pairs["gzip"]["low"], pairs["gzip"]["high"]) == (1.05, 1, 1.2)
+    single, by_pairs = targets.large_checks(rows), targets.large_checks(rows, pairs)
+    assert (single[1]["value"], single[1]["met"]) == ("1.50", False)
+    assert by_pairs[1] == {
+        "what": "gzip MB/s, largest / smallest",
+        "target": "0.8-1.2",
+        "value": "1.05",
+        "met": True,
+    }
+    assert by_pairs[0] == single[0]  # identity: not paired, its single windows
+    assert report_module.paired_growth_text(pairs) == (
+        "Largest / smallest MB/s in pairs (the two sizes fetched alternately on one server, "
+        "4 rounds; median (range), the targets' measure): gzip 1.05 (1.00-1.20)."
+    )
