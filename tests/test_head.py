@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from aiohttp.test_utils import TestClient
 
 from server.app import ROUTES, UI_ROUTES
+from server.keys import BODY_CACHE, PAGE_CACHE
 from server.results.render import SINGLE_WRITE
 from tests.helpers import add_logfiles, login, set_key, submit, upload, upload_pages
 
@@ -85,14 +86,21 @@ async def test_head_of_a_result_sent_whole_and_of_logfiles(client, conn):
     lengths = {}
     for name in ("results", "logfiles"):
         path = f"/{name}?job_id={job_id}"
-        got, _ = split_head(await raw_exchange(client, "GET", path))
-        head, after = split_head(await raw_exchange(client, "HEAD", path))
-        assert after.startswith(b"HTTP/1.1 200 OK\r\n"), path  # no body before the next
-        assert comparable(head) == comparable(got), path
-        lengths[name] = (got.get("Content-Length"), head.get("Content-Length"))
+        for encoding in ("identity", "gzip"):  # HEAD first: this body is not cached yet
+            accept = f"Accept-Encoding: {encoding}\r\n"
+            cached = client.app[PAGE_CACHE].size, client.app[BODY_CACHE].size
+            head, after = split_head(await raw_exchange(client, "HEAD", path, accept))
+            assert after.startswith(b"HTTP/1.1 200 OK\r\n"), path  # no body before the next
+            # a result's HEAD reads no page: nothing was read or assembled (and cached) for it
+            assert (client.app[PAGE_CACHE].size, client.app[BODY_CACHE].size) == cached, path
+            got, _ = split_head(await raw_exchange(client, "GET", path, accept))
+            assert comparable(head) == comparable(got), (path, encoding)
+            lengths[name, encoding] = (got.get("Content-Length"), head.get("Content-Length"))
     # Results: the length of the body a GET gets; log files (streamed in chunks): none.
-    assert lengths["results"][0] is not None and lengths["results"][0] == lengths["results"][1]
-    assert lengths["logfiles"] == (None, None)
+    for encoding in ("identity", "gzip"):
+        got_length, head_length = lengths["results", encoding]
+        assert got_length is not None and got_length == head_length, encoding
+        assert lengths["logfiles", encoding] == (None, None)
 
 
 async def test_every_get_route_answers_head_as_it_answers_get(client, conn):

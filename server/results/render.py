@@ -151,13 +151,17 @@ async def respond(
 ) -> web.StreamResponse:
     """The response for the pages of `view`: from the body cache, assembled, or streamed when
     large (from its body file when it has one). A body is fully determined by its form and its
-    pages' estimators and versions: that is its cache key."""
-    db, page_cache, bodies, inflater, _ = stores
+    pages' estimators and versions: that is its cache key. A HEAD not answered from the cache
+    reads no page: the body's length is worked out from the index."""
+    db, page_cache, bodies, inflater, files = stores
     drop_when_stalled(request)
     variant = view.gzip if gzip else view.identity
     body = bodies.get(variant.body_key)
     if body is not None:
         return await send_body(request, variant.headers, body)
+    if request.method == "HEAD":
+        length, _ = await _length_and_name(view, gzip, files)
+        return web.Response(headers={**variant.headers, "Content-Length": str(length)})
     pages, envelope, size = view.pages, ENVELOPES[view.form], variant.size
     if size > SINGLE_WRITE:
         return await _stream_large(request, view, gzip, stores)
@@ -175,10 +179,10 @@ async def _stream_large(
     request: web.Request, view: View, gzip: bool, stores: Stores
 ) -> web.StreamResponse:
     """A body streamed from its file when it has one, else from its pages (and its file written
-    in the background when it may have one; not for a HEAD, which reads neither)."""
+    in the background when it may have one)."""
     variant, files = (view.gzip if gzip else view.identity), stores.files
     length, name = await _length_and_name(view, gzip, files)
-    if name is not None and request.method != "HEAD":
+    if name is not None:
         file = files.open(name, length)
         if file is not None:
             return await stream(
@@ -193,8 +197,8 @@ async def _stream_large(
 
 
 async def _length_and_name(view: View, gzip: bool, files: BodyFiles) -> tuple[int, str | None]:
-    """The exact length of a streamed body of `view` and the name of its file (None: it may
-    not have one), worked out once per view."""
+    """The exact length of a body of `view` (streamed, or answered to a HEAD) and the name of
+    its file (None: it may not have one), worked out once per view."""
     found = view.streamed.get(gzip)
     if found is None:
         length = await body_length(view.pages, ENVELOPES[view.form], gzip)

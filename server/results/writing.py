@@ -31,9 +31,7 @@ async def stream(
     were sent (a re-upload of a running simulation), or on an error (server.http). A
     client that takes no piece for `server.body_timeout` seconds is cut off
     (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
-    buffer are not held for ever. A HEAD gets the headers only, and no page is read."""
-    if request.method == "HEAD":
-        return web.Response(headers={**headers, "Content-Length": str(length)})
+    buffer are not held for ever."""
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
