@@ -181,6 +181,12 @@ async def _keep_session(conn: Conn) -> None:
     advisory locks), so asyncpg's default reset would only cost a round trip per request."""
 
 
+async def _learn_types(conn: Conn) -> None:
+    """A new pool connection learns the array types of the queries before its first request
+    (4 ms of a fresh server's first result fetch went to looking them up one by one)."""
+    await conn.fetchrow(query("array_types"))
+
+
 async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     """asyncpg.connect for the pool; a connection that cannot be opened is DatabaseUnreachable,
     not one of the OSErrors that say nothing of the database (FileNotFoundError: its socket),
@@ -209,6 +215,7 @@ async def create_pool(settings: DatabaseConfig) -> asyncpg.Pool:
             min_size=min(2, settings.pool_size),
             max_size=settings.pool_size,
             reset=_keep_session,
+            init=_learn_types,
             connect=_pool_connect,
             command_timeout=limit,
             timeout=limit or _CONNECT_TIMEOUT,

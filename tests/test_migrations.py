@@ -282,3 +282,21 @@ async def test_states_match_the_schema(database_url):
     found = {row["table_name"]: re.findall(r"'(\w+)'::text", row["check"]) for row in checks}
     assert found == {"simulations": list(JOB_STATES), "tasks": list(JOB_STATES)}
     assert set(JOB_STATES) > TERMINAL_STATES
+
+
+async def test_pool_connections_learn_every_array_type_of_the_queries(database_url):
+    """server.db has each new pool connection run `array_types`, so that asyncpg looks up the
+    queries' array types there, all at once, and not on a request's first statement (a
+    catalog round trip each): it must name every array type a query takes or returns."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        learnt = {a.type.name for a in (await conn.prepare(query("array_types"))).get_attributes()}
+        used = set()
+        for name, text in load_queries().items():
+            statement = await conn.prepare(text)
+            types = [*statement.get_parameters(), *(a.type for a in statement.get_attributes())]
+            used |= {(t.name, name) for t in types if t.kind == "array"}
+    finally:
+        await conn.close()
+    assert sorted((t, name) for t, name in used if t not in learnt) == []
+    assert learnt <= {t for t, _ in used}  # and nothing more
