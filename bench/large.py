@@ -42,7 +42,7 @@ READ_BUFFER = 4 << 20  # a fetch reads into this, over and over
 CONCURRENT = 4
 MEASURED_S = 1.0
 PAIRED_ROUNDS = 6
-SIZES = ("smallest", "largest")  # paired_growth's pair
+PAIR = ("smallest", "largest")  # the sizes paired_growth compares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +233,7 @@ async def paired_growth(base: str, data: Scenario, jobs: tuple[str, str]) -> dic
     speed falls on both sizes of a round alike; per encoding, the median of the rounds' ratios
     and their range."""
     found = {}
-    paths = {size: f"/results?job_id={job}" for size, job in zip(SIZES, jobs, strict=True)}
+    paths = {size: f"/results?job_id={job}" for size, job in zip(PAIR, jobs, strict=True)}
     for encoding in ("identity", "gzip"):
         headers = {**data.cookie, "Accept-Encoding": encoding}
         for path in paths.values():  # not a fresh server's first fetch
