@@ -6,6 +6,9 @@ import contextlib
 import io
 import random
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,6 +16,8 @@ import pytest
 from server.app import create_app
 from server.results.pagesplit import SPLIT_ABOVE
 from tests.helpers import KEY, login, raw_results_body, set_key, submit, upload_pages
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def large_estimators() -> list[dict]:
@@ -79,6 +84,36 @@ async def test_large_upload_with_a_broken_page_that_json_would_drop_is_400(
         b' "pages": [{"page_number": 2}]}'
     )
     body = raw_results_body(job_id, estimator)
+    response = await upload(client, job_id, body)
+    assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+# Bodies on which a backtracking scan of strings would not end: a string that is never closed
+# (time doubling with each byte after its quote), and one followed by escaped quotes (each of
+# which would start a new scan to the end of the body).
+HOSTILE = {
+    "unclosed string": b'{"estimators":[' + b"1," * 1000 + b'"' + b"a" * 64,
+    "escaped quotes after it": b'{"a":"x' + b'\\"' * 200_000,
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_the_page_scan_ends_on_hostile_bodies(name) -> None:
+    """In a process of its own, killed after 30 s: such a scan would hold the event loop."""
+    code = "import sys; from server.results import pagesplit as p; print(p.find_pages(sys.stdin.buffer.read()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=HOSTILE[name], capture_output=True, timeout=30, cwd=ROOT
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"None\n", b"")
+
+
+async def test_large_upload_with_a_string_never_closed_is_400(client, conn) -> None:
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    head = orjson.dumps({"simulation_id": job_id, "update_key": KEY})[:-1]
+    body = head + b',"estimators":[' + b"1," * (SPLIT_ABOVE // 2) + b'"' + b"a" * 64
     response = await upload(client, job_id, body)
     assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

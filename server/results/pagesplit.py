@@ -23,8 +23,12 @@ from server.errors import BadRequest
 SPLIT_ABOVE = 16 * 1024 * 1024
 PLACEHOLDER_KEY = "\0page"
 # A run of anything else (the numbers, mostly: matched in bulk, it is what makes the scan fast),
-# a string, or one of the characters that give the layout.
-_TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]+|\\.)*"|[{}\[\]:]')
+# a string, or one of the characters that give the layout. A string's content is matched
+# possessively (no backtracking), and a string with no closing quote is a token too, up to the
+# end of the body (its group "end" unset): the scan stops there. Matched by backtracking, such a
+# string took time doubling with each byte after its quote (`"aaaa...` froze the server), and
+# every escaped quote after it would have started another scan to the end.
+_TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]++|\\.)*+(?P<end>")?|[{}\[\]:]', re.DOTALL)
 _CLOSERS = (0x7D, 0x5D)  # "}", "]"
 _ROLES = {
     (None, b"{"): "root",
@@ -70,6 +74,8 @@ def find_pages(body: bytes | bytearray) -> list[tuple[int, int]] | None:
         start = match.start()
         char = body[start]
         if char == 0x22:  # a string: a key, if a colon follows
+            if match.group("end") is None:  # not closed: not JSON
+                return None
             last_string = (start, match.end())
         elif char == 0x3A:  # ":"
             named = stack and stack[-1][0] in ("root", "estimator")
