@@ -130,7 +130,11 @@ def _signed(
 
 
 def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
-    """The claims of a valid token of the given kind; 401 otherwise (algorithm pinned to HS256)."""
+    """The claims of a valid token of the given kind; 401 otherwise (algorithm pinned to HS256).
+    A token is ASCII: a cookie's bytes that are not UTF-8 reach here as lone surrogates, which
+    PyJWT cannot encode (a 500)."""
+    if not token.isascii():
+        raise Unauthorized(INVALID_TOKEN)
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.PyJWTError:

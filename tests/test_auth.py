@@ -14,6 +14,7 @@ from server.app import create_app
 from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE
 from tests.helpers import eventually, login, register
+from tests.test_limits import raw_request, response_of
 
 
 def cookies_of(response) -> dict[str, str]:
@@ -341,6 +342,31 @@ async def test_logout_without_cookie(client):
     assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
     response = await client.delete("/auth/logout", headers={"Cookie": "refresh_token=junk"})
     assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+
+
+@pytest.mark.parametrize(
+    ("request_line", "cookie", "status", "message"),
+    [
+        ("GET /auth/status", "access_token", 401, "Invalid or expired token"),
+        ("GET /results?job_id=x", "access_token", 401, "Invalid or expired token"),
+        ("GET /ui/user/simulations", "access_token", 401, "Invalid or expired token"),
+        ("GET /auth/refresh", "refresh_token", 401, "Invalid or expired token"),
+        ("DELETE /auth/logout", "refresh_token", 200, "Logout successful"),
+    ],
+)
+async def test_cookies_that_are_not_utf8_are_invalid_tokens(
+    client, request_line, cookie, status, message
+):
+    """Bytes a browser would never send (aiohttp hands them on as lone surrogates)."""
+    await login(client)  # a user exists: only the cookie is wrong
+    head = f"{request_line} HTTP/1.1\r\nHost: x\r\n".encode() + b"Cookie: %s=\xffa.b\r\n" % (
+        cookie.encode()
+    )
+    reader, writer = await raw_request(client, head)
+    try:
+        assert await response_of(reader) == (status, {"message": message})
+    finally:
+        writer.close()
 
 
 async def test_refresh_token_stored_hashed(client, conn):
