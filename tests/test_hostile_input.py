@@ -2,7 +2,10 @@
 newline and odd token subjects each get a 4xx JSON answer, and nothing is stored."""
 
 import copy
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -254,3 +257,18 @@ async def test_an_input_too_deep_to_be_sent_back_is_400(
     for path in ("/inputs", "/ui/inputs"):
         answer = await client.get(path, params={"job_id": job_id})
         assert answer.status == 200, (path, await answer.text())
+
+
+def test_a_beam_file_of_blank_lines_is_read_in_linear_time():
+    """Where the primaries of a submission are looked for (NSTAT in beam.dat): in a process of
+    its own, killed after 30 s. A pattern whose blanks could span lines took time growing with
+    the square of the blank lines, on the event loop (40,000 took 8 s)."""
+    code = (
+        "from server.jobs.submission import _default_primaries as p; "
+        "print(p('files', {'beam.dat': '\\n' * 1_000_000 + 'END\\n'}))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=30, cwd=root, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"0\n", b"")

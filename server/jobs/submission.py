@@ -16,7 +16,8 @@ FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no "$"
 MAX_FILES = 64
 DEFAULT_TITLE = "Untitled simulation"
 MAX_TITLE = 1000  # characters: listed on every page of GET /user/simulations
-_NSTAT = re.compile(r"^\s*NSTAT\s+(\d+)", re.MULTILINE)
+# Blanks, not \s: across lines, a file of blank lines took time growing with its square.
+_NSTAT = re.compile(r"^[ \t]*NSTAT[ \t]+(\d+)", re.MULTILINE)
 _FLUKA_START = re.compile(r"^START\s+([0-9.eE+-]+)", re.MULTILINE)
 
 
