@@ -130,14 +130,10 @@ def _signed(
 
 
 def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
-    """The claims of a valid token of the given kind; 401 otherwise (algorithm pinned to HS256).
-    A token is ASCII: a cookie's bytes that are not UTF-8 reach here as lone surrogates, which
-    PyJWT cannot encode (a 500)."""
-    if not token.isascii():
-        raise Unauthorized(INVALID_TOKEN)
+    """The claims of a valid token of the given kind; 401 otherwise (algorithm pinned to HS256)."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, UnicodeEncodeError):  # a cookie's non-UTF-8 bytes: lone surrogates
         raise Unauthorized(INVALID_TOKEN) from None
     if claims.get("type") != kind or not _valid_claims(claims, kind):
         raise Unauthorized(INVALID_TOKEN)
