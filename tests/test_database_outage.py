@@ -19,7 +19,7 @@ import pytest
 
 from server.app import create_app
 from server.embedded import embedded_postgres, pgserver
-from tests.helpers import login, payload, server_tmp_dir, set_key, submit, upload_pages
+from tests.helpers import KEY, login, payload, server_tmp_dir, set_key, submit, upload_pages
 
 ROUTES = [
     ("GET", "/user/simulations"),
@@ -61,20 +61,23 @@ async def test_a_stopped_database_is_a_503_and_its_return_is_seen(
     client = await aiohttp_client(create_app(make_config(database={"url": url})))
     await login(client)
     job_id = await submit(client, payload())
-    options = f'-h "" -k {parse_qs(urlsplit(url).query)["host"][0]}'  # its socket, as started
     await asyncio.to_thread(pg_ctl, pgdata, "stop", "-m", "fast")
     try:
         for method, path in ROUTES:
             answer = await _request(client, method, path.format(job_id=job_id))
             assert answer == (503, {"message": "Database unavailable"}, True), (method, path)
     finally:
-        await asyncio.to_thread(
-            pg_ctl, pgdata, "start", "-w", "-l", str(pgdata / "log"), "-o", options
-        )
+        await asyncio.to_thread(start_again, url, pgdata)
     response = await client.get("/jobs/direct", params={"job_id": job_id})
     assert response.status == 200
     response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
     assert response.status == 202
+
+
+def start_again(url: str, pgdata: Path) -> None:
+    """Start the stopped PostgreSQL of `url` again, on the socket it had."""
+    options = f'-h "" -k {parse_qs(urlsplit(url).query)["host"][0]}'
+    pg_ctl(pgdata, "start", "-w", "-l", str(pgdata / "log"), "-o", options)
 
 
 def _processes(pgdata: Path) -> list[int]:
@@ -220,3 +223,49 @@ async def test_a_request_on_a_pooled_connection_gets_its_503_within_the_command_
         elapsed = time.monotonic() - started
     assert answer == (503, {"message": "Database unavailable"}, True)
     assert elapsed < 2 * 3 + 1, f"a 503 after {elapsed:.1f} s"
+
+
+async def test_a_crash_loses_no_state_move_a_worker_was_answered(
+    aiohttp_client, make_config, own_database
+):
+    """A task's move to RUNNING answered 202 is on disk: PostgreSQL crashing right after it
+    (stopped with `-m immediate`: no checkpoint, what was not flushed is gone) keeps the task
+    RUNNING, and its end is then taken. Before the fix the move committed without waiting for
+    the disk, as progress reports do: lost, it made the worker's COMPLETED a 409 (the task
+    stayed PENDING for ever). The WAL writer is slowed so that such a commit stays unflushed
+    until the crash."""
+    url, pgdata = own_database
+    client, job_id = await user_with_a_job(aiohttp_client, make_config, url, command_timeout=5)
+    conn = await asyncpg.connect(url)
+    await set_key(conn, job_id)
+    await conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+    await conn.execute("SELECT pg_reload_conf()")
+    await conn.close()
+    # A progress report wakes the WAL writer from its hibernation; once it has written that,
+    # it waits wal_writer_delay before it looks again.
+    assert await _report(client, job_id, 2, {"simulated_primaries": 1}) == 202
+    await asyncio.sleep(1)
+    assert await _report(client, job_id, 1, {"task_state": "RUNNING"}) == 202
+    await asyncio.to_thread(pg_ctl, pgdata, "stop", "-m", "immediate")
+    await asyncio.to_thread(start_again, url, pgdata)
+    assert await _task_states(client, job_id) == ["RUNNING", "PENDING", "PENDING", "PENDING"]
+    assert await _report(client, job_id, 1, {"task_state": "COMPLETED"}) == 202
+    assert await _task_states(client, job_id) == ["COMPLETED", "PENDING", "PENDING", "PENDING"]
+
+
+async def _report(client, job_id: str, task_id: int, update: dict) -> int:
+    """The status of a worker's `POST /tasks`, sent again while the server answers 503 (its
+    pool's connections were cut by the crash)."""
+    body = {"simulation_id": job_id, "update_key": KEY, "task_id": task_id, "update_dict": update}
+    for _ in range(50):
+        response = await client.post("/tasks", json=body)
+        if response.status != 503:
+            return response.status
+        await asyncio.sleep(0.1)
+    raise AssertionError("still 503")
+
+
+async def _task_states(client, job_id: str) -> list[str]:
+    response = await client.get("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200, await response.text()
+    return [task["task_state"] for task in (await response.json())["job_tasks_status"]]

@@ -100,13 +100,13 @@ async def update_task(
 ) -> str:
     """Apply a worker's task update and recompute the job state, which is returned.
 
-    Only a move to a terminal state must reach the disk before the answer; a progress report
-    (the bulk of the traffic) does not wait for it, nor recompute a job state it cannot change,
-    and is tried first as one statement (a state move or a failed check falls through to the
-    transaction below, which answers with the right error).
+    A progress report (the bulk of the traffic) is tried first as one statement that does not
+    wait for the disk (a crash may lose it; the next report repeats it) nor recompute a job
+    state it cannot change. A state move, or a failed check, falls through to the transaction
+    below, which answers with the right error and whose commit reaches the disk before the
+    answer: a move lost after its 202 (PENDING -> RUNNING) would make the task's end refused.
     """
-    durable = update.task_state in TERMINAL_STATES
-    if not durable:
+    if update.task_state not in TERMINAL_STATES:
         digest = hashlib.sha256(key.encode()).digest()
         state = await tasks.report_progress(
             pool, job_id, digest, task_id, update.task_state, update
@@ -114,7 +114,7 @@ async def update_task(
         if state is not None:
             return state
     async with pool.acquire() as conn, conn.transaction():
-        row = check_worker(await tasks.lock(conn, job_id, task_id, durable), key)
+        row = check_worker(await tasks.lock(conn, job_id, task_id), key)
         current = row.task_state
         if current is None:
             raise NotFound("Task not found")

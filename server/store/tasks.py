@@ -33,12 +33,9 @@ async def job_status(db: Db, sim_pk: int) -> tuple[str, list[asyncpg.Record]] | 
     return (rows[0]["job_state"], rows) if rows else None
 
 
-async def lock(conn: Conn, job_id: str, task_id: int, durable: bool = True) -> LockedTask | None:
-    """Lock the simulation row like store.simulations.lock, also reading the task's state.
-
-    `durable=False` lets the transaction commit without waiting for the disk.
-    """
-    row = await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id, durable)
+async def lock(conn: Conn, job_id: str, task_id: int) -> LockedTask | None:
+    """Lock the simulation row like store.simulations.lock, also reading the task's state."""
+    row = await conn.fetchrow(query("lock_task_for_worker"), job_id, task_id)
     if row is None:  # no such task (the simulation, if any, is then locked alone)
         job = await simulations.lock(conn, job_id)
         if job is None:

@@ -20,10 +20,7 @@ ORDER BY t.task_id
 -- update of the job, both are read again as that update left them: a task row read beside an
 -- unlocked join would be the one from before the wait, and writing it back would undo that
 -- update. (Rows are locked in FROM order, simulation first, like every other job write.)
--- $3 false: this transaction need not wait for its commit to reach disk (progress reports,
--- frequent and superseded by the next one; a crash can lose the last fraction of a second).
-SELECT s.id, s.job_state, s.update_key_sha256, t.task_state,
-       set_config('synchronous_commit', CASE WHEN $3 THEN 'on' ELSE 'off' END, true)
+SELECT s.id, s.job_state, s.update_key_sha256, t.task_state
 FROM simulations s
 JOIN tasks t ON t.simulation_id = s.id AND t.task_id = $2
 WHERE s.job_id = $1
@@ -57,8 +54,9 @@ RETURNING task_id
 -- state $4 (NULL: any state) and has not ended (a late report must not rewrite its end).
 -- Returns the job state; no row when a check fails (the caller then takes the general path,
 -- which says which check failed). A row lock held by another
--- writer is waited for and the checks are made again on the row as it left it. Like every
--- progress report, its commit does not wait for the disk (lock_task_for_worker).
+-- writer is waited for and the checks are made again on the row as it left it. Its commit
+-- does not wait for the disk: a crash can lose the last fraction of a second of progress,
+-- which the next report repeats (a state move is never made here).
 WITH locked AS (
     SELECT id, job_state, set_config('synchronous_commit', 'off', true)
     FROM simulations
