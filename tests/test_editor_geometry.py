@@ -6,7 +6,7 @@ import math
 import pytest
 
 from server.editor import ConversionError, convert
-from tests.helpers import box, cylinder, project, sphere, world, zone
+from tests.editor_projects import box, cylinder, project, sphere, world, zone
 
 WORLD_BOX = box("World", size=(100, 100, 100))
 

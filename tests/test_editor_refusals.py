@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 
 from server.editor import ConversionError, convert
-from tests.helpers import (
+from tests.editor_projects import (
     box,
     cylinder,
     detector,
     example,
-    login,
     modifier,
     output,
     quantity,
@@ -20,7 +19,8 @@ from tests.helpers import (
     world,
     zone,
 )
-from tests.helpers import project as build
+from tests.editor_projects import project as build
+from tests.helpers import login
 
 Json = dict[str, Any]
 

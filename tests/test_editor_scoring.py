@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from server.editor import ConversionError, convert
-from tests.helpers import (
+from tests.editor_projects import (
     box,
     detector,
     example,

@@ -6,8 +6,8 @@ the project's detectors" for an output without one)."""
 import pytest
 
 from server.editor import ConversionError, convert
-from tests.helpers import box, output, quantity, world, zone
-from tests.helpers import project as build
+from tests.editor_projects import box, output, quantity, world, zone
+from tests.editor_projects import project as build
 
 
 def small():

@@ -9,19 +9,16 @@ import orjson
 import pytest
 
 from server.ui import shapes
+from tests.editor_projects import detector, example, output, quantity
 from tests.helpers import (
     EDITOR,
     KEY,
     RESULTS,
     SHIELDHIT_FILES,
     add_logfiles,
-    detector,
-    example,
     login,
-    output,
     page_number,
     payload,
-    quantity,
     register,
     set_key,
     set_simulation,
