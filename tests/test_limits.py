@@ -412,6 +412,78 @@ async def test_password_hashing_is_bounded(aiohttp_client, make_config, conn, mo
     assert (hashing["most"], hashing["held too long"]) == (1, 0)
 
 
+class HeldHasher:
+    """The real password hasher, each verify held until `release` is set."""
+
+    def __init__(self) -> None:
+        self.real, self.release, self.verifying = passwords._hasher, threading.Event(), 0
+
+    def verify(self, *args: Any) -> bool:
+        self.verifying += 1
+        self.release.wait(30)
+        return self.real.verify(*args)
+
+    def hash(self, *args: Any) -> str:
+        return self.real.hash(*args)
+
+
+async def test_a_taken_username_is_refused_without_a_hash(
+    aiohttp_client, make_config, conn, monkeypatch
+) -> None:
+    """A registration of a taken name is refused before its password is hashed: with the one
+    hashing slot held by a login, it is answered at once. Before, it hashed first: a flood of
+    them (40 at once, anyone) held a user's login up from 0.25 s to 7-9 s."""
+    client = await started(aiohttp_client, make_config, auth={"hash_concurrency": 1})
+    await register(client)
+    held = HeldHasher()
+    monkeypatch.setattr(passwords, "_hasher", held)
+    right = {"username": "alice", "password": "password1"}
+    logging_in = asyncio.ensure_future(client.post("/auth/login", json=right))
+    await eventually(lambda: asyncio.sleep(0, held.verifying))
+    taken = await asyncio.wait_for(client.put("/auth/register", json=right), 10)
+    assert (taken.status, await taken.json()) == (409, {"message": "Username already taken"})
+    held.release.set()
+    assert (await logging_in).status == 202
+
+
+async def test_registrations_count_as_login_attempts(aiohttp_client, make_config, conn) -> None:
+    """Of a taken name or of new names, past auth.login_attempts (per name) or
+    login_address_attempts (per address): 429. A registration that succeeds is not counted."""
+    auth = {"login_attempts": 3, "login_address_attempts": 5}
+    client = await started(aiohttp_client, make_config, auth=auth)
+    alice = {"username": "alice", "password": "password1"}
+    statuses = [(await client.put("/auth/register", json=alice)).status for _ in range(5)]
+    assert statuses == [201, 409, 409, 409, 429]
+    for n in range(2):  # logins of unknown names: the address reaches its 5 attempts
+        account = {"username": f"user{n}", "password": "wrong-password"}
+        await client.post("/auth/login", json=account)
+    refused = await client.put("/auth/register", json={**alice, "username": "bob"})
+    assert (refused.status, await refused.json()) == (
+        429,
+        {"message": "Too many login attempts, try again later"},
+    )
+    assert (await conn.fetchval("SELECT count(*) FROM users")) == 1
+
+
+async def test_guesses_of_the_current_password_count_as_login_attempts(
+    aiohttp_client, make_config, conn
+) -> None:
+    """POST /user/update checks `current_password` as a login would, and is throttled as one:
+    a stolen access cookie does not get more guesses than the login form. The right password
+    then waits for the window, as a login does."""
+    client = await started(aiohttp_client, make_config, auth={"login_attempts": 3})
+    await login(client)
+    statuses = []
+    for guess in range(4):
+        change = {"password": "new-password-1", "current_password": f"guess-{guess}"}
+        statuses.append((await client.post("/user/update", json=change)).status)
+    assert statuses == [401, 401, 401, 429]
+    right = {"password": "new-password-1", "current_password": "password1"}
+    assert (await client.post("/user/update", json=right)).status == 429
+    again = {"username": "alice", "password": "password1"}
+    assert (await client.post("/auth/login", json=again)).status == 429
+
+
 async def test_a_request_whose_client_left_is_carried_out_as_under_run_py(
     aiohttp_client, make_config, conn, monkeypatch
 ) -> None:

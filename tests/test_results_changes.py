@@ -5,11 +5,7 @@ either of them (as with `--workers 2` behind one port, where the kernel picks th
 import asyncio
 import contextlib
 import io
-import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,30 +16,10 @@ import orjson
 import pytest
 
 from tests.helpers import KEY, RESULTS, SHIELDHIT_FILES, eventually, payload, reference, set_key
+from tests.servers import free_port, start, wait_ready
 from tests.test_head import large_pages
 
-RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
-SECRET = "a-signing-secret-shared-by-both-processes"
 NOT_FOUND = {"message": "Simulation not found"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")}
-    env |= {
-        "DATABASE_URL": database_url,
-        "YAPTIDE_SERVER_PORT": str(port),
-        "YAPTIDE_DATABASE_DATA_DIR": str(data_dir),
-        "YAPTIDE_RUNNER_KIND": "none",
-        "YAPTIDE_AUTH_SECRET": SECRET,  # both accept the tokens either signs
-    }
-    with (data_dir.parent / f"server-{port}.log").open("wb") as log:
-        return subprocess.Popen([sys.executable, RUN_PY], env=env, stdout=log, stderr=log)
 
 
 class Client:
@@ -60,18 +36,6 @@ class Client:
 
     async def results(self, process: int, job_id: str, **params: str) -> tuple[int, Any]:
         return await self.call(process, "GET", "/results", params={"job_id": job_id, **params})
-
-
-async def wait_ready(http: aiohttp.ClientSession, base: str, process: subprocess.Popen) -> None:
-    async def up() -> bool:
-        assert process.poll() is None, "run.py exited while starting"
-        try:
-            async with http.get(base + "/") as response:
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await eventually(up, timeout=60)
 
 
 @pytest.fixture

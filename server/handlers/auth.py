@@ -16,6 +16,8 @@ try:
 except PackageNotFoundError:  # running from a checkout that was not pip-installed
     VERSION = "0.1.0"
 
+TAKEN = "Username already taken"
+
 
 async def index(request: web.Request) -> web.Response:
     return json_response({"message": "Hello World!", "version": VERSION})
@@ -32,14 +34,22 @@ async def _credentials(request: web.Request) -> tuple[str, str]:
 
 
 async def register(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    if config.auth.registration != "open":
+    """A new local user. Counted as a login attempt (server/limits/throttle.py), and a taken
+    name is refused before its password is hashed: hashes are the logins' (auth.hash_concurrency),
+    and a flood of registrations must not hold logins up."""
+    app = request.app
+    if app[CONFIG].auth.registration != "open":
         raise Forbidden("Registration is disabled")
     username, password = await _credentials(request)
     username, password = validate_username(username), validate_password(password)
-    password_hash = await passwords.hash_password(password, request.app[HASH_SLOTS])
-    if await users.create(request.app[POOL], username, password_hash) is None:
-        raise Conflict("Username already taken")
+    address = request.remote or ""
+    attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], username, address)
+    if await users.get_login(app[POOL], username) is not None:
+        raise Conflict(TAKEN)
+    password_hash = await passwords.hash_password(password, app[HASH_SLOTS])
+    if await users.create(app[POOL], username, password_hash) is None:
+        raise Conflict(TAKEN)  # registered meanwhile
+    await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
     return json_response({"message": "User created"}, status=201)
 
 

@@ -11,7 +11,7 @@ from server.errors import Conflict, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
-from server.keys import CHANGES, CONFIG, HASH_SLOTS, POOL, SLURM, USER, USER_CACHE
+from server.keys import CHANGES, CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SLURM, USER, USER_CACHE
 from server.limits.serving import drop_when_stalled
 from server.profile import ProfileUpdate, parse_profile_update
 from server.runner import cleanup
@@ -83,11 +83,16 @@ async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str
     """The hash of the new password once the current one is verified; None if not changing."""
     if update.password is None:
         return None
-    current_hash = await users.get_password_hash(request.app[POOL], request[USER].id)
-    slots = request.app[HASH_SLOTS]
-    if not await passwords.verify_password(current_hash, update.current_password or "", slots):
+    app, user = request.app, request[USER]
+    address = request.remote or ""  # a guess counts as a login attempt (a stolen cookie)
+    attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], user.username, address)
+    current_hash = await users.get_password_hash(app[POOL], user.id)
+    if not await passwords.verify_password(
+        current_hash, update.current_password or "", app[HASH_SLOTS]
+    ):
         raise Unauthorized("Invalid current password")
-    return await passwords.hash_password(update.password, slots)
+    await app[LOGIN_THROTTLE].succeeded(app[POOL], user.username, address, attempt)
+    return await passwords.hash_password(update.password, app[HASH_SLOTS])
 
 
 async def update_profile(request: web.Request) -> web.Response:
