@@ -211,6 +211,23 @@ async def test_a_body_that_ends_short_leaves_no_file(tmp_path, caplog):
     assert [p.read_bytes() for p in files.directory.iterdir()] == [b"x" * 50]
 
 
+async def test_no_file_is_written_for_a_deleted_simulation(tmp_path):
+    """A file asked for after its simulation's deletion was seen (its index read just before
+    the delete, its pages still in the page cache) is not written: deleted data is not left on
+    disk until eviction. Other simulations' files still are."""
+    files = BodyFiles(tmp_path / "bodies", max_bytes=1 << 20)
+    files.start()
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        yield b"x" * 50
+
+    files.forget("job")
+    files.write_soon("job.abc.gz", 50, body)
+    files.write_soon("other.abc.gz", 50, body)
+    await files.close()
+    assert [p.name for p in files.directory.iterdir()] == ["other.abc.gz"]
+
+
 def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
     files = BodyFiles(tmp_path / "bodies", max_bytes=3000)
     files.start()

@@ -14,7 +14,7 @@ a file removed while it is being sent stays readable to its reader.
 The directory is kept under `server.disk_cache_size` bytes by removing the least recently used
 files (sending a file renews its time); a body of more than a quarter of it gets no file. A
 deleted simulation's files are removed by every process when the deletion is notified
-(server/results/changes.py), before its `DELETE` returns.
+(server/results/changes.py), before its `DELETE` returns, and none is written for it after.
 """
 
 import asyncio
@@ -38,6 +38,7 @@ CHUNK = 1 << 20  # bytes read or written at a time
 STALE_PART = 3600.0  # seconds after which a file being written was left by a process that ended
 SPARE_BUFFERS = 4  # read buffers kept for the next fetches
 CLOSE_WAIT = 30.0  # seconds a stopping server waits for the files it is writing
+MAX_DELETED = 100_000  # deleted job_ids remembered (~10 MB at most)
 JOB_ID = re.compile(r"[0-9A-Za-z_-]+\Z")  # job_ids this names files for (server-made: all)
 
 Pieces = AsyncGenerator[bytes, None]
@@ -52,6 +53,9 @@ class BodyFiles:
         self._writing: dict[str, asyncio.Task[None]] = {}
         self._one_at_a_time = asyncio.Semaphore(1)  # one body read from the database at a time
         self._spare: list[bytearray] = []  # read buffers no transport holds (see read)
+        # Deleted simulations (job_ids are never used again): a file about to be written for
+        # one (its index read just before the delete) is not (forget).
+        self._deleted: set[str] = set()
 
     def keeps(self, size: int) -> bool:
         """Whether a body of about `size` bytes gets a file."""
@@ -98,8 +102,8 @@ class BodyFiles:
 
     def write_soon(self, name: str, length: int, pieces: Callable[[], Pieces]) -> None:
         """Write the file `name` of `length` bytes from `pieces()` in the background, unless it
-        is being written."""
-        if name in self._writing:
+        is being written or its simulation was deleted."""
+        if name in self._writing or name.partition(".")[0] in self._deleted:
             return
         task = asyncio.get_running_loop().create_task(self._write(name, length, pieces))
         self._writing[name] = task
@@ -124,9 +128,12 @@ class BodyFiles:
         await asyncio.to_thread(self.evict)
 
     def forget(self, job_id: str) -> None:
-        """Remove the files of `job_id` (deleted), and stop writing any."""
+        """Remove the files of `job_id` (deleted), stop writing any, and write none later."""
         if not JOB_ID.match(job_id):
             return
+        if len(self._deleted) >= MAX_DELETED:
+            self._deleted.clear()
+        self._deleted.add(job_id)
         for name, task in list(self._writing.items()):
             if name.startswith(f"{job_id}."):
                 task.cancel()
