@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import requests
 import schemathesis
@@ -34,7 +35,7 @@ from server.app import create_app
 from server.config import Config
 from server.handlers.auth import VERSION
 from server.limits.serving import handler_settings
-from tests.helpers import payload, record_jobs
+from tests.helpers import login, payload, record_jobs
 
 EXAMPLES = int(os.environ.get("YAPTIDE_FUZZ_EXAMPLES", "100"))
 USER = {"username": "fuzzer", "password": "fuzzer-password"}
@@ -148,3 +149,49 @@ def test_fuzz_every_operation(fuzz_target) -> None:
     print(f"schemathesis: {len(calls)} requests, statuses {sorted(statuses)}")
     assert len(calls) >= len(operations)
     assert any(status < 300 for status in statuses)
+
+
+WORKER_BODIES = {
+    "/tasks": {"task_id": 1, "update_dict": {"simulated_primaries": 1}},
+    "/results": {"estimators": []},
+    "/logfiles": {"logfiles": {"a": "b"}},
+    "/jobs": {"job_state": "MERGING_QUEUED"},
+}
+
+
+def request_schema(path: str, method: str = "post") -> Any:
+    """A validator of the request body the document gives `method` `path`."""
+    content = openapi.document(VERSION)["paths"][path][method]["requestBody"]["content"]
+    return jsonschema_rs.validator_for(content["application/json"]["schema"])
+
+
+@pytest.mark.parametrize("path", sorted(WORKER_BODIES))
+async def test_what_the_document_requires_of_worker_bodies_is_required(worker, path) -> None:
+    """Each field of a worker's body left out in turn: the document's schema refuses the body
+    and so does the server (400 naming the field). The update key is not required by the
+    document: it may come in the Authorization header."""
+    client, _, identity = worker
+    schema = request_schema(path)
+    assert schema.is_valid({"simulation_id": "x", **WORKER_BODIES[path]})
+    for field in WORKER_BODIES[path]:
+        body = {**identity, **WORKER_BODIES[path]}
+        del body[field]
+        assert not schema.is_valid(body), field
+        response = await client.post(path, json=body)
+        answer = await response.json()
+        assert response.status == 400 and answer["message"].startswith(f"Missing field: {field}")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Nothing to update"),
+        ({"field": "value"}, "Unknown field: field"),
+    ],
+)
+async def test_profile_updates_the_document_refuses_are_400(client, conn, body, message) -> None:
+    await login(client)
+    assert not request_schema("/user/update").is_valid(body)
+    response = await client.post("/user/update", json=body)
+    answer = await response.json()
+    assert response.status == 400 and answer["message"].startswith(message)

@@ -209,13 +209,17 @@ def api_paths() -> dict[str, dict[str, Schema]]:
                 "Update the profile or the password",
                 200,
                 MESSAGE,
-                request=obj(
-                    [],
-                    display_name={"type": ["string", "null"]},
-                    email={"type": ["string", "null"]},
-                    password=STRING,
-                    current_password=STRING,
-                ),
+                request={
+                    **obj(
+                        [],
+                        display_name={"type": ["string", "null"]},
+                        email={"type": ["string", "null"]},
+                        password=STRING,
+                        current_password=STRING,
+                    ),
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                },
             )
         },
         "/clusters": {

@@ -115,5 +115,6 @@ def operation(
 
 
 def worker_operation(summary: str, **fields: Schema) -> Schema:
-    request = obj(["simulation_id"], **WORKER, **fields)
+    # The key may come in the Authorization header instead; every other field is required.
+    request = obj(["simulation_id", *fields], **WORKER, **fields)
     return operation(summary, 202, MESSAGE, request=request, security=None)
