@@ -4,6 +4,7 @@ the server over TCP with their update key, exactly like workers on HPC nodes."""
 import gc
 import io
 import logging
+import os
 import stat
 import tracemalloc
 from functools import partial
@@ -79,6 +80,7 @@ async def test_submit_run_complete(start_app, conn, monkeypatch):
             "YAPTIDE_RUNNER_CONVERTER": "",
             "YAPTIDE_RUNNER_PROGRESS_INTERVAL": "2.0",
             "YAPTIDE_RUNNER_RETRY_TIMEOUT": "600.0",
+            "YAPTIDE_PARENT_PID": str(os.getpid()),  # the server: this test's process
         }
         assert seen["key_length"] == len(key) == 43
         assert set(SERVER_SECRETS).isdisjoint(seen["names"]) and "PATH" in seen["names"]

@@ -1,8 +1,8 @@
 """The local runner (`[runner] kind = "local"`): one worker process per task on this host.
 
-At most `runner.slots` processes run at once (0: one per CPU); the other tasks wait in one
-first-in, first-out queue across all jobs (server/runner/local_queue.py). A worker reports only
-over HTTP with its update key, exactly like a worker on an HPC node; the runner merely
+At most `runner.slots` processes (tasks and merge steps) run at once (0: one per CPU); the
+other tasks wait in one first-in, first-out queue across all jobs (server/runner/local_queue.py).
+A worker reports only over HTTP with its update key, like a worker on an HPC node; the runner
 supervises processes:
 
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
@@ -16,9 +16,9 @@ supervises processes:
   direct simulation is run by this runner, in one server process: the runner holds a
   PostgreSQL advisory lock for its lifetime (server/runner/local_lock.py), and a second server
   started on the same database stops with an error instead of failing the first one's jobs.
-- when a job's last process has ended and the job is MERGING_QUEUED, `merge` runs the worker
-  command's merge step (`<command> merge`) once, in the job directory; if it ends with the job
-  still unfinished, the job is marked FAILED with its output as the log file `merge`.
+- when a job's last task has ended and the job is MERGING_QUEUED, `merge` runs the worker
+  command's merge step (`<command> merge`) once, in the job directory and that task's slot; if
+  it ends with the job unfinished, the job is FAILED with its output as the log file `merge`.
 """
 
 import asyncio
@@ -156,7 +156,7 @@ class LocalDispatcher:
             process = await proc.start(argv, job_directory, env, output)
         except OSError as exc:
             await self._fail_merge(
-                job.job_id, f"The merge step {argv[0]!r} could not start: {_reason(exc)}"
+                job.job_id, f"The merge step {argv[0]!r} could not start: {proc.reason(exc)}"
             )
             return
         log.info("job %s: merge step started (pid %d)", job.job_id, process.pid)
@@ -193,17 +193,20 @@ class LocalDispatcher:
             log.error("local runner failure", exc_info=task.exception())
 
     async def _run_task(self, run: JobRun, task_id: int) -> None:
+        """A task in its slot; the job's last one keeps the slot for the merge step (a
+        process too: at most `runner.slots` of them at once, merges ahead of queued tasks)."""
         try:
             await self._execute(run, task_id)
         finally:
-            self._running -= 1
             run.remaining -= 1
-            self._pump()
-            await self._finish_job(run)
+            try:
+                await self._finish_job(run)
+            finally:
+                self._running -= 1
+                self._pump()
 
     def _stopping(self, run: JobRun) -> bool:
-        """Whether the job's tasks must not run (any more): cancelled, or shutting down."""
-        return run.canceled or self._closing
+        return run.canceled or self._closing  # its tasks must not run (any more)
 
     async def _execute(self, run: JobRun, task_id: int) -> None:
         if self._stopping(run):
@@ -214,16 +217,20 @@ class LocalDispatcher:
         output = proc.output_file(job_directory, task_id)
         env = proc.task_environment(self._config, run.job, task_id, self.base_url)
         argv = proc.worker_command(self._config)
-        job = await self._with_input(run.job, job_directory)
-        if job is None:
-            return  # deleted meanwhile (it had ended): nothing to run
-        try:
+        try:  # the database away meanwhile: read again (a task left PENDING would stay so)
+            job = await self._written(job_id, lambda: self._with_input(run.job, job_directory))
+            if job is None:
+                return  # deleted meanwhile (it had ended), or shutting down: nothing to run
             await asyncio.to_thread(proc.write_inputs, directory, job)
             process = await proc.start(argv, directory, env, output)
         except OSError as exc:
             await self._fail(
-                run, task_id, f"The worker command {argv[0]!r} could not start: {_reason(exc)}"
+                run, task_id, f"The worker command {argv[0]!r} could not start: {proc.reason(exc)}"
             )
+            return
+        except Exception as exc:  # an error of ours: the task ends, and says so
+            log.exception("job %s task %d: could not start", job_id, task_id)
+            await self._fail(run, task_id, f"The task could not start: {type(exc).__name__}")
             return
         log.info("job %s task %d: worker started (pid %d)", job_id, task_id, process.pid)
         run.processes[task_id] = process
@@ -233,11 +240,8 @@ class LocalDispatcher:
         del run.processes[task_id]
         proc.signal_group(process, signal.SIGKILL)  # whatever the worker left behind
         log.info("job %s task %d: worker %s", job_id, task_id, describe_exit(returncode))
-        why = (
-            "The server shut down and stopped this task: its worker"
-            if self._closing
-            else ("The worker")
-        )
+        why = "The server shut down and stopped this task: its worker"
+        why = why if self._closing else "The worker"
         tail = await asyncio.to_thread(proc.output_tail, output)
         text = f"{why} {describe_exit(returncode)} without reporting a final task state."
         await self._fail(run, task_id, f"{text}\n\nLast output:\n{tail}")
@@ -258,16 +262,17 @@ class LocalDispatcher:
             log.warning("job %s task %d: marked FAILED", job_id, task_id)
 
     async def _written(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T | None:
-        """`write()`, tried again every RETRY_EVERY seconds while the database cannot take it:
-        nothing else would record that a process ended, and the job would stay unfinished for
-        ever. None when shutting down first (the next start fails what is left unfinished)."""
+        """`write()` (or a read), tried again every RETRY_EVERY seconds while the database
+        cannot take it: nothing else would record that a process ended, or start a queued
+        task, and the job would stay unfinished for ever. None when shutting down first (the
+        next start fails what is left unfinished)."""
         while True:
             try:
                 return await write()
             except TRANSIENT as exc:
                 if self._closing:
                     return None
-                log.warning("job %s: cannot record its end (%s); retrying", job_id, exc)
+                log.warning("job %s: the database is unavailable (%s); retrying", job_id, exc)
             await asyncio.sleep(RETRY_EVERY)
 
     def _terminate(self, process: asyncio.subprocess.Process) -> None:
@@ -282,16 +287,12 @@ class LocalDispatcher:
 
     async def _finish_job(self, run: JobRun) -> None:
         """Forget a job once nothing of it is queued or running here; merge it if it waits."""
-        if run.remaining > 0 or self._jobs.get(run.job.job_id) is not run:
+        job_id = run.job.job_id
+        if run.remaining > 0 or self._jobs.get(job_id) is not run:
             return
-        del self._jobs[run.job.job_id]
+        del self._jobs[job_id]
         if run.canceled or self._closing:
             return
-        if await simulations.get_state(self._pool, run.job.job_id) == "MERGING_QUEUED":
+        state = await self._written(job_id, lambda: simulations.get_state(self._pool, job_id))
+        if state == "MERGING_QUEUED":
             await self.merge(run.job)
-
-
-def _reason(exc: OSError) -> str:
-    """Why a command could not start, without the path (the message names it already; asyncio's
-    loop repeats it, uvloop's does not)."""
-    return exc.strerror or str(exc)

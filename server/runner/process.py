@@ -133,6 +133,7 @@ def job_environment(config: Config, job: Job, base_url: str) -> dict[str, str]:
         YAPTIDE_RUNNER_CONVERTER=config.runner.converter,
         YAPTIDE_RUNNER_PROGRESS_INTERVAL=str(config.runner.progress_interval),
         YAPTIDE_RUNNER_RETRY_TIMEOUT=str(config.runner.retry_timeout),
+        YAPTIDE_PARENT_PID=str(os.getpid()),  # the built-in worker ends with this server
     )
     return env
 
@@ -163,6 +164,12 @@ async def start(
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def reason(exc: OSError) -> str:
+    """Why a command could not start, without the path (the message names it already; asyncio's
+    loop repeats it, uvloop's does not)."""
+    return exc.strerror or str(exc)
 
 
 def signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:

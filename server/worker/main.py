@@ -6,7 +6,11 @@ longer wanted), 1 when the server could not be told the outcome, 2 for a bad env
 
 import asyncio
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 
 import aiohttp
 
@@ -19,6 +23,24 @@ log = logging.getLogger("server.worker")
 
 STEPS = {"task": run_task, "merge": run_merge}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PARENT_CHECK = 1.0  # seconds between two looks at whether the server is still there
+
+
+def end_with_parent() -> None:
+    """Under the local runner (YAPTIDE_PARENT_PID: the server process that started this worker,
+    as the leader of a process group of its own): kill the group, this worker and the
+    simulators it started, once that server has ended. A server that is killed (or crashes)
+    can stop nothing, and its next start fails the simulation as interrupted."""
+    parent = os.environ.get("YAPTIDE_PARENT_PID", "")
+    if not parent.isdigit() or os.getpgrp() != os.getpid():
+        return  # not started so: the group is not this worker's to kill
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(PARENT_CHECK)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 async def run(step: str, settings: Settings) -> int:
@@ -41,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m server.worker [task|merge]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    end_with_parent()
     try:
         settings = load(merge=step == "merge")
     except SettingsError as exc:
