@@ -58,6 +58,8 @@ start = time.time()
 mode = sys.argv[2]
 if sys.argv[-1] == "merge":
     (JOB_DIR / "merge_pid").write_text(str(os.getpid()))
+    manifests = sorted(p.parent.name for p in JOB_DIR.glob("task_*/.yaptide_results.json"))
+    (JOB_DIR / "merged_tasks").write_text(" ".join(manifests))
     time.sleep(float(os.environ.get("LIFECYCLE_MERGE_SECONDS", "1.5")))
     post("/jobs", {"job_state": "MERGING_RUNNING"})
     page = {"page_number": 1, "data": {"values": [1.0]}}
@@ -73,6 +75,13 @@ elif mode == "fail":  # RUNNING, then FAILED once <job dir>/go exists (if asked 
     while len(sys.argv) > 3 and not (JOB_DIR / "go").exists():
         time.sleep(0.02)
     task(task_state="FAILED")
+    what = f"task_{TASK_ID}"
+elif mode == "manifest":  # result files listed for the merge; task 2 then dies unreported
+    task(task_state="RUNNING")
+    Path(".yaptide_results.json").write_text('{"files": []}')
+    if TASK_ID == 2:
+        os._exit(9)
+    task(task_state="COMPLETED")
     what = f"task_{TASK_ID}"
 elif mode == "scribble":  # ignores SIGTERM; writes files into its task directory until killed
     import signal
@@ -220,3 +229,16 @@ async def test_cancelled_stubborn_workers_leave_no_zombie(start_app, conn, tmp_p
 
 async def _gone(pid: int) -> bool:
     return not pid_alive(pid)
+
+
+async def test_a_task_failed_by_the_runner_is_not_merged(start_app, conn, tmp_path):
+    """A worker that lists its result files for the merge (the manifest) and dies before its
+    COMPLETED reaches the server: the runner marks the task FAILED and takes the manifest
+    away, so the merge step merges the one COMPLETED task only. Before, it merged both into a
+    COMPLETED job whose task 2 the server showed FAILED."""
+    command = worker_command(tmp_path, "manifest")
+    client, _, config = await start_app("unused", slots=2, command=command)
+    job_id = await submit(client, payload(ntasks=2))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=30)
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED", "FAILED"]
+    assert (job_dir_of(config, job_id) / "merged_tasks").read_text() == "task_1"

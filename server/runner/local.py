@@ -42,6 +42,7 @@ from server.runner.local_lock import BUSY_TEXT, RunnerLock
 from server.runner.local_queue import JobRun, TaskQueue
 from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
+from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +141,10 @@ class LocalDispatcher:
         await self._lock.release()
 
     async def merge(self, job: Job) -> None:
-        """The merge step of a job whose tasks are all terminal and at least one COMPLETED.
-
-        Called once per job, after its last process ended, when the job is MERGING_QUEUED; the
-        job's update key is still at hand here. The step is a process (merging reads and
-        averages every task's files, which must not hold up the server), with the job's
-        environment; it reports over HTTP like a task.
-        """
+        """The merge step of a job whose tasks are all terminal and at least one COMPLETED
+        (MERGING_QUEUED), once, after its last task ended (the update key is at hand here): a
+        process with the job's environment (merging reads and averages every task's files,
+        which must not hold up the server), reporting over HTTP like a task."""
         job_directory = proc.job_dir(self._config, job.job_id)
         env = proc.job_environment(self._config, job, self.base_url)
         argv = [*proc.worker_command(self._config), "merge"]
@@ -260,6 +258,8 @@ class LocalDispatcher:
         fail = transitions.fail_task
         if await self._written(job_id, lambda: fail(self._pool, job_id, task_id, name, text)):
             log.warning("job %s task %d: marked FAILED", job_id, task_id)
+            directory = proc.task_dir(proc.job_dir(self._config, job_id), task_id)
+            (directory / RESULTS_MANIFEST).unlink(missing_ok=True)  # its files are not merged
 
     async def _written(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T | None:
         """`write()` (or a read), tried again every RETRY_EVERY seconds while the database
