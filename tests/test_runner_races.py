@@ -174,6 +174,27 @@ async def test_a_task_start_meeting_a_database_stall_is_not_left_pending_for_eve
     assert await logfiles_of(conn) == {}  # its worker reported the end: no runner's log
 
 
+async def test_a_delete_right_after_a_cancel_removes_the_job_directory(start_app, conn, tmp_path):
+    """A cancel answers before its processes end (SIGTERM, SIGKILL after runner.grace_period),
+    and a delete right after it cannot remove what a worker ignoring SIGTERM still writes: the
+    runner removes the directory once the job's last process has ended. Before, it stayed
+    until the hourly sweep."""
+    command = worker_command(tmp_path, "scribble")
+    client, _, config = await start_app("unused", slots=2, command=command, grace_period=1.0)
+    job_id = await submit(client, payload(ntasks=2))
+    job_dir = job_dir_of(config, job_id)
+
+    async def running():
+        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
+
+    await eventually(running)
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    response = await client.delete("/user/simulations", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
+    await eventually(lambda: asyncio.sleep(0, not job_dir.exists()), timeout=10)
+
+
 def zombies_of(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -36,7 +36,7 @@ import asyncpg
 from server import db
 from server.config import Config
 from server.jobs import transitions
-from server.runner import Job, RunnerBusy
+from server.runner import Job, RunnerBusy, cleanup
 from server.runner import process as proc
 from server.runner.local_lock import BUSY_TEXT, RunnerLock
 from server.runner.local_queue import JobRun, TaskQueue
@@ -48,9 +48,8 @@ log = logging.getLogger(__name__)
 
 RUNNER_LOG = "runner"
 MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
-RETRY_EVERY = 5.0  # seconds between two attempts to record a task's end the database refused
-# What a write meets while the database cannot take it for a while: away, or out of disk.
-TRANSIENT = (*db.UNAVAILABLE, db.DISK_FULL)
+RETRY_EVERY = 5.0  # seconds between two tries of what the database refused (see _written)
+TRANSIENT = (*db.UNAVAILABLE, db.DISK_FULL)  # the database away, or out of disk: for a while
 T = TypeVar("T")
 
 
@@ -286,13 +285,16 @@ class LocalDispatcher:
             proc.signal_group(process, signal.SIGKILL)
 
     async def _finish_job(self, run: JobRun) -> None:
-        """Forget a job once nothing of it is queued or running here; merge it if it waits."""
+        """Forget a job once nothing of it is queued or running here; merge it if it waits, or
+        remove its directory if deleted meanwhile (its processes may have outlived a delete)."""
         job_id = run.job.job_id
         if run.remaining > 0 or self._jobs.get(job_id) is not run:
             return
         del self._jobs[job_id]
-        if run.canceled or self._closing:
+        if self._closing:
             return
         state = await self._written(job_id, lambda: simulations.get_state(self._pool, job_id))
-        if state == "MERGING_QUEUED":
+        if state is None:  # deleted while its processes ended: what they wrote last goes too
+            await asyncio.to_thread(cleanup.remove_job_dir, self._config, job_id)
+        elif state == "MERGING_QUEUED":
             await self.merge(run.job)
