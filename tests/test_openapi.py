@@ -35,7 +35,8 @@ from server.app import create_app
 from server.config import Config
 from server.handlers.auth import VERSION
 from server.limits.serving import handler_settings
-from tests.helpers import login, payload, record_jobs
+from server.openapi.schemas import MESSAGE
+from tests.helpers import KEY, login, payload, record_jobs, set_key, upload
 
 EXAMPLES = int(os.environ.get("YAPTIDE_FUZZ_EXAMPLES", "100"))
 USER = {"username": "fuzzer", "password": "fuzzer-password"}
@@ -195,3 +196,34 @@ async def test_profile_updates_the_document_refuses_are_400(client, conn, body, 
     response = await client.post("/user/update", json=body)
     answer = await response.json()
     assert response.status == 400 and answer["message"].startswith(message)
+
+
+async def test_the_ui_dialects_answers_are_the_documents(client, conn) -> None:
+    """Each answer the dialect reshapes, for a simulation with a task RUNNING (an estimated
+    time) and results, is what the document says of it (not only `{"message"}`)."""
+    await login(client)
+    job_id = (await (await client.post("/ui/jobs/direct", json=payload())).json())["job_id"]
+    await set_key(conn, job_id)
+    update = {"task_state": "RUNNING", "estimated_time": 4000}
+    body = {"simulation_id": job_id, "update_key": KEY, "task_id": 1, "update_dict": update}
+    assert (await client.post("/tasks", json=body)).status == 202
+    assert (await upload(client, job_id)).status == 202
+    document = openapi.document(VERSION, "/ui")
+    job = f"job_id={job_id}"
+    for path, query in [
+        ("/ui/jobs/direct", job),
+        ("/ui/jobs", job),
+        ("/ui/user/simulations", "page_size=5"),
+        ("/ui/inputs", job),
+        ("/ui/estimators", job),
+        ("/ui/results", job),
+        ("/ui/results", f"{job}&estimator_name=z_profile"),
+        ("/ui/results", f"{job}&estimator_name=z_profile&page_number=0"),
+        ("/ui/results", f"{job}&estimator_name=z_profile&page_number=99"),
+    ]:
+        response = await client.get(f"{path}?{query}")
+        answers = document["paths"][path]["get"]["responses"]
+        schema = answers[str(response.status)]["content"]["application/json"]["schema"]
+        answer = await response.json()
+        assert response.status == 200 and schema != MESSAGE, (path, query)
+        assert jsonschema_rs.validator_for(schema).is_valid(answer), (path, query, answer)
