@@ -3,6 +3,7 @@ between tests, and a fresh app per test."""
 
 import asyncio
 import dataclasses
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,7 +29,7 @@ from tests.fakes.openid_provider import (
     SigningKey,
     make_key,
 )
-from tests.helpers import migrated, server_tmp_dir, worker_setup
+from tests.helpers import migrated, server_tmp_dir, start_local, worker_setup
 
 SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
 
@@ -212,3 +213,18 @@ async def sso(
 ) -> TestClient:
     """A client of an app that accepts the test realm's tokens and offers the seed's cluster."""
     return await aiohttp_client(create_app(sso_config()))
+
+
+@pytest.fixture
+def start_app(
+    aiohttp_server: Callable,
+    aiohttp_client: Callable,
+    unused_tcp_port_factory: Callable[[], int],
+    make_config: Callable[..., Config],
+    conn: asyncpg.Connection,
+) -> Callable:
+    """start_app(mode, user="alice", **runner) -> (client, recorder, config): an app whose local
+    runner runs the fake worker in `mode` (tests/helpers.py start_local)."""
+    return functools.partial(
+        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
+    )

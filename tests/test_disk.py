@@ -32,7 +32,6 @@ from tests.helpers import (
     payload,
     set_key,
     small_filesystem,
-    start_local,
     states_are,
     status,
     submit,
@@ -41,11 +40,6 @@ from tests.helpers import (
 KIB = 1024
 
 
-@pytest.fixture
-def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
-    return partial(
-        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
-    )
 
 
 def big_files(count: int, size: int) -> dict[str, str]:

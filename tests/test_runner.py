@@ -7,11 +7,9 @@ import logging
 import os
 import stat
 import tracemalloc
-from functools import partial
 from pathlib import Path
 
 import orjson
-import pytest
 
 from server.app import create_app
 from server.editor import convert
@@ -26,7 +24,6 @@ from tests.helpers import (
     payload,
     pids_of,
     read_json,
-    start_local,
     states_are,
     status,
     submit,
@@ -37,12 +34,6 @@ SERVER_SECRETS = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET",
 FILES = sorted(read_json(FIXTURES / "shieldhit_json_payload_files.json")["input_files"])
 
 
-@pytest.fixture
-def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
-    """start_app(mode, user="alice", **runner) -> (client, recorder, config); see start_local."""
-    return partial(
-        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
-    )
 
 
 async def test_submit_run_complete(start_app, conn, monkeypatch):

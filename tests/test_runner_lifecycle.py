@@ -2,10 +2,8 @@
 server died with unfinished simulations."""
 
 import asyncio
-from functools import partial
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -22,19 +20,10 @@ from tests.helpers import (
     pid_alive,
     pids_of,
     record_jobs,
-    start_local,
     status,
     submit,
     wait_gone,
 )
-
-
-@pytest.fixture
-def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
-    """start_app(mode, user="alice", **runner) -> (client, recorder, config); see start_local."""
-    return partial(
-        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
-    )
 
 
 async def two_of_three_running(start_app) -> tuple:

@@ -1,20 +1,11 @@
-"""The local runner's job lifecycle where things meet: merges and slots, a database stall as a
-queued task starts, a cancel during the merge, workers that ignore SIGTERM. Real processes, a
-real database and real HTTP.
-
-The worker these tests run is a small script written into the test's directory (WORKER below):
-it speaks the worker protocol over HTTP like tests/fakes/worker.py, and records when each of its
-processes (tasks and merge steps) ran.
-"""
+"""The local runner where things meet: merges and slots, a database stall as a queued task
+starts, a worker dying between listing its results and reporting them, cancels and deletes
+during work or merge, workers that ignore SIGTERM. Real processes (the fake worker,
+tests/fakes/worker.py), a real database and real HTTP."""
 
 import asyncio
 import os
-import shlex
-import sys
-from functools import partial
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import (
     eventually,
@@ -28,115 +19,30 @@ from tests.helpers import (
     submit,
 )
 
-WORKER = r"""
-import json, os, sys, time, urllib.request
-from pathlib import Path
 
-URL = os.environ["YAPTIDE_URL"]
-JOB_ID = os.environ["YAPTIDE_SIMULATION_ID"]
-TASK_ID = int(os.environ.get("YAPTIDE_TASK_ID", "0"))
-JOB_DIR = Path(os.environ["YAPTIDE_JOB_DIR"])
-KEY = os.environ["YAPTIDE_UPDATE_KEY"]
-TIMES = Path(sys.argv[1])  # one line per process: job, what, start, end
+def spans(*job_dirs: Path) -> list[tuple[float, float]]:
+    """The (start, end) of every timed process (tasks and merges) of the jobs."""
+    files = [path for job_dir in job_dirs for path in job_dir.glob("times_*")]
+    return [tuple(map(float, path.read_text().split())) for path in files]
 
 
-def post(path, body):
-    request = urllib.request.Request(
-        URL + path,
-        data=json.dumps({"simulation_id": JOB_ID, **body}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 202, response.status
-
-
-def task(**update):
-    post("/tasks", {"task_id": TASK_ID, "update_dict": update})
-
-
-start = time.time()
-mode = sys.argv[2]
-if sys.argv[-1] == "merge":
-    (JOB_DIR / "merge_pid").write_text(str(os.getpid()))
-    manifests = sorted(p.parent.name for p in JOB_DIR.glob("task_*/.yaptide_results.json"))
-    (JOB_DIR / "merged_tasks").write_text(" ".join(manifests))
-    time.sleep(float(os.environ.get("LIFECYCLE_MERGE_SECONDS", "1.5")))
-    post("/jobs", {"job_state": "MERGING_RUNNING"})
-    page = {"page_number": 1, "data": {"values": [1.0]}}
-    post("/results", {"estimators": [{"name": "merged", "pages": [page]}]})
-    what = "merge"
-elif mode == "sleep":
-    task(task_state="RUNNING")
-    time.sleep(float(sys.argv[3]))
-    task(task_state="COMPLETED")
-    what = f"task_{TASK_ID}"
-elif mode == "fail":  # RUNNING, then FAILED once <job dir>/go exists (if asked to wait)
-    task(task_state="RUNNING")
-    while len(sys.argv) > 3 and not (JOB_DIR / "go").exists():
-        time.sleep(0.02)
-    task(task_state="FAILED")
-    what = f"task_{TASK_ID}"
-elif mode == "manifest":  # result files listed for the merge; task 2 then dies unreported
-    task(task_state="RUNNING")
-    Path(".yaptide_results.json").write_text('{"files": []}')
-    if TASK_ID == 2:
-        os._exit(9)
-    task(task_state="COMPLETED")
-    what = f"task_{TASK_ID}"
-elif mode == "scribble":  # ignores SIGTERM; writes files into its task directory until killed
-    import signal
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    task(task_state="RUNNING")
-    (JOB_DIR / f"running_{TASK_ID}").touch()
-    n = 0
-    while True:
-        n += 1
-        try:
-            Path(f"part_{n % 64}").write_text("x")
-        except OSError:
-            pass
-with open(TIMES, "a") as out:
-    out.write(f"{JOB_ID} {what} {start} {time.time()}\n")
-"""
-
-
-@pytest.fixture
-def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
-    return partial(
-        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
-    )
-
-
-def worker_command(tmp_path: Path, *args: str) -> str:
-    script = tmp_path / "lifecycle_worker.py"
-    script.write_text(WORKER)
-    times = tmp_path / "times.log"
-    return shlex.join([sys.executable, str(script), str(times), *args])
-
-
-def most_at_once(times: Path) -> tuple[int, list[str]]:
-    rows = [line.split() for line in times.read_text().splitlines()]
-    spans = [(float(start), float(end)) for _, _, start, end in rows]
-    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    return peak, [f"{job[:8]} {what} {float(s):.2f}-{float(e):.2f}" for job, what, s, e in rows]
-
-
-async def test_merge_steps_count_against_the_slots(start_app, conn, tmp_path):
+async def test_merge_steps_count_against_the_slots(start_app, conn):
     """README: "At most `runner.slots` processes run at once", merge steps too (a process of
-    the worker command, which reads and averages every task's files). With slots = 1, a job's
-    merge ran beside the next job's task before: two processes at once."""
-    command = worker_command(tmp_path, "sleep", "1.5")
-    client, _, _ = await start_app("unused", slots=1, command=command)
+    the worker command, which reads and averages every task's files): a job's merge runs in
+    the slot of its last task. With slots = 1, a job's merge ran beside the next job's task
+    before: two processes at once."""
+    client, _, config = await start_app("slots", slots=1)
     first = await submit(client, payload(ntasks=1))
     second = await submit(client, payload(ntasks=1))
-    await eventually(states_are(client, first, "COMPLETED"), timeout=30)
-    await eventually(states_are(client, second, "COMPLETED"), timeout=30)
-    peak, rows = most_at_once(tmp_path / "times.log")
-    assert peak <= 1, f"{peak} processes at once with runner.slots = 1: {rows}"
+    for job_id in (first, second):
+        await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=30)
+    timed = spans(job_dir_of(config, first), job_dir_of(config, second))
+    assert len(timed) == 4  # two tasks, two merges
+    assert max(sum(1 for s, e in timed if s <= t < e) for t, _ in timed) == 1, sorted(timed)
 
 
 async def test_a_task_start_meeting_a_database_stall_is_not_left_pending_for_ever(
-    aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn, tmp_path
+    aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn
 ):
     """A queued task's start reads the simulation's input from the database. A read that meets
     a database not answering within `database.command_timeout` (here the table is locked by
@@ -144,19 +50,11 @@ async def test_a_task_start_meeting_a_database_stall_is_not_left_pending_for_eve
     the task starts once the database answers. Before, the TimeoutError ended the runner's
     coroutine: no process started, and the task and its job stayed PENDING for ever."""
 
-    def with_timeout(**sections):
+    def timing_out(**sections):
         return make_config(database={"command_timeout": 1.0}, **sections)
 
-    command = worker_command(tmp_path, "fail", "wait")
-    client, _, config = await start_local(
-        aiohttp_server,
-        aiohttp_client,
-        unused_tcp_port_factory,
-        with_timeout,
-        "unused",
-        slots=1,
-        command=command,
-    )
+    servers = (aiohttp_server, aiohttp_client, unused_tcp_port_factory, timing_out)
+    client, _, config = await start_local(*servers, "fail all", slots=1)
     first = await submit(client, payload(ntasks=1))  # takes the one slot until <job dir>/go
     queued = await submit(client, payload(ntasks=1))
     await eventually(states_are(client, first, "RUNNING"), timeout=30)
@@ -174,20 +72,37 @@ async def test_a_task_start_meeting_a_database_stall_is_not_left_pending_for_eve
     assert await logfiles_of(conn) == {}  # its worker reported the end: no runner's log
 
 
-async def test_a_delete_right_after_a_cancel_removes_the_job_directory(start_app, conn, tmp_path):
+async def test_a_task_failed_by_the_runner_is_not_merged(start_app, conn):
+    """A worker that lists its result files for the merge and dies before its COMPLETED
+    reaches the server: the runner marks the task FAILED and takes the list away, so the merge
+    step merges the one COMPLETED task only. Before, it merged both into a COMPLETED job whose
+    task 2 the server showed FAILED."""
+    client, _, config = await start_app("manifest", slots=2)
+    job_id = await submit(client, payload(ntasks=2))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=30)
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED", "FAILED"]
+    assert (job_dir_of(config, job_id) / "merged").read_text() == "task_1"
+
+
+async def two_running(start_app, mode: str, ntasks: int, grace_period: float):
+    """(client, job_id, job directory) of a job whose first two tasks run `mode`."""
+    client, _, config = await start_app(mode, slots=2, grace_period=grace_period)
+    job_id = await submit(client, payload(ntasks=ntasks))
+    job_dir = job_dir_of(config, job_id)
+
+    async def running() -> bool:
+        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
+
+    await eventually(running)
+    return client, job_id, job_dir
+
+
+async def test_a_delete_right_after_a_cancel_removes_the_job_directory(start_app, conn):
     """A cancel answers before its processes end (SIGTERM, SIGKILL after runner.grace_period),
     and a delete right after it cannot remove what a worker ignoring SIGTERM still writes: the
     runner removes the directory once the job's last process has ended. Before, it stayed
     until the hourly sweep."""
-    command = worker_command(tmp_path, "scribble")
-    client, _, config = await start_app("unused", slots=2, command=command, grace_period=1.0)
-    job_id = await submit(client, payload(ntasks=2))
-    job_dir = job_dir_of(config, job_id)
-
-    async def running():
-        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
-
-    await eventually(running)
+    client, job_id, job_dir = await two_running(start_app, "hang scribble", 2, 1.0)
     response = await client.delete("/jobs/direct", params={"job_id": job_id})
     assert response.status == 200
     response = await client.delete("/user/simulations", params={"job_id": job_id})
@@ -195,7 +110,33 @@ async def test_a_delete_right_after_a_cancel_removes_the_job_directory(start_app
     await eventually(lambda: asyncio.sleep(0, not job_dir.exists()), timeout=10)
 
 
+async def test_cancelled_stubborn_workers_leave_no_zombie(start_app, conn):
+    client, job_id, job_dir = await two_running(start_app, "hang stubborn", 3, 0.5)
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    await asyncio.sleep(1.5)
+    assert zombies_of(os.getpid()) == []
+    assert not (job_dir / "running_3").exists()
+    tasks = (await status(client, job_id))["job_tasks_status"]
+    assert [task["task_state"] for task in tasks] == ["CANCELED"] * 3
+
+
+async def test_a_cancel_during_the_merge_stops_it(start_app, conn):
+    client, _, config = await start_app("slowmerge", slots=2)
+    job_id = await submit(client, payload(ntasks=2))
+    merges = job_dir_of(config, job_id) / "merges"
+    pid = int(await eventually(lambda: asyncio.sleep(0, merges.exists() and merges.read_text())))
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    await eventually(lambda: asyncio.sleep(0, not pid_alive(pid)), timeout=5)
+    assert (await status(client, job_id))["job_state"] == "CANCELED"
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+    await asyncio.sleep(0.5)
+    assert zombies_of(os.getpid()) == []
+
+
 def zombies_of(pid: int) -> list[int]:
+    """The children of `pid` that have ended and were never waited for."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -205,61 +146,3 @@ def zombies_of(pid: int) -> list[int]:
         if fields[0] == "Z" and int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-async def test_a_cancel_during_the_merge_stops_it(start_app, conn, tmp_path, monkeypatch):
-    monkeypatch.setenv("LIFECYCLE_MERGE_SECONDS", "30")
-    command = worker_command(tmp_path, "sleep", "0.1")
-    client, _, config = await start_app("unused", slots=2, command=command)
-    job_id = await submit(client, payload(ntasks=2))
-    merge_pid = job_dir_of(config, job_id) / "merge_pid"
-
-    async def merging():
-        return merge_pid.exists() and merge_pid.read_text()
-
-    pid = int(await eventually(merging, timeout=30))
-    response = await client.delete("/jobs/direct", params={"job_id": job_id})
-    assert response.status == 200
-    await eventually(lambda: _gone(pid), timeout=5)
-    body = await status(client, job_id)
-    assert body["job_state"] == "CANCELED"
-    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
-    await asyncio.sleep(0.5)
-    assert zombies_of(os.getpid()) == []
-
-
-async def test_cancelled_stubborn_workers_leave_no_zombie(start_app, conn, tmp_path):
-    command = worker_command(tmp_path, "scribble")
-    client, _, config = await start_app("unused", slots=2, command=command, grace_period=0.5)
-    job_id = await submit(client, payload(ntasks=3))
-    job_dir = job_dir_of(config, job_id)
-
-    async def running():
-        return all((job_dir / f"running_{n}").exists() for n in (1, 2))
-
-    await eventually(running)
-    response = await client.delete("/jobs/direct", params={"job_id": job_id})
-    assert response.status == 200
-    await asyncio.sleep(1.5)
-    assert zombies_of(os.getpid()) == []
-    assert not (job_dir / "running_3").exists()
-    assert [t["task_state"] for t in (await status(client, job_id))["job_tasks_status"]] == [
-        "CANCELED"
-    ] * 3
-
-
-async def _gone(pid: int) -> bool:
-    return not pid_alive(pid)
-
-
-async def test_a_task_failed_by_the_runner_is_not_merged(start_app, conn, tmp_path):
-    """A worker that lists its result files for the merge (the manifest) and dies before its
-    COMPLETED reaches the server: the runner marks the task FAILED and takes the manifest
-    away, so the merge step merges the one COMPLETED task only. Before, it merged both into a
-    COMPLETED job whose task 2 the server showed FAILED."""
-    command = worker_command(tmp_path, "manifest")
-    client, _, config = await start_app("unused", slots=2, command=command)
-    job_id = await submit(client, payload(ntasks=2))
-    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=30)
-    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED", "FAILED"]
-    assert (job_dir_of(config, job_id) / "merged_tasks").read_text() == "task_1"

@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -96,21 +97,19 @@ def kill_all(pids) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-async def test_sigterm_to_run_py_leaves_no_process(database_url, conn, tmp_path):
+@contextlib.asynccontextmanager
+async def two_tasks_running(database_url: str, tmp_path: Path) -> AsyncIterator[tuple]:
+    """(run.py's process, job_id, the job's processes) while a 2-task job runs; what is left
+    of them is killed after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = await running_server(database_url, tmp_path, port)
-    pids = []
+    pids: list = []
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await wait_ready(http, base, process)
             job_id, pids = await submit_two_tasks(http, base, tmp_path / "data" / "jobs")
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 60) == 0
-        await asyncio.sleep(0.5)
-        assert alive(pids) == []
-        state = await conn.fetchval("SELECT job_state FROM simulations WHERE job_id = $1", job_id)
-        assert state == "FAILED"
+        yield process, job_id, pids
     finally:
         if process.poll() is None:
             process.kill()
@@ -118,23 +117,24 @@ async def test_sigterm_to_run_py_leaves_no_process(database_url, conn, tmp_path)
         kill_all(pids)
 
 
+async def test_sigterm_to_run_py_leaves_no_process(database_url, conn, tmp_path):
+    async with two_tasks_running(database_url, tmp_path) as (process, job_id, pids):
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0
+        await asyncio.sleep(0.5)
+        assert alive(pids) == []
+    state = await conn.fetchval("SELECT job_state FROM simulations WHERE job_id = $1", job_id)
+    assert state == "FAILED"
+
+
 async def test_a_server_killed_leaves_no_process(database_url, conn, tmp_path):
     """A server that dies (SIGKILL, the OOM killer, a crash) can stop nothing: each built-in
     worker watches it and kills its own process group (itself, its simulator and the
     simulator's child) once it is gone. Before, all six lived on (in sessions of their own),
     while the next start told the user they "did not survive" (restart_text)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = await running_server(database_url, tmp_path, port)
-    pids = []
-    try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            await wait_ready(http, base, process)
-            _, pids = await submit_two_tasks(http, base, tmp_path / "data" / "jobs")
+    async with two_tasks_running(database_url, tmp_path) as (process, _, pids):
         process.kill()
         process.wait()
         await asyncio.sleep(5)
         left = alive(pids)
         assert left == [], f"5 s after the server died, still running: {left}"
-    finally:
-        kill_all(pids)

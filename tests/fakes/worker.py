@@ -11,13 +11,19 @@ and its pid (`pid_<task>`). Modes:
 - fail TASKS: like complete without results, but the tasks in the comma-separated list (or "all")
   report FAILED instead;
 - crash: RUNNING, some output on stdout and stderr, then exit 3 without a final state;
-- hang [stubborn]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM);
-- slots: record start and end times (`times_<task>`) around a short sleep, then COMPLETED;
+- hang [stubborn|scribble]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM; a
+  "scribble" one too, and writes files into its working directory until it is killed);
+- slots: record start and end times (`times_<task>`) around a short sleep, then COMPLETED (its
+  merge step records `times_merge` the same way);
+- manifest: RUNNING, list its (no) result files for the merge step as the built-in worker does
+  (`.yaptide_results.json`), then task 2 exits without a final state, the others COMPLETE;
+- slowmerge: COMPLETED at once; its merge step sleeps 30 s before it reports;
 - order FILE: append the job and task to FILE, then COMPLETED;
 - crashmerge: COMPLETED at once; its merge step prints a line and exits 4 without reporting.
 
 The runner runs a job's merge step as the same command plus `merge`: then the fake appends its
-pid to `<job dir>/merges`, posts MERGING_RUNNING and a one-page result (the job COMPLETES).
+pid to `<job dir>/merges` and the task directories holding a result list to `<job dir>/merged`,
+posts MERGING_RUNNING and a one-page result (the job COMPLETES).
 """
 
 import json
@@ -97,19 +103,34 @@ def crash() -> None:
     sys.exit(3)
 
 
-def hang(stubborn: str | None = None) -> None:
-    if stubborn:
+def hang(how: str | None = None) -> None:
+    if how:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     task(task_state="RUNNING")
     (JOB_DIR / f"running_{TASK_ID}").touch()
+    for n in range(10**9) if how == "scribble" else ():  # until it is killed
+        Path(f"part_{n % 64}").write_text("x")
     time.sleep(120)
 
 
 def slots() -> None:
+    timed(f"times_{TASK_ID}")
+    task(task_state="RUNNING")
+    task(task_state="COMPLETED")
+
+
+def timed(name: str) -> None:
+    """A short sleep, its start and end written to `<job dir>/name`."""
     start = time.time()
     time.sleep(0.4)
-    (JOB_DIR / f"times_{TASK_ID}").write_text(f"{start} {time.time()}")
+    (JOB_DIR / name).write_text(f"{start} {time.time()}")
+
+
+def manifest() -> None:
     task(task_state="RUNNING")
+    Path(".yaptide_results.json").write_text('{"files": []}')
+    if TASK_ID == 2:
+        os._exit(9)
     task(task_state="COMPLETED")
 
 
@@ -120,7 +141,7 @@ def order(path: str) -> None:
     task(task_state="COMPLETED")
 
 
-def crashmerge() -> None:
+def at_once() -> None:
     task(task_state="RUNNING")
     task(task_state="COMPLETED")
 
@@ -128,9 +149,15 @@ def crashmerge() -> None:
 def merge() -> None:
     with open(JOB_DIR / "merges", "a") as merges:
         merges.write(f"{os.getpid()}\n")
+    listed = sorted(path.parent.name for path in JOB_DIR.glob("task_*/.yaptide_results.json"))
+    (JOB_DIR / "merged").write_text(" ".join(listed))
     if sys.argv[1] == "crashmerge":
         print("merging {broken}", flush=True)
         sys.exit(4)
+    if sys.argv[1] == "slowmerge":
+        time.sleep(30)
+    if sys.argv[1] == "slots":
+        timed("times_merge")
     post("/jobs", {"job_state": "MERGING_RUNNING"})
     page = {"page_number": 1, "data": {"values": [1.0]}}
     post("/results", {"estimators": [{"name": "merged", "pages": [page]}]})
@@ -148,6 +175,8 @@ if __name__ == "__main__":
         "hang": hang,
         "slots": slots,
         "order": order,
-        "crashmerge": crashmerge,
+        "crashmerge": at_once,
+        "slowmerge": at_once,
+        "manifest": manifest,
     }
     modes[sys.argv[1]](*sys.argv[2:])
