@@ -206,6 +206,18 @@ async def test_sign_in_drops_a_local_refresh_cookie(sso, provider):
     assert (response.status, await response.json()) == (401, {"message": "No token provided"})
 
 
+@pytest.mark.parametrize("path", ["/auth/refresh", "/ui/auth/refresh"])
+async def test_a_refresh_does_not_end_a_keycloak_session(sso, provider, path):
+    """A Keycloak session has no refresh cookie: a refresh is 401 and leaves the session alone.
+    Before, the UI dialect's cleared the access cookie too, so a link to it from any site (a
+    GET: SameSite=Lax sends the cookies) signed a Keycloak user out."""
+    await signs_in(sso, provider)
+    response = await sso.get(path)
+    assert (response.status, await response.json()) == (401, {"message": "No token provided"})
+    assert "Set-Cookie" not in response.headers
+    assert (await status_of(sso))[0] == 200
+
+
 async def test_delete_clears_the_cookie(sso, provider):
     await signs_in(sso, provider)
     response = await sso.delete("/auth/keycloak")

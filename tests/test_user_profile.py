@@ -6,6 +6,7 @@ import pytest
 
 from server.app import create_app
 from server.config import ClusterConfig
+from server.handlers.users import NO_PASSWORD
 from tests.helpers import SEED_CLUSTERS_RESPONSE, login
 
 STATUS = {"message": "User status", "username": "alice", "source": "local"}
@@ -168,10 +169,17 @@ async def test_clusters_local_user(aiohttp_client, make_config, conn):
 
 
 async def test_sso_user_cannot_change_a_password_it_does_not_have(sso_client, conn):
+    """403, and no login attempt counted: a Keycloak user's tries must not use up those of a
+    local user of the same name (before: 401 "Invalid current password", each an argon2 check
+    counted against the name, so that the local namesake's right password then got 429)."""
     await conn.execute("UPDATE users SET password_hash = NULL")
+    attempts = "SELECT * FROM login_attempts ORDER BY key"
+    counted = await conn.fetch(attempts)  # the fixture's own login
     body = {"password": "new password", "current_password": "password1"}
-    assert await update(sso_client, body) == (401, {"message": "Invalid current password"})
+    for _ in range(12):  # more than auth.login_attempts
+        assert await update(sso_client, body) == (403, {"message": NO_PASSWORD})
     assert await conn.fetchval("SELECT password_hash FROM users") is None
+    assert await conn.fetch(attempts) == counted
 
 
 async def test_needs_login(client):

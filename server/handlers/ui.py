@@ -94,11 +94,14 @@ async def results_of(request: web.Request) -> web.StreamResponse:
 async def refresh(request: web.Request) -> web.Response:
     """A refresh token that no longer works (revoked at logout, expired) is answered as no
     token at all, and the cookies are cleared: the UI refreshes once more right after logout,
-    racing the logout, and shows every other 401 message in a red snackbar."""
+    racing the logout, and shows every other 401 message in a red snackbar. Without a refresh
+    cookie nothing is cleared: a Keycloak session has none, and a link to this GET from any
+    site (SameSite=Lax sends the cookies) would otherwise sign its user out."""
     try:
         return await auth_handlers.refresh(request)
     except Unauthorized:
         response = error_response(auth.NO_TOKEN, 401)
-        auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
-        auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
+        if auth.REFRESH_COOKIE in request.cookies:
+            auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
+            auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
         return response

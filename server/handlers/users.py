@@ -7,7 +7,7 @@ import orjson
 from aiohttp import web
 
 from server import auth, passwords
-from server.errors import Conflict, NotFound, Unauthorized
+from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import Listing, parse_listing
@@ -19,6 +19,7 @@ from server.store import inputs, logfiles, refresh_tokens, simulations, slurm_jo
 from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
+NO_PASSWORD = "Keycloak users have no password here: change it in Keycloak"
 
 
 def _item(row: asyncpg.Record) -> dict[str, object]:
@@ -84,6 +85,8 @@ async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str
     if update.password is None:
         return None
     app, user = request.app, request[USER]
+    if user.source != "local":  # nor a login to throttle: the local namesake's is not theirs
+        raise Forbidden(NO_PASSWORD)
     address = request.remote or ""  # a guess counts as a login attempt (a stolen cookie)
     attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], user.username, address)
     current_hash = await users.get_password_hash(app[POOL], user.id)
