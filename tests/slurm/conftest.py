@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import PROJECT_DIR, ClusterConfig, Config
+from tests.fakes.simulators import fake_shieldhit
 from tests.helpers import RecordingDispatcher, login, record_jobs
+from tests.slurm.batch import ssh_cluster
 from tests.slurm.cluster import Cluster, installed
 from tests.slurm.sshd import SshServer, ssh_server
 
@@ -136,3 +139,32 @@ def start_slurm_app(
     yield start
     # A job left behind would retry its reports to a server that is gone, holding a CPU.
     slurm_cluster.cancel_all()
+
+
+@pytest.fixture
+def start_batch_app(start_slurm_app, ssh, remote_python, job_root):
+    """start_batch_app(local_users=True, **fake) -> (client, recorder, config): external
+    workers for direct jobs, the SSH cluster `hpc` for batch ones."""
+
+    async def start(local_users: bool = True, **fake: object):
+        shieldhit = fake_shieldhit(job_root, python=remote_python, **fake)
+        cluster = ssh_cluster(ssh, job_root / "remote", remote_python)
+        return await start_slurm_app(
+            shieldhit,
+            clusters=(cluster,),
+            runner={"kind": "none"},
+            slurm={"local_users": local_users},
+        )
+
+    return start
+
+
+@pytest.fixture
+def held_partition(slurm_cluster: Cluster):
+    """A partition of the test cluster that takes jobs and runs none (State=DOWN)."""
+    name = f"held{uuid.uuid4().hex[:8]}"
+    nodes = f"Nodes={slurm_cluster.host}"
+    slurm_cluster.command("scontrol", "create", f"PartitionName={name}", nodes, "State=DOWN")
+    yield name
+    slurm_cluster.command("scancel", f"--partition={name}", check=False)
+    slurm_cluster.command("scontrol", "delete", f"PartitionName={name}", check=False)

@@ -19,7 +19,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from server.config import ClusterConfig
 from server.keys import POOL, SLURM
 from server.runner.slurm import dispatcher as dispatcher_module
 from server.runner.slurm import ssh as ssh_module
@@ -41,48 +40,8 @@ from tests.helpers import (
     submit,
     wait_gone,
 )
-from tests.slurm.cluster import Cluster
+from tests.slurm.batch import CLUSTER, OPTIONS, jobs_named, ssh_cluster
 from tests.slurm.sshd import SshServer, frozen, stopped
-
-CLUSTER = {"cluster_name": "hpc", "display_name": "Test HPC (SSH)", "available": True}
-OPTIONS = {
-    "cluster_name": "hpc",
-    "array_header": "#SBATCH --time=5\n#SBATCH --cpus-per-task=1\n",
-    "array_options": {"--mem-per-cpu": "200M"},
-    "collect_header": "",
-    "collect_options": {"time": "00:05:00"},
-}
-
-
-def ssh_cluster(ssh: SshServer, work_dir: Path, python: str) -> ClusterConfig:
-    return ClusterConfig(
-        **CLUSTER,
-        host=ssh.host,
-        port=ssh.port,
-        user=ssh.user,
-        key_file=str(ssh.client_key),
-        known_hosts=str(ssh.known_hosts),
-        work_dir=str(work_dir),
-        python=python,
-    )
-
-
-@pytest.fixture
-def start_batch_app(start_slurm_app, ssh, remote_python, job_root):
-    """start_batch_app(local_users=True, **fake) -> (client, recorder, config): external
-    workers for direct jobs, the SSH cluster `hpc` for batch ones."""
-
-    async def start(local_users: bool = True, **fake: object):
-        shieldhit = fake_shieldhit(job_root, python=remote_python, **fake)
-        cluster = ssh_cluster(ssh, job_root / "remote", remote_python)
-        return await start_slurm_app(
-            shieldhit,
-            clusters=(cluster,),
-            runner={"kind": "none"},
-            slurm={"local_users": local_users},
-        )
-
-    return start
 
 
 async def batch_status(client, job_id: str) -> dict:
@@ -237,17 +196,6 @@ async def test_cancel_over_ssh(start_batch_app, job_root, slurm_cluster, conn):
     assert set(states.values()) == {"CANCELLED"}, states
 
 
-@pytest.fixture
-def held_partition(slurm_cluster: Cluster):
-    """A partition of the test cluster that takes jobs and runs none (State=DOWN)."""
-    name = f"held{uuid.uuid4().hex[:8]}"
-    nodes = f"Nodes={slurm_cluster.host}"
-    slurm_cluster.command("scontrol", "create", f"PartitionName={name}", nodes, "State=DOWN")
-    yield name
-    slurm_cluster.command("scancel", f"--partition={name}", check=False)
-    slurm_cluster.command("scontrol", "delete", f"PartitionName={name}", check=False)
-
-
 async def test_a_cancel_the_cluster_missed_is_done_when_it_is_back(
     start_batch_app, ssh, slurm_cluster, held_partition, conn
 ):
@@ -318,13 +266,6 @@ async def test_a_stalled_login_node_does_not_hold_the_submission(
         "(no progress for 5 s)"
     }
     assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
-
-
-def jobs_named(cluster: Cluster, job_id: str) -> dict[str, str]:
-    """{SLURM job: state} of a simulation's array tasks and merge job (named after it)."""
-    text = cluster.command("squeue", "-h", "--array", "-t", "all", "-o", "%i|%j|%T")
-    found = [line.split("|") for line in text.splitlines()]
-    return {job: state for job, name, state in found if name.startswith(job_name(job_id))}
 
 
 @pytest.mark.parametrize("delete", [False, True], ids=["cancelled", "cancelled-and-deleted"])

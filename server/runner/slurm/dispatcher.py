@@ -17,7 +17,8 @@ import asyncio
 import dataclasses
 import logging
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -27,6 +28,7 @@ from server.jobs.states import TERMINAL_STATES
 from server.runner import Job
 from server.runner import process as proc
 from server.runner.slurm import job_dirs, sbatch
+from server.runner.slurm.clusters import LOGIN_NODE, login_node_cluster, on_this_host
 from server.runner.slurm.shell import LocalShell, Shell, ShellError
 from server.runner.slurm.ssh import MAX_SESSIONS, SshShell
 from server.store import inputs, simulations, slurm_jobs
@@ -35,37 +37,11 @@ from server.store.slurm_jobs import SlurmJobs
 log = logging.getLogger(__name__)
 
 SUBMIT_LOG = "slurm"
-LOGIN_NODE = ""  # the cluster name of this host's own SLURM
 SUBMIT_GRACE = 5.0  # seconds close() leaves submissions in flight to finish
 # Submissions to one cluster at once, as many as its SSH sessions; the others wait for their
 # turn without their input in memory.
 SUBMITS_AT_ONCE = MAX_SESSIONS
 UNEXPECTED_TEXT = "The submission to SLURM failed unexpectedly (the server's log says why)."
-
-
-def login_node_cluster(config: Config) -> ClusterConfig:
-    """This host as a cluster: [slurm] settings, job directories under runner.work_dir."""
-    settings = config.slurm
-    return ClusterConfig(
-        cluster_name=LOGIN_NODE,
-        display_name="this host",
-        work_dir=str(proc.work_dir(config)),
-        python=settings.python,
-        partition=settings.partition,
-        account=settings.account,
-        time_limit=settings.time_limit,
-        sbatch_lines=settings.sbatch_lines,
-        jobcomp_file=settings.jobcomp_file,
-    )
-
-
-def on_this_host(config: Config, cluster: ClusterConfig) -> ClusterConfig:
-    """A [[clusters]] entry without a host is this host's SLURM: without a work_dir of its own,
-    its job directories go under runner.work_dir (removed with their simulation, swept), never
-    into the server's current directory."""
-    if cluster.host or cluster.work_dir:
-        return cluster
-    return dataclasses.replace(cluster, work_dir=str(proc.work_dir(config)))
 
 
 class SlurmDispatcher:
@@ -75,7 +51,7 @@ class SlurmDispatcher:
         self.clusters = {c.cluster_name: on_this_host(config, c) for c in config.clusters}
         self.clusters[LOGIN_NODE] = login_node_cluster(config)
         self._shells: dict[str, Shell] = {}
-        self._removals: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # removals and cancels
         self._submissions: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, asyncio.Task[None]] = {}  # by job_id, until their turn
         self._turns: dict[str, asyncio.Semaphore] = {}
@@ -188,10 +164,13 @@ class SlurmDispatcher:
         log.info("job %s: SLURM array %d, merge job %d", job.job_id, array_id, merge_id)
         if state is None or state in TERMINAL_STATES:  # cancelled while being submitted
             await self.scancel(cluster.cluster_name, array_id, merge_id)
+        if state is None:  # and deleted: its directory was written after the delete's removal
+            self._remove_later(cluster.cluster_name, job_dir)
 
     async def cancel(self, job_id: str) -> None:
-        """scancel the job array and the merge job (the database says CANCELED already, and
-        the cancel's transaction wrote them down in pending_scancels). A job on a cluster no
+        """scancel the job array and the merge job, in the background (the database says
+        CANCELED already, and the cancel's transaction wrote them down in pending_scancels, which
+        the reconciler retries: a stalled cluster does not hold the request). A job on a cluster no
         longer configured cannot be reached: its workers stop at their next report (409), and
         the cancel waits in pending_scancels for the cluster to come back. One of this process
         still waiting for its turn is dropped (it would hold its place in the queue until
@@ -205,7 +184,7 @@ class SlurmDispatcher:
         if ids.cluster not in self.clusters:
             log.warning("job %s: cluster %r is no longer configured", job_id, ids.cluster)
             return
-        await self.scancel_pending(ids.cluster, (ids.array_job_id, ids.merge_job_id))
+        self._later(self.scancel_pending(ids.cluster, (ids.array_job_id, ids.merge_job_id)))
 
     def remove_job_dir(self, jobs: SlurmJobs) -> None:
         """Remove a deleted simulation's job directory on its cluster, in the background (the
@@ -215,9 +194,14 @@ class SlurmDispatcher:
         self._remove_later(jobs.cluster, jobs.job_dir)
 
     def _remove_later(self, name: str, job_dir: str) -> None:
-        task = asyncio.create_task(self._remove(name, job_dir))
-        self._removals.add(task)
-        task.add_done_callback(self._removals.discard)
+        self._later(self._remove(name, job_dir))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        """`work` in the background; cancelled when the server stops (the sweep and the
+        reconciler do what it leaves undone)."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def sweep(self, pool: asyncpg.Pool, ttl: float) -> list[str]:
         """The clusters' job directories that outlived their simulation, removed (job_ids)."""
@@ -252,7 +236,7 @@ class SlurmDispatcher:
         self._closing = True
         if left := await _stop(self._submissions, SUBMIT_GRACE) + self._unsent:
             log.warning("SLURM submissions left to the reconciler as the server stops: %d", left)
-        await _stop(self._removals, 0.0)
+        await _stop(self._background, 0.0)
         for shell in self._shells.values():
             await shell.close()
 

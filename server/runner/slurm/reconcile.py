@@ -29,6 +29,7 @@ If squeue itself fails (controller or network down), nothing is decided for that
 import asyncio
 import contextlib
 import logging
+import shlex
 from itertools import groupby
 
 import asyncpg
@@ -37,12 +38,14 @@ from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner.session_lock import SessionLock
 from server.runner.slurm import sbatch
-from server.runner.slurm.dispatcher import LOGIN_NODE, SUBMIT_LOG, SlurmDispatcher
-from server.runner.slurm.shell import ShellError
+from server.runner.slurm.clusters import LOGIN_NODE
+from server.runner.slurm.dispatcher import SUBMIT_LOG, SlurmDispatcher
+from server.runner.slurm.shell import Shell, ShellError
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp, parse_squeue
 from server.store import simulations, slurm_jobs
 from server.store.slurm_jobs import Watched
 from server.worker.outcomes import MERGE_LOG
+from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +256,8 @@ class Reconciler:
 
     async def _fail_task(self, item: Watched, task: int, state: JobState) -> None:
         shell = self._dispatcher.shell(item.jobs.cluster)
+        if not await self._unlist_results(shell, item, task):
+            return  # the next poll tries again
         tail = await shell.read_tail(f"{item.jobs.job_dir}/task_{task}.log")
         text = TASK_TEXT.format(
             task=task, array=item.jobs.array_job_id, state=state.describe(), tail=tail
@@ -260,6 +265,18 @@ class Reconciler:
         name = f"task_{task}_slurm"
         if await transitions.fail_task(self._pool, item.job_id, task, name, text):
             log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
+
+    async def _unlist_results(self, shell: Shell, item: Watched, task: int) -> bool:
+        """Take away the list of result files a task SLURM ended may have made before its
+        report: the merge step (which waits until every task has ended) merges only listed
+        tasks. Before the task is failed, so before the merge can start. False: not done."""
+        path = shlex.quote(f"{item.jobs.job_dir}/task_{task}/{RESULTS_MANIFEST}")
+        try:
+            done = await shell.run(f"rm -f -- {path}", retry=True)
+        except ShellError as exc:
+            log.warning("reconciler: job %s task %d: %s", item.job_id, task, exc)
+            return False
+        return done.returncode == 0
 
     async def _fail_merge(self, item: Watched, state: JobState) -> None:
         shell = self._dispatcher.shell(item.jobs.cluster)
