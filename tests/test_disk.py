@@ -40,8 +40,6 @@ from tests.helpers import (
 KIB = 1024
 
 
-
-
 def big_files(count: int, size: int) -> dict[str, str]:
     """`count` input files of `size` bytes each (random hex, so they do not compress away)."""
     files = {"beam.dat": "NSTAT 100\n"}

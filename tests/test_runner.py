@@ -34,8 +34,6 @@ SERVER_SECRETS = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET",
 FILES = sorted(read_json(FIXTURES / "shieldhit_json_payload_files.json")["input_files"])
 
 
-
-
 async def test_submit_run_complete(start_app, conn, monkeypatch):
     for secret in SERVER_SECRETS:  # the server's own: no worker gets them
         monkeypatch.setenv(secret, "postgresql://u:secret@db/x")
