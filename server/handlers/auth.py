@@ -113,8 +113,9 @@ async def logout(request: web.Request) -> web.Response:
             claims = auth.decode_token(app[SECRET], token, "refresh")
         except Unauthorized:
             claims = None
-        if claims:  # its access tokens end too: here at once, elsewhere within user_cache_ttl
-            await refresh_tokens.revoke(app[POOL], auth.sha256(claims["jti"]))
+        # Its access tokens end too: here at once, elsewhere within user_cache_ttl. (A token
+        # revoked already was forgotten then: a replayed cookie does not scan the cache again.)
+        if claims and await refresh_tokens.revoke(app[POOL], auth.sha256(claims["jti"])):
             app[USER_CACHE].forget(int(claims["sub"]))
     response = json_response({"message": "Logout successful"})
     auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)

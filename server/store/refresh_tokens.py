@@ -24,8 +24,9 @@ async def get_user(db: Db, token_sha256: bytes) -> User | None:
     return users.user_of(row) if row else None
 
 
-async def revoke(db: Db, token_sha256: bytes) -> None:
-    await db.execute(query("revoke_refresh_token"), token_sha256)
+async def revoke(db: Db, token_sha256: bytes) -> bool:
+    """Revoke a live refresh token; whether it was live."""
+    return await db.execute(query("revoke_refresh_token"), token_sha256) == "UPDATE 1"
 
 
 async def prune(db: Db, user_id: int, keep: int) -> None:
