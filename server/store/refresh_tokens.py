@@ -26,7 +26,7 @@ async def get_user(db: Db, token_sha256: bytes) -> User | None:
 
 async def revoke(db: Db, token_sha256: bytes) -> bool:
     """Revoke a live refresh token; whether it was live."""
-    return await db.execute(query("revoke_refresh_token"), token_sha256) == "UPDATE 1"
+    return await db.fetchval(query("revoke_refresh_token"), token_sha256) is not None
 
 
 async def prune(db: Db, user_id: int, keep: int) -> None:

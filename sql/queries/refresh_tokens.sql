@@ -13,7 +13,9 @@ FROM refresh_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
 
 -- name: revoke_refresh_token
+-- A row when the token was live.
 UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL
+RETURNING true
 
 -- name: prune_refresh_tokens
 -- A user's tokens that can never refresh again (expired or revoked), and live ones past the
