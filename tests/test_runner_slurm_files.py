@@ -22,6 +22,7 @@ from tests.helpers import (
     logfiles_of,
     login,
     payload,
+    pid_alive,
     states_are,
     status,
     submit,
@@ -206,3 +207,18 @@ async def test_a_command_that_ends_without_reading_its_input_gives_its_status() 
     all (sh finding no sbatch) gives its exit status and stderr, not an error of the pipe."""
     done = await LocalShell().run("echo 'no sbatch here' >&2; exit 127", stdin="k" * (1 << 20))
     assert done == Completed(127, "", "no sbatch here\n")
+
+
+async def test_a_cancelled_command_ends_with_what_it_started(tmp_path) -> None:
+    """A command cancelled (the server stops) or timed out is killed with every process it
+    started: a child holding its output open (an sbatch waiting for a stalled controller) made
+    the cancel wait for that child, and a stopping server with it (a test run hung 10 min)."""
+    pid_file = tmp_path / "child"
+    running = asyncio.ensure_future(LocalShell().run(f"sleep 60 & echo $! > {pid_file}; wait"))
+    await eventually(lambda: asyncio.sleep(0, pid_file.exists() and pid_file.read_text()))
+    child = int(pid_file.read_text())
+    running.cancel()
+    async with asyncio.timeout(5):  # before: 60 s, until the child ended
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    await eventually(lambda: asyncio.sleep(0, not pid_alive(child)), timeout=5)

@@ -8,6 +8,7 @@ SSH one is server/runner/slurm/ssh.py.
 import asyncio
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -78,15 +79,18 @@ class LocalShell:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
+                start_new_session=True,  # a group of its own: the shell and what it started
             )
         except OSError as exc:
             raise ShellError(f"cannot run /bin/sh: {exc}") from None
         try:
             out, err = await asyncio.wait_for(_communicate(process, stdin), COMMAND_TIMEOUT)
         except BaseException as exc:
-            # Timed out, or cancelled (the server stops): the process must not outlive us.
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            # Timed out, or cancelled (the server stops): the command must not outlive us, nor
+            # what the shell started (an sbatch waiting for a stalled controller would hold
+            # the pipes open, and a stopping server with them).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
             await asyncio.shield(process.communicate())
             if isinstance(exc, TimeoutError):
                 raise ShellError(f"timed out after {COMMAND_TIMEOUT:.0f} s") from None
