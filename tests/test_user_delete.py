@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from server.jobs.states import JOB_STATES, TERMINAL_STATES
+from server.results.changes import LEASE
 from server.store import tasks
 from tests.helpers import (
     EDITOR,
@@ -150,3 +151,24 @@ async def test_a_poll_racing_the_delete_is_404(client, conn, monkeypatch, path, 
     monkeypatch.setattr(tasks, "job_status", deleted_meanwhile)
     response = await client.get(path, params={"job_id": job_id})
     assert (response.status, await response.json()) == (404, {"message": message})
+
+
+async def test_a_concurrent_delete_answers_404_only_after_the_lease(client, conn):
+    """Two DELETEs of one simulation at once: the one that deletes answers once every server
+    process has acknowledged the deletion; the other one's 404 waits out the lease (any
+    process that did not acknowledge stops serving it from memory by then). Before, the 404
+    could come first, while another process still served the simulation; or the other one
+    was a 409 "still running" (it read the state COMPLETED from before the delete)."""
+    await login(client)
+    job_id = await full_simulation(client, conn, "COMPLETED")
+    loop, answered = asyncio.get_running_loop(), {}
+
+    async def timed_delete() -> None:
+        status, _ = await delete(client, job_id)
+        answered[status] = loop.time()
+
+    started = loop.time()
+    await asyncio.gather(timed_delete(), timed_delete())
+    assert sorted(answered) == [200, 404]
+    assert answered[404] - started >= LEASE
+    assert await delete(client, job_id) == (404, {"message": "Simulation not found"})

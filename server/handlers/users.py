@@ -14,6 +14,7 @@ from server.jobs.listing import Listing, parse_listing
 from server.keys import CHANGES, CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SLURM, USER, USER_CACHE
 from server.limits.serving import drop_when_stalled
 from server.profile import ProfileUpdate, parse_profile_update
+from server.results.changes import LEASE
 from server.runner import cleanup
 from server.store import inputs, logfiles, refresh_tokens, simulations, slurm_jobs, users
 from server.timestamps import iso_utc
@@ -61,8 +62,13 @@ async def list_simulations(request: web.Request) -> web.Response:
 
 
 async def delete_simulation(request: web.Request) -> web.Response:
-    """Answered only once no server process serves the simulation from memory any more."""
-    owner = await owned_simulation(request)
+    """Answered only once no server process serves the simulation from memory any more, also
+    when it answers 404 for a simulation a concurrent request has just deleted."""
+    try:
+        owner = await owned_simulation(request)
+    except NotFound:
+        await _after_a_deletion_under_way(request)
+        raise
     job_id, pool, changes = query_param(request, "job_id"), request.app[POOL], request.app[CHANGES]
     slurm = request.app.get(SLURM)
     on_cluster = await slurm_jobs.get(pool, job_id) if slurm is not None else None
@@ -71,13 +77,24 @@ async def delete_simulation(request: web.Request) -> web.Response:
         if deleted:
             await changes.deleted(pool, job_id, acks)
     if not deleted:
+        if state:
+            raise Conflict(STILL_RUNNING)
         # No state left: deleted by a concurrent request since the ownership check.
-        raise Conflict(STILL_RUNNING) if state else NotFound("Simulation not found")
+        await _after_a_deletion_under_way(request)
+        raise NotFound("Simulation not found")
     # The job_id named a simulation of ours: a server-made name, safe as a directory name.
     await asyncio.to_thread(cleanup.remove_job_dir, request.app[CONFIG], request.query["job_id"])
     if slurm is not None and on_cluster is not None:
         slurm.remove_job_dir(on_cluster)
     return json_response({"message": "Simulation deleted"})
+
+
+async def _after_a_deletion_under_way(request: web.Request) -> None:
+    """Wait out the lease when the simulation was deleted just now (by a concurrent request,
+    which waits for every process's acknowledgement; this one cannot): until then a process
+    may still serve it from memory (server/results/changes.py)."""
+    if await simulations.deleted_lately(request.app[POOL], request.query["job_id"], LEASE):
+        await asyncio.sleep(LEASE)
 
 
 async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str | None:

@@ -172,6 +172,11 @@ async def _ended(db: Db, job_ids: list[str], seconds_ago: float | None) -> list[
     return [row["job_id"] for row in rows]
 
 
+async def deleted_lately(db: Db, job_id: str, seconds: float) -> bool:
+    """Whether the simulation `job_id` was deleted less than `seconds` ago."""
+    return bool(await db.fetchval(query("deleted_lately"), job_id, seconds))
+
+
 async def forget_deleted_job_ids(db: Db) -> None:
     """Drop the job_ids of simulations deleted over 30 days ago (every sweep has seen them)."""
     await db.execute(query("forget_deleted_job_ids"))

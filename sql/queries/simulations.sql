@@ -119,16 +119,17 @@ SELECT count(*) FROM (
 
 -- name: delete_terminal_simulation
 -- The terminal check and the delete are one statement: a worker holding the row lock makes it
--- wait, and the state is checked again on the row as that worker left it. Tasks, inputs,
--- estimators, pages and log files go with it (ON DELETE CASCADE). `job_state` is the state seen
--- before the delete; NULL when the simulation no longer exists.
-WITH deleted AS (
-    DELETE FROM simulations
-    WHERE id = $1 AND job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
-    RETURNING id
+-- wait, and the state is read again on the row as that worker left it (FOR UPDATE). Tasks,
+-- inputs, estimators, pages and log files go with it (ON DELETE CASCADE). `job_state` is that
+-- state; NULL when the simulation no longer exists (also when a concurrent delete took it).
+WITH target AS (
+    SELECT id, job_state FROM simulations WHERE id = $1 FOR UPDATE
+), deleted AS (
+    DELETE FROM simulations s USING target t
+    WHERE s.id = t.id AND t.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
+    RETURNING s.id
 )
-SELECT EXISTS (SELECT FROM deleted) AS deleted,
-       (SELECT job_state FROM simulations WHERE id = $1) AS job_state
+SELECT EXISTS (SELECT FROM deleted) AS deleted, (SELECT job_state FROM target) AS job_state
 
 -- name: rotate_update_key
 -- A new key for an unfinished direct simulation (run.py job-key); the old one stops working.
@@ -157,6 +158,13 @@ LEFT JOIN simulations s ON s.job_id = d.job_id
 WHERE (s.id IS NULL AND EXISTS (SELECT 1 FROM deleted_job_ids g WHERE g.job_id = d.job_id))
    OR ($2::float8 IS NOT NULL AND s.job_state IN ('COMPLETED', 'FAILED', 'CANCELED')
        AND ($2 = 0 OR s.end_time < now() - make_interval(secs => $2)))
+
+-- name: deleted_lately
+-- Whether the simulation $1 was deleted less than $2 seconds ago.
+SELECT EXISTS (
+    SELECT 1 FROM deleted_job_ids
+    WHERE job_id = $1 AND deleted_at > now() - make_interval(secs => $2)
+)
 
 -- name: forget_deleted_job_ids
 -- Deleted simulations' job_ids kept long enough for every sweep to have seen them.
