@@ -294,7 +294,7 @@ class LocalDispatcher:
         if self._closing:
             return
         state = await self._written(job_id, lambda: simulations.get_state(self._pool, job_id))
-        if state is None:  # deleted while its processes ended: what they wrote last goes too
+        if state is None and not self._closing:  # deleted (not stopping: _written gave up)
             await asyncio.to_thread(cleanup.remove_job_dir, self._config, job_id)
         elif state == "MERGING_QUEUED":
             await self.merge(run.job)
