@@ -71,6 +71,43 @@ async def test_keys_and_unknown_simulations(worker, conn, path):
     assert [row["job_state"] for row in states] == ["PENDING"]
 
 
+def _logfiles_request(body: dict, form: str, key: str) -> tuple[bytes, dict[str, str]]:
+    """A `POST /logfiles` of `body` (with 100 kB of log if `form` is "large", gzipped if
+    "gzip") with `key` as its Bearer header."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    if form == "large":
+        body = {**body, "logfiles": {"task.log": "x" * 100_000}}
+    if form == "gzip":
+        return gzip.compress(orjson.dumps(body)), {**headers, "Content-Encoding": "gzip"}
+    return orjson.dumps(body), headers
+
+
+@pytest.mark.parametrize("form", ["plain", "large", "gzip"])
+async def test_the_header_key_is_judged_whatever_the_body(worker, conn, form):
+    """A body's key and a header's key that disagree: the header's is the one checked, as it is
+    before a large or encoded body is read, so the answer is the same whatever the body's size
+    and encoding (it was 202 for a small plain body, 403 for the same over 64 KiB)."""
+    client, recorder, identity = worker
+    ended = await submit(client, payload(ntasks=1))
+    assert (await client.delete("/jobs/direct", params={"job_id": ended})).status == 200
+    body = {**identity, "logfiles": {"task.log": "ok"}}
+    data, headers = _logfiles_request(body, form, "a-stale-key")
+    response = await client.post("/logfiles", data=data, headers=headers)
+    assert (response.status, await response.json()) == (403, {"message": "Invalid update key"})
+    # the ended job's own worker, its key in the header and a live job's in the body
+    of_ended = {**body, "simulation_id": ended}
+    data, headers = _logfiles_request(of_ended, form, recorder.key(ended))
+    response = await client.post("/logfiles", data=data, headers=headers)
+    message = "Simulation is CANCELED: no more updates are accepted"
+    assert (response.status, await response.json()) == (409, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 0
+    wrong_in_body = {**body, "update_key": "a-stale-key"}
+    data, headers = _logfiles_request(wrong_in_body, form, identity["update_key"])
+    response = await client.post("/logfiles", data=data, headers=headers)
+    assert (response.status, await response.json()) == (202, {"message": "Logfiles saved"})
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 1
+
+
 @pytest.mark.parametrize("path", list(WORKER_BODIES))
 async def test_terminal_job_refuses_updates(worker, conn, path):
     client, _, identity = worker

@@ -71,10 +71,12 @@ def check_cluster_user(request: web.Request) -> None:
 
 
 def update_key_of(request: web.Request, body: dict[str, Any]) -> str:
-    """The worker's update key: `update_key` in the body, else `Authorization: Bearer`."""
-    key = body.get("update_key")
+    """The worker's update key: `Authorization: Bearer` when sent, else `update_key` in the
+    body. The header wins as it does before the body is read (check_header_key), so a request
+    is judged by the same key whatever its body's size and encoding."""
+    key = bearer_token(request)
     if key is None:
-        key = bearer_token(request)
+        key = body.get("update_key")
     if not isinstance(key, str) or not key:
         raise Forbidden(BAD_KEY)
     return key
