@@ -197,7 +197,12 @@ async def body_files_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
     """The change listener of this process (server/results/changes.py), after the pool."""
-    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX], app[BODY_FILES].forget)
+
+    def reset() -> None:
+        app[PAGE_CACHE].clear()
+        app[BODY_CACHE].clear()
+
+    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX], app[BODY_FILES].forget, reset)
     app[CHANGES] = changes
     listening = asyncio.create_task(changes.run())
     try:

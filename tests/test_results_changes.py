@@ -307,14 +307,11 @@ async def test_a_listener_cut_while_it_acknowledges_a_delete_reconnects(conn):
             writer.close()
 
 
-async def test_a_delete_returns_once_every_process_has_forgotten_the_simulation(
-    aiohttp_client, make_config, conn, monkeypatch
-):
-    """A process may take a request for results before the `simulation_deleted` notification
-    that arrived with it (both wait on its event loop): until it acknowledges, it serves the
-    deleted results from memory, its lease renewed by every ping. So DELETE must return only
-    once every listening process acknowledged (server/results/changes.py). Here every process
-    handles its notifications 0.3 s late: the fetch right after the DELETE must still be 404."""
+@pytest.fixture
+async def late_pair(aiohttp_client, make_config, conn, monkeypatch) -> tuple[Any, Any, str]:
+    """Two in-process apps on one database, each handling its `simulation_deleted`
+    notifications 0.5 s late (a busy event loop), and a finished simulation of theirs that the
+    second serves from memory: (first, second, job_id)."""
     from server.app import create_app
     from server.results.changes import Changes
     from tests.helpers import login, set_task, submit
@@ -322,7 +319,7 @@ async def test_a_delete_returns_once_every_process_has_forgotten_the_simulation(
     on_deleted = Changes._on_deleted
 
     def late(self, *args):
-        asyncio.get_running_loop().call_later(0.3, on_deleted, self, *args)
+        asyncio.get_running_loop().call_later(0.5, on_deleted, self, *args)
 
     monkeypatch.setattr(Changes, "_on_deleted", late)
     config = make_config()  # one data_dir: one signing secret for both processes
@@ -350,7 +347,111 @@ async def test_a_delete_returns_once_every_process_has_forgotten_the_simulation(
         return names(after) == names(before)
 
     await eventually(from_memory)
+    return first, second, job_id
+
+
+async def test_a_delete_returns_once_every_process_has_forgotten_the_simulation(late_pair):
+    """A process may take a request for results before the `simulation_deleted` notification
+    that arrived with it (both wait on its event loop): until it acknowledges, it serves the
+    deleted results from memory, its lease renewed by every ping. So DELETE must return only
+    once every listening process acknowledged (server/results/changes.py): the fetch right
+    after the DELETE must be 404."""
+    first, second, job_id = late_pair
     deleted = await first.delete("/user/simulations", params={"job_id": job_id})
     assert deleted.status == 200, await deleted.text()
     response = await second.get("/results", params={"job_id": job_id})
     assert (response.status, await response.json()) == (404, NOT_FOUND)
+
+
+async def test_a_second_delete_after_one_that_waited_for_a_lock_waits_out_the_lease(
+    late_pair, conn, database_url
+):
+    """A second DELETE of a simulation deleted just now (a double click) answers its 404 only
+    once the lease has passed since the deletion. The deletion's time was its transaction's
+    start: a DELETE that waited longer than the lease for a row lock (a worker's last upload)
+    looked old at its commit, the second DELETE's 404 came at once, and the other process
+    still served the results after it."""
+    from tests.test_user_delete import wait_for_lock_wait
+
+    first, second, job_id = late_pair
+    params = {"job_id": job_id}
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM simulations WHERE job_id = $1 FOR UPDATE", job_id)
+        deleting = asyncio.ensure_future(first.delete("/user/simulations", params=params))
+        await wait_for_lock_wait(database_url)
+        await asyncio.sleep(1.5)
+
+    async def committed() -> bool:
+        sql = "SELECT count(*) FROM simulations WHERE job_id = $1"
+        return await conn.fetchval(sql, job_id) == 0
+
+    await eventually(committed, timeout=5)
+    again = await first.delete("/user/simulations", params=params)
+    assert (again.status, await again.json()) == (404, NOT_FOUND)
+    response = await second.get("/results", params=params)
+    assert (response.status, await response.json()) == (404, NOT_FOUND)
+    assert (await deleting).status == 200
+
+
+async def test_a_database_restored_under_the_server_serves_none_of_its_old_pages(
+    aiohttp_client, make_config, scratch_url, database_url
+):
+    """The database restored from a backup while the server runs (here dropped and made again
+    from a snapshot): the server reconnects by itself, and the ids and page versions the
+    restored sequences hand out again are other results' than those cached before. The page
+    and body caches were kept, and the next user got the earlier user's results."""
+    from urllib.parse import urlsplit
+
+    from server.app import create_app
+    from tests.helpers import login, migrated, set_task, submit
+
+    async def finished(client, estimators: list[Any]) -> str:
+        job_id = await submit(client)
+        scratch = await asyncpg.connect(scratch_url)
+        try:
+            await set_key(scratch, job_id)
+        finally:
+            await scratch.close()
+        body = {"simulation_id": job_id, "update_key": KEY, "estimators": estimators}
+        assert (await client.post("/results", json=body)).status == 202
+        identity = {"simulation_id": job_id, "update_key": KEY}
+        for task_id in range(1, 5):
+            for state in ("RUNNING", "COMPLETED"):
+                await set_task(client, identity, task_id, task_state=state)
+        return job_id
+
+    def one_page(name: str, values: list[int]) -> list[dict[str, Any]]:
+        page = {"page_number": 0, "name": name, "data": {"values": values}}
+        return [{"name": "dose", "pages": [page]}]
+
+    await migrated(scratch_url)
+    scratch_name = urlsplit(scratch_url).path.lstrip("/")
+    snapshot = f"{scratch_name}_snapshot"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{snapshot}" TEMPLATE "{scratch_name}"')
+        client = await aiohttp_client(create_app(make_config(database={"url": scratch_url})))
+        await login(client, "alice")
+        job_id = await finished(client, one_page("alice", [1, 2, 3]))
+        response = await client.get("/results", params={"job_id": job_id})
+        assert (await response.json())["estimators"] == one_page("alice", [1, 2, 3])
+
+        await admin.execute(f'DROP DATABASE "{scratch_name}" WITH (FORCE)')  # the restore
+        await admin.execute(f'CREATE DATABASE "{scratch_name}" TEMPLATE "{snapshot}"')
+
+        async def registered() -> bool:
+            body = {"username": "bob", "password": "password1"}
+            return (await client.put("/auth/register", json=body)).status == 201
+
+        await eventually(registered)
+        account = {"username": "bob", "password": "password1"}
+        assert (await client.post("/auth/login", json=account)).status == 202
+        job_id = await finished(client, one_page("bob", [7, 8, 9]))
+        response = await client.get("/results", params={"job_id": job_id})
+        assert (response.status, await response.json()) == (
+            200,
+            {"message": "Results", "estimators": one_page("bob", [7, 8, 9])},
+        )
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{snapshot}" WITH (FORCE)')
+        await admin.close()

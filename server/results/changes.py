@@ -21,7 +21,9 @@ Each process also removes a deleted simulation's body files (server/results/body
 it acknowledges.
 
 A process whose listening connection fails or reconnects forgets every entry (notifications may
-have been missed) and serves nothing from trust until a ping succeeds again.
+have been missed) and serves nothing from trust until a ping succeeds again. It also empties its
+page and body caches: they are keyed by ids and versions from the database's sequences, which a
+database restored from a backup hands out again for other results.
 """
 
 import asyncio
@@ -66,10 +68,17 @@ class Acks:
 class Changes:
     """The listening connection of this process, kept open (reconnected) by `run`."""
 
-    def __init__(self, url: str, cache: IndexCache, forget: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        cache: IndexCache,
+        forget: Callable[[str], None],
+        reset: Callable[[], None] = lambda: None,
+    ) -> None:
         self.url = url
         self.cache = cache
         self.forget = forget  # removes what else this process keeps of a deleted simulation
+        self.reset = reset  # empties what else this process keeps by the database's ids
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._waiting: dict[str, list[Acks]] = {}
@@ -88,18 +97,18 @@ class Changes:
                     type(exc).__name__,
                     exc,
                 )
-            self.cache.distrust()
+            self._distrust()
             await asyncio.sleep(RECONNECT_AFTER)
 
     async def _listen(self) -> None:
         settings = {"application_name": APP_NAME}
         conn = await asyncpg.connect(self.url, server_settings=settings, timeout=10)
         try:
-            conn.add_termination_listener(lambda _: self.cache.distrust())
+            conn.add_termination_listener(lambda _: self._distrust())
             await conn.add_listener(DELETED, self._on_deleted)
             await conn.add_listener(CHANGED, self._on_changed)
             await conn.add_listener(ACKS, self._on_ack)
-            self.cache.distrust()  # whatever was read before LISTEN may have missed a change
+            self._distrust()  # whatever was read before LISTEN may have missed a change
             self._conn = conn
             while True:
                 sent = time.monotonic()
@@ -114,6 +123,11 @@ class Changes:
         finally:
             self._conn = None
             conn.terminate()
+
+    def _distrust(self) -> None:
+        """Notifications may have been missed, or the database replaced (restored)."""
+        self.cache.distrust()
+        self.reset()
 
     def _on_changed(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
         self.cache.changed(str(payload))

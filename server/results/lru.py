@@ -2,7 +2,8 @@
 
 Used for stored page segments and for assembled response bodies, both keyed by page versions:
 a rewritten page gets a new version, so a cached entry is never stale, only no longer asked
-for. Entries larger than a quarter of the cache are not kept.
+for (the caches are emptied when the database may have been replaced: server/results/changes.py).
+Entries larger than a quarter of the cache are not kept.
 """
 
 from collections import OrderedDict
@@ -33,3 +34,7 @@ class LruCache(Generic[V]):
         while self.size > self.max_bytes:
             _, (_, evicted) = self._entries.popitem(last=False)
             self.size -= evicted
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
