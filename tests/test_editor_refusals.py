@@ -99,6 +99,21 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
         "figure 'B': 'width' must be greater than 0 (got -1)",
     ),
     (
+        "size below what geo.dat shows",  # 4e-8 was written 0.0: a body holding no space
+        lambda v: figure(v, "S")["geometryData"]["parameters"].update(radius=4e-8),
+        "figure 'S': 'radius' must be at least 1e-05 cm (got 4e-08): geo.dat cannot show it",
+    ),
+    (
+        "box edge below what geo.dat shows",
+        lambda v: figure(v, "B")["geometryData"]["parameters"].update(depth=9e-6),
+        "figure 'B': 'depth' must be at least 1e-05 cm (got 9e-06): geo.dat cannot show it",
+    ),
+    (
+        "tube hole below what geo.dat shows",
+        lambda v: v["figureManager"]["figures"].append(cylinder("T", radius=2, inner=1e-7)),
+        "figure 'T': 'innerRadius' must be at least 1e-05 cm (got 1e-07): geo.dat cannot show it",
+    ),
+    (
         "missing position",
         lambda v: figure(v, "B")["geometryData"].pop("position"),
         "figure 'B': 'position' must be a list of 3 numbers",

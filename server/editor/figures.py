@@ -5,6 +5,8 @@ Positions are centres; rotations are the editor's three.js Euler angles in degre
 depth), its base the centre minus half the axis. A box's edges are R (width, 0, 0),
 R (0, height, 0), R (0, 0, depth), its corner the centre minus half their sum. A cylinder with
 an inner radius (a tube) has no single body: it is two RCC bodies, the outer minus the inner.
+Sizes below MIN_SIZE are refused: geo.dat's fields show 7 decimals, so a smaller one would lose
+its digits or be written as 0 (a body holding no space: a silently different simulation).
 """
 
 import math
@@ -14,6 +16,7 @@ from server.editor.project import ConversionError, Json, number, positive, secti
 
 Vector = tuple[float, float, float]
 CYLINDER, BOX, SPHERE = "HollowCylinderGeometry", "BoxGeometry", "SphereGeometry"
+MIN_SIZE = 1e-5  # cm: written with at least 3 significant digits in a 10-character field
 
 
 @dataclass(frozen=True)
@@ -63,23 +66,38 @@ def read_shape(figure: Json, item: str, *, solid: bool = False) -> Shape:
     rotation = vector(geometry, "rotation", item)
     parameters = section(geometry, "parameters", item)
     if kind == CYLINDER:
-        radius = positive(parameters, "radius", item)
-        depth = positive(parameters, "depth", item)
+        radius = _size(parameters, "radius", item)
+        depth = _size(parameters, "depth", item)
         inner = 0.0 if solid else _inner_radius(parameters, radius, item)
         sizes: tuple[float, ...] = (radius, depth, inner)
     elif kind == BOX:
-        sizes = tuple(positive(parameters, key, item) for key in ("width", "height", "depth"))
+        sizes = tuple(_size(parameters, key, item) for key in ("width", "height", "depth"))
     elif kind == SPHERE:
-        sizes = (positive(parameters, "radius", item),)
+        sizes = (_size(parameters, "radius", item),)
     else:
         raise ConversionError(item, f"figures of type {kind!r} cannot be converted")
     return Shape(kind, centre, rotation, sizes, item)
+
+
+def _size(parameters: Json, key: str, item: str) -> float:
+    size = positive(parameters, key, item)
+    _check_size(size, key, item)
+    return size
+
+
+def _check_size(size: float, key: str, item: str) -> None:
+    if size < MIN_SIZE:
+        raise ConversionError(
+            item, f"'{key}' must be at least {MIN_SIZE:g} cm (got {size:g}): geo.dat cannot show it"
+        )
 
 
 def _inner_radius(parameters: Json, radius: float, item: str) -> float:
     if parameters.get("innerRadius") is None:
         return 0.0
     inner = number(parameters, "innerRadius", item, minimum=0)
+    if inner:
+        _check_size(inner, "innerRadius", item)
     if inner >= radius:
         raise ConversionError(item, f"'innerRadius' ({inner:g}) must be smaller than 'radius'")
     return inner
