@@ -24,7 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from server import db, http, passwords
-from server.config import Config, ConfigError
+from server.config import Config, ConfigError, DatabaseConfig
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
 from server.processes import (
@@ -98,6 +98,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
         print(f"Database: {_describe_database(config, embedded)}", flush=True)
         listening = f"Listening on {config.listen_url}"
         if processes > 1:
+            asyncio.run(db.prepare(config))  # once, before anything is forked (server.workers)
             serve_processes(config, processes, listening, EXPECTED_ERRORS)
         else:
             try:
@@ -116,8 +117,8 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     print("Stopped", flush=True)  # both ways: a signal is the normal end
 
 
-async def _migrate(url: str) -> list[str]:
-    conn = await db.connect(url)
+async def _migrate(settings: DatabaseConfig) -> list[str]:
+    conn = await db.connect(settings.url, db.connect_timeout(settings))
     try:
         return await db.migrate(conn)
     finally:
@@ -126,7 +127,7 @@ async def _migrate(url: str) -> list[str]:
 
 def migrate(config: Config, args: argparse.Namespace) -> None:
     with database(config) as config:
-        applied = asyncio.run(_migrate(config.database.url))
+        applied = asyncio.run(_migrate(config.database))
     for name in applied:
         print(f"Applied {name}")
     print("The schema is up to date")
@@ -145,8 +146,8 @@ def _read_password() -> str:
         raise SystemExit("Invalid password: not UTF-8 text") from None
 
 
-async def _useradd(url: str, username: str, password: str) -> int | None:
-    conn = await db.connect(url)
+async def _useradd(settings: DatabaseConfig, username: str, password: str) -> int | None:
+    conn = await db.connect(settings.url, db.connect_timeout(settings))
     try:
         await db.migrate(conn)
         return await users.create(conn, username, await passwords.hash_password(password))
@@ -164,15 +165,15 @@ def useradd(config: Config, args: argparse.Namespace) -> None:
     except BadRequest as exc:
         raise SystemExit(exc.message) from None
     with database(config) as config:
-        user_id = asyncio.run(_useradd(config.database.url, args.name, password))
+        user_id = asyncio.run(_useradd(config.database, args.name, password))
     if user_id is None:
         raise SystemExit(f"User {args.name!r} already exists")
     print(f"Created user {args.name!r}")
 
 
-async def _rotate_key(url: str, job_id: str) -> str | None:
+async def _rotate_key(settings: DatabaseConfig, job_id: str) -> str | None:
     key = secrets.token_urlsafe(32)
-    conn = await db.connect(url)
+    conn = await db.connect(settings.url, db.connect_timeout(settings))
     try:
         await db.migrate(conn)
         digest = hashlib.sha256(key.encode()).digest()
@@ -190,7 +191,7 @@ def job_key(config: Config, args: argparse.Namespace) -> None:
             "hold the key, and a new one would cut them off)"
         )
     with database(config) as config:
-        key = asyncio.run(_rotate_key(config.database.url, args.job_id))
+        key = asyncio.run(_rotate_key(config.database, args.job_id))
     if key is None:
         raise SystemExit(f"No unfinished direct simulation {args.job_id!r}")
     print(key)

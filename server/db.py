@@ -171,9 +171,15 @@ def _readable_url() -> Iterator[None]:
         ) from None
 
 
-async def connect(url: str) -> asyncpg.Connection:
+async def connect(url: str, timeout: float = _CONNECT_TIMEOUT) -> asyncpg.Connection:
+    """A connection of its own (migrations, locks, the CLI): DatabaseUnreachable as the pool's."""
     with _readable_url():
-        return await asyncpg.connect(url)
+        return await _pool_connect(url, timeout=timeout)
+
+
+def connect_timeout(settings: DatabaseConfig) -> float:
+    """Seconds an unanswered connection attempt waits: `database.command_timeout`, if set."""
+    return settings.command_timeout or _CONNECT_TIMEOUT
 
 
 async def _keep_session(conn: Conn) -> None:
@@ -193,7 +199,11 @@ async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     nor a 500 when PostgreSQL has no connection left."""
     try:
         return await asyncpg.connect(*args, **kwargs)
-    except OSError as exc:  # TimeoutError included
+    except TimeoutError as exc:  # no text of its own
+        raise DatabaseUnreachable(
+            f"cannot reach the database: no answer within {kwargs['timeout']:g} s"
+        ) from exc
+    except OSError as exc:
         raise DatabaseUnreachable(
             f"cannot reach the database: {exc or type(exc).__name__}"
         ) from exc
@@ -218,20 +228,25 @@ async def create_pool(settings: DatabaseConfig) -> asyncpg.Pool:
             init=_learn_types,
             connect=_pool_connect,
             command_timeout=limit,
-            timeout=limit or _CONNECT_TIMEOUT,
+            timeout=connect_timeout(settings),
         )
 
 
-async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+async def prepare(config: Config) -> None:
     """Bring the schema up to date (on a connection of its own: a migration may take longer
-    than a request's statement may), open the pool, close it on shutdown."""
-    config: Config = app[CONFIG]
-    conn = await connect(config.database.url)
+    than a request's statement may) and check that the pools fit in max_connections."""
+    conn = await connect(config.database.url, connect_timeout(config.database))
     try:
         await migrate(conn)
         await check_connection_limit(conn, config)
     finally:
         await conn.close()
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Prepare the database, open the pool, close it on shutdown."""
+    config: Config = app[CONFIG]
+    await prepare(config)
     pool = await create_pool(config.database)
     try:
         app[POOL] = pool

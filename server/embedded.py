@@ -215,4 +215,6 @@ def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
     finally:
         if server is not None:
             with _signals_deferred():
+                with server._lock:  # a holder killed meanwhile would keep postgres running
+                    forget_dead_handles(pgdata)
                 server.cleanup()

@@ -89,7 +89,9 @@ def port_held(config: Config) -> Iterator[None]:
 
 def one_line(exc: BaseException) -> str:
     """The line run.py ends with for an expected error."""
-    return f"Configuration error: {exc}" if isinstance(exc, ConfigError) else f"Error: {exc}"
+    if isinstance(exc, ConfigError):
+        return f"Configuration error: {exc}"
+    return f"Error: {exc or type(exc).__name__}"  # some errors have no text (TimeoutError)
 
 
 def _serve_one(

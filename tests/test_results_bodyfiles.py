@@ -7,7 +7,7 @@ import gzip
 import os
 import socket
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import orjson
@@ -259,3 +259,21 @@ def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
 @pytest.mark.parametrize(("size", "kept"), [(0, False), (1, True), (250, True), (251, False)])
 def test_a_body_over_a_quarter_of_the_budget_gets_no_file(tmp_path, size, kept):
     assert BodyFiles(tmp_path, max_bytes=1000).keeps(size) is kept
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, set before the app (and its directories) is made."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+async def test_body_files_are_for_this_account_only(umask_022, client, conn):
+    """Body files hold users' results, as job directories do (0700): no other account of the
+    host reads them (they were 0644 in a 0755 directory)."""
+    await login(client)
+    job_id = await large_result(client, conn)
+    path = await written(client, job_id)
+    modes = (path.parent.stat().st_mode & 0o777, path.stat().st_mode & 0o777)
+    assert modes == (0o700, 0o600)

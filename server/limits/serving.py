@@ -15,6 +15,7 @@ from aiohttp import web
 from server.config import Config
 from server.keys import CONFIG
 
+SHUTDOWN_TIMEOUT = 5.0
 _USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
 _MAX_MS = 2**31 - 1  # what the option holds: about 24 days
 # Connections whose socket has the option already: set once per connection, not per request
@@ -30,6 +31,10 @@ def handler_settings(config: Config) -> dict[str, Any]:
         "keepalive_timeout": config.server.keepalive_timeout,
         # Encoded request bodies are inflated by server.limits.bodies, with bounds and JSON errors.
         "auto_decompress": False,
+        # On SIGTERM, requests under way get this long to finish, then are cancelled (rolled
+        # back): aiohttp's 60 s let one client sending a body slowly hold the stop past the
+        # usual supervisors' patience (docker 10 s, Kubernetes 30 s), which then kill -9.
+        "shutdown_timeout": SHUTDOWN_TIMEOUT,
     }
 
 

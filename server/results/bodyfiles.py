@@ -163,8 +163,9 @@ class BodyFiles:
 
     def start(self) -> None:
         """Make the directory, and bring it within the budget (which may have shrunk)."""
-        if self.max_bytes > 0:
-            self.directory.mkdir(parents=True, exist_ok=True)
+        if self.max_bytes > 0:  # users' results: no other account of the host reads them
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.chmod(0o700)  # also one made before this was so
             self.evict()
 
     async def close(self) -> None:
@@ -177,9 +178,13 @@ class BodyFiles:
             await asyncio.gather(*late, return_exceptions=True)
 
 
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 async def _fill(part: Path, pieces: Pieces) -> int:
     """Write `pieces` to the new file `part` (off the event loop), synced; the bytes written."""
-    file = await asyncio.to_thread(open, part, "xb")
+    file = await asyncio.to_thread(open, part, "xb", opener=_private)
     written, buffer = 0, bytearray()
     try:
         async with contextlib.aclosing(pieces):

@@ -1,0 +1,134 @@
+"""run.py when something around it goes wrong: a database that takes the connection and never
+answers, a server on the same data directory killed, a process count typed with zeros too many,
+a client holding a request open at the stop. Real `python run.py` processes, as in test_cli."""
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import server_tmp_dir
+from tests.test_cli import RUN_PY, Server, environment, free_port, postgres_processes, run_py
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    with server_tmp_dir() as directory:  # reachable by the `pgserver` user when run as root
+        yield directory
+
+
+def test_a_database_that_never_answers_is_one_line_saying_so(tmp_path):
+    """A frozen PostgreSQL, or a firewall between: the connection is taken, never answered.
+    After `database.command_timeout` the command ends with one line saying so (it was `Error: `
+    and nothing after it, a TimeoutError having no text, and only after asyncpg's 60 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # the kernel completes the handshakes; nobody ever answers
+    url = f"postgresql://yaptide@127.0.0.1:{listener.getsockname()[1]}/yaptide"
+    try:
+        for command in (["migrate"], []):
+            settings = {"DATABASE_URL": url, "YAPTIDE_DATABASE_COMMAND_TIMEOUT": "1"}
+            settings |= {"YAPTIDE_DATABASE_DATA_DIR": str(tmp_path), "YAPTIDE_RUNNER_KIND": "none"}
+            settings["YAPTIDE_SERVER_PORT"] = str(free_port())
+            result = run_py(*command, env=settings)
+            assert (result.returncode, result.stderr) == (
+                1,
+                "Error: cannot reach the database: no answer within 1 s\n",
+            )
+    finally:
+        listener.close()
+
+
+def test_the_last_server_stops_the_embedded_database_after_its_peer_was_killed(server_dir):
+    """Two servers on one data directory; the first is killed (-9, the OOM killer). The second
+    then stops on SIGTERM and stops the embedded PostgreSQL with it: pgserver stops it only when
+    no other holder is listed, and the dead one was forgotten only at a start."""
+    data = server_dir / "data"
+    env = {"YAPTIDE_DATABASE_DATA_DIR": str(data), "YAPTIDE_RUNNER_KIND": "none"}
+    servers = [Server(server_dir, **env)]
+    try:
+        servers[0].wait_ready()
+        servers.append(Server(server_dir, **env))
+        servers[1].wait_ready()
+        os.kill(servers[0].process.pid, signal.SIGKILL)
+        servers[0].process.wait(timeout=60)  # reaped: no zombie left to look alive
+        assert servers[1].stop(signal.SIGTERM) == 0
+        assert "Stopped" in servers[1].output
+        assert postgres_processes(data / "postgres") == []
+    finally:
+        for server in servers:
+            server.kill()
+        for postmaster in postgres_processes(data / "postgres"):
+            postmaster.send_signal(signal.SIGINT)
+            postmaster.wait(30)
+
+
+def _limit_memory() -> None:
+    """2 GiB of address space, so that a failing run cannot take the machine's memory."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_a_huge_server_workers_is_one_line_before_anything_is_forked(database_url, tmp_path):
+    """`server.workers` with zeros too many: refused with one line by the connection check,
+    made once before forking (it was made in each process, after all were forked: here a
+    MemoryError traceback from making 10^12 of them)."""
+    env = environment(
+        DATABASE_URL=database_url,
+        YAPTIDE_RUNNER_KIND="none",
+        YAPTIDE_SERVER_WORKERS=str(10**12),
+        YAPTIDE_SERVER_PORT=str(free_port()),
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, RUN_PY],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_limit_memory,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 1
+    assert stderr.startswith("Configuration error: database.pool_size: 1000000000000 server ")
+    assert stderr.count("\n") == 1 and "lower database.pool_size or server.workers" in stderr
+
+
+def test_a_request_left_half_sent_holds_the_stop_only_a_few_seconds(database_url, tmp_path):
+    """SIGTERM with a request under way whose client sent part of its body (anyone can: a
+    public route). It gets SHUTDOWN_TIMEOUT to finish, then is cancelled: aiohttp's default of
+    60 s outlasted the usual supervisors' patience (docker 10 s, Kubernetes 30 s), which then
+    kill -9 the server, its embedded PostgreSQL and its local workers left behind."""
+    server = Server(
+        tmp_path,
+        DATABASE_URL=database_url,
+        YAPTIDE_RUNNER_KIND="none",
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+    )
+    try:
+        server.wait_ready()
+        with socket.create_connection(("127.0.0.1", server.port)) as client:
+            client.sendall(
+                b"PUT /auth/register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"user'
+            )
+            time.sleep(0.5)
+            started = time.monotonic()
+            assert server.stop(signal.SIGTERM) == 0
+            took = time.monotonic() - started
+        assert "Stopped" in server.output
+        assert took < 15, f"SIGTERM took {took:.0f} s to stop the server"
+    finally:
+        server.kill()
