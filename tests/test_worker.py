@@ -2,11 +2,14 @@
 which runs a fake SHIELD-HIT12A (tests/fakes/simulators.py) replaying real captured runs, reports
 progress and results over HTTP, and the merge step merges the tasks' real files."""
 
+import asyncio
 import sys
 from functools import partial
 from pathlib import Path
 
+import orjson
 import pytest
+from aiohttp import streams, web
 
 from server.worker.progress import TAIL_BYTES
 from server.worker.task import STREAM_LIMIT
@@ -47,6 +50,7 @@ REFERENCE = {
     ("normalisation-1_aggregation-none", "RHO"): 1,
 }
 MINIMAL = [REPLAYS / "minimal" / "mesh.bdo", REPLAYS / "minimal" / "fluence.bdo"]
+MINIMAL_PRIMARIES = 20  # of each of its files
 
 
 @pytest.fixture
@@ -192,6 +196,24 @@ async def test_a_process_the_simulator_left_holding_its_output_does_not_hold_the
     assert (await logfiles_of(conn))["task_1_stdout"] == "Transport completed.\n"
 
 
+async def test_a_process_the_converter_left_holding_its_output_does_not_hold_the_task(
+    start_app, fake, tmp_path, conn
+):
+    """The same for the converter (a `cmd &` in a wrapper script): the task stayed RUNNING."""
+    converter = tmp_path / "convert.sh"
+    converter.write_text(
+        "#!/bin/sh\nsleep 120 &\necho converted\n"
+        f"cp {AVERAGING}/beam.dat {AVERAGING}/geo.dat {AVERAGING}/mat.dat {AVERAGING}/detect.dat .\n"
+    )
+    converter.chmod(0o755)
+    client, _, _ = await start_app(
+        {"shieldhit": str(fake({"*": MINIMAL}))}, converter=str(converter)
+    )
+    job_id = await submit(client, payload("json_payload_editor.json", ntasks=1))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=30)
+    assert (await logfiles_of(conn))["task_1_converter"] == "converted\n"
+
+
 async def test_task_that_writes_nothing(start_app, fake, conn):
     client, _, config = await start_app({"shieldhit": str(fake({"1": MINIMAL}))})
     job_id = await submit(client, averaging_payload(ntasks=2))
@@ -220,18 +242,41 @@ async def test_merge_fails_on_a_damaged_file(start_app, fake, conn, tmp_path):
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 
 
+TWO_PAGES = AVERAGING / "normalisation-5_aggregation-mean_0001.bdo"  # DOSE and FLUENCE
+
+
+async def test_a_page_of_another_shape_fails_the_merge(start_app, fake, conn, tmp_path):
+    """A differential file (10 x 5 bins) cut in its axes reads as a page of one value, which
+    numpy spread over the other task's 50 bins: the job was COMPLETED with 50 NaNs (nulls)."""
+    source = REPLAYS / "diff" / "fluence_2d_lin.bdo"
+    cut = tmp_path / "fluence_2d_lin.bdo"
+    cut.write_bytes(source.read_bytes()[:2040])
+    client, _, _ = await start_app({"shieldhit": str(fake({"1": [source], "2": [cut]}))})
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "COMPLETED"), timeout=60)
+    assert (await logfiles_of(conn))["merge"] == (
+        "The results could not be merged: task_2/fluence_2d_lin.bdo does not match: (1,) "
+        "values where the first task has (50,)"
+    )
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
 @pytest.mark.parametrize(
-    ("length", "problem"),
-    [(1872, "page 0 holds 4 values for 16 bins"), (1008, "it holds no page")],
+    ("source", "length", "problem"),
+    [
+        (MINIMAL[0], 1872, "page 0 holds 4 values for 16 bins"),
+        (MINIMAL[0], 1008, "it holds no page"),
+        (TWO_PAGES, 1888, "it holds 1 of its 2 pages"),
+    ],
 )
 async def test_a_result_file_cut_short_fails_the_merge(
-    start_app, fake, conn, tmp_path, length, problem
+    start_app, fake, conn, tmp_path, source, length, problem
 ):
     """A result file cut short (the node's disk filled up while the simulator wrote it) that
-    pymchelper still reads: the job was COMPLETED with a 4 x 4 page of 4 values, or with an
-    estimator of no page, and nobody was told."""
+    pymchelper still reads: the job was COMPLETED with a 4 x 4 page of 4 values, with an
+    estimator of no page, or with the first of two pages, and nobody was told."""
     cut = tmp_path / "mesh.bdo"
-    cut.write_bytes(MINIMAL[0].read_bytes()[:length])
+    cut.write_bytes(source.read_bytes()[:length])
     client, _, _ = await start_app({"shieldhit": str(fake({"*": [cut]}))})
     job_id = await submit(client, averaging_payload(ntasks=1))
 
@@ -256,6 +301,55 @@ async def test_server_unavailable_for_a_while(start_app, fake, conn):
     assert unavailable.refused == 6
     results = await results_of(client, job_id)
     assert [e["name"] for e in results["estimators"]] == ["fluence", "mesh"]
+
+
+class LosesACompletedAnswer:
+    """Stores task 2's COMPLETED, then answers 503 to it and to every retry of it: an
+    acknowledged update whose answer was lost, the server in trouble for a while after."""
+
+    def __init__(self) -> None:
+        self.stored = self.refused = 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if request.method != "POST" or request.path != "/tasks":
+            return await handler(request)
+        raw = await request.read()
+        request = replayed(request, raw)
+        body = orjson.loads(raw)
+        if body.get("task_id") != 2 or body["update_dict"].get("task_state") != "COMPLETED":
+            return await handler(request)
+        if not self.stored:
+            self.stored += 1
+            await handler(request)
+        self.refused += 1
+        return web.json_response({"message": "Service Unavailable"}, status=503)
+
+
+def replayed(request: web.Request, raw: bytes) -> web.Request:
+    """`request` with its body (read by a middleware) there to be read again by the handler."""
+    reader = streams.StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
+    reader.feed_data(raw)
+    reader.feed_eof()
+    request._payload = reader
+    return request
+
+
+async def test_a_task_the_server_took_as_completed_is_merged(start_app, fake, conn):
+    """Task 2's COMPLETED is stored but its answer never reaches the worker (retry_timeout
+    runs out): the worker removed its result list, "not COMPLETED as far as the server knows",
+    and the job was COMPLETED with both tasks COMPLETED but task 1's results alone."""
+    lossy = LosesACompletedAnswer()
+    shieldhit = fake({"*": MINIMAL}, seed_suffix=True)
+    client, _, _ = await start_app(
+        {"shieldhit": str(shieldhit)}, middleware=lossy, retry_timeout=1.0, slots=1
+    )
+    job_id = await submit(client, averaging_payload(ntasks=2))
+    body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
+    assert (lossy.stored, lossy.refused >= 2) == (1, True)
+    assert [t["task_state"] for t in body["job_tasks_status"]] == ["COMPLETED", "COMPLETED"]
+    mesh = next(e for e in (await results_of(client, job_id))["estimators"] if e["name"] == "mesh")
+    assert mesh["metadata"]["number_of_primaries"] == str(2 * MINIMAL_PRIMARIES)
 
 
 async def test_cancel_kills_the_simulator(start_app, fake, conn):

@@ -2,6 +2,7 @@
 forward proxy its environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), while the local
 runner's own workers reach the server directly whatever proxy the server's environment names."""
 
+import asyncio
 import shlex
 import ssl
 import sys
@@ -30,6 +31,7 @@ from tests.helpers import eventually, start_worker_app, states_are, submit
 from tests.test_worker import MINIMAL
 from tests.test_worker_parts import ENV
 
+RETRY = "YAPTIDE_RUNNER_RETRY_TIMEOUT"
 PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
@@ -223,3 +225,28 @@ async def test_no_proxy_may_name_a_network_as_curl_and_requests_read_it(
     dead = f"http://127.0.0.1:{unused_tcp_port_factory()}"
     env = {"HTTP_PROXY": dead, "NO_PROXY": "127.0.0.0/8"}
     await _post_task(f"http://127.0.0.1:{server.port}", env, monkeypatch)
+
+
+async def test_a_server_that_never_answers_is_given_up_on_after_retry_timeout(aiohttp_server):
+    """A server that takes the request and never answers (frozen, a network cut with no reset):
+    each attempt waited up to 300 s for the answer, whatever retry_timeout said (a task was
+    held about 15 minutes with the default 600 s)."""
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        await release.wait()
+        return web.json_response({"message": "late"}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    settings = load({**ENV, "YAPTIDE_URL": str(server.make_url("")), **{RETRY: "1"}})
+    started = time.monotonic()
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(Unreachable, match="failed for 1 s, last: "):
+                await asyncio.wait_for(ServerClient(settings, session).update_job("FAILED"), 10)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 3

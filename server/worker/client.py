@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 FIRST_DELAY = 0.25
 MAX_DELAY = 30.0
-TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+CONNECT_TIMEOUT, READ_TIMEOUT = 30.0, 300.0  # per attempt, and never past retry_timeout
 
 
 class ServerError(Exception):
@@ -107,12 +107,16 @@ class ServerClient:
         deadline = loop.time() + self._settings.retry_timeout
         delay = FIRST_DELAY
         while True:
+            left = max(deadline - loop.time(), 0.1)  # a server that never answers: given up on
+            timeout = aiohttp.ClientTimeout(
+                sock_connect=min(CONNECT_TIMEOUT, left), sock_read=min(READ_TIMEOUT, left)
+            )
             try:
                 async with self._session.post(
                     self._settings.url + path,
                     data=data,
                     headers=headers,
-                    timeout=TIMEOUT,
+                    timeout=timeout,
                     proxy=self._proxy,
                 ) as response:
                     answer = await response.read()
@@ -128,8 +132,8 @@ class ServerClient:
                 problem = type(exc).__name__ + (f" ({exc})" if str(exc) else "")
             remaining = deadline - loop.time()
             if remaining <= 0:
-                timeout = self._settings.retry_timeout
-                raise Unreachable(f"POST {path} failed for {timeout:g} s, last: {problem}")
+                budget = self._settings.retry_timeout
+                raise Unreachable(f"POST {path} failed for {budget:g} s, last: {problem}")
             wait = min(delay, remaining)
             log.warning("POST %s failed (%s); retrying in %.2f s", path, problem, wait)
             await asyncio.sleep(wait)

@@ -69,9 +69,13 @@ def read_file(path: Path, sim_type: str) -> Estimator:
 
 def _cut_short(estimator: Estimator) -> str | None:
     """What shows that a file pymchelper did read is incomplete (a full disk while it was
-    written): no page, or a page with fewer values than its axes have bins; else None."""
+    written): no page, fewer pages than its header says, or a page with fewer values than its
+    axes have bins; else None."""
     if not estimator.pages:
         return "it holds no page"
+    expected = getattr(estimator, "page_count", None)
+    if isinstance(expected, int | np.integer) and expected != len(estimator.pages):
+        return f"it holds {len(estimator.pages)} of its {expected} pages"
     for number, page in enumerate(estimator.pages):
         bins = math.prod(page.plot_axis(axis).n for axis in range(page.dimension))
         if np.size(page.data_raw) != bins:
@@ -84,13 +88,20 @@ def _aggregator(page: Page) -> Aggregator:
     return AGGREGATORS.get(int(getattr(page, "page_normalized", 2)), WeightedStatsAggregator)()
 
 
-def _add(aggregators: list[Aggregator], estimator: Estimator, path: Path) -> None:
+def _add(aggregators: list[Aggregator], estimator: Estimator, path: Path, first: Estimator) -> None:
+    """Add a task's pages, which must have the first task's shapes: numpy would spread a
+    single value over every bin (a differential file cut in its axes holds one)."""
+    name = f"{path.parent.name}/{path.name}"
     if len(estimator.pages) != len(aggregators):
         raise MergeError(
-            f"{path.parent.name}/{path.name} has {len(estimator.pages)} pages where the "
-            f"other tasks have {len(aggregators)}"
+            f"{name} has {len(estimator.pages)} pages where the other tasks have {len(aggregators)}"
         )
-    for page, aggregator in zip(estimator.pages, aggregators, strict=True):
+    for page, aggregator, model in zip(estimator.pages, aggregators, first.pages, strict=True):
+        if np.shape(page.data_raw) != np.shape(model.data_raw):
+            raise MergeError(
+                f"{name} does not match: {np.shape(page.data_raw)} values where the first "
+                f"task has {np.shape(model.data_raw)}"
+            )
         aggregator.update(value=page.data_raw, weight=estimator.number_of_primaries)
 
 
@@ -99,13 +110,10 @@ def merge_files(paths: list[Path], sim_type: str, name: str) -> Estimator:
     result = read_file(paths[0], sim_type)
     if len(paths) > 1:
         aggregators = [_aggregator(page) for page in result.pages]
-        _add(aggregators, result, paths[0])
+        _add(aggregators, result, paths[0], result)
         for path in paths[1:]:
             current = read_file(path, sim_type)
-            try:
-                _add(aggregators, current, path)
-            except ValueError as exc:  # numpy: arrays of different shapes
-                raise MergeError(f"{path.parent.name}/{path.name} does not match: {exc}") from None
+            _add(aggregators, current, path, result)
             result.number_of_primaries += current.number_of_primaries
         for page, aggregator in zip(result.pages, aggregators, strict=True):
             page.data_raw = aggregator.data

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from server.worker import progress as prog
-from server.worker.client import ServerClient, ServerError
+from server.worker.client import Rejected, ServerClient, ServerError
 from server.worker.outcomes import describe_exit
 from server.worker.outputs import in_output_order
 from server.worker.settings import Settings, child_environment
@@ -69,8 +69,10 @@ class TaskRun:
                 simulated_primaries=self.settings.primaries,
                 estimated_time=0,
             )
-        except ServerError:
+        except Rejected:
             # Not COMPLETED as far as the server knows: keep the merge step off these files.
+            # (Unreachable: it may have been stored. Whoever fails the task then, the local
+            # runner or the SLURM reconciler, removes the list.)
             (self.settings.task_dir / RESULTS_MANIFEST).unlink(missing_ok=True)
             raise
 
@@ -128,8 +130,10 @@ class TaskRun:
         )
         output = prog.Tail()  # its tail only: what it prints may be large
         assert process.stdout is not None  # piped
-        await read_lines(process.stdout, output, None, prog.Progress())
-        returncode = await process.wait()
+        # as the simulator's: what it left running may hold its output open for ever
+        returncode = await _finish(
+            process, [read_lines(process.stdout, output, None, prog.Progress())]
+        )
         self.logs[self.prefix + "converter"] = output.text()
         if returncode != 0:
             raise TaskFailed(f"The converter {describe_exit(returncode)}.")
