@@ -16,6 +16,7 @@ from server.config_checks import origin_list
 from server.db import pool_ctx
 from server.handlers import auth, jobs, keycloak, results, ui, users, workers
 from server.http import error_middleware, expect_continue
+from server.jobs.conversion import converters_ctx
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
@@ -257,6 +258,7 @@ def create_app(config: Config) -> web.Application:
             secret_ctx,
             pool_ctx,
             inflater_ctx,
+            converters_ctx,
             body_files_ctx,
             changes_ctx,
             slurm_ctx,

@@ -23,6 +23,7 @@ from server.sso.keycloak import TokenVerifier
 from server.usercache import UserCache
 
 if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
+    from server.jobs.conversion import Converters  # and submissions read requests (server.http)
     from server.runner.slurm.dispatcher import SlurmDispatcher
 
 CONFIG = web.AppKey("config", Config)
@@ -44,3 +45,4 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured
 # Set only when SLURM is used (runner.kind = "slurm" or [[clusters]] configured).
 SLURM: web.AppKey["SlurmDispatcher"] = web.AppKey("slurm")
+CONVERTERS: web.AppKey["Converters"] = web.AppKey("converters")  # server/jobs/conversion.py

@@ -1,5 +1,7 @@
 """The conversion of a whole project: the four SHIELD-HIT12A files (plus a beam source file)."""
 
+import threading
+
 from server.editor.beam import beam_files
 from server.editor.detectors import read_detectors
 from server.editor.geofile import geo_dat
@@ -9,10 +11,11 @@ from server.editor.scoring import scoring_blocks
 from server.editor.zones import read_geometry
 
 
-def convert(project: Json, primaries: int) -> dict[str, str]:
+def convert(project: Json, primaries: int, stop: threading.Event | None = None) -> dict[str, str]:
     """File name -> text of the SHIELD-HIT12A input for `primaries` per task.
 
-    Raises ConversionError naming the project item that cannot be expressed.
+    Raises ConversionError naming the project item that cannot be expressed, and
+    logic.Stopped once `stop` is set.
     """
     if not isinstance(project, dict):
         raise ConversionError("project", "must be a JSON object")
@@ -20,7 +23,7 @@ def convert(project: Json, primaries: int) -> dict[str, str]:
         raise ConversionError("beam", "the number of primaries per task must be at least 1")
     _no_modulator(project)
     catalogue = read_materials(project)
-    geometry = read_geometry(project, catalogue)
+    geometry = read_geometry(project, catalogue, stop)
     zone_media = media([zone.material for zone in geometry.zones])
     detectors = read_detectors(project, geometry.zone_numbers)
     icru = {uuid: material.icru for uuid, material in catalogue.items()}

@@ -62,12 +62,14 @@ class UniqueNames:
 
     def __init__(self) -> None:
         self.taken: set[str] = set()
+        self._counts: dict[str, int] = {}  # by base: the suffix tried last (many of one name)
 
     def take(self, name: str, fallback: str) -> str:
         base = safe_name(name) or fallback
-        candidate, count = base, 1
+        candidate, count = base, self._counts.get(base.lower(), 1)
         while candidate.lower() in self.taken:
             count += 1
             candidate = f"{base}_{count}"
+        self._counts[base.lower()] = count
         self.taken.add(candidate.lower())
         return candidate

@@ -9,6 +9,7 @@ stay small while each step compares thousands of long terms, so the steps of one
 also share a `Budget` of the literals they may read.
 """
 
+import threading
 from collections.abc import Iterable
 
 CANDIDATES = 10_000  # most terms one distribution may produce before reduction
@@ -21,16 +22,24 @@ class TooComplex(Exception):
     """The expansion passed its limit of terms (or, with a message, its budget)."""
 
 
-class Budget:
-    """The literals one conversion's reductions may still read (an upper bound of their work)."""
+class Stopped(Exception):
+    """The conversion was told to stop (the server is stopping)."""
 
-    def __init__(self, work: int = WORK) -> None:
+
+class Budget:
+    """The literals one conversion's reductions may still read (an upper bound of their work),
+    and whether it has been told to stop: a thread cannot be cancelled, it stops here."""
+
+    def __init__(self, work: int = WORK, stop: threading.Event | None = None) -> None:
         self.left = work
+        self.stop = stop
 
     def spend(self, work: int) -> None:
         self.left -= work
         if self.left < 0:
             raise TooComplex(f"expanding the zones takes more than {WORK} steps")
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
 
 
 def term(literals: Iterable[int]) -> Term:
@@ -38,7 +47,8 @@ def term(literals: Iterable[int]) -> Term:
     return tuple(dict.fromkeys(literals))
 
 
-def is_empty(literals: Term) -> bool:
+def is_empty(literals: frozenset[int]) -> bool:
+    """Whether a term holds both +k and -k (a set: a long term's check stays linear)."""
     return any(-literal in literals for literal in literals)
 
 
@@ -52,7 +62,7 @@ def simplify(region: Region, limit: int | None = None, budget: Budget | None = N
         if budget is not None:
             budget.spend(len(candidate) + compared)
         literals = frozenset(candidate)
-        if is_empty(candidate) or any(smaller <= literals for smaller in sets):
+        if is_empty(literals) or any(smaller <= literals for smaller in sets):
             continue
         kept.append(candidate)
         sets.append(literals)

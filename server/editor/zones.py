@@ -7,6 +7,7 @@ minus every zone, expanded into a union of intersections, each term its own zone
 world's material), then the wrapper zone (wrapper minus world, black hole).
 """
 
+import threading
 from dataclasses import dataclass, field
 
 from server.editor import logic
@@ -47,21 +48,29 @@ class Geometry:
         return list(range(first, first + len(new)))
 
 
-def read_geometry(project: Json, catalogue: Catalogue) -> Geometry:
-    """Bodies and zones, the zones filled with the project's materials."""
-    geometry = Geometry()
+def read_geometry(
+    project: Json, catalogue: Catalogue, stop: threading.Event | None = None
+) -> Geometry:
+    """Bodies and zones, the zones filled with the project's materials (logic.Stopped once
+    `stop` is set)."""
+    geometry = Geometry(budget=logic.Budget(stop=stop))
     figures = entries(section(project, "figureManager", "project"), "figures", "figureManager")
     for index, figure in enumerate(figures):
         _add_figure(geometry, figure, label("figure", figure, index))
+    _check_bodies(geometry)  # before any zone is expanded
     manager = section(project, "zoneManager", "project")
     for index, zone in enumerate(entries(manager, "zones", "zoneManager")):
         _add_zone(geometry, zone, label("zone", zone, index), catalogue)
     _add_world(geometry, section(manager, "worldZone", "zoneManager"), catalogue)
-    if len(geometry.bodies) > MAX_BODIES:
-        raise ConversionError("figureManager", f"more than {MAX_BODIES} bodies")
+    _check_bodies(geometry)
     if len(geometry.zones) > MAX_ZONES:
         raise ConversionError("zoneManager", f"more than {MAX_ZONES} zones after expansion")
     return geometry
+
+
+def _check_bodies(geometry: Geometry) -> None:
+    if len(geometry.bodies) > MAX_BODIES:
+        raise ConversionError("figureManager", f"more than {MAX_BODIES} bodies")
 
 
 def _add_figure(geometry: Geometry, figure: Json, item: str) -> None:

@@ -12,9 +12,8 @@ from server.errors import BadRequest, NotFound
 from server.http import json_response, read_json
 from server.jobs import transitions
 from server.jobs.access import NOT_FOUND, check_cluster_user, owned_simulation
-from server.jobs.conversion import converted
 from server.jobs.submission import Submission, parse_submission
-from server.keys import CONFIG, DISPATCHER, POOL, SLURM, USER
+from server.keys import CONFIG, CONVERTERS, DISPATCHER, POOL, SLURM, USER
 from server.runner import Job
 from server.runner.slurm.batch_options import parse_batch_options
 from server.store import tasks
@@ -52,8 +51,9 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
 
 
 async def _parsed(request: web.Request, body: dict[str, Any]) -> Submission:
-    config = request.app[CONFIG]
-    return await converted(parse_submission(body, config.jobs), config.runner.converter)
+    config, converters = request.app[CONFIG], request.app[CONVERTERS]
+    submission = parse_submission(body, config.jobs)
+    return await converters.converted(request[USER].id, submission, config.runner.converter)
 
 
 async def submit(request: web.Request) -> web.Response:
