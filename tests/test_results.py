@@ -131,6 +131,14 @@ async def test_bad_page_specs(client, job, params, message):
     assert await get(client, "/results", job_id=job, **params) == (400, {"message": message})
 
 
+async def test_blanks_around_page_numbers_are_ignored(client, job):
+    """As the README says, for one page too: `page_number= 4` was a 400."""
+    expected = await get(client, "/results", job_id=job, page_numbers="1")
+    for params in ({"page_number": " 1"}, {"page_number": "1 "}, {"page_numbers": " 1"}):
+        assert await get(client, "/results", job_id=job, **params) == expected
+    assert expected[0] == 200
+
+
 async def test_largest_spec_allowed(client, job):
     status, body = await get(client, "/results", job_id=job, page_numbers="0-9999")
     assert (status, body) == (200, {"message": "Results", "estimators": reference()})

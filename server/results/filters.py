@@ -55,7 +55,7 @@ def page_filter(params: Mapping[str, str]) -> list[int] | None:
     if single is not None and spec is not None:
         raise BadRequest("Give either page_number or page_numbers, not both")
     if single is not None:
-        number = values.decimal(single)
+        number = values.decimal(single.strip())  # blanks ignored, as in page_numbers
         if number is None or not 0 <= number <= MAX_INT32:
             raise BadRequest("Invalid page_number: must be a non-negative integer")
         return [number]
