@@ -89,6 +89,74 @@ async def test_large_upload_with_a_broken_page_that_json_would_drop_is_400(
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 
 
+MALFORMED = (400, {"message": "Malformed JSON body"})
+# Bodies (their estimators, raw) that a page-at-a-time parse answered otherwise than a whole one:
+# a page shaped like the parser's placeholder stood for the page a duplicate `pages` key (its
+# name escaped) dropped, a broken one or another estimator's; other checks came before a broken
+# page's 400.
+SPLIT_LIKE_WHOLE = {
+    "a placeholder-shaped page standing for a broken one": (
+        b'{"name":"a","pages":[{"page_number":1,"data":{"values":[1]}}]},'
+        b'{"name":"b","pages":[{"page_number":2,"data":{"values":[nan]}}],'
+        b'"p\\u0061ges":[{"\\u0000page":0}]}',
+        True,
+        MALFORMED,
+    ),
+    "a placeholder-shaped page standing for another estimator's": (
+        b'{"name":"a","pages":[{"page_number":1,"data":{"values":[1]}}]},'
+        b'{"name":"b","pages":[{"page_number":2,"data":{"values":[2]}}],'
+        b'"p\\u0061ges":[{"\\u0000page":0}]}',
+        True,
+        (400, {"message": "Invalid page in estimator 'b': no integer page_number"}),
+    ),
+    "a broken page and no key": (
+        b'{"name":"a","pages":[{"page_number":1,"data":{"values":[1,]}}]}',
+        False,
+        MALFORMED,
+    ),
+    "a page without its number before a broken one": (
+        b'{"name":"a","pages":[{"data":{"values":[1]}}]},'
+        b'{"name":"b","pages":[{"page_number":1,"data":{"values":[1 2]}}]}',
+        True,
+        MALFORMED,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("estimators", "keyed", "expected"), SPLIT_LIKE_WHOLE.values(), ids=list(SPLIT_LIKE_WHOLE)
+)
+async def test_a_body_parsed_a_page_at_a_time_is_answered_as_parsed_whole(
+    client, conn, monkeypatch, estimators, keyed, expected
+) -> None:
+    from server.results import pagesplit
+
+    await login(client)
+    for split in (False, True):
+        monkeypatch.setattr(pagesplit, "SPLIT_ABOVE", 0 if split else 1 << 40)
+        job_id = await submit(client)
+        await set_key(conn, job_id)
+        body = raw_results_body(job_id, estimators)
+        if not keyed:
+            body = body.replace(b'"update_key": "%s", ' % KEY.encode(), b"")
+        response = await upload(client, job_id, body)
+        assert (response.status, await response.json()) == expected, f"split: {split}"
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+async def test_a_large_body_with_a_broken_page_and_no_key_is_400(client, conn) -> None:
+    """The same as above, over the real threshold: it was a 403 (the key judged first)."""
+    await login(client)
+    job_id = await submit(client)
+    values = b"[" + b"0.125," * (SPLIT_ABOVE // 6 + 10) + b"1]"
+    body = b'{"simulation_id":"%s","estimators":[{"name":"a","pages":[' % job_id.encode()
+    body += b'{"page_number":1,"data":{"values":%s}},' % values
+    body += b'{"page_number":2,"data":{"values":[1,]}}]}]}'
+    assert len(body) > SPLIT_ABOVE
+    response = await upload(client, job_id, body)
+    assert (response.status, await response.json()) == MALFORMED
+
+
 # Bodies on which a backtracking scan of strings would not end: a string that is never closed
 # (time doubling with each byte after its quote), and one followed by escaped quotes (each of
 # which would start a new scan to the end of the body).

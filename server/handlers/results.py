@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.errors import NotFound
+from server.errors import ApiError, NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
@@ -38,9 +38,14 @@ NO_RESULTS = "Results not available"
 async def upload(request: web.Request) -> web.Response:
     raw = await read_worker_body(request)
     body, pages = split_upload(raw)  # large bodies: pages parsed one at a time, below
-    job_id = job_id_of(body)
-    key = update_key_of(request, body)
-    estimators = parse_estimators(body.get("estimators"), pages)
+    try:
+        job_id = job_id_of(body)
+        key = update_key_of(request, body)
+        estimators = parse_estimators(body.get("estimators"), pages)
+    except ApiError:
+        if pages is not None:  # a page not read yet may not be JSON: that answer comes first
+            pages.check_json()
+        raise
     del raw, pages, body  # only the encoded pages are needed from here on
     quota = request.app[CONFIG].jobs.user_quota
     state = await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)

@@ -47,12 +47,14 @@ class PageSpans:
     spans: list[tuple[int, int]]
 
     def load(self, placeholder: dict[str, Any]) -> Any:
-        number = placeholder[PLACEHOLDER_KEY]
-        start, end = self.spans[number]
-        try:
-            return orjson.loads(self.body[start:end])
-        except orjson.JSONDecodeError:
-            raise BadRequest("Malformed JSON body") from None
+        start, end = self.spans[placeholder[PLACEHOLDER_KEY]]
+        return _parse(self.body[start:end])
+
+    def check_json(self) -> None:
+        """400 "Malformed JSON body" if any page is not JSON: what parsing the body whole would
+        have answered before any other check (each page parsed and dropped in turn)."""
+        for start, end in self.spans:
+            _parse(self.body[start:end])
 
 
 def is_placeholder(value: Any) -> bool:
@@ -106,16 +108,17 @@ def _skeleton(body: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes:
     return b"".join(pieces)
 
 
-def _placeholders(data: Any) -> int:
-    """How many placeholders are where pages are read (`estimators[*].pages[*]`)."""
+def _placeholders(data: Any) -> list[int]:
+    """The numbers of the placeholders where pages are read (`estimators[*].pages[*]`)."""
     estimators = data.get("estimators") if isinstance(data, dict) else None
     if not isinstance(estimators, list):
-        return 0
+        return []
     lists = [e.get("pages") for e in estimators if isinstance(e, dict)]
-    return sum(is_placeholder(p) for pages in lists if isinstance(pages, list) for p in pages)
+    found = [p for pages in lists if isinstance(pages, list) for p in pages if is_placeholder(p)]
+    return [p[PLACEHOLDER_KEY] for p in found]
 
 
-def _parse(body: bytes | bytearray) -> Any:
+def _parse(body: bytes | bytearray | memoryview) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -125,11 +128,13 @@ def _parse(body: bytes | bytearray) -> Any:
 def split_upload(body: bytes | bytearray) -> tuple[dict[str, Any], PageSpans | None]:
     """The body parsed, with its pages left as placeholders when it is large; and the pages.
 
-    Pages that the parsed body leaves out (a duplicate key replaced them) would never be parsed:
-    such a body is parsed whole, so that it is refused if they are not JSON."""
+    Unless every page's placeholder is found where pages are read, once each and in order, the
+    body is parsed whole: pages the parsed body leaves out (a duplicate key replaced them) would
+    never be parsed, and an object the client shaped like a placeholder would stand for a page
+    it is not."""
     spans = find_pages(body) if len(body) > SPLIT_ABOVE else None
     data = _parse(_skeleton(body, spans) if spans else body)
-    if spans and _placeholders(data) != len(spans):
+    if spans and _placeholders(data) != list(range(len(spans))):
         data, spans = _parse(body), None
     if not isinstance(data, dict):
         raise BadRequest("JSON body must be an object")
