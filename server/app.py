@@ -1,7 +1,6 @@
 """create_app(config): the whole API wired together. No I/O happens here."""
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
@@ -11,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from server.auth import for_users, secret_ctx
+from server.background import stopped
 from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
@@ -209,9 +209,7 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listening
+        await stopped(listening)
 
 
 async def keycloak_ctx(app: web.Application) -> AsyncIterator[None]:

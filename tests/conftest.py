@@ -5,6 +5,8 @@ import asyncio
 import dataclasses
 import functools
 import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +34,18 @@ from tests.fakes.openid_provider import (
 from tests.helpers import migrated, server_tmp_dir, start_local, worker_setup
 
 SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
+
+
+def _print_tasks(signum: int, frame: object) -> None:
+    """SIGUSR1: every task of the running event loop with its stack, on stderr (a test that
+    hangs waits on a task: faulthandler shows only the loop waiting)."""
+    loop = asyncio._get_running_loop()
+    for task in asyncio.all_tasks(loop) if loop is not None else ():
+        task.print_stack(file=sys.stderr)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGUSR1, _print_tasks)
 
 
 def pytest_asyncio_loop_factories(

@@ -118,7 +118,8 @@ class BodyBudget:
             return all(pool.free >= count for pool in pools)
 
         try:
-            await asyncio.wait_for(self._changed.wait_for(enough), self.wait)
+            async with asyncio.timeout(self.wait):
+                await self._changed.wait_for(enough)
         except TimeoutError:
             raise self._busy() from None
         finally:

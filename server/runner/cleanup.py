@@ -12,7 +12,6 @@ other things, which are never the sweep's to remove.
 """
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from server.background import stopped
 from server.config import Config
 from server.keys import CONFIG, POOL, SLURM
 from server.runner.process import job_dir, work_dir
@@ -78,6 +78,4 @@ async def job_dirs_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stopped(task)

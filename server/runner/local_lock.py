@@ -10,9 +10,9 @@ answers.
 """
 
 import asyncio
-import contextlib
 import logging
 
+from server.background import stopped
 from server.runner.session_lock import ERRORS, SessionLock
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,5 @@ class RunnerLock:
     async def release(self) -> None:
         """Let another server process run the local runner."""
         if self._reclaiming is not None:
-            self._reclaiming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reclaiming
+            await stopped(self._reclaiming)
         await self._lock.release()

@@ -34,6 +34,7 @@ from itertools import groupby
 
 import asyncpg
 
+from server.background import stopped
 from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner.session_lock import SessionLock
@@ -98,9 +99,7 @@ class Reconciler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stopped(self._task)
         await self._lock.release()
 
     async def _loop(self) -> None:

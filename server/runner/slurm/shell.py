@@ -84,7 +84,8 @@ class LocalShell:
         except OSError as exc:
             raise ShellError(f"cannot run /bin/sh: {exc}") from None
         try:
-            out, err = await asyncio.wait_for(_communicate(process, stdin), COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                out, err = await _communicate(process, stdin)
         except BaseException as exc:
             # Timed out, or cancelled (the server stops): the command must not outlive us, nor
             # what the shell started (an sbatch waiting for a stalled controller would hold

@@ -199,7 +199,8 @@ async def _opened(open_session: Callable[[], Awaitable[T]]) -> T:
 async def _answers(connection: asyncssh.SSHClientConnection) -> bool:
     """Whether the login node still answers on `connection` (within PROBE_TIMEOUT)."""
     try:
-        done = await asyncio.wait_for(connection.run("true", check=False), PROBE_TIMEOUT)
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            done = await connection.run("true", check=False)
     except asyncssh.ChannelOpenError:
         return True  # a session refused (MaxSessions): it answered
     except (asyncssh.Error, OSError, TimeoutError):
@@ -250,7 +251,8 @@ def _refusal(path: str) -> Iterator[None]:
 
 
 async def _step(step: Awaitable[T]) -> T:
-    return await asyncio.wait_for(step, COMMAND_TIMEOUT)
+    async with asyncio.timeout(COMMAND_TIMEOUT):
+        return await step
 
 
 def _text(value: object) -> str:
