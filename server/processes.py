@@ -10,6 +10,7 @@ Also the checks `serve` makes before it starts anything, and the one line an exp
 ends run.py with.
 """
 
+import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.connection
@@ -102,8 +103,10 @@ def _serve_one(
     from server.eventloop import new_event_loop
     from server.limits.serving import handler_settings
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_app installs its own handlers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the loop's handlers are installed
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    loop = new_event_loop()
+    _stop_on_the_first_signal(loop)
     threading.Thread(target=_end_with_parent, daemon=True).start()
     try:
         web.run_app(
@@ -113,12 +116,28 @@ def _serve_one(
             reuse_port=True,
             print=lambda _: reports.put(""),  # called once the port is bound
             access_log=None,
-            loop=new_event_loop(),
+            loop=loop,
+            handle_signals=False,
             **handler_settings(config),
         )
     except expected as exc:
         reports.put(one_line(exc))
         raise SystemExit(1) from None
+
+
+def _stop_on_the_first_signal(loop: asyncio.AbstractEventLoop) -> None:
+    """SIGINT or SIGTERM begins the graceful stop (requests under way get their
+    SHUTDOWN_TIMEOUT); the signals after it are ignored. Ctrl-C reaches every process of the
+    group, then run.py passes a SIGTERM on: aiohttp's own handler took that as a second stop
+    in the middle of the first, which cancelled the requests it was letting finish."""
+
+    def stop() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: None)
+        raise web.GracefulExit
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
 
 
 def _end_with_parent() -> None:

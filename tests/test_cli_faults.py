@@ -1,21 +1,35 @@
 """run.py when something around it goes wrong: a database that takes the connection and never
 answers, a server on the same data directory killed, a process count typed with zeros too many,
-a client holding a request open at the stop. Real `python run.py` processes, as in test_cli."""
+a client holding a request open at the stop, Ctrl-C with requests under way in several server
+processes. Real `python run.py` processes, as in test_cli."""
 
+import asyncio
+import http.client
 import os
 import resource
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.helpers import server_tmp_dir
-from tests.test_cli import RUN_PY, Server, environment, free_port, postgres_processes, run_py
+from tests.helpers import SHIELDHIT_FILES, payload, server_tmp_dir
+from tests.test_cli import (
+    RUN_PY,
+    Server,
+    call,
+    environment,
+    free_port,
+    postgres_processes,
+    run_py,
+    two_processes,
+)
 
 
 @pytest.fixture
@@ -132,3 +146,61 @@ def test_a_request_left_half_sent_holds_the_stop_only_a_few_seconds(database_url
         assert took < 15, f"SIGTERM took {took:.0f} s to stop the server"
     finally:
         server.kill()
+
+
+def login_cookie(port: int) -> str:
+    """Register and log in alice; the Cookie header of her session."""
+    account = {"username": "alice", "password": "password1"}
+    assert call(port, "PUT", "/auth/register", account)[0] == 201
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    connection.request("POST", "/auth/login", body=orjson.dumps(account), headers=headers)
+    response = connection.getresponse()
+    assert response.status == 202
+    cookies = [v.split(";", 1)[0] for k, v in response.getheaders() if k.lower() == "set-cookie"]
+    connection.close()
+    return "; ".join(cookies)
+
+
+async def test_ctrl_c_lets_requests_under_way_finish_with_several_processes(
+    database_url, conn, tmp_path
+):
+    """Ctrl-C reaches every process of the group: each server process begins its graceful
+    stop, then run.py sends each a SIGTERM of its own. aiohttp took that as a second stop in
+    the middle of the first and cancelled the requests it was letting finish: no client got
+    an answer (was the simulation submitted?), and run.py still said `Stopped`. Here six
+    submissions wait for a lock on the user's row while the signal comes, the server
+    processes first, and the lock goes 0.5 s later, within the stop's grace."""
+    with two_processes(database_url, tmp_path) as (server, pids):
+        cookie = login_cookie(server.port)
+        answers: list[int | str] = []
+
+        def submit() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                headers = {"Content-Type": "application/json", "Cookie": cookie}
+                body = orjson.dumps(payload(SHIELDHIT_FILES))
+                connection.request("POST", "/jobs/direct", body=body, headers=headers)
+                answers.append(connection.getresponse().status)
+            except (OSError, http.client.HTTPException) as exc:
+                answers.append(type(exc).__name__)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=submit) for _ in range(6)]
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM users FOR UPDATE")
+            for thread in threads:
+                thread.start()
+            await asyncio.sleep(0.5)  # each submission waits for the lock, in some process
+            for pid in pids:
+                os.kill(pid, signal.SIGINT)
+            await asyncio.sleep(0.2)
+            server.process.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.3)
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
+        assert await asyncio.to_thread(server.process.wait, 60) == 0
+    assert answers == [202] * 6, server.output
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 6
+    assert server.output.endswith("\nStopped\n")

@@ -1,5 +1,6 @@
 """The UI dialect's shapes, one pure function at a time (server/ui/shapes.py)."""
 
+import orjson
 import pytest
 
 from server.ui import shapes
@@ -116,7 +117,8 @@ def test_estimators_metadata():
 def test_inputs_of_an_editor_project():
     project = {"project": {"title": "t"}, "beam": {"numberOfParticles": 10}}
     files = {"beam.dat": "NSTAT 10 0\n"}
-    assert shapes.inputs("editor", project, files, 10) == {
+    spliced = shapes.inputs("editor", orjson.dumps(project), orjson.dumps(files), 10)
+    assert orjson.loads(spliced) == {
         "message": "Inputs",
         "input": {
             "input_type": "EDITOR",
@@ -125,12 +127,13 @@ def test_inputs_of_an_editor_project():
             "number_of_all_primaries": 10,
         },
     }
-    assert shapes.inputs("editor", project, None, 10)["input"]["input_files"] == {}
+    spliced = shapes.inputs("editor", orjson.dumps(project), None, 10)
+    assert orjson.loads(spliced)["input"]["input_files"] == {}
 
 
 def test_inputs_of_files():
     files = {"beam.dat": "NSTAT 100 0\n"}
-    assert shapes.inputs("files", files, None, 100) == {
+    assert orjson.loads(shapes.inputs("files", orjson.dumps(files), None, 100)) == {
         "message": "Inputs",
         "input": {"input_type": "FILES", "input_files": files, "number_of_all_primaries": 100},
     }

@@ -1,15 +1,22 @@
-"""`GET /inputs` and `GET /logfiles`, and another user's simulation on every user endpoint."""
+"""`GET /inputs` and `GET /logfiles` (large ones too), and another user's simulation on every user
+endpoint."""
 
+import asyncio
+import contextlib
 import hashlib
+import io
+import socket
 import tracemalloc
 
 import orjson
 import pytest
 
+from server.app import create_app
 from server.editor import convert
 from tests.helpers import (
     EDITOR,
     FLUKA_FILES,
+    KEY,
     SHIELDHIT_FILES,
     add_logfiles,
     add_results_and_logs,
@@ -137,3 +144,105 @@ async def test_another_users_simulation_on_every_endpoint(client, conn):
     await switch_user(client, "alice")
     assert (await get(client, f"/logfiles?job_id={job_id}"))[0] == 200
     assert (await get(client, f"/inputs?job_id={job_id}"))[0] == 200
+
+
+async def post_logs(client, job_id: str, logs: dict[str, str]) -> None:
+    body = orjson.dumps({"simulation_id": job_id, "update_key": KEY, "logfiles": logs})
+    response = await client.post("/logfiles", data=io.BytesIO(body))
+    assert response.status == 202, await response.text()
+
+
+MIB = 1 << 20
+
+
+async def test_one_large_log_file_is_sent_a_few_mb_at_a_time(client, conn):
+    """A worker may store one log of up to worker_max_body_size (256 MiB). It is read whole,
+    and was encoded whole with orjson.dumps, which reserves a worst-case buffer of about ten
+    times the text: a 20 MB log took ~290 MiB for one GET. It is encoded a piece at a time."""
+    await login(client)
+    job_id = await submit(client, FLUKA_FILES)
+    await set_key(conn, job_id)
+    text = "  step 12345 of 100000: 1.234e-05 s\n" * 550_000  # 20 MB, one file
+    await post_logs(client, job_id, {"task_1_stdout": text})
+    expected = orjson.dumps({"message": "Logfiles", "logfiles": {"task_1_stdout": text}})
+    expected_digest, expected_length = hashlib.sha256(expected).digest(), len(expected)
+    del text, expected
+    digest, received = hashlib.sha256(), 0
+    tracemalloc.start()
+    try:
+        async with client.get(f"/logfiles?job_id={job_id}") as response:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                digest.update(chunk)
+                received += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200
+    assert (received, digest.digest()) == (expected_length, expected_digest)
+    assert peak < 48 * MIB, f"{peak / MIB:.0f} MiB to send one log of 20 MB"
+
+
+async def test_a_client_that_reads_logfiles_too_slowly_is_cut_off(
+    aiohttp_client, make_config, conn
+):
+    """`GET /logfiles` is written under the same rule as a streamed `GET /results` body
+    (README): a piece that waits `server.body_timeout` seconds for its client drops the
+    connection. It was written with a plain `response.write`, which waits for a trickling
+    client for ever (TCP's own timeout never fires: what it takes is acknowledged)."""
+    client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
+    await login(client)
+    job_id = await submit(client, FLUKA_FILES)
+    await set_key(conn, job_id)
+    logs = {f"task_{n}_stdout": f"line {n}\n" * 120_000 for n in range(1, 9)}  # 8 x ~1 MB
+    await post_logs(client, job_id, logs)
+    length = len(orjson.dumps({"message": "Logfiles", "logfiles": logs}))  # 7.7 MB
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET /logfiles?job_id={job_id} HTTP/1.1\r\nHost: x\r\n"
+        f"Cookie: access_token={cookie}\r\n\r\n"
+    ).encode()
+    data = bytearray()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    sock.sendall(request)
+    sock.settimeout(5)
+    with sock, contextlib.suppress(ConnectionResetError, TimeoutError):
+        for _ in range(40):  # 4 KiB every 0.1 s for 4 s
+            if not (chunk := await asyncio.to_thread(sock.recv, 4096)):
+                break
+            data += chunk
+            await asyncio.sleep(0.1)
+        while chunk := await asyncio.to_thread(sock.recv, 1 << 20):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    # The whole body (chunked: its last chunk ends the JSON, then the empty chunk) was sent.
+    complete = data.endswith(b"}}\r\n0\r\n\r\n") and len(data) > length
+    assert not complete, f"all {length} bytes of the body were sent to a client taking 40 KiB/s"
+
+
+async def test_ui_inputs_of_a_large_input_are_not_encoded_again(client, conn):
+    """`GET /inputs` splices the stored JSON (~3x the input at peak); `/ui/inputs` parsed it
+    and encoded it again, whose worst-case buffer for each large string made a 43 MB files
+    input cost ~600 MiB per request (14x). It splices it too."""
+    await login(client)
+    files = {f"f{n}.inp": ("x" * 79 + "\n") * (4_000_000 // 80) for n in range(5)}  # 20 MB
+    body = orjson.dumps(payload(FLUKA_FILES, input_files=files))
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/jobs/direct", data=io.BytesIO(body), headers=headers)
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    size = sum(len(text) for text in files.values())
+    peaks = {}
+    for path in ("/inputs", "/ui/inputs"):
+        tracemalloc.start()
+        try:
+            digest = hashlib.sha256()
+            async with client.get(f"{path}?job_id={job_id}") as response:
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    digest.update(chunk)
+            _, peaks[path] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert response.status == 200
+    assert peaks["/ui/inputs"] < 4 * size, {p: f"{v / MIB:.0f} MiB" for p, v in peaks.items()}

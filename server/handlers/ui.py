@@ -32,9 +32,8 @@ async def inputs(request: web.Request) -> web.Response:
         raise NotFound(NOT_FOUND)
     _, rows = status
     primaries = sum(row["requested_primaries"] for row in rows)
-    converted = orjson.loads(found.files) if found.files is not None else None
-    body = shapes.inputs(found.input_type, orjson.loads(found.data), converted, primaries)
-    return json_response(body)
+    body = shapes.inputs(found.input_type, found.data, found.files, primaries)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:

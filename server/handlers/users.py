@@ -1,6 +1,7 @@
 """User endpoints: simulation list and deletion, profile update, clusters, inputs, logfiles."""
 
 import asyncio
+from collections.abc import Iterator
 
 import asyncpg
 import orjson
@@ -15,6 +16,7 @@ from server.keys import CHANGES, CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SLURM
 from server.limits.serving import drop_when_stalled
 from server.profile import ProfileUpdate, parse_profile_update
 from server.results.changes import LEASE
+from server.results.writing import Stall
 from server.runner import cleanup
 from server.store import inputs, logfiles, refresh_tokens, simulations, slurm_jobs, users
 from server.timestamps import iso_utc
@@ -187,10 +189,28 @@ async def get_logfiles(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     separator = b'{"message":"Logfiles","logfiles":{'
-    while batch:
-        for name, text in batch:
-            await response.write(separator + orjson.dumps(name) + b":" + orjson.dumps(text))
-            separator = b","
-        batch = await anext(batches, [])
-    await response.write_eof(b"}}")
+    with Stall(request) as stall:  # a client that takes nothing for body_timeout is cut off
+        while batch:
+            for name, text in batch:
+                await stall.write(response.write(separator + orjson.dumps(name) + b":"))
+                for piece in _json_string(text):
+                    await stall.write(response.write(piece))
+                separator = b","
+            batch = await anext(batches, [])
+        await stall.write(response.write_eof(b"}}"))
     return response
+
+
+TEXT_PIECE = 1 << 18  # characters encoded at once (orjson sizes its buffer for the worst case)
+
+
+def _json_string(text: str) -> Iterator[bytes]:
+    """`text` as a JSON string, encoded a piece at a time: at once, a log of tens of MB took
+    about ten times its size."""
+    if len(text) <= TEXT_PIECE:
+        yield orjson.dumps(text)
+        return
+    yield b'"'
+    for start in range(0, len(text), TEXT_PIECE):
+        yield orjson.dumps(text[start : start + TEXT_PIECE])[1:-1]
+    yield b'"'

@@ -37,7 +37,7 @@ async def stream(
     await response.prepare(request)
     if not gather:  # the first large piece written apart from the headers (see send_body)
         request.writer.send_headers()
-    with _Stall(request) as stall:
+    with Stall(request) as stall:
         sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
         if sent != length:
             return _cut_short(request, response, "the pages changed while they were sent")
@@ -46,7 +46,7 @@ async def stream(
 
 
 async def _send(
-    stall: "_Stall",
+    stall: "Stall",
     response: web.StreamResponse,
     pieces: AsyncIterator[bytes | memoryview],
     gather: bool,
@@ -75,7 +75,7 @@ def _cut_short(request: web.Request, response: web.StreamResponse, why: str) -> 
     return response
 
 
-class _Stall:
+class Stall:
     """Cuts off a client that takes no piece of a body for `server.body_timeout` seconds: a
     write waits for its client to take it (aiohttp drains the transport), and one waiting that
     long drops the connection (not closed: a close waits for the buffer to be sent) and raises
@@ -90,7 +90,7 @@ class _Stall:
         self.since: float | None = None  # when the write under way began
         self.timer: asyncio.TimerHandle | None = self.loop.call_later(self.timeout, self._check)
 
-    def __enter__(self) -> "_Stall":
+    def __enter__(self) -> "Stall":
         return self
 
     def __exit__(self, *_: object) -> None:
