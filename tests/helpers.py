@@ -398,7 +398,10 @@ async def add_results_and_logs(client: TestClient, conn: asyncpg.Connection, job
 async def add_logfiles(client: TestClient, job_id: str, logfiles: dict[str, str]) -> None:
     """Store log files through `POST /logfiles` (the job must have the key KEY: set_key)."""
     body = {"simulation_id": job_id, "update_key": KEY, "logfiles": logfiles}
-    response = await client.post("/logfiles", json=body)
+    data = io.BytesIO(orjson.dumps(body))  # streamed: a log may be tens of MB
+    response = await client.post(
+        "/logfiles", data=data, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 202, await response.text()
 
 

@@ -16,7 +16,6 @@ from server.editor import convert
 from tests.helpers import (
     EDITOR,
     FLUKA_FILES,
-    KEY,
     SHIELDHIT_FILES,
     add_logfiles,
     add_results_and_logs,
@@ -146,12 +145,6 @@ async def test_another_users_simulation_on_every_endpoint(client, conn):
     assert (await get(client, f"/inputs?job_id={job_id}"))[0] == 200
 
 
-async def post_logs(client, job_id: str, logs: dict[str, str]) -> None:
-    body = orjson.dumps({"simulation_id": job_id, "update_key": KEY, "logfiles": logs})
-    response = await client.post("/logfiles", data=io.BytesIO(body))
-    assert response.status == 202, await response.text()
-
-
 MIB = 1 << 20
 
 
@@ -163,7 +156,7 @@ async def test_one_large_log_file_is_sent_a_few_mb_at_a_time(client, conn):
     job_id = await submit(client, FLUKA_FILES)
     await set_key(conn, job_id)
     text = "  step 12345 of 100000: 1.234e-05 s\n" * 550_000  # 20 MB, one file
-    await post_logs(client, job_id, {"task_1_stdout": text})
+    await add_logfiles(client, job_id, {"task_1_stdout": text})
     expected = orjson.dumps({"message": "Logfiles", "logfiles": {"task_1_stdout": text}})
     expected_digest, expected_length = hashlib.sha256(expected).digest(), len(expected)
     del text, expected
@@ -194,7 +187,7 @@ async def test_a_client_that_reads_logfiles_too_slowly_is_cut_off(
     job_id = await submit(client, FLUKA_FILES)
     await set_key(conn, job_id)
     logs = {f"task_{n}_stdout": f"line {n}\n" * 120_000 for n in range(1, 9)}  # 8 x ~1 MB
-    await post_logs(client, job_id, logs)
+    await add_logfiles(client, job_id, logs)
     length = len(orjson.dumps({"message": "Logfiles", "logfiles": logs}))  # 7.7 MB
     cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
     request = (
