@@ -14,7 +14,7 @@ from server.background import stopped
 from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
-from server.handlers import auth, jobs, keycloak, results, ui, users, workers
+from server.handlers import auth, files, jobs, keycloak, meta, results, ui, users, workers
 from server.http import error_middleware, expect_continue
 from server.jobs.conversion import converters_ctx
 from server.keys import (
@@ -56,13 +56,14 @@ from server.ui.dialect import create_dialect, reshaped
 from server.ui.static import Bundle, bundle_ctx, bundle_middleware, html_or
 from server.usercache import UserCache
 
-# Who may call a route: anyone, a user with an access cookie, or a worker with an update key.
+# Who may call a route: anyone, a user with an access cookie (checked by add_routes' wrapper),
+# or a worker with an update key (checked in its handler, which must read the body for it).
 Access = Literal["public", "user", "worker"]
 
 ROUTES: list[tuple[str, str, Handler, Access]] = [
     # The API, top to bottom (contract: shared/spec/api.md).
-    ("GET", "/", auth.index, "public"),
-    ("GET", "/openapi.json", auth.openapi_document, "public"),
+    ("GET", "/", meta.index, "public"),
+    ("GET", "/openapi.json", meta.openapi_document, "public"),
     # accounts
     ("PUT", "/auth/register", auth.register, "public"),
     ("POST", "/auth/login", auth.login, "public"),
@@ -87,8 +88,8 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
     # results and inputs
     ("GET", "/results", results.get_results, "user"),
     ("GET", "/estimators", results.get_estimators, "user"),
-    ("GET", "/inputs", users.get_inputs, "user"),
-    ("GET", "/logfiles", users.get_logfiles, "user"),
+    ("GET", "/inputs", files.get_inputs, "user"),
+    ("GET", "/logfiles", files.get_logfiles, "user"),
     # the user's own simulations and profile
     ("GET", "/user/simulations", users.list_simulations, "user"),
     ("DELETE", "/user/simulations", users.delete_simulation, "user"),
@@ -99,7 +100,7 @@ ROUTES: list[tuple[str, str, Handler, Access]] = [
 UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
     # The web UI's dialect, under [ui] api_prefix (shared/spec/ui-client.md): the same
     # handlers, in the UI's shapes (server/ui/shapes.py).
-    ("GET", "/", auth.index, "public"),
+    ("GET", "/", meta.index, "public"),
     ("POST", "/auth/login", auth.login, "public"),
     ("GET", "/auth/refresh", ui.refresh, "public"),
     ("DELETE", "/auth/logout", auth.logout, "public"),
@@ -116,7 +117,7 @@ UI_ROUTES: list[tuple[str, str, Handler, Access]] = [
     ("GET", "/inputs", ui.inputs, "user"),
     ("GET", "/estimators", ui.estimators, "user"),
     ("GET", "/results", ui.results_of, "user"),
-    ("GET", "/logfiles", users.get_logfiles, "user"),
+    ("GET", "/logfiles", files.get_logfiles, "user"),
 ]
 
 

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 from server import openapi
 from server.app import create_app
 from server.config import Config
-from server.handlers.auth import VERSION
+from server.handlers.meta import VERSION
 from server.limits.serving import handler_settings
 from server.openapi.schemas import MESSAGE
 from tests.helpers import KEY, login, payload, record_jobs, set_key, upload

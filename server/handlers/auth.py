@@ -1,30 +1,15 @@
-"""`GET /`, `GET /openapi.json` and the /auth endpoints: register, login, refresh, status, logout."""
-
-from importlib.metadata import PackageNotFoundError, version
+"""The /auth endpoints of local accounts: register, login, refresh, status, logout."""
 
 from aiohttp import web
 
-from server import auth, openapi, passwords
+from server import auth, passwords
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_public_json
 from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER, USER_CACHE
 from server.passwords import validate_password, validate_username
 from server.store import refresh_tokens, users
 
-try:
-    VERSION = version("yaptide-server")
-except PackageNotFoundError:  # running from a checkout that was not pip-installed
-    VERSION = "0.1.0"
-
 TAKEN = "Username already taken"
-
-
-async def index(request: web.Request) -> web.Response:
-    return json_response({"message": "Hello World!", "version": VERSION})
-
-
-async def openapi_document(request: web.Request) -> web.Response:
-    return json_response(openapi.document(VERSION, request.app[CONFIG].ui.api_prefix))
 
 
 async def _credentials(request: web.Request) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 import hashlib
 import secrets
-import uuid
 from typing import Any
 
 import asyncpg
@@ -12,6 +11,7 @@ from server.errors import BadRequest, NotFound
 from server.http import json_response, read_json
 from server.jobs import transitions
 from server.jobs.access import NOT_FOUND, check_cluster_user, owned_simulation
+from server.jobs.ids import new_job_id
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, CONVERTERS, DISPATCHER, POOL, SLURM, USER
 from server.runner import Job
@@ -22,7 +22,7 @@ from server.timestamps import iso_utc
 
 async def _create(request: web.Request, submission: Submission, platform: str) -> Job:
     """Store the simulation with a fresh update key; the Job for a dispatcher (key in clear)."""
-    job_id = str(uuid.uuid4())
+    job_id = new_job_id()
     update_key = secrets.token_urlsafe(32)
     await transitions.create_simulation(
         request.app[POOL],

@@ -4,7 +4,6 @@
 each stored deflate segment in, inflated (identity) or as is (gzip).
 """
 
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -13,25 +12,15 @@ from server.errors import ApiError, NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
-from server.jobs.states import TERMINAL_STATES
-from server.keys import (
-    BODY_CACHE,
-    BODY_FILES,
-    CONFIG,
-    INFLATER,
-    PAGE_CACHE,
-    POOL,
-    RESULTS_INDEX,
-    USER,
-)
+from server.keys import CONFIG, POOL, RESULTS_INDEX, USER
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
 from server.results.pagesplit import split_upload
+from server.results.stores import stores_of, write_when_finished
 from server.results.upload import parse_estimators
 from server.store import results
 
-log = logging.getLogger(__name__)
 NO_RESULTS = "Results not available"
 
 
@@ -51,19 +40,6 @@ async def upload(request: web.Request) -> web.Response:
     state = await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
     await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Results saved"}, status=202)
-
-
-async def write_when_finished(app: web.Application, job_id: str, state: str) -> None:
-    """A simulation that has just finished (`state`) gets its results' body file, if large
-    (written in the background). The worker's change is committed whatever happens here."""
-    if state not in TERMINAL_STATES:
-        return
-    try:
-        entry = await app[RESULTS_INDEX].get(app[POOL], job_id)
-        if entry is not None and entry.has_results:
-            await render.write_file(entry.view(None, None), stores_of(app))
-    except Exception as exc:  # the database failing now: the file is written on a fetch instead
-        log.warning("no body file for %s yet (%s: %s)", job_id, type(exc).__name__, exc)
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:
@@ -96,12 +72,6 @@ async def send_view(request: web.Request, view: View) -> web.StreamResponse:
         headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
         return web.Response(status=304, headers=headers)
     return await render.respond(request, view, gzip, stores_of(app))
-
-
-def stores_of(app: web.Application) -> render.Stores:
-    return render.Stores(
-        app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER], app[BODY_FILES]
-    )
 
 
 async def get_estimators(request: web.Request) -> web.Response:

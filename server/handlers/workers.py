@@ -5,24 +5,24 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import BadRequest
-from server.handlers.results import write_when_finished
 from server.http import field, json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_json, update_key_of
 from server.jobs.reports import parse_job_state, parse_task_id, parse_update_dict
 from server.keys import CONFIG, DISPATCHER, POOL
+from server.results.stores import write_when_finished
 
 MAX_LOGFILE_NAME = 255
 
 
-async def read_worker_body(request: web.Request) -> tuple[dict[str, Any], str, str]:
+async def read_report(request: web.Request) -> tuple[dict[str, Any], str, str]:
     """The body (inflated when sent encoded), its job_id and the update key."""
     body = await read_worker_json(request)
     return body, job_id_of(body), update_key_of(request, body)
 
 
 async def update_task(request: web.Request) -> web.Response:
-    body, job_id, key = await read_worker_body(request)
+    body, job_id, key = await read_report(request)
     task_id = parse_task_id(body.get("task_id"))
     update = parse_update_dict(field(body, "update_dict", dict))
     state = await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
@@ -31,7 +31,7 @@ async def update_task(request: web.Request) -> web.Response:
 
 
 async def update_job(request: web.Request) -> web.Response:
-    body, job_id, key = await read_worker_body(request)
+    body, job_id, key = await read_report(request)
     state = parse_job_state(body.get("job_state"))
     if await transitions.update_job(request.app[POOL], job_id, key, state):
         await request.app[DISPATCHER].cancel(job_id)
@@ -52,7 +52,7 @@ def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
 
 
 async def upload_logfiles(request: web.Request) -> web.Response:
-    body, job_id, key = await read_worker_body(request)
+    body, job_id, key = await read_report(request)
     files = parse_logfiles(field(body, "logfiles", dict))
     quota = request.app[CONFIG].jobs.user_quota
     await transitions.save_logfiles(request.app[POOL], job_id, key, files, quota)

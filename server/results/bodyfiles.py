@@ -39,7 +39,7 @@ STALE_PART = 3600.0  # seconds after which a file being written was left by a pr
 SPARE_BUFFERS = 4  # read buffers kept for the next fetches
 CLOSE_WAIT = 30.0  # seconds a stopping server waits for the files it is writing
 MAX_DELETED = 100_000  # deleted job_ids remembered (~10 MB at most)
-JOB_ID = re.compile(r"[0-9A-Za-z_-]+\Z")  # job_ids this names files for (server-made: all)
+SAFE_NAME = re.compile(r"[0-9A-Za-z_-]+\Z")  # job_ids this names files for (server-made: all)
 
 Pieces = AsyncGenerator[bytes, None]
 
@@ -63,7 +63,7 @@ class BodyFiles:
 
     def name(self, job_id: str, key: Hashable) -> str | None:
         """The file name of the body `key` of `job_id` (None: a job_id that names no file)."""
-        if not JOB_ID.match(job_id):
+        if not SAFE_NAME.match(job_id):
             return None
         digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
         return f"{job_id}.{digest}{SUFFIX}"
@@ -129,7 +129,7 @@ class BodyFiles:
 
     def forget(self, job_id: str) -> None:
         """Remove the files of `job_id` (deleted), stop writing any, and write none later."""
-        if not JOB_ID.match(job_id):
+        if not SAFE_NAME.match(job_id):
             return
         if len(self._deleted) >= MAX_DELETED:
             self._deleted.clear()

@@ -41,7 +41,7 @@ _ROLES = {
 
 @dataclass
 class PageSpans:
-    """Where the pages are in the raw body; `load(n)` parses page n."""
+    """Where the pages are in the raw body; `load(placeholder)` parses the page it stands for."""
 
     body: memoryview
     spans: list[tuple[int, int]]

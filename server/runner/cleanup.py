@@ -21,10 +21,10 @@ from aiohttp import web
 
 from server.background import stopped
 from server.config import Config
+from server.jobs.ids import JOB_ID
 from server.keys import CONFIG, POOL, SLURM
 from server.runner.process import job_dir, work_dir
 from server.runner.slurm.dispatcher import SlurmDispatcher
-from server.runner.slurm.job_dirs import JOB_ID
 from server.store import refresh_tokens, simulations
 
 log = logging.getLogger(__name__)

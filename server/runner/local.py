@@ -2,8 +2,7 @@
 
 At most `runner.slots` processes (tasks and merge steps) run at once (0: one per CPU); the
 other tasks wait in one first-in, first-out queue across all jobs (server/runner/local_queue.py).
-A worker reports only over HTTP with its update key, like a worker on an HPC node; the runner
-supervises processes:
+A worker reports only over HTTP with its update key, as on an HPC node; the runner supervises:
 
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
   its output stored as the log file `task_<n>_output` (retried while the database refuses it);
@@ -280,7 +279,8 @@ class LocalDispatcher:
 
     async def _kill_after_grace(self, process: asyncio.subprocess.Process) -> None:
         try:
-            await asyncio.wait_for(process.wait(), self._config.runner.grace_period)
+            async with asyncio.timeout(self._config.runner.grace_period):
+                await process.wait()
         except TimeoutError:
             proc.signal_group(process, signal.SIGKILL)
 

@@ -27,6 +27,8 @@ from pymchelper.readers.fluka import FlukaReader, FlukaReaderFactory
 from pymchelper.readers.shieldhit.general import SHReaderFactory
 from pymchelper.readers.shieldhit.reader_base import SHReader
 
+from server.worker.simulators import title_of
+
 AGGREGATORS: dict[int, type[Aggregator]] = {
     0: NoAggregator,
     1: SumAggregator,
@@ -36,7 +38,6 @@ AGGREGATORS: dict[int, type[Aggregator]] = {
 }
 NOT_METADATA = {"data", "data_raw", "error", "error_raw", "counter", "pages", "x", "y", "z"}
 PAGE_NOT_METADATA = {"data_raw", "error_raw", "estimator", "diff_axis1", "diff_axis2"}
-TITLES = {"shieldhit": "SHIELD-HIT12A", "fluka": "FLUKA"}
 
 
 class MergeError(Exception):
@@ -61,7 +62,7 @@ def read_file(path: Path, sim_type: str) -> Estimator:
     except Exception as exc:  # pymchelper's readers fail in many ways on a damaged file
         raise MergeError(f"{name} could not be read ({type(exc).__name__}: {exc})") from None
     if not read:
-        raise MergeError(f"{name} is not a readable {TITLES.get(sim_type, sim_type)} result file")
+        raise MergeError(f"{name} is not a readable {title_of(sim_type)} result file")
     if problem := _cut_short(estimator):
         raise MergeError(f"{name} is cut short or damaged: {problem}")
     return estimator
@@ -118,6 +119,8 @@ def merge_files(paths: list[Path], sim_type: str, name: str) -> Estimator:
         for page, aggregator in zip(result.pages, aggregators, strict=True):
             page.data_raw = aggregator.data
             page.error_raw = None
+    # These reach the uploaded metadata (estimator_dict takes every attribute), as pymchelper's
+    # own merge would set them.
     result.file_counter = len(paths)
     result.file_corename = name
     result.error_type = ErrorEstimate.none

@@ -54,6 +54,11 @@ class Simulator:
         return sorted(path for path in found if path.is_file() and path.name not in inputs)
 
 
+def title_of(sim_type: str) -> str:
+    """The simulator's name for people ("SHIELD-HIT12A"); the sim_type when not one of ours."""
+    return SIMULATORS[sim_type].title if sim_type in SIMULATORS else sim_type
+
+
 def simulator_for(sim_type: str) -> Simulator:
     simulator = SIMULATORS.get(sim_type)
     if simulator is None:

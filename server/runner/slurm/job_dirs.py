@@ -9,16 +9,15 @@ listed, and the directories named by a job_id whose simulation is gone, or ended
 
 import logging
 import posixpath
-import re
 import shlex
 
 import asyncpg
 
+from server.jobs.ids import JOB_ID
 from server.runner.slurm.shell import Shell
 from server.store import simulations
 
 log = logging.getLogger(__name__)
-JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 async def remove(shell: Shell, paths: list[str]) -> None:
