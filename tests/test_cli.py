@@ -656,3 +656,45 @@ def test_embedded_database_of_another_postgresql_version_is_one_line(server_dir)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"{pgdata} holds a PostgreSQL 16 database" in result.stderr
+
+
+WORKER_ENV = {
+    "YAPTIDE_URL": "http://127.0.0.1:9",
+    "YAPTIDE_SIMULATION_ID": "00000000-0000-0000-0000-000000000000",
+    "YAPTIDE_UPDATE_KEY": "k",
+    "YAPTIDE_TASK_ID": "1",
+    "YAPTIDE_PRIMARIES": "1",
+    "YAPTIDE_NTASKS": "1",
+    "YAPTIDE_SIM_TYPE": "shieldhit",
+    "YAPTIDE_INPUT_TYPE": "files",
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        (
+            {"YAPTIDE_RUNNER_RETRY_TIMEOUT": "-1"},
+            "YAPTIDE_RUNNER_RETRY_TIMEOUT must be greater than 0, got '-1'",
+        ),
+        (  # a node's environment may hold another program's DATABASE_URL
+            {"YAPTIDE_URL": None, "DATABASE_URL": "mysql://db.example.org/another_app"},
+            "YAPTIDE_URL is not set",
+        ),
+    ],
+)
+def test_run_py_worker_is_the_worker_with_its_exit_statuses(tmp_path, changes, line):
+    """`run.py worker` reads only the worker's environment, never the server's configuration:
+    a bad environment is exit status 2 with the worker's one line, as `python -m server.worker`."""
+    env = environment(**WORKER_ENV, YAPTIDE_JOB_DIR=str(tmp_path))
+    for name, value in changes.items():
+        if value is None:
+            del env[name]
+        else:
+            env[name] = value
+    for command in ([sys.executable, "-m", "server.worker"], [sys.executable, RUN_PY, "worker"]):
+        done = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert (done.returncode, done.stderr.count("\n")) == (2, 1), (command, done.stderr)
+        assert line in done.stderr, done.stderr

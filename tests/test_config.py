@@ -295,6 +295,28 @@ def test_bad_toml_values(tmp_path, toml, message):
             "1e12",
             "must be at most 100 years (got 1000000000000.0)",
         ),
+        (
+            "YAPTIDE_SERVER_PORT",
+            "\u0665\u0660\u0660\u0660",
+            "expected an integer (got '\u0665\u0660\u0660\u0660')",
+        ),
+        (  # TOML cannot say it; PostgreSQL could not take it (every submission was then a 500)
+            "YAPTIDE_JOBS_MAX_UNFINISHED",
+            "99999999999999999999",
+            "must fit in 64 bits (got 99999999999999999999)",
+        ),
+        (  # the workers add /tasks, /results, ... to it
+            "YAPTIDE_SERVER_PUBLIC_URL",
+            "http://127.0.0.1:5000/?site=yaptide",
+            "must not have a query or a fragment: the worker adds the endpoints' paths to it "
+            "(got 'http://127.0.0.1:5000/?site=yaptide')",
+        ),
+        (
+            "YAPTIDE_SERVER_PUBLIC_URL",
+            "http://127.0.0.1:5000/yaptide#main",
+            "must not have a query or a fragment: the worker adds the endpoints' paths to it "
+            "(got 'http://127.0.0.1:5000/yaptide#main')",
+        ),
         ("YAPTIDE_AUTH_SECURE_COOKIES", "maybe", "expected true or false (got 'maybe')"),
         ("YAPTIDE_AUTH_REGISTRATION", "OPEN", "must be one of: open, closed (got 'OPEN')"),
         ("YAPTIDE_SERVER_PROT", "1", "unknown setting (no such key in config.toml)"),

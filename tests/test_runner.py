@@ -182,6 +182,23 @@ async def test_command_that_cannot_start(aiohttp_client, make_config, conn):
     }
 
 
+async def test_a_work_dir_that_cannot_be_made_is_named_in_the_tasks_log(
+    aiohttp_client, make_config, conn, tmp_path
+):
+    """The task's log blames runner.work_dir, not the worker command; nothing logs a traceback."""
+    (tmp_path / "a-file").write_text("not a directory")
+    work_dir = tmp_path / "a-file" / "jobs"
+    config = make_config(runner={"kind": "local", "work_dir": str(work_dir)})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client, payload(ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert await logfiles_of(conn) == {
+        "task_1_output": "The task's files could not be written in runner.work_dir: "
+        f"{work_dir}: Not a directory"
+    }
+
+
 async def test_slots_are_respected(start_app, conn, tmp_path):
     work_dir = tmp_path / "work"
     client, _, _ = await start_app("slots", slots=2, work_dir=str(work_dir))

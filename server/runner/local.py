@@ -41,7 +41,6 @@ from server.runner.local_lock import BUSY_TEXT, RunnerLock
 from server.runner.local_queue import JobRun, TaskQueue
 from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
-from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +219,7 @@ class LocalDispatcher:
             await asyncio.to_thread(proc.write_inputs, directory, job)
             process = await proc.start(argv, directory, env, output)
         except OSError as exc:
-            await self._fail(
-                run, task_id, f"The worker command {argv[0]!r} could not start: {proc.reason(exc)}"
-            )
+            await self._fail(run, task_id, proc.start_failure(argv, exc))
             return
         except Exception as exc:  # an error of ours: the task ends, and says so
             log.exception("job %s task %d: could not start", job_id, task_id)
@@ -256,8 +253,7 @@ class LocalDispatcher:
         fail = transitions.fail_task
         if await self._written(job_id, lambda: fail(self._pool, job_id, task_id, name, text)):
             log.warning("job %s task %d: marked FAILED", job_id, task_id)
-            directory = proc.task_dir(proc.job_dir(self._config, job_id), task_id)
-            (directory / RESULTS_MANIFEST).unlink(missing_ok=True)  # its files are not merged
+            proc.drop_results_list(proc.task_dir(proc.job_dir(self._config, job_id), task_id))
 
     async def _written(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T | None:
         """`write()` (or a read), tried again every RETRY_EVERY seconds while the database

@@ -23,6 +23,7 @@ import orjson
 from server import proxies
 from server.config import PROJECT_DIR, Config
 from server.runner import Job
+from server.worker.task import RESULTS_MANIFEST
 
 OUTPUT_TAIL = 64 * 1024
 DEFAULT_COMMAND = (sys.executable, "-m", "server.worker")
@@ -170,6 +171,21 @@ def reason(exc: OSError) -> str:
     """Why a command could not start, without the path (the message names it already; asyncio's
     loop repeats it, uvloop's does not)."""
     return exc.strerror or str(exc)
+
+
+def start_failure(argv: list[str], exc: OSError) -> str:
+    """Why a task could not start, for its log: its files could not be written (under
+    runner.work_dir: a path that is not a directory, a full disk), or its worker not run."""
+    if exc.filename is not None and exc.filename != argv[0]:
+        where = exc.filename2 or exc.filename  # os.link: the new file
+        return f"The task's files could not be written in runner.work_dir: {where}: {reason(exc)}"
+    return f"The worker command {argv[0]!r} could not start: {reason(exc)}"
+
+
+def drop_results_list(directory: Path) -> None:
+    """Remove a failed task's list of result files: they are not merged."""
+    with contextlib.suppress(OSError):  # no task directory (never made): no list either
+        (directory / RESULTS_MANIFEST).unlink(missing_ok=True)
 
 
 def signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
