@@ -140,15 +140,15 @@ def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
     return claims
 
 
-# A user id as _signed writes it: ASCII digits of a positive bigint (str.isdigit() would also
-# take "²" or a full-width one (U+FF11), and 30 digits overflow the column).
+# A user id as _signed writes it: ASCII digits of a bigint (str.isdigit() also takes "²").
 _USER_ID = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def _valid_claims(claims: dict[str, Any], kind: str) -> bool:
-    """`sub` is a user id; a refresh token also carries its revocable id (`jti`)."""
-    sub, jti = claims.get("sub"), claims.get("jti")
-    if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
+    """`sub` is a user id, `gen` an integer, `sid` text; a refresh token's `jti` is its id."""
+    sub, jti, gen = claims.get("sub"), claims.get("jti"), claims.get("gen", 0)
+    shaped = isinstance(sub, str) and _USER_ID.fullmatch(sub) and type(gen) is int
+    if not shaped or not isinstance(claims.get("sid", ""), str):
         return False
     return kind != "refresh" or (isinstance(jti, str) and 0 < len(jti) <= 64)
 

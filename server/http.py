@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 
 from server import db, values
 from server.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from server.keys import CONFIG
+from server.keys import CONFIG, CONTINUE_OWED
 from server.limits.bodies import hold_for_parsing, read_body
 from server.limits.budget import FREE_BYTES
 
@@ -98,6 +98,8 @@ def _unless_begun(request: web.Request, response: web.StreamResponse) -> web.Str
     incomplete body, never an error response inside it. (Headers only prepared, not yet sent,
     are replaced by the error's.)"""
     if request.writer.output_size == 0:
+        if request.get(CONTINUE_OWED):  # refused before its client sent the body: never read
+            response.force_close()
         return response
     log.warning("%s %s: response cut short (%d)", request.method, request.path, response.status)
     if request.transport is not None:
@@ -107,10 +109,12 @@ def _unless_begun(request: web.Request, response: web.StreamResponse) -> web.Str
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """The `Expect` header of a request to a route, which aiohttp hands to this before any
-    middleware runs: `100-continue` gets the 100 Continue aiohttp's own handler sends; any other
-    expectation is 417 in JSON (aiohttp's own answer is plain text, and a 500 when the value is
-    not UTF-8), and the connection closed after it, since a body announced is never read.
-    HTTP/1.0 knows no Expect: ignored."""
+    middleware runs: `100-continue` gets its 100 Continue when the body is first read
+    (server/limits/bodies.py), so that a request refused on its headers (its size, cookie or
+    key) gets that answer instead, before its client sends the body; any other expectation is
+    417 in JSON (aiohttp's own answer is plain text, and a 500 when the value is not UTF-8), and
+    the connection closed after it, since a body announced is never read. HTTP/1.0 knows no
+    Expect: ignored."""
     expect = request.headers.get("Expect", "")
     if request.version < HttpVersion11:
         return None
@@ -119,8 +123,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         response = error_response(f"Unsupported Expect: {expect}", 417)
         response.force_close()
         return response
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the body's size, as aiohttp counts it, starts after
+    request[CONTINUE_OWED] = True
     return None
 
 
@@ -224,7 +227,7 @@ def bearer_token(request: web.Request) -> str | None:
 
 def query_param(request: web.Request, name: str) -> str:
     """A required query parameter; 400 `Missing <name>` when absent or empty."""
-    value = request.query.get(name)
+    value = values.one(request.query, name)
     if not value:
         raise BadRequest(f"Missing {name}")
     return values.text(value, name)
@@ -232,20 +235,24 @@ def query_param(request: web.Request, name: str) -> str:
 
 def optional_query_param(request: web.Request, name: str) -> str | None:
     """An optional query parameter (absent or empty: None), checked like query_param."""
-    value = request.query.get(name)
+    value = values.one(request.query, name)
     return values.text(value, name) if value else None
 
 
-class QuietParseErrors(logging.Filter):
+class QuietClientFaults(logging.Filter):
     """aiohttp logs each request it cannot parse (and answers 400 itself: a raw space in the
-    URL, an invalid header) as an ERROR with a traceback, ~550 bytes that any client could
-    have written at will. On `aiohttp.server` such a record becomes one DEBUG line."""
+    URL, an invalid header), and a client gone before its 100 Continue on a path no route has,
+    as an ERROR with a traceback, ~550-1500 bytes that any client could have written at will.
+    On `aiohttp.server` such a record becomes one DEBUG line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "malformed request: %s %s", (exc.code, exc.message.strip())
+        elif isinstance(exc, ConnectionResetError):
+            record.msg, record.args = "the client went away: %s", (exc,)
+        else:
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        record.msg, record.args = "malformed request: %s %s", (exc.code, exc.message.strip())
         record.exc_info = record.exc_text = None
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

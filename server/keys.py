@@ -40,6 +40,8 @@ LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
 
 USER = web.RequestKey("user", User)
+# A client waiting for `100 Continue` before it sends its body (server.http.expect_continue).
+CONTINUE_OWED = web.RequestKey("continue_owed", bool)
 USER_CACHE = web.AppKey("user_cache", UserCache)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 KEYCLOAK = web.AppKey("keycloak", TokenVerifier)  # present only when [keycloak] is configured

@@ -7,10 +7,12 @@ PostgreSQL `text` cannot hold NUL, `bigint` and `integer` have bounds, and Pytho
 
 import re
 
+from multidict import MultiMapping
+
 from server.errors import BadRequest
 from server.models import MAX_INT32, MAX_INT64
 
-__all__ = ["MAX_INT32", "MAX_INT64", "decimal", "text"]
+__all__ = ["MAX_INT32", "MAX_INT64", "decimal", "one", "text"]
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 
@@ -26,3 +28,12 @@ def text(value: str, name: str, max_length: int | None = None) -> str:
 def decimal(value: str) -> int | None:
     """The integer an ASCII decimal string (optional minus, up to 20 digits) spells, else None."""
     return int(value) if _DECIMAL.fullmatch(value) else None
+
+
+def one(query: MultiMapping[str], name: str) -> str | None:
+    """The value of query parameter `name` (None when absent); 400 when it is given more than
+    once (`job_id=A&job_id=B`): which one was meant cannot be known."""
+    found = query.getall(name, [])
+    if len(found) > 1:
+        raise BadRequest(f"Invalid {name}: given more than once")
+    return found[0] if found else None

@@ -190,6 +190,10 @@ def signed(client, **claims: Any) -> str:
         ("access_token", "/auth/status", {"sub": 1, "type": "access"}),
         ("refresh_token", "/auth/refresh", {"sub": "1", "type": "refresh"}),  # no jti
         ("refresh_token", "/auth/refresh", {"sub": "1", "type": "refresh", "jti": 5}),
+        ("access_token", "/auth/status", {"sub": "1", "type": "access", "gen": "0"}),
+        ("access_token", "/auth/status", {"sub": "1", "type": "access", "gen": True}),
+        ("access_token", "/auth/status", {"sub": "1", "type": "access", "sid": ["a"]}),
+        ("access_token", "/auth/status", {"sub": "1", "type": "access", "sid": {"a": 1}}),
     ],
 )
 async def test_odd_token_claims_are_401(client, cookie: str, path: str, claims: dict) -> None:

@@ -7,14 +7,19 @@ import gzip
 import hashlib
 import io
 import json
+import signal
+import socket
+import struct
 import sys
 import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
@@ -27,6 +32,7 @@ from server.limits.budget import FREE_BYTES as FREE
 from server.limits.budget import FREE_PARSE, parse_cost
 from server.sql import query
 from tests.helpers import KEY, eventually, login, payload, register, set_key, submit
+from tests.servers import free_port, start, wait_ready
 
 BODY_ROUTES = [
     ("PUT", "/auth/register"),
@@ -854,6 +860,98 @@ async def test_a_417_to_a_client_waiting_to_send_its_body_closes_the_connection(
     following = await asyncio.wait_for(reader.read(), 15)  # repeat, on the same connection
     writer.close()
     assert (headers.get("connection"), following) == ("close", b"")
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "message"),
+    [
+        (  # a public route's body limit (64 KiB), known from Content-Length
+            b"POST /auth/login HTTP/1.1\r\nContent-Length: 100000000\r\n",
+            413,
+            "Request body larger than 65536 bytes",
+        ),
+        (  # over the worker limit (256 MiB)
+            b"POST /results HTTP/1.1\r\nContent-Length: 1000000000\r\n",
+            413,
+            "Request body larger than 268435456 bytes",
+        ),
+        (  # a user route without an access cookie
+            b"POST /jobs/direct HTTP/1.1\r\nContent-Length: 1000000\r\n",
+            401,
+            "No token provided",
+        ),
+        (  # a bearer key that is nobody's (README: refused before the body is read)
+            b"POST /results HTTP/1.1\r\nAuthorization: Bearer nobodys-key\r\n"
+            b"Content-Length: 100000000\r\n",
+            403,
+            "Invalid update key",
+        ),
+    ],
+    ids=["login-over-limit", "results-over-worker-limit", "no-cookie", "wrong-key"],
+)
+async def test_a_request_refused_on_its_headers_gets_no_100_continue(
+    client, head, status, message
+) -> None:
+    """`Expect: 100-continue` lets a server refuse a request on its headers before the body is
+    sent (RFC 9110 10.1.1); the 100 was sent before any check, and the client then sent its
+    100 MB only to be refused. The connection is closed after the refusal: the body is owed."""
+    head += b"Host: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    reader, writer = await raw_request(client, head)
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status_line, *lines = first.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    writer.close()
+    assert status_line.startswith(f"HTTP/1.1 {status} "), status_line
+    assert (orjson.loads(body), headers["connection"]) == ({"message": message}, "close")
+
+
+@pytest.fixture
+async def run_py(database_url, conn, tmp_path) -> AsyncIterator[tuple[int, Path]]:
+    """(port, log file) of a real run.py (no runner), logging as it does in production."""
+    port = free_port()
+    process = start(database_url, tmp_path / "data", port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, f"http://127.0.0.1:{port}", process)
+        yield port, tmp_path / f"server-{port}.log"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("path", [b"/auth/login", b"/nowhere"])
+async def test_a_client_gone_before_its_100_continue_logs_no_traceback(run_py, path) -> None:
+    """README: "no client can fill the server's log with tracebacks". The write of a 100
+    Continue to a client that had reset its connection logged an ERROR and ~1.5 KB of
+    traceback (aiohttp's own expect handler: on a path no route has)."""
+    port, log = run_py
+    for _ in range(20):
+        with socket.socket() as sock:
+            sock.connect(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+            sock.sendall(
+                b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(PLAIN)
+            )
+        await asyncio.sleep(0.02)
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as answer:
+        assert answer.status == 200  # still serving
+    await asyncio.sleep(0.5)
+    assert " ERROR " not in log.read_text() and "Traceback" not in log.read_text()
+
+
+async def test_content_encoding_in_two_header_lines_is_read_as_one_list(client) -> None:
+    """RFC 9110 5.3: two `Content-Encoding` lines mean one list; only the first was read, and
+    a body gzipped twice was inflated once, then parsed as JSON (400 instead of 415)."""
+    body = gzip.compress(gzip.compress(PLAIN))
+    message = "Unsupported Content-Encoding: gzip, gzip (use gzip, deflate or none)"
+    for lines in (b"Content-Encoding: gzip, gzip\r\n", b"Content-Encoding: gzip\r\n" * 2):
+        head = b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += lines + b"Content-Length: %d\r\n" % len(body)
+        reader, writer = await raw_request(client, head, body)
+        assert await response_of(reader) == (415, {"message": message})
+        writer.close()
 
 
 async def test_100_continue_is_still_sent_before_the_body(client) -> None:

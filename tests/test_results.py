@@ -139,6 +139,16 @@ async def test_blanks_around_page_numbers_are_ignored(client, job):
     assert expected[0] == 200
 
 
+@pytest.mark.parametrize("name", ["page_numbers", "page_number"])
+@pytest.mark.parametrize("path", ["/results", "/ui/results"])
+async def test_a_page_filter_given_twice_is_400(client, job, name, path):
+    """`page_numbers=1&page_numbers=2` (how some clients send a list) got page 1 alone."""
+    query = f"?job_id={job}&estimator_name=z_profile&{name}=1&{name}=2"
+    response = await client.get(path + query)
+    answer = {"message": f"Invalid {name}: given more than once"}
+    assert (response.status, await response.json()) == (400, answer)
+
+
 async def test_largest_spec_allowed(client, job):
     status, body = await get(client, "/results", job_id=job, page_numbers="0-9999")
     assert (status, body) == (200, {"message": "Results", "estimators": reference()})

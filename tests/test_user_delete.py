@@ -72,6 +72,17 @@ async def test_unfinished_states_are_kept(client, conn, state):
     assert await conn.fetchval("SELECT job_state FROM simulations") == state
 
 
+async def test_a_job_id_given_twice_is_400_and_deletes_nothing(client, conn):
+    """`?job_id=A&job_id=B` deleted A and said nothing of B: which one was meant is unknown."""
+    await login(client)
+    first = await full_simulation(client, conn, "COMPLETED")
+    second = await full_simulation(client, conn, "COMPLETED")
+    response = await client.delete(f"/user/simulations?job_id={first}&job_id={second}")
+    answer = {"message": "Invalid job_id: given more than once"}
+    assert (response.status, await response.json()) == (400, answer)
+    assert [await stored_counts(conn, job_id) for job_id in (first, second)] == [FULL, FULL]
+
+
 async def test_seed_errors(client, conn):
     await login(client)
     assert await delete(client, None) == (400, {"message": "Missing job_id"})

@@ -10,7 +10,7 @@ from server import auth
 from server.errors import NotFound, Unauthorized
 from server.handlers import auth as auth_handlers
 from server.handlers.results import get_estimators, owned_results, send_view
-from server.http import error_response, json_response, query_param
+from server.http import error_response, json_response, optional_query_param, query_param
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL
 from server.results import render
@@ -76,11 +76,11 @@ async def results_of(request: web.Request) -> web.StreamResponse:
     """With `estimator_name`, the UI reads the pages at the top level (`page` for
     `page_number`) of the stored estimator its name stands for; without it, the API's form.
     Spliced from the stored page segments either way."""
-    name = request.query.get("estimator_name") or None
+    name = optional_query_param(request, "estimator_name")
     if name is None:
         return await _full_results(request)
     numbers = page_filter(request.query)
-    single = request.query.get("page_number") is not None
+    single = "page_number" in request.query  # once: page_filter checked it
     form = (render.single_page if single else render.page_list).__name__
     entry = await owned_results(request, query_param(request, "job_id"))
     for stored in shapes.stored_names(name, await _outputs_of(request, entry)):

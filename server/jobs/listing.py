@@ -13,6 +13,7 @@ from multidict import MultiMapping
 
 from server.errors import BadRequest
 from server.jobs.states import JOB_STATES
+from server.values import one
 
 MAX_PAGE_SIZE = 100
 ORDER_BY = ("start_time", "end_time")
@@ -42,10 +43,8 @@ class Listing:
 
 def _param(query: MultiMapping[str], name: str, default: T, parse: Callable[[str], T]) -> T:
     """`parse` of the parameter's value, or `default` when it is absent."""
-    values = query.getall(name, [])
-    if len(values) > 1:
-        raise BadRequest(f"Invalid {name}: given more than once")
-    return parse(values[0]) if values else default
+    value = one(query, name)
+    return default if value is None else parse(value)
 
 
 def _integer(name: str, low: int, high: int | None) -> Callable[[str], int]:

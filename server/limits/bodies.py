@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from server.keys import BODY_BUDGET, CONFIG, USER
+from server.keys import BODY_BUDGET, CONFIG, CONTINUE_OWED, USER
 from server.limits.budget import HELD, KEY_CHECKED, STRANGER, counted, parse_cost
 
 _CHUNK = 1 << 18
@@ -66,13 +66,18 @@ def _inflater(encoding: str, first: bytes) -> "zlib._Decompress":
 
 
 async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    if request.get(CONTINUE_OWED):  # the client waits for this to send its body
+        request[CONTINUE_OWED] = False
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response's size, as aiohttp counts it, starts after
     while chunk := await request.content.read(_CHUNK):
         yield chunk
 
 
 def _encoding(request: web.Request) -> str | None:
     """The body's Content-Encoding (None: identity); 415 for one this server cannot inflate."""
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    # Several header lines are one list (RFC 9110 5.3), as "gzip, gzip" on one line.
+    encoding = ", ".join(request.headers.getall("Content-Encoding", [])).strip().lower()
     _check_encoding(encoding)
     return encoding if encoding not in ("", "identity") else None
 

@@ -1,7 +1,8 @@
 """Query filters of `GET /results`: `page_number=N` or `page_numbers=1-3,5`."""
 
 import re
-from collections.abc import Mapping
+
+from multidict import MultiMapping
 
 from server import values
 from server.errors import BadRequest
@@ -49,9 +50,9 @@ def parse_page_spec(spec: str) -> list[int]:
     return [number for first, last in ranges for number in range(first, last + 1)]
 
 
-def page_filter(params: Mapping[str, str]) -> list[int] | None:
+def page_filter(params: MultiMapping[str]) -> list[int] | None:
     """The page numbers asked for, or None for all pages."""
-    single, spec = params.get("page_number"), params.get("page_numbers")
+    single, spec = values.one(params, "page_number"), values.one(params, "page_numbers")
     if single is not None and spec is not None:
         raise BadRequest("Give either page_number or page_numbers, not both")
     if single is not None:
