@@ -1,6 +1,6 @@
-"""The SLURM dispatcher's job files on this host, without a SLURM (no sbatch on PATH, so every
-submission is refused at once): where they go, that they go with their simulation, and what
-happens when they cannot be written."""
+"""The SLURM dispatcher's job files on this host, without a SLURM (no sbatch on PATH, or one
+that refuses every job, so every submission is refused at once): where they go, that they go
+with their simulation, and what happens when they cannot be written or are refused."""
 
 import asyncio
 import dataclasses
@@ -39,6 +39,38 @@ def no_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+
+
+REFUSAL = "sbatch: error: invalid partition specified: plgrid"
+
+
+@pytest.fixture
+def refusing_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH whose sbatch refuses every job as SLURM refuses an unknown partition."""
+    bin_dir = tmp_path / "refusing-bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\necho "{REFUSAL}" >&2\necho "sbatch: error: Batch job submission failed" >&2\n'
+        "exit 1\n"
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+async def test_the_log_says_why_sbatch_refused_a_job(
+    aiohttp_client, make_config, conn, refusing_sbatch, caplog
+) -> None:
+    """The user's log `slurm` holds sbatch's whole answer; the server's WARNING said only
+    `sbatch refused the job:` (the header line of that text), not why."""
+    client = await aiohttp_client(create_app(make_config(runner={"kind": "slurm"})))
+    await login(client)
+    job_id = await submit(client, payload(ntasks=1))
+    await eventually(states_are(client, job_id, "FAILED"))
+    assert await logfiles_of(conn) == {
+        "slurm": f"sbatch refused the job:\n{REFUSAL}\nsbatch: error: Batch job submission failed"
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"job {job_id}: sbatch refused the job: {REFUSAL}" in warnings, warnings
 
 
 async def test_job_files_that_cannot_be_written_fail_the_simulation(

@@ -157,7 +157,11 @@ class SlurmDispatcher:
         if array_id is None or merge_id is None:
             if array_id is not None:
                 await self.scancel(cluster.cluster_name, array_id)
-            await self._fail(job.job_id, f"sbatch refused the job:\n{stderr.strip()}")
+            reason = stderr.strip()
+            first = reason.splitlines()[0] if reason else "(no output)"
+            await self._fail(
+                job.job_id, f"sbatch refused the job:\n{reason}", f"sbatch refused the job: {first}"
+            )
             return
         ids = SlurmJobs(cluster.cluster_name, job_dir, array_id, merge_id)
         state = await slurm_jobs.insert(self._pool, job.job_id, ids)
@@ -264,8 +268,9 @@ class SlurmDispatcher:
             log.warning("scancel %s: %s", list(job_ids), done.stderr.strip())
         return sbatch.scancelled(job_ids, done.returncode, done.stderr)
 
-    async def _fail(self, job_id: str, text: str) -> None:
-        log.warning("job %s: %s", job_id, text.splitlines()[0])
+    async def _fail(self, job_id: str, text: str, summary: str = "") -> None:
+        """FAILED with `text` as the log `slurm`; one line of it (or `summary`) logged."""
+        log.warning("job %s: %s", job_id, summary or text.splitlines()[0])
         await transitions.fail_unfinished(self._pool, job_id, SUBMIT_LOG, lambda _tasks: text)
 
 
