@@ -103,38 +103,48 @@ class ServerClient:
             raise Rejected(path, status, _message(answer))
 
     async def _send(self, path: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """The status and body of the answer, tried again with backoff on connection errors
+        and 5xx answers for up to retry_timeout seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.retry_timeout
         delay = FIRST_DELAY
         while True:
             left = max(deadline - loop.time(), 0.1)  # a server that never answers: given up on
-            timeout = aiohttp.ClientTimeout(
-                sock_connect=min(CONNECT_TIMEOUT, left), sock_read=min(READ_TIMEOUT, left)
-            )
-            try:
-                async with self._session.post(
-                    self._settings.url + path,
-                    data=data,
-                    headers=headers,
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    answer = await response.read()
-                    if response.status < 500:
-                        return response.status, answer
-                    problem = f"HTTP {response.status}"
-            except aiohttp.ClientConnectorCertificateError as exc:  # never better on a retry
-                raise Unreachable(
-                    f"POST {path}: the server's certificate is not trusted here"
-                    f" ({exc.certificate_error}); SSL_CERT_FILE can name its CA"
-                ) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+            answered = await self._attempt(path, data, headers, left)
+            if not isinstance(answered, str):
+                return answered
             remaining = deadline - loop.time()
             if remaining <= 0:
                 budget = self._settings.retry_timeout
-                raise Unreachable(f"POST {path} failed for {budget:g} s, last: {problem}")
+                raise Unreachable(f"POST {path} failed for {budget:g} s, last: {answered}")
             wait = min(delay, remaining)
-            log.warning("POST %s failed (%s); retrying in %.2f s", path, problem, wait)
+            log.warning("POST %s failed (%s); retrying in %.2f s", path, answered, wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2, MAX_DELAY)
+
+    async def _attempt(
+        self, path: str, data: bytes, headers: dict[str, str], left: float
+    ) -> tuple[int, bytes] | str:
+        """One POST, its timeouts bounded by the `left` seconds: the status and body of an
+        answer below 500, or what went wrong (worth a retry)."""
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=min(CONNECT_TIMEOUT, left), sock_read=min(READ_TIMEOUT, left)
+        )
+        url = self._settings.url + path
+        try:
+            async with self._session.post(
+                url, data=data, headers=headers, timeout=timeout, proxy=self._proxy
+            ) as response:
+                answer = await response.read()
+                return (
+                    (response.status, answer)
+                    if response.status < 500
+                    else f"HTTP {response.status}"
+                )
+        except aiohttp.ClientConnectorCertificateError as exc:  # never better on a retry
+            raise Unreachable(
+                f"POST {path}: the server's certificate is not trusted here"
+                f" ({exc.certificate_error}); SSL_CERT_FILE can name its CA"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return type(exc).__name__ + (f" ({exc})" if str(exc) else "")
