@@ -149,6 +149,8 @@ async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
         await conn.execute(query("create_migrations_table"))
         applied = {r["version"]: r for r in await conn.fetch(query("list_migrations"))}
         pending = _pending(migrations, applied)
+        if pending and applied:  # data to migrate: a database just restored has no statistics,
+            await conn.execute(query("analyze"))  # and a backfill planned without is quadratic
         for migration in pending:
             await _apply(conn, migration)
         return [migration.name for migration in pending]

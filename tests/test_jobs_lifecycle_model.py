@@ -6,7 +6,8 @@ does).
 
 The rules, from api.md, the seeds and README ("API", "Results", "Runner and worker"):
 
-Task states: PENDING -> RUNNING -> COMPLETED | FAILED; any non-terminal -> CANCELED; repeating
+Task states: PENDING -> RUNNING -> COMPLETED | FAILED (also PENDING -> COMPLETED | FAILED, as the
+seed's POST /tasks example); any non-terminal -> CANCELED; repeating
 the current state is accepted (202, idempotent); any other move 409. A report without a state
 ("progress") is accepted in any task state; for a task that has ended it changes nothing. Sent
 fields (simulated_primaries, requested_primaries, estimated_time, start_time, end_time) are
@@ -272,8 +273,8 @@ def derive(sim: dict) -> str:
 def task_move_ok(current: str, new: str) -> bool:
     if new == current:
         return True
-    if (current, new) in {("PENDING", "RUNNING"), ("RUNNING", "COMPLETED"), ("RUNNING", "FAILED")}:
-        return True
+    if current in ("PENDING", "RUNNING") and new in ("RUNNING", "COMPLETED", "FAILED"):
+        return True  # PENDING -> COMPLETED | FAILED: a worker reporting only the task's end
     return new == "CANCELED" and current not in TERMINAL
 
 
@@ -283,7 +284,7 @@ def write_fields(task: dict, fields: dict, new_state: str | None) -> None:
             task[name] = fields[name]
     if "start_time" in fields:
         task["start_time"] = fields["start_time"]
-    elif task["start_time"] is None and new_state == "RUNNING":
+    elif task["start_time"] is None and new_state in ("RUNNING", "COMPLETED", "FAILED"):
         task["start_time"] = SET
     if "end_time" in fields:
         task["end_time"] = fields["end_time"]

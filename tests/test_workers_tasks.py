@@ -20,10 +20,13 @@ from tests.helpers import (
 )
 
 
-async def test_seed_example(worker, conn):
-    """The seed's `POST /tasks`, on a RUNNING task, exactly as written."""
+@pytest.mark.parametrize("before", [[], ["RUNNING"]], ids=["fresh", "running"])
+async def test_seed_example(worker, conn, before):
+    """The seed's `POST /tasks`, exactly as written: on a RUNNING task, and on a fresh one (a
+    worker may report only a task's end; that was 409 `cannot go from PENDING to COMPLETED`)."""
     client, _, identity = worker
-    await set_task(client, identity, 1, task_state="RUNNING")
+    for state in before:
+        await set_task(client, identity, 1, task_state=state)
     body = {
         "simulation_id": identity["simulation_id"],
         "task_id": 1,
@@ -219,8 +222,6 @@ async def test_bad_task_requests(worker, conn, body, status, message):
 @pytest.mark.parametrize(
     ("steps", "task_state", "message"),
     [
-        ([], "COMPLETED", "Task 1 cannot go from PENDING to COMPLETED"),
-        ([], "FAILED", "Task 1 cannot go from PENDING to FAILED"),
         (["RUNNING"], "PENDING", "Task 1 cannot go from RUNNING to PENDING"),
         (["RUNNING"], "MERGING_QUEUED", "Task 1 cannot go from RUNNING to MERGING_QUEUED"),
         (["RUNNING", "COMPLETED"], "RUNNING", "Task 1 cannot go from COMPLETED to RUNNING"),

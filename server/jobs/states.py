@@ -2,7 +2,8 @@
 
 api.md "Worker-facing endpoints": tasks go PENDING -> RUNNING -> COMPLETED | FAILED, any
 non-terminal state may go to CANCELED, and repeating the current state is accepted (a retried
-request must not fail). Jobs, through `POST /jobs`, only move forward: MERGING_QUEUED ->
+request must not fail). A worker may also report only a task's end, PENDING -> COMPLETED |
+FAILED, as the seed's `POST /tasks` example does (the seeds win over api.md). Jobs, through `POST /jobs`, only move forward: MERGING_QUEUED ->
 MERGING_RUNNING, or any non-terminal state -> FAILED. The job state otherwise follows from its
 tasks and stored results: the recompute_job_state query (sql/queries/simulations.sql).
 """
@@ -21,7 +22,13 @@ JOB_STATES = (
 )
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELED"})
 
-_TASK_MOVES = {("PENDING", "RUNNING"), ("RUNNING", "COMPLETED"), ("RUNNING", "FAILED")}
+_TASK_MOVES = {
+    ("PENDING", "RUNNING"),
+    ("PENDING", "COMPLETED"),
+    ("PENDING", "FAILED"),
+    ("RUNNING", "COMPLETED"),
+    ("RUNNING", "FAILED"),
+}
 _JOB_MOVES = {("MERGING_QUEUED", "MERGING_RUNNING")}
 
 

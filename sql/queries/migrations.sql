@@ -14,6 +14,10 @@ SELECT version, name, checksum FROM schema_migrations ORDER BY version
 -- name: record_migration
 INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)
 
+-- name: analyze
+-- Planner statistics for every table, before migrations that read the data.
+ANALYZE
+
 -- name: advisory_lock
 SELECT pg_advisory_lock($1)
 
