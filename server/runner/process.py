@@ -26,7 +26,9 @@ from server.runner import Job
 from server.worker.task import RESULTS_MANIFEST
 
 OUTPUT_TAIL = 64 * 1024
-DEFAULT_COMMAND = (sys.executable, "-m", "server.worker")
+# -P: the task directory (the current one) is not put on sys.path, so a user's input file
+# named like a module (orjson.py) is never imported as the worker's code.
+DEFAULT_COMMAND = (sys.executable, "-P", "-m", "server.worker")
 # Server secrets a worker has no business seeing (it talks to the server only over HTTP;
 # PGPASSWORD: libpq's, which asyncpg reads too).
 PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET", "PGPASSWORD")

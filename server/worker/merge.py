@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-from server.worker.client import FIRST_DELAY, MAX_DELAY, JobEnded, Rejected, ServerClient
+from server.worker.client import (
+    FIRST_DELAY,
+    MAX_DELAY,
+    JobEnded,
+    Rejected,
+    ServerClient,
+    ServerError,
+)
 from server.worker.estimators import MergeError, corename, estimator_dict, merge_files
 from server.worker.outcomes import MERGE_LOG
 from server.worker.settings import Settings
@@ -62,8 +69,9 @@ async def start_merging(settings: Settings, client: ServerClient) -> None:
 
     Under SLURM the merge job starts when the array has ended, possibly before the reconciler
     has failed an array task SLURM ended unreported (time limit, out of memory): the job is
-    still RUNNING then. Asked again with backoff for up to `retry_timeout` seconds; a terminal
-    job's 409 ends the step at once (JobEnded).
+    still RUNNING then. Asked again with backoff for `retry_timeout` seconds, then given up
+    (ServerError: the job is not merged, exit status 1); a terminal job's 409 ends the step at
+    once (JobEnded: nothing left to do).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.retry_timeout
@@ -73,10 +81,15 @@ async def start_merging(settings: Settings, client: ServerClient) -> None:
             await client.update_job("MERGING_RUNNING")
             return
         except JobEnded as exc:
-            if not exc.message.startswith(NOT_YET) or loop.time() + delay > deadline:
+            if not exc.message.startswith(NOT_YET):
                 raise
-            log.info("not ready to merge (%s); asking again in %.2f s", exc.message, delay)
-        await asyncio.sleep(delay)
+            left = deadline - loop.time()
+            if left <= 0:
+                budget = settings.retry_timeout
+                raise ServerError(f"not ready to merge after {budget:g} s: {exc.message}") from None
+            wait = min(delay, left)
+            log.info("not ready to merge (%s); asking again in %.2f s", exc.message, wait)
+        await asyncio.sleep(wait)
         delay = min(delay * 2, MAX_DELAY)
 
 

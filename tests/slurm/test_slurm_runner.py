@@ -35,6 +35,7 @@ from tests.helpers import (
     wait_gone,
 )
 from tests.slurm.cluster import Cluster
+from tests.test_worker_node import SHADOW
 
 
 def approx(value: float) -> object:
@@ -45,7 +46,10 @@ async def test_four_tasks_to_completed(
     start_slurm_app, job_root, slurm_cluster: Cluster, conn, caplog
 ):
     client, recorder, config = await start_slurm_app(fake_shieldhit(job_root, delay=0.05))
-    job_id = await submit(client, averaging_payload(ntasks=4))
+    body = averaging_payload(ntasks=4)
+    marker = job_root / "ran"  # an input file named like a module must not run as the worker
+    body["input_files"]["orjson.py"] = SHADOW.format(marker=str(marker))
+    job_id = await submit(client, body)
     key = recorder.key(job_id)
     array_id, _ = await slurm_ids(conn)
     seen_running: list[int] = []
@@ -62,6 +66,7 @@ async def test_four_tasks_to_completed(
         return body["job_state"] == "COMPLETED"
 
     await eventually(completed, timeout=120)
+    assert not marker.exists()
     assert any(0 < done < 250 for done in seen_running), seen_running  # progress while running
     body = await status(client, job_id)
     assert [t["task_state"] for t in body["job_tasks_status"]] == ["COMPLETED"] * 4

@@ -88,7 +88,7 @@ def array_script(
         # Hard links, as the local runner's (a filesystem without them: copies); -f for a rerun.
         f'cp -Rlf {INPUT_DIR}/. "task_$task/" 2>/dev/null || cp -Rf {INPUT_DIR}/. "task_$task/"',
         'cd "task_$task"',
-        f"exec {python_command(cluster)} -m server.worker",
+        f"exec {python_command(cluster)} -P -m server.worker",
     ]
     return "\n".join(body) + "\n"
 
@@ -103,7 +103,7 @@ def merge_script(
         f"# YAPTIDE simulation {job.job_id}: merges the results of the array tasks",
         "set -eu",
         *_exports(config, cluster, job, job_dir),
-        f"exec {python_command(cluster)} -m server.worker merge",
+        f"exec {python_command(cluster)} -P -m server.worker merge",
     ]
     return "\n".join(body) + "\n"
 
