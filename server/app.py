@@ -15,7 +15,7 @@ from server.config import Config
 from server.config_checks import origin_list
 from server.db import pool_ctx
 from server.handlers import auth, files, jobs, keycloak, meta, results, ui, users, workers
-from server.http import error_middleware, expect_continue
+from server.http import error_middleware, expect_continue, no_store
 from server.jobs.conversion import converters_ctx
 from server.keys import (
     BODY_BUDGET,
@@ -235,6 +235,7 @@ def create_app(config: Config) -> web.Application:
     if bundle is not None:
         middlewares.insert(1, bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
+    app.on_response_prepare.append(no_store)
     app[CONFIG] = config
     # The budget holds at least one body of the largest size, or that body could never be read.
     budget = max(config.server.body_budget, client_max_size)

@@ -66,6 +66,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _unless_begun(request, _from_exception(request, exc))
 
 
+async def no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer not cacheable (an on_response_prepare signal) unless it says otherwise
+    (results: private, revalidated; the UI's files): answers depend on the user's cookie, at
+    URLs that are the same for every user, and a shared cache must not hand them to another."""
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
 def _client_gone(request: web.Request, exc: ConnectionResetError) -> web.StreamResponse:
     """The client went away during its request (a closed tab, a dropped network, a killed
     worker), or was cut off (server/results/writing.py): nothing more can be said to it. Its

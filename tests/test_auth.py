@@ -13,7 +13,7 @@ from server import auth
 from server.app import create_app
 from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE
-from tests.helpers import eventually, login, register
+from tests.helpers import eventually, login, register, submit
 from tests.test_limits import raw_request, response_of
 
 
@@ -177,6 +177,20 @@ async def status_with(client, token: str):
     client.session.cookie_jar.clear()
     response = await client.get("/auth/status", headers={"Cookie": f"access_token={token}"})
     return response.status, await response.json()
+
+
+async def test_answers_are_never_stored_by_caches(client, conn):
+    """Answers that depend on the cookie, at URLs that are the same for every user (a shared
+    cache in front would give one user's list, or a fresh access cookie, to the next), errors
+    included."""
+    await login(client)
+    await submit(client)
+    for path in ("/auth/status", "/user/simulations", "/auth/refresh", "/", "/nowhere"):
+        response = await client.get(path)
+        assert response.headers["Cache-Control"] == "no-store", path
+    client.session.cookie_jar.clear()
+    response = await client.get("/ui/user/simulations")
+    assert (response.status, response.headers["Cache-Control"]) == (401, "no-store")
 
 
 async def test_rejected_tokens(client, conn):

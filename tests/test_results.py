@@ -149,6 +149,19 @@ async def test_a_page_filter_given_twice_is_400(client, job, name, path):
     assert (response.status, await response.json()) == (400, answer)
 
 
+async def test_results_are_private_and_revalidated(client, conn, job):
+    """A user's results behind a cookie: no shared cache may keep them (a proxy cache in front
+    would hand them to the next user of the URL); the browser revalidates its copy (ETag)."""
+    await conn.execute("UPDATE simulations SET job_state = 'COMPLETED', end_time = now()")
+    for encoding in ("identity", "gzip"):
+        headers = {"Accept-Encoding": encoding}
+        response = await client.get(f"/results?job_id={job}", headers=headers)
+        assert response.headers["Cache-Control"] == "private, no-cache"
+        headers["If-None-Match"] = response.headers["ETag"]
+        response = await client.get(f"/results?job_id={job}", headers=headers)
+        assert (response.status, response.headers["Cache-Control"]) == (304, "private, no-cache")
+
+
 async def test_largest_spec_allowed(client, job):
     status, body = await get(client, "/results", job_id=job, page_numbers="0-9999")
     assert (status, body) == (200, {"message": "Results", "estimators": reference()})
@@ -303,7 +316,8 @@ async def test_failing_upload_stores_nothing(client, conn):
 @pytest.mark.parametrize(
     ("estimators", "message"),
     [
-        ("x", "Missing field: estimators (an array)"),
+        ("x", "Field estimators must be of type array"),
+        ({}, "Field estimators must be of type array"),
         ([{"pages": []}], "Invalid estimators[0]: needs a non-empty string name"),
         ([{"name": "a", "pages": {}}], "Invalid estimator 'a': pages must be an array"),
         (

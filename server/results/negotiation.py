@@ -61,7 +61,12 @@ def etag_for(head: ResultsHead, selection: object, gzip: bool) -> str | None:
 
 def headers_for(etag: str | None, gzip: bool) -> dict[str, str]:
     """The response headers of one representation (a 304 sends the same ones)."""
-    headers = {"Content-Type": "application/json", "Vary": "Accept-Encoding"}
+    # A user's data behind a cookie: no shared cache may keep it; the user's own revalidates.
+    headers = {
+        "Content-Type": "application/json",
+        "Vary": "Accept-Encoding",
+        "Cache-Control": "private, no-cache",
+    }
     if etag:
         headers["ETag"] = etag
     if gzip:

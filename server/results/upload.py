@@ -139,8 +139,10 @@ def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[S
 
     `source`: where a large upload's pages are (server/results/pagesplit.py), if it was split.
     """
+    if estimators is None:
+        raise BadRequest("Missing field: estimators")
     if not isinstance(estimators, list):
-        raise BadRequest("Missing field: estimators (an array)")
+        raise BadRequest("Field estimators must be of type array")
     parsed = [_estimator(entry, index, source) for index, entry in enumerate(estimators)]
     names = [estimator.name for estimator in parsed]
     if len(set(names)) != len(names):
