@@ -95,7 +95,7 @@ class LocalDispatcher:
         )
         if failed:
             log.warning(
-                "marked %d simulations left unfinished by a previous server FAILED", len(failed)
+                "ended %d simulations left unfinished by a previous server", len(failed)
             )
 
     async def submit(self, job: Job) -> None:
