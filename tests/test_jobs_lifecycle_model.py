@@ -69,21 +69,13 @@ from hypothesis.stateful import (
 
 from server.app import create_app
 from server.eventloop import new_event_loop
+from server.jobs.states import JOB_STATES, TERMINAL_STATES
 from server.limits.serving import handler_settings
 from tests import servers
 from tests.helpers import payload, record_jobs
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELED"}
-STATES = [
-    "UNKNOWN",
-    "PENDING",
-    "RUNNING",
-    "MERGING_QUEUED",
-    "MERGING_RUNNING",
-    "COMPLETED",
-    "FAILED",
-    "CANCELED",
-]
+TERMINAL = TERMINAL_STATES
+STATES = list(JOB_STATES)  # the contract's vocabulary (api.md)
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SET = "<set>"  # a time the server sets itself: any timestamp
 INPUT = payload()["input_files"]
@@ -121,6 +113,9 @@ class Harness:
         port = site._server.sockets[0].getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        await self._sign_in()
+
+    async def _sign_in(self) -> None:
         creds = {"username": "alice", "password": "password1"}
         status, _ = await self.request("PUT", "/auth/register", json=creds)
         assert status == 201
@@ -182,11 +177,7 @@ class ProcessHarness(Harness):
             cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector
         )
         await servers.wait_ready(self.http, self.base, self.process)
-        creds = {"username": "alice", "password": "password1"}
-        status, _ = await self.request("PUT", "/auth/register", json=creds)
-        assert status == 201
-        status, _ = await self.request("POST", "/auth/login", json=creds)
-        assert status == 202
+        await self._sign_in()
 
     async def key(self, job_id: str) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")}
