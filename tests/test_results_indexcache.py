@@ -112,6 +112,7 @@ async def test_select(client, conn):
     assert every.gzip.headers == {
         "Content-Type": "application/json",
         "Vary": "Accept-Encoding",
+        "Cache-Control": "private, no-cache",
         "Content-Encoding": "gzip",
     }
     some = select(index, ("peak_", (1, 3, 99), "by_estimator"))
