@@ -508,3 +508,17 @@ async def test_longest_refresh_ttl_gives_a_session(aiohttp_client, make_config, 
     await register(client)
     response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
     assert response.status == 202, await response.text()
+
+
+async def test_an_access_token_without_exp_is_401(client):
+    """Tokens the server signs always expire; one without `exp` (signed with the secret, as a
+    leaked or hand-made one would be) must never be accepted, nor crash the check."""
+    await login(client)
+    secret = client.server.app[SECRET]
+    token = jwt.encode({"sub": "1", "type": "access", "jti": "x"}, secret, algorithm="HS256")
+    client.session.cookie_jar.clear()
+    response = await client.get("/auth/status", headers={"Cookie": f"access_token={token}"})
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )

@@ -296,6 +296,17 @@ def listeners(port: int) -> set[int]:
     return pids
 
 
+def both_listening(server: Server) -> set[int]:
+    """The pids of run.py's two server processes, once both listen: the first answers GET / while
+    the other may still be binding."""
+    server.wait_ready()
+    deadline = time.monotonic() + 30
+    while len(pids := listeners(server.port)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pids) == 2, server.output
+    return pids
+
+
 @pytest.mark.parametrize(
     ("sig", "ignore_sigint"),
     [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
@@ -311,9 +322,8 @@ def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint
         YAPTIDE_RUNNER_KIND="none",
     )
     try:
-        server.wait_ready()
-        pids = listeners(server.port)
-        assert len(pids) == 2 and server.process.pid not in pids
+        pids = both_listening(server)
+        assert server.process.pid not in pids
         for _ in range(10):
             assert call(server.port, "GET", "/")[0] == 200
         assert server.stop(sig) == 0
@@ -338,11 +348,7 @@ def two_processes(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, s
     )
     pids: set[int] = set()
     try:
-        server.wait_ready()  # one process answers; the other may still be binding
-        deadline = time.monotonic() + 30
-        while len(pids := listeners(server.port)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(pids) == 2, server.output
+        pids = both_listening(server)
         yield server, pids
     finally:
         server.kill()

@@ -199,3 +199,14 @@ async def test_unfinished_simulations_are_limited_per_user(aiohttp_client, make_
     assert (await client.delete("/jobs/direct", params={"job_id": first})).status == 200
     await submit(client)
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 4
+
+
+async def test_a_title_of_exactly_1000_characters_is_kept(client, conn):
+    """api.md / README: titles of at most 1000 characters (1001 is 400: tests/test_jobs_submit)."""
+    await login(client)
+    title = "t" * 1000
+    job_id = await submit(client, title=title)
+    response = await client.get("/user/simulations")
+    assert response.status == 200
+    [simulation] = (await response.json())["simulations"]
+    assert (simulation["job_id"], simulation["title"]) == (job_id, title)

@@ -967,3 +967,82 @@ async def test_100_continue_is_still_sent_before_the_body(client) -> None:
     status, _, body = await answer_of(reader)
     writer.close()
     assert status.startswith(b"HTTP/1.1 202 "), body
+
+
+class _AnyInt:
+    def __eq__(self, other: object) -> bool:
+        return type(other) is int
+
+    def __repr__(self) -> str:
+        return "ANY_INT"
+
+
+ANY_INT = _AnyInt()
+
+
+# --- server/limits/bodies.py: the size limit's boundary, and the encodings a body may have ---
+
+LIMIT = 200
+
+
+def padded(size: int) -> bytes:
+    """The login body, padded with blanks to exactly `size` bytes."""
+    return PLAIN[:-1] + b" " * (size - len(PLAIN)) + b"}"
+
+
+async def chunked(data: bytes):
+    """`data` as a chunked body (no Content-Length: the limit is checked while reading)."""
+    for offset in range(0, len(data), 64):
+        yield data[offset : offset + 64]
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_body_of_exactly_the_limit_is_read_one_more_byte_is_413(
+    aiohttp_client, make_config, conn, framing
+):
+    """README: at most `server.max_body_size` bytes; 413 past it, not at it."""
+    client = await aiohttp_client(create_app(make_config(server={"max_body_size": LIMIT})))
+    await register(client)
+    json = {"Content-Type": "application/json"}
+
+    def body(size: int):
+        return padded(size) if framing == "content-length" else chunked(padded(size))
+
+    response = await client.post("/auth/login", data=body(LIMIT), headers=json)
+    assert response.status == 202, await response.text()
+    response = await client.post("/auth/login", data=body(LIMIT + 1), headers=json)
+    assert (response.status, await response.json()) == (
+        413,
+        {"message": f"Request body larger than {LIMIT} bytes"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("x-gzip", gzip.compress),  # gzip's other name (RFC 9110, 8.4.1.3)
+        ("GZIP", gzip.compress),  # content codings are case-insensitive (RFC 9110, 8.4.1)
+        ("Deflate", zlib.compress),
+        ("identity", lambda data: data),
+    ],
+)
+async def test_encodings_by_other_names_are_inflated(client, encoding, encode):
+    await register(client)
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    response = await client.post("/auth/login", data=encode(PLAIN), headers=headers)
+    assert response.status == 202, await response.text()
+    assert await response.json() == {
+        "message": "Login successful",
+        "access_exp": ANY_INT,
+        "refresh_exp": ANY_INT,
+    }
+
+
+async def test_a_deflate_body_of_two_streams_is_400(client):
+    """Unlike gzip (a series of members), deflate is one zlib stream: a second one after it is
+    data after the end of the body."""
+    await register(client)
+    body = zlib.compress(PLAIN[:20]) + zlib.compress(PLAIN[20:])
+    response = await client.post("/auth/login", data=body, headers={"Content-Encoding": "deflate"})
+    expected = {"message": "Request body is not valid deflate data"}
+    assert (response.status, await response.json()) == (400, expected)

@@ -806,3 +806,87 @@ async def test_every_page_stored_can_be_asked_for(client, conn):
             "message": "Invalid page in estimator 'a': page_number must not be negative"
         }
     assert await conn.fetchval("SELECT count(*) FROM pages") == 0
+
+
+# --- server/results/filters.py: page numbers are PostgreSQL integers -------------------------
+
+
+async def test_largest_page_number_is_an_empty_selection(client, job):
+    """2**31 - 1 is a page number like any other (no such page here: no pages)."""
+    for params in ({"page_number": "2147483647"}, {"page_numbers": "2147483647"}):
+        assert await get(client, "/results", job_id=job, **params) == (
+            200,
+            {"message": "Results", "estimators": reference(None, set())},
+        )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"page_number": "2147483648"}, "Invalid page_number: must be a non-negative integer"),
+        ({"page_numbers": "2147483648"}, "Invalid page_numbers: page number too large"),
+        (
+            {"page_numbers": "1,2147483640-2147483648"},
+            "Invalid page_numbers: page number too large",
+        ),
+    ],
+)
+async def test_page_number_past_int32_is_400(client, job, params, message):
+    """Past 2**31 - 1 a page number cannot be stored: 400 naming the parameter, not a 500."""
+    assert await get(client, "/results", job_id=job, **params) == (400, {"message": message})
+
+
+# --- server/results/negotiation.py: which Accept-Encoding values take gzip, If-None-Match ----
+
+
+@pytest.mark.parametrize("accept", ["x-gzip", "*", "identity;q=0.5, *", "gzip;q=abc"])
+async def test_gzip_is_sent_to_clients_that_take_it(client, job, accept):
+    """x-gzip is gzip (RFC 9110, 8.4.1.3); `*` takes any coding; a weight that is not a number
+    counts as 1 (negotiation._weight)."""
+    identity = await client.get(
+        "/results", params={"job_id": job}, headers={"Accept-Encoding": "identity"}
+    )
+    plain = await identity.read()
+    response = await client.get(
+        "/results",
+        params={"job_id": job},
+        headers={"Accept-Encoding": accept},
+        auto_decompress=False,
+    )
+    assert response.status == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await response.read()) == plain
+
+
+@pytest.mark.parametrize("accept", ["br", "identity", "x-gzip;q=0", "br, *;q=0"])
+async def test_gzip_is_not_sent_to_clients_that_do_not_take_it(client, job, accept):
+    response = await client.get(
+        "/results",
+        params={"job_id": job},
+        headers={"Accept-Encoding": accept},
+        auto_decompress=False,
+    )
+    assert response.status == 200
+    assert "Content-Encoding" not in response.headers
+    assert orjson.loads(await response.read()) == {"message": "Results", "estimators": reference()}
+
+
+@pytest.mark.parametrize("if_none_match", ["*", "W/{etag}", '"other", W/{etag}', " {etag} "])
+async def test_if_none_match_star_and_weak_tags_get_304(client, conn, job, if_none_match):
+    """If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"x"` matches `"x"`; `*` matches
+    any current representation."""
+    await conn.execute("UPDATE simulations SET job_state = 'COMPLETED', end_time = now()")
+    plain = {"Accept-Encoding": "identity"}
+    etag = (await client.get("/results", params={"job_id": job}, headers=plain)).headers["ETag"]
+    headers = {**plain, "If-None-Match": if_none_match.format(etag=etag)}
+    response = await client.get("/results", params={"job_id": job}, headers=headers)
+    assert (response.status, await response.read()) == (304, b"")
+    assert response.headers["ETag"] == etag
+
+
+async def test_if_none_match_on_a_running_simulation_is_ignored(client, job):
+    """A running simulation's results may change: no ETag, and even `*` gets the full body."""
+    headers = {"Accept-Encoding": "identity", "If-None-Match": "*"}
+    response = await client.get("/results", params={"job_id": job}, headers=headers)
+    assert response.status == 200 and "ETag" not in response.headers
+    assert await response.json() == {"message": "Results", "estimators": reference()}
