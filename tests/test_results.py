@@ -839,20 +839,20 @@ async def test_page_number_past_int32_is_400(client, job, params, message):
 # --- server/results/negotiation.py: which Accept-Encoding values take gzip, If-None-Match ----
 
 
+async def fetched_with(client, job: str, accept: str):
+    """GET /results of `job` with this Accept-Encoding, its body as sent."""
+    headers = {"Accept-Encoding": accept}
+    return await client.get(
+        "/results", params={"job_id": job}, headers=headers, auto_decompress=False
+    )
+
+
 @pytest.mark.parametrize("accept", ["x-gzip", "*", "identity;q=0.5, *", "gzip;q=abc"])
 async def test_gzip_is_sent_to_clients_that_take_it(client, job, accept):
     """x-gzip is gzip (RFC 9110, 8.4.1.3); `*` takes any coding; a weight that is not a number
     counts as 1 (negotiation._weight)."""
-    identity = await client.get(
-        "/results", params={"job_id": job}, headers={"Accept-Encoding": "identity"}
-    )
-    plain = await identity.read()
-    response = await client.get(
-        "/results",
-        params={"job_id": job},
-        headers={"Accept-Encoding": accept},
-        auto_decompress=False,
-    )
+    plain = await (await fetched_with(client, job, "identity")).read()
+    response = await fetched_with(client, job, accept)
     assert response.status == 200
     assert response.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(await response.read()) == plain
@@ -860,12 +860,7 @@ async def test_gzip_is_sent_to_clients_that_take_it(client, job, accept):
 
 @pytest.mark.parametrize("accept", ["br", "identity", "x-gzip;q=0", "br, *;q=0"])
 async def test_gzip_is_not_sent_to_clients_that_do_not_take_it(client, job, accept):
-    response = await client.get(
-        "/results",
-        params={"job_id": job},
-        headers={"Accept-Encoding": accept},
-        auto_decompress=False,
-    )
+    response = await fetched_with(client, job, accept)
     assert response.status == 200
     assert "Content-Encoding" not in response.headers
     assert orjson.loads(await response.read()) == {"message": "Results", "estimators": reference()}
