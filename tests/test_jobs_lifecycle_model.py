@@ -291,6 +291,16 @@ def page_number_of(page: dict) -> int:
     )
 
 
+def end_job(sim: dict, state: str) -> None:
+    """The job ends in `state`; its unfinished tasks are CANCELED."""
+    sim["job"] = state
+    for task in sim["tasks"].values():
+        if task["task_state"] not in TERMINAL:
+            task["task_state"] = "CANCELED"
+            if task["end_time"] is None:
+                task["end_time"] = SET
+
+
 def apply(sims: list[dict], op: tuple) -> int:
     """Apply `op` to the model (in place); the status the server must answer."""
     kind, index = op[0], op[1]
@@ -323,12 +333,7 @@ def apply(sims: list[dict], op: tuple) -> int:
             sim["job"] = state
             return 202
         if state == "FAILED":
-            sim["job"] = "FAILED"
-            for task in sim["tasks"].values():
-                if task["task_state"] not in TERMINAL:
-                    task["task_state"] = "CANCELED"
-                    if task["end_time"] is None:
-                        task["end_time"] = SET
+            end_job(sim, "FAILED")
             return 202
         return 409
     if kind == "results":
@@ -350,12 +355,7 @@ def apply(sims: list[dict], op: tuple) -> int:
     if kind == "cancel":
         if job in TERMINAL:
             return 409
-        sim["job"] = "CANCELED"
-        for task in sim["tasks"].values():
-            if task["task_state"] not in TERMINAL:
-                task["task_state"] = "CANCELED"
-                if task["end_time"] is None:
-                    task["end_time"] = SET
+        end_job(sim, "CANCELED")
         return 200
     if kind == "delete":
         if job not in TERMINAL:
