@@ -94,9 +94,7 @@ class LocalDispatcher:
             self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
         )
         if failed:
-            log.warning(
-                "ended %d simulations left unfinished by a previous server", len(failed)
-            )
+            log.warning("ended %d simulations left unfinished by a previous server", len(failed))
 
     async def submit(self, job: Job) -> None:
         if self._closing:
