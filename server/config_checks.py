@@ -88,7 +88,6 @@ def worker_url(value: str) -> str | None:
         )
     if "?" in value or "#" in value:  # the worker appends /tasks, /results, ... to it
         return "must not have a query or a fragment: the worker adds the endpoints' paths to it"
-
     return CREDENTIALS_IN_URL if has_credentials(value) else None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from server import config_checks as checks
 from server.config import PROJECT_DIR, SECTIONS, ClusterConfig, Config, ConfigError
+from server.models import MAX_INT64
 
 DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
 
@@ -61,7 +62,7 @@ def _checked(key: str, field: dataclasses.Field[Any], value: Any) -> Any:
     secret = field.metadata.get("secret", False)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be a finite number{_got(value, secret)}")
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # as TOML: what PostgreSQL holds
+    if isinstance(value, int) and not -MAX_INT64 - 1 <= value <= MAX_INT64:  # as TOML takes
         raise ConfigError(f"{key}: must fit in 64 bits{_got(value, secret)}")
     check = field.metadata.get("check")
     problem = check(value) if check else None
