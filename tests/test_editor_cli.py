@@ -45,8 +45,13 @@ def test_convert_refusals_are_one_line(tmp_path: Path) -> None:
     assert run_convert(str(path), str(tmp_path / "out")).stderr.startswith(
         f"Error: {path} is not JSON"
     )
-    del project["beam"]["numberOfParticles"]
-    path.write_text(json.dumps(project))
-    assert run_convert(str(path), str(tmp_path / "out")).stderr == (
-        "Error: the project has no beam.numberOfParticles: give --primaries N\n"
-    )
+    for count in (None, True):  # missing, or a boolean (once written as `NSTAT True 0`)
+        project["beam"]["numberOfParticles"] = count
+        path.write_text(json.dumps(project))
+        result = run_convert(str(path), str(tmp_path / "out"))
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            "Error: the project has no beam.numberOfParticles: give --primaries N\n",
+        )
+        assert not (tmp_path / "out").exists()

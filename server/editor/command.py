@@ -21,7 +21,7 @@ def convert_command(config: Config, args: argparse.Namespace) -> None:
     primaries = args.primaries or (
         beam.get("numberOfParticles") if isinstance(beam, dict) else None
     )
-    if not isinstance(primaries, int) or primaries < 1:
+    if not isinstance(primaries, int) or isinstance(primaries, bool) or primaries < 1:
         raise SystemExit("Error: the project has no beam.numberOfParticles: give --primaries N")
     try:
         files = convert_project(project, primaries)

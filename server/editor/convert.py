@@ -19,7 +19,7 @@ def convert(project: Json, primaries: int, stop: threading.Event | None = None) 
     """
     if not isinstance(project, dict):
         raise ConversionError("project", "must be a JSON object")
-    if primaries < 1:
+    if not isinstance(primaries, int) or isinstance(primaries, bool) or primaries < 1:
         raise ConversionError("beam", "the number of primaries per task must be at least 1")
     _no_modulator(project)
     catalogue = read_materials(project)
