@@ -9,6 +9,7 @@ memory): per page, by its `page_normalized`, the first task's values (0), the el
 pages come out in the shape pymchelper's JSON writer gives the YAPTIDE platform.
 """
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pymchelper.averaging import (
     SumAggregator,
     WeightedStatsAggregator,
 )
+from pymchelper.axis import MeshAxis
 from pymchelper.estimator import ErrorEstimate, Estimator
 from pymchelper.page import Page
 from pymchelper.readers.fluka import FlukaReader, FlukaReaderFactory
@@ -51,10 +53,30 @@ def corename(path: Path, sim_type: str) -> str:
     return SHReader(str(path)).corename or path.stem
 
 
+class _OwnAxes(Estimator):  # type: ignore[misc]
+    """pymchelper's FLUKA reader sets the file's x, y and z to each USRBIN detector's before
+    adding its page, and leaves the last detector's: several detectors may write to one unit,
+    so each page here keeps the axes it was added with."""
+
+    def add_page(self, page: Page) -> None:
+        super().add_page(page)
+        self.pages[-1].estimator = copy.copy(self)
+
+
+def _diff_units(estimator: Estimator) -> None:
+    """A SHIELD-HIT12A page's `page_diff_units` is "<quantity>;<axis 1>;<axis 2>": pymchelper
+    gives differential axis 1 the quantity's unit and axis 2 axis 1's (one place early)."""
+    for page in estimator.pages:
+        units = str(getattr(page, "page_diff_units", "")).split(";")
+        for number, unit in enumerate(units[1:3], start=1):
+            axis = f"diff_axis{number}"
+            setattr(page, axis, getattr(page, axis)._replace(unit=unit))
+
+
 def read_file(path: Path, sim_type: str) -> Estimator:
     name = f"{path.parent.name}/{path.name}"
     factory = FlukaReaderFactory if sim_type == "fluka" else SHReaderFactory
-    estimator = Estimator()
+    estimator = _OwnAxes() if sim_type == "fluka" else Estimator()
     estimator.file_counter = 1
     try:
         reader = factory(str(path)).get_reader()
@@ -65,6 +87,7 @@ def read_file(path: Path, sim_type: str) -> Estimator:
         raise MergeError(f"{name} is not a readable {title_of(sim_type)} result file")
     if problem := _cut_short(estimator):
         raise MergeError(f"{name} is cut short or damaged: {problem}")
+    _diff_units(estimator)
     return estimator
 
 
@@ -89,21 +112,45 @@ def _aggregator(page: Page) -> Aggregator:
     return AGGREGATORS.get(int(getattr(page, "page_normalized", 2)), WeightedStatsAggregator)()
 
 
+def _scoring(page: Page) -> dict[str, Any]:
+    """What a page scores and over which bins: two tasks' pages are merged only when they agree."""
+    return {
+        "quantity": (page.dettyp, page.name, page.unit, getattr(page, "page_normalized", None)),
+        "geometry": getattr(page.estimator, "geotyp", None),
+        "bins": tuple(_bins(page.axis(axis)) for axis in range(5)),  # x, y, z, differential
+    }
+
+
+def _bins(axis: MeshAxis) -> tuple[Any, ...]:
+    """An axis as values that compare equal when equal (an unused axis has NaN bounds)."""
+    bounds = tuple(None if math.isnan(bound) else bound for bound in (axis.min_val, axis.max_val))
+    return int(axis.n), bounds, axis.binning, axis.name, axis.unit
+
+
 def _add(aggregators: list[Aggregator], estimator: Estimator, path: Path, first: Estimator) -> None:
-    """Add a task's pages, which must have the first task's shapes: numpy would spread a
-    single value over every bin (a differential file cut in its axes holds one)."""
+    """Add a task's pages, which must score what the first task's do, over the same bins: numpy
+    would spread a single value over every bin (a differential file cut in its axes holds one).
+    A task of no primaries simulated nothing (its values per primary are 0/0): left out."""
     name = f"{path.parent.name}/{path.name}"
     if len(estimator.pages) != len(aggregators):
         raise MergeError(
             f"{name} has {len(estimator.pages)} pages where the other tasks have {len(aggregators)}"
         )
-    for page, aggregator, model in zip(estimator.pages, aggregators, first.pages, strict=True):
+    for number, (page, model) in enumerate(zip(estimator.pages, first.pages, strict=True)):
         if np.shape(page.data_raw) != np.shape(model.data_raw):
             raise MergeError(
                 f"{name} does not match: {np.shape(page.data_raw)} values where the first "
                 f"task has {np.shape(model.data_raw)}"
             )
-        aggregator.update(value=page.data_raw, weight=estimator.number_of_primaries)
+        mine, theirs = _scoring(page), _scoring(model)
+        if differs := [what for what in mine if mine[what] != theirs[what]]:
+            raise MergeError(
+                f"{name} does not match: page {number} has other {' and '.join(differs)} "
+                "than the first task's"
+            )
+    if estimator.number_of_primaries:
+        for page, aggregator in zip(estimator.pages, aggregators, strict=True):
+            aggregator.update(value=page.data_raw, weight=estimator.number_of_primaries)
 
 
 def merge_files(paths: list[Path], sim_type: str, name: str) -> Estimator:
@@ -117,7 +164,8 @@ def merge_files(paths: list[Path], sim_type: str, name: str) -> Estimator:
             _add(aggregators, current, path, result)
             result.number_of_primaries += current.number_of_primaries
         for page, aggregator in zip(result.pages, aggregators, strict=True):
-            page.data_raw = aggregator.data
+            if result.number_of_primaries:  # else nothing was simulated: the first file stands
+                page.data_raw = aggregator.data
             page.error_raw = None
     # These reach the uploaded metadata (estimator_dict takes every attribute), as pymchelper's
     # own merge would set them.
