@@ -65,9 +65,22 @@ def database_url(value: str) -> str | None:
     return None
 
 
+def _usable(value: str) -> bool:
+    """An http:// or https:// URL with a host, a port in range and no white space."""
+    try:
+        parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, a broken IPv6 address
+        usable = False
+    return usable and not any(char.isspace() for char in value)
+
+
 def http_url(value: str) -> str | None:
-    if value and not value.startswith(("https://", "http://")):
-        return "must be an http:// or https:// URL (or empty)"
+    """A base URL that paths are added to (the Keycloak issuer's discovery document)."""
+    if value and not _usable(value):
+        return "must be an http:// or https:// URL with a host (or empty)"
+    if "?" in value or "#" in value:
+        return "must not have a query or a fragment: paths are added to it"
     return None
 
 
@@ -76,12 +89,7 @@ CREDENTIALS_IN_URL = "must not hold a user name or password (workers send their 
 
 def worker_url(value: str) -> str | None:
     """The server's URL as workers are given it (YAPTIDE_URL): what the worker accepts."""
-    try:
-        parts = urlsplit(value)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port out of range, a broken IPv6 address
-        usable = False
-    if value and not usable:
+    if value and not _usable(value):
         return (
             "must be an http:// or https:// URL with a host, as workers need it for YAPTIDE_URL "
             "(or empty)"

@@ -195,15 +195,39 @@ async def test_a_local_account_can_be_registered_after_the_sso_one(sso, provider
     assert await users_in(conn) == [(USERNAME, "keycloak"), (USERNAME, "local")]
 
 
+def refresh_cookie(client: TestClient) -> str:
+    return client.session.cookie_jar.filter_cookies(client.make_url("/"))["refresh_token"].value
+
+
+async def refreshed_with(client: TestClient, token: str) -> tuple[int, dict[str, Any]]:
+    client.session.cookie_jar.clear()
+    response = await client.get("/auth/refresh", cookies={"refresh_token": token})
+    return response.status, await response.json()
+
+
 async def test_sign_in_drops_a_local_refresh_cookie(sso, provider):
-    """Otherwise GET /auth/refresh would bring the local user back after the SSO sign-in."""
+    """Otherwise GET /auth/refresh would bring the local user back after the SSO sign-in. The
+    session is revoked too: a copy of the cookie would have kept it for refresh_ttl."""
     await login(sso, USERNAME)
+    local = refresh_cookie(sso)
     response = await post_token(sso, provider.token())
     assert response.status == 202
     assert response.cookies["refresh_token"].value == ""
     assert int(response.cookies["refresh_token"]["max-age"]) == 0
     response = await sso.get("/auth/refresh")
     assert (response.status, await response.json()) == (401, {"message": "No token provided"})
+    assert await refreshed_with(sso, local) == (401, {"message": "Invalid or expired token"})
+
+
+async def test_delete_ends_a_local_session_whose_cookie_it_clears(sso):
+    """As DELETE /auth/logout: the refresh token is revoked, not only its cookie cleared (the
+    browser lost its only handle on a session a copied cookie kept for refresh_ttl)."""
+    await login(sso, "bob")
+    local = refresh_cookie(sso)
+    response = await sso.delete("/auth/keycloak")
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    assert response.cookies["refresh_token"].value == ""
+    assert await refreshed_with(sso, local) == (401, {"message": "Invalid or expired token"})
 
 
 @pytest.mark.parametrize("path", ["/auth/refresh", "/ui/auth/refresh"])
@@ -489,6 +513,21 @@ async def test_provider_slow(aiohttp_client, sso_config, provider, conn):
     started = time.monotonic()
     assert await sign_in(client, provider.token()) == unavailable()
     assert time.monotonic() - started < 1
+    assert fetches(provider) == (1, 0)
+
+
+async def test_sign_ins_that_waited_for_an_attempt_share_its_result(
+    aiohttp_client, sso_config, provider, conn
+):
+    """Also with a min_refetch_interval shorter than the timeout: sign-ins that arrived while an
+    attempt ran take its result. They queued instead, each starting an attempt of its own once
+    the one before ended (the n-th waited n timeouts, and the realm was asked n times)."""
+    client = await aiohttp_client(create_app(sso_config(timeout=1.0, min_refetch_interval=0.2)))
+    provider.stalled = True
+    started = time.monotonic()
+    results = await asyncio.gather(*(sign_in(client, provider.token()) for _ in range(5)))
+    assert results == [unavailable()] * 5
+    assert time.monotonic() - started < 2.5  # one 1 s timeout, generous for a busy machine
     assert fetches(provider) == (1, 0)
 
 

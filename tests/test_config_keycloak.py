@@ -1,5 +1,6 @@
 """The [keycloak] section: its keys from the file and the environment, and the checks across keys."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,26 @@ def test_from_the_environment(tmp_path):
         ),
         (
             'issuer = "sso.example.org/realms/PLGrid"\nclient_ids = "a"',
-            "keycloak.issuer: must be an http:// or https:// URL (or empty) "
+            "keycloak.issuer: must be an http:// or https:// URL with a host (or empty) "
             "(got 'sso.example.org/realms/PLGrid')",
+        ),
+        *(
+            (
+                f"issuer = {json.dumps(issuer)}\nclient_ids = 'a'",
+                f"keycloak.issuer: must be an http:// or https:// URL with a host (or empty) "
+                f"(got {issuer!r})",
+            )
+            for issuer in (
+                "https://",
+                "https://sso.example.org/realms/PLGrid\n",  # a secret file's last line
+                "https://sso.example.org/realms/PLGrid ",
+                "https://sso.example.org:99999/realms/PLGrid",
+            )
+        ),
+        (
+            "issuer = 'https://sso.example.org/realms/PLGrid?x=1'\nclient_ids = 'a'",
+            "keycloak.issuer: must not have a query or a fragment: paths are added to it "
+            "(got 'https://sso.example.org/realms/PLGrid?x=1')",
         ),
         ("timeout = 0", "keycloak.timeout: must be greater than 0 (got 0.0)"),
         ("key_cache_ttl = -1", "keycloak.key_cache_ttl: must be greater than 0 (got -1.0)"),

@@ -90,7 +90,9 @@ async def status(request: web.Request) -> web.Response:
     return json_response({"message": "User status", **profile})
 
 
-async def logout(request: web.Request) -> web.Response:
+async def revoke_refresh_cookie(request: web.Request) -> None:
+    """Revoke the session of the request's refresh cookie, if it has a valid one (a response
+    that clears the cookie must end its session: a copy of it would live on)."""
     app = request.app
     token = request.cookies.get(auth.REFRESH_COOKIE)
     if token:
@@ -102,6 +104,11 @@ async def logout(request: web.Request) -> web.Response:
         # revoked already was forgotten then: a replayed cookie does not scan the cache again.)
         if claims and await refresh_tokens.revoke(app[POOL], auth.sha256(claims["jti"])):
             app[USER_CACHE].forget(int(claims["sub"]))
+
+
+async def logout(request: web.Request) -> web.Response:
+    app = request.app
+    await revoke_refresh_cookie(request)
     response = json_response({"message": "Logout successful"})
     auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)
     auth.clear_cookie(response, app[CONFIG], auth.REFRESH_COOKIE)

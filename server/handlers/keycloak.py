@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server import auth
 from server.errors import Forbidden, Unauthorized
+from server.handlers.auth import logout, revoke_refresh_cookie
 from server.http import bearer_token, field, json_response, read_public_json
 from server.keys import CONFIG, KEYCLOAK, POOL
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
@@ -67,13 +68,13 @@ async def sign_in(request: web.Request) -> web.Response:
     )
     auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, expires - time.time())
     # A refresh cookie left by a local sign-in must not bring that user back after this one.
+    await revoke_refresh_cookie(request)
     auth.clear_cookie(response, config, auth.REFRESH_COOKIE)
     return response
 
 
 async def sign_out(request: web.Request) -> web.Response:
+    """`DELETE /auth/logout` under another name: a local session's refresh token it clears is
+    revoked too (the browser loses its only handle on that session)."""
     _verifier(request)
-    response = json_response({"message": "Logout successful"})
-    auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
-    auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
-    return response
+    return await logout(request)

@@ -67,6 +67,7 @@ class ProviderKeys:
         self._keys: dict[str, PyJWK] = {}
         self._loaded_at = -math.inf  # time.monotonic() of the last successful fetch
         self._attempted_at = -math.inf  # ... and of the last attempt, successful or not
+        self._ended_at = -math.inf  # ... and when that attempt ended
         self._jwks_uri: str | None = None  # discovered once
         self._lock = asyncio.Lock()  # one attempt at a time; the others wait for its result
 
@@ -90,10 +91,13 @@ class ProviderKeys:
 
     async def _refresh(self) -> None:
         """Fetch the key set, unless the provider was asked less than an interval ago."""
+        called = time.monotonic()
         async with self._lock:
             started = time.monotonic()
+            if self._ended_at > called:
+                return  # an attempt ended while we waited: its result is ours too
             if started - self._attempted_at < self._settings.min_refetch_interval:
-                return  # asked recently (perhaps just now, while we waited for the lock)
+                return  # asked recently
             self._attempted_at = started
             try:
                 async with asyncio.timeout(self._settings.timeout):
@@ -101,6 +105,8 @@ class ProviderKeys:
             except (TimeoutError, aiohttp.ClientError, ValueError, PyJWTError) as exc:
                 log.warning("Keycloak signing keys not fetched: %s", _describe(exc))
                 return
+            finally:
+                self._ended_at = time.monotonic()
             self._keys, self._loaded_at = keys, started
             log.info("Keycloak signing keys fetched: %s", ", ".join(sorted(keys)))
 
