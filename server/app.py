@@ -204,7 +204,10 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PAGE_CACHE].clear()
         app[BODY_CACHE].clear()
 
-    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX], app[BODY_FILES].forget, reset)
+    files = app[BODY_FILES]
+    changes = Changes(
+        app[CONFIG].database.url, app[RESULTS_INDEX], files.forget, reset, files.job_ids
+    )
     app[CHANGES] = changes
     listening = asyncio.create_task(changes.run())
     try:

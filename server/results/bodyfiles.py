@@ -14,7 +14,9 @@ a file removed while it is being sent stays readable to its reader.
 The directory is kept under `server.disk_cache_size` bytes by removing the least recently used
 files (sending a file renews its time); a body of more than a quarter of it gets no file. A
 deleted simulation's files are removed by every process when the deletion is notified
-(server/results/changes.py), before its `DELETE` returns, and none is written for it after.
+(server/results/changes.py), before its `DELETE` returns, and none is written for it after; a
+process that was not listening then (stopped, or its connection down) removes them when it
+listens again.
 """
 
 import asyncio
@@ -140,6 +142,13 @@ class BodyFiles:
         for path in self.directory.glob(f"{job_id}.*{SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def job_ids(self) -> list[str]:
+        """The simulations that have files (blocking: a directory listing)."""
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.directory) as entries:
+            names = [entry.name for entry in entries if entry.name.endswith(SUFFIX)]
+            return sorted({name.partition(".")[0] for name in names})
+        return []
 
     def evict(self) -> None:
         """Remove the least recently used files until the directory holds at most max_bytes,

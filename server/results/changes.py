@@ -18,7 +18,8 @@ served from memory after its DELETE returned, in any process" hold:
   the commit), so the wait is over after LEASE at most.
 
 Each process also removes a deleted simulation's body files (server/results/bodyfiles.py) before
-it acknowledges.
+it acknowledges, and on each (re)connection those of simulations deleted while it was not
+listening.
 
 A process whose listening connection fails or reconnects forgets every entry (notifications may
 have been missed) and serves nothing from trust until a ping succeeds again. It also empties its
@@ -74,11 +75,13 @@ class Changes:
         cache: IndexCache,
         forget: Callable[[str], None],
         reset: Callable[[], None] = lambda: None,
+        kept: Callable[[], list[str]] = list,
     ) -> None:
         self.url = url
         self.cache = cache
         self.forget = forget  # removes what else this process keeps of a deleted simulation
         self.reset = reset  # empties what else this process keeps by the database's ids
+        self.kept = kept  # the job_ids this process keeps files of (blocking)
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._waiting: dict[str, list[Acks]] = {}
@@ -109,6 +112,7 @@ class Changes:
             await conn.add_listener(CHANGED, self._on_changed)
             await conn.add_listener(ACKS, self._on_ack)
             self._distrust()  # whatever was read before LISTEN may have missed a change
+            await self._forget_gone(conn)
             self._conn = conn
             while True:
                 sent = time.monotonic()
@@ -123,6 +127,16 @@ class Changes:
         finally:
             self._conn = None
             conn.terminate()
+
+    async def _forget_gone(self, conn: Conn) -> None:
+        """Forget the simulations deleted while this process was not listening: nothing else
+        would remove their files. After LISTEN, so a deletion committed later is notified."""
+        kept = await asyncio.to_thread(self.kept)
+        if kept:
+            async with self._lock:
+                gone = await conn.fetch(query("changes_gone"), kept)
+            for row in gone:
+                self.forget(row["job_id"])
 
     def _distrust(self) -> None:
         """Notifications may have been missed, or the database replaced (restored)."""
