@@ -435,7 +435,8 @@ SELECT (SELECT coalesce(sum(octet_length(title) + 256 + 128 * ntasks), 0) FROM s
      + (SELECT coalesce(sum(octet_length(i.data) + coalesce(octet_length(i.files), 0)
                             + i.disk_size), 0)
         FROM inputs i JOIN simulations s ON s.id = i.simulation_id WHERE s.user_id = $1)
-     + (SELECT coalesce(sum(octet_length(p.data)), 0) FROM pages p
+     + (SELECT coalesce(sum(octet_length(p.data) + octet_length(p.name)
+                            + 4 * coalesce(cardinality(p.dimensions), 0) + 128), 0) FROM pages p
         JOIN estimators e ON e.id = p.estimator_id JOIN simulations s ON s.id = e.simulation_id
         WHERE s.user_id = $1)
      + (SELECT coalesce(sum(octet_length(e.name) + octet_length(e.fields) + 64), 0)

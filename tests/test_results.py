@@ -314,6 +314,27 @@ async def test_failing_upload_stores_nothing(client, conn):
 
 
 @pytest.mark.parametrize(
+    ("estimators", "count"),
+    [
+        ([{"name": "z", "pages": [{"page_number": n} for n in range(10_000)]}], 10_001),
+        ([{"name": f"e{n}"} for n in range(10_001)], 10_001),
+    ],
+)
+async def test_an_upload_of_over_ten_thousand_pages_and_estimators_is_413(
+    client, conn, estimators, count
+):
+    """Each costs ~1 KB in memory while it is stored, however small (a real result has tens to
+    hundreds): 400,000 tiny pages in 9 MB took 300 MiB."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    response = await upload(client, job_id, estimators)
+    message = f"Too many results in one upload: {count} estimators and pages, at most 10000"
+    assert (response.status, await response.json()) == (413, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
+
+
+@pytest.mark.parametrize(
     ("estimators", "message"),
     [
         ("x", "Field estimators must be of type array"),

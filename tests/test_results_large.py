@@ -181,7 +181,7 @@ async def test_large_upload_with_a_string_never_closed_is_400(client, conn) -> N
     job_id = await submit(client)
     await set_key(conn, job_id)
     head = orjson.dumps({"simulation_id": job_id, "update_key": KEY})[:-1]
-    body = head + b',"estimators":[' + b"1," * (SPLIT_ABOVE // 2) + b'"' + b"a" * 64
+    body = head + b',"estimators":[' + b"1" * SPLIT_ABOVE + b'"' + b"a" * 64
     response = await upload(client, job_id, body)
     assert (response.status, await response.json()) == (400, {"message": "Malformed JSON body"})
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

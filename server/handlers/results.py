@@ -13,10 +13,11 @@ from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
 from server.keys import CONFIG, POOL, RESULTS_INDEX, USER
+from server.limits.bodies import hold_for_parsing
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
-from server.results.pagesplit import split_upload
+from server.results.pagesplit import PageSpans, page_spans, parsed_whole, split_upload
 from server.results.stores import stores_of, write_when_finished
 from server.results.upload import parse_estimators
 from server.store import results
@@ -26,7 +27,7 @@ NO_RESULTS = "Results not available"
 
 async def upload(request: web.Request) -> web.Response:
     raw = await read_worker_body(request)
-    body, pages = split_upload(raw)  # large bodies: pages parsed one at a time, below
+    body, pages = await parse_upload(request, raw)  # large bodies: pages parsed one at a time
     try:
         job_id = job_id_of(body)
         key = update_key_of(request, body)
@@ -40,6 +41,21 @@ async def upload(request: web.Request) -> web.Response:
     state = await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
     await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Results saved"}, status=202)
+
+
+async def parse_upload(
+    request: web.Request, raw: bytearray
+) -> tuple[dict[str, Any], PageSpans | None]:
+    """The upload parsed (pagesplit.split_upload), what parsing takes held from the budget
+    first: for a body split into pages, its largest page's (they are parsed one at a time)."""
+    spans = page_spans(raw)
+    largest = max(spans, key=lambda span: span[1] - span[0]) if spans else (0, len(raw))
+    await hold_for_parsing(request, raw, *largest)
+    parsed = split_upload(raw, spans)
+    if parsed is None:  # parsed whole after all
+        await hold_for_parsing(request, raw)
+        return parsed_whole(raw)
+    return parsed
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:

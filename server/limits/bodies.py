@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler
 
 from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from server.keys import BODY_BUDGET, CONFIG, CONTINUE_OWED, USER
-from server.limits.budget import HELD, KEY_CHECKED, STRANGER, counted, parse_cost
+from server.limits.budget import HELD, KEY_CHECKED, PARSE_HELD, STRANGER, counted, parse_cost
 
 _CHUNK = 1 << 18
 # zlib window bits: gzip only; zlib-wrapped deflate (RFC 1950); raw deflate, which some clients
@@ -154,14 +154,22 @@ async def read_body(request: web.Request, limit: int) -> bytearray:
         raise RequestTimeout(f"Request body not received within {timeout:g} seconds") from None
 
 
-async def hold_for_parsing(request: web.Request, body: bytes | bytearray) -> None:
-    """Take from the budget what parsing `body` as JSON will add in memory (budget.parse_cost);
-    413 when that is more than the budget could ever give this request besides its body."""
-    budget, cost = request.app[BODY_BUDGET], parse_cost(body)
-    room = budget.room(request) - request[HELD]
+async def hold_for_parsing(
+    request: web.Request, body: bytes | bytearray, start: int = 0, end: int | None = None
+) -> None:
+    """Take from the budget what parsing `body` (or its bytes start:end: a large upload's
+    largest page, parsed one at a time) as JSON will add in memory (budget.parse_cost); 413 when
+    that is more than the budget could ever give this request besides its body. A request holds
+    the most it was asked for (a worker's body checked for its key, then parsed: once)."""
+    budget, cost = request.app[BODY_BUDGET], parse_cost(body, start, end)
+    held = request.get(PARSE_HELD, 0)
+    if cost <= held:
+        return
+    room = budget.room(request) - request[HELD] + held
     if cost > room:
         raise PayloadTooLarge(
             f"Request body too large once parsed (about {cost >> 20} MiB of objects; "
             f"at most {room >> 20} MiB)"
         )
-    await budget.take(request, cost)
+    await budget.take(request, cost - held)
+    request[PARSE_HELD] = cost

@@ -19,6 +19,8 @@ FREE_BYTES = 64 << 10
 HELD = web.RequestKey("body_bytes_held", int)
 # Set when a worker's header key was checked before its body is read (a known sender).
 KEY_CHECKED = web.RequestKey("body_key_checked", bool)
+# The bytes held for parsing a request's body (hold_for_parsing), part of HELD.
+PARSE_HELD = web.RequestKey("body_parse_held", int)
 # Whether a request's body counts against the strangers' share (set before its first take).
 STRANGER = web.RequestKey("body_from_stranger", bool)
 
@@ -31,12 +33,14 @@ _PARSED = {b"[": 96, b"{": 96, b'"': 32, b",": 40}
 FREE_PARSE = 1 << 20  # parsed small bodies (logins, small submissions) never wait for the budget
 
 
-def parse_cost(body: bytes | bytearray) -> int:
-    """Bytes of the budget the parse of `body` (JSON) takes: its estimated objects, past FREE_PARSE.
-    Text with a character past U+00FF (raw or as a \\u escape) is held 2 or 4 bytes a character."""
+def parse_cost(body: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
+    """Bytes of the budget the parse of `body[start:end]` (JSON) takes: its estimated objects,
+    past FREE_PARSE. Text with a character past U+00FF (raw or as a \\u escape) is held 2 or 4
+    bytes a character (looked for in the whole body: no copy of the part is made)."""
+    end = len(body) if end is None else end
     wide = not body.isascii() or b"\\u" in body
-    objects = len(body) * (4 if wide else 1)
-    objects += sum(weight * body.count(byte) for byte, weight in _PARSED.items())
+    objects = (end - start) * (4 if wide else 1)
+    objects += sum(weight * body.count(byte, start, end) for byte, weight in _PARSED.items())
     return max(0, objects - FREE_PARSE)
 
 

@@ -31,6 +31,7 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, n
 FINAL_BLOCK = b"\x01\x00\x00\xff\xff"  # an empty stored block with BFINAL set
 _POLY = 0xEDB88320  # CRC-32 polynomial, reflected
 _MAX_STORED = 0xFFFF
+INFLATE_IN = 256 << 10  # bytes of a segment given to the inflater at a time
 
 
 def _multmodp(a: int, b: int) -> int:
@@ -87,15 +88,19 @@ def encode_segment(raw: bytes, level: int = LEVEL) -> bytes:
 
 def inflate_pieces(segment: bytes, size: int) -> Iterator[bytes]:
     """The inflated bytes of a segment, at most `size` at a time (a page may inflate to many
-    MB: memory stays flat)."""
+    MB: memory stays flat). The segment goes in INFLATE_IN bytes at a time: what the inflater
+    keeps of its input (`unconsumed_tail`) is a copy."""
     inflater = codec.decompressobj(-15)
-    data = segment
+    view, fed = memoryview(segment), 0
+    data: bytes | memoryview = b""
     while True:
+        if not data and fed < len(view):
+            data, fed = view[fed : fed + INFLATE_IN], fed + INFLATE_IN
         out: bytes = inflater.decompress(data, size)
         if out:
             yield out
         data = inflater.unconsumed_tail
-        if not data and len(out) < size:
+        if not data and fed >= len(view) and len(out) < size:
             return
 
 

@@ -125,17 +125,33 @@ def _parse(body: bytes | bytearray | memoryview) -> Any:
         raise BadRequest("Malformed JSON body") from None
 
 
-def split_upload(body: bytes | bytearray) -> tuple[dict[str, Any], PageSpans | None]:
-    """The body parsed, with its pages left as placeholders when it is large; and the pages.
+def page_spans(body: bytes | bytearray) -> list[tuple[int, int]] | None:
+    """Where the pages of a large body are (None: parsed whole, small or not so laid out)."""
+    return find_pages(body) if len(body) > SPLIT_ABOVE else None
 
-    Unless every page's placeholder is found where pages are read, once each and in order, the
-    body is parsed whole: pages the parsed body leaves out (a duplicate key replaced them) would
-    never be parsed, and an object the client shaped like a placeholder would stand for a page
-    it is not."""
-    spans = find_pages(body) if len(body) > SPLIT_ABOVE else None
-    data = _parse(_skeleton(body, spans) if spans else body)
-    if spans and _placeholders(data) != list(range(len(spans))):
-        data, spans = _parse(body), None
+
+def split_upload(
+    body: bytes | bytearray, spans: list[tuple[int, int]] | None
+) -> tuple[dict[str, Any], PageSpans | None] | None:
+    """The body parsed, with its pages (at `spans`) left as placeholders; and the pages.
+
+    None when the body must be parsed whole after all (parsed_whole): unless every
+    page's placeholder is found where pages are read, once each and in order, pages the parsed
+    body leaves out (a duplicate key replaced them) would never be parsed, and an object the
+    client shaped like a placeholder would stand for a page it is not."""
+    if not spans:
+        return parsed_whole(body)
+    data = _parse(_skeleton(body, spans))
+    if _placeholders(data) != list(range(len(spans))):
+        return None
+    return _object(data), PageSpans(memoryview(body), spans)
+
+
+def parsed_whole(body: bytes | bytearray) -> tuple[dict[str, Any], None]:
+    return _object(_parse(body)), None
+
+
+def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("JSON body must be an object")
-    return data, PageSpans(memoryview(body), spans) if spans else None
+    return data

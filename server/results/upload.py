@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from server import values
-from server.errors import BadRequest
+from server.errors import BadRequest, PayloadTooLarge
 from server.models import MAX_INT32
 from server.results.deflate import crc_shift, encode_segment
 from server.results.pagesplit import PageSpans, is_placeholder
@@ -19,6 +19,9 @@ from server.results.pagesplit import PageSpans, is_placeholder
 # Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
 MAX_NAME = 255
 MAX_PAGE_NAME = 4096
+# Pages and estimators in one upload: each costs ~1 KB in memory while it is stored, however
+# small (a real result has tens to hundreds).
+MAX_ITEMS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,15 @@ def other_fields(entry: dict[str, Any], what: str = "estimator") -> bytes:
     return serialise(rest, what)[1:-1]
 
 
+def _check_count(estimators: list[Any]) -> None:
+    pages = (entry.get("pages") for entry in estimators if isinstance(entry, dict))
+    count = len(estimators) + sum(len(found) for found in pages if isinstance(found, list))
+    if count > MAX_ITEMS:
+        raise PayloadTooLarge(
+            f"Too many results in one upload: {count} estimators and pages, at most {MAX_ITEMS}"
+        )
+
+
 def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[StoredEstimator]:
     """Validate and encode the `estimators` list of an upload; 400 before anything is stored.
 
@@ -143,6 +155,7 @@ def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[S
         raise BadRequest("Missing field: estimators")
     if not isinstance(estimators, list):
         raise BadRequest("Field estimators must be of type array")
+    _check_count(estimators)
     parsed = [_estimator(entry, index, source) for index, entry in enumerate(estimators)]
     names = [estimator.name for estimator in parsed]
     if len(set(names)) != len(names):

@@ -52,11 +52,15 @@ async def _send(
     gather: bool,
 ) -> int:
     """Write `pieces`, gathered up to a flush size if `gather`, else as they come (uncopied);
-    the number of bytes sent."""
+    the number of bytes sent. A piece of FLUSH_AT or more (a large page's stored segment) is
+    written as it is too: copied into the buffer, a stalled client would hold a copy of it."""
     sent, buffer, flush_at = 0, bytearray(), min(FIRST_FLUSH, FLUSH_AT)
     async for piece in pieces:
         sent += len(piece)
-        if not gather:
+        if not gather or len(piece) >= FLUSH_AT:
+            if buffer:
+                await stall.write(response.write(buffer))
+                buffer = bytearray()
             await stall.write(response.write(piece))
             continue
         buffer += piece
