@@ -139,6 +139,18 @@ class Cluster:
         finally:
             os.kill(pid, signal.SIGCONT)
 
+    def restart_controller(self, timeout: float = 30.0) -> None:
+        """slurmctld stopped (SIGTERM) and started again (its jobs kept in its state files)."""
+        pid = self._pid("slurmctld")
+        assert pid is not None, "slurmctld is not running"
+        os.kill(pid, signal.SIGTERM)
+        self._wait_for(lambda: not alive(pid), timeout, "the old slurmctld's end")
+        self._run(["slurmctld", "-f", str(self.conf)])
+        self._wait_for(self._controller_up, timeout, "slurmctld")
+
+    def _controller_up(self) -> bool:
+        return "is UP" in self.command("scontrol", "ping", check=False)
+
     def cancel_all(self) -> None:
         """scancel every job still queued or running (what a test left behind)."""
         ids = self.command("squeue", "--noheader", "--format=%F").split()

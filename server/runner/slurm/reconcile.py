@@ -134,9 +134,18 @@ class Reconciler:
             snapshot = await self._snapshot(cluster, group)
             if snapshot is None:
                 continue
-            for item in group:
+            for item in await self._still_watched(group):
                 await self._reconcile(item, snapshot)
             await self._cancel_strays(cluster, group, snapshot)
+
+    async def _still_watched(self, group: list[Watched]) -> list[Watched]:
+        """`group` as the database has it after the squeue. A worker reports its task's end
+        before its process exits, and SLURM ends the array task after that: a task squeue says
+        ended may have COMPLETED while squeue ran, and must not be failed (nor its results list
+        taken away) for having ended. Simulations watched only since wait for the next poll:
+        the snapshot may predate their jobs."""
+        now = {item.sim_id: item for item in await slurm_jobs.list_watched(self._pool)}
+        return [now[item.sim_id] for item in group if item.sim_id in now]
 
     def _idle_clusters(self) -> list[str]:
         """Where to look for strays this poll even with nothing watched there: this host with
