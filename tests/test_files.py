@@ -8,11 +8,13 @@ import io
 import socket
 import tracemalloc
 
+import aiohttp
 import orjson
 import pytest
 
 from server.app import create_app
 from server.editor import convert
+from server.store.logfiles import PART
 from tests.helpers import (
     EDITOR,
     FLUKA_FILES,
@@ -239,3 +241,42 @@ async def test_ui_inputs_of_a_large_input_are_not_encoded_again(client, conn):
             tracemalloc.stop()
         assert response.status == 200
     assert peaks["/ui/inputs"] < 4 * size, {p: f"{v / MIB:.0f} MiB" for p, v in peaks.items()}
+
+
+async def test_a_log_file_is_stored_in_parts_and_read_back_whole(client, conn):
+    """Parts of 1 Mi characters (migration 0017), cut between characters (a 4-byte one too)."""
+    await login(client)
+    job_id = await submit(client, FLUKA_FILES)
+    await set_key(conn, job_id)
+    text = "\U0001f600" + "x" * PART + "\u00e9" * (PART + 2)  # 3 parts
+    await add_logfiles(client, job_id, {"big": text, "small": ""})
+    rows = await conn.fetch("SELECT name, part, length(content) AS n FROM logfiles ORDER BY 1, 2")
+    assert [tuple(row) for row in rows] == [
+        ("big", 0, PART),
+        ("big", 1, PART),
+        ("big", 2, 3),
+        ("small", 0, 0),
+    ]
+    assert await get(client, f"/logfiles?job_id={job_id}") == (
+        200,
+        {"message": "Logfiles", "logfiles": {"big": text, "small": ""}},
+    )
+    await add_logfiles(client, job_id, {"big": "short now"})  # its other parts go with it
+    assert await conn.fetchval("SELECT count(*) FROM logfiles WHERE name = 'big'") == 1
+    assert (await get(client, f"/logfiles?job_id={job_id}"))[1]["logfiles"]["big"] == "short now"
+
+
+async def test_a_log_file_replaced_while_it_is_sent_cuts_the_connection(client, conn):
+    """A file read in several batches and replaced between two of them: the connection is cut
+    (the body incomplete, as a result's whose pages change), never a text made of both."""
+    await login(client)
+    job_id = await submit(client, FLUKA_FILES)
+    await set_key(conn, job_id)
+    await add_logfiles(client, job_id, {"big": "a" * (24 * PART)})  # 24 MiB: six batches
+    async with client.get(f"/logfiles?job_id={job_id}") as response:
+        assert response.status == 200
+        first = await response.content.readexactly(1 << 20)  # the first batch is being written
+        await add_logfiles(client, job_id, {"big": "b" * (24 * PART)})
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    assert first.startswith(b'{"message":"Logfiles","logfiles":{"big":"aaa')

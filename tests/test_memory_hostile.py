@@ -283,6 +283,39 @@ def _stalled_get(
     return sock
 
 
+async def test_stalled_readers_of_a_large_log_file_do_not_multiply_memory(serve, conn) -> None:
+    """A simulation holds one 48 MB log file (a worker may send up to worker_max_body_size,
+    256 MiB). Eight connections of its owner ask for GET /logfiles and never read. Each request
+    read the whole file from the database (asyncpg's buffer and the decoded str) before it
+    wrote a byte, and kept it for body_timeout: ~70 MB per stalled client, with no bound on how
+    many a user opens. The file is stored and read in parts of 1 Mi characters."""
+    server = await serve(YAPTIDE_SERVER_BODY_TIMEOUT=60)
+    async with session() as http:
+        await logged_in(http, server.base)
+        job_id = await submitted(http, server.base, conn)
+        cookies = {c.key: c.value for c in http.cookie_jar}
+    log = "simulated line of output\n" * (48 * 1000 * 1000 // 25)
+    body = orjson.dumps({"simulation_id": job_id, "update_key": KEY, "logfiles": {"big": log}})
+    del log
+    async with (
+        fresh() as http,
+        http.post(server.base + "/logfiles", data=io.BytesIO(body)) as response,
+    ):
+        assert response.status == 202, await response.text()
+    del body
+    await asyncio.sleep(1.0)
+    port = int(server.base.rsplit(":", 1)[1])
+    socks = []
+    with PeakRss(server.pid) as rss:
+        for _ in range(8):
+            socks.append(_stalled_get(port, f"/logfiles?job_id={job_id}", cookies))
+        await asyncio.sleep(6.0)
+    held = rss_mib(server.pid) - rss.before  # still held after 6 s
+    for sock in socks:
+        sock.close()
+    assert rss.growth <= 128, f"RSS grew by {rss.growth:.0f} MiB ({held:.0f} MiB still held)"
+
+
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 async def test_stalled_readers_of_a_large_result_page_hold_a_bounded_piece_each(
     serve, conn, encoding

@@ -1,16 +1,15 @@
 """A simulation's files: its input (`GET /inputs`) and its log files (`GET /logfiles`)."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import orjson
 from aiohttp import web
 
-from server.errors import NotFound
+from server.errors import NotFound, ServiceUnavailable
 from server.jobs.access import owned_simulation
 from server.keys import POOL
 from server.limits.serving import drop_when_stalled
-from server.results.writing import Stall
+from server.results.writing import Stall, cut_short
 from server.store import inputs, logfiles
 
 
@@ -29,13 +28,18 @@ async def get_inputs(request: web.Request) -> web.Response:
 
 
 async def get_logfiles(request: web.Request) -> web.StreamResponse:
-    """`{"message": "Logfiles", "logfiles": {name: text}}`, written a batch of files at a time:
-    a simulation of 1000 tasks may hold hundreds of MB of logs. The first batch is read before
-    the answer begins, so that a failure then is still an error response. A HEAD gets the
-    headers only (no length: the body is never made)."""
+    """`{"message": "Logfiles", "logfiles": {name: text}}`, written a batch of parts at a time:
+    a simulation of 1000 tasks may hold hundreds of MB of logs, and one file up to
+    worker_max_body_size. The first batch is read before the answer begins, so that a failure
+    then is still an error response; a file replaced while it is sent cuts the connection (as
+    results do), never a torn text. A HEAD gets the headers only (no length: the body is never
+    made)."""
     owner = await owned_simulation(request)
     batches = logfiles.read_batches(request.app[POOL], owner.sim_pk)
-    batch: list[asyncpg.Record] = await anext(batches, [])
+    try:
+        batch: list[logfiles.Part] = await anext(batches, [])
+    except logfiles.LogsChanged:
+        raise ServiceUnavailable("Log files changed while they were read; try again") from None
     if not batch:
         raise NotFound("Logfiles not available")
     if request.method == "HEAD":
@@ -43,29 +47,41 @@ async def get_logfiles(request: web.Request) -> web.StreamResponse:
     drop_when_stalled(request)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
-    separator = b'{"message":"Logfiles","logfiles":{'
+    pending, batch = [batch], []  # the first batch must not stay referenced here throughout
     with Stall(request) as stall:  # a client that takes nothing for body_timeout is cut off
-        while batch:
-            for name, text in batch:
-                await stall.write(response.write(separator + orjson.dumps(name) + b":"))
-                for piece in _json_string(text):
-                    await stall.write(response.write(piece))
-                separator = b","
-            batch = await anext(batches, [])
-        await stall.write(response.write_eof(b"}}"))
+        try:
+            await _send_parts(stall, response, pending, batches)
+        except logfiles.LogsChanged as exc:
+            return cut_short(request, response, str(exc))
+        await stall.write(response.write_eof(b'"}}'))
     return response
+
+
+async def _send_parts(
+    stall: Stall,
+    response: web.StreamResponse,
+    pending: list[list[logfiles.Part]],
+    batches: AsyncIterator[list[logfiles.Part]],
+) -> None:
+    """Every part (the batch in `pending`, taken from it, then the others) as the text of its
+    file's member; the last file's string is left open."""
+    name, batch = None, pending.pop()
+    while batch:
+        for part in batch:
+            if part.name != name:  # a file begins: the previous one's string ends
+                head = b'{"message":"Logfiles","logfiles":{' if name is None else b'",'
+                await stall.write(response.write(head + orjson.dumps(part.name) + b':"'))
+                name = part.name
+            for piece in _escaped(part.content):
+                await stall.write(response.write(piece))
+        batch = await anext(batches, [])
 
 
 TEXT_PIECE = 1 << 18  # characters encoded at once (orjson sizes its buffer for the worst case)
 
 
-def _json_string(text: str) -> Iterator[bytes]:
-    """`text` as a JSON string, encoded a piece at a time: at once, a log of tens of MB took
-    about ten times its size."""
-    if len(text) <= TEXT_PIECE:
-        yield orjson.dumps(text)
-        return
-    yield b'"'
+def _escaped(text: str) -> Iterator[bytes]:
+    """`text` as the inside of a JSON string, encoded a piece at a time: at once, a log of tens
+    of MB took about ten times its size."""
     for start in range(0, len(text), TEXT_PIECE):
         yield orjson.dumps(text[start : start + TEXT_PIECE])[1:-1]
-    yield b'"'

@@ -40,7 +40,7 @@ async def stream(
     with Stall(request) as stall:
         sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
         if sent != length:
-            return _cut_short(request, response, "the pages changed while they were sent")
+            return cut_short(request, response, "the pages changed while they were sent")
         await stall.write(response.write_eof())
     return response
 
@@ -72,7 +72,7 @@ async def _send(
     return sent
 
 
-def _cut_short(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
+def cut_short(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
     log.warning("GET %s: %s; connection closed", request.path, why)
     if request.transport is not None:
         request.transport.close()
