@@ -40,6 +40,8 @@ FORT21 = REPLAYS / "fluka_minimal" / "minimal001_fort.21"  # USRBIN ENERGY x-z 4
 
 @pytest.fixture
 def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
+    """As tests/test_worker.py's: the local runner running the built-in worker."""
+
     async def start(*args, **kwargs):
         port = unused_tcp_port_factory()
         return await start_worker_app(

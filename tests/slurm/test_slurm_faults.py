@@ -250,6 +250,21 @@ def _other_known_hosts(root: Path) -> Path:
     return key
 
 
+async def failed_on(cluster, start_slurm_app, job_root, remote_python, conn) -> tuple[str, str]:
+    """A 1-task batch job sent to `cluster`, which must end FAILED: its job_id and `slurm` log."""
+    client, _, _ = await start_slurm_app(
+        gated_shieldhit(job_root, remote_python),
+        clusters=(cluster,),
+        runner={"kind": "none"},
+        slurm={"local_users": True},
+    )
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    found = await eventually(ended(client, job_id), timeout=30)
+    assert found["job_state"] == "FAILED"
+    return job_id, (await logfiles_of(conn))["slurm"]
+
+
 async def test_a_changed_host_key_is_refused(
     start_slurm_app, ssh, remote_python, job_root, slurm_cluster, conn
 ):
@@ -264,17 +279,7 @@ async def test_a_changed_host_key_is_refused(
     cluster = dataclasses.replace(
         ssh_cluster(ssh, job_root / "remote", remote_python), known_hosts=str(known)
     )
-    client, _, _ = await start_slurm_app(
-        gated_shieldhit(job_root, remote_python),
-        clusters=(cluster,),
-        runner={"kind": "none"},
-        slurm={"local_users": True},
-    )
-    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
-    job_id = (await post(client, "/jobs/batch", body))["job_id"]
-    found = await eventually(ended(client, job_id), timeout=30)
-    assert found["job_state"] == "FAILED"
-    log = (await logfiles_of(conn))["slurm"]
+    job_id, log = await failed_on(cluster, start_slurm_app, job_root, remote_python, conn)
     assert "cannot connect" in log, log
     assert not (job_root / "remote" / job_id).exists()
 
@@ -290,15 +295,5 @@ async def test_a_work_dir_the_cluster_user_cannot_write(
     cluster = dataclasses.replace(
         ssh_cluster(ssh, job_root / "remote", remote_python), work_dir=str(locked / "jobs")
     )
-    client, _, _ = await start_slurm_app(
-        gated_shieldhit(job_root, remote_python),
-        clusters=(cluster,),
-        runner={"kind": "none"},
-        slurm={"local_users": True},
-    )
-    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
-    job_id = (await post(client, "/jobs/batch", body))["job_id"]
-    found = await eventually(ended(client, job_id), timeout=30)
-    assert found["job_state"] == "FAILED"
-    log = (await logfiles_of(conn))["slurm"]
+    _, log = await failed_on(cluster, start_slurm_app, job_root, remote_python, conn)
     assert log.startswith("The job could not be sent to SLURM: hpc: cannot write"), log
