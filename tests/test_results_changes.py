@@ -38,6 +38,22 @@ class Client:
         return await self.call(process, "GET", "/results", params={"job_id": job_id, **params})
 
 
+async def alice_on(
+    http: aiohttp.ClientSession, bases: list[str], processes: list[Any], login_at: int
+) -> Client:
+    """The servers at `bases` once they answer, with alice registered through the first and
+    signed in through `bases[login_at]`."""
+    for base, process in zip(bases, processes, strict=True):
+        await wait_ready(http, base, process)
+    client = Client(http, bases)
+    account = {"username": "alice", "password": "password1"}
+    assert (await client.call(0, "PUT", "/auth/register", json=account))[0] == 201
+    async with http.post(bases[login_at] + "/auth/login", json=account) as response:
+        assert response.status == 202
+        client.cookie = f"access_token={response.cookies['access_token'].value}"
+    return client
+
+
 @pytest.fixture
 async def user(
     database_url: str, conn: asyncpg.Connection, tmp_path: Path
@@ -47,15 +63,7 @@ async def user(
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
             bases = [f"http://127.0.0.1:{port}" for port in ports]
-            for base, process in zip(bases, processes, strict=True):
-                await wait_ready(http, base, process)
-            client = Client(http, bases)
-            account = {"username": "alice", "password": "password1"}
-            assert (await client.call(0, "PUT", "/auth/register", json=account))[0] == 201
-            async with http.post(bases[1] + "/auth/login", json=account) as response:
-                assert response.status == 202
-                client.cookie = f"access_token={response.cookies['access_token'].value}"
-            yield client
+            yield await alice_on(http, bases, processes, login_at=1)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

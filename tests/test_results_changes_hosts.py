@@ -25,6 +25,7 @@ from tests.test_head import large_pages
 from tests.test_results_changes import (
     NOT_FOUND,
     Client,
+    alice_on,
     finish,
     running_job,
     upload,
@@ -72,14 +73,7 @@ async def servers(database_url: str, conn: asyncpg.Connection, tmp_path: Path):
         started.extend(processes)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
             bases = [f"http://127.0.0.1:{port}" for port in ports]
-            for base, process in zip(bases, processes, strict=True):
-                await wait_ready(http, base, process)
-            client = Client(http, bases)
-            account = {"username": "alice", "password": "password1"}
-            assert (await client.call(0, "PUT", "/auth/register", json=account))[0] == 201
-            async with http.post(bases[0] + "/auth/login", json=account) as response:
-                assert response.status == 202
-                client.cookie = f"access_token={response.cookies['access_token'].value}"
+            client = await alice_on(http, bases, processes, login_at=0)
 
             async def all_listening() -> bool:
                 return len(await (db or conn).fetch(LISTENERS)) == count
