@@ -798,6 +798,16 @@ def test_the_parse_of_text_is_within_its_estimate(character, ensure_ascii) -> No
     assert parsed <= estimate, f"{parsed >> 20} MiB parsed, {estimate >> 20} MiB estimated"
 
 
+@pytest.mark.parametrize("escape", ["\\u001b", "\\u00e9"])
+def test_escapes_of_narrow_characters_keep_the_estimate_narrow(escape) -> None:
+    """A log's colour codes (`\\u001b[31m`) or an escaped é keep Python's string at 1 byte a
+    character: they were held at 4, a 100 MB log with colours at 400 MB of budget."""
+    text = ("x" * 63 + escape) * (1 << 17)  # 8 MiB and more
+    body = ('{"logfiles": {"a": "' + text + '"}}').encode()
+    parsed = sys.getsizeof(orjson.loads(body)["logfiles"]["a"])
+    assert parsed <= parse_cost(body) + FREE_PARSE < 2 * len(body)
+
+
 async def test_a_body_that_could_never_fit_once_parsed_is_413(aiohttp_client, make_config, conn):
     """README: "the budget bounds parsed bodies too: one that could never fit is 413". The body
     is held as well as its parse: a 10 MiB input file (about 20 MiB with its parse, budget 16

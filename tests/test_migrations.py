@@ -12,6 +12,7 @@ import pytest
 from server.db import MIGRATIONS_DIR, MigrationError, migrate, read_migrations
 from server.jobs.states import JOB_STATES, TERMINAL_STATES
 from server.sql import QueryFileError, load_queries, parse_queries, query
+from server.store import logfiles
 
 FIRST = "CREATE TABLE a (id integer PRIMARY KEY);\nINSERT INTO a VALUES (1);\n"
 SECOND = "-- b refers to a\nCREATE TABLE b (a_id integer REFERENCES a (id));\n"
@@ -90,6 +91,54 @@ async def test_inputs_stored_before_their_disk_size_count_their_compressed_size(
     # and 0012 measured them for the quota: row (1 + 256 + 128), input, disk_size
     sizes = await scratch.fetch("SELECT stored_bytes FROM simulations ORDER BY id")
     assert [row["stored_bytes"] for row in sizes] == [385 + 10 + 10, 385 + 13 + 3]
+
+
+async def test_logs_and_results_stored_before_parts_and_page_rows_read_back(scratch, tmp_path):
+    """Migration 0016 counts a page's row against the quota, recomputing the simulations that
+    have results; 0017 stores log files in parts: one stored before is one part, read back
+    whole by this code, and replaced by parts."""
+    before = [m for m in read_migrations() if m.version < 16]
+    await migrate(scratch, files(tmp_path / "old", **{m.name: m.sql for m in before}))
+    user = await scratch.fetchval("INSERT INTO users (username) VALUES ('old') RETURNING id")
+    sim = await scratch.fetchval(
+        "INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks,"
+        " update_key_sha256) VALUES ('job-0', $1, 't', 'shieldhit', 'files', 1, '')"
+        " RETURNING id",
+        user,
+    )
+    text = "\U0001f600" + "x" * (3 * logfiles.PART)  # one row, 3 Mi characters and one
+    await scratch.execute("INSERT INTO logfiles VALUES ($1, 'big', $2), ($1, 'e', '')", sim, text)
+    estimator = await scratch.fetchval(
+        "INSERT INTO estimators (simulation_id, name, position, fields) VALUES ($1, 'z', 0, '')"
+        " RETURNING id",
+        sim,
+    )
+    await scratch.execute(
+        "INSERT INTO pages (estimator_id, page_number, name, dimensions, data, crc32,"
+        " crc_shift, raw_size) VALUES ($1, 1, 'dose', '{2,3}', '\\x0102', 0, 0, 2)",
+        estimator,
+    )
+    await scratch.execute("UPDATE simulations SET stored_bytes = simulation_stored_bytes(id)")
+    old_bytes = await scratch.fetchval("SELECT stored_bytes FROM simulations")
+    assert await migrate(scratch) == ["0016_page_rows_in_quota.sql", "0017_logfile_parts.sql"]
+    # the page's row (128), name (4) and dimensions (2 x 4) now count
+    assert await scratch.fetchval("SELECT stored_bytes FROM simulations") == old_bytes + 140
+    batches = [batch async for batch in logfiles.read_batches(scratch, sim)]
+    assert [(p.name, p.part, p.content) for b in batches for p in b] == [
+        ("big", 0, text),
+        ("e", 0, ""),
+    ]
+    async with scratch.transaction():
+        await logfiles.upsert(scratch, sim, {"big": text})
+    parts = await scratch.fetch(
+        "SELECT part, length(content) AS n FROM logfiles WHERE name = 'big'"
+    )
+    assert [tuple(row) for row in parts] == [
+        (0, logfiles.PART),
+        (1, logfiles.PART),
+        (2, logfiles.PART),
+        (3, 1),
+    ]
 
 
 async def test_a_data_migration_on_a_database_without_statistics_is_not_quadratic(

@@ -9,6 +9,7 @@ body are not counted: logins, progress reports and other small bodies never wait
 """
 
 import asyncio
+import re
 
 from aiohttp import web
 
@@ -30,6 +31,8 @@ STRANGER = web.RequestKey("body_from_stranger", bool)
 # float: 24 B and its 8-byte slot; after a comma). Up to ~24 times the body (`[[],[],...]`);
 # about 3 times for an editor project, 1 for input files.
 _PARSED = {b"[": 96, b"{": 96, b'"': 32, b",": 40}
+# A \u escape of a character past U+00FF (`\u001b`, a log's colour codes, keeps text narrow).
+_WIDE_ESCAPE = re.compile(rb"\\u(?!00[0-9A-Fa-f]{2})")
 FREE_PARSE = 1 << 20  # parsed small bodies (logins, small submissions) never wait for the budget
 
 
@@ -38,7 +41,7 @@ def parse_cost(body: bytes | bytearray, start: int = 0, end: int | None = None) 
     past FREE_PARSE. Text with a character past U+00FF (raw or as a \\u escape) is held 2 or 4
     bytes a character (looked for in the whole body: no copy of the part is made)."""
     end = len(body) if end is None else end
-    wide = not body.isascii() or b"\\u" in body
+    wide = not body.isascii() or _WIDE_ESCAPE.search(body) is not None
     objects = (end - start) * (4 if wide else 1)
     objects += sum(weight * body.count(byte, start, end) for byte, weight in _PARSED.items())
     return max(0, objects - FREE_PARSE)
@@ -129,6 +132,15 @@ class BodyBudget:
         finally:
             for pool in pools:
                 pool.held_by_waiters -= held
+
+    async def trust(self, request: web.Request) -> None:
+        """A stranger found to be a known sender (its body names a live update key): what it
+        holds leaves the strangers' share, and what it takes from now on is the everyone's."""
+        if request.get(STRANGER, True):
+            async with self._changed:
+                self.strangers.free += request[HELD]
+                self._changed.notify_all()
+            request[STRANGER] = False
 
     async def give_back(self, request: web.Request, count: int) -> None:
         async with self._changed:

@@ -23,7 +23,7 @@ class LogsChanged(Exception):
 
 async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
     """Store each named log file in parts, replacing one of the same name stored before (in the
-    caller's transaction: the file changes at once)."""
+    caller's transaction, which holds the simulation's row lock: the file changes at once)."""
     names, parts, contents = [], [], []
     for name, text in logfiles.items():
         for number, start in enumerate(range(0, max(len(text), 1), PART)):
@@ -36,31 +36,24 @@ async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
 
 async def read_batches(db: Db, sim_pk: int) -> AsyncIterator[list[Part]]:
     """The parts of the simulation's log files, by name and part, about BATCH_BYTES at a time;
-    a batch of none is not given. LogsChanged when a part listed is gone, or a file's parts
-    were not all stored together (it was replaced between two batches)."""
-    batch: list[tuple[str, int]] = []
-    size, writers = 0, dict[str, str]()
-    listing = await db.fetch(query("list_simulation_logfiles"), sim_pk)
-    for name, part, length in listing:
+    a batch of none is not given. LogsChanged when a part is not the one listed at the start
+    (its file replaced or removed since: a file is never sent made of two)."""
+    batch: list[Part] = []
+    size = 0
+    for name, part, length, written_by in await db.fetch(query("list_simulation_logfiles"), sim_pk):
         if batch and size + length > BATCH_BYTES:
-            yield await _fetch(db, sim_pk, batch, writers)
+            yield await _fetch(db, sim_pk, batch)
             batch, size = [], 0
-        batch.append((name, part))
+        batch.append(Part(name, part, "", written_by))
         size += length
     if batch:
-        yield await _fetch(db, sim_pk, batch, writers)
+        yield await _fetch(db, sim_pk, batch)
 
 
-async def _fetch(
-    db: Db, sim_pk: int, keys: list[tuple[str, int]], writers: dict[str, str]
-) -> list[Part]:
-    names, numbers = [name for name, _ in keys], [part for _, part in keys]
-    found = [
-        Part(*row) for row in await db.fetch(query("get_logfile_parts"), sim_pk, names, numbers)
-    ]
-    if len(found) != len(keys):
-        raise LogsChanged("log files were removed while they were read")
-    for part in found:
-        if writers.setdefault(part.name, part.written_by) != part.written_by:
-            raise LogsChanged(f"log file {part.name} was replaced while it was read")
+async def _fetch(db: Db, sim_pk: int, listed: list[Part]) -> list[Part]:
+    names, numbers = [part.name for part in listed], [part.part for part in listed]
+    rows = await db.fetch(query("get_logfile_parts"), sim_pk, names, numbers)
+    found = [Part(*row) for row in rows]
+    if [part._replace(content="") for part in found] != listed:
+        raise LogsChanged("log files were replaced or removed while they were read")
     return found

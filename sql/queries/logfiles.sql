@@ -11,14 +11,15 @@ SELECT $1, f.name, f.part, f.content
 FROM unnest($2::text[], $3::integer[], $4::text[]) AS f (name, part, content)
 
 -- name: list_simulation_logfiles
--- Names, parts and sizes, to read the contents a batch at a time (store/logfiles.py
--- read_batches).
-SELECT name, part, octet_length(content) AS size FROM logfiles WHERE simulation_id = $1
+-- Names, parts, sizes and writing transactions, to read the contents a batch at a time
+-- (store/logfiles.py read_batches), each part checked to be the one listed.
+SELECT name, part, octet_length(content) AS size, xmin::text AS written_by
+FROM logfiles WHERE simulation_id = $1
 ORDER BY name, part
 
 -- name: get_logfile_parts
 -- The parts ($2 names, $3 part numbers) with the transaction that wrote them (xmin: every part
--- of a file is written by one), so that a file replaced while it is read is noticed.
+-- of a file is written by one), so that a file replaced since it was listed is noticed.
 SELECT l.name, l.part, l.content, l.xmin::text AS written_by
 FROM logfiles l JOIN unnest($2::text[], $3::integer[]) AS k (name, part)
     ON l.name = k.name AND l.part = k.part
