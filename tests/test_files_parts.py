@@ -36,7 +36,7 @@ async def post_logs(client, job_id: str, logfiles: dict[str, str]) -> tuple[int,
     return response.status, await response.json()
 
 
-# 1. Log files in parts
+# Log files in parts
 
 
 async def test_a_log_file_read_in_a_later_batch_replaced_by_a_longer_one_is_never_torn(

@@ -13,34 +13,13 @@ import pytest
 
 from server.app import create_app
 from server.keys import BODY_BUDGET
-from tests.helpers import FLUKA_FILES, KEY, login, set_key, submit
+from tests.helpers import FLUKA_FILES, KEY, set_key, submit
+from tests.test_files_parts import get, logs_job
 
 MIB = 1 << 20
 
 
-async def get(client, path: str) -> tuple[int, dict]:
-    response = await client.get(path)
-    return response.status, await response.json()
-
-
-async def logs_job(client, conn) -> str:
-    await login(client)
-    job_id = await submit(client, FLUKA_FILES)
-    await set_key(conn, job_id)
-    return job_id
-
-
-async def post_logs(client, job_id: str, logfiles: dict[str, str]) -> tuple[int, dict]:
-    body = {"simulation_id": job_id, "update_key": KEY, "logfiles": logfiles}
-    response = await client.post(
-        "/logfiles",
-        data=io.BytesIO(orjson.dumps(body)),
-        headers={"Content-Type": "application/json"},
-    )
-    return response.status, await response.json()
-
-
-# 2. Worker bodies hold their parse from the budget
+# Worker bodies hold their parse from the budget
 
 
 def budget_of(client):
@@ -197,7 +176,7 @@ async def test_a_60_mb_one_page_result_is_accepted(client, conn, unit, key_in):
     assert budget_of(client) == start
 
 
-# 3. At most 10,000 estimators and pages an upload; pages' rows in the quota
+# At most 10,000 estimators and pages an upload; pages' rows in the quota
 
 
 async def test_more_than_10000_items_is_413_and_stores_nothing(client, conn):
@@ -254,7 +233,7 @@ async def test_pages_count_128_bytes_each_in_the_quota(client, conn):
     )
 
 
-# 4. Writing large pieces uncopied; segments inflated 256 KiB at a time
+# Writing large pieces uncopied; segments inflated 256 KiB at a time
 
 
 def page_of(n: int, size: int) -> dict:
