@@ -38,22 +38,22 @@ async def read_batches(db: Db, sim_pk: int) -> AsyncIterator[list[Part]]:
     """The parts of the simulation's log files, by name and part, about BATCH_BYTES at a time;
     a batch of none is not given. LogsChanged when a part is not the one listed at the start
     (its file replaced or removed since: a file is never sent made of two)."""
-    batch: list[Part] = []
+    batch: list[tuple[str, int, str]] = []  # (name, part, written_by) as listed
     size = 0
     for name, part, length, written_by in await db.fetch(query("list_simulation_logfiles"), sim_pk):
         if batch and size + length > BATCH_BYTES:
             yield await _fetch(db, sim_pk, batch)
             batch, size = [], 0
-        batch.append(Part(name, part, "", written_by))
+        batch.append((name, part, written_by))
         size += length
     if batch:
         yield await _fetch(db, sim_pk, batch)
 
 
-async def _fetch(db: Db, sim_pk: int, listed: list[Part]) -> list[Part]:
-    names, numbers = [part.name for part in listed], [part.part for part in listed]
+async def _fetch(db: Db, sim_pk: int, listed: list[tuple[str, int, str]]) -> list[Part]:
+    names, numbers = [name for name, _, _ in listed], [part for _, part, _ in listed]
     rows = await db.fetch(query("get_logfile_parts"), sim_pk, names, numbers)
     found = [Part(*row) for row in rows]
-    if [part._replace(content="") for part in found] != listed:
+    if [(part.name, part.part, part.written_by) for part in found] != listed:
         raise LogsChanged("log files were replaced or removed while they were read")
     return found
