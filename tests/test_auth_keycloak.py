@@ -187,6 +187,62 @@ async def test_a_local_user_of_the_same_name_is_a_different_user(sso, provider, 
     assert await users_in(conn) == [(USERNAME, "local"), (USERNAME, "keycloak")]
 
 
+OTHER_SUB = "9d2c4e61-7a0b-4f3e-8c1d-5b6a7e8f9a0b"
+ANOTHER_REALM_USER = denied(
+    "This username's account belongs to another Keycloak user (a different sub): ask the operator"
+)
+
+
+async def bindings(conn: asyncpg.Connection) -> list[tuple[str, str | None, str | None]]:
+    rows = await conn.fetch("SELECT username, sso_issuer, sso_subject FROM users ORDER BY id")
+    return [tuple(row) for row in rows]
+
+
+async def test_a_username_the_realm_gave_to_another_user_is_refused(sso, provider, conn):
+    """The realm deleted alice and made a new user alice (another sub): the new one must not
+    reach the first one's simulations; the first one still signs in."""
+    await signs_in(sso, provider)
+    job_id = await submit(sso)
+    bound = await bindings(conn)
+    assert bound == [(USERNAME, provider.issuer, provider.claims()["sub"])]
+    response = await sso.post(
+        "/auth/keycloak",
+        json={"username": USERNAME},
+        headers={"Authorization": f"Bearer {provider.token(sub=OTHER_SUB)}"},
+    )
+    assert (response.status, await response.json()) == ANOTHER_REALM_USER
+    assert "access_token" not in response.cookies
+    assert await bindings(conn) == bound
+    await signs_in(sso, provider)
+    assert await job_ids_listed(sso) == [job_id]
+
+
+async def test_an_account_made_before_the_binding_is_bound_at_its_next_sign_in(sso, provider, conn):
+    user_id = await conn.fetchval(
+        "INSERT INTO users (username, source) VALUES ($1, 'keycloak') RETURNING id", USERNAME
+    )
+    await signs_in(sso, provider, sub=OTHER_SUB)
+    assert await conn.fetchval("SELECT id FROM users") == user_id
+    assert await bindings(conn) == [(USERNAME, provider.issuer, OTHER_SUB)]
+    assert await sign_in(sso, provider.token()) == ANOTHER_REALM_USER
+
+
+async def test_a_realm_of_another_issuer_takes_the_accounts_over(
+    sso, provider, conn, aiohttp_server, aiohttp_client, sso_config, realm_keys
+):
+    """The operator moved to a new realm (another issuer): its user of the same username gets
+    the account, and is bound to it from then on."""
+    await signs_in(sso, provider)
+    job_id = await submit(sso)
+    new_realm = OpenIdProvider([realm_keys["rsa"]])
+    new_realm.issuer = str((await aiohttp_server(new_realm.app())).make_url(REALM_PATH))
+    moved = await aiohttp_client(create_app(sso_config(issuer=new_realm.issuer)))
+    await signs_in(moved, new_realm, sub=OTHER_SUB)
+    assert await job_ids_listed(moved) == [job_id]
+    assert await bindings(conn) == [(USERNAME, new_realm.issuer, OTHER_SUB)]
+    assert await sign_in(moved, new_realm.token()) == ANOTHER_REALM_USER
+
+
 async def test_a_local_account_can_be_registered_after_the_sso_one(sso, provider, conn):
     await signs_in(sso, provider)
     await register(sso, USERNAME)
@@ -330,6 +386,10 @@ async def test_body_username_must_be_the_tokens(sso, provider, conn):
             "No access: the token's plgridAccessServices does not include PLG_YAPTIDE_ACCESS",
         ),
         ({"preferred_username": None}, "Invalid token: no preferred_username claim"),
+        ({"sub": None}, "Invalid token: no sub claim"),
+        ({"sub": ""}, "Invalid token: no sub claim"),
+        ({"sub": "s" * 256}, "Invalid token: no sub claim"),
+        ({"sub": 5}, "Invalid token: malformed claims"),
     ],
 )
 async def test_claims_that_fail_a_check(sso, provider, conn, changes, message):

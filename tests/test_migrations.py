@@ -120,7 +120,8 @@ async def test_logs_and_results_stored_before_parts_and_page_rows_read_back(scra
     )
     await scratch.execute("UPDATE simulations SET stored_bytes = simulation_stored_bytes(id)")
     old_bytes = await scratch.fetchval("SELECT stored_bytes FROM simulations")
-    assert await migrate(scratch) == ["0016_page_rows_in_quota.sql", "0017_logfile_parts.sql"]
+    applied = await migrate(scratch)
+    assert applied[:2] == ["0016_page_rows_in_quota.sql", "0017_logfile_parts.sql"]
     # the page's row (128), name (4) and dimensions (2 x 4) now count
     assert await scratch.fetchval("SELECT stored_bytes FROM simulations") == old_bytes + 140
     batches = [batch async for batch in logfiles.read_batches(scratch, sim)]

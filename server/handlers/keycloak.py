@@ -2,9 +2,10 @@
 
 Both answer 403 "Service is not available" unless `[keycloak] issuer` is configured. A sign-in
 makes an access cookie like `POST /auth/login`, for the Keycloak user of the token's
-`preferred_username` (never a local account of the same name), that expires no later than the
-Keycloak token: the web UI signs in again with a fresh token before then. No refresh cookie is
-issued, so a session cannot outlive what Keycloak granted.
+`preferred_username` (never a local account of the same name; bound to the realm's user, `sub`,
+that first signed in to it), that expires no later than the Keycloak token: the web UI signs in
+again with a fresh token before then. No refresh cookie is issued, so a session cannot outlive
+what Keycloak granted.
 """
 
 import time
@@ -21,6 +22,9 @@ from server.sso.keycloak import SsoIdentity, TokenVerifier
 from server.store import users
 
 NOT_AVAILABLE = "Service is not available"
+ANOTHER_REALM_USER = (
+    "This username's account belongs to another Keycloak user (a different sub): ask the operator"
+)
 
 
 def _verifier(request: web.Request) -> TokenVerifier:
@@ -59,9 +63,12 @@ async def sign_in(request: web.Request) -> web.Response:
         raise Forbidden("Username does not match the token's preferred_username")
     if identity.expires <= time.time():  # passed the checks within the leeway: no session left
         raise Forbidden("Invalid token: expired")
-    user_id, generation = await users.sign_in_sso(
-        request.app[POOL], identity.username, *_profile(identity)
+    account = await users.sign_in_sso(
+        request.app[POOL], identity.username, identity.realm_user, _profile(identity)
     )
+    if account is None:
+        raise Forbidden(ANOTHER_REALM_USER)
+    user_id, generation = account
     access, expires = auth.make_access_token(request.app, user_id, generation, identity.expires)
     response = json_response(
         {"message": "Login successful", "access_exp": auth.expiry_ms(expires)}, status=202

@@ -4,8 +4,8 @@ A token is accepted when its header names RS256 or ES256 and a key id; the realm
 verifies the signature with that very algorithm; `iss` is the configured issuer; `exp` has not
 passed (`leeway` seconds of clock difference allowed, also for `iat` and `nbf`); it is an access
 token (`typ` "Bearer" when present); its `aud` contains, or its `azp` is, one of the configured
-client ids; the access claim holds the access value; and it names a `preferred_username`, the
-identity of the user. Every failure is a 403 whose message names the check that failed; a realm
+client ids; the access claim holds the access value; and it names a `preferred_username` (the
+account's name) and a `sub` (the realm's user, to whom the account is bound). Every failure is a 403 whose message names the check that failed; a realm
 whose keys cannot be had (unreachable, slow, an unusable answer) is a 503 to retry.
 """
 
@@ -20,6 +20,7 @@ from server.errors import Forbidden, ServiceUnavailable
 from server.sso.jwks import ALGORITHMS, ProviderKeys, ProviderUnavailable, UnknownKey
 
 MAX_USERNAME = 255  # Keycloak's own limit
+MAX_SUBJECT = 255  # OpenID Connect's limit (Keycloak's are UUIDs)
 
 # PyJWT's failures, most specific first, and what the client is told.
 _DECODE_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -37,6 +38,7 @@ class SsoIdentity:
     """Who a verified token says the user is."""
 
     username: str
+    realm_user: tuple[str, str]  # the token's iss and sub: the realm's user, whatever its name
     expires: int  # the token's exp (Unix seconds): a session must not outlive it
     display_name: str | None  # the token's name and email claims, if any
     email: str | None
@@ -146,4 +148,9 @@ def _identity(claims: dict[str, Any]) -> SsoIdentity:
     username = claims.get("preferred_username")
     if not isinstance(username, str) or not username or len(username) > MAX_USERNAME:
         raise Forbidden("Invalid token: no preferred_username claim")
-    return SsoIdentity(username, int(claims["exp"]), _text(claims, "name"), _text(claims, "email"))
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
+        raise Forbidden("Invalid token: no sub claim")
+    realm_user = (claims["iss"], subject)
+    expires, name, email = int(claims["exp"]), _text(claims, "name"), _text(claims, "email")
+    return SsoIdentity(username, realm_user, expires, name, email)

@@ -15,13 +15,12 @@ async def create(db: Db, username: str, password_hash: str) -> int | None:
 
 
 async def sign_in_sso(
-    db: Db, username: str, display_name: str | None, email: str | None
-) -> tuple[int, int]:
-    """The id and token generation of the Keycloak user `username`, created (with this
-    profile) if new."""
-    row = await db.fetchrow(query("sign_in_sso_user"), username, display_name, email)
-    assert row is not None  # the upsert always returns its row
-    return row["id"], row["token_generation"]
+    db: Db, username: str, realm_user: tuple[str, str], profile: tuple[str | None, str | None]
+) -> tuple[int, int] | None:
+    """The id and token generation of the Keycloak user `username`, created (with this profile:
+    name, email) if new; None when the account is bound to another realm user (issuer, sub)."""
+    row = await db.fetchrow(query("sign_in_sso_user"), username, *profile, *realm_user)
+    return (row["id"], row["token_generation"]) if row else None
 
 
 async def get_login(db: Db, username: str) -> tuple[int, str, int] | None:

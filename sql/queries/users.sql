@@ -7,10 +7,16 @@ RETURNING id
 
 -- name: sign_in_sso_user
 -- The Keycloak user of this name, created on first sign-in with the profile the token carries;
--- never a local account of the same name. Later sign-ins leave the profile to the user (the
--- no-op DO UPDATE is there so that RETURNING gives the existing row's id too).
-INSERT INTO users (username, source, display_name, email) VALUES ($1, 'keycloak', $2, $3)
-ON CONFLICT (username, source) DO UPDATE SET username = EXCLUDED.username
+-- never a local account of the same name. Later sign-ins leave the profile to the user. The
+-- account is bound to the realm's user (issuer, sub) that first signed in: no row comes back for
+-- another sub of the same realm (a realm of another issuer, the operator's move, rebinds it).
+INSERT INTO users (username, source, display_name, email, sso_issuer, sso_subject)
+VALUES ($1, 'keycloak', $2, $3, $4, $5)
+ON CONFLICT (username, source) DO UPDATE
+SET sso_issuer = EXCLUDED.sso_issuer, sso_subject = EXCLUDED.sso_subject
+WHERE users.sso_subject IS NULL
+   OR users.sso_subject = EXCLUDED.sso_subject
+   OR users.sso_issuer IS DISTINCT FROM EXCLUDED.sso_issuer
 RETURNING id, token_generation
 
 -- name: get_login
