@@ -15,7 +15,6 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,6 @@ ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 NO_TOKEN = "No token provided"
 INVALID_TOKEN = "Invalid or expired token"
-# Live sessions (refresh tokens) a user may have at once: a login past it ends the oldest. Each
-# read of the user carries every live session's id (the access check), so they must not grow
-# with how often a client logs in.
-MAX_SESSIONS = 100
 
 
 def load_secret(config: Config) -> str:
@@ -109,7 +104,7 @@ def make_access_token(
 ) -> tuple[str, int]:
     """A signed access token of the user's current token generation, and its expiry (Unix
     seconds, `[auth] access_ttl` from now, at most `not_after`); of the session (`session_id`)
-    whose logout ends it, if any (an SSO sign-in has none here: Keycloak ends its own)."""
+    whose logout ends it (server/sessions.py), if any."""
     claims: dict[str, Any] = {"sub": str(user_id), "type": "access", "gen": generation}
     if session is not None:
         claims["sid"] = session
@@ -178,22 +173,6 @@ def clear_cookie(response: web.StreamResponse, config: Config, name: str) -> Non
 
 def expiry_ms(expires: float) -> int:
     return int(expires * 1000)
-
-
-async def issue_refresh_token(
-    app: web.Application, user_id: int, generation: int
-) -> tuple[str, float, str]:
-    """A stored refresh token, its expiry and its session's id; 401 when `generation` is no
-    longer the user's (a password change since the password was checked: that login must not
-    outlive it)."""
-    config = app[CONFIG]
-    token, expires, jti = make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
-    await refresh_tokens.prune(app[POOL], user_id, MAX_SESSIONS - 1)
-    expires_at = datetime.fromtimestamp(expires, UTC)
-    stored = sha256(jti)
-    if not await refresh_tokens.add(app[POOL], stored, user_id, expires_at, generation):
-        raise Unauthorized("Invalid username or password")
-    return token, expires, session_id(stored)
 
 
 async def _access_user(app: web.Application, claims: dict[str, Any]) -> User | None:
@@ -267,24 +246,6 @@ async def access_user(request: web.Request) -> User:
         if claims is not None:
             cache.put_header(header, user, claims["exp"])
     return user
-
-
-def session_of(request: web.Request, user_id: int) -> str | None:
-    """The session id of the request's own valid refresh token, if any."""
-    stored = current_refresh_token(request, user_id)
-    return None if stored is None else session_id(stored)
-
-
-def current_refresh_token(request: web.Request, user_id: int) -> bytes | None:
-    """The stored id (SHA-256 of the jti) of the request's own valid refresh token, if any."""
-    token = request.cookies.get(REFRESH_COOKIE)
-    if not token:
-        return None
-    try:
-        claims = decode_token(request.app[SECRET], token, "refresh")
-    except Unauthorized:
-        return None
-    return sha256(claims["jti"]) if int(claims["sub"]) == user_id else None
 
 
 def for_users(handler: Handler) -> Handler:

@@ -307,6 +307,42 @@ async def test_delete_clears_the_cookie(sso, provider):
     assert await status_of(sso) == (401, {"message": "No token provided"})
 
 
+def access_cookie(client: TestClient) -> dict[str, str]:
+    """The client's access cookie as a Cookie header of its own (a copy someone kept)."""
+    jar = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    return {"Cookie": f"access_token={jar['access_token'].value}"}
+
+
+async def test_sign_out_ends_a_copy_of_the_access_cookie(sso, provider, conn):
+    """A copy of an SSO access cookie went on working after sign-out, until the Keycloak token
+    expired; a local session's ended at once."""
+    await signs_in(sso, provider)
+    copy = access_cookie(sso)
+    response = await sso.delete("/auth/keycloak")
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    sso.session.cookie_jar.clear()
+    response = await sso.get("/auth/status", headers=copy)
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+
+
+async def test_signing_in_again_leaves_the_previous_access_cookie_working(sso, provider):
+    """The UI signs in again with a fresh token while requests with the cookie it had are under
+    way: those must not be refused."""
+    await signs_in(sso, provider)
+    before = access_cookie(sso)
+    await signs_in(sso, provider)
+    sso.session.cookie_jar.clear()
+    assert await status_of_cookie(sso, before) == (200, SSO_STATUS)
+
+
+async def status_of_cookie(client: TestClient, headers: dict[str, str]) -> tuple[int, Any]:
+    response = await client.get("/auth/status", headers=headers)
+    return response.status, await response.json()
+
+
 async def test_delete_without_a_session_is_fine(sso):
     """Like logout: signing out twice, or never signed in, is not an error."""
     for _ in range(2):

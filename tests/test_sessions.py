@@ -202,6 +202,43 @@ async def test_logout_ends_the_sessions_access_token_too(client, conn) -> None:
     assert (await status(client, other))[0] == 200  # another session of the same user goes on
 
 
+def only(headers: dict[str, str], name: str) -> dict[str, str]:
+    """The Cookie header of `headers` with the one cookie `name` (a client that lost the other)."""
+    kept = [item for item in headers["Cookie"].split("; ") if item.startswith(f"{name}=")]
+    return {"Cookie": "; ".join(kept)}
+
+
+async def test_a_logout_with_the_access_cookie_alone_ends_its_session(client, conn) -> None:
+    """A logout ended only the session of the refresh cookie: sent with the access cookie alone,
+    it ended nothing, and copies of both cookies went on working."""
+    await register(client)
+    mine, other = await session(client), await session(client)
+    assert await logout(client, only(mine, "access_token")) == LOGGED_OUT
+    assert await status(client, mine) == REFUSED
+    refused = await client.get("/auth/refresh", headers=only(mine, "refresh_token"))
+    assert (refused.status, await refused.json()) == REFUSED
+    assert (await status(client, other))[0] == 200
+
+
+async def test_a_password_changed_with_the_access_cookie_alone_keeps_its_session(
+    client, conn
+) -> None:
+    """The new access cookie of a password change sent without the refresh cookie named no
+    session: no logout could end it, and the session it came from was revoked under it."""
+    await register(client)
+    mine, other = await session(client), await session(client)
+    response = await client.post("/user/update", json=CHANGE, headers=only(mine, "access_token"))
+    assert (response.status, await response.json()) == (200, {"message": "User updated"})
+    changed = cookie_header(client, response, mine)
+    assert (await status(client, changed))[0] == 200
+    refreshed = await client.get("/auth/refresh", headers=only(mine, "refresh_token"))
+    assert refreshed.status == 200
+    client.session.cookie_jar.clear()
+    assert await status(client, other) == REFUSED
+    assert await logout(client, only(changed, "access_token")) == LOGGED_OUT
+    assert await status(client, changed) == REFUSED
+
+
 async def test_a_refreshed_access_token_ends_with_its_session(client, conn) -> None:
     await register(client)
     mine = await session(client)

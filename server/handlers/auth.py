@@ -2,12 +2,12 @@
 
 from aiohttp import web
 
-from server import auth, passwords
+from server import auth, passwords, sessions
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_public_json
-from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SECRET, USER, USER_CACHE
+from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, USER
 from server.passwords import validate_password, validate_username
-from server.store import refresh_tokens, users
+from server.store import users
 
 TAKEN = "Username already taken"
 
@@ -53,7 +53,7 @@ async def login(request: web.Request) -> web.Response:
         raise Unauthorized("Invalid username or password")
     await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
     user_id, _, generation = found
-    refresh, refresh_exp, session = await auth.issue_refresh_token(app, user_id, generation)
+    refresh, refresh_exp, session = await sessions.issue_refresh_token(app, user_id, generation)
     access, access_exp = auth.make_access_token(app, user_id, generation, session=session)
     response = json_response(
         {
@@ -72,7 +72,7 @@ async def refresh(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
     user = await auth.user_from_cookie(request, auth.REFRESH_COOKIE)
-    session = auth.session_of(request, user.id)
+    session = sessions.session_of(request, user.id)
     access, access_exp = auth.make_access_token(
         app, user.id, user.token_generation, session=session
     )
@@ -90,25 +90,9 @@ async def status(request: web.Request) -> web.Response:
     return json_response({"message": "User status", **profile})
 
 
-async def revoke_refresh_cookie(request: web.Request) -> None:
-    """Revoke the session of the request's refresh cookie, if it has a valid one (a response
-    that clears the cookie must end its session: a copy of it would live on)."""
-    app = request.app
-    token = request.cookies.get(auth.REFRESH_COOKIE)
-    if token:
-        try:
-            claims = auth.decode_token(app[SECRET], token, "refresh")
-        except Unauthorized:
-            claims = None
-        # Its access tokens end too: here at once, elsewhere within user_cache_ttl. (A token
-        # revoked already was forgotten then: a replayed cookie does not scan the cache again.)
-        if claims and await refresh_tokens.revoke(app[POOL], auth.sha256(claims["jti"])):
-            app[USER_CACHE].forget(int(claims["sub"]))
-
-
 async def logout(request: web.Request) -> web.Response:
     app = request.app
-    await revoke_refresh_cookie(request)
+    await sessions.end(request)
     response = json_response({"message": "Logout successful"})
     auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)
     auth.clear_cookie(response, app[CONFIG], auth.REFRESH_COOKIE)

@@ -5,16 +5,16 @@ makes an access cookie like `POST /auth/login`, for the Keycloak user of the tok
 `preferred_username` (never a local account of the same name; bound to the realm's user, `sub`,
 that first signed in to it), that expires no later than the Keycloak token: the web UI signs in
 again with a fresh token before then. No refresh cookie is issued, so a session cannot outlive
-what Keycloak granted.
+what Keycloak granted; signing out ends it at once (server/sessions.py).
 """
 
 import time
 
 from aiohttp import web
 
-from server import auth
+from server import auth, sessions
 from server.errors import Forbidden, Unauthorized
-from server.handlers.auth import logout, revoke_refresh_cookie
+from server.handlers.auth import logout
 from server.http import bearer_token, field, json_response, read_public_json
 from server.keys import CONFIG, KEYCLOAK, POOL
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
@@ -69,19 +69,22 @@ async def sign_in(request: web.Request) -> web.Response:
     if account is None:
         raise Forbidden(ANOTHER_REALM_USER)
     user_id, generation = account
-    access, expires = auth.make_access_token(request.app, user_id, generation, identity.expires)
+    session = await sessions.begin_sso(request.app, user_id, generation, identity.expires)
+    access, expires = auth.make_access_token(
+        request.app, user_id, generation, identity.expires, session
+    )
     response = json_response(
         {"message": "Login successful", "access_exp": auth.expiry_ms(expires)}, status=202
     )
     auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, expires - time.time())
     # A refresh cookie left by a local sign-in must not bring that user back after this one.
-    await revoke_refresh_cookie(request)
+    await sessions.end(request, auth.REFRESH_COOKIE)
     auth.clear_cookie(response, config, auth.REFRESH_COOKIE)
     return response
 
 
 async def sign_out(request: web.Request) -> web.Response:
-    """`DELETE /auth/logout` under another name: a local session's refresh token it clears is
-    revoked too (the browser loses its only handle on that session)."""
+    """`DELETE /auth/logout` under another name: the sessions of the cookies it clears end, a
+    local session's too (the browser loses its only handle on it)."""
     _verifier(request)
     return await logout(request)

@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
-from server import auth, passwords
+from server import auth, passwords, sessions
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
@@ -121,7 +121,7 @@ async def update_profile(request: web.Request) -> web.Response:
     response = json_response({"message": "User updated"})
     if password_hash is not None:  # this session goes on in the new token generation
         request.app[USER_CACHE].forget(request[USER].id)
-        session = auth.session_of(request, request[USER].id)
+        session = sessions.current_session(request, request[USER].id)
         access, _ = auth.make_access_token(
             request.app, request[USER].id, generation, session=session
         )
@@ -140,7 +140,7 @@ async def _save_profile(
         if password_hash is not None:
             # Whoever else holds a session (perhaps the reason for the change) is logged out:
             # their refresh tokens are revoked, and their access tokens are of an old generation.
-            keep = auth.current_refresh_token(request, user_id)
+            keep = sessions.current_session(request, user_id)
             await refresh_tokens.revoke_others(conn, user_id, keep)
     return generation
 

@@ -1,4 +1,4 @@
-"""The refresh_tokens table: refresh tokens by the SHA-256 of their jti, revocable."""
+"""The refresh_tokens table: sessions, by the SHA-256 of their refresh token's jti, revocable."""
 
 from datetime import datetime
 
@@ -24,9 +24,11 @@ async def get_user(db: Db, token_sha256: bytes) -> User | None:
     return users.user_of(row) if row else None
 
 
-async def revoke(db: Db, token_sha256: bytes) -> bool:
-    """Revoke a live refresh token; whether it was live."""
-    return await db.fetchval(query("revoke_refresh_token"), token_sha256) is not None
+async def revoke_session(db: Db, user_id: int, session: str) -> bool:
+    """Revoke the user's live session `session` (auth.session_id of its token); whether it was
+    live."""
+    prefix = bytes.fromhex(session)
+    return await db.fetchval(query("revoke_session"), user_id, prefix) is not None
 
 
 async def prune(db: Db, user_id: int, keep: int) -> None:
@@ -40,6 +42,7 @@ async def forget_ended(db: Db) -> None:
     await db.execute(query("forget_ended_refresh_tokens"))
 
 
-async def revoke_others(db: Db, user_id: int, keep_sha256: bytes | None) -> None:
-    """Revoke every live refresh token of the user except `keep_sha256` (None: all of them)."""
-    await db.execute(query("revoke_other_refresh_tokens"), user_id, keep_sha256)
+async def revoke_others(db: Db, user_id: int, keep: str | None) -> None:
+    """Revoke every live session of the user except `keep` (a session id; None: all of them)."""
+    prefix = None if keep is None else bytes.fromhex(keep)
+    await db.execute(query("revoke_other_sessions"), user_id, prefix)

@@ -1,4 +1,5 @@
--- Refresh tokens, stored as the SHA-256 of their jti.
+-- Sessions: refresh tokens, stored as the SHA-256 of their jti (a Keycloak sign-in's jti is never
+-- handed out).
 
 -- name: add_refresh_token
 -- Only while the user's token generation is still $4, the one whose password the login checked:
@@ -12,9 +13,11 @@ SELECT u.id, u.username, u.source, u.token_generation
 FROM refresh_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
 
--- name: revoke_refresh_token
--- A row when the token was live.
-UPDATE refresh_tokens SET revoked_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL
+-- name: revoke_session
+-- A session is named by the first 16 bytes of its token's SHA-256 (auth.session_id); a row when
+-- it was live.
+UPDATE refresh_tokens SET revoked_at = now()
+WHERE user_id = $1 AND substring(token_sha256 FROM 1 FOR 16) = $2 AND revoked_at IS NULL
 RETURNING true
 
 -- name: prune_refresh_tokens
@@ -32,11 +35,12 @@ WHERE user_id = $1 AND (
     )
 )
 
--- name: revoke_other_refresh_tokens
--- A password change ends every other session: all the user's live tokens but $2 (the one of the
--- session that changed it, if any) are revoked.
+-- name: revoke_other_sessions
+-- A password change ends every other session: all the user's live tokens but those of session
+-- $2 (the one that changed it, if any; see revoke_session) are revoked.
 UPDATE refresh_tokens SET revoked_at = now()
-WHERE user_id = $1 AND revoked_at IS NULL AND token_sha256 IS DISTINCT FROM $2
+WHERE user_id = $1 AND revoked_at IS NULL
+  AND substring(token_sha256 FROM 1 FOR 16) IS DISTINCT FROM $2
 
 -- name: forget_ended_refresh_tokens
 -- Every user's tokens that can never refresh again, also of users who never log in again (a

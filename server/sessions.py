@@ -1,0 +1,100 @@
+"""Sessions: the refresh_tokens rows whose id (`sid`) access tokens carry.
+
+A login begins one with a refresh token; a Keycloak sign-in begins one with no refresh token (it
+ends when the Keycloak token does). Logging out ends the sessions the request's cookies name, so
+that a copy of either cookie stops working at once; a password change ends every other session.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from server import auth
+from server.errors import Unauthorized
+from server.keys import CONFIG, POOL, SECRET, USER_CACHE
+from server.store import refresh_tokens
+
+# Live sessions a user may have at once: one begun past it ends the oldest. Each read of the user
+# carries every live session's id (the access check), so they must not grow with how often a
+# client logs in.
+MAX_SESSIONS = 100
+
+
+async def issue_refresh_token(
+    app: web.Application, user_id: int, generation: int
+) -> tuple[str, float, str]:
+    """A stored refresh token, its expiry and its session's id; 401 when `generation` is no
+    longer the user's (a password change since the password was checked: that login must not
+    outlive it)."""
+    config = app[CONFIG]
+    token, expires, jti = auth.make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
+    return token, expires, await _begin(app, user_id, generation, jti, expires)
+
+
+async def begin_sso(app: web.Application, user_id: int, generation: int, expires: int) -> str:
+    """The id of a new session of a Keycloak sign-in, ending at `expires` (the Keycloak token's
+    exp) or at sign-out. Its refresh token's id is never handed out: nobody can refresh it."""
+    return await _begin(app, user_id, generation, uuid.uuid4().hex, expires)
+
+
+async def _begin(
+    app: web.Application, user_id: int, generation: int, jti: str, expires: float
+) -> str:
+    await refresh_tokens.prune(app[POOL], user_id, MAX_SESSIONS - 1)
+    stored = auth.sha256(jti)
+    expires_at = datetime.fromtimestamp(expires, UTC)
+    if not await refresh_tokens.add(app[POOL], stored, user_id, expires_at, generation):
+        raise Unauthorized("Invalid username or password")
+    return auth.session_id(stored)
+
+
+def session_of(request: web.Request, user_id: int) -> str | None:
+    """The session of the request's own valid refresh cookie, if any."""
+    claims = _claims(request, auth.REFRESH_COOKIE, "refresh")
+    if claims is None or int(claims["sub"]) != user_id:
+        return None
+    return auth.session_id(auth.sha256(claims["jti"]))
+
+
+def current_session(request: web.Request, user_id: int) -> str | None:
+    """The session the request goes on in: its refresh cookie's, else its access cookie's."""
+    session = session_of(request, user_id)
+    if session is None:
+        claims = _claims(request, auth.ACCESS_COOKIE, "access")
+        if claims is not None and int(claims["sub"]) == user_id:
+            session = claims.get("sid")
+    return session
+
+
+async def end(request: web.Request, *cookies: str) -> None:
+    """End the sessions of the request's valid `cookies` (by default both the refresh and the
+    access cookie: a response that clears a cookie must end its session, or a copy of it would
+    live on). Their access tokens end here at once, in other processes within user_cache_ttl."""
+    for named in {_named_session(request, cookie) for cookie in cookies or _BOTH}:
+        if named is not None and await refresh_tokens.revoke_session(request.app[POOL], *named):
+            request.app[USER_CACHE].forget(named[0])
+
+
+_BOTH = (auth.REFRESH_COOKIE, auth.ACCESS_COOKIE)
+
+
+def _named_session(request: web.Request, cookie: str) -> tuple[int, str] | None:
+    if cookie == auth.REFRESH_COOKIE:
+        claims = _claims(request, cookie, "refresh")
+        session = None if claims is None else auth.session_id(auth.sha256(claims["jti"]))
+    else:
+        claims = _claims(request, cookie, "access")
+        session = None if claims is None else claims.get("sid")
+    return None if claims is None or session is None else (int(claims["sub"]), session)
+
+
+def _claims(request: web.Request, cookie: str, kind: str) -> dict[str, Any] | None:
+    token = request.cookies.get(cookie)
+    if not token:
+        return None
+    try:
+        return auth.decode_token(request.app[SECRET], token, kind)
+    except Unauthorized:
+        return None
