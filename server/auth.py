@@ -137,15 +137,21 @@ def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
 
 # A user id as _signed writes it: ASCII digits of a bigint (str.isdigit() also takes "²").
 _USER_ID = re.compile(r"[1-9][0-9]{0,17}")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")  # as session_id writes it
 
 
 def _valid_claims(claims: dict[str, Any], kind: str) -> bool:
-    """`sub` is a user id, `gen` an integer, `sid` text; a refresh token's `jti` is its id."""
+    """`sub` is a user id, `gen` an integer, `sid` a session id; a refresh token's `jti` is its
+    id."""
     sub, jti, gen = claims.get("sub"), claims.get("jti"), claims.get("gen", 0)
     shaped = isinstance(sub, str) and _USER_ID.fullmatch(sub) and type(gen) is int
-    if not shaped or not isinstance(claims.get("sid", ""), str):
+    if not shaped or not _session_or_none(claims.get("sid")):
         return False
     return kind != "refresh" or (isinstance(jti, str) and 0 < len(jti) <= 64)
+
+
+def _session_or_none(sid: object) -> bool:
+    return sid is None or (isinstance(sid, str) and _SESSION_ID.fullmatch(sid) is not None)
 
 
 def set_cookie(

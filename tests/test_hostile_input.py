@@ -194,6 +194,8 @@ def signed(client, **claims: Any) -> str:
         ("access_token", "/auth/status", {"sub": "1", "type": "access", "gen": True}),
         ("access_token", "/auth/status", {"sub": "1", "type": "access", "sid": ["a"]}),
         ("access_token", "/auth/status", {"sub": "1", "type": "access", "sid": {"a": 1}}),
+        ("access_token", "/auth/status", {"sub": "1", "type": "access", "sid": "zz"}),
+        ("access_token", "/auth/status", {"sub": "1", "type": "access", "sid": "ab" * 17}),
     ],
 )
 async def test_odd_token_claims_are_401(client, cookie: str, path: str, claims: dict) -> None:
@@ -205,6 +207,18 @@ async def test_odd_token_claims_are_401(client, cookie: str, path: str, claims: 
         401,
         {"message": "Invalid or expired token"},
     )
+
+
+@pytest.mark.parametrize("sid", ["zz", "ab" * 17, "\u00e9" * 32])
+async def test_a_logout_with_an_odd_session_id_ends_nothing(client, conn, sid: str) -> None:
+    """A logout ends the session its access cookie names: one that names no session id the
+    server writes is ignored, not a 500."""
+    await login(client)
+    client.session.cookie_jar.clear()
+    token = signed(client, sub="1", type="access", sid=sid)
+    response = await client.delete("/auth/logout", headers={"Cookie": f"access_token={token}"})
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    assert await conn.fetchval("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL") == 1
 
 
 def deeply_nested(depth: int) -> bytes:
