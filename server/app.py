@@ -236,7 +236,7 @@ def create_app(config: Config) -> web.Application:
     bundle = Bundle(Path(static_dir), prefix) if static_dir else None
     middlewares: list[Middleware] = [error_middleware]
     if bundle is not None:
-        middlewares.insert(1, bundle_middleware(bundle))
+        middlewares.append(bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app.on_response_prepare.append(no_store)
     app[CONFIG] = config

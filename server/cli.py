@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import hashlib
 import logging
 import secrets
 import signal
@@ -27,6 +26,7 @@ from server import db, http, passwords
 from server.config import Config, ConfigError, DatabaseConfig
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.editor.command import convert_command
+from server.jobs.access import key_digest
 from server.processes import (
     check_host,
     check_process_count,
@@ -176,7 +176,7 @@ async def _rotate_key(settings: DatabaseConfig, job_id: str) -> str | None:
     conn = await db.connect(settings.url, db.connect_timeout(settings))
     try:
         await db.migrate(conn)
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = key_digest(key)
         return key if await simulations.rotate_update_key(conn, job_id, digest) else None
     finally:
         await conn.close()

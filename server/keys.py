@@ -1,6 +1,5 @@
 """Every typed application key, and the request key of the user, in one place. (The body
-budget's own request keys, HELD, KEY_CHECKED and STRANGER, are in server/limits/budget.py:
-this module imports that one.)"""
+budget's own request keys are in server/limits/budget.py: this module imports that one.)"""
 
 import asyncio
 from concurrent.futures import Executor

@@ -1,6 +1,5 @@
 """User-facing job endpoints: submit (`POST /jobs/direct`, `/jobs/batch`), status, cancel."""
 
-import hashlib
 import secrets
 from typing import Any
 
@@ -10,7 +9,7 @@ from aiohttp import web
 from server.errors import BadRequest, NotFound
 from server.http import json_response, read_json
 from server.jobs import transitions
-from server.jobs.access import NOT_FOUND, check_cluster_user, owned_simulation
+from server.jobs.access import NOT_FOUND, check_cluster_user, key_digest, owned_simulation
 from server.jobs.ids import new_job_id
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, CONVERTERS, DISPATCHER, POOL, SLURM, USER
@@ -33,7 +32,7 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
         input_type=submission.input_type,
         primaries=submission.primaries,
         input_data=submission.input,
-        update_key_sha256=hashlib.sha256(update_key.encode()).digest(),
+        update_key_sha256=key_digest(update_key),
         input_files=submission.files,
         platform=platform,
         limits=request.app[CONFIG].jobs,

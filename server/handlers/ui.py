@@ -13,9 +13,8 @@ from server.handlers.results import get_estimators, owned_results, send_view
 from server.http import error_response, json_response, optional_query_param, query_param
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL
-from server.results import render
 from server.results.filters import page_filter
-from server.results.indexcache import Entry, make_view
+from server.results.indexcache import PAGE_LIST, SINGLE_PAGE, Entry, make_view
 from server.store import inputs as stored_inputs
 from server.store import tasks
 from server.ui import shapes
@@ -68,7 +67,9 @@ async def _full_results(request: web.Request) -> web.StreamResponse:
     view = entry.view(None, numbers)
     pages = tuple(sorted(view.pages, key=lambda page: order(page.estimator)))  # stable
     if pages != view.pages:
-        view = make_view(entry.index, pages, True, view.form, ("project order", str(numbers)))
+        view = make_view(
+            entry.index, pages, view.estimator_found, view.form, ("project order", str(numbers))
+        )
     return await send_view(request, view)
 
 
@@ -81,7 +82,7 @@ async def results_of(request: web.Request) -> web.StreamResponse:
         return await _full_results(request)
     numbers = page_filter(request.query)
     single = "page_number" in request.query  # once: page_filter checked it
-    form = (render.single_page if single else render.page_list).__name__
+    form = SINGLE_PAGE if single else PAGE_LIST
     entry = await owned_results(request, query_param(request, "job_id"))
     for stored in shapes.stored_names(name, await _outputs_of(request, entry)):
         view = entry.view(stored, numbers, form)

@@ -62,12 +62,13 @@ async def list_simulations(request: web.Request) -> web.Response:
 async def delete_simulation(request: web.Request) -> web.Response:
     """Answered only once no server process serves the simulation from memory any more, also
     when it answers 404 for a simulation a concurrent request has just deleted."""
+    job_id = query_param(request, "job_id")
     try:
         owner = await owned_simulation(request)
     except NotFound:
-        await _after_a_deletion_under_way(request)
+        await _after_a_deletion_under_way(request, job_id)
         raise
-    job_id, pool, changes = query_param(request, "job_id"), request.app[POOL], request.app[CHANGES]
+    pool, changes = request.app[POOL], request.app[CHANGES]
     slurm = request.app.get(SLURM)
     on_cluster = await slurm_jobs.get(pool, job_id) if slurm is not None else None
     with changes.watching(job_id) as acks:
@@ -78,20 +79,20 @@ async def delete_simulation(request: web.Request) -> web.Response:
         if state:
             raise Conflict(STILL_RUNNING)
         # No state left: deleted by a concurrent request since the ownership check.
-        await _after_a_deletion_under_way(request)
+        await _after_a_deletion_under_way(request, job_id)
         raise NotFound("Simulation not found")
     # The job_id named a simulation of ours: a server-made name, safe as a directory name.
-    await asyncio.to_thread(cleanup.remove_job_dir, request.app[CONFIG], request.query["job_id"])
+    await asyncio.to_thread(cleanup.remove_job_dir, request.app[CONFIG], job_id)
     if slurm is not None and on_cluster is not None:
         slurm.remove_job_dir(on_cluster)
     return json_response({"message": "Simulation deleted"})
 
 
-async def _after_a_deletion_under_way(request: web.Request) -> None:
+async def _after_a_deletion_under_way(request: web.Request, job_id: str) -> None:
     """Wait out the lease when the simulation was deleted just now (by a concurrent request,
     which waits for every process's acknowledgement; this one cannot): until then a process
     may still serve it from memory (server/results/changes.py)."""
-    if await simulations.deleted_lately(request.app[POOL], request.query["job_id"], LEASE):
+    if await simulations.deleted_lately(request.app[POOL], job_id, LEASE):
         await asyncio.sleep(LEASE)
 
 

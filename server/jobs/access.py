@@ -23,6 +23,11 @@ BAD_KEY = "Invalid update key"
 PRECHECK_ABOVE = 64 * 1024  # bytes of a plain body read before its header key is checked
 
 
+def key_digest(key: str) -> bytes:
+    """What is stored of an update key: its SHA-256."""
+    return hashlib.sha256(key.encode()).digest()
+
+
 class KeyedRow(Protocol):
     """A locked simulation row as the worker checks need it."""
 
@@ -94,7 +99,7 @@ async def check_header_key(request: web.Request) -> None:
     small = request.content_length is not None and request.content_length <= PRECHECK_ABOVE
     if key is None or (small and "Content-Encoding" not in request.headers):
         return
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = key_digest(key)
     state = await simulations.update_key_state(request.app[POOL], digest)
     if state is None:
         raise Forbidden(BAD_KEY)
@@ -157,7 +162,7 @@ def check_worker(row: R | None, key: str) -> R:
     """
     if row is None:
         raise NotFound(NOT_FOUND)
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = key_digest(key)
     if not hmac.compare_digest(digest, row.update_key_sha256):
         raise Forbidden(BAD_KEY)
     check_open(row.job_state)

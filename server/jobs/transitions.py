@@ -8,7 +8,6 @@ are atomic and concurrent updates of one job are serialised: none is lost, and t
 state is always the one its tasks justify.
 """
 
-import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,7 @@ import orjson
 
 from server.config import JobsConfig
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TooManyRequests
-from server.jobs.access import NOT_FOUND, check_worker
+from server.jobs.access import NOT_FOUND, check_worker, key_digest
 from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
 from server.models import Conn
@@ -88,8 +87,8 @@ async def _check_quota(conn: Conn, user_id: int, sim_pk: int, quota: int) -> Non
     """413 when what the user has stored, this transaction's writes to `sim_pk` included,
     exceeds `quota` (0: no quota). The caller holds the user's row lock (store.users.lock_owner).
     The simulation is measured again even without a quota: one set later counts it right."""
-    await users.measure_simulation(conn, sim_pk)
-    if quota and (used := await users.stored_bytes(conn, user_id)) > quota:
+    await simulations.measure_simulation(conn, sim_pk)
+    if quota and (used := await simulations.stored_bytes(conn, user_id)) > quota:
         raise PayloadTooLarge(
             f"Storage quota exceeded: {used} bytes of inputs and results, the quota is {quota}"
         )
@@ -107,7 +106,7 @@ async def update_task(
     answer: a move lost after its 202 (PENDING -> RUNNING) would make the task's end refused.
     """
     if update.task_state not in TERMINAL_STATES:
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = key_digest(key)
         state = await tasks.report_progress(
             pool, job_id, digest, task_id, update.task_state, update
         )
@@ -207,7 +206,7 @@ async def fail_task(
             return None
         await tasks.update(conn, row.sim_pk, task_id, "FAILED")
         await logfiles.upsert(conn, row.sim_pk, {log_name: log_text})
-        await users.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
+        await simulations.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
         return await simulations.recompute_state(conn, row.sim_pk)
 
 
@@ -226,7 +225,7 @@ async def fail_unfinished(
             return False
         ended = await tasks.end_unfinished(conn, row.sim_pk, "FAILED")
         await logfiles.upsert(conn, row.sim_pk, {log_name: explain(ended)})
-        await users.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
+        await simulations.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
         if await simulations.recompute_state(conn, row.sim_pk) not in TERMINAL_STATES:
             await simulations.set_state(conn, row.sim_pk, "FAILED")
         return True

@@ -32,7 +32,9 @@ MAX_VIEW_NUMBERS = 64  # a view is remembered only if its filter names this many
 # MAX_VIEW_NUMBERS): a filter of few numbers but no estimator keeps that page of every
 # estimator, so 16 such views held ten times the memory of their index.
 VIEW_PAGES_PER_PAGE = 2
-BY_ESTIMATOR = "by_estimator"  # the API's body form (server/results/render.py ENVELOPES)
+# The forms of a body (server/results/render.py ENVELOPES): the API's, and the UI dialect's
+# filtered ones (a list of pages, or one page).
+BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE = "by_estimator", "page_list", "single_page"
 Filters = tuple[str | None, tuple[int, ...] | None, str]  # estimator, page numbers, form
 
 

@@ -21,7 +21,7 @@ from server.models import Db
 from server.results import inflating
 from server.results.bodyfiles import BodyFiles
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
-from server.results.indexcache import View
+from server.results.indexcache import BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE, View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
 from server.results.writing import FLUSH_AT, send_body, stream
@@ -95,7 +95,11 @@ async def single_page(pages: Pages) -> Pieces:
 
 
 # Views name their envelope (server/results/indexcache.py): a body is its form and its pages.
-ENVELOPES: dict[str, Envelope] = {e.__name__: e for e in (by_estimator, page_list, single_page)}
+ENVELOPES: dict[str, Envelope] = {
+    BY_ESTIMATOR: by_estimator,
+    PAGE_LIST: page_list,
+    SINGLE_PAGE: single_page,
+}
 
 
 async def identity(pages: Pages, envelope: Envelope) -> AsyncGenerator[bytes, None]:

@@ -180,3 +180,15 @@ async def deleted_lately(db: Db, job_id: str, seconds: float) -> bool:
 async def forget_deleted_job_ids(db: Db) -> None:
     """Drop the job_ids of simulations deleted over 30 days ago (every sweep has seen them)."""
     await db.execute(query("forget_deleted_job_ids"))
+
+
+async def measure_simulation(conn: Conn, sim_pk: int) -> None:
+    """Measure again what a simulation takes against the quota, after a write to it."""
+    await conn.execute(query("measure_simulation"), sim_pk)
+
+
+async def stored_bytes(conn: Conn, user_id: int) -> int:
+    """Bytes of inputs, results and log files stored for the user's simulations, as measured
+    by their last writes (measure_simulation)."""
+    total: int = await conn.fetchval(query("stored_bytes"), user_id)
+    return total

@@ -73,15 +73,3 @@ async def lock_owner(conn: Conn, user_id: int | None, sim_pk: int | None = None)
     """Lock a user's row (or a simulation's owner's) for the transaction; the user's id."""
     locked: int = await conn.fetchval(query("lock_owner"), user_id, sim_pk)
     return locked
-
-
-async def measure_simulation(conn: Conn, sim_pk: int) -> None:
-    """Measure again what a simulation takes against the quota, after a write to it."""
-    await conn.execute(query("measure_simulation"), sim_pk)
-
-
-async def stored_bytes(conn: Conn, user_id: int) -> int:
-    """Bytes of inputs, results and log files stored for the user's simulations, as measured
-    by their last writes (measure_simulation)."""
-    total: int = await conn.fetchval(query("stored_bytes"), user_id)
-    return total

@@ -23,18 +23,3 @@ SELECT pg_advisory_lock($1)
 
 -- name: advisory_unlock
 SELECT pg_advisory_unlock($1)
-
--- name: claim_advisory_lock
--- Whether this session holds the session lock $1, taken if it is free (one this session holds
--- is not taken again: its holds would stack). See server/runner/session_lock.py.
-SELECT CASE WHEN EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND classid = 0 AND objid::bigint = $1::bigint AND objsubid = 1
-      AND pid = pg_backend_pid() AND granted
-) THEN true ELSE pg_try_advisory_lock($1::bigint) END
-
--- name: connection_limit
--- The connections PostgreSQL gives clients that are not superusers.
-SELECT current_setting('max_connections')::int
-     - current_setting('superuser_reserved_connections')::int
-     - coalesce(current_setting('reserved_connections', true), '0')::int

@@ -169,3 +169,23 @@ SELECT EXISTS (
 -- name: forget_deleted_job_ids
 -- Deleted simulations' job_ids kept long enough for every sweep to have seen them.
 DELETE FROM deleted_job_ids WHERE deleted_at < now() - interval '30 days'
+
+-- name: measure_simulation
+-- What one simulation takes against its owner's quota, measured again after a write to it
+-- (migration 0012); the caller holds the owner's row lock.
+UPDATE simulations SET stored_bytes = simulation_stored_bytes(id) WHERE id = $1
+
+-- name: stored_bytes
+-- The bytes a user's simulations take on the server's disks: compressed inputs (with the files
+-- converted from an editor project) and, in addition, the same inputs as the runner writes them
+-- uncompressed into job directories (disk_size: both take disk at once, for runner.job_dir_ttl
+-- after the end or for good, so neither the database nor work_dir can grow past the quota;
+-- counting only one would let the other grow: highly compressible files, or a large project
+-- converted to small files), result pages (data as stored, name, dimensions, and 128 bytes for
+-- the row and its index entry: migration 0016), their estimators (name, own fields, and 64
+-- bytes: an estimator may hold nothing else), log files (name, content as sent, and 64 bytes a
+-- part), and the simulations' own rows (title, 256 bytes, and 128 per task: a submission of a
+-- few hundred bytes may make 1000 task rows). Each simulation's share is kept on its row
+-- (measure_simulation; simulation_stored_bytes, migrations 0012 and 0016), so this reads the
+-- user's simulations only, not every page and log file they hold.
+SELECT coalesce(sum(stored_bytes), 0) AS total FROM simulations WHERE user_id = $1
