@@ -33,10 +33,19 @@ async def issue_refresh_token(
     return token, expires, await _begin(app, user_id, generation, jti, expires)
 
 
-async def begin_sso(app: web.Application, user_id: int, generation: int, expires: int) -> str:
-    """The id of a new session of a Keycloak sign-in, ending at `expires` (the Keycloak token's
-    exp) or at sign-out. Its refresh token's id is never handed out: nobody can refresh it."""
-    return await _begin(app, user_id, generation, uuid.uuid4().hex, expires)
+async def begin_sso(request: web.Request, user_id: int, generation: int, expires: int) -> str:
+    """The id of the session of a Keycloak sign-in, lasting until `expires` or sign-out. The UI
+    signs in again with a fresh token every few minutes: the session the request's access cookie
+    names goes on when it is a live one of this user (one session a browser, which one sign-out
+    ends, and requests under way with the cookie it had keep working). Else a new one, whose
+    refresh token is never handed out (nobody can refresh it); the cookie's session ends."""
+    access = _named_session(request, auth.ACCESS_COOKIE)
+    if access is not None and access[0] == user_id:
+        expires_at = datetime.fromtimestamp(expires, UTC)
+        if await refresh_tokens.extend_session(request.app[POOL], *access, expires_at):
+            return access[1]
+    await end(request, auth.ACCESS_COOKIE)
+    return await _begin(request.app, user_id, generation, uuid.uuid4().hex, expires)
 
 
 async def _begin(

@@ -340,6 +340,7 @@ async def test_dead_refresh_tokens_are_pruned_at_login(client, conn):
         [(b"alice-expired", alice), (b"bob-expired", bob)],
     )
     assert await conn.fetchval("SELECT count(*) FROM refresh_tokens") == 3
+    client.session.cookie_jar.clear()  # another device: a login ends the sessions it replaces
     await client.post("/auth/login", json={"username": "alice", "password": "password1"})
     rows = await conn.fetch(
         "SELECT user_id, revoked_at IS NULL AS live, expires_at > now() AS unexpired"

@@ -339,6 +339,8 @@ async def test_signing_in_again_leaves_the_previous_access_cookie_working(sso, p
 
 
 async def status_of_cookie(client: TestClient, headers: dict[str, str]) -> tuple[int, Any]:
+    """GET /auth/status with only `headers` (the client's own cookies dropped)."""
+    client.session.cookie_jar.clear()
     response = await client.get("/auth/status", headers=headers)
     return response.status, await response.json()
 
@@ -849,3 +851,91 @@ async def test_a_key_set_too_large_is_refused_without_being_held(
         tracemalloc.stop()
     assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB held for a realm's answer"
     assert answer == unavailable()
+
+
+# --- sessions of SSO sign-ins ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", ["abc\0def", "abc\ud83ddef"], ids=["nul", "lone-surrogate"])
+async def test_a_sub_that_cannot_be_stored_is_refused_not_a_500(sso, provider, conn, sub):
+    """The sub is bound to the account (migration 0018) as text: a NUL, or half a surrogate pair
+    (JSON's `\\ud83d`), made the sign-in a 500 (the name and email claims are checked for just
+    this by storable; the username by validate_username). README: every failed check is a 403
+    naming it."""
+    response = await post_token(sso, provider.token(sub=sub))
+    assert (response.status, await response.json()) == (
+        403,
+        {"message": "Invalid token: no sub claim"},
+    )
+    assert await conn.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_sign_out_ends_the_sessions_of_the_browsers_earlier_sign_ins(sso, provider, conn):
+    """The UI signs in again with a fresh token every few minutes, each time beginning a new
+    session; signing out ends only the last one. A copy of the access cookie taken before the
+    last re-sign-in goes on working after sign-out until its Keycloak token expires (up to
+    access_ttl), which is what the sign-out's session was meant to stop ("a copy of the access
+    cookie stops working at once")."""
+    expires = int(time.time()) + 300
+    response = await post_token(sso, provider.token(exp=expires))
+    assert (response.status, await response.json()) == (
+        202,
+        {**WELCOME, "access_exp": expires * 1000},
+    )
+    copied = access_cookie(sso)  # a copy of the cookie, taken now
+    later = expires + 120
+    response = await post_token(sso, provider.token(exp=later))  # the UI's timer, same browser
+    assert (response.status, await response.json()) == (
+        202,
+        {**WELCOME, "access_exp": later * 1000},
+    )
+    response = await sso.delete("/auth/keycloak")  # the user signs out
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    assert await status_of_cookie(sso, copied) == (401, {"message": "Invalid or expired token"})
+    live = await conn.fetchval(
+        "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL AND expires_at > now()"
+    )
+    assert live == 0
+
+
+async def test_a_local_login_ends_the_sso_session_whose_cookie_it_replaces(sso, provider, conn):
+    """The same browser: an SSO user, then a local login (another account). The login's answer
+    replaces the SSO access cookie, so the browser can no longer sign that session out; a copy
+    of it goes on working until the Keycloak token expires, even after the logout. (The reverse,
+    an SSO sign-in over a local session, ends the local one: sessions.end's rule that a response
+    that drops a cookie must end its session.)"""
+    response = await post_token(sso, provider.token())
+    assert response.status == 202
+    copied = access_cookie(sso)
+    await login(sso, "bob")
+    response = await sso.delete("/auth/logout")
+    assert (response.status, await response.json()) == (200, {"message": "Logout successful"})
+    assert await status_of_cookie(sso, copied) == (401, {"message": "Invalid or expired token"})
+
+
+async def test_an_sso_session_is_stored_no_longer_than_its_access_cookie_lasts(sso, provider, conn):
+    """No refresh token, so nothing can use the session once its access token (at most
+    access_ttl, 900 s) has expired; yet the row stays live until the Keycloak token's exp, counted
+    in MAX_SESSIONS and read with the user at every access check ("they must not grow with how
+    often a client logs in"). With a 2-hour Keycloak token and the UI signing in again before
+    each access_exp, the rows of dead sessions pile up."""
+    before = math.ceil(time.time() + 900)
+    response = await post_token(sso, provider.token(exp=int(time.time()) + 7200))
+    after = math.ceil(time.time() + 900)
+    body = await response.json()
+    assert response.status == 202 and before * 1000 <= body["access_exp"] <= after * 1000
+    stored = await conn.fetchval("SELECT extract(epoch FROM expires_at) FROM refresh_tokens")
+    assert float(stored) <= body["access_exp"] / 1000
+
+
+async def test_a_keycloak_exp_beyond_year_9999_is_not_a_500(sso, provider, conn):
+    """The session's end is the token's exp as a Python datetime, which stops at year 9999: a
+    token with a later exp (a realm's misconfigured lifetime) passes every check and then the
+    sign-in is a 500. Its access cookie would have lasted access_ttl anyway."""
+    before = math.ceil(time.time() + 900)
+    response = await post_token(sso, provider.token(exp=253402300800))  # 10000-01-01
+    after = math.ceil(time.time() + 900)
+    body = await response.json()
+    assert response.status == 202, body
+    assert body == {**WELCOME, "access_exp": body["access_exp"]}
+    assert before * 1000 <= body["access_exp"] <= after * 1000

@@ -8,6 +8,7 @@ again with a fresh token before then. No refresh cookie is issued, so a session 
 what Keycloak granted; signing out ends it at once (server/sessions.py).
 """
 
+import math
 import time
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from server.handlers.auth import logout
 from server.http import bearer_token, field, json_response, read_public_json
 from server.keys import CONFIG, KEYCLOAK, POOL
 from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
-from server.sso.keycloak import SsoIdentity, TokenVerifier
+from server.sso.keycloak import SsoIdentity, TokenVerifier, storable
 from server.store import users
 
 NOT_AVAILABLE = "Service is not available"
@@ -38,17 +39,11 @@ def _profile(identity: SsoIdentity) -> tuple[str | None, str | None]:
     """The token's name and email for a new account, each dropped unless POST /user/update
     would accept it."""
     name, email = identity.display_name, identity.email
-    if name is not None and (len(name) > MAX_DISPLAY_NAME or not _storable(name)):
+    if name is not None and (len(name) > MAX_DISPLAY_NAME or not storable(name)):
         name = None
-    if email is not None and (len(email) > MAX_EMAIL or "@" not in email or not _storable(email)):
+    if email is not None and (len(email) > MAX_EMAIL or "@" not in email or not storable(email)):
         email = None
     return name, email
-
-
-def _storable(text: str) -> bool:
-    """Whether PostgreSQL can store `text`: no NUL, and no lone surrogate (a token's JSON may
-    carry half a pair, `\\ud83d`; POST /user/update's parser refuses one)."""
-    return "\0" not in text and text.encode("utf-8", "replace").decode() == text
 
 
 async def sign_in(request: web.Request) -> web.Response:
@@ -69,10 +64,10 @@ async def sign_in(request: web.Request) -> web.Response:
     if account is None:
         raise Forbidden(ANOTHER_REALM_USER)
     user_id, generation = account
-    session = await sessions.begin_sso(request.app, user_id, generation, identity.expires)
-    access, expires = auth.make_access_token(
-        request.app, user_id, generation, identity.expires, session
-    )
+    # The session lasts as long as its access cookie: the Keycloak token's, at most access_ttl.
+    not_after = min(identity.expires, math.ceil(time.time() + config.auth.access_ttl))
+    session = await sessions.begin_sso(request, user_id, generation, not_after)
+    access, expires = auth.make_access_token(request.app, user_id, generation, not_after, session)
     response = json_response(
         {"message": "Login successful", "access_exp": auth.expiry_ms(expires)}, status=202
     )

@@ -88,7 +88,9 @@ def api_paths() -> dict[str, dict[str, Schema]]:
             )
         },
         "/auth/logout": {
-            "delete": operation("Log out (revokes the refresh token)", 200, MESSAGE, security=None)
+            "delete": operation(
+                "Log out (ends the sessions of the cookies it clears)", 200, MESSAGE, security=None
+            )
         },
         "/auth/keycloak": {
             "post": _realm_may_be_down(

@@ -139,6 +139,12 @@ def _check_type(claims: dict[str, Any]) -> None:
         raise Forbidden("Invalid token: not an access token (typ)")
 
 
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text`: no NUL, and no lone surrogate (a token's JSON may
+    carry half a pair, `\\ud83d`; POST /user/update's parser refuses one)."""
+    return "\0" not in text and text.encode("utf-8", "replace").decode() == text
+
+
 def _text(claims: dict[str, Any], name: str) -> str | None:
     value = claims.get(name)
     return value if isinstance(value, str) and value else None
@@ -149,7 +155,7 @@ def _identity(claims: dict[str, Any]) -> SsoIdentity:
     if not isinstance(username, str) or not username or len(username) > MAX_USERNAME:
         raise Forbidden("Invalid token: no preferred_username claim")
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT or not storable(subject):
         raise Forbidden("Invalid token: no sub claim")
     realm_user = (claims["iss"], subject)
     expires, name, email = int(claims["exp"]), _text(claims, "name"), _text(claims, "email")

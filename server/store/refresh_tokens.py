@@ -24,9 +24,16 @@ async def get_user(db: Db, token_sha256: bytes) -> User | None:
     return users.user_of(row) if row else None
 
 
-async def revoke_session(db: Db, user_id: int, session: str) -> bool:
-    """Revoke the user's live session `session` (auth.session_id of its token); whether it was
+async def extend_session(db: Db, user_id: int, session: str, expires: datetime) -> bool:
+    """Make the user's live session `session` last at least until `expires`; whether it was
     live."""
+    prefix = bytes.fromhex(session)
+    return await db.fetchval(query("extend_session"), user_id, prefix, expires) is not None
+
+
+async def revoke_session(db: Db, user_id: int, session: str) -> bool:
+    """Revoke the user's session `session` (auth.session_id of its token); whether it was not
+    revoked yet."""
     prefix = bytes.fromhex(session)
     return await db.fetchval(query("revoke_session"), user_id, prefix) is not None
 

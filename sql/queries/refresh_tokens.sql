@@ -35,6 +35,14 @@ WHERE user_id = $1 AND (
     )
 )
 
+-- name: extend_session
+-- A Keycloak sign-in going on in its browser's session (server/sessions.py begin_sso); a row
+-- when the session was live.
+UPDATE refresh_tokens SET expires_at = greatest(expires_at, $3)
+WHERE user_id = $1 AND substring(token_sha256 FROM 1 FOR 16) = $2
+  AND revoked_at IS NULL AND expires_at > now()
+RETURNING true
+
 -- name: revoke_other_sessions
 -- A password change ends every other session: all the user's live tokens but those of session
 -- $2 (the one that changed it, if any; see revoke_session) are revoked.
