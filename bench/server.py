@@ -41,7 +41,7 @@ def database(workdir: Path) -> Iterator[tuple[str, Path | None]]:
     if url := os.environ.get("DATABASE_URL"):
         yield url, None
         return
-    from server.embedded import embedded_postgres
+    from server.database.embedded import embedded_postgres
 
     with embedded_postgres(workdir / "db") as url:
         yield url, workdir / "db" / "postgres"

@@ -9,11 +9,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from server.auth import for_users, secret_ctx
+from server.accounts.auth import for_users, secret_ctx
+from server.accounts.usercache import UserCache
 from server.background import stopped
 from server.config import Config
 from server.config_checks import origin_list
-from server.db import pool_ctx
+from server.database.db import pool_ctx
 from server.handlers import auth, files, jobs, keycloak, meta, results, ui, users, workers
 from server.http import error_middleware, expect_continue, no_store
 from server.jobs.conversion import converters_ctx
@@ -54,7 +55,6 @@ from server.ui import shapes
 from server.ui.cors import enable_cors
 from server.ui.dialect import create_dialect, reshaped
 from server.ui.static import Bundle, bundle_ctx, bundle_middleware, html_or
-from server.usercache import UserCache
 
 # Who may call a route: anyone, a user with an access cookie (checked by add_routes' wrapper),
 # or a worker with an update key (checked in its handler, which must read the body for it).

@@ -22,9 +22,11 @@ from types import FrameType
 import asyncpg
 from aiohttp import web
 
-from server import db, http, passwords
+from server import http
+from server.accounts import passwords
 from server.config import Config, ConfigError, DatabaseConfig
 from server.config_loader import DEFAULT_CONFIG, load_config
+from server.database import db
 from server.editor.command import convert_command
 from server.jobs.access import key_digest
 from server.processes import (
@@ -64,7 +66,7 @@ def database(config: Config) -> Iterator[Config]:
     if config.database.url:
         yield config
         return
-    from server.embedded import embedded_postgres
+    from server.database.embedded import embedded_postgres
 
     with embedded_postgres(config.data_dir) as url:
         yield config.replace("database", url=url)
@@ -156,8 +158,8 @@ async def _useradd(settings: DatabaseConfig, username: str, password: str) -> in
 
 
 def useradd(config: Config, args: argparse.Namespace) -> None:
+    from server.accounts.passwords import validate_password, validate_username
     from server.errors import BadRequest
-    from server.passwords import validate_password, validate_username
 
     try:
         validate_username(args.name)

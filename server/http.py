@@ -10,7 +10,8 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from server import db, values
+from server import values
+from server.database import db
 from server.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from server.keys import CONFIG, CONTINUE_OWED
 from server.limits.bodies import hold_for_parsing, read_body

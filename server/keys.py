@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
+from server.accounts.usercache import UserCache
 from server.config import Config
 from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
@@ -19,7 +20,6 @@ from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import Dispatcher
 from server.sso.keycloak import TokenVerifier
-from server.usercache import UserCache
 
 if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
     from server.jobs.conversion import Converters  # and submissions read requests (server.http)

@@ -25,7 +25,7 @@ from multiprocessing.queues import Queue
 
 from aiohttp import web
 
-from server.auth import load_secret
+from server.accounts.auth import load_secret
 from server.config import Config, ConfigError
 
 STOP_TIMEOUT = 30.0

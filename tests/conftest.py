@@ -71,7 +71,7 @@ def database_url() -> Iterator[str]:
         asyncio.run(migrated(url))
         yield url
         return
-    from server.embedded import embedded_postgres
+    from server.database.embedded import embedded_postgres
 
     with server_tmp_dir() as directory, embedded_postgres(directory) as url:
         asyncio.run(migrated(url))

@@ -25,9 +25,9 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from server import db
 from server.app import create_app
 from server.config import Config
+from server.database import db
 from server.keys import DISPATCHER
 from server.runner import Dispatcher, Job
 

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from server import auth
+from server.accounts import auth
 from server.app import create_app
 from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from server.app import create_app
-from server.db import describe_url, read_migrations
+from server.database.db import describe_url, read_migrations
 from tests.helpers import fill, login, post, record_jobs, server_tmp_dir, small_filesystem, submit
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from server.app import create_app
-from server.embedded import embedded_postgres, pgserver
+from server.database.embedded import embedded_postgres, pgserver
 from tests.helpers import KEY, login, payload, server_tmp_dir, set_key, submit, upload_pages
 
 ROUTES = [

@@ -18,10 +18,10 @@ import pytest
 from server.app import create_app
 from server.config import ConfigError
 from server.config_loader import load_config
+from server.database.sql import query
 from server.editor import convert
 from server.keys import POOL
 from server.runner.cleanup import sweep
-from server.sql import query
 from tests.helpers import (
     EDITOR,
     KEY,

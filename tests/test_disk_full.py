@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from server.app import create_app
-from server.embedded import embedded_postgres
+from server.database.embedded import embedded_postgres
 from tests.helpers import KEY, RESULTS, fill, login, payload, set_key, small_filesystem, submit
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")

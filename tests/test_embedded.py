@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from server.app import create_app
-from server.embedded import embedded_postgres, pgserver
+from server.database.embedded import embedded_postgres, pgserver
 from tests.helpers import eventually, fill, login, server_tmp_dir, small_filesystem
 
 PSQL = Path(pgserver.postgres_server.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_VERSION]) / "psql"

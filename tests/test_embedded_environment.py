@@ -59,7 +59,7 @@ def check_environment(pgdata: Path, pid: int) -> None:
         for name, _, value in (line.partition("=") for line in environ.decode().split("\0"))
         if name.startswith("MALLOC_")
     }
-    # the mmap threshold is the operator's, the trim threshold ours (server/embedded.py)
+    # the mmap threshold is the operator's, the trim threshold ours (server/database/embedded.py)
     trim = str(16 << 20)
     assert malloc == {
         "MALLOC_MMAP_THRESHOLD_": OPERATORS_MMAP_THRESHOLD,
@@ -72,7 +72,7 @@ def test_the_embedded_postgres_is_given_no_secret_and_malloc_thresholds(server_d
     run.py's environment: the signing secret of YAPTIDE_AUTH_SECRET (whoever holds it forges any
     user's tokens) and PGPASSWORD sat in the postmaster's /proc/<pid>/environ, which as root
     belongs to the account `pgserver`, and which any superuser session reads with SQL. It is
-    given glibc malloc thresholds where the operator has set none (server/embedded.py)."""
+    given glibc malloc thresholds where the operator has set none (server/database/embedded.py)."""
     data = server_dir / "data"
     pgdata = data / "postgres"
     server = Server(

@@ -13,7 +13,7 @@ HELD_AT_STOP = """
 import asyncio, sys
 from pathlib import Path
 import asyncpg
-from server.embedded import embedded_postgres
+from server.database.embedded import embedded_postgres
 
 async def connect(url):
     return await asyncpg.connect(url)

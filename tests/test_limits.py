@@ -24,13 +24,13 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server import passwords
+from server.accounts import passwords
 from server.app import ROUTES, UI_ROUTES, create_app
 from server.config import Config, ConfigError
+from server.database.sql import query
 from server.keys import BODY_BUDGET
 from server.limits.budget import FREE_BYTES as FREE
 from server.limits.budget import FREE_PARSE, parse_cost
-from server.sql import query
 from tests.helpers import KEY, eventually, login, payload, register, set_key, submit
 from tests.servers import free_port, start, wait_ready
 

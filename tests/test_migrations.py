@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from server.db import MIGRATIONS_DIR, MigrationError, migrate, read_migrations
+from server.database.db import MIGRATIONS_DIR, MigrationError, migrate, read_migrations
+from server.database.sql import QueryFileError, load_queries, parse_queries, query
 from server.jobs.states import JOB_STATES, TERMINAL_STATES
-from server.sql import QueryFileError, load_queries, parse_queries, query
 from server.store import logfiles
 
 FIRST = "CREATE TABLE a (id integer PRIMARY KEY);\nINSERT INTO a VALUES (1);\n"
@@ -299,7 +299,7 @@ def test_other_files_are_ignored(tmp_path):
     assert [m.name for m in read_migrations(directory)] == ["0001_a.sql"]
 
 
-# The named-query loader (server/sql.py).
+# The named-query loader (server/database/sql.py).
 
 
 def test_parse_queries():
@@ -368,7 +368,7 @@ async def test_states_match_the_schema(database_url):
 
 
 async def test_pool_connections_learn_every_array_type_of_the_queries(database_url):
-    """server.db has each new pool connection run `array_types`, so that asyncpg looks up the
+    """server.database.db has each new pool connection run `array_types`, so that asyncpg looks up the
     queries' array types there, all at once, and not on a request's first statement (a
     catalog round trip each): it must name every array type a query takes or returns."""
     conn = await asyncpg.connect(database_url)

@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from server.embedded import embedded_postgres
+from server.database.embedded import embedded_postgres
 from tests.helpers import (
     eventually,
     fill,

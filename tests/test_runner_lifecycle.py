@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.keys import CONFIG
 from server.runner import RunnerBusy
-from server.runner.local_lock import LOCK_KEY
+from server.runner.local.lock import LOCK_KEY
 from tests.helpers import (
     eventually,
     job_dir_of,

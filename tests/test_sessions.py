@@ -5,7 +5,7 @@ import asyncio
 
 from argon2 import PasswordHasher
 
-from server import passwords
+from server.accounts import passwords
 from server.app import create_app
 from server.keys import POOL, USER_CACHE
 from server.store import users

@@ -2,11 +2,11 @@
 
 from aiohttp import web
 
-from server import auth, passwords, sessions
+from server.accounts import auth, passwords, sessions
+from server.accounts.passwords import validate_password, validate_username
 from server.errors import Conflict, Forbidden, Unauthorized
 from server.http import field, json_response, read_public_json
 from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, USER
-from server.passwords import validate_password, validate_username
 from server.store import users
 
 TAKEN = "Username already taken"

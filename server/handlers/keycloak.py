@@ -5,7 +5,7 @@ makes an access cookie like `POST /auth/login`, for the Keycloak user of the tok
 `preferred_username` (never a local account of the same name; bound to the realm's user, `sub`,
 that first signed in to it), that expires no later than the Keycloak token: the web UI signs in
 again with a fresh token before then. No refresh cookie is issued, so a session cannot outlive
-what Keycloak granted; signing out ends it at once (server/sessions.py).
+what Keycloak granted; signing out ends it at once (server/accounts/sessions.py).
 """
 
 import math
@@ -13,12 +13,12 @@ import time
 
 from aiohttp import web
 
-from server import auth, sessions
+from server.accounts import auth, sessions
+from server.accounts.profile import MAX_DISPLAY_NAME, MAX_EMAIL
 from server.errors import Forbidden, Unauthorized
 from server.handlers.auth import logout
 from server.http import bearer_token, field, json_response, read_public_json
 from server.keys import CONFIG, KEYCLOAK, POOL
-from server.profile import MAX_DISPLAY_NAME, MAX_EMAIL
 from server.sso.keycloak import SsoIdentity, TokenVerifier, storable
 from server.store import users
 

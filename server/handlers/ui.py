@@ -6,7 +6,7 @@ The rest of the dialect is the main API's handlers, wrapped in server/app.py's U
 import orjson
 from aiohttp import web
 
-from server import auth
+from server.accounts import auth
 from server.errors import NotFound, Unauthorized
 from server.handlers import auth as auth_handlers
 from server.handlers.results import get_estimators, owned_results, send_view

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterator
 
 import asyncpg
 
+from server.database.sql import query
 from server.models import Conn, Db
 from server.results.indexcache import IndexCache
-from server.sql import query
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from server.background import stopped
 from server.config import Config
 from server.jobs.ids import JOB_ID
 from server.keys import CONFIG, POOL, SLURM
-from server.runner.process import job_dir, work_dir
+from server.runner.local.process import job_dir, work_dir
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.store import refresh_tokens, simulations
 

@@ -1,7 +1,7 @@
 """A PostgreSQL session advisory lock on a connection of its own: which one process of a
 deployment does a job (the local runner of a database, the SLURM reconciler).
 
-The pool's connections are for requests and carry no session state (server/db.py), so the lock
+The pool's connections are for requests and carry no session state (server/database/db.py), so the lock
 lives on a connection opened for it. The lock goes with its session: it is released by closing
 that connection, and lost when the connection ends under it (PostgreSQL restarted, the
 connection cut); the next `claim` then opens a new one and takes the lock again if it is free.
@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import asyncpg
 
-from server import db
+from server.database import db
+from server.database.sql import query
 from server.models import Conn
-from server.sql import query
 
 ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from server.database.sql import query
 from server.models import Conn, Db
-from server.sql import query
 
 
 class StoredInput(NamedTuple):
@@ -36,7 +36,7 @@ def _disk_size(
     input_type: str, raw_data: bytes, data: dict[str, Any], files: dict[str, str] | None
 ) -> int:
     """The bytes the runner writes into a job directory's `input/` for this input, as
-    runner/process.py (_write_files) and runner/slurm/sbatch.py (input_files) do: the converted
+    runner/local/process.py (_write_files) and runner/slurm/sbatch.py (input_files) do: the converted
     files, or else an editor project as input.json (`raw_data`, for an operator's converter),
     or else the submitted files, each as UTF-8 text."""
     if files:

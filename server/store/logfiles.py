@@ -3,8 +3,8 @@
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
+from server.database.sql import query
 from server.models import Db
-from server.sql import query
 
 BATCH_BYTES = 4 << 20  # log contents read at once: a simulation may hold hundreds of MB of logs
 PART = 1 << 20  # characters of a log file in one row (migration 0017)

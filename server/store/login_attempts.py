@@ -2,8 +2,8 @@
 
 from datetime import datetime
 
+from server.database.sql import query
 from server.models import Conn, Db
-from server.sql import query
 
 
 async def claim(

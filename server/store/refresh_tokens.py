@@ -2,8 +2,8 @@
 
 from datetime import datetime
 
+from server.database.sql import query
 from server.models import Db, User
-from server.sql import query
 from server.store import users
 
 

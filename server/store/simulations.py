@@ -7,9 +7,9 @@ from datetime import datetime
 
 import asyncpg
 
+from server.database.sql import query
 from server.jobs.listing import Listing
 from server.models import Conn, Db
-from server.sql import query
 
 
 @dataclass(frozen=True, slots=True)

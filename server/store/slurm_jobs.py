@@ -4,8 +4,8 @@ confirmed yet (table pending_scancels)."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from server.database.sql import query
 from server.models import Db
-from server.sql import query
 
 
 @dataclass(frozen=True)

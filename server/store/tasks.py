@@ -5,9 +5,9 @@ from datetime import datetime
 
 import asyncpg
 
+from server.database.sql import query
 from server.jobs.reports import TaskUpdate
 from server.models import Conn, Db
-from server.sql import query
 from server.store import simulations
 
 

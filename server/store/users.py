@@ -4,8 +4,8 @@ import dataclasses
 
 from asyncpg import Record
 
+from server.database.sql import query
 from server.models import Conn, Db, User
-from server.sql import query
 
 
 async def create(db: Db, username: str, password_hash: str) -> int | None:

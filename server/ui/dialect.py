@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.auth import NO_TOKEN, LoggedOut
+from server.accounts.auth import NO_TOKEN, LoggedOut
 from server.errors import NotFound, Unauthorized
 from server.jobs.access import NOT_FOUND
 from server.ui import shapes

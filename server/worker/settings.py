@@ -1,6 +1,6 @@
 """What a worker is told, read from its environment only (an HPC node has no config file).
 
-The local runner sets these variables (server/runner/process.py); a batch script on a cluster
+The local runner sets these variables (server/runner/local/process.py); a batch script on a cluster
 sets the same ones. The simulator and runner settings use the configuration's own override names
 (`YAPTIDE_SIMULATORS_SHIELDHIT`, `YAPTIDE_RUNNER_PROGRESS_INTERVAL`, ...), so one name means one
 thing everywhere. The update key lives only here: it is never logged and never passed on to

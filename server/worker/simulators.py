@@ -105,7 +105,7 @@ def set_fluka_primaries(path: Path, primaries: int) -> None:
     else:
         raise TaskFailed(f"The FLUKA input {path.name} has no START card.")
     # A new file renamed over the old: the task's input files are hard links to one copy shared
-    # by every task of the job (server/runner/process.py), which must stay as submitted.
+    # by every task of the job (server/runner/local/process.py), which must stay as submitted.
     replacement = path.with_name(path.name + ".new")
     replacement.write_text("".join(lines))
     replacement.replace(path)

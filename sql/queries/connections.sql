@@ -1,5 +1,5 @@
 -- What every pool connection does once, when it opens, and what the server checks of the
--- database at start (server/db.py).
+-- database at start (server/database/db.py).
 
 -- name: array_types
 -- One of each array type the queries use: asyncpg looks an array type up in the catalog on the

@@ -1,4 +1,4 @@
--- Bookkeeping of the migrations runner (server/db.py).
+-- Bookkeeping of the migrations runner (server/database/db.py).
 
 -- name: create_migrations_table
 CREATE TABLE IF NOT EXISTS schema_migrations (

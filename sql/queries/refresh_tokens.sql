@@ -36,7 +36,7 @@ WHERE user_id = $1 AND (
 )
 
 -- name: extend_session
--- A Keycloak sign-in going on in its browser's session (server/sessions.py begin_sso); a row
+-- A Keycloak sign-in going on in its browser's session (server/accounts/sessions.py begin_sso); a row
 -- when the session was live.
 UPDATE refresh_tokens SET expires_at = greatest(expires_at, $3)
 WHERE user_id = $1 AND substring(token_sha256 FROM 1 FOR 16) = $2

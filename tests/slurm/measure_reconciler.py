@@ -23,9 +23,9 @@ from pathlib import Path
 
 import asyncpg
 
-from server import db
 from server.config import Config
-from server.embedded import embedded_postgres
+from server.database import db
+from server.database.embedded import embedded_postgres
 from server.jobs import transitions
 from server.runner import Job
 from server.runner.slurm.dispatcher import SlurmDispatcher

@@ -4,7 +4,7 @@ from [slurm]) and the [[clusters]] entries, each with where its job directories 
 import dataclasses
 
 from server.config import ClusterConfig, Config
-from server.runner import process as proc
+from server.runner.local import process as proc
 
 LOGIN_NODE = ""  # the cluster name of this host's own SLURM
 

@@ -26,7 +26,7 @@ from server.config import ClusterConfig, Config
 from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner import Job
-from server.runner import process as proc
+from server.runner.local import process as proc
 from server.runner.slurm import job_dirs, sbatch
 from server.runner.slurm.clusters import LOGIN_NODE, login_node_cluster, on_this_host
 from server.runner.slurm.shell import LocalShell, Shell, ShellError

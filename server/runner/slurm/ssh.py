@@ -18,7 +18,7 @@ from typing import TypeVar
 import asyncssh
 
 from server.config import ClusterConfig
-from server.runner.process import OUTPUT_TAIL
+from server.runner.local.process import OUTPUT_TAIL
 from server.runner.slurm.shell import COMMAND_TIMEOUT, Completed, ShellError
 
 CONNECT_TIMEOUT = 15.0

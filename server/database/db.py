@@ -20,9 +20,9 @@ import asyncpg
 from aiohttp import web
 
 from server.config import Config, ConfigError, DatabaseConfig
+from server.database.sql import SQL_DIR, query
 from server.keys import CONFIG, POOL
 from server.models import Conn
-from server.sql import SQL_DIR, query
 
 log = logging.getLogger(__name__)
 

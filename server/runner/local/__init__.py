@@ -1,7 +1,7 @@
 """The local runner (`[runner] kind = "local"`): one worker process per task on this host.
 
 At most `runner.slots` processes (tasks and merge steps) run at once (0: one per CPU); the
-other tasks wait in one first-in, first-out queue across all jobs (server/runner/local_queue.py).
+other tasks wait in one first-in, first-out queue across all jobs (server/runner/local/queue.py).
 A worker reports only over HTTP with its update key, as on an HPC node; the runner supervises:
 
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
@@ -13,7 +13,7 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
   tasks: the update key lived only in that server's memory, so nothing can finish them) are
   marked FAILED with a log file `runner` saying why. This assumes that, in local mode, every
   direct simulation is run by this runner, in one server process: the runner holds a
-  PostgreSQL advisory lock for its lifetime (server/runner/local_lock.py), and a second server
+  PostgreSQL advisory lock for its lifetime (server/runner/local/lock.py), and a second server
   started on the same database stops with an error instead of failing the first one's jobs.
 - when a job's last task has ended and the job is MERGING_QUEUED, `merge` runs the worker
   command's merge step (`<command> merge`) once, in the job directory and that task's slot; if
@@ -32,13 +32,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from server import db
 from server.config import Config
+from server.database import db
 from server.jobs import transitions
 from server.runner import Job, RunnerBusy, cleanup
-from server.runner import process as proc
-from server.runner.local_lock import BUSY_TEXT, RunnerLock
-from server.runner.local_queue import JobRun, TaskQueue
+from server.runner.local import process as proc
+from server.runner.local.lock import BUSY_TEXT, RunnerLock
+from server.runner.local.queue import JobRun, TaskQueue
 from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
 

@@ -6,9 +6,9 @@ Everything is checked before anything is stored: one bad field and nothing chang
 from dataclasses import dataclass
 from typing import Any
 
+from server.accounts.passwords import validate_password
 from server.errors import BadRequest
 from server.http import field
-from server.passwords import validate_password
 
 FIELDS = ("display_name", "email", "password", "current_password")
 MAX_DISPLAY_NAME = 128

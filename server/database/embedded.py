@@ -2,7 +2,7 @@
 
 pgserver only stops postgres when the last Python process holding it lets go, and reads the
 `postmaster.pid` to know whether it runs: what a killed server left in them is cleared before
-attaching, and a start that fails is stopped and told in one line (server/postmaster.py).
+attaching, and a start that fails is stopped and told in one line (server/database/postmaster.py).
 
 postgres is started without the server's secrets in its environment, and with glibc's malloc
 told to keep the memory its backends free (see _postgres_environment).
@@ -35,13 +35,13 @@ from typing import Any
 from platformdirs import RuntimeDirWarning
 
 from server.config import ConfigError
-from server.postmaster import (
+from server.database.postmaster import (
     failure_in_one_line,
     forget_dead_handles,
     forget_stale_postmaster,
     stop_postmaster,
 )
-from server.runner.process import PRIVATE_ENV
+from server.runner.local.process import PRIVATE_ENV
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeDirWarning)

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server import auth
+from server.accounts import auth
 from server.errors import Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER_CACHE
 from server.store import refresh_tokens

@@ -22,13 +22,13 @@ import jwt
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from server.accounts.usercache import UserCache
 from server.config import Config, ConfigError
 from server.config_checks import MIN_SECRET
 from server.errors import Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER, USER_CACHE
 from server.models import User
 from server.store import refresh_tokens, users
-from server.usercache import UserCache
 
 ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
@@ -104,7 +104,7 @@ def make_access_token(
 ) -> tuple[str, int]:
     """A signed access token of the user's current token generation, and its expiry (Unix
     seconds, `[auth] access_ttl` from now, at most `not_after`); of the session (`session_id`)
-    whose logout ends it (server/sessions.py), if any."""
+    whose logout ends it (server/accounts/sessions.py), if any."""
     claims: dict[str, Any] = {"sub": str(user_id), "type": "access", "gen": generation}
     if session is not None:
         claims["sid"] = session
