@@ -45,7 +45,7 @@ from server.results.inflating import inflater_ctx
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher
-from server.runner.cleanup import job_dirs_ctx
+from server.runner.cleanup import sweep_ctx
 from server.runner.local import LocalDispatcher
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.reconcile import Reconciler
@@ -267,7 +267,7 @@ def create_app(config: Config) -> web.Application:
             slurm_ctx,
             dispatcher_ctx,
             keycloak_ctx,
-            job_dirs_ctx,
+            sweep_ctx,
         ]
     )
     routes = [(m, p, html_or(h, bundle) if p == "/" else h, a) for m, p, h, a in ROUTES]

@@ -14,7 +14,7 @@ from typing import Any
 
 from server import config_checks as checks
 from server.config import PROJECT_DIR, SECTIONS, ClusterConfig, Config, ConfigError
-from server.models import MAX_INT64
+from server.values import MAX_INT64
 
 DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
 

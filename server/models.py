@@ -5,10 +5,6 @@ from dataclasses import dataclass
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-# Bounds of PostgreSQL integer and bigint columns.
-MAX_INT32 = 2**31 - 1
-MAX_INT64 = 2**63 - 1
-
 # A connection: a plain one, or one borrowed from the pool (a proxy with the same methods).
 Conn = asyncpg.Connection | PoolConnectionProxy
 # A store function runs on the pool (one statement) or on a connection inside a transaction.

@@ -10,9 +10,10 @@ import re
 from multidict import MultiMapping
 
 from server.errors import BadRequest
-from server.models import MAX_INT32, MAX_INT64
 
-__all__ = ["MAX_INT32", "MAX_INT64", "decimal", "one", "text"]
+# Bounds of PostgreSQL integer and bigint columns.
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 

@@ -1,4 +1,4 @@
-"""Issue 12, item 3: disk is bounded. One copy of a simulation's input however many tasks; job
+"""Disk is bounded. One copy of a simulation's input however many tasks; job
 directories go with their simulation and some time after it ended; a per-user storage quota."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Issue 12, items 4, 5, 10 and 12: NUL characters, numbers out of range, a file name ending in a
+"""NUL characters, numbers out of range, a file name ending in a
 newline and odd token subjects each get a 4xx JSON answer, and nothing is stored."""
 
 import copy

@@ -1,5 +1,4 @@
-"""Issue 12, items 2, 6, 7 and 9: request bodies, content encodings, login throttling and
-connection timeouts, against the real server (its connection settings are run.py's)."""
+"""Request bodies, content encodings, login throttling and connection timeouts, against the real server (its connection settings are run.py's)."""
 
 import asyncio
 import contextlib

@@ -1,4 +1,4 @@
-"""Issue 12, item 2: a large upload is parsed a page at a time (server/results/pagesplit.py);
+"""A large upload is parsed a page at a time (server/results/pagesplit.py);
 what is stored and served is the same as for a body parsed whole."""
 
 import asyncio

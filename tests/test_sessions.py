@@ -1,5 +1,6 @@
-"""A password change ends the user's other sessions: their refresh tokens (issue 12, item 8)
-and their access tokens; the session that made the change goes on with a new access cookie."""
+"""Sessions: a password change ends the user's other sessions (their refresh tokens and their
+access tokens) while the one that made it goes on with a new access cookie; a logout ends the
+sessions its cookies name; a user's live sessions are bounded."""
 
 import asyncio
 

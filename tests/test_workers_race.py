@@ -1,4 +1,4 @@
-"""Issue 12, item 1: concurrent worker reports of one task never lose an acknowledged state, and
+"""Concurrent worker reports of one task never lose an acknowledged state, and
 the stored job state is always the one its tasks justify (api.md, "POST /tasks")."""
 
 import asyncio

@@ -1,18 +1,16 @@
-"""Worker-facing endpoints (update key auth): `POST /tasks`, `POST /jobs`, `POST /logfiles`."""
+"""Worker-facing endpoints (update key auth): `POST /tasks`, `POST /jobs`, `POST /logfiles`
+(`POST /results`: server/handlers/results.py)."""
 
 from typing import Any
 
 from aiohttp import web
 
-from server.errors import BadRequest
 from server.http import field, json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_json, update_key_of
-from server.jobs.reports import parse_job_state, parse_task_id, parse_update_dict
+from server.jobs.reports import parse_job_state, parse_logfiles, parse_task_id, parse_update_dict
 from server.keys import CONFIG, DISPATCHER, POOL
 from server.results.stores import write_when_finished
-
-MAX_LOGFILE_NAME = 255
 
 
 async def read_report(request: web.Request) -> tuple[dict[str, Any], str, str]:
@@ -37,18 +35,6 @@ async def update_job(request: web.Request) -> web.Response:
         await request.app[DISPATCHER].cancel(job_id)
     await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Job updated"}, status=202)
-
-
-def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
-    """{name: text}; PostgreSQL text cannot hold NUL, so NULs in a log become U+FFFD."""
-    files = {}
-    for name, text in value.items():
-        if not name or len(name) > MAX_LOGFILE_NAME or "\0" in name:
-            raise BadRequest(f"Invalid logfile name: 1-{MAX_LOGFILE_NAME} characters, no NUL")
-        if not isinstance(text, str):
-            raise BadRequest(f"Invalid logfile {name}: content must be a string")
-        files[name] = text.replace("\0", "\ufffd")
-    return files
 
 
 async def upload_logfiles(request: web.Request) -> web.Response:

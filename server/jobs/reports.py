@@ -1,5 +1,5 @@
-"""What workers report: validation of `POST /tasks` and `POST /jobs` bodies (the moves they ask
-for are judged by server.jobs.states)."""
+"""What workers report: validation of `POST /tasks`, `POST /jobs` and `POST /logfiles` bodies
+(the moves they ask for are judged by server.jobs.states)."""
 
 import math
 from dataclasses import dataclass
@@ -8,12 +8,13 @@ from typing import Any
 
 from server.errors import BadRequest
 from server.jobs.states import JOB_STATES
-from server.models import MAX_INT32, MAX_INT64
+from server.values import MAX_INT32, MAX_INT64
 
 # Times a task can show: asyncpg reads 0001-01-01 and 9999-12-31T23:59:59.999999 back as its
 # naive -infinity/infinity sentinels, and a year before 1000 is not shown with four digits.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+MAX_LOGFILE_NAME = 255
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,15 @@ def parse_job_state(value: Any) -> str:
     if value not in JOB_STATES:
         raise BadRequest(f"Invalid job_state: must be one of {', '.join(JOB_STATES)}")
     return value
+
+
+def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
+    """{name: text}; PostgreSQL text cannot hold NUL, so NULs in a log become U+FFFD."""
+    files = {}
+    for name, text in value.items():
+        if not name or len(name) > MAX_LOGFILE_NAME or "\0" in name:
+            raise BadRequest(f"Invalid logfile name: 1-{MAX_LOGFILE_NAME} characters, no NUL")
+        if not isinstance(text, str):
+            raise BadRequest(f"Invalid logfile {name}: content must be a string")
+        files[name] = text.replace("\0", "\ufffd")
+    return files

@@ -6,7 +6,7 @@ from multidict import MultiMapping
 
 from server import values
 from server.errors import BadRequest
-from server.models import MAX_INT32
+from server.values import MAX_INT32
 
 MAX_PAGES = 10_000
 # ASCII digits only, at most 20: int() would take "²"-like digits and choke on 5,000 of them.

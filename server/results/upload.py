@@ -12,9 +12,9 @@ import orjson
 
 from server import values
 from server.errors import BadRequest, PayloadTooLarge
-from server.models import MAX_INT32
 from server.results.deflate import crc_shift, encode_segment
 from server.results.pagesplit import PageSpans, is_placeholder
+from server.values import MAX_INT32
 
 # Estimator names are in a unique index, whose entries PostgreSQL keeps under about 2.7 kB.
 MAX_NAME = 255

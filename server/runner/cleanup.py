@@ -72,8 +72,9 @@ async def _sweep_forever(config: Config, pool: asyncpg.Pool, slurm: SlurmDispatc
         await asyncio.sleep(every)
 
 
-async def job_dirs_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The periodic sweep, while the app runs."""
+async def sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The periodic sweep while the app runs: job directories, and what the database keeps only
+    for a while (ended sessions, deleted job_ids)."""
     task = asyncio.create_task(_sweep_forever(app[CONFIG], app[POOL], app.get(SLURM)))
     try:
         yield
