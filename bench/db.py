@@ -1,7 +1,7 @@
 """The benchmark's own SQL: it owns the database, so it plays the dispatcher's part directly.
 
 Update keys are handed only to a dispatcher (there is none with runner kind "none"), so the
-benchmark stores the SHA-256 of a key it knows, as tests/results_helpers.py does. A simulation
+benchmark stores the SHA-256 of a key it knows, as tests/helpers.py does. A simulation
 used for the ETag/304 workload is marked COMPLETED here, as a finished run would leave it.
 """
 

@@ -1,5 +1,5 @@
-"""Disk is bounded. One copy of a simulation's input however many tasks; job
-directories go with their simulation and some time after it ended; a per-user storage quota."""
+"""Disk is bounded. One copy of a simulation's input however many tasks; job directories go with
+their simulation and some time after it ended; a per-user storage quota."""
 
 import asyncio
 import io

@@ -1,5 +1,5 @@
-"""NUL characters, numbers out of range, a file name ending in a
-newline and odd token subjects each get a 4xx JSON answer, and nothing is stored."""
+"""NUL characters, numbers out of range, a file name ending in a newline and odd token subjects
+each get a 4xx JSON answer, and nothing is stored."""
 
 import copy
 import subprocess

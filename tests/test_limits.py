@@ -1,4 +1,5 @@
-"""Request bodies, content encodings, login throttling and connection timeouts, against the real server (its connection settings are run.py's)."""
+"""Request bodies, content encodings, login throttling and connection timeouts, against the real
+server (its connection settings are run.py's)."""
 
 import asyncio
 import contextlib

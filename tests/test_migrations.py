@@ -368,8 +368,8 @@ async def test_states_match_the_schema(database_url):
 
 
 async def test_pool_connections_learn_every_array_type_of_the_queries(database_url):
-    """server.database.db has each new pool connection run `array_types`, so that asyncpg looks up the
-    queries' array types there, all at once, and not on a request's first statement (a
+    """server.database.db has each new pool connection run `array_types`, so that asyncpg looks
+    up the queries' array types there, all at once, and not on a request's first statement (a
     catalog round trip each): it must name every array type a query takes or returns."""
     conn = await asyncpg.connect(database_url)
     try:

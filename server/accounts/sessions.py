@@ -30,7 +30,10 @@ async def issue_refresh_token(
     outlive it)."""
     config = app[CONFIG]
     token, expires, jti = auth.make_refresh_token(app[SECRET], user_id, config.auth.refresh_ttl)
-    return token, expires, await _begin(app, user_id, generation, jti, expires)
+    session = await _begin(app, user_id, generation, jti, expires)
+    if session is None:
+        raise Unauthorized("Invalid username or password")
+    return token, expires, session
 
 
 async def begin_sso(request: web.Request, user_id: int, generation: int, expires: int) -> str:
@@ -44,18 +47,22 @@ async def begin_sso(request: web.Request, user_id: int, generation: int, expires
         expires_at = datetime.fromtimestamp(expires, UTC)
         if await refresh_tokens.extend_session(request.app[POOL], *access, expires_at):
             return access[1]
+    session = await _begin(request.app, user_id, generation, uuid.uuid4().hex, expires)
+    if session is None:  # the account was deleted meanwhile
+        raise Unauthorized(auth.INVALID_TOKEN)
     await end(request, auth.ACCESS_COOKIE)
-    return await _begin(request.app, user_id, generation, uuid.uuid4().hex, expires)
+    return session
 
 
 async def _begin(
     app: web.Application, user_id: int, generation: int, jti: str, expires: float
-) -> str:
+) -> str | None:
+    """The id of a new session of `jti`; None when `generation` is no longer the user's."""
     await refresh_tokens.prune(app[POOL], user_id, MAX_SESSIONS - 1)
     stored = auth.sha256(jti)
     expires_at = datetime.fromtimestamp(expires, UTC)
     if not await refresh_tokens.add(app[POOL], stored, user_id, expires_at, generation):
-        raise Unauthorized("Invalid username or password")
+        return None
     return auth.session_id(stored)
 
 

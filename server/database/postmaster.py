@@ -1,5 +1,6 @@
-"""The embedded PostgreSQL's files, around pgserver (server/database/embedded.py): what a killed server
-left behind is cleared before a start, and a start that fails is stopped and told in one line.
+"""The embedded PostgreSQL's files, around pgserver (server/database/embedded.py): what a
+killed server left behind is cleared before a start, and a start that fails is stopped and told
+in one line.
 
 pgserver keeps a list of the Python processes holding the server in `.handle_pids.json`; a
 `kill -9` leaves a dead pid there (dropped: forget_dead_handles). A `postmaster.pid` whose pid

@@ -52,9 +52,9 @@ async def login(request: web.Request) -> web.Response:
     ):
         raise Unauthorized("Invalid username or password")
     await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
-    await sessions.end(request)  # the sessions of the cookies this login replaces
     user_id, _, generation = found
     refresh, refresh_exp, session = await sessions.issue_refresh_token(app, user_id, generation)
+    await sessions.end(request)  # the sessions of the cookies this login replaces
     access, access_exp = auth.make_access_token(app, user_id, generation, session=session)
     response = json_response(
         {

@@ -2,8 +2,8 @@
 
 The submission handler hands every new simulation (with its update key, which exists nowhere
 else in clear) to the configured dispatcher, and tells it about cancellations. `none` leaves
-jobs to external workers; `local` (server/runner/local/__init__.py) runs the worker command per task; `slurm`
-(server/runner/slurm/) sends each simulation to SLURM as a job array and a merge job.
+jobs to external workers; `local` (server/runner/local/) runs the worker command per task;
+`slurm` (server/runner/slurm/) sends each simulation to SLURM as a job array and a merge job.
 """
 
 from dataclasses import dataclass

@@ -1,8 +1,8 @@
 """A PostgreSQL session advisory lock on a connection of its own: which one process of a
 deployment does a job (the local runner of a database, the SLURM reconciler).
 
-The pool's connections are for requests and carry no session state (server/database/db.py), so the lock
-lives on a connection opened for it. The lock goes with its session: it is released by closing
+The pool's connections are for requests and carry no session state (server/database/db.py),
+so the lock lives on a connection opened for it. The lock goes with its session: it is released by closing
 that connection, and lost when the connection ends under it (PostgreSQL restarted, the
 connection cut); the next `claim` then opens a new one and takes the lock again if it is free.
 """

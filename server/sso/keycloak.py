@@ -5,8 +5,9 @@ verifies the signature with that very algorithm; `iss` is the configured issuer;
 passed (`leeway` seconds of clock difference allowed, also for `iat` and `nbf`); it is an access
 token (`typ` "Bearer" when present); its `aud` contains, or its `azp` is, one of the configured
 client ids; the access claim holds the access value; and it names a `preferred_username` (the
-account's name) and a `sub` (the realm's user, to whom the account is bound). Every failure is a 403 whose message names the check that failed; a realm
-whose keys cannot be had (unreachable, slow, an unusable answer) is a 503 to retry.
+account's name) and a `sub` (the realm's user, to whom the account is bound). Every failure is a
+403 whose message names the check that failed; a realm whose keys cannot be had (unreachable,
+slow, an unusable answer) is a 503 to retry.
 """
 
 import math
@@ -155,7 +156,7 @@ def _identity(claims: dict[str, Any]) -> SsoIdentity:
     if not isinstance(username, str) or not username or len(username) > MAX_USERNAME:
         raise Forbidden("Invalid token: no preferred_username claim")
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT or not storable(subject):
+    if not (isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT and storable(subject)):
         raise Forbidden("Invalid token: no sub claim")
     realm_user = (claims["iss"], subject)
     expires, name, email = int(claims["exp"]), _text(claims, "name"), _text(claims, "email")

@@ -2,8 +2,9 @@
 -- handed out).
 
 -- name: add_refresh_token
--- Only while the user's token generation is still $4, the one whose password the login checked:
--- a password change committed since then (or under way: FOR SHARE waits for it) adds nothing.
+-- Only while the user's token generation is still $4, the one whose password the login checked
+-- (an SSO sign-in: the one it read): a password change committed since then (or under way: FOR
+-- SHARE waits for it) adds nothing.
 INSERT INTO refresh_tokens (token_sha256, user_id, expires_at)
 SELECT $1, id, $3 FROM users WHERE id = $2 AND token_generation = $4 FOR SHARE
 RETURNING user_id
@@ -23,7 +24,7 @@ RETURNING true
 -- name: prune_refresh_tokens
 -- A user's tokens that can never refresh again (expired or revoked), and live ones past the
 -- newest $2 (the oldest sessions: a login must not grow them without end), removed at each
--- login: an absent token is refused just like a revoked one.
+-- login and SSO sign-in: an absent token is refused just like a revoked one.
 DELETE FROM refresh_tokens
 WHERE user_id = $1 AND (
     expires_at <= now() OR revoked_at IS NOT NULL
@@ -36,8 +37,8 @@ WHERE user_id = $1 AND (
 )
 
 -- name: extend_session
--- A Keycloak sign-in going on in its browser's session (server/accounts/sessions.py begin_sso); a row
--- when the session was live.
+-- A Keycloak sign-in going on in its browser's session (server/accounts/sessions.py
+-- begin_sso); a row when the session was live.
 UPDATE refresh_tokens SET expires_at = greatest(expires_at, $3)
 WHERE user_id = $1 AND substring(token_sha256 FROM 1 FOR 16) = $2
   AND revoked_at IS NULL AND expires_at > now()
