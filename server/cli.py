@@ -15,7 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +28,7 @@ from server.config import Config, ConfigError, DatabaseConfig
 from server.config_loader import DEFAULT_CONFIG, load_config
 from server.database import db
 from server.editor.command import convert_command
+from server.errors import BadRequest
 from server.jobs.access import key_digest
 from server.processes import (
     check_host,
@@ -119,12 +120,18 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     print("Stopped", flush=True)  # both ways: a signal is the normal end
 
 
-async def _migrate(settings: DatabaseConfig) -> list[str]:
+@contextlib.asynccontextmanager
+async def _connected(settings: DatabaseConfig) -> AsyncIterator[asyncpg.Connection]:
     conn = await db.connect(settings.url, db.connect_timeout(settings))
     try:
-        return await db.migrate(conn)
+        yield conn
     finally:
         await conn.close()
+
+
+async def _migrate(settings: DatabaseConfig) -> list[str]:
+    async with _connected(settings) as conn:
+        return await db.migrate(conn)
 
 
 def migrate(config: Config, args: argparse.Namespace) -> None:
@@ -149,21 +156,15 @@ def _read_password() -> str:
 
 
 async def _useradd(settings: DatabaseConfig, username: str, password: str) -> int | None:
-    conn = await db.connect(settings.url, db.connect_timeout(settings))
-    try:
+    async with _connected(settings) as conn:
         await db.migrate(conn)
         return await users.create(conn, username, await passwords.hash_password(password))
-    finally:
-        await conn.close()
 
 
 def useradd(config: Config, args: argparse.Namespace) -> None:
-    from server.accounts.passwords import validate_password, validate_username
-    from server.errors import BadRequest
-
     try:
-        validate_username(args.name)
-        password = validate_password(_read_password())
+        passwords.validate_username(args.name)
+        password = passwords.validate_password(_read_password())
     except BadRequest as exc:
         raise SystemExit(exc.message) from None
     with database(config) as config:
@@ -175,13 +176,10 @@ def useradd(config: Config, args: argparse.Namespace) -> None:
 
 async def _rotate_key(settings: DatabaseConfig, job_id: str) -> str | None:
     key = secrets.token_urlsafe(32)
-    conn = await db.connect(settings.url, db.connect_timeout(settings))
-    try:
+    async with _connected(settings) as conn:
         await db.migrate(conn)
-        digest = key_digest(key)
-        return key if await simulations.rotate_update_key(conn, job_id, digest) else None
-    finally:
-        await conn.close()
+        rotated = await simulations.rotate_update_key(conn, job_id, key_digest(key))
+    return key if rotated else None
 
 
 def job_key(config: Config, args: argparse.Namespace) -> None:
