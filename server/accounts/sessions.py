@@ -1,7 +1,7 @@
 """Sessions: the refresh_tokens rows whose id (`sid`) access tokens carry.
 
 A login begins one with a refresh token; a Keycloak sign-in begins one with no refresh token (it
-ends when the Keycloak token does). Logging out ends the sessions the request's cookies name, so
+ends with its access cookie). Logging out ends the sessions the request's cookies name, so
 that a copy of either cookie stops working at once; a password change ends every other session.
 """
 
@@ -42,11 +42,11 @@ async def begin_sso(request: web.Request, user_id: int, generation: int, expires
     names goes on when it is a live one of this user (one session a browser, which one sign-out
     ends, and requests under way with the cookie it had keep working). Else a new one, whose
     refresh token is never handed out (nobody can refresh it); the cookie's session ends."""
-    access = _named_session(request, auth.ACCESS_COOKIE)
-    if access is not None and access[0] == user_id:
+    access = _own_session(request, user_id, auth.ACCESS_COOKIE)
+    if access is not None:
         expires_at = datetime.fromtimestamp(expires, UTC)
-        if await refresh_tokens.extend_session(request.app[POOL], *access, expires_at):
-            return access[1]
+        if await refresh_tokens.extend_session(request.app[POOL], user_id, access, expires_at):
+            return access
     session = await _begin(request.app, user_id, generation, uuid.uuid4().hex, expires)
     if session is None:  # the account was deleted meanwhile
         raise Unauthorized(auth.INVALID_TOKEN)
@@ -68,20 +68,12 @@ async def _begin(
 
 def session_of(request: web.Request, user_id: int) -> str | None:
     """The session of the request's own valid refresh cookie, if any."""
-    claims = _claims(request, auth.REFRESH_COOKIE, "refresh")
-    if claims is None or int(claims["sub"]) != user_id:
-        return None
-    return auth.session_id(auth.sha256(claims["jti"]))
+    return _own_session(request, user_id, auth.REFRESH_COOKIE)
 
 
 def current_session(request: web.Request, user_id: int) -> str | None:
     """The session the request goes on in: its refresh cookie's, else its access cookie's."""
-    session = session_of(request, user_id)
-    if session is None:
-        claims = _claims(request, auth.ACCESS_COOKIE, "access")
-        if claims is not None and int(claims["sub"]) == user_id:
-            session = claims.get("sid")
-    return session
+    return session_of(request, user_id) or _own_session(request, user_id, auth.ACCESS_COOKIE)
 
 
 async def end(request: web.Request, *cookies: str) -> None:
@@ -96,7 +88,14 @@ async def end(request: web.Request, *cookies: str) -> None:
 _BOTH = (auth.REFRESH_COOKIE, auth.ACCESS_COOKIE)
 
 
+def _own_session(request: web.Request, user_id: int, cookie: str) -> str | None:
+    """The session `cookie` names, if it is a valid one of the user `user_id`."""
+    named = _named_session(request, cookie)
+    return named[1] if named is not None and named[0] == user_id else None
+
+
 def _named_session(request: web.Request, cookie: str) -> tuple[int, str] | None:
+    """The user and session a valid `cookie` of the request names."""
     if cookie == auth.REFRESH_COOKIE:
         claims = _claims(request, cookie, "refresh")
         session = None if claims is None else auth.session_id(auth.sha256(claims["jti"]))
