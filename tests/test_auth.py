@@ -392,6 +392,20 @@ async def test_refresh_token_stored_hashed(client, conn):
     assert stored == hashlib.sha256(jti.encode()).digest()
 
 
+@pytest.mark.production_hashes
+async def test_passwords_are_stored_as_argon2id_of_production_cost(client, conn):
+    """64 MiB, 3 passes, 4 lanes (the tests' own hashes are lighter: tests/conftest.py)."""
+    await login(client)
+    stored = await conn.fetchval("SELECT password_hash FROM users")
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    wrong = {"username": "alice", "password": "password2"}
+    response = await client.post("/auth/login", json=wrong)
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid username or password"},
+    )
+
+
 async def test_secret_survives_restart(aiohttp_client, make_config, conn):
     config = make_config()
     first = await aiohttp_client(create_app(config))

@@ -4,8 +4,6 @@ sessions its cookies name; a user's live sessions are bounded."""
 
 import asyncio
 
-from argon2 import PasswordHasher
-
 from server.accounts import passwords
 from server.app import create_app
 from server.keys import POOL, USER_CACHE
@@ -318,16 +316,13 @@ async def test_a_request_in_flight_during_the_logout_does_not_bring_its_session_
 SESSIONS = 100  # README "Sessions": the live sessions a user may have at once
 
 
-async def test_logins_keep_a_bounded_number_of_sessions(client, conn, monkeypatch) -> None:
+async def test_logins_keep_a_bounded_number_of_sessions(client, conn) -> None:
     """Every login added a live refresh token, kept for `auth.refresh_ttl` (7 days), and every
     read of the user (each `user_cache_ttl`, and at each new session) carried all of them: a
     client logging in in a loop grew the table, each read and each process's cached user without
     end (100,000 logins, about 4 hours at 0.15 s each: a read of 51 ms instead of 1, 11.7 MiB
     per cached user). Past SESSIONS, a login ends the user's oldest session; another user's
     sessions are untouched."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    )
     await register(client)
     await register(client, "bob")
     response = await client.post("/auth/login", json={**ALICE, "username": "bob"})
