@@ -19,7 +19,16 @@ import pytest
 
 from server.app import create_app
 from server.database.embedded import embedded_postgres, pgserver
-from tests.helpers import KEY, login, payload, server_tmp_dir, set_key, submit, upload_pages
+from tests.helpers import (
+    KEY,
+    login,
+    payload,
+    server_tmp_dir,
+    set_key,
+    submit,
+    upload,
+    upload_pages,
+)
 
 ROUTES = [
     ("GET", "/user/simulations"),
@@ -111,6 +120,37 @@ async def user_with_a_job(aiohttp_client, make_config, url: str, command_timeout
     client = await aiohttp_client(create_app(config))
     await login(client)
     return client, await submit(client, payload())
+
+
+async def test_fetches_of_running_results_sharing_a_check_all_get_the_503(
+    aiohttp_client, make_config, own_database
+):
+    """A running simulation's results are checked against its row at every fetch, with one
+    query for all the fetches asking at once (server/results/heads.py): with the database
+    frozen each of them is a 503 within the command timeout, and once it is back the next
+    fetch gets the results. The user is trusted meanwhile (user_cache_ttl): the check of the
+    results is what fails."""
+    url, pgdata = own_database
+    database = {"url": url, "command_timeout": 1}
+    client = await aiohttp_client(
+        create_app(make_config(database=database, auth={"user_cache_ttl": 600}))
+    )
+    await login(client)
+    job_id = await submit(client, payload())
+    conn = await asyncpg.connect(url)
+    await set_key(conn, job_id)
+    await conn.close()
+    assert (await upload(client, job_id)).status == 202
+    await asyncio.sleep(0.5)  # the upload's change notification is in (it drops the index kept)
+    before = await client.get("/results", params={"job_id": job_id})
+    assert before.status == 200
+    with frozen(pgdata):
+        fetches = [_request(client, "GET", f"/results?job_id={job_id}") for _ in range(5)]
+        async with asyncio.timeout(30):  # a fetch left waiting would wait for ever
+            answers = await asyncio.gather(*fetches)
+    assert answers == [(503, {"message": "Database unavailable"}, True)] * 5
+    after = await client.get("/results", params={"job_id": job_id})
+    assert (after.status, await after.read()) == (200, await before.read())
 
 
 async def test_a_frozen_database_is_a_503_within_the_command_timeout(
