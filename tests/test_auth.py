@@ -14,7 +14,7 @@ from server.app import create_app
 from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE
 from tests.helpers import eventually, login, register, submit
-from tests.test_limits import raw_request, response_of
+from tests.limits import raw_request, response_of
 
 
 def cookies_of(response) -> dict[str, str]:
