@@ -77,6 +77,7 @@ class RunnerConfig:
     retry_timeout: float = checks.checked(600.0, checks.positive)
     converter: str = checks.checked("", checks.command)
     job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.keep_time)
+    sandbox: str = checks.checked("auto", checks.one_of("auto", "on", "off"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,8 @@ class Config:
     keycloak: KeycloakConfig = KeycloakConfig()
     slurm: SlurmConfig = SlurmConfig()
     clusters: tuple[ClusterConfig, ...] = ()
+    # The file it was read from, if any (hidden from workers: runner.sandbox); not a setting.
+    file: str = dataclasses.field(default="", compare=False)
 
     @property
     def data_dir(self) -> Path:

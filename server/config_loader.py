@@ -163,7 +163,10 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     sections = {
         name: _build_section(name, cls, data.get(name, {}), env) for name, cls in SECTIONS.items()
     }
-    config = Config(**sections, clusters=_build_clusters(data.get("clusters", [])))
+    clusters = _build_clusters(data.get("clusters", []))
+    config = Config(
+        **sections, clusters=clusters, file=str(path.resolve()) if path.exists() else ""
+    )
     if config.auth.cookie_samesite == "None" and not config.auth.secure_cookies:
         # Browsers drop a SameSite=None cookie that is not also Secure.
         raise ConfigError("auth.cookie_samesite: None needs auth.secure_cookies = true")

@@ -5,7 +5,9 @@ import asyncio
 import dataclasses
 import functools
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -65,6 +67,18 @@ def no_proxy_of_the_machine() -> Iterator[None]:
     saved = {name: os.environ.pop(name) for name in names if name in os.environ}
     yield
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> str:
+    """bubblewrap for the tests of the workers' sandbox: installed with apt-get when missing and
+    this is root (as CI is, like the SLURM tests' packages), else those tests are skipped."""
+    if shutil.which("bwrap") is None and os.geteuid() == 0:
+        subprocess.run([str(Path(__file__).with_name("install-bwrap.sh"))], check=True)
+    found = shutil.which("bwrap")
+    if found is None:
+        pytest.skip("bwrap (Debian package bubblewrap) is missing; install it as root")
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +166,9 @@ def make_config(database_url: str, tmp_path: Path) -> Callable[..., Config]:
 
     def make(**sections: dict[str, Any]) -> Config:
         config = Config().replace("database", url=database_url, data_dir=str(tmp_path / "data"))
-        config = config.replace("runner", kind="none")
+        config = config.replace(
+            "runner", kind="none", sandbox="off"
+        )  # tests/test_runner_sandbox.py
         for section, values in sections.items():
             config = config.replace(section, **values)
         return config

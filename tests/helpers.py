@@ -229,6 +229,19 @@ async def wait_gone(pids: list[int]) -> None:
     await eventually(gone, timeout=10)
 
 
+def processes_of(job_id: str) -> list[int]:
+    """The live processes whose environment names the job (its workers, their simulators and
+    children, and in the runner's sandbox its bwraps), as this host numbers them: in the
+    sandbox, the pids that workers record are the sandbox's own."""
+    marker = f"\0YAPTIDE_SIMULATION_ID={job_id}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):  # gone meanwhile; a zombie's environment is empty
+            if entry.name.isdigit() and marker in b"\0" + (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
 def pids_of(job_dir: Path, tasks: range) -> list[int]:
     return [int((job_dir / f"pid_{n}").read_text()) for n in tasks]
 

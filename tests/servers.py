@@ -31,6 +31,7 @@ def start(database_url: str, data_dir: Path, port: int, **env: str) -> subproces
         "YAPTIDE_SERVER_PORT": str(port),
         "YAPTIDE_DATABASE_DATA_DIR": str(data_dir),
         "YAPTIDE_RUNNER_KIND": "none",
+        "YAPTIDE_RUNNER_SANDBOX": "off",
         "YAPTIDE_AUTH_SECRET": SECRET,
         **env,
     }

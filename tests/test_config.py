@@ -159,6 +159,15 @@ def test_database_url(tmp_path):
     assert load_config(path, {"DATABASE_URL": ""}).database.url == "postgresql://file/db"
 
 
+def test_the_file_read_is_named(tmp_path, monkeypatch):
+    """(Hidden from workers by the runner's sandbox.)"""
+    path = write(tmp_path, '[runner]\nsandbox = "on"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("config.toml"), {})
+    assert (config.file, config.runner.sandbox) == (str(path), "on")
+    assert load_config(None, {}).file == str(DEFAULT_CONFIG)  # the project's config.toml
+
+
 def test_data_dir_is_resolved():
     config = load_config(DEFAULT_CONFIG, {"YAPTIDE_DATABASE_DATA_DIR": "rel/data"})
     assert config.data_dir == Path.cwd() / "rel" / "data"

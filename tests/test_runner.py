@@ -10,6 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import orjson
+import pytest
 
 from server.app import create_app
 from server.editor import convert
@@ -170,8 +171,13 @@ async def test_editor_input_written_as_input_json_for_an_operator_converter(star
     assert read_json(task_dir / "input.json") == body["input_json"]
 
 
-async def test_command_that_cannot_start(aiohttp_client, make_config, conn):
-    config = make_config(runner={"kind": "local", "command": "/nonexistent/worker --flag"})
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+async def test_command_that_cannot_start(aiohttp_client, make_config, conn, sandbox, request):
+    """The same log in the runner's sandbox, whose bwrap would start and then fail."""
+    if sandbox == "on":
+        request.getfixturevalue("bwrap")
+    command = "/nonexistent/worker --flag"
+    config = make_config(runner={"kind": "local", "command": command, "sandbox": sandbox})
     client = await aiohttp_client(create_app(config))
     await login(client)
     job_id = await submit(client, payload(ntasks=1))

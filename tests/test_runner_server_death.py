@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.fakes.simulators import averaging_payload
-from tests.helpers import pid_alive
+from tests.helpers import pid_alive, processes_of
 from tests.servers import free_port, start, wait_ready
 
 # A "simulator" that ignores SIGTERM, starts a child that ignores it too, records both pids,
@@ -43,9 +44,10 @@ def simulator(tmp_path: Path) -> Path:
     return path
 
 
-async def running_server(database_url: str, tmp_path: Path, port: int):
+async def running_server(database_url: str, tmp_path: Path, port: int, sandbox: str):
     env = {
         "YAPTIDE_RUNNER_KIND": "local",
+        "YAPTIDE_RUNNER_SANDBOX": sandbox,
         "YAPTIDE_RUNNER_SLOTS": "2",
         "YAPTIDE_RUNNER_GRACE_PERIOD": "1",
         "YAPTIDE_RUNNER_PROGRESS_INTERVAL": "0.5",
@@ -55,7 +57,9 @@ async def running_server(database_url: str, tmp_path: Path, port: int):
     return start(database_url, tmp_path / "data", port, **env)
 
 
-async def submit_two_tasks(http: aiohttp.ClientSession, base: str, job_root: Path) -> tuple:
+async def submit_two_tasks(
+    http: aiohttp.ClientSession, base: str, job_root: Path, sandbox: str
+) -> tuple:
     user = {"username": "alice", "password": "password1"}
     async with http.put(base + "/auth/register", json=user) as response:
         assert response.status in (201, 400, 409), await response.text()
@@ -74,6 +78,9 @@ async def submit_two_tasks(http: aiohttp.ClientSession, base: str, job_root: Pat
     for n in (1, 2):
         sim, child, worker = map(int, (job_dir / f"simpids_{n}").read_text().split())
         pids += [("worker", worker), ("simulator", sim), ("simulator's child", child)]
+    if sandbox == "on":  # those are the sandbox's own pids: what this host calls them
+        pids = [("process", pid) for pid in processes_of(job_id)]
+        assert len(pids) == 2 * 5, pids  # per task: bwrap, its reaper, worker, simulator, child
     assert all(pid_alive(pid) for _, pid in pids)
     return job_id, pids
 
@@ -98,17 +105,20 @@ def kill_all(pids) -> None:
 
 
 @contextlib.asynccontextmanager
-async def two_tasks_running(database_url: str, tmp_path: Path) -> AsyncIterator[tuple]:
+async def two_tasks_running(
+    database_url: str, tmp_path: Path, sandbox: str = "off"
+) -> AsyncIterator[tuple]:
     """(run.py's process, job_id, the job's processes) while a 2-task job runs; what is left
     of them is killed after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = await running_server(database_url, tmp_path, port)
+    process = await running_server(database_url, tmp_path, port, sandbox)
     pids: list = []
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await wait_ready(http, base, process)
-            job_id, pids = await submit_two_tasks(http, base, tmp_path / "data" / "jobs")
+            job_root = tmp_path / "data" / "jobs"
+            job_id, pids = await submit_two_tasks(http, base, job_root, sandbox)
         yield process, job_id, pids
     finally:
         if process.poll() is None:
@@ -117,8 +127,17 @@ async def two_tasks_running(database_url: str, tmp_path: Path) -> AsyncIterator[
         kill_all(pids)
 
 
-async def test_sigterm_to_run_py_leaves_no_process(database_url, conn, tmp_path):
-    async with two_tasks_running(database_url, tmp_path) as (process, job_id, pids):
+@pytest.fixture(params=["off", "on"])
+def sandbox(request: pytest.FixtureRequest) -> str:
+    """runner.sandbox: each test with workers as plain processes, and in the sandbox (bwrap),
+    where the server's end reaches them through bwrap (--die-with-parent)."""
+    if request.param == "on":
+        request.getfixturevalue("bwrap")
+    return request.param
+
+
+async def test_sigterm_to_run_py_leaves_no_process(database_url, conn, tmp_path, sandbox):
+    async with two_tasks_running(database_url, tmp_path, sandbox) as (process, job_id, pids):
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 60) == 0
         await asyncio.sleep(0.5)
@@ -127,12 +146,12 @@ async def test_sigterm_to_run_py_leaves_no_process(database_url, conn, tmp_path)
     assert state == "FAILED"
 
 
-async def test_a_server_killed_leaves_no_process(database_url, conn, tmp_path):
+async def test_a_server_killed_leaves_no_process(database_url, conn, tmp_path, sandbox):
     """A server that dies (SIGKILL, the OOM killer, a crash) can stop nothing: each built-in
     worker watches it and kills its own process group (itself, its simulator and the
     simulator's child) once it is gone. Before, all six lived on (in sessions of their own),
     while the next start told the user they "did not survive" (restart_text)."""
-    async with two_tasks_running(database_url, tmp_path) as (process, _, pids):
+    async with two_tasks_running(database_url, tmp_path, sandbox) as (process, _, pids):
         process.kill()
         process.wait()
         await asyncio.sleep(5)

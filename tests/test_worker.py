@@ -76,8 +76,14 @@ def approx(value: float) -> object:
     return pytest.approx(value, rel=1e-5)
 
 
-async def test_seven_tasks_merged_by_primaries(start_app, fake, conn):
-    client, recorder, config = await start_app({"shieldhit": str(fake(averaging_files()))})
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+async def test_seven_tasks_merged_by_primaries(start_app, fake, conn, sandbox, request):
+    """Also in the runner's sandbox (server/runner/local/sandbox.py): the fake simulator, in a
+    directory the sandbox hides (/tmp), is shown to it, and the task directories are its own."""
+    if sandbox == "on":
+        request.getfixturevalue("bwrap")
+    simulators = {"shieldhit": str(fake(averaging_files()))}
+    client, recorder, config = await start_app(simulators, sandbox=sandbox)
     job_id = await submit(client, averaging_payload(ntasks=7))
     body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=90)
     requested = [task["requested_primaries"] for task in body["job_tasks_status"]]

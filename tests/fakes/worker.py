@@ -19,13 +19,17 @@ and its pid (`pid_<task>`). Modes:
   (`.yaptide_results.json`), then task 2 exits without a final state, the others COMPLETE;
 - slowmerge: COMPLETED at once; its merge step sleeps 30 s before it reports;
 - order FILE: append the job and task to FILE, then COMPLETED;
-- crashmerge: COMPLETED at once; its merge step prints a line and exits 4 without reporting.
+- crashmerge: COMPLETED at once; its merge step prints a line and exits 4 without reporting;
+- probe PATH...: what this task can do to each PATH (read the file, list the directory; a PATH
+  written `+PATH` is a file to create), and the processes it sees, in `<job dir>/probe_<task>.json`
+  (the runner's sandbox: tests/test_runner_sandbox.py), then COMPLETED.
 
 The runner runs a job's merge step as the same command plus `merge`: then the fake appends its
 pid to `<job dir>/merges` and the task directories holding a result list to `<job dir>/merged`,
 posts MERGING_RUNNING and a one-page result (the job COMPLETES).
 """
 
+import errno
 import json
 import os
 import signal
@@ -146,6 +150,28 @@ def at_once() -> None:
     task(task_state="COMPLETED")
 
 
+def look(path: str) -> dict[str, object]:
+    """What can be done to `path`: {"read": its first 64 characters}, {"list": its entries},
+    {"wrote": True} (a `+path`), or {"error": the errno name}."""
+    try:
+        if path.startswith("+"):
+            Path(path[1:]).write_text("probe")
+            return {"wrote": True}
+        if Path(path).is_dir():
+            return {"list": sorted(os.listdir(path))}
+        return {"read": Path(path).read_text(errors="replace")[:64]}
+    except OSError as exc:
+        return {"error": errno.errorcode.get(exc.errno or 0, str(exc))}
+
+
+def probe(*paths: str) -> None:
+    seen = {path: look(path) for path in paths}
+    processes = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+    (JOB_DIR / f"probe_{TASK_ID}.json").write_text(json.dumps({**seen, "processes": processes}))
+    task(task_state="RUNNING")
+    task(task_state="COMPLETED")
+
+
 def merge() -> None:
     with open(JOB_DIR / "merges", "a") as merges:
         merges.write(f"{os.getpid()}\n")
@@ -178,5 +204,6 @@ if __name__ == "__main__":
         "crashmerge": at_once,
         "slowmerge": at_once,
         "manifest": manifest,
+        "probe": probe,
     }
     modes[sys.argv[1]](*sys.argv[2:])

@@ -22,8 +22,10 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from server.database import db
 from server.jobs import transitions
 from server.runner import Job, RunnerBusy, cleanup
 from server.runner.local import process as proc
+from server.runner.local import sandbox
 from server.runner.local.lock import BUSY_TEXT, RunnerLock
 from server.runner.local.queue import JobRun, TaskQueue
 from server.store import inputs, simulations
@@ -84,10 +87,12 @@ class LocalDispatcher:
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._lock = RunnerLock(config.database.url)
+        self._bwrap: str | None = None  # the sandbox's (server/runner/local/sandbox.py)
 
     async def start(self) -> None:
         """Claim this database's local runner, then fail what a previous server left unfinished
         (before any new job can be submitted); RunnerBusy when another process holds it."""
+        self._bwrap = await sandbox.find(self._config)
         if not await self._lock.claim():
             raise RunnerBusy(BUSY_TEXT)
         failed = await transitions.fail_interrupted(
@@ -146,7 +151,9 @@ class LocalDispatcher:
         output = proc.merge_output_file(job_directory)
         try:
             proc.make_job_dir(job_directory)
-            process = await proc.start(argv, job_directory, env, output)
+            process = await proc.start(
+                self._sandboxed(argv, job_directory, job_directory), job_directory, env, output
+            )
         except OSError as exc:
             await self._fail_merge(
                 job.job_id, f"The merge step {argv[0]!r} could not start: {proc.reason(exc)}"
@@ -167,6 +174,15 @@ class LocalDispatcher:
         fail = transitions.fail_unfinished
         if await self._written(job_id, lambda: fail(self._pool, job_id, MERGE_LOG, lambda _: text)):
             log.warning("job %s: marked FAILED after its merge step", job_id)
+
+    def _sandboxed(self, argv: list[str], job_directory: Path, cwd: Path) -> list[str]:
+        """`argv` run from `cwd` (the job directory or a task's), in the job's sandbox when
+        there is one. A command that is not there fails to start as it does without one."""
+        if self._bwrap is None:
+            return argv
+        if shutil.which(argv[0]) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+        return sandbox.wrap(self._config, self._bwrap, argv, job_directory, cwd)
 
     def _pump(self) -> None:
         """Start queued tasks while slots are free."""
@@ -215,7 +231,9 @@ class LocalDispatcher:
             if job is None:
                 return  # deleted meanwhile (it had ended), or shutting down: nothing to run
             await asyncio.to_thread(proc.write_inputs, directory, job)
-            process = await proc.start(argv, directory, env, output)
+            process = await proc.start(
+                self._sandboxed(argv, job_directory, directory), directory, env, output
+            )
         except OSError as exc:
             await self._fail(run, task_id, proc.start_failure(argv, exc))
             return

@@ -1,0 +1,159 @@
+"""The local runner's sandbox (server/runner/local/sandbox.py, bubblewrap): a task sees its own
+job and nothing of the server: not its data directory (the signing secret, the database, other
+jobs), not its configuration file, not its processes. Runs a real bwrap (the `bwrap` fixture
+installs it as root); the built-in worker's runs in it are in tests/test_worker.py and
+tests/test_runner_server_death.py."""
+
+import asyncio
+import dataclasses
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.config import PROJECT_DIR
+from server.runner.local.sandbox import SOCKET_DIRS, socket_dirs
+from tests.helpers import (
+    eventually,
+    job_dir_of,
+    processes_of,
+    start_local,
+    states_are,
+    status,
+    submit,
+)
+from tests.servers import RUN_PY, free_port
+
+CONFIG_TEXT = '[auth]\nsecret = "a secret of the configuration file, 32+ chars"\n'
+
+
+def probe_mode(config_file: Path, data: Path, sandbox: str) -> str:
+    """The fake worker's `probe` of what a task must not see and, in the sandbox, of where it
+    may write (not without: it would write into this host's /tmp and the project)."""
+    paths = [f"{data}/secret_key", f"{data}", f"{data}/jobs", f"{config_file}"]
+    if sandbox == "on":
+        paths += ["+written", "+/tmp/written", f"+{PROJECT_DIR}/written"]
+    paths.append(f"/proc/{os.getpid()}/environ")
+    return " ".join(["probe", *paths])
+
+
+async def probed(start_app, tmp_path: Path, sandbox: str) -> tuple[dict, str, Path]:
+    """(what the probe saw, the job_id, the job directory) of a 1-task job run with `sandbox`,
+    the app's configuration read from a file of its own."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(CONFIG_TEXT)
+    data = tmp_path / "data"
+    (data / "jobs" / "someone-elses-job").mkdir(parents=True)
+    mode = probe_mode(config_file, data, sandbox)
+    client, _, config = await start_app(mode, sandbox=sandbox)
+    job_id = await submit(client, ntasks=1)
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    job_dir = job_dir_of(config, job_id)
+    return json.loads((job_dir / "probe_1.json").read_text()), job_id, job_dir
+
+
+@pytest.fixture
+def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn, tmp_path):
+    """start_app(mode, **runner) -> (client, recorder, config): an app whose local runner runs
+    the fake worker in `mode` (tests/helpers.py start_local), its configuration read from a
+    file (which tasks must not see)."""
+
+    def from_file(**sections):
+        return dataclasses.replace(make_config(**sections), file=str(tmp_path / "config.toml"))
+
+    ports = unused_tcp_port_factory
+    return functools.partial(start_local, aiohttp_server, aiohttp_client, ports, from_file)
+
+
+async def test_a_task_sees_its_job_and_nothing_of_the_server(start_app, tmp_path, bwrap):
+    seen, job_id, job_dir = await probed(start_app, tmp_path, "on")
+    data = tmp_path / "data"
+    assert seen == {
+        f"{data}/secret_key": {"error": "ENOENT"},
+        f"{data}": {"list": ["jobs"]},
+        f"{data}/jobs": {"list": [job_id]},
+        f"{tmp_path}/config.toml": {"error": "EACCES"},
+        "+written": {"wrote": True},
+        "+/tmp/written": {"wrote": True},
+        f"+{PROJECT_DIR}/written": {"error": "EROFS"},
+        f"/proc/{os.getpid()}/environ": {"error": "ENOENT"},
+        "processes": [1, 2],  # bwrap's reaper and the worker
+    }
+    assert (job_dir / "task_1" / "written").read_text() == "probe"
+    assert not Path("/tmp/written").exists()
+    assert not (PROJECT_DIR / "written").exists()
+    assert (data / "secret_key").is_file() and (data / "jobs" / "someone-elses-job").is_dir()
+
+
+async def test_without_bwrap_auto_warns_and_runs_tasks_unsandboxed(
+    start_app, tmp_path, monkeypatch, caplog
+):
+    """What "auto" does on a host without bubblewrap (PATH without it here): the task runs,
+    and reads what the sandbox would have hidden; the start said so, once."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+        seen, _, _ = await probed(start_app, tmp_path, "auto")
+    data = tmp_path / "data"
+    assert seen[f"{data}/secret_key"] == {"read": (data / "secret_key").read_text()[:64]}
+    assert seen[f"{tmp_path}/config.toml"] == {"read": CONFIG_TEXT}
+    assert seen[f"{data}/jobs"]["list"] == sorted(os.listdir(data / "jobs"))
+    assert [record.getMessage() for record in caplog.records] == [
+        'runner.sandbox = "auto": no sandbox, as bwrap (Debian package bubblewrap) is not '
+        "installed; simulations can read every file this account can (README, \"The workers' "
+        'sandbox")'
+    ]
+
+
+async def test_a_cancel_ends_every_process_of_the_sandbox(start_app, bwrap):
+    """Workers that ignore SIGTERM: SIGKILL after the grace period reaches the sandbox's
+    processes too (bwrap's reaper keeps the runner's process group)."""
+    client, _, _ = await start_app("hang stubborn", sandbox="on", slots=2)
+    job_id = await submit(client, ntasks=2)
+    await eventually(states_are(client, job_id, "RUNNING", "RUNNING"))
+    assert len(processes_of(job_id)) == 2 * 3  # per task: bwrap, its reaper, the worker
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    await eventually(lambda: asyncio.sleep(0, processes_of(job_id) == []), timeout=5)
+    tasks = (await status(client, job_id))["job_tasks_status"]
+    assert [task["task_state"] for task in tasks] == ["CANCELED"] * 2
+
+
+def test_on_without_bwrap_refuses_to_start(database_url, tmp_path):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")},
+        "PATH": str(tmp_path),
+        "DATABASE_URL": database_url,
+        "YAPTIDE_SERVER_PORT": str(free_port()),
+        "YAPTIDE_DATABASE_DATA_DIR": str(tmp_path / "data"),
+        "YAPTIDE_RUNNER_KIND": "local",
+        "YAPTIDE_RUNNER_SANDBOX": "on",
+    }
+    result = subprocess.run(
+        [sys.executable, RUN_PY], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'Configuration error: runner.sandbox = "on", but bwrap (Debian package bubblewrap) is '
+        "not installed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://yaptide:secret@db.example.org:5432/yaptide", []),
+        ("postgresql://yaptide@%2Fsrv%2Fpg/yaptide", ["/srv/pg"]),
+        ("postgresql:///yaptide?host=/srv/pg,/srv/other&port=5433", ["/srv/pg", "/srv/other"]),
+        ("postgresql:///yaptide?host=db.example.org", []),
+    ],
+)
+def test_database_socket_directories_are_hidden(url, named, monkeypatch):
+    """A database reached through a Unix socket lets this account in without a password (peer
+    authentication): the sandbox hides the socket's directory, wherever the URL puts it."""
+    monkeypatch.delenv("PGHOST", raising=False)
+    assert socket_dirs(url) == [Path(path) for path in (*SOCKET_DIRS, *named)]
