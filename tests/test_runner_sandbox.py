@@ -123,7 +123,21 @@ async def test_a_cancel_ends_every_process_of_the_sandbox(start_app, bwrap):
     assert [task["task_state"] for task in tasks] == ["CANCELED"] * 2
 
 
-def test_on_without_bwrap_refuses_to_start(database_url, tmp_path):
+FAILING_BWRAP = "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"
+
+
+@pytest.mark.parametrize(
+    ("bwrap", "why"),
+    [
+        (None, "bwrap (Debian package bubblewrap) is not installed"),
+        (FAILING_BWRAP, "bwrap does not work here: bwrap: No permissions to create new namespace"),
+    ],
+)
+def test_on_without_a_working_bwrap_refuses_to_start(database_url, tmp_path, bwrap, why):
+    """No bwrap on PATH, or one that cannot make its namespaces (as in some containers)."""
+    if bwrap is not None:
+        (tmp_path / "bwrap").write_text(bwrap)
+        (tmp_path / "bwrap").chmod(0o755)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")},
         "PATH": str(tmp_path),
@@ -137,10 +151,8 @@ def test_on_without_bwrap_refuses_to_start(database_url, tmp_path):
         [sys.executable, RUN_PY], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        'Configuration error: runner.sandbox = "on", but bwrap (Debian package bubblewrap) is '
-        "not installed"
-    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f'Configuration error: runner.sandbox = "on", but {why}'
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ directories, the configuration. In the sandbox they see the host's files read-on
   `~/.ssh`: empty;
   the configuration file, the clusters' SSH key files and `~/.pgpass`: unreadable (EACCES:
   /dev/null in their place, on a mount without devices);
-- the directories of the worker command, the converter and the simulators, which stay
-  visible (read-only) even inside those;
+- this project, the Python running it, and the directories of the worker command, the
+  converter and the simulators stay visible (read-only) when they are under /tmp;
 - processes: their own only (a PID namespace), so neither the server's environment nor another
   worker's (its update key); they run as an unprivileged user of a user namespace of their own
   (mapped to this account), with no capabilities, so they cannot undo any of this.
@@ -29,11 +29,12 @@ import logging
 import os
 import shlex
 import shutil
+import sys
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from server.config import Config, ConfigError
+from server.config import PROJECT_DIR, Config, ConfigError
 from server.runner.local.process import work_dir
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,16 @@ def hidden_files(config: Config) -> list[Path]:
 
 
 def shown_dirs(config: Config, argv: list[str]) -> list[Path]:
-    """The directories of the programs a task runs: the worker command (`argv`), the converter
-    and the simulators, as this host's PATH finds them (a bare name not found is left out)."""
+    """What a task needs even where it is under /tmp: this project and the Python running it
+    (the built-in worker), and the directories of the programs a task runs: the worker command
+    (`argv`), the converter and the simulators, as this host's PATH finds them (a bare name not
+    found is left out)."""
     commands = [argv[0], config.simulators.shieldhit, config.simulators.fluka]
     if config.runner.converter:
         commands.append(shlex.split(config.runner.converter)[0])
-    found = [shutil.which(command) for command in commands]
-    return _existing([Path(path).resolve().parent for path in found if path], Path.is_dir)
+    found = [Path(path).resolve().parent for path in map(shutil.which, commands) if path]
+    pythons = [Path(sys.prefix), Path(sys.base_prefix)]
+    return _existing([PROJECT_DIR, *pythons, *found], Path.is_dir)
 
 
 def _existing(paths: list[Path], kind: Callable[[Path], bool]) -> list[Path]:
@@ -111,17 +115,19 @@ def isolation(bwrap: str) -> list[str]:
     ]
 
 
+def private_tmp() -> list[str]:
+    return ["--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+
+
 def wrap(config: Config, bwrap: str, argv: list[str], job_dir: Path, cwd: Path) -> list[str]:
     """`argv` run in the sandbox of the job in `job_dir`, from `cwd` (a directory in it)."""
-    line = [*isolation(bwrap), "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
-    tmp = Path("/tmp").resolve()
+    line = [*isolation(bwrap), *private_tmp()]
+    for directory in shown_dirs(config, argv):  # first: what is hidden in them stays hidden
+        line += ["--ro-bind", str(directory), str(directory)]
     for directory in hidden_dirs(config):
-        if not directory.is_relative_to(tmp):  # under /tmp: hidden already
-            line += ["--tmpfs", str(directory)]
+        line += ["--tmpfs", str(directory)]
     for file in hidden_files(config):
         line += ["--ro-bind", os.devnull, str(file)]
-    for directory in shown_dirs(config, argv):
-        line += ["--ro-bind", str(directory), str(directory)]
     job = str(job_dir.resolve())
     return [*line, "--bind", job, job, "--chdir", str(cwd.resolve()), "--", *argv]
 
@@ -152,6 +158,7 @@ async def _fails(bwrap: str) -> str | None:
     try:
         process = await asyncio.create_subprocess_exec(
             *isolation(bwrap),
+            *private_tmp(),  # (bwrap before 0.8 lacks --size or --disable-userns)
             "true",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
