@@ -166,9 +166,8 @@ def make_config(database_url: str, tmp_path: Path) -> Callable[..., Config]:
 
     def make(**sections: dict[str, Any]) -> Config:
         config = Config().replace("database", url=database_url, data_dir=str(tmp_path / "data"))
-        config = config.replace(
-            "runner", kind="none", sandbox="off"
-        )  # tests/test_runner_sandbox.py
+        # Workers as plain processes (their pids are this host's): test_runner_sandbox.py's not.
+        config = config.replace("runner", kind="none", sandbox="off")
         for section, values in sections.items():
             config = config.replace(section, **values)
         return config

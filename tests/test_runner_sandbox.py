@@ -127,16 +127,16 @@ FAILING_BWRAP = "#!/bin/sh\necho 'bwrap: No permissions to create new namespace'
 
 
 @pytest.mark.parametrize(
-    ("bwrap", "why"),
+    ("program", "why"),
     [
         (None, "bwrap (Debian package bubblewrap) is not installed"),
         (FAILING_BWRAP, "bwrap does not work here: bwrap: No permissions to create new namespace"),
     ],
 )
-def test_on_without_a_working_bwrap_refuses_to_start(database_url, tmp_path, bwrap, why):
+def test_on_without_a_working_bwrap_refuses_to_start(database_url, tmp_path, program, why):
     """No bwrap on PATH, or one that cannot make its namespaces (as in some containers)."""
-    if bwrap is not None:
-        (tmp_path / "bwrap").write_text(bwrap)
+    if program is not None:
+        (tmp_path / "bwrap").write_text(program)
         (tmp_path / "bwrap").chmod(0o755)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")},
