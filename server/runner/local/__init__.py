@@ -1,4 +1,5 @@
-"""The local runner (`[runner] kind = "local"`): one worker process per task on this host.
+"""The local runner (`[runner] kind = "local"`): one worker process per task on this host, in
+a sandbox that hides the server's files and processes from it (server/runner/local/sandbox.py).
 
 At most `runner.slots` processes (tasks and merge steps) run at once (0: one per CPU); the
 other tasks wait in one first-in, first-out queue across all jobs (server/runner/local/queue.py).
@@ -22,10 +23,8 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
 
 import asyncio
 import dataclasses
-import errno
 import logging
 import os
-import shutil
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -151,9 +150,8 @@ class LocalDispatcher:
         output = proc.merge_output_file(job_directory)
         try:
             proc.make_job_dir(job_directory)
-            process = await proc.start(
-                self._sandboxed(argv, job_directory, job_directory), job_directory, env, output
-            )
+            line = sandbox.wrapped(self._config, self._bwrap, argv, job_directory, job_directory)
+            process = await proc.start(line, job_directory, env, output)
         except OSError as exc:
             await self._fail_merge(
                 job.job_id, f"The merge step {argv[0]!r} could not start: {proc.reason(exc)}"
@@ -174,15 +172,6 @@ class LocalDispatcher:
         fail = transitions.fail_unfinished
         if await self._written(job_id, lambda: fail(self._pool, job_id, MERGE_LOG, lambda _: text)):
             log.warning("job %s: marked FAILED after its merge step", job_id)
-
-    def _sandboxed(self, argv: list[str], job_directory: Path, cwd: Path) -> list[str]:
-        """`argv` run from `cwd` (the job directory or a task's), in the job's sandbox when
-        there is one. A command that is not there fails to start as it does without one."""
-        if self._bwrap is None:
-            return argv
-        if shutil.which(argv[0]) is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-        return sandbox.wrap(self._config, self._bwrap, argv, job_directory, cwd)
 
     def _pump(self) -> None:
         """Start queued tasks while slots are free."""
@@ -231,9 +220,8 @@ class LocalDispatcher:
             if job is None:
                 return  # deleted meanwhile (it had ended), or shutting down: nothing to run
             await asyncio.to_thread(proc.write_inputs, directory, job)
-            process = await proc.start(
-                self._sandboxed(argv, job_directory, directory), directory, env, output
-            )
+            line = sandbox.wrapped(self._config, self._bwrap, argv, job_directory, directory)
+            process = await proc.start(line, directory, env, output)
         except OSError as exc:
             await self._fail(run, task_id, proc.start_failure(argv, exc))
             return

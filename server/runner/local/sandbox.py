@@ -25,6 +25,7 @@ it; "off" runs workers as plain processes.
 """
 
 import asyncio
+import errno
 import logging
 import os
 import shlex
@@ -117,6 +118,19 @@ def isolation(bwrap: str) -> list[str]:
 
 def private_tmp() -> list[str]:
     return ["--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+
+
+def wrapped(
+    config: Config, bwrap: str | None, argv: list[str], job_dir: Path, cwd: Path
+) -> list[str]:
+    """`argv` as the runner starts it from `cwd` (the job directory or a task's): in the job's
+    sandbox when there is one (`bwrap`). A command that is not there fails to start as it does
+    without one, rather than as a bwrap that started and failed."""
+    if bwrap is None:
+        return argv
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return wrap(config, bwrap, argv, job_dir, cwd)
 
 
 def wrap(config: Config, bwrap: str, argv: list[str], job_dir: Path, cwd: Path) -> list[str]:
