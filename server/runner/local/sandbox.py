@@ -152,9 +152,7 @@ async def find(config: Config) -> str | None:
     if config.runner.sandbox == "off":
         return None
     bwrap = shutil.which("bwrap")
-    why = "bwrap (Debian package bubblewrap) is not installed" if bwrap is None else None
-    if bwrap is not None:
-        why = await _fails(bwrap)
+    why = await _fails(bwrap) if bwrap else "bwrap (Debian package bubblewrap) is not installed"
     if why is None:
         return bwrap
     if config.runner.sandbox == "on":
