@@ -158,6 +158,7 @@ class ClusterConfig:
     account: str = checks.checked("", checks.sbatch_word)
     time_limit: str = checks.checked("", checks.slurm_time)
     sbatch_lines: str = checks.checked("", checks.sbatch_lines)
+    locked_options: str = checks.checked("", checks.batch_option_names)  # users may not set them
     jobcomp_file: str = ""
 
 

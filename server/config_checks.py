@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.runner.slurm.batch_options import ALLOWED, option_names
+
 
 def positive(value: int | float) -> str | None:
     return None if value > 0 else "must be greater than 0"
@@ -127,6 +129,14 @@ def sbatch_word(value: str) -> str | None:
     return (
         None if _SBATCH_WORD.match(value) else "must be one word of letters, digits and _.,:@%+=/-"
     )
+
+
+def batch_option_names(value: str) -> str | None:
+    """Names of options of the batch_options whitelist (others are refused to users anyway)."""
+    for name in option_names(value):
+        if name not in ALLOWED:
+            return f"--{name} is not an option users may set anyway (README: the batch_options whitelist)"
+    return None
 
 
 def slurm_time(value: str) -> str | None:

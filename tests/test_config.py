@@ -237,6 +237,11 @@ def test_data_dir_is_resolved():
             "clusters[0].port: must be between 1 and 65535 (got 0)",
         ),
         (
+            '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\nlocked_options = "account wrap"',
+            "clusters[0].locked_options: --wrap is not an option users may set "
+            "anyway (README: the batch_options whitelist) (got 'account wrap')",
+        ),
+        (
             '[[clusters]]\ncluster_name = "a"\ndisplay_name = "A"\n'
             '[[clusters]]\ncluster_name = "a"\ndisplay_name = "B"',
             "clusters[1].cluster_name: 'a' is used twice",

@@ -14,7 +14,7 @@ from server.jobs.ids import new_job_id
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, CONVERTERS, DISPATCHER, POOL, SLURM, USER
 from server.runner import Job
-from server.runner.slurm.batch_options import parse_batch_options
+from server.runner.slurm.batch_options import check_unlocked, parse_batch_options
 from server.store import tasks
 from server.timestamps import iso_utc
 
@@ -74,6 +74,7 @@ async def submit_batch(request: web.Request) -> web.Response:
         raise BadRequest(f"Unknown cluster: {options.cluster_name}")
     if not cluster.available:
         raise BadRequest(f"Cluster {options.cluster_name} is not available")
+    check_unlocked(options, cluster.cluster_name, cluster.locked_options)
     job = await _create(request, await _parsed(request, body), "batch")
     request.app[SLURM].submit_to(
         job, cluster.cluster_name, options.array_lines, options.collect_lines

@@ -143,12 +143,13 @@ def start_slurm_app(
 
 @pytest.fixture
 def start_batch_app(start_slurm_app, ssh, remote_python, job_root):
-    """start_batch_app(local_users=True, **fake) -> (client, recorder, config): external
-    workers for direct jobs, the SSH cluster `hpc` for batch ones."""
+    """start_batch_app(local_users=True, locked_options="", **fake) -> (client, recorder,
+    config): external workers for direct jobs, the SSH cluster `hpc` for batch ones."""
 
-    async def start(local_users: bool = True, **fake: object):
+    async def start(local_users: bool = True, locked_options: str = "", **fake: object):
         shieldhit = fake_shieldhit(job_root, python=remote_python, **fake)
         cluster = ssh_cluster(ssh, job_root / "remote", remote_python)
+        cluster = dataclasses.replace(cluster, locked_options=locked_options)
         return await start_slurm_app(
             shieldhit,
             clusters=(cluster,),

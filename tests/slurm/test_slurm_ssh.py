@@ -166,6 +166,31 @@ async def test_bad_batch_options(start_batch_app, conn, change, message):
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
 
 
+LOCKED = [
+    (
+        {"array_header": "#SBATCH --time=5\n#SBATCH --account=grant-of-another-team"},
+        "Invalid batch_options.array_header: line 2: option --account is locked on cluster hpc",
+    ),
+    (
+        {"collect_options": {"--qos": "high"}},
+        "Invalid batch_options.collect_options: option --qos is locked on cluster hpc",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), LOCKED)
+async def test_options_the_operator_locked(start_batch_app, conn, change, message):
+    """A cluster's `locked_options` are refused to users; the rest of the whitelist is not."""
+    client, _, _ = await start_batch_app(locked_options="account, --qos", hang=True)
+    body = {**averaging_payload(ntasks=1), "batch_options": {**OPTIONS, **change}}
+    assert await post(client, "/jobs/batch", body, 400) == {"message": message}
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+    body["batch_options"] = OPTIONS  # --time, --cpus-per-task, --mem-per-cpu: not locked
+    job_id = (await post(client, "/jobs/batch", body))["job_id"]
+    response = await client.delete("/jobs/batch", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+
+
 async def test_local_users_without_the_switch(start_batch_app, conn):
     client, _, _ = await start_batch_app(local_users=False)
     body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}

@@ -6,7 +6,9 @@ the task array and for the merge job); `array_options` / `collect_options` map o
 matching its pattern: nothing can reach a shell (no spaces, quotes, `$`, backquotes, `;`,
 newlines) and nothing can change what the job runs, where it writes, or whose environment it
 gets (`--wrap`, `--output`, `--chdir`, `--export`, `--dependency`, `--array` are not options a
-user sets). Anything else is a 400 naming the offending line or option.
+user sets). Anything else is a 400 naming the offending line or option, as is an option the
+cluster's operator locked (`locked_options` of its [[clusters]] entry: an `--account` or
+`--qos` that every job of the cluster's one SSH identity would be charged to).
 """
 
 import re
@@ -55,6 +57,22 @@ class BatchOptions:
     cluster_name: str
     array_lines: tuple[str, ...]  # checked "#SBATCH --name=value" lines for the task array
     collect_lines: tuple[str, ...]  # the same for the merge job
+    given: tuple[tuple[str, str], ...]  # (option name, where it was given) of every line
+
+
+def option_names(text: str) -> list[str]:
+    """The option names of a comma- or space-separated list, without their leading `--`."""
+    return [item.removeprefix("--") for item in re.split(r"[\s,]+", text) if item]
+
+
+def check_unlocked(options: BatchOptions, cluster_name: str, locked_options: str) -> None:
+    """400 for the first option of `options` that the cluster locks (its `locked_options`)."""
+    locked = option_names(locked_options)
+    for name, where in options.given:
+        if name in locked:
+            raise BadRequest(
+                f"Invalid batch_options.{where}: option --{name} is locked on cluster {cluster_name}"
+            )
 
 
 def _line(name: str, value: str | None, where: str) -> str:
@@ -71,7 +89,10 @@ def _line(name: str, value: str | None, where: str) -> str:
     return f"#SBATCH --{name}={value}"
 
 
-def _header(text: Any, where: str) -> list[str]:
+Given = list[tuple[str, str, str]]  # (#SBATCH line, option name, where it was given)
+
+
+def _header(text: Any, where: str) -> Given:
     if text is None:
         return []
     if not isinstance(text, str):
@@ -85,11 +106,12 @@ def _header(text: Any, where: str) -> list[str]:
             raise BadRequest(
                 f"Invalid batch_options.{where}: line {number} is not an '#SBATCH --option' line"
             )
-        lines.append(_line(match[1], match[2], f"{where}: line {number}"))
+        here = f"{where}: line {number}"
+        lines.append((_line(match[1], match[2], here), match[1], here))
     return lines
 
 
-def _options(options: Any, where: str) -> list[str]:
+def _options(options: Any, where: str) -> Given:
     if options is None:
         return []
     if not isinstance(options, dict):
@@ -99,7 +121,7 @@ def _options(options: Any, where: str) -> list[str]:
         name = key.removeprefix("--")
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise BadRequest(f"Invalid batch_options.{where}: --{name} must be a string or integer")
-        lines.append(_line(name, str(value), where))
+        lines.append((_line(name, str(value), where), name, where))
     return lines
 
 
@@ -121,4 +143,9 @@ def parse_batch_options(body: dict[str, Any]) -> BatchOptions:
     array += _options(options.get("slurm_options"), "slurm_options")
     collect = _header(options.get("collect_header"), "collect_header")
     collect += _options(options.get("collect_options"), "collect_options")
-    return BatchOptions(name, tuple(array), tuple(collect))
+    given = tuple((option, where) for _, option, where in array + collect)
+    return BatchOptions(name, _lines(array), _lines(collect), given)
+
+
+def _lines(given: Given) -> tuple[str, ...]:
+    return tuple(line for line, _, _ in given)
