@@ -14,6 +14,7 @@ import orjson
 from server.app import create_app
 from server.results.heads import HeadReader
 from server.results.indexcache import FIELD_BYTES_PER_PAGE, MAX_VIEWS, IndexCache, select
+from server.results.lru import HashedKey, LruCache
 from server.store import results
 from tests.helpers import KEY, login, reference, set_key, submit, upload
 
@@ -324,3 +325,15 @@ async def test_estimator_fields_count_against_the_page_references(
         tracemalloc.stop()
     # (the last body sent may still be referenced: 2 MiB)
     assert held < 4 << 20, f"{held / 2**20:.1f} MiB held by a cache of 1,000 page references"
+
+
+def test_a_body_key_is_its_tuple_with_the_hash_kept():
+    """A view's body key (its pages' versions) is hashed once, when the view is made, and is
+    otherwise the tuple it was: equal, hashed and written alike, so the body cache finds it by
+    either and the body files keep their names (a digest of its repr)."""
+    plain = (True, ("by_estimator", 3, (("mesh", (1, 2)), ("mesh", (2, 7)))))
+    key = HashedKey(plain)
+    assert (key, hash(key), repr(key)) == (plain, hash(plain), repr(plain))
+    bodies = LruCache[bytes](100)
+    bodies.put(key, b"body", 4)
+    assert (bodies.get(plain), bodies.get(HashedKey(plain))) == (b"body", b"body")

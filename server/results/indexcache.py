@@ -23,6 +23,7 @@ from server.jobs.states import TERMINAL_STATES
 from server.models import Db
 from server.results import negotiation
 from server.results.heads import HeadReader
+from server.results.lru import HashedKey
 from server.store import results
 from server.store.results import PageRef, ResultsIndex
 
@@ -89,7 +90,7 @@ def _variant(
 ) -> Variant:
     etag = negotiation.etag_for(index.head, selection, gzip)
     headers = negotiation.headers_for(etag, gzip)
-    return Variant((gzip, body), etag, headers, body_size(pages, gzip))
+    return Variant(HashedKey((gzip, body)), etag, headers, body_size(pages, gzip))
 
 
 def body_size(pages: tuple[PageRef, ...], gzip: bool) -> int:

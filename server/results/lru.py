@@ -13,6 +13,22 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 
 
+class HashedKey(tuple[Hashable, ...]):
+    """A tuple key whose hash is worked out once. A body's key names the version of every page
+    in it, and a tuple hashes all its items again at each lookup: ~1 µs a fetch for 21 pages,
+    ~50 µs for 1,000. Equal to (and written like) the plain tuple."""
+
+    _hash: int
+
+    def __new__(cls, items: tuple[Hashable, ...]) -> "HashedKey":
+        key = super().__new__(cls, items)
+        key._hash = tuple.__hash__(key)
+        return key
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 class LruCache(Generic[V]):
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
