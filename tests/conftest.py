@@ -176,6 +176,14 @@ def make_config(database_url: str, tmp_path: Path) -> Callable[..., Config]:
 
 
 @pytest.fixture
+def no_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH without sbatch, squeue or scancel: nothing reaches a real SLURM."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+@pytest.fixture
 async def client(
     aiohttp_client: Callable, make_config: Callable[..., Config], conn: asyncpg.Connection
 ) -> TestClient:

@@ -14,7 +14,6 @@ from server.config import ClusterConfig
 from server.keys import SLURM
 from server.runner.slurm import dispatcher, sbatch
 from server.runner.slurm.dispatcher import UNEXPECTED_TEXT
-from server.runner.slurm.reconcile import LOCK_KEY
 from server.runner.slurm.shell import Completed, LocalShell
 from tests.helpers import (
     eventually,
@@ -27,19 +26,6 @@ from tests.helpers import (
     status,
     submit,
 )
-
-RECONCILER_LOCK_HELD = (
-    "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
-)
-
-
-@pytest.fixture
-def no_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A PATH without sbatch, squeue or scancel: nothing reaches a real SLURM."""
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-
 
 REFUSAL = "sbatch: error: invalid partition specified: plgrid"
 
@@ -135,42 +121,6 @@ async def test_batch_job_directory_on_this_host_goes_with_its_simulation(
     response = await client.delete("/user/simulations", params={"job_id": job_id})
     assert response.status == 200
     assert not job_dir_of(config, job_id).exists()
-
-
-async def test_the_reconciler_leaves_the_pool_to_requests(
-    aiohttp_client, make_config, conn, no_sbatch
-) -> None:
-    """The reconciler's advisory lock lives on a connection of its own: with the smallest pool
-    (database.pool_size = 1), requests still get the pool's connection."""
-    config = make_config(runner={"kind": "slurm"}, database={"pool_size": 1})
-    client = await aiohttp_client(create_app(config))
-    await eventually(lambda: conn.fetchval(RECONCILER_LOCK_HELD, LOCK_KEY))
-
-    async def simulations() -> int:
-        await login(client)
-        return (await client.get("/user/simulations")).status
-
-    assert await asyncio.wait_for(simulations(), timeout=10) == 200
-
-
-async def test_cancel_of_a_job_on_a_cluster_removed_from_the_configuration(
-    aiohttp_client, make_config, conn, no_sbatch
-) -> None:
-    """The operator removed the [[clusters]] entry "retired" (and restarted) while a job sent
-    there was still queued: cancelling it is a 200 and the job CANCELED, never a 500."""
-    cluster = ClusterConfig("prometheus", "Prometheus (Cyfronet)")
-    config = dataclasses.replace(make_config(slurm={"local_users": True}), clusters=(cluster,))
-    client = await aiohttp_client(create_app(config))
-    await login(client)
-    response = await client.post("/jobs/direct", json=payload())  # runner "none": PENDING
-    job_id = (await response.json())["job_id"]
-    await conn.execute(
-        "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id) "
-        "SELECT id, 'retired', '/scratch/' || job_id, 101, 102 FROM simulations"
-    )
-    response = await client.delete("/jobs/batch", params={"job_id": job_id})
-    found = (response.status, await response.json(), (await status(client, job_id))["job_state"])
-    assert found == (200, {"message": "Job cancelled"}, "CANCELED")
 
 
 async def test_a_stopping_server_starts_no_submission_that_waited_for_its_turn(

@@ -1,5 +1,6 @@
 """The SLURM reconciler against an squeue of the test's own (a script on PATH that counts its
-calls): how often it asks each cluster; and the cancels it keeps for a cluster since removed."""
+calls), or with no SLURM at all: how often it asks each cluster, that its lock leaves the pool to
+requests, and the cancels of a cluster since removed from the configuration."""
 
 import asyncio
 import dataclasses
@@ -8,19 +9,26 @@ from pathlib import Path
 from server.app import create_app
 from server.config import ClusterConfig
 from server.keys import POOL, SLURM
-from server.runner.slurm.reconcile import IDLE_EVERY, Reconciler
+from server.runner.slurm.reconcile import IDLE_EVERY, LOCK_KEY, Reconciler
 from server.runner.slurm.sbatch import job_name
 from server.store import slurm_jobs
 from tests.helpers import (
     KEY,
+    eventually,
     job_of,
     logfiles_of,
     login,
+    payload,
     set_key,
     set_simulation,
     set_task,
+    status,
     submit,
     tasks_of,
+)
+
+RECONCILER_LOCK_HELD = (
+    "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
 )
 
 
@@ -279,3 +287,39 @@ async def test_a_task_squeue_forgot_beside_one_it_still_lists_gets_its_state_fro
     log = (await logfiles_of(conn))["task_1_slurm"]
     assert log.startswith("SLURM ended array task 1 of job 500 as TIMEOUT (exit code 0:1) "), log
     assert await tasks_of(conn) == [(1, "FAILED"), (2, "PENDING"), (3, "PENDING"), (4, "PENDING")]
+
+
+async def test_the_reconciler_leaves_the_pool_to_requests(
+    aiohttp_client, make_config, conn, no_sbatch
+) -> None:
+    """The reconciler's advisory lock lives on a connection of its own: with the smallest pool
+    (database.pool_size = 1), requests still get the pool's connection."""
+    config = make_config(runner={"kind": "slurm"}, database={"pool_size": 1})
+    client = await aiohttp_client(create_app(config))
+    await eventually(lambda: conn.fetchval(RECONCILER_LOCK_HELD, LOCK_KEY))
+
+    async def simulations() -> int:
+        await login(client)
+        return (await client.get("/user/simulations")).status
+
+    assert await asyncio.wait_for(simulations(), timeout=10) == 200
+
+
+async def test_cancel_of_a_job_on_a_cluster_removed_from_the_configuration(
+    aiohttp_client, make_config, conn, no_sbatch
+) -> None:
+    """The operator removed the [[clusters]] entry "retired" (and restarted) while a job sent
+    there was still queued: cancelling it is a 200 and the job CANCELED, never a 500."""
+    cluster = ClusterConfig("prometheus", "Prometheus (Cyfronet)")
+    config = dataclasses.replace(make_config(slurm={"local_users": True}), clusters=(cluster,))
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    response = await client.post("/jobs/direct", json=payload())  # runner "none": PENDING
+    job_id = (await response.json())["job_id"]
+    await conn.execute(
+        "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id) "
+        "SELECT id, 'retired', '/scratch/' || job_id, 101, 102 FROM simulations"
+    )
+    response = await client.delete("/jobs/batch", params={"job_id": job_id})
+    found = (response.status, await response.json(), (await status(client, job_id))["job_state"])
+    assert found == (200, {"message": "Job cancelled"}, "CANCELED")
