@@ -148,6 +148,15 @@ BAD_OPTIONS = [
         "Invalid batch_options.array_options: bad value for --time",
     ),
     ({"array_options": ["--time=5"]}, "Field batch_options.array_options must be of type object"),
+    # Digits of other scripts: ASCII ones only (sbatch would misread or refuse them later).
+    (
+        {"array_header": "#SBATCH --time=5\n#SBATCH --time=\u0661\u0662:00"},
+        "Invalid batch_options.array_header: line 2: bad value for --time",
+    ),
+    (
+        {"collect_options": {"nice": "-\u0663", "mem": "5G"}},
+        "Invalid batch_options.collect_options: bad value for --nice",
+    ),
     (
         {"collect_options": {"--exclusive": "all; reboot"}},
         "Invalid batch_options.collect_options: --exclusive takes no value",

@@ -84,7 +84,7 @@ def _line(name: str, value: str | None, where: str) -> str:
         if value:
             raise BadRequest(f"Invalid batch_options.{where}: --{name} takes no value")
         return f"#SBATCH --{name}"
-    if value is None or not re.fullmatch(pattern, value):
+    if value is None or not re.fullmatch(pattern, value, re.ASCII):  # \d: 0-9 only
         raise BadRequest(f"Invalid batch_options.{where}: bad value for --{name}")
     return f"#SBATCH --{name}={value}"
 
