@@ -118,7 +118,8 @@ async def test_the_sweep_removes_cluster_job_directories_of_no_simulation(
         )
     )
     assert made.returncode == 0, made.stderr
-    assert await app[SLURM].sweep(app[POOL], 3600.0) == [gone]
+    # The app's own sweep at start runs beside the test: it may be the one that removes `gone`.
+    assert await app[SLURM].sweep(app[POOL], 3600.0) in ([gone], [])
     assert sorted(path.name for path in remote.iterdir()) == sorted([pending, other, foreign])
 
 
