@@ -4,6 +4,7 @@ reaches the user as a 400 at submission, before anything is stored."""
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from server.editor import ConversionError, convert
@@ -376,4 +377,21 @@ async def test_refusals_are_400s_at_submission_and_store_nothing(client, conn) -
         prefix = "The project cannot be converted to SHIELD-HIT12A input: "
         expected.append((400, {"message": prefix + message}))
     assert answers == expected
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
+
+
+@pytest.mark.parametrize("path", ["scoringManager.outputs.0.name", "beam.sourceType"])
+async def test_a_value_nested_near_the_parsers_limit_is_a_400(client, conn, path: str) -> None:
+    """orjson reads 1,024 levels; a name (or a value a refusal quotes) nested 1,000 deep exhausts
+    Python's recursion limit where the converter prints it: a 400, never a 500."""
+    await login(client)
+    value = small()
+    _set(path, "DEEP")(value)
+    body = {"sim_type": "shieldhit", "input_type": "editor", "ntasks": 1, "input_json": value}
+    deep = "[" * 1000 + "]" * 1000
+    data = orjson.dumps(body).replace(b'"DEEP"', deep.encode())
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/jobs/direct", data=data, headers=headers)
+    found = (response.status, await response.json())
+    assert found == (400, {"message": "Invalid input: nested too deeply"})
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 0

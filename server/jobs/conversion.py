@@ -24,7 +24,7 @@ from aiohttp import web
 from server.editor import ConversionError, convert
 from server.editor.logic import Stopped
 from server.errors import BadRequest, ServiceUnavailable
-from server.jobs.submission import Submission
+from server.jobs.submission import NESTED_TOO_DEEPLY, Submission
 from server.keys import CONVERTERS
 
 TITLES = {"shieldhit": "SHIELD-HIT12A", "fluka": "FLUKA", "geant4": "Geant4", "topas": "TOPAS"}
@@ -48,6 +48,9 @@ def convert_editor(
         raise BadRequest(f"The project cannot be converted to SHIELD-HIT12A input: {exc}") from None
     except Stopped:  # its request was given up at the stop: nobody reads this
         raise ServiceUnavailable("The server is stopping") from None
+    except RecursionError:  # a value nested deep enough (orjson reads 1,024 levels) to exhaust
+        # Python's recursion limit when the converter prints or walks it (a name, a message)
+        raise BadRequest(NESTED_TOO_DEEPLY) from None
     return dataclasses.replace(submission, files=files)
 
 

@@ -16,6 +16,9 @@ FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no "$"
 MAX_FILES = 64
 DEFAULT_TITLE = "Untitled simulation"
 MAX_TITLE = 1000  # characters: listed on every page of GET /user/simulations
+# An input orjson reads (1,024 levels) but cannot write back (254), or that exhausts Python's
+# recursion limit in the converter.
+NESTED_TOO_DEEPLY = "Invalid input: nested too deeply"
 # Blanks, not \s: across lines, a file of blank lines took time growing with its square.
 _NSTAT = re.compile(r"^[ \t]*NSTAT[ \t]+(\d+)", re.MULTILINE)
 _FLUKA_START = re.compile(r"^START\s+([0-9.eE+-]+)", re.MULTILINE)

@@ -20,6 +20,7 @@ from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TooMa
 from server.jobs.access import NOT_FOUND, check_worker, key_digest
 from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
+from server.jobs.submission import NESTED_TOO_DEEPLY
 from server.models import Conn
 from server.results.upload import StoredEstimator
 from server.store import inputs, logfiles, results, simulations, slurm_jobs, tasks, users
@@ -52,7 +53,7 @@ async def create_simulation(
     try:
         packed = await inputs.pack(input_type, input_data, input_files)  # before any lock
     except orjson.JSONEncodeError:  # read by orjson, but nested too deeply to be written back
-        raise BadRequest("Invalid input: nested too deeply") from None
+        raise BadRequest(NESTED_TOO_DEEPLY) from None
     async with pool.acquire() as conn, conn.transaction():
         await users.lock_owner(conn, user_id)
         await _check_unfinished(conn, user_id, limits.max_unfinished)
