@@ -30,6 +30,7 @@ from server.keys import (
     LOGIN_THROTTLE,
     PAGE_CACHE,
     POOL,
+    PROJECT_OUTPUTS,
     RESULTS_INDEX,
     SLURM,
     USER_CACHE,
@@ -203,6 +204,7 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
     def reset() -> None:
         app[PAGE_CACHE].clear()
         app[BODY_CACHE].clear()
+        app[PROJECT_OUTPUTS].clear()
 
     files = app[BODY_FILES]
     changes = Changes(
@@ -254,6 +256,7 @@ def create_app(config: Config) -> web.Application:
         config.data_dir / bodyfiles.DIRECTORY, config.server.disk_cache_size
     )
     app[RESULTS_INDEX] = IndexCache(config.server.index_cache_size, config.server.index_cache_pages)
+    app[PROJECT_OUTPUTS] = LruCache[shapes.Outputs](shapes.OUTPUTS_CACHE_SIZE)
     app[USER_CACHE] = UserCache(config.auth.user_cache_ttl)
     app.cleanup_ctx.append(bundle_ctx)  # first: a missing UI stops the start at once
     app.cleanup_ctx.extend(

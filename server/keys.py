@@ -33,6 +33,9 @@ BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 BODY_FILES = web.AppKey("body_files", BodyFiles)
 INFLATER = web.AppKey("inflater", Executor)  # server/results/inflating.py
 RESULTS_INDEX = web.AppKey("results_index", IndexCache)
+# The UI dialect's (name, file name) of each output of an editor project, by sim_pk (inputs never
+# change; server/handlers/ui.py).
+PROJECT_OUTPUTS = web.AppKey("project_outputs", LruCache[list[tuple[str, str]]])
 CHANGES = web.AppKey("changes", Changes)
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)

@@ -8,6 +8,7 @@ import uuid
 import orjson
 import pytest
 
+from server.store import inputs as stored_inputs
 from server.ui import shapes
 from tests.editor_projects import detector, example, output, quantity
 from tests.helpers import (
@@ -540,3 +541,31 @@ async def test_the_estimators_of_many_outputs_are_named_in_one_pass(client, conn
     assert status == 200
     assert [e["name"] for e in body["estimators_metadata"]] == [f"out{n}" for n in range(outputs)]
     assert len(lookups) == 2  # the names and the order, each once: not once per estimator
+
+
+async def test_a_project_is_read_once_for_the_estimators_and_results_of_its_outputs(
+    client, conn, monkeypatch
+):
+    """The UI's estimators and results name a project's outputs, which only its input (up to
+    tens of MB of JSON, parsed on the event loop) says: it is read and parsed once per process,
+    not at every request (inputs never change)."""
+    await login(client)
+    project = example()
+    mesh = {"width": 1, "height": 1, "depth": 1, "xSegments": 1, "ySegments": 1, "zSegments": 10}
+    project["detectorManager"]["detectors"] = [detector("d", "Mesh", **mesh)]
+    project["scoringManager"]["outputs"] = [output("peak", "d", quantity("Dose"))]
+    response = await client.post(f"{UI}/jobs/direct", json=payload(EDITOR, input_json=project))
+    job_id = (await response.json())["job_id"]
+    await set_key(conn, job_id)
+    page = {"page_number": 0, "dimensions": 1, "data": {"values": [1.0]}}
+    assert (await upload(client, job_id, [{"name": "peak_", "pages": [page]}])).status == 202
+    reads, read = [], stored_inputs.get
+    monkeypatch.setattr(stored_inputs, "get", lambda *args: reads.append(1) or read(*args))
+    found = []
+    for _ in range(2):
+        _, body = await body_of(await client.get(f"{UI}/estimators", params={"job_id": job_id}))
+        found.append([e["name"] for e in body["estimators_metadata"]])
+        params = {"job_id": job_id, "estimator_name": "peak", "page_number": "0"}
+        _, body = await body_of(await client.get(f"{UI}/results", params=params))
+        found.append(body["page"]["data"]["values"])
+    assert (found, len(reads)) == ([["peak"], [1.0]] * 2, 1)

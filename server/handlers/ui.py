@@ -12,9 +12,9 @@ from server.handlers import auth as auth_handlers
 from server.handlers.results import get_estimators, owned_results, send_view
 from server.http import error_response, json_response, optional_query_param, query_param
 from server.jobs.access import NOT_FOUND, owned_simulation
-from server.keys import CONFIG, POOL
+from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
 from server.results.filters import page_filter
-from server.results.indexcache import PAGE_LIST, SINGLE_PAGE, Entry, make_view
+from server.results.indexcache import PAGE_LIST, SINGLE_PAGE, make_view
 from server.store import inputs as stored_inputs
 from server.store import tasks
 from server.ui import shapes
@@ -36,19 +36,19 @@ async def inputs(request: web.Request) -> web.Response:
 
 
 async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:
-    """The outputs of an editor simulation's project; [] for files input."""
-    found = await stored_inputs.get(request.app[POOL], sim_pk)
-    if found is None or found.input_type != "editor":
-        return []
-    return shapes.project_outputs(orjson.loads(found.data))
-
-
-async def _outputs_of(request: web.Request, entry: Entry) -> shapes.Outputs:
-    """The project's outputs, kept with the cached results (inputs never change): a fetch of
-    the UI dialect costs no query for them once the results are cached."""
-    if entry.outputs is None:
-        entry.outputs = await _project_outputs(request, entry.index.head.sim_pk)
-    return entry.outputs
+    """The outputs of an editor simulation's project ([] for files input), of a simulation
+    already found to be the user's. Kept by sim_pk (inputs never change): the project, which
+    may be tens of MB, is read and parsed once per process, not at every request."""
+    cache = request.app[PROJECT_OUTPUTS]
+    outputs = cache.get(sim_pk)
+    if outputs is None:
+        found = await stored_inputs.get(request.app[POOL], sim_pk)
+        if found is None:  # deleted since the owner check: nothing to keep
+            return []
+        project = orjson.loads(found.data) if found.input_type == "editor" else None
+        outputs = shapes.project_outputs(project)
+        cache.put(sim_pk, outputs, shapes.outputs_size(outputs))
+    return outputs
 
 
 async def estimators(request: web.Request) -> web.Response:
@@ -63,7 +63,7 @@ async def _full_results(request: web.Request) -> web.StreamResponse:
     the project's outputs by position)."""
     numbers = page_filter(request.query)
     entry = await owned_results(request, query_param(request, "job_id"))
-    order = shapes.project_position(await _outputs_of(request, entry))
+    order = shapes.project_position(await _project_outputs(request, entry.index.head.sim_pk))
     view = entry.view(None, numbers)
     pages = tuple(sorted(view.pages, key=lambda page: order(page.estimator)))  # stable
     if pages != view.pages:
@@ -84,7 +84,8 @@ async def results_of(request: web.Request) -> web.StreamResponse:
     single = "page_number" in request.query  # once: page_filter checked it
     form = SINGLE_PAGE if single else PAGE_LIST
     entry = await owned_results(request, query_param(request, "job_id"))
-    for stored in shapes.stored_names(name, await _outputs_of(request, entry)):
+    outputs = await _project_outputs(request, entry.index.head.sim_pk)
+    for stored in shapes.stored_names(name, outputs):
         view = entry.view(stored, numbers, form)
         if view.estimator_found:
             return await send_view(request, view)

@@ -121,9 +121,6 @@ class Entry:
     trusted: bool  # finished, and no change notification missed since it was read
     views: dict[Filters, View] = field(default_factory=dict)
     view_pages: int = 0  # the pages the remembered views hold, together
-    # The project's (name, file name) of each output, for the UI dialect: read once, as a
-    # simulation's inputs never change (server/handlers/ui.py).
-    outputs: list[tuple[str, str]] | None = None
 
     @property
     def user_id(self) -> int:

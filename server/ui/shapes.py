@@ -62,6 +62,14 @@ def estimator_name(stored: str) -> str:
 
 
 Outputs = list[tuple[str, str]]  # (name in the project, name of its file), in project order
+# The outputs kept per process (app key PROJECT_OUTPUTS), in characters of their names (each
+# counted OUTPUT_OVERHEAD more); a project's whole outputs larger than a quarter are not kept.
+OUTPUTS_CACHE_SIZE = 16 << 20
+OUTPUT_OVERHEAD = 100
+
+
+def outputs_size(outputs: Outputs) -> int:
+    return sum(len(name) + len(file) + OUTPUT_OVERHEAD for name, file in outputs) + 1
 
 
 def project_outputs(project: Any) -> Outputs:
