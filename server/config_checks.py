@@ -111,16 +111,31 @@ def has_credentials(value: str) -> bool:
     return parts.username is not None or parts.password is not None
 
 
+def text(value: str) -> str | None:
+    """Every string setting: no NUL (no path, command or name holds one), and UTF-8 (bytes of
+    an environment variable that are not arrive as lone surrogates, which nothing can encode:
+    a secret that would sign no token, a path no file has)."""
+    if "\0" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "must be UTF-8 text"
+    return None
+
+
 def command(value: str) -> str | None:
     try:
-        shlex.split(value)
+        words = shlex.split(value)
     except ValueError as exc:
         return f"cannot be split like a shell command line ({exc})"
+    if value and not words:
+        return 'is blank: a command, or "" for the default'
     return None
 
 
 _SBATCH_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+=/-]*$")
-_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_SLURM_TIME = re.compile(r"^([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}$")
 _REMOTE_PATH = re.compile(r"^(/[A-Za-z0-9_.@%+=-]+)*/?$")
 
 

@@ -65,7 +65,8 @@ def _checked(key: str, field: dataclasses.Field[Any], value: Any) -> Any:
     if isinstance(value, int) and not -MAX_INT64 - 1 <= value <= MAX_INT64:  # as TOML takes
         raise ConfigError(f"{key}: must fit in 64 bits{_got(value, secret)}")
     check = field.metadata.get("check")
-    problem = check(value) if check else None
+    problem = checks.text(value) if isinstance(value, str) else None
+    problem = problem or (check(value) if check else None)
     if problem:
         raise ConfigError(f"{key}: {problem}{_got(value, secret)}")
     return value
@@ -171,7 +172,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         # Browsers drop a SameSite=None cookie that is not also Secure.
         raise ConfigError("auth.cookie_samesite: None needs auth.secure_cookies = true")
     if url := env.get("DATABASE_URL"):
-        if problem := checks.database_url(url):
+        if problem := checks.text(url) or checks.database_url(url):
             raise ConfigError(f"DATABASE_URL: {problem}")
         config = config.replace("database", url=url)
     return config

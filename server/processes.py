@@ -53,6 +53,8 @@ def check_host(config: Config) -> None:
         raise ConfigError(
             f"server.host: no address to listen on ({exc.strerror}) (got {host!r})"
         ) from None
+    except UnicodeError:  # not a name the resolver can take: `a..b`, a 64-character label
+        raise ConfigError(f"server.host: not a valid host name (got {host!r})") from None
 
 
 @contextlib.contextmanager

@@ -556,6 +556,13 @@ def test_a_host_with_no_address_is_one_line_naming_the_key(database_url, tmp_pat
     assert re.fullmatch(expected, stderr), stderr
 
 
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
+def test_a_host_the_resolver_cannot_take_is_one_line_naming_the_key(database_url, tmp_path, host):
+    """getaddrinfo raises UnicodeError (not gaierror) for an empty or too long label."""
+    stderr = serve_refused(database_url, tmp_path, "1", YAPTIDE_SERVER_HOST=host)
+    assert stderr == f"Configuration error: server.host: not a valid host name (got {host!r})\n"
+
+
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_static_dir_that_is_missing_is_one_line(database_url, tmp_path, processes):
     missing = tmp_path / "ui" / "build"

@@ -332,6 +332,26 @@ def test_bad_toml_values(tmp_path, toml, message):
             "(got 'http://127.0.0.1:5000/yaptide#main')",
         ),
         ("YAPTIDE_AUTH_SECURE_COOKIES", "maybe", "expected true or false (got 'maybe')"),
+        # Bytes that are not UTF-8 (`head -c 48 /dev/urandom`) arrive as lone surrogates: such a
+        # secret signed no token (every login a 500), such a path names no file.
+        ("YAPTIDE_AUTH_SECRET", "s" * 40 + "\udcff", "must be UTF-8 text"),
+        ("YAPTIDE_DATABASE_DATA_DIR", "data\udcff", "must be UTF-8 text (got 'data\\udcff')"),
+        ("DATABASE_URL", "postgresql://h/db\udcff", "must be UTF-8 text"),
+        (
+            "YAPTIDE_DATABASE_DATA_DIR",
+            "da\0ta",
+            "must not contain NUL characters (got 'da\\x00ta')",
+        ),
+        (  # the built-in converter was off, and every sandboxed task failed with an IndexError
+            "YAPTIDE_RUNNER_CONVERTER",
+            "   ",
+            "is blank: a command, or \"\" for the default (got '   ')",
+        ),
+        (
+            "YAPTIDE_SLURM_TIME_LIMIT",
+            "\u0661:00",
+            "must be a SLURM time limit (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS) (got '\u0661:00')",
+        ),
         ("YAPTIDE_AUTH_REGISTRATION", "OPEN", "must be one of: open, closed (got 'OPEN')"),
         ("YAPTIDE_SERVER_PROT", "1", "unknown setting (no such key in config.toml)"),
         (
