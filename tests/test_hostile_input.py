@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from server.keys import SECRET
-from tests.helpers import KEY, login, payload, raw_results_body, set_key, submit
+from tests.helpers import KEY, login, payload, raw_results_body, set_key, status, submit
 
 MAX_INT64 = 2**63 - 1
 NUL = "Invalid {}: must not contain NUL characters"
@@ -290,3 +290,24 @@ def test_a_beam_file_of_blank_lines_is_read_in_linear_time():
         [sys.executable, "-c", code], capture_output=True, timeout=30, cwd=root, check=False
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, b"0\n", b"")
+
+
+@pytest.mark.parametrize(
+    ("base", "name", "text"),
+    [
+        # A START card without its value: the next card's E (EMFCUT) was taken for it, and a
+        # valid input refused ("'E' is not a number of primaries").
+        (FLUKA, "fl_sim.inp", "TITLE\nx\nSTART\nEMFCUT        -1.0\nSTOP\n"),
+        # Other scripts' digits, which SHIELD-HIT12A cannot read, are no count of primaries.
+        (FILES_PAYLOAD, "beam.dat", "NSTAT \u0661\u0660\u0660\n"),
+    ],
+)
+async def test_primaries_are_read_only_from_their_own_line_in_ascii_digits(
+    client, base: dict[str, Any], name: str, text: str
+) -> None:
+    await login(client)
+    response = await client.post("/jobs/direct", json=with_file(base, name, text))
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    tasks = (await status(client, job_id))["job_tasks_status"]
+    assert [task["requested_primaries"] for task in tasks] == [0] * len(tasks)

@@ -98,6 +98,12 @@ def test_shieldhit_progress_from_real_output():
         progress, "  Primary particle no.   30  ETR:   1 hour  2 minutes  3 seconds"
     )
     assert (progress.simulated, progress.estimated_time) == (30, 3723)
+    # Not a count: int() refuses 5,000 digits (the task failed with a ValueError); other
+    # scripts' digits. Such lines are not progress.
+    for count in ("1" * 5000, "\u0664\u0660"):
+        line = f"  Primary particle no.   {count}  ETR:   0 hours  0 minutes  1 seconds"
+        prog.read_shieldhit_line(progress, line)
+    assert (progress.simulated, progress.estimated_time) == (30, 3723)
 
 
 def test_fluka_progress_rows():
@@ -109,6 +115,11 @@ def test_fluka_progress_rows():
     for line in [" 1NUMBER OF BEAM    BEAM PARTICLES", row, " NEXT SEEDS:  1 2 3 4 5 6", "x y z"]:
         parser.feed(line)
     assert (progress.simulated, progress.estimated_time) == (980000, 4)
+    # Negative numbers (an input's comment echoed into the .out) are no progress below 0: the
+    # server refused the report with a 400, and the worker then stopped its simulator.
+    parser.feed(" 1NUMBER OF BEAM    BEAM PARTICLES")
+    parser.feed("  -5  10  0  -1.0  0  0")
+    assert (progress.simulated, progress.estimated_time) == (0, 0)
 
 
 def test_tail_keeps_the_end():

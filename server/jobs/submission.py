@@ -20,8 +20,8 @@ MAX_TITLE = 1000  # characters: listed on every page of GET /user/simulations
 # recursion limit in the converter.
 NESTED_TOO_DEEPLY = "Invalid input: nested too deeply"
 # Blanks, not \s: across lines, a file of blank lines took time growing with its square.
-_NSTAT = re.compile(r"^[ \t]*NSTAT[ \t]+(\d+)", re.MULTILINE)
-_FLUKA_START = re.compile(r"^START\s+([0-9.eE+-]+)", re.MULTILINE)
+_NSTAT = re.compile(r"^[ \t]*NSTAT[ \t]+([0-9]+)", re.MULTILINE)
+_FLUKA_START = re.compile(r"^START[ \t]+([0-9.eE+-]+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from server.worker.client import ServerClient, Unreachable
 
 log = logging.getLogger(__name__)
 
+_COUNT = r"([0-9]{1,19})"  # ASCII, and few enough digits for int() (it refuses over 4,300)
 SHIELDHIT_PRIMARY = re.compile(
-    r"Primary particle no.\s+(\d+)\s+ETR:\s*(\d+)\s+hours?\s+(\d+)\s+minutes?\s+(\d+)\s+seconds?"
+    rf"Primary particle no.\s+{_COUNT}\s+ETR:\s*{_COUNT}\s+hours?\s+{_COUNT}\s+minutes?"
+    rf"\s+{_COUNT}\s+seconds?"
 )
 FLUKA_TABLE_MARKS = ("NUMBER OF BEAM", "NEXT SEEDS:")
 FLUKA_OUT_GLOB = "fluka_*/*001.out"
@@ -39,9 +41,9 @@ class Progress:
 
     def set(self, simulated: int, estimated_time: int | None) -> None:
         """Past these bounds the server refuses the report (400), which stops the simulator."""
-        simulated = min(simulated, MAX_PRIMARIES)
+        simulated = max(min(simulated, MAX_PRIMARIES), 0)
         if estimated_time is not None:
-            estimated_time = min(estimated_time, MAX_ESTIMATE)
+            estimated_time = max(min(estimated_time, MAX_ESTIMATE), 0)
         if (simulated, estimated_time) != (self.simulated, self.estimated_time):
             self.simulated, self.estimated_time = simulated, estimated_time
             self.version += 1
