@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from server.app import create_app
-from server.results.pagesplit import SPLIT_ABOVE
+from server.results.pagesplit import SPLIT_ABOVE, find_pages
 from tests.helpers import KEY, login, raw_results_body, set_key, submit, upload_pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,9 +160,12 @@ async def test_a_large_body_with_a_broken_page_and_no_key_is_400(client, conn) -
 # Bodies on which a backtracking scan of strings would not end: a string that is never closed
 # (time doubling with each byte after its quote), and one followed by escaped quotes (each of
 # which would start a new scan to the end of the body).
+# And one where each colon copied the 8 MB string before it: hours (a 17 KB gzip body, sent by
+# anyone: the scan came before any key was checked).
 HOSTILE = {
-    "unclosed string": b'{"estimators":[' + b"1," * 1000 + b'"' + b"a" * 64,
-    "escaped quotes after it": b'{"a":"x' + b'\\"' * 200_000,
+    "unclosed string": (b'{"estimators":[' + b"1," * 1000 + b'"' + b"a" * 64, b"None"),
+    "escaped quotes after it": (b'{"a":"x' + b'\\"' * 200_000, b"None"),
+    "colons after a long key": (b'{"' + b"a" * (8 << 20) + b'"' + b":" * (1 << 20) + b"}", b"[]"),
 }
 
 
@@ -170,10 +173,19 @@ HOSTILE = {
 def test_the_page_scan_ends_on_hostile_bodies(name) -> None:
     """In a process of its own, killed after 30 s: such a scan would hold the event loop."""
     code = "import sys; from server.results import pagesplit as p; print(p.find_pages(sys.stdin.buffer.read()))"
+    body, found = HOSTILE[name]
     done = subprocess.run(
-        [sys.executable, "-c", code], input=HOSTILE[name], capture_output=True, timeout=30, cwd=ROOT
+        [sys.executable, "-c", code], input=body, capture_output=True, timeout=30, cwd=ROOT
     )
-    assert (done.returncode, done.stdout, done.stderr) == (0, b"None\n", b"")
+    assert (done.returncode, done.stdout, done.stderr) == (0, found + b"\n", b"")
+
+
+def test_the_page_scan_stops_past_the_most_pages_an_upload_may_have() -> None:
+    """Millions of `{}` pages made millions of spans (3 GB for 20 MiB), held from nothing: past
+    the limit the body is parsed whole, its parse held from the budget first."""
+    body = b'{"estimators":[{"name":"z","pages":[' + b",".join([b"{}"] * 11) + b"]}]}"
+    assert len(find_pages(body, 11)) == 11
+    assert find_pages(body, 10) is None
 
 
 async def test_large_upload_with_a_string_never_closed_is_400(client, conn) -> None:
@@ -261,3 +273,27 @@ async def test_a_client_that_reads_too_slowly_is_cut_off(
         received += await read_rest(sock)
     assert received < length, f"all {received} bytes were sent, {length} of them values"
     assert "the client took nothing for 1.0 s; connection dropped" in caplog.text
+
+
+async def test_what_a_split_body_keeps_besides_its_pages_is_held_from_the_budget(
+    aiohttp_client, make_config, conn
+) -> None:
+    """A known worker's large body of one small page and, beside it, 5.6 million empty lists
+    (~400 MB of objects, kept while the pages are parsed): only the page's parse was held, so
+    it was parsed whatever the budget. It is held now: past the budget, a 413."""
+    size = 32 << 20
+    config = make_config(server={"worker_max_body_size": size, "body_budget": size})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    page = {"page_number": 1, "dimensions": 1, "data": {"values": [1.0]}}
+    body = orjson.dumps(
+        {"simulation_id": job_id, "update_key": KEY, "estimators": [{"name": "z", "pages": [page]}]}
+    )
+    body = body[:-1] + b',"junk":[' + b",".join([b"[]"] * (SPLIT_ABOVE // 3 + 1)) + b"]}"
+    assert len(body) > SPLIT_ABOVE
+    response = await upload(client, job_id, body)
+    assert response.status == 413, await response.text()
+    assert (await response.json())["message"].startswith("Request body too large once parsed")
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0

@@ -14,12 +14,13 @@ from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
 from server.keys import CONFIG, POOL, RESULTS_INDEX, USER
 from server.limits.bodies import hold_for_parsing
+from server.limits.budget import STRANGER, parse_cost
 from server.results import negotiation, render
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
-from server.results.pagesplit import PageSpans, page_spans, parsed_whole, split_upload
+from server.results.pagesplit import PageSpans, page_spans, parsed_whole, skeleton, split_upload
 from server.results.stores import stores_of, write_when_finished
-from server.results.upload import parse_estimators
+from server.results.upload import MAX_ITEMS, parse_estimators
 from server.store import results
 
 NO_RESULTS = "Results not available"
@@ -46,16 +47,21 @@ async def upload(request: web.Request) -> web.Response:
 async def parse_upload(
     request: web.Request, raw: bytearray
 ) -> tuple[dict[str, Any], PageSpans | None]:
-    """The upload parsed (pagesplit.split_upload), what parsing takes held from the budget
-    first: for a body split into pages, its largest page's (they are parsed one at a time)."""
-    spans = page_spans(raw)
-    largest = max(spans, key=lambda span: span[1] - span[0]) if spans else (0, len(raw))
-    await hold_for_parsing(request, raw, *largest)
-    parsed = split_upload(raw, spans)
-    if parsed is None:  # parsed whole after all
-        await hold_for_parsing(request, raw)
-        return parsed_whole(raw)
-    return parsed
+    """The upload parsed, what parsing takes held from the budget first: a large body of a
+    known sender split into pages (pagesplit.split_upload), the rest of the body's objects and
+    its largest page's (pages are parsed one at a time); any other parsed whole. A stranger's
+    body is not scanned for pages: its whole parse was held before its key was looked for
+    (server/jobs/access.py), and the scan of a body of brackets takes seconds."""
+    spans = None if request.get(STRANGER, True) else page_spans(raw, MAX_ITEMS)
+    if spans:
+        rest = skeleton(raw, spans)
+        largest = max(spans, key=lambda span: span[1] - span[0])
+        await hold_for_parsing(request, raw, *largest, plus=len(rest) + parse_cost(rest))
+        parsed = split_upload(raw, spans, rest)
+        if parsed is not None:
+            return parsed
+    await hold_for_parsing(request, raw)
+    return parsed_whole(raw)
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:

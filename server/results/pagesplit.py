@@ -30,6 +30,9 @@ PLACEHOLDER_KEY = "\0page"
 # every escaped quote after it would have started another scan to the end.
 _TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]++|\\.)*+(?P<end>")?|[{}\[\]:]', re.DOTALL)
 _CLOSERS = (0x7D, 0x5D)  # "}", "]"
+# Only these keys give a role; a longer string before a colon is not copied (a colon after an
+# 8 MB key, repeated, copied it again each time: hours of the event loop for a 17 KB gzip body).
+_KEY_LENGTH = len(b'"estimators"')
 _ROLES = {
     (None, b"{"): "root",
     ("root", b"[", b'"estimators"'): "estimators",
@@ -66,8 +69,10 @@ def _role(parent: str | None, opening: bytes, key: bytes | None) -> str:
     return role or "other"
 
 
-def find_pages(body: bytes | bytearray) -> list[tuple[int, int]] | None:
-    """(start, end) of every page object, or None when the brackets do not balance."""
+def find_pages(body: bytes | bytearray, max_pages: int = 2**63) -> list[tuple[int, int]] | None:
+    """(start, end) of every page object, or None when the brackets do not balance or there are
+    more than `max_pages` (then the whole body is parsed, its parse held from the budget: the
+    spans of millions of `{}` pages took gigabytes, held from nothing)."""
     stack: list[tuple[str, int]] = []  # (role, start offset) of each open container
     key: bytes | None = None
     last_string: tuple[int, int] = (0, 0)
@@ -81,7 +86,8 @@ def find_pages(body: bytes | bytearray) -> list[tuple[int, int]] | None:
             last_string = (start, match.end())
         elif char == 0x3A:  # ":"
             named = stack and stack[-1][0] in ("root", "estimator")
-            key = bytes(body[last_string[0] : last_string[1]]) if named else None
+            short = last_string[1] - last_string[0] <= _KEY_LENGTH
+            key = bytes(body[last_string[0] : last_string[1]]) if named and short else None
         elif char in (0x7B, 0x5B):  # "{", "["
             parent = stack[-1][0] if stack else None
             inner = parent in ("page", "other")
@@ -95,10 +101,13 @@ def find_pages(body: bytes | bytearray) -> list[tuple[int, int]] | None:
                 return None
             if role == "page":
                 spans.append((opened, match.end()))
+                if len(spans) > max_pages:
+                    return None
     return spans if not stack else None
 
 
-def _skeleton(body: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes:
+def skeleton(body: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes:
+    """The body with each page (at `spans`) replaced by a placeholder naming its number."""
     pieces, position = [], 0
     for number, (start, end) in enumerate(spans):
         pieces.append(bytes(body[position:start]))
@@ -125,23 +134,22 @@ def _parse(body: bytes | bytearray | memoryview) -> Any:
         raise BadRequest("Malformed JSON body") from None
 
 
-def page_spans(body: bytes | bytearray) -> list[tuple[int, int]] | None:
+def page_spans(body: bytes | bytearray, max_pages: int) -> list[tuple[int, int]] | None:
     """Where the pages of a large body are (None: parsed whole, small or not so laid out)."""
-    return find_pages(body) if len(body) > SPLIT_ABOVE else None
+    return find_pages(body, max_pages) if len(body) > SPLIT_ABOVE else None
 
 
 def split_upload(
-    body: bytes | bytearray, spans: list[tuple[int, int]] | None
-) -> tuple[dict[str, Any], PageSpans | None] | None:
-    """The body parsed, with its pages (at `spans`) left as placeholders; and the pages.
+    body: bytes | bytearray, spans: list[tuple[int, int]], rest: bytes
+) -> tuple[dict[str, Any], PageSpans] | None:
+    """The body parsed, with its pages (at `spans`) left as placeholders (`rest`, its
+    skeleton); and the pages.
 
     None when the body must be parsed whole after all (parsed_whole): unless every
     page's placeholder is found where pages are read, once each and in order, pages the parsed
     body leaves out (a duplicate key replaced them) would never be parsed, and an object the
     client shaped like a placeholder would stand for a page it is not."""
-    if not spans:
-        return parsed_whole(body)
-    data = _parse(_skeleton(body, spans))
+    data = _parse(rest)
     if _placeholders(data) != list(range(len(spans))):
         return None
     return _object(data), PageSpans(memoryview(body), spans)
