@@ -3,6 +3,7 @@ size limit's boundary, against the real server (its connection settings are run.
 
 import asyncio
 import gzip
+import io
 import zlib
 
 import orjson
@@ -46,6 +47,24 @@ async def test_encoded_bodies_are_inflated(client, encode, encoding) -> None:
     headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
     response = await client.post("/auth/login", data=encode(PLAIN), headers=headers)
     assert response.status == 202, await response.text()
+
+
+@pytest.mark.parametrize("past", [114, 120, 133])
+async def test_a_deflate_body_whose_end_crosses_a_piece_bound_is_read_whole(client, past) -> None:
+    """A body is inflated in pieces of at most 1 MiB. When its last bytes are a back-reference
+    across that bound, zlib has read all its input but still holds output: that valid body was
+    a 400 "not valid deflate data (truncated)", every time it was sent."""
+    await login(client)
+    body = PLAIN + b" " * ((1 << 20) + past - len(PLAIN))
+    headers = {"Content-Type": "application/json"}
+    plain = await client.post("/jobs/direct", data=io.BytesIO(body), headers=headers)
+    raw = zlib.compress(body, 1, wbits=-15)
+    headers["Content-Encoding"] = "deflate"
+    inflated = await client.post("/jobs/direct", data=raw, headers=headers)
+    expected = (400, {"message": "Missing field: sim_type"})  # the body was read whole
+    assert (
+        (inflated.status, await inflated.json()) == (plain.status, await plain.json()) == expected
+    )
 
 
 async def test_truncated_gzip_is_400(client) -> None:

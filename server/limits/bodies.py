@@ -112,6 +112,12 @@ async def _inflated(
             except zlib.error:
                 raise BadRequest(f"Request body is not valid {encoding} data") from None
             data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+    while inflater is not None and not inflater.eof:  # all read; what zlib may still hold (the
+        # end of a back-reference across a piece's bound: the input consumed, the output not)
+        piece = inflater.decompress(b"", _CHUNK * 4)
+        if not piece:
+            break
+        yield piece
     if inflater is None or not inflater.eof:
         raise BadRequest(f"Request body is not valid {encoding} data (truncated)")
 
