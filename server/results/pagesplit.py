@@ -30,8 +30,8 @@ PLACEHOLDER_KEY = "\0page"
 # every escaped quote after it would have started another scan to the end.
 _TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]++|\\.)*+(?P<end>")?|[{}\[\]:]', re.DOTALL)
 _CLOSERS = (0x7D, 0x5D)  # "}", "]"
-# Only these keys give a role; a longer string before a colon is not copied (a colon after an
-# 8 MB key, repeated, copied it again each time: hours of the event loop for a 17 KB gzip body).
+# The longest key that gives a role (_ROLES); a longer string before a colon is not copied (each
+# colon after an 8 MB key copied it again: hours of the event loop for a 17 KB gzip body).
 _KEY_LENGTH = len(b'"estimators"')
 _ROLES = {
     (None, b"{"): "root",
