@@ -14,6 +14,7 @@ import pytest
 
 from server.app import create_app
 from server.editor import convert
+from server.runner import Job
 from tests.helpers import (
     FAKE_WORKER,
     FIXTURES,
@@ -298,3 +299,9 @@ async def _submit_large(client, body: dict) -> str:
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+def test_a_jobs_repr_shows_no_update_key() -> None:
+    """A job in a log line or a traceback's locals must not carry its key in clear."""
+    job = Job("job", "shieldhit", "files", 1, (100,), "k" * 43, {})
+    assert "k" * 43 not in repr(job) and "job" in repr(job)

@@ -6,7 +6,7 @@ jobs to external workers; `local` (server/runner/local/) runs the worker command
 `slurm` (server/runner/slurm/) sends each simulation to SLURM as a job array and a merge job.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -21,7 +21,7 @@ class Job:
     input_type: str
     ntasks: int
     primaries: tuple[int, ...]  # requested primaries of task 1..ntasks
-    update_key: str
+    update_key: str = field(repr=False)  # a job logged or in a traceback shows no key
     input: dict[str, Any]  # the editor project JSON, or {filename: text}
 
 
