@@ -37,6 +37,7 @@ from server.keys import (
 )
 from server.limits.bodies import with_body_budget
 from server.limits.budget import BodyBudget
+from server.limits.serving import one_write_per_response
 from server.limits.throttle import LoginThrottle
 from server.results import bodyfiles
 from server.results.bodyfiles import BodyFiles
@@ -241,6 +242,7 @@ def create_app(config: Config) -> web.Application:
         middlewares.append(bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app.on_response_prepare.append(no_store)
+    app.on_startup.append(one_write_per_response)
     app[CONFIG] = config
     # The budget holds at least one body of the largest size, or that body could never be read.
     budget = max(config.server.body_budget, client_max_size)

@@ -12,10 +12,10 @@ from server.errors import ApiError, NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
-from server.keys import CONFIG, POOL, RESULTS_INDEX, USER
+from server.keys import BODY_CACHE, CONFIG, POOL, RESULTS_INDEX, USER
 from server.limits.bodies import hold_for_parsing
 from server.limits.budget import STRANGER, parse_cost
-from server.results import negotiation, render
+from server.results import negotiation, render, repeats
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
 from server.results.pagesplit import PageSpans, page_spans, parsed_whole, skeleton, split_upload
@@ -65,6 +65,10 @@ async def parse_upload(
 
 
 async def get_results(request: web.Request) -> web.StreamResponse:
+    key = repeats.key_of(request)
+    repeated = _repeated(request, key)
+    if repeated is not None:
+        return repeated
     job_id = query_param(request, "job_id")
     estimator = optional_query_param(request, "estimator_name")
     numbers = page_filter(request.query)
@@ -72,7 +76,21 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     view = entry.view(estimator, numbers)
     if not view.estimator_found:
         raise NotFound(f"Estimator not found: {estimator}")
-    return await send_view(request, view)
+    response = await send_view(request, view)
+    if key is not None:
+        gzip = negotiation.accepts_gzip(key[1])
+        request.app[RESULTS_INDEX].remember(key, entry, view.gzip if gzip else view.identity)
+    return response
+
+
+def _repeated(request: web.Request, key: repeats.Key | None) -> web.Response | None:
+    """The answer to a query answered before from a trusted entry, from the body cache
+    (server/results/repeats.py); None: work it out in full."""
+    if key is None:
+        return None
+    app = request.app
+    variant = app[RESULTS_INDEX].repeat(key, request[USER].id)
+    return None if variant is None else render.from_cache(request, variant, app[BODY_CACHE])
 
 
 async def owned_results(request: web.Request, job_id: str) -> Entry:

@@ -7,10 +7,11 @@ what the tests check is what runs.
 
 import asyncio
 import socket
+import sys
 import weakref
 from typing import Any
 
-from aiohttp import web
+from aiohttp import http_writer, web
 
 from server.config import Config
 from server.keys import CONFIG
@@ -36,6 +37,20 @@ def handler_settings(config: Config) -> dict[str, Any]:
         # usual supervisors' patience (docker 10 s, Kubernetes 30 s), which then kill -9.
         "shutdown_timeout": SHUTDOWN_TIMEOUT,
     }
+
+
+async def one_write_per_response(app: web.Application) -> None:
+    """An on_startup hook: a response's headers and body are handed to the transport in one
+    `writelines`, neither sent apart (a send, and on loopback a packet, of their own) nor joined
+    into one new buffer (a copy of the whole body). aiohttp uses writelines only from Python
+    3.12.9, whose asyncio transports bound it by the write buffer's high-water mark (CPython
+    gh-127655); before that it joins. uvloop's writelines is a writev that keeps
+    that bound, and asyncio's before 3.12 is that same join: with either, aiohttp may use it.
+    With server/results/repeats.py: 9 % more cached fetches of finished results a second
+    (bench/HISTORY.md, 2026-12-02 evening)."""
+    loop = asyncio.get_running_loop()
+    if sys.version_info < (3, 12) or type(loop).__module__.startswith("uvloop"):
+        http_writer.SKIP_WRITELINES = False
 
 
 def drop_when_stalled(request: web.Request) -> None:

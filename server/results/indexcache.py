@@ -12,6 +12,9 @@ owner, state, results version), so a fetch after an acknowledged upload sees tha
 An entry read while a change notification for it may have been in flight is never trusted: every
 notification is numbered, and an entry becomes trusted only when no notification about its
 simulation arrived since the read began (`mark`/`changed_since`).
+
+What queries answered from trusted entries came to is kept here too (`repeat`/`remember`,
+server/results/repeats.py), and forgotten as soon as one of those entries is dropped.
 """
 
 import time
@@ -24,6 +27,7 @@ from server.models import Db
 from server.results import negotiation
 from server.results.heads import HeadReader
 from server.results.lru import HashedKey
+from server.results.repeats import Key, Repeat, Repeats
 from server.store import results
 from server.store.results import PageRef, ResultsIndex
 
@@ -167,6 +171,7 @@ class IndexCache:
         self._forgotten = 0  # `_changed` knows nothing of notifications up to this number
         self._lease_until = 0.0  # monotonic time until which trusted entries may be served
         self.heads = HeadReader()
+        self.repeats = Repeats()  # what repeated queries of trusted entries came to
 
     # the change listener's side
 
@@ -186,6 +191,7 @@ class IndexCache:
         self._forgotten = self._events
         self._changed.clear()
         self._entries.clear()
+        self.repeats.clear()
         self.pages = 0
         self._lease_until = 0.0
 
@@ -224,6 +230,20 @@ class IndexCache:
         self._put(job_id, entry)
         return entry
 
+    def repeat(self, key: Key, user_id: int) -> Variant | None:
+        """What a query answered from a trusted entry came to (server/results/repeats.py), asked
+        again by the simulation's owner while the lease holds; None: work it out in full."""
+        found = self.repeats.get(key)
+        if found is None or found.user_id != user_id or time.monotonic() >= self._lease_until:
+            return None
+        return found.variant
+
+    def remember(self, key: Key, entry: Entry, variant: Variant) -> None:
+        """Remember what a query came to, if from a trusted entry that is still kept."""
+        job_id = entry.index.job_id
+        if entry.trusted and self._entries.get(job_id) is entry:
+            self.repeats.put(key, Repeat(job_id, entry.user_id, variant))
+
     def _trustworthy(self, index: ResultsIndex, job_id: str, mark: int) -> bool:
         finished = index.head.job_state in TERMINAL_STATES
         return finished and not self.changed_since(job_id, mark)
@@ -235,13 +255,14 @@ class IndexCache:
         self._entries[job_id] = entry
         self.pages += _weight(entry)
         while len(self._entries) > self.max_entries or self.pages > self.max_pages:
-            _, evicted = self._entries.popitem(last=False)
-            self.pages -= _weight(evicted)
+            self._drop(next(iter(self._entries)))
 
     def _drop(self, job_id: str) -> None:
         entry = self._entries.pop(job_id, None)
         if entry is not None:
             self.pages -= _weight(entry)
+        if job_id in self.repeats.jobs:
+            self.repeats.clear()
 
 
 # An index holds its estimators' own fields too, of any size a worker sent: they count as one

@@ -1,5 +1,7 @@
-"""Writing a `GET /results` body to its client: whole (send_body), or streamed with its exact
-length (stream), the connection dropped when the client stops taking it."""
+"""Writing a large `GET /results` body to its client: streamed with its exact length (stream), the
+connection dropped when the client stops taking it. (A body up to render.SINGLE_WRITE is one
+web.Response: its headers and body go to the transport in one writelines, see
+server/limits/serving.py.)"""
 
 import asyncio
 import logging
@@ -13,7 +15,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_AT = 1 << 20
 FIRST_FLUSH = 64 << 10
-APART = 64 << 10  # bodies from this size are written apart from their headers (send_body)
 
 
 async def stream(
@@ -35,8 +36,6 @@ async def stream(
     response = web.StreamResponse(headers=headers)
     response.content_length = length
     await response.prepare(request)
-    if not gather:  # the first large piece written apart from the headers (see send_body)
-        request.writer.send_headers()
     with Stall(request) as stall:
         sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
         if sent != length:
@@ -122,19 +121,3 @@ class Stall:
         if self.request.transport is not None:
             self.request.transport.abort()
         log.warning("%s; connection dropped", self.message)
-
-
-async def send_body(
-    request: web.Request, headers: dict[str, str], body: bytes
-) -> web.StreamResponse:
-    """A response of `body`. A large one is written after its headers rather than joined with
-    them into one new buffer (aiohttp does that before Python 3.12: a copy of the whole body).
-    A HEAD gets the headers only (aiohttp leaves a web.Response's body out)."""
-    if len(body) < APART or request.method == "HEAD":
-        return web.Response(body=body, headers=headers)
-    response = web.StreamResponse(headers=headers)
-    response.content_length = len(body)
-    await response.prepare(request)
-    request.writer.send_headers()
-    await response.write_eof(body)
-    return response

@@ -1,0 +1,145 @@
+"""Repeated `GET /results` of finished results (server/results/repeats.py): what a query came to
+is answered again only while the full path would answer the same, to the same user."""
+
+import asyncio
+import time
+
+import pytest
+
+from server.keys import RESULTS_INDEX
+from server.results.indexcache import IndexCache
+from tests.helpers import answer, reference, set_key, submit, switch_user, upload
+from tests.test_results_indexcache import COMPLETE, RENAME, stored_job
+
+KEY = ("job_id=x", "gzip")  # what a query is remembered by: its raw query string, Accept-Encoding
+
+
+async def remembered(conn, cache: IndexCache, job_id: str):
+    """The gzip variant of the full view of `job_id`, remembered under KEY."""
+    entry = await cache.get(conn, job_id)
+    variant = entry.view(None, None).gzip
+    cache.remember(KEY, entry, variant)
+    return entry, variant
+
+
+async def finished_and_leased(client, conn, seconds: float = 60) -> tuple[IndexCache, str]:
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    cache = IndexCache(10)
+    cache.renew(time.monotonic() + seconds)
+    return cache, job_id
+
+
+async def test_a_repeat_is_answered_only_to_the_owner(client, conn):
+    cache, job_id = await finished_and_leased(client, conn)
+    entry, variant = await remembered(conn, cache, job_id)
+    assert cache.repeat(KEY, entry.user_id) is variant
+    assert cache.repeat(KEY, entry.user_id + 1) is None
+    assert cache.repeat(("job_id=x", ""), entry.user_id) is None  # another Accept-Encoding
+
+
+async def test_a_running_simulation_is_never_remembered(client, conn):
+    job_id = await stored_job(client, conn)
+    cache = IndexCache(10)
+    cache.renew(time.monotonic() + 60)
+    entry, _ = await remembered(conn, cache, job_id)
+    assert not entry.trusted and cache.repeat(KEY, entry.user_id) is None
+
+
+async def test_repeats_are_forgotten_when_their_entry_leaves(client, conn):
+    """A change notification, a lost listener, an eviction: each drops what was remembered,
+    and a notification about another simulation drops nothing."""
+    cache, job_id = await finished_and_leased(client, conn)
+    entry, variant = await remembered(conn, cache, job_id)
+    cache.changed("another job")
+    assert cache.repeat(KEY, entry.user_id) is variant
+    cache.changed(job_id)
+    assert cache.repeat(KEY, entry.user_id) is None
+
+    cache.renew(time.monotonic() + 60)
+    entry, variant = await remembered(conn, cache, job_id)
+    cache.distrust()
+    assert cache.repeat(KEY, entry.user_id) is None
+
+    cache = IndexCache(1)  # room for one entry
+    cache.renew(time.monotonic() + 60)
+    entry, variant = await remembered(conn, cache, job_id)
+    other = await submit(client)
+    await set_key(conn, other)
+    assert (await upload(client, other)).status == 202
+    await conn.execute(COMPLETE, other)
+    assert await cache.get(conn, other) is not None  # evicts the first
+    assert cache.repeat(KEY, entry.user_id) is None
+
+
+async def test_an_entry_dropped_while_its_answer_was_made_is_not_remembered(client, conn):
+    cache, job_id = await finished_and_leased(client, conn)
+    entry = await cache.get(conn, job_id)
+    cache.changed(job_id)  # while the body was being made
+    cache.remember(KEY, entry, entry.view(None, None).gzip)
+    assert cache.repeat(KEY, entry.user_id) is None
+
+
+async def test_a_repeat_needs_the_lease(client, conn):
+    cache, job_id = await finished_and_leased(client, conn, seconds=0.3)
+    entry, variant = await remembered(conn, cache, job_id)
+    assert cache.repeat(KEY, entry.user_id) is variant
+    await asyncio.sleep(0.4)
+    assert cache.repeat(KEY, entry.user_id) is None
+
+
+# Through the server: the answers a user sees.
+
+
+async def finished_job(client, conn) -> str:
+    job_id = await stored_job(client, conn)
+    await conn.execute(COMPLETE, job_id)
+    return job_id
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_repeated_fetch_is_the_first_answer_again(client, conn, encoding):
+    job_id = await finished_job(client, conn)
+    first = await answer(client, job_id, encoding)
+    await conn.execute(RENAME, job_id)  # behind the server's back: it answers from memory
+    assert [await answer(client, job_id, encoding) for _ in range(3)] == [first] * 3
+    cache = client.app[RESULTS_INDEX]
+    assert cache.repeats.jobs == {job_id}  # remembered by the first, answered from memory after
+
+
+async def test_repeated_queries_keep_every_rule_of_the_full_path(client, conn):
+    job_id = await finished_job(client, conn)
+    url = f"/results?job_id={job_id}"
+    gzip, plain = {"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}
+    for _ in range(2):
+        response = await client.get(url, headers=gzip, auto_decompress=False)
+        assert (response.status, response.headers["Content-Encoding"]) == (200, "gzip")
+    response = await client.get(url, headers=plain)
+    assert (response.status, await response.json()) == (
+        200,
+        {"message": "Results", "estimators": reference()},
+    )
+    assert "Content-Encoding" not in response.headers
+    etag = response.headers["ETag"]
+    response = await client.get(url, headers={**plain, "If-None-Match": etag})
+    assert (response.status, await response.read()) == (304, b"")
+    response = await client.head(url, headers=gzip)
+    assert (response.status, await response.read()) == (200, b"")
+    response = await client.get(url + "&estimator_name=nope", headers=gzip)
+    assert (response.status, await response.json()) == (
+        404,
+        {"message": "Estimator not found: nope"},
+    )
+
+    await switch_user(client, "bob")
+    response = await client.get(url, headers=gzip)
+    assert (response.status, await response.json()) == (
+        403,
+        {"message": "Simulation belongs to another user"},
+    )
+
+    await switch_user(client, "alice")
+    deleted = await client.delete("/user/simulations", params={"job_id": job_id})
+    assert deleted.status == 200
+    response = await client.get(url, headers=gzip)
+    assert (response.status, await response.json()) == (404, {"message": "Simulation not found"})
