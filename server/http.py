@@ -27,8 +27,23 @@ _HTTP_MESSAGES = {
 }
 
 
+class ReleasingResponse(web.Response):
+    """A web.Response that lets go of its body once written. aiohttp's connection handler keeps
+    a keep-alive connection's last response until the next request on it (or its close), so
+    each idle connection would hold the last body it was sent: 8 that fetched 20 MB each held
+    140 MiB more than with this (uvloop, 2026-12-02)."""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        try:
+            await super().write_eof(data)
+        finally:
+            self.body = None
+
+
 def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    return ReleasingResponse(
+        body=orjson.dumps(body), status=status, content_type="application/json"
+    )
 
 
 def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:

@@ -6,7 +6,6 @@ import contextlib
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import http_writer
+import uvloop
+from aiohttp import http_writer, web
 
 from server import openapi
 from server.accounts import passwords
@@ -25,6 +25,7 @@ from server.config import ConfigError
 from server.database.sql import query
 from server.handlers.meta import VERSION
 from server.keys import CONFIG
+from server.limits import serving
 from tests.helpers import eventually, register
 from tests.limits import PLAIN, raw_request, response_of, started
 from tests.servers import free_port, start, wait_ready
@@ -80,15 +81,26 @@ async def test_idle_keep_alive_connection_is_closed(aiohttp_client, make_config)
 async def test_headers_and_body_go_to_the_transport_together(
     aiohttp_client, make_config, monkeypatch
 ) -> None:
-    """server/limits/serving.py: once the app has started, aiohttp hands a response's headers
-    and body to the transport in one writelines (not joined into a copy of the body first),
-    which it does by itself only from Python 3.12.9; the answer is the same."""
+    """server/limits/serving.py: once the app has started under uvloop, aiohttp hands a
+    response's headers and body to the transport in one writelines (not joined into a copy of
+    the body first), which it does by itself only from Python 3.12.9; under asyncio's loop
+    before that, it is left as it is (a large body is then written apart from its headers).
+    The answer is the same either way."""
     monkeypatch.setattr(http_writer, "SKIP_WRITELINES", True)  # aiohttp's choice on 3.11
     client = await started(aiohttp_client, make_config)
-    assert http_writer.SKIP_WRITELINES is (sys.version_info >= (3, 12) and not uvloop_running())
+    assert serving.one_write_per_response in client.app.on_startup
+    assert http_writer.SKIP_WRITELINES is not uvloop_running()
+    assert serving.one_write() is uvloop_running()
     response = await client.get("/openapi.json")  # tens of KB: written with writelines
     document = openapi.document(VERSION, client.app[CONFIG].ui.api_prefix)
     assert (response.status, await response.json()) == (200, document)
+
+
+def test_under_uvloop_aiohttp_writes_headers_and_body_together(monkeypatch) -> None:
+    monkeypatch.setattr(http_writer, "SKIP_WRITELINES", True)
+    monkeypatch.setattr(serving, "_ONE_WRITE", False)
+    uvloop.run(serving.one_write_per_response(web.Application()))
+    assert (http_writer.SKIP_WRITELINES, serving.one_write()) == (False, True)
 
 
 def uvloop_running() -> bool:

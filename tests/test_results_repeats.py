@@ -7,8 +7,8 @@ import time
 import pytest
 
 from server.keys import RESULTS_INDEX
-from server.results.indexcache import IndexCache
-from tests.helpers import answer, reference, set_key, submit, switch_user, upload
+from server.results.indexcache import MAX_VIEW_NUMBERS, IndexCache
+from tests.helpers import answer, eventually, reference, set_key, submit, switch_user, upload
 from tests.test_results_indexcache import COMPLETE, RENAME, stored_job
 
 KEY = ("job_id=x", "gzip")  # what a query is remembered by: its raw query string, Accept-Encoding
@@ -17,9 +17,9 @@ KEY = ("job_id=x", "gzip")  # what a query is remembered by: its raw query strin
 async def remembered(conn, cache: IndexCache, job_id: str):
     """The gzip variant of the full view of `job_id`, remembered under KEY."""
     entry = await cache.get(conn, job_id)
-    variant = entry.view(None, None).gzip
-    cache.remember(KEY, entry, variant)
-    return entry, variant
+    view = entry.view(None, None)
+    cache.remember(KEY, entry, view, gzip=True)
+    return entry, view.gzip
 
 
 async def finished_and_leased(client, conn, seconds: float = 60) -> tuple[IndexCache, str]:
@@ -76,8 +76,20 @@ async def test_an_entry_dropped_while_its_answer_was_made_is_not_remembered(clie
     cache, job_id = await finished_and_leased(client, conn)
     entry = await cache.get(conn, job_id)
     cache.changed(job_id)  # while the body was being made
-    cache.remember(KEY, entry, entry.view(None, None).gzip)
+    cache.remember(KEY, entry, entry.view(None, None), gzip=True)
     assert cache.repeat(KEY, entry.user_id) is None
+
+
+async def test_a_view_its_entry_does_not_keep_is_not_remembered(client, conn):
+    """Views of more than MAX_VIEW_NUMBERS pages are made for each request and not kept: what
+    they hold (a key per page) would weigh on memory with no bound but the count of repeats."""
+    cache, job_id = await finished_and_leased(client, conn)
+    entry = await cache.get(conn, job_id)
+    numbers = list(range(MAX_VIEW_NUMBERS + 1))
+    cache.remember(KEY, entry, entry.view(None, numbers), gzip=True)
+    assert cache.repeat(KEY, entry.user_id) is None and cache.repeats.jobs == set()
+    cache.remember(KEY, entry, entry.view(None, numbers[:-1]), gzip=True)
+    assert cache.repeat(KEY, entry.user_id) is entry.view(None, numbers[:-1]).gzip
 
 
 async def test_a_repeat_needs_the_lease(client, conn):
@@ -100,9 +112,14 @@ async def finished_job(client, conn) -> str:
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 async def test_a_repeated_fetch_is_the_first_answer_again(client, conn, encoding):
     job_id = await finished_job(client, conn)
-    first = await answer(client, job_id, encoding)
-    await conn.execute(RENAME, job_id)  # behind the server's back: it answers from memory
-    assert [await answer(client, job_id, encoding) for _ in range(3)] == [first] * 3
+
+    async def answered_from_memory() -> bool:
+        # (until the notification of the job's completion has been heard, it may be read again)
+        first = await answer(client, job_id, encoding)
+        await conn.execute(RENAME, job_id)  # behind the server's back: no notification
+        return [await answer(client, job_id, encoding) for _ in range(3)] == [first] * 3
+
+    await eventually(answered_from_memory)
     cache = client.app[RESULTS_INDEX]
     assert cache.repeats.jobs == {job_id}  # remembered by the first, answered from memory after
 
@@ -143,3 +160,21 @@ async def test_repeated_queries_keep_every_rule_of_the_full_path(client, conn):
     assert deleted.status == 200
     response = await client.get(url, headers=gzip)
     assert (response.status, await response.json()) == (404, {"message": "Simulation not found"})
+
+
+async def test_a_repeat_keeps_its_entry_recently_used(client, conn):
+    """Answered from repeats alone, a simulation is still the index cache's most recently used:
+    the next one read evicts another."""
+    cache, first = await finished_and_leased(client, conn)
+    cache.max_entries = 2
+    entry, variant = await remembered(conn, cache, first)
+    others = []
+    for _ in range(2):
+        others.append(await submit(client))
+        await set_key(conn, others[-1])
+        assert (await upload(client, others[-1])).status == 202
+        await conn.execute(COMPLETE, others[-1])
+    assert await cache.get(conn, others[0]) is not None
+    assert cache.repeat(KEY, entry.user_id) is variant
+    assert await cache.get(conn, others[1]) is not None  # evicts others[0], not the first
+    assert cache.repeat(KEY, entry.user_id) is variant

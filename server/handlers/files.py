@@ -6,6 +6,7 @@ import orjson
 from aiohttp import web
 
 from server.errors import NotFound, ServiceUnavailable
+from server.http import ReleasingResponse
 from server.jobs.access import owned_simulation
 from server.keys import POOL
 from server.limits.serving import drop_when_stalled
@@ -24,7 +25,7 @@ async def get_inputs(request: web.Request) -> web.Response:
     parts += [b',"input":', found.data]
     if found.files is not None:  # an editor project and the files converted from it
         parts += [b',"input_files":', found.files]
-    return web.Response(body=b"".join([*parts, b"}"]), content_type="application/json")
+    return ReleasingResponse(body=b"".join([*parts, b"}"]), content_type="application/json")
 
 
 async def get_logfiles(request: web.Request) -> web.StreamResponse:

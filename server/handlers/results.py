@@ -66,7 +66,7 @@ async def parse_upload(
 
 async def get_results(request: web.Request) -> web.StreamResponse:
     key = repeats.key_of(request)
-    repeated = _repeated(request, key)
+    repeated = await _repeated(request, key)
     if repeated is not None:
         return repeated
     job_id = query_param(request, "job_id")
@@ -78,19 +78,18 @@ async def get_results(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"Estimator not found: {estimator}")
     response = await send_view(request, view)
     if key is not None:
-        gzip = negotiation.accepts_gzip(key[1])
-        request.app[RESULTS_INDEX].remember(key, entry, view.gzip if gzip else view.identity)
+        request.app[RESULTS_INDEX].remember(key, entry, view, negotiation.accepts_gzip(key[1]))
     return response
 
 
-def _repeated(request: web.Request, key: repeats.Key | None) -> web.Response | None:
+async def _repeated(request: web.Request, key: repeats.Key | None) -> web.StreamResponse | None:
     """The answer to a query answered before from a trusted entry, from the body cache
     (server/results/repeats.py); None: work it out in full."""
     if key is None:
         return None
     app = request.app
     variant = app[RESULTS_INDEX].repeat(key, request[USER].id)
-    return None if variant is None else render.from_cache(request, variant, app[BODY_CACHE])
+    return None if variant is None else await render.from_cache(request, variant, app[BODY_CACHE])
 
 
 async def owned_results(request: web.Request, job_id: str) -> Entry:

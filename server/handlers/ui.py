@@ -10,7 +10,13 @@ from server.accounts import auth
 from server.errors import NotFound, Unauthorized
 from server.handlers import auth as auth_handlers
 from server.handlers.results import get_estimators, owned_results, send_view
-from server.http import error_response, json_response, optional_query_param, query_param
+from server.http import (
+    ReleasingResponse,
+    error_response,
+    json_response,
+    optional_query_param,
+    query_param,
+)
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
 from server.results.filters import page_filter
@@ -32,7 +38,7 @@ async def inputs(request: web.Request) -> web.Response:
     _, rows = status
     primaries = sum(row["requested_primaries"] for row in rows)
     body = shapes.inputs(found.input_type, found.data, found.files, primaries)
-    return web.Response(body=body, content_type="application/json")
+    return ReleasingResponse(body=body, content_type="application/json")
 
 
 async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:

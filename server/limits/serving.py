@@ -7,7 +7,6 @@ what the tests check is what runs.
 
 import asyncio
 import socket
-import sys
 import weakref
 from typing import Any
 
@@ -22,6 +21,7 @@ _MAX_MS = 2**31 - 1  # what the option holds: about 24 days
 # Connections whose socket has the option already: set once per connection, not per request
 # (~2 µs, 1-2 % of a cached fetch; the check costs ~0.15 µs).
 _SET: "weakref.WeakSet[asyncio.BaseTransport]" = weakref.WeakSet()
+_ONE_WRITE = False  # set at startup (one_write_per_response)
 
 
 def handler_settings(config: Config) -> dict[str, Any]:
@@ -40,17 +40,24 @@ def handler_settings(config: Config) -> dict[str, Any]:
 
 
 async def one_write_per_response(app: web.Application) -> None:
-    """An on_startup hook: a response's headers and body are handed to the transport in one
-    `writelines`, neither sent apart (a send, and on loopback a packet, of their own) nor joined
-    into one new buffer (a copy of the whole body). aiohttp uses writelines only from Python
-    3.12.9, whose asyncio transports bound it by the write buffer's high-water mark (CPython
-    gh-127655); before that it joins. uvloop's writelines is a writev that keeps
-    that bound, and asyncio's before 3.12 is that same join: with either, aiohttp may use it.
-    With server/results/repeats.py: 9 % more cached fetches of finished results a second
+    """An on_startup hook: under uvloop, aiohttp hands a response's headers and body to the
+    transport in one `writelines` (uvloop's is a writev), neither sent apart (a send, and on
+    loopback a packet, of their own) nor joined into one new buffer (a copy of the whole body).
+    aiohttp itself uses writelines only from Python 3.12.9, whose asyncio transports bound it by
+    the write buffer's high-water mark (CPython gh-127655); uvloop's keeps that bound. With
+    server/results/repeats.py: 9 % more cached fetches of finished results a second
     (bench/HISTORY.md, 2026-12-02 evening)."""
-    loop = asyncio.get_running_loop()
-    if sys.version_info < (3, 12) or type(loop).__module__.startswith("uvloop"):
+    global _ONE_WRITE
+    uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    if uvloop and hasattr(http_writer, "SKIP_WRITELINES"):
         http_writer.SKIP_WRITELINES = False
+    _ONE_WRITE = not getattr(http_writer, "SKIP_WRITELINES", True)
+
+
+def one_write() -> bool:
+    """Whether aiohttp writes a response's headers and body with one writelines (else it joins
+    them: writing.send_body then writes a large body apart from its headers)."""
+    return _ONE_WRITE
 
 
 def drop_when_stalled(request: web.Request) -> None:

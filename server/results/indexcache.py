@@ -148,6 +148,9 @@ class Entry:
                 self.view_pages += len(found.pages)
         return found
 
+    def keeps(self, view: View) -> bool:
+        return any(kept is view for kept in self.views.values())
+
     def _room_for(self, view: View) -> bool:
         """Whether the remembered views, with `view`, hold no more than their budget of pages."""
         budget = VIEW_PAGES_PER_PAGE * len(self.index.pages) + MAX_VIEW_NUMBERS
@@ -236,12 +239,15 @@ class IndexCache:
         found = self.repeats.get(key)
         if found is None or found.user_id != user_id or time.monotonic() >= self._lease_until:
             return None
+        self._entries.move_to_end(found.job_id)  # kept: dropping it forgets the repeats
         return found.variant
 
-    def remember(self, key: Key, entry: Entry, variant: Variant) -> None:
-        """Remember what a query came to, if from a trusted entry that is still kept."""
+    def remember(self, key: Key, entry: Entry, view: View, gzip: bool) -> None:
+        """Remember what a query came to, if from a view the entry keeps (so that what is
+        remembered weighs nothing more) of a trusted entry that is still kept."""
         job_id = entry.index.job_id
-        if entry.trusted and self._entries.get(job_id) is entry:
+        if entry.trusted and self._entries.get(job_id) is entry and entry.keeps(view):
+            variant = view.gzip if gzip else view.identity
             self.repeats.put(key, Repeat(job_id, entry.user_id, variant))
 
     def _trustworthy(self, index: ResultsIndex, job_id: str, mark: int) -> bool:

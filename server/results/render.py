@@ -3,7 +3,7 @@
 The JSON envelope is written around the pages; each page segment is inflated (identity) or
 passed through as is (gzip, see server/results/deflate.py). Bodies up to SINGLE_WRITE bytes are
 assembled (large identity ones inflated on the inflater thread, server/results/inflating.py),
-sent whole (headers and body in one write, server/limits/serving.py) and kept in the body cache
+sent whole (server/results/writing.py: send_body) and kept in the body cache
 (keyed by the page versions they are made of); larger ones are streamed with their exact length
 as the pages are read a batch at a time, so memory stays flat whatever the size, or, for gzip
 bodies of finished simulations, from their body file (server/results/bodyfiles.py) once it is
@@ -25,7 +25,7 @@ from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_p
 from server.results.indexcache import BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE, Variant, View
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache, Segment, segments
-from server.results.writing import FLUSH_AT, stream
+from server.results.writing import FLUSH_AT, send_body, stream
 from server.store.results import PageRef
 
 NO_DATA = Segment(b"", 0, crc_shift(0), 0)  # an empty page: what a body is without its pages
@@ -160,7 +160,7 @@ async def respond(
     reads no page: the body's length is worked out from the index."""
     db, page_cache, bodies, inflater, files = stores
     variant = view.gzip if gzip else view.identity
-    cached = from_cache(request, variant, bodies)
+    cached = await from_cache(request, variant, bodies)
     if cached is not None:
         return cached
     drop_when_stalled(request)
@@ -177,18 +177,18 @@ async def respond(
         member = await assemble(gzipped(stored, envelope))
         body = await inflating.whole(member, size, inflater)
     bodies.put(variant.body_key, body, len(body))
-    return web.Response(body=body, headers=variant.headers)
+    return await send_body(request, variant.headers, body)
 
 
-def from_cache(
+async def from_cache(
     request: web.Request, variant: Variant, bodies: LruCache[bytes]
-) -> web.Response | None:
+) -> web.StreamResponse | None:
     """The answer of `variant` when the body cache has its body."""
     body = bodies.get(variant.body_key)
     if body is None:
         return None
     drop_when_stalled(request)
-    return web.Response(body=body, headers=variant.headers)
+    return await send_body(request, variant.headers, body)
 
 
 async def _stream_large(

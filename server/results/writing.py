@@ -1,7 +1,5 @@
-"""Writing a large `GET /results` body to its client: streamed with its exact length (stream), the
-connection dropped when the client stops taking it. (A body up to render.SINGLE_WRITE is one
-web.Response: its headers and body go to the transport in one writelines, see
-server/limits/serving.py.)"""
+"""Writing a `GET /results` body to its client: whole (send_body), or streamed with its exact
+length (stream), the connection dropped when the client stops taking it."""
 
 import asyncio
 import logging
@@ -9,12 +7,15 @@ from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 
+from server.http import ReleasingResponse
 from server.keys import CONFIG
+from server.limits import serving
 
 log = logging.getLogger(__name__)
 
 FLUSH_AT = 1 << 20
 FIRST_FLUSH = 64 << 10
+APART = 64 << 10  # without one writelines, bodies from this size go apart from their headers
 
 
 async def stream(
@@ -121,3 +122,20 @@ class Stall:
         if self.request.transport is not None:
             self.request.transport.abort()
         log.warning("%s; connection dropped", self.message)
+
+
+async def send_body(
+    request: web.Request, headers: dict[str, str], body: bytes
+) -> web.StreamResponse:
+    """A response of `body`: one web.Response, its headers and body handed to the transport in
+    one writelines (server/limits/serving.py) and let go of once written. Where that would be a
+    join (no uvloop, Python before 3.12.9), a large body is written after its headers instead
+    (a copy of the whole body cost more than the extra write). A HEAD gets the headers only
+    (aiohttp leaves a web.Response's body out)."""
+    if serving.one_write() or len(body) < APART or request.method == "HEAD":
+        return ReleasingResponse(body=body, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write_eof(body)
+    return response

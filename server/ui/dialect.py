@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from server.accounts.auth import NO_TOKEN, LoggedOut
 from server.errors import NotFound, Unauthorized
+from server.http import ReleasingResponse
 from server.jobs.access import NOT_FOUND
 from server.ui import shapes
 
@@ -27,7 +28,7 @@ def reshaped(handler: Handler, shape: Callable[[dict[str, Any]], dict[str, Any]]
         response = await handler(request)
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
         body = orjson.dumps(shape(orjson.loads(response.body)))
-        return web.Response(body=body, status=response.status, content_type="application/json")
+        return ReleasingResponse(body=body, status=response.status, content_type="application/json")
 
     return dialect
 
