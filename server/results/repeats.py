@@ -5,10 +5,11 @@ polling). The first fetch works its query out in full (server/handlers/results.p
 owner, its filters, the encoding, the view and its variant. What it came to is remembered here,
 by its raw query string and Accept-Encoding, so that a repeat is a lookup, then the body cache.
 Under load, that full path was about a tenth of the time of a cached fetch of the fixture
-(timed in the server; bench/HISTORY.md, 2026-12-02 evening).
+(timed in the server; bench/HISTORY.md, 2026-12-02 16:20).
 
-Only variants of trusted entries of the index cache (finished, see server/results/indexcache.py)
-are remembered, and the index cache forgets them all as soon as one of their entries leaves it
+Only variants of views that trusted entries of the index cache keep (finished simulations, see
+server/results/indexcache.py) are remembered (a view made for one request weighs a key per
+page), and the index cache forgets them all as soon as one of their entries leaves it
 (a change, a delete, an eviction, a lost change listener), so that what is remembered is what the
 full path would answer now. A repeat is answered only to the user who owns the simulation, and
 only while the change listener's lease holds: the same rules as the full path, checked as often.
