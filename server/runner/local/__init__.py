@@ -213,9 +213,9 @@ class LocalDispatcher:
         job_directory = proc.job_dir(self._config, job_id)
         directory = proc.task_dir(job_directory, task_id)
         output = proc.output_file(job_directory, task_id)
-        env = proc.task_environment(self._config, run.job, task_id, self.base_url)
-        argv = proc.worker_command(self._config)
+        argv = proc.worker_command(self._config)  # checked at startup (config_checks.command)
         try:  # the database away meanwhile: read again (a task left PENDING would stay so)
+            env = proc.task_environment(self._config, run.job, task_id, self.base_url)
             job = await self._written(job_id, lambda: self._with_input(run.job, job_directory))
             if job is None:
                 return  # deleted meanwhile (it had ended), or shutting down: nothing to run
