@@ -5,7 +5,8 @@ about 1.2 ms per MB here). ISA-L and zlib let go of the GIL while they inflate, 
 thread it runs beside the event loop, which meanwhile reads pages, writes responses and serves
 other requests. A body assembled in one piece (server.results.render) is inflated there in one
 call. Streamed bodies (over 2 MiB) are inflated on the event loop a piece at a time: handing
-each piece over cost more CPU than it saved time (README, "Benchmark").
+each piece over cost more CPU than it saved time (README, "Results: how `GET /results` is
+served").
 """
 
 import asyncio
