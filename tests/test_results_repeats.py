@@ -100,6 +100,24 @@ async def test_a_repeat_needs_the_lease(client, conn):
     assert cache.repeat(KEY, entry.user_id) is None
 
 
+async def test_a_repeat_needs_its_entry_still_trusted(client, conn):
+    """With the lease lapsed, a full fetch checks the entry's row; if more notifications came
+    meanwhile than are remembered one by one (FORGET_AFTER), the entry stays but is no longer
+    trusted, and its repeats are not answered until a full fetch trusts it again."""
+    cache, job_id = await finished_and_leased(client, conn, seconds=0.2)
+    entry, variant = await remembered(conn, cache, job_id)
+    await asyncio.sleep(0.3)
+    checking = asyncio.create_task(cache.get(conn, job_id))
+    await asyncio.sleep(0)  # the check of its row is under way
+    for number in range(IndexCache.FORGET_AFTER + 1):  # the last one forgets the others
+        cache.changed(f"another job {number}")
+    assert await checking is entry and not entry.trusted
+    cache.renew(time.monotonic() + 60)
+    assert cache.repeat(KEY, entry.user_id) is None
+    assert await cache.get(conn, job_id) is entry and entry.trusted
+    assert cache.repeat(KEY, entry.user_id) is variant
+
+
 # Through the server: the answers a user sees.
 
 

@@ -235,11 +235,15 @@ class IndexCache:
 
     def repeat(self, key: Key, user_id: int) -> Variant | None:
         """What a query answered from a trusted entry came to (server/results/repeats.py), asked
-        again by the simulation's owner while the lease holds; None: work it out in full."""
+        again by the simulation's owner while the lease holds and the entry is still trusted;
+        None: work it out in full."""
         found = self.repeats.get(key)
         if found is None or found.user_id != user_id or time.monotonic() >= self._lease_until:
             return None
-        self._entries.move_to_end(found.job_id)  # kept: dropping it forgets the repeats
+        entry = self._entries.get(found.job_id)  # kept: dropping it forgets the repeats
+        if entry is None or not entry.trusted:  # (a full fetch may have found it untrustworthy)
+            return None
+        self._entries.move_to_end(found.job_id)
         return found.variant
 
     def remember(self, key: Key, entry: Entry, view: View, gzip: bool) -> None:
