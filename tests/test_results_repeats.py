@@ -7,7 +7,9 @@ import time
 import pytest
 
 from server.keys import RESULTS_INDEX
+from server.results import render
 from server.results.indexcache import MAX_VIEW_NUMBERS, IndexCache
+from server.results.repeats import Repeats
 from tests.helpers import answer, eventually, reference, set_key, submit, switch_user, upload
 from tests.test_results_indexcache import COMPLETE, RENAME, stored_job
 
@@ -70,6 +72,38 @@ async def test_repeats_are_forgotten_when_their_entry_leaves(client, conn):
     await conn.execute(COMPLETE, other)
     assert await cache.get(conn, other) is not None  # evicts the first
     assert cache.repeat(KEY, entry.user_id) is None
+
+
+async def test_forgetting_a_simulation_keeps_the_repeats_of_the_others(client, conn):
+    cache, first = await finished_and_leased(client, conn)
+    second = await submit(client)
+    await set_key(conn, second)
+    assert (await upload(client, second)).status == 202
+    await conn.execute(COMPLETE, second)
+    entry, _ = await remembered(conn, cache, first)
+    other = await cache.get(conn, second)
+    other_key = ("job_id=y", "gzip")
+    cache.remember(other_key, other, other.view(None, None), gzip=True)
+    cache.changed(first)
+    assert cache.repeat(KEY, entry.user_id) is None
+    assert cache.repeat(other_key, other.user_id) is other.view(None, None).gzip
+    assert set(cache.repeats.jobs) == {second}
+
+
+async def test_the_query_asked_least_recently_is_forgotten_first(client, conn, monkeypatch):
+    monkeypatch.setattr(Repeats, "MAX_ENTRIES", 2)
+    cache, job_id = await finished_and_leased(client, conn)
+    entry = await cache.get(conn, job_id)
+    view = entry.view(None, None)
+    keys = [(f"job_id={job_id}&n={number}", "gzip") for number in range(3)]
+    for key in keys[:2]:
+        cache.remember(key, entry, view, gzip=True)
+    assert cache.repeat(keys[0], entry.user_id) is view.gzip  # keys[1] is now the least recent
+    cache.remember(keys[2], entry, view, gzip=True)
+    assert [cache.repeat(key, entry.user_id) for key in keys] == [view.gzip, None, view.gzip]
+    cache.changed(job_id)
+    assert [cache.repeat(key, entry.user_id) for key in keys] == [None] * 3
+    assert set(cache.repeats.jobs) == set()
 
 
 async def test_an_entry_dropped_while_its_answer_was_made_is_not_remembered(client, conn):
@@ -140,6 +174,24 @@ async def test_a_repeated_fetch_is_the_first_answer_again(client, conn, encoding
     await eventually(answered_from_memory)
     cache = client.app[RESULTS_INDEX]
     assert cache.repeats.jobs == {job_id}  # remembered by the first, answered from memory after
+
+
+async def test_a_query_whose_body_is_not_cached_is_not_remembered(client, conn, monkeypatch):
+    """A body streamed (past SINGLE_WRITE) is never in the body cache: a repeat of its query
+    would only miss it, so the query is worked out in full each time, with the same answer."""
+    job_id = await finished_job(client, conn)
+    cache = client.app[RESULTS_INDEX]
+    identity, gzip = (f"job_id={job_id}", "identity"), (f"job_id={job_id}", "gzip")
+
+    async def remembered_identity() -> bool:
+        assert (await answer(client, job_id, "identity"))[0] == 200
+        return cache.repeats.get(identity) is not None
+
+    await eventually(remembered_identity)
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    answers = [await answer(client, job_id, "gzip") for _ in range(2)]
+    assert answers[0][0] == 200 and answers[1] == answers[0]
+    assert cache.repeats.get(gzip) is None and cache.repeats.get(identity) is not None
 
 
 async def test_repeated_queries_keep_every_rule_of_the_full_path(client, conn):

@@ -78,8 +78,16 @@ async def get_results(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"Estimator not found: {estimator}")
     response = await send_view(request, view)
     if key is not None:
-        request.app[RESULTS_INDEX].remember(key, entry, view, negotiation.accepts_gzip(key[1]))
+        _remember(request, key, entry, view)
     return response
+
+
+def _remember(request: web.Request, key: repeats.Key, entry: Entry, view: View) -> None:
+    """Remember what the query came to (server/results/repeats.py) if the body cache now holds
+    its body: a repeat of any other (a streamed body, a cache too small) would miss it anyway."""
+    app, gzip = request.app, negotiation.accepts_gzip(key[1])
+    if (view.gzip if gzip else view.identity).body_key in app[BODY_CACHE]:
+        app[RESULTS_INDEX].remember(key, entry, view, gzip)
 
 
 async def _repeated(request: web.Request, key: repeats.Key | None) -> web.StreamResponse | None:

@@ -14,7 +14,7 @@ notification is numbered, and an entry becomes trusted only when no notification
 simulation arrived since the read began (`mark`/`changed_since`).
 
 What queries answered from trusted entries came to is kept here too (`repeat`/`remember`,
-server/results/repeats.py), and forgotten as soon as one of those entries is dropped.
+server/results/repeats.py), and forgotten as soon as their entry is dropped.
 """
 
 import time
@@ -271,8 +271,7 @@ class IndexCache:
         entry = self._entries.pop(job_id, None)
         if entry is not None:
             self.pages -= _weight(entry)
-        if job_id in self.repeats.jobs:
-            self.repeats.clear()
+        self.repeats.forget(job_id)
 
 
 # An index holds its estimators' own fields too, of any size a worker sent: they count as one

@@ -42,6 +42,10 @@ class LruCache(Generic[V]):
         self._entries.move_to_end(key)
         return entry[0]
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` is kept (its use not renewed)."""
+        return key in self._entries
+
     def put(self, key: Hashable, value: V, size: int) -> None:
         if size * 4 > self.max_bytes or key in self._entries:
             return

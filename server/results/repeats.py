@@ -9,13 +9,16 @@ Under load, that full path was about a tenth of the time of a cached fetch of th
 
 Only variants of views that trusted entries of the index cache keep (finished simulations, see
 server/results/indexcache.py) are remembered (a view made for one request weighs a key per
-page), and the index cache forgets them all as soon as one of their entries leaves it
-(a change, a delete, an eviction, a lost change listener), so that what is remembered is what the
-full path would answer now. A repeat is answered only to the user who owns the simulation, and
+page), and only while the body cache holds their body (a repeat of a streamed body would miss
+it). The index cache forgets a simulation's as soon as its entry leaves it (a change, a delete, an
+eviction), and all of them when its change listener is lost, so that what is remembered is
+what the full path would answer now. A repeat is answered only to the user who owns the simulation, and
 only while the change listener's lease holds: the same rules as the full path, checked as often.
 A request with If-None-Match takes the full path (its answer may be a 304).
 """
 
+from collections import OrderedDict
+from collections.abc import KeysView
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,27 +40,49 @@ class Repeat:
 
 
 class Repeats:
-    """At most MAX_ENTRIES queries and what they came to (all forgotten when full)."""
+    """At most MAX_ENTRIES queries and what they came to, the least recently asked first out;
+    a simulation's all forgotten at once."""
 
     MAX_ENTRIES = 1024
     MAX_KEY = 1024  # a longer query string or Accept-Encoding is never remembered
 
     def __init__(self) -> None:
-        self._found: dict[Key, Repeat] = {}
-        self.jobs: set[str] = set()  # the job_ids of what is remembered
+        self._found: OrderedDict[Key, Repeat] = OrderedDict()
+        self._keys: dict[str, set[Key]] = {}  # job_id -> the keys of its remembered queries
+
+    @property
+    def jobs(self) -> KeysView[str]:
+        """The job_ids of what is remembered."""
+        return self._keys.keys()
 
     def get(self, key: Key) -> Repeat | None:
-        return self._found.get(key)
+        found = self._found.get(key)
+        if found is not None:
+            self._found.move_to_end(key)
+        return found
 
     def put(self, key: Key, repeat: Repeat) -> None:
+        self._discard(key)
         if len(self._found) >= self.MAX_ENTRIES:
-            self.clear()
+            self._discard(next(iter(self._found)))
         self._found[key] = repeat
-        self.jobs.add(repeat.job_id)
+        self._keys.setdefault(repeat.job_id, set()).add(key)
+
+    def forget(self, job_id: str) -> None:
+        for key in self._keys.pop(job_id, ()):
+            del self._found[key]
 
     def clear(self) -> None:
         self._found.clear()
-        self.jobs.clear()
+        self._keys.clear()
+
+    def _discard(self, key: Key) -> None:
+        found = self._found.pop(key, None)
+        if found is not None:
+            keys = self._keys[found.job_id]
+            keys.discard(key)
+            if not keys:
+                del self._keys[found.job_id]
 
 
 def key_of(request: web.Request) -> Key | None:
