@@ -82,7 +82,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     # Imported here, before server processes are forked: they start at once, sharing it.
     from server.app import create_app
     from server.eventloop import new_event_loop
-    from server.limits.serving import handler_settings
+    from server.limits.serving import handler_settings, served
 
     processes = args.workers or config.server.workers
     config = config.replace("server", workers=processes)
@@ -106,7 +106,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
         else:
             try:
                 web.run_app(
-                    create_app(config),
+                    served(create_app(config)),
                     host=config.server.host,
                     port=config.server.port,
                     print=lambda _: print(listening, flush=True),  # called once the port is bound

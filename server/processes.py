@@ -103,7 +103,7 @@ def _serve_one(
     """One server process: reports "" once it listens, or its error line if it cannot start."""
     from server.app import create_app
     from server.eventloop import new_event_loop
-    from server.limits.serving import handler_settings
+    from server.limits.serving import handler_settings, served
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the loop's handlers are installed
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -112,7 +112,7 @@ def _serve_one(
     threading.Thread(target=_end_with_parent, daemon=True).start()
     try:
         web.run_app(
-            create_app(config),
+            served(create_app(config)),
             host=config.server.host,
             port=config.server.port,
             reuse_port=True,
