@@ -51,7 +51,7 @@ async def _freeze_what_started(app: web.Application) -> None:
     """The last on_startup hook: the objects a started process holds (its modules, the app and
     its routes, its pools: some 80,000) are moved out of the cyclic garbage collector's sight
     after one last collection (gc.freeze), so that a full collection under load walks only
-    what was made since: 0.4 ms instead of 30-60 ms during which the event loop serves nothing
+    what was made since: under 0.4 ms instead of 30-60 ms in which the event loop serves nothing
     (one every ~25 s of cold fetches; bench/HISTORY.md, 2026-12-03 10:22). Only garbage cycles
     through those objects would never be freed; reference counting frees them as before."""
     gc.collect()

@@ -10,10 +10,11 @@ Under load, that full path was about a tenth of the time of a cached fetch of th
 Only variants of views that trusted entries of the index cache keep (finished simulations, see
 server/results/indexcache.py) are remembered (a view made for one request weighs a key per
 page), and only while the body cache holds their body (a repeat of a streamed body would miss
-it). The index cache forgets a simulation's as soon as its entry leaves it (a change, a delete, an
-eviction), and all of them when its change listener is lost, so that what is remembered is
-what the full path would answer now. A repeat is answered only to the user who owns the simulation, and
-only while the change listener's lease holds: the same rules as the full path, checked as often.
+it). The index cache forgets a simulation's as soon as its entry leaves it (a change, a delete,
+an eviction), and all of them when its change listener is lost, so that what is remembered is
+what the full path would answer now. A repeat is answered only to the user who owns the
+simulation, and only while the change listener's lease holds: the same rules as the full path,
+checked as often.
 A request with If-None-Match takes the full path (its answer may be a 304).
 """
 
