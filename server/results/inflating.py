@@ -30,12 +30,12 @@ async def inflater_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def whole(member: bytes, size_hint: int, inflater: Executor) -> bytes:
+async def whole(member: bytes, inflater: Executor) -> bytes:
     """The inflated bytes of a gzip member (server.results.deflate.GzipJoiner), in one call.
     On the event loop once the inflater has stopped: a handler whose client went away is not
     waited for past the shutdown timeout, and may come here after the server's cleanup."""
     try:
-        inflating = inflater.submit(inflate_member, member, size_hint)
+        inflating = inflater.submit(inflate_member, member)
     except RuntimeError:  # "cannot schedule new futures after shutdown"
-        return inflate_member(member, size_hint)
+        return inflate_member(member)
     return await asyncio.wrap_future(inflating)

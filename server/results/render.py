@@ -175,7 +175,7 @@ async def respond(
         body = await assemble((gzipped if gzip else identity)(stored, envelope))
     else:  # inflated in one call, off the event loop
         member = await assemble(gzipped(stored, envelope))
-        body = await inflating.whole(member, size, inflater)
+        body = await inflating.whole(member, inflater)
     bodies.put(variant.body_key, body, len(body))
     return await send_body(request, variant.headers, body)
 
