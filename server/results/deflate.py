@@ -111,7 +111,7 @@ def inflate_member(member: bytes) -> bytes:
     run it. Into one buffer of the length its trailer states: ISA-L doubles a buffer it fills
     exactly before it sees the stream's end, so it gets one byte more (each 0.8 MB body took a
     fresh 1.6 MB mapping from glibc on the inflater thread, its pages faulted in: 1.5 ms
-    instead of 1.1; bench/HISTORY.md, 2026-12-03 14:10); CPython's zlib copies its output into
+    instead of 1.1; bench/HISTORY.md, 2026-12-03 14:05); CPython's zlib copies its output into
     a new object unless it fills the buffer exactly."""
     size = int.from_bytes(member[-4:], "little")
     data: bytes = codec.decompress(member, 31, size if codec is zlib else size + 1)
