@@ -235,10 +235,25 @@ def _let_end(processes: Sequence[multiprocessing.process.BaseProcess], seconds: 
 
 
 def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    for process in processes:
-        if process.is_alive() and process.pid is not None:
-            os.kill(process.pid, signal.SIGTERM)
-    for process in processes:
-        process.join(STOP_TIMEOUT)
-        if process.is_alive():
-            process.kill()
+    """SIGTERM to the processes still running, then wait for each (STOP_TIMEOUT, then kill).
+    Ctrl-C or SIGTERM reaching run.py in that wait (one process ended first, on its own Ctrl-C)
+    asks for the stop under way: ignored, where its KeyboardInterrupt ended run.py before the
+    others, and an embedded database under the requests they were letting finish."""
+    with _ignored(signal.SIGINT, signal.SIGTERM):
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.join(STOP_TIMEOUT)
+            if process.is_alive():
+                process.kill()
+
+
+@contextlib.contextmanager
+def _ignored(*signals: signal.Signals) -> Iterator[None]:
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

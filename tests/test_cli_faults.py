@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
 from tests.helpers import SHIELDHIT_FILES, payload, server_tmp_dir
@@ -204,3 +205,54 @@ async def test_ctrl_c_lets_requests_under_way_finish_with_several_processes(
     assert answers == [202] * 6, server.output
     assert await conn.fetchval("SELECT count(*) FROM simulations") == 6
     assert server.output.endswith("\nStopped\n")
+
+
+def _serving(pids: set[int], client_port: int) -> int | None:
+    """Which of the server processes `pids` holds the connection from `client_port`."""
+    for pid in pids:
+        for connection in psutil.Process(pid).net_connections(kind="tcp"):
+            if connection.raddr and connection.raddr.port == client_port:
+                return pid
+    return None
+
+
+async def test_a_signal_while_run_py_waits_for_its_last_server_process_still_waits(
+    database_url, conn, tmp_path
+):
+    """One server process has ended cleanly (Ctrl-C reached it first, and it had nothing under
+    way), so run.py stops the other, which is letting a request finish. Ctrl-C reaching run.py
+    in that wait broke out of it: run.py ended without `Stopped`, before its last server
+    process (an embedded PostgreSQL would have been stopped under that request). Seen in CI
+    when all six requests of the test above went to one process."""
+    with two_processes(database_url, tmp_path) as (server, pids):
+        cookie = login_cookie(server.port)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.connect()
+        client_port = connection.sock.getsockname()[1]
+        answers: list[int] = []
+
+        def submit() -> None:
+            headers = {"Content-Type": "application/json", "Cookie": cookie}
+            body = orjson.dumps(payload(SHIELDHIT_FILES))
+            connection.request("POST", "/jobs/direct", body=body, headers=headers)
+            answers.append(connection.getresponse().status)
+
+        thread = threading.Thread(target=submit)
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM users FOR UPDATE")
+            thread.start()
+            while not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ):
+                await asyncio.sleep(0.05)  # the submission waits for the lock
+            busy = _serving(pids, client_port)
+            (idle,) = pids - {busy}
+            os.kill(idle, signal.SIGINT)
+            await asyncio.to_thread(psutil.Process(idle).wait, 30)
+            server.process.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.5)
+        await asyncio.to_thread(thread.join)
+        connection.close()
+        assert await asyncio.to_thread(server.process.wait, 60) == 0
+    assert answers == [202]
+    assert server.output.endswith("\nStopped\n"), server.output
