@@ -251,6 +251,8 @@ def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
 
 @contextlib.contextmanager
 def _ignored(*signals: signal.Signals) -> Iterator[None]:
+    """`signals` ignored in the block: not held back and delivered after it, as around the
+    embedded database's start and stop (database.embedded), since the block does what they ask."""
     handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}
     try:
         yield
