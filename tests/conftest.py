@@ -35,7 +35,8 @@ from tests.fakes.openid_provider import (
     SigningKey,
     make_key,
 )
-from tests.helpers import migrated, server_tmp_dir, start_local, worker_setup
+from tests.fakes.simulators import write_fake
+from tests.helpers import migrated, server_tmp_dir, start_local, start_worker_app, worker_setup
 
 SEED_CLUSTER = ClusterConfig("prometheus", "Prometheus (Cyfronet)", True)  # the user seed's
 
@@ -281,3 +282,30 @@ def start_app(
     return functools.partial(
         start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
     )
+
+
+@pytest.fixture
+def start_worker(
+    aiohttp_server: Callable,
+    aiohttp_client: Callable,
+    unused_tcp_port_factory: Callable[[], int],
+    make_config: Callable[..., Config],
+    conn: asyncpg.Connection,
+) -> Callable:
+    """start_worker(simulators, middleware=None, **runner) -> (client, recorder, config): an app
+    whose local runner runs the built-in worker (tests/helpers.py start_worker_app)."""
+
+    async def start(*args: Any, **kwargs: Any) -> tuple:
+        port = unused_tcp_port_factory()
+        return await start_worker_app(
+            aiohttp_server, aiohttp_client, port, make_config, *args, **kwargs
+        )
+
+    return start
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Callable[..., Path]:
+    """fake(files, **options) -> the path of a fake shieldhit (tests/fakes/simulators.py
+    write_fake)."""
+    return functools.partial(write_fake, tmp_path / "shieldhit", "shieldhit")

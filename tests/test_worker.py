@@ -4,7 +4,6 @@ progress and results over HTTP, and the merge step merges the tasks' real files.
 
 import asyncio
 import sys
-from functools import partial
 from pathlib import Path
 
 import orjson
@@ -31,7 +30,6 @@ from tests.helpers import (
     pid_alive,
     results_of,
     seen_by_simulator,
-    start_worker_app,
     states_are,
     status,
     submit,
@@ -53,37 +51,18 @@ MINIMAL = [REPLAYS / "minimal" / "mesh.bdo", REPLAYS / "minimal" / "fluence.bdo"
 MINIMAL_PRIMARIES = 20  # of each of its files
 
 
-@pytest.fixture
-def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
-    """start_app(simulators, middleware=None, **runner) -> (client, recorder, config)."""
-
-    async def start(*args, **kwargs):
-        port = unused_tcp_port_factory()
-        return await start_worker_app(
-            aiohttp_server, aiohttp_client, port, make_config, *args, **kwargs
-        )
-
-    return start
-
-
-@pytest.fixture
-def fake(tmp_path):
-    """fake(files, **options) -> the path of a fake shieldhit; see write_fake."""
-    return partial(write_fake, tmp_path / "shieldhit", "shieldhit")
-
-
 def approx(value: float) -> object:
     return pytest.approx(value, rel=1e-5)
 
 
 @pytest.mark.parametrize("sandbox", ["off", "on"])
-async def test_seven_tasks_merged_by_primaries(start_app, fake, conn, sandbox, request):
+async def test_seven_tasks_merged_by_primaries(start_worker, fake, conn, sandbox, request):
     """Also in the runner's sandbox (server/runner/local/sandbox.py): the fake simulator, in a
     directory the sandbox hides (/tmp), is shown to it, and the task directories are its own."""
     if sandbox == "on":
         request.getfixturevalue("bwrap")
     simulators = {"shieldhit": str(fake(averaging_files()))}
-    client, recorder, config = await start_app(simulators, sandbox=sandbox)
+    client, recorder, config = await start_worker(simulators, sandbox=sandbox)
     job_id = await submit(client, averaging_payload(ntasks=7))
     body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=90)
     requested = [task["requested_primaries"] for task in body["job_tasks_status"]]
@@ -113,8 +92,8 @@ async def test_seven_tasks_merged_by_primaries(start_app, fake, conn, sandbox, r
     print(f"\n7-task averaging job: last task end -> COMPLETED {delay:.3f} s")
 
 
-async def test_progress_while_running(start_app, fake, conn):
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": MINIMAL}, delay=0.08))})
+async def test_progress_while_running(start_worker, fake, conn):
+    client, _, _ = await start_worker({"shieldhit": str(fake({"*": MINIMAL}, delay=0.08))})
     job_id = await submit(client, averaging_payload(ntasks=1))
     seen: list[tuple[int, int]] = []
 
@@ -131,9 +110,9 @@ async def test_progress_while_running(start_app, fake, conn):
     assert all(estimated == 0 for _, estimated in seen)  # the replayed ETR
 
 
-async def test_mesh2d_over_several_tasks(start_app, fake, conn):
+async def test_mesh2d_over_several_tasks(start_worker, fake, conn):
     mesh = REPLAYS / "mesh2d" / "ex_yzmsh.bdo"
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": [mesh]}, seed_suffix=True))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"*": [mesh]}, seed_suffix=True))})
     job_id = await submit(client, averaging_payload(ntasks=3))
     await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
     response = await client.get("/estimators", params={"job_id": job_id})
@@ -156,9 +135,9 @@ async def test_mesh2d_over_several_tasks(start_app, fake, conn):
     assert len(estimator["pages"][0]["data"]["values"]) == 30000
 
 
-async def test_simulator_exits_non_zero(start_app, fake, conn):
+async def test_simulator_exits_non_zero(start_worker, fake, conn):
     shieldhit = fake({"*": MINIMAL}, exit_code=3, stderr="Segmentation fault (core dumped)")
-    client, _, _ = await start_app({"shieldhit": str(shieldhit)})
+    client, _, _ = await start_worker({"shieldhit": str(shieldhit)})
     job_id = await submit(client, averaging_payload(ntasks=2))
     await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
     logs = await logfiles_of(conn)
@@ -186,7 +165,7 @@ def python_simulator(tmp_path: Path, code: str) -> Path:
 
 
 async def test_a_process_the_simulator_left_holding_its_output_does_not_hold_the_task(
-    start_app, tmp_path, conn
+    start_worker, tmp_path, conn
 ):
     """A simulator that ends while something it started still holds its output (a wrapper's
     helper, an orphaned child): the task stayed RUNNING until that process ended (asyncio's
@@ -196,14 +175,14 @@ async def test_a_process_the_simulator_left_holding_its_output_does_not_hold_the
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
         "print('Transport completed.')\n",
     )
-    client, _, _ = await start_app({"shieldhit": str(fake)})
+    client, _, _ = await start_worker({"shieldhit": str(fake)})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=30)
     assert (await logfiles_of(conn))["task_1_stdout"] == "Transport completed.\n"
 
 
 async def test_a_process_the_converter_left_holding_its_output_does_not_hold_the_task(
-    start_app, fake, tmp_path, conn
+    start_worker, fake, tmp_path, conn
 ):
     """The same for the converter (a `cmd &` in a wrapper script): the task stayed RUNNING."""
     converter = tmp_path / "convert.sh"
@@ -212,7 +191,7 @@ async def test_a_process_the_converter_left_holding_its_output_does_not_hold_the
         f"cp {AVERAGING}/beam.dat {AVERAGING}/geo.dat {AVERAGING}/mat.dat {AVERAGING}/detect.dat .\n"
     )
     converter.chmod(0o755)
-    client, _, _ = await start_app(
+    client, _, _ = await start_worker(
         {"shieldhit": str(fake({"*": MINIMAL}))}, converter=str(converter)
     )
     job_id = await submit(client, payload("json_payload_editor.json", ntasks=1))
@@ -220,8 +199,8 @@ async def test_a_process_the_converter_left_holding_its_output_does_not_hold_the
     assert (await logfiles_of(conn))["task_1_converter"] == "converted\n"
 
 
-async def test_task_that_writes_nothing(start_app, fake, conn):
-    client, _, config = await start_app({"shieldhit": str(fake({"1": MINIMAL}))})
+async def test_task_that_writes_nothing(start_worker, fake, conn):
+    client, _, config = await start_worker({"shieldhit": str(fake({"1": MINIMAL}))})
     job_id = await submit(client, averaging_payload(ntasks=2))
     body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
     assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED", "FAILED"]
@@ -235,10 +214,10 @@ async def test_task_that_writes_nothing(start_app, fake, conn):
     assert not (job_dir_of(config, job_id) / "task_2" / ".yaptide_results.json").exists()
 
 
-async def test_merge_fails_on_a_damaged_file(start_app, fake, conn, tmp_path):
+async def test_merge_fails_on_a_damaged_file(start_worker, fake, conn, tmp_path):
     damaged = tmp_path / "damaged.bdo"
     damaged.write_bytes(b"xSH12A" + bytes(range(256)) * 4)
-    client, _, _ = await start_app({"shieldhit": str(fake({"1": MINIMAL, "2": [damaged]}))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"1": MINIMAL, "2": [damaged]}))})
     job_id = await submit(client, averaging_payload(ntasks=2))
     await eventually(states_are(client, job_id, "FAILED", "COMPLETED"), timeout=60)
     assert (await logfiles_of(conn))["merge"] == (
@@ -251,13 +230,13 @@ async def test_merge_fails_on_a_damaged_file(start_app, fake, conn, tmp_path):
 TWO_PAGES = AVERAGING / "normalisation-5_aggregation-mean_0001.bdo"  # DOSE and FLUENCE
 
 
-async def test_a_page_of_another_shape_fails_the_merge(start_app, fake, conn, tmp_path):
+async def test_a_page_of_another_shape_fails_the_merge(start_worker, fake, conn, tmp_path):
     """A differential file (10 x 5 bins) cut in its axes reads as a page of one value, which
     numpy spread over the other task's 50 bins: the job was COMPLETED with 50 NaNs (nulls)."""
     source = REPLAYS / "diff" / "fluence_2d_lin.bdo"
     cut = tmp_path / "fluence_2d_lin.bdo"
     cut.write_bytes(source.read_bytes()[:2040])
-    client, _, _ = await start_app({"shieldhit": str(fake({"1": [source], "2": [cut]}))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"1": [source], "2": [cut]}))})
     job_id = await submit(client, averaging_payload(ntasks=2))
     await eventually(states_are(client, job_id, "FAILED", "COMPLETED"), timeout=60)
     assert (await logfiles_of(conn))["merge"] == (
@@ -276,14 +255,14 @@ async def test_a_page_of_another_shape_fails_the_merge(start_app, fake, conn, tm
     ],
 )
 async def test_a_result_file_cut_short_fails_the_merge(
-    start_app, fake, conn, tmp_path, source, length, problem
+    start_worker, fake, conn, tmp_path, source, length, problem
 ):
     """A result file cut short (the node's disk filled up while the simulator wrote it) that
     pymchelper still reads: the job was COMPLETED with a 4 x 4 page of 4 values, with an
     estimator of no page, or with the first of two pages, and nobody was told."""
     cut = tmp_path / "mesh.bdo"
     cut.write_bytes(source.read_bytes()[:length])
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": [cut]}))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"*": [cut]}))})
     job_id = await submit(client, averaging_payload(ntasks=1))
 
     async def ended() -> str | None:
@@ -297,10 +276,10 @@ async def test_a_result_file_cut_short_fails_the_merge(
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 
 
-async def test_server_unavailable_for_a_while(start_app, fake, conn):
+async def test_server_unavailable_for_a_while(start_worker, fake, conn):
     unavailable = Unavailable(6)
     shieldhit = fake({"*": MINIMAL}, seed_suffix=True)
-    client, _, _ = await start_app({"shieldhit": str(shieldhit)}, middleware=unavailable)
+    client, _, _ = await start_worker({"shieldhit": str(shieldhit)}, middleware=unavailable)
     job_id = await submit(client, averaging_payload(ntasks=2))
     body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=90)
     assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED"] * 2
@@ -341,13 +320,13 @@ def replayed(request: web.Request, raw: bytes) -> web.Request:
     return request
 
 
-async def test_a_task_the_server_took_as_completed_is_merged(start_app, fake, conn):
+async def test_a_task_the_server_took_as_completed_is_merged(start_worker, fake, conn):
     """Task 2's COMPLETED is stored but its answer never reaches the worker (retry_timeout
     runs out): the worker removed its result list, "not COMPLETED as far as the server knows",
     and the job was COMPLETED with both tasks COMPLETED but task 1's results alone."""
     lossy = LosesACompletedAnswer()
     shieldhit = fake({"*": MINIMAL}, seed_suffix=True)
-    client, _, _ = await start_app(
+    client, _, _ = await start_worker(
         {"shieldhit": str(shieldhit)}, middleware=lossy, retry_timeout=1.0, slots=1
     )
     job_id = await submit(client, averaging_payload(ntasks=2))
@@ -358,8 +337,8 @@ async def test_a_task_the_server_took_as_completed_is_merged(start_app, fake, co
     assert mesh["metadata"]["number_of_primaries"] == str(2 * MINIMAL_PRIMARIES)
 
 
-async def test_cancel_kills_the_simulator(start_app, fake, conn):
-    client, _, config = await start_app({"shieldhit": str(fake({"*": MINIMAL}, hang=True))})
+async def test_cancel_kills_the_simulator(start_worker, fake, conn):
+    client, _, config = await start_worker({"shieldhit": str(fake({"*": MINIMAL}, hang=True))})
     job_id = await submit(client, averaging_payload(ntasks=1))
     job_dir = job_dir_of(config, job_id)
 
@@ -376,10 +355,10 @@ async def test_cancel_kills_the_simulator(start_app, fake, conn):
     assert await logfiles_of(conn) == {}
 
 
-async def test_fluka(start_app, tmp_path, conn):
+async def test_fluka(start_worker, tmp_path, conn):
     forts = sorted((REPLAYS / "fluka_minimal").glob("*_fort.*"))
     rfluka = write_fake(tmp_path / "rfluka", "fluka", {"*": forts}, delay=0.02)
-    client, _, config = await start_app({"fluka": str(rfluka)})
+    client, _, config = await start_worker({"fluka": str(rfluka)})
     job_id = await submit(client, payload("fluka_json_payload_files.json", ntasks=2))
     body = await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
     assert [(t["task_state"], t["simulated_primaries"]) for t in body["job_tasks_status"]] == [
@@ -403,8 +382,8 @@ async def test_fluka(start_app, tmp_path, conn):
     assert "End of FLUKA run" in logs["task_1_stdout"]
 
 
-async def test_unsupported_simulator(start_app, fake, conn):
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": MINIMAL}))})
+async def test_unsupported_simulator(start_worker, fake, conn):
+    client, _, _ = await start_worker({"shieldhit": str(fake({"*": MINIMAL}))})
     job_id = await submit(client, {**averaging_payload(ntasks=1), "sim_type": "topas"})
     await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
     assert await logfiles_of(conn) == {
@@ -413,8 +392,8 @@ async def test_unsupported_simulator(start_app, fake, conn):
     }
 
 
-async def test_simulator_not_installed(start_app, conn):
-    client, _, _ = await start_app({"shieldhit": "/nonexistent/shieldhit"})
+async def test_simulator_not_installed(start_worker, conn):
+    client, _, _ = await start_worker({"shieldhit": "/nonexistent/shieldhit"})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
     assert await logfiles_of(conn) == {
@@ -424,14 +403,14 @@ async def test_simulator_not_installed(start_app, conn):
     }
 
 
-async def test_editor_input_with_converter(start_app, fake, conn, tmp_path):
+async def test_editor_input_with_converter(start_worker, fake, conn, tmp_path):
     converter = tmp_path / "convert.sh"
     converter.write_text(
         f'#!/bin/sh\ntest -f input.json || exit 5\necho "converting $1"\n'
         f"cp {AVERAGING}/beam.dat {AVERAGING}/geo.dat {AVERAGING}/mat.dat {AVERAGING}/detect.dat .\n"
     )
     converter.chmod(0o755)
-    client, _, _ = await start_app(
+    client, _, _ = await start_worker(
         {"shieldhit": str(fake({"*": MINIMAL}))}, converter=f"{converter} input.json"
     )
     job_id = await submit(client, payload("json_payload_editor.json", ntasks=1))
@@ -444,9 +423,9 @@ async def test_editor_input_with_converter(start_app, fake, conn, tmp_path):
     ]
 
 
-async def test_worker_gives_up_when_the_server_stays_unavailable(start_app, fake, conn):
+async def test_worker_gives_up_when_the_server_stays_unavailable(start_worker, fake, conn):
     unavailable = Unavailable(1000)
-    client, recorder, _ = await start_app(
+    client, recorder, _ = await start_worker(
         {"shieldhit": str(fake({"*": MINIMAL}))}, middleware=unavailable, retry_timeout=1.0
     )
     job_id = await submit(client, averaging_payload(ntasks=1))
@@ -460,7 +439,9 @@ async def test_worker_gives_up_when_the_server_stays_unavailable(start_app, fake
     assert recorder.key(job_id) not in log
 
 
-async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(start_app, tmp_path, conn):
+async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(
+    start_worker, tmp_path, conn
+):
     """A simulator that prints more than the worker's line limit without a newline (a progress
     bar redrawn with carriage returns, binary garbage) still completes its task: it was killed,
     and its task FAILED with "ValueError: Separator is not found, and chunk exceed the limit"."""
@@ -468,7 +449,7 @@ async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(start_app
         tmp_path,
         f"sys.stdout.write('\\r12%' * {STREAM_LIMIT})\nprint()\nprint('Transport completed.')\n",
     )
-    client, _, _ = await start_app({"shieldhit": str(fake)})
+    client, _, _ = await start_worker({"shieldhit": str(fake)})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
     log = (await logfiles_of(conn))["task_1_stdout"]

@@ -11,7 +11,6 @@ edited here (the number of primaries, the values, a second detector) to make the
 import asyncio
 import shutil
 import struct
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from tests.helpers import (
     logfiles_of,
     payload,
     results_of,
-    start_worker_app,
     states_are,
     status,
     submit,
@@ -36,24 +34,6 @@ from tests.test_worker import replayed
 MINIMAL_MESH = REPLAYS / "minimal" / "mesh.bdo"  # DOSE, 2 x 2 x 4 ... 16 bins, 20 primaries
 MINIMAL_FLUENCE = REPLAYS / "minimal" / "fluence.bdo"
 FORT21 = REPLAYS / "fluka_minimal" / "minimal001_fort.21"  # USRBIN ENERGY x-z 4 x 4, 20 primaries
-
-
-@pytest.fixture
-def start_app(aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config, conn):
-    """As tests/test_worker.py's: the local runner running the built-in worker."""
-
-    async def start(*args, **kwargs):
-        port = unused_tcp_port_factory()
-        return await start_worker_app(
-            aiohttp_server, aiohttp_client, port, make_config, *args, **kwargs
-        )
-
-    return start
-
-
-@pytest.fixture
-def fake(tmp_path):
-    return partial(write_fake, tmp_path / "shieldhit", "shieldhit")
 
 
 async def ended(client, job_id: str) -> str:
@@ -180,7 +160,7 @@ def centres(low: float, high: float, n: int) -> list[float]:
 
 
 async def test_a_task_with_zero_primaries_does_not_turn_the_merged_dose_into_nulls(
-    start_app, fake, conn, tmp_path
+    start_worker, fake, conn, tmp_path
 ):
     """3 tasks for 2 primaries (a files submission: the split gives 1, 1, 0). The third task is
     asked for `-n 0` and its simulator, having simulated nothing, writes a file with NSTAT 0 and
@@ -195,7 +175,7 @@ async def test_a_task_with_zero_primaries_does_not_turn_the_merged_dose_into_nul
         MINIMAL_MESH, tmp_path / "t3" / "mesh.bdo", nstat=0, pages={0: lambda old: old * 0}
     )
     shieldhit = fake({"1": [first], "2": [second], "3": [nothing]})
-    client, _, _ = await start_app({"shieldhit": str(shieldhit)})
+    client, _, _ = await start_worker({"shieldhit": str(shieldhit)})
     job_id = await submit(client, averaging_payload(ntasks=3), number_of_primaries=2)
     body = await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=90)
     assert [t["requested_primaries"] for t in body["job_tasks_status"]] == [1, 1, 0]
@@ -223,7 +203,7 @@ async def test_a_task_with_zero_primaries_does_not_turn_the_merged_dose_into_nul
     ],
 )
 async def test_files_that_do_not_describe_the_same_scoring_are_not_merged(
-    start_app, fake, conn, tmp_path, task1, task2, what
+    start_worker, fake, conn, tmp_path, task1, task2, what
 ):
     """Two tasks' files of one detector that differ in binning or in what they score: the merge
     must fail clearly (FAILED, a `merge` log naming the file), not average unrelated numbers.
@@ -232,7 +212,7 @@ async def test_files_that_do_not_describe_the_same_scoring_are_not_merged(
     DOSE with DLET under the name DOSE (unit MeV/g/prim)."""
     first = copied(task1, tmp_path / "t1" / "scoring.bdo")
     second = copied(task2, tmp_path / "t2" / "scoring.bdo")
-    client, _, _ = await start_app({"shieldhit": str(fake({"1": [first], "2": [second]}))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"1": [first], "2": [second]}))})
     job_id = await submit(client, averaging_payload(ntasks=2))
     state = await ended(client, job_id)
     logs = await logfiles_of(conn)
@@ -252,7 +232,7 @@ async def test_files_that_do_not_describe_the_same_scoring_are_not_merged(
     ids=["10-bins", "16-bins"],
 )
 async def test_fluka_usrbin_detectors_of_different_binning_on_one_unit(
-    start_app, conn, tmp_path, second, case
+    start_worker, conn, tmp_path, second, case
 ):
     """A FLUKA input with two USRBIN detectors writing to the same unit (-21), as FLUKA users
     commonly do: the fixture's ENERGY map (x 4 bins -5..5, z 4 bins 0..5) and a z profile.
@@ -274,7 +254,7 @@ async def test_fluka_usrbin_detectors_of_different_binning_on_one_unit(
         [(map_fields, map_data), (profile_fields, profile_data)],
     )
     rfluka = write_fake(tmp_path / "rfluka", "fluka", {"*": [output]}, delay=0.0)
-    client, _, _ = await start_app({"fluka": str(rfluka)})
+    client, _, _ = await start_worker({"fluka": str(rfluka)})
     job_id = await submit(client, payload("fluka_json_payload_files.json", ntasks=1))
     state = await ended(client, job_id)
     logs = await logfiles_of(conn)
@@ -292,13 +272,13 @@ async def test_fluka_usrbin_detectors_of_different_binning_on_one_unit(
     ("name", "units"),
     [("fluence_elin", ["MeV"]), ("fluence_2d_lin", ["MeV", "deg"])],
 )
-async def test_differential_axes_carry_their_own_units(start_app, fake, conn, name, units):
+async def test_differential_axes_carry_their_own_units(start_worker, fake, conn, name, units):
     """Differential fluence (SHIELD-HIT12A, unit /cm^2/MeV[/deg] per primary): the file gives
     `page_diff_units` "/cm^2;MeV[;deg]", the fluence's own unit, then one per differential
     axis. The energy axis (0.01-100 MeV) was labelled "/cm^2" and the second axis "MeV": every
     unit taken one place too early (pymchelper's reader reads element 0 for axis 1)."""
     source = REPLAYS / "diff" / f"{name}.bdo"
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": [source]}))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"*": [source]}))})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=60)
     (page,) = (await results_of(client, job_id))["estimators"][0]["pages"]
@@ -311,7 +291,7 @@ async def test_differential_axes_carry_their_own_units(start_app, fake, conn, na
 
 
 async def test_dose_of_unequal_tasks_is_the_primaries_weighted_mean(
-    start_app, fake, conn, tmp_path
+    start_worker, fake, conn, tmp_path
 ):
     """Three tasks of 20, 60 and 5 primaries, each with its own scored energy (a 2-D mesh):
     dose per primary = sum of energy / sum of primaries; values exact as float64."""
@@ -330,7 +310,7 @@ async def test_dose_of_unequal_tasks_is_the_primaries_weighted_mean(
         pages={0: lambda old: rng.uniform(0, 4, old.size)},
     )
     shieldhit = fake({"1": [first], "2": [second], "3": [third]}, seed_suffix=True)
-    client, _, _ = await start_app({"shieldhit": str(shieldhit)})
+    client, _, _ = await start_worker({"shieldhit": str(shieldhit)})
     job_id = await submit(client, averaging_payload(ntasks=3))
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=90)
     results = await results_of(client, job_id)
@@ -347,7 +327,7 @@ async def test_dose_of_unequal_tasks_is_the_primaries_weighted_mean(
     assert page["metadata"]["page_normalized"] == "2"
 
 
-async def test_float64_values_round_trip_exactly(start_app, fake, conn, tmp_path):
+async def test_float64_values_round_trip_exactly(start_worker, fake, conn, tmp_path):
     """One task, NSTAT 1 (values divided by 1.0): GET /results gives the file's values bit for
     bit, subnormals and the largest float included."""
     special = np.array(
@@ -373,14 +353,14 @@ async def test_float64_values_round_trip_exactly(start_app, fake, conn, tmp_path
     single = edited_bdo(
         MINIMAL_MESH, tmp_path / "t1" / "mesh.bdo", nstat=1, pages={0: lambda old: special}
     )
-    client, _, _ = await start_app({"shieldhit": str(fake({"*": [single]}))})
+    client, _, _ = await start_worker({"shieldhit": str(fake({"*": [single]}))})
     job_id = await submit(client, averaging_payload(ntasks=1))
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=60)
     got = (await results_of(client, job_id))["estimators"][0]["pages"][0]["data"]["values"]
     assert got == special.tolist()
 
 
-async def test_fluka_tasks_weighted_by_their_primaries(start_app, conn, tmp_path):
+async def test_fluka_tasks_weighted_by_their_primaries(start_worker, conn, tmp_path):
     """FLUKA results are per primary already: two tasks of 20 and 60 primaries merge to their
     weighted mean; ENERGY is shown in MeV (FLUKA's GeV x 1000)."""
     fields, data = fixture_detector()
@@ -388,7 +368,7 @@ async def test_fluka_tasks_weighted_by_their_primaries(start_app, conn, tmp_path
     one = usrbin(tmp_path / "t1" / "minimal001_fort.21", 20, [(fields, data)])
     two = usrbin(tmp_path / "t2" / "minimal001_fort.21", 60, [(fields, other)])
     rfluka = write_fake(tmp_path / "rfluka", "fluka", {"1": [one], "2": [two]}, delay=0.0)
-    client, _, _ = await start_app({"fluka": str(rfluka)})
+    client, _, _ = await start_worker({"fluka": str(rfluka)})
     job_id = await submit(client, payload("fluka_json_payload_files.json", ntasks=2))
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=60)
     results = await results_of(client, job_id)
@@ -417,9 +397,9 @@ class DelaysCompleted:
         return await handler(request)
 
 
-async def test_missing_result_file_fails_the_merge_with_a_log(start_app, fake, conn, tmp_path):
+async def test_missing_result_file_fails_the_merge_with_a_log(start_worker, fake, conn, tmp_path):
     """A file a task listed is gone when the merge runs: FAILED, `merge` log naming it."""
-    client, _, config = await start_app(
+    client, _, config = await start_worker(
         {"shieldhit": str(fake({"*": [MINIMAL_MESH]}))}, middleware=DelaysCompleted(3.0)
     )
     job_id = await submit(client, averaging_payload(ntasks=2))
