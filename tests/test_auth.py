@@ -13,7 +13,7 @@ from server.accounts import auth
 from server.app import create_app
 from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE
-from tests.helpers import eventually, login, register, submit
+from tests.helpers import eventually, login, payload, register, submit
 from tests.limits import raw_request, response_of
 
 
@@ -205,6 +205,8 @@ async def test_rejected_tokens(client, conn):
         == invalid
     )
     assert await status_with(client, token_for(secret, exp=time.time() - 1)) == invalid
+    # PyJWT takes a numeric string for exp; the server's tokens never have one (not a 500).
+    assert await status_with(client, token_for(secret, exp=str(int(time.time()) + 60))) == invalid
     assert await status_with(client, token_for(secret, type="refresh")) == invalid
     assert await status_with(client, token_for(secret, sub="2")) == invalid  # no such user
     # The user's token generation (a password change starts a new one); none is the first.
@@ -267,6 +269,23 @@ async def test_deleted_user_refused_within_cache_ttl(aiohttp_client, make_config
 
     await eventually(refused, timeout=5)
     assert time.monotonic() - started <= 1.5
+
+
+async def test_a_user_deleted_within_the_cache_ttl_submits_nothing(
+    aiohttp_client, make_config, conn
+):
+    """Within `auth.user_cache_ttl` a deleted user's token still passes the check; a submission
+    then finds no user to lock: 401 and nothing stored (not a 500 from the foreign key)."""
+    client = await aiohttp_client(create_app(make_config(auth={"user_cache_ttl": 60})))
+    await login(client)
+    assert (await client.get("/auth/status")).status == 200
+    await conn.execute("DELETE FROM users")
+    response = await client.post("/jobs/direct", json=payload())
+    assert (response.status, await response.json()) == (
+        401,
+        {"message": "Invalid or expired token"},
+    )
+    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
 
 
 async def test_refresh(client):

@@ -1,5 +1,6 @@
 """`POST /user/update` (profile fields and password change) and `GET /clusters`."""
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from server.app import create_app
 from server.config import ClusterConfig
 from server.handlers.users import NO_PASSWORD
-from tests.helpers import SEED_CLUSTERS_RESPONSE, login
+from tests.helpers import SEED_CLUSTERS_RESPONSE, eventually, login
 
 STATUS = {"message": "User status", "username": "alice", "source": "local"}
 
@@ -67,6 +68,71 @@ async def test_wrong_current_password_changes_nothing(client, conn):
     assert await update(client, body) == (401, {"message": "Invalid current password"})
     assert dict(await conn.fetchrow("SELECT * FROM users")) == before
     assert await can_login(client, "password1")
+
+
+async def session_cookies(client) -> str:
+    """A new session of alice's (a login of its own): its Cookie header. (A login ends the
+    sessions of the cookies it is sent with: the client's jar is emptied first.)"""
+    client.session.cookie_jar.clear()
+    response = await client.post("/auth/login", json={"username": "alice", "password": "password1"})
+    assert response.status == 202
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in response.cookies.items())
+
+
+async def test_of_two_password_changes_at_once_one_is_made_and_the_other_changes_nothing(
+    client, conn
+):
+    """Two sessions change the password at once, each giving the password both verified: the
+    first made logs the other session out, and the second, whose current password is then no
+    longer the current one, is refused and changes nothing (not a second 200 whose password
+    is lost). The user's row is held locked until both have verified it and wait to write."""
+    await login(client)
+    sessions = [await session_cookies(client), await session_cookies(client)]
+    client.session.cookie_jar.clear()
+
+    async def change(cookie: str, password: str):
+        body = {"password": password, "current_password": "password1", "display_name": password}
+        response = await client.post("/user/update", json=body, headers={"Cookie": cookie})
+        return response.status, await response.json(), response.cookies
+
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM users FOR UPDATE")
+        changes = asyncio.gather(
+            change(sessions[0], "password A"), change(sessions[1], "password B")
+        )
+        await eventually(lambda: conn.fetchval(f"SELECT ({waiting}) = 2"))
+    answers = await changes
+    assert sorted(answer[:2] for answer in answers) == [
+        (200, {"message": "User updated"}),
+        (401, {"message": "Invalid current password"}),
+    ]
+    made = 0 if answers[0][0] == 200 else 1
+    password = ["password A", "password B"][made]
+    row = await conn.fetchrow("SELECT display_name, token_generation FROM users")
+    assert (row["display_name"], row["token_generation"]) == (password, 1)
+    client.session.cookie_jar.clear()
+    winner = f"access_token={answers[made][2]['access_token'].value}"  # its session goes on
+    for cookie, expected in ((winner, 200), (sessions[1 - made], 401)):
+        response = await client.get("/auth/status", headers={"Cookie": cookie})
+        assert response.status == expected
+    assert [await can_login(client, word) for word in ("password A", "password B")] == [
+        made == 0,
+        made == 1,
+    ]
+
+
+async def test_a_profile_update_of_a_user_deleted_meanwhile_is_401(
+    aiohttp_client, make_config, conn
+):
+    """Within `auth.user_cache_ttl` a deleted user's token still passes the check; the update
+    then finds no row to change: 401, not a 200 that changed nothing."""
+    client = await aiohttp_client(create_app(make_config(auth={"user_cache_ttl": 60})))
+    await login(client)
+    assert await status_of(client)
+    await conn.execute("DELETE FROM users")
+    invalid = (401, {"message": "Invalid or expired token"})
+    assert await update(client, {"display_name": "X"}) == invalid
 
 
 ANY_FIELD = "Nothing to update: give at least one of display_name, email, password"

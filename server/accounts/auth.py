@@ -141,10 +141,12 @@ _SESSION_ID = re.compile(r"[0-9a-f]{32}")  # as session_id writes it
 
 
 def _valid_claims(claims: dict[str, Any], kind: str) -> bool:
-    """`sub` is a user id, `gen` an integer, `sid` a session id; a refresh token's `jti` is its
-    id."""
+    """`sub` is a user id, `gen` an integer, `sid` a session id, `exp` a number (PyJWT also
+    takes a numeric string, which the user cache could not compare); a refresh token's `jti`
+    is its id."""
     sub, jti, gen = claims.get("sub"), claims.get("jti"), claims.get("gen", 0)
-    shaped = isinstance(sub, str) and _USER_ID.fullmatch(sub) and type(gen) is int
+    numbers = type(gen) is int and type(claims["exp"]) in (int, float)
+    shaped = isinstance(sub, str) and _USER_ID.fullmatch(sub) and numbers
     if not shaped or not _session_or_none(claims.get("sid")):
         return False
     return kind != "refresh" or (isinstance(jti, str) and 0 < len(jti) <= 64)

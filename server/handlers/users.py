@@ -19,6 +19,7 @@ from server.timestamps import iso_utc
 
 STILL_RUNNING = "Simulation is still running (cannot delete)"
 NO_PASSWORD = "Keycloak users have no password here: change it in Keycloak"
+WRONG_PASSWORD = "Invalid current password"
 
 
 def _item(row: asyncpg.Record) -> dict[str, object]:
@@ -96,8 +97,11 @@ async def _after_a_deletion_under_way(request: web.Request, job_id: str) -> None
         await asyncio.sleep(LEASE)
 
 
-async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str | None:
-    """The hash of the new password once the current one is verified; None if not changing."""
+async def _password_change(
+    request: web.Request, update: ProfileUpdate
+) -> users.PasswordChange | None:
+    """The new password's hash and the hash the current one was verified against; None if not
+    changing."""
     if update.password is None:
         return None
     app, user = request.app, request[USER]
@@ -106,21 +110,21 @@ async def _new_password_hash(request: web.Request, update: ProfileUpdate) -> str
     address = request.remote or ""  # a guess counts as a login attempt (a stolen cookie)
     attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], user.username, address)
     current_hash = await users.get_password_hash(app[POOL], user.id)
-    if not await passwords.verify_password(
-        current_hash, update.current_password or "", app[HASH_SLOTS]
-    ):
-        raise Unauthorized("Invalid current password")
+    given = update.current_password or ""
+    verified = await passwords.verify_password(current_hash, given, app[HASH_SLOTS])
+    if current_hash is None or not verified:  # None: no such user (a dummy hash was checked)
+        raise Unauthorized(WRONG_PASSWORD)
     await app[LOGIN_THROTTLE].succeeded(app[POOL], user.username, address, attempt)
-    return await passwords.hash_password(update.password, app[HASH_SLOTS])
+    return await passwords.hash_password(update.password, app[HASH_SLOTS]), current_hash
 
 
 async def update_profile(request: web.Request) -> web.Response:
     body = await read_json(request, request.app[CONFIG].server.max_body_size)
     update = parse_profile_update(body)
-    password_hash = await _new_password_hash(request, update)
-    generation = await _save_profile(request, update, password_hash)
+    password = await _password_change(request, update)
+    generation = await _save_profile(request, update, password)
     response = json_response({"message": "User updated"})
-    if password_hash is not None:  # this session goes on in the new token generation
+    if password is not None:  # this session goes on in the new token generation
         request.app[USER_CACHE].forget(request[USER].id)
         session = sessions.current_session(request, request[USER].id)
         access, _ = auth.make_access_token(
@@ -132,13 +136,17 @@ async def update_profile(request: web.Request) -> web.Response:
 
 
 async def _save_profile(
-    request: web.Request, update: ProfileUpdate, password_hash: str | None
+    request: web.Request, update: ProfileUpdate, password: users.PasswordChange | None
 ) -> int:
-    """The profile saved; the user's token generation (a new one with a new password)."""
+    """The profile saved; the user's token generation (a new one with a new password). 401 and
+    nothing saved when the user is gone, or their password changed since it was verified (by
+    a concurrent change, which logged this session out)."""
     user_id = request[USER].id
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        generation = await users.update_profile(conn, user_id, update.changes, password_hash)
-        if password_hash is not None:
+        generation = await users.update_profile(conn, user_id, update.changes, password)
+        if generation is None:
+            raise Unauthorized(WRONG_PASSWORD if password else auth.INVALID_TOKEN)
+        if password is not None:
             # Whoever else holds a session (perhaps the reason for the change) is logged out:
             # their refresh tokens are revoked, and their access tokens are of an old generation.
             keep = sessions.current_session(request, user_id)

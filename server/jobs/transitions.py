@@ -15,8 +15,16 @@ from typing import Any
 import asyncpg
 import orjson
 
+from server.accounts.auth import INVALID_TOKEN
 from server.config import JobsConfig
-from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TooManyRequests
+from server.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
 from server.jobs.access import NOT_FOUND, check_worker, key_digest
 from server.jobs.reports import TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
@@ -55,7 +63,8 @@ async def create_simulation(
     except orjson.JSONEncodeError:  # read by orjson, but nested too deeply to be written back
         raise BadRequest(NESTED_TOO_DEEPLY) from None
     async with pool.acquire() as conn, conn.transaction():
-        await users.lock_owner(conn, user_id)
+        if not await users.lock_user(conn, user_id):  # deleted since its token was checked
+            raise Unauthorized(INVALID_TOKEN)
         await _check_unfinished(conn, user_id, limits.max_unfinished)
         sim_pk = await simulations.insert(
             conn,
@@ -157,7 +166,7 @@ async def save_results(
     413 and nothing stored when the owner's quota would be exceeded."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
-        user_id = await users.lock_owner(conn, None, row.sim_pk)
+        user_id = await users.lock_owner(conn, row.sim_pk)
         await results.save(conn, row.sim_pk, estimators)
         await simulations.bump_results_version(conn, row.sim_pk)
         await _check_quota(conn, user_id, row.sim_pk, quota)
@@ -171,7 +180,7 @@ async def save_logfiles(
     exceeded (logs are stored data like results: no way around the quota)."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
-        user_id = await users.lock_owner(conn, None, row.sim_pk)
+        user_id = await users.lock_owner(conn, row.sim_pk)
         await logfiles.upsert(conn, row.sim_pk, files)
         await _check_quota(conn, user_id, row.sim_pk, quota)
 

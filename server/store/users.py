@@ -7,6 +7,9 @@ from asyncpg import Record
 from server.database.sql import query
 from server.models import Conn, Db, User
 
+# A password change: the new hash, and the hash the current password was checked against.
+PasswordChange = tuple[str, str]
+
 
 async def create(db: Db, username: str, password_hash: str) -> int | None:
     """The new user's id, or None when the username is taken."""
@@ -53,23 +56,31 @@ async def get_password_hash(db: Db, user_id: int) -> str | None:
 
 
 async def update_profile(
-    db: Db, user_id: int, changes: dict[str, str | None], password_hash: str | None
-) -> int:
+    db: Db, user_id: int, changes: dict[str, str | None], password: PasswordChange | None
+) -> int | None:
     """Apply the given profile fields (a key present with None clears it) and password hash;
-    the user's token generation (a new one with a new password)."""
-    generation: int = await db.fetchval(
+    the user's token generation (a new one with a new password). None, and nothing changed:
+    no such user, or the password is no longer the one checked."""
+    new_hash, checked_hash = password or (None, None)
+    generation: int | None = await db.fetchval(
         query("update_profile"),
         user_id,
         "display_name" in changes,
         changes.get("display_name"),
         "email" in changes,
         changes.get("email"),
-        password_hash,
+        new_hash,
+        checked_hash,
     )
     return generation
 
 
-async def lock_owner(conn: Conn, user_id: int | None, sim_pk: int | None = None) -> int:
-    """Lock a user's row (or a simulation's owner's) for the transaction; the user's id."""
-    locked: int = await conn.fetchval(query("lock_owner"), user_id, sim_pk)
+async def lock_user(conn: Conn, user_id: int) -> bool:
+    """Lock a user's row for the transaction; False: no such user (deleted)."""
+    return await conn.fetchval(query("lock_owner"), user_id, None) is not None
+
+
+async def lock_owner(conn: Conn, sim_pk: int) -> int:
+    """Lock the row of a simulation's owner for the transaction; the owner's id."""
+    locked: int = await conn.fetchval(query("lock_owner"), None, sim_pk)
     return locked

@@ -40,13 +40,16 @@ SELECT password_hash FROM users WHERE id = $1
 
 -- name: update_profile
 -- $3 and $5 are applied only when the flags $2 and $4 are set; $6 is a new hash or NULL. A new
--- password starts a new token generation (migration 0009). Returns the generation now current.
+-- password starts a new token generation (migration 0009), and is set only while the hash is
+-- still $7, the one the current password was checked against: of two changes at once, the
+-- second waits for the first's row lock and then matches no row. Returns the generation now
+-- current; NULL when nothing changed (no such user, or its password changed meanwhile).
 UPDATE users SET
     display_name     = CASE WHEN $2 THEN $3 ELSE display_name END,
     email            = CASE WHEN $4 THEN $5 ELSE email END,
     password_hash    = COALESCE($6, password_hash),
     token_generation = token_generation + CASE WHEN $6 IS NULL THEN 0 ELSE 1 END
-WHERE id = $1
+WHERE id = $1 AND ($6::text IS NULL OR password_hash = $7)
 RETURNING token_generation
 
 -- name: lock_owner
