@@ -76,8 +76,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _unless_begun(request, _from_http_exception(exc))
     except asyncio.CancelledError:
         raise
-    except ConnectionResetError as exc:
-        return _client_gone(request, exc)
+    except ConnectionError as exc:  # also the database's (db.DatabaseUnreachable)
+        if _client_left(request, exc):
+            return _client_gone(request, exc)
+        return _unless_begun(request, _from_exception(request, exc))
     except Exception as exc:
         return _unless_begun(request, _from_exception(request, exc))
 
@@ -89,7 +91,16 @@ async def no_store(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("Cache-Control", "no-store")
 
 
-def _client_gone(request: web.Request, exc: ConnectionResetError) -> web.StreamResponse:
+def _client_left(request: web.Request, exc: ConnectionError) -> bool:
+    """Whether `exc` says the client's connection is gone: a reset (seen by a write, or ours
+    when a client is cut off), or any connection error once that connection is lost (aiohttp
+    fails a write waiting for the client to take what was written with a plain
+    `ConnectionError("Connection lost")`)."""
+    transport = request.transport
+    return isinstance(exc, ConnectionResetError) or transport is None or transport.is_closing()
+
+
+def _client_gone(request: web.Request, exc: ConnectionError) -> web.StreamResponse:
     """The client went away during its request (a closed tab, a dropped network, a killed
     worker), or was cut off (server/results/writing.py): nothing more can be said to it. Its
     connection is closed with a DEBUG line; re-raised, aiohttp would log an ERROR and a

@@ -53,9 +53,13 @@ async def test_a_client_that_leaves_during_its_body_logs_no_error(
     assert _errors(caplog) == []
 
 
+@pytest.mark.parametrize("reading", [0.0, 1.0], ids=["while-sent", "while-waited-for"])
 async def test_a_client_that_leaves_during_a_streamed_result_logs_no_error(
-    aiohttp_client, make_config, conn, caplog
+    aiohttp_client, make_config, conn, caplog, reading
 ) -> None:
+    """The client resets its connection while a piece is being written, or after `reading`
+    seconds of reading nothing, when the server waits for it to take what was written (aiohttp
+    then fails the wait with a plain ConnectionError, not a ConnectionResetError)."""
     client = await aiohttp_client(create_app(make_config()))
     await login(client)
     job_id = await submit(client)
@@ -71,6 +75,7 @@ async def test_a_client_that_leaves_during_a_streamed_result_logs_no_error(
     sock = socket.create_connection((client.server.host, client.server.port))
     sock.sendall(request)
     assert await asyncio.to_thread(sock.recv, 65536)  # the body has begun
+    await asyncio.sleep(reading)
     _reset(sock)
     await asyncio.sleep(1.0)
     assert (await client.get("/")).status == 200
