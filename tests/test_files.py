@@ -29,6 +29,7 @@ from tests.helpers import (
     submit,
     switch_user,
 )
+from tests.test_results_large import read_rest, slow_socket
 
 
 async def get(client, path: str) -> tuple[int, dict]:
@@ -273,6 +274,30 @@ async def test_ui_inputs_of_a_large_input_are_not_encoded_again(client, conn):
             tracemalloc.stop()
         assert response.status == 200
     assert peaks["/ui/inputs"] < 4 * size, {p: f"{v / MIB:.0f} MiB" for p, v in peaks.items()}
+
+
+@pytest.mark.parametrize("path", ["/inputs", "/ui/inputs"])
+async def test_a_client_that_never_reads_its_inputs_is_let_go(
+    aiohttp_client, make_config, conn, path
+):
+    """An input (up to `server.max_body_size`) is handed to the connection whole: one that
+    never reads held it for ever (~2x its size). The kernel drops the connection once it stays
+    unacknowledged for `server.body_timeout` seconds, as for results sent whole."""
+    client = await aiohttp_client(create_app(make_config(server={"body_timeout": 1.0})))
+    await login(client)
+    files = {"big.inp": ("x" * 79 + "\n") * (2_000_000 // 80)}
+    body = io.BytesIO(orjson.dumps(payload(FLUKA_FILES, input_files=files)))
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/jobs/direct", data=body, headers=headers)
+    job_id = (await response.json())["job_id"]
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET {path}?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n\r\n"
+    )
+    with slow_socket(client, request.encode()) as sock:
+        await asyncio.sleep(6)  # not reading
+        received = await read_rest(sock)
+    assert received < 2_000_000, f"all {received} bytes were sent"
 
 
 async def test_a_log_file_is_stored_in_parts_and_read_back_whole(client, conn):

@@ -25,6 +25,7 @@ async def get_inputs(request: web.Request) -> web.Response:
     parts += [b',"input":', found.data]
     if found.files is not None:  # an editor project and the files converted from it
         parts += [b',"input_files":', found.files]
+    drop_when_stalled(request)  # an input may be tens of MB
     return ReleasingResponse(body=b"".join([*parts, b"}"]), content_type="application/json")
 
 

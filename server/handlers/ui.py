@@ -19,6 +19,7 @@ from server.http import (
 )
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
+from server.limits.serving import drop_when_stalled
 from server.results.filters import page_filter
 from server.results.indexcache import PAGE_LIST, SINGLE_PAGE, make_view
 from server.store import inputs as stored_inputs
@@ -38,6 +39,7 @@ async def inputs(request: web.Request) -> web.Response:
     _, rows = status
     primaries = sum(row["requested_primaries"] for row in rows)
     body = shapes.inputs(found.input_type, found.data, found.files, primaries)
+    drop_when_stalled(request)  # an input may be tens of MB
     return ReleasingResponse(body=body, content_type="application/json")
 
 
