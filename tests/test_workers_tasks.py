@@ -96,6 +96,18 @@ async def test_all_tasks_canceled_by_workers(worker, conn):
     assert await job_of(conn) == ("CANCELED", True)
 
 
+@pytest.mark.parametrize("state", ["COMPLETED", "FAILED"])
+async def test_a_task_that_ends_unstarted_starts_at_the_end_it_was_sent(worker, conn, state):
+    """A worker may report only a task's end (a RUNNING report lost, or its end retried long
+    after): with no start sent, the start is the end sent, not the server's clock, which made
+    a task end before it started."""
+    client, _, identity = worker
+    await set_task(client, identity, 1, task_state=state, end_time="2024-01-15T10:05:23Z")
+    row = await conn.fetchrow("SELECT start_time, end_time FROM tasks WHERE task_id = 1")
+    moment = datetime(2024, 1, 15, 10, 5, 23, tzinfo=UTC)
+    assert (row["start_time"], row["end_time"]) == (moment, moment)
+
+
 async def test_times_and_idempotence(worker, conn):
     client, _, identity = worker
     await set_task(client, identity, 1, task_state="RUNNING", estimated_time=12.6)

@@ -29,14 +29,16 @@ FOR UPDATE OF s, t
 -- name: update_task
 -- $3 is the new state; NULL parameters (also $3: a progress report) leave their column as it is.
 -- start_time is set when the task turns RUNNING (or ends without having reported RUNNING:
--- it ran) and end_time when it turns terminal, unless sent.
+-- it ran; then at the end sent, if one was) and end_time when it turns terminal, unless sent.
 UPDATE tasks SET
     task_state = coalesce($3::text, task_state),
     simulated_primaries = coalesce($4, simulated_primaries),
     requested_primaries = coalesce($5, requested_primaries),
     estimated_time = coalesce($6, estimated_time),
     start_time = coalesce(
-        $7, start_time, CASE WHEN $3::text IN ('RUNNING', 'COMPLETED', 'FAILED') THEN now() END
+        $7, start_time,
+        CASE WHEN $3::text = 'RUNNING' THEN now()
+             WHEN $3::text IN ('COMPLETED', 'FAILED') THEN coalesce($8, now()) END
     ),
     end_time = coalesce(
         $8, end_time,
