@@ -220,6 +220,26 @@ async def test_bad_logfiles_store_nothing(worker, conn, logfiles, message):
     assert await conn.fetchval("SELECT count(*) FROM logfiles") == 0
 
 
+async def test_a_simulation_holds_at_most_10000_log_files(worker, conn):
+    """Reading a simulation's logs lists every file at once: a worker storing a million empty
+    files (a few bytes each of its quota) made one `GET /logfiles` take 600 MB and hold the
+    event loop for seconds. Past 10,000 files an upload is 413 and stores nothing; files
+    replaced by name do not count twice."""
+    client, _, identity = worker
+    files = {f"task_{n}": "" for n in range(9_999)}
+    saved = {"message": "Logfiles saved"}
+    assert await post(client, "/logfiles", {**identity, "logfiles": files}) == saved
+    more = {"task_0": "again", "merge": "x"}  # one new name: 10,000 files
+    assert await post(client, "/logfiles", {**identity, "logfiles": more}) == saved
+    too_many = {"task_1": "changed", "runner": "y"}
+    assert await post(client, "/logfiles", {**identity, "logfiles": too_many}, 413) == {
+        "message": "Too many log files: at most 10000 per simulation"
+    }
+    rows = await conn.fetch("SELECT name, content FROM logfiles WHERE name IN ('task_0', 'task_1')")
+    assert {row["name"]: row["content"] for row in rows} == {"task_0": "again", "task_1": ""}
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 10_000
+
+
 async def test_worker_body_limit(aiohttp_client, make_config, conn):
     """Workers have their own body limit, separate from the user-facing one."""
     app = create_app(make_config(server={"max_body_size": 4000, "worker_max_body_size": 10_000}))

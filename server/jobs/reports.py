@@ -15,6 +15,7 @@ from server.values import MAX_INT32, MAX_INT64
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_LOGFILE_NAME = 255
+MAX_LOGFILES = 10_000  # log files of one simulation (1000 tasks, a few each)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from server.errors import (
     Unauthorized,
 )
 from server.jobs.access import NOT_FOUND, check_worker, key_digest
-from server.jobs.reports import TaskUpdate
+from server.jobs.reports import MAX_LOGFILES, TaskUpdate
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
 from server.jobs.submission import NESTED_TOO_DEEPLY
 from server.models import Conn
@@ -177,11 +177,14 @@ async def save_logfiles(
     pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, str], quota: int = 0
 ) -> None:
     """A worker's `POST /logfiles`; 413 and nothing stored when the owner's quota would be
-    exceeded (logs are stored data like results: no way around the quota)."""
+    exceeded (logs are stored data like results: no way around the quota), or the simulation
+    would hold more than MAX_LOGFILES files (each is listed whole when the logs are read)."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
         user_id = await users.lock_owner(conn, row.sim_pk)
         await logfiles.upsert(conn, row.sim_pk, files)
+        if await logfiles.count(conn, row.sim_pk) > MAX_LOGFILES:
+            raise PayloadTooLarge(f"Too many log files: at most {MAX_LOGFILES} per simulation")
         await _check_quota(conn, user_id, row.sim_pk, quota)
 
 

@@ -34,6 +34,12 @@ async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
     await db.execute(query("insert_logfile_parts"), sim_pk, names, parts, contents)
 
 
+async def count(db: Db, sim_pk: int) -> int:
+    """How many log files the simulation holds."""
+    found: int = await db.fetchval(query("count_logfiles"), sim_pk)
+    return found
+
+
 async def read_batches(db: Db, sim_pk: int) -> AsyncIterator[list[Part]]:
     """The parts of the simulation's log files, by name and part, about BATCH_BYTES at a time;
     a batch of none is not given. LogsChanged when a part is not the one listed at the start

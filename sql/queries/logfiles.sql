@@ -25,3 +25,7 @@ FROM logfiles l JOIN unnest($2::text[], $3::integer[]) AS k (name, part)
     ON l.name = k.name AND l.part = k.part
 WHERE l.simulation_id = $1
 ORDER BY l.name, l.part
+
+-- name: count_logfiles
+-- How many log files the simulation holds (every file has a part 0).
+SELECT count(*) FROM logfiles WHERE simulation_id = $1 AND part = 0
