@@ -94,7 +94,8 @@ async def test_shutdown_stops_workers(start_app, conn):
 
 
 async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config, start_app, conn):
-    # A first server (external workers) whose jobs are left in every unfinished state.
+    # A first server whose jobs are left in every unfinished state: its reports made here as
+    # its local runner's workers would have made them (the jobs marked as that runner's below).
     app = create_app(make_config())
     recorder = record_jobs(app)
     first = await aiohttp_client(app)
@@ -112,6 +113,7 @@ async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config
             await update(job_id, task_id, "RUNNING")
             await update(job_id, task_id, "COMPLETED" if job_id == merging else "FAILED")
     await first.close()
+    await conn.execute("UPDATE simulations SET local_runner = true")
 
     # The next server, in local mode, cannot finish any of them: their keys died with the first.
     client, _, _ = await start_app("complete", user="bob")
@@ -144,6 +146,29 @@ async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config
     body = {"simulation_id": running, "update_key": recorder.key(running), "task_id": 1}
     response = await client.post("/tasks", json={**body, "update_dict": {"task_state": "FAILED"}})
     assert response.status == 409
+
+
+async def test_a_local_runner_starting_leaves_external_workers_their_simulations(
+    aiohttp_client, make_config, start_app, conn
+):
+    """A server with `runner.kind = "none"` submits for external workers, whose keys outlive
+    any server: a local runner starting on the same database (another server, or this one
+    restarted in local mode) failed them too, and the workers' next reports were 409."""
+    app = create_app(make_config())
+    recorder = record_jobs(app)
+    first = await aiohttp_client(app)
+    await login(first)
+    job_id = await submit(first, payload(ntasks=2))
+    body = {"simulation_id": job_id, "update_key": recorder.key(job_id), "task_id": 1}
+    running = {**body, "update_dict": {"task_state": "RUNNING"}}
+    assert (await first.post("/tasks", json=running)).status == 202
+    await start_app("complete", user="bob")
+    completed = {**body, "update_dict": {"task_state": "COMPLETED"}}
+    assert (await first.post("/tasks", json=completed)).status == 202
+    states = await conn.fetch("SELECT task_state FROM tasks ORDER BY task_id")
+    assert [row["task_state"] for row in states] == ["COMPLETED", "PENDING"]
+    assert await conn.fetchval("SELECT job_state FROM simulations") == "RUNNING"
+    assert await conn.fetchval("SELECT count(*) FROM logfiles") == 0
 
 
 async def running_job(start_app) -> tuple[TestClient, str, Path]:

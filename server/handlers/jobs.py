@@ -36,6 +36,7 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
         input_files=submission.files,
         platform=platform,
         limits=request.app[CONFIG].jobs,
+        local_runner=platform == "direct" and request.app[CONFIG].runner.kind == "local",
     )
     # Converted files go to the workers as a files submission's would.
     return Job(

@@ -50,9 +50,11 @@ async def create_simulation(
     input_files: dict[str, str] | None = None,
     platform: str = "direct",
     limits: JobsConfig = NO_LIMITS,
+    local_runner: bool = False,
 ) -> int:
     """A simulation, its input (and the files converted from it) and one PENDING task per
-    entry of `primaries`; its sim_pk.
+    entry of `primaries`; its sim_pk. `local_runner`: the local runner runs it (and fails it at
+    its next start if it is left unfinished).
 
     429 (and nothing stored) when the user has `limits.max_unfinished` simulations not ended
     yet; 413 when the user's stored inputs and results would exceed `limits.user_quota`: the
@@ -76,6 +78,7 @@ async def create_simulation(
             len(primaries),
             update_key_sha256,
             platform,
+            local_runner,
         )
         await inputs.insert(conn, sim_pk, packed)
         await tasks.insert_all(conn, sim_pk, primaries)
@@ -247,7 +250,8 @@ async def fail_unfinished(
 async def fail_interrupted(
     pool: asyncpg.Pool, before: datetime, log_name: str, explain: Callable[[list[int]], str]
 ) -> list[str]:
-    """fail_unfinished for every unfinished direct simulation submitted before `before`."""
+    """fail_unfinished for every unfinished simulation of the local runner submitted before
+    `before`."""
     failed = []
     for job_id in await simulations.list_interrupted(pool, before):
         if await fail_unfinished(pool, job_id, log_name, explain):

@@ -37,8 +37,9 @@ async def insert(
     ntasks: int,
     update_key_sha256: bytes,
     platform: str,
+    local_runner: bool,
 ) -> int:
-    """The new simulation's sim_pk."""
+    """The new simulation's sim_pk (`local_runner`: the local runner runs it)."""
     sim_pk: int = await conn.fetchval(
         query("insert_simulation"),
         job_id,
@@ -49,6 +50,7 @@ async def insert(
         ntasks,
         update_key_sha256,
         platform,
+        local_runner,
     )
     return sim_pk
 
@@ -109,7 +111,7 @@ async def get_state(db: Db, job_id: str) -> str | None:
 
 
 async def list_interrupted(db: Db, before: datetime) -> list[str]:
-    """job_ids of unfinished direct simulations submitted before `before`."""
+    """job_ids of the local runner's unfinished simulations submitted before `before`."""
     return [row["job_id"] for row in await db.fetch(query("list_interrupted_jobs"), before)]
 
 

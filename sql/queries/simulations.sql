@@ -3,9 +3,10 @@
 
 -- name: insert_simulation
 INSERT INTO simulations (
-    job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256, platform
+    job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256, platform,
+    local_runner
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id
 
 -- name: get_simulation_owner
@@ -73,10 +74,11 @@ UPDATE simulations SET results_version = nextval('page_versions') WHERE id = $1
 SELECT job_state FROM simulations WHERE job_id = $1
 
 -- name: list_interrupted_jobs
--- Direct simulations still unfinished that were submitted before the local runner started:
--- nobody holds their update key any more, so nobody can finish them.
+-- The local runner's simulations still unfinished that were submitted before it started:
+-- nobody holds their update key any more, so nobody can finish them. (Those of external
+-- workers, submitted through a server with runner.kind "none", are theirs to finish.)
 SELECT job_id FROM simulations
-WHERE platform = 'direct'
+WHERE platform = 'direct' AND local_runner
   AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
   AND start_time < $1
 ORDER BY id

@@ -10,11 +10,12 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
 - cancel sends SIGTERM to the job's process groups, SIGKILL after `runner.grace_period`, and
   drops its queued tasks;
 - shutdown terminates every process the same way and fails what is left unfinished;
-- at startup, direct simulations left unfinished by a server that died (RUNNING or PENDING
+- at startup, its simulations left unfinished by a server that died (RUNNING or PENDING
   tasks: the update key lived only in that server's memory, so nothing can finish them) are
-  marked FAILED with a log file `runner` saying why. This assumes that, in local mode, every
-  direct simulation is run by this runner, in one server process: the runner holds a
-  PostgreSQL advisory lock for its lifetime (server/runner/local/lock.py), and a second server
+  marked FAILED with a log file `runner` saying why: those submitted through a server in local
+  mode (`simulations.local_runner`; a server with kind "none" on the same database submits for
+  external workers). One server process runs the local runner: it holds a PostgreSQL advisory
+  lock for its lifetime (server/runner/local/lock.py), and a second server in local mode
   started on the same database stops with an error instead of failing the first one's jobs.
 - when a job's last task has ended and the job is MERGING_QUEUED, `merge` runs the worker
   command's merge step (`<command> merge`) once, in the job directory and that task's slot; if
