@@ -96,3 +96,15 @@ def test_a_first_start_killed_while_it_makes_the_database_makes_it_at_the_next(
     assert result.returncode == 0, result.stderr
     assert (data / "postgres" / "PG_VERSION").exists() and not (data / MAKING).exists()
     assert postgres_processes(data / "postgres") == []
+
+
+def test_a_data_dir_too_long_for_the_socket_stops_the_start(server_dir):  # noqa: F811
+    """pgserver put the socket of such a data directory in a directory of the shared temporary
+    one, which it made world-writable as root: any account could move the socket away and
+    serve the server's database connections itself. The start stops with one line instead."""
+    data = server_dir / ("d" * 90)
+    result = run_py("migrate", env={"YAPTIDE_DATABASE_DATA_DIR": str(data)})
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert result.stderr.startswith(f"Configuration error: database.data_dir: {data} is too long")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (data / "postgres").exists()

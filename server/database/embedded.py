@@ -103,14 +103,32 @@ def _made_whole(server: Any, pgdata: Path) -> None:
     server.ensure_pgdata_inited()  # as root: the permissions pgserver's postgres user needs
 
 
+SOCKET_NAME = ".s.PGSQL.5432"  # postgres's socket, in the database's directory
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (Linux: 108 with the final NUL)
+
+
+def check_socket_path(pgdata: Path) -> None:
+    """ConfigError when the socket's path in `pgdata` would be too long: pgserver then puts the
+    socket in a directory of the shared temporary one, named after the path, which it makes
+    world-writable as root (and takes as it finds it when someone made it first): any account
+    of the host could move the socket away and serve the server's connections itself."""
+    path = os.fsencode(pgdata.expanduser().resolve() / SOCKET_NAME)
+    if len(path) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"database.data_dir: {pgdata.parent} is too long for the embedded PostgreSQL's "
+            f"socket ({len(path)} bytes with postgres/{SOCKET_NAME}, at most "
+            f"{MAX_SOCKET_PATH}): choose a shorter path, or set database.url"
+        )
+
+
 SOCKET_SETTING = "unix_socket_permissions = 0700"
 
 
 def restrict_socket(pgdata: Path) -> None:
-    """Make the server's Unix socket its own account's alone. pgserver trusts every local
-    connection, and when `pgdata` is too long for a socket path it puts the socket in a shared
-    directory it makes world-writable: without this any account of the host is the superuser.
-    (Set before the first start; a server found running takes it at its next start.)"""
+    """Make the server's Unix socket its own account's alone: pgserver trusts every local
+    connection, so any account that reached it would be the superuser (the socket's
+    directory, `pgdata`, is private too: see check_socket_path). (Set before the first start;
+    a server found running takes it at its next start.)"""
     conf = pgdata / "postgresql.conf"
     if SOCKET_SETTING not in conf.read_text():
         with conf.open("a") as file:
@@ -226,6 +244,7 @@ def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
     pgdata = data_dir / "postgres"
     server = None
     try:
+        check_socket_path(pgdata)
         check_version(pgdata)
         with _signals_deferred(), _postgres_environment():
             forget_dead_handles(pgdata)
