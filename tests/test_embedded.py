@@ -18,14 +18,14 @@ PSQL = Path(pgserver.postgres_server.POSTGRES_VERSIONS[pgserver.TARGET_POSTGRES_
 
 
 async def test_another_account_cannot_connect_to_the_embedded_database() -> None:
-    """A data_dir too long for a Unix socket inside it makes pgserver put the socket in a shared
-    directory (mode 0777) with trust authentication: any account of the host connected as the
-    superuser. The socket is now the server's account's alone."""
+    """pgserver trusts every local connection: the socket is the server's account's alone, in
+    the database's directory (a data_dir too long for that is refused:
+    tests/test_embedded_start.py; pgserver put the socket in a shared directory, mode 0777)."""
     with server_tmp_dir() as directory:
-        data = directory / ("d" * 80)
+        data = directory / "data"
         with embedded_postgres(data) as url:
             socket_dir = parse_qs(urlsplit(url).query)["host"][0]
-            assert not socket_dir.startswith(str(data))  # the shared fallback directory
+            assert Path(socket_dir) == (data / "postgres").resolve()
             socket = Path(socket_dir) / ".s.PGSQL.5432"
             assert stat.S_IMODE(socket.stat().st_mode) == 0o700
             if os.geteuid() == 0:
