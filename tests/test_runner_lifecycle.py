@@ -130,17 +130,19 @@ async def test_restart_fails_what_a_dead_server_left(aiohttp_client, make_config
     }
     explain = (
         "The server stopped before this simulation finished. Its worker processes and its update "
-        "key did not survive, so it cannot be resumed: unfinished tasks ({}) were marked FAILED "
-        "when the server started again. Submit the simulation again to rerun it."
+        "key did not survive, so it cannot be resumed: {} when the server started again. Submit "
+        "the simulation again to rerun it."
     )
+    tasks = "unfinished tasks (1, 2) were marked FAILED"
+    merge = "its tasks had ended, but their results were not merged: it was marked FAILED"
     logs = await conn.fetch(
         "SELECT s.job_id, l.name, l.content FROM logfiles l JOIN simulations s ON s.id = l.simulation_id"
     )
     assert sorted(tuple(row) for row in logs) == sorted(
         [
-            (running, "runner", explain.format("1, 2")),
-            (merging, "runner", explain.format("none")),
-            (pending, "runner", explain.format("1, 2")),
+            (running, "runner", explain.format(tasks)),
+            (merging, "runner", explain.format(merge)),
+            (pending, "runner", explain.format(tasks)),
         ]
     )
     body = {"simulation_id": running, "update_key": recorder.key(running), "task_id": 1}

@@ -54,23 +54,26 @@ TRANSIENT = (*db.UNAVAILABLE, db.DISK_FULL)  # the database away, or out of disk
 T = TypeVar("T")
 
 
-def _listed(task_ids: list[int]) -> str:
-    return ", ".join(map(str, task_ids)) or "none"
+def _failed(task_ids: list[int]) -> str:
+    """What was marked FAILED: unfinished tasks, or (none: all had ended) the simulation whose
+    results were being merged."""
+    if task_ids:
+        return f"unfinished tasks ({', '.join(map(str, task_ids))}) were marked FAILED"
+    return "its tasks had ended, but their results were not merged: it was marked FAILED"
 
 
 def restart_text(task_ids: list[int]) -> str:
     return (
         "The server stopped before this simulation finished. Its worker processes and its "
-        f"update key did not survive, so it cannot be resumed: unfinished tasks "
-        f"({_listed(task_ids)}) were marked FAILED when the server started again. Submit the "
-        "simulation again to rerun it."
+        f"update key did not survive, so it cannot be resumed: {_failed(task_ids)} when the "
+        "server started again. Submit the simulation again to rerun it."
     )
 
 
 def shutdown_text(task_ids: list[int]) -> str:
     return (
-        "The server shut down before this simulation finished: unfinished tasks "
-        f"({_listed(task_ids)}) were marked FAILED. Submit the simulation again to rerun it."
+        f"The server shut down before this simulation finished: {_failed(task_ids)}. Submit "
+        "the simulation again to rerun it."
     )
 
 
