@@ -108,3 +108,14 @@ def test_a_data_dir_too_long_for_the_socket_stops_the_start(server_dir):  # noqa
     assert result.stderr.startswith(f"Configuration error: database.data_dir: {data} is too long")
     assert result.stderr.count("\n") == 1, result.stderr
     assert not (data / "postgres").exists()
+
+
+def test_a_data_dir_that_cannot_be_made_stops_the_start_naming_its_key(server_dir):  # noqa: F811
+    data = server_dir / "a file"
+    data.write_text("not a directory")
+    result = run_py("migrate", env={"YAPTIDE_DATABASE_DATA_DIR": str(data)})
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"Configuration error: database.data_dir: {data}: File exists\n",
+    )
