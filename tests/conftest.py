@@ -270,36 +270,32 @@ async def sso(
 
 
 @pytest.fixture
-def start_app(
+def app_makers(
     aiohttp_server: Callable,
     aiohttp_client: Callable,
     unused_tcp_port_factory: Callable[[], int],
     make_config: Callable[..., Config],
     conn: asyncpg.Connection,
-) -> Callable:
-    """start_app(mode, user="alice", **runner) -> (client, recorder, config): an app whose local
-    runner runs the fake worker in `mode` (tests/helpers.py start_local)."""
-    return functools.partial(
-        start_local, aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
-    )
+) -> tuple[Callable, Callable, Callable[[], int], Callable[..., Config]]:
+    """What an app with a local runner is started with (the database emptied first: conn)."""
+    return aiohttp_server, aiohttp_client, unused_tcp_port_factory, make_config
 
 
 @pytest.fixture
-def start_worker(
-    aiohttp_server: Callable,
-    aiohttp_client: Callable,
-    unused_tcp_port_factory: Callable[[], int],
-    make_config: Callable[..., Config],
-    conn: asyncpg.Connection,
-) -> Callable:
+def start_app(app_makers: tuple) -> Callable:
+    """start_app(mode, user="alice", **runner) -> (client, recorder, config): an app whose local
+    runner runs the fake worker in `mode` (tests/helpers.py start_local)."""
+    return functools.partial(start_local, *app_makers)
+
+
+@pytest.fixture
+def start_worker(app_makers: tuple) -> Callable:
     """start_worker(simulators, middleware=None, **runner) -> (client, recorder, config): an app
     whose local runner runs the built-in worker (tests/helpers.py start_worker_app)."""
+    server, client, ports, make_config = app_makers
 
     async def start(*args: Any, **kwargs: Any) -> tuple:
-        port = unused_tcp_port_factory()
-        return await start_worker_app(
-            aiohttp_server, aiohttp_client, port, make_config, *args, **kwargs
-        )
+        return await start_worker_app(server, client, ports(), make_config, *args, **kwargs)
 
     return start
 
