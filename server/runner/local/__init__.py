@@ -42,39 +42,15 @@ from server.runner.local import process as proc
 from server.runner.local import sandbox
 from server.runner.local.lock import BUSY_TEXT, RunnerLock
 from server.runner.local.queue import JobRun, TaskQueue
+from server.runner.local.texts import MERGE_TEXT, RUNNER_LOG, restart_text, shutdown_text
 from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG, describe_exit
 
 log = logging.getLogger(__name__)
 
-RUNNER_LOG = "runner"
-MERGE_TEXT = "The merge step {exit} without posting results.\n\nLast output:\n{tail}"
 RETRY_EVERY = 5.0  # seconds between two tries of what the database refused (see _written)
 TRANSIENT = (*db.UNAVAILABLE, db.DISK_FULL)  # the database away, or out of disk: for a while
 T = TypeVar("T")
-
-
-def _failed(task_ids: list[int]) -> str:
-    """What was marked FAILED: unfinished tasks, or (none: all had ended) the simulation whose
-    results were being merged."""
-    if task_ids:
-        return f"unfinished tasks ({', '.join(map(str, task_ids))}) were marked FAILED"
-    return "its tasks had ended, but their results were not merged: it was marked FAILED"
-
-
-def restart_text(task_ids: list[int]) -> str:
-    return (
-        "The server stopped before this simulation finished. Its worker processes and its "
-        f"update key did not survive, so it cannot be resumed: {_failed(task_ids)} when the "
-        "server started again. Submit the simulation again to rerun it."
-    )
-
-
-def shutdown_text(task_ids: list[int]) -> str:
-    return (
-        f"The server shut down before this simulation finished: {_failed(task_ids)}. Submit "
-        "the simulation again to rerun it."
-    )
 
 
 class LocalDispatcher:
