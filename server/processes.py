@@ -205,7 +205,7 @@ def serve_processes(
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(processes)
+        _stop_surely(processes)
 
 
 def _first_to_end(
@@ -241,12 +241,26 @@ def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
     others, and an embedded database under the requests they were letting finish."""
     with _ignored(signal.SIGINT, signal.SIGTERM):
         for process in processes:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+            # (not os.kill: a process reaped by a wait that Ctrl-C interrupted before it kept
+            # the exit status looks alive, and os.kill then failed with ESRCH, before run.py
+            # had stopped the others, which it then waited for for ever at its exit)
+            process.terminate()
         for process in processes:
             process.join(STOP_TIMEOUT)
             if process.is_alive():
                 process.kill()
+
+
+def _stop_surely(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """_stop, begun again when Ctrl-C or SIGTERM came before it could ignore them (run.py
+    has just reaped a process that ended on its own Ctrl-C, say): their KeyboardInterrupt cut
+    it short, and run.py ended without stopping the other processes, then waited for them for
+    ever at its exit."""
+    while True:
+        try:
+            return _stop(processes)
+        except KeyboardInterrupt:
+            continue
 
 
 @contextlib.contextmanager
