@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from server.app import create_app
-from server.results.pagesplit import SPLIT_ABOVE, find_pages
+from server.results.pagesplit import MAX_DEPTH, MAX_TOKENS, SPLIT_ABOVE, find_pages
 from tests.helpers import KEY, login, raw_results_body, set_key, submit, upload_pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +186,24 @@ def test_the_page_scan_stops_past_the_most_pages_an_upload_may_have() -> None:
     body = b'{"estimators":[{"name":"z","pages":[' + b",".join([b"{}"] * 11) + b"]}]}"
     assert len(find_pages(body, 11)) == 11
     assert find_pages(body, 10) is None
+
+
+def test_the_page_scan_gives_up_on_deep_or_token_heavy_bodies() -> None:
+    """A worker's 16 MiB of `[` made a stack of 16 million entries (1.8 GB) and held the event
+    loop 14 s before any budget was held; 17 MiB of `[],` held it 9 s. Past MAX_DEPTH open
+    containers or MAX_TOKENS tokens the body is parsed whole instead, its parse held from the
+    budget first (and orjson refuses JSON nested that deep)."""
+
+    def nested(depth: int) -> bytes:
+        return b'{"estimators":[],"x":' + b"[" * depth + b"]" * depth + b"}"
+
+    def wide(lists: int) -> bytes:  # three tokens a list: "[", "]" and ","
+        return b'{"estimators":[],"x":[' + b"[]," * (lists - 1) + b"[]]}"
+
+    assert find_pages(nested(MAX_DEPTH - 1)) == []
+    assert find_pages(nested(MAX_DEPTH + 1)) is None
+    assert find_pages(wide(MAX_TOKENS // 3 - 10)) == []
+    assert find_pages(wide(MAX_TOKENS // 3 + 10)) is None
 
 
 async def test_large_upload_with_a_string_never_closed_is_400(client, conn) -> None:

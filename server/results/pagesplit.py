@@ -30,6 +30,10 @@ PLACEHOLDER_KEY = "\0page"
 # every escaped quote after it would have started another scan to the end.
 _TOKEN = re.compile(rb'[^"{}\[\]:]+|"(?:[^"\\]++|\\.)*+(?P<end>")?|[{}\[\]:]', re.DOTALL)
 _CLOSERS = (0x7D, 0x5D)  # "}", "]"
+MAX_DEPTH = 1024  # containers open at once (orjson refuses deeper JSON)
+# Tokens scanned at most, about a second of the event loop: a page of the fixture has ~130, and
+# an upload at most 10,000 pages (results.upload.MAX_ITEMS).
+MAX_TOKENS = 2_000_000
 # The longest key that gives a role (_ROLES); a longer string before a colon is not copied (each
 # colon after an 8 MB key copied it again: hours of the event loop for a 17 KB gzip body).
 _KEY_LENGTH = len(b'"estimators"')
@@ -70,14 +74,18 @@ def _role(parent: str | None, opening: bytes, key: bytes | None) -> str:
 
 
 def find_pages(body: bytes | bytearray, max_pages: int = 2**63) -> list[tuple[int, int]] | None:
-    """(start, end) of every page object, or None when the brackets do not balance or there are
-    more than `max_pages` (then the whole body is parsed, its parse held from the budget: the
-    spans of millions of `{}` pages took gigabytes, held from nothing)."""
+    """(start, end) of every page object, or None when the brackets do not balance, or there are
+    more than `max_pages`, or containers nest deeper than MAX_DEPTH, or the body has more than
+    MAX_TOKENS tokens (then the whole body is parsed, its parse held from the budget: the spans
+    of millions of `{}` pages took gigabytes, held from nothing, 16 MiB of `[` a stack of 1.8 GB
+    and 14 s of the event loop, and 17 MiB of `[],` 9 s of it)."""
     stack: list[tuple[str, int]] = []  # (role, start offset) of each open container
     key: bytes | None = None
     last_string: tuple[int, int] = (0, 0)
     spans = []
-    for match in _TOKEN.finditer(body):
+    for count, match in enumerate(_TOKEN.finditer(body)):
+        if count > MAX_TOKENS or len(stack) > MAX_DEPTH:
+            return None
         start = match.start()
         char = body[start]
         if char == 0x22:  # a string: a key, if a colon follows
