@@ -8,7 +8,7 @@ from server.accounts import passwords
 from server.app import create_app
 from server.keys import POOL, USER_CACHE
 from server.store import users
-from tests.helpers import register
+from tests.helpers import eventually, register
 
 ALICE = {"username": "alice", "password": "password1"}
 
@@ -337,6 +337,34 @@ async def test_logins_keep_a_bounded_number_of_sessions(client, conn) -> None:
     assert (await client.get("/auth/refresh", headers=first)).status == 401  # the oldest ended
     assert (await client.get("/auth/refresh", headers=last)).status == 200
     assert (await client.get("/auth/refresh", headers=bob)).status == 200
+
+
+async def test_two_logins_at_once_keep_the_bound_of_sessions(client, conn) -> None:
+    """A user at one session short of SESSIONS logs in twice at once: the second login ends the
+    oldest session, as one after the other would (both counted 99 before either added its own:
+    101). The user's row is held locked until both wait to add their sessions."""
+    await register(client)
+    alice = await conn.fetchval("SELECT id FROM users WHERE username = 'alice'")
+    await conn.execute(
+        "INSERT INTO refresh_tokens (token_sha256, user_id, expires_at, created_at)"
+        " SELECT sha256(i::text::bytea), $1, now() + interval '1 day', now() - i * interval '1 s'"
+        " FROM generate_series(1, $2) i",
+        alice,
+        SESSIONS - 1,
+    )
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", alice)
+        logins = asyncio.gather(session(client), session(client))
+        await eventually(lambda: conn.fetchval(f"SELECT ({waiting}) = 2"))
+    await logins
+    live = "SELECT count(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL"
+    assert await conn.fetchval(live, alice) == SESSIONS
+    oldest = await conn.fetchval("SELECT sha256($1::int::text::bytea)", SESSIONS - 1)
+    assert (
+        await conn.fetchval("SELECT count(*) FROM refresh_tokens WHERE token_sha256 = $1", oldest)
+        == 0
+    )
 
 
 async def test_sessions_that_ended_are_forgotten_for_users_who_never_log_in_again(

@@ -14,7 +14,7 @@ from aiohttp import web
 from server.accounts import auth
 from server.errors import Unauthorized
 from server.keys import CONFIG, POOL, SECRET, USER_CACHE
-from server.store import refresh_tokens
+from server.store import refresh_tokens, users
 
 # Live sessions a user may have at once: one begun past it ends the oldest. Each read of the user
 # carries every live session's id (the access check), so they must not grow with how often a
@@ -57,12 +57,17 @@ async def begin_sso(request: web.Request, user_id: int, generation: int, expires
 async def _begin(
     app: web.Application, user_id: int, generation: int, jti: str, expires: float
 ) -> str | None:
-    """The id of a new session of `jti`; None when `generation` is no longer the user's."""
-    await refresh_tokens.prune(app[POOL], user_id, MAX_SESSIONS - 1)
+    """The id of a new session of `jti`; None when `generation` is no longer the user's (or
+    the user is gone). The user's row is locked first: a login at the same moment counts this
+    one's session before it prunes (both counted the same sessions: one more than the bound)."""
     stored = auth.sha256(jti)
     expires_at = datetime.fromtimestamp(expires, UTC)
-    if not await refresh_tokens.add(app[POOL], stored, user_id, expires_at, generation):
-        return None
+    async with app[POOL].acquire() as conn, conn.transaction():
+        if not await users.lock_user(conn, user_id):
+            return None
+        await refresh_tokens.prune(conn, user_id, MAX_SESSIONS - 1)
+        if not await refresh_tokens.add(conn, stored, user_id, expires_at, generation):
+            return None
     return auth.session_id(stored)
 
 

@@ -201,13 +201,14 @@ async def _stream_large(
     if name is not None:
         file = files.open(name, length)
         if file is not None:
-            return await stream(
-                request,
-                variant.headers,
-                files.read(file, _pending(request)),
-                length,
-                gather=False,
-            )
+            with file:  # also when the response fails before the reader has begun
+                return await stream(
+                    request,
+                    variant.headers,
+                    files.read(file, _pending(request)),
+                    length,
+                    gather=False,
+                )
         files.write_soon(name, length, lambda: from_pages(view, gzip, stores))
     return await stream(request, variant.headers, from_pages(view, gzip, stores), length)
 
