@@ -137,6 +137,16 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
         "detector 'D': the number inf does not fit its field",
     ),
     (
+        "count past a 32-bit integer",  # 1e308 is whole: it was written as a 309-digit count
+        _add_detector(_mesh(zSegments=1e308)),
+        f"detector 'D': 'zSegments' must be at most 2147483647 (got {int(1e308)})",
+    ),
+    (
+        "mesh narrower than its position can show",  # 1e17 +- 0.5 printed 1e+17 twice
+        _add_detector(_mesh(position=(0, 0, 1e17))),
+        "detector 'D': its Z range (1e+17 to 1e+17) is too narrow to write",
+    ),
+    (
         "zone on a missing figure",
         lambda v: first_zone(v)["unionOperations"][0].append(
             {"mode": "subtraction", "objectUuid": "nope"}

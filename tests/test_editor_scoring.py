@@ -46,6 +46,20 @@ def test_the_example_beam() -> None:
     }
 
 
+def test_a_comment_stays_apart_from_long_values() -> None:
+    """A card past 36 characters had its comment joined to its last value (`53.130102354!`):
+    every `!` now follows a blank."""
+    value = example()
+    value["beam"].update(energy=150.123456789, energySpread=1.50123456789)
+    value["beam"].update(position=[1.23456789, -2.3456789, -50.123456], direction=[0.3, 0.4, 1])
+    lines = convert(value, 2500)["beam.dat"].splitlines()
+    assert [line for line in lines if "!" in line and " !" not in line] == []
+    assert [line.split(" !")[0].split() for line in lines if line.startswith("BEAM")][:2] == [
+        ["BEAMPOS", "1.23456789", "-2.3456789", "-50.123456"],
+        ["BEAMDIR", "26.565051177", "53.130102354"],
+    ]
+
+
 @pytest.mark.parametrize(
     ("sigma", "written"),
     [
@@ -224,6 +238,14 @@ def test_filters_by_particle_and_a_quantity_with_two_modifiers() -> None:
         "    Diff2 0.1 3.14 10 log\n    Diff2Type A\n"
         "    Quantity Fluence n\n"
     )
+
+
+def test_a_whole_filter_value_past_32_bits_is_written_as_a_real() -> None:
+    """1e308 is whole: it was written as a 309-digit integer."""
+    rules = [{"keyword": "Z", "operator": "==", "value": 1e308}]
+    filters = [{"uuid": "filter-pp", "name": "p", "rules": rules}]
+    outputs = [output("o", "All", quantity("Dose", filter_name="pp"))]
+    assert "    Z == 1e+308\n" in detect_dat([detector("All", "All")], outputs, filters)
 
 
 def test_names_that_need_escaping_become_safe_and_unique() -> None:

@@ -12,6 +12,7 @@ import io
 import signal
 import subprocess
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from server.editor import logic
 from server.limits.budget import parse_cost
 from tests.editor_projects import box, project, sphere, world, zone
 from tests.servers import free_port, start, wait_ready
@@ -89,6 +91,20 @@ def unions_spending_the_budget() -> dict[str, Any]:
     zone algebra's budget (logic.WORK) is spent, as designed, after ~17 s of CPU here."""
     zones = [zone(f"z{j}", *[[("union", f"s{i}")] for i in range(200)]) for j in range(100)]
     return project(figures(200), zones, the_world())
+
+
+def test_a_distribution_too_large_to_build_is_refused_before_it_is_built() -> None:
+    """One zone of 5,000 bodies intersected with 1,000 single ones: 5 million literals, 40 MB
+    and more built before the budget refused to reduce them."""
+    long_term = tuple(range(1, 5001))
+    tracemalloc.start()
+    try:
+        with pytest.raises(logic.TooComplex, match="builds more than 4000000 literals"):
+            logic.intersect([long_term], [(-k,) for k in range(1, 1001)], 200, logic.Budget())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 async def answered_within(

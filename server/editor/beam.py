@@ -55,7 +55,7 @@ ITEM = "beam"
 def _card(keyword: str, *values: float | str, comment: str = "") -> str:
     words = (v if isinstance(v, str) else str(v) if isinstance(v, int) else free(v) for v in values)
     line = f"{keyword:<12}" + " ".join(words)
-    return f"{line:<36}! {comment}" if comment else line
+    return f"{line:<35} ! {comment}" if comment else line  # a blank before "!" however long
 
 
 def beam_files(project: Json, primaries: int) -> dict[str, str]:

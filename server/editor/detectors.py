@@ -105,7 +105,12 @@ def _axis(name: str, low: float, high: float, bins: int, item: str) -> str:
     for value in (low, high):  # centre +- half a size can overflow to infinity
         if not math.isfinite(value):
             raise ConversionError(item, f"the number {value:g} does not fit its field")
-    return f"{name} {free(low)} {free(high)} {bins}"
+    start, end = free(low), free(high)
+    if float(start) >= float(end):  # a size lost beside a far larger position
+        raise ConversionError(
+            item, f"its {name} range ({low:g} to {high:g}) is too narrow to write"
+        )
+    return f"{name} {start} {end} {bins}"
 
 
 def _cyl(parameters: Json, position: tuple[float, float, float], item: str) -> list[str]:

@@ -48,8 +48,9 @@ def free(value: float) -> str:
 
 
 def count(value: float) -> str:
-    """A value that is usually whole (a filter's Z, A, GEN, ID): without decimals when whole."""
-    return str(int(value)) if value.is_integer() else free(value)
+    """A value that is usually whole (a filter's Z, A, GEN, ID): without decimals when whole
+    and a 32-bit integer (1e308 is no 309-digit count), else as a real."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**31 else free(value)
 
 
 def safe_name(name: str) -> str:

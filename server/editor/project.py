@@ -9,6 +9,7 @@ import math
 from typing import Any, TypeGuard
 
 Json = dict[str, Any]
+MAX_INTEGER = 2**31 - 1  # Fortran's default INTEGER, as SHIELD-HIT12A reads counts and codes
 
 
 class ConversionError(Exception):
@@ -63,6 +64,7 @@ def positive(data: Json, key: str, item: str) -> float:
 
 
 def integer(data: Json, key: str, item: str, *, minimum: int = 0) -> int:
+    """A whole number of a card, which SHIELD-HIT12A reads as a 32-bit integer."""
     value = data.get(key)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -70,6 +72,8 @@ def integer(data: Json, key: str, item: str, *, minimum: int = 0) -> int:
         raise ConversionError(item, f"'{key}' must be a whole number")
     if value < minimum:
         raise ConversionError(item, f"'{key}' must be at least {minimum} (got {value})")
+    if value > MAX_INTEGER:
+        raise ConversionError(item, f"'{key}' must be at most {MAX_INTEGER} (got {value})")
     return value
 
 
