@@ -74,9 +74,13 @@ class LocalDispatcher:
         self._bwrap = await sandbox.find(self._config)
         if not await self._lock.claim():
             raise RunnerBusy(BUSY_TEXT)
-        failed = await transitions.fail_interrupted(
-            self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
-        )
+        try:
+            failed = await transitions.fail_interrupted(
+                self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
+            )
+        except BaseException:  # not started: close() will not be called to let it go
+            await self._lock.release()
+            raise
         if failed:
             log.warning("ended %d simulations left unfinished by a previous server", len(failed))
 
