@@ -13,7 +13,6 @@ import contextlib
 import getpass
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from server.config_loader import DEFAULT_CONFIG, load_config
 from server.database import db
 from server.editor.command import convert_command
 from server.errors import BadRequest
-from server.jobs.access import key_digest
+from server.jobs.access import new_update_key
 from server.processes import (
     check_host,
     check_process_count,
@@ -184,10 +183,10 @@ def useradd(config: Config, args: argparse.Namespace) -> None:
 
 
 async def _rotate_key(settings: DatabaseConfig, job_id: str) -> str | None:
-    key = secrets.token_urlsafe(32)
+    key, digest = new_update_key()
     async with _connected(settings) as conn:
         await db.migrate(conn)
-        rotated = await simulations.rotate_update_key(conn, job_id, key_digest(key))
+        rotated = await simulations.rotate_update_key(conn, job_id, digest)
     return key if rotated else None
 
 

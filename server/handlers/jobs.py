@@ -1,6 +1,5 @@
 """User-facing job endpoints: submit (`POST /jobs/direct`, `/jobs/batch`), status, cancel."""
 
-import secrets
 from typing import Any
 
 import asyncpg
@@ -9,7 +8,7 @@ from aiohttp import web
 from server.errors import BadRequest, NotFound
 from server.http import json_response, read_json
 from server.jobs import transitions
-from server.jobs.access import NOT_FOUND, check_cluster_user, key_digest, owned_simulation
+from server.jobs.access import NOT_FOUND, check_cluster_user, new_update_key, owned_simulation
 from server.jobs.ids import new_job_id
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, CONVERTERS, DISPATCHER, POOL, SLURM, USER
@@ -22,7 +21,7 @@ from server.timestamps import iso_utc
 async def _create(request: web.Request, submission: Submission, platform: str) -> Job:
     """Store the simulation with a fresh update key; the Job for a dispatcher (key in clear)."""
     job_id = new_job_id()
-    update_key = secrets.token_urlsafe(32)
+    update_key, digest = new_update_key()
     await transitions.create_simulation(
         request.app[POOL],
         job_id=job_id,
@@ -32,7 +31,7 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
         input_type=submission.input_type,
         primaries=submission.primaries,
         input_data=submission.input,
-        update_key_sha256=key_digest(update_key),
+        update_key_sha256=digest,
         input_files=submission.files,
         platform=platform,
         limits=request.app[CONFIG].jobs,

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import re
+import secrets
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -26,6 +27,12 @@ PRECHECK_ABOVE = 64 * 1024  # bytes of a plain body read before its header key i
 def key_digest(key: str) -> bytes:
     """What is stored of an update key: its SHA-256."""
     return hashlib.sha256(key.encode()).digest()
+
+
+def new_update_key() -> tuple[str, bytes]:
+    """A fresh update key, for its workers, and its digest, to store."""
+    key = secrets.token_urlsafe(32)
+    return key, key_digest(key)
 
 
 class KeyedRow(Protocol):

@@ -61,7 +61,8 @@ def share_state(parent: web.Application) -> Callable[[web.Application], Any]:
 
 
 def create_dialect(parent: web.Application) -> web.Application:
-    """The sub-application, without routes; the parent's middlewares (errors, auth) run first."""
+    """The sub-application, without routes; the parent's error middleware runs first (the
+    access check is each route's own, as in the parent: `for_users`)."""
     dialect = web.Application(middlewares=[ui_messages])
     dialect.on_startup.append(share_state(parent))
     return dialect

@@ -93,7 +93,6 @@ def html_or(api_index: Handler, bundle: Bundle | None) -> Handler:
                 return send_file(page)
         return await api_index(request)
 
-    index.__dict__.update(api_index.__dict__)  # auth.public and the like
     return index
 
 
