@@ -27,8 +27,8 @@ from bench.paired import paired_ratios
 from bench.workloads import (
     CONCURRENCIES,
     NAMES,
+    Loaded,
     Settings,
-    Target,
     Workload,
     define,
     measure,
@@ -126,7 +126,7 @@ def row_notes(row: dict[str, Any]) -> list[str]:
 
 
 async def run_workloads(
-    workloads: list[Workload], settings: Settings, ours: Target, ceiling: Target
+    workloads: list[Workload], settings: Settings, ours: Loaded, ceiling: Loaded
 ) -> tuple[list[dict[str, Any]], list[str]]:
     rows, notes = [], []
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
@@ -152,7 +152,7 @@ async def measure_server(
         await process.wait_ready(base + "/")
         listening = await server.wait_workers(process, port, args.workers)
         postmaster = procstat.find_postmaster(pgdata) if pgdata else None
-        ours = Target(base, process.pid, postmaster)
+        ours = Loaded(base, process.pid, postmaster)
         log(f"server up on {base} ({listening} listening process(es)); loading the data")
         async with scenario.session(base) as http:
             pids = (process.pid, postmaster)
@@ -174,7 +174,7 @@ async def measure_server(
             settings = Settings(wrk.ensure_wrk(), args.duration, args.warmup, workdir)
             idle = procstat.total_mib(procstat.tree(process.pid))
             log("running the workloads")
-            ceiling = Target(ceiling_base, bare.pid)
+            ceiling = Loaded(ceiling_base, bare.pid)
             rows, notes = await run_workloads(workloads, settings, ours, ceiling)
             paired = {}
             if not args.cold:  # the ratios' verdicts are for warm fetches

@@ -13,7 +13,7 @@ import statistics
 from typing import Any
 
 from bench import targets
-from bench.workloads import Settings, Target, Workload, measure
+from bench.workloads import Loaded, Settings, Workload, measure
 
 ROUNDS = 6
 WINDOW_S = 2
@@ -21,7 +21,7 @@ CONNECTIONS = 16
 
 
 async def paired_ratios(
-    workloads: list[Workload], settings: Settings, ours: Target, ceiling: Target
+    workloads: list[Workload], settings: Settings, ours: Loaded, ceiling: Loaded
 ) -> dict[str, dict[str, Any]]:
     """Every ratio of targets.RATIOS whose two workloads are in `workloads`, paired."""
     by_name = {workload.name: workload for workload in workloads}
@@ -35,7 +35,7 @@ async def paired_ratios(
 
 
 async def rounds(
-    pair: tuple[tuple[Workload, Target], tuple[Workload, Target]], settings: Settings
+    pair: tuple[tuple[Workload, Loaded], tuple[Workload, Loaded]], settings: Settings
 ) -> list[dict[str, float | None]]:
     """ROUNDS rounds of (ours, ceiling) req/s, the order swapped every other round."""
     found = []

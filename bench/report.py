@@ -40,7 +40,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def server_env(settings: dict[str, Any]) -> str:
+def describe_server_env(settings: dict[str, Any]) -> str:
     """Which server configuration was measured: its caches matter most."""
     caches = "caches OFF (--cold)" if settings.get("cold") else "caches on, as configured"
     pairs = ", ".join(f"{name}={value}" for name, value in settings.get("server_env", {}).items())
@@ -136,7 +136,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"wrk {settings['duration']} s per run after a {settings['warmup']} s warm-up "
         f"(c=1: -t1 -c1; c=16: -t2 -c16); load average at start "
         f"{' '.join(f'{x:.2f}' for x in info['loadavg_start'])}, at end "
-        f"{' '.join(f'{x:.2f}' for x in report['loadavg_end'])}. {server_env(settings)}",
+        f"{' '.join(f'{x:.2f}' for x in report['loadavg_end'])}. {describe_server_env(settings)}",
         "",
         line(list(COLUMNS)),
         line(["---"] * len(COLUMNS)),

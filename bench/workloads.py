@@ -35,7 +35,7 @@ class Workload:
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
+class Loaded:
     """A process under load: where it listens and which pids to account."""
 
     url: str
@@ -125,7 +125,7 @@ async def probe(http: aiohttp.ClientSession, workload: Workload, base_url: str) 
 
 
 async def measure(
-    workload: Workload, connections: int, settings: Settings, target: Target
+    workload: Workload, connections: int, settings: Settings, target: Loaded
 ) -> dict[str, Any]:
     """One workload at one concurrency: wrk's numbers plus the target's CPU and RSS."""
     script = wrk.write_script(workload.script, settings.scripts)
