@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server.accounts import auth
 from server.errors import Unauthorized
+from server.http import json_response
 from server.keys import CONFIG, POOL, SECRET, USER_CACHE
 from server.store import refresh_tokens, users
 
@@ -118,3 +119,29 @@ def _claims(request: web.Request, cookie: str, kind: str) -> dict[str, Any] | No
         return auth.decode_token(request.app[SECRET], token, kind)
     except Unauthorized:
         return None
+
+
+async def refreshed(request: web.Request) -> web.Response:
+    """A new access cookie for the request's refresh cookie, in the session it names
+    (`GET /auth/refresh`)."""
+    app = request.app
+    config = app[CONFIG]
+    user = await auth.user_from_cookie(request, auth.REFRESH_COOKIE)
+    access, access_exp = auth.make_access_token(
+        app, user.id, user.token_generation, session=session_of(request, user.id)
+    )
+    response = json_response(
+        {"message": "Token refreshed", "access_exp": auth.expiry_ms(access_exp)}
+    )
+    auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
+    return response
+
+
+async def logged_out(request: web.Request) -> web.Response:
+    """The sessions of the request's cookies ended and both cookies cleared
+    (`DELETE /auth/logout`, and a Keycloak sign-out)."""
+    await end(request)
+    response = json_response({"message": "Logout successful"})
+    auth.clear_cookie(response, request.app[CONFIG], auth.ACCESS_COOKIE)
+    auth.clear_cookie(response, request.app[CONFIG], auth.REFRESH_COOKIE)
+    return response

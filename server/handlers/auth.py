@@ -70,18 +70,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    app = request.app
-    config = app[CONFIG]
-    user = await auth.user_from_cookie(request, auth.REFRESH_COOKIE)
-    session = sessions.session_of(request, user.id)
-    access, access_exp = auth.make_access_token(
-        app, user.id, user.token_generation, session=session
-    )
-    response = json_response(
-        {"message": "Token refreshed", "access_exp": auth.expiry_ms(access_exp)}
-    )
-    auth.set_cookie(response, config, auth.ACCESS_COOKIE, access, config.auth.access_ttl)
-    return response
+    return await sessions.refreshed(request)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -92,9 +81,4 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    app = request.app
-    await sessions.end(request)
-    response = json_response({"message": "Logout successful"})
-    auth.clear_cookie(response, app[CONFIG], auth.ACCESS_COOKIE)
-    auth.clear_cookie(response, app[CONFIG], auth.REFRESH_COOKIE)
-    return response
+    return await sessions.logged_out(request)

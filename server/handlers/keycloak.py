@@ -16,7 +16,6 @@ from aiohttp import web
 from server.accounts import auth, sessions
 from server.accounts.profile import MAX_DISPLAY_NAME, MAX_EMAIL
 from server.errors import Forbidden, Unauthorized
-from server.handlers.auth import logout
 from server.http import bearer_token, field, json_response, read_public_json
 from server.keys import CONFIG, KEYCLOAK, POOL
 from server.sso.keycloak import SsoIdentity, TokenVerifier, storable
@@ -82,4 +81,4 @@ async def sign_out(request: web.Request) -> web.Response:
     """`DELETE /auth/logout` under another name: the sessions of the cookies it clears end, a
     local session's too (the browser loses its only handle on it)."""
     _verifier(request)
-    return await logout(request)
+    return await sessions.logged_out(request)

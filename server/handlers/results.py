@@ -11,19 +11,17 @@ from aiohttp import web
 from server.errors import ApiError, NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
-from server.jobs.access import check_owner, job_id_of, read_worker_body, update_key_of
+from server.jobs.access import job_id_of, read_worker_body, update_key_of
 from server.keys import BODY_CACHE, CONFIG, POOL, RESULTS_INDEX, USER
 from server.limits.bodies import hold_for_parsing
 from server.limits.budget import STRANGER, parse_cost
 from server.results import negotiation, render, repeats
+from server.results.answers import estimators, owned_results, send_view
 from server.results.filters import page_filter
 from server.results.indexcache import Entry, View
 from server.results.pagesplit import PageSpans, page_spans, parsed_whole, skeleton, split_upload
-from server.results.stores import stores_of, write_when_finished
+from server.results.stores import write_when_finished
 from server.results.upload import MAX_ITEMS, parse_estimators
-from server.store import results
-
-NO_RESULTS = "Results not available"
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -100,37 +98,5 @@ async def _repeated(request: web.Request, key: repeats.Key | None) -> web.Stream
     return None if variant is None else await render.from_cache(request, variant, app[BODY_CACHE])
 
 
-async def owned_results(request: web.Request, job_id: str) -> Entry:
-    """The results index of `job_id`: 404 unknown or without results, 403 someone else's."""
-    app = request.app
-    entry = check_owner(await app[RESULTS_INDEX].get(app[POOL], job_id), request[USER].id)
-    if not entry.has_results:
-        raise NotFound(NO_RESULTS)
-    return entry
-
-
-async def send_view(request: web.Request, view: View) -> web.StreamResponse:
-    """The pages of `view` in its body form, gzip when accepted; 304 when the client has it."""
-    app = request.app
-    gzip = negotiation.accepts_gzip(negotiation.field(request.headers, "Accept-Encoding"))
-    variant = view.gzip if gzip else view.identity
-    if_none_match = negotiation.field(request.headers, "If-None-Match")
-    if variant.etag and negotiation.matches(if_none_match, variant.etag):
-        headers = {k: v for k, v in variant.headers.items() if k != "Content-Encoding"}
-        return web.Response(status=304, headers=headers)
-    return await render.respond(request, view, gzip, stores_of(app))
-
-
 async def get_estimators(request: web.Request) -> web.Response:
-    job_id = query_param(request, "job_id")
-    found = check_owner(await results.estimators_of(request.app[POOL], job_id), request[USER].id)
-    if not found.rows:
-        raise NotFound(NO_RESULTS)
-    estimators: list[dict[str, Any]] = []
-    for row in found.rows:
-        if not estimators or estimators[-1]["name"] != row["estimator"]:
-            estimators.append({"name": row["estimator"], "pages": []})
-        if row["page_number"] is not None:
-            page = {"page_number": row["page_number"], "name": row["name"]}
-            estimators[-1]["pages"].append({**page, "dimensions": row["dimensions"]})
-    return json_response({"message": "Estimators", "estimators": estimators})
+    return json_response({"message": "Estimators", "estimators": await estimators(request)})

@@ -6,10 +6,8 @@ The rest of the dialect is the main API's handlers, wrapped in server/app.py's U
 import orjson
 from aiohttp import web
 
-from server.accounts import auth
+from server.accounts import auth, sessions
 from server.errors import NotFound, Unauthorized
-from server.handlers import auth as auth_handlers
-from server.handlers.results import get_estimators, owned_results, send_view
 from server.http import (
     ReleasingResponse,
     error_response,
@@ -20,6 +18,8 @@ from server.http import (
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
 from server.limits.serving import drop_when_stalled
+from server.results.answers import estimators as listed_estimators
+from server.results.answers import owned_results, send_view
 from server.results.filters import page_filter
 from server.results.indexcache import PAGE_LIST, SINGLE_PAGE, make_view
 from server.store import inputs as stored_inputs
@@ -60,10 +60,10 @@ async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:
 
 
 async def estimators(request: web.Request) -> web.Response:
-    response = await get_estimators(request)  # every check and 404 of the API
-    assert isinstance(response.body, bytes)
+    listed = await listed_estimators(request)  # every check and 404 of the API
     outputs = await _project_outputs(request, (await owned_simulation(request)).sim_pk)
-    return json_response(shapes.estimators(orjson.loads(response.body), outputs))
+    body = {"message": "Estimators", "estimators": listed}
+    return json_response(shapes.estimators(body, outputs))
 
 
 async def _full_results(request: web.Request) -> web.StreamResponse:
@@ -107,7 +107,7 @@ async def refresh(request: web.Request) -> web.Response:
     cookie nothing is cleared: a Keycloak session has none, and a link to this GET from any
     site (SameSite=Lax sends the cookies) would otherwise sign its user out."""
     try:
-        return await auth_handlers.refresh(request)
+        return await sessions.refreshed(request)
     except Unauthorized:
         response = error_response(auth.NO_TOKEN, 401)
         if auth.REFRESH_COOKIE in request.cookies:
