@@ -27,8 +27,8 @@ from server.worker.outputs import in_output_order
 from server.worker.settings import SettingsError, child_environment, load
 from server.worker.simulators import (
     TaskFailed,
+    fluka_command,
     fluka_input,
-    set_fluka_primaries,
     shieldhit_command,
 )
 from server.worker.task import RESULTS_MANIFEST, TaskRun, keep_results
@@ -142,15 +142,11 @@ def test_shieldhit_command(tmp_path):
     assert argv == ["/bin/true", "-n", "100", "-N", "3", str(tmp_path)]
 
 
-def test_fluka_start_card(tmp_path):
+def test_a_fluka_task_needs_one_input_with_a_start_card(tmp_path):
     path = tmp_path / "sim.inp"
-    start = f"{'START':<10}{'20':>10}{'':>10}{'30.':>10}"  # WHAT(1) and WHAT(3) set
-    path.write_text(f"TITLE\nx\n{start}\nSTOP\n")
-    set_fluka_primaries(path, 1234567)
-    assert path.read_text() == f"TITLE\nx\n{'START':<10}{'1234567':>10}{'':>10}{'30.':>10}\nSTOP\n"
     path.write_text("TITLE\nSTOP\n")
     with pytest.raises(TaskFailed, match=re.escape("The FLUKA input sim.inp has no START card.")):
-        set_fluka_primaries(path, 5)
+        fluka_command("/bin/true", tmp_path, 5, 1)
     (tmp_path / "other.inp").touch()
     with pytest.raises(TaskFailed) as error:
         fluka_input(tmp_path)

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pymchelper.executor.options import SimulationSettings
-from pymchelper.executor.runner import Runner
-from pymchelper.flair.Input import Card
 from pymchelper.simulator_type import SimulatorType
+
+from server.worker.fluka_cards import MissingStart, set_task_cards
 
 SHIELDHIT_INPUTS = ("beam.dat", "geo.dat", "mat.dat", "detect.dat")
 FLUKA_OPTIONS = "-N0 -M1"
-# Fixed-format FLUKA card: a 10-character keyword, six 10-character WHATs, then SDUM.
-_FIELD = 10
 
 
 class TaskFailed(Exception):
@@ -92,30 +90,12 @@ def shieldhit_command(executable: str, directory: Path, primaries: int, seed: in
     return [settings.executable_path, *shlex.split(settings.cmdline_opts), str(directory)]
 
 
-def set_fluka_primaries(path: Path, primaries: int) -> None:
-    """Set WHAT(1) of the START card (the number of primaries), keeping its other WHATs."""
-    lines = path.read_text().splitlines(keepends=True)
-    for index, line in enumerate(lines):
-        if line.startswith("START"):
-            whats = [line[_FIELD * n : _FIELD * (n + 1)].strip() for n in range(1, 7)]
-            card = Card("START", [line[7 * _FIELD : 8 * _FIELD].strip(), *whats])
-            card.setWhat(1, primaries)
-            lines[index] = card.toStr() + "\n"
-            break
-    else:
-        raise TaskFailed(f"The FLUKA input {path.name} has no START card.")
-    # A new file renamed over the old: the task's input files are hard links to one copy shared
-    # by every task of the job (server/runner/local/process.py), which must stay as submitted.
-    replacement = path.with_name(path.name + ".new")
-    replacement.write_text("".join(lines))
-    replacement.replace(path)
-
-
 def fluka_command(executable: str, directory: Path, primaries: int, seed: int) -> list[str]:
     path = fluka_input(directory)
-    set_fluka_primaries(path, primaries)
-    # pymchelper's runner sets (or adds) the RANDOMIZ card the same way for its parallel runs.
-    Runner._Runner__update_fluka_input_file(str(path), seed)
+    try:
+        set_task_cards(path, primaries, seed)
+    except MissingStart:
+        raise TaskFailed(f"The FLUKA input {path.name} has no START card.") from None
     settings = SimulationSettings(str(path), SimulatorType.fluka, executable, FLUKA_OPTIONS)
     return [settings.executable_path, *shlex.split(settings.cmdline_opts), str(path)]
 
