@@ -164,6 +164,7 @@ BAD_OPTIONS = [
     ),
     ({"cluster_name": "elsewhere"}, "Unknown cluster: elsewhere"),
     ({"cluster_name": None}, "Missing field: batch_options.cluster_name"),
+    ({"cluster_name": 5}, "Field batch_options.cluster_name must be of type string"),
     ({"shell": "bash"}, "Unknown field: batch_options.shell"),
 ]
 

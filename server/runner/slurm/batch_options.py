@@ -132,7 +132,9 @@ def parse_batch_options(body: dict[str, Any]) -> BatchOptions:
     if not isinstance(options, dict):
         raise BadRequest("Field batch_options must be of type object")
     name = options.get("cluster_name")
-    if not isinstance(name, str) or not name:
+    if name is not None and not isinstance(name, str):
+        raise BadRequest("Field batch_options.cluster_name must be of type string")
+    if not name:
         raise BadRequest("Missing field: batch_options.cluster_name")
     known = {"cluster_name", "slurm_options", *TEXT_FIELDS, *OPTION_FIELDS}
     unknown = sorted(set(options) - known)

@@ -132,23 +132,15 @@ class SlurmDispatcher:
             self._config, cluster, job, job_dir, merge_lines
         ).encode()
         try:
-            await self._upload(name, job_dir, files)
+            await self.shell(name).write_files(job_dir, files)
             done = await self.shell(name).run(
                 sbatch.submit_command(job, job_dir), stdin=job.update_key + "\n"
             )
         except ShellError as exc:
             await self._fail(job.job_id, f"The job could not be sent to SLURM: {exc}")
+            self._remove_later(name, job_dir)  # see _submitted
             return
         await self._submitted(job, cluster, job_dir, done.stdout, done.stderr)
-
-    async def _upload(self, name: str, job_dir: str, files: dict[str, bytes]) -> None:
-        """Write a job's files on its cluster. What a failed upload left is of no use and may
-        hold the space (a full disk or quota) later submissions need: removed in the background."""
-        try:
-            await self.shell(name).write_files(job_dir, files)
-        except ShellError:
-            self._remove_later(name, job_dir)
-            raise
 
     async def _submitted(
         self, job: Job, cluster: ClusterConfig, job_dir: str, stdout: str, stderr: str
@@ -162,6 +154,10 @@ class SlurmDispatcher:
             await self._fail(
                 job.job_id, f"sbatch refused the job:\n{reason}", f"sbatch refused the job: {first}"
             )
+            # The files of a job that will not run are of no use, may hold the space (a full
+            # disk, a quota) later submissions need, and no slurm_jobs row would let a delete
+            # find them before the hourly sweep: removed in the background.
+            self._remove_later(cluster.cluster_name, job_dir)
             return
         ids = SlurmJobs(cluster.cluster_name, job_dir, array_id, merge_id)
         state = await slurm_jobs.insert(self._pool, job.job_id, ids)
