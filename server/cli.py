@@ -21,7 +21,6 @@ from pathlib import Path
 from types import FrameType
 
 import asyncpg
-from aiohttp import web
 
 from server import http
 from server.accounts import passwords
@@ -36,6 +35,7 @@ from server.processes import (
     check_process_count,
     one_line,
     port_held,
+    run_server,
     serve_processes,
 )
 from server.runner import RunnerBusy
@@ -88,9 +88,8 @@ def _describe_database(config: Config, embedded: bool) -> str:
 
 def serve(config: Config, args: argparse.Namespace) -> None:
     # Imported here, before server processes are forked: they start at once, sharing it.
-    from server.app import create_app
+    import server.app  # noqa: F401
     from server.eventloop import new_event_loop
-    from server.limits.serving import handler_settings, served
 
     processes = args.workers or config.server.workers
     config = config.replace("server", workers=processes)
@@ -113,15 +112,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
             serve_processes(config, processes, listening, EXPECTED_ERRORS)
         else:
             try:
-                web.run_app(
-                    served(create_app(config)),
-                    host=config.server.host,
-                    port=config.server.port,
-                    print=lambda _: print(listening, flush=True),  # called once the port is bound
-                    access_log=None,
-                    loop=new_event_loop(),
-                    **handler_settings(config),
-                )
+                run_server(config, new_event_loop(), lambda: print(listening, flush=True))
             finally:
                 # run_app restores the default SIGTERM action on exit; keep stopping cleanly.
                 signal.signal(signal.SIGTERM, _raise_stop)

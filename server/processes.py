@@ -20,8 +20,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.queues import Queue
+from typing import Any
 
 from aiohttp import web
 
@@ -97,13 +98,31 @@ def one_line(exc: BaseException) -> str:
     return f"Error: {exc or type(exc).__name__}"  # some errors have no text (TimeoutError)
 
 
+def run_server(
+    config: Config, loop: asyncio.AbstractEventLoop, listening: Callable[[], None], **options: Any
+) -> None:
+    """The API of `config` served in this process until a signal ends it; `listening()` once
+    the port is bound. `options`: more of aiohttp's `run_app` (reuse_port, handle_signals)."""
+    from server.app import create_app
+    from server.limits.serving import handler_settings, served
+
+    web.run_app(
+        served(create_app(config)),
+        host=config.server.host,
+        port=config.server.port,
+        print=lambda _: listening(),
+        access_log=None,
+        loop=loop,
+        **handler_settings(config),
+        **options,
+    )
+
+
 def _serve_one(
     config: Config, reports: "Queue[str]", expected: tuple[type[BaseException], ...]
 ) -> None:
     """One server process: reports "" once it listens, or its error line if it cannot start."""
-    from server.app import create_app
     from server.eventloop import new_event_loop
-    from server.limits.serving import handler_settings, served
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the loop's handlers are installed
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -111,17 +130,7 @@ def _serve_one(
     _stop_on_the_first_signal(loop)
     threading.Thread(target=_end_with_parent, daemon=True).start()
     try:
-        web.run_app(
-            served(create_app(config)),
-            host=config.server.host,
-            port=config.server.port,
-            reuse_port=True,
-            print=lambda _: reports.put(""),  # called once the port is bound
-            access_log=None,
-            loop=loop,
-            handle_signals=False,
-            **handler_settings(config),
-        )
+        run_server(config, loop, lambda: reports.put(""), reuse_port=True, handle_signals=False)
     except expected as exc:
         reports.put(one_line(exc))
         raise SystemExit(1) from None
