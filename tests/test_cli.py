@@ -518,6 +518,10 @@ async def test_job_key_leaves_batch_simulations_alone(
     await login(client)
     job_id = await submit(client)
     await conn.execute("UPDATE simulations SET platform = 'batch' WHERE job_id = $1", job_id)
+    await _job_key_is_refused(database_url, conn, job_id)
+
+
+async def _job_key_is_refused(database_url: str, conn, job_id: str) -> None:
     digest = "SELECT update_key_sha256 FROM simulations WHERE job_id = $1"
     before = await conn.fetchval(digest, job_id)
     env = {"DATABASE_URL": database_url, "YAPTIDE_RUNNER_KIND": "none"}
@@ -525,6 +529,18 @@ async def test_job_key_leaves_batch_simulations_alone(
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"No unfinished direct simulation '{job_id}'\n"
     assert await conn.fetchval(digest, job_id) == before
+
+
+async def test_job_key_leaves_a_local_runners_simulations_alone(
+    database_url, conn, aiohttp_client, make_config
+):
+    """A server with runner.kind = "local" on the same database runs it: its workers hold the
+    key (a new one cut them off: 403 to every report, the task FAILED)."""
+    client = await aiohttp_client(create_app(make_config()))
+    await login(client)
+    job_id = await submit(client)
+    await conn.execute("UPDATE simulations SET local_runner = true WHERE job_id = $1", job_id)
+    await _job_key_is_refused(database_url, conn, job_id)
 
 
 def test_job_key_needs_kind_none(database_url):

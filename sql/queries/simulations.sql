@@ -135,9 +135,10 @@ SELECT EXISTS (SELECT FROM deleted) AS deleted, (SELECT job_state FROM target) A
 
 -- name: rotate_update_key
 -- A new key for an unfinished direct simulation (run.py job-key); the old one stops working.
--- Never a batch one's: its SLURM workers hold the key.
+-- Never a batch one's, nor one a local runner runs (a server on the same database): their
+-- workers hold the key.
 UPDATE simulations SET update_key_sha256 = $2
-WHERE job_id = $1 AND platform = 'direct'
+WHERE job_id = $1 AND platform = 'direct' AND NOT local_runner
   AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING id
 
