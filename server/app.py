@@ -183,6 +183,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = LocalDispatcher(config, app[POOL])
     await runner.start()
     app[DISPATCHER] = runner
+    app[CHANGES].watchers.append(runner.changed)  # cancels answered by another server
     try:
         yield
     finally:

@@ -59,6 +59,23 @@ async def test_cancel_kills_processes(start_app, conn):
     assert await logfiles_of(conn) == {}
 
 
+async def test_a_cancel_answered_by_another_server_reaches_the_runner(
+    aiohttp_client, make_config, start_app, conn
+):
+    """A server with `runner.kind = "none"` on the same database answers the owner's cancel:
+    the local runner's processes ran on to their end and its queued task still started (the
+    cancel reached only the answering server's dispatcher)."""
+    _, _, job_id, job_dir, pids = await two_of_three_running(start_app)
+    other = await aiohttp_client(create_app(make_config()))
+    credentials = {"username": "alice", "password": "password1"}
+    assert (await other.post("/auth/login", json=credentials)).status == 202
+    response = await other.delete("/jobs/direct", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+    await wait_gone(pids)
+    await asyncio.sleep(0.5)  # a slot freed: the queued task would start now
+    assert not (job_dir / "env_3.json").exists()
+
+
 async def test_cancel_kills_a_worker_ignoring_sigterm(start_app, conn):
     client, _, config = await start_app("hang stubborn", grace_period=0.2)
     job_id = await submit(client, payload(ntasks=1))

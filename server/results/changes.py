@@ -82,6 +82,7 @@ class Changes:
         self.forget = forget  # removes what else this process keeps of a deleted simulation
         self.reset = reset  # empties what else this process keeps by the database's ids
         self.kept = kept  # the job_ids this process keeps files of (blocking)
+        self.watchers: list[Callable[[str], None]] = []  # told each changed job_id (a runner)
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._waiting: dict[str, list[Acks]] = {}
@@ -145,6 +146,8 @@ class Changes:
 
     def _on_changed(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
         self.cache.changed(str(payload))
+        for watcher in self.watchers:
+            watcher(str(payload))
 
     def _on_deleted(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
         job_id = str(payload)

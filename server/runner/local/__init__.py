@@ -107,6 +107,18 @@ class LocalDispatcher:
             self._terminate(process)
         await self._finish_job(run)
 
+    def changed(self, job_id: str) -> None:
+        """A simulation changed in some server process (server/results/changes.py): one of this
+        runner's that a server sharing the database (`runner.kind = "none"`) cancelled is
+        cancelled here too, as that server's dispatcher cannot (its processes ran to their end
+        and its queued tasks still started)."""
+        if job_id in self._jobs or job_id in self._merges:
+            self._spawn(self._cancel_if_canceled(job_id))
+
+    async def _cancel_if_canceled(self, job_id: str) -> None:
+        if await simulations.get_state(self._pool, job_id) == "CANCELED":
+            await self.cancel(job_id)
+
     async def close(self) -> None:
         """Terminate every process, wait for them, and fail whatever is left unfinished."""
         self._closing = True
