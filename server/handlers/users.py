@@ -10,8 +10,9 @@ from server.accounts.profile import ProfileUpdate, parse_profile_update
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.http import json_response, query_param, read_json
 from server.jobs.access import check_cluster_user, owned_simulation
-from server.jobs.listing import Listing, parse_listing
+from server.jobs.listing import parse_listing
 from server.keys import CHANGES, CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SLURM, USER, USER_CACHE
+from server.models import Listing
 from server.results.changes import LEASE
 from server.runner import cleanup
 from server.store import refresh_tokens, simulations, slurm_jobs, users

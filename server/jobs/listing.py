@@ -6,39 +6,21 @@ naming the parameter, never silently replaced by the default.
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from multidict import MultiMapping
 
 from server.errors import BadRequest
 from server.jobs.states import JOB_STATES
+from server.models import Listing
 from server.values import one
 
 MAX_PAGE_SIZE = 100
 ORDER_BY = ("start_time", "end_time")
 ORDER_TYPES = ("ascend", "descend")
-# OFFSET is a bigint: a page far beyond any stored row is simply empty.
-_MAX_OFFSET = 2**62
 _DIGITS = re.compile(r"[0-9]+")  # fullmatch: no "$" before a newline
 _MAX_DIGITS = 1000  # far past any real page, short of int()'s conversion limit
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Listing:
-    page_size: int = 6
-    page_idx: int = 1
-    order_by: str = "start_time"
-    descending: bool = True
-    states: tuple[str, ...] | None = None  # None: every state
-
-    @property
-    def offset(self) -> int:
-        return min((self.page_idx - 1) * self.page_size, _MAX_OFFSET)
-
-    def page_count(self, total: int) -> int:
-        return -(-total // self.page_size)
 
 
 def _param(query: MultiMapping[str], name: str, default: T, parse: Callable[[str], T]) -> T:

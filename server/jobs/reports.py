@@ -2,12 +2,12 @@
 (the moves they ask for are judged by server.jobs.states)."""
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from server.errors import BadRequest
 from server.jobs.states import JOB_STATES
+from server.models import TaskUpdate
 from server.values import MAX_INT32, MAX_INT64
 
 # Times a task can show: asyncpg reads 0001-01-01 and 9999-12-31T23:59:59.999999 back as its
@@ -16,28 +16,6 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_LOGFILE_NAME = 255
 MAX_LOGFILES = 10_000  # log files of one simulation (1000 tasks, a few each)
-
-
-@dataclass(frozen=True)
-class TaskUpdate:
-    """A validated update_dict; None means "not sent"."""
-
-    task_state: str | None = None
-    simulated_primaries: int | None = None
-    requested_primaries: int | None = None
-    estimated_time: int | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-
-    def fields(self) -> dict[str, Any]:
-        """Everything but the state, as keyword arguments for store.tasks.update."""
-        return {
-            "simulated_primaries": self.simulated_primaries,
-            "requested_primaries": self.requested_primaries,
-            "estimated_time": self.estimated_time,
-            "start_time": self.start_time,
-            "end_time": self.end_time,
-        }
 
 
 def _count(name: str, value: Any, maximum: int) -> int:

@@ -26,11 +26,10 @@ from server.errors import (
     Unauthorized,
 )
 from server.jobs.access import NOT_FOUND, check_worker, key_digest
-from server.jobs.reports import MAX_LOGFILES, TaskUpdate
+from server.jobs.reports import MAX_LOGFILES
 from server.jobs.states import TERMINAL_STATES, check_job_move, check_task_move
 from server.jobs.submission import NESTED_TOO_DEEPLY
-from server.models import Conn
-from server.results.upload import StoredEstimator
+from server.models import Conn, StoredEstimator, TaskUpdate
 from server.store import inputs, logfiles, results, simulations, slurm_jobs, tasks, users
 
 NO_LIMITS = JobsConfig(user_quota=0, max_unfinished=0)

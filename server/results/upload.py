@@ -5,13 +5,13 @@ into a joinable deflate segment; only its number, name and dimensions are read f
 """
 
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from server import values
 from server.errors import BadRequest, PayloadTooLarge
+from server.models import StoredEstimator, StoredPage
 from server.results.deflate import crc_shift, encode_segment
 from server.results.pagesplit import PageSpans, is_placeholder
 from server.values import MAX_INT32
@@ -22,24 +22,6 @@ MAX_PAGE_NAME = 4096
 # Pages and estimators in one upload: each costs ~1 KB in memory while it is stored, however
 # small (a real result has tens to hundreds).
 MAX_ITEMS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPage:
-    page_number: int
-    name: str
-    dimensions: list[int]
-    data: bytes  # joinable raw deflate segment of the serialised page
-    crc32: int
-    crc_shift: int
-    raw_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEstimator:
-    name: str
-    pages: list[StoredPage]
-    fields: bytes = b""  # its other members, serialised: b'"metadata":{...}' (or empty)
 
 
 def page_number_of(page: dict[str, Any]) -> int | None:

@@ -7,8 +7,7 @@ from typing import NamedTuple
 import asyncpg
 
 from server.database.sql import query
-from server.models import Conn, Db
-from server.results.upload import StoredEstimator
+from server.models import Conn, Db, StoredEstimator
 from server.store.simulations import ResultsHead, results_head_of
 
 

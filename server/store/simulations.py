@@ -8,8 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from server.database.sql import query
-from server.jobs.listing import Listing
-from server.models import Conn, Db
+from server.models import Conn, Db, Listing
 
 
 @dataclass(frozen=True, slots=True)

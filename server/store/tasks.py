@@ -6,8 +6,7 @@ from datetime import datetime
 import asyncpg
 
 from server.database.sql import query
-from server.jobs.reports import TaskUpdate
-from server.models import Conn, Db
+from server.models import Conn, Db, TaskUpdate
 from server.store import simulations
 
 
