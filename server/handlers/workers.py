@@ -21,7 +21,7 @@ async def read_report(request: web.Request) -> tuple[dict[str, Any], str, str]:
 
 async def update_task(request: web.Request) -> web.Response:
     body, job_id, key = await read_report(request)
-    task_id = parse_task_id(body.get("task_id"))
+    task_id = parse_task_id(body)
     update = parse_update_dict(field(body, "update_dict", dict))
     state = await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
     await write_when_finished(request.app, job_id, state)
@@ -30,7 +30,7 @@ async def update_task(request: web.Request) -> web.Response:
 
 async def update_job(request: web.Request) -> web.Response:
     body, job_id, key = await read_report(request)
-    state = parse_job_state(body.get("job_state"))
+    state = parse_job_state(body)
     if await transitions.update_job(request.app[POOL], job_id, key, state):
         await request.app[DISPATCHER].cancel(job_id)
     await write_when_finished(request.app, job_id, state)

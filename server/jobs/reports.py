@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.errors import BadRequest
+from server.http import field
 from server.jobs.states import JOB_STATES
 from server.models import TaskUpdate
 from server.values import MAX_INT32, MAX_INT64
@@ -56,8 +57,12 @@ def _timestamp(name: str, value: Any) -> datetime:
 def _state(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"Field update_dict.{name} must be of type string")
+    return _known_state(f"update_dict.{name}", value)
+
+
+def _known_state(name: str, value: str) -> str:
     if value not in JOB_STATES:
-        raise BadRequest(f"Invalid update_dict.{name}: must be one of {', '.join(JOB_STATES)}")
+        raise BadRequest(f"Invalid {name}: must be one of {', '.join(JOB_STATES)}")
     return value
 
 
@@ -84,24 +89,15 @@ def parse_update_dict(update_dict: dict[str, Any]) -> TaskUpdate:
     return TaskUpdate(**values)
 
 
-def parse_task_id(value: Any) -> int:
-    if value is None:
-        raise BadRequest("Missing field: task_id")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest("Field task_id must be of type integer")
+def parse_task_id(body: dict[str, Any]) -> int:
+    value: int = field(body, "task_id", int)
     if not 1 <= value <= MAX_INT32:
         raise BadRequest("Invalid task_id: must be a positive integer")
     return value
 
 
-def parse_job_state(value: Any) -> str:
-    if value is None:
-        raise BadRequest("Missing field: job_state")
-    if not isinstance(value, str):
-        raise BadRequest("Field job_state must be of type string")
-    if value not in JOB_STATES:
-        raise BadRequest(f"Invalid job_state: must be one of {', '.join(JOB_STATES)}")
-    return value
+def parse_job_state(body: dict[str, Any]) -> str:
+    return _known_state("job_state", field(body, "job_state", str))
 
 
 def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
