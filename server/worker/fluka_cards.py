@@ -29,13 +29,13 @@ def set_task_cards(path: Path, primaries: int, seed: int) -> None:
     if "START" not in found:
         raise MissingStart
     start, free = found["START"]
-    lines[start] = with_whats(lines[start], free, {1: primaries})
+    lines[start] = _with_whats(lines[start], free, {1: primaries})
     randomize = {1: 1.0, 2: seed}
     if "RANDOMIZ" in found:
         index, randomize_free = found["RANDOMIZ"]
-        lines[index] = with_whats(lines[index], randomize_free, randomize)
+        lines[index] = _with_whats(lines[index], randomize_free, randomize)
     else:
-        lines.insert(start, with_whats("RANDOMIZ\n", free, randomize))
+        lines.insert(start, _with_whats("RANDOMIZ\n", free, randomize))
     replacement = path.with_name(path.name + ".new")
     replacement.write_text("".join(lines))
     replacement.replace(path)
@@ -77,7 +77,7 @@ def _fields(line: str) -> list[str]:
     return _SEPARATOR.split(line.strip())
 
 
-def with_whats(line: str, free: bool, whats: dict[int, float | int]) -> str:
+def _with_whats(line: str, free: bool, whats: dict[int, float | int]) -> str:
     """`line` with the WHATs numbered in `whats` set, every other field as it was."""
     body = line.rstrip("\r\n")
     ending = line[len(body) :] or "\n"
