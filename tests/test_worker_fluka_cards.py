@@ -3,7 +3,9 @@ seed written in the format each card is read in, every other field kept."""
 
 from pathlib import Path
 
-from server.worker.fluka_cards import set_task_cards
+import pytest
+
+from server.worker.fluka_cards import MissingStart, set_task_cards
 
 FIXTURE = Path(__file__).parent / "fixtures" / "shieldhit" / "fluka_minimal" / "minimal.inp"
 
@@ -80,3 +82,33 @@ def test_the_geometry_is_not_read_for_cards(tmp_path):
     lines = cards(tmp_path, f"{geometry}{fixed('START', '20')}\nSTOP\n", 1000)
     assert "STARTREG 5 +body1" in lines
     assert lines[-2:] == [fixed("START", "1000"), "STOP"]
+
+
+def test_cards_after_the_first_start_are_left_as_they_are(tmp_path):
+    """The run starts at the first START with the cards read so far: the last RANDOMIZ and
+    START used to be the ones rewritten, and the run kept the input's seed and primaries."""
+    text = [fixed("RANDOMIZ", "1.0", "5."), fixed("START", "20"), fixed("RANDOMIZ", "1.0", "6.")]
+    text += [fixed("START", "30"), "STOP", fixed("START", "40")]
+    assert cards(tmp_path, "\n".join(text) + "\n", 1000, 2) == [
+        fixed("RANDOMIZ", "1.0", "2"),
+        fixed("START", "1000"),
+        *text[2:],
+    ]
+
+
+def test_a_randomiz_only_after_start_does_not_count(tmp_path):
+    text = f"{fixed('START', '20')}\n{fixed('RANDOMIZ', '1.0', '6.')}\nSTOP\n"
+    assert cards(tmp_path, text, 1000, 2) == [
+        fixed("RANDOMIZ", "1.0", "2"),
+        fixed("START", "1000"),
+        fixed("RANDOMIZ", "1.0", "6."),
+        "STOP",
+    ]
+
+
+def test_a_start_after_stop_is_none(tmp_path):
+    path = tmp_path / "sim.inp"
+    path.write_text(f"TITLE\nx\nSTOP\n{fixed('START', '20')}\n")
+    with pytest.raises(MissingStart):
+        set_task_cards(path, 1000, 2)
+    assert path.read_text() == f"TITLE\nx\nSTOP\n{fixed('START', '20')}\n"

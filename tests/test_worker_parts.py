@@ -145,7 +145,9 @@ def test_shieldhit_command(tmp_path):
 def test_a_fluka_task_needs_one_input_with_a_start_card(tmp_path):
     path = tmp_path / "sim.inp"
     path.write_text("TITLE\nSTOP\n")
-    with pytest.raises(TaskFailed, match=re.escape("The FLUKA input sim.inp has no START card.")):
+    with pytest.raises(
+        TaskFailed, match=re.escape("The FLUKA input sim.inp has no START card (before any STOP).")
+    ):
         fluka_command("/bin/true", tmp_path, 5, 1)
     (tmp_path / "other.inp").touch()
     with pytest.raises(TaskFailed) as error:

@@ -4,9 +4,11 @@ FLUKA reads option cards in fixed format (a keyword in 10 columns, then six 10-c
 SDUM) unless a FREE card (or GLOBAL's WHAT(4) = 2 or 3) switched to free format, where fields
 are separated by blanks or one of `,;/\\:`, until a FIXED card. Each card is rewritten in the
 format it is read in, its other WHATs as they were; the geometry (GEOBEGIN to GEOEND) is
-skipped. A task's seed must be read before START: an input without RANDOMIZ gets one just
-before its START (FLUKA reads nothing after STOP, where one appended would be ignored, and
-every task would run the same histories).
+skipped. The run starts at the first START with what was read before it, so the cards are read
+up to there: a RANDOMIZ or START after it (or after a STOP, where FLUKA reads nothing more) is
+left as it is. A task's seed must be read before START: an input without RANDOMIZ before it
+gets one just before START (one appended after STOP would be ignored, and every task would run
+the same histories).
 """
 
 import re
@@ -18,7 +20,7 @@ _SEPARATOR = re.compile(r"\s*[,;/\\:]\s*|\s+")
 
 
 class MissingStart(Exception):
-    """The input has no START card."""
+    """The input has no START card before its first STOP."""
 
 
 def set_task_cards(path: Path, primaries: int, seed: int) -> None:
@@ -42,7 +44,8 @@ def set_task_cards(path: Path, primaries: int, seed: int) -> None:
 
 
 def _cards(lines: list[str]) -> Iterator[tuple[int, str, bool]]:
-    """(index, keyword, read in free format) of each option card outside the geometry."""
+    """(index, keyword, read in free format) of each option card outside the geometry, up to
+    the first START or STOP."""
     free = geometry = False
     for index, line in enumerate(lines):
         if not line.strip() or line.startswith(("*", "!")):
@@ -55,6 +58,8 @@ def _cards(lines: list[str]) -> Iterator[tuple[int, str, bool]]:
         elif keyword == "GLOBAL":
             free = _global_format(_what(line, free, 4), free)
         yield index, keyword, free
+        if keyword in ("START", "STOP"):
+            return
 
 
 def _global_format(flag: float | None, free: bool) -> bool:

@@ -95,7 +95,9 @@ def fluka_command(executable: str, directory: Path, primaries: int, seed: int) -
     try:
         set_task_cards(path, primaries, seed)
     except MissingStart:
-        raise TaskFailed(f"The FLUKA input {path.name} has no START card.") from None
+        raise TaskFailed(
+            f"The FLUKA input {path.name} has no START card (before any STOP)."
+        ) from None
     settings = SimulationSettings(str(path), SimulatorType.fluka, executable, FLUKA_OPTIONS)
     return [settings.executable_path, *shlex.split(settings.cmdline_opts), str(path)]
 
