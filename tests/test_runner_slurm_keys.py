@@ -53,6 +53,24 @@ async def test_the_submission_fails_with_the_reason(
     )
 
 
+async def test_a_missing_key_file_is_named_in_the_servers_log_only(
+    aiohttp_client, make_config, conn, locked_key_cluster, caplog
+) -> None:
+    """The job's log is its user's: the operator's key file was named there."""
+    cluster = dataclasses.replace(locked_key_cluster, key_file="/etc/yaptide/no-such-key")
+    config = make_config(slurm={"local_users": True})
+    client = await aiohttp_client(create_app(dataclasses.replace(config, clusters=(cluster,))))
+    await login(client)
+    response = await client.post("/jobs/batch", json=payload(batch_options={"cluster_name": "hpc"}))
+    job_id = (await response.json())["job_id"]
+    await eventually(states_are(client, job_id, "FAILED"))
+    assert (await logfiles_of(conn))["slurm"] == (
+        "The job could not be sent to SLURM: hpc: cannot connect: No such file or directory "
+        "(see the server's log)"
+    )
+    assert "/etc/yaptide/no-such-key" in caplog.text
+
+
 async def test_the_sweep_of_runner_work_dir_goes_on(
     aiohttp_client, make_config, conn, locked_key_cluster
 ) -> None:

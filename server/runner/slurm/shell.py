@@ -7,6 +7,7 @@ SSH one is server/runner/slurm/ssh.py.
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -17,9 +18,21 @@ from server.runner.local.process import PRIVATE_ENV, make_job_dir, output_tail
 
 COMMAND_TIMEOUT = 60.0
 
+log = logging.getLogger(__name__)
+
 
 class ShellError(Exception):
     """The command could not be run (the cluster is unreachable, a timeout)."""
+
+
+def failure(what: str, exc: BaseException) -> ShellError:
+    """ShellError: `what` failed, and why. Its message becomes the job's log `slurm`, which
+    its user reads: a file's path (the operator's key file, the server's directories) is left
+    out and logged instead."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        log.warning("%s: %s", what, exc)
+        return ShellError(f"{what}: {exc.strerror or type(exc).__name__} (see the server's log)")
+    return ShellError(f"{what}: {str(exc) or type(exc).__name__}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ class LocalShell:
                 start_new_session=True,  # a group of its own: the shell and what it started
             )
         except OSError as exc:
-            raise ShellError(f"cannot run /bin/sh: {exc}") from None
+            raise failure("cannot run /bin/sh", exc) from None
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 out, err = await _communicate(process, stdin)
@@ -104,7 +117,7 @@ class LocalShell:
         try:
             await asyncio.to_thread(_write_files, Path(directory), files)
         except OSError as exc:  # full disk, no permission, a file in the way: like SSH's
-            raise ShellError(f"cannot write the job's files: {exc}") from None
+            raise failure("cannot write the job's files", exc) from None
 
     async def read_tail(self, path: str) -> str:
         return await asyncio.to_thread(output_tail, Path(path))

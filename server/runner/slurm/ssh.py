@@ -19,7 +19,7 @@ import asyncssh
 
 from server.config import ClusterConfig
 from server.runner.local.process import OUTPUT_TAIL
-from server.runner.slurm.shell import COMMAND_TIMEOUT, Completed, ShellError
+from server.runner.slurm.shell import COMMAND_TIMEOUT, Completed, ShellError, failure
 
 CONNECT_TIMEOUT = 15.0
 # An upload goes in pieces, each within COMMAND_TIMEOUT: large inputs on a slow link are not
@@ -71,7 +71,7 @@ class SshShell:
                 ) from None
             except (asyncssh.Error, OSError) as exc:
                 self._drop(connection, exc)
-                raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+                raise failure(self._cluster.cluster_name, exc) from None
         if done.exit_status is None and done.exit_signal is None:  # no status: the link broke
             raise ShellError(f"{self._cluster.cluster_name}: the connection closed meanwhile")
         status = -1 if done.exit_status is None else done.exit_status  # None: killed by a signal
@@ -93,7 +93,7 @@ class SshShell:
             raise ShellError(f"{self._cluster.cluster_name}: {exc}") from None
         except (asyncssh.Error, OSError) as exc:
             self._drop(connection, exc)
-            raise ShellError(f"{self._cluster.cluster_name}: {_describe(exc)}") from None
+            raise failure(self._cluster.cluster_name, exc) from None
 
     async def read_tail(self, path: str) -> str:
         try:
@@ -131,9 +131,7 @@ class SshShell:
             except (asyncssh.Error, OSError, TimeoutError, ValueError) as exc:
                 # ValueError: a key file asyncssh cannot use (KeyImportError: one with a
                 # passphrase, a public key) is, like an unreachable host, never a crash.
-                raise ShellError(
-                    f"{cluster.cluster_name}: cannot connect: {_describe(exc)}"
-                ) from None
+                raise failure(f"{cluster.cluster_name}: cannot connect", exc) from None
             return self._connection
 
     @contextlib.contextmanager
