@@ -303,7 +303,9 @@ async def test_concurrent_task_updates(aiohttp_client, make_config, conn):
     assert row["job_state"] == "FAILED" and row["end_time"] is not None
 
 
-@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00Z", "0999-06-01T00:00:00Z"])
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00Z", "0999-06-01T00:00:00Z", "9999-01-01T00:00:00Z"]
+)
 async def test_times_the_status_cannot_show_are_refused(worker, conn, moment):
     """A worker's start_time of year 1 came back from asyncpg as a naive datetime (its
     -infinity sentinel) and made every GET /jobs/direct of the job a 500; years before 1000 were
@@ -311,7 +313,7 @@ async def test_times_the_status_cannot_show_are_refused(worker, conn, moment):
     client, _, identity = worker
     body = {**identity, "task_id": 1, "update_dict": {"start_time": moment}}
     assert await post(client, "/tasks", body, 400) == {
-        "message": "Invalid update_dict.start_time: must be between 1970 and 9999"
+        "message": "Invalid update_dict.start_time: must be in the years 1970 to 9998"
     }
     response = await client.get("/jobs/direct", params={"job_id": identity["simulation_id"]})
     assert response.status == 200, await response.text()

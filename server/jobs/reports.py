@@ -50,7 +50,7 @@ def _timestamp(name: str, value: Any) -> datetime:
     except OverflowError:
         raise BadRequest(f"Invalid update_dict.{name}: out of range once in UTC") from None
     if not EARLIEST <= moment < LATEST:
-        raise BadRequest(f"Invalid update_dict.{name}: must be between 1970 and 9999")
+        raise BadRequest(f"Invalid update_dict.{name}: must be in the years 1970 to 9998")
     return moment
 
 
