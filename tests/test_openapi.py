@@ -227,3 +227,149 @@ async def test_the_ui_dialects_answers_are_the_documents(client, conn) -> None:
         answer = await response.json()
         assert response.status == 200 and schema != MESSAGE, (path, query)
         assert jsonschema_rs.validator_for(schema).is_valid(answer), (path, query, answer)
+
+
+def parameter_schema(path: str, name: str) -> Any:
+    """A validator of the query parameter `name` of `GET path` as the document gives it."""
+    (found,) = [
+        parameter["schema"]
+        for parameter in openapi.document(VERSION)["paths"][path]["get"]["parameters"]
+        if parameter["name"] == name
+    ]
+    return jsonschema_rs.validator_for(found)
+
+
+LONG_TITLE = "t" * 1000
+# (path, the body's changed fields, accepted): on each side of the server's limits, the
+# document's schema and the server agree (it described none of them).
+BODIES = [
+    ("/auth/register", {"username": "ab"}, False),
+    ("/auth/register", {"username": "a b c"}, False),
+    ("/auth/register", {"username": "a" * 65}, False),
+    ("/auth/register", {"username": "a.b-c_9"}, True),
+    ("/auth/register", {"password": "7-chars"}, False),
+    ("/auth/register", {"password": "8--chars"}, True),
+    ("/jobs/direct", {"ntasks": 0}, False),
+    ("/jobs/direct", {"ntasks": 1}, True),
+    ("/jobs/direct", {"title": LONG_TITLE + "t"}, False),
+    ("/jobs/direct", {"title": LONG_TITLE}, True),
+    ("/jobs/direct", {"title": "a\0b"}, False),
+    ("/jobs/direct", {"number_of_primaries": -1}, False),
+    ("/jobs/direct", {"number_of_primaries": 2**63}, False),
+    ("/jobs/direct", {"number_of_primaries": 2**63 - 1}, True),
+    ("/user/update", {"display_name": "d" * 129}, False),
+    ("/user/update", {"display_name": "d" * 128}, True),
+    ("/user/update", {"email": "no-at-sign"}, False),
+    ("/user/update", {"email": "a@b"}, True),
+    ("/user/update", {"password": "a-new-password"}, False),
+    ("/user/update", {"password": "short", "current_password": "x"}, False),
+]
+
+
+@pytest.mark.parametrize(("path", "changes", "accepted"), BODIES)
+async def test_the_documents_bodies_have_the_servers_limits(
+    client, conn, path, changes, accepted
+) -> None:
+    method = {"/auth/register": "put"}.get(path, "post")
+    body = {
+        "/auth/register": {"username": "newcomer", "password": "long-enough"},
+        "/jobs/direct": payload(),
+        "/user/update": {},
+    }[path] | changes
+    await login(client)
+    assert request_schema(path, method).is_valid(body) == accepted
+    response = await client.request(method.upper(), path, json=body)
+    assert (response.status < 300) == accepted, await response.text()
+
+
+UPDATES = [
+    ({"task_id": 0}, False),
+    ({"task_id": 2**31}, False),
+    ({"task_id": 1}, True),
+    ({"update_dict": {"simulated_primaries": -1}}, False),
+    ({"update_dict": {"requested_primaries": 2**63}}, False),
+    ({"update_dict": {"estimated_time": -1}}, False),
+    ({"update_dict": {"estimated_time": 2**31}}, False),
+    ({"update_dict": {"estimated_time": 2.5}}, True),
+    ({"simulation_id": ""}, False),
+    ({"simulation_id": "a\0b"}, False),
+]
+
+
+@pytest.mark.parametrize(("changes", "accepted"), UPDATES)
+async def test_the_documents_task_updates_have_the_servers_limits(
+    worker, changes, accepted
+) -> None:
+    client, _, identity = worker
+    body = {**identity, "task_id": 1, "update_dict": {"simulated_primaries": 1}} | changes
+    assert request_schema("/tasks").is_valid(body) == accepted
+    response = await client.post("/tasks", json=body)
+    assert (response.status == 202) == accepted, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("page_size", 0, False),
+        ("page_size", 101, False),
+        ("page_size", 100, True),
+        ("page_idx", 0, False),
+        ("page_idx", 1, True),
+        ("job_state", "", False),
+        ("job_state", "COMPLETED,", False),
+        ("job_state", "COMPLETED,FAILED", True),
+    ],
+)
+async def test_the_documents_listing_parameters_have_the_servers_limits(
+    client, conn, name, value, accepted
+) -> None:
+    await login(client)
+    assert parameter_schema("/user/simulations", name).is_valid(value) == accepted
+    response = await client.get("/user/simulations", params={name: str(value)})
+    assert (response.status == 200) == accepted, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("pages", "accepted"),
+    [
+        ([{}], False),
+        ([{"page_number": -1}], False),
+        ([{"metadata": {}}], False),
+        ([{"metadata": {"page_number": 2}}], True),
+        ([{"metadata": {"page_number": " 7"}}], True),
+        ([{"metadata": {"page_number": "-1"}}], False),
+        ([{"metadata": {"page_number": "seven"}}], False),
+        ([{"page_number": "seven", "metadata": {"page_number": 1}}], False),
+        ([{"page_number": 0, "data": {"values": [1.5]}}], True),
+    ],
+)
+async def test_the_documents_uploads_have_the_servers_limits(worker, pages, accepted) -> None:
+    client, _, identity = worker
+    body = {**identity, "estimators": [{"name": "dose_", "pages": pages}]}
+    assert request_schema("/results").is_valid(body) == accepted
+    response = await client.post("/results", json=body)
+    assert (response.status == 202) == accepted, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"), [("", False), ("a\0b", False), ("n" * 256, False), ("n" * 255, True)]
+)
+async def test_the_documents_log_files_have_the_servers_limits(worker, name, accepted) -> None:
+    client, _, identity = worker
+    body = {**identity, "logfiles": {name: "text"}}
+    assert request_schema("/logfiles").is_valid(body) == accepted
+    response = await client.post("/logfiles", json=body)
+    assert (response.status == 202) == accepted, await response.text()
+
+
+async def test_a_worker_may_send_its_key_either_way(worker) -> None:
+    """The document said no more than "no security" of the worker routes."""
+    client, _, identity = worker
+    document = openapi.document(VERSION)
+    assert document["paths"]["/tasks"]["post"]["security"] == [{"updateKey": []}, {}]
+    scheme = document["components"]["securitySchemes"]["updateKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    body = {"simulation_id": identity["simulation_id"], "task_id": 1, "update_dict": {}}
+    bearer = {"Authorization": f"Bearer {identity['update_key']}"}
+    assert request_schema("/tasks").is_valid(body)
+    assert (await client.post("/tasks", json=body, headers=bearer)).status == 202

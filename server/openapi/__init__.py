@@ -27,6 +27,7 @@ def document(version: str, ui_prefix: str = "/ui") -> Schema:
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "access_token"},
                 "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "refresh_token"},
                 "keycloak": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "updateKey": {"type": "http", "scheme": "bearer", "description": "a job's key"},
             }
         },
     }

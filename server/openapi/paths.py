@@ -1,20 +1,28 @@
 """The API's paths in the OpenAPI document: one entry per route of server.app.ROUTES, written
 from shared/spec/api.md and the seeds."""
 
+from server.jobs.listing import MAX_PAGE_SIZE
 from server.openapi.schemas import (
     CREDENTIALS,
+    ESTIMATORS,
     INTEGER,
     JOB_ID,
+    LOGFILES,
     MESSAGE,
     PAGE_META,
+    PROFILE,
+    REGISTRATION,
     RETRY,
     SIMULATION,
     STATE,
+    STATES_LIST,
     STRING,
     SUBMISSION,
+    TASK_ID,
     TASK_STATUS,
     UPDATE_DICT,
     Schema,
+    integer,
     obj,
     operation,
     param,
@@ -29,14 +37,10 @@ def api_paths() -> dict[str, dict[str, Schema]]:
         job_state=STATE,
         job_tasks_status={"type": "array", "items": TASK_STATUS},
     )
-    estimators = {
-        "type": "array",
-        "items": obj(["name", "pages"], name=STRING, pages={"type": "array"}),
-    }
     results = operation(
         "Results, optionally filtered",
         200,
-        obj(["message", "estimators"], message=STRING, estimators=estimators),
+        obj(["message", "estimators"], message=STRING, estimators=ESTIMATORS),
         parameters=[
             JOB_ID,
             param("estimator_name"),
@@ -51,7 +55,7 @@ def api_paths() -> dict[str, dict[str, Schema]]:
             "get": operation("This document", 200, {"type": "object"}, security=None)
         },
         "/auth/register": {
-            "put": operation("Create an account", 201, MESSAGE, request=CREDENTIALS, security=None)
+            "put": operation("Create an account", 201, MESSAGE, request=REGISTRATION, security=None)
         },
         "/auth/login": {
             "post": operation(
@@ -139,17 +143,17 @@ def api_paths() -> dict[str, dict[str, Schema]]:
         },
         "/tasks": {
             "post": worker_operation(
-                "A worker reports a task's progress", task_id=INTEGER, update_dict=UPDATE_DICT
+                "A worker reports a task's progress", task_id=TASK_ID, update_dict=UPDATE_DICT
             )
         },
         "/results": {
-            "post": worker_operation("A worker uploads results", estimators=estimators),
+            "post": worker_operation("A worker uploads results", estimators=ESTIMATORS),
             "get": results,
         },
         "/logfiles": {
             "post": worker_operation(
                 "A worker uploads log files",
-                logfiles={"type": "object", "additionalProperties": STRING},
+                logfiles=LOGFILES,
             ),
             "get": operation(
                 "The stored log files",
@@ -197,11 +201,11 @@ def api_paths() -> dict[str, dict[str, Schema]]:
                     simulations_count=INTEGER,
                 ),
                 parameters=[
-                    param("page_size", schema=INTEGER),
-                    param("page_idx", schema=INTEGER),
+                    param("page_size", schema=integer(1, MAX_PAGE_SIZE)),
+                    param("page_idx", schema=integer(1)),
                     param("order_by", schema={"enum": ["start_time", "end_time"]}),
                     param("order_type", schema={"enum": ["ascend", "descend"]}),
-                    param("job_state"),
+                    param("job_state", schema={"type": "string", "pattern": f"^{STATES_LIST}$"}),
                 ],
             ),
             "delete": operation("Delete a finished simulation", 200, MESSAGE, parameters=[JOB_ID]),
@@ -212,15 +216,13 @@ def api_paths() -> dict[str, dict[str, Schema]]:
                 200,
                 MESSAGE,
                 request={
-                    **obj(
-                        [],
-                        display_name={"type": ["string", "null"]},
-                        email={"type": ["string", "null"]},
-                        password=STRING,
-                        current_password=STRING,
-                    ),
+                    **PROFILE,
                     "minProperties": 1,
                     "additionalProperties": False,
+                    "dependentRequired": {
+                        "password": ["current_password"],
+                        "current_password": ["password"],
+                    },
                 },
             )
         },

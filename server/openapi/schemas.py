@@ -2,7 +2,13 @@
 
 from typing import Any
 
+from server.accounts.passwords import MIN_PASSWORD
+from server.accounts.profile import MAX_DISPLAY_NAME, MAX_EMAIL
+from server.jobs.reports import MAX_LOGFILE_NAME
 from server.jobs.states import JOB_STATES
+from server.jobs.submission import MAX_TITLE
+from server.results.upload import MAX_NAME
+from server.values import MAX_INT32, MAX_INT64
 
 Schema = dict[str, Any]
 
@@ -20,14 +26,73 @@ RETRY = "retry after Retry-After seconds"
 UNAVAILABLE = f"The database is unavailable or out of disk space: {RETRY}"
 
 
+NO_NUL = "^[^\\u0000]*$"  # PostgreSQL's text holds no NUL
+
+
 def obj(required: list[str], **properties: Schema) -> Schema:
     return {"type": "object", "required": required, "properties": properties}
 
 
+def integer(minimum: int, maximum: int | None = None, description: str = "") -> Schema:
+    schema: Schema = {"type": "integer", "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return schema | ({"description": description} if description else {})
+
+
+def text(max_length: int) -> Schema:
+    """A string of at most `max_length` characters, none of them NUL (PostgreSQL's text)."""
+    return {"type": "string", "maxLength": max_length, "pattern": NO_NUL}
+
+
 STRING: Schema = {"type": "string"}
 INTEGER: Schema = {"type": "integer"}
+COUNT = integer(0, MAX_INT64)
 CREDENTIALS = obj(["username", "password"], username=STRING, password=STRING)
-WORKER = {"simulation_id": STRING, "update_key": STRING}
+REGISTRATION = obj(
+    ["username", "password"],
+    username={"type": "string", "pattern": "^[A-Za-z0-9._-]{3,64}$"},
+    password={"type": "string", "minLength": MIN_PASSWORD},
+)
+PROFILE = obj(
+    [],
+    display_name={"type": ["string", "null"], "maxLength": MAX_DISPLAY_NAME},
+    email={"type": ["string", "null"], "maxLength": MAX_EMAIL, "pattern": "@"},
+    password={"type": "string", "minLength": MIN_PASSWORD},
+    current_password=STRING,
+)
+WORKER = {
+    "simulation_id": {"type": "string", "minLength": 1, "pattern": NO_NUL},
+    "update_key": STRING,
+}
+PAGE_NUMBER = {  # or its decimal string, as the existing platform's workers send it
+    "anyOf": [integer(0, MAX_INT32), {"type": "string", "pattern": "^\\s*[0-9]{1,9}\\s*$"}]
+}
+PAGE: Schema = {  # its number at the top or in its metadata, unique in its estimator
+    "type": "object",
+    "anyOf": [
+        obj(["page_number"], page_number=PAGE_NUMBER),
+        obj(  # read there when the page has none (or null)
+            ["metadata"],
+            page_number={"type": "null"},
+            metadata=obj(["page_number"], page_number=PAGE_NUMBER),
+        ),
+    ],
+}
+ESTIMATORS: Schema = {
+    "type": "array",
+    "items": obj(
+        ["name", "pages"],
+        name={**text(MAX_NAME), "minLength": 1},
+        pages={"type": "array", "items": PAGE},
+    ),
+}
+LOGFILES: Schema = {
+    "type": "object",
+    "propertyNames": {"minLength": 1, "maxLength": MAX_LOGFILE_NAME, "pattern": NO_NUL},
+    "additionalProperties": STRING,
+}
+STATES_LIST = "({0})(,({0}))*".format("|".join(JOB_STATES))
 TASK_STATUS = obj(
     ["task_id", "task_state", "simulated_primaries", "requested_primaries"],
     task_id=INTEGER,
@@ -59,30 +124,32 @@ SIMULATION = obj(
 SUBMISSION = obj(
     ["sim_type", "ntasks", "input_type"],
     sim_type={"type": "string", "enum": ["shieldhit", "fluka", "geant4", "topas"]},
-    ntasks=INTEGER,
+    ntasks=integer(1, 9999, "at most the server's jobs.max_ntasks (1000 unless configured)"),
     input_type={"type": "string", "enum": ["editor", "files"]},
     sim_data={"type": "object"},
     input_json={"type": "object"},
     input_files={"type": "object", "additionalProperties": STRING},
-    title=STRING,
-    number_of_primaries=INTEGER,
+    title=text(MAX_TITLE),
+    number_of_primaries=COUNT,
 )
+MOMENT: Schema = {"type": "string", "format": "date-time", "description": "in 1970 to 9998"}
 UPDATE_DICT = obj(
     [],
     task_state=STATE,
-    simulated_primaries=INTEGER,
-    requested_primaries=INTEGER,
-    estimated_time={"type": "number"},
-    start_time={"type": "string", "format": "date-time"},
-    end_time={"type": "string", "format": "date-time"},
+    simulated_primaries=COUNT,
+    requested_primaries=COUNT,
+    estimated_time={"type": "number", "minimum": 0, "maximum": MAX_INT32},
+    start_time=MOMENT,
+    end_time=MOMENT,
 )
+TASK_ID = integer(1, MAX_INT32)
 
 
 def param(name: str, required: bool = False, schema: Schema = STRING) -> Schema:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
-JOB_ID = param("job_id", required=True)
+JOB_ID = param("job_id", required=True, schema={"type": "string", "minLength": 1})
 
 
 def json_content(schema: Schema) -> Schema:
@@ -115,6 +182,9 @@ def operation(
 
 
 def worker_operation(summary: str, **fields: Schema) -> Schema:
-    # The key may come in the Authorization header instead; every other field is required.
+    """The update key in the body (`update_key`) or the Authorization header (`updateKey`):
+    either, so neither is required; every other field is."""
     request = obj(["simulation_id", *fields], **WORKER, **fields)
-    return operation(summary, 202, MESSAGE, request=request, security=None)
+    spec = operation(summary, 202, MESSAGE, request=request, security=None)
+    spec["security"] = [{"updateKey": []}, {}]
+    return spec
