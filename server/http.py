@@ -5,6 +5,7 @@ import asyncio
 import logging
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
@@ -115,6 +116,7 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, ApiError):
         return error_response(exc.message, exc.status, exc.retry_after)
     where = f"{request.method} {request.path}"
+    exc = _database_error(exc)
     if isinstance(exc, db.UNAVAILABLE):
         log.warning("database unavailable in %s: %s", where, exc)
         return error_response("Database unavailable", 503, retry_after=1)
@@ -123,6 +125,17 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
         return error_response("Database out of disk space", 503, retry_after=10)
     log.exception("unhandled error in %s", where)
     return error_response("Internal server error", 500)
+
+
+def _database_error(exc: Exception) -> Exception:
+    """`exc`, or the database's error it replaced: a transaction's exit fails (InterfaceError)
+    when the connection its statement lost is already seen closed."""
+    context = exc.__context__
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(context, db.UNAVAILABLE):
+        return context
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(context, db.DISK_FULL):
+        return context
+    return exc
 
 
 def _unless_begun(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:

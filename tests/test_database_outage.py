@@ -16,9 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
+from aiohttp import web
 
 from server.app import create_app
 from server.database.embedded import embedded_postgres, pgserver
+from server.keys import POOL
 from tests.helpers import (
     KEY,
     login,
@@ -291,6 +293,49 @@ async def test_a_crash_loses_no_state_move_a_worker_was_answered(
     assert await _task_states(client, job_id) == ["RUNNING", "PENDING", "PENDING", "PENDING"]
     assert await _report(client, job_id, 1, {"task_state": "COMPLETED"}) == 202
     assert await _task_states(client, job_id) == ["COMPLETED", "PENDING", "PENDING", "PENDING"]
+
+
+async def _report(client, job_id: str, task_id: int, update: dict) -> int:
+    """The status of a worker's `POST /tasks`, sent again while the server answers 503 (its
+    pool's connections were cut by the crash)."""
+    body = {"simulation_id": job_id, "update_key": KEY, "task_id": task_id, "update_dict": update}
+    for _ in range(50):
+        response = await client.post("/tasks", json=body)
+        if response.status != 503:
+            return response.status
+        await asyncio.sleep(0.1)
+    raise AssertionError("still 503")
+
+
+async def _task_states(client, job_id: str) -> list[str]:
+    response = await client.get("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200, await response.text()
+    return [task["task_state"] for task in (await response.json())["job_tasks_status"]]
+
+
+async def test_a_connection_lost_inside_a_transaction_is_a_503(aiohttp_client, make_config):
+    """The connection of a write's transaction cut mid-statement (PostgreSQL killed, or
+    crashed out of disk for its WAL): when the close was seen before the transaction's exit,
+    the statement's error was replaced by that exit failing on the closed connection
+    (asyncpg's InterfaceError), and the answer was a 500 with a traceback (half of the user
+    submissions sent as a reviewer killed PostgreSQL). A route of the test's own gives its
+    backend that end, and lets the close be seen before its transaction exits."""
+
+    async def cut(request: web.Request) -> web.Response:
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            try:
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            except asyncpg.AdminShutdownError:
+                await asyncio.sleep(0.5)  # the connection's close is seen meanwhile
+                raise
+        return web.Response()
+
+    app = create_app(make_config())
+    app.router.add_post("/cut", cut)
+    client = await aiohttp_client(app)
+    response = await client.post("/cut")
+    assert (response.status, await response.json()) == (503, {"message": "Database unavailable"})
+    assert response.headers["Retry-After"] == "1"
 
 
 async def _report(client, job_id: str, task_id: int, update: dict) -> int:
