@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import os
 import socket
+import subprocess
 import time
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
@@ -123,6 +124,8 @@ async def test_deleting_the_simulation_removes_its_file_before_the_delete_return
     await login(client)
     job_id = await large_result(client, conn)
     await written(client, job_id)
+    # Being written by another process, or left by one killed while it wrote (kept before).
+    (client.app[BODY_FILES].directory / f"{job_id}.other.gz.1.part").write_bytes(b"p")
     response = await client.delete("/user/simulations", params={"job_id": job_id})
     assert response.status == 200
     assert files_of(client, job_id) == []
@@ -241,6 +244,10 @@ def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
     os.utime(left, (now - 7200, now - 7200))
     writing = files.directory / "other.x.gz.1.part"  # another process's write, going on
     writing.write_bytes(b"w" * 100)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    killed = files.directory / f"killed.x.gz.{ended.pid}.part"  # its process gone: not waited
+    killed.write_bytes(b"k")  # for an hour (nor kept until then if no process starts)
     files.evict()
     names = sorted(path.name for path in files.directory.iterdir())
     assert names == ["middle.x.gz", "newest.x.gz", "other.x.gz.1.part"]

@@ -12,7 +12,8 @@ written under a temporary name, synced and renamed, so a reader finds a whole fi
 a file removed while it is being sent stays readable to its reader.
 
 The directory is kept under `server.disk_cache_size` bytes by removing the least recently used
-files (sending a file renews its time); a body of more than a quarter of it gets no file. A
+files (sending a file renews its time) and the files being written that an ended process left;
+a body of more than a quarter of it gets no file. A
 deleted simulation's files are removed by every process when the deletion is notified
 (server/results/changes.py), before its `DELETE` returns, and none is written for it after; a
 process that was not listening then (stopped, or its connection down) removes them when it
@@ -139,9 +140,11 @@ class BodyFiles:
         for name, task in list(self._writing.items()):
             if name.startswith(f"{job_id}."):
                 task.cancel()
-        for path in self.directory.glob(f"{job_id}.*{SUFFIX}"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        # Files being written too: one a killed process left has no task to stop.
+        for pattern in (f"{job_id}.*{SUFFIX}", f"{job_id}.*{SUFFIX}.*{PART}"):
+            for path in self.directory.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def job_ids(self) -> list[str]:
         """The simulations that have files (blocking: a directory listing)."""
@@ -152,7 +155,7 @@ class BodyFiles:
 
     def evict(self) -> None:
         """Remove the least recently used files until the directory holds at most max_bytes,
-        and files being written that a process left behind."""
+        and the files being written that an ended process left behind."""
         found, total = [], 0
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -161,7 +164,7 @@ class BodyFiles:
                     total += stat.st_size
                     if entry.name.endswith(SUFFIX):
                         found.append((stat.st_mtime, stat.st_size, entry.path))
-                    elif entry.name.endswith(PART) and stat.st_mtime < time.time() - STALE_PART:
+                    elif entry.name.endswith(PART) and _left_behind(entry.name, stat.st_mtime):
                         os.unlink(entry.path)
         for _, size, path in sorted(found):
             if total <= self.max_bytes:
@@ -185,6 +188,21 @@ class BodyFiles:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+
+
+def _left_behind(name: str, modified: float) -> bool:
+    """Whether the file being written `name` (`<name>.<pid>.part`) was left by a process that
+    ended: its process is gone, or it was last written STALE_PART seconds ago."""
+    pid = name.removesuffix(PART).rpartition(".")[2]
+    if modified < time.time() - STALE_PART or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except PermissionError:  # another account's process
+        pass
+    return False
 
 
 def _private(path: str, flags: int) -> int:
