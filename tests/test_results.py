@@ -334,6 +334,28 @@ async def test_an_upload_of_over_ten_thousand_pages_and_estimators_is_413(
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
 
 
+async def test_a_simulation_holds_at_most_ten_thousand_pages_and_estimators(client, conn):
+    """Uploads of new estimators added up without bound (600,000 one-value pages in a minute),
+    and every fetch of such a result read its whole index on the event loop: seconds each.
+    Past the bound an upload is 413 and stores nothing; a re-upload that replaces pages is
+    not counted twice."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+
+    def estimator(name: str, pages: int) -> dict:
+        return {"name": name, "pages": [{"page_number": n, "data": [n]} for n in range(pages)]}
+
+    assert (await upload(client, job_id, [estimator("a", 4999)])).status == 202
+    assert (await upload(client, job_id, [estimator("b", 4999)])).status == 202
+    assert (await upload(client, job_id, [estimator("b", 4999)])).status == 202  # replaced
+    response = await upload(client, job_id, [estimator("c", 1)])
+    message = "Too many results: at most 10000 estimators and pages per simulation"
+    assert (response.status, await response.json()) == (413, {"message": message})
+    assert await conn.fetchval("SELECT count(*) FROM pages") == 9998
+    assert await conn.fetch("SELECT name FROM estimators ORDER BY name") == [("a",), ("b",)]
+
+
 @pytest.mark.parametrize(
     ("estimators", "message"),
     [

@@ -33,6 +33,7 @@ from server.models import Conn, StoredEstimator, TaskUpdate
 from server.store import inputs, logfiles, results, simulations, slurm_jobs, tasks, users
 
 NO_LIMITS = JobsConfig(user_quota=0, max_unfinished=0)
+MAX_RESULTS = 10_000  # estimators and pages of one simulation, as of one upload
 
 
 async def create_simulation(
@@ -165,11 +166,16 @@ async def save_results(
     quota: int = 0,
 ) -> str:
     """A worker's `POST /results`: store the estimators, then the state they justify (returned);
-    413 and nothing stored when the owner's quota would be exceeded."""
+    413 and nothing stored when the owner's quota would be exceeded, or the simulation would
+    hold more than MAX_RESULTS estimators and pages (each fetch reads their index whole)."""
     async with pool.acquire() as conn, conn.transaction():
         row = check_worker(await simulations.lock(conn, job_id), key)
         user_id = await users.lock_owner(conn, row.sim_pk)
         await results.save(conn, row.sim_pk, estimators)
+        if await results.count(conn, row.sim_pk) > MAX_RESULTS:
+            raise PayloadTooLarge(
+                f"Too many results: at most {MAX_RESULTS} estimators and pages per simulation"
+            )
         await simulations.bump_results_version(conn, row.sim_pk)
         await _check_quota(conn, user_id, row.sim_pk, quota)
         return await simulations.recompute_state(conn, row.sim_pk)

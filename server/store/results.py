@@ -73,6 +73,12 @@ async def save(conn: Conn, sim_pk: int, estimators: list[StoredEstimator]) -> No
     )
 
 
+async def count(conn: Conn, sim_pk: int) -> int:
+    """How many estimators and pages the simulation holds."""
+    found: int = await conn.fetchval(query("count_results"), sim_pk)
+    return found
+
+
 def _page(row: asyncpg.Record, fields: dict[int, bytes]) -> PageRef:
     return PageRef(
         row["estimator"],

@@ -55,3 +55,9 @@ LEFT JOIN estimators e ON e.simulation_id = s.id
 LEFT JOIN pages p ON p.estimator_id = e.id
 WHERE s.job_id = $1
 ORDER BY e.position, e.id, p.page_number
+
+-- name: count_results
+-- How many estimators and pages the simulation holds.
+SELECT (SELECT count(*) FROM estimators WHERE simulation_id = $1)
+     + (SELECT count(*) FROM pages p JOIN estimators e ON e.id = p.estimator_id
+        WHERE e.simulation_id = $1)
