@@ -36,6 +36,7 @@ async def _create(request: web.Request, submission: Submission, platform: str) -
         platform=platform,
         limits=request.app[CONFIG].jobs,
         local_runner=platform == "direct" and request.app[CONFIG].runner.kind == "local",
+        to_slurm=platform == "batch" or request.app[CONFIG].runner.kind == "slurm",
     )
     # Converted files go to the workers as a files submission's would.
     return Job(

@@ -51,10 +51,12 @@ async def create_simulation(
     platform: str = "direct",
     limits: JobsConfig = NO_LIMITS,
     local_runner: bool = False,
+    to_slurm: bool = False,
 ) -> int:
     """A simulation, its input (and the files converted from it) and one PENDING task per
     entry of `primaries`; its sim_pk. `local_runner`: the local runner runs it (and fails it at
-    its next start if it is left unfinished).
+    its next start if it is left unfinished); `to_slurm`: it is sent to SLURM (leased until
+    then: sql/migrations/0020_simulations_slurm_lease.sql).
 
     429 (and nothing stored) when the user has `limits.max_unfinished` simulations not ended
     yet; 413 when the user's stored inputs and results would exceed `limits.user_quota`: the
@@ -79,6 +81,7 @@ async def create_simulation(
             update_key_sha256,
             platform,
             local_runner,
+            to_slurm,
         )
         await inputs.insert(conn, sim_pk, packed)
         await tasks.insert_all(conn, sim_pk, primaries)

@@ -37,8 +37,10 @@ async def insert(
     update_key_sha256: bytes,
     platform: str,
     local_runner: bool,
+    to_slurm: bool = False,
 ) -> int:
-    """The new simulation's sim_pk (`local_runner`: the local runner runs it)."""
+    """The new simulation's sim_pk (`local_runner`: the local runner runs it; `to_slurm`: a
+    server sends it to SLURM, leased until then)."""
     sim_pk: int = await conn.fetchval(
         query("insert_simulation"),
         job_id,
@@ -50,6 +52,7 @@ async def insert(
         update_key_sha256,
         platform,
         local_runner,
+        to_slurm,
     )
     return sim_pk
 

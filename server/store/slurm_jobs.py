@@ -65,10 +65,15 @@ async def set_done(db: Db, sim_id: int) -> None:
     await db.execute(query("set_slurm_jobs_done"), sim_id)
 
 
-async def list_unsubmitted(db: Db, platforms: list[str], older_than: float) -> list[str]:
-    """job_ids of unfinished simulations never sent to SLURM, submitted long enough ago."""
-    rows = await db.fetch(query("list_unsubmitted"), platforms, older_than)
+async def list_unsubmitted(db: Db, older_than: float) -> list[str]:
+    """job_ids of unfinished simulations never sent to SLURM whose lease has not been renewed
+    for `older_than` seconds."""
+    rows = await db.fetch(query("list_unsubmitted"), older_than)
     return [row["job_id"] for row in rows]
+
+
+async def renew_leases(db: Db, job_ids: list[str]) -> None:
+    await db.execute(query("renew_slurm_leases"), job_ids)
 
 
 async def remember_scancels(db: Db, cluster: str, job_ids: Sequence[int]) -> None:

@@ -4,9 +4,9 @@
 -- name: insert_simulation
 INSERT INTO simulations (
     job_id, user_id, title, sim_type, input_type, ntasks, update_key_sha256, platform,
-    local_runner
+    local_runner, slurm_lease
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10::boolean THEN now() END)
 RETURNING id
 
 -- name: get_simulation_owner

@@ -36,14 +36,18 @@ ORDER BY j.cluster, s.id
 UPDATE slurm_jobs SET done = true WHERE simulation_id = $1
 
 -- name: list_unsubmitted
--- Unfinished simulations of the given platforms that never reached SLURM (no ids stored)
--- although submitted more than $2 seconds ago: the server stopped while sending them.
+-- Unfinished simulations sent to SLURM that never reached it (no ids stored) although no
+-- server process has renewed their lease for $1 seconds: the server stopped before sending.
 SELECT s.job_id FROM simulations s
-WHERE s.platform = ANY($1::text[])
+WHERE s.slurm_lease < now() - make_interval(secs => $1)
   AND s.job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
-  AND s.start_time < now() - make_interval(secs => $2)
   AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
 ORDER BY s.id
+
+-- name: renew_slurm_leases
+-- The simulations a server process holds to send to SLURM (waiting for their turn, or sent).
+UPDATE simulations SET slurm_lease = now()
+WHERE job_id = ANY($1::text[]) AND slurm_lease IS NOT NULL
 
 -- name: remember_scancels
 -- Written before scancel runs, so that a cancel SLURM never got is retried by the reconciler.

@@ -25,7 +25,6 @@ from tests.helpers import (
     post,
     results_of,
     running_simulators,
-    set_simulation,
     slurm_ids,
     slurm_states,
     states_are,
@@ -233,19 +232,24 @@ async def test_simulation_that_never_reached_slurm(
     start_slurm_app, job_root, aiohttp_client, make_config, conn
 ):
     # The server stopped between storing the simulation and sbatch: here, an app without a
-    # dispatcher stored it, ten minutes ago.
+    # dispatcher stored it, and its lease was last renewed ten minutes ago.
     early = await aiohttp_client(create_app(make_config()))
     await login(early)
     job_id = await submit(early, averaging_payload(ntasks=2))
     recent_id = await submit(early, averaging_payload(ntasks=2))
-    started = await conn.fetchval("SELECT start_time FROM simulations WHERE job_id = $1", job_id)
-    await set_simulation(conn, job_id, start_time=started - timedelta(minutes=10))
+    other_runners = await submit(early, averaging_payload(ntasks=2))  # the local runner's
+    lease = "UPDATE simulations SET slurm_lease = now() - $2::interval WHERE job_id = $1"
+    await conn.execute(lease, job_id, timedelta(minutes=10))
+    await conn.execute(lease, recent_id, timedelta(seconds=1))
+    await conn.execute("UPDATE simulations SET start_time = start_time - interval '1 hour'")
     client, _, _ = await start_slurm_app(fake_shieldhit(job_root), new_user=False)
     await eventually(states_are(client, job_id, "FAILED", "FAILED"))
     response = await client.get("/logfiles", params={"job_id": job_id})
     assert await response.json() == {"message": "Logfiles", "logfiles": {"slurm": UNSUBMITTED_TEXT}}
-    # One submitted a moment ago may still be on its way: it is left alone.
+    # One held a moment ago may still be on its way: it is left alone. Another runner's job
+    # has no lease: it was failed as "never reached SLURM" after five minutes.
     assert (await status(client, recent_id))["job_state"] == "PENDING"
+    assert (await status(client, other_runners))["job_state"] == "PENDING"
 
 
 async def test_one_copy_of_the_input_for_all_array_tasks(start_slurm_app, job_root, conn):

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,7 @@ import pytest
 
 from server.keys import POOL, SLURM
 from server.runner.slurm import dispatcher as dispatcher_module
+from server.runner.slurm import reconcile as reconcile_module
 from server.runner.slurm import ssh as ssh_module
 from server.runner.slurm.sbatch import job_name
 from server.runner.slurm.shell import ShellError
@@ -376,6 +378,32 @@ async def test_a_shutdown_with_a_submission_in_flight_ends_within_the_grace(
     assert await conn.fetchval("SELECT job_state FROM simulations") == "PENDING"
     assert await conn.fetchval("SELECT count(*) FROM slurm_jobs") == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_only_simulations_no_live_server_holds_count_as_never_sent(
+    start_batch_app, conn, monkeypatch
+):
+    """A reconciler failed every unfinished simulation without SLURM ids five minutes after
+    its submission: one still waiting in a busy server's queue (and then sent, for a FAILED
+    simulation), and, with runner.kind = "slurm", the direct ones of the local runner and of
+    external workers on the same database. Here the deadline is 2 s, and the cluster's turns
+    never come: a submission its server holds outlives the deadline, as does an external
+    worker's job (runner.kind = "none")."""
+    monkeypatch.setattr(reconcile_module, "UNSUBMITTED_AFTER", 2.0)
+    monkeypatch.setattr(dispatcher_module, "SUBMITS_AT_ONCE", 0)
+    client, _, _ = await start_batch_app()
+    external = await submit(client, averaging_payload(ntasks=1))
+    await conn.execute("UPDATE simulations SET start_time = start_time - interval '1 hour'")
+    body = {**averaging_payload(ntasks=1), "batch_options": OPTIONS}
+    held = (await (await client.post("/jobs/batch", json=body)).json())["job_id"]
+    await asyncio.sleep(4)
+    assert await states(conn) == {external: "PENDING", held: "PENDING"}
+    lease = "SELECT now() - slurm_lease FROM simulations WHERE job_id = $1"
+    assert await conn.fetchval(lease, held) < timedelta(seconds=1)  # renewed every 0.3 s
+
+
+async def states(conn) -> dict[str, str]:
+    return dict(await conn.fetch("SELECT job_id, job_state FROM simulations"))
 
 
 async def test_sso_user_without_the_switch(start_slurm_app, ssh, remote_python, job_root, provider):

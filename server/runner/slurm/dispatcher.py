@@ -54,6 +54,7 @@ class SlurmDispatcher:
         self._background: set[asyncio.Task[None]] = set()  # removals and cancels
         self._submissions: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, asyncio.Task[None]] = {}  # by job_id, until their turn
+        self._held: set[str] = set()  # job_ids waiting or being sent: their leases renewed
         self._turns: dict[str, asyncio.Semaphore] = {}
         self._closing = False
         self._unsent = 0  # submissions not begun as the server stopped
@@ -84,8 +85,16 @@ class SlurmDispatcher:
         task = asyncio.create_task(sending, name=f"SLURM submission of {job.job_id}")
         self._submissions.add(task)
         self._waiting[job.job_id] = task
+        self._held.add(job.job_id)
         task.add_done_callback(self._sent)
         task.add_done_callback(lambda _task: self._waiting.pop(job.job_id, None))
+        task.add_done_callback(lambda _task: self._held.discard(job.job_id))
+
+    async def renew_leases(self) -> None:
+        """Tell the reconciler (of any process) that the submissions this process holds are
+        on their way: one waits its turn behind others for as long as they take."""
+        if self._held:
+            await slurm_jobs.renew_leases(self._pool, sorted(self._held))
 
     async def _send(
         self, job: Job, name: str, array_lines: tuple[str, ...], merge_lines: tuple[str, ...]
@@ -230,7 +239,8 @@ class SlurmDispatcher:
         """Submissions in flight get SUBMIT_GRACE seconds to finish, then are cancelled, as are
         removals; those still waiting for their turn are not begun. A cancelled submission
         leaves its simulation PENDING without SLURM ids: the reconciler (of any server process,
-        or of the next start) fails it UNSUBMITTED_AFTER seconds after it was submitted, and
+        or of the next start) fails it UNSUBMITTED_AFTER seconds after its lease was last
+        renewed (renew_leases), and
         then cancels any job of it that an interrupted sbatch left in SLURM (a stray, named
         after the simulation)."""
         self._closing = True

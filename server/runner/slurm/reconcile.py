@@ -58,14 +58,14 @@ TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
     "final task state.\n\nLast output (task_{task}.log):\n{tail}"
 )
-# Longer than a submission takes (the SSH connect and command timeouts are 15 s and 60 s); one
-# still waiting for its turn then (behind a stalled cluster) is failed, and not sent after.
+# How long a simulation sent to SLURM may go without a server process renewing its lease (every
+# interval, while it waits for its turn or is being sent) before it counts as never sent.
 UNSUBMITTED_AFTER = 300.0
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
-    f"This simulation did not reach SLURM within {UNSUBMITTED_AFTER / 60:g} minutes of its "
-    "submission (the server stopped before it sent it, or its cluster did not answer), so "
-    "nothing runs it. Submit it again to rerun it."
+    "This simulation never reached SLURM: the server stopped before it sent it (no server "
+    f"has held it for {UNSUBMITTED_AFTER / 60:g} minutes), so nothing runs it. Submit it again "
+    "to rerun it."
 )
 MERGE_TEXT = (
     "The merge job {merge} ended as {state} without posting results.\n\n"
@@ -85,8 +85,6 @@ class Reconciler:
         self._dispatcher = dispatcher
         self._pool = pool
         self._interval = interval
-        # Direct simulations are SLURM's only with runner.kind = "slurm".
-        self._platforms = ["batch", "direct"] if direct else ["batch"]
         self._direct = direct
         self._lock = SessionLock(url, LOCK_KEY)  # on a connection of its own
         self._leading = False
@@ -105,6 +103,7 @@ class Reconciler:
     async def _loop(self) -> None:
         while True:
             try:
+                await self._dispatcher.renew_leases()  # in every process: what it holds
                 if await self._holds_lock():
                     await self.poll()
             except Exception:
@@ -177,7 +176,7 @@ class Reconciler:
             await self._dispatcher.scancel(cluster, *cancel)
 
     async def _fail_unsubmitted(self) -> None:
-        lost = await slurm_jobs.list_unsubmitted(self._pool, self._platforms, UNSUBMITTED_AFTER)
+        lost = await slurm_jobs.list_unsubmitted(self._pool, UNSUBMITTED_AFTER)
         for job_id in lost:
             failed = await transitions.fail_unfinished(
                 self._pool, job_id, SUBMIT_LOG, lambda _tasks: UNSUBMITTED_TEXT
