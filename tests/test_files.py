@@ -2,9 +2,11 @@
 endpoint."""
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
+import os
 import socket
 import tracemalloc
 
@@ -337,3 +339,51 @@ async def test_a_log_file_replaced_while_it_is_sent_cuts_the_connection(client, 
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
     assert first.startswith(b'{"message":"Logfiles","logfiles":{"big":"aaa')
+
+
+async def large_random_input(client) -> tuple[str, dict[str, str]]:
+    """A files simulation of 24 MB of text that compresses little (~18 MB stored): over
+    input_answers.LARGE, so its input is streamed."""
+    files = {f"f{n}.inp": base64.b64encode(os.urandom(6_000_000)).decode() for n in range(3)}
+    body = orjson.dumps(payload(FLUKA_FILES, input_files=files))
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/jobs/direct", data=io.BytesIO(body), headers=headers)
+    assert response.status == 202, await response.text()
+    return (await response.json())["job_id"], files
+
+
+@pytest.mark.parametrize("path", ["/inputs", "/ui/inputs"])
+async def test_a_large_input_is_streamed_whole(client, conn, path):
+    await login(client)
+    job_id, files = await large_random_input(client)
+    async with client.get(f"{path}?job_id={job_id}") as response:
+        assert "Content-Length" not in response.headers  # chunked: made as it is sent
+        answer = orjson.loads(await response.read())
+    given = answer["input"]["input_files"] if path == "/ui/inputs" else answer["input"]
+    assert (response.status, given) == (200, files)
+
+
+@pytest.mark.parametrize("path", ["/inputs", "/ui/inputs"])
+async def test_clients_that_never_read_a_large_input_hold_a_slice_each(client, conn, path):
+    """Each was handed the whole input, joined (~2x its size): 20 stalled clients of a 52 MB
+    input held 1.2 GB until body_timeout. It is read and inflated a slice at a time as the
+    client takes it. A simulation deleted meanwhile cuts the answers short."""
+    await login(client)
+    job_id, _ = await large_random_input(client)
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"].value
+    request = (
+        f"GET {path}?job_id={job_id} HTTP/1.1\r\nHost: x\r\nCookie: access_token={cookie}\r\n\r\n"
+    )
+    tracemalloc.start()
+    try:
+        sockets = [slow_socket(client, request.encode()) for _ in range(4)]
+        await asyncio.sleep(2)  # not reading
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 16 * MIB, f"{held / MIB:.0f} MiB held by 4 clients of a 24 MB input"
+    await set_simulation(conn, job_id, job_state="FAILED")
+    assert (await client.delete("/user/simulations", params={"job_id": job_id})).status == 200
+    for sock in sockets:
+        with sock:
+            assert await read_rest(sock) < 24_000_000

@@ -3,6 +3,7 @@
 import orjson
 import pytest
 
+from server.jobs.input_answers import spliced as splice
 from server.ui import shapes
 
 
@@ -117,7 +118,7 @@ def test_estimators_metadata():
 def test_inputs_of_an_editor_project():
     project = {"project": {"title": "t"}, "beam": {"numberOfParticles": 10}}
     files = {"beam.dat": "NSTAT 10 0\n"}
-    spliced = shapes.inputs("editor", orjson.dumps(project), orjson.dumps(files), 10)
+    spliced = splice(shapes.inputs("editor", True, 10), orjson.dumps(project), orjson.dumps(files))
     assert orjson.loads(spliced) == {
         "message": "Inputs",
         "input": {
@@ -127,13 +128,13 @@ def test_inputs_of_an_editor_project():
             "number_of_all_primaries": 10,
         },
     }
-    spliced = shapes.inputs("editor", orjson.dumps(project), None, 10)
+    spliced = splice(shapes.inputs("editor", False, 10), orjson.dumps(project), None)
     assert orjson.loads(spliced)["input"]["input_files"] == {}
 
 
 def test_inputs_of_files():
     files = {"beam.dat": "NSTAT 100 0\n"}
-    assert orjson.loads(shapes.inputs("files", orjson.dumps(files), None, 100)) == {
+    assert orjson.loads(splice(shapes.inputs("files", False, 100), orjson.dumps(files), None)) == {
         "message": "Inputs",
         "input": {"input_type": "FILES", "input_files": files, "number_of_all_primaries": 100},
     }

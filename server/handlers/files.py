@@ -6,27 +6,27 @@ import orjson
 from aiohttp import web
 
 from server.errors import NotFound, ServiceUnavailable
-from server.http import ReleasingResponse
+from server.jobs import input_answers
 from server.jobs.access import owned_simulation
 from server.keys import POOL
 from server.limits.serving import drop_when_stalled
 from server.results.writing import Stall, cut_short
-from server.store import inputs, logfiles
+from server.store import logfiles
 
 
-async def get_inputs(request: web.Request) -> web.Response:
+async def get_inputs(request: web.Request) -> web.StreamResponse:
     owner = await owned_simulation(request)
-    found = await inputs.get(request.app[POOL], owner.sim_pk)
-    if found is None:
-        raise NotFound("Inputs not available")
-    # The stored JSON is spliced in as it is: inputs can be large, and parsing it only to
-    # serialise it again would gain nothing.
-    parts = [b'{"message":"Inputs","input_type":', orjson.dumps(found.input_type)]
-    parts += [b',"input":', found.data]
-    if found.files is not None:  # an editor project and the files converted from it
-        parts += [b',"input_files":', found.files]
-    drop_when_stalled(request)  # an input may be tens of MB
-    return ReleasingResponse(body=b"".join([*parts, b"}"]), content_type="application/json")
+    return await input_answers.answer(request, owner.sim_pk, _api_shape)
+
+
+def _api_shape(input_type: str, has_files: bool) -> list[bytes | str]:
+    """`{"message", "input_type", "input"}`, and `input_files`: the files converted from an
+    editor project (server/jobs/input_answers.py splices the stored columns in)."""
+    parts: list[bytes | str] = [b'{"message":"Inputs","input_type":', orjson.dumps(input_type)]
+    parts += [b',"input":', "data"]
+    if has_files:
+        parts += [b',"input_files":', "files"]
+    return [*parts, b"}"]
 
 
 async def get_logfiles(request: web.Request) -> web.StreamResponse:

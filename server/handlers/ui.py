@@ -3,21 +3,22 @@
 The rest of the dialect is the main API's handlers, wrapped in server/app.py's UI_ROUTES.
 """
 
+import functools
+
 import orjson
 from aiohttp import web
 
 from server.accounts import auth, sessions
 from server.errors import NotFound, Unauthorized
 from server.http import (
-    ReleasingResponse,
     error_response,
     json_response,
     optional_query_param,
     query_param,
 )
+from server.jobs import input_answers
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
-from server.limits.serving import drop_when_stalled
 from server.results.answers import estimators as listed_estimators
 from server.results.answers import owned_results, send_view
 from server.results.filters import page_filter
@@ -27,20 +28,15 @@ from server.store import tasks
 from server.ui import shapes
 
 
-async def inputs(request: web.Request) -> web.Response:
+async def inputs(request: web.Request) -> web.StreamResponse:
     sim_pk = (await owned_simulation(request)).sim_pk
-    pool = request.app[POOL]
-    found = await stored_inputs.get(pool, sim_pk)
-    if found is None:
-        raise NotFound("Inputs not available")
-    status = await tasks.job_status(pool, sim_pk)
+    status = await tasks.job_status(request.app[POOL], sim_pk)
     if status is None:  # deleted since the owner check
         raise NotFound(NOT_FOUND)
-    _, rows = status
-    primaries = sum(row["requested_primaries"] for row in rows)
-    body = shapes.inputs(found.input_type, found.data, found.files, primaries)
-    drop_when_stalled(request)  # an input may be tens of MB
-    return ReleasingResponse(body=body, content_type="application/json")
+    primaries = sum(row["requested_primaries"] for row in status[1])
+    return await input_answers.answer(
+        request, sim_pk, functools.partial(shapes.inputs, primaries=primaries)
+    )
 
 
 async def _project_outputs(request: web.Request, sim_pk: int) -> shapes.Outputs:

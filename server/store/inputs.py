@@ -3,6 +3,7 @@ zlib-compressed JSON, and the bytes they take uncompressed once written to a job
 
 import asyncio
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import orjson
@@ -84,6 +85,47 @@ def _unpacked(input_type: str, data: bytes, files: bytes | None) -> StoredInput:
     return StoredInput(
         input_type, zlib.decompress(data), None if files is None else zlib.decompress(files)
     )
+
+
+class InputSizes(NamedTuple):
+    input_type: str
+    data_size: int  # compressed bytes of the submitted input
+    files_size: int | None  # compressed bytes of the converted files, if any
+    whole: StoredInput | None  # the input, decompressed, when small enough to be read whole
+
+
+class InputGone(Exception):
+    """The simulation was deleted while its input was read a slice at a time."""
+
+
+SLICE = 1 << 20  # compressed bytes read at a time, and most inflated bytes given at a time
+
+
+async def get_small(db: Db, sim_pk: int, most: int) -> InputSizes | None:
+    """The input's sizes, and the input itself when it takes `most` compressed bytes or less."""
+    row = await db.fetchrow(query("get_small_input"), sim_pk, most)
+    if row is None:
+        return None
+    whole = None
+    if row["data"] is not None:
+        whole = await asyncio.to_thread(_unpacked, row["input_type"], row["data"], row["files"])
+    return InputSizes(row["input_type"], row["data_size"], row["files_size"], whole)
+
+
+async def inflated(db: Db, sim_pk: int, column: str, size: int) -> AsyncIterator[bytes]:
+    """The JSON of the input's `column` ("data" or "files", `size` compressed bytes), read
+    SLICE bytes at a time and given SLICE bytes at a time at most; InputGone once deleted."""
+    inflater = zlib.decompressobj()
+    for start in range(0, size, SLICE):
+        piece = await db.fetchval(query(f"input_slice_{column}"), sim_pk, start + 1, SLICE)
+        if piece is None:
+            raise InputGone
+        while piece:
+            if out := inflater.decompress(piece, SLICE):
+                yield out
+            piece = inflater.unconsumed_tail
+    if rest := inflater.flush():
+        yield rest
 
 
 async def for_workers(db: Db, job_id: str) -> dict[str, Any] | None:

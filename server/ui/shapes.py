@@ -173,18 +173,18 @@ def estimators(body: Json, outputs: Outputs | None = None) -> Json:
     }
 
 
-def inputs(input_type: str, submitted: bytes, converted: bytes | None, primaries: int) -> bytes:
+def inputs(input_type: str, has_files: bool, primaries: int) -> list[bytes | str]:
     """`GET inputs`: the input under `input`, with its type upper-cased and the total primaries.
 
     Editor input is the project (`input_json`) and the simulator files converted from it
     (`input_files`, empty if none were stored); files input is `{name: text}`. Spliced from
-    the stored JSON as it is: inputs may be tens of MB, and parsing them to serialise them
-    again took about 14 times their size.
+    the stored JSON as it is ("data", "files": server/jobs/input_answers.py): inputs may be
+    tens of MB, and parsing them to serialise them again took about 14 times their size.
     """
-    parts = [b'{"message":"Inputs","input":{"input_type":', orjson.dumps(input_type.upper())]
+    parts: list[bytes | str] = [b'{"message":"Inputs","input":{"input_type":']
+    parts.append(orjson.dumps(input_type.upper()))
     if input_type == "editor":
-        parts += [b',"input_json":', submitted, b',"input_files":', converted or b"{}"]
+        parts += [b',"input_json":', "data", b',"input_files":', "files" if has_files else b"{}"]
     else:
-        parts += [b',"input_files":', submitted]
-    parts += [b',"number_of_all_primaries":', b"%d" % primaries, b"}}"]
-    return b"".join(parts)
+        parts += [b',"input_files":', "data"]
+    return [*parts, b',"number_of_all_primaries":', b"%d" % primaries, b"}}"]
