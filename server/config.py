@@ -17,7 +17,7 @@ class ConfigError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    host: str = checks.checked("127.0.0.1", checks.listen_host)
     port: int = checks.checked(5000, checks.port)
     max_body_size: int = checks.checked(64 * 1024 * 1024, checks.positive)
     worker_max_body_size: int = checks.checked(256 * 1024 * 1024, checks.positive)

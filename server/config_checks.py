@@ -89,6 +89,11 @@ def http_url(value: str) -> str | None:
 CREDENTIALS_IN_URL = "must not hold a user name or password (workers send their update key)"
 
 
+def listen_host(value: str) -> str | None:
+    """server.host: empty would listen on every interface, not on none or the default."""
+    return None if value else "must not be empty (0.0.0.0 for every interface)"
+
+
 def worker_url(value: str) -> str | None:
     """The server's URL as workers are given it (YAPTIDE_URL): what the worker accepts."""
     if value and not _usable(value):

@@ -7,6 +7,7 @@ overrides `[database] url`. A bad value raises ConfigError naming the key and th
 import dataclasses
 import math
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -175,4 +176,35 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         if problem := checks.text(url) or checks.database_url(url):
             raise ConfigError(f"DATABASE_URL: {problem}")
         config = config.replace("database", url=url)
-    return config
+    return _programs_resolved(config)
+
+
+def _path_resolved(value: str) -> str:
+    """`value`, a path of a program, made absolute when it is relative (has a `/`): it is run
+    from a task's directory. A bare name is looked up on PATH, as it is."""
+    return os.path.abspath(value) if "/" in value and not os.path.isabs(value) else value
+
+
+def _command_resolved(value: str) -> str:
+    """A command line whose program is a relative path, with that path made absolute."""
+    words = shlex.split(value)
+    if not words or words[0] == _path_resolved(words[0]):
+        return value
+    return shlex.join([_path_resolved(words[0]), *words[1:]])
+
+
+def _programs_resolved(config: Config) -> Config:
+    """The programs of tasks (runner.command, runner.converter, simulators.*) with relative
+    paths made absolute from the current directory, as the README says of every path: they run
+    in each task's directory, where a relative path found nothing and every task failed."""
+    runner, simulators = config.runner, config.simulators
+    config = config.replace(
+        "runner",
+        command=_command_resolved(runner.command),
+        converter=_command_resolved(runner.converter),
+    )
+    return config.replace(
+        "simulators",
+        shieldhit=_path_resolved(simulators.shieldhit),
+        fluka=_path_resolved(simulators.fluka),
+    )

@@ -353,6 +353,11 @@ def test_bad_toml_values(tmp_path, toml, message):
             "must be a SLURM time limit (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS) (got '\u0661:00')",
         ),
         ("YAPTIDE_AUTH_REGISTRATION", "OPEN", "must be one of: open, closed (got 'OPEN')"),
+        (  # it listened on every interface, printing http://:5000
+            "YAPTIDE_SERVER_HOST",
+            "",
+            "must not be empty (0.0.0.0 for every interface) (got '')",
+        ),
         ("YAPTIDE_SERVER_PROT", "1", "unknown setting (no such key in config.toml)"),
         (
             "DATABASE_URL",
@@ -462,3 +467,22 @@ async def test_workers_reach_the_server_at_the_url_they_are_given(host):
             assert response.status == 200
     finally:
         await runner.cleanup()
+
+
+def test_relative_paths_of_programs_are_from_the_current_directory(tmp_path, monkeypatch):
+    """A task's programs run in its own directory: `tools/shieldhit` was looked for there,
+    and every task failed ("not found on this machine") although the start succeeded."""
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "YAPTIDE_SIMULATORS_SHIELDHIT": "tools/shieldhit",
+        "YAPTIDE_SIMULATORS_FLUKA": "rfluka",
+        "YAPTIDE_RUNNER_COMMAND": "./tools/worker.sh --verbose 'a b'",
+        "YAPTIDE_RUNNER_CONVERTER": "/opt/converter/run --fast",
+    }
+    config = load_config(DEFAULT_CONFIG, env)
+    assert (config.simulators.shieldhit, config.simulators.fluka) == (
+        f"{tmp_path}/tools/shieldhit",
+        "rfluka",  # a name: looked up on PATH
+    )
+    assert config.runner.command == f"{tmp_path}/tools/worker.sh --verbose 'a b'"
+    assert config.runner.converter == "/opt/converter/run --fast"
