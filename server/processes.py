@@ -95,7 +95,9 @@ def one_line(exc: BaseException) -> str:
     """The line run.py ends with for an expected error."""
     if isinstance(exc, ConfigError):
         return f"Configuration error: {exc}"
-    return f"Error: {exc or type(exc).__name__}"  # some errors have no text (TimeoutError)
+    # Some errors have no text (TimeoutError); PostgreSQL's may add lines (HINT, DETAIL).
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"Error: {text or type(exc).__name__}"
 
 
 def run_server(

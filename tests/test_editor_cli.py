@@ -45,13 +45,17 @@ def test_convert_refusals_are_one_line(tmp_path: Path) -> None:
     assert run_convert(str(path), str(tmp_path / "out")).stderr.startswith(
         f"Error: {path} is not JSON"
     )
-    for count in (None, True):  # missing, or a boolean (once written as `NSTAT True 0`)
+    refusals = [
+        (None, [], "the project has no beam.numberOfParticles: give --primaries N"),
+        # A boolean was once written as `NSTAT True 0`; the others were said to be missing.
+        (True, [], "primaries must be a whole number of 1 or more (got True)"),
+        (-5, [], "primaries must be a whole number of 1 or more (got -5)"),
+        ("abc", [], "primaries must be a whole number of 1 or more (got 'abc')"),
+        (10, ["--primaries", str(2**63)], f"primaries must be at most {2**63 - 1} (got {2**63})"),
+    ]
+    for count, options, message in refusals:
         project["beam"]["numberOfParticles"] = count
         path.write_text(json.dumps(project))
-        result = run_convert(str(path), str(tmp_path / "out"))
-        assert (result.returncode, result.stdout, result.stderr) == (
-            1,
-            "",
-            "Error: the project has no beam.numberOfParticles: give --primaries N\n",
-        )
+        result = run_convert(str(path), str(tmp_path / "out"), *options)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Error: {message}\n")
         assert not (tmp_path / "out").exists()

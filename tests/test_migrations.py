@@ -12,6 +12,7 @@ import pytest
 from server.database.db import MIGRATIONS_DIR, MigrationError, migrate, read_migrations
 from server.database.sql import QueryFileError, load_queries, parse_queries, query
 from server.jobs.states import JOB_STATES, TERMINAL_STATES
+from server.processes import one_line
 from server.store import logfiles
 
 FIRST = "CREATE TABLE a (id integer PRIMARY KEY);\nINSERT INTO a VALUES (1);\n"
@@ -383,3 +384,15 @@ async def test_pool_connections_learn_every_array_type_of_the_queries(database_u
         await conn.close()
     assert sorted((t, name) for t, name in used if t not in learnt) == []
     assert learnt <= {t for t, _ in used}  # and nothing more
+
+
+async def test_a_failed_migration_is_one_line_with_postgresqls_hint(scratch, tmp_path):
+    """run.py ends with one line for an expected error; PostgreSQL's HINT made it two."""
+    directory = files(tmp_path / "m", **{"0001_a.sql": "SELECT nonsense_fn(1);"})
+    with pytest.raises(MigrationError) as info:
+        await migrate(scratch, directory)
+    assert one_line(info.value) == (
+        "Error: migration 0001_a.sql failed and was rolled back: function nonsense_fn(integer) "
+        "does not exist; HINT:  No function matches the given name and argument types. You "
+        "might need to add explicit type casts."
+    )

@@ -8,6 +8,7 @@ import orjson
 from server.config import Config
 from server.editor import ConversionError
 from server.editor import convert as convert_project
+from server.values import MAX_INT64
 
 
 def convert_command(config: Config, args: argparse.Namespace) -> None:
@@ -21,8 +22,14 @@ def convert_command(config: Config, args: argparse.Namespace) -> None:
     primaries = args.primaries or (
         beam.get("numberOfParticles") if isinstance(beam, dict) else None
     )
-    if not isinstance(primaries, int) or isinstance(primaries, bool) or primaries < 1:
+    if primaries is None:
         raise SystemExit("Error: the project has no beam.numberOfParticles: give --primaries N")
+    if not isinstance(primaries, int) or isinstance(primaries, bool) or primaries < 1:
+        raise SystemExit(
+            f"Error: primaries must be a whole number of 1 or more (got {primaries!r})"
+        )
+    if primaries > MAX_INT64:  # the API refuses such a count: no simulation could be made of it
+        raise SystemExit(f"Error: primaries must be at most {MAX_INT64} (got {primaries})")
     try:
         files = convert_project(project, primaries)
     except ConversionError as exc:
