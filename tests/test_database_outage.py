@@ -336,21 +336,3 @@ async def test_a_connection_lost_inside_a_transaction_is_a_503(aiohttp_client, m
     response = await client.post("/cut")
     assert (response.status, await response.json()) == (503, {"message": "Database unavailable"})
     assert response.headers["Retry-After"] == "1"
-
-
-async def _report(client, job_id: str, task_id: int, update: dict) -> int:
-    """The status of a worker's `POST /tasks`, sent again while the server answers 503 (its
-    pool's connections were cut by the crash)."""
-    body = {"simulation_id": job_id, "update_key": KEY, "task_id": task_id, "update_dict": update}
-    for _ in range(50):
-        response = await client.post("/tasks", json=body)
-        if response.status != 503:
-            return response.status
-        await asyncio.sleep(0.1)
-    raise AssertionError("still 503")
-
-
-async def _task_states(client, job_id: str) -> list[str]:
-    response = await client.get("/jobs/direct", params={"job_id": job_id})
-    assert response.status == 200, await response.text()
-    return [task["task_state"] for task in (await response.json())["job_tasks_status"]]

@@ -338,6 +338,8 @@ async def test_the_documents_listing_parameters_have_the_servers_limits(
         ([{"metadata": {"page_number": 2}}], True),
         ([{"metadata": {"page_number": " 7"}}], True),
         ([{"metadata": {"page_number": "-1"}}], False),
+        ([{"metadata": {"page_number": "2000000000"}}], True),
+        ([{"metadata": {"page_number": "-0"}}], True),
         ([{"metadata": {"page_number": "seven"}}], False),
         ([{"page_number": "seven", "metadata": {"page_number": 1}}], False),
         ([{"page_number": 0, "data": {"values": [1.5]}}], True),

@@ -66,7 +66,7 @@ WORKER = {
     "update_key": STRING,
 }
 PAGE_NUMBER = {  # or its decimal string, as the existing platform's workers send it
-    "anyOf": [integer(0, MAX_INT32), {"type": "string", "pattern": "^\\s*[0-9]{1,9}\\s*$"}]
+    "anyOf": [integer(0, MAX_INT32), {"type": "string", "pattern": "^\\s*(-?0+|[0-9]{1,20})\\s*$"}]
 }
 PAGE: Schema = {  # its number at the top or in its metadata, unique in its estimator
     "type": "object",

@@ -91,7 +91,8 @@ class InputSizes(NamedTuple):
     input_type: str
     data_size: int  # compressed bytes of the submitted input
     files_size: int | None  # compressed bytes of the converted files, if any
-    whole: StoredInput | None  # the input, decompressed, when small enough to be read whole
+    data: bytes | None  # the submitted input, compressed, when small enough to be read whole
+    files: bytes | None  # the converted files, likewise
 
 
 class InputGone(Exception):
@@ -102,30 +103,58 @@ SLICE = 1 << 20  # compressed bytes read at a time, and most inflated bytes give
 
 
 async def get_small(db: Db, sim_pk: int, most: int) -> InputSizes | None:
-    """The input's sizes, and the input itself when it takes `most` compressed bytes or less."""
+    """The input's sizes, and its compressed columns when they take `most` bytes or less."""
     row = await db.fetchrow(query("get_small_input"), sim_pk, most)
     if row is None:
         return None
-    whole = None
-    if row["data"] is not None:
-        whole = await asyncio.to_thread(_unpacked, row["input_type"], row["data"], row["files"])
-    return InputSizes(row["input_type"], row["data_size"], row["files_size"], whole)
+    return InputSizes(*row)
 
 
-async def inflated(db: Db, sim_pk: int, column: str, size: int) -> AsyncIterator[bytes]:
-    """The JSON of the input's `column` ("data" or "files", `size` compressed bytes), read
-    SLICE bytes at a time and given SLICE bytes at a time at most; InputGone once deleted."""
+def inflated_within(found: InputSizes, most: int) -> StoredInput | None:
+    """The input read whole (`get_small`) inflated, or None when it inflates to more than
+    `most` bytes (a compressed MiB may hold a gigabyte): then it is streamed (`inflated`)."""
+    if found.data is None:
+        return None
+    data = _inflated_within(found.data, most)
+    files = None if found.files is None else _inflated_within(found.files, most)
+    if data is None or (found.files is not None and files is None):
+        return None
+    return StoredInput(found.input_type, data, files)
+
+
+def _inflated_within(packed: bytes, most: int) -> bytes | None:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(packed, most + 1)
+    return None if len(out) > most else out + inflater.flush()
+
+
+async def inflated(
+    db: Db, sim_pk: int, column: str, size: int, packed: bytes | None = None
+) -> AsyncIterator[bytes]:
+    """The JSON of the input's `column` ("data" or "files", `size` compressed bytes: `packed`
+    when it was read whole, else read SLICE bytes at a time), given SLICE bytes at a time at
+    most; InputGone once the simulation is deleted."""
     inflater = zlib.decompressobj()
     for start in range(0, size, SLICE):
-        piece = await db.fetchval(query(f"input_slice_{column}"), sim_pk, start + 1, SLICE)
-        if piece is None:
-            raise InputGone
+        if packed is None:
+            piece = await _slice(db, sim_pk, column, start)
+        else:
+            piece = packed[start : start + SLICE]
         while piece:
             if out := inflater.decompress(piece, SLICE):
                 yield out
             piece = inflater.unconsumed_tail
     if rest := inflater.flush():
         yield rest
+
+
+async def _slice(db: Db, sim_pk: int, column: str, start: int) -> bytes:
+    piece: bytes | None = await db.fetchval(
+        query(f"input_slice_{column}"), sim_pk, start + 1, SLICE
+    )
+    if piece is None:
+        raise InputGone
+    return piece
 
 
 async def for_workers(db: Db, job_id: str) -> dict[str, Any] | None:

@@ -237,7 +237,7 @@ async def test_simulation_that_never_reached_slurm(
     await login(early)
     job_id = await submit(early, averaging_payload(ntasks=2))
     recent_id = await submit(early, averaging_payload(ntasks=2))
-    other_runners = await submit(early, averaging_payload(ntasks=2))  # the local runner's
+    other_runners = await submit(early, averaging_payload(ntasks=2))  # an external worker's
     lease = "UPDATE simulations SET slurm_lease = now() - $2::interval WHERE job_id = $1"
     await conn.execute(lease, job_id, timedelta(minutes=10))
     await conn.execute(lease, recent_id, timedelta(seconds=1))

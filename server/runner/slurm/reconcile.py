@@ -61,6 +61,7 @@ TASK_TEXT = (
 # How long a simulation sent to SLURM may go without a server process renewing its lease (every
 # interval, while it waits for its turn or is being sent) before it counts as never sent.
 UNSUBMITTED_AFTER = 300.0
+RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between renewals at most
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
     "This simulation never reached SLURM: the server stopped before it sent it (no server "
@@ -101,15 +102,22 @@ class Reconciler:
         await self._lock.release()
 
     async def _loop(self) -> None:
+        """Every process renews the leases of what it holds to send at least every
+        RENEW_EVERY seconds, whatever slurm.poll_interval is; the one holding the lock polls
+        every poll_interval."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
         while True:
             try:
-                await self._dispatcher.renew_leases()  # in every process: what it holds
-                if await self._holds_lock():
-                    await self.poll()
+                await self._dispatcher.renew_leases()
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + self._interval
+                    if await self._holds_lock():
+                        await self.poll()
             except Exception:
                 # One bad poll (database or cluster trouble) must not end the watching.
                 log.exception("reconciler: poll failed")
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(min(self._interval, RENEW_EVERY))
 
     async def _holds_lock(self) -> bool:
         """Whether this process runs the reconciler (its lock taken if free)."""
