@@ -149,9 +149,8 @@ async def inflated(
 
 
 async def _slice(db: Db, sim_pk: int, column: str, start: int) -> bytes:
-    piece: bytes | None = await db.fetchval(
-        query(f"input_slice_{column}"), sim_pk, start + 1, SLICE
-    )
+    sql = query("input_slice_files") if column == "files" else query("input_slice_data")
+    piece: bytes | None = await db.fetchval(sql, sim_pk, start + 1, SLICE)
     if piece is None:
         raise InputGone
     return piece
