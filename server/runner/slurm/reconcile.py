@@ -17,9 +17,8 @@ compares with the database:
   it. For that, this host's squeue is asked on every poll with runner.kind = "slurm", and each
   configured cluster's once every IDLE_EVERY polls also while nothing of it is watched.
 
-A cancel SLURM did not take (the cluster was unreachable; table pending_scancels, kept after
-the simulation is deleted) is retried on every poll until scancel succeeds or SLURM no longer
-knows the job.
+A cancel SLURM did not take (the cluster was unreachable; table pending_scancels, kept after the
+simulation is deleted) is retried on every poll until scancel succeeds or SLURM forgets the job.
 
 After `MinJobAge` squeue forgets a job; the final state then comes from the cluster's jobcomp
 file when one is configured (`jobcomp_file`), else the job counts as ended with no reason known.
@@ -58,15 +57,13 @@ TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
     "final task state.\n\nLast output (task_{task}.log):\n{tail}"
 )
-# How long a simulation sent to SLURM may go without a server process renewing its lease (every
-# interval, while it waits for its turn or is being sent) before it counts as never sent.
+# Seconds a simulation for SLURM may go without its lease renewed before it counts as never sent.
 UNSUBMITTED_AFTER = 300.0
-RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between renewals at most
+RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between two renewals of a held lease, at most
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
-    "This simulation never reached SLURM: the server stopped before it sent it (no server "
-    f"has held it for {UNSUBMITTED_AFTER / 60:g} minutes), so nothing runs it. Submit it again "
-    "to rerun it."
+    "This simulation never reached SLURM: the server stopped before it sent it (no server has "
+    f"held it for {UNSUBMITTED_AFTER / 60:g} minutes), so nothing runs it. Submit it again."
 )
 MERGE_TEXT = (
     "The merge job {merge} ended as {state} without posting results.\n\n"
@@ -102,9 +99,8 @@ class Reconciler:
         await self._lock.release()
 
     async def _loop(self) -> None:
-        """Every process renews the leases of what it holds to send at least every
-        RENEW_EVERY seconds, whatever slurm.poll_interval is; the one holding the lock polls
-        every poll_interval."""
+        """Every process renews the leases of what it holds every RENEW_EVERY seconds at most;
+        the one holding the lock polls every slurm.poll_interval."""
         loop = asyncio.get_running_loop()
         next_poll = loop.time()
         while True:
