@@ -131,9 +131,9 @@ def _database_error(exc: Exception) -> Exception:
     """`exc`, or the database's error it replaced: a transaction's exit fails (InterfaceError)
     when the connection its statement lost is already seen closed."""
     context = exc.__context__
-    if isinstance(exc, asyncpg.InterfaceError) and isinstance(context, db.UNAVAILABLE):
-        return context
-    if isinstance(exc, asyncpg.InterfaceError) and isinstance(context, db.DISK_FULL):
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(
+        context, (*db.UNAVAILABLE, db.DISK_FULL)
+    ):
         return context
     return exc
 
