@@ -8,7 +8,7 @@ are atomic and concurrent updates of one job are serialised: none is lost, and t
 state is always the one its tasks justify.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -235,17 +235,24 @@ async def fail_task(
 
 
 async def fail_unfinished(
-    pool: asyncpg.Pool, job_id: str, log_name: str, explain: Callable[[list[int]], str]
+    pool: asyncpg.Pool,
+    job_id: str,
+    log_name: str,
+    explain: Callable[[list[int]], str],
+    still: Callable[[Conn, int], Awaitable[bool]] | None = None,
 ) -> bool:
     """Fail a simulation whose update key is lost: nothing can report for it any more.
 
     Its unfinished tasks become FAILED, and so does the job (even one waiting for a merge
     step, which could not post results either). `explain(failed task ids)` is the stored log.
-    False when the job had ended already.
+    False when the job had ended already, or when `still(conn, sim_pk)`, asked under the
+    simulation's row lock, says the reason it was listed for no longer holds.
     """
     async with pool.acquire() as conn, conn.transaction():
         row = await simulations.lock(conn, job_id)
         if row is None or row.job_state in TERMINAL_STATES:
+            return False
+        if still is not None and not await still(conn, row.sim_pk):
             return False
         ended = await tasks.end_unfinished(conn, row.sim_pk, "FAILED")
         await logfiles.upsert(conn, row.sim_pk, {log_name: explain(ended)})

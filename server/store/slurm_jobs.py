@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.database.sql import query
-from server.models import Db
+from server.models import Conn, Db
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,11 @@ async def list_unsubmitted(db: Db, older_than: float) -> list[str]:
     for `older_than` seconds."""
     rows = await db.fetch(query("list_unsubmitted"), older_than)
     return [row["job_id"] for row in rows]
+
+
+async def unsubmitted(conn: Conn, sim_pk: int, older_than: float) -> bool:
+    """list_unsubmitted's test for one simulation, asked again under its row lock."""
+    return bool(await conn.fetchval(query("is_unsubmitted"), sim_pk, older_than))
 
 
 async def renew_leases(db: Db, job_ids: list[str]) -> None:

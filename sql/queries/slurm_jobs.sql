@@ -44,6 +44,13 @@ WHERE s.slurm_lease < now() - make_interval(secs => $1)
   AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
 ORDER BY s.id
 
+-- name: is_unsubmitted
+-- list_unsubmitted's test for one simulation (by id), asked again under its row lock: its ids
+-- may have been stored (insert_slurm_jobs takes the same lock) or its lease renewed meanwhile.
+SELECT s.slurm_lease < now() - make_interval(secs => $2)
+   AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
+FROM simulations s WHERE s.id = $1
+
 -- name: renew_slurm_leases
 -- The simulations a server process holds to send to SLURM (waiting for their turn, or sent).
 UPDATE simulations SET slurm_lease = now()

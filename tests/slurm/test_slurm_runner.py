@@ -252,6 +252,39 @@ async def test_simulation_that_never_reached_slurm(
     assert (await status(client, other_runners))["job_state"] == "PENDING"
 
 
+async def test_ids_stored_while_the_reconciler_waits_for_the_row(
+    start_slurm_app, job_root, aiohttp_client, make_config, conn
+):
+    """The reconciler listed the simulations whose lease had run out with no SLURM ids, then
+    failed each under its row lock without asking again: one whose ids were stored in between
+    (a server whose sbatch was slow, then stored them under the same lock) was failed as
+    never sent while its jobs ran in SLURM. Here the test holds the row lock the reconciler
+    waits for, and stores the ids meanwhile."""
+    early = await aiohttp_client(create_app(make_config()))
+    await login(early)
+    job_id = await submit(early, averaging_payload(ntasks=1))
+    await conn.execute("UPDATE simulations SET slurm_lease = now() - interval '10 minutes'")
+    lock_row = "SELECT 1 FROM simulations WHERE job_id = $1 FOR UPDATE"
+    async with conn.transaction():
+        await conn.execute(lock_row, job_id)
+        slurm = {"poll_interval": 3600.0}  # one poll, at the start
+        await start_slurm_app(fake_shieldhit(job_root), new_user=None, slurm=slurm)
+        await eventually(lambda: waits_for_a_row(conn))
+        await conn.execute(
+            "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id)"
+            " SELECT id, '', '/nowhere', 999998, 999999 FROM simulations WHERE job_id = $1",
+            job_id,
+        )
+    async with conn.transaction():  # the reconciler's transaction has ended when this returns
+        await conn.execute(lock_row, job_id)
+    assert "slurm" not in await logfiles_of(conn)  # not failed as never sent (UNSUBMITTED_TEXT)
+
+
+async def waits_for_a_row(conn) -> bool:
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    return await conn.fetchval(waiting) > 0
+
+
 async def test_one_copy_of_the_input_for_all_array_tasks(start_slurm_app, job_root, conn):
     """README "Disk": the input is written once per simulation and hard-linked into each task
     directory, "so ntasks does not multiply them", and it counts against the quota once at its

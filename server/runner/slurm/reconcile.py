@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
+from functools import partial
 from itertools import groupby
 
 import asyncpg
@@ -57,8 +58,7 @@ TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
     "final task state.\n\nLast output (task_{task}.log):\n{tail}"
 )
-# Seconds a simulation for SLURM may go without its lease renewed before it counts as never sent.
-UNSUBMITTED_AFTER = 300.0
+UNSUBMITTED_AFTER = 300.0  # seconds a lease may go unrenewed before it counts as never sent
 RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between two renewals of a held lease, at most
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
@@ -180,10 +180,10 @@ class Reconciler:
             await self._dispatcher.scancel(cluster, *cancel)
 
     async def _fail_unsubmitted(self) -> None:
-        lost = await slurm_jobs.list_unsubmitted(self._pool, UNSUBMITTED_AFTER)
-        for job_id in lost:
+        still = partial(slurm_jobs.unsubmitted, older_than=UNSUBMITTED_AFTER)  # ids stored since?
+        for job_id in await slurm_jobs.list_unsubmitted(self._pool, UNSUBMITTED_AFTER):
             failed = await transitions.fail_unfinished(
-                self._pool, job_id, SUBMIT_LOG, lambda _tasks: UNSUBMITTED_TEXT
+                self._pool, job_id, SUBMIT_LOG, lambda _: UNSUBMITTED_TEXT, still
             )
             if failed:
                 log.warning("job %s: FAILED, it never reached SLURM", job_id)
