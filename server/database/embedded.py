@@ -240,14 +240,14 @@ def _kept_running(server: Any) -> Iterator[None]:
 def embedded_postgres(data_dir: Path, restart: bool = True) -> Iterator[str]:
     """Start (or re-attach to) the server in `data_dir/postgres`; yield its URL; stop it after.
     With `restart`, postgres stopping meanwhile is started again (keep_running)."""
+    pgdata = data_dir / "postgres"
+    check_socket_path(pgdata)  # before anything is made
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file there, a place this account cannot write
         raise ConfigError(f"database.data_dir: {data_dir}: {exc.strerror}") from None
-    pgdata = data_dir / "postgres"
     server = None
     try:
-        check_socket_path(pgdata)
         check_version(pgdata)
         with _signals_deferred(), _postgres_environment():
             forget_dead_handles(pgdata)
