@@ -7,6 +7,7 @@ overrides `[database] url`. A bad value raises ConfigError naming the key and th
 import dataclasses
 import math
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,19 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "tru
 def env_name(section: str, key: str) -> str:
     """The environment variable overriding `[section] key`."""
     return f"YAPTIDE_{section.upper()}_{key.upper()}"
+
+
+def where_set(message: str, env: Mapping[str, str]) -> str:
+    """`message` (a ConfigError's) with the environment variables that set the keys it names:
+    who set YAPTIDE_AUTH_COOKIE_SAMESITE looks for that, not for a line of config.toml."""
+    named = re.findall(r"\b([a-z]+)\.([a-z_]+)\b", message)
+    variables = dict.fromkeys(
+        env_name(section, key)
+        for section, key in named
+        if section in SECTIONS and key in {f.name for f in dataclasses.fields(SECTIONS[section])}
+    )
+    set_here = [name for name in variables if name in env]
+    return f"{message} (set by {', '.join(set_here)})" if set_here else message
 
 
 def _got(value: Any, secret: bool) -> str:

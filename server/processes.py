@@ -28,6 +28,7 @@ from aiohttp import web
 
 from server.accounts.auth import load_secret
 from server.config import Config, ConfigError
+from server.config_loader import where_set
 
 STOP_TIMEOUT = 30.0
 FAILED_START_GRACE = 2.0
@@ -94,7 +95,7 @@ def port_held(config: Config) -> Iterator[None]:
 def one_line(exc: BaseException) -> str:
     """The line run.py ends with for an expected error."""
     if isinstance(exc, ConfigError):
-        return f"Configuration error: {exc}"
+        return f"Configuration error: {where_set(str(exc), os.environ)}"
     # Some errors have no text (TimeoutError); PostgreSQL's may add lines (HINT, DETAIL).
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return f"Error: {text or type(exc).__name__}"

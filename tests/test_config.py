@@ -433,6 +433,18 @@ def run_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         ),
         (("--config", "{bad}"), {}, "server.port: must be between 1 and 65535 (got 0)"),
         (("migrate", "--config", "{bad}"), {}, "server.port: must be between 1 and 65535 (got 0)"),
+        # A check across keys, or one made at the start, names the variables that set them.
+        (
+            ("migrate",),
+            {"YAPTIDE_AUTH_COOKIE_SAMESITE": "None", "YAPTIDE_AUTH_SECURE_COOKIES": "no"},
+            "auth.cookie_samesite: None needs auth.secure_cookies = true"
+            " (set by YAPTIDE_AUTH_COOKIE_SAMESITE, YAPTIDE_AUTH_SECURE_COOKIES)\n",
+        ),
+        (
+            ("migrate",),
+            {"YAPTIDE_DATABASE_DATA_DIR": "/tmp/" + "d" * 100},
+            "choose a shorter path, or set database.url (set by YAPTIDE_DATABASE_DATA_DIR)\n",
+        ),
     ],
 )
 def test_cli_bad_value_is_one_line(tmp_path, args, env, line):
