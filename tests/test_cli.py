@@ -482,6 +482,7 @@ def test_several_processes_need_an_external_runner(database_url, tmp_path):
     assert result.stderr.strip().splitlines() == [
         'Configuration error: server.workers: more than one server process needs runner.kind = "slurm" or "none" '
         "(the local runner keeps each job's update key and processes in one server process)"
+        " (set by YAPTIDE_RUNNER_KIND)"
     ]
 
 
@@ -613,7 +614,7 @@ def test_a_host_with_no_address_is_one_line_naming_the_key(database_url, tmp_pat
     stderr = serve_refused(database_url, tmp_path, processes, YAPTIDE_SERVER_HOST="no such host")
     # The resolver's own words in the parentheses differ between systems.
     expected = r"Configuration error: server\.host: no address to listen on \(.+\) "
-    expected += r"\(got 'no such host'\)\n"
+    expected += r"\(got 'no such host'\) \(set by YAPTIDE_SERVER_HOST\)\n"
     assert re.fullmatch(expected, stderr), stderr
 
 
@@ -621,14 +622,20 @@ def test_a_host_with_no_address_is_one_line_naming_the_key(database_url, tmp_pat
 def test_a_host_the_resolver_cannot_take_is_one_line_naming_the_key(database_url, tmp_path, host):
     """getaddrinfo raises UnicodeError (not gaierror) for an empty or too long label."""
     stderr = serve_refused(database_url, tmp_path, "1", YAPTIDE_SERVER_HOST=host)
-    assert stderr == f"Configuration error: server.host: not a valid host name (got {host!r})\n"
+    assert stderr == (
+        f"Configuration error: server.host: not a valid host name (got {host!r})"
+        " (set by YAPTIDE_SERVER_HOST)\n"
+    )
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_static_dir_that_is_missing_is_one_line(database_url, tmp_path, processes):
     missing = tmp_path / "ui" / "build"
     stderr = serve_refused(database_url, tmp_path, processes, YAPTIDE_UI_STATIC_DIR=str(missing))
-    assert stderr == f"Configuration error: ui.static_dir: {missing} does not exist\n"
+    assert stderr == (
+        f"Configuration error: ui.static_dir: {missing} does not exist"
+        " (set by YAPTIDE_UI_STATIC_DIR)\n"
+    )
 
 
 @pytest.mark.parametrize("kind", ["random bytes", "a directory"])

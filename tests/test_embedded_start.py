@@ -117,5 +117,6 @@ def test_a_data_dir_that_cannot_be_made_stops_the_start_naming_its_key(server_di
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",
-        f"Configuration error: database.data_dir: {data}: File exists\n",
+        f"Configuration error: database.data_dir: {data}: File exists"
+        " (set by YAPTIDE_DATABASE_DATA_DIR)\n",
     )

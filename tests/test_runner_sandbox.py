@@ -152,7 +152,9 @@ def test_on_without_a_working_bwrap_refuses_to_start(database_url, tmp_path, pro
     )
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last == f'Configuration error: runner.sandbox = "on", but {why}'
+    assert last == (
+        f'Configuration error: runner.sandbox = "on", but {why} (set by YAPTIDE_RUNNER_SANDBOX)'
+    )
 
 
 @pytest.mark.parametrize(
