@@ -12,6 +12,8 @@ from datetime import timedelta
 import pytest
 
 from server.app import create_app
+from server.runner.slurm import dispatcher as dispatcher_module
+from server.runner.slurm import reconcile as reconcile_module
 from server.runner.slurm.reconcile import LOCK_KEY, UNSUBMITTED_TEXT
 from server.runner.slurm.state import JobState, Snapshot, add_jobcomp
 from tests.fakes.simulators import averaging_payload, fake_shieldhit
@@ -278,6 +280,23 @@ async def test_ids_stored_while_the_reconciler_waits_for_the_row(
     async with conn.transaction():  # the reconciler's transaction has ended when this returns
         await conn.execute(lock_row, job_id)
     assert "slurm" not in await logfiles_of(conn)  # not failed as never sent (UNSUBMITTED_TEXT)
+
+
+async def test_held_leases_are_renewed_between_polls_further_apart(
+    start_slurm_app, job_root, conn, monkeypatch
+):
+    """Leases are renewed where polls come at `slurm.poll_interval`: with an interval of five
+    minutes or more, a server's own simulations waiting for their turn outlived their leases
+    and were failed as never sent. Renewals come every RENEW_EVERY seconds at most (here
+    0.3 s, against an hour between polls); the cluster's turns never come."""
+    monkeypatch.setattr(reconcile_module, "RENEW_EVERY", 0.3)
+    monkeypatch.setattr(dispatcher_module, "SUBMITS_AT_ONCE", 0)
+    slurm = {"poll_interval": 3600.0}
+    client, _, _ = await start_slurm_app(fake_shieldhit(job_root), slurm=slurm)
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await asyncio.sleep(2)
+    lease = "SELECT now() - slurm_lease FROM simulations WHERE job_id = $1"
+    assert await conn.fetchval(lease, job_id) < timedelta(seconds=1)
 
 
 async def waits_for_a_row(conn) -> bool:
