@@ -190,6 +190,16 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0)
     return result
 
 
+async def lock_waiters(conn: Any) -> int:
+    """How many backends wait on a lock (one the test holds, as a rule)."""
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    return int(await conn.fetchval(waiting))
+
+
+async def lock_waiters_are(conn: Any, count: int) -> bool:
+    return await lock_waiters(conn) == count
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -20,7 +20,7 @@ import orjson
 import psutil
 import pytest
 
-from tests.helpers import SHIELDHIT_FILES, payload, server_tmp_dir
+from tests.helpers import SHIELDHIT_FILES, lock_waiters, payload, server_tmp_dir
 from tests.test_cli import (
     RUN_PY,
     Server,
@@ -273,9 +273,7 @@ async def test_a_signal_while_run_py_waits_for_its_last_server_process_still_wai
         async with conn.transaction():
             await conn.execute("SELECT 1 FROM users FOR UPDATE")
             thread.start()
-            while not await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            ):
+            while not await lock_waiters(conn):
                 await asyncio.sleep(0.05)  # the submission waits for the lock
             busy = _serving(pids, client_port)
             (idle,) = pids - {busy}

@@ -20,6 +20,7 @@ from tests.helpers import (
     RESULTS,
     answer,
     eventually,
+    lock_waiters,
     login,
     reference,
     set_key,
@@ -552,8 +553,7 @@ async def test_pages_rewritten_while_streamed_close_the_connection(
     async with conn.transaction():
         await conn.execute("LOCK TABLE pages IN ACCESS EXCLUSIVE MODE")
         fetch = asyncio.ensure_future(client.get("/results", params={"job_id": job_id}))
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        await eventually(lambda: conn.fetchval(waiting))  # the stream waits for the page data
+        await eventually(lambda: lock_waiters(conn))  # the stream waits for the page data
         await conn.execute(
             "UPDATE pages SET data = $1, raw_size = $2, crc32 = $3, crc_shift = $4,"
             " version = nextval('page_versions') WHERE page_number = 0 AND estimator_id ="

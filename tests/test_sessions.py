@@ -8,7 +8,7 @@ from server.accounts import passwords
 from server.app import create_app
 from server.keys import POOL, USER_CACHE
 from server.store import users
-from tests.helpers import eventually, register
+from tests.helpers import eventually, lock_waiters_are, register
 
 ALICE = {"username": "alice", "password": "password1"}
 
@@ -352,11 +352,10 @@ async def test_two_logins_at_once_keep_the_bound_of_sessions(client, conn) -> No
         alice,
         SESSIONS - 1,
     )
-    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     async with conn.transaction():
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", alice)
         logins = asyncio.gather(session(client), session(client))
-        await eventually(lambda: conn.fetchval(f"SELECT ({waiting}) = 2"))
+        await eventually(lambda: lock_waiters_are(conn, 2))
     await logins
     live = "SELECT count(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL"
     assert await conn.fetchval(live, alice) == SESSIONS

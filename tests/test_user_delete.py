@@ -12,6 +12,7 @@ from server.store import tasks
 from tests.helpers import (
     EDITOR,
     add_results_and_logs,
+    lock_waiters,
     login,
     set_simulation,
     stored_counts,
@@ -113,10 +114,7 @@ async def wait_for_lock_wait(database_url: str) -> None:
     watcher = await asyncpg.connect(database_url)
     try:
         for _ in range(500):
-            waiting = await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            )
-            if waiting:
+            if await lock_waiters(watcher):
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("the DELETE never waited for the row lock")

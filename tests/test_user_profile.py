@@ -8,7 +8,7 @@ import pytest
 from server.app import create_app
 from server.config import ClusterConfig
 from server.handlers.users import NO_PASSWORD
-from tests.helpers import SEED_CLUSTERS_RESPONSE, eventually, login
+from tests.helpers import SEED_CLUSTERS_RESPONSE, eventually, lock_waiters_are, login
 
 STATUS = {"message": "User status", "username": "alice", "source": "local"}
 
@@ -95,13 +95,12 @@ async def test_of_two_password_changes_at_once_one_is_made_and_the_other_changes
         response = await client.post("/user/update", json=body, headers={"Cookie": cookie})
         return response.status, await response.json(), response.cookies
 
-    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     async with conn.transaction():
         await conn.execute("SELECT 1 FROM users FOR UPDATE")
         changes = asyncio.gather(
             change(sessions[0], "password A"), change(sessions[1], "password B")
         )
-        await eventually(lambda: conn.fetchval(f"SELECT ({waiting}) = 2"))
+        await eventually(lambda: lock_waiters_are(conn, 2))
     answers = await changes
     assert sorted(answer[:2] for answer in answers) == [
         (200, {"message": "User updated"}),

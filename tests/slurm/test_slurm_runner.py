@@ -21,6 +21,7 @@ from tests.helpers import (
     MESH_MEANS,
     eventually,
     job_dir_of,
+    lock_waiters,
     logfiles_of,
     login,
     page_means,
@@ -271,7 +272,7 @@ async def test_ids_stored_while_the_reconciler_waits_for_the_row(
         await conn.execute(lock_row, job_id)
         slurm = {"poll_interval": 3600.0}  # one poll, at the start
         await start_slurm_app(fake_shieldhit(job_root), new_user=None, slurm=slurm)
-        await eventually(lambda: waits_for_a_row(conn))
+        await eventually(lambda: lock_waiters(conn))
         await conn.execute(
             "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, merge_job_id)"
             " SELECT id, '', '/nowhere', 999998, 999999 FROM simulations WHERE job_id = $1",
@@ -297,11 +298,6 @@ async def test_held_leases_are_renewed_between_polls_further_apart(
     await asyncio.sleep(2)
     lease = "SELECT now() - slurm_lease FROM simulations WHERE job_id = $1"
     assert await conn.fetchval(lease, job_id) < timedelta(seconds=1)
-
-
-async def waits_for_a_row(conn) -> bool:
-    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-    return await conn.fetchval(waiting) > 0
 
 
 async def test_one_copy_of_the_input_for_all_array_tasks(start_slurm_app, job_root, conn):
