@@ -190,7 +190,10 @@ def job_key(config: Config, args: argparse.Namespace) -> None:
     with database(config) as config:
         key = asyncio.run(_rotate_key(config.database, args.job_id))
     if key is None:
-        raise SystemExit(f"No unfinished direct simulation {args.job_id!r}")
+        raise SystemExit(
+            f"No unfinished direct simulation {args.job_id!r} for external workers: none has "
+            "that id, it ended, or it is a batch or local runner's one (its workers hold its key)"
+        )
     print(key)
 
 

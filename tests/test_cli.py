@@ -7,6 +7,7 @@ is left behind however the server ends (SIGTERM, SIGINT, kill -9 then restart).
 
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import signal
@@ -507,7 +508,7 @@ async def test_job_key_rotates_the_key(database_url, conn, aiohttp_client, make_
     assert response.status == 200
     result = run_py("job-key", job_id, env=env)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"No unfinished direct simulation '{job_id}'\n"
+    assert result.stderr == REFUSED.format(job_id)
 
 
 async def test_job_key_leaves_batch_simulations_alone(
@@ -528,7 +529,7 @@ async def _job_key_is_refused(database_url: str, conn, job_id: str) -> None:
     env = {"DATABASE_URL": database_url, "YAPTIDE_RUNNER_KIND": "none"}
     result = run_py("job-key", job_id, env=env)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"No unfinished direct simulation '{job_id}'\n"
+    assert result.stderr == REFUSED.format(job_id)
     assert await conn.fetchval(digest, job_id) == before
 
 
@@ -542,6 +543,32 @@ async def test_job_key_leaves_a_local_runners_simulations_alone(
     job_id = await submit(client)
     await conn.execute("UPDATE simulations SET local_runner = true WHERE job_id = $1", job_id)
     await _job_key_is_refused(database_url, conn, job_id)
+
+
+async def test_job_key_serves_a_simulation_stored_before_runners_were_recorded(
+    database_url, conn, aiohttp_client, make_config
+):
+    """Migration 0019 took every simulation stored before it for a local runner's, and job-key
+    refused those of external workers too. Their runner is not known (NULL since 0021)."""
+    client = await aiohttp_client(create_app(make_config()))
+    await login(client)
+    job_id = await submit(client)
+    await conn.execute("UPDATE simulations SET local_runner = NULL WHERE job_id = $1", job_id)
+    result = run_py(
+        "job-key", job_id, env={"DATABASE_URL": database_url, "YAPTIDE_RUNNER_KIND": "none"}
+    )
+    key = result.stdout.strip()
+    assert (result.returncode, result.stderr, len(key)) == (0, "", 43)
+    digest = await conn.fetchval(
+        "SELECT update_key_sha256 FROM simulations WHERE job_id = $1", job_id
+    )
+    assert digest == hashlib.sha256(key.encode()).digest()
+
+
+REFUSED = (
+    "No unfinished direct simulation '{}' for external workers: none has that id, it ended, or "
+    "it is a batch or local runner's one (its workers hold its key)\n"
+)
 
 
 def test_job_key_needs_kind_none(database_url):

@@ -176,6 +176,32 @@ async def test_a_data_migration_on_a_database_without_statistics_is_not_quadrati
     assert await scratch.fetchval("SELECT count(*) FROM simulations WHERE stored_bytes > 0") == 4000
 
 
+DIRECT = (
+    "INSERT INTO simulations (job_id, user_id, title, sim_type, input_type, ntasks,"
+    " update_key_sha256, platform) VALUES ($1, 1, 't', 'shieldhit', 'files', 1, '', 'direct')"
+)
+
+
+@pytest.mark.parametrize("first", [19, 21], ids=["through-0019-first", "from-0018-at-once"])
+async def test_simulations_stored_before_0019_have_no_known_runner(scratch, tmp_path, first):
+    """Migration 0019 took every simulation stored before it for the local runner's (true), an
+    external worker's too; 0021 makes theirs unknown (NULL), and keeps those stored since."""
+    before = [m for m in read_migrations() if m.version < 19]
+    await migrate(scratch, files(tmp_path / "old", **{m.name: m.sql for m in before}))
+    await scratch.execute("INSERT INTO users (username) VALUES ('old')")
+    await scratch.execute(DIRECT, "old")
+    upto = [m for m in read_migrations() if m.version < first]
+    await migrate(scratch, files(tmp_path / "new", **{m.name: m.sql for m in upto}))
+    if first == 21:  # stored by servers that record the runner
+        await scratch.execute(DIRECT, "external")
+        await scratch.execute(DIRECT, "local")
+        await scratch.execute("UPDATE simulations SET local_runner = true WHERE job_id = 'local'")
+    await migrate(scratch)
+    rows = await scratch.fetch("SELECT job_id, local_runner FROM simulations")
+    expected = {"old": None} | ({"external": False, "local": True} if first == 21 else {})
+    assert dict(tuple(row) for row in rows) == expected
+
+
 async def test_edited_migration_is_refused(scratch, tmp_path):
     directory = files(tmp_path / "m", **{"0001_a.sql": FIRST})
     await migrate(scratch, directory)

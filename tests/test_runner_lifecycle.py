@@ -190,6 +190,31 @@ async def test_a_local_runner_starting_leaves_external_workers_their_simulations
     assert await conn.fetchval("SELECT count(*) FROM logfiles") == 0
 
 
+async def test_of_simulations_stored_before_their_runner_was_recorded_only_its_own_fail(
+    aiohttp_client, make_config, start_app, conn
+):
+    """Migration 0019 took the simulations stored before it for the local runner's: one
+    submitted for external workers was failed by the next local runner to start. Their runner is
+    not known (NULL since 0021); the local runner fails those it had started (a job directory)."""
+    app = create_app(make_config())
+    recorder = record_jobs(app)
+    first = await aiohttp_client(app)
+    await login(first)
+    started, external = [await submit(first, payload(ntasks=1)) for _ in range(2)]
+    await conn.execute("UPDATE simulations SET local_runner = NULL")
+    job_dir_of(make_config(), started).mkdir(parents=True)
+    await start_app("complete", user="bob")
+    rows = await conn.fetch("SELECT job_id, job_state FROM simulations")
+    assert dict(tuple(row) for row in rows) == {started: "FAILED", external: "PENDING"}
+    logs = await conn.fetch(
+        "SELECT s.job_id, l.name FROM logfiles l JOIN simulations s ON s.id = l.simulation_id"
+    )
+    assert [tuple(row) for row in logs] == [(started, "runner")]
+    body = {"simulation_id": external, "update_key": recorder.key(external), "task_id": 1}
+    completed = {**body, "update_dict": {"task_state": "COMPLETED"}}
+    assert (await first.post("/tasks", json=completed)).status == 202
+
+
 async def running_job(start_app) -> tuple[TestClient, str, Path]:
     """A server whose local runner runs one task that never ends: (client, job_id, job_dir)."""
     client, _, config = await start_app("hang")

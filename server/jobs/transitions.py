@@ -263,12 +263,19 @@ async def fail_unfinished(
 
 
 async def fail_interrupted(
-    pool: asyncpg.Pool, before: datetime, log_name: str, explain: Callable[[list[int]], str]
+    pool: asyncpg.Pool,
+    before: datetime,
+    log_name: str,
+    explain: Callable[[list[int]], str],
+    started: Callable[[str], bool],
 ) -> list[str]:
     """fail_unfinished for every unfinished simulation of the local runner submitted before
-    `before`."""
+    `before`. Of those whose runner is not known (stored before migration 0019), only the ones
+    it had `started`: the others may be external workers', whose keys outlive any server."""
     failed = []
-    for job_id in await simulations.list_interrupted(pool, before):
+    for job_id, unknown in await simulations.list_interrupted(pool, before):
+        if unknown and not started(job_id):
+            continue
         if await fail_unfinished(pool, job_id, log_name, explain):
             failed.append(job_id)
     return failed

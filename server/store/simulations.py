@@ -112,9 +112,11 @@ async def get_state(db: Db, job_id: str) -> str | None:
     return state
 
 
-async def list_interrupted(db: Db, before: datetime) -> list[str]:
-    """job_ids of the local runner's unfinished simulations submitted before `before`."""
-    return [row["job_id"] for row in await db.fetch(query("list_interrupted_jobs"), before)]
+async def list_interrupted(db: Db, before: datetime) -> list[tuple[str, bool]]:
+    """(job_id, unknown) of the local runner's unfinished simulations submitted before `before`;
+    unknown: stored before its runner was recorded (migration 0019), maybe an external worker's."""
+    rows = await db.fetch(query("list_interrupted_jobs"), before)
+    return [(row["job_id"], row["unknown"]) for row in rows]
 
 
 async def list_page(db: Db, user_id: int, listing: Listing) -> list[asyncpg.Record]:

@@ -77,8 +77,9 @@ SELECT job_state FROM simulations WHERE job_id = $1
 -- The local runner's simulations still unfinished that were submitted before it started:
 -- nobody holds their update key any more, so nobody can finish them. (Those of external
 -- workers, submitted through a server with runner.kind "none", are theirs to finish.)
-SELECT job_id FROM simulations
-WHERE platform = 'direct' AND local_runner
+-- `unknown`: stored before migration 0019 recorded which runner a simulation is for (NULL).
+SELECT job_id, local_runner IS NULL AS unknown FROM simulations
+WHERE platform = 'direct' AND local_runner IS NOT FALSE
   AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
   AND start_time < $1
 ORDER BY id
@@ -136,9 +137,9 @@ SELECT EXISTS (SELECT FROM deleted) AS deleted, (SELECT job_state FROM target) A
 -- name: rotate_update_key
 -- A new key for an unfinished direct simulation (run.py job-key); the old one stops working.
 -- Never a batch one's, nor one a local runner runs (a server on the same database): their
--- workers hold the key.
+-- workers hold the key. One stored before migration 0019 (NULL: its runner is not known) can.
 UPDATE simulations SET update_key_sha256 = $2
-WHERE job_id = $1 AND platform = 'direct' AND NOT local_runner
+WHERE job_id = $1 AND platform = 'direct' AND local_runner IS NOT TRUE
   AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
 RETURNING id
 

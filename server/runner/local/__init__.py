@@ -14,9 +14,10 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
   tasks: the update key lived only in that server's memory, so nothing can finish them) are
   marked FAILED with a log file `runner` saying why: those submitted through a server in local
   mode (`simulations.local_runner`; a server with kind "none" on the same database submits for
-  external workers). One server process runs the local runner: it holds a PostgreSQL advisory
-  lock for its lifetime (server/runner/local/lock.py), and a second server in local mode
-  started on the same database stops with an error instead of failing the first one's jobs.
+  external workers), and of those stored before that was recorded, the ones with a job
+  directory. One server process runs the local runner: it holds a PostgreSQL advisory lock for
+  its lifetime (server/runner/local/lock.py), and a second server in local mode started on the
+  same database stops with an error instead of failing the first one's jobs.
 - when a job's last task has ended and the job is MERGING_QUEUED, `merge` runs the worker
   command's merge step (`<command> merge`) once, in the job directory and that task's slot; if
   it ends with the job unfinished, the job is FAILED with its output as the log file `merge`.
@@ -24,6 +25,7 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -67,6 +69,7 @@ class LocalDispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self._lock = RunnerLock(config.database.url)
         self._bwrap: str | None = None  # the sandbox's (server/runner/local/sandbox.py)
+        self._has_dir = functools.partial(proc.has_job_dir, config)
 
     async def start(self) -> None:
         """Claim this database's local runner, then fail what a previous server left unfinished
@@ -76,7 +79,7 @@ class LocalDispatcher:
             raise RunnerBusy(BUSY_TEXT)
         try:
             failed = await transitions.fail_interrupted(
-                self._pool, datetime.now(UTC), RUNNER_LOG, restart_text
+                self._pool, datetime.now(UTC), RUNNER_LOG, restart_text, self._has_dir
             )
         except BaseException:  # not started: close() will not be called to let it go
             await self._lock.release()

@@ -52,6 +52,12 @@ def output_file(job_directory: Path, task_id: int) -> Path:
     return job_directory / f"task_{task_id}.log"
 
 
+def has_job_dir(config: Config, job_id: str) -> bool:
+    """Whether this host's local runner started a task or merge of the job (its job directory
+    is made then, and removed only after the job ended)."""
+    return job_dir(config, job_id).is_dir()
+
+
 def make_job_dir(path: Path) -> None:
     """The job directory `path` (if missing), for this server's account only: it holds one
     user's inputs, results and logs, which no other account of the host may read."""
