@@ -3,10 +3,13 @@ access tokens) while the one that made it goes on with a new access cookie; a lo
 sessions its cookies name; a user's live sessions are bounded."""
 
 import asyncio
+import time
+
+import jwt
 
 from server.accounts import passwords
 from server.app import create_app
-from server.keys import POOL, USER_CACHE
+from server.keys import POOL, SECRET, USER_CACHE
 from server.store import users
 from tests.helpers import eventually, lock_waiters_are, register
 
@@ -388,3 +391,29 @@ async def test_sessions_that_ended_are_forgotten_for_users_who_never_log_in_agai
     assert [dict(row) for row in kept] == [{"revoked_at": None, "live": True}]
     assert (await client.get("/auth/refresh", headers=live)).status == 200
     assert (await client.get("/auth/refresh", headers=expired)).status == 401
+
+
+STATUS = {
+    "message": "User status",
+    "username": "alice",
+    "source": "local",
+    "display_name": None,
+    "email": None,
+}
+
+
+async def test_access_cookies_from_before_session_ids_last_until_a_password_change(
+    client, conn
+) -> None:
+    """An upgrade logs nobody out: an access cookie made before sessions had ids carries none
+    (so no logout ends it: README "Security and limits"), and a password change ends it."""
+    await register(client)
+    user_id = await conn.fetchval("SELECT id FROM users")
+    claims = {"sub": str(user_id), "type": "access", "exp": int(time.time()) + 900, "jti": "a"}
+    old = {"Cookie": "access_token=" + jwt.encode(claims, client.server.app[SECRET], "HS256")}
+    assert await status(client, old) == (200, STATUS)
+    mine = await session(client)
+    response = await client.post("/user/update", json=CHANGE, headers=mine)
+    assert response.status == 200
+    client.session.cookie_jar.clear()  # the new access cookie is this other session's
+    assert await status(client, old) == REFUSED
