@@ -263,6 +263,28 @@ def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
     ]
 
 
+async def test_room_is_made_before_a_file_is_written(tmp_path):
+    """The least recently used files were removed only after a new file was written: the
+    directory held up to a quarter more than its budget meanwhile."""
+    files = BodyFiles(tmp_path / "bodies", max_bytes=1000)
+    files.start()
+    now = time.time()
+    for age, name in enumerate(["newer", "older"]):
+        path = files.directory / f"{name}.x.gz"
+        path.write_bytes(b"o" * 400)
+        os.utime(path, (now - age * 10, now - age * 10))
+    seen = []
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        seen.append(sorted(path.name for path in files.directory.glob("*.gz")))
+        yield b"n" * 250
+
+    files.write_soon("new.x.gz", 250, body)
+    await files.close()
+    assert seen == [["newer.x.gz"]]  # 400 bytes and the 250 to come: within the 1000
+    assert sorted(path.name for path in files.directory.iterdir()) == ["new.x.gz", "newer.x.gz"]
+
+
 @pytest.mark.parametrize(("size", "kept"), [(0, False), (1, True), (250, True), (251, False)])
 def test_a_body_over_a_quarter_of_the_budget_gets_no_file(tmp_path, size, kept):
     assert BodyFiles(tmp_path, max_bytes=1000).keeps(size) is kept

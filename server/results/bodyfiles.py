@@ -12,8 +12,10 @@ written under a temporary name, synced and renamed, so a reader finds a whole fi
 a file removed while it is being sent stays readable to its reader.
 
 The directory is kept under `server.disk_cache_size` bytes by removing the least recently used
-files (sending a file renews its time) and the files being written that an ended process left;
-a body of more than a quarter of it gets no file. A
+files (sending a file renews its time) and the files being written that an ended process left,
+before a file is written (room for it) and after; a body of more than a quarter of it gets no
+file. (Processes writing at once each make room for their own file only: together they may pass
+the budget by what they are writing, at most a quarter of it each.) A
 deleted simulation's files are removed by every process when the deletion is notified
 (server/results/changes.py), before its `DELETE` returns, and none is written for it after; a
 process that was not listening then (stopped, or its connection down) removes them when it
@@ -119,6 +121,7 @@ class BodyFiles:
                 return
             part = path.with_name(f"{name}.{os.getpid()}{PART}")
             try:
+                await asyncio.to_thread(self.evict, length)  # room first: never over budget
                 written = await _fill(part, pieces())
                 if written != length:  # the pages ended short: deleted meanwhile
                     raise ValueError(f"{written} bytes of {length}")
@@ -153,9 +156,10 @@ class BodyFiles:
             return sorted({name.partition(".")[0] for name in names})
         return []
 
-    def evict(self) -> None:
-        """Remove the least recently used files until the directory holds at most max_bytes,
-        and the files being written that an ended process left behind."""
+    def evict(self, room: int = 0) -> None:
+        """Remove the least recently used files until the directory holds at most max_bytes
+        less `room` (for a file about to be written), and the files being written that an
+        ended process left behind."""
         found, total = [], 0
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -167,7 +171,7 @@ class BodyFiles:
                     elif entry.name.endswith(PART) and _left_behind(entry.name, stat.st_mtime):
                         os.unlink(entry.path)
         for _, size, path in sorted(found):
-            if total <= self.max_bytes:
+            if total + room <= self.max_bytes:
                 break
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
