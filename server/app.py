@@ -46,7 +46,7 @@ from server.results.indexcache import IndexCache
 from server.results.inflating import inflater_ctx
 from server.results.lru import LruCache
 from server.results.pagecache import PageCache
-from server.runner import NoDispatcher
+from server.runner import NoDispatcher, cleanup
 from server.runner.cleanup import sweep_ctx
 from server.runner.local import LocalDispatcher
 from server.runner.slurm.dispatcher import SlurmDispatcher
@@ -208,10 +208,13 @@ async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
         app[BODY_CACHE].clear()
         app[PROJECT_OUTPUTS].clear()
 
-    files = app[BODY_FILES]
-    changes = Changes(
-        app[CONFIG].database.url, app[RESULTS_INDEX], files.forget, reset, files.job_ids
-    )
+    files, remove_job_dir = app[BODY_FILES], cleanup.on_deletion(app[CONFIG])
+
+    def forget(job_id: str) -> None:
+        files.forget(job_id)
+        remove_job_dir(job_id)
+
+    changes = Changes(app[CONFIG].database.url, app[RESULTS_INDEX], forget, reset, files.job_ids)
     app[CHANGES] = changes
     listening = asyncio.create_task(changes.run())
     try:

@@ -57,6 +57,28 @@ async def test_deleting_a_simulation_removes_its_job_directory(start_app, conn) 
     assert not job_dir.exists()
 
 
+async def test_a_deletion_through_another_server_removes_the_job_directory_here(
+    aiohttp_client, make_config, conn, tmp_path
+) -> None:
+    """A job directory is its runner's server's: a simulation deleted through another server on
+    the same database (a `kind = "none"` one beside a local runner) kept it until this server's
+    next sweep, up to an hour later."""
+    here = make_config()
+    first = await aiohttp_client(create_app(here))
+    await login(first)
+    job_id = await submit(first)
+    job_dir = job_dir_of(here, job_id)
+    (job_dir / "task_1").mkdir(parents=True)
+    assert (await first.delete("/jobs/direct", params={"job_id": job_id})).status == 200
+    elsewhere = here.replace("database", data_dir=str(tmp_path / "elsewhere"))
+    second = await aiohttp_client(create_app(elsewhere))
+    account = {"username": "alice", "password": "password1"}
+    assert (await second.post("/auth/login", json=account)).status == 202
+    response = await second.delete("/user/simulations", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
+    await eventually(partial(gone, job_dir), timeout=5)
+
+
 async def test_job_directories_removed_some_time_after_the_end(
     aiohttp_client, make_config, conn
 ) -> None:
@@ -120,8 +142,11 @@ async def test_a_second_deployment_sharing_work_dir_leaves_the_first_ones_jobs_a
     await asyncio.sleep(0.5)  # its first sweep runs at its start
     assert (await status(first, job_id))["job_state"] == "PENDING"
     assert (job_dir / "task_1").is_dir()
-    # Deleted behind the first deployment's back (a user's deletion cascading): its sweep goes.
+    # Deleted behind the first deployment's back (a user's deletion cascading): its listener
+    # removes the directory, and its sweep too, when it missed that (made again here).
     await conn.execute("DELETE FROM simulations WHERE job_id = $1", job_id)
+    await eventually(partial(gone, job_dir), timeout=5)
+    (job_dir / "task_1").mkdir(parents=True)
     assert await sweep(config, first.server.app[POOL]) == [job_id]
 
 

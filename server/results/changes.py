@@ -18,8 +18,8 @@ served from memory after its DELETE returned, in any process" hold:
   the commit), so the wait is over after LEASE at most.
 
 Each process also removes a deleted simulation's body files (server/results/bodyfiles.py) before
-it acknowledges, and on each (re)connection those of simulations deleted while it was not
-listening.
+it acknowledges (and its job directory in the background: server/runner/cleanup.py), and on each
+(re)connection those of simulations deleted while it was not listening.
 
 A process whose listening connection fails or reconnects forgets every entry (notifications may
 have been missed) and serves nothing from trust until a ping succeeds again. It also empties its

@@ -1,5 +1,6 @@
-"""Job directories on disk (`<work_dir>/<job_id>`): removed with their simulation, and
-`runner.job_dir_ttl` seconds after the simulation ended (0: kept until it is deleted).
+"""Job directories on disk (`<work_dir>/<job_id>`): removed with their simulation (by every
+server process, whichever deleted it), and `runner.job_dir_ttl` seconds after the simulation
+ended (0: kept until it is deleted).
 
 A sweep runs at start and then every `_SWEEP_EVERY` seconds (or the ttl, when shorter); it also
 removes directories whose simulation was deleted (while the server was down: the database keeps
@@ -14,7 +15,7 @@ other things, which are never the sweep's to remove.
 import asyncio
 import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from aiohttp import web
@@ -34,6 +35,21 @@ _SWEEP_EVERY = 3600.0
 def remove_job_dir(config: Config, job_id: str) -> None:
     """Remove a simulation's job directory, if there is one (blocking: use a thread)."""
     shutil.rmtree(job_dir(config, job_id), ignore_errors=True)
+
+
+def on_deletion(config: Config) -> Callable[[str], None]:
+    """What every server process does when told of a deletion (server/results/changes.py):
+    remove the job directory in the background. It may be this process's to remove although
+    another one deleted the simulation: a server of another kind on the same database."""
+    removing: set[asyncio.Task[None]] = set()
+
+    def remove(job_id: str) -> None:
+        if JOB_ID.fullmatch(job_id):  # a server-made name (the payload of a notification)
+            task = asyncio.create_task(asyncio.to_thread(remove_job_dir, config, job_id))
+            removing.add(task)
+            task.add_done_callback(removing.discard)
+
+    return remove
 
 
 async def sweep(config: Config, pool: asyncpg.Pool) -> list[str]:
