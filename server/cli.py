@@ -192,7 +192,8 @@ def job_key(config: Config, args: argparse.Namespace) -> None:
     if key is None:
         raise SystemExit(
             f"No unfinished direct simulation {args.job_id!r} for external workers: none has "
-            "that id, it ended, or it is a batch or local runner's one (its workers hold its key)"
+            "that id, it ended, or a server's own workers run it (batch, SLURM or local runner: "
+            "they hold its key)"
         )
     print(key)
 

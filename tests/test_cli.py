@@ -545,6 +545,26 @@ async def test_job_key_leaves_a_local_runners_simulations_alone(
     await _job_key_is_refused(database_url, conn, job_id)
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "UPDATE simulations SET slurm_lease = now() WHERE id = $1",
+        "INSERT INTO slurm_jobs VALUES ($1, '', '/w', 7, 8)",  # sent before leases existed
+    ],
+    ids=["leased", "ids-stored"],
+)
+async def test_job_key_leaves_a_slurm_servers_simulations_alone(
+    database_url, conn, aiohttp_client, make_config, sent
+):
+    """A server with runner.kind = "slurm" on the same database sends it to SLURM, whose
+    workers hold the key: a new one cut them off, and the simulation FAILED."""
+    client = await aiohttp_client(create_app(make_config()))
+    await login(client)
+    job_id = await submit(client)
+    await conn.execute(sent, await conn.fetchval("SELECT id FROM simulations"))
+    await _job_key_is_refused(database_url, conn, job_id)
+
+
 async def test_job_key_serves_a_simulation_stored_before_runners_were_recorded(
     database_url, conn, aiohttp_client, make_config
 ):
@@ -567,7 +587,7 @@ async def test_job_key_serves_a_simulation_stored_before_runners_were_recorded(
 
 REFUSED = (
     "No unfinished direct simulation '{}' for external workers: none has that id, it ended, or "
-    "it is a batch or local runner's one (its workers hold its key)\n"
+    "a server's own workers run it (batch, SLURM or local runner: they hold its key)\n"
 )
 
 

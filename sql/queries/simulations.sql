@@ -136,12 +136,15 @@ SELECT EXISTS (SELECT FROM deleted) AS deleted, (SELECT job_state FROM target) A
 
 -- name: rotate_update_key
 -- A new key for an unfinished direct simulation (run.py job-key); the old one stops working.
--- Never a batch one's, nor one a local runner runs (a server on the same database): their
--- workers hold the key. One stored before migration 0019 (NULL: its runner is not known) can.
-UPDATE simulations SET update_key_sha256 = $2
-WHERE job_id = $1 AND platform = 'direct' AND local_runner IS NOT TRUE
-  AND job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
-RETURNING id
+-- Never a batch one's, nor one a local runner or SLURM runs (a server on the same database:
+-- a lease, or SLURM job ids stored before leases): their workers hold the key. One stored
+-- before migration 0019 (local_runner NULL: its runner is not known) can.
+UPDATE simulations s SET update_key_sha256 = $2
+WHERE s.job_id = $1 AND s.platform = 'direct' AND s.local_runner IS NOT TRUE
+  AND s.slurm_lease IS NULL
+  AND NOT EXISTS (SELECT 1 FROM slurm_jobs j WHERE j.simulation_id = s.id)
+  AND s.job_state NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+RETURNING s.id
 
 -- name: update_key_state
 -- The state of the simulation a key (its SHA-256) belongs to, a live one first (no row: none):
