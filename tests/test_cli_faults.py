@@ -20,6 +20,7 @@ import orjson
 import psutil
 import pytest
 
+from server.database.embedded import embedded_postgres
 from tests.helpers import SHIELDHIT_FILES, lock_waiters, payload, server_tmp_dir
 from tests.test_cli import (
     RUN_PY,
@@ -31,6 +32,7 @@ from tests.test_cli import (
     run_py,
     two_processes,
 )
+from tests.test_database_outage import pg_ctl, start_again
 
 
 @pytest.fixture
@@ -115,6 +117,34 @@ def test_postgres_killed_under_the_server_is_logged_in_lines_not_tracebacks(serv
             postmaster.send_signal(signal.SIGINT)
     assert "database unavailable in POST /auth/login" in server.output
     assert "Traceback" not in server.output, server.output
+
+
+def test_the_database_restarted_under_the_server_is_logged_in_a_few_lines(server_dir):
+    """PostgreSQL stopped for a few seconds (a restart, an upgrade) under a run.py using it by
+    DATABASE_URL: the change listener logged a line at each attempt to reconnect (two a second
+    for as long as the database was away), and asyncpg a traceback for each attempt that met
+    "the database system is shutting down" (CannotConnectNowError, not an OSError)."""
+    with embedded_postgres(server_dir / "db", restart=False) as url:
+        env = {"DATABASE_URL": url, "YAPTIDE_RUNNER_KIND": "none"}
+        server = Server(server_dir, YAPTIDE_DATABASE_DATA_DIR=str(server_dir / "data"), **env)
+        try:
+            server.wait_ready()
+            pg_ctl(server_dir / "db" / "postgres", "stop", "-m", "fast")
+            time.sleep(3)
+            start_again(url, server_dir / "db" / "postgres")
+            login = {"username": "nobody", "password": "password1"}
+            deadline = time.monotonic() + 30
+            while call(server.port, "POST", "/auth/login", login)[0] != 401:
+                assert time.monotonic() < deadline, server.output
+                time.sleep(0.2)
+            time.sleep(1.5)  # the listener's next attempt, and asyncpg's
+            assert server.stop(signal.SIGTERM) == 0
+        finally:
+            server.kill()
+    assert "Traceback" not in server.output, server.output
+    lost = [line for line in server.output.splitlines() if "change listener lost" in line]
+    assert len(lost) == 1, server.output
+    assert "change listener listening again" in server.output
 
 
 def _limit_memory() -> None:

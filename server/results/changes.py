@@ -87,6 +87,7 @@ class Changes:
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._waiting: dict[str, list[Acks]] = {}
         self._acking: set[asyncio.Task[None]] = set()
+        self._lost = False  # since the last failure, not listening again yet
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after any failure."""
@@ -96,11 +97,14 @@ class Changes:
             except Exception as exc:  # any failure: this loop must not end
                 # Not only connection errors: asyncpg may answer a query on a connection the
                 # server terminated with InternalClientError ("another operation is in progress").
-                log.warning(
+                # Said once an outage, not at every attempt to reconnect.
+                log.log(
+                    logging.DEBUG if self._lost else logging.WARNING,
                     "change listener lost (%s: %s); results are checked in the database",
                     type(exc).__name__,
                     exc,
                 )
+                self._lost = True
             self._distrust()
             await asyncio.sleep(RECONNECT_AFTER)
 
@@ -115,6 +119,9 @@ class Changes:
             self._distrust()  # whatever was read before LISTEN may have missed a change
             await self._forget_gone(conn)
             self._conn = conn
+            if self._lost:
+                log.info("change listener listening again")
+                self._lost = False
             while True:
                 sent = time.monotonic()
                 # (asyncio.timeout, not wait_for: in Python 3.11 wait_for may swallow the
