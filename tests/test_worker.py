@@ -439,6 +439,26 @@ async def test_worker_gives_up_when_the_server_stays_unavailable(start_worker, f
     assert recorder.key(job_id) not in log
 
 
+async def test_a_refused_progress_report_ends_the_worker_in_one_line(start_worker, fake, conn):
+    """A progress report refused (403: the key was replaced, `run.py job-key`) stops the
+    simulator and the worker: asyncio also logged "_GatheringFuture exception was never
+    retrieved" with a traceback, in the task's log file."""
+    shieldhit = fake({"*": MINIMAL}, delay=0.3)  # progress for some seconds
+    client, _, config = await start_worker({"shieldhit": str(shieldhit)})
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    started = job_dir_of(config, job_id) / "simpid_1"
+
+    async def running() -> bool:
+        return started.exists()
+
+    await eventually(running, timeout=60)
+    await conn.execute("UPDATE simulations SET update_key_sha256 = '\\x00'")
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"), timeout=60)
+    log = (await logfiles_of(conn))["task_1_output"]
+    assert log.endswith("giving up: POST /tasks was refused with 403: Invalid update key\n"), log
+    assert "Traceback" not in log and "never retrieved" not in log, log
+
+
 async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(
     start_worker, tmp_path, conn
 ):

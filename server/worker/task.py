@@ -208,6 +208,14 @@ async def _finish(process: asyncio.subprocess.Process, watchers: Sequence[Awaita
         return returncode
     finally:
         reading.cancel()
+        # Its outcome taken whenever it ends: else asyncio logs the cancellation as an error
+        # "never retrieved", with a traceback, in the task's output (a user's log file).
+        reading.add_done_callback(_taken)
+
+
+def _taken(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def read_lines(
