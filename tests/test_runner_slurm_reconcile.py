@@ -66,6 +66,45 @@ async def test_one_squeue_per_cluster_and_poll(
     assert Path(calls).read_text().splitlines() == ["squeue"] * len(clusters)
 
 
+async def test_a_cluster_whose_squeue_hangs_delays_no_other(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """The clusters were polled one after another: one whose squeue hung (its controller
+    stalled, its login node black-holed) held every other cluster's reconciliation for as long
+    as the shell's timeouts (minutes), and a healthy cluster's job could fail for it."""
+    calls, hung = tmp_path / "squeue-calls", tmp_path / "hung"
+    (tmp_path / "bin").mkdir()
+    squeue = tmp_path / "bin" / "squeue"  # the first call hangs, whichever cluster made it
+    squeue.write_text(
+        f"#!/bin/sh\necho squeue >> {calls}\nmkdir {hung} 2>/dev/null && exec sleep 60\n"
+    )
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    clusters = tuple(
+        ClusterConfig(name, name, work_dir=str(tmp_path / name)) for name in ("hpc", "old")
+    )
+    client = await aiohttp_client(create_app(make_config(slurm={"poll_interval": 0.1})))
+    await login(client)
+    for number, name in enumerate(["hpc", "old"]):  # something watched on each
+        job_id = await submit(client)
+        await conn.execute(
+            "INSERT INTO slurm_jobs (simulation_id, cluster, job_dir, array_job_id, "
+            "merge_job_id) SELECT id, $2, '/w/' || job_id, $3::bigint, $3::bigint + 1 "
+            "FROM simulations WHERE job_id = $1",
+            job_id,
+            name,
+            100 + 2 * number,
+        )
+    config = dataclasses.replace(make_config(slurm={"poll_interval": 0.1}), clusters=clusters)
+    await aiohttp_client(create_app(config))  # its reconciler polls every 0.1 s
+
+    async def polled_again() -> bool:
+        return calls.exists() and len(calls.read_text().splitlines()) >= 5
+
+    await eventually(polled_again, timeout=10)  # the other cluster, again and again
+    assert hung.is_dir()
+
+
 async def test_a_job_cancelled_while_squeue_runs_stays_cancelled(
     aiohttp_client, make_config, conn, tmp_path, monkeypatch
 ) -> None:

@@ -22,11 +22,12 @@ simulation is deleted) is retried on every poll until scancel succeeds or SLURM 
 
 After `MinJobAge` squeue forgets a job; the final state then comes from the cluster's jobcomp
 file when one is configured (`jobcomp_file`), else the job counts as ended with no reason known.
-If squeue itself fails (controller or network down), nothing is decided for that cluster.
+If squeue itself fails (controller or network down), nothing is decided for that cluster. Each
+cluster's pass is a task of its own (server/runner/slurm/snapshots.py takes its squeue), begun
+at a poll unless its last one still runs: a cluster that hangs delays no other.
 """
 
 import asyncio
-import contextlib
 import logging
 import shlex
 from functools import partial
@@ -38,11 +39,11 @@ from server.background import stopped
 from server.jobs import transitions
 from server.jobs.states import TERMINAL_STATES
 from server.runner.session_lock import SessionLock
-from server.runner.slurm import sbatch
+from server.runner.slurm import snapshots
 from server.runner.slurm.clusters import LOGIN_NODE
 from server.runner.slurm.dispatcher import SUBMIT_LOG, SlurmDispatcher
 from server.runner.slurm.shell import Shell, ShellError
-from server.runner.slurm.state import JobState, Snapshot, add_jobcomp, parse_squeue
+from server.runner.slurm.state import JobState, Snapshot
 from server.store import simulations, slurm_jobs
 from server.store.slurm_jobs import Watched
 from server.worker.outcomes import MERGE_LOG
@@ -51,7 +52,7 @@ from server.worker.task import RESULTS_MANIFEST
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x59415054  # "YAPT": the advisory lock naming the reconciler
-FORGOTTEN = JobState(
+FORGOTTEN = JobState(  # also an array task scancelled while queued with siblings pending
     "UNKNOWN", "SLURM no longer knows this job and no jobcomp file says how it ended"
 )
 TASK_TEXT = (
@@ -62,8 +63,9 @@ UNSUBMITTED_AFTER = 300.0  # seconds a lease may go unrenewed before it counts a
 RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between two renewals of a held lease, at most
 IDLE_EVERY = 6  # polls between two looks for strays on a cluster with nothing watched
 UNSUBMITTED_TEXT = (
-    "This simulation never reached SLURM: the server stopped before it sent it (no server has "
-    f"held it for {UNSUBMITTED_AFTER / 60:g} minutes), so nothing runs it. Submit it again."
+    "The server stopped before SLURM confirmed this simulation's jobs (no server has held it "
+    f"for {UNSUBMITTED_AFTER / 60:g} minutes), so it cannot follow them: any job of it that "
+    "SLURM took anyway is cancelled. Submit it again."
 )
 MERGE_TEXT = (
     "The merge job {merge} ended as {state} without posting results.\n\n"
@@ -89,6 +91,7 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._unconfigured: set[str] = set()  # clusters of pending cancels, logged once
         self._polls = 0
+        self._passes: dict[str, asyncio.Task[None]] = {}  # each cluster's last pass
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -96,6 +99,8 @@ class Reconciler:
     async def stop(self) -> None:
         if self._task is not None:
             await stopped(self._task)
+        for work in self._passes.values():
+            await stopped(work)
         await self._lock.release()
 
     async def _loop(self) -> None:
@@ -109,7 +114,7 @@ class Reconciler:
                 if loop.time() >= next_poll:
                     next_poll = loop.time() + self._interval
                     if await self._holds_lock():
-                        await self.poll()
+                        await self._begin()
             except Exception:
                 # One bad poll (database or cluster trouble) must not end the watching.
                 log.exception("reconciler: poll failed")
@@ -124,22 +129,41 @@ class Reconciler:
         return held
 
     async def poll(self) -> None:
-        """One pass over every watched simulation, one squeue per cluster."""
+        """One pass over every watched simulation, one squeue per cluster; waited for."""
+        await asyncio.gather(*await self._begin())
+
+    async def _begin(self) -> list[asyncio.Task[None]]:
+        """Begin a poll: each cluster's pass is a task of its own, not begun while its last one
+        runs (its login node unreachable, its controller stalled), so no cluster waits for
+        another. The passes begun."""
         await self._fail_unsubmitted()
-        await self._retry_scancels()
+        cancels = await self._pending_scancels()
         watched = await slurm_jobs.list_watched(self._pool)  # ordered by cluster
         groups = {cluster: list(items) for cluster, items in groupby(watched, self._cluster_of)}
         for cluster in self._idle_clusters():  # looked at for strays, nothing watched there
             groups.setdefault(cluster, [])
-        for cluster, group in groups.items():
-            if cluster not in self._dispatcher.clusters:
-                continue  # a cluster removed from the configuration: nothing to ask
-            snapshot = await self._snapshot(cluster, group)
-            if snapshot is None:
-                continue
+        begun = []
+        for cluster in {*groups, *cancels} & set(self._dispatcher.clusters):  # removed: none
+            if cluster not in self._passes or self._passes[cluster].done():
+                work = self._pass(cluster, groups.get(cluster), cancels.get(cluster, []))
+                self._passes[cluster] = asyncio.ensure_future(work)
+                begun.append(self._passes[cluster])
+        return begun
+
+    async def _pass(self, cluster: str, group: list[Watched] | None, cancels: list[int]) -> None:
+        """One cluster's part of a poll: its cancels retried; its squeue (only when something
+        is watched there, or strays are looked for), then each of `group` reconciled."""
+        try:
+            if cancels:
+                await self._dispatcher.scancel_pending(cluster, cancels)
+            snapshot = None if group is None else await self._snapshot(cluster, group)
+            if group is None or snapshot is None:
+                return
             for item in await self._still_watched(group):
                 await self._reconcile(item, snapshot)
             await self._cancel_strays(cluster, group, snapshot)
+        except Exception:  # one bad pass (database or cluster trouble) must not end the others
+            log.exception("reconciler: poll of cluster %r failed", cluster)
 
     async def _still_watched(self, group: list[Watched]) -> list[Watched]:
         """`group` as the database has it after the squeue. A worker reports its task's end
@@ -186,56 +210,24 @@ class Reconciler:
                 self._pool, job_id, SUBMIT_LOG, lambda _: UNSUBMITTED_TEXT, still
             )
             if failed:
-                log.warning("job %s: FAILED, it never reached SLURM", job_id)
+                log.warning("job %s: FAILED, SLURM never confirmed its jobs", job_id)
 
-    async def _retry_scancels(self) -> None:
-        """The cancels SLURM has not taken yet, one scancel per cluster; a cluster removed from
+    async def _pending_scancels(self) -> dict[str, list[int]]:
+        """The cancels SLURM has not taken yet, by configured cluster; a cluster removed from
         the configuration keeps its cancels (it may come back), logged once."""
-        for cluster, job_ids in await slurm_jobs.list_pending_scancels(self._pool):
-            if cluster in self._dispatcher.clusters:
-                await self._dispatcher.scancel_pending(cluster, job_ids)
-            elif cluster not in self._unconfigured:
-                self._unconfigured.add(cluster)
-                log.warning(
-                    "reconciler: cluster %r is no longer configured: SLURM jobs %s of it cannot "
-                    "be cancelled",
-                    cluster,
-                    job_ids,
-                )
+        pending = dict(await slurm_jobs.list_pending_scancels(self._pool))
+        for cluster in pending.keys() - self._dispatcher.clusters.keys() - self._unconfigured:
+            self._unconfigured.add(cluster)
+            log.warning(
+                "reconciler: cluster %r is no longer configured: SLURM jobs %s of it cannot be "
+                "cancelled",
+                cluster,
+                pending[cluster],
+            )
+        return pending
 
     async def _snapshot(self, cluster: str, group: list[Watched]) -> Snapshot | None:
-        shell = self._dispatcher.shell(cluster)
-        level = logging.WARNING if group else logging.DEBUG  # a cluster with nothing watched
-        try:
-            done = await shell.run(sbatch.SQUEUE_COMMAND, retry=True)
-        except ShellError as exc:
-            log.log(level, "reconciler: squeue on %r failed: %s", cluster, exc)
-            return None
-        if done.returncode != 0:
-            log.log(level, "reconciler: squeue on %r: %s", cluster, done.stderr.strip())
-            return None
-        snapshot = parse_squeue(done.stdout)
-        await self._add_history(cluster, group, snapshot)
-        return snapshot
-
-    async def _add_history(self, cluster: str, group: list[Watched], snapshot: Snapshot) -> None:
-        """Final states from the jobcomp file for jobs squeue has forgotten."""
-        path = self._dispatcher.clusters[cluster].jobcomp_file
-        missing = [  # an array with one open task squeue no longer lists (its siblings may run)
-            item.jobs.array_job_id
-            for item in group
-            if any((item.jobs.array_job_id, task) not in snapshot.tasks for task in item.open_tasks)
-        ]
-        missing += [
-            item.jobs.merge_job_id for item in group if item.jobs.merge_job_id not in snapshot.jobs
-        ]
-        if not path or not missing:
-            return
-        command = sbatch.jobcomp_command(path, missing)
-        with contextlib.suppress(ShellError):
-            add_jobcomp(
-                snapshot, (await self._dispatcher.shell(cluster).run(command, retry=True)).stdout
-            )
+        return await snapshots.take(self._dispatcher, cluster, group)
 
     async def _reconcile(self, item: Watched, snapshot: Snapshot) -> None:
         jobs = item.jobs
