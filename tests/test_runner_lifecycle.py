@@ -191,7 +191,7 @@ async def test_a_local_runner_starting_leaves_external_workers_their_simulations
 
 
 async def test_of_simulations_stored_before_their_runner_was_recorded_only_its_own_fail(
-    aiohttp_client, make_config, start_app, conn
+    aiohttp_client, make_config, start_app, conn, caplog
 ):
     """Migration 0019 took the simulations stored before it for the local runner's: one
     submitted for external workers was failed by the next local runner to start. Their runner is
@@ -210,6 +210,10 @@ async def test_of_simulations_stored_before_their_runner_was_recorded_only_its_o
         "SELECT s.job_id, l.name FROM logfiles l JOIN simulations s ON s.id = l.simulation_id"
     )
     assert [tuple(row) for row in logs] == [(started, "runner")]
+    assert (
+        "left 1 unfinished direct simulations stored before migration 0019 to external workers "
+        f"(not started here: no job directory; a user can cancel one): {external}"
+    ) in caplog.messages
     body = {"simulation_id": external, "update_key": recorder.key(external), "task_id": 1}
     completed = {**body, "update_dict": {"task_state": "COMPLETED"}}
     assert (await first.post("/tasks", json=completed)).status == 202

@@ -19,6 +19,7 @@ from tests.helpers import (
     logfiles_of,
     login,
     payload,
+    pid_alive,
     set_key,
     set_simulation,
     set_task,
@@ -27,6 +28,7 @@ from tests.helpers import (
     tasks_of,
 )
 
+RECONCILER_LOCK_PID = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
 RECONCILER_LOCK_HELD = (
     "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
 )
@@ -76,7 +78,8 @@ async def test_a_cluster_whose_squeue_hangs_delays_no_other(
     (tmp_path / "bin").mkdir()
     squeue = tmp_path / "bin" / "squeue"  # the first call hangs, whichever cluster made it
     squeue.write_text(
-        f"#!/bin/sh\necho squeue >> {calls}\nmkdir {hung} 2>/dev/null && exec sleep 60\n"
+        f"#!/bin/sh\necho squeue >> {calls}\nmkdir {hung} 2>/dev/null || exit 0\n"
+        f"echo $$ > {hung}/pid\nexec sleep 60\n"
     )
     squeue.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
@@ -102,7 +105,18 @@ async def test_a_cluster_whose_squeue_hangs_delays_no_other(
         return calls.exists() and len(calls.read_text().splitlines()) >= 5
 
     await eventually(polled_again, timeout=10)  # the other cluster, again and again
-    assert hung.is_dir()
+    # Another process takes the reconciler over (this one's lock session ended): the hung pass
+    # is stopped, not left to act beside the new reconciler's.
+    holder = await conn.fetchval(RECONCILER_LOCK_PID, LOCK_KEY)
+    await conn.execute("SELECT pg_terminate_backend($1)", holder)
+    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    squeue_pid = int((hung / "pid").read_text())
+
+    async def stopped() -> bool:
+        return not pid_alive(squeue_pid)
+
+    await eventually(stopped, timeout=10)
+    await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
 async def test_a_job_cancelled_while_squeue_runs_stays_cancelled(

@@ -8,6 +8,7 @@ are atomic and concurrent updates of one job are serialised: none is lost, and t
 state is always the one its tasks justify.
 """
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,8 @@ from server.store import inputs, logfiles, results, simulations, slurm_jobs, tas
 
 NO_LIMITS = JobsConfig(user_quota=0, max_unfinished=0)
 MAX_RESULTS = 10_000  # estimators and pages of one simulation, as of one upload
+
+log = logging.getLogger(__name__)
 
 
 async def create_simulation(
@@ -262,6 +265,12 @@ async def fail_unfinished(
         return True
 
 
+UNKNOWN_LEFT = (
+    "left %d unfinished direct simulations stored before migration 0019 to external workers "
+    "(not started here: no job directory; a user can cancel one): %s"
+)
+
+
 async def fail_interrupted(
     pool: asyncpg.Pool,
     before: datetime,
@@ -272,10 +281,12 @@ async def fail_interrupted(
     """fail_unfinished for every unfinished simulation of the local runner submitted before
     `before`. Of those whose runner is not known (stored before migration 0019), only the ones
     it had `started`: the others may be external workers', whose keys outlive any server."""
-    failed = []
+    failed, left = [], []
     for job_id, unknown in await simulations.list_interrupted(pool, before):
         if unknown and not started(job_id):
-            continue
-        if await fail_unfinished(pool, job_id, log_name, explain):
+            left.append(job_id)
+        elif await fail_unfinished(pool, job_id, log_name, explain):
             failed.append(job_id)
+    if left:  # a crashed local runner's queued ones among them stay so until cancelled
+        log.warning(UNKNOWN_LEFT, len(left), ", ".join(left[:10]) + ("..." if left[10:] else ""))
     return failed

@@ -125,6 +125,8 @@ class Reconciler:
         held = await self._lock.claim()
         if held and not self._leading:
             log.info("reconciler: this server process watches the SLURM jobs")
+        for work in [] if held else self._passes.values():  # another process's turn now
+            work.cancel()
         self._leading = held
         return held
 
