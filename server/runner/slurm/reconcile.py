@@ -125,8 +125,9 @@ class Reconciler:
         held = await self._lock.claim()
         if held and not self._leading:
             log.info("reconciler: this server process watches the SLURM jobs")
-        for work in [] if held else self._passes.values():  # another process's turn now
-            work.cancel()
+        if not held:  # another process's turn now: what this one still has running stops
+            for work in self._passes.values():
+                work.cancel()
         self._leading = held
         return held
 
@@ -158,8 +159,10 @@ class Reconciler:
         try:
             if cancels:
                 await self._dispatcher.scancel_pending(cluster, cancels)
-            snapshot = None if group is None else await self._snapshot(cluster, group)
-            if group is None or snapshot is None:
+            if group is None:  # only cancels to retry there
+                return
+            snapshot = await self._snapshot(cluster, group)
+            if snapshot is None:
                 return
             for item in await self._still_watched(group):
                 await self._reconcile(item, snapshot)
