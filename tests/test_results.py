@@ -3,6 +3,7 @@
 import asyncio
 import gzip
 import io
+import random
 import tracemalloc
 import zlib
 
@@ -668,20 +669,23 @@ def two_pages(value: int) -> list:
     return [{"name": "e", "pages": [{"page_number": n, "v": [value]} for n in (1, 2)]}]
 
 
-def reupload_at_first_read(monkeypatch, client, job_id: str, before: bool) -> None:
+def reupload_at_first_read(
+    monkeypatch, client, job_id: str, before: bool, estimators: list | None = None
+) -> None:
     """The first read of page data from the database comes with an upload rewriting both
-    pages (`two_pages(2)`), just before or just after it."""
+    pages (`estimators`, else `two_pages(2)`), just before or just after it."""
     from server.store import results as stored
 
     real, calls = stored.page_data, []
+    estimators = estimators or two_pages(2)
 
     async def page_data(db, refs):
         calls.append(refs)
         if len(calls) == 1 and before:
-            assert (await upload(client, job_id, two_pages(2))).status == 202
+            assert (await upload(client, job_id, estimators)).status == 202
         found = await real(db, refs)
         if len(calls) == 1 and not before:
-            assert (await upload(client, job_id, two_pages(2))).status == 202
+            assert (await upload(client, job_id, estimators)).status == 202
         return found
 
     monkeypatch.setattr(stored, "page_data", page_data)
@@ -714,6 +718,61 @@ async def test_pages_rewritten_to_the_same_size_while_streamed_are_not_torn(
         return  # an incomplete body: what the docstring of writing.stream promises
     values = [page["v"] for page in body["estimators"][0]["pages"]]
     assert values in ([[1], [1]], [[2], [2]])
+
+
+def noisy_pages(seed: int) -> list:
+    """Pages 1 and 2 of 20,000 random values each (about 380 KB of JSON, 170 KB stored): each
+    page's bytes leave the server on their own, gzip or not."""
+    rng = random.Random(seed)
+    pages = [{"page_number": n, "v": [rng.random() for _ in range(20_000)]} for n in (1, 2)]
+    return [{"name": "e", "pages": pages}]
+
+
+async def fetch_raw(client, job_id: str, encoding: str) -> tuple[int, bytes]:
+    """`GET /results` on a connection of its own: the Content-Length, and the body's bytes
+    received until the server closed the connection."""
+    jar = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        f"GET /results?job_id={job_id} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {encoding}\r\n"
+        f"Cookie: access_token={jar['access_token'].value}\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    body = await asyncio.wait_for(reader.read(), 10)  # to the end: the server closes
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    length = next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length:"))
+    return int(length.split(b":")[1]), body
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_streamed_body_cut_short_by_a_rewrite_is_no_whole_document(
+    aiohttp_client, make_config, conn, monkeypatch, encoding
+):
+    """A streamed body whose page 2 was rewritten after page 1 was sent ends where it was cut:
+    with no closing brackets and (gzip) no trailer, so that a client that reads to the end of
+    the connection without checking its length cannot take page 1 alone for the results."""
+    from server.results import pagecache, render
+
+    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
+    monkeypatch.setattr(pagecache, "FIRST_BATCH", 1)  # one page per batch
+    monkeypatch.setattr(pagecache, "BATCH_BYTES", 1)
+    client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await upload(client, job_id, noisy_pages(1))).status == 202
+    assert (await get(client, "/results", job_id=job_id))[0] == 200  # the index is cached
+    reupload_at_first_read(monkeypatch, client, job_id, False, noisy_pages(2))
+    length, body = await fetch_raw(client, job_id, encoding)
+    assert 64 << 10 < len(body) < length  # page 1 was sent, page 2 was not
+    if encoding == "gzip":
+        with pytest.raises(zlib.error, match="incomplete or truncated"):
+            zlib.decompress(body, 31)
+        body = zlib.decompressobj(31).decompress(body)
+    assert body.startswith(b'{"message":"Results","estimators":[{"name":"e","pages":[{')
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
 
 
 async def test_pages_rewritten_while_an_assembled_body_is_read_are_not_torn(client, conn):

@@ -32,6 +32,12 @@ CHANGED = "Results changed while they were read, retry"
 NO_PAGE = Segment(b"", 0, 0, 0)  # what an estimator stored without pages comes with
 
 
+class PagesChanged(Exception):
+    """A page of a streamed body was rewritten or removed while the body was sent: the body
+    must end there, with nothing more written (no closing brackets, no gzip trailer), so that
+    no parser takes what was sent for a whole answer."""
+
+
 # What a cached page takes besides its stored bytes (key, segment, the cache's bookkeeping):
 # counted with them, so that a cache of tiny pages holds about its size, not many times it.
 ENTRY_COST = 512
@@ -114,8 +120,9 @@ async def segments(
 
     A page rewritten since the index was read has a new version: the pages end there (the
     pages read so far may be from before the upload that rewrote it, so the body must not be
-    completed): a streamed body is closed short (writing.stream), and an assembled one, of which
-    nothing was sent yet, is a 503 the client retries (it is not cached either).
+    completed): a streamed body raises PagesChanged, on which writing.stream closes the
+    connection, and an assembled one, of which nothing was sent yet, is a 503 the client
+    retries (it is not cached either).
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size + ENTRY_COST for page in pages) * 4 <= cache.max_bytes
@@ -128,7 +135,7 @@ async def segments(
                     continue
                 segment = loaded.get(page.key)
                 if segment is None and streaming:  # rewritten meanwhile: never torn
-                    return
+                    raise PagesChanged(CHANGED)
                 if segment is None:  # nothing sent yet: the client asks again, never torn
                     raise ServiceUnavailable(CHANGED, retry_after=1)
                 yield page, segment

@@ -10,6 +10,7 @@ from aiohttp import web
 from server.http import ReleasingResponse
 from server.keys import CONFIG
 from server.limits import serving
+from server.results.pagecache import PagesChanged
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ async def stream(
     response.content_length = length
     await response.prepare(request)
     with Stall(request) as stall:
-        sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
+        try:
+            sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
+        except PagesChanged:
+            sent = -1
         if sent != length:
             return cut_short(request, response, "the pages changed while they were sent")
         await stall.write(response.write_eof())
