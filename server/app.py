@@ -183,7 +183,8 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = LocalDispatcher(config, app[POOL])
     await runner.start()
     app[DISPATCHER] = runner
-    app[CHANGES].watchers.append(runner.changed)  # cancels answered by another server
+    app[CHANGES].watchers.append(runner.changed)  # cancels and deletes by another server
+    app[CHANGES].resumed.append(runner.recheck)  # and those made while nobody listened
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.keys import CONFIG
+from server.results.changes import APP_NAME
 from server.runner import RunnerBusy
 from server.runner.local.lock import LOCK_KEY
 from tests.helpers import (
@@ -19,6 +20,7 @@ from tests.helpers import (
     payload,
     pid_alive,
     pids_of,
+    processes_of,
     record_jobs,
     status,
     submit,
@@ -74,6 +76,54 @@ async def test_a_cancel_answered_by_another_server_reaches_the_runner(
     await wait_gone(pids)
     await asyncio.sleep(0.5)  # a slot freed: the queued task would start now
     assert not (job_dir / "env_3.json").exists()
+
+
+async def other_server(aiohttp_client, make_config) -> TestClient:
+    """A server with `runner.kind = "none"` on the same database, alice logged in."""
+    other = await aiohttp_client(create_app(make_config()))
+    credentials = {"username": "alice", "password": "password1"}
+    assert (await other.post("/auth/login", json=credentials)).status == 202
+    return other
+
+
+async def cut_listeners(conn) -> None:
+    """End every change listener's connection (as under load: a ping answered late); each
+    listens again after server.results.changes.RECONNECT_AFTER."""
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        APP_NAME,
+    )
+
+
+async def test_a_cancel_made_while_the_runner_was_not_listening_reaches_it(
+    aiohttp_client, make_config, start_app, conn
+):
+    """The runner's change listener lost its connection and another server answered a cancel
+    meanwhile: the notification never reached the runner, whose processes ran to their end.
+    Listening again, it asks after every job it runs."""
+    _, _, job_id, job_dir, pids = await two_of_three_running(start_app)
+    other = await other_server(aiohttp_client, make_config)
+    await cut_listeners(conn)
+    assert (await other.delete("/jobs/direct", params={"job_id": job_id})).status == 200
+    await wait_gone(pids)
+    await asyncio.sleep(0.5)  # a slot freed: the queued task would start now
+    assert not (job_dir / "env_3.json").exists()
+
+
+async def test_a_simulation_cancelled_and_deleted_by_another_server_is_stopped(
+    aiohttp_client, make_config, start_app, conn
+):
+    """Cancelled and deleted through another server before the runner asked after it (here:
+    while it was not listening): it found no simulation, not a CANCELED one, and let its
+    processes run to their end; its queued task started in the freed slot."""
+    _, _, job_id, job_dir, pids = await two_of_three_running(start_app)
+    other = await other_server(aiohttp_client, make_config)
+    await cut_listeners(conn)
+    assert (await other.delete("/jobs/direct", params={"job_id": job_id})).status == 200
+    assert (await other.delete("/user/simulations", params={"job_id": job_id})).status == 200
+    await wait_gone(pids)
+    await eventually(lambda: asyncio.to_thread(lambda: not job_dir.exists()))
+    assert processes_of(job_id) == []  # the queued task never started
 
 
 async def test_cancel_kills_a_worker_ignoring_sigterm(start_app, conn):

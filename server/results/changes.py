@@ -82,7 +82,8 @@ class Changes:
         self.forget = forget  # removes what else this process keeps of a deleted simulation
         self.reset = reset  # empties what else this process keeps by the database's ids
         self.kept = kept  # the job_ids this process keeps files of (blocking)
-        self.watchers: list[Callable[[str], None]] = []  # told each changed job_id (a runner)
+        self.watchers: list[Callable[[str], None]] = []  # told each changed or deleted job_id
+        self.resumed: list[Callable[[], None]] = []  # told when listening (again): check all
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._waiting: dict[str, list[Acks]] = {}
@@ -119,6 +120,8 @@ class Changes:
             self._distrust()  # whatever was read before LISTEN may have missed a change
             await self._forget_gone(conn)
             self._conn = conn
+            for resume in self.resumed:  # what changed while nobody listened was not told
+                resume()
             if self._lost:
                 log.info("change listener listening again")
                 self._lost = False
@@ -160,6 +163,8 @@ class Changes:
         job_id = str(payload)
         self.cache.changed(job_id)
         self.forget(job_id)
+        for watcher in self.watchers:
+            watcher(job_id)
         task = asyncio.get_running_loop().create_task(self._ack(conn, job_id))
         self._acking.add(task)
         task.add_done_callback(self._acking.discard)

@@ -20,6 +20,10 @@ and its pid (`pid_<task>`). Modes:
 - slowmerge: COMPLETED at once; its merge step sleeps 30 s before it reports;
 - order FILE: append the job and task to FILE, then COMPLETED;
 - crashmerge: COMPLETED at once; its merge step prints a line and exits 4 without reporting;
+- plant log|input PATH: task 1 puts, in the job directory, a link to PATH where the server
+  writes task 2's output (`task_2.log`) and a FIFO in place of its own output file, or a link
+  to the directory PATH in place of the job's input files (`input`); then it exits 3 without a
+  final state (tests/test_runner_jobfiles.py); task 2 COMPLETES if it runs;
 - probe PATH...: what this task can do to each PATH (read the file, list the directory; a PATH
   written `+PATH` is a file to create), and the processes it sees, in `<job dir>/probe_<task>.json`
   (the runner's sandbox: tests/test_runner_sandbox.py), then COMPLETED.
@@ -104,6 +108,22 @@ def crash() -> None:
     task(task_state="RUNNING")
     print("simulating task", TASK_ID, flush=True)
     print("Segmentation fault (core dumped)", file=sys.stderr, flush=True)
+    sys.exit(3)
+
+
+def plant(what: str, path: str) -> None:
+    if TASK_ID != 1:
+        task(task_state="COMPLETED")
+        return
+    task(task_state="RUNNING")
+    print("planting", what, flush=True)
+    if what == "log":
+        (JOB_DIR / "task_2.log").symlink_to(path)
+        (JOB_DIR / "task_1.log").unlink()
+        os.mkfifo(JOB_DIR / "task_1.log")
+    else:
+        (JOB_DIR / "input").rename(JOB_DIR / "input.before")
+        (JOB_DIR / "input").symlink_to(path, target_is_directory=True)
     sys.exit(3)
 
 
@@ -205,5 +225,6 @@ if __name__ == "__main__":
         "slowmerge": at_once,
         "manifest": manifest,
         "probe": probe,
+        "plant": plant,
     }
     modes[sys.argv[1]](*sys.argv[2:])

@@ -8,16 +8,14 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
   its output stored as the log file `task_<n>_output` (retried while the database refuses it);
 - cancel sends SIGTERM to the job's process groups, SIGKILL after `runner.grace_period`, and
-  drops its queued tasks;
+  drops its queued tasks; so does a cancel or delete by any server on the database (the change
+  listener tells; it asks again for all after an outage, and each task's start checks);
 - shutdown terminates every process the same way and fails what is left unfinished;
-- at startup, its simulations left unfinished by a server that died (RUNNING or PENDING
-  tasks: the update key lived only in that server's memory, so nothing can finish them) are
-  marked FAILED with a log file `runner` saying why: those submitted through a server in local
-  mode (`simulations.local_runner`; a server with kind "none" on the same database submits for
-  external workers), and of those stored before that was recorded, the ones with a job
-  directory. One server process runs the local runner: it holds a PostgreSQL advisory lock for
-  its lifetime (server/runner/local/lock.py), and a second server in local mode started on the
-  same database stops with an error instead of failing the first one's jobs.
+- at startup, what a server that died left unfinished (the update key lived only in its
+  memory) is FAILED with a log file `runner`: simulations submitted for the local runner
+  (`simulations.local_runner`), and of those stored before that was recorded, the ones with a
+  job directory. One process runs the local runner (an advisory lock: lock.py); a second one
+  in local mode on the same database stops with an error instead of failing the first one's.
 - when a job's last task has ended and the job is MERGING_QUEUED, `merge` runs the worker
   command's merge step (`<command> merge`) once, in the job directory and that task's slot; if
   it ends with the job unfinished, the job is FAILED with its output as the log file `merge`.
@@ -40,13 +38,13 @@ from server.config import Config
 from server.database import db
 from server.jobs import transitions
 from server.runner import Job, RunnerBusy, cleanup
+from server.runner.local import jobfiles, sandbox
 from server.runner.local import process as proc
-from server.runner.local import sandbox
 from server.runner.local.lock import BUSY_TEXT, RunnerLock
 from server.runner.local.queue import JobRun, TaskQueue
 from server.runner.local.texts import MERGE_TEXT, RUNNER_LOG, restart_text, shutdown_text
 from server.store import inputs, simulations
-from server.worker.outcomes import MERGE_LOG, describe_exit
+from server.worker.outcomes import MERGE_LOG
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +109,25 @@ class LocalDispatcher:
         await self._finish_job(run)
 
     def changed(self, job_id: str) -> None:
-        """A simulation changed in some server process (server/results/changes.py): one of this
-        runner's that a server sharing the database (`runner.kind = "none"`) cancelled is
-        cancelled here too, as that server's dispatcher cannot (its processes ran to their end
-        and its queued tasks still started)."""
+        """A simulation changed or was deleted in some server process (server/results/
+        changes.py): one of this runner's that another server cancelled or deleted is
+        cancelled here too (that server's dispatcher cannot)."""
         if job_id in self._jobs or job_id in self._merges:
-            self._spawn(self._cancel_if_canceled(job_id))
+            self._spawn(self._cancel_if_ended(job_id))
 
-    async def _cancel_if_canceled(self, job_id: str) -> None:
-        if await simulations.get_state(self._pool, job_id) == "CANCELED":
+    async def _cancel_if_ended(self, job_id: str) -> None:
+        if await self._ended_elsewhere(job_id):
             await self.cancel(job_id)
+
+    def recheck(self) -> None:
+        """The change listener listens again: the cancels and deletes it missed meanwhile."""
+        for job_id in {*self._jobs, *self._merges}:
+            self.changed(job_id)
+
+    async def _ended_elsewhere(self, job_id: str) -> bool:
+        """Whether the job was cancelled or deleted (by any server process)."""
+        state = await self._written(job_id, lambda: simulations.get_state(self._pool, job_id))
+        return not self._closing and state in (None, "CANCELED")
 
     async def close(self) -> None:
         """Terminate every process, wait for them, and fail whatever is left unfinished."""
@@ -146,9 +153,9 @@ class LocalDispatcher:
         job_directory = proc.job_dir(self._config, job.job_id)
         env = proc.job_environment(self._config, job, self.base_url)
         argv = [*proc.worker_command(self._config), "merge"]
-        output = proc.merge_output_file(job_directory)
+        output = jobfiles.merge_output_file(job_directory)
         try:
-            proc.make_job_dir(job_directory)
+            jobfiles.make_job_dir(job_directory)
             line = sandbox.wrapped(self._config, self._bwrap, argv, job_directory, job_directory)
             process = await proc.start(line, job_directory, env, output)
         except OSError as exc:
@@ -158,13 +165,9 @@ class LocalDispatcher:
             return
         log.info("job %s: merge step started (pid %d)", job.job_id, process.pid)
         self._merges[job.job_id] = process
-        returncode = await process.wait()
+        ended, tail = await proc.outcome(process, output, f"job {job.job_id}: merge step")
         del self._merges[job.job_id]
-        proc.signal_group(process, signal.SIGKILL)  # whatever it left behind
-        log.info("job %s: merge step %s", job.job_id, describe_exit(returncode))
-        tail = await asyncio.to_thread(proc.output_tail, output)
-        text = MERGE_TEXT.format(exit=describe_exit(returncode), tail=tail)
-        await self._fail_merge(job.job_id, text)
+        await self._fail_merge(job.job_id, MERGE_TEXT.format(exit=ended, tail=tail))
 
     async def _fail_merge(self, job_id: str, text: str) -> None:
         """FAILED with `text` as the log `merge`, unless the job has ended (as it should)."""
@@ -206,19 +209,22 @@ class LocalDispatcher:
         return run.canceled or self._closing  # its tasks must not run (any more)
 
     async def _execute(self, run: JobRun, task_id: int) -> None:
+        job_id = run.job.job_id
         if self._stopping(run):
             return
-        job_id = run.job.job_id
+        if await self._ended_elsewhere(job_id):  # told or not, no task of an ended job starts
+            await self.cancel(job_id)
+            return
         job_directory = proc.job_dir(self._config, job_id)
-        directory = proc.task_dir(job_directory, task_id)
-        output = proc.output_file(job_directory, task_id)
+        directory = jobfiles.task_dir(job_directory, task_id)
+        output = jobfiles.output_file(job_directory, task_id)
         argv = proc.worker_command(self._config)  # checked at startup (config_checks.command)
         try:  # the database away meanwhile: read again (a task left PENDING would stay so)
             env = proc.task_environment(self._config, run.job, task_id, self.base_url)
             job = await self._written(job_id, lambda: self._with_input(run.job, job_directory))
             if job is None:
                 return  # deleted meanwhile (it had ended), or shutting down: nothing to run
-            await asyncio.to_thread(proc.write_inputs, directory, job)
+            await asyncio.to_thread(jobfiles.write_inputs, job_directory, task_id, job)
             line = sandbox.wrapped(self._config, self._bwrap, argv, job_directory, directory)
             process = await proc.start(line, directory, env, output)
         except OSError as exc:
@@ -232,20 +238,17 @@ class LocalDispatcher:
         run.processes[task_id] = process
         if self._stopping(run):
             self._terminate(process)  # cancelled while it was being started
-        returncode = await process.wait()
+        ended, tail = await proc.outcome(process, output, f"job {job_id} task {task_id}: worker")
         del run.processes[task_id]
-        proc.signal_group(process, signal.SIGKILL)  # whatever the worker left behind
-        log.info("job %s task %d: worker %s", job_id, task_id, describe_exit(returncode))
         why = "The server shut down and stopped this task: its worker"
         why = why if self._closing else "The worker"
-        tail = await asyncio.to_thread(proc.output_tail, output)
-        text = f"{why} {describe_exit(returncode)} without reporting a final task state."
+        text = f"{why} {ended} without reporting a final task state."
         await self._fail(run, task_id, f"{text}\n\nLast output:\n{tail}")
 
     async def _with_input(self, job: Job, job_directory: Path) -> Job | None:
         """`job` with its input read from the database, unless its files are written already
         (then `job` as is); None when the simulation is gone."""
-        if proc.inputs_written(job_directory):
+        if jobfiles.inputs_written(job_directory):
             return job
         found = await inputs.for_workers(self._pool, job.job_id)
         return None if found is None else dataclasses.replace(job, input=found)
@@ -256,7 +259,7 @@ class LocalDispatcher:
         fail = transitions.fail_task
         if await self._written(job_id, lambda: fail(self._pool, job_id, task_id, name, text)):
             log.warning("job %s task %d: marked FAILED", job_id, task_id)
-            proc.drop_results_list(proc.task_dir(proc.job_dir(self._config, job_id), task_id))
+            jobfiles.drop_results_list(proc.job_dir(self._config, job_id), task_id)
 
     async def _written(self, job_id: str, write: Callable[[], Awaitable[T]]) -> T | None:
         """`write()` (or a read), tried again every RETRY_EVERY seconds while the database
@@ -274,14 +277,7 @@ class LocalDispatcher:
 
     def _terminate(self, process: asyncio.subprocess.Process) -> None:
         proc.signal_group(process, signal.SIGTERM)
-        self._spawn(self._kill_after_grace(process))
-
-    async def _kill_after_grace(self, process: asyncio.subprocess.Process) -> None:
-        try:
-            async with asyncio.timeout(self._config.runner.grace_period):
-                await process.wait()
-        except TimeoutError:
-            proc.signal_group(process, signal.SIGKILL)
+        self._spawn(proc.kill_after(process, self._config.runner.grace_period))
 
     async def _finish_job(self, run: JobRun) -> None:
         """Forget a job once nothing of it is queued or running here; merge it if it waits, or

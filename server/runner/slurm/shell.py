@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from server.runner.local.process import PRIVATE_ENV, make_job_dir, output_tail
+from server.runner.local.jobfiles import make_job_dir
+from server.runner.local.process import PRIVATE_ENV, output_tail
 
 COMMAND_TIMEOUT = 60.0
 
