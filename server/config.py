@@ -29,10 +29,10 @@ class ServerConfig:
     index_cache_pages: int = checks.checked(200_000, checks.non_negative)
     public_url: str = checks.checked("", checks.worker_url)
     # Limits for hostile clients (README "Security and limits").
-    keepalive_timeout: float = checks.checked(75.0, checks.positive)
-    body_timeout: float = checks.checked(300.0, checks.positive)
+    keepalive_timeout: float = checks.checked(75.0, checks.seconds)
+    body_timeout: float = checks.checked(300.0, checks.seconds)
     body_budget: int = checks.checked(512 * 1024 * 1024, checks.positive)
-    body_wait: float = checks.checked(10.0, checks.non_negative)
+    body_wait: float = checks.checked(10.0, checks.seconds_or_zero)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class DatabaseConfig:
     url: str = checks.checked("", checks.database_url, secret=True)
     data_dir: str = checks.checked("./data", checks.not_empty)
     pool_size: int = checks.checked(10, checks.positive)
-    command_timeout: float = checks.checked(60.0, checks.non_negative)
+    command_timeout: float = checks.checked(60.0, checks.seconds_or_zero)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class AuthConfig:
     registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
     cookie_samesite: str = checks.checked("Lax", checks.one_of("Lax", "Strict", "None"))
-    user_cache_ttl: float = checks.checked(2.0, checks.non_negative)
+    user_cache_ttl: float = checks.checked(2.0, checks.seconds_or_zero)
     login_attempts: int = checks.checked(10, checks.positive)
     login_address_attempts: int = checks.checked(100, checks.positive)
     login_window: float = checks.checked(300.0, checks.lifetime)
@@ -71,10 +71,10 @@ class RunnerConfig:
     kind: str = checks.checked("local", checks.one_of("local", "slurm", "none"))
     command: str = checks.checked("", checks.command)
     slots: int = checks.checked(0, checks.non_negative)
-    grace_period: float = checks.checked(5.0, checks.non_negative)
+    grace_period: float = checks.checked(5.0, checks.seconds_or_zero)
     work_dir: str = ""
-    progress_interval: float = checks.checked(2.0, checks.positive)
-    retry_timeout: float = checks.checked(600.0, checks.positive)
+    progress_interval: float = checks.checked(2.0, checks.seconds)
+    retry_timeout: float = checks.checked(600.0, checks.seconds)
     converter: str = checks.checked("", checks.command)
     job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.keep_time)
     sandbox: str = checks.checked("auto", checks.one_of("auto", "on", "off"))
@@ -94,10 +94,10 @@ class KeycloakConfig:
     client_ids: str = ""  # comma-separated; a token's aud or azp must name one of them
     access_claim: str = "plgridAccessServices"  # empty: no access rule
     access_value: str = "PLG_YAPTIDE_ACCESS"
-    key_cache_ttl: float = checks.checked(300.0, checks.positive)
-    min_refetch_interval: float = checks.checked(10.0, checks.non_negative)
-    timeout: float = checks.checked(5.0, checks.positive)
-    leeway: float = checks.checked(10.0, checks.non_negative)
+    key_cache_ttl: float = checks.checked(300.0, checks.seconds)
+    min_refetch_interval: float = checks.checked(10.0, checks.seconds_or_zero)
+    timeout: float = checks.checked(5.0, checks.seconds)
+    leeway: float = checks.checked(10.0, checks.seconds_or_zero)
 
     def __post_init__(self) -> None:
         # Checks across keys; single values are checked where they are declared.
@@ -121,7 +121,7 @@ class SlurmConfig:
     """The SLURM dispatcher: this host as a login node (runner.kind = "slurm"), the reconciler
     that watches every SLURM job (also those of [[clusters]]), and who may use clusters."""
 
-    poll_interval: float = checks.checked(10.0, checks.positive)
+    poll_interval: float = checks.checked(10.0, checks.seconds)
     # The command that runs Python on the nodes; empty: this server's own interpreter, with
     # this project on PYTHONPATH.
     python: str = checks.checked("", checks.command)

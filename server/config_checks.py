@@ -36,6 +36,15 @@ def non_negative(value: int | float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def seconds(value: float) -> str | None:
+    """A time in seconds, more than 0: at most 100 years (more overflows the timers it sets)."""
+    return positive(value) or _at_most_a_century(value)
+
+
+def seconds_or_zero(value: float) -> str | None:
+    return non_negative(value) or _at_most_a_century(value)
+
+
 # SHIELD-HIT12A numbers a task's result files with four digits (`dose_0001.bdo`), which the
 # merge strips to group them by detector: a fifth digit would make a detector of its own.
 MAX_NTASKS = 9999

@@ -193,6 +193,14 @@ def test_data_dir_is_resolved():
         ('[database]\ndata_dir = " "', "database.data_dir: must not be empty (got ' ')"),
         ("[auth]\naccess_ttl = 0", "auth.access_ttl: must be greater than 0 (got 0.0)"),
         ("[auth]\nrefresh_ttl = inf", "auth.refresh_ttl: must be a finite number (got inf)"),
+        (  # (a timer of more overflowed: every streamed answer was a 500)
+            "[server]\nbody_timeout = 1e306",
+            "server.body_timeout: must be at most 100 years (got 1e+306)",
+        ),
+        (
+            "[runner]\ngrace_period = 4e9",
+            "runner.grace_period: must be at most 100 years (got 4000000000.0)",
+        ),
         (
             '[auth]\nregistration = "maybe"',
             "auth.registration: must be one of: open, closed (got 'maybe')",
