@@ -173,6 +173,7 @@ async def test_useradd_then_login(database_url, conn, client):
     ("name", "password", "message"),
     [
         ("dave", "", "Invalid password: at least 8 characters"),
+        ("dave", "pass\0word123", "Invalid password: must not contain NUL characters"),
         ("d", "password1", "Invalid username: 3-64 characters of letters, digits, '.', '_' or '-'"),
     ],
 )

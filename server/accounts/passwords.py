@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from server import values
 from server.errors import BadRequest
 
 MIN_PASSWORD = 8
@@ -30,7 +31,9 @@ def validate_username(username: str) -> str:
 
 
 def validate_password(password: str, name: str = "password") -> str:
-    """The password, when long enough to be accepted as a new one; 400 naming `name` otherwise."""
+    """The password, when long enough to be accepted as a new one and one a login takes (no
+    NUL); 400 naming `name` otherwise."""
+    values.text(password, name)
     if len(password) < MIN_PASSWORD:
         raise BadRequest(f"Invalid {name}: at least {MIN_PASSWORD} characters")
     return password
