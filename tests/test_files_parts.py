@@ -6,6 +6,7 @@ import io
 
 import aiohttp
 import orjson
+import pytest
 
 from server.app import create_app
 from server.store.logfiles import PART
@@ -64,6 +65,37 @@ async def test_a_log_file_read_in_a_later_batch_replaced_by_a_longer_one_is_neve
             f"b served as {len(served)} characters: neither the old (3) nor the "
             f"new ({len(new_b)}) file"
         )
+
+
+@pytest.mark.parametrize(
+    ("replaced", "status", "body"),
+    [
+        (1, 200, {"message": "Logfiles", "logfiles": {"a": "new 1"}}),
+        (3, 503, {"message": "Log files changed while they were read; try again"}),
+    ],
+)
+async def test_a_log_file_replaced_before_anything_was_sent_is_read_again(
+    client, conn, monkeypatch, replaced, status, body
+):
+    """Replaced after the files were listed, before their first batch was read: nothing was
+    sent yet, so they are read again (this was a 503 without Retry-After); replaced at each of
+    three reads, a 503 the client may retry after a second."""
+    from server.store import logfiles
+
+    job_id = await logs_job(client, conn)
+    await add_logfiles(client, job_id, {"a": "old"})
+    real, reads = logfiles._fetch, []
+
+    async def fetch(db, sim_pk, listed):
+        reads.append(listed)
+        if len(reads) <= replaced:
+            await add_logfiles(client, job_id, {"a": f"new {len(reads)}"})
+        return await real(db, sim_pk, listed)
+
+    monkeypatch.setattr(logfiles, "_fetch", fetch)
+    response = await client.get("/logfiles", params={"job_id": job_id})
+    assert (response.status, await response.json()) == (status, body)
+    assert response.headers.get("Retry-After") == ("1" if status == 503 else None)
 
 
 SIZES = [0, 1, PART - 1, PART, PART + 1, 2 * PART, 2 * PART + 1]

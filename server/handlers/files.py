@@ -1,5 +1,6 @@
 """A simulation's files: its input (`GET /inputs`) and its log files (`GET /logfiles`)."""
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import orjson
@@ -12,6 +13,8 @@ from server.keys import POOL
 from server.limits.serving import drop_when_stalled
 from server.results.writing import Stall, cut_short
 from server.store import logfiles
+
+FIRST_READS = 3  # reads of the first batch before a 503: each lost to a log file replaced
 
 
 async def get_inputs(request: web.Request) -> web.StreamResponse:
@@ -37,11 +40,7 @@ async def get_logfiles(request: web.Request) -> web.StreamResponse:
     results do), never a torn text. A HEAD gets the headers only (no length: the body is never
     made)."""
     owner = await owned_simulation(request)
-    batches = logfiles.read_batches(request.app[POOL], owner.sim_pk)
-    try:
-        batch: list[logfiles.Part] = await anext(batches, [])
-    except logfiles.LogsChanged:
-        raise ServiceUnavailable("Log files changed while they were read; try again") from None
+    batches, batch = await _first_batch(request, owner.sim_pk)
     if not batch:
         raise NotFound("Logfiles not available")
     if request.method == "HEAD":
@@ -57,6 +56,18 @@ async def get_logfiles(request: web.Request) -> web.StreamResponse:
             return cut_short(request, response, str(exc))
         await stall.write(response.write_eof(b'"}}'))
     return response
+
+
+async def _first_batch(
+    request: web.Request, sim_pk: int
+) -> tuple[AsyncIterator[list[logfiles.Part]], list[logfiles.Part]]:
+    """The batches of the log files, and the first one read: read again when a file was
+    replaced meanwhile (nothing is sent yet), at most FIRST_READS times, then a 503."""
+    for _ in range(FIRST_READS):
+        batches = logfiles.read_batches(request.app[POOL], sim_pk)
+        with contextlib.suppress(logfiles.LogsChanged):
+            return batches, await anext(batches, [])
+    raise ServiceUnavailable("Log files changed while they were read; try again", retry_after=1)
 
 
 async def _send_parts(
