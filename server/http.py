@@ -46,6 +46,16 @@ def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
     )
 
 
+def json_stream(request: web.Request) -> web.StreamResponse:
+    """A JSON answer of a length not known in advance: chunked in HTTP/1.1; in HTTP/1.0, which
+    has no chunks, ended by closing the connection (aiohttp 3.14 would keep it open until the
+    keep-alive timeout when the client asked to keep it, so the body never seemed to end)."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    if request.version < HttpVersion11:
+        response.force_close()
+    return response
+
+
 def error_response(message: str, status: int, retry_after: int | None = None) -> web.Response:
     # A message may quote a header, whose bytes that are not UTF-8 aiohttp keeps as lone
     # surrogates, which JSON cannot hold: they become "?".

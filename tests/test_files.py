@@ -89,6 +89,26 @@ async def test_logfiles(client, conn):
     )
 
 
+async def test_an_http_1_0_client_gets_the_logfiles_ended_by_a_close(client, conn):
+    """HTTP/1.0 has no chunks: an answer of no stated length ends when the connection closes.
+    A client asking to keep it alive waited the keep-alive timeout (75 s) for that end."""
+    await login(client)
+    job_id = await submit(client, FLUKA_FILES)
+    await set_key(conn, job_id)
+    await add_logfiles(client, job_id, {"a.log": "line 1\n"})
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["access_token"]
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        f"GET /logfiles?job_id={job_id} HTTP/1.0\r\nConnection: keep-alive\r\n"
+        f"Cookie: access_token={cookie.value}\r\n\r\n".encode()
+    )
+    answer = await asyncio.wait_for(reader.read(), 5)  # to the connection's end
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and b"Content-Length" not in head
+    assert orjson.loads(body) == {"message": "Logfiles", "logfiles": {"a.log": "line 1\n"}}
+
+
 async def test_many_large_logfiles_are_sent_without_holding_them_all(client, conn):
     """A simulation of 1000 tasks may hold hundreds of MB of logs (64 KiB tails of each task's
     outputs, or what external workers send): they were read and encoded whole for each

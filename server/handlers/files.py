@@ -7,6 +7,7 @@ import orjson
 from aiohttp import web
 
 from server.errors import NotFound, ServiceUnavailable
+from server.http import json_stream
 from server.jobs import input_answers
 from server.jobs.access import owned_simulation
 from server.keys import POOL
@@ -46,7 +47,7 @@ async def get_logfiles(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return web.Response(content_type="application/json")
     drop_when_stalled(request)
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response = json_stream(request)
     await response.prepare(request)
     pending, batch = [batch], []  # the first batch must not stay referenced here throughout
     with Stall(request) as stall:  # a client that takes nothing for body_timeout is cut off

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from server.errors import NotFound
-from server.http import ReleasingResponse
+from server.http import ReleasingResponse, json_stream
 from server.keys import POOL
 from server.limits.serving import drop_when_stalled
 from server.results.writing import Stall, cut_short
@@ -50,7 +50,7 @@ async def _streamed(
 ) -> web.StreamResponse:
     if request.method == "HEAD":  # no length: the body is never made
         return web.Response(content_type="application/json")
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response = json_stream(request)
     await response.prepare(request)
     sizes = {"data": found.data_size, "files": found.files_size or 0}
     packed = {"data": found.data, "files": found.files}
