@@ -102,9 +102,13 @@ class KeycloakConfig:
     def __post_init__(self) -> None:
         # Checks across keys; single values are checked where they are declared.
         if self.issuer and not self.accepted_clients:
-            raise ConfigError("keycloak.client_ids: name at least one client when issuer is set")
+            raise ConfigError(
+                "keycloak.client_ids: name at least one client when keycloak.issuer is set"
+            )
         if self.min_refetch_interval > self.key_cache_ttl:
-            raise ConfigError("keycloak.min_refetch_interval: must not exceed key_cache_ttl")
+            raise ConfigError(
+                "keycloak.min_refetch_interval: must not exceed keycloak.key_cache_ttl"
+            )
 
     @property
     def accepted_clients(self) -> frozenset[str]:

@@ -450,6 +450,31 @@ def run_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         ),
         (
             ("migrate",),
+            {"YAPTIDE_KEYCLOAK_ISSUER": "https://sso.example.org/realms/PLGrid"},
+            "keycloak.client_ids: name at least one client when keycloak.issuer is set"
+            " (set by YAPTIDE_KEYCLOAK_ISSUER)\n",
+        ),
+        (
+            ("migrate",),
+            {"YAPTIDE_KEYCLOAK_KEY_CACHE_TTL": "1"},
+            "keycloak.min_refetch_interval: must not exceed keycloak.key_cache_ttl"
+            " (set by YAPTIDE_KEYCLOAK_KEY_CACHE_TTL)\n",
+        ),
+        *(  # DATABASE_URL wins over YAPTIDE_DATABASE_URL (and database.url)
+            (
+                ("migrate",),
+                {name: "postgresql://u@h:notaport/db", **other},
+                f"database.url: cannot be read (is the port a number, every '[' closed, every "
+                "parameter's value one PostgreSQL knows (sslmode), and are '@', ':', '/', '?' "
+                f"and '#' in the user name and password percent-encoded?) (set by {name})\n",
+            )
+            for name, other in [
+                ("DATABASE_URL", {"YAPTIDE_DATABASE_URL": "postgresql://u@h/db"}),
+                ("YAPTIDE_DATABASE_URL", {}),
+            ]
+        ),
+        (
+            ("migrate",),
             {"YAPTIDE_DATABASE_DATA_DIR": "/tmp/" + "d" * 100},
             "choose a shorter path, or set database.url (set by YAPTIDE_DATABASE_DATA_DIR)\n",
         ),

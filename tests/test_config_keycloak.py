@@ -76,11 +76,11 @@ def test_from_the_environment(tmp_path):
     [
         (
             f'issuer = "{ISSUER}"',
-            "keycloak.client_ids: name at least one client when issuer is set",
+            "keycloak.client_ids: name at least one client when keycloak.issuer is set",
         ),
         (
             f'issuer = "{ISSUER}"\nclient_ids = " , "',
-            "keycloak.client_ids: name at least one client when issuer is set",
+            "keycloak.client_ids: name at least one client when keycloak.issuer is set",
         ),
         (
             'issuer = "sso.example.org/realms/PLGrid"\nclient_ids = "a"',
@@ -110,7 +110,7 @@ def test_from_the_environment(tmp_path):
         ("leeway = -1", "keycloak.leeway: must be 0 or more (got -1.0)"),
         (
             "key_cache_ttl = 5\nmin_refetch_interval = 10",
-            "keycloak.min_refetch_interval: must not exceed key_cache_ttl",
+            "keycloak.min_refetch_interval: must not exceed keycloak.key_cache_ttl",
         ),
         ('client_id = "a"', "keycloak.client_id: unknown key"),
         ("client_ids = 1", "keycloak.client_ids: expected a string (got 1)"),

@@ -169,8 +169,9 @@ def _readable_url() -> Iterator[None]:
         # Not its text: asyncpg quotes the piece it could not read, which may be part of a
         # password holding an unencoded "/", "?" or "#".
         raise ConfigError(
-            "database URL: cannot be read (is the port a number, every '[' closed, and are "
-            "'@', ':', '/', '?' and '#' in the user name and password percent-encoded?)"
+            "database.url: cannot be read (is the port a number, every '[' closed, every "
+            "parameter's value one PostgreSQL knows (sslmode), and are '@', ':', '/', '?' and "
+            "'#' in the user name and password percent-encoded?)"
         ) from None
 
 
