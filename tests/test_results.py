@@ -691,12 +691,12 @@ def reupload_at_first_read(
     monkeypatch.setattr(stored, "page_data", page_data)
 
 
-async def test_pages_rewritten_to_the_same_size_while_streamed_are_not_torn(
-    aiohttp_client, make_config, conn, monkeypatch
-):
-    """An upload rewrites two pages (same sizes) between the streaming of the first and the
-    reading of the second: the client must not get a complete body holding page 1 from before
-    that upload and page 2 from after it."""
+async def rewritten_while_streamed(
+    aiohttp_client, make_config, conn, monkeypatch, first: list, second: list
+) -> tuple:
+    """A server streaming every body, a page at a time, with no page cache: (client, job_id) of
+    a running simulation holding `first`, rewritten with `second` once its first page was read
+    by the next fetch."""
     from server.results import pagecache, render
 
     monkeypatch.setattr(render, "SINGLE_WRITE", 0)
@@ -706,9 +706,21 @@ async def test_pages_rewritten_to_the_same_size_while_streamed_are_not_torn(
     await login(client)
     job_id = await submit(client)
     await set_key(conn, job_id)
-    assert (await upload(client, job_id, two_pages(1))).status == 202
+    assert (await upload(client, job_id, first)).status == 202
     assert (await get(client, "/results", job_id=job_id))[0] == 200  # the index is cached
-    reupload_at_first_read(monkeypatch, client, job_id, before=False)  # after page 1's read
+    reupload_at_first_read(monkeypatch, client, job_id, False, second)  # after page 1's read
+    return client, job_id
+
+
+async def test_pages_rewritten_to_the_same_size_while_streamed_are_not_torn(
+    aiohttp_client, make_config, conn, monkeypatch
+):
+    """An upload rewrites two pages (same sizes) between the streaming of the first and the
+    reading of the second: the client must not get a complete body holding page 1 from before
+    that upload and page 2 from after it."""
+    client, job_id = await rewritten_while_streamed(
+        aiohttp_client, make_config, conn, monkeypatch, two_pages(1), two_pages(2)
+    )
     response = await client.get(
         "/results", params={"job_id": job_id}, headers={"Accept-Encoding": "identity"}
     )
@@ -752,18 +764,9 @@ async def test_a_streamed_body_cut_short_by_a_rewrite_is_no_whole_document(
     """A streamed body whose page 2 was rewritten after page 1 was sent ends where it was cut:
     with no closing brackets and (gzip) no trailer, so that a client that reads to the end of
     the connection without checking its length cannot take page 1 alone for the results."""
-    from server.results import pagecache, render
-
-    monkeypatch.setattr(render, "SINGLE_WRITE", 0)
-    monkeypatch.setattr(pagecache, "FIRST_BATCH", 1)  # one page per batch
-    monkeypatch.setattr(pagecache, "BATCH_BYTES", 1)
-    client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
-    await login(client)
-    job_id = await submit(client)
-    await set_key(conn, job_id)
-    assert (await upload(client, job_id, noisy_pages(1))).status == 202
-    assert (await get(client, "/results", job_id=job_id))[0] == 200  # the index is cached
-    reupload_at_first_read(monkeypatch, client, job_id, False, noisy_pages(2))
+    client, job_id = await rewritten_while_streamed(
+        aiohttp_client, make_config, conn, monkeypatch, noisy_pages(1), noisy_pages(2)
+    )
     length, body = await fetch_raw(client, job_id, encoding)
     assert 64 << 10 < len(body) < length  # page 1 was sent, page 2 was not
     if encoding == "gzip":
