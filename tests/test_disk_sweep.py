@@ -3,6 +3,7 @@ their simulation and some time after it ended (the sweep), and only job director
 
 import asyncio
 import os
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -55,6 +56,36 @@ async def test_deleting_a_simulation_removes_its_job_directory(start_app, conn) 
     response = await client.delete(f"/user/simulations?job_id={job_id}")
     assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
     assert not job_dir.exists()
+
+
+def deep_tree(directory, depth: int) -> None:
+    """`depth` directories nested in `directory` (made through descriptors: their path is far
+    longer than any a system call takes)."""
+    fd = os.open(directory, os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        fd, parent = os.open("d", os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(fd)
+
+
+async def test_a_job_directory_too_deep_for_shutil_is_removed_too(start_app, conn) -> None:
+    """A job's processes left 3,000 nested directories (seconds of work): shutil.rmtree, which
+    recurses once per level, raised RecursionError (not an OSError its ignore_errors covers),
+    so the directory stayed, and the sweep stopped at it every time."""
+    client, _, config = await start_app("complete")
+    job_id = await submit(client, payload(ntasks=1))
+    job_dir = job_dir_of(config, job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "go").touch()
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    await asyncio.to_thread(deep_tree, job_dir / "task_1", 3000)
+    try:
+        response = await client.delete(f"/user/simulations?job_id={job_id}")
+        assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
+        assert not job_dir.exists()
+    finally:  # pytest's own removal of old temporary directories would fail on it as well
+        subprocess.run(["rm", "-rf", "--", str(job_dir)], check=True)
 
 
 async def test_a_deletion_through_another_server_removes_the_job_directory_here(

@@ -13,8 +13,11 @@ other things, which are never the sweep's to remove.
 """
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -33,8 +36,17 @@ _SWEEP_EVERY = 3600.0
 
 
 def remove_job_dir(config: Config, job_id: str) -> None:
-    """Remove a simulation's job directory, if there is one (blocking: use a thread)."""
-    shutil.rmtree(job_dir(config, job_id), ignore_errors=True)
+    """Remove a simulation's job directory, if there is one (blocking: use a thread). Its
+    processes may have left a tree too deep for shutil.rmtree (it recurses, and holds a
+    descriptor, per level): what it leaves, `rm` removes (it walks any depth)."""
+    path = job_dir(config, job_id)
+    with contextlib.suppress(RecursionError):
+        shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return
+    done = subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:  # the next sweep tries again
+        log.warning("job directory %s not removed: %s", path, done.stderr.strip()[:200])
 
 
 def on_deletion(config: Config) -> Callable[[str], None]:
