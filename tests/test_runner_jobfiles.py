@@ -3,6 +3,9 @@ sandbox) cannot turn the server against files of its account: a link where the s
 task's output or reads it back, a FIFO there, a link in place of the job's input files
 (server/runner/local/jobfiles.py)."""
 
+import os
+
+from server.runner.local.jobfiles import read_tail
 from tests.helpers import eventually, job_dir_of, logfiles_of, payload, states_are, submit
 
 CANNOT_WRITE = "The task's files could not be written in runner.work_dir: "
@@ -44,3 +47,13 @@ async def test_a_link_in_place_of_the_input_files_is_not_followed(start_app, con
     task_2 = job_dir_of(config, job_id) / "task_2"
     assert not task_2.exists() or list(task_2.iterdir()) == []
     assert (secrets / "secret_key").stat().st_nlink == 1
+
+
+def test_a_directory_in_place_of_an_output_reads_as_none_and_holds_no_descriptor(tmp_path):
+    """A task's output file replaced by a directory: read back as no output, as a FIFO or a
+    link is, and the descriptor opened on it closed (it stayed open: one per task, until the
+    server could open no more files or connections)."""
+    (tmp_path / "task_1.log").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    assert [read_tail(tmp_path / "task_1.log", 1024) for _ in range(100)] == [b""] * 100
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -123,7 +123,7 @@ class BodyFiles:
             try:
                 await asyncio.to_thread(self.evict, length)  # room first: never over budget
                 written = await _fill(part, pieces())
-                if written != length:  # the pages ended short: deleted meanwhile
+                if written != length:  # (pages that change raise PagesChanged: never expected)
                     raise ValueError(f"{written} bytes of {length}")
                 os.replace(part, path)  # on the event loop: forget() sees the file or no task
             except Exception as exc:  # the database, the disk: the body is sent from pages

@@ -37,9 +37,9 @@ def _disk_size(
     input_type: str, raw_data: bytes, data: dict[str, Any], files: dict[str, str] | None
 ) -> int:
     """The bytes the runner writes into a job directory's `input/` for this input, as
-    runner/local/process.py (_write_files) and runner/slurm/sbatch.py (input_files) do: the
-    converted files, or else an editor project as input.json (`raw_data`, for an operator's converter),
-    or else the submitted files, each as UTF-8 text."""
+    runner/local/jobfiles.py (_files) and runner/slurm/sbatch.py (input_files) do: the
+    converted files, or else an editor project as input.json (`raw_data`, for an operator's
+    converter), or else the submitted files, each as UTF-8 text."""
     if files:
         return _text_size(files)
     return len(raw_data) if input_type == "editor" else _text_size(data)

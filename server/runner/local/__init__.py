@@ -112,7 +112,7 @@ class LocalDispatcher:
         """A simulation changed or was deleted in some server process (server/results/
         changes.py): one of this runner's that another server cancelled or deleted is
         cancelled here too (that server's dispatcher cannot)."""
-        if job_id in self._jobs or job_id in self._merges:
+        if not self._closing and (job_id in self._jobs or job_id in self._merges):
             self._spawn(self._cancel_if_ended(job_id))
 
     async def _cancel_if_ended(self, job_id: str) -> None:
@@ -212,14 +212,14 @@ class LocalDispatcher:
         job_id = run.job.job_id
         if self._stopping(run):
             return
-        if await self._ended_elsewhere(job_id):  # told or not, no task of an ended job starts
-            await self.cancel(job_id)
-            return
         job_directory = proc.job_dir(self._config, job_id)
         directory = jobfiles.task_dir(job_directory, task_id)
         output = jobfiles.output_file(job_directory, task_id)
         argv = proc.worker_command(self._config)  # checked at startup (config_checks.command)
         try:  # the database away meanwhile: read again (a task left PENDING would stay so)
+            if await self._ended_elsewhere(job_id):  # told or not, no task of one that ended
+                await self.cancel(job_id)
+                return
             env = proc.task_environment(self._config, run.job, task_id, self.base_url)
             job = await self._written(job_id, lambda: self._with_input(run.job, job_directory))
             if job is None:

@@ -6,9 +6,10 @@ of the server's account (a task log of the next task, made to write over it; its
 to read the signing secret back as its `task_<n>_output`), a FIFO (an open that waits for ever),
 a link to another directory (`input`, whose files the next task gets as hard links). So the
 server opens every name in a job directory relative to a directory it opened itself, never
-following a link (O_NOFOLLOW), without waiting (O_NONBLOCK), and takes only regular files, with
-one link when it writes them; hard links it makes are of the names themselves. What is not so
-fails as a file that could not be written (the task FAILED, saying so), or reads as empty.
+following a link (O_NOFOLLOW), without waiting (O_NONBLOCK); an output file it writes or reads
+back must be a regular file (of one link, to be written), and the hard links it makes are of
+the names themselves. What is not so fails as a file that could not be written (the task or
+merge step FAILED, saying so), or reads as empty.
 
 `<work_dir>/<job_id>` itself is the server's (the sandbox sees it as a mount point, which it
 cannot replace), as is everything above it.
@@ -82,13 +83,24 @@ def read_tail(path: Path, size: int) -> bytes:
     try:
         with opened_dir(path.parent) as parent:
             fd = os.open(path.name, os.O_RDONLY | NOT_FOLLOWED, dir_fd=parent)
-        with open(fd, "rb") as source:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return b""
-            source.seek(max(0, source.seek(0, os.SEEK_END) - size))
-            return source.read()
     except OSError:
         return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        os.lseek(fd, max(0, os.lseek(fd, 0, os.SEEK_END) - size), os.SEEK_SET)
+        return _read_all(fd)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def inputs_written(job_directory: Path) -> bool:
