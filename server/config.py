@@ -46,15 +46,15 @@ class DatabaseConfig:
 @dataclasses.dataclass(frozen=True)
 class AuthConfig:
     secret: str = checks.checked("", checks.secret, secret=True)
-    access_ttl: float = checks.checked(900.0, checks.lifetime)
-    refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.lifetime)
+    access_ttl: float = checks.checked(900.0, checks.seconds)
+    refresh_ttl: float = checks.checked(7 * 24 * 3600.0, checks.seconds)
     registration: str = checks.checked("open", checks.one_of("open", "closed"))
     secure_cookies: bool = False
     cookie_samesite: str = checks.checked("Lax", checks.one_of("Lax", "Strict", "None"))
     user_cache_ttl: float = checks.checked(2.0, checks.seconds_or_zero)
     login_attempts: int = checks.checked(10, checks.positive)
     login_address_attempts: int = checks.checked(100, checks.positive)
-    login_window: float = checks.checked(300.0, checks.lifetime)
+    login_window: float = checks.checked(300.0, checks.seconds)
     hash_concurrency: int = checks.checked(2, checks.positive)
 
 
@@ -76,7 +76,7 @@ class RunnerConfig:
     progress_interval: float = checks.checked(2.0, checks.seconds)
     retry_timeout: float = checks.checked(600.0, checks.seconds)
     converter: str = checks.checked("", checks.command)
-    job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.keep_time)
+    job_dir_ttl: float = checks.checked(7 * 24 * 3600.0, checks.seconds_or_zero)
     sandbox: str = checks.checked("auto", checks.one_of("auto", "on", "off"))
 
 

@@ -21,27 +21,19 @@ def _at_most_a_century(value: float) -> str | None:
     return None if value <= _CENTURY else "must be at most 100 years"
 
 
-def lifetime(value: float) -> str | None:
-    """A token lifetime: its end is a date the server writes (year 9999 at the latest)."""
-    return positive(value) or _at_most_a_century(value)
-
-
-def keep_time(value: float) -> str | None:
-    """How long something is kept after a date (0: no limit); the date it gives must be one
-    PostgreSQL can write."""
-    return non_negative(value) or _at_most_a_century(value)
-
-
 def non_negative(value: int | float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
 def seconds(value: float) -> str | None:
-    """A time in seconds, more than 0: at most 100 years (more overflows the timers it sets)."""
+    """A time in seconds, more than 0, of at most 100 years: more overflows the timers it
+    sets, and a date it gives (a token's end) must be one the server can write."""
     return positive(value) or _at_most_a_century(value)
 
 
 def seconds_or_zero(value: float) -> str | None:
+    """A time in seconds, 0 or more (0: no limit), of at most 100 years (a date it gives, how
+    long something is kept after a date, must be one PostgreSQL can write)."""
     return non_negative(value) or _at_most_a_century(value)
 
 

@@ -37,7 +37,7 @@ def where_set(message: str, env: Mapping[str, str]) -> str:
         for section, key in named
         if section in SECTIONS and key in {f.name for f in dataclasses.fields(SECTIONS[section])}
     )
-    if "YAPTIDE_DATABASE_URL" in variables and "DATABASE_URL" in env:  # it wins over both
+    if "YAPTIDE_DATABASE_URL" in variables and env.get("DATABASE_URL"):  # it wins over both
         variables = {**dict.fromkeys(["DATABASE_URL"]), **variables}
         del variables["YAPTIDE_DATABASE_URL"]
     set_here = [name for name in variables if name in env]
