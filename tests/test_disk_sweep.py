@@ -45,13 +45,19 @@ async def test_one_copy_of_the_input_for_all_tasks(start_app, conn) -> None:
     assert input_size <= disk_usage(job_dir) < 2 * input_size  # 20 copies before
 
 
-async def test_deleting_a_simulation_removes_its_job_directory(start_app, conn) -> None:
+async def completed_job(start_app, ntasks: int) -> tuple:
+    """(client, job_id, job directory) of a job of `ntasks` that the local runner COMPLETED."""
     client, _, config = await start_app("complete")
-    job_id = await submit(client, payload(ntasks=2))
+    job_id = await submit(client, payload(ntasks=ntasks))
     job_dir = job_dir_of(config, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "go").touch()
+    (job_dir / "go").touch()  # the fake workers finish at once
     await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    return client, job_id, job_dir
+
+
+async def test_deleting_a_simulation_removes_its_job_directory(start_app, conn) -> None:
+    client, job_id, job_dir = await completed_job(start_app, ntasks=2)
     assert (job_dir / "task_2").is_dir()
     response = await client.delete(f"/user/simulations?job_id={job_id}")
     assert (response.status, await response.json()) == (200, {"message": "Simulation deleted"})
@@ -73,12 +79,7 @@ async def test_a_job_directory_too_deep_for_shutil_is_removed_too(start_app, con
     """A job's processes left 3,000 nested directories (seconds of work): shutil.rmtree, which
     recurses once per level, raised RecursionError (not an OSError its ignore_errors covers),
     so the directory stayed, and the sweep stopped at it every time."""
-    client, _, config = await start_app("complete")
-    job_id = await submit(client, payload(ntasks=1))
-    job_dir = job_dir_of(config, job_id)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "go").touch()
-    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    client, job_id, job_dir = await completed_job(start_app, ntasks=1)
     await asyncio.to_thread(deep_tree, job_dir / "task_1", 3000)
     try:
         response = await client.delete(f"/user/simulations?job_id={job_id}")
