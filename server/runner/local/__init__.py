@@ -165,6 +165,7 @@ class LocalDispatcher:
             return
         log.info("job %s: merge step started (pid %d)", job.job_id, process.pid)
         self._merges[job.job_id] = process
+        self._spawn(self._cancel_if_ended(job.job_id))  # cancelled or deleted as it started
         ended, tail = await proc.outcome(process, output, f"job {job.job_id}: merge step")
         del self._merges[job.job_id]
         await self._fail_merge(job.job_id, MERGE_TEXT.format(exit=ended, tail=tail))
