@@ -87,6 +87,17 @@ def test_a_sphere_is_written_as_sph_with_its_centre_and_radius() -> None:
     assert section(lines, 0)[0] == "  SPH    1       1.0      -2.0      3.25       4.0"
 
 
+def test_a_number_with_no_room_for_decimals_keeps_its_blank_column() -> None:
+    """Numbers of 8 digits and more before the point: written "-1234568." (rounded, one blank
+    column before it, as every field has). They were "-1234568.0", filling all 10 columns, so
+    the field touched the one before it (readers that split on spaces read one number)."""
+    lines = geo_lines(
+        [sphere("Ball", position=(-1234567.5, 99999999.0, 0), radius=4)],
+        [zone("Z", [("union", "Ball")])],
+    )
+    assert section(lines, 0)[0] == "  SPH    1 -1234568. 99999999.       0.0       4.0"
+
+
 def test_a_tube_is_two_cylinders_and_zones_use_outer_minus_inner() -> None:
     tube = cylinder("Tube", position=(0, 0, 5), radius=5, depth=10, inner=2)
     figures = [box("Block", size=(20, 20, 20)), tube]

@@ -260,6 +260,15 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
         _add_output(quantity("Fluence", "Q", modifiers=[modifier("E", 5, 1, 1)])),
         "output 'O' quantity 'Q': a modifier needs lower < upper limit (and lower > 0 when logarithmic)",
     ),
+    (  # written with 12 digits, they were "Diff1 1.0 1.0 10": a range of no width
+        "modifier limits equal in 12 digits",
+        _add_output(
+            quantity(
+                "Fluence", "Q", modifiers=[modifier("E", 1.0000000000001, 1.0000000000002, 10)]
+            )
+        ),
+        "output 'O' quantity 'Q': a modifier needs lower < upper limit (and lower > 0 when logarithmic)",
+    ),
     (
         "quantity of an unknown filter",
         _add_output(quantity("Fluence", "Q", filter_name="gone")),

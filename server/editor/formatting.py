@@ -28,10 +28,9 @@ def fixed(value: float, item: str, width: int = FIELD) -> str:
         raise ConversionError(item, f"the number {value:g} does not fit a {width}-character field")
     for decimals in range(width - 3, -1, -1):
         digits = f"{value:.{decimals}f}"
-        if decimals == 0:
-            digits += "."
-        if len(digits) < width:
-            return _trim(digits).rjust(width)
+        text = _trim(digits) if decimals else f"{digits}."  # no room for a decimal: "-1234568."
+        if len(text) < width:
+            return text.rjust(width)
     raise ConversionError(item, f"the number {value:g} does not fit a {width}-character field")
 
 

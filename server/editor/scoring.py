@@ -209,11 +209,12 @@ def _modifier(axis: int, modifier: Json, item: str) -> list[str]:
     high = number(modifier, "upperLimit", item)
     bins = integer(modifier, "binsNumber", item, minimum=1)
     log = modifier.get("isLog") is not None and flag(modifier, "isLog", item)
-    if high <= low or (log and low <= 0):
+    start, end = free(low), free(high)
+    if float(end) <= float(start) or (log and low <= 0):  # as written: 12 digits
         raise ConversionError(
             item, "a modifier needs lower < upper limit (and lower > 0 when logarithmic)"
         )
     return [
-        f"Diff{axis} {free(low)} {free(high)} {bins}{' log' if log else ''}",
+        f"Diff{axis} {start} {end} {bins}{' log' if log else ''}",
         f"Diff{axis}Type {kind}",
     ]
