@@ -57,6 +57,14 @@ SUBMISSIONS = [
         editor(beam__numberOfParticles=2**63),
         f"Invalid beam.numberOfParticles: must be between 0 and {MAX_INT64} primaries",
     ),
+    *(  # (each was "beam: the number of primaries per task must be at least 1")
+        (
+            editor(beam__numberOfParticles=count),
+            "Invalid beam.numberOfParticles: must be a whole number of 1 or more "
+            f"(got {count!r}; or give number_of_primaries)",
+        )
+        for count in (100.5, "100", 0, -3, True)
+    ),
     (
         with_file(FILES_PAYLOAD, "beam.dat", "NSTAT 99999999999999999999\n"),
         f"Invalid primaries in beam.dat: must be between 0 and {MAX_INT64} primaries",

@@ -154,6 +154,17 @@ async def test_default_title_and_primaries_of_an_editor_project(user_client, con
     assert sum(task["requested_primaries"] for task in body["job_tasks_status"]) == total
 
 
+async def test_a_whole_number_of_particles_written_with_a_point_is_taken(user_client, conn):
+    """`numberOfParticles: 10000.0` is 10,000 (JSON does not tell 10000.0 from 10000; the
+    other integers of a project took it): it was refused, saying none was given."""
+    project = {**EDITOR_BODY["input_json"], "beam": {**EDITOR_BODY["input_json"]["beam"]}}
+    project["beam"]["numberOfParticles"] = 10000.0
+    body = {**EDITOR_BODY, "input_json": project, "ntasks": 2}
+    job_id = await submit(user_client, body, title=None, number_of_primaries=None)
+    body = await status(user_client, job_id)
+    assert [task["requested_primaries"] for task in body["job_tasks_status"]] == [5000, 5000]
+
+
 async def test_other_requests_are_answered_while_a_submission_is_compressed(
     user_client, conn, monkeypatch
 ):

@@ -82,8 +82,13 @@ def _default_primaries(input_type: str, data: dict[str, Any]) -> int:
     if input_type == "editor":
         beam = data.get("beam")
         count = beam.get("numberOfParticles") if isinstance(beam, dict) else None
-        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
-            return 0
+        if count is None:
+            return 0  # the conversion says a number of primaries is wanted
+        if not _whole(count) or count <= 0:  # (10000.0 is whole: JSON does not tell them apart)
+            raise BadRequest(
+                f"Invalid beam.numberOfParticles: must be a whole number of 1 or more (got "
+                f"{count!r}; or give number_of_primaries)"
+            )
         return _primaries(count, "beam.numberOfParticles")
     for name, text in data.items():
         pattern = _NSTAT if name == "beam.dat" else _FLUKA_START if name.endswith(".inp") else None
@@ -91,6 +96,12 @@ def _default_primaries(input_type: str, data: dict[str, Any]) -> int:
         if match:
             return _primaries(_number(match.group(1), name), f"primaries in {name}")
     return 0
+
+
+def _whole(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def _number(text: str, name: str) -> float:
