@@ -37,9 +37,10 @@ def where_set(message: str, env: Mapping[str, str]) -> str:
         for section, key in named
         if section in SECTIONS and key in {f.name for f in dataclasses.fields(SECTIONS[section])}
     )
-    if "YAPTIDE_DATABASE_URL" in variables and env.get("DATABASE_URL"):  # it wins over both
-        variables = {**dict.fromkeys(["DATABASE_URL"]), **variables}
-        del variables["YAPTIDE_DATABASE_URL"]
+    if env.get("DATABASE_URL"):  # it wins over YAPTIDE_DATABASE_URL (and database.url)
+        variables = dict.fromkeys(
+            v.replace("YAPTIDE_DATABASE_URL", "DATABASE_URL") for v in variables
+        )
     set_here = [name for name in variables if name in env]
     return f"{message} (set by {', '.join(set_here)})" if set_here else message
 

@@ -42,7 +42,7 @@ async def stream(
         try:
             sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
         except PagesChanged:
-            sent = -1
+            sent = None  # ended where it was cut
         if sent != length:
             return cut_short(request, response, "the pages changed while they were sent")
         await stall.write(response.write_eof())
