@@ -48,7 +48,7 @@ from server.results.lru import LruCache
 from server.results.pagecache import PageCache
 from server.runner import NoDispatcher, cleanup
 from server.runner.cleanup import sweep_ctx
-from server.runner.local import LocalDispatcher
+from server.runner.local.dispatcher import LocalDispatcher
 from server.runner.slurm.dispatcher import SlurmDispatcher
 from server.runner.slurm.reconcile import Reconciler
 from server.sso.jwks import ProviderKeys
