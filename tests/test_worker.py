@@ -3,6 +3,8 @@ which runs a fake SHIELD-HIT12A (tests/fakes/simulators.py) replaying real captu
 progress and results over HTTP, and the merge step merges the tasks' real files."""
 
 import asyncio
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -474,3 +476,34 @@ async def test_output_lines_over_the_stream_limit_do_not_fail_the_task(
     await eventually(states_are(client, job_id, "COMPLETED"), timeout=60)
     log = (await logfiles_of(conn))["task_1_stdout"]
     assert log.endswith("Transport completed.\n") and len(log) <= TAIL_BYTES
+
+
+# The fake simulator below: its parent's (the worker's) environment read as any process of the
+# account can, or refused.
+READ_PARENT = """
+import os
+try:
+    with open(f'/proc/{os.getppid()}/environ', 'rb') as parent:
+        print('read', b'YAPTIDE_UPDATE_KEY=' in parent.read())
+except PermissionError:
+    print('refused')
+"""
+
+
+async def test_the_simulator_cannot_read_the_update_key_from_the_worker(
+    start_worker, tmp_path, conn
+):
+    """The simulator runs as the worker's account: it read the worker's environment, update
+    key included, from /proc and could write it to its output (a log file its owner gets).
+    As root the worker runs without capabilities here (setpriv), as an account's processes do
+    and the sandbox's do: one with CAP_SYS_PTRACE may read any process."""
+    fake = python_simulator(tmp_path, READ_PARENT)
+    command = [sys.executable, "-P", "-m", "server.worker"]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *command]
+    client, _, _ = await start_worker(
+        {"shieldhit": str(fake)}, command=shlex.join(command), sandbox="off"
+    )
+    job_id = await submit(client, averaging_payload(ntasks=1))
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"), timeout=30)
+    assert (await logfiles_of(conn))["task_1_stdout"] == "refused\n"

@@ -5,6 +5,8 @@ longer wanted), 1 when the server could not be told the outcome, 2 for a bad env
 """
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,6 +26,16 @@ log = logging.getLogger("server.worker")
 
 STEPS = {"task": run_task, "merge": run_merge}
 PARENT_CHECK = 1.0  # seconds between two looks at whether the server is still there
+PR_SET_DUMPABLE = 4  # prctl(2)
+
+
+def keep_key_from_children() -> None:
+    """Make this process non-dumpable (Linux): the simulator and the converter it starts run as
+    the same account, and could otherwise read the update key in its /proc/<pid>/environ (or
+    its memory) and write it to an output the owner gets back. Their own exec makes them
+    dumpable again; only a process with CAP_SYS_PTRACE can read this one's."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no /proc to read it from
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def end_with_parent() -> None:
@@ -63,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m server.worker [task|merge]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    keep_key_from_children()
     end_with_parent()
     try:
         settings = load(merge=step == "merge")

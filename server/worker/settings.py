@@ -4,7 +4,8 @@ The local runner sets these variables (server/runner/local/process.py); a batch 
 sets the same ones. The simulator and runner settings use the configuration's own override names
 (`YAPTIDE_SIMULATORS_SHIELDHIT`, `YAPTIDE_RUNNER_PROGRESS_INTERVAL`, ...), so one name means one
 thing everywhere. The update key lives only here: it is never logged and never passed on to
-the simulator or the converter.
+the simulator or the converter, which cannot read it from the worker either (main.py:
+keep_key_from_children).
 """
 
 import dataclasses
