@@ -32,7 +32,15 @@ from tests.helpers import (
     wait_gone,
 )
 
-SERVER_SECRETS = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET", "PGPASSWORD")
+SERVER_SECRETS = (
+    "DATABASE_URL",
+    "YAPTIDE_DATABASE_URL",
+    "YAPTIDE_AUTH_SECRET",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICEFILE",
+    "SSH_AUTH_SOCK",
+)
 FILES = sorted(read_json(FIXTURES / "shieldhit_json_payload_files.json")["input_files"])
 
 

@@ -10,8 +10,11 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,39 @@ async def test_a_task_sees_its_job_and_nothing_of_the_server(start_app, tmp_path
     assert not Path("/tmp/written").exists()
     assert not (PROJECT_DIR / "written").exists()
     assert (data / "secret_key").is_file() and (data / "jobs" / "someone-elses-job").is_dir()
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A directory outside /tmp (which the sandbox replaces as a whole), removed after."""
+    path = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path)
+
+
+async def test_the_account_s_database_password_files_and_ssh_agent_are_hidden(
+    start_app, outside_tmp, monkeypatch, bwrap
+):
+    """libpq's password and service files where PGPASSFILE and PGSERVICEFILE put them (asyncpg
+    reads them too), and the SSH agent's socket, which signs this account in to the clusters."""
+    for name in ("pgpass", "pg_service.conf"):
+        (outside_tmp / name).write_text("db.example.org:5432:*:yaptide:a password\n")
+        (outside_tmp / name).chmod(0o600)
+    (outside_tmp / "agent").mkdir()
+    (outside_tmp / "agent" / "socket").write_text("")
+    monkeypatch.setenv("PGPASSFILE", str(outside_tmp / "pgpass"))
+    monkeypatch.setenv("PGSERVICEFILE", str(outside_tmp / "pg_service.conf"))
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(outside_tmp / "agent" / "socket"))
+    paths = [str(outside_tmp / name) for name in ("pgpass", "pg_service.conf", "agent")]
+    client, _, config = await start_app(" ".join(["probe", *paths]), sandbox="on")
+    job_id = await submit(client, ntasks=1)
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    seen = json.loads((job_dir_of(config, job_id) / "probe_1.json").read_text())
+    assert {path: seen[path] for path in paths} == {
+        paths[0]: {"error": "EACCES"},
+        paths[1]: {"error": "EACCES"},
+        paths[2]: {"list": []},
+    }
 
 
 async def test_without_bwrap_auto_warns_and_runs_tasks_unsandboxed(

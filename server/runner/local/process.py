@@ -30,9 +30,18 @@ OUTPUT_TAIL = 64 * 1024
 # -P: the task directory (the current one) is not put on sys.path, so a user's input file
 # named like a module (orjson.py) is never imported as the worker's code.
 DEFAULT_COMMAND = (sys.executable, "-P", "-m", "server.worker")
-# Server secrets a worker has no business seeing (it talks to the server only over HTTP;
-# PGPASSWORD: libpq's, which asyncpg reads too).
-PRIVATE_ENV = ("DATABASE_URL", "YAPTIDE_DATABASE_URL", "YAPTIDE_AUTH_SECRET", "PGPASSWORD")
+# Server secrets a worker has no business seeing (it talks to the server only over HTTP):
+# libpq's password and where its password and service files are (asyncpg reads them too), and
+# the SSH agent that may sign in to the clusters.
+PRIVATE_ENV = (
+    "DATABASE_URL",
+    "YAPTIDE_DATABASE_URL",
+    "YAPTIDE_AUTH_SECRET",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICEFILE",
+    "SSH_AUTH_SOCK",
+)
 
 
 def work_dir(config: Config) -> Path:
