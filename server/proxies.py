@@ -4,22 +4,47 @@ and python-requests read them, for the server's Keycloak client and for the work
 Nothing else of the environment is followed: aiohttp's trust_env would also send the account's
 ~/.netrc credentials to whatever host is asked."""
 
+import base64
 import ipaddress
 import urllib.request
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
+
+from yarl import URL
 
 NO_PROXY_NAMES = ("NO_PROXY", "no_proxy")
 
 
-def proxy_for(url: str) -> str | None:
+def request_options(url: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """aiohttp's options for a request to `url` with `headers`: through the proxy the
+    environment names for it, if any. The proxy's user and password are taken out of its URL
+    and sent as a Proxy-Authorization header (on the CONNECT to an https:// URL, else on the
+    request itself, which the proxy reads), so that no error message or log line that quotes
+    the proxy's URL (aiohttp's do) carries the password."""
+    options: dict[str, Any] = {"headers": dict(headers or {})}
+    proxy = _proxy_for(url)
+    if proxy is None:
+        return options
+    options["proxy"] = str(proxy.with_user(None))
+    if proxy.user is not None:
+        credentials = f"{proxy.user}:{proxy.password or ''}".encode()
+        authorization = {"Proxy-Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        if urlsplit(url).scheme == "https":
+            options["proxy_headers"] = authorization
+        else:
+            options["headers"].update(authorization)
+    return options
+
+
+def _proxy_for(url: str) -> URL | None:
     """The proxy the environment names for `url`, or None to go direct. One named without a
     scheme (`proxy.example.org:3128`) is an http:// proxy, as curl and python-requests take it."""
     host = urlsplit(url).hostname
     if host is None or urllib.request.proxy_bypass(host) or _in_listed_network(host):
         return None
-    proxy = urllib.request.getproxies().get(urlsplit(url).scheme)
-    return f"http://{proxy}" if proxy and "://" not in proxy else proxy
+    named = urllib.request.getproxies().get(urlsplit(url).scheme)
+    return URL(f"http://{named}" if "://" not in named else named) if named else None
 
 
 def _in_listed_network(host: str) -> bool:

@@ -216,6 +216,25 @@ async def test_a_proxy_named_without_a_scheme_is_used_as_curl_and_requests_use_i
     assert proxy.forwarded == [f"{url}/tasks"]
 
 
+async def test_a_proxy_s_password_is_sent_to_it_and_never_written(
+    aiohttp_server, monkeypatch, caplog
+):
+    """HTTPS_PROXY=http://user:password@host:port: the password goes to the proxy, and no
+    longer into every retry's log line (a node's task log, which the SLURM runner copies into
+    the owner's log files) when the proxy refuses to connect to an https:// server."""
+    server = await aiohttp_server(_accepting())
+    proxy = HttpProxy()
+    proxy_server = await aiohttp_server(proxy.app(), auto_decompress=False)
+    named = f"http://plguser:Pr0xy%20pass@127.0.0.1:{proxy_server.port}"
+    await _post_task(f"http://127.0.0.1:{server.port}", {"HTTP_PROXY": named}, monkeypatch)
+    assert proxy.authorizations == [aiohttp.encode_basic_auth("plguser", "Pr0xy pass")]
+    with pytest.raises(Unreachable) as refused:  # CONNECT refused: what aiohttp says quotes it
+        await _post_task("https://yaptide.example.org", {"HTTPS_PROXY": named}, monkeypatch)
+    assert "ClientHttpProxyError" in str(refused.value)
+    assert [r for r in caplog.records if "Pr0xy" in r.getMessage()] == []
+    assert "Pr0xy" not in str(refused.value) and "plguser" not in str(refused.value)
+
+
 async def test_no_proxy_may_name_a_network_as_curl_and_requests_read_it(
     aiohttp_server, unused_tcp_port_factory, monkeypatch
 ):

@@ -19,7 +19,7 @@ import orjson
 from jwt import PyJWK, PyJWKSet, PyJWTError
 
 from server.config import KeycloakConfig
-from server.proxies import proxy_for
+from server.proxies import request_options
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ProviderKeys:
         return jwks_uri
 
     async def _get_json(self, url: str) -> Any:
-        async with self._session.get(url, proxy=proxy_for(url)) as response:
+        async with self._session.get(url, **request_options(url)) as response:
             response.raise_for_status()
             body = bytearray()
             async for piece in response.content.iter_chunked(1 << 16):

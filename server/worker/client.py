@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from server.proxies import proxy_for
+from server.proxies import request_options
 from server.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ class ServerClient:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._session = session
-        self._proxy = proxy_for(settings.url)
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {settings.update_key}",
@@ -133,7 +132,7 @@ class ServerClient:
         url = self._settings.url + path
         try:
             async with self._session.post(
-                url, data=data, headers=headers, timeout=timeout, proxy=self._proxy
+                url, data=data, timeout=timeout, **request_options(url, headers)
             ) as response:
                 answer = await response.read()
                 return (

@@ -12,6 +12,7 @@ HOP_BY_HOP = {"host", "connection", "proxy-connection", "keep-alive", "transfer-
 class HttpProxy:
     def __init__(self) -> None:
         self.forwarded: list[str] = []
+        self.authorizations: list[str | None] = []  # each request's Proxy-Authorization
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -20,7 +21,9 @@ class HttpProxy:
 
     async def _forward(self, request: web.Request) -> web.Response:
         self.forwarded.append(str(request.url))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        self.authorizations.append(request.headers.get("Proxy-Authorization"))
+        skipped = {*HOP_BY_HOP, "proxy-authorization"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skipped}
         async with (
             aiohttp.ClientSession(auto_decompress=False) as session,
             session.request(
