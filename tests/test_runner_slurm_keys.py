@@ -36,8 +36,10 @@ def locked_key_cluster(tmp_path: Path) -> ClusterConfig:
 
 
 async def test_the_submission_fails_with_the_reason(
-    aiohttp_client, make_config, conn, locked_key_cluster
+    aiohttp_client, make_config, conn, locked_key_cluster, caplog
 ) -> None:
+    """Its user reads the kind of failure, the operator the details (a failed login names the
+    cluster's account and host, which GET /clusters keeps to the server)."""
     config = make_config(slurm={"local_users": True})
     client = await aiohttp_client(
         create_app(dataclasses.replace(config, clusters=(locked_key_cluster,)))
@@ -48,9 +50,10 @@ async def test_the_submission_fails_with_the_reason(
     job_id = (await response.json())["job_id"]
     await eventually(states_are(client, job_id, "FAILED"))
     assert (await logfiles_of(conn))["slurm"] == (
-        "The job could not be sent to SLURM: hpc: cannot connect: Passphrase must be specified "
-        "to import encrypted private keys"
+        "The job could not be sent to SLURM: hpc: cannot connect: KeyImportError (see the "
+        "server's log)"
     )
+    assert "Passphrase must be specified to import encrypted private keys" in caplog.text
 
 
 async def test_a_missing_key_file_is_named_in_the_servers_log_only(

@@ -26,13 +26,15 @@ class ShellError(Exception):
     """The command could not be run (the cluster is unreachable, a timeout)."""
 
 
-def failure(what: str, exc: BaseException) -> ShellError:
+def failure(what: str, exc: BaseException, private: bool = False) -> ShellError:
     """ShellError: `what` failed, and why. Its message becomes the job's log `slurm`, which
-    its user reads: a file's path (the operator's key file, the server's directories) is left
-    out and logged instead."""
-    if isinstance(exc, OSError) and exc.filename is not None:
+    its user reads: what may name the operator's settings (a file's path: the key file, the
+    server's directories; with `private`, any detail: a failed login names the cluster's
+    account and host) is left out and logged instead."""
+    if private or (isinstance(exc, OSError) and exc.filename is not None):
         log.warning("%s: %s", what, exc)
-        return ShellError(f"{what}: {exc.strerror or type(exc).__name__} (see the server's log)")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+        return ShellError(f"{what}: {reason or type(exc).__name__} (see the server's log)")
     return ShellError(f"{what}: {str(exc) or type(exc).__name__}")
 
 

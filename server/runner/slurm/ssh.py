@@ -131,7 +131,9 @@ class SshShell:
             except (asyncssh.Error, OSError, TimeoutError, ValueError) as exc:
                 # ValueError: a key file asyncssh cannot use (KeyImportError: one with a
                 # passphrase, a public key) is, like an unreachable host, never a crash.
-                raise failure(f"{cluster.cluster_name}: cannot connect", exc) from None
+                raise failure(
+                    f"{cluster.cluster_name}: cannot connect", exc, private=True
+                ) from None
             return self._connection
 
     @contextlib.contextmanager
