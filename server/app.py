@@ -157,9 +157,8 @@ async def slurm_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     slurm = SlurmDispatcher(config, app[POOL])
     direct = config.runner.kind == "slurm"
-    reconciler = Reconciler(
-        slurm, app[POOL], config.database.url, config.slurm.poll_interval, direct
-    )
+    url, interval, quota = config.database.url, config.slurm.poll_interval, config.jobs.user_quota
+    reconciler = Reconciler(slurm, app[POOL], url, interval, direct, quota)
     app[SLURM] = slurm
     reconciler.start()
     try:

@@ -13,6 +13,7 @@ import pytest
 from server.app import create_app
 from server.database.sql import query
 from server.editor import convert
+from server.jobs.transitions import CUT, SHORT_LOG
 from tests.disk import KIB, big_files, disk_usage, exists
 from tests.helpers import (
     EDITOR,
@@ -315,3 +316,31 @@ async def test_logs_the_runner_stores_for_a_failed_task_count_against_the_quota(
     assert await conn.fetchval(query("stored_bytes"), user_id) == await conn.fetchval(
         EVERYTHING_STORED, user_id
     )
+
+
+@pytest.mark.parametrize("quota", [0, 64 * KIB])
+async def test_the_runner_s_logs_count_against_the_quota_cut_when_it_is_used_up(
+    aiohttp_client, make_config, conn, tmp_path, quota
+) -> None:
+    """A task whose process ends without a final state gets its output's last 64 KiB as the log
+    `task_<n>_output`, stored by the runner: a 1,000-task job took some 64 MB past its owner's
+    quota so. Past it, each such log keeps its first and last KiB (the verdict stands)."""
+    script = tmp_path / "noisy.sh"
+    script.write_text("#!/bin/sh\necho start\nhead -c 70000 /dev/zero | tr '\\0' x\nexit 1\n")
+    script.chmod(0o755)
+    runner = {"kind": "local", "command": str(script), "grace_period": 0.5, "sandbox": "off"}
+    config = make_config(jobs={"user_quota": quota}, runner={**runner, "work_dir": str(tmp_path)})
+    client = await aiohttp_client(create_app(config))
+    await login(client)
+    job_id = await submit(client, payload(input_files=spaces(KIB), ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    logs = dict(await conn.fetch("SELECT name, content FROM logfiles ORDER BY name"))
+    assert sorted(logs) == ["task_1_output", "task_2_output"]
+    for text in logs.values():
+        if quota:
+            assert len(text) == SHORT_LOG + len(CUT) and CUT in text
+        else:
+            assert len(text) >= 64 * KIB
+        assert text.endswith("x" * 100)
+    used = await conn.fetchval("SELECT sum(stored_bytes) FROM simulations")
+    assert (used < quota) if quota else (used > 128 * KIB)

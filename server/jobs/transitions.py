@@ -216,14 +216,34 @@ async def cancel(pool: asyncpg.Pool, job_id: str) -> None:
         await slurm_jobs.remember_cancelled_scancels(conn, row.sim_pk)
 
 
+# What a runner's log is cut to when it would take its owner past the quota: its verdict is
+# stored in any case (it says why the task or job failed), with the ends of the output it quotes.
+SHORT_LOG = 2048
+CUT = "\n[... cut: the owner's storage quota is used up ...]\n"
+
+
+async def _store_runner_log(conn: Conn, sim_pk: int, name: str, text: str, quota: int) -> None:
+    """A runner's log of `sim_pk`, counted against its owner's quota under the owner's row
+    lock, as a worker's is; when the whole would exceed `quota` (0: none), only its first and
+    last SHORT_LOG / 2 characters: a 1,000-task job's output tails would take 64 MB past it."""
+    user_id = await users.lock_owner(conn, sim_pk)
+    await logfiles.upsert(conn, sim_pk, {name: text})
+    await simulations.measure_simulation(conn, sim_pk)
+    if quota and len(text) > SHORT_LOG and await simulations.stored_bytes(conn, user_id) > quota:
+        half = SHORT_LOG // 2
+        await logfiles.upsert(conn, sim_pk, {name: text[:half] + CUT + text[-half:]})
+        await simulations.measure_simulation(conn, sim_pk)
+
+
 async def fail_task(
-    pool: asyncpg.Pool, job_id: str, task_id: int, log_name: str, log_text: str
+    pool: asyncpg.Pool, job_id: str, task_id: int, log_name: str, log_text: str, quota: int = 0
 ) -> str | None:
     """A runner's verdict on a task whose process ended without a final state.
 
     The task becomes FAILED (the runner supervises its processes, so it may fail a task from
-    any non-terminal state) and the log is stored, unless the task or the job is already
-    terminal. Returns the recomputed job state, or None when nothing changed.
+    any non-terminal state) and the log is stored (within `quota`: _store_runner_log), unless
+    the task or the job is already terminal. Returns the recomputed job state, or None when
+    nothing changed.
     """
     async with pool.acquire() as conn, conn.transaction():
         row = await tasks.lock(conn, job_id, task_id)
@@ -232,8 +252,7 @@ async def fail_task(
         if row.task_state is None or row.task_state in TERMINAL_STATES:
             return None
         await tasks.update(conn, row.sim_pk, task_id, "FAILED")
-        await logfiles.upsert(conn, row.sim_pk, {log_name: log_text})
-        await simulations.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
+        await _store_runner_log(conn, row.sim_pk, log_name, log_text, quota)
         return await simulations.recompute_state(conn, row.sim_pk)
 
 
@@ -243,11 +262,13 @@ async def fail_unfinished(
     log_name: str,
     explain: Callable[[list[int]], str],
     still: Callable[[Conn, int], Awaitable[bool]] | None = None,
+    quota: int = 0,
 ) -> bool:
     """Fail a simulation whose update key is lost: nothing can report for it any more.
 
     Its unfinished tasks become FAILED, and so does the job (even one waiting for a merge
-    step, which could not post results either). `explain(failed task ids)` is the stored log.
+    step, which could not post results either). `explain(failed task ids)` is the stored log
+    (within `quota`: _store_runner_log).
     False when the job had ended already, or when `still(conn, sim_pk)`, asked under the
     simulation's row lock, says the reason it was listed for no longer holds.
     """
@@ -258,8 +279,7 @@ async def fail_unfinished(
         if still is not None and not await still(conn, row.sim_pk):
             return False
         ended = await tasks.end_unfinished(conn, row.sim_pk, "FAILED")
-        await logfiles.upsert(conn, row.sim_pk, {log_name: explain(ended)})
-        await simulations.measure_simulation(conn, row.sim_pk)  # the log counts against the quota
+        await _store_runner_log(conn, row.sim_pk, log_name, explain(ended), quota)
         if await simulations.recompute_state(conn, row.sim_pk) not in TERMINAL_STATES:
             await simulations.set_state(conn, row.sim_pk, "FAILED")
         return True

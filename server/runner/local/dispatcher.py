@@ -172,8 +172,11 @@ class LocalDispatcher:
 
     async def _fail_merge(self, job_id: str, text: str) -> None:
         """FAILED with `text` as the log `merge`, unless the job has ended (as it should)."""
-        fail = transitions.fail_unfinished
-        if await self._written(job_id, lambda: fail(self._pool, job_id, MERGE_LOG, lambda _: text)):
+        fail, quota = transitions.fail_unfinished, self._config.jobs.user_quota
+        failing = functools.partial(
+            fail, self._pool, job_id, MERGE_LOG, lambda _: text, quota=quota
+        )
+        if await self._written(job_id, failing):
             log.warning("job %s: marked FAILED after its merge step", job_id)
 
     def _pump(self) -> None:
@@ -257,8 +260,10 @@ class LocalDispatcher:
     async def _fail(self, run: JobRun, task_id: int, text: str) -> None:
         """FAILED with `text` as its log, unless the task or the job has ended already."""
         job_id, name = run.job.job_id, f"task_{task_id}_output"
-        fail = transitions.fail_task
-        if await self._written(job_id, lambda: fail(self._pool, job_id, task_id, name, text)):
+        fail, quota = transitions.fail_task, self._config.jobs.user_quota
+        if await self._written(
+            job_id, functools.partial(fail, self._pool, job_id, task_id, name, text, quota)
+        ):
             log.warning("job %s task %d: marked FAILED", job_id, task_id)
             jobfiles.drop_results_list(proc.job_dir(self._config, job_id), task_id)
 

@@ -81,8 +81,10 @@ class Reconciler:
         url: str,
         interval: float,
         direct: bool,
+        quota: int = 0,  # the owners' storage quota, which the logs it stores count against
     ) -> None:
         self._dispatcher = dispatcher
+        self._quota = quota
         self._pool = pool
         self._interval = interval
         self._direct = direct
@@ -271,7 +273,7 @@ class Reconciler:
             task=task, array=item.jobs.array_job_id, state=state.describe(), tail=tail
         )
         name = f"task_{task}_slurm"
-        if await transitions.fail_task(self._pool, item.job_id, task, name, text):
+        if await transitions.fail_task(self._pool, item.job_id, task, name, text, self._quota):
             log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
 
     async def _unlist_results(self, shell: Shell, item: Watched, task: int) -> bool:
@@ -291,7 +293,7 @@ class Reconciler:
         tail = await shell.read_tail(f"{item.jobs.job_dir}/merge.log")
         text = MERGE_TEXT.format(merge=item.jobs.merge_job_id, state=state.describe(), tail=tail)
         failed = await transitions.fail_unfinished(
-            self._pool, item.job_id, MERGE_LOG, lambda _tasks: text
+            self._pool, item.job_id, MERGE_LOG, lambda _tasks: text, quota=self._quota
         )
         if failed:
             log.warning("job %s: FAILED, its merge job ended as %s", item.job_id, state.describe())
