@@ -29,9 +29,10 @@ class Workload:
     name: str  # the key in the JSON output
     title: str  # the label in the table
     script: str  # bench/lua/<script>.lua: "paths" (GETs) or "tasks" (POST /tasks)
-    args: tuple[str, ...]  # the script's arguments (paths, or key, ntasks, job ids)
+    args: tuple[str, ...]  # the script's arguments (paths, or ntasks and job ids)
     headers: dict[str, str]
     ceiling: bool = False  # served by the ceiling app instead of the server
+    key: str = ""  # the update key of "tasks" (in wrk's environment: wrk.environment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,7 @@ def define(scenario: Scenario) -> list[Workload]:
     # The same pages as the UI asks for them, through its dialect (top-level `pages`).
     ui_pages = tuple(f"/ui{path}&estimator_name=yz_profile&page_numbers=0-2" for path in full)
     estimators = tuple(f"/estimators?job_id={job}" for job in scenario.fetch_jobs)
-    tasks = (scenario.update_key, str(scenario.ntasks), *scenario.task_jobs)
+    tasks = (str(scenario.ntasks), *scenario.task_jobs)
     not_modified = {**cookie, **gzip, "If-None-Match": scenario.etag or '"none"'}
     completed = (f"/results?job_id={scenario.completed_job}",)
     return [
@@ -89,7 +90,7 @@ def define(scenario: Scenario) -> list[Workload]:
         Workload(
             "user_simulations", "GET /user/simulations", "paths", ("/user/simulations",), cookie
         ),
-        Workload("tasks", "POST /tasks (progress)", "tasks", tasks, {}),
+        Workload("tasks", "POST /tasks (progress)", "tasks", tasks, {}, key=scenario.update_key),
         Workload("results_304", "GET /results COMPLETED, 304", "paths", completed, not_modified),
     ]
 
@@ -102,8 +103,7 @@ def redacted(headers: dict[str, str]) -> dict[str, str]:
 async def probe(http: aiohttp.ClientSession, workload: Workload, base_url: str) -> dict[str, Any]:
     """One request as wrk will send it: status, Content-Encoding, and the body if not 2xx."""
     if workload.script == "tasks":
-        key, _, job_id = workload.args[0], workload.args[1], workload.args[2]
-        body = {"simulation_id": job_id, "task_id": 1, "update_key": key}
+        body = {"simulation_id": workload.args[1], "task_id": 1, "update_key": workload.key}
         body["update_dict"] = {"simulated_primaries": 1}
         request = http.post(base_url + "/tasks", json=body, headers=JSON)
     else:
@@ -130,17 +130,17 @@ async def measure(
     """One workload at one concurrency: wrk's numbers plus the target's CPU and RSS."""
     script = wrk.write_script(workload.script, settings.scripts)
     common = {"connections": connections, "script": script, "args": list(workload.args)}
-    common["headers"] = workload.headers
+    env = wrk.environment(workload.headers, workload.key)
     row: dict[str, Any] = {"workload": workload.name, "title": workload.title}
     row |= {"connections": connections, "headers": redacted(workload.headers)}
     try:
         with procstat.RssSampler(procstat.tree(target.pid)) as rss:
             if settings.warmup:
                 warmup = wrk.command(settings.wrk, target.url, duration=settings.warmup, **common)
-                await wrk.run(warmup, settings.warmup)
+                await wrk.run(warmup, settings.warmup, env)
             start = procstat.Usage.now(target.pid, target.postgres_pid)
             line = wrk.command(settings.wrk, target.url, duration=settings.duration, **common)
-            result = await wrk.run(line, settings.duration)
+            result = await wrk.run(line, settings.duration, env)
             used = procstat.Usage.now(target.pid, target.postgres_pid) - start
     except wrk.WrkError as exc:
         return {**row, "error": str(exc)}

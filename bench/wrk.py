@@ -7,6 +7,7 @@ nothing depends on the layout of wrk's human-readable summary.
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -67,21 +68,21 @@ def write_script(kind: str, directory: Path) -> Path:
 
 
 def command(
-    wrk: str,
-    base_url: str,
-    *,
-    connections: int,
-    duration: int,
-    script: Path,
-    args: list[str],
-    headers: dict[str, str] | None = None,
+    wrk: str, base_url: str, *, connections: int, duration: int, script: Path, args: list[str]
 ) -> list[str]:
-    """c=1 runs one thread; more connections are spread over two threads (one per core)."""
+    """c=1 runs one thread; more connections are spread over two threads (one per core). No
+    secret goes on it (any account sees a command line): see environment()."""
     threads = 1 if connections == 1 else 2
     line = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={TIMEOUT}"]
-    for name, value in (headers or {}).items():
-        line += ["-H", f"{name}: {value}"]
     return [*line, "-s", str(script), base_url, "--", *args]
+
+
+def environment(headers: dict[str, str], key: str = "") -> dict[str, str]:
+    """wrk's environment: this one's, plus the headers of every request (common.lua reads
+    BENCH_HEADERS: one is the access cookie) and the update key of tasks.lua, which a command
+    line would show to every account of the host."""
+    lines = "\n".join(f"{name}: {value}" for name, value in headers.items())
+    return {**os.environ, "BENCH_HEADERS": lines, "BENCH_UPDATE_KEY": key}
 
 
 def parse(stdout: str) -> WrkResult:
@@ -103,10 +104,11 @@ def parse(stdout: str) -> WrkResult:
     )
 
 
-async def run(line: list[str], duration: int) -> WrkResult:
-    """Run one wrk command line and parse its result (WrkError when it fails)."""
+async def run(line: list[str], duration: int, env: dict[str, str]) -> WrkResult:
+    """Run one wrk command line in `env` (environment()) and parse its result (WrkError when
+    it fails)."""
     process = await asyncio.create_subprocess_exec(
-        *line, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *line, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), duration + 60)

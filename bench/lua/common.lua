@@ -2,6 +2,13 @@
 -- and sees its number as the global `thread_id`) and prints one machine-readable line at the end.
 local threads = 0
 
+-- The headers of every request (wrk.format without headers of its own sends wrk.headers), from
+-- the environment, never wrk's command line, which any account sees: one is the access cookie.
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+): (.*)$")
+  wrk.headers[name] = value
+end
+
 function setup(thread)
   thread:set("thread_id", threads)
   threads = threads + 1
