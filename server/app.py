@@ -18,6 +18,7 @@ from server.database.db import pool_ctx
 from server.handlers import auth, files, jobs, keycloak, meta, results, ui, users, workers
 from server.http import error_middleware, expect_continue, no_store
 from server.jobs.conversion import converters_ctx
+from server.jobs.turns import JobTurns
 from server.keys import (
     BODY_BUDGET,
     BODY_CACHE,
@@ -26,6 +27,7 @@ from server.keys import (
     CONFIG,
     DISPATCHER,
     HASH_SLOTS,
+    JOB_TURNS,
     KEYCLOAK,
     LOGIN_THROTTLE,
     PAGE_CACHE,
@@ -256,6 +258,7 @@ def create_app(config: Config) -> web.Application:
         limits.login_attempts, limits.login_address_attempts, limits.login_window
     )
     app[HASH_SLOTS] = asyncio.Semaphore(limits.hash_concurrency)
+    app[JOB_TURNS] = JobTurns()
     app[PAGE_CACHE] = PageCache(config.server.page_cache_size)
     app[BODY_CACHE] = LruCache[bytes](config.server.body_cache_size)
     app[BODY_FILES] = BodyFiles(

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from server.accounts.usercache import UserCache
 from server.config import Config
+from server.jobs.turns import JobTurns
 from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
 from server.models import User
@@ -40,6 +41,7 @@ CHANGES = web.AppKey("changes", Changes)
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 HASH_SLOTS = web.AppKey("hash_slots", asyncio.Semaphore)
+JOB_TURNS = web.AppKey("job_turns", JobTurns)  # server/jobs/turns.py
 
 USER = web.RequestKey("user", User)
 # A client waiting for `100 Continue` before it sends its body (server.http.expect_continue).

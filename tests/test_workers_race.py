@@ -4,9 +4,10 @@ the stored job state is always the one its tasks justify (api.md, "POST /tasks")
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
-from tests.helpers import submit
+from tests.helpers import eventually, submit
 
 TRIALS = 20
 PROGRESS_EACH_SIDE = 8
@@ -72,3 +73,38 @@ async def test_acknowledged_task_state_is_never_lost(worker, conn, before, move)
             unjustified.append((trial, task_states, job_state))
     assert lost == [], f"{len(lost)} of {TRIALS} trials lost the acknowledged {move}"
     assert unjustified == [], f"{len(unjustified)} of {TRIALS} trials: job state not justified"
+
+
+async def test_a_job_s_writes_waiting_for_its_lock_leave_the_pool_to_other_requests(
+    worker, conn, database_url
+) -> None:
+    """A long write holds a job's row lock (a large POST /results or /logfiles: seconds), and
+    the job's other reports wait for it. They waited holding a connection of the pool each: 30
+    of them took the whole pool, and every other request of the server waited for the lock too
+    (server/jobs/turns.py)."""
+    client, recorder, _ = worker
+    job_id = await submit(client, ntasks=1)
+    identity = {"simulation_id": job_id, "update_key": recorder.key(job_id)}
+    holder = await asyncpg.connect(database_url)
+    try:
+        locking = holder.transaction()
+        await locking.start()
+        await holder.execute("SELECT FROM simulations WHERE job_id = $1 FOR UPDATE", job_id)
+        updates = [{"simulated_primaries": n} for n in range(30)]
+        reports = [asyncio.ensure_future(report(client, identity, u)) for u in updates]
+        await eventually(waiting_for_a_lock(conn))
+        await asyncio.sleep(0.3)  # the other reports arrive meanwhile
+        other = await asyncio.wait_for(client.get("/user/simulations"), 10)
+        assert other.status == 200
+        assert job_id in [s["job_id"] for s in (await other.json())["simulations"]]
+        await locking.rollback()
+        assert await asyncio.gather(*reports) == [202] * 30
+    finally:
+        await holder.close()
+
+
+def waiting_for_a_lock(conn) -> Any:
+    async def check() -> bool:
+        return await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") > 0
+
+    return check

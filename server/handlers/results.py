@@ -12,7 +12,7 @@ from server.errors import ApiError, NotFound
 from server.http import json_response, optional_query_param, query_param
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_body, update_key_of
-from server.keys import BODY_CACHE, CONFIG, POOL, RESULTS_INDEX, USER
+from server.keys import BODY_CACHE, CONFIG, JOB_TURNS, POOL, RESULTS_INDEX, USER
 from server.limits.bodies import hold_for_parsing
 from server.limits.budget import STRANGER, parse_cost
 from server.results import negotiation, render, repeats
@@ -37,7 +37,8 @@ async def upload(request: web.Request) -> web.Response:
         raise
     del raw, pages, body  # only the encoded pages are needed from here on
     quota = request.app[CONFIG].jobs.user_quota
-    state = await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
+    async with request.app[JOB_TURNS].turn(job_id):
+        state = await transitions.save_results(request.app[POOL], job_id, key, estimators, quota)
     await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Results saved"}, status=202)
 

@@ -9,7 +9,7 @@ from server.http import field, json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_json, update_key_of
 from server.jobs.reports import parse_job_state, parse_logfiles, parse_task_id, parse_update_dict
-from server.keys import CONFIG, DISPATCHER, POOL
+from server.keys import CONFIG, DISPATCHER, JOB_TURNS, POOL
 from server.results.stores import write_when_finished
 
 
@@ -23,7 +23,8 @@ async def update_task(request: web.Request) -> web.Response:
     body, job_id, key = await read_report(request)
     task_id = parse_task_id(body)
     update = parse_update_dict(field(body, "update_dict", dict))
-    state = await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
+    async with request.app[JOB_TURNS].turn(job_id):
+        state = await transitions.update_task(request.app[POOL], job_id, key, task_id, update)
     await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Task updated"}, status=202)
 
@@ -31,7 +32,9 @@ async def update_task(request: web.Request) -> web.Response:
 async def update_job(request: web.Request) -> web.Response:
     body, job_id, key = await read_report(request)
     state = parse_job_state(body)
-    if await transitions.update_job(request.app[POOL], job_id, key, state):
+    async with request.app[JOB_TURNS].turn(job_id):
+        failed = await transitions.update_job(request.app[POOL], job_id, key, state)
+    if failed:
         await request.app[DISPATCHER].cancel(job_id)
     await write_when_finished(request.app, job_id, state)
     return json_response({"message": "Job updated"}, status=202)
@@ -41,5 +44,6 @@ async def upload_logfiles(request: web.Request) -> web.Response:
     body, job_id, key = await read_report(request)
     files = parse_logfiles(field(body, "logfiles", dict))
     quota = request.app[CONFIG].jobs.user_quota
-    await transitions.save_logfiles(request.app[POOL], job_id, key, files, quota)
+    async with request.app[JOB_TURNS].turn(job_id):
+        await transitions.save_logfiles(request.app[POOL], job_id, key, files, quota)
     return json_response({"message": "Logfiles saved"}, status=202)
