@@ -4,6 +4,8 @@ requests, and the cancels of a cluster since removed from the configuration."""
 
 import asyncio
 import dataclasses
+import json
+import sys
 from pathlib import Path
 
 from server.app import create_app
@@ -125,8 +127,9 @@ async def test_a_job_cancelled_while_squeue_runs_stays_cancelled(
     """The reconciler decides on what it listed before squeue answered; the owner's cancel can
     land meanwhile. Its verdict (here: SLURM forgot the job) must then change nothing:
     CANCELED is terminal, and no log is added to the cancelled job."""
+    merge_waits = "600|N/A|600|PENDING|Dependency|merge\\n"  # the array's tasks: forgotten
     client, job_id, reconciler = await _watched_job(
-        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=""
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=merge_waits
     )
     await set_key(conn, job_id)
     identity = {"simulation_id": job_id, "update_key": KEY}
@@ -245,6 +248,47 @@ async def test_tasks_slurm_forgot_are_failed_each_with_its_log(
     assert all("SLURM no longer knows this job" in row["content"] for row in rows)
     assert await job_of(conn) == ("FAILED", True)
     assert await tasks_of(conn) == [(n, "FAILED") for n in range(1, 5)]
+
+
+# `mv` and `rm` first on PATH: as the reconciler first takes task 1's result list away, task
+# 1's own COMPLETED arrives (POST /tasks), as when SLURM ends a task while its report is sent.
+COMPLETING = """#!/bin/sh
+case "$*" in *"/task_1/.yaptide_results.json "*|*/task_1/.yaptide_results.json)
+  [ -e {fired} ] || {python} -c 'import sys, urllib.request as r; r.urlopen(r.Request(sys.argv[1], sys.argv[2].encode(), {{"Content-Type": "application/json"}}))' {url} '{body}'
+  touch {fired};;
+esac
+exec /bin/$(basename "$0") "$@"
+"""
+
+
+async def test_a_task_whose_completed_comes_in_as_slurm_ends_it_keeps_its_results_listed(
+    aiohttp_client, make_config, conn, tmp_path, monkeypatch
+) -> None:
+    """The reconciler takes a task's result list away before it fails the task (the merge
+    merges listed tasks only); when the task's COMPLETED was stored first, the task stays
+    COMPLETED and its list must stay too, or the merge leaves its results out."""
+    merge_waits = "600|N/A|600|PENDING|Dependency|merge\\n"  # the array's tasks: forgotten
+    client, job_id, reconciler = await _watched_job(
+        aiohttp_client, make_config, conn, tmp_path, monkeypatch, squeue=merge_waits
+    )
+    await set_key(conn, job_id)
+    identity = {"simulation_id": job_id, "update_key": KEY}
+    await set_task(client, identity, 1, task_state="RUNNING")
+    update = {**identity, "task_id": 1, "update_dict": {"task_state": "COMPLETED"}}
+    url = client.make_url("/tasks")
+    fired = tmp_path / "fired"
+    hook = COMPLETING.format(python=sys.executable, url=url, body=json.dumps(update), fired=fired)
+    for name in ("mv", "rm"):
+        (tmp_path / "bin" / name).write_text(hook)
+        (tmp_path / "bin" / name).chmod(0o755)
+    listed = tmp_path / "hpc" / job_id / "task_1" / ".yaptide_results.json"
+    listed.parent.mkdir(parents=True)
+    listed.write_text('["mesh.bdo"]')
+    await reconciler.poll()
+    assert await tasks_of(conn) == [(1, "COMPLETED"), *[(n, "FAILED") for n in range(2, 5)]]
+    assert listed.read_text() == '["mesh.bdo"]'
+    assert list(listed.parent.iterdir()) == [listed]
+    assert sorted(await logfiles_of(conn)) == [f"task_{n}_slurm" for n in range(2, 5)]
 
 
 async def test_a_merge_job_slurm_forgot_fails_the_job(

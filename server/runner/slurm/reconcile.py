@@ -50,6 +50,7 @@ from server.worker.outcomes import MERGE_LOG
 from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
+UNLISTED = ".unlisted"  # a task's result list, set aside while it is failed
 
 LOCK_KEY = 0x59415054  # "YAPT": the advisory lock naming the reconciler
 FORGOTTEN = JobState(  # also an array task scancelled while queued with siblings pending
@@ -266,7 +267,8 @@ class Reconciler:
 
     async def _fail_task(self, item: Watched, task: int, state: JobState) -> None:
         shell = self._dispatcher.shell(item.jobs.cluster)
-        if not await self._unlist_results(shell, item, task):
+        listed = f"{item.jobs.job_dir}/task_{task}/{RESULTS_MANIFEST}"
+        if not await self._move(shell, item, listed, listed + UNLISTED):
             return  # the next poll tries again
         tail = await shell.read_tail(f"{item.jobs.job_dir}/task_{task}.log")
         text = TASK_TEXT.format(
@@ -275,16 +277,21 @@ class Reconciler:
         name = f"task_{task}_slurm"
         if await transitions.fail_task(self._pool, item.job_id, task, name, text, self._quota):
             log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
+        else:  # it ended meanwhile (its COMPLETED came in after all): its results stay listed
+            await self._move(shell, item, listed + UNLISTED, listed)
 
-    async def _unlist_results(self, shell: Shell, item: Watched, task: int) -> bool:
-        """Take away the list of result files a task SLURM ended may have made before its
-        report: the merge step (which waits until every task has ended) merges only listed
-        tasks. Before the task is failed, so before the merge can start. False: not done."""
-        path = shlex.quote(f"{item.jobs.job_dir}/task_{task}/{RESULTS_MANIFEST}")
+    async def _move(self, shell: Shell, item: Watched, source: str, target: str) -> bool:
+        """The list of result files a task SLURM ended may have made before its report, taken
+        away (or given back): the merge step (which waits until every task has ended) merges
+        only listed tasks, so it goes before the task is failed, and so before the merge can
+        start; and comes back when the task's own end was stored first. False: not done."""
+        paths = f"{shlex.quote(source)} {shlex.quote(target)}"
         try:
-            done = await shell.run(f"rm -f -- {path}", retry=True)
+            done = await shell.run(
+                f"[ ! -e {shlex.quote(source)} ] || mv -f -- {paths}", retry=True
+            )
         except ShellError as exc:
-            log.warning("reconciler: job %s task %d: %s", item.job_id, task, exc)
+            log.warning("reconciler: job %s: %s", item.job_id, exc)
             return False
         return done.returncode == 0
 
