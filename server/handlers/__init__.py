@@ -1,3 +1,3 @@
-"""HTTP handlers, one module per endpoint group; only server.app imports them, and the UI
-dialect's own handlers (ui), which build on those of auth and results, and keycloak, whose
-sign-out is auth's logout."""
+"""HTTP handlers, one module per endpoint group (the UI dialect's own: ui; Keycloak sign-in:
+keycloak); only server.app imports them. What they share lives outside this package
+(server.accounts, server.results.answers, server.http)."""

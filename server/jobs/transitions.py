@@ -104,7 +104,7 @@ async def _check_unfinished(conn: Conn, user_id: int, most: int) -> None:
 
 async def _check_quota(conn: Conn, user_id: int, sim_pk: int, quota: int) -> None:
     """413 when what the user has stored, this transaction's writes to `sim_pk` included,
-    exceeds `quota` (0: no quota). The caller holds the user's row lock (store.users.lock_owner).
+    exceeds `quota` (0: no quota). The caller holds the user's row lock (store.users.lock_owner or lock_user).
     The simulation is measured again even without a quota: one set later counts it right."""
     await simulations.measure_simulation(conn, sim_pk)
     if quota and (used := await simulations.stored_bytes(conn, user_id)) > quota:

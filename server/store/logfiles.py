@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 from server.database.sql import query
-from server.models import Db
+from server.models import Conn, Db
 
 BATCH_BYTES = 4 << 20  # log contents read at once: a simulation may hold hundreds of MB of logs
 PART = 1 << 20  # characters of a log file in one row (migration 0017)
@@ -21,7 +21,7 @@ class LogsChanged(Exception):
     """A log file was replaced or removed while it was being read."""
 
 
-async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
+async def upsert(conn: Conn, sim_pk: int, logfiles: dict[str, str]) -> None:
     """Store each named log file in parts, replacing one of the same name stored before (in the
     caller's transaction, which holds the simulation's row lock: the file changes at once)."""
     names, parts, contents = [], [], []
@@ -30,8 +30,8 @@ async def upsert(db: Db, sim_pk: int, logfiles: dict[str, str]) -> None:
             names.append(name)
             parts.append(number)
             contents.append(text[start : start + PART])
-    await db.execute(query("delete_logfiles_named"), sim_pk, list(logfiles))
-    await db.execute(query("insert_logfile_parts"), sim_pk, names, parts, contents)
+    await conn.execute(query("delete_logfiles_named"), sim_pk, list(logfiles))
+    await conn.execute(query("insert_logfile_parts"), sim_pk, names, parts, contents)
 
 
 async def count(db: Db, sim_pk: int) -> int:
