@@ -125,60 +125,6 @@ async def test_the_sweep_removes_cluster_job_directories_of_no_simulation(
     assert sorted(path.name for path in remote.iterdir()) == sorted([pending, other, foreign])
 
 
-BAD_OPTIONS = [
-    (
-        {"array_header": "#SBATCH --time=5\nrm -rf ~"},
-        "Invalid batch_options.array_header: line 2 is not an '#SBATCH --option' line",
-    ),
-    (
-        {"array_header": "#SBATCH --partition=debug; touch /tmp/owned"},
-        "Invalid batch_options.array_header: line 1 is not an '#SBATCH --option' line",
-    ),
-    (
-        {"array_options": {"partition": "$(touch /tmp/owned)"}},
-        "Invalid batch_options.array_options: bad value for --partition",
-    ),
-    (
-        {"collect_options": {"wrap": "touch /tmp/owned"}},
-        "Invalid batch_options.collect_options: option --wrap is not allowed",
-    ),
-    (
-        {"collect_header": "#SBATCH --output=/etc/passwd"},
-        "Invalid batch_options.collect_header: line 1: option --output is not allowed",
-    ),
-    (
-        {"array_options": {"time": "5\n#SBATCH --export=ALL"}},
-        "Invalid batch_options.array_options: bad value for --time",
-    ),
-    ({"array_options": ["--time=5"]}, "Field batch_options.array_options must be of type object"),
-    # Digits of other scripts: ASCII ones only (sbatch would misread or refuse them later).
-    (
-        {"array_header": "#SBATCH --time=5\n#SBATCH --time=\u0661\u0662:00"},
-        "Invalid batch_options.array_header: line 2: bad value for --time",
-    ),
-    (
-        {"collect_options": {"nice": "-\u0663", "mem": "5G"}},
-        "Invalid batch_options.collect_options: bad value for --nice",
-    ),
-    (
-        {"collect_options": {"--exclusive": "all; reboot"}},
-        "Invalid batch_options.collect_options: --exclusive takes no value",
-    ),
-    ({"cluster_name": "elsewhere"}, "Unknown cluster: elsewhere"),
-    ({"cluster_name": None}, "Missing field: batch_options.cluster_name"),
-    ({"cluster_name": 5}, "Field batch_options.cluster_name must be of type string"),
-    ({"shell": "bash"}, "Unknown field: batch_options.shell"),
-]
-
-
-@pytest.mark.parametrize(("change", "message"), BAD_OPTIONS)
-async def test_bad_batch_options(start_batch_app, conn, change, message):
-    client, _, _ = await start_batch_app()
-    body = {**averaging_payload(ntasks=1), "batch_options": {**OPTIONS, **change}}
-    assert await post(client, "/jobs/batch", body, 400) == {"message": message}
-    assert await conn.fetchval("SELECT count(*) FROM simulations") == 0
-
-
 LOCKED = [
     (
         {"array_header": "#SBATCH --time=5\n#SBATCH --account=grant-of-another-team"},
