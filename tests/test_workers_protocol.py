@@ -136,8 +136,13 @@ async def test_job_updates_for_merging(worker, conn):
     for _ in range(2):  # repeating it is harmless
         assert await post(client, "/jobs", body) == {"message": "Job updated"}
         assert await job_of(conn) == ("MERGING_RUNNING", False)
-    # A retried task update must not send a running merge back to the queue.
+    # A retried task update must not send a running merge back to the queue, nor an upload
+    # of no estimators (the job state is recomputed: sql/queries/simulations.sql's guard).
     await set_task(client, identity, 4, task_state="COMPLETED")
+    assert await job_of(conn) == ("MERGING_RUNNING", False)
+    assert await post(client, "/results", {**identity, "estimators": []}) == {
+        "message": "Results saved"
+    }
     assert await job_of(conn) == ("MERGING_RUNNING", False)
     for state in ("MERGING_QUEUED", "COMPLETED", "RUNNING"):
         assert await post(client, "/jobs", {**identity, "job_state": state}, 409) == {
