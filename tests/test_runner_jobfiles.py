@@ -5,7 +5,7 @@ task's output or reads it back, a FIFO there, a link in place of the job's input
 
 import os
 
-from server.runner.local.jobfiles import read_tail
+from server.runner.local.jobfiles import NOT_PLAIN, read_tail
 from tests.helpers import eventually, job_dir_of, logfiles_of, payload, states_are, submit
 
 CANNOT_WRITE = "The task's files could not be written in runner.work_dir: "
@@ -29,6 +29,20 @@ async def test_a_link_or_fifo_in_place_of_a_task_output_is_not_followed(start_ap
         "The worker exited with code 3 without reporting a final task state.\n\nLast output:\n"
     )
     assert logs["task_2_output"] == (f"{CANNOT_WRITE}task_2.log: Too many levels of symbolic links")
+    assert not (job_dir_of(config, job_id) / "env_2.json").exists()  # task 2 never ran
+
+
+async def test_a_hard_link_in_place_of_a_task_output_is_not_written(start_app, conn, tmp_path):
+    """Task 1 hard-links the next task's output file to a file it can reach: the server would
+    empty it and write task 2's output into it. It is refused as not a file of one link."""
+    victim = tmp_path / "notes"
+    victim.write_text("kept\n")
+    client, _, config = await start_app(f"plant hardlink {victim}", slots=1)
+    job_id = await submit(client, payload(ntasks=2))
+    await eventually(states_are(client, job_id, "FAILED", "FAILED"))
+    assert victim.read_text() == "kept\n"
+    logs = await logfiles_of(conn)
+    assert logs["task_2_output"] == f"{CANNOT_WRITE}task_2.log: {NOT_PLAIN}"
     assert not (job_dir_of(config, job_id) / "env_2.json").exists()  # task 2 never ran
 
 

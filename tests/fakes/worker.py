@@ -20,9 +20,10 @@ and its pid (`pid_<task>`). Modes:
 - slowmerge: COMPLETED at once; its merge step sleeps 30 s before it reports;
 - order FILE: append the job and task to FILE, then COMPLETED;
 - crashmerge: COMPLETED at once; its merge step prints a line and exits 4 without reporting;
-- plant log|input PATH: task 1 puts, in the job directory, a link to PATH where the server
-  writes task 2's output (`task_2.log`) and a FIFO in place of its own output file, or a link
-  to the directory PATH in place of the job's input files (`input`); then it exits 3 without a
+- plant log|hardlink|input PATH: task 1 puts, in the job directory, a link to PATH where the
+  server writes task 2's output (`task_2.log`) and a FIFO in place of its own output file, or a
+  hard link to PATH there, or a link to the directory PATH in place of the job's input files
+  (`input`); then it exits 3 without a
   final state (tests/test_runner_jobfiles.py); task 2 COMPLETES if it runs;
 - probe PATH...: what this task can do to each PATH (read the file, list the directory; a PATH
   written `+PATH` is a file to create), and the processes it sees, in `<job dir>/probe_<task>.json`
@@ -121,6 +122,8 @@ def plant(what: str, path: str) -> None:
         (JOB_DIR / "task_2.log").symlink_to(path)
         (JOB_DIR / "task_1.log").unlink()
         os.mkfifo(JOB_DIR / "task_1.log")
+    elif what == "hardlink":
+        os.link(path, JOB_DIR / "task_2.log")
     else:
         (JOB_DIR / "input").rename(JOB_DIR / "input.before")
         (JOB_DIR / "input").symlink_to(path, target_is_directory=True)

@@ -70,7 +70,7 @@ def open_output(path: Path) -> int:
     try:
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
-            raise OSError(errno.EPERM, NOT_PLAIN, str(path))
+            raise OSError(errno.EPERM, NOT_PLAIN, path.name)  # as os.open names it
         os.ftruncate(fd, 0)
     except BaseException:
         os.close(fd)
