@@ -24,6 +24,25 @@ async def test_wrong_key_in_header_is_refused_before_the_body(client, conn) -> N
     writer.close()
 
 
+async def test_an_ended_job_s_key_in_header_is_refused_before_the_body(client, conn) -> None:
+    """A holder of an ended job's key had each body (up to 256 MiB) read, and trusted with the
+    whole memory budget, before its 409: it is refused as a wrong key is, before the body."""
+    await login(client)
+    job_id = await submit(client)
+    await set_key(conn, job_id)
+    assert (await client.delete("/jobs/direct", params={"job_id": job_id})).status == 200
+    head = (
+        b"POST /results HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {KEY}\r\nContent-Length: 268435456\r\n".encode()
+    )
+    reader, writer = await raw_request(client, head, b'{"simulati')
+    assert await response_of(reader) == (
+        409,
+        {"message": "Simulation is CANCELED: no more updates are accepted"},
+    )
+    writer.close()
+
+
 async def test_wrong_key_in_header_with_a_small_body_is_403(client, conn) -> None:
     await login(client)
     job_id = await submit(client)
