@@ -11,14 +11,7 @@ from server.app import create_app
 from server.config import ClusterConfig
 from tests.fakes.simulators import averaging_payload
 from tests.helpers import login, post
-
-OPTIONS = {
-    "cluster_name": "hpc",
-    "array_header": "#SBATCH --time=5\n#SBATCH --cpus-per-task=1\n",
-    "array_options": {"--mem-per-cpu": "200M"},
-    "collect_header": "",
-    "collect_options": {"time": "00:05:00"},
-}
+from tests.slurm.batch import OPTIONS
 
 BAD_OPTIONS = [
     (
