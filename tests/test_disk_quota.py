@@ -13,7 +13,7 @@ import pytest
 from server.app import create_app
 from server.database.sql import query
 from server.editor import convert
-from server.jobs.transitions import CUT, SHORT_LOG
+from server.jobs.verdicts import CUT, SHORT_LOG
 from tests.disk import KIB, big_files, disk_usage, exists
 from tests.helpers import (
     EDITOR,

@@ -36,7 +36,7 @@ import asyncpg
 
 from server.config import Config
 from server.database import db
-from server.jobs import transitions
+from server.jobs import verdicts
 from server.runner import Job, RunnerBusy, cleanup
 from server.runner.local import jobfiles, sandbox
 from server.runner.local import process as proc
@@ -76,7 +76,7 @@ class LocalDispatcher:
         if not await self._lock.claim():
             raise RunnerBusy(BUSY_TEXT)
         try:
-            failed = await transitions.fail_interrupted(
+            failed = await verdicts.fail_interrupted(
                 self._pool, datetime.now(UTC), RUNNER_LOG, restart_text, self._has_dir
             )
         except BaseException:  # not started: close() will not be called to let it go
@@ -142,7 +142,7 @@ class LocalDispatcher:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for job_id in unfinished:
-            await transitions.fail_unfinished(self._pool, job_id, RUNNER_LOG, shutdown_text)
+            await verdicts.fail_unfinished(self._pool, job_id, RUNNER_LOG, shutdown_text)
         await self._lock.release()
 
     async def merge(self, job: Job) -> None:
@@ -172,11 +172,9 @@ class LocalDispatcher:
 
     async def _fail_merge(self, job_id: str, text: str) -> None:
         """FAILED with `text` as the log `merge`, unless the job has ended (as it should)."""
-        fail, quota = transitions.fail_unfinished, self._config.jobs.user_quota
-        failing = functools.partial(
-            fail, self._pool, job_id, MERGE_LOG, lambda _: text, quota=quota
-        )
-        if await self._written(job_id, failing):
+        quota = self._config.jobs.user_quota
+        fail = functools.partial(verdicts.fail_unfinished, quota=quota)
+        if await self._written(job_id, lambda: fail(self._pool, job_id, MERGE_LOG, lambda _: text)):
             log.warning("job %s: marked FAILED after its merge step", job_id)
 
     def _pump(self) -> None:
@@ -260,10 +258,8 @@ class LocalDispatcher:
     async def _fail(self, run: JobRun, task_id: int, text: str) -> None:
         """FAILED with `text` as its log, unless the task or the job has ended already."""
         job_id, name = run.job.job_id, f"task_{task_id}_output"
-        fail, quota = transitions.fail_task, self._config.jobs.user_quota
-        if await self._written(
-            job_id, functools.partial(fail, self._pool, job_id, task_id, name, text, quota)
-        ):
+        fail = functools.partial(verdicts.fail_task, quota=self._config.jobs.user_quota)
+        if await self._written(job_id, lambda: fail(self._pool, job_id, task_id, name, text)):
             log.warning("job %s task %d: marked FAILED", job_id, task_id)
             jobfiles.drop_results_list(proc.job_dir(self._config, job_id), task_id)
 

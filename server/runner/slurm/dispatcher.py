@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 
 from server.config import ClusterConfig, Config
-from server.jobs import transitions
+from server.jobs import verdicts
 from server.jobs.states import TERMINAL_STATES
 from server.runner import Job
 from server.runner.local import process as proc
@@ -277,7 +277,7 @@ class SlurmDispatcher:
     async def _fail(self, job_id: str, text: str, summary: str = "") -> None:
         """FAILED with `text` as the log `slurm`; one line of it (or `summary`) logged."""
         log.warning("job %s: %s", job_id, summary or text.splitlines()[0])
-        await transitions.fail_unfinished(self._pool, job_id, SUBMIT_LOG, lambda _tasks: text)
+        await verdicts.fail_unfinished(self._pool, job_id, SUBMIT_LOG, lambda _tasks: text)
 
 
 async def _stop(tasks: set[asyncio.Task[None]], grace: float) -> int:

@@ -7,7 +7,8 @@ interval when it stops) polls each cluster's squeue every `slurm.poll_interval` 
 compares with the database:
 
 - an array task SLURM has ended (or forgotten) while its task is not terminal: the task FAILED
-  with SLURM's state and reason and the tail of its output as the log `task_<n>_slurm`;
+  with SLURM's state and reason and the tail of its output as the log `task_<n>_slurm`, its
+  list of result files set aside first (and put back if its own end was stored meanwhile);
 - a merge job that ended while the job is not terminal (it posts results before it exits, so
   it ended without them): the job FAILED with the log `merge`;
 - a job that is terminal while something of it is still queued or running in SLURM (all tasks
@@ -36,7 +37,7 @@ from itertools import groupby
 import asyncpg
 
 from server.background import stopped
-from server.jobs import transitions
+from server.jobs import verdicts
 from server.jobs.states import TERMINAL_STATES
 from server.runner.session_lock import SessionLock
 from server.runner.slurm import snapshots
@@ -214,7 +215,7 @@ class Reconciler:
     async def _fail_unsubmitted(self) -> None:
         still = partial(slurm_jobs.unsubmitted, older_than=UNSUBMITTED_AFTER)  # ids stored since?
         for job_id in await slurm_jobs.list_unsubmitted(self._pool, UNSUBMITTED_AFTER):
-            failed = await transitions.fail_unfinished(
+            failed = await verdicts.fail_unfinished(
                 self._pool, job_id, SUBMIT_LOG, lambda _: UNSUBMITTED_TEXT, still
             )
             if failed:
@@ -271,25 +272,18 @@ class Reconciler:
         if not await self._move(shell, item, listed, listed + UNLISTED):
             return  # the next poll tries again
         tail = await shell.read_tail(f"{item.jobs.job_dir}/task_{task}.log")
-        text = TASK_TEXT.format(
-            task=task, array=item.jobs.array_job_id, state=state.describe(), tail=tail
-        )
-        name = f"task_{task}_slurm"
-        if await transitions.fail_task(self._pool, item.job_id, task, name, text, self._quota):
+        array, name = item.jobs.array_job_id, f"task_{task}_slurm"
+        text = TASK_TEXT.format(task=task, array=array, state=state.describe(), tail=tail)
+        if await verdicts.fail_task(self._pool, item.job_id, task, name, text, self._quota):
             log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
         else:  # it ended meanwhile (its COMPLETED came in after all): its results stay listed
             await self._move(shell, item, listed + UNLISTED, listed)
 
     async def _move(self, shell: Shell, item: Watched, source: str, target: str) -> bool:
-        """The list of result files a task SLURM ended may have made before its report, taken
-        away (or given back): the merge step (which waits until every task has ended) merges
-        only listed tasks, so it goes before the task is failed, and so before the merge can
-        start; and comes back when the task's own end was stored first. False: not done."""
-        paths = f"{shlex.quote(source)} {shlex.quote(target)}"
+        """A task's result list set aside (the merge merges listed tasks only), or given back."""
+        old, new = shlex.quote(source), shlex.quote(target)
         try:
-            done = await shell.run(
-                f"[ ! -e {shlex.quote(source)} ] || mv -f -- {paths}", retry=True
-            )
+            done = await shell.run(f"[ ! -e {old} ] || mv -f -- {old} {new}", retry=True)
         except ShellError as exc:
             log.warning("reconciler: job %s: %s", item.job_id, exc)
             return False
@@ -299,7 +293,7 @@ class Reconciler:
         shell = self._dispatcher.shell(item.jobs.cluster)
         tail = await shell.read_tail(f"{item.jobs.job_dir}/merge.log")
         text = MERGE_TEXT.format(merge=item.jobs.merge_job_id, state=state.describe(), tail=tail)
-        failed = await transitions.fail_unfinished(
+        failed = await verdicts.fail_unfinished(
             self._pool, item.job_id, MERGE_LOG, lambda _tasks: text, quota=self._quota
         )
         if failed:
