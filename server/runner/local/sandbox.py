@@ -9,10 +9,10 @@ directories, the configuration. In the sandbox they see the host's files read-on
 
 - their own job directory, read-write at its own path, and a private /tmp (a small tmpfs);
 - the data directory, `runner.work_dir`, PostgreSQL's socket directories (socket_dirs),
-  `~/.ssh`, the SSH agent's socket directory: empty;
+  `~/.ssh`: empty;
   the configuration file, the clusters' SSH key files, libpq's password and service files
-  (`~/.pgpass`, `~/.pg_service.conf`, `$PGPASSFILE`, `$PGSERVICEFILE`): unreadable (EACCES:
-  /dev/null in their place, on a mount without devices);
+  (`~/.pgpass`, `~/.pg_service.conf`, `$PGPASSFILE`, `$PGSERVICEFILE`) and the SSH agent's
+  socket: unreadable (EACCES: /dev/null in their place, on a mount without devices);
 - this project, the Python running it, and the directories of the worker command, the
   converter and the simulators stay visible (read-only) when they are under /tmp;
 - processes: their own only (a PID namespace), so neither the server's environment nor another
@@ -49,8 +49,6 @@ NOBODY = 65534  # the user inside when this account is root (root inside keeps c
 def hidden_dirs(config: Config) -> list[Path]:
     home = Path.home()
     found = [config.data_dir, work_dir(config), home / ".ssh", *socket_dirs(config.database.url)]
-    if agent := os.environ.get("SSH_AUTH_SOCK"):  # the SSH agent's socket: it signs for us
-        found.append(Path(agent).parent)
     return _existing(found, Path.is_dir)
 
 
@@ -72,7 +70,9 @@ def hidden_files(config: Config) -> list[Path]:
     found += [Path(path) for path in libpq if path]
     if config.file:
         found.append(Path(config.file))
-    return _existing(found, Path.is_file)
+    agent = os.environ.get("SSH_AUTH_SOCK")  # the SSH agent's socket: it signs for us
+    sockets = _existing([Path(agent)], Path.is_socket) if agent else []
+    return _existing(found, Path.is_file) + sockets
 
 
 def shown_dirs(config: Config, argv: list[str]) -> list[Path]:
