@@ -21,7 +21,7 @@ from types import FrameType
 
 import asyncpg
 
-from server import logs
+from server import logs, values
 from server.accounts import passwords
 from server.config import Config, ConfigError, DatabaseConfig
 from server.config_loader import DEFAULT_CONFIG, load_config
@@ -199,9 +199,9 @@ def job_key(config: Config, args: argparse.Namespace) -> None:
 
 
 def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if (number := values.decimal(text)) is None or number < 1:  # ASCII digits, not str.isdigit()
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -827,3 +827,14 @@ def test_run_py_worker_is_the_worker_with_its_exit_statuses(tmp_path, changes, l
         )
         assert (done.returncode, done.stderr.count("\n")) == (2, 1), (command, done.stderr)
         assert line in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("given", ["0", "-1", "two", "\u00b2", "\uff12", "2.0"])
+def test_workers_is_a_whole_number_of_at_least_one_in_ascii_digits(given):
+    """`--workers ²` failed with argparse naming an internal function ("invalid _positive_int
+    value"), and `--workers` U+FF12 (a full-width 2) was taken as 2."""
+    result = run_py("--workers", given, "migrate", env={})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"run.py: error: argument --workers: expected a whole number of at least 1, got {given!r}"
+    )
