@@ -62,10 +62,13 @@ class ServerClient:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._session = session
-        self._headers = {
+        headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {settings.update_key}",
         }
+        # The proxy, if any, worked out once: the environment does not change meanwhile.
+        self._proxy = request_options(settings.url, headers)
+        self._headers: dict[str, str] = self._proxy.pop("headers")
 
     async def update_task(self, **update: Any) -> None:
         body = {"task_id": self._settings.task_id, "update_dict": update}
@@ -132,7 +135,7 @@ class ServerClient:
         url = self._settings.url + path
         try:
             async with self._session.post(
-                url, data=data, timeout=timeout, **request_options(url, headers)
+                url, data=data, headers=headers, timeout=timeout, **self._proxy
             ) as response:
                 answer = await response.read()
                 return (
