@@ -92,7 +92,7 @@ async def test_page_cache_of_tiny_pages_holds_about_its_size(client, conn):
     await set_key(conn, job_id)
     pages = [{"page_number": number} for number in range(9_999)]  # as many as a simulation holds
     assert (await upload(client, job_id, [{"name": "z", "pages": pages}])).status == 202
-    index = await results.index(conn, job_id)
+    index = (await results.read_index(conn, job_id)).index
     assert index is not None
     cache = PageCache(512 << 10)
     tracemalloc.start()

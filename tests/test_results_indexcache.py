@@ -104,7 +104,7 @@ async def test_no_entries_kept_when_off(client, conn):
 
 async def test_select(client, conn):
     job_id = await stored_job(client, conn)
-    index = await results.index(conn, job_id)
+    index = (await results.read_index(conn, job_id)).index
     every = select(index, (None, None, "by_estimator"))
     assert [page.estimator for page in every.pages] == [
         e["name"] for e in reference() for _ in e["pages"]
@@ -124,7 +124,7 @@ async def test_select(client, conn):
     missing = select(index, ("nope", None, "by_estimator"))
     assert not missing.estimator_found and missing.pages == ()
     await conn.execute(COMPLETE, job_id)
-    done = select(await results.index(conn, job_id), (None, None, "by_estimator"))
+    done = select((await results.read_index(conn, job_id)).index, (None, None, "by_estimator"))
     assert done.identity.etag and done.gzip.etag and done.identity.etag != done.gzip.etag
     assert done.gzip.headers["ETag"] == done.gzip.etag
 
@@ -262,7 +262,7 @@ async def test_an_index_of_a_quarter_of_the_pages_is_kept(client, conn):
     of a finished simulation read it whole again."""
     job_id = await stored_job(client, conn)
     await conn.execute(COMPLETE, job_id)
-    index = await results.index(conn, job_id)
+    index = (await results.read_index(conn, job_id)).index
     pages = len(index.pages) + index.fields_size // FIELD_BYTES_PER_PAGE  # what it counts for
     cache = IndexCache(10, max_pages=4 * pages)
     cache.renew(time.monotonic() + 60)

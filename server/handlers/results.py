@@ -71,11 +71,11 @@ async def get_results(request: web.Request) -> web.StreamResponse:
     job_id = query_param(request, "job_id")
     estimator = optional_query_param(request, "estimator_name")
     numbers = page_filter(request.query)
-    entry = await owned_results(request, job_id)
+    entry, read = await owned_results(request, job_id, whole=estimator is None and numbers is None)
     view = entry.view(estimator, numbers)
     if not view.estimator_found:
         raise NotFound(f"Estimator not found: {estimator}")
-    response = await send_view(request, view)
+    response = await send_view(request, view, read)
     if key is not None:
         _remember(request, key, entry, view)
     return response

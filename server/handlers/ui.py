@@ -66,7 +66,8 @@ async def _full_results(request: web.Request) -> web.StreamResponse:
     """The API's form, with the estimators in the project's order (the UI pairs them with
     the project's outputs by position)."""
     numbers = page_filter(request.query)
-    entry = await owned_results(request, query_param(request, "job_id"))
+    job_id = query_param(request, "job_id")
+    entry, read = await owned_results(request, job_id, whole=numbers is None)
     order = shapes.project_position(await _project_outputs(request, entry.index.head.sim_pk))
     view = entry.view(None, numbers)
     pages = tuple(sorted(view.pages, key=lambda page: order(page.estimator)))  # stable
@@ -74,7 +75,7 @@ async def _full_results(request: web.Request) -> web.StreamResponse:
         view = make_view(
             entry.index, pages, view.estimator_found, view.form, ("project order", str(numbers))
         )
-    return await send_view(request, view)
+    return await send_view(request, view, read)
 
 
 async def results_of(request: web.Request) -> web.StreamResponse:
@@ -87,7 +88,7 @@ async def results_of(request: web.Request) -> web.StreamResponse:
     numbers = page_filter(request.query)
     single = "page_number" in request.query  # once: page_filter checked it
     form = SINGLE_PAGE if single else PAGE_LIST
-    entry = await owned_results(request, query_param(request, "job_id"))
+    entry = (await owned_results(request, query_param(request, "job_id"))).entry
     outputs = await _project_outputs(request, entry.index.head.sim_pk)
     for stored in shapes.stored_names(name, outputs):
         view = entry.view(stored, numbers, form)

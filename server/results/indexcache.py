@@ -21,12 +21,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from server.jobs.states import TERMINAL_STATES
 from server.models import Db
 from server.results import negotiation
 from server.results.heads import HeadReader
 from server.results.lru import HashedKey
+from server.results.pagecache import NOTHING_READ, Read, segments_of
 from server.results.repeats import Key, Repeat, Repeats
 from server.store import results
 from server.store.results import PageRef, ResultsIndex
@@ -157,6 +159,15 @@ class Entry:
         return self.view_pages + len(view.pages) <= budget
 
 
+class Found(NamedTuple):
+    entry: Entry
+    pages: Read  # the data of pages read with the index (IndexCache.read), else nothing
+
+    @property
+    def user_id(self) -> int:
+        return self.entry.user_id
+
+
 class IndexCache:
     """At most `max_entries` entries holding `max_pages` page references together (an entry
     weighs its index's pages; its views add at most twice as many), least recently used first
@@ -213,10 +224,17 @@ class IndexCache:
     async def get(self, db: Db, job_id: str) -> Entry | None:
         """The current index of a job (None: unknown job): from memory when trusted, else
         after checking its row, else read whole."""
+        found = await self.read(db, job_id)
+        return None if found is None else found.entry
+
+    async def read(self, db: Db, job_id: str, data_up_to: int = 0) -> Found | None:
+        """The current index of a job as `get`, and the data of its pages when the index itself
+        was read and they come to `data_up_to` stored bytes at most (a whole small result in
+        one query; the data is the caller's alone, never kept here)."""
         entry = self._entries.get(job_id)
         if entry is not None and entry.trusted and time.monotonic() < self._lease_until:
             self._entries.move_to_end(job_id)
-            return entry
+            return Found(entry, NOTHING_READ)
         mark = self.mark()
         if entry is not None:
             head = await self.heads.get(db, job_id)
@@ -225,13 +243,13 @@ class IndexCache:
                 return None
             if head == entry.index.head:
                 entry.trusted = self._trustworthy(entry.index, job_id, mark)
-                return entry
-        index = await results.index(db, job_id)
-        if index is None:
+                return Found(entry, NOTHING_READ)
+        read = await results.read_index(db, job_id, data_up_to)
+        if read is None:
             return None
-        entry = Entry(index, self._trustworthy(index, job_id, mark))
+        entry = Entry(read.index, self._trustworthy(read.index, job_id, mark))
         self._put(job_id, entry)
-        return entry
+        return Found(entry, segments_of(read.pages))
 
     def repeat(self, key: Key, user_id: int) -> Variant | None:
         """What a query answered from a trusted entry came to (server/results/repeats.py), asked

@@ -5,7 +5,7 @@ Pages are cached by (estimator, page number, version); a rewritten page has a ne
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -28,6 +28,9 @@ class Segment:
 
 
 PageCache = LruCache[Segment]
+# Segments read with a results index (server/results/indexcache.py) for one request.
+Read = Mapping[PageKey, Segment]
+NOTHING_READ: Read = {}
 CHANGED = "Results changed while they were read, retry"
 NO_PAGE = Segment(b"", 0, 0, 0)  # what an estimator stored without pages comes with
 
@@ -48,33 +51,43 @@ BATCH_BYTES = 2 << 20
 FIRST_BATCH = 256 << 10
 
 
-def _key(record: asyncpg.Record) -> PageKey:
-    return (record["estimator_id"], record["page_number"], record["version"])
+def segments_of(records: list[asyncpg.Record]) -> dict[PageKey, Segment]:
+    """The segments of page data rows (store.results.page_data's, or read_index's)."""
+    return {
+        (record["estimator_id"], record["page_number"], record["version"]): Segment(
+            record["data"], record["crc32"], record["crc_shift"], record["raw_size"]
+        )
+        for record in records
+    }
 
 
 async def _load(
-    db: Db, cache: PageCache, pages: Sequence[PageRef], keep: bool
+    db: Db, cache: PageCache, pages: Sequence[PageRef], keep: bool, read: Read
 ) -> dict[PageKey, Segment]:
-    """The segments of `pages`, from the cache or in one query (new ones cached if `keep`)."""
+    """The segments of `pages`: read with the index, from the cache, or in one query (those not
+    from the cache cached if `keep`)."""
     found: dict[PageKey, Segment] = {}
     missing = []
     for page in pages:
         if page.page_number is None:  # an estimator without pages: no data to read
             continue
         segment = cache.get(page.key)
-        if segment is None:
-            missing.append(page)
-        else:
+        if segment is not None:
             found[page.key] = segment
+        elif page.key in read:
+            found[page.key] = _kept(cache, page.key, read[page.key], keep)
+        else:
+            missing.append(page)
     if missing:
-        for record in await results.page_data(db, missing):
-            segment = Segment(
-                record["data"], record["crc32"], record["crc_shift"], record["raw_size"]
-            )
-            found[_key(record)] = segment
-            if keep:
-                cache.put(_key(record), segment, len(segment.data) + ENTRY_COST)
+        loaded = segments_of(await results.page_data(db, missing))
+        found |= {key: _kept(cache, key, segment, keep) for key, segment in loaded.items()}
     return found
+
+
+def _kept(cache: PageCache, key: PageKey, segment: Segment, keep: bool) -> Segment:
+    if keep:
+        cache.put(key, segment, len(segment.data) + ENTRY_COST)
+    return segment
 
 
 def _batches(pages: Sequence[PageRef], first: int) -> list[list[PageRef]]:
@@ -94,19 +107,21 @@ def _batches(pages: Sequence[PageRef], first: int) -> list[list[PageRef]]:
 
 
 async def _read_ahead(
-    db: Db, cache: PageCache, batches: list[list[PageRef]], keep: bool
+    db: Db, cache: PageCache, batches: list[list[PageRef]], keep: bool, read: Read
 ) -> AsyncGenerator[tuple[list[PageRef], dict[PageKey, Segment]], None]:
     """Each batch with its segments; the next one is read while the caller sends this one (at
     most two batches in memory)."""
-    pending = asyncio.ensure_future(_load(db, cache, batches[0], keep)) if batches else None
+
+    def load(batch: list[PageRef]) -> asyncio.Future[dict[PageKey, Segment]]:
+        return asyncio.ensure_future(_load(db, cache, batch, keep, read))
+
+    pending = load(batches[0]) if batches else None
     try:
         for number, batch in enumerate(batches):
             assert pending is not None
             loaded = await pending
             following = batches[number + 1] if number + 1 < len(batches) else None
-            pending = (
-                asyncio.ensure_future(_load(db, cache, following, keep)) if following else None
-            )
+            pending = load(following) if following else None
             yield batch, loaded
     finally:
         if pending is not None:  # the client went away: do not read on
@@ -114,9 +129,10 @@ async def _read_ahead(
 
 
 async def segments(
-    db: Db, cache: PageCache, pages: Sequence[PageRef], streaming: bool
+    db: Db, cache: PageCache, pages: Sequence[PageRef], streaming: bool, read: Read = NOTHING_READ
 ) -> AsyncIterator[tuple[PageRef, Segment]]:
-    """(page, segment) in the order of `pages`, loading a batch of pages at a time.
+    """(page, segment) in the order of `pages`, loading a batch of pages at a time (those in
+    `read`, read with the index, are not read again).
 
     A page rewritten since the index was read has a new version: the pages end there (the
     pages read so far may be from before the upload that rewrote it, so the body must not be
@@ -127,7 +143,7 @@ async def segments(
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size + ENTRY_COST for page in pages) * 4 <= cache.max_bytes
     batches = _batches(pages, FIRST_BATCH if streaming else BATCH_BYTES)
-    async with contextlib.aclosing(_read_ahead(db, cache, batches, keep)) as loaded_batches:
+    async with contextlib.aclosing(_read_ahead(db, cache, batches, keep, read)) as loaded_batches:
         async for batch, loaded in loaded_batches:
             for page in batch:
                 if page.page_number is None:

@@ -24,7 +24,7 @@ from server.results.bodyfiles import BodyFiles
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
 from server.results.indexcache import BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE, Variant, View
 from server.results.lru import LruCache
-from server.results.pagecache import PageCache, Segment, segments
+from server.results.pagecache import NOTHING_READ, PageCache, Read, Segment, segments
 from server.results.writing import FLUSH_AT, send_body, stream
 from server.store.results import PageRef
 
@@ -149,6 +149,7 @@ class Stores(NamedTuple):
     bodies: LruCache[bytes]  # assembled bodies up to SINGLE_WRITE bytes
     inflater: Executor
     files: BodyFiles
+    read: Read = NOTHING_READ  # pages this request read with the index
 
 
 async def respond(
@@ -158,7 +159,7 @@ async def respond(
     large (from its body file when it has one). A body is fully determined by its form and its
     pages' estimators and versions: that is its cache key. A HEAD not answered from the cache
     reads no page: the body's length is worked out from the index."""
-    db, page_cache, bodies, inflater, files = stores
+    db, page_cache, bodies, inflater, files, read = stores
     variant = view.gzip if gzip else view.identity
     cached = await from_cache(request, variant, bodies)
     if cached is not None:
@@ -170,7 +171,7 @@ async def respond(
     pages, envelope, size = view.pages, ENVELOPES[view.form], variant.size
     if size > SINGLE_WRITE:
         return await _stream_large(request, view, gzip, stores)
-    stored = segments(db, page_cache, pages, streaming=False)
+    stored = segments(db, page_cache, pages, streaming=False, read=read)
     if gzip or size < inflating.OFF_LOOP:
         body = await assemble((gzipped if gzip else identity)(stored, envelope))
     else:  # inflated in one call, off the event loop
@@ -241,7 +242,7 @@ def _file_name(view: View, gzip: bool, files: BodyFiles) -> str | None:
 
 def from_pages(view: View, gzip: bool, stores: Stores) -> AsyncGenerator[bytes, None]:
     """The body of `view`, read from its stored pages a batch at a time."""
-    stored = segments(stores.db, stores.page_cache, view.pages, streaming=True)
+    stored = segments(stores.db, stores.page_cache, view.pages, streaming=True, read=stores.read)
     envelope = ENVELOPES[view.form]
     return gzipped(stored, envelope) if gzip else identity(stored, envelope)
 

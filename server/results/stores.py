@@ -9,13 +9,14 @@ from aiohttp import web
 from server.jobs.states import TERMINAL_STATES
 from server.keys import BODY_CACHE, BODY_FILES, INFLATER, PAGE_CACHE, POOL, RESULTS_INDEX
 from server.results import render
+from server.results.pagecache import NOTHING_READ, Read
 
 log = logging.getLogger(__name__)
 
 
-def stores_of(app: web.Application) -> render.Stores:
+def stores_of(app: web.Application, read: Read = NOTHING_READ) -> render.Stores:
     return render.Stores(
-        app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER], app[BODY_FILES]
+        app[POOL], app[PAGE_CACHE], app[BODY_CACHE], app[INFLATER], app[BODY_FILES], read
     )
 
 

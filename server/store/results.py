@@ -91,11 +91,23 @@ def _page(row: asyncpg.Record, fields: dict[int, bytes]) -> PageRef:
     )
 
 
-async def index(db: Db, job_id: str) -> ResultsIndex | None:
-    """The results index of a job; None for an unknown job."""
-    rows = await db.fetch(query("results_index"), job_id)
+@dataclass(frozen=True, slots=True)
+class IndexRead:
+    index: ResultsIndex
+    pages: list[asyncpg.Record]  # the pages' data, as page_data gives it, if read too
+
+
+async def read_index(db: Db, job_id: str, data_up_to: int = 0) -> IndexRead | None:
+    """The results index of a job (None for an unknown job) and, when its pages come to
+    `data_up_to` stored bytes at most together, their data (else none): in one query."""
+    rows = await db.fetch(query("results_index"), job_id, data_up_to)
     if not rows:
         return None
+    pages = [row for row in rows if row["data"] is not None]
+    return IndexRead(_index(job_id, rows), pages)
+
+
+def _index(job_id: str, rows: list[asyncpg.Record]) -> ResultsIndex:
     # each estimator's fields come on one of its rows only: its pages share that one value
     fields = {
         row["estimator_id"]: row["estimator_fields"]
