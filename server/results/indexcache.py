@@ -190,8 +190,7 @@ class IndexCache:
     # the change listener's side
 
     def changed(self, job_id: str) -> None:
-        """A notification (or this process's own delete): the simulation was deleted or
-        changed somewhere."""
+        """A notification (or this process's own delete): the simulation was deleted or changed."""
         self._events += 1
         self._drop(job_id)
         if len(self._changed) >= self.FORGET_AFTER:
@@ -222,15 +221,13 @@ class IndexCache:
     # the request side
 
     async def get(self, db: Db, job_id: str) -> Entry | None:
-        """The current index of a job (None: unknown job): from memory when trusted, else
-        after checking its row, else read whole."""
         found = await self.read(db, job_id)
         return None if found is None else found.entry
 
     async def read(self, db: Db, job_id: str, data_up_to: int = 0) -> Found | None:
-        """The current index of a job as `get`, and the data of its pages when the index itself
-        was read and they come to `data_up_to` stored bytes at most (a whole small result in
-        one query; the data is the caller's alone, never kept here)."""
+        """The current index of a job (None: unknown job): from memory when trusted, else
+        after checking its row, else read whole, then with the data of its pages if they come
+        to `data_up_to` stored bytes at most (for the caller alone: never kept here)."""
         entry = self._entries.get(job_id)
         if entry is not None and entry.trusted and time.monotonic() < self._lease_until:
             self._entries.move_to_end(job_id)
