@@ -1,4 +1,5 @@
-"""Stored page segments for `GET /results`: from the in-process cache or the database.
+"""Stored page segments for `GET /results`: from the in-process cache or the database (read a
+batch at a time, or with the results index when a fetch sends a whole small result).
 
 Pages are cached by (estimator, page number, version); a rewritten page has a new version.
 """
