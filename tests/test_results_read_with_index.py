@@ -9,6 +9,7 @@ import pytest
 
 from server.app import create_app
 from server.results import pagecache
+from server.results.indexcache import IndexCache
 from server.store import results as stored
 from tests.helpers import login, reference, set_key, submit, upload
 
@@ -61,11 +62,20 @@ async def test_a_whole_small_result_is_read_in_one_query(
     aiohttp_client, make_config, conn, monkeypatch, prefix, encoding
 ):
     client, job_id = await server_with_results(aiohttp_client, make_config, conn, **COLD)
-    reads = Reads(monkeypatch)
+    reads, handed = Reads(monkeypatch), []
+    read = IndexCache.read
+
+    async def kept_read(self, db, job_id, data_up_to=0):
+        found = await read(self, db, job_id, data_up_to)
+        handed.append(found.pages)
+        return found
+
+    monkeypatch.setattr(IndexCache, "read", kept_read)
     for _ in range(2):  # nothing cached: each fetch reads it all again
         status, body = await fetch(client, f"{prefix}/results?job_id={job_id}", encoding)
         assert (status, orjson.loads(body)) == (200, FULL)
     assert (reads.with_index, reads.page_data) == ([PAGES, PAGES], [])
+    assert handed == [{}, {}]  # each page taken out as the body took it: none held after
 
 
 async def test_fetches_that_send_part_or_nothing_read_no_data_with_the_index(

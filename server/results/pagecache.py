@@ -6,7 +6,7 @@ Pages are cached by (estimator, page number, version); a rewritten page has a ne
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -29,9 +29,10 @@ class Segment:
 
 
 PageCache = LruCache[Segment]
-# Segments read with a results index (server/results/indexcache.py) for one request.
-Read = Mapping[PageKey, Segment]
-NOTHING_READ: Read = {}
+# Segments read with a results index (server/results/indexcache.py) for one request: each is
+# taken out as the body takes it, so that none is held while the body is sent.
+Read = dict[PageKey, Segment]
+NOTHING_READ: Read = {}  # (never added to)
 CHANGED = "Results changed while they were read, retry"
 NO_PAGE = Segment(b"", 0, 0, 0)  # what an estimator stored without pages comes with
 
@@ -72,11 +73,11 @@ async def _load(
     for page in pages:
         if page.page_number is None:  # an estimator without pages: no data to read
             continue
-        segment = cache.get(page.key)
+        taken, segment = read.pop(page.key, None), cache.get(page.key)
         if segment is not None:
             found[page.key] = segment
-        elif page.key in read:
-            found[page.key] = _kept(cache, page.key, read[page.key], keep)
+        elif taken is not None:
+            found[page.key] = _kept(cache, page.key, taken, keep)
         else:
             missing.append(page)
     if missing:
