@@ -210,7 +210,7 @@ async def measure_large(
     worker would, then the fetches of each size on a freshly started server (so that its memory
     is not the uploads' high-water mark)."""
     postmaster = procstat.find_postmaster(pgdata) if pgdata else None
-    async with large_server(args, workdir, url) as (http, _, pid):
+    async with large_server(args, workdir, url) as (http, base, pid):
         token = await scenario.login(http)
         jobs = await scenario.submit(http, {"Cookie": f"access_token={token}"}, len(args.sizes))
         key = secrets.token_urlsafe(32)
@@ -219,7 +219,8 @@ async def measure_large(
         log(f"large results: uploading {', '.join(f'{mb} MB' for mb in args.sizes)}")
         rows = []
         for job_id, megabytes in zip(jobs, args.sizes, strict=True):
-            rows.append(await large.upload_size(http, data, job_id, megabytes, workdir, pid))
+            row = await large.upload_size(http, base, data, job_id, megabytes, workdir, pid)
+            rows.append(row)
             await scenario.finish(http, data, job_id)
     for row, job_id in zip(rows, jobs, strict=True):
         log(f"large results: fetching {row['target_mb']} MB on a fresh server")

@@ -22,6 +22,7 @@ import dataclasses
 import http.client
 import math
 import statistics
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -139,14 +140,39 @@ async def _file_chunks(path: Path) -> Any:
             yield chunk
 
 
-async def upload(http: aiohttp.ClientSession, path: Path, server_pid: int) -> dict[str, Any]:
-    """POST /results streamed from `path`: client seconds and the server's RSS around it."""
-    with procstat.RssSampler(procstat.tree(server_pid), 0.02) as rss:
-        started = time.perf_counter()
-        async with http.post("/results", data=_file_chunks(path), headers=JSON) as response:
-            await expect(response, 202, "POST /results (large)")
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rss_before_mib": rss.before, "rss_peak_mib": rss.peak}
+async def upload(
+    http: aiohttp.ClientSession, base: str, path: Path, server_pid: int
+) -> dict[str, Any]:
+    """POST /results streamed from `path`: client seconds, the server's RSS around it, and the
+    slowest answer to another request meanwhile (`GET /` one after another: how long the
+    upload kept the server from everyone else)."""
+    stop = threading.Event()
+    pinging = asyncio.create_task(asyncio.to_thread(_ping, base, stop))
+    try:
+        with procstat.RssSampler(procstat.tree(server_pid), 0.02) as rss:
+            started = time.perf_counter()
+            async with http.post("/results", data=_file_chunks(path), headers=JSON) as response:
+                await expect(response, 202, "POST /results (large)")
+            seconds = time.perf_counter() - started
+    finally:
+        stop.set()
+        slowest = await pinging
+    measured = {"seconds": seconds, "rss_before_mib": rss.before, "rss_peak_mib": rss.peak}
+    return measured | {"others_slowest_ms": slowest}
+
+
+def _ping(base: str, stop: threading.Event) -> float:
+    """`GET /` one after another (5 ms apart) until `stop`: the slowest, in ms. Blocking."""
+    connection, slowest = connect(base), 0.0
+    try:
+        while not stop.wait(0.005):
+            started = time.perf_counter()
+            connection.request("GET", "/")
+            connection.getresponse().read()
+            slowest = max(slowest, (time.perf_counter() - started) * 1000)
+        return slowest
+    finally:
+        connection.close()
 
 
 def fetch(
@@ -274,6 +300,7 @@ async def concurrent_rss(
 
 async def upload_size(
     http: aiohttp.ClientSession,
+    base: str,
     data: Scenario,
     job_id: str,
     megabytes: int,
@@ -284,7 +311,11 @@ async def upload_size(
     body = workdir / f"large-{megabytes}.json"
     made = write_body(body, job_id, data.update_key, megabytes * 1_000_000)
     try:
-        return {"target_mb": megabytes, **made, "upload": await upload(http, body, server_pid)}
+        return {
+            "target_mb": megabytes,
+            **made,
+            "upload": await upload(http, base, body, server_pid),
+        }
     finally:
         body.unlink()
 

@@ -36,13 +36,13 @@ def test_scaled_page_splits_the_last_axis():
     assert floats == {"page_number": 4, "data": {"values": [1.0, 1 + 1 / 997, 1 + 2 / 997]}}
 
 
-def test_generated_estimators_are_the_fixture_scaled():
+async def test_generated_estimators_are_the_fixture_scaled():
     scale = large.Scale(bins=3, copies=2)
     text = b"".join(large.estimator_chunks(RESULTS["estimators"], scale))
     generated = orjson.loads(text)
     assert [e["name"] for e in generated] == [e["name"] for e in RESULTS["estimators"]]
-    original = {e.name: e for e in parse_estimators(RESULTS["estimators"])}
-    for estimator in parse_estimators(generated):  # the server's own upload parser
+    original = {e.name: e for e in await parse_estimators(RESULTS["estimators"])}
+    for estimator in await parse_estimators(generated):  # the server's own upload parser
         pages = original[estimator.name].pages
         assert len(estimator.pages) == 2 * len(pages)
         stride = max(page.page_number for page in pages) + 1

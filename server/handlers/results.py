@@ -14,7 +14,8 @@ from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_body, update_key_of
 from server.keys import BODY_CACHE, CONFIG, JOB_TURNS, POOL, RESULTS_INDEX, USER
 from server.limits.bodies import hold_for_parsing
-from server.limits.budget import STRANGER, parse_cost
+from server.limits.budget import STRANGER, parse_cost, wide_text
+from server.limits.pauses import Pauses
 from server.results import negotiation, render, repeats
 from server.results.answers import estimators, owned_results, send_view
 from server.results.filters import page_filter
@@ -25,15 +26,15 @@ from server.results.upload import MAX_ITEMS, parse_estimators
 
 
 async def upload(request: web.Request) -> web.Response:
-    raw = await read_worker_body(request)
-    body, pages = await parse_upload(request, raw)  # large bodies: pages parsed one at a time
+    raw, pauses = await read_worker_body(request), Pauses()  # others are answered meanwhile
+    body, pages = await parse_upload(request, raw, pauses)  # large: pages parsed one at a time
     try:
         job_id = job_id_of(body)
         key = update_key_of(request, body)
-        estimators = parse_estimators(body.get("estimators"), pages)
+        estimators = await parse_estimators(body.get("estimators"), pages, pauses)
     except ApiError:
         if pages is not None:  # a page not read yet may not be JSON: that answer comes first
-            pages.check_json()
+            await pages.check_json(pauses)
         raise
     del raw, pages, body  # only the encoded pages are needed from here on
     quota = request.app[CONFIG].jobs.user_quota
@@ -44,18 +45,19 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def parse_upload(
-    request: web.Request, raw: bytearray
+    request: web.Request, raw: bytearray, pauses: Pauses
 ) -> tuple[dict[str, Any], PageSpans | None]:
     """The upload parsed, what parsing takes held from the budget first: a large body of a
     known sender split into pages (pagesplit.split_upload), the rest of the body's objects and
     its largest page's (pages are parsed one at a time); any other parsed whole. A stranger's
     body is not scanned for pages: its whole parse was held before its key was looked for
     (server/jobs/access.py), and the scan of a body of brackets takes seconds."""
-    spans = None if request.get(STRANGER, True) else page_spans(raw, MAX_ITEMS)
+    spans = None if request.get(STRANGER, True) else await page_spans(raw, MAX_ITEMS, pauses)
     if spans:
         rest = skeleton(raw, spans)
         largest = max(spans, key=lambda span: span[1] - span[0])
-        await hold_for_parsing(request, raw, *largest, plus=len(rest) + parse_cost(rest))
+        plus, wide = len(rest) + parse_cost(rest), await wide_text(raw, pauses)
+        await hold_for_parsing(request, raw, *largest, plus=plus, wide=wide)
         parsed = split_upload(raw, spans, rest)
         if parsed is not None:
             return parsed

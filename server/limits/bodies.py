@@ -166,13 +166,14 @@ async def hold_for_parsing(
     start: int = 0,
     end: int | None = None,
     plus: int = 0,
+    wide: bool | None = None,
 ) -> None:
     """Take from the budget what parsing `body` (or its bytes start:end: a large upload's
-    largest page, parsed one at a time) as JSON will add in memory (budget.parse_cost), and
-    `plus` bytes more; 413 when that is more than the budget could ever give this request
-    besides its body. A request holds the most it was asked for (a worker's body checked for its
-    key, then parsed: once)."""
-    budget, cost = request.app[BODY_BUDGET], parse_cost(body, start, end) + plus
+    largest page, parsed one at a time) as JSON will add in memory (budget.parse_cost, `wide`
+    its look for wide text if made already), and `plus` bytes more; 413 when that is more than
+    the budget could ever give this request besides its body. A request holds the most it was
+    asked for (a worker's body checked for its key, then parsed: once)."""
+    budget, cost = request.app[BODY_BUDGET], parse_cost(body, start, end, wide) + plus
     held = request.get(PARSE_HELD, 0)
     if cost <= held:
         return

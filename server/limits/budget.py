@@ -14,6 +14,7 @@ import re
 from aiohttp import web
 
 from server.errors import ServiceUnavailable
+from server.limits.pauses import Pauses
 
 FREE_BYTES = 64 << 10
 # Bytes of the budget a request holds, given back by server.limits.bodies.with_body_budget.
@@ -33,18 +34,37 @@ STRANGER = web.RequestKey("body_from_stranger", bool)
 _PARSED = {b"[": 96, b"{": 96, b'"': 32, b",": 40}
 # A \u escape of a character past U+00FF (`\u001b`, a log's colour codes, keeps text narrow).
 _WIDE_ESCAPE = re.compile(rb"\\u(?!00[0-9A-Fa-f]{2})")
+WIDE_WINDOW = 16 << 20  # bytes looked through between two pauses (wide_text)
 FREE_PARSE = 1 << 20  # parsed small bodies (logins, small submissions) never wait for the budget
 
 
-def parse_cost(body: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
+def parse_cost(
+    body: bytes | bytearray, start: int = 0, end: int | None = None, wide: bool | None = None
+) -> int:
     """Bytes of the budget the parse of `body[start:end]` (JSON) takes: its estimated objects,
     past FREE_PARSE. Text with a character past U+00FF (raw or as a \\u escape) is held 2 or 4
-    bytes a character (looked for in the whole body: no copy of the part is made)."""
+    bytes a character (looked for in the whole body: no copy of the part is made; `wide`, when
+    the caller looked already, wide_text)."""
     end = len(body) if end is None else end
-    wide = not body.isascii() or _WIDE_ESCAPE.search(body) is not None
+    if wide is None:
+        wide = not body.isascii() or _WIDE_ESCAPE.search(body) is not None
     objects = (end - start) * (4 if wide else 1)
     objects += sum(weight * body.count(byte, start, end) for byte, weight in _PARSED.items())
     return max(0, objects - FREE_PARSE)
+
+
+async def wide_text(body: bytes | bytearray, pauses: Pauses) -> bool:
+    """parse_cost's look for wide text in the whole body, a window at a time with `pauses` (a
+    quarter of a second for 425 MB at once)."""
+    if not body.isascii():
+        return True
+    for start in range(0, len(body), WIDE_WINDOW):
+        end = start + WIDE_WINDOW  # an escape found past it is looked at again, with its digits
+        found = _WIDE_ESCAPE.search(body, start, end + len(b"\\u0000"))
+        if found is not None and found.start() < end:
+            return True
+        await pauses()
+    return False
 
 
 def counted(before: int, size: int) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from server.errors import BadRequest
+from server.limits.pauses import Pauses
 
 # Bodies up to this size are parsed whole: the scan costs more than it saves on small ones.
 SPLIT_ABOVE = 16 * 1024 * 1024
@@ -34,6 +35,8 @@ MAX_DEPTH = 1024  # containers open at once (orjson refuses deeper JSON)
 # Tokens scanned at most, about a second of the event loop: a page of the fixture has ~130, and
 # an upload at most 10,000 pages (results.upload.MAX_ITEMS).
 MAX_TOKENS = 2_000_000
+# Scanned between two looks at the clock (server/limits/pauses.py): about 5 ms of either.
+SCAN_TOKENS, SCAN_BYTES = 4096, 8 << 20
 # The longest key that gives a role (_ROLES); a longer string before a colon is not copied (each
 # colon after an 8 MB key copied it again: hours of the event loop for a 17 KB gzip body).
 _KEY_LENGTH = len(b'"estimators"')
@@ -57,11 +60,12 @@ class PageSpans:
         start, end = self.spans[placeholder[PLACEHOLDER_KEY]]
         return _parse(self.body[start:end])
 
-    def check_json(self) -> None:
+    async def check_json(self, pauses: Pauses) -> None:
         """400 "Malformed JSON body" if any page is not JSON: what parsing the body whole would
         have answered before any other check (each page parsed and dropped in turn)."""
         for start, end in self.spans:
             _parse(self.body[start:end])
+            await pauses()
 
 
 def is_placeholder(value: Any) -> bool:
@@ -73,45 +77,73 @@ def _role(parent: str | None, opening: bytes, key: bytes | None) -> str:
     return role or "other"
 
 
+class _Scan:
+    """find_pages a number of tokens at a time (the event loop may pause in between)."""
+
+    def __init__(self, body: bytes | bytearray, max_pages: int) -> None:
+        self.body, self.max_pages = body, max_pages
+        self.tokens = enumerate(_TOKEN.finditer(body))
+        self.stack: list[tuple[str, int]] = []  # (role, start offset) of each open container
+        self.key: bytes | None = None
+        self.last_string = (0, 0)
+        self.spans: list[tuple[int, int]] = []
+
+    def run(self, tokens: int, size: int) -> tuple[bool, list[tuple[int, int]] | None]:
+        """Scan up to `tokens` more tokens, or past `size` more bytes (a run of numbers is one
+        token, of megabytes): (finished, the spans or None)."""
+        until = None
+        for _ in range(tokens):
+            found = next(self.tokens, None)
+            if found is None:
+                return True, self.spans if not self.stack else None
+            count, match = found
+            if count > MAX_TOKENS or len(self.stack) > MAX_DEPTH or not self._token(match):
+                return True, None
+            until = until or match.start() + size
+            if match.end() >= until:
+                break
+        return False, None
+
+    def _token(self, match: re.Match[bytes]) -> bool:
+        """Take one token in; False when the body is not laid out as JSON pages may be."""
+        body, stack, start = self.body, self.stack, match.start()
+        char = body[start]
+        if char == 0x22:  # a string: a key, if a colon follows
+            if match.group("end") is None:  # not closed: not JSON
+                return False
+            self.last_string = (start, match.end())
+        elif char == 0x3A:  # ":"
+            named = stack and stack[-1][0] in ("root", "estimator")
+            first, end = self.last_string
+            short = end - first <= _KEY_LENGTH
+            self.key = bytes(body[first:end]) if named and short else None
+        elif char in (0x7B, 0x5B):  # "{", "["
+            parent = stack[-1][0] if stack else None
+            inner = parent in ("page", "other")
+            stack.append(("other" if inner else _role(parent, bytes([char]), self.key), start))
+            self.key = None
+        elif char in _CLOSERS:
+            return self._close(char, match.end())
+        return True
+
+    def _close(self, char: int, end: int) -> bool:
+        if not self.stack:
+            return False
+        role, opened = self.stack.pop()
+        if (self.body[opened] == 0x7B) != (char == 0x7D):
+            return False
+        if role == "page":
+            self.spans.append((opened, end))
+        return len(self.spans) <= self.max_pages
+
+
 def find_pages(body: bytes | bytearray, max_pages: int = 2**63) -> list[tuple[int, int]] | None:
     """(start, end) of every page object, or None when the brackets do not balance, or there are
     more than `max_pages`, or containers nest deeper than MAX_DEPTH, or the body has more than
     MAX_TOKENS tokens (then the whole body is parsed, its parse held from the budget: the spans
     of millions of `{}` pages took gigabytes, held from nothing, 16 MiB of `[` a stack of 1.8 GB
     and 14 s of the event loop, and 17 MiB of `[],` 9 s of it)."""
-    stack: list[tuple[str, int]] = []  # (role, start offset) of each open container
-    key: bytes | None = None
-    last_string: tuple[int, int] = (0, 0)
-    spans = []
-    for count, match in enumerate(_TOKEN.finditer(body)):
-        if count > MAX_TOKENS or len(stack) > MAX_DEPTH:
-            return None
-        start = match.start()
-        char = body[start]
-        if char == 0x22:  # a string: a key, if a colon follows
-            if match.group("end") is None:  # not closed: not JSON
-                return None
-            last_string = (start, match.end())
-        elif char == 0x3A:  # ":"
-            named = stack and stack[-1][0] in ("root", "estimator")
-            short = last_string[1] - last_string[0] <= _KEY_LENGTH
-            key = bytes(body[last_string[0] : last_string[1]]) if named and short else None
-        elif char in (0x7B, 0x5B):  # "{", "["
-            parent = stack[-1][0] if stack else None
-            inner = parent in ("page", "other")
-            stack.append(("other" if inner else _role(parent, bytes([char]), key), start))
-            key = None
-        elif char in _CLOSERS:
-            if not stack:
-                return None
-            role, opened = stack.pop()
-            if (body[opened] == 0x7B) != (char == 0x7D):
-                return None
-            if role == "page":
-                spans.append((opened, match.end()))
-                if len(spans) > max_pages:
-                    return None
-    return spans if not stack else None
+    return _Scan(body, max_pages).run(MAX_TOKENS + 2, len(body) + 1)[1]
 
 
 def skeleton(body: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes:
@@ -142,9 +174,19 @@ def _parse(body: bytes | bytearray | memoryview) -> Any:
         raise BadRequest("Malformed JSON body") from None
 
 
-def page_spans(body: bytes | bytearray, max_pages: int) -> list[tuple[int, int]] | None:
-    """Where the pages of a large body are (None: parsed whole, small or not so laid out)."""
-    return find_pages(body, max_pages) if len(body) > SPLIT_ABOVE else None
+async def page_spans(
+    body: bytes | bytearray, max_pages: int, pauses: Pauses
+) -> list[tuple[int, int]] | None:
+    """Where the pages of a large body are (None: parsed whole, small or not so laid out),
+    found with `pauses` (a scan of 425 MB takes about a second)."""
+    if len(body) <= SPLIT_ABOVE:
+        return None
+    scan = _Scan(body, max_pages)
+    while True:
+        finished, spans = scan.run(SCAN_TOKENS, SCAN_BYTES)
+        if finished:
+            return spans
+        await pauses()
 
 
 def split_upload(

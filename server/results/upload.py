@@ -11,6 +11,7 @@ import orjson
 
 from server import values
 from server.errors import BadRequest, PayloadTooLarge
+from server.limits.pauses import Pauses
 from server.models import StoredEstimator, StoredPage
 from server.results.deflate import crc_shift, encode_segment
 from server.results.pagesplit import PageSpans, is_placeholder
@@ -85,7 +86,9 @@ def encode_page(page: dict[str, Any], number: int, what: str = "page") -> Stored
     )
 
 
-def _estimator(entry: Any, index: int, source: PageSpans | None) -> StoredEstimator:
+async def _estimator(
+    entry: Any, index: int, source: PageSpans | None, pauses: Pauses
+) -> StoredEstimator:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise BadRequest(f"Invalid estimators[{index}]: needs a non-empty string name")
     name = values.text(entry["name"], f"estimators[{index}].name", MAX_NAME)
@@ -110,6 +113,7 @@ def _estimator(entry: Any, index: int, source: PageSpans | None) -> StoredEstima
             raise BadRequest(f"Duplicate page number {number} in estimator {name!r}")
         seen.add(number)
         stored.append(encode_page(page, number, f"page in estimator {name!r}"))
+        await pauses()
     return StoredEstimator(name, stored, other_fields(entry, f"estimator {name!r}"))
 
 
@@ -128,17 +132,21 @@ def _check_count(estimators: list[Any]) -> None:
         )
 
 
-def parse_estimators(estimators: Any, source: PageSpans | None = None) -> list[StoredEstimator]:
+async def parse_estimators(
+    estimators: Any, source: PageSpans | None = None, pauses: Pauses | None = None
+) -> list[StoredEstimator]:
     """Validate and encode the `estimators` list of an upload; 400 before anything is stored.
+    Other requests are answered meanwhile (`pauses` between pages: server/limits/pauses.py).
 
     `source`: where a large upload's pages are (server/results/pagesplit.py), if it was split.
     """
+    pauses = pauses or Pauses()
     if estimators is None:
         raise BadRequest("Missing field: estimators")
     if not isinstance(estimators, list):
         raise BadRequest("Field estimators must be of type array")
     _check_count(estimators)
-    parsed = [_estimator(entry, index, source) for index, entry in enumerate(estimators)]
+    parsed = [await _estimator(entry, i, source, pauses) for i, entry in enumerate(estimators)]
     names = [estimator.name for estimator in parsed]
     if len(set(names)) != len(names):
         raise BadRequest("Duplicate estimator name in one upload")
