@@ -5,8 +5,12 @@ tests/fakes/worker.py), a real database and real HTTP."""
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
+from server.runner.local import process
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -17,6 +21,7 @@ from tests.helpers import (
     states_are,
     status,
     submit,
+    wait_gone,
 )
 
 
@@ -133,6 +138,50 @@ async def test_a_cancel_during_the_merge_stops_it(start_app, conn):
     assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
     await asyncio.sleep(0.5)
     assert zombies_of(os.getpid()) == []
+
+
+def before_start(
+    monkeypatch: pytest.MonkeyPatch, merge: bool, act: Callable[[str], Awaitable[None]]
+) -> list[int]:
+    """Run `act(job_id)` just before the runner's first worker process of a task (or of a merge
+    step) starts; the pid of that process is added to the list returned once it has started."""
+    real, started = process.start, []
+
+    async def start(argv: list[str], cwd: Path, env: dict[str, str], output: Path):
+        first = not started and (argv[-1] == "merge") == merge
+        if first:
+            await act(env["YAPTIDE_SIMULATION_ID"])
+        found = await real(argv, cwd, env, output)
+        if first:
+            started.append(found.pid)
+        return found
+
+    monkeypatch.setattr(process, "start", start)
+    return started
+
+
+async def test_a_cancel_while_a_worker_is_being_started_stops_it(start_app, conn, monkeypatch):
+    """A cancel answered while the runner starts a task's worker (its files written, the
+    process being made) finds no process to stop yet: the worker started after it must be
+    stopped as soon as it runs, or a worker that reports late (never, here) runs on."""
+    client, _, _ = await start_app("quiet", slots=1)
+    answers = []
+
+    async def cancel(job_id: str) -> None:
+        response = await client.delete("/jobs/direct", params={"job_id": job_id})
+        answers.append((response.status, await response.json()))
+
+    started = before_start(monkeypatch, False, cancel)
+    job_id = await submit(client, payload(ntasks=1))
+    await eventually(lambda: asyncio.sleep(0, started))
+    assert answers == [(200, {"message": "Job cancelled"})]
+    await wait_gone(started)
+    body = await status(client, job_id)
+    assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == (
+        "CANCELED",
+        "CANCELED",
+    )
+    assert await logfiles_of(conn) == {}
 
 
 def zombies_of(pid: int) -> list[int]:

@@ -13,6 +13,7 @@ and its pid (`pid_<task>`). Modes:
 - crash: RUNNING, some output on stdout and stderr, then exit 3 without a final state;
 - hang [stubborn|scribble]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM; a
   "scribble" one too, and writes files into its working directory until it is killed);
+- quiet: sleep without ever reporting (a worker command whose first report comes late);
 - slots: record start and end times (`times_<task>`) around a short sleep, then COMPLETED (its
   merge step records `times_merge` the same way);
 - manifest: RUNNING, list its (no) result files for the merge step as the built-in worker does
@@ -140,6 +141,10 @@ def hang(how: str | None = None) -> None:
     time.sleep(120)
 
 
+def quiet() -> None:
+    time.sleep(120)
+
+
 def slots() -> None:
     timed(f"times_{TASK_ID}")
     task(task_state="RUNNING")
@@ -222,6 +227,7 @@ if __name__ == "__main__":
         "fail": fail,
         "crash": crash,
         "hang": hang,
+        "quiet": quiet,
         "slots": slots,
         "order": order,
         "crashmerge": at_once,
