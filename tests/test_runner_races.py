@@ -23,6 +23,7 @@ from tests.helpers import (
     submit,
     wait_gone,
 )
+from tests.test_runner_lifecycle import other_server
 
 
 def spans(*job_dirs: Path) -> list[tuple[float, float]]:
@@ -181,6 +182,34 @@ async def test_a_cancel_while_a_worker_is_being_started_stops_it(start_app, conn
         "CANCELED",
         "CANCELED",
     )
+    assert await logfiles_of(conn) == {}
+
+
+async def test_a_cancel_by_another_server_as_the_merge_starts_stops_it(
+    aiohttp_client, make_config, start_app, conn, monkeypatch
+):
+    """A cancel answered by another server after the last task ended, before the merge step's
+    process started: this runner had forgotten the job's tasks and did not know of its merge
+    yet, so the change listener's news reached nobody, and the merge ran on (30 s here) to
+    its end. The merge step, once started, asks after its job."""
+    client, _, _ = await start_app("slowmerge", slots=2)
+    other = await other_server(aiohttp_client, make_config)
+    answers = []
+
+    async def cancel(job_id: str) -> None:
+        response = await other.delete("/jobs/direct", params={"job_id": job_id})
+        answers.append((response.status, await response.json()))
+        await asyncio.sleep(0.2)  # its news reaches the runner, which has no process to stop
+
+    started = before_start(monkeypatch, True, cancel)
+    job_id = await submit(client, payload(ntasks=2))
+    await eventually(lambda: asyncio.sleep(0, started), timeout=30)
+    assert answers == [(200, {"message": "Job cancelled"})]
+    await wait_gone(started)
+    body = await status(client, job_id)
+    assert body["job_state"] == "CANCELED"
+    assert [task["task_state"] for task in body["job_tasks_status"]] == ["COMPLETED"] * 2
+    assert await conn.fetchval("SELECT count(*) FROM estimators") == 0
     assert await logfiles_of(conn) == {}
 
 
