@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.keys import CONFIG
+from server.results import changes
 from server.results.changes import APP_NAME
 from server.runner import RunnerBusy
 from server.runner.local.lock import LOCK_KEY
@@ -22,6 +23,7 @@ from tests.helpers import (
     pids_of,
     processes_of,
     record_jobs,
+    states_are,
     status,
     submit,
     wait_gone,
@@ -124,6 +126,38 @@ async def test_a_simulation_cancelled_and_deleted_by_another_server_is_stopped(
     await wait_gone(pids)
     await eventually(lambda: asyncio.to_thread(lambda: not job_dir.exists()))
     assert processes_of(job_id) == []  # the queued task never started
+
+
+async def listeners_are(conn, count: int) -> bool:
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+    return await conn.fetchval(sessions, APP_NAME) == count
+
+
+async def test_a_queued_job_cancelled_by_another_server_unheard_never_starts(
+    aiohttp_client, make_config, start_app, conn, monkeypatch
+):
+    """A queued job cancelled through another server while the runner does not listen (here
+    its listener stays away): when a slot frees, the task's start asks after its job, finds
+    it ended, and starts the next job's instead. Before, the cancelled job's worker started."""
+    monkeypatch.setattr(changes, "RECONNECT_AFTER", 60.0)  # a listener cut stays away
+    client, _, config = await start_app("fail all", slots=1)
+    running, cancelled, last = [await submit(client, payload(ntasks=1)) for _ in range(3)]
+    await eventually(states_are(client, running, "RUNNING"), timeout=30)
+    other = await other_server(aiohttp_client, make_config)
+    await eventually(lambda: listeners_are(conn, 2))
+    await cut_listeners(conn)
+    await eventually(lambda: listeners_are(conn, 0))
+    response = await other.delete("/jobs/direct", params={"job_id": cancelled})
+    assert (response.status, await response.json()) == (200, {"message": "Job cancelled"})
+    (job_dir_of(config, running) / "go").touch()  # the slot frees: the queued tasks start
+    await eventually(states_are(client, last, "RUNNING"), timeout=30)
+    assert not job_dir_of(config, cancelled).exists()  # no file written, no worker started
+    body = await status(client, cancelled)
+    assert (body["job_state"], body["job_tasks_status"][0]["task_state"]) == (
+        "CANCELED",
+        "CANCELED",
+    )
+    assert await logfiles_of(conn) == {}
 
 
 async def test_cancel_kills_a_worker_ignoring_sigterm(start_app, conn):
