@@ -463,3 +463,83 @@ async def test_a_database_restored_under_the_server_serves_none_of_its_old_pages
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{snapshot}" WITH (FORCE)')
         await admin.close()
+
+
+async def pinged_again(conn: asyncpg.Connection, count: int) -> None:
+    """Wait until each of `count` listening sessions has started a ping after one seen ended:
+    its process had the answer to that one (they are sent one after the other), which renewed
+    its lease."""
+    from server.database.sql import query
+    from server.results.changes import APP_NAME
+
+    pings = (
+        "SELECT pid, query_start FROM pg_stat_activity"
+        " WHERE application_name = $1 AND query = $2 AND state = 'idle'"
+    )
+
+    async def seen() -> dict[int, Any] | None:
+        rows = await conn.fetch(pings, APP_NAME, query("changes_ping"))
+        return {row["pid"]: row["query_start"] for row in rows} if len(rows) == count else None
+
+    first = await eventually(seen)
+
+    async def again() -> bool:
+        now = await seen()
+        return now is not None and all(now.get(pid, start) > start for pid, start in first.items())
+
+    await eventually(again)
+
+
+async def test_results_read_while_not_listening_are_not_trusted_once_listening_again(
+    aiohttp_client, make_config, conn, monkeypatch
+):
+    """A process whose change listener is away serves finished results only after checking the
+    database; one it read then may be deleted before it listens again (the notification went
+    to nobody). Listening again, it must drop what it read meanwhile: kept, the deleted results
+    were served from memory, a 200, as soon as its lease was renewed. Here the listeners'
+    reconnection is held back until the read and the delete are done."""
+    from server.app import create_app
+    from server.results.changes import APP_NAME, Changes
+    from tests.helpers import login, set_task, submit
+
+    real_listen, held, gate = Changes._listen, [], asyncio.Event()
+    gate.set()
+
+    async def listen(self: Changes) -> None:
+        if not gate.is_set():
+            held.append(self)
+            await gate.wait()
+        await real_listen(self)
+
+    monkeypatch.setattr(Changes, "_listen", listen)
+    config = make_config()  # one data_dir: one signing secret for both processes
+    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
+    await login(first)
+    account = {"username": "alice", "password": "password1"}
+    assert (await second.post("/auth/login", json=account)).status == 202
+    job_id = await submit(first)
+    await set_key(conn, job_id)
+    body = {"simulation_id": job_id, "update_key": KEY, "estimators": RESULTS["estimators"]}
+    assert (await first.post("/results", json=body)).status == 202
+    identity = {"simulation_id": job_id, "update_key": KEY}
+    for task_id in range(1, 5):
+        for state in ("RUNNING", "COMPLETED"):
+            await set_task(first, identity, task_id, task_state=state)
+    await pinged_again(conn, 2)
+
+    gate.clear()
+    sessions = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1"
+    await conn.execute(sessions, APP_NAME)
+    await eventually(lambda: asyncio.sleep(0, len(held) == 2))  # both lost, not listening
+    params = {"job_id": job_id}
+    response = await second.get("/results", params=params)
+    assert (response.status, await response.json()) == (
+        200,
+        {"message": "Results", "estimators": reference()},
+    )
+    deleted = await first.delete("/user/simulations", params=params)
+    assert (deleted.status, await deleted.json()) == (200, {"message": "Simulation deleted"})
+    gate.set()
+    await pinged_again(conn, 2)  # listening again, and trusting what it keeps
+    response = await second.get("/results", params=params)
+    assert (response.status, await response.json()) == (404, NOT_FOUND)
