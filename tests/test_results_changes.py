@@ -315,21 +315,14 @@ async def test_a_listener_cut_while_it_acknowledges_a_delete_reconnects(conn):
             writer.close()
 
 
-@pytest.fixture
-async def late_pair(aiohttp_client, make_config, conn, monkeypatch) -> tuple[Any, Any, str]:
-    """Two in-process apps on one database, each handling its `simulation_deleted`
-    notifications 0.5 s late (a busy event loop), and a finished simulation of theirs that the
-    second serves from memory: (first, second, job_id)."""
+async def finished_pair(
+    aiohttp_client, make_config, conn, estimators: int | None = None
+) -> tuple[Any, Any, str]:
+    """Two in-process apps on one database, both signed in as alice, and a finished simulation
+    of hers holding the fixture's first `estimators` (all by default): (first, second, job_id)."""
     from server.app import create_app
-    from server.results.changes import Changes
     from tests.helpers import login, set_task, submit
 
-    on_deleted = Changes._on_deleted
-
-    def late(self, *args):
-        asyncio.get_running_loop().call_later(0.5, on_deleted, self, *args)
-
-    monkeypatch.setattr(Changes, "_on_deleted", late)
     config = make_config()  # one data_dir: one signing secret for both processes
     first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
     await login(first)
@@ -337,12 +330,30 @@ async def late_pair(aiohttp_client, make_config, conn, monkeypatch) -> tuple[Any
     assert (await second.post("/auth/login", json=account)).status == 202
     job_id = await submit(first)
     await set_key(conn, job_id)
-    body = {"simulation_id": job_id, "update_key": KEY, "estimators": RESULTS["estimators"][:1]}
+    results = RESULTS["estimators"][:estimators]
+    body = {"simulation_id": job_id, "update_key": KEY, "estimators": results}
     assert (await first.post("/results", json=body)).status == 202
     identity = {"simulation_id": job_id, "update_key": KEY}
     for task_id in range(1, 5):
         for state in ("RUNNING", "COMPLETED"):
             await set_task(first, identity, task_id, task_state=state)
+    return first, second, job_id
+
+
+@pytest.fixture
+async def late_pair(aiohttp_client, make_config, conn, monkeypatch) -> tuple[Any, Any, str]:
+    """Two in-process apps on one database, each handling its `simulation_deleted`
+    notifications 0.5 s late (a busy event loop), and a finished simulation of theirs that the
+    second serves from memory: (first, second, job_id)."""
+    from server.results.changes import Changes
+
+    on_deleted = Changes._on_deleted
+
+    def late(self, *args):
+        asyncio.get_running_loop().call_later(0.5, on_deleted, self, *args)
+
+    monkeypatch.setattr(Changes, "_on_deleted", late)
+    first, second, job_id = await finished_pair(aiohttp_client, make_config, conn, 1)
 
     async def from_memory() -> bool:  # a rename behind the server's back does not show
         before = await (await second.get("/results", params={"job_id": job_id})).json()
@@ -498,9 +509,7 @@ async def test_results_read_while_not_listening_are_not_trusted_once_listening_a
     to nobody). Listening again, it must drop what it read meanwhile: kept, the deleted results
     were served from memory, a 200, as soon as its lease was renewed. Here the listeners'
     reconnection is held back until the read and the delete are done."""
-    from server.app import create_app
     from server.results.changes import APP_NAME, Changes
-    from tests.helpers import login, set_task, submit
 
     real_listen, held, gate = Changes._listen, [], asyncio.Event()
     gate.set()
@@ -512,19 +521,7 @@ async def test_results_read_while_not_listening_are_not_trusted_once_listening_a
         await real_listen(self)
 
     monkeypatch.setattr(Changes, "_listen", listen)
-    config = make_config()  # one data_dir: one signing secret for both processes
-    first, second = [await aiohttp_client(create_app(config)) for _ in range(2)]
-    await login(first)
-    account = {"username": "alice", "password": "password1"}
-    assert (await second.post("/auth/login", json=account)).status == 202
-    job_id = await submit(first)
-    await set_key(conn, job_id)
-    body = {"simulation_id": job_id, "update_key": KEY, "estimators": RESULTS["estimators"]}
-    assert (await first.post("/results", json=body)).status == 202
-    identity = {"simulation_id": job_id, "update_key": KEY}
-    for task_id in range(1, 5):
-        for state in ("RUNNING", "COMPLETED"):
-            await set_task(first, identity, task_id, task_state=state)
+    first, second, job_id = await finished_pair(aiohttp_client, make_config, conn)
     await pinged_again(conn, 2)
 
     gate.clear()
