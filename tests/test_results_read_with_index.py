@@ -40,6 +40,19 @@ class Reads:
         monkeypatch.setattr(stored, "page_data", counted_pages)
 
 
+def handed_over(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The pages each index read handed to its fetch: what is left of them afterwards."""
+    read, handed = IndexCache.read, []
+
+    async def kept_read(self, db, job_id, data_up_to=0):
+        found = await read(self, db, job_id, data_up_to)
+        handed.append(found.pages)
+        return found
+
+    monkeypatch.setattr(IndexCache, "read", kept_read)
+    return handed
+
+
 async def server_with_results(aiohttp_client, make_config, conn, **server):
     client = await aiohttp_client(create_app(make_config(server=server)))
     await login(client)
@@ -62,15 +75,7 @@ async def test_a_whole_small_result_is_read_in_one_query(
     aiohttp_client, make_config, conn, monkeypatch, prefix, encoding
 ):
     client, job_id = await server_with_results(aiohttp_client, make_config, conn, **COLD)
-    reads, handed = Reads(monkeypatch), []
-    read = IndexCache.read
-
-    async def kept_read(self, db, job_id, data_up_to=0):
-        found = await read(self, db, job_id, data_up_to)
-        handed.append(found.pages)
-        return found
-
-    monkeypatch.setattr(IndexCache, "read", kept_read)
+    reads, handed = Reads(monkeypatch), handed_over(monkeypatch)
     for _ in range(2):  # nothing cached: each fetch reads it all again
         status, body = await fetch(client, f"{prefix}/results?job_id={job_id}", encoding)
         assert (status, orjson.loads(body)) == (200, FULL)
@@ -128,3 +133,18 @@ async def test_pages_read_with_the_index_are_cached_like_any_other(
 
 def _one(estimator: str, number: int) -> dict:
     return {"estimators": reference(estimator, {number})}
+
+
+async def test_pages_read_with_the_index_are_let_go_of_when_the_body_is_cached(
+    aiohttp_client, make_config, conn, monkeypatch
+):
+    """No index kept, the body cached: each fetch reads the index again (with the pages), the
+    body comes from the cache, and the pages read are not held while it is sent."""
+    client, job_id = await server_with_results(
+        aiohttp_client, make_config, conn, index_cache_size=0
+    )
+    reads, handed = Reads(monkeypatch), handed_over(monkeypatch)
+    for _ in range(3):
+        status, body = await fetch(client, f"/results?job_id={job_id}")
+        assert (status, orjson.loads(body)) == (200, FULL)
+    assert (reads.with_index, reads.page_data, handed) == ([PAGES] * 3, [], [{}, {}, {}])

@@ -161,7 +161,7 @@ async def respond(
     reads no page: the body's length is worked out from the index."""
     db, page_cache, bodies, inflater, files, read = stores
     variant = view.gzip if gzip else view.identity
-    cached = await from_cache(request, variant, bodies)
+    cached = await from_cache(request, variant, bodies, read)
     if cached is not None:
         return cached
     drop_when_stalled(request)
@@ -182,12 +182,14 @@ async def respond(
 
 
 async def from_cache(
-    request: web.Request, variant: Variant, bodies: LruCache[bytes]
+    request: web.Request, variant: Variant, bodies: LruCache[bytes], read: Read = NOTHING_READ
 ) -> web.StreamResponse | None:
-    """The answer of `variant` when the body cache has its body."""
+    """The answer of `variant` when the body cache has its body (the pages `read` with the
+    index, not needed, are let go of first)."""
     body = bodies.get(variant.body_key)
     if body is None:
         return None
+    read.clear()
     drop_when_stalled(request)
     return await send_body(request, variant.headers, body)
 
@@ -202,6 +204,7 @@ async def _stream_large(
     if name is not None:
         file = files.open(name, length)
         if file is not None:
+            stores.read.clear()  # not needed: let go of before the body is sent
             with file:  # also when the response fails before the reader has begun
                 return await stream(
                     request,
