@@ -116,32 +116,38 @@ async def check_header_key(request: web.Request) -> None:
 
 
 # `"update_key": "<key>"` anywhere in a raw body (JSON strings hold no raw quote, so this is a
-# member of some object), and the same without the value, to count escaped keys too. At most 64
-# blanks around the colon, so that a match is never longer than _LONGEST and a body can be
-# looked through a window at a time (one with more is parsed before its key is known).
-_BODY_KEY = re.compile(rb'"update_key"\s{0,64}:\s{0,64}"([^"\\]{1,256})"')
-_BODY_KEY_NAME = re.compile(rb'"update_key"\s{0,64}:')
-_LONGEST = len(b'"update_key":""') + 2 * 64 + 256
-_WINDOW = 16 << 20  # bytes looked through between two pauses (two regex scans of 425 MB: 0.5 s)
+# member of some object), and the same without the value, to count escaped keys too.
+_BODY_KEY = re.compile(rb'"update_key"\s*:\s*"([^"\\]{1,256})"')
+_BODY_KEY_NAME = re.compile(rb'"update_key"\s*:')
+# Where a member may begin: looked for a window at a time; one whose blanks run past the window
+# (its end there, `\Z`) is looked at whole.
+_MEMBER_START = re.compile(rb'"update_key"\s*(?::|\Z)')
+_WINDOW = 16 << 20  # bytes looked through between two pauses (two scans of 425 MB took 0.5 s)
 _MAX_CANDIDATES = 8
 
 
-async def _members(pattern: re.Pattern[bytes], body: bytes | bytearray) -> list[re.Match[bytes]]:
-    """`pattern.finditer(body)`, up to one match more than _MAX_CANDIDATES, a window at a
-    time with pauses (server/limits/pauses.py)."""
-    found: list[re.Match[bytes]] = []
-    start, pauses = 0, Pauses()
-    while start < len(body):
-        end = start + _WINDOW  # a match that begins before it ends before end + _LONGEST
-        for match in pattern.finditer(body, start, end + _LONGEST):
-            if match.start() >= end or len(found) > _MAX_CANDIDATES:
+async def _key_members(body: bytes | bytearray) -> tuple[list[bytes], int]:
+    """The values of the body's `"update_key": "..."` members, and how many `"update_key":`
+    members it has, as `finditer` of _BODY_KEY and of _BODY_KEY_NAME finds them (each up to
+    one more than _MAX_CANDIDATES): a window at a time, with pauses (server/limits/pauses.py)."""
+    candidates: list[bytes] = []
+    named, key_end, start, pauses = 0, 0, 0, Pauses()
+    while start < len(body) and named <= _MAX_CANDIDATES:
+        end = start + _WINDOW
+        for found in _MEMBER_START.finditer(body, start, end + len(b'"update_key"')):
+            at = found.start()
+            if at >= end or named > _MAX_CANDIDATES:
                 break
-            found.append(match)
-        if len(found) > _MAX_CANDIDATES:
-            break
-        start = max(end, found[-1].end() if found else 0)
+            if _BODY_KEY_NAME.match(body, at) is None:
+                continue
+            named += 1
+            key = _BODY_KEY.match(body, at) if at >= key_end else None  # finditer: no overlap
+            if key is not None:
+                candidates.append(key.group(1))
+                key_end = key.end()
+        start = end
         await pauses()
-    return found
+    return candidates, named
 
 
 async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
@@ -156,8 +162,7 @@ async def check_body_key(request: web.Request, body: bytes | bytearray) -> None:
     """
     if len(body) <= PRECHECK_ABOVE or bearer_token(request) is not None:
         return
-    candidates = [match.group(1) for match in await _members(_BODY_KEY, body)]
-    named = len(await _members(_BODY_KEY_NAME, body))
+    candidates, named = await _key_members(body)
     if not candidates or len(candidates) != named or len(candidates) > _MAX_CANDIDATES:
         await hold_for_parsing(request, body)
         return
