@@ -116,13 +116,10 @@ class IndexRead:
 async def read_index(db: Db, job_id: str, data_up_to: int = 0) -> IndexRead | None:
     """The results index of a job (None for an unknown job) and, when its pages come to
     `data_up_to` stored bytes at most together, their data (else none): in one query."""
-    if data_up_to > 0:
-        rows = await db.fetch(query("results_index_with_data"), job_id, data_up_to)
-    else:
-        rows = await db.fetch(query("results_index"), job_id)
+    rows = await db.fetch(query("results_index"), job_id, data_up_to)
     if not rows:
         return None
-    pages = [row for row in rows if data_up_to > 0 and row["data"] is not None]
+    pages = [row for row in rows if row["data"] is not None]
     return IndexRead(_index(job_id, rows), pages)
 
 

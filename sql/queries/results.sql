@@ -25,26 +25,14 @@ ON CONFLICT (estimator_id, page_number) DO UPDATE SET
     version = nextval('page_versions')
 
 -- name: results_index
--- Everything GET /results checks and streams, except page data: one row per page (one row of
--- NULLs when nothing is stored; an estimator without pages has one row with NULL page columns),
--- each with the job's owner, state and results version. An estimator's fields come on its first
--- row only (NULL on the others): they may be large, and are one value however many pages it has.
-SELECT s.id, s.user_id, s.job_state, s.end_time, s.results_version,
-       e.name AS estimator, e.id AS estimator_id, p.page_number,
-       CASE WHEN row_number() OVER (PARTITION BY e.position, e.id ORDER BY p.page_number) = 1
-            THEN e.fields END AS estimator_fields,
-       p.version,
-       octet_length(p.data) AS stored_size, p.raw_size
-FROM simulations s
-LEFT JOIN estimators e ON e.simulation_id = s.id
-LEFT JOIN pages p ON p.estimator_id = e.id
-WHERE s.job_id = $1
-ORDER BY e.position, e.id, p.page_number
-
--- name: results_index_with_data
--- results_index, and the pages' data (as page_data gives it) when all of it comes to $2 stored
--- bytes at most (else NULL): a whole small result in one query. The total is summed first, so
--- that the rows carry no data when it is too large (a window over them held it all).
+-- Everything GET /results checks and streams: one row per page (one row of NULLs when nothing
+-- is stored; an estimator without pages has one row with NULL page columns), each with the
+-- job's owner, state and results version. An estimator's fields come on its first row only
+-- (NULL on the others): they may be large, and are one value however many pages it has. The
+-- pages' data (as page_data gives it) comes too when $2 > 0 and all of it comes to $2 stored
+-- bytes at most (else NULL): a whole small result in one query. The total is summed first, and
+-- only then (with $2 = 0 not at all), so that the rows carry no data when it is too large (a
+-- window over the rows held them all).
 WITH total AS (
     SELECT coalesce(sum(octet_length(p.data)), 0) AS bytes
     FROM simulations s
@@ -58,7 +46,8 @@ SELECT s.id, s.user_id, s.job_state, s.end_time, s.results_version,
             THEN e.fields END AS estimator_fields,
        p.version,
        octet_length(p.data) AS stored_size, p.raw_size,
-       CASE WHEN (SELECT bytes FROM total) <= $2::bigint THEN p.data END AS data,
+       CASE WHEN $2::bigint > 0 AND (SELECT bytes FROM total) <= $2::bigint THEN p.data END
+           AS data,
        p.crc32, p.crc_shift
 FROM simulations s
 LEFT JOIN estimators e ON e.simulation_id = s.id
