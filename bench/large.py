@@ -11,20 +11,19 @@ bodies are fetched the same way from the bare in-memory app (bench/ceiling.py): 
 them costs at best on this machine, size by size. At the end the smallest and the largest are
 fetched alternately on one server (paired_growth), for the linearity verdict.
 
-The fetches are made with http.client on blocking sockets in threads, each body read into one
-reused buffer: on the 2.6 MB gzip body the aiohttp client took as much time per fetch as the
-server (1,250 MB/s against 2,100 with http.client, the server's CPU per MB the same), so its
-figures were the client's. wrk, the client of the other workloads, reads large bodies slowly.
+The fetches are made on blocking sockets in threads by bench/client.py, each body read into one
+reused buffer: the aiohttp client took as much time per fetch of the 2.6 MB gzip body as the
+server (1,250 MB/s against 2,100 with http.client, the server's CPU per MB the same), and
+http.client itself ~0.1 ms a fetch (its parse of the headers), so their figures were partly
+the client's. wrk, the client of the other workloads, reads large bodies slowly.
 """
 
 import asyncio
 import dataclasses
-import http.client
 import math
 import statistics
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,14 +31,13 @@ from typing import Any, BinaryIO
 import aiohttp
 import orjson
 
-from bench import paired, procstat
+from bench import client, paired, procstat
 from bench.procstat import Usage
 from bench.scenario import JSON, RESULTS_FILE, Scenario, expect
 
 SIZES_MB = (8, 80, 400)
 AXES = ("axis_dim1", "axis_dim2", "axis_dim3")
 READ_CHUNK = 1 << 20  # the upload's pieces
-READ_BUFFER = 4 << 20  # a fetch reads into this, over and over
 CONCURRENT = 4
 MEASURED_S = 1.0
 PAIRED_ROUNDS = 6
@@ -163,46 +161,14 @@ async def upload(
 
 def _ping(base: str, stop: threading.Event) -> float:
     """`GET /` one after another (5 ms apart) until `stop`: the slowest, in ms. Blocking."""
-    connection, slowest = connect(base), 0.0
+    connection, slowest = client.Connection(base), 0.0
+    request = connection.request("/", {})
     try:
         while not stop.wait(0.005):
-            started = time.perf_counter()
-            connection.request("GET", "/")
-            connection.getresponse().read()
-            slowest = max(slowest, (time.perf_counter() - started) * 1000)
+            slowest = max(slowest, connection.fetch(request)["seconds"] * 1000)
         return slowest
     finally:
         connection.close()
-
-
-def fetch(
-    connection: http.client.HTTPConnection,
-    path: str,
-    headers: dict[str, str],
-    buffer: memoryview,
-    out: BinaryIO | None = None,
-) -> dict[str, Any]:
-    """One GET on `connection` read to the end into `buffer` (and written to `out` if given):
-    time to first byte of the body, total time, bytes. Blocking: run it in a thread."""
-    started = time.perf_counter()
-    connection.request("GET", path, headers=headers)
-    response = connection.getresponse()
-    if response.status != 200:
-        raise http.client.HTTPException(f"GET {path} answered {response.status}")
-    response.peek(1)  # at most one read (readinto reads until the buffer is full)
-    first, size = time.perf_counter(), 0
-    while count := response.readinto(buffer):
-        size += count
-        if out is not None:
-            out.write(buffer[:count])
-    done = time.perf_counter()
-    return {"ttfb_ms": (first - started) * 1000, "seconds": done - started, "bytes": size}
-
-
-def connect(base: str) -> http.client.HTTPConnection:
-    """A keep-alive connection to `base` (http://host:port)."""
-    url = urllib.parse.urlsplit(base)
-    return http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
 
 
 def fetches(
@@ -212,14 +178,15 @@ def fetches(
     seconds: float = 0.0,
     out: BinaryIO | None = None,
 ) -> list[dict[str, Any]]:
-    """Fetches one after another on a connection of its own: one (its body written to `out` if
-    given), or at least 3 and for at least `seconds`. Blocking."""
-    connection, buffer = connect(base), memoryview(bytearray(READ_BUFFER))
+    """Fetches one after another on a connection of its own (bench/client.py): one (its body
+    written to `out` if given), or at least 3 and for at least `seconds`. Blocking."""
+    connection = client.Connection(base)
+    request = connection.request(path, headers)
     started = time.perf_counter()
     try:
-        runs = [fetch(connection, path, headers, buffer, out)]
+        runs = [connection.fetch(request, out)]
         while seconds and (len(runs) < 3 or time.perf_counter() - started < seconds):
-            runs.append(fetch(connection, path, headers, buffer))
+            runs.append(connection.fetch(request))
         return runs
     finally:
         connection.close()
