@@ -238,7 +238,7 @@ def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
     for age, name in enumerate(["newest", "middle", "oldest"]):
         path = files.directory / f"{name}.x.gz"
         path.write_bytes(b"b" * 1200)
-        os.utime(path, (now - age * 10, now - age * 10))
+        os.utime(path, (now - age * 100, now - age * 100))
     left = files.directory / f"gone.x.gz.{os.getpid()}.part"  # a write a stopped process left
     left.write_bytes(b"p")
     os.utime(left, (now - 7200, now - 7200))
@@ -255,6 +255,10 @@ def test_eviction_keeps_the_most_recently_used_within_the_budget(tmp_path):
     opened = files.open("middle.x.gz", 1200)  # sent: its use renewed
     assert opened is not None
     opened.close()
+    assert (files.directory / "middle.x.gz").stat().st_mtime > now - 50  # 100 s old before
+    os.utime(files.directory / "newest.x.gz", (now - 30, now - 30))
+    with files.open("newest.x.gz", 1200):  # used less than RENEW ago: its time left as it was
+        assert (files.directory / "newest.x.gz").stat().st_mtime < now - 29
     files.max_bytes = 1300
     files.evict()
     assert sorted(path.name for path in files.directory.iterdir()) == [

@@ -35,7 +35,7 @@ async def stream(
     client that takes no piece for `server.body_timeout` seconds is cut off
     (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
     buffer are not held for ever."""
-    response = web.StreamResponse(headers=headers)
+    response = (WithFirstPiece if serving.one_write() else web.StreamResponse)(headers=headers)
     response.content_length = length
     await response.prepare(request)
     with Stall(request) as stall:
@@ -74,6 +74,16 @@ async def _send(
             flush_at = min(flush_at * 2, FLUSH_AT)
     await stall.write(response.write(buffer))
     return sent
+
+
+class WithFirstPiece(web.StreamResponse):
+    """A streamed response whose headers go to the transport with its first piece of body, in
+    one writelines (where aiohttp writes that way: serving.one_write; elsewhere it would join
+    them, a copy of the piece). Sent on their own when the response is prepared, as aiohttp
+    does, they took a send of their own, and on loopback a packet: 2 % of the server's time on
+    a 2.6 MB body file's fetches (py-spy)."""
+
+    _send_headers_immediately = False  # aiohttp 3.14: written with the first write or write_eof
 
 
 def cut_short(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
