@@ -139,8 +139,8 @@ async def segments(
     A page rewritten since the index was read has a new version: the pages end there (the
     pages read so far may be from before the upload that rewrote it, so the body must not be
     completed): a streamed body raises PagesChanged, on which writing.stream closes the
-    connection, and an assembled one, of which nothing was sent yet, is a 503 the client
-    retries (it is not cached either).
+    connection (or answers 503 when nothing was sent yet), and an assembled one, of which
+    nothing was sent yet, is a 503 the client retries (it is not cached either).
     Pages of a result larger than a quarter of the cache are not kept (like any entry that
     large): one pass over them would only push out everything else, and memory stays flat."""
     keep = sum(page.stored_size + ENTRY_COST for page in pages) * 4 <= cache.max_bytes

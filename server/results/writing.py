@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 
+from server.errors import ServiceUnavailable
 from server.http import ReleasingResponse
 from server.keys import CONFIG
 from server.limits import serving
-from server.results.pagecache import PagesChanged
+from server.results.pagecache import CHANGED, PagesChanged
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ async def stream(
     come when not `gather`: a body file's pieces of 1 MiB). Once the body
     has begun nothing else can be said, so when it cannot be completed the connection is closed
     and the client sees an incomplete body, never a torn one: if the pages changed while they
-    were sent (a re-upload of a running simulation), or on an error (server.http). A
+    were sent (a re-upload of a running simulation), or on an error (server.http). If they
+    changed before anything was sent (the headers wait for the first piece: WithFirstPiece),
+    the answer is a 503 the client retries, as for a body sent whole. A
     client that takes no piece for `server.body_timeout` seconds is cut off
     (ConnectionResetError, as when it goes away): the pages read ahead and the transport's
     buffer are not held for ever."""
@@ -42,6 +45,8 @@ async def stream(
         try:
             sent = await _send(stall, response, pieces, gather)  # failing: closed (server/http.py)
         except PagesChanged:
+            if request.writer.output_size == 0:  # headers not sent: replaced by the error's
+                raise ServiceUnavailable(CHANGED, retry_after=1) from None
             sent = None  # ended where it was cut
         if sent != length:
             return cut_short(request, response, "the pages changed while they were sent")
