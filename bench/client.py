@@ -51,9 +51,8 @@ class Connection:
         started = time.perf_counter()
         self.sock.sendall(request)
         length, have = self._head(out)
-        while (
-            length and not have
-        ):  # the first byte of the body, as the time to first byte counts it
+        # The first byte of the body, as the time to first byte counts it:
+        while length and not have:
             have = self._read(out)
         first = time.perf_counter()
         while have < length:
