@@ -16,7 +16,7 @@ from server.config import Config
 from server.config_checks import origin_list
 from server.database.db import pool_ctx
 from server.handlers import auth, files, jobs, keycloak, meta, results, ui, users, workers
-from server.http import error_middleware, expect_continue, no_store
+from server.http import error_middleware, expect_continue
 from server.jobs.conversion import converters_ctx
 from server.jobs.turns import JobTurns
 from server.keys import (
@@ -247,7 +247,6 @@ def create_app(config: Config) -> web.Application:
     if bundle is not None:
         middlewares.append(bundle_middleware(bundle))
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
-    app.on_response_prepare.append(no_store)
     app.on_startup.append(one_write_per_response)
     app[CONFIG] = config
     # The budget holds at least one body of the largest size, or that body could never be read.

@@ -13,7 +13,7 @@ from server.accounts import auth
 from server.app import create_app
 from server.config import ConfigError
 from server.keys import SECRET, USER_CACHE
-from tests.helpers import eventually, login, payload, register, submit
+from tests.helpers import add_results_and_logs, eventually, login, payload, register, submit
 from tests.limits import raw_request, response_of
 
 
@@ -182,15 +182,53 @@ async def status_with(client, token: str):
 async def test_answers_are_never_stored_by_caches(client, conn):
     """Answers that depend on the cookie, at URLs that are the same for every user (a shared
     cache in front would give one user's list, or a fresh access cookie, to the next), errors
-    included."""
+    included, of every kind: made by a handler, by the error middleware, by aiohttp's router,
+    in the UI dialect's sub-application, streamed by a handler, and the answer to an `Expect`
+    (made before any middleware runs). Results say what they allow themselves."""
     await login(client)
-    await submit(client)
-    for path in ("/auth/status", "/user/simulations", "/auth/refresh", "/", "/nowhere"):
-        response = await client.get(path)
-        assert response.headers["Cache-Control"] == "no-store", path
+    job_id = await submit(client)
+    await add_results_and_logs(client, conn, job_id)
+    answers = {}
+    for method, path in [
+        ("GET", "/auth/status"),
+        ("GET", "/user/simulations"),
+        ("GET", "/auth/refresh"),
+        ("GET", "/"),
+        ("GET", "/nowhere"),
+        ("DELETE", "/"),
+        ("GET", "/ui/nowhere"),
+        ("GET", f"/logfiles?job_id={job_id}"),
+        ("HEAD", f"/logfiles?job_id={job_id}"),
+        ("GET", f"/results?job_id={job_id}"),
+    ]:
+        response = await client.request(method, path)
+        await response.read()
+        answers[method, path.partition("?")[0]] = (
+            response.status,
+            response.headers["Cache-Control"],
+        )
+    expect = await client.get("/", headers={"Expect": "nothing"})
+    answers["Expect", "/"] = (expect.status, expect.headers["Cache-Control"])
     client.session.cookie_jar.clear()
     response = await client.get("/ui/user/simulations")
-    assert (response.status, response.headers["Cache-Control"]) == (401, "no-store")
+    answers["no cookie", "/ui/user/simulations"] = (
+        response.status,
+        response.headers["Cache-Control"],
+    )
+    assert answers == {
+        ("GET", "/auth/status"): (200, "no-store"),
+        ("GET", "/user/simulations"): (200, "no-store"),
+        ("GET", "/auth/refresh"): (200, "no-store"),
+        ("GET", "/"): (200, "no-store"),
+        ("GET", "/nowhere"): (404, "no-store"),
+        ("DELETE", "/"): (405, "no-store"),
+        ("GET", "/ui/nowhere"): (404, "no-store"),
+        ("GET", "/logfiles"): (200, "no-store"),  # streamed (json_stream)
+        ("HEAD", "/logfiles"): (200, "no-store"),
+        ("GET", "/results"): (200, "private, no-cache"),
+        ("Expect", "/"): (417, "no-store"),
+        ("no cookie", "/ui/user/simulations"): (401, "no-store"),
+    }
 
 
 async def test_rejected_tokens(client, conn):
