@@ -23,7 +23,7 @@ from server.runner import Dispatcher
 from server.sso.keycloak import TokenVerifier
 
 if TYPE_CHECKING:  # the dispatcher imports the job state module, which needs these keys
-    from server.jobs.conversion import Converters  # and submissions read requests (server.http)
+    from server.jobs.conversion import Converters  # and submissions read requests (server.parsing)
     from server.runner.slurm.dispatcher import SlurmDispatcher
 
 CONFIG = web.AppKey("config", Config)

@@ -8,7 +8,7 @@ from typing import Any
 
 from server.accounts.passwords import validate_password
 from server.errors import BadRequest
-from server.http import field
+from server.parsing import field
 
 FIELDS = ("display_name", "email", "password", "current_password")
 MAX_DISPLAY_NAME = 128

@@ -5,8 +5,9 @@ from aiohttp import web
 from server.accounts import auth, passwords, sessions
 from server.accounts.passwords import validate_password, validate_username
 from server.errors import Conflict, Forbidden, Unauthorized
-from server.http import field, json_response, read_public_json
+from server.http import json_response
 from server.keys import CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, USER
+from server.parsing import field, read_public_json
 from server.store import users
 
 TAKEN = "Username already taken"

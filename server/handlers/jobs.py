@@ -6,12 +6,13 @@ import asyncpg
 from aiohttp import web
 
 from server.errors import BadRequest, NotFound
-from server.http import json_response, read_json
+from server.http import json_response
 from server.jobs import transitions
 from server.jobs.access import NOT_FOUND, check_cluster_user, new_update_key, owned_simulation
 from server.jobs.ids import new_job_id
 from server.jobs.submission import Submission, parse_submission
 from server.keys import CONFIG, CONVERTERS, DISPATCHER, POOL, SLURM, USER
+from server.parsing import read_json
 from server.runner import Job
 from server.runner.slurm.batch_options import check_unlocked, parse_batch_options
 from server.store import tasks

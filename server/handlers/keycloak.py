@@ -16,8 +16,9 @@ from aiohttp import web
 from server.accounts import auth, sessions
 from server.accounts.profile import MAX_DISPLAY_NAME, MAX_EMAIL
 from server.errors import Forbidden, Unauthorized
-from server.http import bearer_token, field, json_response, read_public_json
+from server.http import json_response
 from server.keys import CONFIG, KEYCLOAK, POOL
+from server.parsing import bearer_token, field, read_public_json
 from server.sso.keycloak import SsoIdentity, TokenVerifier, storable
 from server.store import users
 

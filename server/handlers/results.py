@@ -9,13 +9,14 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import ApiError, NotFound
-from server.http import json_response, optional_query_param, query_param
+from server.http import json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_body, update_key_of
 from server.keys import BODY_CACHE, CONFIG, JOB_TURNS, POOL, RESULTS_INDEX, USER
 from server.limits.bodies import hold_for_parsing
 from server.limits.budget import STRANGER, parse_cost, wide_text
 from server.limits.pauses import Pauses
+from server.parsing import optional_query_param, query_param
 from server.results import negotiation, render, repeats
 from server.results.answers import estimators, owned_results, send_view
 from server.results.filters import page_filter

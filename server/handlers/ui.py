@@ -10,15 +10,11 @@ from aiohttp import web
 
 from server.accounts import auth, sessions
 from server.errors import NotFound, Unauthorized
-from server.http import (
-    error_response,
-    json_response,
-    optional_query_param,
-    query_param,
-)
+from server.http import error_response, json_response
 from server.jobs import input_answers
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
+from server.parsing import optional_query_param, query_param
 from server.results.answers import estimators as listed_estimators
 from server.results.answers import owned_results, send_view
 from server.results.filters import page_filter

@@ -8,11 +8,12 @@ from aiohttp import web
 from server.accounts import auth, passwords, sessions
 from server.accounts.profile import ProfileUpdate, parse_profile_update
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
-from server.http import json_response, query_param, read_json
+from server.http import json_response
 from server.jobs.access import check_cluster_user, owned_simulation
 from server.jobs.listing import parse_listing
 from server.keys import CHANGES, CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SLURM, USER, USER_CACHE
 from server.models import Listing
+from server.parsing import query_param, read_json
 from server.results.changes import LEASE
 from server.runner import cleanup
 from server.store import refresh_tokens, simulations, slurm_jobs, users

@@ -5,11 +5,12 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http import field, json_response
+from server.http import json_response
 from server.jobs import transitions
 from server.jobs.access import job_id_of, read_worker_json, update_key_of
 from server.jobs.reports import parse_job_state, parse_logfiles, parse_task_id, parse_update_dict
 from server.keys import CONFIG, DISPATCHER, JOB_TURNS, POOL
+from server.parsing import field
 from server.results.stores import write_when_finished
 
 

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from server import values
 from server.errors import BadRequest, Forbidden, NotFound
-from server.http import bearer_token, parse_json, query_param
 from server.jobs.states import TERMINAL_STATES, check_open
 from server.keys import BODY_BUDGET, CONFIG, POOL, USER
 from server.limits.bodies import hold_for_parsing, read_body
 from server.limits.budget import KEY_CHECKED
 from server.limits.pauses import Pauses
+from server.parsing import bearer_token, parse_json, query_param
 from server.store import simulations
 from server.store.simulations import Owner
 

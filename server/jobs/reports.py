@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.errors import BadRequest
-from server.http import field
 from server.jobs.states import JOB_STATES
 from server.models import TaskUpdate
+from server.parsing import field
 from server.values import MAX_INT32, MAX_INT64
 
 # Times a task can show: asyncpg reads 0001-01-01 and 9999-12-31T23:59:59.999999 back as its

@@ -8,7 +8,7 @@ from typing import Any
 from server import values
 from server.config import JobsConfig
 from server.errors import BadRequest
-from server.http import field
+from server.parsing import field
 
 SIM_TYPES = ("shieldhit", "fluka", "geant4", "topas")
 INPUT_TYPES = ("editor", "files")

@@ -6,9 +6,9 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import NotFound
-from server.http import query_param
 from server.jobs.access import check_owner
 from server.keys import POOL, RESULTS_INDEX, USER
+from server.parsing import query_param
 from server.results import negotiation, pagecache, render
 from server.results.indexcache import Found, View
 from server.results.pagecache import NOTHING_READ, Read
