@@ -350,6 +350,48 @@ REFUSALS: list[tuple[str, Callable[[Json], None], str]] = [
         "zone 'Z': needs more than 200 terms",
     ),
     (
+        "two figures of one uuid",  # the zones' operations name figures by uuid
+        lambda v: v["figureManager"]["figures"].append({**sphere("S2"), "uuid": "fig-B"}),
+        "figure 'S2': its uuid 'fig-B' is another item's too (uuids are unique)",
+    ),
+    (
+        "two zones of one uuid",  # a Zone-scoring output names its zone by uuid
+        _set("zoneManager.zones.1.uuid", "zone-Z"),
+        "zone 'Core': its uuid 'zone-Z' is another item's too (uuids are unique)",
+    ),
+    (
+        "the world zone of a zone's uuid",
+        _set("zoneManager.worldZone.uuid", "zone-Core"),
+        "world zone: its uuid 'zone-Core' is another item's too (uuids are unique)",
+    ),
+    (
+        "two materials of one uuid",  # a zone names its material by uuid
+        lambda v: v["materialManager"]["materials"].append(
+            {"uuid": "mat-water", "name": "Heavy water", "icru": 277, "density": 1.1}
+        ),
+        "material 'Heavy water': its uuid 'mat-water' is another item's too (uuids are unique)",
+    ),
+    (
+        "two detectors of one uuid",  # an output names its detector by uuid
+        lambda v: v["detectorManager"].update(detectors=[_mesh(), {**_mesh(), "name": "D2"}]),
+        "detector 'D2': its uuid 'det-D' is another item's too (uuids are unique)",
+    ),
+    (
+        "two filters of one uuid",  # a quantity names its filter by uuid
+        _set(
+            "scoringManager.filters",
+            [
+                {
+                    "uuid": "f",
+                    "name": name,
+                    "rules": [{"keyword": "Z", "operator": "==", "value": 1}],
+                }
+                for name in ("F", "G")
+            ],
+        ),
+        "filter 'G': its uuid 'f' is another item's too (uuids are unique)",
+    ),
+    (
         "no figure manager",
         lambda v: v.pop("figureManager"),
         "project: 'figureManager' must be an object",

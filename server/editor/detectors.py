@@ -17,6 +17,7 @@ from server.editor.formatting import UniqueNames, free
 from server.editor.project import (
     ConversionError,
     Json,
+    by_uuid,
     entries,
     integer,
     label,
@@ -37,20 +38,19 @@ class Detectors:
 def read_detectors(project: Json, zone_numbers: dict[str, list[int]]) -> Detectors:
     manager = section(project, "detectorManager", "project")
     names = UniqueNames()
-    by_uuid: dict[str, str] = {}
+    names_by_uuid: dict[str, str] = {}
     blocks = []
     for index, detector in enumerate(entries(manager, "detectors", "detectorManager")):
         item = label("detector", detector, index)
         name = names.take(str(detector.get("name") or ""), f"detector_{index + 1}")
         blocks.append(_block(detector, name, item, zone_numbers))
-        if isinstance(detector.get("uuid"), str):
-            by_uuid[detector["uuid"]] = name
+        by_uuid(names_by_uuid, detector, item, name)
     for index, output in _zone_outputs(project):
         item = label("output", output, index)
         name = names.take(str(output.get("name") or ""), f"zone_{index + 1}")
         blocks.append(_zone_block(name, _zone(output, {}, item, zone_numbers)))
-        by_uuid[zone_output_key(index)] = name
-    return Detectors(by_uuid, blocks)
+        names_by_uuid[zone_output_key(index)] = name
+    return Detectors(names_by_uuid, blocks)
 
 
 def zone_output_key(index: int) -> str:

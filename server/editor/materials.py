@@ -13,6 +13,7 @@ from server.editor.formatting import free
 from server.editor.project import (
     ConversionError,
     Json,
+    by_uuid,
     entries,
     integer,
     label,
@@ -39,11 +40,8 @@ def read_materials(project: Json) -> Catalogue:
     manager = section(project, "materialManager", "project")
     catalogue: Catalogue = {}
     for index, material in enumerate(entries(manager, "materials", "materialManager")):
-        uuid = material.get("uuid")
-        if isinstance(uuid, str) and uuid not in catalogue:
-            catalogue[uuid] = Material(
-                integer(material, "icru", label("material", material, index)), index
-            )
+        item = label("material", material, index)
+        by_uuid(catalogue, material, item, Material(integer(material, "icru", item), index))
     return catalogue
 
 

@@ -6,9 +6,10 @@ and the field, never a KeyError or TypeError deeper down.
 """
 
 import math
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 Json = dict[str, Any]
+T = TypeVar("T")
 MAX_INTEGER = 2**31 - 1  # Fortran's default INTEGER, as SHIELD-HIT12A reads counts and codes
 
 
@@ -27,6 +28,17 @@ def label(kind: str, value: Json, index: int) -> str:
     if isinstance(name, str) and name.strip():
         return f"{kind} {name.strip()!r}"
     return f"{kind} #{index + 1}"
+
+
+def by_uuid(found: dict[str, T], value: Json, item: str, what: T) -> None:
+    """`what` kept under the uuid of `value` (none: not kept), which no other item of its kind
+    may have: a reference to it would otherwise pick one of them silently."""
+    uuid = value.get("uuid")
+    if not isinstance(uuid, str):
+        return
+    if uuid in found:
+        raise ConversionError(item, f"its uuid {uuid!r} is another item's too (uuids are unique)")
+    found[uuid] = what
 
 
 def section(data: Json, key: str, item: str) -> Json:

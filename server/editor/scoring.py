@@ -14,6 +14,7 @@ from server.editor.formatting import UniqueNames, count, free
 from server.editor.project import (
     ConversionError,
     Json,
+    by_uuid,
     entries,
     flag,
     integer,
@@ -92,8 +93,7 @@ def _filter(scoring: Scoring, value: Json, index: int) -> None:
     item = label("filter", value, index)
     rules = _particle_rules(value, item) if value.get("particle") else _rules(value, item)
     name = scoring.names.take(str(value.get("name") or ""), f"filter_{index + 1}")
-    if isinstance(value.get("uuid"), str):
-        scoring.filters[value["uuid"]] = name
+    by_uuid(scoring.filters, value, item, name)
     lines = ["Filter", f"    Name {name}", *(f"    {rule}" for rule in rules)]
     scoring.filter_blocks.append("\n".join(lines))
 

@@ -16,6 +16,7 @@ from server.editor.materials import BLACK_HOLE, Catalogue, Material, zone_materi
 from server.editor.project import (
     ConversionError,
     Json,
+    by_uuid,
     entries,
     label,
     section,
@@ -75,9 +76,8 @@ def _check_bodies(geometry: Geometry) -> None:
 
 def _add_figure(geometry: Geometry, figure: Json, item: str) -> None:
     numbers = geometry.add(bodies(read_shape(figure, item)))
-    uuid = figure.get("uuid")
-    if isinstance(uuid, str):
-        geometry.figure_regions[uuid] = [logic.term((numbers[0], *(-n for n in numbers[1:])))]
+    region = [logic.term((numbers[0], *(-n for n in numbers[1:])))]
+    by_uuid(geometry.figure_regions, figure, item, region)
 
 
 def _add_zone(geometry: Geometry, zone: Json, item: str, catalogue: Catalogue) -> None:
@@ -85,7 +85,7 @@ def _add_zone(geometry: Geometry, zone: Json, item: str, catalogue: Catalogue) -
     if not region:
         raise ConversionError(item, "its operations cancel out: the zone holds no space")
     geometry.zones.append(Zone(region, zone_material(zone, item, catalogue), item))
-    _number(geometry, zone, [len(geometry.zones)])
+    by_uuid(geometry.zone_numbers, zone, item, [len(geometry.zones)])
 
 
 def _add_world(geometry: Geometry, world: Json, catalogue: Catalogue) -> None:
@@ -96,7 +96,7 @@ def _add_world(geometry: Geometry, world: Json, catalogue: Catalogue) -> None:
     first = len(geometry.zones) + 1
     terms = _outside_zones(geometry, world_body, item)
     geometry.zones.extend(Zone([term], material, item) for term in terms)
-    _number(geometry, world, list(range(first, len(geometry.zones) + 1)))
+    by_uuid(geometry.zone_numbers, world, item, list(range(first, len(geometry.zones) + 1)))
     if material.icru != BLACK_HOLE:
         (wrapper,) = geometry.add(bodies(grown(shape, WRAPPER_MARGIN)))
         geometry.zones.append(Zone([(wrapper, -world_body)], Material(BLACK_HOLE, 0), item))
@@ -115,11 +115,6 @@ def _outside_zones(geometry: Geometry, world_body: int, item: str) -> logic.Regi
             "use fewer subtractions or simpler zones",
         ) from None
     return region
-
-
-def _number(geometry: Geometry, zone: Json, numbers: list[int]) -> None:
-    if isinstance(zone.get("uuid"), str):
-        geometry.zone_numbers[zone["uuid"]] = numbers
 
 
 def _zone_region(geometry: Geometry, zone: Json, item: str) -> logic.Region:
