@@ -151,13 +151,21 @@ def _text(claims: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _required(claims: dict[str, Any], name: str, limit: int) -> str:
+    """The text of claim `name`, of at most `limit` characters, that PostgreSQL can store."""
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise Forbidden(f"Invalid token: no {name} claim")
+    if len(value) > limit:
+        raise Forbidden(f"Invalid token: the {name} claim is longer than {limit} characters")
+    if not storable(value):
+        raise Forbidden(f"Invalid token: the {name} claim holds a NUL or half a surrogate pair")
+    return value
+
+
 def _identity(claims: dict[str, Any]) -> SsoIdentity:
-    username = claims.get("preferred_username")
-    if not isinstance(username, str) or not username or len(username) > MAX_USERNAME:
-        raise Forbidden("Invalid token: no preferred_username claim")
-    subject = claims.get("sub")
-    if not (isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT and storable(subject)):
-        raise Forbidden("Invalid token: no sub claim")
+    username = _required(claims, "preferred_username", MAX_USERNAME)
+    subject = _required(claims, "sub", MAX_SUBJECT)
     realm_user = (claims["iss"], subject)
     expires, name, email = int(claims["exp"]), _text(claims, "name"), _text(claims, "email")
     return SsoIdentity(username, realm_user, expires, name, email)
