@@ -283,7 +283,10 @@ COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.command not in (None, "serve"):
+        parser.error(f"--workers is for serving, not for {args.command}")
     if args.command == "worker":
         worker(args)
     signal.signal(signal.SIGTERM, _raise_stop)

@@ -192,6 +192,22 @@ def test_migrate(scratch_url):
     assert (result.returncode, result.stdout) == (0, "The schema is up to date\n")
 
 
+@pytest.mark.parametrize("line", [["migrate"], ["useradd", "dave"], ["job-key", "x"]])
+def test_workers_given_to_another_command_is_a_usage_error(scratch_url, line):
+    """`--workers` is taken before any command (for serving, the default): given with another,
+    it would have no effect, so it is refused before the command runs (no schema is made)."""
+    command = line[0]
+    result = run_py("--workers", "2", *line, env={"DATABASE_URL": scratch_url})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"run.py: error: --workers is for serving, not for {command}"
+    )
+    first = read_migrations()[0].name  # still to apply: the refused command did not run
+    assert run_py("migrate", env={"DATABASE_URL": scratch_url}).stdout.startswith(
+        f"Applied {first}"
+    )
+
+
 def test_unreachable_database_is_one_line():
     result = run_py("migrate", env={"DATABASE_URL": f"postgresql://u:{PASSWORD}@127.0.0.1:1/x"})
     assert result.returncode == 1 and result.stdout == ""
