@@ -21,6 +21,7 @@ from server.results.upload import dimensions_of
 from server.worker import progress as prog
 from server.worker.client import JobEnded, Rejected, ServerClient, Unreachable
 from server.worker.estimators import MergeError, merge_files
+from server.worker.jobdir import RESULTS_MANIFEST
 from server.worker.main import run
 from server.worker.merge import merge_job
 from server.worker.outputs import in_output_order
@@ -31,7 +32,7 @@ from server.worker.simulators import (
     fluka_input,
     shieldhit_command,
 )
-from server.worker.task import RESULTS_MANIFEST, TaskRun, keep_results
+from server.worker.task import TaskRun, keep_results
 from tests.fakes.simulators import AVERAGING, REPLAYS, write_fake
 from tests.helpers import RESULTS_FIXTURE, eventually, logfiles_of, read_json, set_task
 

@@ -11,8 +11,7 @@ from server.http import json_stream
 from server.jobs import input_answers
 from server.jobs.access import owned_simulation
 from server.keys import POOL
-from server.limits.serving import drop_when_stalled
-from server.results.writing import Stall, cut_short
+from server.limits.serving import Stall, cut_short, drop_when_stalled
 from server.store import logfiles
 
 FIRST_READS = 3  # reads of the first batch before a 503: each lost to a log file replaced

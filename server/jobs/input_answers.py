@@ -14,8 +14,7 @@ from aiohttp import web
 from server.errors import NotFound
 from server.http import ReleasingResponse, json_stream
 from server.keys import POOL
-from server.limits.serving import drop_when_stalled
-from server.results.writing import Stall, cut_short
+from server.limits.serving import Stall, cut_short, drop_when_stalled
 from server.store import inputs
 
 LARGE = 1 << 20  # compressed bytes of an input read whole from the database, at most

@@ -1,19 +1,15 @@
 """Writing a `GET /results` body to its client: whole (send_body), or streamed with its exact
 length (stream), the connection dropped when the client stops taking it."""
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from server.errors import ServiceUnavailable
 from server.http import ReleasingResponse
-from server.keys import CONFIG
 from server.limits import serving
+from server.limits.serving import Stall, cut_short
 from server.results.pagecache import CHANGED, PagesChanged
-
-log = logging.getLogger(__name__)
 
 FLUSH_AT = 1 << 20
 FIRST_FLUSH = 64 << 10
@@ -89,58 +85,6 @@ class WithFirstPiece(web.StreamResponse):
     a 2.6 MB body file's fetches (py-spy)."""
 
     _send_headers_immediately = False  # aiohttp 3.14: written with the first write or write_eof
-
-
-def cut_short(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
-    log.warning("GET %s: %s; connection closed", request.path, why)
-    if request.transport is not None:
-        request.transport.close()
-    return response
-
-
-class Stall:
-    """Cuts off a client that takes no piece of a body for `server.body_timeout` seconds: a
-    write waits for its client to take it (aiohttp drains the transport), and one waiting that
-    long drops the connection (not closed: a close waits for the buffer to be sent) and raises
-    ConnectionResetError. One timer per body, moved on when it fires during no write or a
-    recent one, rather than an asyncio.timeout per write (a tenth of the server's time on a
-    2.6 MB body file's fetch, py-spy)."""
-
-    def __init__(self, request: web.Request) -> None:
-        self.request = request
-        self.timeout = request.app[CONFIG].server.body_timeout
-        self.loop = asyncio.get_running_loop()
-        self.since: float | None = None  # when the write under way began
-        self.timer: asyncio.TimerHandle | None = self.loop.call_later(self.timeout, self._check)
-
-    def __enter__(self) -> "Stall":
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-
-    async def write(self, sending: Awaitable[None]) -> None:
-        self.since = self.loop.time()
-        await sending
-        self.since = None
-        if self.timer is None:  # cut off while it waited (the dropped connection ended it)
-            raise ConnectionResetError(self.message)
-
-    @property
-    def message(self) -> str:
-        return f"GET {self.request.path}: the client took nothing for {self.timeout} s"
-
-    def _check(self) -> None:
-        now = self.loop.time()
-        if self.since is None or now - self.since < self.timeout:
-            begun = now if self.since is None else self.since
-            self.timer = self.loop.call_at(begun + self.timeout, self._check)
-            return
-        self.timer = None
-        if self.request.transport is not None:
-            self.request.transport.abort()
-        log.warning("%s; connection dropped", self.message)
 
 
 async def send_body(

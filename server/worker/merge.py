@@ -9,7 +9,6 @@ reason is stored as the log file `merge` and the job is set FAILED.
 
 import asyncio
 import logging
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,12 @@ from server.worker.client import (
     ServerError,
 )
 from server.worker.estimators import MergeError, corename, estimator_dict, merge_files
+from server.worker.jobdir import RESULTS_MANIFEST, TASK_DIR, task_dir
 from server.worker.outcomes import MERGE_LOG
 from server.worker.settings import Settings
-from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
 
-_TASK_DIR = re.compile(r"task_(\d+)")
 # The start of the 409 for a move a job that is not terminal cannot make yet
 # (server.jobs.states.check_job_move); a terminal job's 409 says "Simulation is ...".
 NOT_YET = "Job cannot go from "
@@ -40,8 +38,8 @@ NOT_YET = "Job cannot go from "
 def completed_tasks(job_dir: Path) -> list[tuple[int, list[Path]]]:
     """(task number, its result files) of every task that left a manifest, by task number."""
     found = []
-    for manifest in job_dir.glob(f"task_*/{RESULTS_MANIFEST}"):
-        match = _TASK_DIR.fullmatch(manifest.parent.name)
+    for manifest in job_dir.glob(f"{task_dir('*')}/{RESULTS_MANIFEST}"):
+        match = TASK_DIR.fullmatch(manifest.parent.name)
         if match:
             names = orjson.loads(manifest.read_bytes())["files"]
             found.append((int(match[1]), [manifest.parent / name for name in names]))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from server.config_checks import CREDENTIALS_IN_URL, has_credentials, worker_url
+from server.worker import jobdir
 
 KEY_VARIABLE = "YAPTIDE_UPDATE_KEY"
 _KEY = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry as it is
@@ -96,7 +97,7 @@ class Settings:
     @property
     def task_dir(self) -> Path:
         """Where this task's result files are kept for the merge step."""
-        return self.job_dir / f"task_{self.task_id}"
+        return self.job_dir / jobdir.task_dir(self.task_id)
 
 
 def load(env: Mapping[str, str] | None = None, merge: bool = False) -> Settings:

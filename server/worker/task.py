@@ -22,6 +22,7 @@ import orjson
 
 from server.worker import progress as prog
 from server.worker.client import Rejected, ServerClient, ServerError
+from server.worker.jobdir import RESULTS_MANIFEST
 from server.worker.outcomes import describe_exit
 from server.worker.outputs import in_output_order
 from server.worker.settings import Settings, child_environment
@@ -29,7 +30,6 @@ from server.worker.simulators import Simulator, TaskFailed, simulator_for
 
 log = logging.getLogger(__name__)
 
-RESULTS_MANIFEST = ".yaptide_results.json"  # inputs are named [A-Za-z0-9]...: no clash
 STREAM_LIMIT = 1024 * 1024
 EXIT_POLL = 0.5  # seconds between two looks at whether the simulator has exited
 OUTPUT_DRAIN = 2.0  # seconds its output is still read after its exit

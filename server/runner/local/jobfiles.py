@@ -1,5 +1,6 @@
-"""The files the server itself writes and reads in a job directory, where the job's own
-processes write too (read-write in their sandbox: server/runner/local/sandbox.py).
+"""The files the server itself writes and reads in a job directory (its layout:
+server/worker/jobdir.py), where the job's own processes write too (read-write in their sandbox:
+server/runner/local/sandbox.py).
 
 A task may put anything in the place of a name the server uses later: a symbolic link to a file
 of the server's account (a task log of the next task, made to write over it; its own log, made
@@ -27,24 +28,24 @@ from pathlib import Path
 import orjson
 
 from server.runner import Job
-from server.worker.task import RESULTS_MANIFEST
+from server.worker import jobdir
+from server.worker.jobdir import INPUT, RESULTS_MANIFEST
 
-INPUT = "input"  # the job's one copy of its input files
 NOT_FOLLOWED = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 NOT_PLAIN = "not a plain file (something else was put in its place)"
 
 
 def task_dir(job_directory: Path, task_id: int) -> Path:
-    return job_directory / f"task_{task_id}"
+    return job_directory / jobdir.task_dir(task_id)
 
 
 def output_file(job_directory: Path, task_id: int) -> Path:
     """Where a task's stdout and stderr go: beside its working directory, not inside it."""
-    return job_directory / f"task_{task_id}.log"
+    return job_directory / jobdir.task_output(task_id)
 
 
 def merge_output_file(job_directory: Path) -> Path:
-    return job_directory / "merge.log"
+    return job_directory / jobdir.MERGE_OUTPUT
 
 
 def make_job_dir(path: Path) -> None:

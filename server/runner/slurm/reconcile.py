@@ -47,8 +47,8 @@ from server.runner.slurm.shell import Shell, ShellError
 from server.runner.slurm.state import JobState, Snapshot
 from server.store import simulations, slurm_jobs
 from server.store.slurm_jobs import Watched
+from server.worker.jobdir import MERGE_OUTPUT, RESULTS_MANIFEST, task_dir, task_output
 from server.worker.outcomes import MERGE_LOG
-from server.worker.task import RESULTS_MANIFEST
 
 log = logging.getLogger(__name__)
 UNLISTED = ".unlisted"  # a task's result list, set aside while it is failed
@@ -59,7 +59,7 @@ FORGOTTEN = JobState(  # also an array task scancelled while queued with sibling
 )
 TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
-    "final task state.\n\nLast output (task_{task}.log):\n{tail}"
+    "final task state.\n\nLast output ({log}):\n{tail}"
 )
 UNSUBMITTED_AFTER = 300.0  # seconds a lease may go unrenewed before it counts as never sent
 RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between two renewals of a held lease, at most
@@ -71,7 +71,7 @@ UNSUBMITTED_TEXT = (
 )
 MERGE_TEXT = (
     "The merge job {merge} ended as {state} without posting results.\n\n"
-    "Last output (merge.log):\n{tail}"
+    f"Last output ({MERGE_OUTPUT}):\n{{tail}}"
 )
 
 
@@ -268,12 +268,14 @@ class Reconciler:
 
     async def _fail_task(self, item: Watched, task: int, state: JobState) -> None:
         shell = self._dispatcher.shell(item.jobs.cluster)
-        listed = f"{item.jobs.job_dir}/task_{task}/{RESULTS_MANIFEST}"
+        listed = f"{item.jobs.job_dir}/{task_dir(task)}/{RESULTS_MANIFEST}"
         if not await self._move(shell, item, listed, listed + UNLISTED):
             return  # the next poll tries again
-        tail = await shell.read_tail(f"{item.jobs.job_dir}/task_{task}.log")
+        tail = await shell.read_tail(f"{item.jobs.job_dir}/{task_output(task)}")
         array, name = item.jobs.array_job_id, f"task_{task}_slurm"
-        text = TASK_TEXT.format(task=task, array=array, state=state.describe(), tail=tail)
+        text = TASK_TEXT.format(
+            task=task, log=task_output(task), array=array, state=state.describe(), tail=tail
+        )
         if await verdicts.fail_task(self._pool, item.job_id, task, name, text, self._quota):
             log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
         else:  # it ended meanwhile (its COMPLETED came in after all): its results stay listed
@@ -291,7 +293,7 @@ class Reconciler:
 
     async def _fail_merge(self, item: Watched, state: JobState) -> None:
         shell = self._dispatcher.shell(item.jobs.cluster)
-        tail = await shell.read_tail(f"{item.jobs.job_dir}/merge.log")
+        tail = await shell.read_tail(f"{item.jobs.job_dir}/{MERGE_OUTPUT}")
         text = MERGE_TEXT.format(merge=item.jobs.merge_job_id, state=state.describe(), tail=tail)
         failed = await verdicts.fail_unfinished(
             self._pool, item.job_id, MERGE_LOG, lambda _tasks: text, quota=self._quota

@@ -4,7 +4,8 @@ A simulation becomes one job array (`--array=1-N`, task n runs the worker for si
 n) and one merge job (`--dependency=afterany:<array>`, runs `worker merge`). Both run in the
 job directory on the cluster: `input/` holds the simulation's input files, each array task
 hard-links them into `task_<n>/` (copies where links fail) and runs there (the merge step reads
-`task_*/`); SLURM writes the outputs to `task_<n>.log` and `merge.log`.
+`task_*/`); SLURM writes the outputs to `task_<n>.log` and `merge.log` (the layout:
+server/worker/jobdir.py).
 
 The update key is the one secret: it is never written into a script nor onto a command line
 (both are kept by SLURM and visible to others). The submit line reads it from standard input
@@ -23,11 +24,12 @@ import orjson
 from server import proxies
 from server.config import PROJECT_DIR, ClusterConfig, Config
 from server.runner import Job
+from server.worker.jobdir import INPUT, MERGE_OUTPUT, task_dir, task_output
 
 KEY_VARIABLE = "YAPTIDE_UPDATE_KEY"
 ARRAY_SCRIPT = "array.sh"
+TASK = task_dir("$task")  # the array task's directory, in its script
 MERGE_SCRIPT = "merge.sh"
-INPUT_DIR = "input"
 
 
 def python_command(cluster: ClusterConfig) -> str:
@@ -84,10 +86,10 @@ def array_script(
         f"primaries=({primaries})",
         "task=$SLURM_ARRAY_TASK_ID",
         'export YAPTIDE_TASK_ID="$task" YAPTIDE_PRIMARIES="${primaries[$task]}"',
-        'mkdir -p "task_$task"',
+        f'mkdir -p "{TASK}"',
         # Hard links, as the local runner's (a filesystem without them: copies); -f for a rerun.
-        f'cp -Rlf {INPUT_DIR}/. "task_$task/" 2>/dev/null || cp -Rf {INPUT_DIR}/. "task_$task/"',
-        'cd "task_$task"',
+        f'cp -Rlf {INPUT}/. "{TASK}/" 2>/dev/null || cp -Rf {INPUT}/. "{TASK}/"',
+        f'cd "{TASK}"',
         f"exec {python_command(cluster)} -P -m server.worker",
     ]
     return "\n".join(body) + "\n"
@@ -111,8 +113,8 @@ def merge_script(
 def input_files(job: Job) -> dict[str, bytes]:
     """The simulation's input as files under input/ (editor input as input.json)."""
     if job.input_type == "editor":
-        return {f"{INPUT_DIR}/input.json": orjson.dumps(job.input)}
-    return {f"{INPUT_DIR}/{name}": text.encode() for name, text in job.input.items()}
+        return {f"{INPUT}/input.json": orjson.dumps(job.input)}
+    return {f"{INPUT}/{name}": text.encode() for name, text in job.input.items()}
 
 
 def job_name(job_id: str) -> str:
@@ -129,11 +131,11 @@ def submit_command(job: Job, job_dir: str) -> str:
     common = f"sbatch --parsable --export=ALL --chdir={directory}"
     array = (
         f"{common} --job-name={name} --array=1-{job.ntasks} "
-        f"--output={shlex.quote(job_dir + '/task_%a.log')} {ARRAY_SCRIPT}"
+        f"--output={shlex.quote(job_dir + '/' + task_output('%a'))} {ARRAY_SCRIPT}"
     )
     merge = (
         f'{common} --job-name={name}-merge --dependency="afterany:${{array%%;*}}" '
-        f"--output={shlex.quote(job_dir + '/merge.log')} {MERGE_SCRIPT}"
+        f"--output={shlex.quote(job_dir + '/' + MERGE_OUTPUT)} {MERGE_SCRIPT}"
     )
     # An id that cannot be told to the server (it gave up on the command, the connection
     # broke while sbatch waited for slurmctld) is a job nobody could cancel: cancelled here.
