@@ -124,6 +124,63 @@ async def test_the_account_s_database_password_files_and_ssh_agent_are_hidden(
     assert [seen[path] for path in paths] == [{"error": "EACCES"}] * 3
 
 
+def root_files(directory: Path) -> list[str]:
+    """Two files of root's, in a directory any account may search: one only root may read (as
+    /etc/shadow or the SSH host keys are), one any account may. The probe's paths."""
+    directory.chmod(0o755)
+    for name, mode in (("private", 0o600), ("public", 0o644)):
+        (directory / name).write_text(f"root's {name} file")
+        (directory / name).chmod(mode)
+    return [str(directory / "private"), str(directory / "public"), "+written"]
+
+
+async def probe_root_files(start_app, directory: Path) -> tuple[list[dict], Path]:
+    """What a task saw of root_files(`directory`), and the file it wrote in its directory."""
+    paths = root_files(directory)
+    client, _, config = await start_app(" ".join(["probe", *paths]), sandbox="on")
+    job_id = await submit(client, ntasks=1)
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    seen = json.loads((job_dir_of(config, job_id) / "probe_1.json").read_text())
+    return [seen[path] for path in paths], job_dir_of(config, job_id) / "task_1" / "written"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
+async def test_as_root_tasks_run_as_nobody(start_app, outside_tmp, bwrap):
+    """Mapped to root in its user namespace, a task read every file root owns: under root the
+    sandbox is set up with root's privileges and the task runs as nobody, with no capability.
+    (This Python may be under /root, which nobody may not enter: it is reached all the same.)"""
+    seen, written = await probe_root_files(start_app, outside_tmp)
+    assert seen == [{"error": "EACCES"}, {"read": "root's public file"}, {"wrote": True}]
+    assert (written.stat().st_uid, written.stat().st_gid) == (65534, 65534)
+    job_dir, work_dir = written.parent.parent, written.parent.parent.parent
+    assert (job_dir.stat().st_uid, job_dir.stat().st_mode & 0o777) == (65534, 0o700)
+    assert (work_dir.stat().st_uid, work_dir.stat().st_mode & 0o777) == (0, 0o700)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
+async def test_as_root_without_setpriv_the_sandbox_maps_to_root_and_says_so(
+    start_app, outside_tmp, tmp_path, monkeypatch, caplog, bwrap
+):
+    """A host without setpriv (util-linux): tasks still run in the sandbox, as root there, so
+    they read root's files outside the hidden paths; the start said so, once."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bwrap").symlink_to(bwrap)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+        seen, written = await probe_root_files(start_app, outside_tmp)
+    assert seen == [
+        {"read": "root's private file"},
+        {"read": "root's public file"},
+        {"wrote": True},
+    ]
+    assert written.stat().st_uid == 0
+    assert [record.getMessage() for record in caplog.records] == [
+        "this server runs as root and its tasks cannot run as nobody (setpriv (Debian package "
+        "util-linux) is not installed): they run as root in their sandbox, and read what root "
+        'may outside the hidden paths (README, "The workers\' sandbox")'
+    ]
+
+
 async def test_without_bwrap_auto_warns_and_runs_tasks_unsandboxed(
     start_app, tmp_path, monkeypatch, caplog
 ):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import stat
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -40,7 +39,8 @@ time.sleep(120)
 def simulator(tmp_path: Path) -> Path:
     path = tmp_path / "shieldhit"
     path.write_text(STUBBORN_SIMULATOR.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    path.chmod(0o755)  # as installed, for any account (tasks of a server run as root: nobody)
+    tmp_path.chmod(0o711)
     return path
 
 

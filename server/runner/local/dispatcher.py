@@ -66,7 +66,7 @@ class LocalDispatcher:
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._lock = RunnerLock(config.database.url)
-        self._bwrap: str | None = None  # the sandbox's (server/runner/local/sandbox.py)
+        self._bwrap: sandbox.Sandbox | None = None  # the sandbox's (server/runner/local/sandbox.py)
         self._has_dir = functools.partial(proc.has_job_dir, config)
 
     async def start(self) -> None:

@@ -19,6 +19,15 @@ directories, the configuration. In the sandbox they see the host's files read-on
   worker's (its update key); they run as an unprivileged user of a user namespace of their own
   (mapped to this account), with no capabilities, so they cannot undo any of this.
 
+A server run as root would map that user to root, the owner of /etc/shadow, SSH host keys and
+root's own files. So under root, bwrap sets the sandbox up with root's privileges and the
+processes then run as the account `nobody` (setpriv), with no capabilities: they read only what
+any account may. Their job directory becomes nobody's (the work directory above it root's
+alone), and a shown directory that nobody could not reach (a Python under /root) is reached
+through an empty directory put over the first one in its way (the rest of /root is hidden with
+it). Where that cannot work (no setpriv), the sandbox maps to root as before, and the start says
+so.
+
 They reach the server over the host's network, as before, and are killed when the server ends
 (`--die-with-parent`). `runner.sandbox`: "auto" (the default) sandboxes when bwrap works on
 this host and warns once at start when it does not; "on" refuses to start the runner without
@@ -31,10 +40,12 @@ import logging
 import os
 import shlex
 import shutil
+import stat
 import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from server.config import PROJECT_DIR, Config, ConfigError
 from server.runner.local.process import work_dir
@@ -43,7 +54,21 @@ log = logging.getLogger(__name__)
 
 TMP_SIZE = 256 << 20  # the private /tmp: simulators write their files in their task directory
 SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql")
-NOBODY = 65534  # the user inside when this account is root (root inside keeps capabilities)
+NOBODY = 65534  # the account (user and group) tasks run as when this server runs as root
+SETPRIV = ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
+SETPRIV += ["--inh-caps=-all", "--bounding-set=-all", "--"]  # no capability kept, nor gained
+# Root's capabilities in the sandbox until setpriv: what it needs, and DAC_OVERRIDE for bwrap to
+# enter the job directory (nobody's, 0700).
+SETUP = ("SETUID", "SETGID", "SETPCAP", "DAC_OVERRIDE")
+SETUP_CAPS = ["--cap-drop", "ALL", *(item for cap in SETUP for item in ("--cap-add", f"CAP_{cap}"))]
+
+
+class Sandbox(NamedTuple):
+    """How the runner sandboxes its workers: `bwrap`, and `setpriv` when they are to run as
+    nobody (this server runs as root), else None (they run as this account, mapped)."""
+
+    bwrap: str
+    setpriv: str | None = None
 
 
 def hidden_dirs(config: Config) -> list[Path]:
@@ -99,67 +124,100 @@ def _ids() -> list[str]:
     return ["--uid", str(uid), "--gid", str(gid)]
 
 
-def isolation(bwrap: str) -> list[str]:
-    """The namespaces and the read-only host, before any path is hidden."""
-    return [
-        bwrap,
-        "--die-with-parent",
-        "--unshare-user",
-        "--disable-userns",
-        *_ids(),
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--cap-drop",
-        "ALL",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-    ]
+def isolation(sandbox: Sandbox) -> list[str]:
+    """The namespaces and the read-only host, before any path is hidden: a user namespace of
+    the sandbox's own, or (as root, to become nobody) root's setup capabilities only."""
+    if sandbox.setpriv is None:
+        users = ["--unshare-user", "--disable-userns", *_ids(), "--cap-drop", "ALL"]
+    else:
+        users = SETUP_CAPS
+    host = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    return [sandbox.bwrap, "--die-with-parent", *users, "--unshare-pid", "--unshare-ipc", *host]
 
 
 def private_tmp() -> list[str]:
-    return ["--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+    return ["--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+
+
+def reachable(path: Path) -> bool:
+    """Whether nobody may search the directory `path` (as its owner, group or another)."""
+    found = path.stat()
+    shift = 6 if found.st_uid == NOBODY else 3 if found.st_gid == NOBODY else 0
+    return bool(found.st_mode & (stat.S_IXOTH << shift))
+
+
+def covers(paths: list[Path]) -> list[Path]:
+    """For nobody to reach `paths` (outside /tmp, which is the sandbox's own), the first
+    directory in each one's way that nobody may not search: each gets an empty one over it."""
+    found: list[Path] = []
+    for path in paths:
+        way = [parent for parent in reversed(path.parents) if parent != Path("/")]
+        blocked = next((d for d in way if d.is_relative_to("/tmp") or not reachable(d)), None)
+        if blocked and blocked != Path("/tmp") and not blocked.is_relative_to("/tmp"):
+            found.append(blocked)
+    return list(dict.fromkeys(found))
+
+
+def way_to(path: Path) -> Iterator[str]:
+    """The directories above `path`, made searchable where the sandbox makes them (in /tmp, in
+    a cover; bwrap's own are root's only); those of the host are left as they are."""
+    for parent in reversed(path.parents):
+        if parent != Path("/"):
+            yield from ("--perms", "0755", "--dir", str(parent))
 
 
 def wrapped(
-    config: Config, bwrap: str | None, argv: list[str], job_dir: Path, cwd: Path
+    config: Config, sandbox: Sandbox | None, argv: list[str], job_dir: Path, cwd: Path
 ) -> list[str]:
     """`argv` as the runner starts it from `cwd` (the job directory or a task's): in the job's
-    sandbox when there is one (`bwrap`). A command that is not there fails to start as it does
-    without one, rather than as a bwrap that started and failed."""
-    if bwrap is None:
+    sandbox when there is one. A command that is not there fails to start as it does without
+    one, rather than as a bwrap that started and failed. Tasks that run as nobody get the job
+    directory and their own (blocking: a few system calls)."""
+    if sandbox is None:
         return argv
     if shutil.which(argv[0]) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-    return wrap(config, bwrap, argv, job_dir, cwd)
+    if sandbox.setpriv is not None:
+        give_to_nobody(job_dir, cwd)
+    return wrap(config, sandbox, argv, job_dir, cwd)
 
 
-def wrap(config: Config, bwrap: str, argv: list[str], job_dir: Path, cwd: Path) -> list[str]:
+def give_to_nobody(job_dir: Path, cwd: Path) -> None:
+    """The job directory and `cwd` (a task's) nobody's, for the task to write in; the work
+    directory above them root's alone, so that no other process of the host running as nobody
+    reaches them (the sandbox sees its job through its own mounts)."""
+    os.chmod(job_dir.parent, 0o700)
+    for directory in dict.fromkeys((job_dir, cwd)):
+        os.chown(directory, NOBODY, NOBODY, follow_symlinks=False)
+
+
+def wrap(config: Config, sandbox: Sandbox, argv: list[str], job_dir: Path, cwd: Path) -> list[str]:
     """`argv` run in the sandbox of the job in `job_dir`, from `cwd` (a directory in it)."""
-    line = [*isolation(bwrap), *private_tmp()]
-    for directory in shown_dirs(config, argv):  # first: what is hidden in them stays hidden
-        line += ["--ro-bind", str(directory), str(directory)]
+    shown, job = shown_dirs(config, argv), job_dir.resolve()
+    as_nobody = sandbox.setpriv is not None
+    line = [*isolation(sandbox), *private_tmp()]
+    for directory in covers([*shown, job]) if as_nobody else []:
+        line += ["--perms", "0755", "--tmpfs", str(directory)]
+    for directory in shown:  # first: what is hidden in them stays hidden
+        line += [*(way_to(directory) if as_nobody else ()), "--ro-bind", *[str(directory)] * 2]
     for directory in hidden_dirs(config):
         line += ["--tmpfs", str(directory)]
     for file in hidden_files(config):
         line += ["--ro-bind", os.devnull, str(file)]
-    job = str(job_dir.resolve())
-    return [*line, "--bind", job, job, "--chdir", str(cwd.resolve()), "--", *argv]
+    line += [*(way_to(job) if as_nobody else ()), "--bind", str(job), str(job)]
+    run_as = [sandbox.setpriv, *SETPRIV] if sandbox.setpriv is not None else []
+    return [*line, "--chdir", str(cwd.resolve()), "--", *run_as, *argv]
 
 
-async def find(config: Config) -> str | None:
-    """The bwrap to run workers with: None when runner.sandbox is "off", or "auto" and bwrap
+async def find(config: Config) -> Sandbox | None:
+    """The sandbox to run workers in: None when runner.sandbox is "off", or "auto" and bwrap
     does not work here (with "on": a ConfigError saying why)."""
     if config.runner.sandbox == "off":
         return None
     bwrap = shutil.which("bwrap")
-    why = await _fails(bwrap) if bwrap else "bwrap (Debian package bubblewrap) is not installed"
-    if why is None:
-        return bwrap
+    why: str | None = "bwrap (Debian package bubblewrap) is not installed"
+    if bwrap is not None and (why := await _fails(Sandbox(bwrap))) is None:
+        return await _as_nobody(bwrap) if os.getuid() == 0 else Sandbox(bwrap)
     if config.runner.sandbox == "on":
         raise ConfigError(f'runner.sandbox = "on", but {why}')
     log.warning(
@@ -170,13 +228,32 @@ async def find(config: Config) -> str | None:
     return None
 
 
-async def _fails(bwrap: str) -> str | None:
+async def _as_nobody(bwrap: str) -> Sandbox:
+    """As root: the sandbox whose tasks run as nobody, or (no setpriv, or it fails) the one
+    mapped to root, said at the start."""
+    setpriv = shutil.which("setpriv")
+    why: str | None = "setpriv (Debian package util-linux) is not installed"
+    if setpriv is not None and (why := await _fails(Sandbox(bwrap, setpriv))) is None:
+        return Sandbox(bwrap, setpriv)
+    log.warning(
+        "this server runs as root and its tasks cannot run as nobody (%s): they run as root "
+        'in their sandbox, and read what root may outside the hidden paths (README, "The '
+        "workers' sandbox\")",
+        why,
+    )
+    return Sandbox(bwrap)
+
+
+async def _fails(sandbox: Sandbox) -> str | None:
     """Why the sandbox cannot start here (no user namespaces, ...), or None when it can."""
+    run_as = [sandbox.setpriv, *SETPRIV] if sandbox.setpriv is not None else []
     try:
         process = await asyncio.create_subprocess_exec(
-            *isolation(bwrap),
+            *isolation(sandbox),
             *private_tmp(),  # (bwrap before 0.8 lacks --size or --disable-userns)
-            "true",
+            "--",
+            *run_as,
+            shutil.which("true", path=os.defpath) or "true",  # not on every PATH
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
