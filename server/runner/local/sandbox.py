@@ -147,14 +147,16 @@ def reachable(path: Path) -> bool:
 
 
 def covers(paths: list[Path]) -> list[Path]:
-    """For nobody to reach `paths` (outside /tmp, which is the sandbox's own), the first
-    directory in each one's way that nobody may not search: each gets an empty one over it."""
+    """For nobody to reach `paths`, the first directory in each one's way that nobody may not
+    search: each gets an empty one over it. (The ways in /tmp, the sandbox's own, it makes.)"""
     found: list[Path] = []
     for path in paths:
-        way = [parent for parent in reversed(path.parents) if parent != Path("/")]
-        blocked = next((d for d in way if d.is_relative_to("/tmp") or not reachable(d)), None)
-        if blocked and blocked != Path("/tmp") and not blocked.is_relative_to("/tmp"):
-            found.append(blocked)
+        for parent in reversed(path.parents):
+            if parent.is_relative_to("/tmp"):
+                break
+            if parent != Path("/") and not reachable(parent):
+                found.append(parent)
+                break
     return list(dict.fromkeys(found))
 
 
