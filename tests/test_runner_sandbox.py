@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -21,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from server.config import PROJECT_DIR
-from server.runner.local.sandbox import SOCKET_DIRS, socket_dirs
+from server.runner.local.sandbox import JOB_ACCOUNTS, SOCKET_DIRS, job_account, socket_dirs
 from tests.helpers import (
     eventually,
     job_dir_of,
+    payload,
     processes_of,
     start_local,
     states_are,
@@ -126,12 +128,15 @@ async def test_the_account_s_database_password_files_and_ssh_agent_are_hidden(
 
 def root_files(directory: Path) -> list[str]:
     """Two files of root's, in a directory any account may search: one only root may read (as
-    /etc/shadow or the SSH host keys are), one any account may. The probe's paths."""
+    /etc/shadow or the SSH host keys are), one any account may. The probe's paths, with an
+    input file of the task's own (written by the server) and the files it writes (in its
+    directory, and in /dev/shm as POSIX shared memory and semaphores do)."""
     directory.chmod(0o755)
     for name, mode in (("private", 0o600), ("public", 0o644)):
         (directory / name).write_text(f"root's {name} file")
         (directory / name).chmod(mode)
-    return [str(directory / "private"), str(directory / "public"), "+written"]
+    files = [str(directory / "private"), str(directory / "public"), "beam.dat"]
+    return [*files, "+written", "+/dev/shm/written"]
 
 
 async def probe_root_files(start_app, directory: Path) -> tuple[list[dict], Path]:
@@ -144,17 +149,34 @@ async def probe_root_files(start_app, directory: Path) -> tuple[list[dict], Path
     return [seen[path] for path in paths], job_dir_of(config, job_id) / "task_1" / "written"
 
 
+BEAM = {"read": payload()["input_files"]["beam.dat"][:64]}
+WROTE = {"wrote": True}
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask-022", "umask-077"])
+def umask(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The server's umask while it writes a job's files (077: systemd's UMask=0077)."""
+    previous = os.umask(request.param)
+    yield
+    os.umask(previous)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
-async def test_as_root_tasks_run_as_nobody(start_app, outside_tmp, bwrap):
+async def test_as_root_tasks_run_as_a_user_of_their_job(start_app, outside_tmp, umask, bwrap):
     """Mapped to root in its user namespace, a task read every file root owns: under root the
-    sandbox is set up with root's privileges and the task runs as nobody, with no capability.
-    (This Python may be under /root, which nobody may not enter: it is reached all the same.)"""
+    sandbox is set up with root's privileges and the task runs as a user and group of its job's
+    own, with no capability, which no other process of the host has. It reads its input files
+    whatever the server's umask. (This Python may be under /root, which that user may not
+    enter: it is reached all the same.)"""
     seen, written = await probe_root_files(start_app, outside_tmp)
-    assert seen == [{"error": "EACCES"}, {"read": "root's public file"}, {"wrote": True}]
-    assert (written.stat().st_uid, written.stat().st_gid) == (65534, 65534)
-    job_dir, work_dir = written.parent.parent, written.parent.parent.parent
-    assert (job_dir.stat().st_uid, job_dir.stat().st_mode & 0o777) == (65534, 0o700)
-    assert (work_dir.stat().st_uid, work_dir.stat().st_mode & 0o777) == (0, 0o700)
+    assert seen == [{"error": "EACCES"}, {"read": "root's public file"}, BEAM, *[WROTE] * 2]
+    job_dir = written.parent.parent
+    account = job_account(job_dir)
+    assert JOB_ACCOUNTS <= account < JOB_ACCOUNTS + 2**20
+    assert (written.stat().st_uid, written.stat().st_gid) == (account, account)
+    assert (job_dir.stat().st_uid, job_dir.stat().st_mode & 0o777) == (account, 0o700)
+    with pytest.raises(KeyError):
+        pwd.getpwuid(account)  # no account of the host is this user
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
@@ -171,13 +193,14 @@ async def test_as_root_without_setpriv_the_sandbox_maps_to_root_and_says_so(
     assert seen == [
         {"read": "root's private file"},
         {"read": "root's public file"},
-        {"wrote": True},
+        BEAM,
+        *[WROTE] * 2,
     ]
     assert written.stat().st_uid == 0
     assert [record.getMessage() for record in caplog.records] == [
-        "this server runs as root and its tasks cannot run as nobody (setpriv (Debian package "
-        "util-linux) is not installed): they run as root in their sandbox, and read what root "
-        'may outside the hidden paths (README, "The workers\' sandbox")'
+        "this server runs as root and its tasks cannot run as users of their own (setpriv "
+        "(Debian package util-linux) is not installed): their sandbox maps them to root, and "
+        'they read what root may outside the hidden paths (README, "The workers\' sandbox")'
     ]
 
 

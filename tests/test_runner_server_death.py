@@ -39,7 +39,8 @@ time.sleep(120)
 def simulator(tmp_path: Path) -> Path:
     path = tmp_path / "shieldhit"
     path.write_text(STUBBORN_SIMULATOR.format(python=sys.executable))
-    path.chmod(0o755)  # as installed, for any account (tasks of a server run as root: nobody)
+    # As installed, for any account (a server run as root runs its tasks as users of their own).
+    path.chmod(0o755)
     tmp_path.chmod(0o711)
     return path
 

@@ -132,7 +132,7 @@ def write_fake(
     path.write_text(script)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     # As a simulator is installed: in a directory any account may search (a server run as root
-    # runs its tasks as nobody: README, "The workers' sandbox"; pytest makes its own 0700).
+    # runs its tasks as users of their own: README, "The workers' sandbox"; pytest's are 0700).
     path.parent.chmod(path.parent.stat().st_mode | stat.S_IXOTH)
     return path
 

@@ -138,6 +138,7 @@ def _write_shared(job_fd: int, job: Job) -> None:
     os.mkdir(partial, dir_fd=job_fd)
     try:
         with opened_dir(partial, job_fd) as fd:
+            os.fchmod(fd, 0o755)  # whatever the umask: readable by the job's user (as root)
             for name, data in _files(job):
                 _create(fd, name, data)
         os.rename(partial, INPUT, src_dir_fd=job_fd, dst_dir_fd=job_fd)
@@ -164,7 +165,10 @@ def _files(job: Job) -> Iterator[tuple[str, bytes]]:
 
 
 def _create(dir_fd: int, name: str, data: bytes) -> None:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOT_FOLLOWED, 0o666, dir_fd=dir_fd)
+    """An input file: the server's, read-only to the job's processes whatever the umask (under
+    root they run as a user of their job's own: server/runner/local/sandbox.py)."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOT_FOLLOWED, 0o644, dir_fd=dir_fd)
+    os.fchmod(fd, 0o644)
     with open(fd, "wb") as file:
         file.write(data)
 

@@ -21,12 +21,13 @@ directories, the configuration. In the sandbox they see the host's files read-on
 
 A server run as root would map that user to root, the owner of /etc/shadow, SSH host keys and
 root's own files. So under root, bwrap sets the sandbox up with root's privileges and the
-processes then run as the account `nobody` (setpriv), with no capabilities: they read only what
-any account may. Their job directory becomes nobody's (the work directory above it root's
-alone), and a shown directory that nobody could not reach (a Python under /root) is reached
-through an empty directory put over the first one in its way (the rest of /root is hidden with
-it). Where that cannot work (no setpriv), the sandbox maps to root as before, and the start says
-so.
+processes then run (setpriv) as a user and group of their job's own, with no capabilities: a
+number of a reserved range that no account of the host has (job_account), so they read only
+what any account may, and no other process of the host, nor another job's, shares their user
+(its /proc, its keyring). Their job directory becomes that user's, and a shown directory that it
+could not reach (a Python under /root) is reached through an empty directory put over the first
+one in its way (the rest of /root is hidden with it). Where that cannot work (no setpriv), the
+sandbox maps to root as before, and the start says so.
 
 They reach the server over the host's network, as before, and are killed when the server ends
 (`--die-with-parent`). `runner.sandbox`: "auto" (the default) sandboxes when bwrap works on
@@ -36,6 +37,7 @@ it; "off" runs workers as plain processes.
 
 import asyncio
 import errno
+import hashlib
 import logging
 import os
 import shlex
@@ -54,18 +56,20 @@ log = logging.getLogger(__name__)
 
 TMP_SIZE = 256 << 20  # the private /tmp: simulators write their files in their task directory
 SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql")
-NOBODY = 65534  # the account (user and group) tasks run as when this server runs as root
-SETPRIV = ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
-SETPRIV += ["--inh-caps=-all", "--bounding-set=-all", "--"]  # no capability kept, nor gained
+NOBODY = 65534  # the user inside a sandbox mapped to root (root inside keeps capabilities)
+# Users (and groups) of jobs when this server runs as root: 2^20 numbers from 0x7F000000, clear
+# of the usual ranges (accounts, systemd's dynamic users and containers, the foreign range).
+JOB_ACCOUNTS, JOB_ACCOUNT_BITS = 0x7F000000, 20
+SHM_SIZE = 64 << 20  # /dev/shm, the job user's (the host's is root's)
 # Root's capabilities in the sandbox until setpriv: what it needs, and DAC_OVERRIDE for bwrap to
-# enter the job directory (nobody's, 0700).
+# enter the job directory (its user's, 0700).
 SETUP = ("SETUID", "SETGID", "SETPCAP", "DAC_OVERRIDE")
 SETUP_CAPS = ["--cap-drop", "ALL", *(item for cap in SETUP for item in ("--cap-add", f"CAP_{cap}"))]
 
 
 class Sandbox(NamedTuple):
     """How the runner sandboxes its workers: `bwrap`, and `setpriv` when they are to run as
-    nobody (this server runs as root), else None (they run as this account, mapped)."""
+    their job's user (this server runs as root), else None (as this account, mapped)."""
 
     bwrap: str
     setpriv: str | None = None
@@ -124,14 +128,32 @@ def _ids() -> list[str]:
     return ["--uid", str(uid), "--gid", str(gid)]
 
 
+def job_account(job_dir: Path) -> int:
+    """The user and group number of the job in `job_dir`, as root runs it: from its name (two
+    jobs share one by a chance of one in a million)."""
+    digest = hashlib.sha256(job_dir.name.encode()).digest()
+    return JOB_ACCOUNTS + int.from_bytes(digest[:4], "big") % (1 << JOB_ACCOUNT_BITS)
+
+
+def run_as(sandbox: Sandbox, account: int) -> list[str]:
+    """setpriv's line to become `account` with no capability kept nor gained (none: mapped)."""
+    if sandbox.setpriv is None:
+        return []
+    ids = ["--reuid", str(account), "--regid", str(account), "--clear-groups"]
+    return [sandbox.setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+
 def isolation(sandbox: Sandbox) -> list[str]:
     """The namespaces and the read-only host, before any path is hidden: a user namespace of
-    the sandbox's own, or (as root, to become nobody) root's setup capabilities only."""
+    the sandbox's own, or (as root, to become the job's user) root's setup capabilities only,
+    and a /dev/shm for that user."""
     if sandbox.setpriv is None:
         users = ["--unshare-user", "--disable-userns", *_ids(), "--cap-drop", "ALL"]
+        shm = []
     else:
         users = SETUP_CAPS
-    host = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        shm = ["--perms", "1777", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
+    host = ["--ro-bind", "/", "/", "--dev", "/dev", *shm, "--proc", "/proc"]
     return [sandbox.bwrap, "--die-with-parent", *users, "--unshare-pid", "--unshare-ipc", *host]
 
 
@@ -139,22 +161,22 @@ def private_tmp() -> list[str]:
     return ["--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
 
 
-def reachable(path: Path) -> bool:
-    """Whether nobody may search the directory `path` (as its owner, group or another)."""
+def reachable(path: Path, account: int) -> bool:
+    """Whether `account` may search the directory `path` (as its owner, group or another)."""
     found = path.stat()
-    shift = 6 if found.st_uid == NOBODY else 3 if found.st_gid == NOBODY else 0
+    shift = 6 if found.st_uid == account else 3 if found.st_gid == account else 0
     return bool(found.st_mode & (stat.S_IXOTH << shift))
 
 
-def covers(paths: list[Path]) -> list[Path]:
-    """For nobody to reach `paths`, the first directory in each one's way that nobody may not
+def covers(paths: list[Path], account: int) -> list[Path]:
+    """For `account` to reach `paths`, the first directory in each one's way that it may not
     search: each gets an empty one over it. (The ways in /tmp, the sandbox's own, it makes.)"""
     found: list[Path] = []
     for path in paths:
         for parent in reversed(path.parents):
             if parent.is_relative_to("/tmp"):
                 break
-            if parent != Path("/") and not reachable(parent):
+            if parent != Path("/") and not reachable(parent, account):
                 found.append(parent)
                 break
     return list(dict.fromkeys(found))
@@ -173,42 +195,34 @@ def wrapped(
 ) -> list[str]:
     """`argv` as the runner starts it from `cwd` (the job directory or a task's): in the job's
     sandbox when there is one. A command that is not there fails to start as it does without
-    one, rather than as a bwrap that started and failed. Tasks that run as nobody get the job
-    directory and their own (blocking: a few system calls)."""
+    one, rather than as a bwrap that started and failed. Tasks that run as their job's user
+    get the job directory and their own (blocking: a few system calls)."""
     if sandbox is None:
         return argv
     if shutil.which(argv[0]) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
     if sandbox.setpriv is not None:
-        give_to_nobody(job_dir, cwd)
+        account = job_account(job_dir)
+        for directory in dict.fromkeys((job_dir, cwd)):  # 0700: the job's user's alone
+            os.chown(directory, account, account, follow_symlinks=False)
     return wrap(config, sandbox, argv, job_dir, cwd)
-
-
-def give_to_nobody(job_dir: Path, cwd: Path) -> None:
-    """The job directory and `cwd` (a task's) nobody's, for the task to write in; the work
-    directory above them root's alone, so that no other process of the host running as nobody
-    reaches them (the sandbox sees its job through its own mounts)."""
-    os.chmod(job_dir.parent, 0o700)
-    for directory in dict.fromkeys((job_dir, cwd)):
-        os.chown(directory, NOBODY, NOBODY, follow_symlinks=False)
 
 
 def wrap(config: Config, sandbox: Sandbox, argv: list[str], job_dir: Path, cwd: Path) -> list[str]:
     """`argv` run in the sandbox of the job in `job_dir`, from `cwd` (a directory in it)."""
-    shown, job = shown_dirs(config, argv), job_dir.resolve()
-    as_nobody = sandbox.setpriv is not None
+    shown, job, account = shown_dirs(config, argv), job_dir.resolve(), job_account(job_dir)
+    as_job = sandbox.setpriv is not None
     line = [*isolation(sandbox), *private_tmp()]
-    for directory in covers([*shown, job]) if as_nobody else []:
+    for directory in covers([*shown, job], account) if as_job else []:
         line += ["--perms", "0755", "--tmpfs", str(directory)]
     for directory in shown:  # first: what is hidden in them stays hidden
-        line += [*(way_to(directory) if as_nobody else ()), "--ro-bind", *[str(directory)] * 2]
+        line += [*(way_to(directory) if as_job else ()), "--ro-bind", *[str(directory)] * 2]
     for directory in hidden_dirs(config):
         line += ["--tmpfs", str(directory)]
     for file in hidden_files(config):
         line += ["--ro-bind", os.devnull, str(file)]
-    line += [*(way_to(job) if as_nobody else ()), "--bind", str(job), str(job)]
-    run_as = [sandbox.setpriv, *SETPRIV] if sandbox.setpriv is not None else []
-    return [*line, "--chdir", str(cwd.resolve()), "--", *run_as, *argv]
+    line += [*(way_to(job) if as_job else ()), "--bind", str(job), str(job)]
+    return [*line, "--chdir", str(cwd.resolve()), "--", *run_as(sandbox, account), *argv]
 
 
 async def find(config: Config) -> Sandbox | None:
@@ -219,7 +233,7 @@ async def find(config: Config) -> Sandbox | None:
     bwrap = shutil.which("bwrap")
     why: str | None = "bwrap (Debian package bubblewrap) is not installed"
     if bwrap is not None and (why := await _fails(Sandbox(bwrap))) is None:
-        return await _as_nobody(bwrap) if os.getuid() == 0 else Sandbox(bwrap)
+        return await _as_jobs(bwrap) if os.getuid() == 0 else Sandbox(bwrap)
     if config.runner.sandbox == "on":
         raise ConfigError(f'runner.sandbox = "on", but {why}')
     log.warning(
@@ -230,17 +244,17 @@ async def find(config: Config) -> Sandbox | None:
     return None
 
 
-async def _as_nobody(bwrap: str) -> Sandbox:
-    """As root: the sandbox whose tasks run as nobody, or (no setpriv, or it fails) the one
-    mapped to root, said at the start."""
+async def _as_jobs(bwrap: str) -> Sandbox:
+    """As root: the sandbox whose tasks run as their job's user, or (no setpriv, or it fails)
+    the one mapped to root, said at the start."""
     setpriv = shutil.which("setpriv")
     why: str | None = "setpriv (Debian package util-linux) is not installed"
     if setpriv is not None and (why := await _fails(Sandbox(bwrap, setpriv))) is None:
         return Sandbox(bwrap, setpriv)
     log.warning(
-        "this server runs as root and its tasks cannot run as nobody (%s): they run as root "
-        'in their sandbox, and read what root may outside the hidden paths (README, "The '
-        "workers' sandbox\")",
+        "this server runs as root and its tasks cannot run as users of their own (%s): their "
+        "sandbox maps them to root, and they read what root may outside the hidden paths "
+        '(README, "The workers\' sandbox")',
         why,
     )
     return Sandbox(bwrap)
@@ -248,13 +262,12 @@ async def _as_nobody(bwrap: str) -> Sandbox:
 
 async def _fails(sandbox: Sandbox) -> str | None:
     """Why the sandbox cannot start here (no user namespaces, ...), or None when it can."""
-    run_as = [sandbox.setpriv, *SETPRIV] if sandbox.setpriv is not None else []
     try:
         process = await asyncio.create_subprocess_exec(
             *isolation(sandbox),
             *private_tmp(),  # (bwrap before 0.8 lacks --size or --disable-userns)
             "--",
-            *run_as,
+            *run_as(sandbox, JOB_ACCOUNTS),
             shutil.which("true", path=os.defpath) or "true",  # not on every PATH
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
