@@ -265,13 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def worker(args: argparse.Namespace) -> None:
-    """The worker reads only its environment (YAPTIDE_*: README), never the server's config."""
-    from server.worker.main import main as run_worker
-
-    raise SystemExit(run_worker([args.step]))
-
-
 COMMANDS: dict[str | None, Callable[[Config, argparse.Namespace], None]] = {
     None: serve,
     "serve": serve,
@@ -287,8 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.workers is not None and args.command not in (None, "serve"):
         parser.error(f"--workers is for serving, not for {args.command}")
-    if args.command == "worker":
-        worker(args)
+    if args.command == "worker":  # it reads only its environment (YAPTIDE_*), not config.toml
+        from server.worker.main import main as run_worker
+
+        raise SystemExit(run_worker([args.step]))
     signal.signal(signal.SIGTERM, _raise_stop)
     _hang_up_as_stop()
     logs.configure()

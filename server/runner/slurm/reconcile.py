@@ -59,7 +59,7 @@ FORGOTTEN = JobState(  # also an array task scancelled while queued with sibling
 )
 TASK_TEXT = (
     "SLURM ended array task {task} of job {array} as {state} before the worker reported a "
-    "final task state.\n\nLast output ({log}):\n{tail}"
+    f"final task state.\n\nLast output ({task_output('{task}')}):\n{{tail}}"
 )
 UNSUBMITTED_AFTER = 300.0  # seconds a lease may go unrenewed before it counts as never sent
 RENEW_EVERY = UNSUBMITTED_AFTER / 5  # seconds between two renewals of a held lease, at most
@@ -273,9 +273,7 @@ class Reconciler:
             return  # the next poll tries again
         tail = await shell.read_tail(f"{item.jobs.job_dir}/{task_output(task)}")
         array, name = item.jobs.array_job_id, f"task_{task}_slurm"
-        text = TASK_TEXT.format(
-            task=task, log=task_output(task), array=array, state=state.describe(), tail=tail
-        )
+        text = TASK_TEXT.format(task=task, array=array, state=state.describe(), tail=tail)
         if await verdicts.fail_task(self._pool, item.job_id, task, name, text, self._quota):
             log.warning("job %s task %d: FAILED (SLURM: %s)", item.job_id, task, state.describe())
         else:  # it ended meanwhile (its COMPLETED came in after all): its results stay listed
