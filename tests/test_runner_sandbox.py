@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from server.config import PROJECT_DIR
+from server.runner.local import sandbox
 from server.runner.local.sandbox import JOB_ACCOUNTS, SOCKET_DIRS, job_account, socket_dirs
 from tests.helpers import (
     eventually,
@@ -177,6 +178,31 @@ async def test_as_root_tasks_run_as_a_user_of_their_job(start_app, outside_tmp, 
     assert (job_dir.stat().st_uid, job_dir.stat().st_mode & 0o777) == (account, 0o700)
     with pytest.raises(KeyError):
         pwd.getpwuid(account)  # no account of the host is this user
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
+async def test_as_root_a_simulator_the_jobs_users_cannot_reach_is_said_at_start(
+    make_config, outside_tmp, caplog, bwrap
+):
+    """A simulator in a directory only root may enter (0700, as pytest's and `mktemp -d`'s
+    are) would fail every task that runs it: the start says so, naming the directory."""
+    closed = outside_tmp / "closed"
+    closed.mkdir(mode=0o700)
+    (closed / "shieldhit").write_text("#!/bin/sh\n")
+    (closed / "shieldhit").chmod(0o755)
+    simulators = {"shieldhit": str(closed / "shieldhit")}
+    config = make_config(runner={"kind": "local", "sandbox": "on"}, simulators=simulators)
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+        found = await sandbox.find(config)
+    assert found is not None and found.setpriv is not None
+    assert [record.getMessage() for record in caplog.records] == [
+        f"tasks run as users of their jobs, who may not enter {closed} (mode 700): a program "
+        'there cannot run (README, "The workers\' sandbox")'
+    ]
+    caplog.clear()
+    closed.chmod(0o755)
+    await sandbox.find(config)
+    assert caplog.records == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from server.config import PROJECT_DIR, Config, ConfigError
-from server.runner.local.process import work_dir
+from server.runner.local.process import work_dir, worker_command
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ async def find(config: Config) -> Sandbox | None:
     bwrap = shutil.which("bwrap")
     why: str | None = "bwrap (Debian package bubblewrap) is not installed"
     if bwrap is not None and (why := await _fails(Sandbox(bwrap))) is None:
-        return await _as_jobs(bwrap) if os.getuid() == 0 else Sandbox(bwrap)
+        return await _as_jobs(config, bwrap) if os.getuid() == 0 else Sandbox(bwrap)
     if config.runner.sandbox == "on":
         raise ConfigError(f'runner.sandbox = "on", but {why}')
     log.warning(
@@ -244,12 +244,13 @@ async def find(config: Config) -> Sandbox | None:
     return None
 
 
-async def _as_jobs(bwrap: str) -> Sandbox:
+async def _as_jobs(config: Config, bwrap: str) -> Sandbox:
     """As root: the sandbox whose tasks run as their job's user, or (no setpriv, or it fails)
     the one mapped to root, said at the start."""
     setpriv = shutil.which("setpriv")
     why: str | None = "setpriv (Debian package util-linux) is not installed"
     if setpriv is not None and (why := await _fails(Sandbox(bwrap, setpriv))) is None:
+        _warn_closed(shown_dirs(config, worker_command(config)))
         return Sandbox(bwrap, setpriv)
     log.warning(
         "this server runs as root and its tasks cannot run as users of their own (%s): their "
@@ -258,6 +259,19 @@ async def _as_jobs(bwrap: str) -> Sandbox:
         why,
     )
     return Sandbox(bwrap)
+
+
+def _warn_closed(directories: list[Path]) -> None:
+    """Said at the start: the directories shown to tasks that their jobs' users may not enter
+    (the ways to them are made; the directories are as they are), whose programs cannot run."""
+    for directory in directories:
+        if not reachable(directory, JOB_ACCOUNTS):
+            log.warning(
+                "tasks run as users of their jobs, who may not enter %s (mode %o): a program "
+                'there cannot run (README, "The workers\' sandbox")',
+                directory,
+                stat.S_IMODE(directory.stat().st_mode),
+            )
 
 
 async def _fails(sandbox: Sandbox) -> str | None:
