@@ -66,13 +66,13 @@ class LocalDispatcher:
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._lock = RunnerLock(config.database.url)
-        self._bwrap: sandbox.Sandbox | None = None  # the sandbox's (server/runner/local/sandbox.py)
+        self._sandbox: sandbox.Sandbox | None = None  # server/runner/local/sandbox.py
         self._has_dir = functools.partial(proc.has_job_dir, config)
 
     async def start(self) -> None:
         """Claim this database's local runner, then fail what a previous server left unfinished
         (before any new job can be submitted); RunnerBusy when another process holds it."""
-        self._bwrap = await sandbox.find(self._config)
+        self._sandbox = await sandbox.find(self._config)
         if not await self._lock.claim():
             raise RunnerBusy(BUSY_TEXT)
         try:
@@ -156,7 +156,7 @@ class LocalDispatcher:
         output = jobfiles.merge_output_file(job_directory)
         try:
             jobfiles.make_job_dir(job_directory)
-            line = sandbox.wrapped(self._config, self._bwrap, argv, job_directory, job_directory)
+            line = sandbox.wrapped(self._config, self._sandbox, argv, job_directory, job_directory)
             process = await proc.start(line, job_directory, env, output)
         except OSError as exc:
             await self._fail_merge(
@@ -227,7 +227,7 @@ class LocalDispatcher:
             if job is None:
                 return  # deleted meanwhile (it had ended), or shutting down: nothing to run
             await asyncio.to_thread(jobfiles.write_inputs, job_directory, task_id, job)
-            line = sandbox.wrapped(self._config, self._bwrap, argv, job_directory, directory)
+            line = sandbox.wrapped(self._config, self._sandbox, argv, job_directory, directory)
             process = await proc.start(line, directory, env, output)
         except OSError as exc:
             await self._fail(run, task_id, proc.start_failure(argv, exc))
