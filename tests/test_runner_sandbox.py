@@ -23,7 +23,8 @@ import pytest
 
 from server.config import PROJECT_DIR
 from server.runner.local import sandbox
-from server.runner.local.sandbox import JOB_ACCOUNTS, SOCKET_DIRS, job_account, socket_dirs
+from server.runner.local.jobusers import JOB_ACCOUNTS, job_account
+from server.runner.local.sandbox import SOCKET_DIRS, socket_dirs
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -44,7 +45,7 @@ def probe_mode(config_file: Path, data: Path, sandbox: str) -> str:
     may write (not without: it would write into this host's /tmp and the project)."""
     paths = [f"{data}/secret_key", f"{data}", f"{data}/jobs", f"{config_file}"]
     if sandbox == "on":
-        paths += ["+written", "+/tmp/written", f"+{PROJECT_DIR}/written"]
+        paths += ["+written", "+/tmp/written", f"+{PROJECT_DIR}/written", "userns"]
     paths.append(f"/proc/{os.getpid()}/environ")
     return " ".join(["probe", *paths])
 
@@ -88,8 +89,10 @@ async def test_a_task_sees_its_job_and_nothing_of_the_server(start_app, tmp_path
         "+written": {"wrote": True},
         "+/tmp/written": {"wrote": True},
         f"+{PROJECT_DIR}/written": {"error": "EROFS"},
+        "userns": {"error": "ENOSPC"},  # none may be made: bwrap's --disable-userns
         f"/proc/{os.getpid()}/environ": {"error": "ENOENT"},
-        "processes": [1, 2],  # bwrap's reaper and the worker
+        # bwrap's reaper, (as root: the inner bwrap, which forbids user namespaces) the worker
+        "processes": [1, 2] if os.geteuid() else [1, 2, 3],
     }
     assert (job_dir / "task_1" / "written").read_text() == "probe"
     assert not Path("/tmp/written").exists()
@@ -137,7 +140,7 @@ def root_files(directory: Path) -> list[str]:
         (directory / name).write_text(f"root's {name} file")
         (directory / name).chmod(mode)
     files = [str(directory / "private"), str(directory / "public"), "beam.dat"]
-    return [*files, "+written", "+/dev/shm/written"]
+    return [*files, "+written", "+/dev/shm/written", "userns"]
 
 
 async def probe_root_files(start_app, directory: Path) -> tuple[list[dict], Path]:
@@ -152,6 +155,7 @@ async def probe_root_files(start_app, directory: Path) -> tuple[list[dict], Path
 
 BEAM = {"read": payload()["input_files"]["beam.dat"][:64]}
 WROTE = {"wrote": True}
+NO_USERNS = {"error": "ENOSPC"}  # bwrap's --disable-userns
 
 
 @pytest.fixture(params=[0o022, 0o077], ids=["umask-022", "umask-077"])
@@ -170,7 +174,13 @@ async def test_as_root_tasks_run_as_a_user_of_their_job(start_app, outside_tmp, 
     whatever the server's umask. (This Python may be under /root, which that user may not
     enter: it is reached all the same.)"""
     seen, written = await probe_root_files(start_app, outside_tmp)
-    assert seen == [{"error": "EACCES"}, {"read": "root's public file"}, BEAM, *[WROTE] * 2]
+    assert seen == [
+        {"error": "EACCES"},
+        {"read": "root's public file"},
+        BEAM,
+        *[WROTE] * 2,
+        NO_USERNS,
+    ]
     job_dir = written.parent.parent
     account = job_account(job_dir)
     assert JOB_ACCOUNTS <= account < JOB_ACCOUNTS + 2**20
@@ -192,7 +202,7 @@ async def test_as_root_a_simulator_the_jobs_users_cannot_reach_is_said_at_start(
     (closed / "shieldhit").chmod(0o755)
     simulators = {"shieldhit": str(closed / "shieldhit")}
     config = make_config(runner={"kind": "local", "sandbox": "on"}, simulators=simulators)
-    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.jobusers"):
         found = await sandbox.find(config)
     assert found is not None and found.setpriv is not None
     assert [record.getMessage() for record in caplog.records] == [
@@ -221,12 +231,41 @@ async def test_as_root_without_setpriv_the_sandbox_maps_to_root_and_says_so(
         {"read": "root's public file"},
         BEAM,
         *[WROTE] * 2,
+        NO_USERNS,
     ]
     assert written.stat().st_uid == 0
     assert [record.getMessage() for record in caplog.records] == [
         "this server runs as root and its tasks cannot run as users of their own (setpriv "
         "(Debian package util-linux) is not installed): their sandbox maps them to root, and "
         'they read what root may outside the hidden paths (README, "The workers\' sandbox")'
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
+async def test_as_root_without_the_inner_bwrap_tasks_may_make_user_namespaces_and_it_is_said(
+    start_app, outside_tmp, monkeypatch, caplog, bwrap
+):
+    """A host where the jobs' users cannot run bwrap (here: a bwrap that refuses any account
+    but root, as where unprivileged user namespaces are off): tasks still run as their job's
+    user, only they may make user namespaces; the start said so, once."""
+    refusing = outside_tmp / "bin"
+    refusing.mkdir(mode=0o755)
+    (refusing / "bwrap").write_text(
+        f'#!/bin/sh\n[ "$({shutil.which("id")} -u)" = 0 ] || {{ echo "no, not here" >&2; exit 1; }}\n'
+        f'exec {bwrap} "$@"\n'
+    )
+    (refusing / "bwrap").chmod(0o755)
+    (refusing / "setpriv").symlink_to(shutil.which("setpriv") or "setpriv")
+    monkeypatch.setenv("PATH", str(refusing))
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+        seen, written = await probe_root_files(start_app, outside_tmp)
+    public = {"read": "root's public file"}
+    assert seen == [{"error": "EACCES"}, public, BEAM, *[WROTE] * 2, {"made": True}]
+    assert written.stat().st_uid == job_account(written.parent.parent)
+    assert [record.getMessage() for record in caplog.records] == [
+        "tasks run as users of their jobs, but not in a bwrap of their own that forbids them user "
+        "namespaces (bwrap does not work here: no, not here): where this host lets any account "
+        "make them, so may they"
     ]
 
 
@@ -255,7 +294,8 @@ async def test_a_cancel_ends_every_process_of_the_sandbox(start_app, bwrap):
     client, _, _ = await start_app("hang stubborn", sandbox="on", slots=2)
     job_id = await submit(client, ntasks=2)
     await eventually(states_are(client, job_id, "RUNNING", "RUNNING"))
-    assert len(processes_of(job_id)) == 2 * 3  # per task: bwrap, its reaper, the worker
+    # per task: bwrap, its reaper, (as root: the inner bwrap,) the worker
+    assert len(processes_of(job_id)) == 2 * (3 if os.geteuid() else 4)
     response = await client.delete("/jobs/direct", params={"job_id": job_id})
     assert response.status == 200
     await eventually(lambda: asyncio.sleep(0, processes_of(job_id) == []), timeout=5)

@@ -27,7 +27,8 @@ and its pid (`pid_<task>`). Modes:
   (`input`); then it exits 3 without a
   final state (tests/test_runner_jobfiles.py); task 2 COMPLETES if it runs;
 - probe PATH...: what this task can do to each PATH (read the file, list the directory; a PATH
-  written `+PATH` is a file to create), and the processes it sees, in `<job dir>/probe_<task>.json`
+  written `+PATH` is a file to create; `userns`: make a user namespace), and the processes it
+  sees, in `<job dir>/probe_<task>.json`
   (the runner's sandbox: tests/test_runner_sandbox.py), then COMPLETED.
 
 The runner runs a job's merge step as the same command plus `merge`: then the fake appends its
@@ -35,6 +36,7 @@ pid to `<job dir>/merges` and the task directories holding a result list to `<jo
 posts MERGING_RUNNING and a one-page result (the job COMPLETES).
 """
 
+import ctypes
 import errno
 import json
 import os
@@ -50,6 +52,7 @@ TASK_ID = int(os.environ.get("YAPTIDE_TASK_ID", "0"))  # not set for the merge s
 PRIMARIES = int(os.environ.get("YAPTIDE_PRIMARIES", "0"))
 JOB_DIR = Path(os.environ["YAPTIDE_JOB_DIR"])
 KEY = os.environ["YAPTIDE_UPDATE_KEY"]
+CLONE_NEWUSER = 0x10000000  # <sched.h>
 
 
 def post(path: str, body: dict) -> None:
@@ -192,8 +195,19 @@ def look(path: str) -> dict[str, object]:
         return {"error": errno.errorcode.get(exc.errno or 0, str(exc))}
 
 
+def make_userns() -> dict[str, object]:
+    """Whether this task may make a user namespace: {"made": True} or {"error": the errno name}
+    (tried in a child: the task itself stays where it is)."""
+    child = os.fork()
+    if child == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        os._exit(0 if libc.unshare(CLONE_NEWUSER) == 0 else ctypes.get_errno())
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    return {"made": True} if code == 0 else {"error": errno.errorcode.get(code, str(code))}
+
+
 def probe(*paths: str) -> None:
-    seen = {path: look(path) for path in paths}
+    seen = {path: make_userns() if path == "userns" else look(path) for path in paths}
     processes = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
     (JOB_DIR / f"probe_{TASK_ID}.json").write_text(json.dumps({**seen, "processes": processes}))
     task(task_state="RUNNING")

@@ -21,13 +21,10 @@ directories, the configuration. In the sandbox they see the host's files read-on
 
 A server run as root would map that user to root, the owner of /etc/shadow, SSH host keys and
 root's own files. So under root, bwrap sets the sandbox up with root's privileges and the
-processes then run (setpriv) as a user and group of their job's own, with no capabilities: a
-number of a reserved range that no account of the host has (job_account), so they read only
-what any account may, and no other process of the host, nor another job's, shares their user
-(its /proc, its keyring). Their job directory becomes that user's, and a shown directory that it
-could not reach (a Python under /root) is reached through an empty directory put over the first
-one in its way (the rest of /root is hidden with it). Where that cannot work (no setpriv), the
-sandbox maps to root as before, and the start says so.
+processes then run (setpriv) as a user and group of their job's own, with no capabilities
+(server.runner.local.jobusers), in a second bwrap of that user's own that forbids them user
+namespaces. Where that cannot work (no setpriv), the sandbox maps to root as before, and the
+start says so.
 
 They reach the server over the host's network, as before, and are killed when the server ends
 (`--die-with-parent`). `runner.sandbox`: "auto" (the default) sandboxes when bwrap works on
@@ -37,19 +34,18 @@ it; "off" runs workers as plain processes.
 
 import asyncio
 import errno
-import hashlib
 import logging
 import os
 import shlex
 import shutil
-import stat
 import sys
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from server.config import PROJECT_DIR, Config, ConfigError
+from server.runner.local.jobusers import JOB_ACCOUNTS, covers, job_account, warn_closed, way_to
 from server.runner.local.process import work_dir, worker_command
 
 log = logging.getLogger(__name__)
@@ -57,9 +53,6 @@ log = logging.getLogger(__name__)
 TMP_SIZE = 256 << 20  # the private /tmp: simulators write their files in their task directory
 SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql")
 NOBODY = 65534  # the user inside a sandbox mapped to root (root inside keeps capabilities)
-# Users (and groups) of jobs when this server runs as root: 2^20 numbers from 0x7F000000, clear
-# of the usual ranges (accounts, systemd's dynamic users and containers, the foreign range).
-JOB_ACCOUNTS, JOB_ACCOUNT_BITS = 0x7F000000, 20
 SHM_SIZE = 64 << 20  # /dev/shm, the job user's (the host's is root's)
 # Root's capabilities in the sandbox until setpriv: what it needs, and DAC_OVERRIDE for bwrap to
 # enter the job directory (its user's, 0700).
@@ -69,10 +62,12 @@ SETUP_CAPS = ["--cap-drop", "ALL", *(item for cap in SETUP for item in ("--cap-a
 
 class Sandbox(NamedTuple):
     """How the runner sandboxes its workers: `bwrap`, and `setpriv` when they are to run as
-    their job's user (this server runs as root), else None (as this account, mapped)."""
+    their job's user (this server runs as root), else None (as this account, mapped); `inner`:
+    as their job's user, in a second bwrap that forbids them user namespaces."""
 
     bwrap: str
     setpriv: str | None = None
+    inner: bool = False
 
 
 def hidden_dirs(config: Config) -> list[Path]:
@@ -128,19 +123,18 @@ def _ids() -> list[str]:
     return ["--uid", str(uid), "--gid", str(gid)]
 
 
-def job_account(job_dir: Path) -> int:
-    """The user and group number of the job in `job_dir`, as root runs it: from its name (two
-    jobs share one by a chance of one in a million)."""
-    digest = hashlib.sha256(job_dir.name.encode()).digest()
-    return JOB_ACCOUNTS + int.from_bytes(digest[:4], "big") % (1 << JOB_ACCOUNT_BITS)
-
-
 def run_as(sandbox: Sandbox, account: int) -> list[str]:
-    """setpriv's line to become `account` with no capability kept nor gained (none: mapped)."""
+    """setpriv's line to become `account` with no capability kept nor gained, then the inner
+    bwrap's: the host as the sandbox shows it, in a user namespace that may make none (that
+    user's own: as root, the outer bwrap makes none). None when mapped: that bwrap forbids them."""
     if sandbox.setpriv is None:
         return []
     ids = ["--reuid", str(account), "--regid", str(account), "--clear-groups"]
-    return [sandbox.setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--"]
+    line = [sandbox.setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--"]
+    if sandbox.inner:
+        line += [sandbox.bwrap, "--die-with-parent", "--unshare-user", "--disable-userns"]
+        line += ["--dev-bind", "/", "/", "--"]
+    return line
 
 
 def isolation(sandbox: Sandbox) -> list[str]:
@@ -159,35 +153,6 @@ def isolation(sandbox: Sandbox) -> list[str]:
 
 def private_tmp() -> list[str]:
     return ["--perms", "1777", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
-
-
-def reachable(path: Path, account: int) -> bool:
-    """Whether `account` may search the directory `path` (as its owner, group or another)."""
-    found = path.stat()
-    shift = 6 if found.st_uid == account else 3 if found.st_gid == account else 0
-    return bool(found.st_mode & (stat.S_IXOTH << shift))
-
-
-def covers(paths: list[Path], account: int) -> list[Path]:
-    """For `account` to reach `paths`, the first directory in each one's way that it may not
-    search: each gets an empty one over it. (The ways in /tmp, the sandbox's own, it makes.)"""
-    found: list[Path] = []
-    for path in paths:
-        for parent in reversed(path.parents):
-            if parent.is_relative_to("/tmp"):
-                break
-            if parent != Path("/") and not reachable(parent, account):
-                found.append(parent)
-                break
-    return list(dict.fromkeys(found))
-
-
-def way_to(path: Path) -> Iterator[str]:
-    """The directories above `path`, made searchable where the sandbox makes them (in /tmp, in
-    a cover; bwrap's own are root's only); those of the host are left as they are."""
-    for parent in reversed(path.parents):
-        if parent != Path("/"):
-            yield from ("--perms", "0755", "--dir", str(parent))
 
 
 def wrapped(
@@ -250,8 +215,8 @@ async def _as_jobs(config: Config, bwrap: str) -> Sandbox:
     setpriv = shutil.which("setpriv")
     why: str | None = "setpriv (Debian package util-linux) is not installed"
     if setpriv is not None and (why := await _fails(Sandbox(bwrap, setpriv))) is None:
-        _warn_closed(shown_dirs(config, worker_command(config)))
-        return Sandbox(bwrap, setpriv)
+        warn_closed(shown_dirs(config, worker_command(config)))
+        return await _inner(Sandbox(bwrap, setpriv, inner=True))
     log.warning(
         "this server runs as root and its tasks cannot run as users of their own (%s): their "
         "sandbox maps them to root, and they read what root may outside the hidden paths "
@@ -261,17 +226,18 @@ async def _as_jobs(config: Config, bwrap: str) -> Sandbox:
     return Sandbox(bwrap)
 
 
-def _warn_closed(directories: list[Path]) -> None:
-    """Said at the start: the directories shown to tasks that their jobs' users may not enter
-    (the ways to them are made; the directories are as they are), whose programs cannot run."""
-    for directory in directories:
-        if not reachable(directory, JOB_ACCOUNTS):
-            log.warning(
-                "tasks run as users of their jobs, who may not enter %s (mode %o): a program "
-                'there cannot run (README, "The workers\' sandbox")',
-                directory,
-                stat.S_IMODE(directory.stat().st_mode),
-            )
+async def _inner(sandbox: Sandbox) -> Sandbox:
+    """`sandbox`, whose tasks run in the inner bwrap when it works here; else without it, said at
+    the start (where unprivileged user namespaces are off, tasks cannot make them either)."""
+    why = await _fails(sandbox)
+    if why is None:
+        return sandbox
+    log.warning(
+        "tasks run as users of their jobs, but not in a bwrap of their own that forbids them user "
+        "namespaces (%s): where this host lets any account make them, so may they",
+        why,
+    )
+    return sandbox._replace(inner=False)
 
 
 async def _fails(sandbox: Sandbox) -> str | None:
