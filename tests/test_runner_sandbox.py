@@ -191,6 +191,31 @@ async def test_as_root_tasks_run_as_a_user_of_their_job(start_app, outside_tmp, 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
+@pytest.mark.parametrize("inner", [True, False], ids=["inner-bwrap", "no-inner-bwrap"])
+def test_as_root_a_task_goes_to_its_directory_as_its_job_s_user(
+    make_config, outside_tmp, bwrap, inner
+):
+    """A running task owns its job directory, so it may put a link in place of the next task's
+    directory, to one its user may not reach (in a 0700 directory of someone's). The next task
+    goes there as its job's user, not with root's setup privileges: it does not start."""
+    someones = outside_tmp / "someones"
+    (someones / "public").mkdir(parents=True)
+    (someones / "public" / "file").write_text("someone's file")
+    someones.chmod(0o700)
+    outside_tmp.chmod(0o755)
+    job_dir = outside_tmp / "jobs" / "a-job"
+    job_dir.mkdir(parents=True)
+    (job_dir / "task_2").symlink_to(someones / "public")
+    config = make_config(runner={"kind": "local", "sandbox": "on"})
+    found = sandbox.Sandbox(bwrap, shutil.which("setpriv"), inner)
+    line = sandbox.wrapped(config, found, ["cat", "file"], job_dir, job_dir / "task_2")
+    ran = subprocess.run(line, capture_output=True, text=True, timeout=30)
+    assert (ran.returncode, ran.stdout) != (0, "someone's file")
+    assert ran.returncode != 0 and ran.stdout == ""
+    assert f"{job_dir}/task_2: Permission denied" in ran.stderr.replace("'", "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
 async def test_as_root_a_simulator_the_jobs_users_cannot_reach_is_said_at_start(
     make_config, outside_tmp, caplog, bwrap
 ):

@@ -123,18 +123,19 @@ def _ids() -> list[str]:
     return ["--uid", str(uid), "--gid", str(gid)]
 
 
-def run_as(sandbox: Sandbox, account: int) -> list[str]:
-    """setpriv's line to become `account` with no capability kept nor gained, then the inner
-    bwrap's: the host as the sandbox shows it, in a user namespace that may make none (that
-    user's own: as root, the outer bwrap makes none). None when mapped: that bwrap forbids them."""
+def run_as(sandbox: Sandbox, account: int, cwd: str) -> list[str]:
+    """setpriv's line to become `account` with no capability kept nor gained, then to go to
+    `cwd` as that user (a task may have made it a link to anywhere: root's setup would enter
+    it), in the inner bwrap: the host as the sandbox shows it, in a user namespace that may make
+    none (as root, the outer bwrap makes none). None when mapped: that bwrap goes to `cwd`."""
     if sandbox.setpriv is None:
         return []
     ids = ["--reuid", str(account), "--regid", str(account), "--clear-groups"]
     line = [sandbox.setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--"]
-    if sandbox.inner:
-        line += [sandbox.bwrap, "--die-with-parent", "--unshare-user", "--disable-userns"]
-        line += ["--dev-bind", "/", "/", "--"]
-    return line
+    if not sandbox.inner:
+        return [*line, shutil.which("env", path=os.defpath) or "env", f"--chdir={cwd}", "--"]
+    inner = ["--die-with-parent", "--unshare-user", "--disable-userns", "--dev-bind", "/", "/"]
+    return [*line, sandbox.bwrap, *inner, "--chdir", cwd, "--"]
 
 
 def isolation(sandbox: Sandbox) -> list[str]:
@@ -187,7 +188,9 @@ def wrap(config: Config, sandbox: Sandbox, argv: list[str], job_dir: Path, cwd: 
     for file in hidden_files(config):
         line += ["--ro-bind", os.devnull, str(file)]
     line += [*(way_to(job) if as_job else ()), "--bind", str(job), str(job)]
-    return [*line, "--chdir", str(cwd.resolve()), "--", *run_as(sandbox, account), *argv]
+    where = str(job / cwd.relative_to(job_dir))  # not resolved: the sandbox follows its links
+    chdir = "/" if as_job else where
+    return [*line, "--chdir", chdir, "--", *run_as(sandbox, account, where), *argv]
 
 
 async def find(config: Config) -> Sandbox | None:
@@ -247,7 +250,7 @@ async def _fails(sandbox: Sandbox) -> str | None:
             *isolation(sandbox),
             *private_tmp(),  # (bwrap before 0.8 lacks --size or --disable-userns)
             "--",
-            *run_as(sandbox, JOB_ACCOUNTS),
+            *run_as(sandbox, JOB_ACCOUNTS, "/"),
             shutil.which("true", path=os.defpath) or "true",  # not on every PATH
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
