@@ -1,4 +1,4 @@
-"""The local runner's sandbox (server/runner/local/sandbox.py, bubblewrap): a task sees its own
+"""The local runner's sandbox (server/runner/local/sandbox/, bubblewrap): a task sees its own
 job and nothing of the server: not its data directory (the signing secret, the database, other
 jobs), not its configuration file, not its processes. Runs a real bwrap (the `bwrap` fixture
 installs it as root); the built-in worker's runs in it are in tests/test_worker.py and
@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from server.config import PROJECT_DIR
-from server.runner.local import sandbox
-from server.runner.local.jobusers import JOB_ACCOUNTS, job_account
-from server.runner.local.sandbox import SOCKET_DIRS, socket_dirs
+from server.runner.local.sandbox import lines, probe
+from server.runner.local.sandbox.jobusers import JOB_ACCOUNTS, job_account
+from server.runner.local.sandbox.lines import SOCKET_DIRS, socket_dirs
 from tests.helpers import (
     eventually,
     job_dir_of,
@@ -37,6 +37,13 @@ from tests.helpers import (
 )
 from tests.servers import RUN_PY, free_port
 
+# What the filter of system calls answers (and a TCP socket, which it allows).
+FILTERED = {
+    "keyctl": "EPERM",
+    "io_uring_setup": "ENOSYS",
+    "AF_VSOCK": "EAFNOSUPPORT",
+    "AF_INET": "ok",
+}
 CONFIG_TEXT = '[auth]\nsecret = "a secret of the configuration file, 32+ chars"\n'
 
 
@@ -45,7 +52,7 @@ def probe_mode(config_file: Path, data: Path, sandbox: str) -> str:
     may write (not without: it would write into this host's /tmp and the project)."""
     paths = [f"{data}/secret_key", f"{data}", f"{data}/jobs", f"{config_file}"]
     if sandbox == "on":
-        paths += ["+written", "+/tmp/written", f"+{PROJECT_DIR}/written", "userns"]
+        paths += ["+written", "+/tmp/written", f"+{PROJECT_DIR}/written", "userns", "syscalls"]
     paths.append(f"/proc/{os.getpid()}/environ")
     return " ".join(["probe", *paths])
 
@@ -90,6 +97,7 @@ async def test_a_task_sees_its_job_and_nothing_of_the_server(start_app, tmp_path
         "+/tmp/written": {"wrote": True},
         f"+{PROJECT_DIR}/written": {"error": "EROFS"},
         "userns": {"error": "ENOSPC"},  # none may be made: bwrap's --disable-userns
+        "syscalls": FILTERED,
         f"/proc/{os.getpid()}/environ": {"error": "ENOENT"},
         # bwrap's reaper, (as root: the inner bwrap, which forbids user namespaces) the worker
         "processes": [1, 2] if os.geteuid() else [1, 2, 3],
@@ -207,9 +215,9 @@ def test_as_root_a_task_goes_to_its_directory_as_its_job_s_user(
     job_dir.mkdir(parents=True)
     (job_dir / "task_2").symlink_to(someones / "public")
     config = make_config(runner={"kind": "local", "sandbox": "on"})
-    found = sandbox.Sandbox(bwrap, shutil.which("setpriv"), inner)
-    line = sandbox.wrapped(config, found, ["cat", "file"], job_dir, job_dir / "task_2")
-    ran = subprocess.run(line, capture_output=True, text=True, timeout=30)
+    found = lines.Sandbox(bwrap, shutil.which("setpriv"), inner)
+    with lines.wrapped(config, found, ["cat", "file"], job_dir, job_dir / "task_2") as launch:
+        ran = subprocess.run(launch.line, capture_output=True, text=True, timeout=30)
     assert (ran.returncode, ran.stdout) != (0, "someone's file")
     assert ran.returncode != 0 and ran.stdout == ""
     assert f"{job_dir}/task_2: Permission denied" in ran.stderr.replace("'", "")
@@ -227,8 +235,8 @@ async def test_as_root_a_simulator_the_jobs_users_cannot_reach_is_said_at_start(
     (closed / "shieldhit").chmod(0o755)
     simulators = {"shieldhit": str(closed / "shieldhit")}
     config = make_config(runner={"kind": "local", "sandbox": "on"}, simulators=simulators)
-    with caplog.at_level(logging.WARNING, logger="server.runner.local.jobusers"):
-        found = await sandbox.find(config)
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+        found = await probe.find(config)
     assert found is not None and found.setpriv is not None
     assert [record.getMessage() for record in caplog.records] == [
         f"tasks run as users of their jobs, who may not enter {closed} (mode 700): a program "
@@ -236,7 +244,7 @@ async def test_as_root_a_simulator_the_jobs_users_cannot_reach_is_said_at_start(
     ]
     caplog.clear()
     closed.chmod(0o755)
-    await sandbox.find(config)
+    await probe.find(config)
     assert caplog.records == []
 
 
@@ -291,6 +299,35 @@ async def test_as_root_without_the_inner_bwrap_tasks_may_make_user_namespaces_an
         "tasks run as users of their jobs, but not in a bwrap of their own that forbids them user "
         "namespaces (bwrap does not work here: no, not here): where this host lets any account "
         "make them, so may they"
+    ]
+
+
+async def test_where_the_filter_cannot_be_applied_tasks_run_without_it_and_it_is_said(
+    start_app, outside_tmp, monkeypatch, caplog, bwrap
+):
+    """A bwrap that cannot apply the filter of system calls (here: one that refuses
+    `--seccomp`): tasks run in the sandbox without it; the start said so, once."""
+    outside_tmp.chmod(0o755)
+    refusing = outside_tmp / "bin"
+    refusing.mkdir(mode=0o755)
+    (refusing / "bwrap").write_text(
+        f'#!/bin/sh\ncase " $* " in *" --seccomp "*) echo "no, not here" >&2; exit 1;; esac\n'
+        f'exec {bwrap} "$@"\n'
+    )
+    (refusing / "bwrap").chmod(0o755)
+    for program in filter(None, [shutil.which("setpriv")]):
+        (refusing / "setpriv").symlink_to(program)
+    monkeypatch.setenv("PATH", str(refusing))
+    with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
+        client, _, config = await start_app("probe syscalls", sandbox="on")
+    job_id = await submit(client, ntasks=1)
+    await eventually(states_are(client, job_id, "COMPLETED", "COMPLETED"))
+    seen = json.loads((job_dir_of(config, job_id) / "probe_1.json").read_text())
+    assert seen["syscalls"]["keyctl"] == "ok"
+    assert [record.getMessage() for record in caplog.records] == [
+        "tasks run without a filter of their system calls (bwrap does not work here: no, not "
+        "here): they may use every part of the kernel this host lets any account use (README, "
+        '"The workers\' sandbox")'
     ]
 
 

@@ -59,7 +59,7 @@ def approx(value: float) -> object:
 
 @pytest.mark.parametrize("sandbox", ["off", "on"])
 async def test_seven_tasks_merged_by_primaries(start_worker, fake, conn, sandbox, request):
-    """Also in the runner's sandbox (server/runner/local/sandbox.py): the fake simulator, in a
+    """Also in the runner's sandbox (server/runner/local/sandbox/): the fake simulator, in a
     directory the sandbox hides (/tmp), is shown to it, and the task directories are its own."""
     if sandbox == "on":
         request.getfixturevalue("bwrap")

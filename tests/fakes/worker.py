@@ -27,8 +27,9 @@ and its pid (`pid_<task>`). Modes:
   (`input`); then it exits 3 without a
   final state (tests/test_runner_jobfiles.py); task 2 COMPLETES if it runs;
 - probe PATH...: what this task can do to each PATH (read the file, list the directory; a PATH
-  written `+PATH` is a file to create; `userns`: make a user namespace), and the processes it
-  sees, in `<job dir>/probe_<task>.json`
+  written `+PATH` is a file to create; `userns`: make a user namespace; `syscalls`: make system
+  calls the sandbox's filter refuses, and one it allows), and the processes it sees, in
+  `<job dir>/probe_<task>.json`
   (the runner's sandbox: tests/test_runner_sandbox.py), then COMPLETED.
 
 The runner runs a job's merge step as the same command plus `merge`: then the fake appends its
@@ -40,7 +41,9 @@ import ctypes
 import errno
 import json
 import os
+import platform
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -206,8 +209,36 @@ def make_userns() -> dict[str, object]:
     return {"made": True} if code == 0 else {"error": errno.errorcode.get(code, str(code))}
 
 
+def make_syscalls() -> dict[str, str]:
+    """What this task gets (an errno name, or "ok") from system calls the sandbox's filter
+    refuses: keyctl (its session keyring's id), io_uring_setup, a socket to the host of this
+    virtual machine (AF_VSOCK); and from one it allows: a TCP socket."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    keyctl = {"x86_64": 250, "aarch64": 219}[platform.machine()]
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+    calls = {
+        "keyctl": lambda: libc.syscall(keyctl, 0, ctypes.c_long(-3), 1),
+        "io_uring_setup": lambda: libc.syscall(425, 1, params),
+        "AF_VSOCK": lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).detach(),
+        "AF_INET": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).detach(),
+    }
+    seen = {}
+    for name, call in calls.items():
+        try:
+            result = call()
+        except OSError as exc:
+            result, ctypes_errno = -1, exc.errno
+        else:
+            ctypes_errno = ctypes.get_errno()
+        seen[name] = "ok" if result >= 0 else errno.errorcode.get(ctypes_errno or 0, "?")
+    return seen
+
+
+SPECIAL = {"userns": make_userns, "syscalls": make_syscalls}
+
+
 def probe(*paths: str) -> None:
-    seen = {path: make_userns() if path == "userns" else look(path) for path in paths}
+    seen = {path: SPECIAL[path]() if path in SPECIAL else look(path) for path in paths}
     processes = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
     (JOB_DIR / f"probe_{TASK_ID}.json").write_text(json.dumps({**seen, "processes": processes}))
     task(task_state="RUNNING")

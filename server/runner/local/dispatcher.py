@@ -1,5 +1,5 @@
 """The local runner (`[runner] kind = "local"`): one worker process per task on this host, in
-a sandbox that hides the server's files and processes from it (server/runner/local/sandbox.py).
+a sandbox that hides the server's files and processes from it (server/runner/local/sandbox/).
 
 At most `runner.slots` processes (tasks and merge steps) run at once (0: one per CPU); the
 other tasks wait in one first-in, first-out queue across all jobs (server/runner/local/queue.py).
@@ -38,10 +38,11 @@ from server.config import Config
 from server.database import db
 from server.jobs import verdicts
 from server.runner import Job, RunnerBusy, cleanup
-from server.runner.local import jobfiles, sandbox
+from server.runner.local import jobfiles
 from server.runner.local import process as proc
 from server.runner.local.lock import BUSY_TEXT, RunnerLock
 from server.runner.local.queue import JobRun, TaskQueue
+from server.runner.local.sandbox import lines, probe
 from server.runner.local.texts import MERGE_TEXT, RUNNER_LOG, restart_text, shutdown_text
 from server.store import inputs, simulations
 from server.worker.outcomes import MERGE_LOG
@@ -66,13 +67,13 @@ class LocalDispatcher:
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._lock = RunnerLock(config.database.url)
-        self._sandbox: sandbox.Sandbox | None = None  # server/runner/local/sandbox.py
+        self._sandbox: lines.Sandbox | None = None  # server/runner/local/sandbox/
         self._has_dir = functools.partial(proc.has_job_dir, config)
 
     async def start(self) -> None:
         """Claim this database's local runner, then fail what a previous server left unfinished
         (before any new job can be submitted); RunnerBusy when another process holds it."""
-        self._sandbox = await sandbox.find(self._config)
+        self._sandbox = await probe.find(self._config)
         if not await self._lock.claim():
             raise RunnerBusy(BUSY_TEXT)
         try:
@@ -150,14 +151,14 @@ class LocalDispatcher:
         (MERGING_QUEUED), once, after its last task ended (the update key is at hand here): a
         process with the job's environment (merging reads and averages every task's files,
         which must not hold up the server), reporting over HTTP like a task."""
-        job_directory = proc.job_dir(self._config, job.job_id)
+        job_dir = proc.job_dir(self._config, job.job_id)
         env = proc.job_environment(self._config, job, self.base_url)
         argv = [*proc.worker_command(self._config), "merge"]
-        output = jobfiles.merge_output_file(job_directory)
+        output = jobfiles.merge_output_file(job_dir)
         try:
-            jobfiles.make_job_dir(job_directory)
-            line = sandbox.wrapped(self._config, self._sandbox, argv, job_directory, job_directory)
-            process = await proc.start(line, job_directory, env, output)
+            jobfiles.make_job_dir(job_dir)
+            with lines.wrapped(self._config, self._sandbox, argv, job_dir, job_dir) as launch:
+                process = await proc.start(launch, job_dir, env, output)
         except OSError as exc:
             await self._fail_merge(
                 job.job_id, f"The merge step {argv[0]!r} could not start: {proc.reason(exc)}"
@@ -227,8 +228,9 @@ class LocalDispatcher:
             if job is None:
                 return  # deleted meanwhile (it had ended), or shutting down: nothing to run
             await asyncio.to_thread(jobfiles.write_inputs, job_directory, task_id, job)
-            line = sandbox.wrapped(self._config, self._sandbox, argv, job_directory, directory)
-            process = await proc.start(line, directory, env, output)
+            sandboxed = lines.wrapped(self._config, self._sandbox, argv, job_directory, directory)
+            with sandboxed as launch:
+                process = await proc.start(launch, directory, env, output)
         except OSError as exc:
             await self._fail(run, task_id, proc.start_failure(argv, exc))
             return

@@ -1,6 +1,6 @@
 """The files the server itself writes and reads in a job directory (its layout:
 server/worker/jobdir.py), where the job's own processes write too (read-write in their sandbox:
-server/runner/local/sandbox.py).
+server/runner/local/sandbox/).
 
 A task may put anything in the place of a name the server uses later: a symbolic link to a file
 of the server's account (a task log of the next task, made to write over it; its own log, made
@@ -166,7 +166,7 @@ def _files(job: Job) -> Iterator[tuple[str, bytes]]:
 
 def _create(dir_fd: int, name: str, data: bytes) -> None:
     """An input file: the server's, read-only to the job's processes whatever the umask (under
-    root they run as a user of their job's own: server/runner/local/sandbox.py)."""
+    root they run as a user of their job's own: server/runner/local/sandbox/)."""
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOT_FOLLOWED, 0o644, dir_fd=dir_fd)
     os.fchmod(fd, 0o644)
     with open(fd, "wb") as file:

@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from server import proxies
 from server.config import PROJECT_DIR, Config
@@ -42,6 +43,14 @@ PRIVATE_ENV = (
     "PGSERVICEFILE",
     "SSH_AUTH_SOCK",
 )
+
+
+class Launch(NamedTuple):
+    """A process to start: its command line, and the descriptors it inherits (the sandbox's
+    filter of system calls: server/runner/local/sandbox/syscalls.py)."""
+
+    line: list[str]
+    fds: tuple[int, ...] = ()
 
 
 def work_dir(config: Config) -> Path:
@@ -98,14 +107,15 @@ def task_environment(config: Config, job: Job, task_id: int, base_url: str) -> d
 
 
 async def start(
-    argv: list[str], cwd: Path, env: dict[str, str], output: Path
+    launch: Launch, cwd: Path, env: dict[str, str], output: Path
 ) -> asyncio.subprocess.Process:
     """Start a worker in its own session (so that signals reach its children too), its stdout
     and stderr going to `output`: a file, not a pipe, so that a child the worker leaves behind
     holding the output open can never stall the runner."""
     with open(jobfiles.open_output(output), "wb") as sink:
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *launch.line,
+            pass_fds=launch.fds,
             cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
