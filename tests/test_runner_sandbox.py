@@ -42,6 +42,8 @@ FILTERED = {
     "keyctl": "EPERM",
     "io_uring_setup": "ENOSYS",
     "AF_VSOCK": "EAFNOSUPPORT",
+    "AF_VSOCK pair": "EAFNOSUPPORT",
+    "UDP-Lite": "EPROTONOSUPPORT",
     "AF_INET": "ok",
 }
 CONFIG_TEXT = '[auth]\nsecret = "a secret of the configuration file, 32+ chars"\n'

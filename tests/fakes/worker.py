@@ -211,8 +211,9 @@ def make_userns() -> dict[str, object]:
 
 def make_syscalls() -> dict[str, str]:
     """What this task gets (an errno name, or "ok") from system calls the sandbox's filter
-    refuses: keyctl (its session keyring's id), io_uring_setup, a socket to the host of this
-    virtual machine (AF_VSOCK); and from one it allows: a TCP socket."""
+    refuses: keyctl (its session keyring's id), io_uring_setup, a socket and a socket pair to
+    the host of this virtual machine (AF_VSOCK), a UDP-Lite socket; and from one it allows: a
+    TCP socket."""
     libc = ctypes.CDLL(None, use_errno=True)
     keyctl = {"x86_64": 250, "aarch64": 219}[platform.machine()]
     params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
@@ -220,6 +221,8 @@ def make_syscalls() -> dict[str, str]:
         "keyctl": lambda: libc.syscall(keyctl, 0, ctypes.c_long(-3), 1),
         "io_uring_setup": lambda: libc.syscall(425, 1, params),
         "AF_VSOCK": lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).detach(),
+        "AF_VSOCK pair": lambda: socket.socketpair(socket.AF_VSOCK)[0].detach(),
+        "UDP-Lite": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136).detach(),
         "AF_INET": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).detach(),
     }
     seen = {}
