@@ -109,6 +109,7 @@ def run_server(
     from server.app import create_app
     from server.limits.serving import handler_settings, served
 
+    keep_descriptors()
     web.run_app(
         served(create_app(config)),
         host=config.server.host,
@@ -119,6 +120,17 @@ def run_server(
         **handler_settings(config),
         **options,
     )
+
+
+def keep_descriptors() -> None:
+    """Every descriptor of this process but stdin, stdout and stderr closed on exec: under
+    uvloop, a process the server starts (a worker, a simulator, sbatch) gets every one that is
+    not (it has no close_fds), such as one that run.py's own parent left open to it."""
+    with contextlib.suppress(FileNotFoundError):  # no /proc: not Linux
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            if fd > 2:
+                with contextlib.suppress(OSError):  # the listing's own, closed by now
+                    os.set_inheritable(fd, False)
 
 
 def _serve_one(

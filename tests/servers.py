@@ -21,10 +21,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(database_url: str, data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+def start(
+    database_url: str, data_dir: Path, port: int, *, pass_fds: tuple[int, ...] = (), **env: str
+) -> subprocess.Popen[bytes]:
     """`run.py` on `port` and `database_url`, with no runner and the YAPTIDE_* settings `env`
-    (none from the tests' own environment); its output in `server-<port>.log` beside
-    `data_dir`."""
+    (none from the tests' own environment), inheriting `pass_fds`; its output in
+    `server-<port>.log` beside `data_dir`."""
     settings = {k: v for k, v in os.environ.items() if not k.startswith("YAPTIDE_")}
     settings |= {
         "DATABASE_URL": database_url,
@@ -36,7 +38,9 @@ def start(database_url: str, data_dir: Path, port: int, **env: str) -> subproces
         **env,
     }
     with (data_dir.parent / f"server-{port}.log").open("wb") as log:
-        return subprocess.Popen([sys.executable, RUN_PY], env=settings, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, RUN_PY], env=settings, stdout=log, stderr=log, pass_fds=pass_fds
+        )
 
 
 async def wait_ready(http: aiohttp.ClientSession, base: str, process: subprocess.Popen) -> None:

@@ -45,7 +45,9 @@ def simulator(tmp_path: Path) -> Path:
     return path
 
 
-async def running_server(database_url: str, tmp_path: Path, port: int, sandbox: str):
+async def running_server(
+    database_url: str, tmp_path: Path, port: int, sandbox: str, inherited: tuple[int, ...] = ()
+):
     env = {
         "YAPTIDE_RUNNER_KIND": "local",
         "YAPTIDE_RUNNER_SANDBOX": sandbox,
@@ -55,7 +57,7 @@ async def running_server(database_url: str, tmp_path: Path, port: int, sandbox: 
         "YAPTIDE_SIMULATORS_SHIELDHIT": str(simulator(tmp_path)),
         "YAPTIDE_SERVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
-    return start(database_url, tmp_path / "data", port, **env)
+    return start(database_url, tmp_path / "data", port, pass_fds=inherited, **env)
 
 
 async def submit_two_tasks(
@@ -108,13 +110,13 @@ def kill_all(pids) -> None:
 
 @contextlib.asynccontextmanager
 async def two_tasks_running(
-    database_url: str, tmp_path: Path, sandbox: str = "off"
+    database_url: str, tmp_path: Path, sandbox: str = "off", inherited: tuple[int, ...] = ()
 ) -> AsyncIterator[tuple]:
-    """(run.py's process, job_id, the job's processes) while a 2-task job runs; what is left
-    of them is killed after."""
+    """(run.py's process, job_id, the job's processes) while a 2-task job runs, run.py given
+    the descriptors `inherited`; what is left of them is killed after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = await running_server(database_url, tmp_path, port, sandbox)
+    process = await running_server(database_url, tmp_path, port, sandbox, inherited)
     pids: list = []
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -159,3 +161,26 @@ async def test_a_server_killed_leaves_no_process(database_url, conn, tmp_path, s
         await asyncio.sleep(5)
         left = alive(pids)
         assert left == [], f"5 s after the server died, still running: {left}"
+
+
+async def test_a_descriptor_run_py_inherited_reaches_no_task(database_url, tmp_path, sandbox):
+    """uvloop starts processes with every descriptor that is not closed on exec (it has no
+    close_fds): one that run.py's own parent left open to it (here a pipe) reached every
+    worker, in the sandbox too (bwrap and the processes in it). run.py closes them on exec."""
+    reading, writing = os.pipe()
+    os.set_inheritable(writing, True)
+    pipe = f"pipe:[{os.fstat(writing).st_ino}]"
+    try:
+        async with two_tasks_running(database_url, tmp_path, sandbox, (writing,)) as (*_, pids):
+            holding = [(what, pid) for what, pid in pids if pipe in descriptors(pid)]
+    finally:
+        os.close(reading)
+        os.close(writing)
+    assert holding == []
+
+
+def descriptors(pid: int) -> list[str]:
+    """What the descriptors of the process `pid` are (`pipe:[inode]`, paths)."""
+    with contextlib.suppress(FileNotFoundError):  # it ended
+        return [os.readlink(entry) for entry in Path(f"/proc/{pid}/fd").iterdir()]
+    return []
