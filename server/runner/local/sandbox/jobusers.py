@@ -1,5 +1,5 @@
 """The users of jobs, as a server run as root runs its tasks: one per job, of a range no account
-of the host has, and what such a user needs to reach in its sandbox (lines.py uses them).
+of the host has, and what such a user needs to reach in its sandbox (for lines.py and probe.py).
 
 A task so run reads only what any account may, and no other process of the host, nor another
 job's, shares its user (its /proc entries, its keyring). The directories the sandbox shows it
