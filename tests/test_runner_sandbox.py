@@ -276,6 +276,19 @@ async def test_as_root_without_setpriv_the_sandbox_maps_to_root_and_says_so(
     ]
 
 
+def refusing_bwrap(directory: Path, bwrap: str, refusal: str) -> str:
+    """A PATH of a bwrap that says "no, not here" and fails when the shell condition `refusal`
+    holds, and runs `bwrap` when not; and of setpriv, when this host has it."""
+    found = directory / "bin"
+    found.mkdir(mode=0o755)
+    script = f'if {refusal}; then echo "no, not here" >&2; exit 1; fi\nexec {bwrap} "$@"\n'
+    (found / "bwrap").write_text("#!/bin/sh\n" + script)
+    (found / "bwrap").chmod(0o755)
+    for program in filter(None, [shutil.which("setpriv")]):
+        (found / "setpriv").symlink_to(program)
+    return str(found)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as root (as in CI)")
 async def test_as_root_without_the_inner_bwrap_tasks_may_make_user_namespaces_and_it_is_said(
     start_app, outside_tmp, monkeypatch, caplog, bwrap
@@ -283,15 +296,8 @@ async def test_as_root_without_the_inner_bwrap_tasks_may_make_user_namespaces_an
     """A host where the jobs' users cannot run bwrap (here: a bwrap that refuses any account
     but root, as where unprivileged user namespaces are off): tasks still run as their job's
     user, only they may make user namespaces; the start said so, once."""
-    refusing = outside_tmp / "bin"
-    refusing.mkdir(mode=0o755)
-    (refusing / "bwrap").write_text(
-        f'#!/bin/sh\n[ "$({shutil.which("id")} -u)" = 0 ] || {{ echo "no, not here" >&2; exit 1; }}\n'
-        f'exec {bwrap} "$@"\n'
-    )
-    (refusing / "bwrap").chmod(0o755)
-    (refusing / "setpriv").symlink_to(shutil.which("setpriv") or "setpriv")
-    monkeypatch.setenv("PATH", str(refusing))
+    not_root = f'[ "$({shutil.which("id")} -u)" != 0 ]'
+    monkeypatch.setenv("PATH", refusing_bwrap(outside_tmp, bwrap, not_root))
     with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
         seen, written = await probe_root_files(start_app, outside_tmp)
     public = {"read": "root's public file"}
@@ -310,16 +316,8 @@ async def test_where_the_filter_cannot_be_applied_tasks_run_without_it_and_it_is
     """A bwrap that cannot apply the filter of system calls (here: one that refuses
     `--seccomp`): tasks run in the sandbox without it; the start said so, once."""
     outside_tmp.chmod(0o755)
-    refusing = outside_tmp / "bin"
-    refusing.mkdir(mode=0o755)
-    (refusing / "bwrap").write_text(
-        f'#!/bin/sh\ncase " $* " in *" --seccomp "*) echo "no, not here" >&2; exit 1;; esac\n'
-        f'exec {bwrap} "$@"\n'
-    )
-    (refusing / "bwrap").chmod(0o755)
-    for program in filter(None, [shutil.which("setpriv")]):
-        (refusing / "setpriv").symlink_to(program)
-    monkeypatch.setenv("PATH", str(refusing))
+    filtered = 'case " $* " in *" --seccomp "*) true;; *) false;; esac'
+    monkeypatch.setenv("PATH", refusing_bwrap(outside_tmp, bwrap, filtered))
     with caplog.at_level(logging.WARNING, logger="server.runner.local.sandbox"):
         client, _, config = await start_app("probe syscalls", sandbox="on")
     job_id = await submit(client, ntasks=1)
