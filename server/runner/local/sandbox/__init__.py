@@ -22,9 +22,8 @@ directories, the configuration. In the sandbox they see the host's files read-on
 A server run as root would map that user to root, the owner of /etc/shadow, SSH host keys and
 root's own files. So under root, bwrap sets the sandbox up with root's privileges and the
 processes then run (setpriv) as a user and group of their job's own, with no capabilities
-(jobusers.py), in a second bwrap of that user's own that forbids them user
-namespaces. Where that cannot work (no setpriv), the sandbox maps to root as before, and the
-start says so.
+(jobusers.py), in a second bwrap of that user's own that forbids them user namespaces. Where
+that cannot work (no setpriv), the sandbox maps to root as before, and the start says so.
 
 A filter of system calls (syscalls.py) keeps them from the parts of the kernel they have no
 use for. They reach the server over the host's network, as before, and are killed when the
