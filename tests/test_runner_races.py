@@ -148,11 +148,11 @@ def before_start(
     step) starts; the pid of that process is added to the list returned once it has started."""
     real, started = process.start, []
 
-    async def start(launch: process.Launch, cwd: Path, env: dict[str, str], output: Path):
+    async def start(launch: process.Launch, env: dict[str, str], output: Path):
         first = not started and (launch.line[-1] == "merge") == merge
         if first:
             await act(env["YAPTIDE_SIMULATION_ID"])
-        found = await real(launch, cwd, env, output)
+        found = await real(launch, env, output)
         if first:
             started.append(found.pid)
         return found

@@ -158,7 +158,7 @@ class LocalDispatcher:
         try:
             jobfiles.make_job_dir(job_dir)
             with lines.wrapped(self._config, self._sandbox, argv, job_dir, job_dir) as launch:
-                process = await proc.start(launch, job_dir, env, output)
+                process = await proc.start(launch, env, output)
         except OSError as exc:
             await self._fail_merge(
                 job.job_id, f"The merge step {argv[0]!r} could not start: {proc.reason(exc)}"
@@ -230,7 +230,7 @@ class LocalDispatcher:
             await asyncio.to_thread(jobfiles.write_inputs, job_directory, task_id, job)
             sandboxed = lines.wrapped(self._config, self._sandbox, argv, job_directory, directory)
             with sandboxed as launch:
-                process = await proc.start(launch, directory, env, output)
+                process = await proc.start(launch, env, output)
         except OSError as exc:
             await self._fail(run, task_id, proc.start_failure(argv, exc))
             return

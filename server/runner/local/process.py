@@ -46,10 +46,12 @@ PRIVATE_ENV = (
 
 
 class Launch(NamedTuple):
-    """A process to start: its command line, and the descriptors it inherits (the sandbox's
-    filter of system calls: server/runner/local/sandbox/syscalls.py)."""
+    """A process to start: its command line, where it starts (bwrap: from /, as it goes to the
+    task's directory itself), and the descriptors it inherits (the sandbox's filter of system
+    calls: server/runner/local/sandbox/syscalls.py)."""
 
     line: list[str]
+    cwd: Path
     fds: tuple[int, ...] = ()
 
 
@@ -106,9 +108,7 @@ def task_environment(config: Config, job: Job, task_id: int, base_url: str) -> d
     return env
 
 
-async def start(
-    launch: Launch, cwd: Path, env: dict[str, str], output: Path
-) -> asyncio.subprocess.Process:
+async def start(launch: Launch, env: dict[str, str], output: Path) -> asyncio.subprocess.Process:
     """Start a worker in its own session (so that signals reach its children too), its stdout
     and stderr going to `output`: a file, not a pipe, so that a child the worker leaves behind
     holding the output open can never stall the runner."""
@@ -116,7 +116,7 @@ async def start(
         return await asyncio.create_subprocess_exec(
             *launch.line,
             pass_fds=launch.fds,
-            cwd=cwd,
+            cwd=launch.cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=sink,

@@ -136,7 +136,7 @@ def wrapped(
     as it does without one, rather than as a bwrap that started and failed. Tasks that run as
     their job's user get the job directory and their own (blocking: a few system calls)."""
     if sandbox is None:
-        yield Launch(argv)
+        yield Launch(argv, cwd)
         return
     if shutil.which(argv[0]) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
@@ -145,7 +145,8 @@ def wrapped(
         for directory in dict.fromkeys((job_dir, cwd)):  # 0700: the job's user's alone
             os.chown(directory, account, account, follow_symlinks=False)
     with syscalls.descriptor(sandbox.bpf) as fd:
-        yield Launch(wrap(config, sandbox, argv, job_dir, cwd, fd), () if fd is None else (fd,))
+        line = wrap(config, sandbox, argv, job_dir, cwd, fd)
+        yield Launch(line, Path("/"), () if fd is None else (fd,))
 
 
 def wrap(
