@@ -365,6 +365,22 @@ async def test_a_cancel_ends_every_process_of_the_sandbox(start_app, bwrap):
     assert [task["task_state"] for task in tasks] == ["CANCELED"] * 2
 
 
+async def test_a_cancel_gives_the_sandbox_s_processes_their_grace(start_app, bwrap):
+    """bwrap ends at SIGTERM and passes none on: a SIGTERM to the whole process group ended
+    everything in the sandbox at once. Only the processes in it get it now: a worker that takes
+    a moment to end at SIGTERM ends as it means to, within runner.grace_period."""
+    client, _, config = await start_app("hang graceful", sandbox="on", slots=2)
+    job_id = await submit(client, ntasks=2)
+    await eventually(states_are(client, job_id, "RUNNING", "RUNNING"))
+    response = await client.delete("/jobs/direct", params={"job_id": job_id})
+    assert response.status == 200
+    await eventually(lambda: asyncio.sleep(0, processes_of(job_id) == []), timeout=5)
+    assert sorted(path.name for path in job_dir_of(config, job_id).glob("terminated_*")) == [
+        "terminated_1",
+        "terminated_2",
+    ]
+
+
 FAILING_BWRAP = "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"
 
 

@@ -11,8 +11,9 @@ and its pid (`pid_<task>`). Modes:
 - fail TASKS: like complete without results, but the tasks in the comma-separated list (or "all")
   report FAILED instead;
 - crash: RUNNING, some output on stdout and stderr, then exit 3 without a final state;
-- hang [stubborn|scribble]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM; a
-  "scribble" one too, and writes files into its working directory until it is killed);
+- hang [stubborn|scribble|graceful]: RUNNING, then sleep (a "stubborn" worker ignores SIGTERM;
+  a "scribble" one too, and writes files into its working directory until it is killed; a
+  "graceful" one ends 0.3 s after SIGTERM, leaving `<job dir>/terminated_<task>`);
 - quiet: sleep without ever reporting (a worker command whose first report comes late);
 - slots: record start and end times (`times_<task>`) around a short sleep, then COMPLETED (its
   merge step records `times_merge` the same way);
@@ -138,13 +139,22 @@ def plant(what: str, path: str) -> None:
 
 
 def hang(how: str | None = None) -> None:
-    if how:
+    if how == "graceful":
+        signal.signal(signal.SIGTERM, lambda *_: graceful_end())
+    elif how:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     task(task_state="RUNNING")
     (JOB_DIR / f"running_{TASK_ID}").touch()
     for n in range(10**9) if how == "scribble" else ():  # until it is killed
         Path(f"part_{n % 64}").write_text("x")
     time.sleep(120)
+
+
+def graceful_end() -> None:
+    """What a worker given time to end does at SIGTERM: a moment's work, then `terminated_<task>`."""
+    time.sleep(0.3)
+    (JOB_DIR / f"terminated_{TASK_ID}").touch()
+    os._exit(0)
 
 
 def quiet() -> None:

@@ -7,9 +7,10 @@ A worker reports only over HTTP with its update key, as on an HPC node; the runn
 
 - a process that ends while its task is not terminal leaves the task FAILED, with the tail of
   its output stored as the log file `task_<n>_output` (retried while the database refuses it);
-- cancel sends SIGTERM to the job's process groups, SIGKILL after `runner.grace_period`, and
-  drops its queued tasks; so does a cancel or delete by any server on the database (the change
-  listener tells; it asks again for all after an outage, and each task's start checks);
+- cancel sends SIGTERM to the job's process groups (not to bwrap: process.terminate), SIGKILL
+  after `runner.grace_period`, and drops its queued tasks; so does a cancel or delete by any
+  server on the database (the change listener tells; it asks again for all after an outage,
+  and each task's start checks);
 - shutdown terminates every process the same way and fails what is left unfinished;
 - at startup, what a server that died left unfinished (the update key lived only in its
   memory) is FAILED with a log file `runner`: simulations submitted for the local runner
@@ -26,7 +27,6 @@ import dataclasses
 import functools
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,7 +280,7 @@ class LocalDispatcher:
             await asyncio.sleep(RETRY_EVERY)
 
     def _terminate(self, process: asyncio.subprocess.Process) -> None:
-        proc.signal_group(process, signal.SIGTERM)
+        proc.terminate(process)
         self._spawn(proc.kill_after(process, self._config.runner.grace_period))
 
     async def _finish_job(self, run: JobRun) -> None:

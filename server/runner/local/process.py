@@ -146,6 +146,39 @@ def signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> No
         os.killpg(process.pid, sig)
 
 
+def terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM to the worker's process group (the worker and whatever it started) but bwrap's
+    own processes in it: bwrap ends at SIGTERM and passes none on, and everything in its sandbox
+    would end with it at once, with no grace (kill_after's SIGKILL reaches them all)."""
+    try:
+        members = _group(process.pid)
+    except FileNotFoundError:  # no /proc: not Linux, and no bwrap
+        signal_group(process, signal.SIGTERM)
+        return
+    for pid in members:
+        if _name(pid) != "bwrap":
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # ended meanwhile
+                os.kill(pid, signal.SIGTERM)
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of the process group `pgid`, as /proc lists them."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):  # it ended
+                stat = Path(entry.path, "stat").read_text().rpartition(")")[2].split()
+                if int(stat[2]) == pgid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _name(pid: int) -> str:
+    with contextlib.suppress(OSError):  # it ended
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return ""
+
+
 async def kill_after(process: asyncio.subprocess.Process, grace: float) -> None:
     """SIGKILL to the process group of `process` unless it ends within `grace` seconds."""
     try:
