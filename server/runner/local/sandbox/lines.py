@@ -107,10 +107,10 @@ def run_as(sandbox: Sandbox, account: int, cwd: str) -> list[str]:
     return [*line, sandbox.bwrap, *inner, "--chdir", cwd, "--"]
 
 
-def isolation(sandbox: Sandbox, bpf_fd: int | None) -> list[str]:
+def isolation(sandbox: Sandbox, bpf_fds: tuple[int, ...]) -> list[str]:
     """The namespaces and the read-only host, before any path is hidden: a user namespace of
     the sandbox's own, or (as root, to become the job's user) root's setup capabilities only,
-    and a /dev/shm for that user; the filter of system calls, read from `bpf_fd`."""
+    and a /dev/shm for that user; the filter of system calls, read from `bpf_fds` (one, or none)."""
     if sandbox.setpriv is None:
         users = ["--unshare-user", "--disable-userns", *_ids(), "--cap-drop", "ALL"]
         shm = []
@@ -118,7 +118,7 @@ def isolation(sandbox: Sandbox, bpf_fd: int | None) -> list[str]:
         users = SETUP_CAPS
         shm = ["--perms", "1777", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
     host = ["--ro-bind", "/", "/", "--dev", "/dev", *shm, "--proc", "/proc"]
-    bpf = [] if bpf_fd is None else ["--seccomp", str(bpf_fd)]
+    bpf = [arg for fd in bpf_fds for arg in ("--seccomp", str(fd))]
     line = [sandbox.bwrap, "--die-with-parent", *users, *bpf, "--unshare-pid", "--unshare-ipc"]
     return [*line, *host]
 
@@ -144,19 +144,24 @@ def wrapped(
         account = job_account(job_dir)
         for directory in dict.fromkeys((job_dir, cwd)):  # 0700: the job's user's alone
             os.chown(directory, account, account, follow_symlinks=False)
-    with syscalls.descriptor(sandbox.bpf) as fd:
-        line = wrap(config, sandbox, argv, job_dir, cwd, fd)
-        yield Launch(line, Path("/"), () if fd is None else (fd,))
+    with syscalls.descriptor(sandbox.bpf) as fds:
+        line = wrap(config, sandbox, argv, job_dir, cwd, fds)
+        yield Launch(line, Path("/"), fds)
 
 
 def wrap(
-    config: Config, sandbox: Sandbox, argv: list[str], job_dir: Path, cwd: Path, bpf_fd: int | None
+    config: Config,
+    sandbox: Sandbox,
+    argv: list[str],
+    job_dir: Path,
+    cwd: Path,
+    bpf_fds: tuple[int, ...],
 ) -> list[str]:
     """`argv` run in the sandbox of the job in `job_dir`, from `cwd` (a directory in it), its
-    filter read from `bpf_fd`."""
+    filter read from `bpf_fds`."""
     shown, job, account = shown_dirs(config, argv), job_dir.resolve(), job_account(job_dir)
     as_job = sandbox.setpriv is not None
-    line = [*isolation(sandbox, bpf_fd), *private_tmp()]
+    line = [*isolation(sandbox, bpf_fds), *private_tmp()]
     for directory in covers([*shown, job], account) if as_job else []:
         line += ["--perms", "0755", "--tmpfs", str(directory)]
     for directory in shown:  # first: what is hidden in them stays hidden

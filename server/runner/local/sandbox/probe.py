@@ -92,9 +92,9 @@ async def _fails(sandbox: Sandbox) -> str | None:
     """Why the sandbox cannot start here (no user namespaces, ...), or None when it can."""
     true = shutil.which("true", path=os.defpath) or "true"  # not on every PATH
     try:
-        with syscalls.descriptor(sandbox.bpf) as fd:
+        with syscalls.descriptor(sandbox.bpf) as fds:
             process = await asyncio.create_subprocess_exec(
-                *isolation(sandbox, fd),
+                *isolation(sandbox, fds),
                 *private_tmp(),  # (bwrap before 0.8 lacks --size or --disable-userns)
                 "--",
                 *run_as(sandbox, JOB_ACCOUNTS, "/"),
@@ -102,7 +102,7 @@ async def _fails(sandbox: Sandbox) -> str | None:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=() if fd is None else (fd,),
+                pass_fds=fds,
             )
         _, error = await process.communicate()
     except OSError as exc:

@@ -35,9 +35,8 @@ DENIED = {
 FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
 # Of IPv4 and IPv6: the default (0), ICMP (ping sockets), TCP, UDP, ICMPv6.
 PROTOCOLS = (0, socket.IPPROTO_ICMP, socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMPV6)
-INT = (
-    0xFFFFFFFF  # a family or protocol is an int: the kernel reads the lower 32 bits of its register
-)
+# A family or protocol is an int: the kernel reads the lower 32 bits of its register.
+INT = 0xFFFFFFFF
 
 
 def program() -> bytes:
@@ -80,16 +79,16 @@ def _refuse_others(
 
 
 @contextlib.contextmanager
-def descriptor(bpf: bytes | None) -> Iterator[int | None]:
+def descriptor(bpf: bytes | None) -> Iterator[tuple[int, ...]]:
     """A file descriptor to read `bpf` from, at its start, for one process to inherit (bwrap
-    reads it to its end: each start gets its own); None for None."""
+    reads it to its end: each start gets its own), as the descriptors to pass; none for None."""
     if bpf is None:
-        yield None
+        yield ()
         return
     fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
     try:
         os.write(fd, bpf)
         os.lseek(fd, 0, os.SEEK_SET)
-        yield fd
+        yield (fd,)
     finally:
         os.close(fd)
