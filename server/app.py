@@ -41,13 +41,13 @@ from server.limits.bodies import with_body_budget
 from server.limits.budget import BodyBudget
 from server.limits.serving import one_write_per_response
 from server.limits.throttle import LoginThrottle
-from server.results import bodyfiles
-from server.results.bodyfiles import BodyFiles
-from server.results.changes import Changes
-from server.results.indexcache import IndexCache
-from server.results.inflating import inflater_ctx
-from server.results.lru import LruCache
-from server.results.pagecache import PageCache
+from server.results.caches import bodyfiles
+from server.results.caches.bodyfiles import BodyFiles
+from server.results.caches.changes import Changes
+from server.results.caches.indexcache import IndexCache
+from server.results.caches.lru import LruCache
+from server.results.caches.pagecache import PageCache
+from server.results.fetch.inflating import inflater_ctx
 from server.runner import NoDispatcher, cleanup
 from server.runner.cleanup import sweep_ctx
 from server.runner.local.dispatcher import LocalDispatcher
@@ -193,7 +193,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def body_files_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The body files (server/results/bodyfiles.py), after the pool they are written from."""
+    """The body files (server/results/caches/bodyfiles.py), after the pool they are written from."""
     files = app[BODY_FILES]
     await asyncio.to_thread(files.start)
     try:
@@ -203,7 +203,7 @@ async def body_files_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The change listener of this process (server/results/changes.py), after the pool."""
+    """The change listener of this process (server/results/caches/changes.py), after the pool."""
 
     def reset() -> None:
         app[PAGE_CACHE].clear()

@@ -121,7 +121,7 @@ def _client_left(request: web.Request, exc: ConnectionError) -> bool:
 
 def _client_gone(request: web.Request, exc: ConnectionError) -> web.StreamResponse:
     """The client went away during its request (a closed tab, a dropped network, a killed
-    worker), or was cut off (server/results/writing.py): nothing more can be said to it. Its
+    worker), or was cut off (server/results/fetch/writing.py): nothing more can be said to it. Its
     connection is closed with a DEBUG line; re-raised, aiohttp would log an ERROR and a
     traceback for each, which any anonymous client could have written at will."""
     log.debug("%s %s: the client went away (%s)", request.method, request.path, exc)

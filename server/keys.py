@@ -14,11 +14,11 @@ from server.jobs.turns import JobTurns
 from server.limits.budget import BodyBudget
 from server.limits.throttle import LoginThrottle
 from server.models import User
-from server.results.bodyfiles import BodyFiles
-from server.results.changes import Changes
-from server.results.indexcache import IndexCache
-from server.results.lru import LruCache
-from server.results.pagecache import PageCache
+from server.results.caches.bodyfiles import BodyFiles
+from server.results.caches.changes import Changes
+from server.results.caches.indexcache import IndexCache
+from server.results.caches.lru import LruCache
+from server.results.caches.pagecache import PageCache
 from server.runner import Dispatcher
 from server.sso.keycloak import TokenVerifier
 
@@ -32,7 +32,7 @@ SECRET = web.AppKey("secret", str)
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 BODY_CACHE = web.AppKey("body_cache", LruCache[bytes])
 BODY_FILES = web.AppKey("body_files", BodyFiles)
-INFLATER = web.AppKey("inflater", Executor)  # server/results/inflating.py
+INFLATER = web.AppKey("inflater", Executor)  # server/results/fetch/inflating.py
 RESULTS_INDEX = web.AppKey("results_index", IndexCache)
 # The UI dialect's (name, file name) of each output of an editor project, by sim_pk (inputs never
 # change; server/handlers/ui.py).

@@ -128,7 +128,7 @@ async def test_fetches_of_running_results_sharing_a_check_all_get_the_503(
     aiohttp_client, make_config, own_database
 ):
     """A running simulation's results are checked against its row at every fetch, with one
-    query for all the fetches asking at once (server/results/heads.py): with the database
+    query for all the fetches asking at once (server/results/caches/heads.py): with the database
     frozen each of them is a 503 within the command timeout, and once it is back the next
     fetch gets the results. The user is trusted meanwhile (user_cache_ttl): the check of the
     results is what fails."""

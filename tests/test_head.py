@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import ROUTES, UI_ROUTES
 from server.keys import BODY_CACHE, PAGE_CACHE
-from server.results.render import SINGLE_WRITE
+from server.results.fetch.render import SINGLE_WRITE
 from tests.helpers import add_logfiles, login, set_key, submit, upload, upload_pages
 
 # Date; Set-Cookie: a refresh sets new tokens each time; Transfer-Encoding: the chunks of a

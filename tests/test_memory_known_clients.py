@@ -321,7 +321,7 @@ async def test_stalled_readers_of_a_large_result_page_hold_a_bounded_piece_each(
     """A running simulation's result is one page of 800,000 values (15 MB of JSON, ~7 MB
     stored: a 100x100x80 mesh). After one complete fetch (the page cache holds the segment),
     100 connections of its owner ask for GET /results and never read. A streamed body is
-    written in pieces of at most 1 MiB (server/results/writing.py), so each stalled connection
+    written in pieces of at most 1 MiB (server/results/fetch/writing.py), so each stalled connection
     should hold a few MiB; it holds the whole stored page (gzip: the segment is copied into
     the gather buffer and handed to the transport whole) or about twice it (identity: the
     inflater's unconsumed_tail copy of the segment, plus pieces) until body_timeout."""

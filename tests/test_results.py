@@ -15,8 +15,8 @@ from multidict import CIMultiDict
 
 from server.app import create_app
 from server.keys import BODY_CACHE, PAGE_CACHE
-from server.results.filters import MAX_PAGES
-from server.results.indexcache import MAX_VIEWS
+from server.results.caches.indexcache import MAX_VIEWS
+from server.results.fetch.filters import MAX_PAGES
 from tests.helpers import (
     KEY,
     RESULTS,
@@ -507,7 +507,8 @@ async def test_if_none_match_over_several_header_lines_is_one_list(client, conn,
 async def test_large_results_are_read_in_batches(aiohttp_client, make_config, conn, monkeypatch):
     """Large results: pages missing from the cache are read a few at a time (BATCH_BYTES) and
     the body is streamed in pieces (past SINGLE_WRITE), here without any cache."""
-    from server.results import pagecache, render
+    from server.results.caches import pagecache
+    from server.results.fetch import render
 
     monkeypatch.setattr(pagecache, "BATCH_BYTES", 50_000)
     monkeypatch.setattr(render, "SINGLE_WRITE", 0)
@@ -541,8 +542,8 @@ async def rewritten_before_read(
     """A fetch of a streamed body during which page 0 is rewritten, as a re-upload does, after
     the index was read and before the page's data: its response, the client, the job_id and
     the new page."""
-    from server.results import render
     from server.results.deflate import crc_shift, encode_segment
+    from server.results.fetch import render
 
     monkeypatch.setattr(render, "SINGLE_WRITE", 0)
     client = await aiohttp_client(create_app(make_config(server={"page_cache_size": 0})))
@@ -594,7 +595,7 @@ async def test_pages_rewritten_while_streamed_close_the_connection(
     """Once a streamed body has begun (here its gzip header, sent at once), a page rewritten
     before its data was read ends it: the client gets an incomplete body (the connection is
     closed), never a torn one; the next fetch has the new page."""
-    from server.results import writing
+    from server.results.fetch import writing
 
     monkeypatch.setattr(writing, "FIRST_FLUSH", 1)
     response, client, job_id, new = await rewritten_before_read(
@@ -658,7 +659,7 @@ async def test_changed_estimator_fields_are_not_served_from_cache(client, job):
 async def test_estimators_without_pages_are_served(client, conn, monkeypatch, streamed):
     """An estimator stored without pages is in the results like in /estimators, with its own
     fields and `"pages": []`; only a page filter leaves it out."""
-    from server.results import render
+    from server.results.fetch import render
 
     if streamed:
         monkeypatch.setattr(render, "SINGLE_WRITE", 0)
@@ -731,7 +732,8 @@ async def rewritten_while_streamed(
     """A server streaming every body, a page at a time, with no page cache: (client, job_id) of
     a running simulation holding `first`, rewritten with `second` once its first page was read
     by the next fetch."""
-    from server.results import pagecache, render
+    from server.results.caches import pagecache
+    from server.results.fetch import render
 
     monkeypatch.setattr(render, "SINGLE_WRITE", 0)
     monkeypatch.setattr(pagecache, "FIRST_BATCH", 1)  # one page per batch
@@ -950,7 +952,7 @@ async def test_every_page_stored_can_be_asked_for(client, conn):
     assert await conn.fetchval("SELECT count(*) FROM pages") == 0
 
 
-# --- server/results/filters.py: page numbers are PostgreSQL integers -------------------------
+# --- server/results/fetch/filters.py: page numbers are PostgreSQL integers -------------------
 
 
 async def test_largest_page_number_is_an_empty_selection(client, job):
@@ -978,7 +980,7 @@ async def test_page_number_past_int32_is_400(client, job, params, message):
     assert await get(client, "/results", job_id=job, **params) == (400, {"message": message})
 
 
-# --- server/results/negotiation.py: which Accept-Encoding values take gzip, If-None-Match ----
+# --- server/results/fetch/negotiation.py: which Accept-Encoding values take gzip, If-None-Match
 
 
 async def fetched_with(client, job: str, accept: str):

@@ -1,6 +1,6 @@
-"""Body files (server/results/bodyfiles.py): a finished simulation's large gzip `GET /results`
-body kept on disk and sent from there, never stale, never kept past the simulation's delete,
-and the directory kept within its budget."""
+"""Body files (server/results/caches/bodyfiles.py): a finished simulation's large gzip
+`GET /results` body kept on disk and sent from there, never stale, never kept past the
+simulation's delete, and the directory kept within its budget."""
 
 import asyncio
 import gzip
@@ -16,8 +16,8 @@ import pytest
 
 from server.app import create_app
 from server.keys import BODY_FILES
-from server.results.bodyfiles import BodyFiles
-from server.results.render import SINGLE_WRITE
+from server.results.caches.bodyfiles import BodyFiles
+from server.results.fetch.render import SINGLE_WRITE
 from tests.helpers import (
     KEY,
     answer,

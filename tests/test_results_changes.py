@@ -229,8 +229,8 @@ async def test_the_listener_outlives_a_failure_that_is_not_a_connection_error(da
     """asyncpg can answer a query on a connection the server terminated with InternalClientError
     ("another operation is in progress"), seen once in CI: the listener must reconnect, not end.
     The first attempt is made to fail that way; the next ones are the real listener."""
-    from server.results.changes import APP_NAME, Changes
-    from server.results.indexcache import IndexCache
+    from server.results.caches.changes import APP_NAME, Changes
+    from server.results.caches.indexcache import IndexCache
 
     changes = Changes(database_url, IndexCache(10), lambda _: None)
     real_listen, attempts = changes._listen, []
@@ -284,8 +284,8 @@ async def test_a_listener_cut_while_it_acknowledges_a_delete_reconnects(conn):
     """A cut connection (no close seen) is found by the ping's timeout and replaced within about
     LEASE + RECONNECT_AFTER; also when the cut caught the listener acknowledging a deletion
     (its acknowledgement then never gets an answer)."""
-    from server.results.changes import Changes
-    from server.results.indexcache import IndexCache
+    from server.results.caches.changes import Changes
+    from server.results.caches.indexcache import IndexCache
 
     directory = (await conn.fetchval("SHOW unix_socket_directories")).split(",")[0].strip()
     if not directory:
@@ -345,7 +345,7 @@ async def late_pair(aiohttp_client, make_config, conn, monkeypatch) -> tuple[Any
     """Two in-process apps on one database, each handling its `simulation_deleted`
     notifications 0.5 s late (a busy event loop), and a finished simulation of theirs that the
     second serves from memory: (first, second, job_id)."""
-    from server.results.changes import Changes
+    from server.results.caches.changes import Changes
 
     on_deleted = Changes._on_deleted
 
@@ -373,7 +373,7 @@ async def test_a_delete_returns_once_every_process_has_forgotten_the_simulation(
     """A process may take a request for results before the `simulation_deleted` notification
     that arrived with it (both wait on its event loop): until it acknowledges, it serves the
     deleted results from memory, its lease renewed by every ping. So DELETE must return only
-    once every listening process acknowledged (server/results/changes.py): the fetch right
+    once every listening process acknowledged (server/results/caches/changes.py): the fetch right
     after the DELETE must be 404."""
     first, second, job_id = late_pair
     deleted = await first.delete("/user/simulations", params={"job_id": job_id})
@@ -481,7 +481,7 @@ async def pinged_again(conn: asyncpg.Connection, count: int) -> None:
     its process had the answer to that one (they are sent one after the other), which renewed
     its lease."""
     from server.database.sql import query
-    from server.results.changes import APP_NAME
+    from server.results.caches.changes import APP_NAME
 
     pings = (
         "SELECT pid, query_start FROM pg_stat_activity"
@@ -509,7 +509,7 @@ async def test_results_read_while_not_listening_are_not_trusted_once_listening_a
     to nobody). Listening again, it must drop what it read meanwhile: kept, the deleted results
     were served from memory, a 200, as soon as its lease was renewed. Here the listeners'
     reconnection is held back until the read and the delete are done."""
-    from server.results.changes import APP_NAME, Changes
+    from server.results.caches.changes import APP_NAME, Changes
 
     real_listen, held, gate = Changes._listen, [], asyncio.Event()
     gate.set()

@@ -7,7 +7,9 @@ import zlib
 
 import pytest
 
-from server.results import deflate, pagecache
+from server.results import deflate
+from server.results.caches import pagecache
+from server.results.caches.pagecache import PageCache, Segment
 from server.results.deflate import (
     GZIP_HEADER,
     GzipJoiner,
@@ -16,7 +18,6 @@ from server.results.deflate import (
     encode_segment,
     inflate_pieces,
 )
-from server.results.pagecache import PageCache, Segment
 from server.store import results
 from tests.helpers import login, set_key, submit, upload
 
@@ -48,9 +49,9 @@ def test_joined_segments_and_clear_pieces_make_one_gzip_member():
 
 @pytest.mark.parametrize("codec", [deflate.codec, zlib], ids=["isal", "zlib"])
 def test_a_whole_member_inflates_into_one_buffer_of_its_size(codec, monkeypatch):
-    """An identity body inflated in one call (server/results/inflating.py) holds its bytes once,
-    not a buffer grown past them (ISA-L doubled one filled exactly: a fresh 1.6 MB mapping from
-    glibc, its pages faulted in, for each 0.8 MB body)."""
+    """An identity body inflated in one call (server/results/fetch/inflating.py) holds its bytes
+    once, not a buffer grown past them (ISA-L doubled one filled exactly: a fresh 1.6 MB mapping
+    from glibc, its pages faulted in, for each 0.8 MB body)."""
     monkeypatch.setattr(deflate, "codec", codec)
     raw = b"".join(b'{"value":%d.5e-3,"bins":[1,2,3]},' % n for n in range(25_000))  # ~0.8 MB
     member = gzip.compress(raw, 1)

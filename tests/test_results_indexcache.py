@@ -1,5 +1,5 @@
-"""The per-process results index cache (server/results/indexcache.py) and the shared heads
-query (server/results/heads.py) against the real database: when an entry is trusted without a
+"""The per-process results index cache (server/results/caches/indexcache.py) and the shared heads
+query (server/results/caches/heads.py) against the real database: when an entry is trusted without a
 query, when it is not, and which query may answer a fetch."""
 
 import asyncio
@@ -12,9 +12,9 @@ import asyncpg
 import orjson
 
 from server.app import create_app
-from server.results.heads import HeadReader
-from server.results.indexcache import FIELD_BYTES_PER_PAGE, MAX_VIEWS, IndexCache, select
-from server.results.lru import HashedKey, LruCache
+from server.results.caches.heads import HeadReader
+from server.results.caches.indexcache import FIELD_BYTES_PER_PAGE, MAX_VIEWS, IndexCache, select
+from server.results.caches.lru import HashedKey, LruCache
 from server.store import results
 from tests.helpers import KEY, login, reference, set_key, submit, upload
 

@@ -1,4 +1,4 @@
-"""Identity bodies inflated on the inflater thread (server/results/inflating.py), and streamed
+"""Identity bodies inflated on the inflater thread (server/results/fetch/inflating.py), and streamed
 ones inflated on the event loop: what a client gets is what was stored, and a page that cannot be
 inflated ends the response as any failure does."""
 
@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from server.app import create_app
-from server.results import inflating, render, writing
+from server.results.fetch import inflating, render, writing
 from tests.helpers import (
     answer,
     eventually,

@@ -1,6 +1,6 @@
 """A whole small result is read with its index, in one query (IndexCache.read in
-server/results/indexcache.py): what each kind of `GET /results` reads from the database, with the
-caches off (each fetch reads everything it sends) and on."""
+server/results/caches/indexcache.py): what each kind of `GET /results` reads from the database,
+with the caches off (each fetch reads everything it sends) and on."""
 
 import gzip
 
@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from server.app import create_app
-from server.results import pagecache
-from server.results.indexcache import IndexCache
+from server.results.caches import pagecache
+from server.results.caches.indexcache import IndexCache
 from server.store import results as stored
 from tests.helpers import login, reference, set_key, submit, upload
 

@@ -1,5 +1,5 @@
-"""Repeated `GET /results` of finished results (server/results/repeats.py): what a query came to
-is answered again only while the full path would answer the same, to the same user."""
+"""Repeated `GET /results` of finished results (server/results/caches/repeats.py): what a query
+came to is answered again only while the full path would answer the same, to the same user."""
 
 import asyncio
 import time
@@ -7,9 +7,9 @@ import time
 import pytest
 
 from server.keys import RESULTS_INDEX
-from server.results import render
-from server.results.indexcache import MAX_VIEW_NUMBERS, IndexCache
-from server.results.repeats import Repeats
+from server.results.caches.indexcache import MAX_VIEW_NUMBERS, IndexCache
+from server.results.caches.repeats import Repeats
+from server.results.fetch import render
 from tests.helpers import answer, eventually, reference, set_key, submit, switch_user, upload
 from tests.test_results_indexcache import COMPLETE, RENAME, stored_job
 

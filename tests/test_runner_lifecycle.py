@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.keys import CONFIG
-from server.results import changes
-from server.results.changes import APP_NAME
+from server.results.caches import changes
+from server.results.caches.changes import APP_NAME
 from server.runner import RunnerBusy
 from server.runner.local.lock import LOCK_KEY
 from tests.helpers import (
@@ -90,7 +90,7 @@ async def other_server(aiohttp_client, make_config) -> TestClient:
 
 async def cut_listeners(conn) -> None:
     """End every change listener's connection (as under load: a ping answered late); each
-    listens again after server.results.changes.RECONNECT_AFTER."""
+    listens again after server.results.caches.changes.RECONNECT_AFTER."""
     await conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
         APP_NAME,

@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from server.jobs.states import JOB_STATES, TERMINAL_STATES
-from server.results.changes import LEASE
+from server.results.caches.changes import LEASE
 from server.store import tasks
 from tests.helpers import (
     EDITOR,

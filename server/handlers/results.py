@@ -17,12 +17,13 @@ from server.limits.bodies import hold_for_parsing
 from server.limits.budget import STRANGER, parse_cost, wide_text
 from server.limits.pauses import Pauses
 from server.parsing import optional_query_param, query_param
-from server.results import negotiation, render, repeats
-from server.results.answers import estimators, owned_results, send_view
-from server.results.filters import page_filter
-from server.results.indexcache import Entry, View
+from server.results.caches import repeats
+from server.results.caches.indexcache import Entry, View
+from server.results.fetch import negotiation, render
+from server.results.fetch.answers import estimators, owned_results, send_view
+from server.results.fetch.filters import page_filter
+from server.results.fetch.stores import write_when_finished
 from server.results.pagesplit import PageSpans, page_spans, parsed_whole, skeleton, split_upload
-from server.results.stores import write_when_finished
 from server.results.upload import MAX_ITEMS, parse_estimators
 
 
@@ -85,8 +86,9 @@ async def get_results(request: web.Request) -> web.StreamResponse:
 
 
 def _remember(request: web.Request, key: repeats.Key, entry: Entry, view: View) -> None:
-    """Remember what the query came to (server/results/repeats.py) if the body cache now holds
-    its body: a repeat of any other (a streamed body, a cache too small) would miss it anyway."""
+    """Remember what the query came to (server/results/caches/repeats.py) if the body cache now
+    holds its body: a repeat of any other (a streamed body, a cache too small) would miss it
+    anyway."""
     app, gzip = request.app, negotiation.accepts_gzip(key[1])
     if (view.gzip if gzip else view.identity).body_key in app[BODY_CACHE]:
         app[RESULTS_INDEX].remember(key, entry, view, gzip)
@@ -94,7 +96,7 @@ def _remember(request: web.Request, key: repeats.Key, entry: Entry, view: View) 
 
 async def _repeated(request: web.Request, key: repeats.Key | None) -> web.StreamResponse | None:
     """The answer to a query answered before from a trusted entry, from the body cache
-    (server/results/repeats.py); None: work it out in full."""
+    (server/results/caches/repeats.py); None: work it out in full."""
     if key is None:
         return None
     app = request.app

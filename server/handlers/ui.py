@@ -15,10 +15,10 @@ from server.jobs import input_answers
 from server.jobs.access import NOT_FOUND, owned_simulation
 from server.keys import CONFIG, POOL, PROJECT_OUTPUTS
 from server.parsing import optional_query_param, query_param
-from server.results.answers import estimators as listed_estimators
-from server.results.answers import owned_results, send_view
-from server.results.filters import page_filter
-from server.results.indexcache import PAGE_LIST, SINGLE_PAGE, make_view
+from server.results.caches.indexcache import PAGE_LIST, SINGLE_PAGE, make_view
+from server.results.fetch.answers import estimators as listed_estimators
+from server.results.fetch.answers import owned_results, send_view
+from server.results.fetch.filters import page_filter
 from server.store import inputs as stored_inputs
 from server.store import tasks
 from server.ui import shapes

@@ -14,7 +14,7 @@ from server.jobs.listing import parse_listing
 from server.keys import CHANGES, CONFIG, HASH_SLOTS, LOGIN_THROTTLE, POOL, SLURM, USER, USER_CACHE
 from server.models import Listing
 from server.parsing import query_param, read_json
-from server.results.changes import LEASE
+from server.results.caches.changes import LEASE
 from server.runner import cleanup
 from server.store import refresh_tokens, simulations, slurm_jobs, users
 from server.timestamps import iso_utc
@@ -94,7 +94,7 @@ async def delete_simulation(request: web.Request) -> web.Response:
 async def _after_a_deletion_under_way(request: web.Request, job_id: str) -> None:
     """Wait out the lease when the simulation was deleted just now (by a concurrent request,
     which waits for every process's acknowledgement; this one cannot): until then a process
-    may still serve it from memory (server/results/changes.py)."""
+    may still serve it from memory (server/results/caches/changes.py)."""
     if await simulations.deleted_lately(request.app[POOL], job_id, LEASE):
         await asyncio.sleep(LEASE)
 

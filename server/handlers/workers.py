@@ -11,7 +11,7 @@ from server.jobs.access import job_id_of, read_worker_json, update_key_of
 from server.jobs.reports import parse_job_state, parse_logfiles, parse_task_id, parse_update_dict
 from server.keys import CONFIG, DISPATCHER, JOB_TURNS, POOL
 from server.parsing import field
-from server.results.stores import write_when_finished
+from server.results.fetch.stores import write_when_finished
 
 
 async def read_report(request: web.Request) -> tuple[dict[str, Any], str, str]:

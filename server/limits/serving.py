@@ -69,7 +69,7 @@ async def one_write_per_response(app: web.Application) -> None:
     loopback a packet, of their own) nor joined into one new buffer (a copy of the whole body).
     aiohttp itself uses writelines only from Python 3.12.9, whose asyncio transports bound it by
     the write buffer's high-water mark (CPython gh-127655); uvloop's keeps that bound. With
-    server/results/repeats.py: 9 % more cached fetches of finished results a second
+    server/results/caches/repeats.py: 9 % more cached fetches of finished results a second
     (bench/HISTORY.md, 2026-12-02 16:20)."""
     global _ONE_WRITE
     uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")

@@ -50,7 +50,7 @@ def remove_job_dir(config: Config, job_id: str) -> None:
 
 
 def on_deletion(config: Config) -> Callable[[str], None]:
-    """What every server process does when told of a deletion (server/results/changes.py):
+    """What every server process does when told of a deletion (server/results/caches/changes.py):
     remove the job directory in the background. It may be this process's to remove although
     another one deleted the simulation: a server of another kind on the same database."""
     removing: set[asyncio.Task[None]] = set()

@@ -1,4 +1,4 @@
--- The change listener of each server process (server/results/changes.py): not a table of
+-- The change listener of each server process (server/results/caches/changes.py): not a table of
 -- ours, the server's own sessions and notifications.
 
 -- name: changes_ping

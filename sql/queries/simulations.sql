@@ -62,7 +62,7 @@ WHERE id = $1
 
 -- name: get_results_heads
 -- What GET /results checks against the index a server process holds (one row per job_id;
--- concurrent fetches share one query: server/results/heads.py).
+-- concurrent fetches share one query: server/results/caches/heads.py).
 SELECT job_id, id, user_id, job_state, end_time, results_version
 FROM simulations WHERE job_id = ANY ($1::text[])
 

@@ -17,7 +17,7 @@ before a file is written (room for it) and after; a body of more than a quarter 
 file. (Processes writing at once each make room for their own file only: together they may pass
 the budget by what they are writing, at most a quarter of it each.) A
 deleted simulation's files are removed by every process when the deletion is notified
-(server/results/changes.py), before its `DELETE` returns, and none is written for it after; a
+(server/results/caches/changes.py), before its `DELETE` returns, and none is written for it after; a
 process that was not listening then (stopped, or its connection down) removes them when it
 listens again.
 """

@@ -2,9 +2,9 @@
 
 Used for stored page segments and for assembled response bodies, both keyed by page versions:
 a rewritten page gets a new version, so a cached entry is never stale, only no longer asked
-for (the caches are emptied when the database may have been replaced: server/results/changes.py);
-and for the names of an editor project's outputs, by simulation (server/handlers/ui.py: inputs
-never change). Entries larger than a quarter of the cache are not kept.
+for (the caches are emptied when the database may have been replaced:
+server/results/caches/changes.py); and for the names of an editor project's outputs, by
+simulation (server/handlers/ui.py: inputs never change). Entries larger than a quarter of the cache are not kept.
 """
 
 from collections import OrderedDict

@@ -13,7 +13,7 @@ import asyncpg
 
 from server.errors import ServiceUnavailable
 from server.models import Db
-from server.results.lru import LruCache
+from server.results.caches.lru import LruCache
 from server.store import results
 from server.store.results import PageRef
 
@@ -29,7 +29,7 @@ class Segment:
 
 
 PageCache = LruCache[Segment]
-# Segments read with a results index (server/results/indexcache.py) for one request: each is
+# Segments read with a results index (server/results/caches/indexcache.py) for one request: each is
 # taken out as the body takes it, so that none is held while the body is sent.
 Read = dict[PageKey, Segment]
 NOTHING_READ: Read = {}  # (never added to)

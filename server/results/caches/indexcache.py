@@ -5,7 +5,7 @@ An entry is a simulation's whole results index (owner, state, `results_version`,
 reference), keyed by job_id, with the filtered views asked for so far. The results of a
 finished simulation never change (its update key is dead), so its entry is *trusted*: served
 without asking the database while this process holds a lease from its change listener
-(server/results/changes.py), which removes the entry when any process deletes or changes the
+(server/results/caches/changes.py), which removes the entry when any process deletes or changes the
 simulation. Any other entry is checked on every request against the simulation's row (one row:
 owner, state, results version), so a fetch after an acknowledged upload sees that upload.
 
@@ -14,7 +14,7 @@ notification is numbered, and an entry becomes trusted only when no notification
 simulation arrived since the read began (`mark`/`changed_since`).
 
 What queries answered from trusted entries came to is kept here too (`repeat`/`remember`,
-server/results/repeats.py), and forgotten as soon as their entry is dropped.
+server/results/caches/repeats.py), and forgotten as soon as their entry is dropped.
 """
 
 import time
@@ -25,11 +25,11 @@ from typing import NamedTuple
 
 from server.jobs.states import TERMINAL_STATES
 from server.models import Db
-from server.results import negotiation
-from server.results.heads import HeadReader
-from server.results.lru import HashedKey
-from server.results.pagecache import NOTHING_READ, Read, segments_of
-from server.results.repeats import Key, Repeat, Repeats
+from server.results.caches.heads import HeadReader
+from server.results.caches.lru import HashedKey
+from server.results.caches.pagecache import NOTHING_READ, Read, segments_of
+from server.results.caches.repeats import Key, Repeat, Repeats
+from server.results.fetch import negotiation
 from server.store import results
 from server.store.results import PageRef, ResultsIndex
 
@@ -39,7 +39,7 @@ MAX_VIEW_NUMBERS = 64  # a view is remembered only if its filter names this many
 # MAX_VIEW_NUMBERS): a filter of few numbers but no estimator keeps that page of every
 # estimator, so 16 such views held ten times the memory of their index.
 VIEW_PAGES_PER_PAGE = 2
-# The forms of a body (server/results/render.py ENVELOPES): the API's, and the UI dialect's
+# The forms of a body (server/results/fetch/render.py ENVELOPES): the API's, and the UI dialect's
 # filtered ones (a list of pages, or one page).
 BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE = "by_estimator", "page_list", "single_page"
 Filters = tuple[str | None, tuple[int, ...] | None, str]  # estimator, page numbers, form
@@ -67,7 +67,7 @@ class View:
     gzip: Variant
     job_id: str
     final: bool  # the simulation finished: its pages can no longer change
-    # A streamed body's exact length and file name (server/results/render.py), by gzip, once.
+    # A streamed body's exact length and file name (server/results/fetch/render.py), by gzip, once.
     streamed: dict[bool, tuple[int, str | None]] = field(default_factory=dict, compare=False)
 
 
@@ -249,9 +249,9 @@ class IndexCache:
         return Found(entry, segments_of(read.pages))
 
     def repeat(self, key: Key, user_id: int) -> Variant | None:
-        """What a query answered from a trusted entry came to (server/results/repeats.py), asked
-        again by the simulation's owner while the lease holds and the entry is still trusted;
-        None: work it out in full."""
+        """What a query answered from a trusted entry came to (server/results/caches/repeats.py),
+        asked again by the simulation's owner while the lease holds and the entry is still
+        trusted; None: work it out in full."""
         found = self.repeats.get(key)
         if found is None or found.user_id != user_id or time.monotonic() >= self._lease_until:
             return None

@@ -1,5 +1,5 @@
 """A server process's result stores (its pool, caches, inflater thread and body files) as
-server.results.render takes them, and what a simulation's end does to its results: a large
+server.results.fetch.render takes them, and what a simulation's end does to its results: a large
 body is written to its body file."""
 
 import logging
@@ -8,8 +8,8 @@ from aiohttp import web
 
 from server.jobs.states import TERMINAL_STATES
 from server.keys import BODY_CACHE, BODY_FILES, INFLATER, PAGE_CACHE, POOL, RESULTS_INDEX
-from server.results import render
-from server.results.pagecache import NOTHING_READ, Read
+from server.results.caches.pagecache import NOTHING_READ, Read
+from server.results.fetch import render
 
 log = logging.getLogger(__name__)
 

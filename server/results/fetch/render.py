@@ -2,11 +2,11 @@
 
 The JSON envelope is written around the pages; each page segment is inflated (identity) or
 passed through as is (gzip, see server/results/deflate.py). Bodies up to SINGLE_WRITE bytes are
-assembled (large identity ones inflated on the inflater thread, server/results/inflating.py),
-sent whole (server/results/writing.py: send_body) and kept in the body cache
+assembled (large identity ones inflated on the inflater thread, server/results/fetch/inflating.py),
+sent whole (server/results/fetch/writing.py: send_body) and kept in the body cache
 (keyed by the page versions they are made of); larger ones are streamed with their exact length
 as the pages are read a batch at a time, so memory stays flat whatever the size, or, for gzip
-bodies of finished simulations, from their body file (server/results/bodyfiles.py) once it is
+bodies of finished simulations, from their body file (server/results/caches/bodyfiles.py) once it is
 written.
 """
 
@@ -19,13 +19,13 @@ from aiohttp import web
 
 from server.limits.serving import drop_when_stalled
 from server.models import Db
-from server.results import inflating
-from server.results.bodyfiles import BodyFiles
+from server.results.caches.bodyfiles import BodyFiles
+from server.results.caches.indexcache import BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE, Variant, View
+from server.results.caches.lru import LruCache
+from server.results.caches.pagecache import NOTHING_READ, PageCache, Read, Segment, segments
 from server.results.deflate import GZIP_HEADER, GzipJoiner, crc_shift, inflate_pieces
-from server.results.indexcache import BY_ESTIMATOR, PAGE_LIST, SINGLE_PAGE, Variant, View
-from server.results.lru import LruCache
-from server.results.pagecache import NOTHING_READ, PageCache, Read, Segment, segments
-from server.results.writing import FLUSH_AT, send_body, stream
+from server.results.fetch import inflating
+from server.results.fetch.writing import FLUSH_AT, send_body, stream
 from server.store.results import PageRef
 
 NO_DATA = Segment(b"", 0, crc_shift(0), 0)  # an empty page: what a body is without its pages
@@ -95,7 +95,7 @@ async def single_page(pages: Pages) -> Pieces:
     yield b"}" if found else b"null}"
 
 
-# Views name their envelope (server/results/indexcache.py): a body is its form and its pages.
+# Views name their envelope (server/results/caches/indexcache.py): a body is its form and its pages.
 ENVELOPES: dict[str, Envelope] = {
     BY_ESTIMATOR: by_estimator,
     PAGE_LIST: page_list,

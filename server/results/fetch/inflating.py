@@ -3,7 +3,7 @@
 Inflating is about half of what an identity fetch of pages that are not cached costs (ISA-L,
 about 1.2 ms per MB here). ISA-L and zlib let go of the GIL while they inflate, so on the inflater
 thread it runs beside the event loop, which meanwhile reads pages, writes responses and serves
-other requests. A body assembled in one piece (server.results.render) is inflated there in one
+other requests. A body assembled in one piece (server.results.fetch.render) is inflated there in one
 call. Streamed bodies (over 2 MiB) are inflated on the event loop a piece at a time: handing
 each piece over cost more CPU than it saved time (README, "Results: how `GET /results` is
 served").

@@ -9,10 +9,11 @@ from server.errors import NotFound
 from server.jobs.access import check_owner
 from server.keys import POOL, RESULTS_INDEX, USER
 from server.parsing import query_param
-from server.results import negotiation, pagecache, render
-from server.results.indexcache import Found, View
-from server.results.pagecache import NOTHING_READ, Read
-from server.results.stores import stores_of
+from server.results.caches import pagecache
+from server.results.caches.indexcache import Found, View
+from server.results.caches.pagecache import NOTHING_READ, Read
+from server.results.fetch import negotiation, render
+from server.results.fetch.stores import stores_of
 from server.store import results
 
 NO_RESULTS = "Results not available"

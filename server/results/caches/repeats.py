@@ -8,7 +8,7 @@ Under load, that full path was about a tenth of the time of a cached fetch of th
 (timed in the server; bench/HISTORY.md, 2026-12-02 16:20).
 
 Only variants of views that trusted entries of the index cache keep (finished simulations, see
-server/results/indexcache.py) are remembered (a view made for one request weighs a key per
+server/results/caches/indexcache.py) are remembered (a view made for one request weighs a key per
 page), and only while the body cache holds their body (a repeat of a streamed body would miss
 it). The index cache forgets a simulation's as soon as its entry leaves it (a change, a delete,
 an eviction), and all of them when its change listener is lost, so that what is remembered is
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from server.results import negotiation
+from server.results.fetch import negotiation
 
 if TYPE_CHECKING:  # (indexcache keeps the Repeats)
-    from server.results.indexcache import Variant
+    from server.results.caches.indexcache import Variant
 
 Key = tuple[str, str]  # the raw query string, and Accept-Encoding (its lines joined)
 

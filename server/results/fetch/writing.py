@@ -9,7 +9,7 @@ from server.errors import ServiceUnavailable
 from server.http import ReleasingResponse
 from server.limits import serving
 from server.limits.serving import Stall, cut_short
-from server.results.pagecache import CHANGED, PagesChanged
+from server.results.caches.pagecache import CHANGED, PagesChanged
 
 FLUSH_AT = 1 << 20
 FIRST_FLUSH = 64 << 10

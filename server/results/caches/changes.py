@@ -17,9 +17,9 @@ served from memory after its DELETE returned, in any process" hold:
   that does not answer within LEASE has lost its lease by then (its last ping was sent before
   the commit), so the wait is over after LEASE at most.
 
-Each process also removes a deleted simulation's body files (server/results/bodyfiles.py) before
-it acknowledges (and its job directory in the background: server/runner/cleanup.py), and on each
-(re)connection those of simulations deleted while it was not listening.
+Each process also removes a deleted simulation's body files (server/results/caches/bodyfiles.py)
+before it acknowledges (and its job directory in the background: server/runner/cleanup.py), and
+on each (re)connection those of simulations deleted while it was not listening.
 
 A process whose listening connection fails or reconnects forgets every entry (notifications may
 have been missed) and serves nothing from trust until a ping succeeds again. It also empties its
@@ -37,7 +37,7 @@ import asyncpg
 
 from server.database.sql import query
 from server.models import Conn, Db
-from server.results.indexcache import IndexCache
+from server.results.caches.indexcache import IndexCache
 
 log = logging.getLogger(__name__)
 
