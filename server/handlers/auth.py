@@ -28,14 +28,12 @@ async def register(request: web.Request) -> web.Response:
         raise Forbidden("Registration is disabled")
     username, password = await _credentials(request)
     username, password = validate_username(username), validate_password(password)
-    address = request.remote or ""
-    attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], username, address)
-    if await users.get_login(app[POOL], username) is not None:
-        raise Conflict(TAKEN)
-    password_hash = await passwords.hash_password(password, app[HASH_SLOTS])
-    if await users.create(app[POOL], username, password_hash) is None:
-        raise Conflict(TAKEN)  # registered meanwhile
-    await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
+    async with app[LOGIN_THROTTLE].counted(app[POOL], username, request.remote or ""):
+        if await users.get_login(app[POOL], username) is not None:
+            raise Conflict(TAKEN)
+        password_hash = await passwords.hash_password(password, app[HASH_SLOTS])
+        if await users.create(app[POOL], username, password_hash) is None:
+            raise Conflict(TAKEN)  # registered meanwhile
     return json_response({"message": "User created"}, status=201)
 
 
@@ -43,16 +41,12 @@ async def login(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
     username, password = await _credentials(request)
-    address = request.remote or ""
-    attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], username, address)
-    found = await users.get_login(app[POOL], username)
-    password_hash = found[1] if found else None
-    if (
-        not await passwords.verify_password(password_hash, password, app[HASH_SLOTS])
-        or found is None
-    ):
-        raise Unauthorized("Invalid username or password")
-    await app[LOGIN_THROTTLE].succeeded(app[POOL], username, address, attempt)
+    async with app[LOGIN_THROTTLE].counted(app[POOL], username, request.remote or ""):
+        found = await users.get_login(app[POOL], username)
+        password_hash = found[1] if found else None  # None: a dummy hash is checked
+        verified = await passwords.verify_password(password_hash, password, app[HASH_SLOTS])
+        if found is None or not verified:
+            raise Unauthorized("Invalid username or password")
     user_id, _, generation = found
     refresh, refresh_exp, session = await sessions.issue_refresh_token(app, user_id, generation)
     await sessions.end(request)  # the sessions of the cookies this login replaces

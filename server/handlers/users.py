@@ -109,14 +109,13 @@ async def _password_change(
     app, user = request.app, request[USER]
     if user.source != "local":  # nor a login to throttle: the local namesake's is not theirs
         raise Forbidden(NO_PASSWORD)
-    address = request.remote or ""  # a guess counts as a login attempt (a stolen cookie)
-    attempt = await app[LOGIN_THROTTLE].attempt(app[POOL], user.username, address)
-    current_hash = await users.get_password_hash(app[POOL], user.id)
-    given = update.current_password or ""
-    verified = await passwords.verify_password(current_hash, given, app[HASH_SLOTS])
-    if current_hash is None or not verified:  # None: no such user (a dummy hash was checked)
-        raise Unauthorized(WRONG_PASSWORD)
-    await app[LOGIN_THROTTLE].succeeded(app[POOL], user.username, address, attempt)
+    # A guess counts as a login attempt (a stolen cookie).
+    async with app[LOGIN_THROTTLE].counted(app[POOL], user.username, request.remote or ""):
+        current_hash = await users.get_password_hash(app[POOL], user.id)
+        given = update.current_password or ""
+        verified = await passwords.verify_password(current_hash, given, app[HASH_SLOTS])
+        if current_hash is None or not verified:  # None: no such user (a dummy hash was checked)
+            raise Unauthorized(WRONG_PASSWORD)
     return await passwords.hash_password(update.password, app[HASH_SLOTS]), current_hash
 
 

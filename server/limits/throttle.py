@@ -11,8 +11,10 @@ up to a body's size), a refused attempt leaves nothing behind, and rows with no 
 the window are removed at each counted attempt.
 """
 
+import contextlib
 import hashlib
 import math
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import asyncpg
@@ -32,7 +34,15 @@ class LoginThrottle:
         digest = hashlib.sha256(username.encode()).hexdigest()
         return {f"user:{digest}": self.per_username, f"address:{address}": self.per_address}
 
-    async def attempt(self, pool: asyncpg.Pool, username: str, address: str) -> datetime:
+    @contextlib.asynccontextmanager
+    async def counted(self, pool: asyncpg.Pool, username: str, address: str) -> AsyncIterator[None]:
+        """One attempt counted before its block (429 past a limit) and taken back when the block
+        ends without an error: the password was right."""
+        attempt = await self._attempt(pool, username, address)
+        yield
+        await self._take_back(pool, username, address, attempt)
+
+    async def _attempt(self, pool: asyncpg.Pool, username: str, address: str) -> datetime:
         """Count one login attempt (its time is returned); 429 when either limit is reached."""
         limits = self._limits(username, address)
         keys = sorted(limits)
@@ -52,7 +62,7 @@ class LoginThrottle:
         left = (attempts[0] - now).total_seconds() + self.window
         return max(1, math.ceil(left))
 
-    async def succeeded(
+    async def _take_back(
         self, pool: asyncpg.Pool, username: str, address: str, attempt: datetime
     ) -> None:
         await login_attempts.take_back(pool, sorted(self._limits(username, address)), attempt)
