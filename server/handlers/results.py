@@ -63,7 +63,7 @@ async def parse_upload(
         parsed = split_upload(raw, spans, rest)
         if parsed is not None:
             return parsed
-    await hold_for_parsing(request, raw)
+    await hold_for_parsing(request, raw, pauses=pauses)
     return parsed_whole(raw)
 
 

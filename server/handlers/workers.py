@@ -7,9 +7,11 @@ from aiohttp import web
 
 from server.http import json_response
 from server.jobs import transitions
-from server.jobs.access import job_id_of, read_worker_json, update_key_of
+from server.jobs.access import job_id_of, read_worker_body, read_worker_json, update_key_of
+from server.jobs.logsplit import parse_logfiles_body
 from server.jobs.reports import parse_job_state, parse_logfiles, parse_task_id, parse_update_dict
 from server.keys import CONFIG, DISPATCHER, JOB_TURNS, POOL
+from server.limits.pauses import Pauses
 from server.parsing import field
 from server.results.fetch.stores import write_when_finished
 
@@ -42,7 +44,9 @@ async def update_job(request: web.Request) -> web.Response:
 
 
 async def upload_logfiles(request: web.Request) -> web.Response:
-    body, job_id, key = await read_report(request)
+    raw, pauses = await read_worker_body(request), Pauses()  # others are answered meanwhile
+    body = await parse_logfiles_body(request, raw, pauses)  # long texts a piece at a time
+    job_id, key = job_id_of(body), update_key_of(request, body)
     files = parse_logfiles(field(body, "logfiles", dict))
     quota = request.app[CONFIG].jobs.user_quota
     async with request.app[JOB_TURNS].turn(job_id):

@@ -26,7 +26,16 @@ from aiohttp.typedefs import Handler
 
 from server.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from server.keys import BODY_BUDGET, CONFIG, CONTINUE_OWED, USER
-from server.limits.budget import HELD, KEY_CHECKED, PARSE_HELD, STRANGER, counted, parse_cost
+from server.limits.budget import (
+    HELD,
+    KEY_CHECKED,
+    PARSE_HELD,
+    STRANGER,
+    counted,
+    parse_cost,
+    paused_parse_cost,
+)
+from server.limits.pauses import Pauses
 
 _CHUNK = 1 << 18
 # zlib window bits: gzip only; zlib-wrapped deflate (RFC 1950); raw deflate, which some clients
@@ -167,13 +176,17 @@ async def hold_for_parsing(
     end: int | None = None,
     plus: int = 0,
     wide: bool | None = None,
+    pauses: Pauses | None = None,
 ) -> None:
     """Take from the budget what parsing `body` (or its bytes start:end: a large upload's
     largest page, parsed one at a time) as JSON will add in memory (budget.parse_cost, `wide`
-    its look for wide text if made already), and `plus` bytes more; 413 when that is more than
-    the budget could ever give this request besides its body. A request holds the most it was
-    asked for (a worker's body checked for its key, then parsed: once)."""
-    budget, cost = request.app[BODY_BUDGET], parse_cost(body, start, end, wide) + plus
+    its look for wide text if made already; counted with `pauses` if given, for the whole
+    body), and `plus` bytes more; 413 when that is more than the budget could ever give this
+    request besides its body. A request holds the most it was asked for (a worker's body
+    checked for its key, then parsed: once)."""
+    budget = request.app[BODY_BUDGET]
+    whole = await paused_parse_cost(body, pauses) if pauses else None
+    cost = (parse_cost(body, start, end, wide) if whole is None else whole) + plus
     held = request.get(PARSE_HELD, 0)
     if cost <= held:
         return

@@ -1,0 +1,139 @@
+"""Parsing a large `POST /logfiles` body without holding the event loop for all its text.
+
+Parsed whole, 200 MB of log text held the event loop for about a second (orjson holds the GIL:
+a thread would not free it). Instead, one scan for quotes finds the long strings (over LONG
+bytes), the rest of the body is parsed with each replaced by a placeholder, and each long string
+is decoded a piece at a time, with pauses between pieces (server/limits/pauses.py). A piece ends
+only where no escape sequence or UTF-8 character is cut, so the pieces decode to what the whole
+string does and fail where it does: the answers are those of the whole parse. A body whose
+placeholders do not all stand where log texts are read (`logfiles.<name>`, once each, in
+order) is parsed whole, as is a stranger's, a small one, or one of more than MAX_QUOTES quotes.
+"""
+
+import re
+import secrets
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server.errors import BadRequest
+from server.limits.bodies import hold_for_parsing
+from server.limits.budget import STRANGER, wide_text
+from server.limits.pauses import Pauses
+from server.parsing import parse_json
+from server.results.pagesplit import SPLIT_ABOVE
+
+LONG = 1 << 20  # strings of more bytes are decoded apart
+PIECE = 1 << 20  # bytes of a string decoded at once: ~2 ms
+MAX_QUOTES = 2_000_000  # quotes looked at, at most (about a second): past it, parsed whole
+QUOTES_BETWEEN_PAUSES = 4096
+# Where a piece may end: 12 bytes with no backslash before it (no escape is cut, nor a pair of
+# \u escapes of one character), and no UTF-8 continuation byte at it (no character is cut).
+_CUT = re.compile(rb"[^\\]{12}(?![\x80-\xbf])")
+
+
+async def parse_logfiles_body(
+    request: web.Request, raw: bytearray, pauses: Pauses
+) -> dict[str, Any]:
+    """The body as a JSON object, what its parse takes held from the budget first."""
+    large = len(raw) > SPLIT_ABOVE and not request.get(STRANGER, True)
+    spans = await long_strings(raw, pauses) if large else None
+    if spans:
+        prefix = f"\0{secrets.token_hex(8)}:"  # no body can name a placeholder of its own
+        rest, wide = skeleton(raw, spans, prefix), await wide_text(raw, pauses)
+        texts = sum(end - start for start, end in spans) * (4 if wide else 1)
+        await hold_for_parsing(request, rest, plus=texts, wide=wide)
+        data = parse_json(rest)
+        files = data.get("logfiles")
+        if isinstance(files, dict) and _placed(files, prefix) == list(range(len(spans))):
+            for name, text in files.items():
+                if isinstance(text, str) and text.startswith(prefix):
+                    start, end = spans[int(text[len(prefix) :])]
+                    files[name] = await decode(raw, start, end, pauses)
+            return data
+    await hold_for_parsing(request, raw, pauses=pauses)
+    return parse_json(raw)
+
+
+async def long_strings(body: bytes | bytearray, pauses: Pauses) -> list[tuple[int, int]] | None:
+    """(start, end) of each string of more than LONG bytes, its quotes included; None past
+    MAX_QUOTES quotes. Exact for JSON (outside strings, a quote opens one)."""
+    spans: list[tuple[int, int]] = []
+    opened, position = -1, 0
+    for count in range(MAX_QUOTES):
+        quote = body.find(b'"', position)
+        if quote < 0:
+            return spans
+        position = quote + 1
+        if opened < 0:
+            opened = quote
+        elif not _escaped(body, opened, quote):
+            if quote - opened > LONG:
+                spans.append((opened, position))
+            opened = -1
+        if count % QUOTES_BETWEEN_PAUSES == 0:
+            await pauses()
+    return None
+
+
+def _escaped(body: bytes | bytearray, opened: int, quote: int) -> bool:
+    """Whether the quote at `quote`, in the string opened at `opened`, follows an odd number of
+    backslashes (a run of them is looked through in windows growing from 64 bytes)."""
+    if body[quote - 1] != 0x5C:
+        return False
+    end, window = quote, 64
+    while True:
+        start = max(opened + 1, end - window)
+        kept = len(bytes(body[start:end]).rstrip(b"\\"))
+        if kept or start == opened + 1:
+            return (quote - start - kept) % 2 == 1
+        end, window = start, window * 2
+
+
+def skeleton(body: bytes | bytearray, spans: list[tuple[int, int]], prefix: str) -> bytes:
+    """The body with each long string (at `spans`) replaced by the text `<prefix><number>`."""
+    escaped = prefix.replace("\0", "\\u0000").encode()
+    pieces, position = [], 0
+    for number, (start, end) in enumerate(spans):
+        pieces += [bytes(body[position:start]), b'"%s%d"' % (escaped, number)]
+        position = end
+    pieces.append(bytes(body[position:]))
+    return b"".join(pieces)
+
+
+def _placed(files: dict[str, Any], prefix: str) -> list[int]:
+    """The numbers of the placeholders among the log texts, in order: 0, 1, ... unless a
+    duplicate key dropped one, or a long string stood somewhere else."""
+    texts = [text for text in files.values() if isinstance(text, str)]
+    return [int(text[len(prefix) :]) for text in texts if text.startswith(prefix)]
+
+
+async def decode(body: bytes | bytearray, start: int, end: int, pauses: Pauses) -> str:
+    """The string at body[start:end] (its quotes included), decoded PIECE bytes at a time; 400
+    "Malformed JSON body" where the whole would have been."""
+    pieces, position, last = [], start + 1, end - 1
+    view = memoryview(body)
+    while position < last:
+        cut = _cut(body, position + PIECE, last)
+        pieces.append(_string(b'"' + view[position:cut] + b'"'))
+        position = cut
+        await pauses()
+    return "".join(pieces)
+
+
+def _cut(body: bytes | bytearray, at: int, last: int) -> int:
+    """The first place at or after `at` where a piece may end (`last`: none before the end)."""
+    if at >= last:
+        return last
+    found = _CUT.search(body, at - 12, last)
+    return found.end() if found else last
+
+
+def _string(piece: bytes) -> str:
+    try:
+        text = orjson.loads(piece)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed JSON body") from None
+    assert isinstance(text, str)
+    return text
