@@ -39,21 +39,32 @@ async def parse_logfiles_body(
     """The body as a JSON object, what its parse takes held from the budget first."""
     large = len(raw) > SPLIT_ABOVE and not request.get(STRANGER, True)
     spans = await long_strings(raw, pauses) if large else None
-    if spans:
-        prefix = f"\0{secrets.token_hex(8)}:"  # no body can name a placeholder of its own
-        rest, wide = skeleton(raw, spans, prefix), await wide_text(raw, pauses)
-        texts = sum(end - start for start, end in spans) * (4 if wide else 1)
-        await hold_for_parsing(request, rest, plus=texts, wide=wide)
-        data = parse_json(rest)
-        files = data.get("logfiles")
-        if isinstance(files, dict) and _placed(files, prefix) == list(range(len(spans))):
-            for name, text in files.items():
-                if isinstance(text, str) and text.startswith(prefix):
-                    start, end = spans[int(text[len(prefix) :])]
-                    files[name] = await decode(raw, start, end, pauses)
-            return data
+    data = await _parsed_around(request, raw, spans, pauses) if spans else None
+    if data is not None:
+        return data
     await hold_for_parsing(request, raw, pauses=pauses)
     return parse_json(raw)
+
+
+async def _parsed_around(
+    request: web.Request, raw: bytearray, spans: list[tuple[int, int]], pauses: Pauses
+) -> dict[str, Any] | None:
+    """The body parsed around its long strings, then each decoded into its place; None when
+    they are not all log texts."""
+    prefix = f"\0{secrets.token_hex(8)}:"  # no body can name a placeholder of its own
+    rest, wide = skeleton(raw, spans, prefix), await wide_text(raw, pauses)
+    sizes = [end - start for start, end in spans]  # the largest twice: pieces, then joined
+    texts = (sum(sizes) + max(sizes)) * (4 if wide else 1)
+    await hold_for_parsing(request, rest, plus=texts, wide=wide)
+    data = parse_json(rest)
+    files = data.get("logfiles")
+    if not isinstance(files, dict) or _placed(files, prefix) != list(range(len(spans))):
+        return None
+    for name, text in files.items():
+        if isinstance(text, str) and text.startswith(prefix):
+            start, end = spans[int(text[len(prefix) :])]
+            files[name] = await decode(raw, start, end, pauses)
+    return data
 
 
 async def long_strings(body: bytes | bytearray, pauses: Pauses) -> list[tuple[int, int]] | None:
