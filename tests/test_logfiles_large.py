@@ -45,7 +45,7 @@ def whole_or_error(piece: bytes) -> str | None:
 def decoded_in_pieces(piece: bytes, size: int) -> str | None:
     with mock.patch.object(logsplit, "PIECE", size):
         try:
-            return asyncio.run(logsplit.decode(piece, 0, len(piece), Pauses(0)))
+            return "".join(asyncio.run(logsplit.decode(piece, 0, len(piece), Pauses(0))))
         except BadRequest:
             return None
 
@@ -80,6 +80,36 @@ def test_long_strings_are_where_a_tokenizer_finds_them(document):
         found = asyncio.run(logsplit.long_strings(body, Pauses(0)))
     strings = [m.span() for m in _STRING.finditer(body)]
     assert found == [(start, end) for start, end in strings if end - start > 3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=12)), st.integers(1, 9))
+def test_a_text_in_pieces_is_stored_in_the_parts_the_joined_text_would_be(pieces, part):
+    with mock.patch.object(logfiles, "PART", part):
+        assert list(logfiles._parts(logfiles.Pieces(pieces))) == list(
+            logfiles._parts("".join(pieces))
+        )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "\x1b[32mok\x1b[0m\n",  # a log's colour codes: an escape every few bytes
+        "  3%\r",
+        "\u4e2d\u6587",
+        "C:\\run\\a\\",  # Windows paths: runs of two backslashes
+        "\U0001f600",
+    ],
+)
+def test_texts_dense_with_escapes_are_still_cut_into_pieces(line):
+    """A place to cut comes at least every few bytes whatever the text (the first rule, 12
+    bytes without a backslash, found none in these: each was one piece, a second of the loop)."""
+    text = line * 5000
+    piece = json.dumps(text).encode()
+    with mock.patch.object(logsplit, "PIECE", 1000):
+        pieces = asyncio.run(logsplit.decode(piece, 0, len(piece), Pauses(0)))
+    assert "".join(pieces) == text
+    assert len(pieces) >= len(piece) // 1100
 
 
 def test_a_run_of_backslashes_is_counted_across_windows():

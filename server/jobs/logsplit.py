@@ -3,11 +3,13 @@
 Parsed whole, 200 MB of log text held the event loop for about a second (orjson holds the GIL:
 a thread would not free it). Instead, one scan for quotes finds the long strings (over LONG
 bytes), the rest of the body is parsed with each replaced by a placeholder, and each long string
-is decoded a piece at a time, with pauses between pieces (server/limits/pauses.py). A piece ends
-only where no escape sequence or UTF-8 character is cut, so the pieces decode to what the whole
-string does and fail where it does: the answers are those of the whole parse. A body whose
-placeholders do not all stand where log texts are read (`logfiles.<name>`, once each, in
-order) is parsed whole, as is a stranger's, a small one, or one of more than MAX_QUOTES quotes.
+is decoded a piece at a time, with pauses between pieces (server/limits/pauses.py), and kept
+as its pieces (store.logfiles.Pieces: its parts are cut across them when stored, the text is
+never joined). A piece ends only where no escape sequence, surrogate pair or UTF-8 character is
+cut, so the pieces decode to what the whole string does and fail where it does: the stored texts
+and the 400s are those of the whole parse. A body whose placeholders do not all stand where log
+texts are read (`logfiles.<name>`, once each, in order) is parsed whole, as is a stranger's, a
+small one, or one of more than MAX_QUOTES quotes.
 """
 
 import re
@@ -23,14 +25,15 @@ from server.limits.budget import STRANGER, wide_text
 from server.limits.pauses import Pauses
 from server.parsing import parse_json
 from server.results.pagesplit import SPLIT_ABOVE
+from server.store.logfiles import Pieces
 
 LONG = 1 << 20  # strings of more bytes are decoded apart
 PIECE = 1 << 20  # bytes of a string decoded at once: ~2 ms
 MAX_QUOTES = 2_000_000  # quotes looked at, at most (about a second): past it, parsed whole
 QUOTES_BETWEEN_PAUSES = 4096
-# Where a piece may end: 12 bytes with no backslash before it (no escape is cut, nor a pair of
-# \u escapes of one character), and no UTF-8 continuation byte at it (no character is cut).
-_CUT = re.compile(rb"[^\\]{12}(?![\x80-\xbf])")
+_RUN = re.compile(rb"\\+")  # a run of backslashes
+_LOW = re.compile(rb"\\u[dD][c-fC-F]")  # the second half of a surrogate pair: no cut before it
+CUT_TRIES = 64  # looks for a place to cut a piece, at most: then the rest is one piece
 
 
 async def parse_logfiles_body(
@@ -52,10 +55,12 @@ async def _parsed_around(
     """The body parsed around its long strings, then each decoded into its place; None when
     they are not all log texts."""
     prefix = f"\0{secrets.token_hex(8)}:"  # no body can name a placeholder of its own
-    rest, wide = skeleton(raw, spans, prefix), await wide_text(raw, pauses)
-    sizes = [end - start for start, end in spans]  # the largest twice: pieces, then joined
-    texts = (sum(sizes) + max(sizes)) * (4 if wide else 1)
-    await hold_for_parsing(request, rest, plus=texts, wide=wide)
+    wide = await wide_text(raw, pauses)
+    texts = sum(end - start for start, end in spans) * (4 if wide else 1)
+    others = len(raw) - sum(end - start for start, end in spans) + 40 * len(spans)
+    await hold_for_parsing(request, b"", plus=texts + others)  # the skeleton, before it is made
+    rest = skeleton(raw, spans, prefix)
+    await hold_for_parsing(request, rest, plus=texts + len(rest), wide=wide)
     data = parse_json(rest)
     files = data.get("logfiles")
     if not isinstance(files, dict) or _placed(files, prefix) != list(range(len(spans))):
@@ -102,15 +107,16 @@ def _escaped(body: bytes | bytearray, opened: int, quote: int) -> bool:
         end, window = start, window * 2
 
 
-def skeleton(body: bytes | bytearray, spans: list[tuple[int, int]], prefix: str) -> bytes:
+def skeleton(body: bytes | bytearray, spans: list[tuple[int, int]], prefix: str) -> bytearray:
     """The body with each long string (at `spans`) replaced by the text `<prefix><number>`."""
-    escaped = prefix.replace("\0", "\\u0000").encode()
-    pieces, position = [], 0
+    escaped, view = prefix.replace("\0", "\\u0000").encode(), memoryview(body)
+    rest, position = bytearray(), 0
     for number, (start, end) in enumerate(spans):
-        pieces += [bytes(body[position:start]), b'"%s%d"' % (escaped, number)]
+        rest += view[position:start]
+        rest += b'"%s%d"' % (escaped, number)
         position = end
-    pieces.append(bytes(body[position:]))
-    return b"".join(pieces)
+    rest += view[position:]
+    return rest
 
 
 def _placed(files: dict[str, Any], prefix: str) -> list[int]:
@@ -120,25 +126,44 @@ def _placed(files: dict[str, Any], prefix: str) -> list[int]:
     return [int(text[len(prefix) :]) for text in texts if text.startswith(prefix)]
 
 
-async def decode(body: bytes | bytearray, start: int, end: int, pauses: Pauses) -> str:
+async def decode(body: bytes | bytearray, start: int, end: int, pauses: Pauses) -> Pieces:
     """The string at body[start:end] (its quotes included), decoded PIECE bytes at a time; 400
     "Malformed JSON body" where the whole would have been."""
-    pieces, position, last = [], start + 1, end - 1
+    pieces, position, last = Pieces(), start + 1, end - 1
     view = memoryview(body)
     while position < last:
         cut = _cut(body, position + PIECE, last)
         pieces.append(_string(b'"' + view[position:cut] + b'"'))
         position = cut
         await pauses()
-    return "".join(pieces)
+    return pieces
 
 
 def _cut(body: bytes | bytearray, at: int, last: int) -> int:
-    """The first place at or after `at` where a piece may end (`last`: none before the end)."""
-    if at >= last:
-        return last
-    found = _CUT.search(body, at - 12, last)
-    return found.end() if found else last
+    """The first place at or after `at` where a piece of the string ending at `last` may end:
+    6 bytes past `at` when no backslash comes in the 10 bytes from it (past any escape `at` fell
+    in), moved to the start of a UTF-8 character; else before a run of backslashes (an escape
+    starts there), unless it is the second half of a surrogate pair."""
+    for _ in range(CUT_TRIES):
+        if at + 6 >= last:
+            return last
+        slash = body.find(b"\\", at, at + 10)
+        if slash < 0:
+            return _character_start(body, at + 6, last)
+        if body[slash - 1] == 0x5C:  # `at` fell in a run: past it, and the character it escapes
+            found = _RUN.match(body, slash)
+            at = (found.end() if found else slash) + 1
+        elif _LOW.match(body, slash):
+            at = slash + 6
+        else:
+            return slash
+    return last
+
+
+def _character_start(body: bytes | bytearray, at: int, last: int) -> int:
+    while at < last and 0x80 <= body[at] < 0xC0:  # a UTF-8 continuation byte (3 at most)
+        at += 1
+    return at
 
 
 def _string(piece: bytes) -> str:

@@ -9,6 +9,7 @@ from server.errors import BadRequest
 from server.jobs.states import JOB_STATES
 from server.models import TaskUpdate
 from server.parsing import field
+from server.store.logfiles import LogText, Pieces
 from server.values import MAX_INT32, MAX_INT64
 
 # Times a task can show: asyncpg reads 0001-01-01 and 9999-12-31T23:59:59.999999 back as its
@@ -100,13 +101,17 @@ def parse_job_state(body: dict[str, Any]) -> str:
     return _known_state("job_state", field(body, "job_state", str))
 
 
-def parse_logfiles(value: dict[str, Any]) -> dict[str, str]:
-    """{name: text}; PostgreSQL text cannot hold NUL, so NULs in a log become U+FFFD."""
-    files = {}
+def parse_logfiles(value: dict[str, Any]) -> dict[str, LogText]:
+    """{name: text}; PostgreSQL text cannot hold NUL, so NULs in a log become U+FFFD (a long
+    text's pieces each in turn: one piece copied at a time)."""
+    files: dict[str, LogText] = {}
     for name, text in value.items():
         if not name or len(name) > MAX_LOGFILE_NAME or "\0" in name:
             raise BadRequest(f"Invalid logfile name: 1-{MAX_LOGFILE_NAME} characters, no NUL")
-        if not isinstance(text, str):
+        if isinstance(text, Pieces):
+            for number, piece in enumerate(text):
+                text[number] = piece.replace("\0", "\ufffd")
+        elif not isinstance(text, str):
             raise BadRequest(f"Invalid logfile {name}: content must be a string")
-        files[name] = text.replace("\0", "\ufffd")
+        files[name] = text if isinstance(text, Pieces) else text.replace("\0", "\ufffd")
     return files

@@ -186,7 +186,7 @@ async def save_results(
 
 
 async def save_logfiles(
-    pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, str], quota: int = 0
+    pool: asyncpg.Pool, job_id: str, key: str, files: dict[str, logfiles.LogText], quota: int = 0
 ) -> None:
     """A worker's `POST /logfiles`; 413 and nothing stored when the owner's quota would be
     exceeded (logs are stored data like results: no way around the quota), or the simulation

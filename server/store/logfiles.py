@@ -1,6 +1,6 @@
 """The logfiles table: log files of a simulation, stored by name in parts of PART characters."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
 from server.database.sql import query
@@ -8,6 +8,14 @@ from server.models import Conn, Db
 
 BATCH_BYTES = 4 << 20  # log contents read at once: a simulation may hold hundreds of MB of logs
 PART = 1 << 20  # characters of a log file in one row (migration 0017)
+
+
+class Pieces(list[str]):
+    """A long log text as decoded a piece at a time (server/jobs/logsplit.py), never joined:
+    its parts are cut across the pieces when it is stored."""
+
+
+LogText = str | Pieces
 
 
 class Part(NamedTuple):
@@ -21,7 +29,7 @@ class LogsChanged(Exception):
     """A log file was replaced or removed while it was being read."""
 
 
-async def upsert(conn: Conn, sim_pk: int, logfiles: dict[str, str]) -> None:
+async def upsert(conn: Conn, sim_pk: int, logfiles: dict[str, LogText]) -> None:
     """Store each named log file in parts, replacing one of the same name stored before (in the
     caller's transaction, which holds the simulation's row lock: the file changes at once).
     Parts are sent about BATCH_BYTES at a time: 200 MB in one statement held the event loop
@@ -32,16 +40,35 @@ async def upsert(conn: Conn, sim_pk: int, logfiles: dict[str, str]) -> None:
     contents: list[str] = []
     size = 0
     for name, text in logfiles.items():
-        for number, start in enumerate(range(0, max(len(text), 1), PART)):
+        for number, content in enumerate(_parts(text)):
             names.append(name)
             parts.append(number)
-            contents.append(text[start : start + PART])
-            size += len(contents[-1])
+            contents.append(content)
+            size += len(content)
             if size >= BATCH_BYTES:
                 await conn.execute(query("insert_logfile_parts"), sim_pk, names, parts, contents)
                 names, parts, contents, size = [], [], [], 0
     if contents:
         await conn.execute(query("insert_logfile_parts"), sim_pk, names, parts, contents)
+
+
+def _parts(text: LogText) -> Iterator[str]:
+    """The text in parts of PART characters (one, maybe empty, at least)."""
+    if isinstance(text, str):
+        yield from (text[start : start + PART] for start in range(0, max(len(text), 1), PART))
+        return
+    held: list[str] = []
+    size, made = 0, False
+    for piece in text:
+        while size + len(piece) >= PART:
+            cut = PART - size
+            yield "".join([*held, piece[:cut]])
+            held, size, made, piece = [], 0, True, piece[cut:]
+        if piece:
+            held.append(piece)
+            size += len(piece)
+    if held or not made:
+        yield "".join(held)
 
 
 async def count(db: Db, sim_pk: int) -> int:
