@@ -98,6 +98,7 @@ def test_a_text_in_pieces_is_stored_in_the_parts_the_joined_text_would_be(pieces
         "  3%\r",
         "\u4e2d\u6587",
         "C:\\run\\a\\",  # Windows paths: runs of two backslashes
+        "\\",  # one run of 10,000 backslashes: cut inside it
         "\U0001f600",
     ],
 )
@@ -110,6 +111,13 @@ def test_texts_dense_with_escapes_are_still_cut_into_pieces(line):
         pieces = asyncio.run(logsplit.decode(piece, 0, len(piece), Pauses(0)))
     assert "".join(pieces) == text
     assert len(pieces) >= len(piece) // 1100
+
+
+def test_a_piece_never_takes_the_bytes_past_its_string():
+    body = '"éééé"\\"'.encode()  # a backslash right after the closing quote
+    with mock.patch.object(logsplit, "PIECE", 1):
+        pieces = asyncio.run(logsplit.decode(body, 0, body.index(b'"', 1) + 1, Pauses(0)))
+    assert "".join(pieces) == "éééé"
 
 
 def test_a_run_of_backslashes_is_counted_across_windows():

@@ -31,7 +31,6 @@ LONG = 1 << 20  # strings of more bytes are decoded apart
 PIECE = 1 << 20  # bytes of a string decoded at once: ~2 ms
 MAX_QUOTES = 2_000_000  # quotes looked at, at most (about a second): past it, parsed whole
 QUOTES_BETWEEN_PAUSES = 4096
-_RUN = re.compile(rb"\\+")  # a run of backslashes
 _LOW = re.compile(rb"\\u[dD][c-fC-F]")  # the second half of a surrogate pair: no cut before it
 CUT_TRIES = 64  # looks for a place to cut a piece, at most: then the rest is one piece
 
@@ -55,9 +54,8 @@ async def _parsed_around(
     """The body parsed around its long strings, then each decoded into its place; None when
     they are not all log texts."""
     prefix = f"\0{secrets.token_hex(8)}:"  # no body can name a placeholder of its own
-    wide = await wide_text(raw, pauses)
-    texts = sum(end - start for start, end in spans) * (4 if wide else 1)
-    others = len(raw) - sum(end - start for start, end in spans) + 40 * len(spans)
+    wide, size = await wide_text(raw, pauses), sum(end - start for start, end in spans)
+    texts, others = size * (4 if wide else 1), len(raw) - size + 40 * len(spans)
     await hold_for_parsing(request, b"", plus=texts + others)  # the skeleton, before it is made
     rest = skeleton(raw, spans, prefix)
     await hold_for_parsing(request, rest, plus=texts + len(rest), wide=wide)
@@ -95,15 +93,19 @@ async def long_strings(body: bytes | bytearray, pauses: Pauses) -> list[tuple[in
 
 def _escaped(body: bytes | bytearray, opened: int, quote: int) -> bool:
     """Whether the quote at `quote`, in the string opened at `opened`, follows an odd number of
-    backslashes (a run of them is looked through in windows growing from 64 bytes)."""
-    if body[quote - 1] != 0x5C:
-        return False
-    end, window = quote, 64
+    backslashes."""
+    return body[quote - 1] == 0x5C and (quote - _run_start(body, opened + 1, quote)) % 2 == 1
+
+
+def _run_start(body: bytes | bytearray, floor: int, end: int) -> int:
+    """Where the run of backslashes before `end` begins (not before `floor`), looked for in
+    windows growing from 64 bytes."""
+    window = 64
     while True:
-        start = max(opened + 1, end - window)
+        start = max(floor, end - window)
         kept = len(bytes(body[start:end]).rstrip(b"\\"))
-        if kept or start == opened + 1:
-            return (quote - start - kept) % 2 == 1
+        if kept or start == floor:
+            return start + kept
         end, window = start, window * 2
 
 
@@ -132,31 +134,30 @@ async def decode(body: bytes | bytearray, start: int, end: int, pauses: Pauses) 
     pieces, position, last = Pieces(), start + 1, end - 1
     view = memoryview(body)
     while position < last:
-        cut = _cut(body, position + PIECE, last)
+        cut = _cut(body, position, position + PIECE, last)
         pieces.append(_string(b'"' + view[position:cut] + b'"'))
         position = cut
         await pauses()
     return pieces
 
 
-def _cut(body: bytes | bytearray, at: int, last: int) -> int:
-    """The first place at or after `at` where a piece of the string ending at `last` may end:
-    6 bytes past `at` when no backslash comes in the 10 bytes from it (past any escape `at` fell
-    in), moved to the start of a UTF-8 character; else before a run of backslashes (an escape
-    starts there), unless it is the second half of a surrogate pair."""
+def _cut(body: bytes | bytearray, position: int, at: int, last: int) -> int:
+    """The first place at or after `at` where the piece from `position` (a place to cut) of the
+    string ending at `last` may end: 6 bytes past `at` when no backslash comes in the 10 bytes
+    from it (past any escape `at` fell in), moved to the start of a UTF-8 character; else
+    between two escapes: before a run of backslashes, unless it is the second half of a
+    surrogate pair, or inside one, an even number of backslashes from its start."""
     for _ in range(CUT_TRIES):
         if at + 6 >= last:
             return last
-        slash = body.find(b"\\", at, at + 10)
+        slash = body.find(b"\\", at, min(at + 10, last))
         if slash < 0:
             return _character_start(body, at + 6, last)
-        if body[slash - 1] == 0x5C:  # `at` fell in a run: past it, and the character it escapes
-            found = _RUN.match(body, slash)
-            at = (found.end() if found else slash) + 1
-        elif _LOW.match(body, slash):
-            at = slash + 6
-        else:
+        if body[slash - 1] == 0x5C:  # in a run: it began at or after `position`
+            return slash + (slash - _run_start(body, position, slash)) % 2
+        if not _LOW.match(body, slash):
             return slash
+        at = slash + 6
     return last
 
 

@@ -111,7 +111,9 @@ def parse_logfiles(value: dict[str, Any]) -> dict[str, LogText]:
         if isinstance(text, Pieces):
             for number, piece in enumerate(text):
                 text[number] = piece.replace("\0", "\ufffd")
-        elif not isinstance(text, str):
+            files[name] = text
+        elif isinstance(text, str):
+            files[name] = text.replace("\0", "\ufffd")
+        else:
             raise BadRequest(f"Invalid logfile {name}: content must be a string")
-        files[name] = text if isinstance(text, Pieces) else text.replace("\0", "\ufffd")
     return files

@@ -60,13 +60,14 @@ def _parts(text: LogText) -> Iterator[str]:
     held: list[str] = []
     size, made = 0, False
     for piece in text:
-        while size + len(piece) >= PART:
-            cut = PART - size
-            yield "".join([*held, piece[:cut]])
-            held, size, made, piece = [], 0, True, piece[cut:]
-        if piece:
-            held.append(piece)
-            size += len(piece)
+        start = 0
+        while size + len(piece) - start >= PART:
+            cut = start + PART - size
+            yield "".join([*held, piece[start:cut]])
+            held, size, made, start = [], 0, True, cut
+        if start < len(piece):
+            held.append(piece[start:])
+            size += len(piece) - start
     if held or not made:
         yield "".join(held)
 
